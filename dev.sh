@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# One entry point for set-up on a fresh machine.
+#   ./dev.sh demo   create .venv if needed, install sentinel, run `sentinel demo`
+#   ./dev.sh test   also install test tools and system packages, then ruff, mypy --strict, pytest
+set -euo pipefail
+cd "$(dirname "$0")"
+venv=.venv
+
+ensure_venv() {
+    local extras=$1 stamp="$venv/.installed-$1"
+    if [ ! -x "$venv/bin/python" ]; then
+        python3 -m venv "$venv"
+    fi
+    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+        "$venv/bin/pip" install -q --disable-pip-version-check -e ".$extras"
+        touch "$stamp"
+    fi
+}
+
+ensure_system_packages() {
+    # The end-to-end tests drive a real nginx and HAProxy; install them when missing.
+    local missing=()
+    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+    command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing ${missing[*]} (Debian packages) for the end-to-end tests" >&2
+        apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        echo "note: ${missing[*]} missing and cannot be installed here; those tests will skip" >&2
+    fi
+}
+
+case "${1:-}" in
+    demo)
+        ensure_venv ""
+        shift
+        exec "$venv/bin/sentinel" demo "$@"
+        ;;
+    test)
+        ensure_system_packages
+        ensure_venv "[dev]"
+        shift
+        "$venv/bin/ruff" check sentinel tests bench examples
+        "$venv/bin/mypy" --strict sentinel
+        exec "$venv/bin/pytest" -q -p no:cacheprovider "$@"
+        ;;
+    *)
+        echo "usage: ./dev.sh demo|test [args]" >&2
+        exit 2
+        ;;
+esac
