@@ -1,0 +1,125 @@
+"""The HTTP API (SPEC 6) as a plain ASGI app, served by Hypercorn's Trio worker."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qs
+
+import trio
+
+from sentinel.config import ApiConfig
+from sentinel.model import Event
+
+log = logging.getLogger("sentinel.api")
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+URL_FILE = "api.url"
+
+
+class StateSource(Protocol):
+    """What the API reads from the running engine."""
+
+    def state_document(self) -> dict[str, object]:
+        """GET /v1/state."""
+        ...
+
+    def events_after(self, seq: int) -> list[Event]:
+        """GET /v1/events."""
+        ...
+
+
+class Response:
+    """A finished response: status, JSON body (or raw bytes) and content type."""
+
+    __slots__ = ("body", "content_type", "status")
+
+    def __init__(self, status: int, body: object, content_type: str = "application/json"
+                 ) -> None:
+        self.status = status
+        self.content_type = content_type
+        self.body = body if isinstance(body, bytes) else (
+            json.dumps(body, indent=None, separators=(",", ":")).encode() + b"\n")
+
+
+class Api:
+    """Routes requests to the engine; checks the bearer token where SPEC requires it."""
+
+    def __init__(self, source: StateSource, token: str | None = None) -> None:
+        self.source = source
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry point."""
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        response = self.route(scope["method"], scope["path"],
+                              scope.get("query_string", b"").decode(),
+                              dict(scope.get("headers", [])))
+        await send({"type": "http.response.start", "status": response.status,
+                    "headers": [(b"content-type", response.content_type.encode()),
+                                (b"content-length", str(len(response.body)).encode())]})
+        await send({"type": "http.response.body", "body": response.body})
+
+    def route(self, method: str, path: str, query: str, headers: dict[bytes, bytes]
+              ) -> Response:
+        """Answer one request (sync: every answer is computed from memory)."""
+        if path == "/healthz":
+            return Response(200, {"ok": True})
+        if method != "GET":
+            return Response(405, {"error": f"{method} not allowed on {path}"})
+        if path == "/v1/state":
+            return Response(200, self.source.state_document())
+        if path == "/v1/events":
+            if not self._authorized(headers):
+                return Response(401, {"error": "missing or wrong bearer token"})
+            after = parse_qs(query).get("after", ["0"])[0]
+            if not after.lstrip("-").isdigit():
+                return Response(400, {"error": f"after must be an integer, got {after!r}"})
+            events = self.source.events_after(int(after))
+            return Response(200, {"events": [e.to_json() for e in events]})
+        return Response(404, {"error": f"no such endpoint: {path}"})
+
+    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+        if self.token is None:
+            return True
+        given = headers.get(b"authorization", b"")
+        return hmac.compare_digest(given, b"Bearer " + self.token.encode())
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def serve_api(app: Api, config: ApiConfig, state_dir: Path, *,
+                    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve `app` until cancelled; reports the bound base URL (also written to
+    state_dir/api.url so `sentinel status` can find an instance bound to port 0)."""
+    from hypercorn.config import Config as HypercornConfig
+    from hypercorn.trio import serve
+
+    hc = HypercornConfig()
+    hc.bind = [config.listen]
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("sentinel.api.server")
+    hc.graceful_timeout = 1.0
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(serve, app, hc)
+        url = binds[0].replace("0.0.0.0", "127.0.0.1")
+        (state_dir / URL_FILE).write_text(url + "\n")
+        log.info("API listening on %s", url)
+        task_status.started(url)

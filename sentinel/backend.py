@@ -1,0 +1,94 @@
+"""One backend's runtime record: what the engine knows and publishes about it.
+
+The breaker decides health; this record adds what the shell tracks around
+it (admin override, script weight, timestamps, counters) and derives the
+published state and weight from them. It does no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sentinel.breakers.base import Breaker, Change, Health, Transition
+from sentinel.config import BackendConfig
+from sentinel.model import BackendView, ProbeResult, ProbeSummary, State
+from sentinel.probes.base import Target
+
+
+@dataclass(frozen=True, slots=True)
+class LastProbe:
+    """The most recent probe, for /v1/state."""
+
+    time: str
+    ok: bool
+    error: str
+    latency_ms: float
+
+    def to_json(self) -> dict[str, object]:
+        """The `last_probe` object of the state document."""
+        return {"time": self.time, "ok": self.ok, "error": self.error or None,
+                "latency_ms": round(self.latency_ms, 3)}
+
+
+class BackendRuntime:
+    """Mutable per-backend state owned by the engine's task for this backend."""
+
+    __slots__ = ("breaker", "config", "fails", "last_ok", "last_probe", "override",
+                 "progress", "published", "script_weight", "service", "since", "target")
+
+    def __init__(self, service: str, config: BackendConfig, breaker: Breaker,
+                 since: str, last_ok: float | None = None) -> None:
+        self.service = service
+        self.config = config
+        self.breaker = breaker
+        self.target = Target(service, config.name, config.host, config.port)
+        self.override: State | None = None
+        self.script_weight: int | None = None
+        self.since = since
+        self.fails = 0
+        self.last_ok = last_ok
+        self.last_probe: LastProbe | None = None
+        self.progress = ""
+        self.published: tuple[State, int] = self.desired()
+
+    def record(self, result: ProbeResult, transition: Transition, wall_iso: str,
+               wall: float) -> None:
+        """Take in one probe result and the breaker's answer to it."""
+        self.fails = 0 if result.ok else self.fails + 1
+        if result.ok:
+            self.last_ok = wall
+        if result.weight is not None:
+            self.script_weight = result.weight
+        self.progress = transition.reason if transition.change is Change.PENDING else ""
+        self.last_probe = LastProbe(wall_iso, result.ok, result.error, result.latency * 1000)
+
+    def desired(self) -> tuple[State, int]:
+        """The state and weight this backend should be published with."""
+        if self.override is not None and self.override is not State.UP:
+            return self.override, 0
+        if self.breaker.health is Health.DOWN:
+            return State.DOWN, 0
+        weight = self.script_weight if self.script_weight is not None else self.config.weight
+        return State.UP, weight
+
+    def view(self, state: State, weight: int) -> BackendView:
+        """This backend as sinks see it."""
+        c = self.config
+        return BackendView(name=c.name, address=c.address, host=c.host, port=c.port,
+                           state=state, weight=weight, configured_weight=c.weight,
+                           backup=c.backup)
+
+    def to_json(self, state: State, weight: int) -> dict[str, object]:
+        """This backend's entry in the state document."""
+        return {"name": self.config.name, "address": self.config.address,
+                "state": state.value, "weight": weight, "health": self.breaker.health.value,
+                "since": self.since, "fails": self.fails,
+                "progress": self.progress or None,
+                "override": self.override.value if self.override else None,
+                "last_probe": self.last_probe.to_json() if self.last_probe else None}
+
+
+def summary(probe_type: str, result: ProbeResult) -> ProbeSummary:
+    """The `probe` object carried by an event."""
+    return ProbeSummary(type=probe_type, ok=result.ok, error=result.error,
+                        latency_ms=result.latency * 1000)

@@ -1,0 +1,65 @@
+"""The breaker interface: a pure state machine fed by probe results.
+
+A breaker never awaits, logs or reads a clock: `observe(ok, now)` takes the
+time from its caller and returns a `Transition` saying whether the verdict
+changed. The engine does every side effect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+from typing import Protocol
+
+
+class Health(StrEnum):
+    """A breaker's verdict."""
+
+    UP = "up"
+    DOWN = "down"
+
+
+class Change(Enum):
+    """Whether an observation changed the verdict (Envoy's HealthTransition)."""
+
+    UNCHANGED = "unchanged"  # nothing moved; the breaker is settled
+    PENDING = "pending"  # counting towards a change ("2/3 towards down")
+    CHANGED = "changed"  # the verdict flipped; sinks hear about it
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """The answer to one observation.
+
+    `reason` explains a CHANGED verdict ("3 failures within 10s") and shows
+    progress for PENDING ("2/3 towards down"); it is empty when UNCHANGED.
+    """
+
+    change: Change
+    health: Health
+    reason: str = ""
+
+
+class IllegalTransition(RuntimeError):
+    """A move the breaker's transition table does not allow; nothing changed."""
+
+
+class Breaker(Protocol):
+    """One backend's breaker. Implementations live one per file in this package."""
+
+    @property
+    def health(self) -> Health:
+        """The current verdict."""
+        ...
+
+    def observe(self, ok: bool, now: float, latency: float = 0.0) -> Transition:
+        """Feed one probe result taken at `now` (seconds, any monotonic origin)."""
+        ...
+
+    def retry_at(self) -> float | None:
+        """While down: the time before which probes cannot change the verdict, else None."""
+        ...
+
+    def progress(self) -> str:
+        """Where the breaker stands, for /v1/state ("1/3 towards down", "" when settled)."""
+        ...

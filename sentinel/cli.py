@@ -1,0 +1,165 @@
+"""The command line (SPEC 2): run, check, probe, status, demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+from sentinel.api import URL_FILE, Api, serve_api
+from sentinel.budget import compute_budget, describe
+from sentinel.config import Config
+from sentinel.configload import load_config
+from sentinel.engine import Engine
+from sentinel.errors import ConfigError, ConfigErrors
+from sentinel.logs import setup_logging
+
+log = logging.getLogger("sentinel")
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])
+    common.add_argument("--log-format", default="text", choices=["text", "json"])
+    with_config = argparse.ArgumentParser(add_help=False)
+    with_config.add_argument("-c", "--config", default="./sentinel.yaml", metavar="FILE")
+    api = argparse.ArgumentParser(add_help=False)
+    api.add_argument("--api", metavar="URL", help="sentinel's API (default: from -c, "
+                     "else http://127.0.0.1:9900)")
+
+    parser = argparse.ArgumentParser(prog="sentinel", parents=[common],
+                                     description="Health-check and circuit-breaker sidecar.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", parents=[common, with_config], help="probe and publish until stopped")
+    sub.add_parser("check", parents=[common, with_config],
+                   help="validate the config and print detection budgets")
+    probe = sub.add_parser("probe", parents=[common], help="one probe now")
+    probe.add_argument("url", help="tcp://host:port, http(s)://host:port/path or script:/cmd")
+    probe.add_argument("--timeout", default="1s")
+    status = sub.add_parser("status", parents=[common, with_config, api],
+                            help="the running instance's state")
+    status.add_argument("--json", action="store_true")
+    sub.add_parser("demo", parents=[common], help="a self-contained failover demo")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `sentinel` console script."""
+    args = _parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    try:
+        if args.command == "run":
+            return _run(args.config)
+        if args.command == "check":
+            return _check(args.config)
+        if args.command == "probe":
+            from sentinel.probecli import probe_once
+
+            return probe_once(args.url, args.timeout)
+        if args.command == "status":
+            from sentinel.status import show_status
+
+            return show_status(_api_url(args), as_json=args.json)
+        if args.command == "demo":
+            from sentinel.demo import run_demo
+
+            return run_demo()
+    except KeyboardInterrupt:
+        return EXIT_FAIL
+    return EXIT_USAGE
+
+
+def _load(path: str) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigErrors as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+    return None
+
+
+def _check(path: str) -> int:
+    config = _load(path)
+    if config is None:
+        return EXIT_USAGE
+    print(f"{path}: ok")
+    for svc in config.services:
+        budget = compute_budget(svc)
+        print(f"  {svc.name}: {len(svc.backends)} backends, {svc.probe.type} probe; "
+              f"worst case death -> removal {describe(budget.to_down)}, "
+              f"recovery -> return {describe(budget.to_up)}")
+    return EXIT_OK
+
+
+def _run(path: str) -> int:
+    config = _load(path)
+    if config is None:
+        return EXIT_USAGE
+    try:
+        trio.run(run_instance, config)
+    except Exception:
+        log.exception("sentinel crashed")
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+async def run_instance(config: Config, *,
+                       task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+    """Engine plus API until SIGINT/SIGTERM; the first signal stops gracefully,
+    a second one at once."""
+    engine = Engine(config)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as outer:
+            url = await outer.start(serve_api, Api(engine, config.api.token), config.api,
+                                    Path(config.state_dir))
+            async with trio.open_nursery() as inner:
+
+                async def engine_then_stop() -> None:
+                    await engine.run()
+                    inner.cancel_scope.cancel()
+
+                inner.start_soon(engine_then_stop)
+                task_status.started(url)
+                log.info("sentinel running: %d services, %d backends", len(config.services),
+                         sum(len(s.backends) for s in config.services))
+                stopping = False
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        log.warning("SIGHUP: reloading is not supported yet; keeping the "
+                                    "running config")
+                        continue
+                    if stopping:
+                        log.warning("second signal: stopping now")
+                        inner.cancel_scope.cancel()
+                        break
+                    log.info("%s: stopping gracefully", signal.Signals(signum).name)
+                    stopping = True
+                    engine.stop()
+            outer.cancel_scope.cancel()
+
+
+def _api_url(args: argparse.Namespace) -> str:
+    if args.api:
+        return str(args.api).rstrip("/")
+    if Path(args.config).exists():
+        try:
+            config = load_config(args.config)
+        except ConfigError:
+            return "http://127.0.0.1:9900"
+        url_file = Path(config.state_dir) / URL_FILE
+        if config.api.port == 0 and url_file.exists():
+            return url_file.read_text().strip()
+        return f"http://{config.api.listen}"
+    return "http://127.0.0.1:9900"
+
+
+__all__ = ["main", "run_instance"]

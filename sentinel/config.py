@@ -1,0 +1,232 @@
+"""The validated configuration: frozen values built once by `configload`.
+
+Durations are floats in seconds. Every sink kind parses its own options
+(see `sentinel.sinks`), so this module only carries them as opaque values.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+# -- probes ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """When a backend is probed: `interval` normally, `fast_interval` while a
+    breaker is counting towards a change, `down_interval` while down."""
+
+    interval: float = 2.0
+    fast_interval: float = 2.0
+    down_interval: float = 2.0
+    timeout: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class TcpSpec:
+    """`tcp` probe: connect; optionally send bytes and expect a regex back; TLS."""
+
+    send: bytes | None = None
+    expect: re.Pattern[bytes] | None = None
+    tls: bool = False
+    sni: str | None = None
+    verify: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class StatusClass:
+    """One `expect_status` entry: an exact code (`301`) or a class (`2xx`)."""
+
+    low: int
+    high: int
+
+    def matches(self, code: int) -> bool:
+        """True when `code` falls in this entry."""
+        return self.low <= code <= self.high
+
+
+DEFAULT_EXPECT_STATUS = (StatusClass(200, 299), StatusClass(300, 399))
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSpec:
+    """`http`/`https` probe: one request, status and optional body regex."""
+
+    method: str = "GET"
+    path: str = "/"
+    host: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    expect_status: tuple[StatusClass, ...] = DEFAULT_EXPECT_STATUS
+    expect_body: re.Pattern[str] | None = None
+    verify: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptSpec:
+    """`script` probe: argv run without a shell; exit 0 is healthy."""
+
+    command: tuple[str, ...] = ()
+
+
+ProbeSpec = TcpSpec | HttpSpec | ScriptSpec
+ProbeType = Literal["tcp", "http", "https", "script"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeConfig:
+    """A service's probe: its kind, its timing and its kind-specific settings."""
+
+    type: ProbeType = "tcp"
+    timing: Timing = field(default_factory=Timing)
+    spec: ProbeSpec = field(default_factory=TcpSpec)
+
+
+# -- breakers ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NginxBreakerConfig:
+    """nginx's max_fails/fail_timeout; `window: chained` is nginx's own code."""
+
+    max_fails: int = 1
+    fail_timeout: float = 10.0
+    passes: int = 1
+    window: Literal["sliding", "chained"] = "sliding"
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdBreakerConfig:
+    """HAProxy's fall/rise consecutive counts."""
+
+    rise: int = 2
+    fall: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreakerConfig:
+    """Closed/open/half-open over a sliding time window."""
+
+    window: float = 10.0
+    min_calls: int = 5
+    failure_rate: float = 0.5
+    slow_call: float | None = None
+    slow_rate: float = 1.0
+    open_for: float = 5.0
+    max_open_for: float = 60.0
+    half_open_trials: int = 3
+
+
+BreakerConfig = NginxBreakerConfig | ThresholdBreakerConfig | CircuitBreakerConfig
+
+
+# -- services and sinks ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    """One backend of a service."""
+
+    name: str
+    address: str
+    host: str
+    port: int
+    weight: int = 1
+    backup: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SinkBinding:
+    """A service's use of a named sink, with that sink kind's per-service options."""
+
+    sink: str
+    options: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class MinUp:
+    """The panic guard: never publish fewer than this many backends up."""
+
+    count: int = 0
+    percent: float | None = None
+
+    def required(self, total: int) -> int:
+        """How many of `total` backends must stay published up."""
+        if self.percent is not None:
+            return min(total, int(-(-self.percent * total // 100)))
+        return min(total, self.count)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """One service: its backends, how they are probed and judged, where published."""
+
+    name: str
+    backends: tuple[BackendConfig, ...]
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    breaker: BreakerConfig = field(default_factory=NginxBreakerConfig)
+    sinks: tuple[SinkBinding, ...] = ()
+    slow_start: float = 0.0
+    min_up: MinUp = field(default_factory=MinUp)
+
+
+@dataclass(frozen=True, slots=True)
+class SinkConfig:
+    """A named sink: its kind and that kind's parsed options."""
+
+    name: str
+    type: str
+    options: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """Where the HTTP API listens and the token it requires."""
+
+    host: str = "127.0.0.1"
+    port: int = 9900
+    token: str | None = None
+
+    @property
+    def listen(self) -> str:
+        """host:port as Hypercorn binds it."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class TracesConfig:
+    """Trace export settings."""
+
+    exporter: Literal["none", "console", "otlp"] = "none"
+    endpoint: str = "http://127.0.0.1:4318"
+    sample_ok: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryConfig:
+    """OpenTelemetry and Prometheus settings."""
+
+    service_name: str = "sentinel"
+    traces: TracesConfig = field(default_factory=TracesConfig)
+    prometheus: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole validated configuration file."""
+
+    path: str
+    state_dir: str
+    api: ApiConfig = field(default_factory=ApiConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    sinks: tuple[SinkConfig, ...] = ()
+    services: tuple[ServiceConfig, ...] = ()
+
+    def service(self, name: str) -> ServiceConfig:
+        """The service called `name` (KeyError when there is none)."""
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        raise KeyError(name)

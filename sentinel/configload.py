@@ -1,0 +1,306 @@
+"""YAML file -> validated, frozen `Config`, in one pass that collects every error.
+
+Each error names the file, line and column and the key path, e.g.
+`sentinel.yaml:14:9: services.web.backends[1].address: port must be 1..65535, got 70000`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from sentinel.config import (
+    ApiConfig,
+    BackendConfig,
+    Config,
+    MinUp,
+    ServiceConfig,
+    SinkBinding,
+    SinkConfig,
+    TelemetryConfig,
+    TracesConfig,
+)
+from sentinel.configprobe import TIMING_KEYS, merged, parse_breaker, parse_probe
+from sentinel.errors import ConfigError, ConfigErrors
+from sentinel.yamlnode import Node, load_yaml
+
+TOP_KEYS = {"version", "state_dir", "api", "telemetry", "defaults", "sinks", "services"}
+SERVICE_KEYS = {"backends", "probe", "breaker", "sinks", "slow_start", "min_up"}
+BACKEND_KEYS = {"name", "address", "weight", "backup"}
+T = TypeVar("T")
+
+
+class _Collector:
+    """Gathers ConfigErrors so one pass reports them all."""
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        try:
+            yield
+        except ConfigErrors as many:
+            self.errors.extend(many.errors)
+        except ConfigError as one:
+            self.errors.append(one)
+
+    def run(self, fn: Callable[[], T]) -> T | None:
+        with self.guard():
+            return fn()
+        return None
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the config file at `path`; raise ConfigErrors listing every problem."""
+    file = str(path)
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigErrors([ConfigError(None, f"{file}: cannot read: {exc.strerror}")]) from None
+    return parse_config(load_yaml(text, file, env), file)
+
+
+def parse_config(root: Node, file: str) -> Config:
+    """Validate a composed document."""
+    errors = _Collector()
+    top = errors.run(lambda: root.as_map(TOP_KEYS)) or {}
+    if "version" in top:
+        errors.run(lambda: _version(top["version"]))
+    base = Path(file).resolve().parent
+    state_dir = str(base / top["state_dir"].as_str()) if "state_dir" in top else str(
+        base / "state")
+    api = errors.run(lambda: parse_api(top["api"])) if "api" in top else ApiConfig()
+    telemetry = (errors.run(lambda: _telemetry(top["telemetry"])) if "telemetry" in top
+                 else TelemetryConfig())
+    sinks = _sinks(top.get("sinks"), errors)
+    defaults = errors.run(lambda: _defaults(top.get("defaults"))) or {}
+    services = _services(top.get("services"), defaults, {s.name: s for s in sinks}, errors)
+    if errors.errors:
+        raise ConfigErrors(errors.errors)
+    assert api is not None
+    assert telemetry is not None
+    return Config(path=file, state_dir=state_dir, api=api, telemetry=telemetry,
+                  sinks=tuple(sinks), services=tuple(services))
+
+
+def _version(node: Node) -> None:
+    if node.as_int() != 1:
+        raise node.error(f"only version 1 is supported, got {node.describe()}")
+
+
+def parse_address(node: Node) -> tuple[str, int]:
+    """`host:port` or `[v6addr]:port` to (host, port)."""
+    text = node.as_str().strip()
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.%a-zA-Z]+)\]:(\d+)", text) or re.fullmatch(
+        r"([^:\[\]\s]+):(\d+)", text)
+    if not m:
+        hint = " (write IPv6 addresses as [addr]:port)" if text.count(":") > 1 else ""
+        raise node.error(f"expected host:port{hint}, got {text!r}")
+    host, port = m.group(1), int(m.group(2))
+    if text.startswith("["):
+        try:
+            ipaddress.IPv6Address(host.split("%")[0])
+        except ValueError:
+            raise node.error(f"invalid IPv6 address {host!r}") from None
+    if not 1 <= port <= 65535:
+        raise node.error(f"port must be 1..65535, got {port}")
+    return host, port
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_api(node: Node) -> ApiConfig:
+    """The `api` section; a non-loopback listen address requires a token."""
+    e = node.as_map({"listen", "token", "token_file"})
+    host, port = ("127.0.0.1", 9900)
+    if "listen" in e:
+        host, port = _listen(e["listen"])
+    token = e["token"].as_str() if "token" in e else None
+    if "token_file" in e:
+        try:
+            token = Path(e["token_file"].as_str()).read_text().strip()
+        except OSError as exc:
+            raise e["token_file"].error(f"cannot read token file: {exc.strerror}") from None
+    if not token and not _is_loopback(host):
+        raise (e.get("listen") or node).error(
+            f"listening on non-loopback address {host} requires api.token or api.token_file")
+    return ApiConfig(host=host, port=port, token=token or None)
+
+
+def _listen(node: Node) -> tuple[str, int]:
+    text = node.as_str()
+    if re.fullmatch(r".*:0", text):  # port 0: let the kernel choose (tests, demos)
+        host, _ = parse_address(Node(text[:-1] + "1", node.file, node.line, node.column,
+                                     node.path))
+        return host, 0
+    return parse_address(node)
+
+
+def _telemetry(node: Node) -> TelemetryConfig:
+    e = node.as_map({"service_name", "traces", "metrics"})
+    traces = TracesConfig()
+    if "traces" in e:
+        t = e["traces"].as_map({"exporter", "endpoint", "sample_ok"})
+        exporter = t["exporter"].as_str() if "exporter" in t else "none"
+        if exporter not in ("none", "console", "otlp"):
+            raise t["exporter"].error(f"expected none, console or otlp; got {exporter!r}")
+        traces = TracesConfig(
+            exporter=exporter,  # type: ignore[arg-type]
+            endpoint=t["endpoint"].as_str() if "endpoint" in t else traces.endpoint,
+            sample_ok=t["sample_ok"].as_float(0, 1) if "sample_ok" in t else traces.sample_ok,
+        )
+    prometheus = True
+    if "metrics" in e:
+        m = e["metrics"].as_map({"prometheus"})
+        prometheus = m["prometheus"].as_bool() if "prometheus" in m else True
+    return TelemetryConfig(
+        service_name=e["service_name"].as_str() if "service_name" in e else "sentinel",
+        traces=traces, prometheus=prometheus)
+
+
+def _sinks(node: Node | None, errors: _Collector) -> list[SinkConfig]:
+    from sentinel.sinks import SINK_KINDS
+
+    out: list[SinkConfig] = []
+    if node is None:
+        return out
+    for name, entry in errors.run(lambda: list(node.items())) or []:
+        with errors.guard():
+            e = entry.as_map()
+            if "type" not in e:
+                raise entry.error("a sink needs `type`")
+            kind = e["type"].as_str()
+            if kind not in SINK_KINDS:
+                raise e["type"].error(f"unknown sink type {kind!r}; expected one of: "
+                                      f"{', '.join(sorted(SINK_KINDS))}")
+            options = SINK_KINDS[kind].parse_options(entry.without("type"))
+            out.append(SinkConfig(name=name, type=kind, options=options))
+    return out
+
+
+def _defaults(node: Node | None) -> Mapping[str, Node]:
+    if node is None:
+        return {}
+    return node.as_map(SERVICE_KEYS - {"backends"})
+
+
+def _services(node: Node | None, defaults: Mapping[str, Node],
+              sinks: Mapping[str, SinkConfig], errors: _Collector) -> list[ServiceConfig]:
+    out: list[ServiceConfig] = []
+    if node is None:
+        return out
+    for name, entry in errors.run(lambda: list(node.items())) or []:
+        svc = errors.run(lambda n=name, en=entry: _service(n, en, defaults, sinks))  # type: ignore[misc]
+        if svc is not None:
+            out.append(svc)
+    return out
+
+
+def _service(name: str, node: Node, defaults: Mapping[str, Node],
+             sinks: Mapping[str, SinkConfig]) -> ServiceConfig:
+    own = node.as_map(SERVICE_KEYS)
+    errors = _Collector()
+    if "backends" not in own:
+        raise node.error("a service needs `backends`")
+    backends = errors.run(lambda: _backends(own["backends"])) or ()
+
+    def pick(key: str) -> Node | None:
+        return own.get(key) or defaults.get(key)
+
+    probe = errors.run(lambda: parse_probe(
+        merged(defaults.get("probe"), own.get("probe"), "type", TIMING_KEYS)))
+    breaker = errors.run(lambda: parse_breaker(
+        merged(defaults.get("breaker"), own.get("breaker"), "kind", set())))
+    bindings = errors.run(lambda: _bindings(pick("sinks"), sinks)) or ()
+    slow = pick("slow_start")
+    slow_start = errors.run(lambda: slow.as_duration(positive=False)) if slow else 0.0
+    min_up_node = pick("min_up")
+    min_up = errors.run(lambda: _min_up(min_up_node)) if min_up_node else MinUp()
+    if errors.errors:
+        raise ConfigErrors(errors.errors)
+    assert probe
+    assert breaker
+    assert min_up is not None
+    assert slow_start is not None
+    return ServiceConfig(name=name, backends=backends, probe=probe, breaker=breaker,
+                         sinks=bindings, slow_start=slow_start, min_up=min_up)
+
+
+def _backends(node: Node) -> tuple[BackendConfig, ...]:
+    items = node.as_list()
+    if not items:
+        raise node.error("must list at least one backend")
+    out: list[BackendConfig] = []
+    errors = _Collector()
+    seen: set[str] = set()
+    for item in items:
+        with errors.guard():
+            backend = _backend(item)
+            if backend.name in seen:
+                where = item.get("name") if item.is_map else None
+                raise (where or item).error(f"duplicate backend name {backend.name!r}")
+            seen.add(backend.name)
+            out.append(backend)
+    if errors.errors:
+        raise ConfigErrors(errors.errors)
+    return tuple(out)
+
+
+def _backend(item: Node) -> BackendConfig:
+    if not item.is_map:
+        host, port = parse_address(item)
+        address = item.as_str().strip()
+        return BackendConfig(name=address, address=address, host=host, port=port)
+    e = item.as_map(BACKEND_KEYS)
+    if "address" not in e:
+        raise item.error("a backend needs `address`")
+    host, port = parse_address(e["address"])
+    address = e["address"].as_str().strip()
+    return BackendConfig(
+        name=e["name"].as_str() if "name" in e else address,
+        address=address, host=host, port=port,
+        weight=e["weight"].as_int(1, 65535) if "weight" in e else 1,
+        backup=e["backup"].as_bool() if "backup" in e else False,
+    )
+
+
+def _bindings(node: Node | None, sinks: Mapping[str, SinkConfig]) -> tuple[SinkBinding, ...]:
+    from sentinel.sinks import SINK_KINDS
+
+    if node is None:
+        return ()
+    out = []
+    for item in node.as_list():
+        ref = item.get("sink") if item.is_map else item
+        if ref is None:
+            raise item.error("expected a sink name or {sink: NAME, ...options}")
+        name = ref.as_str()
+        if name not in sinks:
+            known = ", ".join(sorted(sinks)) or "none defined"
+            raise ref.error(f"undefined sink {name!r} (defined: {known})")
+        kind = SINK_KINDS[sinks[name].type]
+        extras = item.without("sink") if item.is_map else Node({}, item.file, item.line,
+                                                               item.column, item.path)
+        out.append(SinkBinding(sink=name, options=kind.parse_binding(extras)))
+    return tuple(out)
+
+
+def _min_up(node: Node) -> MinUp:
+    text = str(node.raw).strip()
+    if text.endswith("%"):
+        pct = Node(text[:-1], node.file, node.line, node.column, node.path).as_float(0, 100)
+        return MinUp(percent=pct)
+    return MinUp(count=node.as_int(0))

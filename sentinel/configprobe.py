@@ -1,0 +1,234 @@
+"""Parsing the `probe` and `breaker` sections, with `defaults` merged underneath."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+from collections.abc import Mapping
+
+from sentinel.config import (
+    DEFAULT_EXPECT_STATUS,
+    BreakerConfig,
+    CircuitBreakerConfig,
+    HttpSpec,
+    NginxBreakerConfig,
+    ProbeConfig,
+    ProbeSpec,
+    ScriptSpec,
+    StatusClass,
+    TcpSpec,
+    ThresholdBreakerConfig,
+    Timing,
+)
+from sentinel.errors import ConfigError
+from sentinel.yamlnode import Node
+
+TIMING_KEYS = {"type", "interval", "fast_interval", "down_interval", "timeout"}
+PROBE_KEYS = {
+    "tcp": {"send", "expect", "tls", "sni", "verify"},
+    "http": {"method", "path", "host", "headers", "expect_status", "expect_body", "verify"},
+    "https": {"method", "path", "host", "headers", "expect_status", "expect_body", "verify"},
+    "script": {"command"},
+}
+BREAKER_KEYS = {
+    "nginx": {"max_fails", "fail_timeout", "passes", "window"},
+    "threshold": {"rise", "fall"},
+    "circuit": {"window", "min_calls", "failure_rate", "slow_call", "slow_rate", "open_for",
+                "max_open_for", "half_open_trials"},
+}
+
+
+def merged(default: Node | None, own: Node | None, kind_key: str, shared: set[str]) -> Node:
+    """`own` over `default`; kind-specific defaults apply only when the kinds agree."""
+    base = dict(default.as_map()) if default is not None else {}
+    mine = dict(own.as_map()) if own is not None else {}
+    if kind_key in mine and kind_key in base and mine[kind_key].raw != base[kind_key].raw:
+        base = {k: v for k, v in base.items() if k in shared}
+    anchor = own or default
+    if anchor is None:
+        return Node({}, "", 1, 1, "")
+    return Node({**base, **mine}, anchor.file, anchor.line, anchor.column, anchor.path)
+
+
+def parse_probe(node: Node) -> ProbeConfig:
+    """A `probe` mapping (defaults already merged) to a ProbeConfig."""
+    entries = node.as_map()
+    type_node = entries.get("type")
+    ptype = type_node.as_str() if type_node else "tcp"
+    if ptype not in PROBE_KEYS:
+        where = type_node or node
+        raise where.error(f"expected one of tcp, http, https, script; got {ptype!r}")
+    node.as_map(TIMING_KEYS | PROBE_KEYS[ptype])
+    timing = _timing(entries)
+    spec: ProbeSpec
+    if ptype == "tcp":
+        spec = _tcp(entries)
+    elif ptype == "script":
+        spec = _script(entries, node)
+    else:
+        spec = _http(entries)
+    return ProbeConfig(type=ptype, timing=timing, spec=spec)  # type: ignore[arg-type]
+
+
+def _timing(e: Mapping[str, Node]) -> Timing:
+    interval = e["interval"].as_duration() if "interval" in e else 2.0
+    fast = e["fast_interval"].as_duration() if "fast_interval" in e else interval
+    down = e["down_interval"].as_duration() if "down_interval" in e else interval
+    timeout = e["timeout"].as_duration() if "timeout" in e else min(1.0, interval)
+    if timeout > interval:
+        where = e.get("timeout") or e.get("interval")
+        assert where is not None
+        raise where.error(f"timeout ({_fmt(timeout)}) must not be longer than interval "
+                          f"({_fmt(interval)})")
+    return Timing(interval=interval, fast_interval=fast, down_interval=down, timeout=timeout)
+
+
+def _fmt(seconds: float) -> str:
+    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
+
+
+def _regex(node: Node) -> str:
+    text = node.as_str()
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise node.error(f"invalid regex {text!r}: {exc}") from None
+    return text
+
+
+def _tcp(e: Mapping[str, Node]) -> TcpSpec:
+    send = None
+    if "send" in e:
+        send = e["send"].as_str().encode().decode("unicode_escape").encode("latin-1")
+    expect = re.compile(_regex(e["expect"]).encode()) if "expect" in e else None
+    return TcpSpec(
+        send=send, expect=expect,
+        tls=e["tls"].as_bool() if "tls" in e else False,
+        sni=e["sni"].as_str() if "sni" in e else None,
+        verify=e["verify"].as_bool() if "verify" in e else True,
+    )
+
+
+def _http(e: Mapping[str, Node]) -> HttpSpec:
+    path = e["path"].as_str() if "path" in e else "/"
+    if not path.startswith("/"):
+        raise e["path"].error(f"must start with '/', got {path!r}")
+    headers: tuple[tuple[str, str], ...] = ()
+    if "headers" in e:
+        headers = tuple((k, v.as_str()) for k, v in e["headers"].items())
+    return HttpSpec(
+        method=e["method"].as_str().upper() if "method" in e else "GET",
+        path=path,
+        host=e["host"].as_str() if "host" in e else None,
+        headers=headers,
+        expect_status=_statuses(e["expect_status"]) if "expect_status" in e
+        else DEFAULT_EXPECT_STATUS,
+        expect_body=re.compile(_regex(e["expect_body"])) if "expect_body" in e else None,
+        verify=e["verify"].as_bool() if "verify" in e else True,
+    )
+
+
+def _statuses(node: Node) -> tuple[StatusClass, ...]:
+    items = node.as_list() if node.is_list else [node]
+    out = []
+    for item in items:
+        text = item.as_str().strip().lower()
+        if re.fullmatch(r"[1-5]xx", text):
+            out.append(StatusClass(int(text[0]) * 100, int(text[0]) * 100 + 99))
+        elif re.fullmatch(r"\d{3}", text) and 100 <= int(text) <= 599:
+            out.append(StatusClass(int(text), int(text)))
+        else:
+            raise item.error(f"expected a status code 100..599 or a class like 2xx, "
+                             f"got {item.describe()}")
+    if not out:
+        raise node.error("must list at least one status")
+    return tuple(out)
+
+
+def parse_command(node: Node) -> tuple[str, ...]:
+    """An argv list, or a string split as a shell would (never run through one);
+    the program must exist and be executable."""
+    if node.is_list:
+        argv = [item.as_str() for item in node.as_list()]
+    else:
+        try:
+            argv = shlex.split(node.as_str())
+        except ValueError as exc:
+            raise node.error(f"cannot split command: {exc}") from None
+    if not argv:
+        raise node.error("must not be empty")
+    program = argv[0]
+    if "/" in program:
+        if not os.path.exists(program):
+            raise node.error(f"command not found: {program}")
+        if not os.access(program, os.X_OK) or os.path.isdir(program):
+            raise node.error(f"command is not executable: {program}")
+    elif shutil.which(program) is None:
+        raise node.error(f"command not found on PATH: {program}")
+    return tuple(argv)
+
+
+def _script(e: Mapping[str, Node], node: Node) -> ScriptSpec:
+    if "command" not in e:
+        raise node.error("a script probe needs `command`")
+    return ScriptSpec(command=parse_command(e["command"]))
+
+
+def parse_breaker(node: Node) -> BreakerConfig:
+    """A `breaker` mapping (defaults already merged) to one of the breaker configs."""
+    entries = node.as_map()
+    kind_node = entries.get("kind")
+    kind = kind_node.as_str() if kind_node else "nginx"
+    if kind not in BREAKER_KEYS:
+        where = kind_node or node
+        raise where.error(f"expected one of nginx, threshold, circuit; got {kind!r}")
+    node.as_map({"kind"} | BREAKER_KEYS[kind])
+    e = entries
+    if kind == "nginx":
+        window = e["window"].as_str() if "window" in e else "sliding"
+        if window not in ("sliding", "chained"):
+            raise e["window"].error(f"expected sliding or chained, got {window!r}")
+        return NginxBreakerConfig(
+            max_fails=e["max_fails"].as_int(0) if "max_fails" in e else 1,
+            fail_timeout=e["fail_timeout"].as_duration() if "fail_timeout" in e else 10.0,
+            passes=e["passes"].as_int(1) if "passes" in e else 1,
+            window=window,  # type: ignore[arg-type]
+        )
+    if kind == "threshold":
+        return ThresholdBreakerConfig(
+            rise=e["rise"].as_int(1) if "rise" in e else 2,
+            fall=e["fall"].as_int(1) if "fall" in e else 3,
+        )
+    return _circuit(e)
+
+
+def _rate(node: Node) -> float:
+    text = str(node.raw).strip()
+    if text.endswith("%"):
+        return Node(text[:-1], node.file, node.line, node.column, node.path).as_float(0, 100) / 100
+    return node.as_float(0, 1)
+
+
+def _circuit(e: Mapping[str, Node]) -> CircuitBreakerConfig:
+    d = CircuitBreakerConfig()
+    open_for = e["open_for"].as_duration() if "open_for" in e else d.open_for
+    max_open = e["max_open_for"].as_duration() if "max_open_for" in e else max(
+        d.max_open_for, open_for)
+    if max_open < open_for:
+        raise e["max_open_for"].error(f"must be at least open_for ({_fmt(open_for)})")
+    return CircuitBreakerConfig(
+        window=e["window"].as_duration() if "window" in e else d.window,
+        min_calls=e["min_calls"].as_int(1) if "min_calls" in e else d.min_calls,
+        failure_rate=_rate(e["failure_rate"]) if "failure_rate" in e else d.failure_rate,
+        slow_call=e["slow_call"].as_duration() if "slow_call" in e else None,
+        slow_rate=_rate(e["slow_rate"]) if "slow_rate" in e else d.slow_rate,
+        open_for=open_for,
+        max_open_for=max_open,
+        half_open_trials=e["half_open_trials"].as_int(1) if "half_open_trials" in e
+        else d.half_open_trials,
+    )
+
+
+__all__ = ["ConfigError", "merged", "parse_breaker", "parse_command", "parse_probe"]

@@ -1,0 +1,74 @@
+"""`sentinel probe URL`: one probe now, with the same code the engine runs."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from urllib.parse import urlsplit
+
+import trio
+
+from sentinel.config import HttpSpec, ProbeConfig, ScriptSpec, TcpSpec, Timing
+from sentinel.errors import ConfigError
+from sentinel.model import ProbeResult
+from sentinel.probes import make_probe
+from sentinel.probes.base import Target
+from sentinel.yamlnode import Node
+
+
+def parse_probe_url(url: str, timeout: float) -> tuple[ProbeConfig, Target]:
+    """`tcp://host:port`, `http(s)://host:port/path` or `script:/path/to/cmd args`."""
+    timing = Timing(interval=timeout, fast_interval=timeout, down_interval=timeout,
+                    timeout=timeout)
+    if url.startswith("script:"):
+        argv = tuple(shlex.split(url[len("script:"):]))
+        if not argv:
+            raise ConfigError(None, f"no command in {url!r}")
+        return (ProbeConfig("script", timing, ScriptSpec(argv)),
+                Target("cli", argv[0], "", 0))
+    parts = urlsplit(url)
+    if parts.scheme not in ("tcp", "http", "https") or not parts.hostname:
+        raise ConfigError(None, f"expected tcp://host:port, http(s)://host:port/path or "
+                                f"script:/path/to/cmd, got {url!r}")
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        raise ConfigError(None, f"bad port in {url!r}") from None
+    if port is None:
+        raise ConfigError(None, f"a tcp URL needs a port: {url!r}")
+    target = Target("cli", parts.netloc, parts.hostname, port)
+    if parts.scheme == "tcp":
+        return ProbeConfig("tcp", timing, TcpSpec()), target
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return ProbeConfig(parts.scheme, timing, HttpSpec(path=path)), target  # type: ignore[arg-type]
+
+
+def format_result(result: ProbeResult) -> str:
+    """`healthy in 1.2ms` or `unhealthy (connect): connection refused in 0.3ms`."""
+    took = f"{result.latency * 1000:.1f}ms"
+    if result.ok:
+        weight = f", weight={result.weight}" if result.weight is not None else ""
+        return f"healthy in {took}{weight}"
+    kind = result.failure.value if result.failure else "error"
+    return f"unhealthy ({kind}): {result.error} in {took}"
+
+
+def probe_once(url: str, timeout_text: str) -> int:
+    """Run one probe; exit 0 healthy, 1 unhealthy, 2 bad arguments."""
+    try:
+        timeout = Node(timeout_text, "--timeout", 1, 1, "").as_duration()
+        config, target = parse_probe_url(url, timeout)
+    except ConfigError as exc:
+        print(f"sentinel probe: {exc.message}", file=sys.stderr)
+        return 2
+
+    async def once() -> ProbeResult:
+        probe = make_probe(config)
+        try:
+            return await probe.check(target)
+        finally:
+            await probe.aclose()
+
+    result = trio.run(once)
+    print(f"{url}: {format_result(result)}")
+    return 0 if result.ok else 1

@@ -1,0 +1,90 @@
+"""The probe interface.
+
+A probe checks one target and returns a `ProbeResult`; it never raises for a
+failed check. Foreign exceptions (OSError, trio, ssl, httpx) are translated
+once, at the edge, by `classify`.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+from dataclasses import dataclass
+from typing import Protocol
+
+import trio
+
+from sentinel.model import FailureKind, ProbeResult
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What one probe is aimed at."""
+
+    service: str
+    backend: str
+    host: str
+    port: int
+
+
+class Probe(Protocol):
+    """One probe kind configured for one service; shared by its backends."""
+
+    async def check(self, target: Target) -> ProbeResult:
+        """Probe `target` once, within the configured timeout."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release pooled resources (clients, sessions)."""
+        ...
+
+
+_ERRNO_KINDS: dict[int, tuple[FailureKind, str]] = {
+    errno.ECONNREFUSED: (FailureKind.CONNECT, "connection refused"),
+    errno.ECONNRESET: (FailureKind.RESET, "connection reset"),
+    errno.EPIPE: (FailureKind.RESET, "broken pipe"),
+    errno.ECONNABORTED: (FailureKind.RESET, "connection aborted"),
+    errno.EHOSTUNREACH: (FailureKind.CONNECT, "host unreachable"),
+    errno.ENETUNREACH: (FailureKind.CONNECT, "network unreachable"),
+    errno.ETIMEDOUT: (FailureKind.TIMEOUT, "connect timed out"),
+}
+
+
+def classify(exc: BaseException) -> tuple[FailureKind, str]:
+    """Map a foreign exception to a failure kind and a short text (the edge table)."""
+    if isinstance(exc, socket.gaierror):
+        return FailureKind.DNS, f"name resolution failed: {exc.strerror or exc}"
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+        reason = getattr(exc, "reason", None) or str(exc)
+        return FailureKind.TLS, f"tls: {reason}"
+    if isinstance(exc, OSError):
+        # trio.open_tcp_stream wraps per-address failures in an OSError of its own.
+        cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+        if cause.errno in _ERRNO_KINDS:
+            return _ERRNO_KINDS[cause.errno]
+        for inner in _inner_errors(exc):
+            if inner.errno in _ERRNO_KINDS:
+                return _ERRNO_KINDS[inner.errno]
+        return FailureKind.CONNECT, exc.strerror or str(exc) or type(exc).__name__
+    if isinstance(exc, trio.BrokenResourceError | trio.ClosedResourceError):
+        if isinstance(exc.__cause__, BaseException):
+            return classify(exc.__cause__)
+        return FailureKind.RESET, "connection closed"
+    return FailureKind.ERROR, f"{type(exc).__name__}: {exc}"
+
+
+def _inner_errors(exc: BaseException) -> list[OSError]:
+    """OSErrors grouped inside `exc` (trio reports one per address tried)."""
+    found: list[OSError] = []
+    for inner in (exc.__cause__, exc.__context__):
+        if isinstance(inner, BaseExceptionGroup):
+            found.extend(e for e in inner.exceptions if isinstance(e, OSError))
+        elif isinstance(inner, OSError):
+            found.append(inner)
+    return found
+
+
+def failed(kind: FailureKind, detail: str, latency: float) -> ProbeResult:
+    """A failed result."""
+    return ProbeResult(ok=False, latency=latency, failure=kind, detail=detail)

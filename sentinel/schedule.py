@@ -1,0 +1,34 @@
+"""When the next probe of a backend is due: a pure function, shared by the
+engine and by `sentinel check`'s detection-budget simulation."""
+
+from __future__ import annotations
+
+from sentinel.breakers.base import Change, Health, Transition
+from sentinel.config import Timing
+
+
+def next_due(timing: Timing, transition: Transition, retry_at: float | None,
+             started: float, now: float) -> float:
+    """The time the next probe should start.
+
+    `interval` while settled and up, `fast_interval` while the breaker counts
+    towards a change, `down_interval` while down; never before the breaker
+    can use the result (`retry_at`, e.g. nginx's fail_timeout), never before
+    the previous probe ended. Measured from the previous probe's start so
+    the cadence does not drift by the probe's latency.
+    """
+    if transition.change is Change.PENDING:
+        delay = timing.fast_interval
+    elif transition.health is Health.DOWN:
+        delay = timing.down_interval
+    else:
+        delay = timing.interval
+    due = max(started + delay, now)
+    if retry_at is not None and transition.health is Health.DOWN:
+        due = max(due, retry_at)
+    return due
+
+
+def start_offset(index: int, total: int, interval: float) -> float:
+    """Spread first probes evenly over one interval: no thundering herd at start."""
+    return interval * index / total if total else 0.0

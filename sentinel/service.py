@@ -1,0 +1,70 @@
+"""One service's runtime: its backends, its probe, its sinks, and the panic guard."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sentinel.backend import BackendRuntime
+from sentinel.config import ServiceConfig
+from sentinel.model import Event, ServiceView, State
+from sentinel.probes.base import Probe
+from sentinel.sinks.base import Update
+from sentinel.sinks.runner import SinkRunner
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """A service's published view and which backends the panic guard is holding up."""
+
+    view: ServiceView
+    held_up: tuple[str, ...]
+
+
+class ServiceRuntime:
+    """Everything the engine keeps for one service."""
+
+    __slots__ = ("backends", "bindings", "config", "panic", "probe")
+
+    def __init__(self, config: ServiceConfig, probe: Probe, backends: list[BackendRuntime],
+                 bindings: list[tuple[SinkRunner, object]]) -> None:
+        self.config = config
+        self.probe = probe
+        self.backends = backends
+        self.bindings = bindings
+        self.panic = False
+
+    def published(self) -> Published:
+        """The view sinks should converge to, after the panic guard (SPEC 5).
+
+        When fewer than `min_up` backends are healthy, the down backends that
+        most recently passed a probe stay published up (admin overrides are
+        never overruled).
+        """
+        desired = [b.desired() for b in self.backends]
+        up = sum(1 for state, _ in desired if state is State.UP)
+        required = self.config.min_up.required(len(self.backends))
+        held: list[int] = []
+        if up < required:
+            candidates = [i for i, (state, _) in enumerate(desired)
+                          if state is State.DOWN and self.backends[i].override is None]
+            candidates.sort(key=lambda i: -(self.backends[i].last_ok or 0.0))
+            held = candidates[: required - up]
+        views = []
+        for i, (b, (state, weight)) in enumerate(zip(self.backends, desired, strict=True)):
+            if i in held:
+                state, weight = State.UP, b.config.weight
+            views.append(b.view(state, weight))
+        view = ServiceView(self.config.name, tuple(views), panic=up < required)
+        return Published(view, tuple(self.backends[i].config.name for i in held))
+
+    def publish(self, view: ServiceView, events: tuple[Event, ...] = ()) -> None:
+        """Hand the view (and the events behind it) to every sink of this service."""
+        for runner, options in self.bindings:
+            runner.publish(Update(view, events, options))
+
+    def to_json(self, published: Published) -> dict[str, object]:
+        """This service's entry in the state document."""
+        backends = [b.to_json(v.state, v.weight)
+                    for b, v in zip(self.backends, published.view.backends, strict=True)]
+        return {"panic": published.view.panic, "up": published.view.up,
+                "total": len(self.backends), "backends": backends}

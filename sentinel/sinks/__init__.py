@@ -1,0 +1,9 @@
+"""Sink kinds by their config name. Each kind lives in its own module."""
+
+from __future__ import annotations
+
+from sentinel.sinks import exec as exec_sink
+from sentinel.sinks import file as file_sink
+from sentinel.sinks.base import SinkKind
+
+SINK_KINDS: dict[str, SinkKind] = {kind.name: kind for kind in (file_sink.KIND, exec_sink.KIND)}

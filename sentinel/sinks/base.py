@@ -1,0 +1,104 @@
+"""The sink interface.
+
+A sink receives `Update`s: the full desired view of one service (sinks are
+level-triggered and converge to it) plus the events that led there since the
+sink last succeeded for that service (for per-event sinks such as exec and
+webhook). The `SinkRunner` in `sentinel.sinks.runner` coalesces bursts,
+retries failures with backoff and never lets a sink stall probing.
+
+Each sink kind registers a `SinkKind` in `sentinel.sinks` by its config name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import trio
+
+from sentinel.errors import SinkUnavailable
+from sentinel.model import Event, ServiceView
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """What one sink is told about one service."""
+
+    view: ServiceView
+    events: tuple[Event, ...] = ()
+    options: object = None  # the service's binding options for this sink kind
+
+    def merge(self, newer: Update) -> Update:
+        """Coalesce: the newer view wins, events accumulate in order."""
+        return Update(newer.view, self.events + newer.events, newer.options)
+
+
+class Sink(Protocol):
+    """A publisher of service views."""
+
+    name: str
+
+    async def apply(self, update: Update) -> None:
+        """Converge the target to `update.view`; raise SinkError on failure."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release resources; called once at shutdown."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SinkContext:
+    """What a sink may use from the running instance."""
+
+    state_dir: Path
+    state_document: Callable[[], dict[str, object]] = field(default=lambda: {})
+
+
+@dataclass(frozen=True, slots=True)
+class SinkKind:
+    """A sink kind as the config and engine see it.
+
+    parse_options(node) validates the `sinks.NAME` mapping (minus `type`);
+    parse_binding(node) validates a service's `{sink: NAME, ...}` extras;
+    create(name, options, ctx) builds the sink.
+    """
+
+    name: str
+    parse_options: Callable[..., object]
+    parse_binding: Callable[..., object]
+    create: Callable[[str, object, SinkContext], Sink]
+
+
+class RecordingSink:
+    """An in-memory sink for tests: records every update; can fail or hang on demand."""
+
+    def __init__(self, name: str = "recording") -> None:
+        self.name = name
+        self.updates: list[Update] = []
+        self.fail_next = 0
+        self.hang = False
+        self.applied = trio.Event()
+
+    async def apply(self, update: Update) -> None:
+        """Record the update, or fail/hang as configured."""
+        if self.hang:
+            await trio.sleep_forever()
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            raise SinkUnavailable(f"{self.name}: failing on purpose")
+        self.updates.append(update)
+        self.applied.set()
+        self.applied = trio.Event()
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+    def latest(self, service: str) -> ServiceView | None:
+        """The last view recorded for `service`."""
+        for update in reversed(self.updates):
+            if update.view.service == service:
+                return update.view
+        return None

@@ -1,0 +1,100 @@
+"""`exec` sink: runs a command per event, placeholders substituted per argument.
+
+`{service}` `{backend}` `{address}` `{from}` `{to}` `{weight}` are replaced in
+each argv element; nothing goes through a shell. A non-zero exit or a
+timeout (which kills the whole process group) raises SinkRejected, and the
+runner retries; events already run successfully are not run again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sentinel.configprobe import parse_command
+from sentinel.errors import SinkRejected, SinkUnavailable
+from sentinel.model import Event
+from sentinel.process import run_command
+from sentinel.sinks.base import SinkContext, SinkKind, Update
+from sentinel.yamlnode import Node
+
+log = logging.getLogger("sentinel.sinks.exec")
+PLACEHOLDERS = ("service", "backend", "address", "from", "to", "weight")
+
+
+@dataclass(frozen=True, slots=True)
+class ExecOptions:
+    """The command template and its time limit."""
+
+    command: tuple[str, ...]
+    timeout: float = 10.0
+
+
+def parse_options(node: Node) -> ExecOptions:
+    """`{type: exec, command: [...], timeout: 10s}`."""
+    e = node.as_map({"command", "timeout"})
+    if "command" not in e:
+        raise node.error("an exec sink needs `command`")
+    command = parse_command(e["command"])
+    return ExecOptions(command=command,
+                       timeout=e["timeout"].as_duration() if "timeout" in e else 10.0)
+
+
+def parse_binding(node: Node) -> None:
+    """A service's reference takes no options."""
+    node.as_map(set())
+
+
+def render_argv(template: tuple[str, ...], event: Event) -> list[str]:
+    """Substitute the event's fields into each argument (unknown braces stay as they are)."""
+    values = {"service": event.service, "backend": event.backend, "address": event.address,
+              "from": event.from_state, "to": event.to_state, "weight": str(event.weight)}
+    out = []
+    for arg in template:
+        for key in PLACEHOLDERS:
+            arg = arg.replace("{" + key + "}", values[key])
+        out.append(arg)
+    return out
+
+
+class ExecSink:
+    """Runs the command once per event, in order."""
+
+    def __init__(self, name: str, options: ExecOptions) -> None:
+        self.name = name
+        self._options = options
+        self._done_seq: dict[str, int] = {}  # per service: events up to this seq have run
+
+    async def apply(self, update: Update) -> None:
+        """Run the command for each event not yet run."""
+        service = update.view.service
+        for event in update.events:
+            if event.seq <= self._done_seq.get(service, 0):
+                continue
+            argv = render_argv(self._options.command, event)
+            try:
+                outcome = await run_command(argv, time_limit=self._options.timeout)
+            except OSError as exc:
+                raise SinkUnavailable(f"{argv[0]}: {exc.strerror or exc}") from exc
+            for stream, data in (("stdout", outcome.stdout), ("stderr", outcome.stderr)):
+                if data.strip():
+                    log.info("%s %s: %s", self.name, stream,
+                             data.decode(errors="replace").strip()[:2000])
+            if outcome.timed_out:
+                raise SinkRejected(f"{argv[0]} timed out after {self._options.timeout:g}s")
+            if outcome.returncode != 0:
+                raise SinkRejected(f"{argv[0]} exited {outcome.returncode}: "
+                                   f"{outcome.last_line()}")
+            self._done_seq[service] = event.seq
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+def _create(name: str, options: object, ctx: SinkContext) -> ExecSink:
+    assert isinstance(options, ExecOptions)
+    return ExecSink(name, options)
+
+
+KIND = SinkKind(name="exec", parse_options=parse_options, parse_binding=parse_binding,
+                create=_create)

@@ -1,0 +1,144 @@
+"""The hand-off between the engine and one sink.
+
+`publish()` never blocks: it stores the update in a per-service slot,
+coalescing with anything still pending (the newest view wins, events
+accumulate). The runner's own task applies pending updates one service at a
+time, each bounded by `apply_timeout`; a failure (or a hang, cut off by the
+timeout) puts the update back and schedules that service's retry with
+exponential backoff and full jitter, while other services of the same sink
+go on. Probing never waits for a sink.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+
+import trio
+
+from sentinel.errors import SinkError
+from sentinel.sinks.base import Sink, Update
+
+log = logging.getLogger("sentinel.sinks")
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with "equal jitter": a random wait in [ceiling/2, ceiling]."""
+
+    initial: float = 0.5
+    maximum: float = 30.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """The wait before retry number `attempt` (1-based)."""
+        ceiling = min(self.maximum, self.initial * math.pow(2, attempt - 1))
+        return rng.uniform(ceiling / 2, ceiling)
+
+
+@dataclass(frozen=True, slots=True)
+class SinkStatistics:
+    """A snapshot of one sink's health for /v1/state."""
+
+    name: str
+    ok: bool
+    pending: int
+    applied: int
+    failures: int
+    last_error: str
+    last_success: float | None  # Unix time
+
+    def to_json(self) -> dict[str, object]:
+        """The sink entry of the state document."""
+        return {"ok": self.ok, "pending": self.pending, "applied": self.applied,
+                "failures": self.failures, "last_error": self.last_error or None,
+                "last_success": self.last_success}
+
+
+class SinkRunner:
+    """Owns one sink: coalesces, applies, retries."""
+
+    def __init__(self, sink: Sink, *, apply_timeout: float = 30.0,
+                 backoff: Backoff | None = None, rng: random.Random | None = None) -> None:
+        self.sink = sink
+        self.apply_timeout = apply_timeout
+        self._backoff = backoff or Backoff()
+        self._rng = rng or random.Random()
+        self._pending: dict[str, Update] = {}
+        self._not_before: dict[str, float] = {}
+        self._attempts: dict[str, int] = {}
+        self._wake = trio.Event()
+        self._idle = trio.Event()
+        self._idle.set()
+        self._applied = 0
+        self._failures = 0
+        self._last_error = ""
+        self._last_success: float | None = None
+
+    def publish(self, update: Update) -> None:
+        """Hand over the newest view of a service; never blocks."""
+        service = update.view.service
+        previous = self._pending.get(service)
+        self._pending[service] = previous.merge(update) if previous else update
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        self._wake.set()
+
+    def statistics(self) -> SinkStatistics:
+        """A frozen snapshot of this sink's state."""
+        return SinkStatistics(self.sink.name, not self._last_error, len(self._pending),
+                              self._applied, self._failures, self._last_error,
+                              self._last_success)
+
+    async def wait_idle(self) -> None:
+        """Return once nothing is pending (used for a graceful stop)."""
+        await self._idle.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Apply pending updates forever (cancel to stop)."""
+        task_status.started()
+        while True:
+            now = trio.current_time()
+            ready = [s for s in self._pending if self._not_before.get(s, -math.inf) <= now]
+            if not ready:
+                if not self._pending:
+                    self._idle.set()
+                self._wake = trio.Event()
+                wake_at = min(self._not_before.values(), default=math.inf)
+                with trio.move_on_at(wake_at):
+                    await self._wake.wait()
+                continue
+            for service in ready:
+                await self._apply_one(service, self._pending.pop(service))
+
+    async def _apply_one(self, service: str, update: Update) -> None:
+        error = ""
+        try:
+            with trio.fail_after(self.apply_timeout):
+                await self.sink.apply(update)
+        except trio.TooSlowError:
+            error = f"apply timed out after {self.apply_timeout:g}s"
+        except SinkError as exc:
+            error = str(exc) or type(exc).__name__
+        except Exception as exc:  # a bug in a sink must not stop the others
+            log.exception("sink %s crashed applying %s", self.sink.name, service)
+            error = f"{type(exc).__name__}: {exc}"
+        if not error:
+            self._applied += 1
+            self._last_error = ""
+            self._last_success = time.time()
+            self._attempts.pop(service, None)
+            self._not_before.pop(service, None)
+            return
+        self._failures += 1
+        self._last_error = error
+        attempt = self._attempts.get(service, 0) + 1
+        self._attempts[service] = attempt
+        delay = self._backoff.delay(attempt, self._rng)
+        self._not_before[service] = trio.current_time() + delay
+        newer = self._pending.get(service)
+        self._pending[service] = update.merge(newer) if newer else update
+        log.warning("sink %s failed for service %s (attempt %d, retry in %.1fs): %s",
+                    self.sink.name, service, attempt, delay, error)

@@ -1,0 +1,80 @@
+"""What survives a restart: the event sequence and each backend's last verdict.
+
+One JSON document in `state_dir/state.json`, replaced atomically (temp file,
+fsync, rename) whenever an event is emitted. A file that cannot be read or
+parsed is renamed aside (`state.json.corrupt-TIMESTAMP`) and logged; sentinel
+then starts fresh instead of crash-looping.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sentinel.atomic import write_atomic
+
+log = logging.getLogger("sentinel.state")
+FILENAME = "state.json"
+
+
+@dataclass(frozen=True, slots=True)
+class SavedBackend:
+    """A backend's persisted verdict."""
+
+    state: str
+    since: str
+    last_ok: float | None = None  # Unix time of the last passing probe
+
+
+@dataclass(frozen=True, slots=True)
+class SavedState:
+    """The whole persisted document."""
+
+    seq: int = 0
+    backends: dict[str, dict[str, SavedBackend]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The document as written."""
+        return {"version": 1, "seq": self.seq, "backends": {
+            svc: {name: {"state": b.state, "since": b.since, "last_ok": b.last_ok}
+                  for name, b in backends.items()}
+            for svc, backends in self.backends.items()}}
+
+
+def load_state(state_dir: Path) -> SavedState:
+    """Read the persisted state; a missing file is a fresh start, a bad one is set aside."""
+    path = state_dir / FILENAME
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return _parse(doc)
+    except FileNotFoundError:
+        return SavedState()
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        aside = path.with_name(f"{FILENAME}.corrupt-{int(time.time())}")
+        try:
+            os.replace(path, aside)
+            log.error("state file %s unreadable (%s); moved aside to %s", path, exc, aside)
+        except OSError as move_exc:
+            log.error("state file %s unreadable (%s) and cannot be moved: %s",
+                      path, exc, move_exc)
+        return SavedState()
+
+
+def _parse(doc: dict[str, Any]) -> SavedState:
+    backends = {
+        str(svc): {str(name): SavedBackend(str(b["state"]), str(b["since"]),
+                                           float(b["last_ok"]) if b.get("last_ok") else None)
+                   for name, b in entries.items()}
+        for svc, entries in doc.get("backends", {}).items()}
+    return SavedState(seq=int(doc["seq"]), backends=backends)
+
+
+def save_state(state_dir: Path, state: SavedState) -> None:
+    """Write the state crash-safely (blocking: run it in a worker thread)."""
+    data = json.dumps(state.to_json(), sort_keys=True).encode()
+    write_atomic(state_dir / FILENAME, data, mode=0o600)

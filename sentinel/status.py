@@ -1,0 +1,42 @@
+"""`sentinel status`: the running instance's state as a table or JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import httpx
+
+
+def render_table(doc: dict[str, Any]) -> str:
+    """The state document as an aligned text table."""
+    rows = [("SERVICE", "BACKEND", "ADDRESS", "STATE", "WEIGHT", "FAILS", "SINCE", "NOTE")]
+    for name, svc in sorted(doc.get("services", {}).items()):
+        for b in svc["backends"]:
+            note = b.get("progress") or (b.get("last_probe") or {}).get("error") or ""
+            if svc.get("panic"):
+                note = f"PANIC {note}".strip()
+            rows.append((name, b["name"], b["address"], b["state"], str(b["weight"]),
+                         str(b["fails"]), b["since"], note))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+             for r in rows]
+    for name, sink in sorted(doc.get("sinks", {}).items()):
+        state = "ok" if sink["ok"] else f"FAILING: {sink['last_error']}"
+        lines.append(f"sink {name}: {state} (applied {sink['applied']}, "
+                     f"pending {sink['pending']})")
+    return "\n".join(lines)
+
+
+def show_status(api: str, *, as_json: bool) -> int:
+    """Fetch /v1/state and print it; exit 1 when the API is unreachable."""
+    try:
+        response = httpx.get(f"{api}/v1/state", timeout=5.0)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        print(f"sentinel status: cannot reach {api}: {exc}", file=sys.stderr)
+        return 1
+    doc = response.json()
+    print(json.dumps(doc, indent=2) if as_json else render_table(doc))
+    return 0
