@@ -1,0 +1,44 @@
+"""Probe kinds, registered by their config name.
+
+`make_probe(config)` builds the probe a service's `probe:` section asks for;
+one probe object serves all of the service's backends (`check(target)`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sentinel.config import ProbeConfig
+from sentinel.probes.base import Probe, Target, classify, failed
+from sentinel.probes.http import HttpProbe
+from sentinel.probes.script import ScriptProbe
+from sentinel.probes.tcp import TcpProbe
+
+__all__ = [
+    "PROBE_KINDS",
+    "HttpProbe",
+    "Probe",
+    "ScriptProbe",
+    "Target",
+    "TcpProbe",
+    "classify",
+    "failed",
+    "make_probe",
+]
+
+PROBE_KINDS: dict[str, Callable[[ProbeConfig], Probe]] = {
+    "tcp": TcpProbe,
+    "http": HttpProbe,
+    "https": HttpProbe,  # same driver; the scheme follows config.type
+    "script": ScriptProbe,
+}
+
+
+def make_probe(config: ProbeConfig) -> Probe:
+    """The probe for `config`; a type with no registered kind raises ValueError."""
+    try:
+        kind = PROBE_KINDS[config.type]
+    except KeyError:
+        known = ", ".join(sorted(PROBE_KINDS))
+        raise ValueError(f"unknown probe type {config.type!r} (known: {known})") from None
+    return kind(config)
