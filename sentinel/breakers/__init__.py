@@ -1,0 +1,60 @@
+"""Breakers: pure state machines turning probe results into UP/DOWN verdicts.
+
+One file per kind, registered here by config type (`make_breaker`) and by
+config name (`BREAKER_KINDS`, which the config loader uses for `kind:`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from sentinel.breakers.base import Breaker, Change, Health, IllegalTransition, Transition
+from sentinel.breakers.circuit import CircuitBreaker
+from sentinel.breakers.nginx import NginxBreaker
+from sentinel.breakers.threshold import ThresholdBreaker
+from sentinel.config import (
+    BreakerConfig,
+    CircuitBreakerConfig,
+    NginxBreakerConfig,
+    ThresholdBreakerConfig,
+)
+
+__all__ = [
+    "BREAKER_KINDS",
+    "Breaker",
+    "Change",
+    "CircuitBreaker",
+    "Health",
+    "IllegalTransition",
+    "NginxBreaker",
+    "ThresholdBreaker",
+    "Transition",
+    "make_breaker",
+]
+
+BREAKER_KINDS: Final[dict[str, type[BreakerConfig]]] = {
+    "nginx": NginxBreakerConfig,
+    "threshold": ThresholdBreakerConfig,
+    "circuit": CircuitBreakerConfig,
+}
+"""Config name (`breaker: {kind: ...}`) -> config class."""
+
+_BREAKERS: Final[dict[type[BreakerConfig], Callable[[Any, Health], Breaker]]] = {
+    NginxBreakerConfig: NginxBreaker,
+    ThresholdBreakerConfig: ThresholdBreaker,
+    CircuitBreakerConfig: CircuitBreaker,
+}
+
+
+def make_breaker(config: BreakerConfig, initial: Health = Health.UP) -> Breaker:
+    """A fresh breaker of the kind `config` describes, starting at `initial`.
+
+    `initial=Health.DOWN` restores a verdict from disk: the breaker starts
+    down, and its first observation is a trial.
+    """
+    try:
+        factory = _BREAKERS[type(config)]
+    except KeyError:
+        raise TypeError(f"no breaker for config type {type(config).__name__}") from None
+    return factory(config, initial)

@@ -1,0 +1,217 @@
+"""A circuit breaker: closed / open / half-open over a sliding time window.
+
+Theory of operation
+-------------------
+CLOSED reports UP. OPEN and HALF_OPEN both report DOWN::
+
+    CLOSED --failure or slow-call rate reached--> OPEN --open_for elapses--> HALF_OPEN
+    HALF_OPEN --half_open_trials successes--> CLOSED   (open_for back to its base)
+    HALF_OPEN --one failed trial-------------> OPEN     (open_for doubles, capped)
+
+While CLOSED every call is kept as (time, ok, slow) for `window` seconds. A
+call is slow when `slow_call` is set and its latency is >= `slow_call`. Once
+the window holds at least `min_calls` calls, the breaker opens when the share
+of failed calls is >= `failure_rate`, or the share of slow calls is >=
+`slow_rate`. Resilience4j uses the same rule. Results during OPEN are ignored.
+The first result at or after `retry_at()` is the first half-open trial. A
+trial passes only if it is ok and not slow. A backend that answers, but too
+slowly, is kept open, and the doubling backoff applies to it too.
+
+Timeline, `window: 10s, min_calls: 3, failure_rate: 0.5, open_for: 5s,
+max_open_for: 60s, half_open_trials: 2`::
+
+    t=0   ok    UNCHANGED
+    t=1   fail  PENDING   "1/2 failed in 10s window"     (fewer than min_calls)
+    t=2   fail  CHANGED   down "2/3 calls failed in 10s (67% >= 50%); open for 5s"
+    t=3   ok    UNCHANGED                                 open: ignored
+    t=7   fail  UNCHANGED "half-open trial failed; open for 10s"  retry_at() == 17
+    t=17  ok    PENDING   "half-open 1/2"
+    t=18  ok    CHANGED   up "2/2 half-open trials passed"   open_for back to 5s
+
+`initial=Health.DOWN` (restored from disk) starts HALF_OPEN. Its first
+result is a trial, and a failure re-opens with the doubled `open_for`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final
+
+from sentinel.breakers.base import Change, Health, IllegalTransition, Transition
+from sentinel.config import CircuitBreakerConfig
+
+
+class _State(Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
+
+
+class _Event(Enum):
+    TRIP = "trip"
+    COOLED = "cooled"
+    TRIAL_FAILED = "trial failed"
+    TRIALS_PASSED = "trials passed"
+
+
+_MOVES: Final[dict[_State, dict[_Event, _State]]] = {
+    _State.CLOSED: {_Event.TRIP: _State.OPEN},
+    _State.OPEN: {_Event.COOLED: _State.HALF_OPEN},
+    _State.HALF_OPEN: {_Event.TRIAL_FAILED: _State.OPEN, _Event.TRIALS_PASSED: _State.CLOSED},
+}
+
+_HEALTH: Final[dict[_State, Health]] = {
+    _State.CLOSED: Health.UP,
+    _State.OPEN: Health.DOWN,
+    _State.HALF_OPEN: Health.DOWN,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    time: float
+    ok: bool
+    slow: bool
+
+
+def _secs(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+class CircuitBreaker:
+    """Closed/open/half-open breaker judging failure and slow-call rates."""
+
+    __slots__ = ("_calls", "_config", "_last", "_open_for", "_retry_at", "_state", "_trials")
+
+    def __init__(self, config: CircuitBreakerConfig, initial: Health = Health.UP) -> None:
+        # Only impossible values are refused; the config loader owns sensible ranges.
+        if (
+            config.window < 0
+            or config.min_calls < 1
+            or not 0 <= config.failure_rate <= 1
+            or not 0 <= config.slow_rate <= 1
+            or (config.slow_call is not None and config.slow_call < 0)
+            or config.open_for < 0
+            or config.max_open_for < config.open_for
+            or config.half_open_trials < 1
+        ):
+            raise ValueError(f"invalid circuit breaker config: {config}")
+        self._config = config
+        self._state = _State.CLOSED if initial is Health.UP else _State.HALF_OPEN
+        self._calls: deque[_Call] = deque()  # CLOSED only, oldest first
+        self._open_for = config.open_for  # the length of the current or next open spell
+        self._retry_at: float | None = None
+        self._trials = 0  # half-open successes so far
+        self._last: float | None = None
+
+    @property
+    def health(self) -> Health:
+        """UP while closed; DOWN while open or half-open."""
+        return _HEALTH[self._state]
+
+    def retry_at(self) -> float | None:
+        """When the open spell ends (the first trial's earliest time); None while closed."""
+        return None if self._state is _State.CLOSED else self._retry_at
+
+    def progress(self) -> str:
+        """Where the breaker stands, as of the last observation.
+
+        Closed: "2/4 failed, 1/4 slow in 10s window" ("" with no bad calls);
+        open: "open for 10s"; half-open: "half-open 1/3".
+        """
+        if self._state is _State.OPEN:
+            return f"open for {_secs(self._open_for)}"
+        if self._state is _State.HALF_OPEN:
+            return f"half-open {self._trials}/{self._config.half_open_trials}"
+        n = len(self._calls)
+        failed = sum(not c.ok for c in self._calls)
+        slow = sum(c.slow for c in self._calls)
+        if not failed and not slow:
+            return ""
+        parts = [f"{failed}/{n} failed"]
+        if self._config.slow_call is not None:
+            parts.append(f"{slow}/{n} slow")
+        return f"{', '.join(parts)} in {_secs(self._config.window)} window"
+
+    def observe(self, ok: bool, now: float, latency: float = 0.0) -> Transition:
+        """Feed one call's result taken at `now`, with its `latency` in seconds.
+
+        Raises IllegalTransition, changing nothing, if `now` goes backwards.
+        """
+        if self._last is not None and now < self._last:
+            raise IllegalTransition(f"time went backwards: {now} < {self._last}")
+        self._last = now
+        slow = self._config.slow_call is not None and latency >= self._config.slow_call
+        if self._state is _State.OPEN:
+            assert self._retry_at is not None
+            if now < self._retry_at:
+                return Transition(Change.UNCHANGED, Health.DOWN)
+            self._fire(_Event.COOLED)
+            self._trials = 0
+        if self._state is _State.HALF_OPEN:
+            return self._trial(ok, slow, latency, now)
+        return self._record(_Call(now, ok, slow))
+
+    def _fire(self, event: _Event) -> None:
+        to = _MOVES[self._state].get(event)
+        if to is None:
+            raise IllegalTransition(f"circuit breaker: {event.value!r} while {self._state.value}")
+        self._state = to
+
+    def _record(self, call: _Call) -> Transition:
+        cfg = self._config
+        calls = self._calls
+        calls.append(call)
+        while call.time - calls[0].time > cfg.window:
+            calls.popleft()
+        reason = self._trip_reason()
+        if reason:
+            self._fire(_Event.TRIP)
+            calls.clear()
+            self._retry_at = call.time + self._open_for
+            reason = f"{reason}; open for {_secs(self._open_for)}"
+            return Transition(Change.CHANGED, Health.DOWN, reason)
+        progress = self.progress()
+        if progress:
+            return Transition(Change.PENDING, Health.UP, progress)
+        return Transition(Change.UNCHANGED, Health.UP)
+
+    def _trip_reason(self) -> str:
+        cfg = self._config
+        n = len(self._calls)
+        if n < cfg.min_calls:
+            return ""
+        window = _secs(cfg.window)
+        failed = sum(not c.ok for c in self._calls)
+        if failed / n >= cfg.failure_rate:
+            rates = f"{failed / n:.0%} >= {cfg.failure_rate:.0%}"
+            return f"{failed}/{n} calls failed in {window} ({rates})"
+        slow = sum(c.slow for c in self._calls)
+        if cfg.slow_call is not None and slow / n >= cfg.slow_rate:
+            return (
+                f"{slow}/{n} calls took >= {_secs(cfg.slow_call)} in {window}"
+                f" ({slow / n:.0%} >= {cfg.slow_rate:.0%})"
+            )
+        return ""
+
+    def _trial(self, ok: bool, slow: bool, latency: float, now: float) -> Transition:
+        cfg = self._config
+        if self._retry_at is None:
+            self._retry_at = now  # restored DOWN: this first result is the trial
+        if not ok or slow:
+            self._fire(_Event.TRIAL_FAILED)
+            self._open_for = min(self._open_for * 2, cfg.max_open_for)
+            self._retry_at = now + self._open_for
+            why = "failed" if not ok else f"too slow ({_secs(latency)})"
+            reason = f"half-open trial {why}; open for {_secs(self._open_for)}"
+            return Transition(Change.UNCHANGED, Health.DOWN, reason)
+        if self._trials + 1 >= cfg.half_open_trials:
+            self._fire(_Event.TRIALS_PASSED)
+            self._trials = 0
+            self._open_for = cfg.open_for
+            n = cfg.half_open_trials
+            return Transition(Change.CHANGED, Health.UP, f"{n}/{n} half-open trials passed")
+        self._trials += 1
+        return Transition(Change.PENDING, Health.DOWN, self.progress())

@@ -1,0 +1,192 @@
+"""nginx's `max_fails`/`fail_timeout` breaker, plus nginx Plus's `passes`.
+
+Theory of operation
+-------------------
+Three states; only UP reports `Health.UP`::
+
+    UP --max_fails failures--> COOLING --fail_timeout elapses--> TRIAL
+    TRIAL --passes successes--> UP
+    TRIAL --one failure-------> COOLING (another fail_timeout)
+
+Timeline, `max_fails: 3, fail_timeout: 10s, passes: 2`, sliding window::
+
+    t=0   fail  PENDING   "1/3 towards down"
+    t=4   ok    PENDING   "1/3 towards down"     a success forgets nothing
+    t=6   fail  PENDING   "2/3 towards down"
+    t=9   fail  CHANGED   down "3 failures within 10s"; retry_at() == 19
+    t=12  ok    UNCHANGED                        cooling: results are ignored
+    t=19  fail  UNCHANGED "trial failed; down for another 10s"; retry_at() == 29
+    t=29  ok    PENDING   "1/2 towards up"
+    t=31  ok    CHANGED   up "2/2 trial probes passed"
+
+Counting failures while UP
+--------------------------
+`window: sliding` (the default) is what nginx documents: a failure counts
+while it is at most `fail_timeout` old, and successes do not clear it.
+
+`window: chained` is what nginx's code does (nginx issue 599). In
+`ngx_http_upstream_round_robin.c` a failure does `fails++; accessed = checked
+= now`, and `get_peer` moves `checked` to `now` only once `now - checked >
+fail_timeout`. A success clears `fails` only when `accessed < checked`. Put
+together: failures never age out. They are forgiven only by a success more
+than `fail_timeout` after the last failure. Failures spaced closer than that
+with successes in between keep piling up until the backend goes down.
+
+`max_fails: 0` disables counting: the breaker never marks a backend down.
+Once it is down (restored from disk), trials still bring it back.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from enum import Enum
+from typing import Final
+
+from sentinel.breakers.base import Change, Health, IllegalTransition, Transition
+from sentinel.config import NginxBreakerConfig
+
+
+class _State(Enum):
+    UP = "up"
+    COOLING = "cooling"  # down; results before retry_at are ignored
+    TRIAL = "trial"  # down; each result is a trial probe
+
+
+class _Event(Enum):
+    TRIP = "trip"
+    COOLED = "cooled"
+    TRIAL_FAILED = "trial failed"
+    TRIALS_PASSED = "trials passed"
+
+
+_MOVES: Final[dict[_State, dict[_Event, _State]]] = {
+    _State.UP: {_Event.TRIP: _State.COOLING},
+    _State.COOLING: {_Event.COOLED: _State.TRIAL},
+    _State.TRIAL: {_Event.TRIAL_FAILED: _State.COOLING, _Event.TRIALS_PASSED: _State.UP},
+}
+
+_HEALTH: Final[dict[_State, Health]] = {
+    _State.UP: Health.UP,
+    _State.COOLING: Health.DOWN,
+    _State.TRIAL: Health.DOWN,
+}
+
+
+def _secs(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+class NginxBreaker:
+    """nginx's passive health accounting applied to active probes.
+
+    `initial=Health.DOWN` (a verdict restored from disk) starts in TRIAL, so
+    the first probe is a trial: `retry_at()` is None until then and
+    afterwards the time of that first probe.
+    """
+
+    __slots__ = ("_config", "_failures", "_last", "_passes", "_retry_at", "_state")
+
+    def __init__(self, config: NginxBreakerConfig, initial: Health = Health.UP) -> None:
+        if config.max_fails < 0 or config.fail_timeout < 0 or config.passes < 1:
+            raise ValueError(f"invalid nginx breaker config: {config}")
+        if config.window not in ("sliding", "chained"):
+            raise ValueError(f"unknown nginx breaker window: {config.window!r}")
+        self._config = config
+        self._state = _State.UP if initial is Health.UP else _State.TRIAL
+        self._failures: deque[float] = deque()  # times of counted failures, oldest first
+        self._passes = 0  # trial successes so far
+        self._retry_at: float | None = None
+        self._last: float | None = None  # time of the last observation
+
+    @property
+    def health(self) -> Health:
+        """The current verdict: DOWN while cooling and during trials."""
+        return _HEALTH[self._state]
+
+    def retry_at(self) -> float | None:
+        """When cooling ends and the next probe becomes a trial; None while UP."""
+        return None if self._state is _State.UP else self._retry_at
+
+    def progress(self) -> str:
+        """Progress as of the last observation: "2/3 towards down", "1/2 towards up" or ""."""
+        cfg = self._config
+        if self._state is _State.UP and self._failures:
+            return f"{len(self._failures)}/{cfg.max_fails} towards down"
+        if self._state is _State.TRIAL and self._passes:
+            return f"{self._passes}/{cfg.passes} towards up"
+        return ""
+
+    def observe(self, ok: bool, now: float, latency: float = 0.0) -> Transition:
+        """Feed one probe result taken at `now`; `latency` is not used by this kind.
+
+        Raises IllegalTransition, changing nothing, if `now` goes backwards.
+        """
+        if self._last is not None and now < self._last:
+            raise IllegalTransition(f"time went backwards: {now} < {self._last}")
+        self._last = now
+        if self._state is _State.COOLING:
+            assert self._retry_at is not None
+            if now < self._retry_at:
+                return Transition(Change.UNCHANGED, Health.DOWN)
+            self._fire(_Event.COOLED)
+        if self._state is _State.TRIAL:
+            return self._trial(ok, now)
+        return self._count(ok, now)
+
+    def _fire(self, event: _Event) -> None:
+        to = _MOVES[self._state].get(event)
+        if to is None:
+            raise IllegalTransition(f"nginx breaker: {event.value!r} while {self._state.value}")
+        self._state = to
+
+    def _count(self, ok: bool, now: float) -> Transition:
+        cfg = self._config
+        if cfg.max_fails == 0:
+            return Transition(Change.UNCHANGED, Health.UP)
+        fails = self._failures
+        if cfg.window == "sliding":
+            while fails and now - fails[0] > cfg.fail_timeout:
+                fails.popleft()
+        elif ok and fails and now - fails[-1] > cfg.fail_timeout:
+            fails.clear()  # nginx: `accessed < checked` -> `peer->fails = 0`
+        if not ok:
+            if len(fails) + 1 >= cfg.max_fails:
+                return self._trip(now)
+            fails.append(now)
+        if fails:
+            return Transition(Change.PENDING, Health.UP, self.progress())
+        return Transition(Change.UNCHANGED, Health.UP)
+
+    def _trip(self, now: float) -> Transition:
+        cfg = self._config
+        self._fire(_Event.TRIP)
+        self._failures.clear()
+        self._passes = 0
+        self._retry_at = now + cfg.fail_timeout
+        noun = "failure" if cfg.max_fails == 1 else "failures"
+        if cfg.window == "sliding":
+            reason = f"{cfg.max_fails} {noun} within {_secs(cfg.fail_timeout)}"
+        else:
+            reason = (
+                f"{cfg.max_fails} {noun} with no success {_secs(cfg.fail_timeout)} clear of them"
+            )
+        return Transition(Change.CHANGED, Health.DOWN, reason)
+
+    def _trial(self, ok: bool, now: float) -> Transition:
+        cfg = self._config
+        if self._retry_at is None:
+            self._retry_at = now  # restored DOWN: this first probe is the trial
+        if not ok:
+            self._fire(_Event.TRIAL_FAILED)
+            self._passes = 0
+            self._retry_at = now + cfg.fail_timeout
+            reason = f"trial failed; down for another {_secs(cfg.fail_timeout)}"
+            return Transition(Change.UNCHANGED, Health.DOWN, reason)
+        if self._passes + 1 >= cfg.passes:
+            self._fire(_Event.TRIALS_PASSED)
+            self._passes = 0
+            self._failures.clear()
+            reason = f"{cfg.passes}/{cfg.passes} trial probes passed"
+            return Transition(Change.CHANGED, Health.UP, reason)
+        self._passes += 1
+        return Transition(Change.PENDING, Health.DOWN, self.progress())

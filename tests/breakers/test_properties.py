@@ -1,0 +1,173 @@
+"""Hypothesis properties: breakers never flap faster than their thresholds allow."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sentinel.breakers import BREAKER_KINDS, Change, Health, make_breaker
+from sentinel.breakers.base import Breaker
+from sentinel.breakers.circuit import CircuitBreaker
+from sentinel.breakers.nginx import NginxBreaker
+from sentinel.breakers.threshold import ThresholdBreaker
+from sentinel.config import (
+    BreakerConfig,
+    CircuitBreakerConfig,
+    NginxBreakerConfig,
+    ThresholdBreakerConfig,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    ok: bool
+    at: float
+    latency: float
+
+
+@st.composite
+def probes(draw: st.DrawFn) -> list[Probe]:
+    """Results at non-decreasing times, on a half-second grid so window edges are hit exactly."""
+    steps = draw(
+        st.lists(
+            st.tuples(st.booleans(), st.integers(0, 30), st.sampled_from([0.0, 0.5, 1.0, 3.0])),
+            max_size=80,
+        )
+    )
+    out, now = [], 0.0
+    for ok, half_seconds, latency in steps:
+        now += half_seconds / 2
+        out.append(Probe(ok, now, latency))
+    return out
+
+
+healths = st.sampled_from([Health.UP, Health.DOWN])
+thresholds = st.builds(ThresholdBreakerConfig, rise=st.integers(1, 5), fall=st.integers(1, 5))
+nginxes = st.builds(
+    NginxBreakerConfig,
+    max_fails=st.integers(0, 5),
+    fail_timeout=st.sampled_from([0.0, 1.0, 2.5, 10.0]),
+    passes=st.integers(1, 3),
+    window=st.sampled_from(["sliding", "chained"]),
+)
+circuits = st.builds(
+    CircuitBreakerConfig,
+    window=st.sampled_from([1.0, 5.0, 10.0]),
+    min_calls=st.integers(1, 6),
+    failure_rate=st.sampled_from([0.25, 0.5, 1.0]),
+    slow_call=st.sampled_from([None, 1.0]),
+    slow_rate=st.sampled_from([0.5, 1.0]),
+    open_for=st.sampled_from([0.5, 2.0, 5.0]),
+    max_open_for=st.sampled_from([5.0, 20.0]),
+    half_open_trials=st.integers(1, 4),
+)
+any_config: st.SearchStrategy[BreakerConfig] = st.one_of(thresholds, nginxes, circuits)
+
+
+def run_lengths(seq: Sequence[Probe]) -> list[int]:
+    """For each probe, how many results equal to it end at it (itself included)."""
+    out: list[int] = []
+    for i, p in enumerate(seq):
+        out.append(out[-1] + 1 if i and seq[i - 1].ok == p.ok else 1)
+    return out
+
+
+@given(thresholds, healths, probes())
+def test_threshold_changes_only_after_a_full_run(
+    config: ThresholdBreakerConfig, initial: Health, seq: list[Probe]
+) -> None:
+    """threshold goes down only after fall failures in a row and up only after rise successes."""
+    b = ThresholdBreaker(config, initial)
+    for p, run in zip(seq, run_lengths(seq), strict=True):
+        t = b.observe(p.ok, p.at)
+        if t.change is Change.CHANGED:
+            assert run >= (config.rise if p.ok else config.fall)
+        if run >= config.fall and not p.ok:
+            assert b.health is Health.DOWN
+        if run >= config.rise and p.ok:
+            assert b.health is Health.UP
+
+
+@given(nginxes, probes())
+def test_nginx_needs_max_fails_failures(config: NginxBreakerConfig, seq: list[Probe]) -> None:
+    """nginx goes down only after max_fails failures: within fail_timeout (sliding), since up."""
+    b = NginxBreaker(config)
+    since_up = 0
+    for i, p in enumerate(seq):
+        since_up += not p.ok
+        t = b.observe(p.ok, p.at)
+        if t.change is Change.CHANGED and t.health is Health.DOWN:
+            assert config.max_fails > 0
+            assert since_up >= config.max_fails
+            if config.window == "sliding":
+                window = [q for q in seq[: i + 1] if p.at - q.at <= config.fail_timeout]
+                assert sum(not q.ok for q in window) >= config.max_fails
+        if t.change is Change.CHANGED and t.health is Health.UP:
+            since_up = 0
+
+
+@given(circuits, probes())
+def test_circuit_opens_only_with_min_calls_and_stays_open_bounded(
+    config: CircuitBreakerConfig, seq: list[Probe]
+) -> None:
+    """A circuit opens only with min_calls calls in its window, and never for over max_open_for."""
+    b = CircuitBreaker(config)
+    for i, p in enumerate(seq):
+        t = b.observe(p.ok, p.at, p.latency)
+        if t.change is Change.CHANGED and t.health is Health.DOWN:
+            in_window = [q for q in seq[: i + 1] if p.at - q.at <= config.window]
+            assert len(in_window) >= config.min_calls
+        retry_at = b.retry_at()
+        if retry_at is not None and retry_at > p.at:
+            assert retry_at - p.at <= config.max_open_for
+
+
+@given(any_config, healths, probes())
+def test_changed_means_flipped(config: BreakerConfig, initial: Health, seq: list[Probe]) -> None:
+    """Every breaker returns CHANGED exactly when its health flips, and reports its own health."""
+    b: Breaker = make_breaker(config, initial)
+    for p in seq:
+        before = b.health
+        t = b.observe(p.ok, p.at, p.latency)
+        assert t.health is b.health
+        assert (t.change is Change.CHANGED) == (b.health is not before)
+        if t.change is Change.UNCHANGED and t.health is Health.UP:
+            assert t.reason == ""
+
+
+@given(st.one_of(nginxes, circuits), healths, probes())
+def test_results_before_retry_at_change_nothing(
+    config: BreakerConfig, initial: Health, seq: list[Probe]
+) -> None:
+    """While down, a result before retry_at() is UNCHANGED with no reason and moves nothing."""
+    b = make_breaker(config, initial)
+    for p in seq:
+        retry_at, progress = b.retry_at(), b.progress()
+        down = b.health is Health.DOWN
+        t = b.observe(p.ok, p.at, p.latency)
+        if down and retry_at is not None and p.at < retry_at:
+            assert t.change is Change.UNCHANGED
+            assert t.reason == ""
+            assert (b.retry_at(), b.progress()) == (retry_at, progress)
+
+
+@given(thresholds, probes())
+def test_threshold_retry_at_is_always_none(
+    config: ThresholdBreakerConfig, seq: list[Probe]
+) -> None:
+    """The threshold kind never sets retry_at."""
+    b = ThresholdBreaker(config)
+    for p in seq:
+        b.observe(p.ok, p.at)
+        assert b.retry_at() is None
+
+
+def test_every_kind_name_builds_its_breaker() -> None:
+    """BREAKER_KINDS and make_breaker agree: each config name builds the matching breaker."""
+    expected = {"nginx": NginxBreaker, "threshold": ThresholdBreaker, "circuit": CircuitBreaker}
+    assert set(BREAKER_KINDS) == set(expected)
+    for name, config_class in BREAKER_KINDS.items():
+        assert isinstance(make_breaker(config_class()), expected[name])
