@@ -23,6 +23,7 @@ from sentinel.breakers.base import Change, Health, Transition
 from sentinel.config import Config, ProbeConfig, ServiceConfig
 from sentinel.journal import Journal, rfc3339
 from sentinel.model import Event, ProbeResult, State
+from sentinel.observe import NullObserver, Observer, ProbeRecord
 from sentinel.probes import make_probe
 from sentinel.probes.base import Probe
 from sentinel.schedule import next_due, start_offset
@@ -57,8 +58,10 @@ class Engine:
 
     def __init__(self, config: Config, *, sinks: Mapping[str, Sink] | None = None,
                  probe_factory: Callable[[ProbeConfig], Probe] = make_probe,
-                 wall: Callable[[], float] = time.time, shutdown_timeout: float = 10.0) -> None:
+                 wall: Callable[[], float] = time.time, shutdown_timeout: float = 10.0,
+                 observer: Observer | None = None) -> None:
         self.config = config
+        self.observer = observer or NullObserver()
         self.shutdown_timeout = shutdown_timeout
         self._wall = wall
         self._state_dir = Path(config.state_dir)
@@ -69,7 +72,7 @@ class Engine:
         overrides = sinks or {}
         self.runners = {
             s.name: SinkRunner(overrides.get(s.name) or SINK_KINDS[s.type].create(
-                s.name, s.options, ctx)) for s in config.sinks}
+                s.name, s.options, ctx), observer=self.observer) for s in config.sinks}
         self.services = {s.name: self._service(s, saved, probe_factory)
                          for s in config.services}
         self._lateness: deque[float] = deque(maxlen=LATENESS_SAMPLES)
@@ -144,33 +147,42 @@ class Engine:
         timing = svc.config.probe.timing
         while True:
             await trio.sleep_until(due)
-            started = trio.current_time()
+            started, start_unix = trio.current_time(), self._wall()
             self._lateness.append(started - due)
             self._probes += 1
             result = await svc.probe.check(backend.target)
             now = trio.current_time()
             transition = backend.breaker.observe(result.ok, now, result.latency)
-            await self._take(svc, backend, result, transition)
+            await self._take(svc, backend, result, transition, start_unix)
             due = next_due(timing, transition, backend.breaker.retry_at(), started, now)
 
     async def _take(self, svc: ServiceRuntime, backend: BackendRuntime, result: ProbeResult,
-                    transition: Transition) -> None:
+                    transition: Transition, start_unix: float) -> None:
         """Record a result; on a change of state or weight, emit, persist and publish."""
         wall = self._wall()
         backend.record(result, transition, rfc3339(wall), wall)
         desired = backend.desired()
         events: list[Event] = []
+        change: tuple[str, str, str] | None = None
         if desired != backend.published:
             (old_state, _), (new_state, weight) = backend.published, desired
             reason = self._reason(transition, result, old_state, new_state, weight)
+            change = (old_state.value, new_state.value, reason)
+        target = backend.target
+        trace_id = self.observer.probe_finished(ProbeRecord(
+            svc.config.name, target.backend, target.host, target.port, svc.config.probe.type,
+            result, start_unix, change))
+        if change is not None:
+            (old_state, _), (new_state, weight) = backend.published, desired
             if new_state != old_state:
                 backend.since = rfc3339(wall)
             backend.published = desired
             events.append(self.journal.new_event(
                 service=svc.config.name, backend=backend.config.name,
                 address=backend.config.address, from_state=old_state.value,
-                to_state=new_state.value, weight=weight, reason=reason,
-                probe=summary(svc.config.probe.type, result)))
+                to_state=new_state.value, weight=weight, reason=change[2],
+                probe=summary(svc.config.probe.type, result), trace_id=trace_id))
+            reason = change[2]
             log.info("%s/%s %s -> %s (weight %d): %s", svc.config.name, backend.config.name,
                      old_state.value, new_state.value, weight, reason)
         elif transition.change is not Change.CHANGED:
@@ -179,6 +191,8 @@ class Engine:
         if published.view.panic != svc.panic:
             svc.panic = published.view.panic
             events.append(self._panic_event(svc, published.held_up))
+        for event in events:
+            self.observer.event_emitted(event)
         if events:
             await self.journal.wait_persisted()
         else:  # a verdict flipped under an admin override: keep it across restarts

@@ -57,14 +57,14 @@ class Journal:
 
     def new_event(self, *, service: str, backend: str, address: str, from_state: str,
                   to_state: str, weight: int, reason: str,
-                  probe: ProbeSummary | None = None) -> Event:
+                  probe: ProbeSummary | None = None, trace_id: str | None = None) -> Event:
         """Number and keep a new event (sync: seq order is creation order)."""
         self._seq += 1
         now = self._wall()
         event = Event(id=uuid7(int(now * 1000)), seq=self._seq, time=rfc3339(now),
                       service=service, backend=backend, address=address,
                       from_state=from_state, to_state=to_state, weight=weight,
-                      reason=reason, probe=probe)
+                      reason=reason, probe=probe, trace_id=trace_id)
         self._events.append(event)
         return event
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import trio
 
 from sentinel.errors import SinkError
+from sentinel.observe import NullObserver, Observer
 from sentinel.sinks.base import Sink, Update
 
 log = logging.getLogger("sentinel.sinks")
@@ -61,8 +62,10 @@ class SinkRunner:
     """Owns one sink: coalesces, applies, retries."""
 
     def __init__(self, sink: Sink, *, apply_timeout: float = 30.0,
-                 backoff: Backoff | None = None, rng: random.Random | None = None) -> None:
+                 backoff: Backoff | None = None, rng: random.Random | None = None,
+                 observer: Observer | None = None) -> None:
         self.sink = sink
+        self._observer = observer or NullObserver()
         self.apply_timeout = apply_timeout
         self._backoff = backoff or Backoff()
         self._rng = rng or random.Random()
@@ -115,6 +118,7 @@ class SinkRunner:
 
     async def _apply_one(self, service: str, update: Update) -> None:
         error = ""
+        start_unix, started = time.time(), trio.current_time()
         try:
             with trio.fail_after(self.apply_timeout):
                 await self.sink.apply(update)
@@ -125,6 +129,8 @@ class SinkRunner:
         except Exception as exc:  # a bug in a sink must not stop the others
             log.exception("sink %s crashed applying %s", self.sink.name, service)
             error = f"{type(exc).__name__}: {exc}"
+        self._observer.sink_applied(self.sink.name, service, error or None, start_unix,
+                                    trio.current_time() - started)
         if not error:
             self._applied += 1
             self._last_error = ""
