@@ -33,6 +33,15 @@ class StateSource(Protocol):
         """GET /v1/events."""
         ...
 
+    async def set_override(self, service: str, backend: str, action: str
+                           ) -> tuple[Event, ...]:
+        """POST /v1/backends/SERVICE/BACKEND/ACTION; KeyError when unknown."""
+        ...
+
+
+Reloader = Callable[[], Awaitable[list[str]]]
+ADMIN_ACTIONS = ("drain", "maint", "ready")
+
 
 class Response:
     """A finished response: status, JSON body (or raw bytes) and content type."""
@@ -50,9 +59,11 @@ class Response:
 class Api:
     """Routes requests to the engine; checks the bearer token where SPEC requires it."""
 
-    def __init__(self, source: StateSource, token: str | None = None) -> None:
+    def __init__(self, source: StateSource, token: str | None = None,
+                 reload: Reloader | None = None) -> None:
         self.source = source
         self.token = token
+        self.reload = reload
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point."""
@@ -61,7 +72,7 @@ class Api:
             return
         if scope["type"] != "http":
             return
-        response = self.route(scope["method"], scope["path"],
+        response = await self.route(scope["method"], scope["path"],
                               scope.get("query_string", b"").decode(),
                               dict(scope.get("headers", [])))
         await send({"type": "http.response.start", "status": response.status,
@@ -69,11 +80,15 @@ class Api:
                                 (b"content-length", str(len(response.body)).encode())]})
         await send({"type": "http.response.body", "body": response.body})
 
-    def route(self, method: str, path: str, query: str, headers: dict[bytes, bytes]
-              ) -> Response:
-        """Answer one request (sync: every answer is computed from memory)."""
+    async def route(self, method: str, path: str, query: str, headers: dict[bytes, bytes]
+                    ) -> Response:
+        """Answer one request."""
         if path == "/healthz":
             return Response(200, {"ok": True})
+        if method == "POST":
+            if not self._authorized(headers):
+                return Response(401, {"error": "missing or wrong bearer token"})
+            return await self._post(path)
         if method != "GET":
             return Response(405, {"error": f"{method} not allowed on {path}"})
         if path == "/v1/state":
@@ -87,6 +102,22 @@ class Api:
             events = self.source.events_after(int(after))
             return Response(200, {"events": [e.to_json() for e in events]})
         return Response(404, {"error": f"no such endpoint: {path}"})
+
+    async def _post(self, path: str) -> Response:
+        parts = path.strip("/").split("/")
+        if len(parts) == 5 and parts[:2] == ["v1", "backends"] and parts[4] in ADMIN_ACTIONS:
+            service, backend, action = parts[2], parts[3], parts[4]
+            try:
+                events = await self.source.set_override(service, backend, action)
+            except KeyError:
+                return Response(404, {"error": f"no backend {service}/{backend}"})
+            return Response(200, {"ok": True, "events": [e.to_json() for e in events]})
+        if parts == ["v1", "reload"] and self.reload is not None:
+            errors = await self.reload()
+            if errors:
+                return Response(400, {"ok": False, "errors": errors})
+            return Response(200, {"ok": True})
+        return Response(404, {"error": f"no such endpoint: POST {path}"})
 
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
         if self.token is None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import trio
+
 from sentinel.breakers.base import Breaker, Change, Health, Transition
 from sentinel.config import BackendConfig
 from sentinel.model import BackendView, ProbeResult, ProbeSummary, State
@@ -34,7 +36,8 @@ class BackendRuntime:
     """Mutable per-backend state owned by the engine's task for this backend."""
 
     __slots__ = ("breaker", "config", "fails", "last_ok", "last_probe", "override",
-                 "progress", "published", "script_weight", "service", "since", "target")
+                 "progress", "published", "ramp_weight", "scope", "script_weight", "service",
+                 "since", "target")
 
     def __init__(self, service: str, config: BackendConfig, breaker: Breaker,
                  since: str, last_ok: float | None = None) -> None:
@@ -44,6 +47,8 @@ class BackendRuntime:
         self.target = Target(service, config.name, config.host, config.port)
         self.override: State | None = None
         self.script_weight: int | None = None
+        self.ramp_weight: int | None = None  # slow start in progress: the ramp's weight
+        self.scope: trio.CancelScope | None = None  # this backend's probe task
         self.since = since
         self.fails = 0
         self.last_ok = last_ok
@@ -69,6 +74,8 @@ class BackendRuntime:
         if self.breaker.health is Health.DOWN:
             return State.DOWN, 0
         weight = self.script_weight if self.script_weight is not None else self.config.weight
+        if self.ramp_weight is not None:
+            weight = min(weight, self.ramp_weight)
         return State.UP, weight
 
     def view(self, state: State, weight: int) -> BackendView:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from sentinel.configload import load_config
 from sentinel.engine import Engine
 from sentinel.errors import ConfigError, ConfigErrors
 from sentinel.logs import setup_logging
+from sentinel.reload import reload_from_file
 
 log = logging.getLogger("sentinel")
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -47,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
                             help="the running instance's state")
     status.add_argument("--json", action="store_true")
     sub.add_parser("demo", parents=[common], help="a self-contained failover demo")
+    ctl = sub.add_parser("ctl", parents=[common, with_config, api],
+                         help="admin override: drain, maint or ready a backend")
+    ctl.add_argument("action", choices=["drain", "maint", "ready"])
+    ctl.add_argument("target", metavar="SERVICE/BACKEND")
     return parser
 
 
@@ -66,7 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "status":
             from sentinel.status import show_status
 
-            return show_status(_api_url(args), as_json=args.json)
+            return show_status(_api_url(args), as_json=args.json, token=_token(args))
+        if args.command == "ctl":
+            from sentinel.status import send_override
+
+            return send_override(_api_url(args), args.action, args.target, _token(args))
         if args.command == "demo":
             from sentinel.demo import run_demo
 
@@ -117,10 +127,14 @@ async def run_instance(config: Config, *,
     """Engine plus API until SIGINT/SIGTERM; the first signal stops gracefully,
     a second one at once."""
     engine = Engine(config)
+
+    async def reload() -> list[str]:
+        return await reload_from_file(engine, config.path)
+
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as outer:
-            url = await outer.start(serve_api, Api(engine, config.api.token), config.api,
-                                    Path(config.state_dir))
+            url = await outer.start(serve_api, Api(engine, config.api.token, reload),
+                                    config.api, Path(config.state_dir))
             async with trio.open_nursery() as inner:
 
                 async def engine_then_stop() -> None:
@@ -134,8 +148,7 @@ async def run_instance(config: Config, *,
                 stopping = False
                 async for signum in signals:
                     if signum == signal.SIGHUP:
-                        log.warning("SIGHUP: reloading is not supported yet; keeping the "
-                                    "running config")
+                        await reload()
                         continue
                     if stopping:
                         log.warning("second signal: stopping now")
@@ -145,6 +158,17 @@ async def run_instance(config: Config, *,
                     stopping = True
                     engine.stop()
             outer.cancel_scope.cancel()
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """The API token: $SENTINEL_TOKEN, else the one in the config file, if any."""
+    token = os.environ.get("SENTINEL_TOKEN")
+    if token or not Path(args.config).exists():
+        return token
+    try:
+        return load_config(args.config).api.token
+    except ConfigError:
+        return None
 
 
 def _api_url(args: argparse.Namespace) -> str:

@@ -4,6 +4,7 @@ one task per sink behind a coalescing hand-off.
 The breakers decide; this module does the side effects: it schedules
 probes, records results, numbers and persists events, and publishes each
 service's full view to its sinks. Nothing here blocks probing on a sink.
+Admin overrides and reloads live in `sentinel.admin` and `sentinel.reload`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +21,9 @@ import trio
 from sentinel.backend import BackendRuntime, summary
 from sentinel.breakers import make_breaker
 from sentinel.breakers.base import Change, Health, Transition
-from sentinel.config import Config, ProbeConfig, ServiceConfig
+from sentinel.config import Config, ProbeConfig, ServiceConfig, SinkConfig
 from sentinel.journal import Journal, rfc3339
-from sentinel.model import Event, ProbeResult, State
+from sentinel.model import Event, ProbeResult, ProbeSummary, State
 from sentinel.observe import NullObserver, Observer, ProbeRecord
 from sentinel.probes import make_probe
 from sentinel.probes.base import Probe
@@ -31,6 +32,7 @@ from sentinel.service import ServiceRuntime
 from sentinel.sinks import SINK_KINDS
 from sentinel.sinks.base import Sink, SinkContext
 from sentinel.sinks.runner import SinkRunner
+from sentinel.slowstart import ramp
 from sentinel.statefile import SavedBackend, SavedState, load_state
 
 log = logging.getLogger("sentinel.engine")
@@ -63,33 +65,47 @@ class Engine:
         self.config = config
         self.observer = observer or NullObserver()
         self.shutdown_timeout = shutdown_timeout
-        self._wall = wall
-        self._state_dir = Path(config.state_dir)
-        self._state_dir.mkdir(parents=True, exist_ok=True)
-        saved = load_state(self._state_dir)
-        self.journal = Journal(self._state_dir, saved.seq, self._snapshot, wall)
-        ctx = SinkContext(state_dir=self._state_dir, state_document=self.state_document)
-        overrides = sinks or {}
-        self.runners = {
-            s.name: SinkRunner(overrides.get(s.name) or SINK_KINDS[s.type].create(
-                s.name, s.options, ctx), observer=self.observer) for s in config.sinks}
-        self.services = {s.name: self._service(s, saved, probe_factory)
-                         for s in config.services}
+        self.probe_factory = probe_factory
+        self.wall = wall
+        self.state_dir = Path(config.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.saved = load_state(self.state_dir)
+        self.journal = Journal(self.state_dir, self.saved.seq, self._snapshot, wall)
+        self._sink_overrides = sinks or {}
+        self.runners = {s.name: self.make_runner(s) for s in config.sinks}
+        self.services = {s.name: self.make_service(s) for s in config.services}
         self._lateness: deque[float] = deque(maxlen=LATENESS_SAMPLES)
         self._probes = 0
-        self._probe_scope: trio.CancelScope | None = None
+        self._probe_nursery: trio.Nursery | None = None
+        self._sink_nursery: trio.Nursery | None = None
 
-    def _service(self, svc: ServiceConfig, saved: SavedState,
-                 probe_factory: Callable[[ProbeConfig], Probe]) -> ServiceRuntime:
-        backends = []
-        for b in svc.backends:
-            prior = saved.backends.get(svc.name, {}).get(b.name)
-            health = Health.DOWN if prior and prior.state == State.DOWN.value else Health.UP
-            since = prior.since if prior else rfc3339(self._wall())
-            backends.append(BackendRuntime(svc.name, b, make_breaker(svc.breaker, health),
-                                           since, prior.last_ok if prior else None))
+    def make_runner(self, sink: SinkConfig) -> SinkRunner:
+        """A runner for a configured sink (or the override a test passed in)."""
+        ctx = SinkContext(state_dir=self.state_dir, state_document=self.state_document)
+        impl = self._sink_overrides.get(sink.name) or SINK_KINDS[sink.type].create(
+            sink.name, sink.options, ctx)
+        return SinkRunner(impl, observer=self.observer)
+
+    def make_service(self, svc: ServiceConfig) -> ServiceRuntime:
+        """A service runtime; backends start from their persisted verdicts."""
+        backends = [self.make_backend(svc, b.name) for b in svc.backends]
         bindings = [(self.runners[b.sink], b.options) for b in svc.sinks]
-        return ServiceRuntime(svc, probe_factory(svc.probe), backends, bindings)
+        return ServiceRuntime(svc, self.probe_factory(svc.probe), backends, bindings)
+
+    def make_backend(self, svc: ServiceConfig, name: str,
+                     health: Health | None = None) -> BackendRuntime:
+        """A backend runtime from its persisted verdict (or the given health)."""
+        config = next(b for b in svc.backends if b.name == name)
+        prior = self.saved.backends.get(svc.name, {}).get(name)
+        if health is None:
+            health = Health.DOWN if prior and prior.state == State.DOWN.value else Health.UP
+        backend = BackendRuntime(svc.name, config, make_breaker(svc.breaker, health),
+                                 prior.since if prior else rfc3339(self.wall()),
+                                 prior.last_ok if prior else None)
+        if prior and prior.override in (State.DRAIN.value, State.MAINT.value):
+            backend.override = State(prior.override)
+            backend.published = backend.desired()
+        return backend
 
     # -- running ----------------------------------------------------------------
 
@@ -98,23 +114,15 @@ class Engine:
         """Probe and publish until `stop()`; then let sinks finish within shutdown_timeout."""
         try:
             async with trio.open_nursery() as sink_nursery:
+                self._sink_nursery = sink_nursery
                 for runner in self.runners.values():
-                    await sink_nursery.start(runner.run)
+                    await self.start_runner(runner)
                 for svc in self.services.values():  # at start the current view is applied once
-                    published = svc.published()
-                    svc.panic = published.view.panic
-                    svc.publish(published.view)
+                    self.publish_service(svc)
                 async with trio.open_nursery() as probe_nursery:
-                    self._probe_scope = probe_nursery.cancel_scope
-                    total = sum(len(s.backends) for s in self.services.values())
-                    index = 0
-                    start = trio.current_time()
-                    for svc in self.services.values():
-                        interval = svc.config.probe.timing.interval
-                        for backend in svc.backends:
-                            due = start + start_offset(index, total, interval)
-                            probe_nursery.start_soon(self._probe_loop, svc, backend, due)
-                            index += 1
+                    self._probe_nursery = probe_nursery
+                    self.start_backends([(svc, b) for svc in self.services.values()
+                                         for b in svc.backends])
                     task_status.started()
                 await self._drain_sinks()
                 sink_nursery.cancel_scope.cancel()
@@ -124,8 +132,27 @@ class Engine:
 
     def stop(self) -> None:
         """Stop probing; `run` then drains sinks and returns."""
-        if self._probe_scope is not None:
-            self._probe_scope.cancel()
+        if self._probe_nursery is not None:
+            self._probe_nursery.cancel_scope.cancel()
+
+    async def start_runner(self, runner: SinkRunner) -> None:
+        """Start a sink runner (and the sink's own background task, if it has one)."""
+        assert self._sink_nursery is not None
+        await self._sink_nursery.start(runner.run)
+
+    def start_backends(self, pairs: list[tuple[ServiceRuntime, BackendRuntime]]) -> None:
+        """Start probe tasks, first probes spread evenly over each service's interval."""
+        assert self._probe_nursery is not None
+        start = trio.current_time()
+        for index, (svc, backend) in enumerate(pairs):
+            backend.scope = trio.CancelScope()
+            due = start + start_offset(index, len(pairs), svc.config.probe.timing.interval)
+            self._probe_nursery.start_soon(self._probe_loop, backend, due)
+
+    def start_task(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run a helper task (slow-start ramps) alongside the probes."""
+        assert self._probe_nursery is not None
+        self._probe_nursery.start_soon(fn)
 
     async def _drain_sinks(self) -> None:
         with trio.move_on_after(self.shutdown_timeout) as scope:
@@ -142,51 +169,91 @@ class Engine:
             for runner in self.runners.values():
                 await runner.sink.aclose()
 
-    async def _probe_loop(self, svc: ServiceRuntime, backend: BackendRuntime,
-                          due: float) -> None:
-        timing = svc.config.probe.timing
-        while True:
-            await trio.sleep_until(due)
-            started, start_unix = trio.current_time(), self._wall()
-            self._lateness.append(started - due)
-            self._probes += 1
-            result = await svc.probe.check(backend.target)
-            now = trio.current_time()
-            transition = backend.breaker.observe(result.ok, now, result.latency)
-            await self._take(svc, backend, result, transition, start_unix)
-            due = next_due(timing, transition, backend.breaker.retry_at(), started, now)
+    async def _probe_loop(self, backend: BackendRuntime, due: float) -> None:
+        assert backend.scope is not None
+        with backend.scope:
+            while True:
+                await trio.sleep_until(due)
+                svc = self.services[backend.service]  # re-read: a reload may replace it
+                started, start_unix = trio.current_time(), self.wall()
+                self._lateness.append(started - due)
+                self._probes += 1
+                result = await svc.probe.check(backend.target)
+                now = trio.current_time()
+                transition = backend.breaker.observe(result.ok, now, result.latency)
+                await self._take(svc, backend, result, transition, start_unix)
+                due = next_due(svc.config.probe.timing, transition, backend.breaker.retry_at(),
+                               started, now)
 
     async def _take(self, svc: ServiceRuntime, backend: BackendRuntime, result: ProbeResult,
                     transition: Transition, start_unix: float) -> None:
         """Record a result; on a change of state or weight, emit, persist and publish."""
-        wall = self._wall()
+        wall = self.wall()
         backend.record(result, transition, rfc3339(wall), wall)
-        desired = backend.desired()
-        events: list[Event] = []
-        change: tuple[str, str, str] | None = None
-        if desired != backend.published:
-            (old_state, _), (new_state, weight) = backend.published, desired
-            reason = self._reason(transition, result, old_state, new_state, weight)
-            change = (old_state.value, new_state.value, reason)
+        recovered = transition.change is Change.CHANGED and transition.health is Health.UP
+        if recovered and svc.config.slow_start > 0:
+            self._start_ramp(backend, svc.config.slow_start)
+        reason = self._reason(transition, result, backend)
+        change = None
+        if backend.desired() != backend.published:
+            change = (backend.published[0].value, backend.desired()[0].value, reason)
         target = backend.target
         trace_id = self.observer.probe_finished(ProbeRecord(
             svc.config.name, target.backend, target.host, target.port, svc.config.probe.type,
             result, start_unix, change))
-        if change is not None:
-            (old_state, _), (new_state, weight) = backend.published, desired
+        if change is not None or transition.change is Change.CHANGED:
+            await self.commit(svc, backend, reason, summary(svc.config.probe.type, result),
+                              trace_id)
+
+    def _reason(self, transition: Transition, result: ProbeResult,
+                backend: BackendRuntime) -> str:
+        (old, _), (new, weight) = backend.published, backend.desired()
+        if new == old:
+            source = "script" if result.weight is not None else "slow start"
+            return f"weight {weight} from {source}"
+        if new is State.DOWN and result.error:
+            return f"{transition.reason}; last: {result.error}"
+        return transition.reason or f"{old.value} -> {new.value}"
+
+    def _start_ramp(self, backend: BackendRuntime, duration: float) -> None:
+        steps = ramp(backend.config.weight, duration)
+        if len(steps) < 2:
+            return
+        backend.ramp_weight = steps[0][1]
+        began = trio.current_time()
+
+        async def climb() -> None:
+            for offset, weight in steps[1:]:
+                await trio.sleep_until(began + offset)
+                if backend.ramp_weight is None or backend.breaker.health is Health.DOWN:
+                    return  # went down again: the next recovery starts a new ramp
+                backend.ramp_weight = None if weight >= backend.config.weight else weight
+                svc = self.services.get(backend.service)
+                if svc is None or backend not in svc.backends:
+                    return
+                await self.commit(svc, backend, f"slow start: weight {weight} of "
+                                                f"{backend.config.weight}")
+
+        self.start_task(climb)
+
+    async def commit(self, svc: ServiceRuntime, backend: BackendRuntime | None, reason: str,
+                     probe: ProbeSummary | None = None, trace_id: str | None = None
+                     ) -> tuple[Event, ...]:
+        """Publish what changed: an event if `backend`'s state or weight moved, the panic
+        guard's verdict, state on disk before anyone hears of it, then the sinks."""
+        events: list[Event] = []
+        if backend is not None and backend.desired() != backend.published:
+            (old_state, _), (new_state, weight) = backend.published, backend.desired()
             if new_state != old_state:
-                backend.since = rfc3339(wall)
-            backend.published = desired
+                backend.since = rfc3339(self.wall())
+            backend.published = (new_state, weight)
             events.append(self.journal.new_event(
                 service=svc.config.name, backend=backend.config.name,
                 address=backend.config.address, from_state=old_state.value,
-                to_state=new_state.value, weight=weight, reason=change[2],
-                probe=summary(svc.config.probe.type, result), trace_id=trace_id))
-            reason = change[2]
+                to_state=new_state.value, weight=weight, reason=reason, probe=probe,
+                trace_id=trace_id))
             log.info("%s/%s %s -> %s (weight %d): %s", svc.config.name, backend.config.name,
                      old_state.value, new_state.value, weight, reason)
-        elif transition.change is not Change.CHANGED:
-            return
         published = svc.published()
         if published.view.panic != svc.panic:
             svc.panic = published.view.panic
@@ -198,38 +265,49 @@ class Engine:
         else:  # a verdict flipped under an admin override: keep it across restarts
             await self.journal.save_now()
         svc.publish(published.view, tuple(events))
+        return tuple(events)
 
-    def _reason(self, transition: Transition, result: ProbeResult, old: State, new: State,
-                weight: int) -> str:
-        if new == old:
-            return f"weight {weight}" + (" from script" if result.weight is not None else "")
-        if new is State.DOWN and result.error:
-            return f"{transition.reason}; last: {result.error}"
-        return transition.reason or f"{old.value} -> {new.value}"
+    async def set_override(self, service: str, backend: str, action: str
+                           ) -> tuple[Event, ...]:
+        """Admin override: `drain` or `maint` (persisted), `ready` lifts it and the probed
+        state is published at once. KeyError for an unknown service or backend."""
+        svc = self.services[service]
+        target = next((b for b in svc.backends if b.config.name == backend), None)
+        if target is None:
+            raise KeyError(backend)
+        target.override = None if action == "ready" else State(action)
+        log.info("%s/%s: admin %s", service, backend, action)
+        return await self.commit(svc, target, f"admin: {action}")
+
+    def publish_service(self, svc: ServiceRuntime) -> None:
+        """Hand a service's current view to its sinks without an event (start, reload)."""
+        published = svc.published()
+        svc.panic = published.view.panic
+        svc.publish(published.view)
 
     def _panic_event(self, svc: ServiceRuntime, held: tuple[str, ...]) -> Event:
-        name = svc.config.name
+        name, total = svc.config.name, len(svc.backends)
         healthy = sum(1 for b in svc.backends if b.desired()[0] is State.UP)
-        required = svc.config.min_up.required(len(svc.backends))
+        required = svc.config.min_up.required(total)
         if svc.panic:
-            reason = (f"only {healthy} of {len(svc.backends)} backends healthy, min_up "
-                      f"{required}: keeping {', '.join(held)} published up")
-            log.warning("%s: panic: %s", name, reason)
-            return self.journal.new_event(service=name, backend="", address="",
-                                          from_state="normal", to_state="panic",
-                                          weight=0, reason=reason)
-        reason = f"{healthy} of {len(svc.backends)} backends healthy again (min_up {required})"
-        log.warning("%s: panic over: %s", name, reason)
+            reason = (f"only {healthy} of {total} backends healthy, min_up {required}: "
+                      f"keeping {', '.join(held)} published up")
+            from_state, to_state = "normal", "panic"
+        else:
+            reason = f"{healthy} of {total} backends healthy again (min_up {required})"
+            from_state, to_state = "panic", "normal"
+        log.warning("%s: %s -> %s: %s", name, from_state, to_state, reason)
         return self.journal.new_event(service=name, backend="", address="",
-                                      from_state="panic", to_state="normal", weight=0,
+                                      from_state=from_state, to_state=to_state, weight=0,
                                       reason=reason)
 
     # -- looking in -------------------------------------------------------------
 
     def _snapshot(self) -> SavedState:
         return SavedState(seq=self.journal.seq, backends={
-            name: {b.config.name: SavedBackend(b.breaker.health.value, b.since, b.last_ok)
-                   for b in svc.backends}
+            name: {b.config.name: SavedBackend(
+                b.breaker.health.value, b.since, b.last_ok,
+                b.override.value if b.override else None) for b in svc.backends}
             for name, svc in self.services.items()})
 
     def statistics(self) -> EngineStatistics:

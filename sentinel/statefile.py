@@ -29,6 +29,7 @@ class SavedBackend:
     state: str
     since: str
     last_ok: float | None = None  # Unix time of the last passing probe
+    override: str | None = None  # admin override: drain or maint
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,8 @@ class SavedState:
     def to_json(self) -> dict[str, Any]:
         """The document as written."""
         return {"version": 1, "seq": self.seq, "backends": {
-            svc: {name: {"state": b.state, "since": b.since, "last_ok": b.last_ok}
+            svc: {name: {"state": b.state, "since": b.since, "last_ok": b.last_ok,
+                         "override": b.override}
                   for name, b in backends.items()}
             for svc, backends in self.backends.items()}}
 
@@ -68,7 +70,8 @@ def load_state(state_dir: Path) -> SavedState:
 def _parse(doc: dict[str, Any]) -> SavedState:
     backends = {
         str(svc): {str(name): SavedBackend(str(b["state"]), str(b["since"]),
-                                           float(b["last_ok"]) if b.get("last_ok") else None)
+                                           float(b["last_ok"]) if b.get("last_ok") else None,
+                                           str(b["override"]) if b.get("override") else None)
                    for name, b in entries.items()}
         for svc, entries in doc.get("backends", {}).items()}
     return SavedState(seq=int(doc["seq"]), backends=backends)

@@ -29,14 +29,40 @@ def render_table(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def show_status(api: str, *, as_json: bool) -> int:
+def _headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def show_status(api: str, *, as_json: bool, token: str | None = None) -> int:
     """Fetch /v1/state and print it; exit 1 when the API is unreachable."""
     try:
-        response = httpx.get(f"{api}/v1/state", timeout=5.0)
+        response = httpx.get(f"{api}/v1/state", timeout=5.0, headers=_headers(token))
         response.raise_for_status()
     except httpx.HTTPError as exc:
         print(f"sentinel status: cannot reach {api}: {exc}", file=sys.stderr)
         return 1
     doc = response.json()
     print(json.dumps(doc, indent=2) if as_json else render_table(doc))
+    return 0
+
+
+def send_override(api: str, action: str, target: str, token: str | None) -> int:
+    """POST an admin override; exit 0 when applied, 1 when refused or unreachable."""
+    service, sep, backend = target.partition("/")
+    if not sep or not service or not backend:
+        print(f"sentinel ctl: expected SERVICE/BACKEND, got {target!r}", file=sys.stderr)
+        return 1
+    try:
+        response = httpx.post(f"{api}/v1/backends/{service}/{backend}/{action}", timeout=10.0,
+                              headers=_headers(token))
+    except httpx.HTTPError as exc:
+        print(f"sentinel ctl: cannot reach {api}: {exc}", file=sys.stderr)
+        return 1
+    if response.status_code != 200:
+        error = response.json().get("error", response.text) if response.content else ""
+        print(f"sentinel ctl: refused ({response.status_code}): {error}", file=sys.stderr)
+        return 1
+    events = response.json().get("events", [])
+    changes = ", ".join(f"{e['from']} -> {e['to']}" for e in events) or "no change"
+    print(f"{service}/{backend}: {action} ({changes})")
     return 0

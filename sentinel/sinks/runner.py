@@ -79,6 +79,7 @@ class SinkRunner:
         self._failures = 0
         self._last_error = ""
         self._last_success: float | None = None
+        self._scope: trio.CancelScope | None = None
 
     def publish(self, update: Update) -> None:
         """Hand over the newest view of a service; never blocks."""
@@ -100,8 +101,17 @@ class SinkRunner:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
-        """Apply pending updates forever (cancel to stop)."""
-        task_status.started()
+        """Apply pending updates until cancelled or `retire()`d."""
+        with trio.CancelScope() as self._scope:
+            task_status.started()
+            await self._loop()
+
+    def retire(self) -> None:
+        """Stop this runner's task (its sink was removed or replaced by a reload)."""
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def _loop(self) -> None:
         while True:
             now = trio.current_time()
             ready = [s for s in self._pending if self._not_before.get(s, -math.inf) <= now]

@@ -1,0 +1,121 @@
+"""Reloading the config in place (SIGHUP, POST /v1/reload).
+
+Unchanged backends keep their breaker state and their place in the probe
+schedule; added ones start spread over their interval; removed ones stop.
+Changed probe or breaker settings take effect on the next probe (a new
+breaker starts from the backend's current verdict). Sinks whose settings
+changed are replaced. An invalid file changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from sentinel.backend import BackendRuntime
+from sentinel.breakers import make_breaker
+from sentinel.config import Config, ServiceConfig
+from sentinel.configload import load_config
+from sentinel.engine import Engine
+from sentinel.errors import ConfigError, ConfigErrors
+from sentinel.probes.base import Probe, Target
+from sentinel.service import ServiceRuntime
+
+log = logging.getLogger("sentinel.reload")
+PROBE_CLOSE_GRACE = 5.0
+
+
+async def reload_from_file(engine: Engine, path: str) -> list[str]:
+    """Load `path` and apply it; return the errors (the running config is kept) or []."""
+    try:
+        config = load_config(path)
+    except ConfigErrors as exc:
+        errors = [str(e) for e in exc.errors]
+    except ConfigError as exc:
+        errors = [str(exc)]
+    else:
+        await apply_reload(engine, config)
+        log.info("reloaded %s: %d services", path, len(config.services))
+        return []
+    for error in errors:
+        log.error("reload refused, keeping the running config: %s", error)
+    return errors
+
+
+async def apply_reload(engine: Engine, new: Config) -> None:
+    """Move the running engine to `new`."""
+    old = engine.config
+    if new.api != old.api or new.telemetry != old.telemetry or new.state_dir != old.state_dir:
+        log.warning("api, telemetry and state_dir changes take effect after a restart")
+    old_sinks = {s.name: s for s in old.sinks}
+    for sink in new.sinks:
+        if old_sinks.get(sink.name) != sink:
+            if sink.name in engine.runners:
+                engine.runners.pop(sink.name).retire()
+            engine.runners[sink.name] = runner = engine.make_runner(sink)
+            await engine.start_runner(runner)
+    for name in set(old_sinks) - {s.name for s in new.sinks}:
+        engine.runners.pop(name).retire()
+
+    services: dict[str, ServiceRuntime] = {}
+    to_start: list[tuple[ServiceRuntime, BackendRuntime]] = []
+    retired_probes: list[Probe] = []
+    for cfg in new.services:
+        current = engine.services.get(cfg.name)
+        if current is None:
+            svc = engine.make_service(cfg)
+            to_start.extend((svc, b) for b in svc.backends)
+        else:
+            svc, started = _carry_over(engine, current, cfg, retired_probes)
+            to_start.extend((svc, b) for b in started)
+        services[cfg.name] = svc
+    for name, svc in engine.services.items():
+        kept = services.get(name)
+        for backend in svc.backends:
+            if kept is None or backend not in kept.backends:
+                assert backend.scope is not None
+                backend.scope.cancel()
+        if kept is None:
+            retired_probes.append(svc.probe)
+    engine.services = services
+    engine.config = new
+    engine.start_backends(to_start)
+    for svc in services.values():
+        engine.publish_service(svc)
+    if retired_probes:
+        engine.start_task(lambda: _close_later(retired_probes))
+
+
+def _carry_over(engine: Engine, current: ServiceRuntime, cfg: ServiceConfig,
+                retired_probes: list[Probe]) -> tuple[ServiceRuntime, list[BackendRuntime]]:
+    """The new runtime of a service that exists before and after the reload."""
+    probe = current.probe
+    if current.config.probe != cfg.probe:
+        retired_probes.append(probe)
+        probe = engine.probe_factory(cfg.probe)
+    by_name = {b.config.name: b for b in current.backends}
+    backends, started = [], []
+    for b in cfg.backends:
+        prev = by_name.get(b.name)
+        if prev is not None and (prev.config.host, prev.config.port) == (b.host, b.port):
+            prev.config = b
+            prev.target = Target(cfg.name, b.name, b.host, b.port)
+            if current.config.breaker != cfg.breaker:
+                prev.breaker = make_breaker(cfg.breaker, prev.breaker.health)
+            backends.append(prev)
+        else:
+            fresh = engine.make_backend(cfg, b.name, prev.breaker.health if prev else None)
+            backends.append(fresh)
+            started.append(fresh)
+    bindings = [(engine.runners[b.sink], b.options) for b in cfg.sinks]
+    svc = ServiceRuntime(cfg, probe, backends, bindings)
+    svc.panic = current.panic
+    return svc, started
+
+
+async def _close_later(probes: list[Probe]) -> None:
+    """Close replaced probes once checks already in flight have finished with them."""
+    await trio.sleep(PROBE_CLOSE_GRACE)
+    for probe in probes:
+        await probe.aclose()
