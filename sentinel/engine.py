@@ -90,7 +90,9 @@ class Engine:
         """A service runtime; backends start from their persisted verdicts."""
         backends = [self.make_backend(svc, b.name) for b in svc.backends]
         bindings = [(self.runners[b.sink], b.options) for b in svc.sinks]
-        return ServiceRuntime(svc, self.probe_factory(svc.probe), backends, bindings)
+        runtime = ServiceRuntime(svc, self.probe_factory(svc.probe), backends, bindings)
+        runtime.panic = runtime.published().view.panic  # as persisted: no event at start
+        return runtime
 
     def make_backend(self, svc: ServiceConfig, name: str,
                      health: Health | None = None) -> BackendRuntime:
@@ -118,7 +120,7 @@ class Engine:
                 for runner in self.runners.values():
                     await self.start_runner(runner)
                 for svc in self.services.values():  # at start the current view is applied once
-                    self.publish_service(svc)
+                    svc.publish(svc.published().view)
                 async with trio.open_nursery() as probe_nursery:
                     self._probe_nursery = probe_nursery
                     self.start_backends([(svc, b) for svc in self.services.values()
@@ -279,11 +281,6 @@ class Engine:
         log.info("%s/%s: admin %s", service, backend, action)
         return await self.commit(svc, target, f"admin: {action}")
 
-    def publish_service(self, svc: ServiceRuntime) -> None:
-        """Hand a service's current view to its sinks without an event (start, reload)."""
-        published = svc.published()
-        svc.panic = published.view.panic
-        svc.publish(published.view)
 
     def _panic_event(self, svc: ServiceRuntime, held: tuple[str, ...]) -> Event:
         name, total = svc.config.name, len(svc.backends)

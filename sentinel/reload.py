@@ -81,8 +81,8 @@ async def apply_reload(engine: Engine, new: Config) -> None:
     engine.services = services
     engine.config = new
     engine.start_backends(to_start)
-    for svc in services.values():
-        engine.publish_service(svc)
+    for svc in services.values():  # the panic guard may see it differently now
+        await engine.commit(svc, None, "reload")
     if retired_probes:
         engine.start_task(lambda: _close_later(retired_probes))
 
