@@ -13,6 +13,7 @@ import trio
 
 from sentinel.breakers.base import Breaker, Change, Health, Transition
 from sentinel.config import BackendConfig
+from sentinel.dampen import Damper
 from sentinel.model import BackendView, ProbeResult, ProbeSummary, State
 from sentinel.probes.base import Target
 
@@ -35,7 +36,7 @@ class LastProbe:
 class BackendRuntime:
     """Mutable per-backend state owned by the engine's task for this backend."""
 
-    __slots__ = ("breaker", "config", "fails", "last_ok", "last_probe", "override",
+    __slots__ = ("breaker", "config", "damper", "fails", "last_ok", "last_probe", "override",
                  "progress", "published", "ramp_weight", "scope", "script_weight", "service",
                  "since", "target")
 
@@ -49,6 +50,7 @@ class BackendRuntime:
         self.script_weight: int | None = None
         self.ramp_weight: int | None = None  # slow start in progress: the ramp's weight
         self.scope: trio.CancelScope | None = None  # this backend's probe task
+        self.damper: Damper | None = None  # flap damping, when the service asks for it
         self.since = since
         self.fails = 0
         self.last_ok = last_ok
@@ -71,7 +73,7 @@ class BackendRuntime:
         """The state and weight this backend should be published with."""
         if self.override is not None and self.override is not State.UP:
             return self.override, 0
-        if self.breaker.health is Health.DOWN:
+        if self.breaker.health is Health.DOWN or (self.damper and self.damper.suppressed):
             return State.DOWN, 0
         weight = self.script_weight if self.script_weight is not None else self.config.weight
         if self.ramp_weight is not None:
@@ -92,6 +94,7 @@ class BackendRuntime:
                 "since": self.since, "fails": self.fails,
                 "progress": self.progress or None,
                 "override": self.override.value if self.override else None,
+                "damping": self.damper.describe() if self.damper else None,
                 "last_probe": self.last_probe.to_json() if self.last_probe else None}
 
 

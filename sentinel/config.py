@@ -159,6 +159,16 @@ class MinUp:
 
 
 @dataclass(frozen=True, slots=True)
+class DampenConfig:
+    """BGP-style flap damping: penalty 1000 per flap, halving every `half_life`."""
+
+    half_life: float = 60.0
+    suppress: float = 2000.0
+    reuse: float = 750.0
+    max_suppress: float = 240.0
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceConfig:
     """One service: its backends, how they are probed and judged, where published."""
 
@@ -169,6 +179,7 @@ class ServiceConfig:
     sinks: tuple[SinkBinding, ...] = ()
     slow_start: float = 0.0
     min_up: MinUp = field(default_factory=MinUp)
+    dampen: DampenConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)

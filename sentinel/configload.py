@@ -18,6 +18,7 @@ from sentinel.config import (
     ApiConfig,
     BackendConfig,
     Config,
+    DampenConfig,
     MinUp,
     ServiceConfig,
     SinkBinding,
@@ -30,7 +31,7 @@ from sentinel.errors import ConfigError, ConfigErrors
 from sentinel.yamlnode import Node, load_yaml
 
 TOP_KEYS = {"version", "state_dir", "api", "telemetry", "defaults", "sinks", "services"}
-SERVICE_KEYS = {"backends", "probe", "breaker", "sinks", "slow_start", "min_up"}
+SERVICE_KEYS = {"backends", "probe", "breaker", "sinks", "slow_start", "min_up", "dampen"}
 BACKEND_KEYS = {"name", "address", "weight", "backup"}
 T = TypeVar("T")
 
@@ -229,6 +230,8 @@ def _service(name: str, node: Node, defaults: Mapping[str, Node],
     slow_start = errors.run(lambda: slow.as_duration(positive=False)) if slow else 0.0
     min_up_node = pick("min_up")
     min_up = errors.run(lambda: _min_up(min_up_node)) if min_up_node else MinUp()
+    dampen_node = pick("dampen")
+    dampen = errors.run(lambda: _dampen(dampen_node)) if dampen_node else None
     if errors.errors:
         raise ConfigErrors(errors.errors)
     assert probe
@@ -236,7 +239,7 @@ def _service(name: str, node: Node, defaults: Mapping[str, Node],
     assert min_up is not None
     assert slow_start is not None
     return ServiceConfig(name=name, backends=backends, probe=probe, breaker=breaker,
-                         sinks=bindings, slow_start=slow_start, min_up=min_up)
+                         sinks=bindings, slow_start=slow_start, min_up=min_up, dampen=dampen)
 
 
 def _backends(node: Node) -> tuple[BackendConfig, ...]:
@@ -304,3 +307,18 @@ def _min_up(node: Node) -> MinUp:
         pct = Node(text[:-1], node.file, node.line, node.column, node.path).as_float(0, 100)
         return MinUp(percent=pct)
     return MinUp(count=node.as_int(0))
+
+
+def _dampen(node: Node) -> DampenConfig:
+    e = node.as_map({"half_life", "suppress", "reuse", "max_suppress"})
+    d = DampenConfig()
+    half_life = e["half_life"].as_duration() if "half_life" in e else d.half_life
+    suppress = e["suppress"].as_float(1) if "suppress" in e else d.suppress
+    reuse = e["reuse"].as_float(1) if "reuse" in e else d.reuse
+    if reuse >= suppress:
+        raise (e.get("reuse") or node).error(
+            f"reuse ({reuse:g}) must be below suppress ({suppress:g})")
+    max_suppress = (e["max_suppress"].as_duration() if "max_suppress" in e
+                    else 4 * half_life)
+    return DampenConfig(half_life=half_life, suppress=suppress, reuse=reuse,
+                        max_suppress=max_suppress)

@@ -22,6 +22,7 @@ from sentinel.backend import BackendRuntime, summary
 from sentinel.breakers import make_breaker
 from sentinel.breakers.base import Change, Health, Transition
 from sentinel.config import Config, ProbeConfig, ServiceConfig, SinkConfig
+from sentinel.dampen import Damper
 from sentinel.journal import Journal, rfc3339
 from sentinel.model import Event, ProbeResult, ProbeSummary, State
 from sentinel.observe import NullObserver, Observer, ProbeRecord
@@ -104,6 +105,8 @@ class Engine:
         backend = BackendRuntime(svc.name, config, make_breaker(svc.breaker, health),
                                  prior.since if prior else rfc3339(self.wall()),
                                  prior.last_ok if prior else None)
+        if svc.dampen is not None:
+            backend.damper = Damper(svc.dampen)
         if prior and prior.override in (State.DRAIN.value, State.MAINT.value):
             backend.override = State(prior.override)
             backend.published = backend.desired()
@@ -192,6 +195,7 @@ class Engine:
         """Record a result; on a change of state or weight, emit, persist and publish."""
         wall = self.wall()
         backend.record(result, transition, rfc3339(wall), wall)
+        self._dampen(backend, transition, trio.current_time())
         recovered = transition.change is Change.CHANGED and transition.health is Health.UP
         if recovered and svc.config.slow_start > 0:
             self._start_ramp(backend, svc.config.slow_start)
@@ -207,9 +211,23 @@ class Engine:
             await self.commit(svc, backend, reason, summary(svc.config.probe.type, result),
                               trace_id)
 
+    def _dampen(self, backend: BackendRuntime, transition: Transition, now: float) -> None:
+        damper = backend.damper
+        if damper is None:
+            return
+        if transition.change is Change.CHANGED and transition.health is Health.DOWN:
+            if damper.flap(now):
+                log.warning("%s/%s: flapping, held down: %s", backend.service,
+                            backend.config.name, damper.describe())
+        elif damper.suppressed and not damper.update(now):
+            log.info("%s/%s: flap damping released: %s", backend.service,
+                     backend.config.name, damper.describe())
+
     def _reason(self, transition: Transition, result: ProbeResult,
                 backend: BackendRuntime) -> str:
         (old, _), (new, weight) = backend.published, backend.desired()
+        if backend.damper and new is State.UP and transition.change is not Change.CHANGED:
+            return f"flap damping released: {backend.damper.describe()}"
         if new == old:
             source = "script" if result.weight is not None else "slow start"
             return f"weight {weight} from {source}"

@@ -1,0 +1,43 @@
+"""Flap damping: BGP-style penalty, suppression and release."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sentinel.config import DampenConfig
+from sentinel.dampen import Damper
+
+CFG = DampenConfig(half_life=60.0, suppress=2000.0, reuse=750.0, max_suppress=240.0)
+
+
+def test_single_flap_does_not_suppress() -> None:
+    """One flap adds 1000, below the suppress threshold: the backend is not held down."""
+    d = Damper(CFG)
+    assert d.flap(0.0) is False
+    assert d.penalty == pytest.approx(1000.0)
+    assert d.update(1.0) is False
+
+
+def test_three_quick_flaps_suppress_then_release_below_reuse() -> None:
+    """Flaps 10 s apart cross 2000 on the third; it is released when decayed below 750."""
+    d = Damper(CFG)
+    d.flap(0.0)
+    assert d.flap(10.0) is False
+    assert d.flap(20.0) is True
+    assert d.suppressed
+    peak = d.penalty
+    # penalty * 2^(-t/60) < 750  <=>  t > 60 * log2(peak / 750)
+    release = 20.0 + 60.0 * math.log2(peak / 750.0)
+    assert d.update(release - 0.5) is True
+    assert d.update(release + 0.5) is False
+
+
+def test_penalty_capped_by_max_suppress() -> None:
+    """However often it flaps, a backend is released max_suppress after its last flap."""
+    d = Damper(CFG)
+    for i in range(50):
+        d.flap(float(i))
+    assert d.update(49.0 + 240.0 - 1.0) is True
+    assert d.update(49.0 + 240.0 + 0.01) is False
