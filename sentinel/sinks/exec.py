@@ -83,8 +83,7 @@ class ExecSink:
             if outcome.timed_out:
                 raise SinkRejected(f"{argv[0]} timed out after {self._options.timeout:g}s")
             if outcome.returncode != 0:
-                raise SinkRejected(f"{argv[0]} exited {outcome.returncode}: "
-                                   f"{outcome.last_line()}")
+                raise SinkRejected(f"{argv[0]}: {outcome.describe_exit()}")
             self._done_seq[service] = event.seq
 
     async def aclose(self) -> None:
