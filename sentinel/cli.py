@@ -126,7 +126,7 @@ async def run_instance(config: Config, *,
                        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
     """Engine plus API until SIGINT/SIGTERM; the first signal stops gracefully,
     a second one at once."""
-    engine = Engine(config)
+    engine = Engine(config, shutdown_timeout=config.shutdown_timeout)
 
     async def reload() -> list[str]:
         return await reload_from_file(engine, config.path)

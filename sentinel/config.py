@@ -230,6 +230,7 @@ class Config:
 
     path: str
     state_dir: str
+    shutdown_timeout: float = 10.0
     api: ApiConfig = field(default_factory=ApiConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     sinks: tuple[SinkConfig, ...] = ()

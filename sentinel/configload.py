@@ -30,7 +30,8 @@ from sentinel.configprobe import TIMING_KEYS, merged, parse_breaker, parse_probe
 from sentinel.errors import ConfigError, ConfigErrors
 from sentinel.yamlnode import Node, load_yaml
 
-TOP_KEYS = {"version", "state_dir", "api", "telemetry", "defaults", "sinks", "services"}
+TOP_KEYS = {"version", "state_dir", "shutdown_timeout", "api", "telemetry", "defaults", "sinks",
+            "services"}
 SERVICE_KEYS = {"backends", "probe", "breaker", "sinks", "slow_start", "min_up", "dampen"}
 BACKEND_KEYS = {"name", "address", "weight", "backup"}
 T = TypeVar("T")
@@ -76,6 +77,8 @@ def parse_config(root: Node, file: str) -> Config:
     base = Path(file).resolve().parent
     state_dir = str(base / top["state_dir"].as_str()) if "state_dir" in top else str(
         base / "state")
+    shutdown = (errors.run(lambda: top["shutdown_timeout"].as_duration())
+                if "shutdown_timeout" in top else 10.0)
     api = errors.run(lambda: parse_api(top["api"])) if "api" in top else ApiConfig()
     telemetry = (errors.run(lambda: _telemetry(top["telemetry"])) if "telemetry" in top
                  else TelemetryConfig())

@@ -205,10 +205,15 @@ def parse_breaker(node: Node) -> BreakerConfig:
 
 
 def _rate(node: Node) -> float:
+    """A rate in (0, 1], written as a fraction (0.5) or a percent (50%)."""
     text = str(node.raw).strip()
     if text.endswith("%"):
-        return Node(text[:-1], node.file, node.line, node.column, node.path).as_float(0, 100) / 100
-    return node.as_float(0, 1)
+        rate = Node(text[:-1], node.file, node.line, node.column, node.path).as_float(0, 100) / 100
+    else:
+        rate = node.as_float(0, 1)
+    if rate == 0:
+        raise node.error("must be more than 0 (a rate of 0 would trip on every call)")
+    return rate
 
 
 def _circuit(e: Mapping[str, Node]) -> CircuitBreakerConfig:
