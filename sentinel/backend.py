@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import trio
-
 from sentinel.breakers.base import Breaker, Change, Health, Transition
 from sentinel.config import BackendConfig
 from sentinel.dampen import Damper
@@ -36,9 +34,23 @@ class LastProbe:
 class BackendRuntime:
     """Mutable per-backend state owned by the engine's task for this backend."""
 
-    __slots__ = ("breaker", "config", "damper", "fails", "last_ok", "last_probe", "override",
-                 "progress", "published", "ramp_weight", "scope", "script_weight", "service",
-                 "since", "target")
+    __slots__ = (
+        "breaker",
+        "config",
+        "damper",
+        "fails",
+        "last_ok",
+        "last_probe",
+        "next_due",
+        "override",
+        "progress",
+        "published",
+        "ramp_weight",
+        "script_weight",
+        "service",
+        "since",
+        "target",
+    )
 
     def __init__(self, service: str, config: BackendConfig, breaker: Breaker,
                  since: str, last_ok: float | None = None) -> None:
@@ -49,7 +61,7 @@ class BackendRuntime:
         self.override: State | None = None
         self.script_weight: int | None = None
         self.ramp_weight: int | None = None  # slow start in progress: the ramp's weight
-        self.scope: trio.CancelScope | None = None  # this backend's probe task
+        self.next_due: float | None = None  # Trio time this backend's next probe is due
         self.damper: Damper | None = None  # flap damping, when the service asks for it
         self.since = since
         self.fails = 0

@@ -22,6 +22,7 @@ class Timing:
     fast_interval: float = 2.0
     down_interval: float = 2.0
     timeout: float = 1.0
+    jitter: float = 0.0  # each delay is stretched by a random fraction in +-jitter
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +232,7 @@ class Config:
     path: str
     state_dir: str
     shutdown_timeout: float = 10.0
+    max_in_flight: int = 1024
     api: ApiConfig = field(default_factory=ApiConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     sinks: tuple[SinkConfig, ...] = ()

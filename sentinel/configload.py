@@ -30,8 +30,8 @@ from sentinel.configprobe import TIMING_KEYS, merged, parse_breaker, parse_probe
 from sentinel.errors import ConfigError, ConfigErrors
 from sentinel.yamlnode import Node, load_yaml
 
-TOP_KEYS = {"version", "state_dir", "shutdown_timeout", "api", "telemetry", "defaults", "sinks",
-            "services"}
+TOP_KEYS = {"version", "state_dir", "shutdown_timeout", "max_in_flight", "api", "telemetry",
+            "defaults", "sinks", "services"}
 SERVICE_KEYS = {"backends", "probe", "breaker", "sinks", "slow_start", "min_up", "dampen"}
 BACKEND_KEYS = {"name", "address", "weight", "backup"}
 T = TypeVar("T")
@@ -79,6 +79,8 @@ def parse_config(root: Node, file: str) -> Config:
         base / "state")
     shutdown = (errors.run(lambda: top["shutdown_timeout"].as_duration())
                 if "shutdown_timeout" in top else 10.0)
+    in_flight = (errors.run(lambda: top["max_in_flight"].as_int(1, 1_000_000))
+                 if "max_in_flight" in top else 1024)
     api = errors.run(lambda: parse_api(top["api"])) if "api" in top else ApiConfig()
     telemetry = (errors.run(lambda: _telemetry(top["telemetry"])) if "telemetry" in top
                  else TelemetryConfig())
@@ -89,7 +91,10 @@ def parse_config(root: Node, file: str) -> Config:
         raise ConfigErrors(errors.errors)
     assert api is not None
     assert telemetry is not None
-    return Config(path=file, state_dir=state_dir, api=api, telemetry=telemetry,
+    assert shutdown is not None
+    assert in_flight is not None
+    return Config(path=file, state_dir=state_dir, shutdown_timeout=shutdown,
+                  max_in_flight=in_flight, api=api, telemetry=telemetry,
                   sinks=tuple(sinks), services=tuple(services))
 
 

@@ -25,7 +25,7 @@ from sentinel.config import (
 from sentinel.errors import ConfigError
 from sentinel.yamlnode import Node
 
-TIMING_KEYS = {"type", "interval", "fast_interval", "down_interval", "timeout"}
+TIMING_KEYS = {"type", "interval", "fast_interval", "down_interval", "timeout", "jitter"}
 PROBE_KEYS = {
     "tcp": {"send", "expect", "tls", "sni", "verify"},
     "http": {"method", "path", "host", "headers", "expect_status", "expect_body", "verify"},
@@ -82,7 +82,17 @@ def _timing(e: Mapping[str, Node]) -> Timing:
         assert where is not None
         raise where.error(f"timeout ({_fmt(timeout)}) must not be longer than interval "
                           f"({_fmt(interval)})")
-    return Timing(interval=interval, fast_interval=fast, down_interval=down, timeout=timeout)
+    jitter = _jitter(e["jitter"]) if "jitter" in e else 0.0
+    return Timing(interval=interval, fast_interval=fast, down_interval=down, timeout=timeout,
+                  jitter=jitter)
+
+
+def _jitter(node: Node) -> float:
+    """`10%` or 0.1: at most half the interval either way."""
+    text = str(node.raw).strip()
+    if text.endswith("%"):
+        return Node(text[:-1], node.file, node.line, node.column, node.path).as_float(0, 50) / 100
+    return node.as_float(0, 0.5)
 
 
 def _fmt(seconds: float) -> str:

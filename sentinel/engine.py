@@ -10,6 +10,8 @@ Admin overrides and reloads live in `sentinel.admin` and `sentinel.reload`.
 from __future__ import annotations
 
 import logging
+import math
+import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -26,6 +28,7 @@ from sentinel.dampen import Damper
 from sentinel.journal import Journal, rfc3339
 from sentinel.model import Event, ProbeResult, ProbeSummary, State
 from sentinel.observe import NullObserver, Observer, ProbeRecord
+from sentinel.probegroups import GroupKey, ProbeGroup, group_key
 from sentinel.probes import make_probe
 from sentinel.probes.base import Probe
 from sentinel.schedule import next_due, start_offset
@@ -37,7 +40,10 @@ from sentinel.slowstart import ramp
 from sentinel.statefile import SavedBackend, SavedState, load_state
 
 log = logging.getLogger("sentinel.engine")
-LATENESS_SAMPLES = 8192
+LATENESS_SAMPLES = 8192  # recent probes whose start lateness the percentiles cover
+LAG_SAMPLES = 600  # one minute of loop-lag ticks
+LAG_TICK = 0.1
+LATE_WARNING_MS = 100.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,15 +51,23 @@ class EngineStatistics:
     """A snapshot of the probe scheduler's health."""
 
     probes: int
+    in_flight: int
+    max_in_flight: int
     lateness_p50_ms: float
     lateness_p99_ms: float
     lateness_max_ms: float
+    loop_lag_p99_ms: float
+    loop_lag_max_ms: float
 
     def to_json(self) -> dict[str, object]:
         """The `engine` object of the state document."""
-        return {"probes": self.probes, "lateness_ms": {
-            "p50": round(self.lateness_p50_ms, 3), "p99": round(self.lateness_p99_ms, 3),
-            "max": round(self.lateness_max_ms, 3)}}
+        return {"probes": self.probes, "in_flight": self.in_flight,
+                "max_in_flight": self.max_in_flight,
+                "lateness_ms": {"p50": round(self.lateness_p50_ms, 3),
+                                "p99": round(self.lateness_p99_ms, 3),
+                                "max": round(self.lateness_max_ms, 3)},
+                "loop_lag_ms": {"p99": round(self.loop_lag_p99_ms, 3),
+                                "max": round(self.loop_lag_max_ms, 3)}}
 
 
 class Engine:
@@ -76,6 +90,10 @@ class Engine:
         self.runners = {s.name: self.make_runner(s) for s in config.sinks}
         self.services = {s.name: self.make_service(s) for s in config.services}
         self._lateness: deque[float] = deque(maxlen=LATENESS_SAMPLES)
+        self._loop_lag: deque[float] = deque(maxlen=LAG_SAMPLES)
+        self._in_flight = trio.CapacityLimiter(config.max_in_flight)
+        self._rng = random.Random()
+        self.groups: dict[GroupKey, ProbeGroup] = {}
         self._probes = 0
         self._probe_nursery: trio.Nursery | None = None
         self._sink_nursery: trio.Nursery | None = None
@@ -126,8 +144,8 @@ class Engine:
                     svc.publish(svc.published().view)
                 async with trio.open_nursery() as probe_nursery:
                     self._probe_nursery = probe_nursery
-                    self.start_backends([(svc, b) for svc in self.services.values()
-                                         for b in svc.backends])
+                    self.regroup()
+                    probe_nursery.start_soon(self._watch_lag)
                     task_status.started()
                 await self._drain_sinks()
                 sink_nursery.cancel_scope.cancel()
@@ -145,14 +163,29 @@ class Engine:
         assert self._sink_nursery is not None
         await self._sink_nursery.start(runner.run)
 
-    def start_backends(self, pairs: list[tuple[ServiceRuntime, BackendRuntime]]) -> None:
-        """Start probe tasks, first probes spread evenly over each service's interval."""
+    def regroup(self) -> None:
+        """Match probe tasks to the current services: one task per group of identical
+        probes. Unchanged groups keep running; backends keep their place in the
+        schedule (`next_due`); new ones are spread evenly over their interval."""
         assert self._probe_nursery is not None
+        wanted: dict[GroupKey, list[BackendRuntime]] = {}
+        for svc in self.services.values():
+            for b in svc.backends:
+                key = group_key(svc.config, b.config.host, b.config.port, b.config.name)
+                wanted.setdefault(key, []).append(b)
+        for key, group in list(self.groups.items()):
+            if [id(m) for m in wanted.get(key, [])] != [id(m) for m in group.members]:
+                group.scope.cancel()
+                del self.groups[key]
+        fresh = [(key, members) for key, members in wanted.items() if key not in self.groups]
         start = trio.current_time()
-        for index, (svc, backend) in enumerate(pairs):
-            backend.scope = trio.CancelScope()
-            due = start + start_offset(index, len(pairs), svc.config.probe.timing.interval)
-            self._probe_nursery.start_soon(self._probe_loop, backend, due)
+        newcomers = [m for _, members in fresh for m in members if m.next_due is None]
+        for index, member in enumerate(newcomers):
+            interval = self.services[member.service].config.probe.timing.interval
+            member.next_due = start + start_offset(index, len(newcomers), interval)
+        for key, members in fresh:
+            group = self.groups[key] = ProbeGroup(key, members)
+            self._probe_nursery.start_soon(self._probe_loop, group)
 
     def start_task(self, fn: Callable[[], Awaitable[None]]) -> None:
         """Run a helper task (slow-start ramps) alongside the probes."""
@@ -174,21 +207,49 @@ class Engine:
             for runner in self.runners.values():
                 await runner.sink.aclose()
 
-    async def _probe_loop(self, backend: BackendRuntime, due: float) -> None:
-        assert backend.scope is not None
-        with backend.scope:
+    async def _probe_loop(self, group: ProbeGroup) -> None:
+        with group.scope:
             while True:
+                due = group.due()
                 await trio.sleep_until(due)
-                svc = self.services[backend.service]  # re-read: a reload may replace it
-                started, start_unix = trio.current_time(), self.wall()
-                self._lateness.append(started - due)
-                self._probes += 1
-                result = await svc.probe.check(backend.target)
+                owner = group.members[0]
+                svc = self.services[owner.service]  # re-read: a reload may replace it
+                async with self._in_flight:  # the timeout starts once a slot is free
+                    started, start_unix = trio.current_time(), self.wall()
+                    self._lateness.append(started - due)
+                    self._probes += 1
+                    result = await svc.probe.check(owner.target)
                 now = trio.current_time()
-                transition = backend.breaker.observe(result.ok, now, result.latency)
-                await self._take(svc, backend, result, transition, start_unix)
-                due = next_due(svc.config.probe.timing, transition, backend.breaker.retry_at(),
-                               started, now)
+                with trio.CancelScope(shield=True):  # a reload must not cut a commit in half
+                    await self._observe_all(group, result, started, now, start_unix)
+
+    async def _observe_all(self, group: ProbeGroup, result: ProbeResult, started: float,
+                           now: float, start_unix: float) -> None:
+        """Feed one shared result to every member's breaker and schedule each member."""
+        for backend in group.members:
+            member_svc = self.services[backend.service]
+            transition = backend.breaker.observe(result.ok, now, result.latency)
+            await self._take(member_svc, backend, result, transition, start_unix)
+            timing = member_svc.config.probe.timing
+            spread = self._rng.uniform(-timing.jitter, timing.jitter)
+            backend.next_due = next_due(timing, transition, backend.breaker.retry_at(),
+                                        started, now, spread)
+
+    async def _watch_lag(self) -> None:
+        """Measure event-loop lag (oversleep of a short sleep) and warn when probes run late."""
+        last_warning = -math.inf
+        while True:
+            before = trio.current_time()
+            await trio.sleep(LAG_TICK)
+            self._loop_lag.append(trio.current_time() - before - LAG_TICK)
+            stats = self.statistics()
+            now = trio.current_time()
+            if stats.lateness_p99_ms > LATE_WARNING_MS and now - last_warning > 30:
+                last_warning = now
+                log.warning("probes are running late: p99 %.0fms, max %.0fms behind schedule "
+                            "(event-loop lag p99 %.0fms, %d probes in flight of %d allowed)",
+                            stats.lateness_p99_ms, stats.lateness_max_ms, stats.loop_lag_p99_ms,
+                            self._in_flight.borrowed_tokens, self._in_flight.total_tokens)
 
     async def _take(self, svc: ServiceRuntime, backend: BackendRuntime, result: ProbeResult,
                     transition: Transition, start_unix: float) -> None:
@@ -326,15 +387,12 @@ class Engine:
             for name, svc in self.services.items()})
 
     def statistics(self) -> EngineStatistics:
-        """Probe count and schedule lateness percentiles over recent probes."""
-        samples = sorted(self._lateness)
-        if not samples:
-            return EngineStatistics(self._probes, 0.0, 0.0, 0.0)
-
-        def pct(p: float) -> float:
-            return samples[min(len(samples) - 1, int(p * len(samples)))] * 1000
-
-        return EngineStatistics(self._probes, pct(0.5), pct(0.99), samples[-1] * 1000)
+        """Probe count, probes in flight, and lateness and loop-lag percentiles."""
+        late = _percentiles(self._lateness)
+        lag = _percentiles(self._loop_lag)
+        return EngineStatistics(self._probes, self._in_flight.borrowed_tokens,
+                                int(self._in_flight.total_tokens), late[0.5], late[0.99],
+                                late[1.0], lag[0.99], lag[1.0])
 
     def events_after(self, seq: int) -> list[Event]:
         """Held events after `seq`, oldest first (GET /v1/events)."""
@@ -346,3 +404,12 @@ class Engine:
         return {"services": services,
                 "sinks": {n: r.statistics().to_json() for n, r in self.runners.items()},
                 "engine": self.statistics().to_json(), "seq": self.journal.seq}
+
+
+def _percentiles(samples: deque[float]) -> dict[float, float]:
+    """p50, p99 and max of `samples` (seconds) in milliseconds; zeros when empty."""
+    ordered = sorted(samples)
+    if not ordered:
+        return {0.5: 0.0, 0.99: 0.0, 1.0: 0.0}
+    return {p: max(0.0, ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000)
+            for p in (0.5, 0.99, 1.0)}

@@ -59,28 +59,16 @@ async def apply_reload(engine: Engine, new: Config) -> None:
         engine.runners.pop(name).retire()
 
     services: dict[str, ServiceRuntime] = {}
-    to_start: list[tuple[ServiceRuntime, BackendRuntime]] = []
     retired_probes: list[Probe] = []
     for cfg in new.services:
         current = engine.services.get(cfg.name)
-        if current is None:
-            svc = engine.make_service(cfg)
-            to_start.extend((svc, b) for b in svc.backends)
-        else:
-            svc, started = _carry_over(engine, current, cfg, retired_probes)
-            to_start.extend((svc, b) for b in started)
-        services[cfg.name] = svc
-    for name, svc in engine.services.items():
-        kept = services.get(name)
-        for backend in svc.backends:
-            if kept is None or backend not in kept.backends:
-                assert backend.scope is not None
-                backend.scope.cancel()
-        if kept is None:
-            retired_probes.append(svc.probe)
+        services[cfg.name] = (engine.make_service(cfg) if current is None
+                              else _carry_over(engine, current, cfg, retired_probes))
+    retired_probes.extend(svc.probe for name, svc in engine.services.items()
+                          if name not in services)
     engine.services = services
     engine.config = new
-    engine.start_backends(to_start)
+    engine.regroup()
     for svc in services.values():  # the panic guard may see it differently now
         await engine.commit(svc, None, "reload")
     if retired_probes:
@@ -88,14 +76,14 @@ async def apply_reload(engine: Engine, new: Config) -> None:
 
 
 def _carry_over(engine: Engine, current: ServiceRuntime, cfg: ServiceConfig,
-                retired_probes: list[Probe]) -> tuple[ServiceRuntime, list[BackendRuntime]]:
+                retired_probes: list[Probe]) -> ServiceRuntime:
     """The new runtime of a service that exists before and after the reload."""
     probe = current.probe
     if current.config.probe != cfg.probe:
         retired_probes.append(probe)
         probe = engine.probe_factory(cfg.probe)
     by_name = {b.config.name: b for b in current.backends}
-    backends, started = [], []
+    backends: list[BackendRuntime] = []
     for b in cfg.backends:
         prev = by_name.get(b.name)
         if prev is not None and (prev.config.host, prev.config.port) == (b.host, b.port):
@@ -105,13 +93,11 @@ def _carry_over(engine: Engine, current: ServiceRuntime, cfg: ServiceConfig,
                 prev.breaker = make_breaker(cfg.breaker, prev.breaker.health)
             backends.append(prev)
         else:
-            fresh = engine.make_backend(cfg, b.name, prev.breaker.health if prev else None)
-            backends.append(fresh)
-            started.append(fresh)
+            backends.append(engine.make_backend(cfg, b.name))
     bindings = [(engine.runners[b.sink], b.options) for b in cfg.sinks]
     svc = ServiceRuntime(cfg, probe, backends, bindings)
     svc.panic = current.panic
-    return svc, started
+    return svc
 
 
 async def _close_later(probes: list[Probe]) -> None:

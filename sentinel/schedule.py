@@ -8,7 +8,7 @@ from sentinel.config import Timing
 
 
 def next_due(timing: Timing, transition: Transition, retry_at: float | None,
-             started: float, now: float) -> float:
+             started: float, now: float, spread: float = 0.0) -> float:
     """The time the next probe should start.
 
     `interval` while settled and up, `fast_interval` while the breaker counts
@@ -23,7 +23,7 @@ def next_due(timing: Timing, transition: Transition, retry_at: float | None,
         delay = timing.down_interval
     else:
         delay = timing.interval
-    due = max(started + delay, now)
+    due = max(started + delay * (1.0 + spread), now)
     if retry_at is not None and transition.health is Health.DOWN:
         due = max(due, retry_at)
     return due

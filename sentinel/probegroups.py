@@ -1,0 +1,37 @@
+"""Probe sharing: identical probes to the same address run once.
+
+When several services probe the same host:port with the same probe
+settings, one task runs the probe and every member backend's breaker sees
+the result. Script probes are never shared: their environment names the
+service and backend.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from sentinel.backend import BackendRuntime
+from sentinel.config import ProbeConfig, ServiceConfig
+
+GroupKey = tuple[ProbeConfig, str, int, str]
+
+
+def group_key(svc: ServiceConfig, host: str, port: int, backend: str) -> GroupKey:
+    """What makes two probes the same probe."""
+    owner = f"{svc.name}/{backend}" if svc.probe.type == "script" else ""
+    return (svc.probe, host, port, owner)
+
+
+class ProbeGroup:
+    """The backends one probe task feeds, and the scope that stops it."""
+
+    __slots__ = ("key", "members", "scope")
+
+    def __init__(self, key: GroupKey, members: list[BackendRuntime]) -> None:
+        self.key = key
+        self.members = members
+        self.scope = trio.CancelScope()
+
+    def due(self) -> float:
+        """The earliest time any member wants its next probe."""
+        return min(m.next_due for m in self.members if m.next_due is not None)
