@@ -25,7 +25,7 @@ from sentinel.breakers import make_breaker
 from sentinel.breakers.base import Change, Health, Transition
 from sentinel.config import Config, ProbeConfig, ServiceConfig, SinkConfig
 from sentinel.dampen import Damper
-from sentinel.journal import Journal, rfc3339
+from sentinel.journal import Journal, RunBlocking, rfc3339
 from sentinel.model import Event, ProbeResult, ProbeSummary, State
 from sentinel.observe import NullObserver, Observer, ProbeRecord
 from sentinel.probegroups import GroupKey, ProbeGroup, group_key
@@ -76,7 +76,8 @@ class Engine:
     def __init__(self, config: Config, *, sinks: Mapping[str, Sink] | None = None,
                  probe_factory: Callable[[ProbeConfig], Probe] = make_probe,
                  wall: Callable[[], float] = time.time, shutdown_timeout: float = 10.0,
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None,
+                 run_blocking: RunBlocking = trio.to_thread.run_sync) -> None:
         self.config = config
         self.observer = observer or NullObserver()
         self.shutdown_timeout = shutdown_timeout
@@ -85,7 +86,8 @@ class Engine:
         self.state_dir = Path(config.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.saved = load_state(self.state_dir)
-        self.journal = Journal(self.state_dir, self.saved.seq, self._snapshot, wall)
+        self.journal = Journal(self.state_dir, self.saved.seq, self._snapshot, wall,
+                               run_blocking)
         self._sink_overrides = sinks or {}
         self.runners = {s.name: self.make_runner(s) for s in config.sinks}
         self.services = {s.name: self.make_service(s) for s in config.services}

@@ -12,7 +12,7 @@ import os
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import trio
 from sentinel.model import Event, ProbeSummary
 from sentinel.statefile import SavedState, save_state
 
+RunBlocking = Callable[[Callable[[Path, SavedState], None], Path, SavedState], Awaitable[None]]
 KEEP = 4096  # events held for GET /v1/events (SPEC: at least the last 1,000)
 
 
@@ -41,7 +42,11 @@ class Journal:
     """Creates events, keeps the last KEEP, and persists state snapshots."""
 
     def __init__(self, state_dir: Path, seq: int, snapshot: Callable[[], SavedState],
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time,
+                 run_blocking: RunBlocking = trio.to_thread.run_sync) -> None:
+        """`run_blocking` runs the fsyncing write off the event loop (tests under a
+        MockClock pass an inline runner so virtual time cannot outrun the disk)."""
+        self._run_blocking = run_blocking
         self._state_dir = state_dir
         self._seq = seq
         self._snapshot = snapshot
@@ -80,12 +85,12 @@ class Journal:
                 if self._saved_seq >= target:
                     return
                 snapshot = self._snapshot()
-                await trio.to_thread.run_sync(save_state, self._state_dir, snapshot)
+                await self._run_blocking(save_state, self._state_dir, snapshot)
                 self._saved_seq = max(self._saved_seq, snapshot.seq)
 
     async def save_now(self) -> None:
         """Persist the current snapshot even without new events (verdict-only changes)."""
         async with self._lock:
             snapshot = self._snapshot()
-            await trio.to_thread.run_sync(save_state, self._state_dir, snapshot)
+            await self._run_blocking(save_state, self._state_dir, snapshot)
             self._saved_seq = max(self._saved_seq, snapshot.seq)

@@ -1,0 +1,115 @@
+"""Probe scheduling at scale: shared probes, the in-flight cap, jitter, slow start."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from sentinel.engine import Engine
+from sentinel.model import State
+from sentinel.sinks.base import RecordingSink
+from tests.engine.fakes import FakeProbe, config, run_inline, service
+
+
+async def run_for(engine: Engine, seconds: float) -> None:
+    """Run the engine for `seconds` of (virtual) time, then stop it."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        await trio.sleep(seconds)
+        engine.stop()
+
+
+@pytest.mark.trio
+async def test_identical_probes_from_two_services_run_once(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """Two services probing the same address with the same settings share one probe per tick."""
+    probe = FakeProbe()
+    cfg = config(tmp_path, service("a", [9001]), service("b", [9001]))
+    engine = Engine(cfg, sinks={"rec": RecordingSink()}, probe_factory=probe.factory(),
+                    run_blocking=run_inline)
+    await run_for(engine, 3.5)
+    assert len(probe.times(9001)) == 4  # t = 0, 1, 2, 3: once per interval, not twice
+    assert set(engine.services) == {"a", "b"}
+
+
+@pytest.mark.trio
+async def test_shared_failure_reaches_every_service(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """A shared probe's failure marks the backend down in both services."""
+    probe = FakeProbe()
+    probe.alive[("127.0.0.1", 9001)] = False
+    rec = RecordingSink()
+    cfg = config(tmp_path, service("a", [9001]), service("b", [9001]))
+    engine = Engine(cfg, sinks={"rec": rec}, probe_factory=probe.factory(),
+                    run_blocking=run_inline)
+    await run_for(engine, 0.5)
+    for name in ("a", "b"):
+        view = rec.latest(name)
+        assert view is not None
+        assert view.backends[0].state is State.DOWN
+
+
+@pytest.mark.trio
+async def test_in_flight_cap_delays_probes_instead_of_failing_them(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """With a cap of 1 and hanging probes, others wait for a slot; none is failed for it."""
+    probe = FakeProbe(fail_latency=0.5)
+    probe.alive[("127.0.0.1", 9001)] = False  # hangs 0.5 s each time
+    rec = RecordingSink()
+    cfg = config(tmp_path, service("s", [9001, 9002, 9003], interval=1.0), max_in_flight=1)
+    engine = Engine(cfg, sinks={"rec": rec}, probe_factory=probe.factory(),
+                    run_blocking=run_inline)
+    await run_for(engine, 3.0)
+    view = rec.latest("s")
+    assert view is not None
+    states = {b.name: b.state for b in view.backends}
+    assert states == {"b9001": State.DOWN, "b9002": State.UP, "b9003": State.UP}
+    # b9002 was due at 1/3 s but had to wait until the hanging probe released the slot at 0.5 s.
+    assert probe.times(9002)[0] == pytest.approx(0.5)
+    assert engine.statistics().lateness_max_ms >= 166.0
+
+
+@pytest.mark.trio
+async def test_jitter_spreads_delays_within_bounds(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """With jitter 20%, each gap between probes lies within interval * (1 +- 0.2), not all equal."""
+    probe = FakeProbe()
+    cfg = config(tmp_path, service("s", [9001], interval=1.0, jitter=0.2))
+    engine = Engine(cfg, sinks={"rec": RecordingSink()}, probe_factory=probe.factory(),
+                    run_blocking=run_inline)
+    await run_for(engine, 30.0)
+    times = probe.times(9001)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(0.8 - 1e-9 <= g <= 1.2 + 1e-9 for g in gaps)
+    assert max(gaps) - min(gaps) > 0.05
+
+
+@pytest.mark.trio
+async def test_slow_start_ramps_weight_after_recovery(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """A recovered backend comes back at weight 1 and climbs to 10 over slow_start in steps."""
+    probe = FakeProbe()
+    rec = RecordingSink()
+    svc = service("s", [9001], interval=1.0, slow_start=10.0, weight=10)
+    engine = Engine(config(tmp_path, svc), sinks={"rec": rec}, probe_factory=probe.factory(),
+                    run_blocking=run_inline)
+
+    async def script() -> None:
+        probe.alive[("127.0.0.1", 9001)] = False
+        await trio.sleep(2.0)  # down after the first failure; nginx fail_timeout 10 s
+        probe.alive[("127.0.0.1", 9001)] = True
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(script)
+        await nursery.start(engine.run)
+        await trio.sleep(25.0)
+        engine.stop()
+    weights = [e.weight for u in rec.updates for e in u.events]
+    assert weights[0] == 0  # up -> down
+    assert weights[1:] == [1, 2, 4, 6, 8, 10]  # down -> up at 1, then the ramp
+    reasons = [e.reason for u in rec.updates for e in u.events]
+    assert reasons[-1] == "slow start: weight 10 of 10"
