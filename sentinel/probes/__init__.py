@@ -11,12 +11,14 @@ from collections.abc import Callable
 from sentinel.config import ProbeConfig
 from sentinel.probes.base import Probe, Target, classify, failed
 from sentinel.probes.http import HttpProbe
+from sentinel.probes.leanhttp import LeanHttpProbe
 from sentinel.probes.script import ScriptProbe
 from sentinel.probes.tcp import TcpProbe
 
 __all__ = [
     "PROBE_KINDS",
     "HttpProbe",
+    "LeanHttpProbe",
     "Probe",
     "ScriptProbe",
     "Target",
@@ -27,9 +29,9 @@ __all__ = [
 ]
 
 PROBE_KINDS: dict[str, Callable[[ProbeConfig], Probe]] = {
-    "tcp": TcpProbe,
-    "http": HttpProbe,
-    "https": HttpProbe,  # same driver; the scheme follows config.type
+    "tcp": TcpProbe,  # raw sockets unless TLS (see tcp.py)
+    "http": LeanHttpProbe,  # raw sockets; httpx stays for HTTPS
+    "https": HttpProbe,
     "script": ScriptProbe,
 }
 

@@ -143,21 +143,27 @@ class HttpProbe:
         request = self._client.build_request(spec.method, self.url(target), headers=self._headers)
         response = await self._client.send(request, stream=True)
         try:
-            code = response.status_code
-            if not any(c.matches(code) for c in spec.expect_status):
-                return FailureKind.STATUS, (
-                    f"status {code} not in {describe_status(spec.expect_status)}"
-                )
-            if spec.expect_body is None:
-                return None
-            body = await _read_text(response)
-            if spec.expect_body.search(body):
-                return None
-            shown = body if len(body) <= SHOWN else body[:SHOWN] + "..."
-            pattern = spec.expect_body.pattern
-            return FailureKind.BODY, f"body did not match {pattern!r}: got {shown!r}"
+            verdict = status_verdict(spec, response.status_code)
+            if verdict is not None or spec.expect_body is None:
+                return verdict
+            return body_verdict(spec, await _read_text(response))
         finally:
             await response.aclose()
+
+
+def status_verdict(spec: HttpSpec, code: int) -> tuple[FailureKind, str] | None:
+    """None when `code` is in `expect_status`, else the STATUS failure."""
+    if any(c.matches(code) for c in spec.expect_status):
+        return None
+    return FailureKind.STATUS, f"status {code} not in {describe_status(spec.expect_status)}"
+
+
+def body_verdict(spec: HttpSpec, body: str) -> tuple[FailureKind, str] | None:
+    """None when `expect_body` matches `body` (or is unset), else the BODY failure."""
+    if spec.expect_body is None or spec.expect_body.search(body):
+        return None
+    shown = body if len(body) <= SHOWN else body[:SHOWN] + "..."
+    return FailureKind.BODY, f"body did not match {spec.expect_body.pattern!r}: got {shown!r}"
 
 
 async def _read_text(response: httpx.Response) -> str:

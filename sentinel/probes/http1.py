@@ -1,0 +1,119 @@
+"""A minimal incremental HTTP/1.x response reader for the lean HTTP probe (pure).
+
+It understands what a health check needs: the status line, headers, and a
+body delimited by Content-Length, chunked transfer coding, or the close of
+the connection, capped at BODY_CAP. Anything else is a protocol error.
+"""
+
+from __future__ import annotations
+
+import re
+
+BODY_CAP = 64 * 1024
+HEAD_CAP = 64 * 1024
+_STATUS = re.compile(rb"HTTP/1\.[01] (\d{3})(?: [^\r\n]*)?")
+
+
+class ProtocolError(Exception):
+    """The peer's answer is not an HTTP/1.x response we can read."""
+
+
+class ResponseReader:
+    """Feed bytes in; `done` once the status (and, when wanted, the body) is known."""
+
+    __slots__ = ("_buf", "_chunk_left", "_chunked", "_length", "body", "done", "status",
+                 "want_body")
+
+    def __init__(self, want_body: bool) -> None:
+        self.want_body = want_body
+        self.status = 0
+        self.body = bytearray()
+        self.done = False
+        self._buf = bytearray()
+        self._length: int | None = None  # Content-Length, when given
+        self._chunked = False
+        self._chunk_left = -1  # chunked: bytes left in this chunk; -1 = expect a size line
+
+    def feed(self, data: bytes) -> None:
+        """Take the next bytes from the connection."""
+        self._buf += data
+        if not self.status:
+            self._head()
+        if self.status and not self.done:
+            self._body()
+
+    def eof(self) -> None:
+        """The peer closed: fine for a close-delimited body, an error otherwise."""
+        if self.done:
+            return
+        if not self.status:
+            raise ProtocolError("server closed the connection without a response"
+                                if not self._buf else "connection closed mid-headers")
+        if self._length is None and not self._chunked:
+            self.done = True
+            return
+        raise ProtocolError("connection closed mid-body")
+
+    def _head(self) -> None:
+        end = self._buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._buf) > HEAD_CAP:
+                raise ProtocolError(f"no end of headers in {HEAD_CAP} bytes")
+            if len(self._buf) >= 5 and not self._buf.startswith(b"HTTP/"):
+                raise ProtocolError(f"not an HTTP response: {bytes(self._buf[:32])!r}")
+            return
+        lines = bytes(self._buf[:end]).split(b"\r\n")
+        m = _STATUS.fullmatch(lines[0])
+        if not m:
+            raise ProtocolError(f"bad status line: {lines[0][:64]!r}")
+        del self._buf[: end + 4]
+        self.status = int(m.group(1))
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            key = name.strip().lower()
+            if key == b"content-length":
+                try:
+                    self._length = int(value.strip())
+                except ValueError:
+                    raise ProtocolError(f"bad Content-Length: {value.strip()!r}") from None
+            elif key == b"transfer-encoding" and b"chunked" in value.lower():
+                self._chunked = True
+        no_body = self.status in (204, 304) or 100 <= self.status < 200
+        if not self.want_body or no_body or self._length == 0:
+            self.done = True
+
+    def _body(self) -> None:
+        if self._chunked:
+            self._dechunk()
+        else:
+            self._take(len(self._buf) if self._length is None else self._length - len(self.body))
+            if self._length is not None and len(self.body) >= self._length:
+                self.done = True
+        if len(self.body) >= BODY_CAP:
+            self.done = True
+
+    def _take(self, n: int) -> None:
+        piece = self._buf[:n]
+        del self._buf[:n]
+        self.body += piece[: max(0, BODY_CAP - len(self.body))]
+
+    def _dechunk(self) -> None:
+        while not self.done:
+            if self._chunk_left < 0:
+                end = self._buf.find(b"\r\n")
+                if end < 0:
+                    return
+                size = bytes(self._buf[:end]).split(b";")[0].strip()
+                try:
+                    self._chunk_left = int(size, 16)
+                except ValueError:
+                    raise ProtocolError(f"bad chunk size: {size[:16]!r}") from None
+                del self._buf[: end + 2]
+                if self._chunk_left == 0:
+                    self.done = True  # trailers are not needed
+                    return
+            if len(self._buf) < self._chunk_left + 2:
+                return
+            self._take(self._chunk_left)
+            del self._buf[:2]  # the CRLF after the chunk data
+            self._chunk_left = -1

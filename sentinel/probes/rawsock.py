@@ -1,0 +1,95 @@
+"""Raw non-blocking sockets on Trio: the lean probe path's transport.
+
+`trio.open_tcp_stream` runs happy eyeballs in a nursery and wraps the socket
+in a stream: right for applications, but several times the CPU a health
+check needs. Here a probe is one non-blocking socket: `connect_ex`, one
+wait for writability, `SO_ERROR`, and for HTTP a `send` and a few `recv`s.
+
+Probes close like HAProxy's: `SO_LINGER` 0 makes `close()` send an RST, so
+the checker leaves no TIME_WAIT behind (thousands of backends probed every
+second would otherwise pin tens of thousands of sockets in TIME_WAIT).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import os
+import socket
+import struct
+from functools import lru_cache
+
+import trio
+
+_RST = struct.pack("ii", 1, 0)
+RECV_SIZE = 65536
+
+
+@lru_cache(maxsize=65536)
+def _literal(host: str) -> tuple[socket.AddressFamily, str] | None:
+    """The family of an IP literal, or None for a host name (resolved per probe)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), str(ip)
+
+
+async def _resolve(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int]]:
+    literal = _literal(host)
+    if literal is not None:
+        return literal[0], (literal[1], port)
+    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    family, _, _, _, sockaddr = infos[0]
+    return family, (str(sockaddr[0]), int(sockaddr[1]))
+
+
+async def connect(host: str, port: int) -> socket.socket:
+    """A connected non-blocking socket; raises OSError (with errno) on failure.
+
+    The caller owns the socket and must `close_rst` it, also on cancellation.
+    """
+    family, address = await _resolve(host, port)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        err = sock.connect_ex(address)
+        if err == errno.EINPROGRESS:
+            await trio.lowlevel.wait_writable(sock)
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, os.strerror(err))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def close_rst(sock: socket.socket) -> None:
+    """Close with an RST (SO_LINGER 0): no TIME_WAIT on the checker's side."""
+    with contextlib.suppress(OSError):  # already reset by the peer: a plain close is as quiet
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RST)
+    sock.close()
+
+
+async def send_all(sock: socket.socket, data: bytes) -> None:
+    """Send `data` (a probe request: usually one `send` call)."""
+    view = memoryview(data)
+    while view:
+        try:
+            sent = sock.send(view)
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(sock)
+            continue
+        view = view[sent:]
+
+
+async def recv_some(sock: socket.socket) -> bytes:
+    """The next bytes from the peer; b"" at EOF. Raises OSError on a reset."""
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        try:
+            return sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            continue
