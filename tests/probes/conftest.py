@@ -117,6 +117,17 @@ def client_trusting_ca(ca: trustme.CA) -> ssl.SSLContext:
     return context
 
 
+async def read_head(stream: trio.abc.Stream) -> bytes | None:
+    """Read up to the end of an HTTP request head; None when the client left first."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = await stream.receive_some(4096)
+        if not chunk:
+            return None
+        head += chunk
+    return head
+
+
 @dataclass
 class HttpServer:
     """A one-request-per-connection HTTP/1.1 server that records what it was sent."""
@@ -129,12 +140,9 @@ class HttpServer:
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         """Read one request head, record it, answer and close."""
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = await stream.receive_some(4096)
-            if not chunk:
-                return
-            head += chunk
+        head = await read_head(stream)
+        if head is None:
+            return
         request_line, *lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
         fields = {}
         for line in lines:

@@ -14,7 +14,7 @@ from sentinel.config import HttpSpec, ProbeConfig, TcpSpec, Timing
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes import HttpProbe, LeanHttpProbe, Target, TcpProbe
 
-from .conftest import Serve, banner, hang_up, pong, reset, silent
+from .conftest import Serve, banner, hang_up, pong, read_head, reset, silent
 
 TIMEOUT = 0.4
 
@@ -38,12 +38,8 @@ def reply(raw: bytes, delay: float = 0.0) -> Callable[[trio.abc.Stream], Awaitab
     """A handler that reads the request head and answers `raw` (after `delay`)."""
 
     async def handle(stream: trio.abc.Stream) -> None:
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = await stream.receive_some(4096)
-            if not chunk:
-                return
-            head += chunk
+        if await read_head(stream) is None:
+            return
         await trio.sleep(delay)
         await stream.send_all(raw)
 
