@@ -42,7 +42,9 @@ case "${1:-}" in
         ensure_system_packages
         ensure_venv "[dev]"
         shift
-        "$venv/bin/ruff" check sentinel tests bench examples
+        lint_dirs=()
+        for d in sentinel tests bench examples; do [ -d "$d" ] && lint_dirs+=("$d"); done
+        "$venv/bin/ruff" check "${lint_dirs[@]}"
         "$venv/bin/mypy" --strict sentinel
         exec "$venv/bin/pytest" -q -p no:cacheprovider "$@"
         ;;
