@@ -91,7 +91,8 @@ class SinkRunner:
 
     def statistics(self) -> SinkStatistics:
         """A frozen snapshot of this sink's state."""
-        return SinkStatistics(self.sink.name, not self._last_error, len(self._pending),
+        # ok only while no service is in a failing streak (another's success does not hide it)
+        return SinkStatistics(self.sink.name, not self._attempts, len(self._pending),
                               self._applied, self._failures, self._last_error,
                               self._last_success)
 
@@ -143,9 +144,10 @@ class SinkRunner:
                                     trio.current_time() - started)
         if not error:
             self._applied += 1
-            self._last_error = ""
             self._last_success = time.time()
             self._attempts.pop(service, None)
+            if not self._attempts:
+                self._last_error = ""
             self._not_before.pop(service, None)
             return
         self._failures += 1
