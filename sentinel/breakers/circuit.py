@@ -36,37 +36,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from enum import Enum
 from typing import Final
 
 from sentinel.breakers.base import Change, Health, IllegalTransition, Transition
+from sentinel.breakers.cycle import HEALTH, Move, Phase, advance, secs
 from sentinel.config import CircuitBreakerConfig
 
-
-class _State(Enum):
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half-open"
-
-
-class _Event(Enum):
-    TRIP = "trip"
-    COOLED = "cooled"
-    TRIAL_FAILED = "trial failed"
-    TRIALS_PASSED = "trials passed"
-
-
-_MOVES: Final[dict[_State, dict[_Event, _State]]] = {
-    _State.CLOSED: {_Event.TRIP: _State.OPEN},
-    _State.OPEN: {_Event.COOLED: _State.HALF_OPEN},
-    _State.HALF_OPEN: {_Event.TRIAL_FAILED: _State.OPEN, _Event.TRIALS_PASSED: _State.CLOSED},
-}
-
-_HEALTH: Final[dict[_State, Health]] = {
-    _State.CLOSED: Health.UP,
-    _State.OPEN: Health.DOWN,
-    _State.HALF_OPEN: Health.DOWN,
-}
+_NAMES: Final[dict[Phase, str]] = {
+    Phase.CLOSED: "closed", Phase.OPEN: "open", Phase.TRIAL: "half-open"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +51,6 @@ class _Call:
     time: float
     ok: bool
     slow: bool
-
-
-def _secs(seconds: float) -> str:
-    return f"{seconds:g}s"
 
 
 class CircuitBreaker:
@@ -99,7 +72,7 @@ class CircuitBreaker:
         ):
             raise ValueError(f"invalid circuit breaker config: {config}")
         self._config = config
-        self._state = _State.CLOSED if initial is Health.UP else _State.HALF_OPEN
+        self._state = Phase.CLOSED if initial is Health.UP else Phase.TRIAL
         self._calls: deque[_Call] = deque()  # CLOSED only, oldest first
         self._open_for = config.open_for  # the length of the current or next open spell
         self._retry_at: float | None = None
@@ -109,11 +82,11 @@ class CircuitBreaker:
     @property
     def health(self) -> Health:
         """UP while closed; DOWN while open or half-open."""
-        return _HEALTH[self._state]
+        return HEALTH[self._state]
 
     def retry_at(self) -> float | None:
         """When the open spell ends (the first trial's earliest time); None while closed."""
-        return None if self._state is _State.CLOSED else self._retry_at
+        return None if self._state is Phase.CLOSED else self._retry_at
 
     def progress(self) -> str:
         """Where the breaker stands, as of the last observation.
@@ -121,9 +94,9 @@ class CircuitBreaker:
         Closed: "2/4 failed, 1/4 slow in 10s window" ("" with no bad calls);
         open: "open for 10s"; half-open: "half-open 1/3".
         """
-        if self._state is _State.OPEN:
-            return f"open for {_secs(self._open_for)}"
-        if self._state is _State.HALF_OPEN:
+        if self._state is Phase.OPEN:
+            return f"open for {secs(self._open_for)}"
+        if self._state is Phase.TRIAL:
             return f"half-open {self._trials}/{self._config.half_open_trials}"
         n = len(self._calls)
         failed = sum(not c.ok for c in self._calls)
@@ -133,7 +106,7 @@ class CircuitBreaker:
         parts = [f"{failed}/{n} failed"]
         if self._config.slow_call is not None:
             parts.append(f"{slow}/{n} slow")
-        return f"{', '.join(parts)} in {_secs(self._config.window)} window"
+        return f"{', '.join(parts)} in {secs(self._config.window)} window"
 
     def observe(self, ok: bool, now: float, latency: float = 0.0) -> Transition:
         """Feed one call's result taken at `now`, with its `latency` in seconds.
@@ -144,21 +117,18 @@ class CircuitBreaker:
             raise IllegalTransition(f"time went backwards: {now} < {self._last}")
         self._last = now
         slow = self._config.slow_call is not None and latency >= self._config.slow_call
-        if self._state is _State.OPEN:
+        if self._state is Phase.OPEN:
             assert self._retry_at is not None
             if now < self._retry_at:
                 return Transition(Change.UNCHANGED, Health.DOWN)
-            self._fire(_Event.COOLED)
+            self._fire(Move.COOLED)
             self._trials = 0
-        if self._state is _State.HALF_OPEN:
+        if self._state is Phase.TRIAL:
             return self._trial(ok, slow, latency, now)
         return self._record(_Call(now, ok, slow))
 
-    def _fire(self, event: _Event) -> None:
-        to = _MOVES[self._state].get(event)
-        if to is None:
-            raise IllegalTransition(f"circuit breaker: {event.value!r} while {self._state.value}")
-        self._state = to
+    def _fire(self, move: Move) -> None:
+        self._state = advance("circuit", _NAMES, self._state, move)
 
     def _record(self, call: _Call) -> Transition:
         cfg = self._config
@@ -168,10 +138,10 @@ class CircuitBreaker:
             calls.popleft()
         reason = self._trip_reason()
         if reason:
-            self._fire(_Event.TRIP)
+            self._fire(Move.TRIP)
             calls.clear()
             self._retry_at = call.time + self._open_for
-            reason = f"{reason}; open for {_secs(self._open_for)}"
+            reason = f"{reason}; open for {secs(self._open_for)}"
             return Transition(Change.CHANGED, Health.DOWN, reason)
         progress = self.progress()
         if progress:
@@ -183,7 +153,7 @@ class CircuitBreaker:
         n = len(self._calls)
         if n < cfg.min_calls:
             return ""
-        window = _secs(cfg.window)
+        window = secs(cfg.window)
         failed = sum(not c.ok for c in self._calls)
         if failed / n >= cfg.failure_rate:
             rates = f"{failed / n:.0%} >= {cfg.failure_rate:.0%}"
@@ -191,7 +161,7 @@ class CircuitBreaker:
         slow = sum(c.slow for c in self._calls)
         if cfg.slow_call is not None and slow / n >= cfg.slow_rate:
             return (
-                f"{slow}/{n} calls took >= {_secs(cfg.slow_call)} in {window}"
+                f"{slow}/{n} calls took >= {secs(cfg.slow_call)} in {window}"
                 f" ({slow / n:.0%} >= {cfg.slow_rate:.0%})"
             )
         return ""
@@ -201,14 +171,14 @@ class CircuitBreaker:
         if self._retry_at is None:
             self._retry_at = now  # restored DOWN: this first result is the trial
         if not ok or slow:
-            self._fire(_Event.TRIAL_FAILED)
+            self._fire(Move.TRIAL_FAILED)
             self._open_for = min(self._open_for * 2, cfg.max_open_for)
             self._retry_at = now + self._open_for
-            why = "failed" if not ok else f"too slow ({_secs(latency)})"
-            reason = f"half-open trial {why}; open for {_secs(self._open_for)}"
+            why = "failed" if not ok else f"too slow ({secs(latency)})"
+            reason = f"half-open trial {why}; open for {secs(self._open_for)}"
             return Transition(Change.UNCHANGED, Health.DOWN, reason)
         if self._trials + 1 >= cfg.half_open_trials:
-            self._fire(_Event.TRIALS_PASSED)
+            self._fire(Move.TRIALS_PASSED)
             self._trials = 0
             self._open_for = cfg.open_for
             n = cfg.half_open_trials

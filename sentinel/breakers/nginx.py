@@ -39,41 +39,13 @@ Once it is down (restored from disk), trials still bring it back.
 from __future__ import annotations
 
 from collections import deque
-from enum import Enum
 from typing import Final
 
 from sentinel.breakers.base import Change, Health, IllegalTransition, Transition
+from sentinel.breakers.cycle import HEALTH, Move, Phase, advance, secs
 from sentinel.config import NginxBreakerConfig
 
-
-class _State(Enum):
-    UP = "up"
-    COOLING = "cooling"  # down; results before retry_at are ignored
-    TRIAL = "trial"  # down; each result is a trial probe
-
-
-class _Event(Enum):
-    TRIP = "trip"
-    COOLED = "cooled"
-    TRIAL_FAILED = "trial failed"
-    TRIALS_PASSED = "trials passed"
-
-
-_MOVES: Final[dict[_State, dict[_Event, _State]]] = {
-    _State.UP: {_Event.TRIP: _State.COOLING},
-    _State.COOLING: {_Event.COOLED: _State.TRIAL},
-    _State.TRIAL: {_Event.TRIAL_FAILED: _State.COOLING, _Event.TRIALS_PASSED: _State.UP},
-}
-
-_HEALTH: Final[dict[_State, Health]] = {
-    _State.UP: Health.UP,
-    _State.COOLING: Health.DOWN,
-    _State.TRIAL: Health.DOWN,
-}
-
-
-def _secs(seconds: float) -> str:
-    return f"{seconds:g}s"
+_NAMES: Final[dict[Phase, str]] = {Phase.CLOSED: "up", Phase.OPEN: "cooling", Phase.TRIAL: "trial"}
 
 
 class NginxBreaker:
@@ -92,7 +64,7 @@ class NginxBreaker:
         if config.window not in ("sliding", "chained"):
             raise ValueError(f"unknown nginx breaker window: {config.window!r}")
         self._config = config
-        self._state = _State.UP if initial is Health.UP else _State.TRIAL
+        self._state = Phase.CLOSED if initial is Health.UP else Phase.TRIAL
         self._failures: deque[float] = deque()  # times of counted failures, oldest first
         self._passes = 0  # trial successes so far
         self._retry_at: float | None = None
@@ -101,18 +73,18 @@ class NginxBreaker:
     @property
     def health(self) -> Health:
         """The current verdict: DOWN while cooling and during trials."""
-        return _HEALTH[self._state]
+        return HEALTH[self._state]
 
     def retry_at(self) -> float | None:
         """When cooling ends and the next probe becomes a trial; None while UP."""
-        return None if self._state is _State.UP else self._retry_at
+        return None if self._state is Phase.CLOSED else self._retry_at
 
     def progress(self) -> str:
         """Progress as of the last observation: "2/3 towards down", "1/2 towards up" or ""."""
         cfg = self._config
-        if self._state is _State.UP and self._failures:
+        if self._state is Phase.CLOSED and self._failures:
             return f"{len(self._failures)}/{cfg.max_fails} towards down"
-        if self._state is _State.TRIAL and self._passes:
+        if self._state is Phase.TRIAL and self._passes:
             return f"{self._passes}/{cfg.passes} towards up"
         return ""
 
@@ -124,20 +96,17 @@ class NginxBreaker:
         if self._last is not None and now < self._last:
             raise IllegalTransition(f"time went backwards: {now} < {self._last}")
         self._last = now
-        if self._state is _State.COOLING:
+        if self._state is Phase.OPEN:
             assert self._retry_at is not None
             if now < self._retry_at:
                 return Transition(Change.UNCHANGED, Health.DOWN)
-            self._fire(_Event.COOLED)
-        if self._state is _State.TRIAL:
+            self._fire(Move.COOLED)
+        if self._state is Phase.TRIAL:
             return self._trial(ok, now)
         return self._count(ok, now)
 
-    def _fire(self, event: _Event) -> None:
-        to = _MOVES[self._state].get(event)
-        if to is None:
-            raise IllegalTransition(f"nginx breaker: {event.value!r} while {self._state.value}")
-        self._state = to
+    def _fire(self, move: Move) -> None:
+        self._state = advance("nginx", _NAMES, self._state, move)
 
     def _count(self, ok: bool, now: float) -> Transition:
         cfg = self._config
@@ -159,16 +128,16 @@ class NginxBreaker:
 
     def _trip(self, now: float) -> Transition:
         cfg = self._config
-        self._fire(_Event.TRIP)
+        self._fire(Move.TRIP)
         self._failures.clear()
         self._passes = 0
         self._retry_at = now + cfg.fail_timeout
         noun = "failure" if cfg.max_fails == 1 else "failures"
         if cfg.window == "sliding":
-            reason = f"{cfg.max_fails} {noun} within {_secs(cfg.fail_timeout)}"
+            reason = f"{cfg.max_fails} {noun} within {secs(cfg.fail_timeout)}"
         else:
             reason = (
-                f"{cfg.max_fails} {noun} with no success {_secs(cfg.fail_timeout)} clear of them"
+                f"{cfg.max_fails} {noun} with no success {secs(cfg.fail_timeout)} clear of them"
             )
         return Transition(Change.CHANGED, Health.DOWN, reason)
 
@@ -177,13 +146,13 @@ class NginxBreaker:
         if self._retry_at is None:
             self._retry_at = now  # restored DOWN: this first probe is the trial
         if not ok:
-            self._fire(_Event.TRIAL_FAILED)
+            self._fire(Move.TRIAL_FAILED)
             self._passes = 0
             self._retry_at = now + cfg.fail_timeout
-            reason = f"trial failed; down for another {_secs(cfg.fail_timeout)}"
+            reason = f"trial failed; down for another {secs(cfg.fail_timeout)}"
             return Transition(Change.UNCHANGED, Health.DOWN, reason)
         if self._passes + 1 >= cfg.passes:
-            self._fire(_Event.TRIALS_PASSED)
+            self._fire(Move.TRIALS_PASSED)
             self._passes = 0
             self._failures.clear()
             reason = f"{cfg.passes}/{cfg.passes} trial probes passed"
