@@ -38,8 +38,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
-from sentinel.breakers.base import Change, Health, IllegalTransition, Transition
-from sentinel.breakers.cycle import HEALTH, Move, Phase, advance, secs
+from sentinel.breakers.base import Change, Health, Transition
+from sentinel.breakers.cycle import CycleBreaker, Move, Phase, secs
 from sentinel.config import CircuitBreakerConfig
 
 _NAMES: Final[dict[Phase, str]] = {
@@ -53,10 +53,12 @@ class _Call:
     slow: bool
 
 
-class CircuitBreaker:
+class CircuitBreaker(CycleBreaker):
     """Closed/open/half-open breaker judging failure and slow-call rates."""
 
-    __slots__ = ("_calls", "_config", "_last", "_open_for", "_retry_at", "_state", "_trials")
+    __slots__ = ("_calls", "_config", "_open_for", "_trials")
+    KIND = "circuit"
+    NAMES = _NAMES
 
     def __init__(self, config: CircuitBreakerConfig, initial: Health = Health.UP) -> None:
         # Only impossible values are refused; the config loader owns sensible ranges.
@@ -71,22 +73,11 @@ class CircuitBreaker:
             or config.half_open_trials < 1
         ):
             raise ValueError(f"invalid circuit breaker config: {config}")
+        super().__init__(initial)
         self._config = config
-        self._state = Phase.CLOSED if initial is Health.UP else Phase.TRIAL
         self._calls: deque[_Call] = deque()  # CLOSED only, oldest first
         self._open_for = config.open_for  # the length of the current or next open spell
-        self._retry_at: float | None = None
         self._trials = 0  # half-open successes so far
-        self._last: float | None = None
-
-    @property
-    def health(self) -> Health:
-        """UP while closed; DOWN while open or half-open."""
-        return HEALTH[self._state]
-
-    def retry_at(self) -> float | None:
-        """When the open spell ends (the first trial's earliest time); None while closed."""
-        return None if self._state is Phase.CLOSED else self._retry_at
 
     def progress(self) -> str:
         """Where the breaker stands, as of the last observation.
@@ -113,22 +104,16 @@ class CircuitBreaker:
 
         Raises IllegalTransition, changing nothing, if `now` goes backwards.
         """
-        if self._last is not None and now < self._last:
-            raise IllegalTransition(f"time went backwards: {now} < {self._last}")
-        self._last = now
         slow = self._config.slow_call is not None and latency >= self._config.slow_call
-        if self._state is Phase.OPEN:
-            assert self._retry_at is not None
-            if now < self._retry_at:
-                return Transition(Change.UNCHANGED, Health.DOWN)
-            self._fire(Move.COOLED)
+        was_open = self._state is Phase.OPEN
+        gated = self._gate(now)
+        if gated is not None:
+            return gated
+        if was_open:
             self._trials = 0
         if self._state is Phase.TRIAL:
             return self._trial(ok, slow, latency, now)
         return self._record(_Call(now, ok, slow))
-
-    def _fire(self, move: Move) -> None:
-        self._state = advance("circuit", _NAMES, self._state, move)
 
     def _record(self, call: _Call) -> Transition:
         cfg = self._config

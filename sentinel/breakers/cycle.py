@@ -14,7 +14,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Final
 
-from sentinel.breakers.base import Health, IllegalTransition
+from sentinel.breakers.base import Change, Health, IllegalTransition, Transition
 
 
 class Phase(Enum):
@@ -58,3 +58,46 @@ def advance(kind: str, names: dict[Phase, str], phase: Phase, move: Move) -> Pha
 def secs(seconds: float) -> str:
     """A duration as reasons write it: `10s`, `0.5s`."""
     return f"{seconds:g}s"
+
+
+class CycleBreaker:
+    """What the nginx and circuit breakers share: the phase, the end of the open
+    spell, the clock check, and the gate that ignores results while open."""
+
+    __slots__ = ("_last", "_retry_at", "_state")
+    KIND: str = ""
+    NAMES: dict[Phase, str] = {}  # noqa: RUF012  (read-only, set per subclass)
+
+    def __init__(self, initial: Health) -> None:
+        self._state = Phase.CLOSED if initial is Health.UP else Phase.TRIAL
+        self._retry_at: float | None = None
+        self._last: float | None = None  # time of the last observation
+
+    @property
+    def health(self) -> Health:
+        """UP while closed; DOWN while open (cooling down) or in trial."""
+        return HEALTH[self._state]
+
+    def retry_at(self) -> float | None:
+        """When the open spell ends and the next probe is a trial; None while closed."""
+        return None if self._state is Phase.CLOSED else self._retry_at
+
+    def _fire(self, move: Move) -> None:
+        self._state = advance(self.KIND, self.NAMES, self._state, move)
+
+    def _gate(self, now: float) -> Transition | None:
+        """Check the clock; while open before `retry_at`, the answer is UNCHANGED.
+
+        Once the open spell is over the breaker moves to TRIAL and returns None,
+        as it does whenever the observation is the subclass's to judge.
+        Raises IllegalTransition, changing nothing, if `now` goes backwards.
+        """
+        if self._last is not None and now < self._last:
+            raise IllegalTransition(f"time went backwards: {now} < {self._last}")
+        self._last = now
+        if self._state is Phase.OPEN:
+            assert self._retry_at is not None
+            if now < self._retry_at:
+                return Transition(Change.UNCHANGED, Health.DOWN)
+            self._fire(Move.COOLED)
+        return None

@@ -41,14 +41,14 @@ from __future__ import annotations
 from collections import deque
 from typing import Final
 
-from sentinel.breakers.base import Change, Health, IllegalTransition, Transition
-from sentinel.breakers.cycle import HEALTH, Move, Phase, advance, secs
+from sentinel.breakers.base import Change, Health, Transition
+from sentinel.breakers.cycle import CycleBreaker, Move, Phase, secs
 from sentinel.config import NginxBreakerConfig
 
 _NAMES: Final[dict[Phase, str]] = {Phase.CLOSED: "up", Phase.OPEN: "cooling", Phase.TRIAL: "trial"}
 
 
-class NginxBreaker:
+class NginxBreaker(CycleBreaker):
     """nginx's passive health accounting applied to active probes.
 
     `initial=Health.DOWN` (a verdict restored from disk) starts in TRIAL, so
@@ -56,28 +56,19 @@ class NginxBreaker:
     afterwards the time of that first probe.
     """
 
-    __slots__ = ("_config", "_failures", "_last", "_passes", "_retry_at", "_state")
+    __slots__ = ("_config", "_failures", "_passes")
+    KIND = "nginx"
+    NAMES = _NAMES
 
     def __init__(self, config: NginxBreakerConfig, initial: Health = Health.UP) -> None:
         if config.max_fails < 0 or config.fail_timeout < 0 or config.passes < 1:
             raise ValueError(f"invalid nginx breaker config: {config}")
         if config.window not in ("sliding", "chained"):
             raise ValueError(f"unknown nginx breaker window: {config.window!r}")
+        super().__init__(initial)
         self._config = config
-        self._state = Phase.CLOSED if initial is Health.UP else Phase.TRIAL
         self._failures: deque[float] = deque()  # times of counted failures, oldest first
         self._passes = 0  # trial successes so far
-        self._retry_at: float | None = None
-        self._last: float | None = None  # time of the last observation
-
-    @property
-    def health(self) -> Health:
-        """The current verdict: DOWN while cooling and during trials."""
-        return HEALTH[self._state]
-
-    def retry_at(self) -> float | None:
-        """When cooling ends and the next probe becomes a trial; None while UP."""
-        return None if self._state is Phase.CLOSED else self._retry_at
 
     def progress(self) -> str:
         """Progress as of the last observation: "2/3 towards down", "1/2 towards up" or ""."""
@@ -93,20 +84,12 @@ class NginxBreaker:
 
         Raises IllegalTransition, changing nothing, if `now` goes backwards.
         """
-        if self._last is not None and now < self._last:
-            raise IllegalTransition(f"time went backwards: {now} < {self._last}")
-        self._last = now
-        if self._state is Phase.OPEN:
-            assert self._retry_at is not None
-            if now < self._retry_at:
-                return Transition(Change.UNCHANGED, Health.DOWN)
-            self._fire(Move.COOLED)
+        gated = self._gate(now)
+        if gated is not None:
+            return gated
         if self._state is Phase.TRIAL:
             return self._trial(ok, now)
         return self._count(ok, now)
-
-    def _fire(self, move: Move) -> None:
-        self._state = advance("nginx", _NAMES, self._state, move)
 
     def _count(self, ok: bool, now: float) -> Transition:
         cfg = self._config
