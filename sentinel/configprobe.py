@@ -52,15 +52,22 @@ def merged(default: Node | None, own: Node | None, kind_key: str, shared: set[st
     return Node({**base, **mine}, anchor.file, anchor.line, anchor.column, anchor.path)
 
 
+def _kind(node: Node, key: str, default: str, table: dict[str, set[str]],
+          common: set[str]) -> str:
+    """The `key` (type/kind) of a section, checked against `table`, and then the
+    section's other keys against what that kind allows."""
+    kind_node = node.as_map().get(key)
+    kind = kind_node.as_str() if kind_node else default
+    if kind not in table:
+        raise (kind_node or node).error(f"expected one of {', '.join(table)}; got {kind!r}")
+    node.as_map(common | table[kind])
+    return kind
+
+
 def parse_probe(node: Node) -> ProbeConfig:
     """A `probe` mapping (defaults already merged) to a ProbeConfig."""
     entries = node.as_map()
-    type_node = entries.get("type")
-    ptype = type_node.as_str() if type_node else "tcp"
-    if ptype not in PROBE_KEYS:
-        where = type_node or node
-        raise where.error(f"expected one of tcp, http, https, script; got {ptype!r}")
-    node.as_map(TIMING_KEYS | PROBE_KEYS[ptype])
+    ptype = _kind(node, "type", "tcp", PROBE_KEYS, TIMING_KEYS)
     timing = _timing(entries)
     spec: ProbeSpec
     if ptype == "tcp":
@@ -188,14 +195,8 @@ def _script(e: Mapping[str, Node], node: Node) -> ScriptSpec:
 
 def parse_breaker(node: Node) -> BreakerConfig:
     """A `breaker` mapping (defaults already merged) to one of the breaker configs."""
-    entries = node.as_map()
-    kind_node = entries.get("kind")
-    kind = kind_node.as_str() if kind_node else "nginx"
-    if kind not in BREAKER_KEYS:
-        where = kind_node or node
-        raise where.error(f"expected one of nginx, threshold, circuit; got {kind!r}")
-    node.as_map({"kind"} | BREAKER_KEYS[kind])
-    e = entries
+    e = node.as_map()
+    kind = _kind(node, "kind", "nginx", BREAKER_KEYS, {"kind"})
     if kind == "nginx":
         window = e["window"].as_str() if "window" in e else "sliding"
         if window not in ("sliding", "chained"):
