@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import trio
 
 from sentinel.atomic import write_atomic
+from sentinel.errors import SinkUnavailable
 from sentinel.sinks.base import SinkContext, SinkKind, Update
 from sentinel.yamlnode import Node
 
@@ -46,7 +47,10 @@ class FileSink:
     async def apply(self, update: Update) -> None:
         """Write the current state document (it already holds `update.view`)."""
         data = json.dumps(self._ctx.state_document(), indent=2, sort_keys=True).encode() + b"\n"
-        await trio.to_thread.run_sync(write_atomic, self._path, data)
+        try:
+            await trio.to_thread.run_sync(write_atomic, self._path, data)
+        except OSError as exc:  # a sink error, retried with backoff, not a crash
+            raise SinkUnavailable(f"cannot write {self._path}: {exc.strerror or exc}") from exc
 
     async def aclose(self) -> None:
         """Nothing to release."""
