@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -97,7 +98,7 @@ class Api:
             if not self._authorized(headers):
                 return Response(401, {"error": "missing or wrong bearer token"})
             after = parse_qs(query).get("after", ["0"])[0]
-            if not after.lstrip("-").isdigit():
+            if not re.fullmatch(r"-?[0-9]+", after):  # not isdigit: "--1" and "²" pass it
                 return Response(400, {"error": f"after must be an integer, got {after!r}"})
             events = self.source.events_after(int(after))
             return Response(200, {"events": [e.to_json() for e in events]})
