@@ -1,0 +1,125 @@
+"""Reusable pieces for end-to-end tests: ports, processes killed by PID, waiting, backends.
+
+Every process is started in its own session (so it leads a process group) and
+tracked by a `Processes` set, which kills and reaps each one by PID when the
+test ends (the `processes` fixture in conftest.py). Output goes to log files
+so a failing wait can show what the process said.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[2]
+BACKEND_SCRIPT = Path(__file__).with_name("backend_server.py")
+LOOPBACK = "127.0.0.1"
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port that was free a moment ago (bound to port 0, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int, host: str = LOOPBACK) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+def wait_until(check: Callable[[], T | None], *, timeout: float = 10.0, interval: float = 0.05,
+               what: str = "condition") -> T:
+    """Poll `check` until it returns something truthy (returned) or `timeout` passes
+    (AssertionError naming `what` and the last value seen). Errors count as falsy."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = check()
+        except (OSError, ValueError, KeyError, httpx.HTTPError) as exc:
+            value, last = None, exc
+        else:
+            last = value
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; "
+                                 f"last: {last!r}")
+        time.sleep(interval)
+
+
+class Processes:
+    """The processes one test started; each is killed and reaped by PID at the end."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, argv: Sequence[str], name: str, *, env: dict[str, str] | None = None
+              ) -> subprocess.Popen[bytes]:
+        """Start `argv` in its own session, output to `log_dir/NAME.log`."""
+        with open(self.log(name), "ab") as out:
+            proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    env=env, cwd=ROOT)
+        self._procs.append(proc)
+        return proc
+
+    def log(self, name: str) -> Path:
+        """Where process `name` writes its output."""
+        return self.log_dir / f"{name}.log"
+
+    def kill(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> int:
+        """Send `sig` to the process group `proc` leads (by its PID) and reap it."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        return proc.wait(timeout=10)
+
+    def close(self) -> None:
+        """Kill and reap everything still running."""
+        for proc in self._procs:
+            if proc.poll() is None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.kill(proc)
+        self._procs.clear()
+
+
+def start_backend(procs: Processes, port: int, name: str) -> subprocess.Popen[bytes]:
+    """An HTTP backend process on 127.0.0.1:`port`, once it accepts connections."""
+    proc = procs.start([sys.executable, str(BACKEND_SCRIPT), str(port), name], name)
+    wait_until(lambda: port_open(port) or proc.poll() is not None, timeout=10,
+               what=f"backend {name} on port {port}")
+    if proc.poll() is not None:
+        raise AssertionError(f"backend {name} exited: {procs.log(name).read_text()}")
+    return proc
+
+
+def start_sentinel(procs: Processes, config: Path, state_dir: Path, name: str = "sentinel",
+                   *, timeout: float = 15.0) -> tuple[subprocess.Popen[bytes], str]:
+    """`sentinel run -c CONFIG` as a subprocess; returns it and its API base URL (read from
+    STATE_DIR/api.url, so the config may listen on port 0)."""
+    url_file = state_dir / "api.url"
+    url_file.unlink(missing_ok=True)
+    proc = procs.start([sys.executable, "-m", "sentinel", "run", "-c", str(config)], name)
+
+    def ready() -> str | None:
+        if proc.poll() is not None:
+            raise AssertionError(f"sentinel exited {proc.returncode}: "
+                                 f"{procs.log(name).read_text()}")
+        return url_file.read_text().strip() if url_file.exists() else None
+
+    return proc, wait_until(ready, timeout=timeout, what="sentinel's api.url")
