@@ -62,12 +62,21 @@ def wait_until(check: Callable[[], T | None], *, timeout: float = 10.0, interval
         time.sleep(interval)
 
 
+def start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot ("" when it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (FileNotFoundError, IndexError):
+        return ""
+
+
 class Processes:
     """The processes one test started; each is killed and reaped by PID at the end."""
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._adopted: list[tuple[int, str]] = []  # (pid, start time): PIDs get reused
 
     def start(self, argv: Sequence[str], name: str, *, env: dict[str, str] | None = None
               ) -> subprocess.Popen[bytes]:
@@ -78,6 +87,10 @@ class Processes:
                                     env=env, cwd=ROOT)
         self._procs.append(proc)
         return proc
+
+    def adopt(self, pid: int) -> None:
+        """Also kill `pid` at the end: a process someone else started (e.g. a sink's command)."""
+        self._adopted.append((pid, start_time(pid)))
 
     def log(self, name: str) -> Path:
         """Where process `name` writes its output."""
@@ -95,7 +108,12 @@ class Processes:
             if proc.poll() is None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.kill(proc)
+        for pid, started in self._adopted:
+            if start_time(pid) == started:  # still the same process, not a reused PID
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
         self._procs.clear()
+        self._adopted.clear()
 
 
 def start_backend(procs: Processes, port: int, name: str) -> subprocess.Popen[bytes]:
