@@ -1,0 +1,290 @@
+"""`nginx` sink: upstream blocks in one file, tested, reloaded, and checked to have loaded.
+
+Every service bound to the sink gets one `upstream NAME { ... }` block (see
+`nginxconf`); the sink keeps the latest view of every service and renders all
+of them into `file` on each change, atomically. Then:
+
+1. `test` (default `nginx -t`); on failure the previous file is put back.
+2. `reload` (default `nginx -s reload`), at most once per `min_reload_interval`:
+   a burst waits for the interval and then renders the newest views, so
+   nothing is dropped, only merged.
+3. Verification. nginx answers a failed reload with exit 0: the master logs
+   `[emerg]` and keeps its old workers (a `listen` that cannot bind passes
+   `nginx -t` and still fails). A master that did load the new file forks new
+   worker processes, so the sink reads the master's PID from `pid_file`, notes
+   its children before the reload, and waits up to `verify_timeout` for a child
+   it has not seen (a scan of /proc; Linux). None means nginx kept the old
+   config: the previous file is put back and the apply fails, to be retried.
+
+The file's header carries a generation number and a digest of the body; a
+file whose digest does not match was edited by hand, which is logged before
+it is overwritten. Blocks found in an untouched file from an earlier run are
+kept for services that have not reported yet, so a restart never renders a
+file that lacks an upstream nginx.conf still names.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from sentinel.atomic import write_atomic
+from sentinel.configprobe import parse_command
+from sentinel.errors import SinkError, SinkRejected, SinkUnavailable
+from sentinel.model import ServiceView
+from sentinel.process import ProcessOutcome, run_command
+from sentinel.sinks.base import SinkContext, SinkKind, Update
+from sentinel.sinks.nginxconf import (
+    CONTEXTS,
+    MODES,
+    UPSTREAM_NAME,
+    UpstreamOptions,
+    body_of,
+    check_words,
+    generation_of,
+    render_file,
+    render_upstream,
+)
+from sentinel.yamlnode import Node
+
+log = logging.getLogger("sentinel.sinks.nginx")
+OPTION_KEYS = {"file", "context", "mode", "test", "reload", "pid_file", "verify",
+               "verify_timeout", "min_reload_interval", "timeout"}
+BINDING_KEYS = {"upstream", "params", "directives"}
+_BLOCK = re.compile(r"^upstream (\S+) \{  # service (\S+)\n.*?^\}\n", re.MULTILINE | re.DOTALL)
+VERIFY_POLL = 0.02
+
+Runner = Callable[..., Awaitable[ProcessOutcome]]
+
+
+@dataclass(frozen=True, slots=True)
+class NginxOptions:
+    """The `sinks.NAME` mapping of an nginx sink."""
+
+    file: str
+    context: str = "http"
+    mode: str = "down"
+    test: tuple[str, ...] = ("nginx", "-t")
+    reload: tuple[str, ...] = ("nginx", "-s", "reload")
+    pid_file: str | None = "/run/nginx.pid"  # None: `verify: false`
+    verify_timeout: float = 5.0
+    min_reload_interval: float = 1.0
+    timeout: float = 10.0  # per command
+
+
+def parse_options(node: Node) -> NginxOptions:
+    """`{type: nginx, file: ..., context: http|stream, mode: down|remove, test, reload, ...}`."""
+    e = node.as_map(OPTION_KEYS)
+    if "file" not in e:
+        raise node.error("an nginx sink needs `file`")
+    defaults = NginxOptions(file="")
+    verify = e["verify"].as_bool() if "verify" in e else True
+    return NginxOptions(
+        file=e["file"].as_str(),
+        context=_choice(e.get("context"), CONTEXTS, defaults.context),
+        mode=_choice(e.get("mode"), MODES, defaults.mode),
+        test=parse_command(e["test"]) if "test" in e else defaults.test,
+        reload=parse_command(e["reload"]) if "reload" in e else defaults.reload,
+        pid_file=(e["pid_file"].as_str() if "pid_file" in e else defaults.pid_file)
+        if verify else None,
+        verify_timeout=e["verify_timeout"].as_duration() if "verify_timeout" in e
+        else defaults.verify_timeout,
+        min_reload_interval=e["min_reload_interval"].as_duration(positive=False)
+        if "min_reload_interval" in e else defaults.min_reload_interval,
+        timeout=e["timeout"].as_duration() if "timeout" in e else defaults.timeout)
+
+
+def parse_binding(node: Node) -> UpstreamOptions:
+    """`{sink: NAME, upstream: NAME, params: "max_fails=0 max_conns=100", directives: [...]}`."""
+    e = node.as_map(BINDING_KEYS)
+    name = None
+    if "upstream" in e:
+        name = e["upstream"].as_str()
+        if not UPSTREAM_NAME.match(name):
+            raise e["upstream"].error(f"not a valid nginx upstream name: {name!r}")
+    params: tuple[str, ...] = ()
+    if "params" in e:
+        params = _words(e["params"])
+    directives: list[str] = []
+    if "directives" in e:
+        items = e["directives"].as_list() if e["directives"].is_list else [e["directives"]]
+        directives = [" ".join(_words(item)) for item in items]
+    return UpstreamOptions(name=name, params=params, directives=tuple(directives))
+
+
+def _words(node: Node) -> tuple[str, ...]:
+    try:
+        return check_words(node.as_str())
+    except ValueError as exc:
+        raise node.error(str(exc)) from None
+
+
+def _choice(node: Node | None, allowed: tuple[str, ...], default: str) -> str:
+    if node is None:
+        return default
+    value = node.as_str()
+    if value not in allowed:
+        raise node.error(f"must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+class NginxSink:
+    """Renders every bound service into one file and makes nginx load it."""
+
+    def __init__(self, name: str, options: NginxOptions,
+                 services: Callable[[], set[str]] = set, *,
+                 run: Runner = run_command) -> None:
+        self.name = name
+        self._options = options
+        self._path = Path(options.file)
+        self._services = services  # the configured services, to drop stale kept blocks
+        self._run = run
+        self._views: dict[str, tuple[ServiceView, UpstreamOptions]] = {}
+        self._kept: dict[str, str] | None = None  # service -> block from an earlier run
+        self._loaded: str | None = None  # the body nginx is known to run
+        self._generation = 0
+        self._last_reload = -math.inf
+
+    async def apply(self, update: Update) -> None:
+        """Render all services with `update`'s view, then test, reload and verify."""
+        binding = update.options if isinstance(update.options, UpstreamOptions) else None
+        self._views[update.view.service] = (update.view, binding or UpstreamOptions())
+        body = self._body(await trio.to_thread.run_sync(_read, self._path))
+        if body == self._loaded and body_of(await trio.to_thread.run_sync(_read, self._path)) \
+                == body:
+            return  # e.g. only a weight nginx does not publish changed
+        await trio.sleep_until(self._last_reload + self._options.min_reload_interval)
+        previous = await trio.to_thread.run_sync(_read, self._path)
+        if previous is not None and body_of(previous) is None:
+            log.warning("%s: %s was changed by hand; overwriting it", self.name, self._path)
+        self._generation = max(self._generation, generation_of(previous or "") or 0) + 1
+        text = render_file([body], sink=self.name, context=self._options.context,
+                           generation=self._generation)
+        await trio.to_thread.run_sync(write_atomic, self._path, text.encode())
+        try:
+            await self._command("test", self._options.test, SinkRejected)
+            self._last_reload = trio.current_time()
+            await self._reload_and_verify()
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(_restore, self._path, previous)
+            raise
+        self._loaded = body
+        log.info("%s: nginx reloaded %s, generation %d", self.name, self._path,
+                 self._generation)
+
+    def _body(self, on_disk: str | None) -> str:
+        """Every service's block: ours, then blocks kept from an earlier run's file."""
+        if self._kept is None:
+            self._kept = {m.group(2): m.group(0) for m in _BLOCK.finditer(body_of(on_disk) or "")}
+        configured = self._services()
+        if configured:  # services a reload removed leave the file
+            for service in [s for s in self._views if s not in configured]:
+                del self._views[service]
+        for service in list(self._kept):
+            if service in self._views or (configured and service not in configured):
+                del self._kept[service]
+        blocks = dict(self._kept)
+        for service, (view, b) in self._views.items():
+            blocks[service] = render_upstream(view, name=b.name, mode=self._options.mode,
+                                              params=b.params, directives=b.directives)
+        return "\n".join(blocks[s] for s in sorted(blocks))
+
+    async def _reload_and_verify(self) -> None:
+        pid_file = self._options.pid_file
+        master = before = None
+        if pid_file is not None:
+            master = await trio.to_thread.run_sync(_read_pid, pid_file)
+            if master is None:
+                raise SinkUnavailable(f"cannot verify the reload: no running nginx master in "
+                                      f"{pid_file} (set pid_file, or verify: false)")
+            before = await trio.to_thread.run_sync(_children, master)
+        await self._command("reload", self._options.reload, SinkUnavailable)
+        if master is None or before is None:
+            return
+        with trio.move_on_after(self._options.verify_timeout):
+            while True:
+                now = await trio.to_thread.run_sync(_children, master)
+                if now - before:
+                    return
+                if not await trio.Path(f"/proc/{master}").exists():
+                    raise SinkUnavailable(f"the nginx master (pid {master}) exited during the "
+                                          f"reload")
+                await trio.sleep(VERIFY_POLL)
+        raise SinkRejected(f"nginx kept its old configuration: no new worker processes within "
+                           f"{self._options.verify_timeout:g}s of the reload (see nginx's "
+                           f"error log); restored the previous {self._path.name}")
+
+    async def _command(self, what: str, argv: Sequence[str],
+                       error: type[SinkError]) -> None:
+        try:
+            outcome = await self._run(argv, time_limit=self._options.timeout)
+        except OSError as exc:
+            raise SinkUnavailable(f"{what} command {argv[0]}: {exc.strerror or exc}") from exc
+        if outcome.timed_out:
+            raise SinkUnavailable(f"{what} command timed out after {self._options.timeout:g}s")
+        if outcome.returncode != 0:
+            raise error(f"{what} command failed ({outcome.describe_exit()}); "
+                        f"restored the previous {self._path.name}")
+
+    async def aclose(self) -> None:
+        """Nothing to release: the file stays as nginx runs it."""
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def _restore(path: Path, previous: str | None) -> None:
+    if previous is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_atomic(path, previous.encode())
+
+
+def _read_pid(pid_file: str) -> int | None:
+    try:
+        pid = int(Path(pid_file).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if os.path.exists(f"/proc/{pid}") else None
+
+
+def _children(parent: int) -> set[int]:
+    """PIDs whose parent is `parent` (the kernel's children file is often not built in)."""
+    out = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after it
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            out.add(int(entry.name))
+    return out
+
+
+def _create(name: str, options: object, ctx: SinkContext) -> NginxSink:
+    assert isinstance(options, NginxOptions)
+
+    def services() -> set[str]:
+        document = ctx.state_document().get("services")
+        return set(document) if isinstance(document, dict) else set()
+
+    return NginxSink(name, options, services)
+
+
+KIND = SinkKind(name="nginx", parse_options=parse_options, parse_binding=parse_binding,
+                create=_create)
