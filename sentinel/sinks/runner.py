@@ -102,10 +102,18 @@ class SinkRunner:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
-        """Apply pending updates until cancelled or `retire()`d."""
+        """Apply pending updates until cancelled or `retire()`d.
+
+        A sink with its own background work (HAProxy's drift repair) has an
+        `async run(task_status=...)`; it runs here, so it stops with the runner.
+        """
         with trio.CancelScope() as self._scope:
-            task_status.started()
-            await self._loop()
+            async with trio.open_nursery() as nursery:
+                background = getattr(self.sink, "run", None)
+                if background is not None:
+                    await nursery.start(background)
+                task_status.started()
+                await self._loop()
 
     def retire(self) -> None:
         """Stop this runner's task (its sink was removed or replaced by a reload)."""
