@@ -1,0 +1,231 @@
+"""Probe cost: N loopback backends probed every second over TCP and over HTTP.
+
+    .venv/bin/python bench/probe_bench.py --n 100 1000 [--modes tcp http] [--window 10]
+
+For each (mode, N) it starts a fleet process serving N listening sockets on
+127.0.0.1 (one selectors loop; HTTP/1.1 200 to any request, close on EOF or
+reset) and a real `sentinel run` subprocess probing all of them every 1 s.
+After a warm-up it measures, over a fixed window:
+
+- sentinel's CPU seconds per second (utime + stime from /proc/PID/stat),
+- its peak RSS (VmHWM from /proc/PID/status),
+- schedule lateness p50/p99/max (GET /v1/state `engine.lateness_ms`: how late
+  probes started against their due time, over the engine's recent probes),
+- probes per second actually run (`engine.probes` delta), and that all N are up.
+
+Every process is killed by PID when a case ends. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+TICKS = os.sysconf("SC_CLK_TCK")
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+CONFIG = """\
+version: 1
+state_dir: {state}
+api: {{listen: "127.0.0.1:0"}}
+services:
+  fleet:
+    probe: {{type: {mode}, {extra}interval: 1s, fast_interval: 1s, down_interval: 1s,
+             timeout: 500ms}}
+    breaker: {{kind: nginx, max_fails: 1, fail_timeout: 5s}}
+    backends:
+{backends}
+"""
+
+
+# -- the fleet: N listening sockets in one process ------------------------------
+
+
+def serve_fleet(n: int) -> None:
+    """Listen on N ports of 127.0.0.1, print them as one JSON line, serve until killed."""
+    sel = selectors.DefaultSelector()
+    ports = []
+    for _ in range(n):
+        lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(64)
+        lsock.setblocking(False)
+        sel.register(lsock, selectors.EVENT_READ, None)
+        ports.append(lsock.getsockname()[1])
+    print(json.dumps(ports), flush=True)
+    while True:
+        for key, _ in sel.select():
+            sock: socket.socket = key.fileobj  # type: ignore[assignment]
+            if key.data is None:
+                with contextlib.suppress(BlockingIOError):
+                    conn, _ = sock.accept()
+                    conn.setblocking(False)
+                    sel.register(conn, selectors.EVENT_READ, bytearray())
+                continue
+            _serve_conn(sel, sock, key.data)
+
+
+def _serve_conn(sel: selectors.BaseSelector, conn: socket.socket, buf: bytearray) -> None:
+    """Read a request head, answer 200 and close; close on EOF or reset (TCP probes)."""
+    try:
+        data = conn.recv(4096)
+    except BlockingIOError:
+        return
+    except OSError:
+        data = b""
+    buf += data
+    if data and b"\r\n\r\n" not in buf:
+        return
+    if data:
+        with contextlib.suppress(OSError):
+            conn.send(RESPONSE)
+    sel.unregister(conn)
+    conn.close()
+
+
+# -- measuring one case -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One measured case."""
+
+    mode: str
+    n: int
+    probes_per_s: float
+    up: int
+    cpu_per_s: float
+    peak_rss_mib: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid` in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def peak_rss_mib(pid: int) -> float:
+    """VmHWM of `pid` in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for {pid}")
+
+
+def wait_for(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> str:
+    """The contents of `path` once it exists (sentinel writes api.url when listening)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() or not path.read_text().strip():
+        if proc.poll() is not None:
+            raise RuntimeError(f"sentinel exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path} did not appear within {timeout:g}s")
+        time.sleep(0.05)
+    return path.read_text().strip()
+
+
+def kill(proc: subprocess.Popen[Any]) -> None:
+    """SIGKILL the process group `proc` leads (by PID) and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def measure(mode: str, n: int, warmup: float, window: float, workdir: Path) -> Row:
+    """Run the fleet and sentinel for one case and measure sentinel over `window`."""
+    procs: list[subprocess.Popen[Any]] = []
+    try:
+        fleet = subprocess.Popen([sys.executable, __file__, "--serve-fleet", str(n)],
+                                 stdout=subprocess.PIPE, start_new_session=True)
+        procs.append(fleet)
+        assert fleet.stdout is not None
+        ports = json.loads(fleet.stdout.readline())
+        state = workdir / f"{mode}-{n}"
+        backends = "\n".join(f"      - {{name: b{i}, address: \"127.0.0.1:{p}\"}}"
+                             for i, p in enumerate(ports))
+        extra = "path: /healthz, " if mode == "http" else ""
+        config = workdir / f"{mode}-{n}.yaml"
+        config.write_text(CONFIG.format(state=state, mode=mode, extra=extra,
+                                        backends=backends))
+        with open(workdir / f"{mode}-{n}.log", "wb") as log:
+            sentinel = subprocess.Popen(
+                [sys.executable, "-m", "sentinel", "--log-level", "warning", "run", "-c",
+                 str(config)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                start_new_session=True)
+        procs.append(sentinel)
+        url = wait_for(state / "api.url", sentinel, timeout=30)
+        time.sleep(warmup)
+        with httpx.Client(base_url=url, timeout=10) as client:
+            before_probes = client.get("/v1/state").json()["engine"]["probes"]
+            cpu_before, t_before = cpu_seconds(sentinel.pid), time.monotonic()
+            time.sleep(window)
+            cpu_after, t_after = cpu_seconds(sentinel.pid), time.monotonic()
+            doc = client.get("/v1/state").json()
+        elapsed = t_after - t_before
+        engine = doc["engine"]
+        late = engine["lateness_ms"]
+        return Row(mode, n, (engine["probes"] - before_probes) / elapsed,
+                   doc["services"]["fleet"]["up"], (cpu_after - cpu_before) / elapsed,
+                   peak_rss_mib(sentinel.pid), late["p50"], late["p99"], late["max"])
+    finally:
+        for proc in reversed(procs):
+            kill(proc)
+
+
+def table(rows: list[Row], window: float) -> str:
+    """The Markdown table the README carries."""
+    lines = ["| probe | backends | probes/s | up | CPU s/s | peak RSS MiB | "
+             "lateness p50 ms | p99 ms | max ms |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {r.mode} | {r.n} | {r.probes_per_s:.0f} | {r.up} | {r.cpu_per_s:.3f} | "
+              f"{r.peak_rss_mib:.1f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.max_ms:.2f} |"
+              for r in rows]
+    return "\n".join(lines) + f"\n\n(measured over a {window:g} s window per row)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run every case, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[100, 1000],
+                        help="backend counts (default: 100 1000)")
+    parser.add_argument("--modes", nargs="+", choices=["tcp", "http"], default=["tcp", "http"])
+    parser.add_argument("--warmup", type=float, default=4.0, help="seconds before measuring")
+    parser.add_argument("--window", type=float, default=10.0, help="seconds measured")
+    parser.add_argument("--serve-fleet", type=int, metavar="N", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_fleet:
+        serve_fleet(args.serve_fleet)
+        return 0
+    if not 1 <= args.window <= 120 or not 0 <= args.warmup <= 60:
+        parser.error("--window must be 1..120 s and --warmup 0..60 s")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as tmp:
+        for mode in args.modes:
+            for n in args.n:
+                row = measure(mode, n, args.warmup, args.window, Path(tmp))
+                print(f"{mode} n={n}: {row}", file=sys.stderr)
+                rows.append(row)
+    print(table(rows, args.window))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
