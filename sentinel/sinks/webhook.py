@@ -1,0 +1,424 @@
+"""`webhook` sink: each event POSTed as signed JSON, kept in a durable outbox until a 2xx.
+
+Two halves. `apply()` (driven by the SinkRunner) commits the update's events
+to the outbox and returns: from then on the event counts as published and
+survives a crash. `run()` (started by the engine next to the runner) is the
+delivery task: it POSTs the head of each backend's queue, at most
+`concurrency` at a time. Events of one backend go out in order, a head that
+fails blocks only its own backend, and a retry re-signs the same id and
+bytes with a fresh timestamp (Standard Webhooks, see `sentinel.webhooks`).
+
+Outcomes (`classify`): any 2xx is delivered; timeouts, connection errors,
+5xx, 408 and 429 are retried after exponential backoff with full jitter
+(AWS Architecture Blog, "Exponential Backoff and Jitter": a uniform wait in
+[0, min(max_delay, initial_delay * 2^(n-1))]), 429 and 503 after Retry-After
+when given; an event still failing `give_up_after` after it was enqueued,
+and any other status (4xx, 3xx), is dead-lettered with its reason for
+`sentinel outbox list|retry|purge`. Delivered rows are deleted in batches
+(one fsync for many); a crash before that only means a duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from email.utils import parsedate_to_datetime
+from enum import Enum
+from pathlib import Path
+
+import httpx
+import trio
+
+from sentinel.model import Event
+from sentinel.outbox import Counts, Entry, NewEvent, Outbox
+from sentinel.sinks.base import SinkContext, SinkKind, Update
+from sentinel.webhooks import SignatureError, decode_secret, headers
+from sentinel.yamlnode import Node
+
+log = logging.getLogger("sentinel.sinks.webhook")
+KEYS = {"url", "secret", "timeout", "initial_delay", "max_delay", "give_up_after",
+        "max_pending", "max_age", "concurrency"}
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookOptions:
+    """Where to POST, how to sign, how to retry and how much to keep."""
+
+    url: str
+    secrets: tuple[str, ...]
+    timeout: float = 10.0
+    initial_delay: float = 1.0
+    max_delay: float = 300.0
+    give_up_after: float = 86400.0
+    max_pending: int = 100_000
+    max_age: float = 7 * 86400.0
+    concurrency: int = 8
+
+
+def parse_options(node: Node) -> WebhookOptions:
+    """`{type: webhook, url: ..., secret: whsec_... | [whsec_..., ...], ...}`."""
+    e = node.as_map(KEYS)
+    for required in ("url", "secret"):
+        if required not in e:
+            raise node.error(f"a webhook sink needs `{required}`")
+    url = e["url"].as_str()
+    if not url.startswith(("http://", "https://")):
+        raise e["url"].error(f"must be an http:// or https:// URL, got {url!r}")
+    secret_nodes = e["secret"].as_list() if e["secret"].is_list else [e["secret"]]
+    if not secret_nodes:
+        raise e["secret"].error("needs at least one whsec_ secret")
+    for item in secret_nodes:
+        try:
+            decode_secret(item.as_str())
+        except SignatureError as exc:
+            raise item.error(str(exc)) from None
+    d = WebhookOptions(url, tuple(n.as_str() for n in secret_nodes))
+
+    def duration(key: str, default: float) -> float:
+        return e[key].as_duration() if key in e else default
+
+    def count(key: str, default: int) -> int:
+        return e[key].as_int(1, 10_000_000) if key in e else default
+
+    return WebhookOptions(
+        d.url, d.secrets, timeout=duration("timeout", d.timeout),
+        initial_delay=duration("initial_delay", d.initial_delay),
+        max_delay=duration("max_delay", d.max_delay),
+        give_up_after=duration("give_up_after", d.give_up_after),
+        max_pending=count("max_pending", d.max_pending), max_age=duration("max_age", d.max_age),
+        concurrency=count("concurrency", d.concurrency))
+
+
+def parse_binding(node: Node) -> None:
+    """A service's reference takes no options."""
+    node.as_map(set())
+
+
+class Verdict(Enum):
+    """What one attempt means for its entry."""
+
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One attempt's verdict, its error text and the receiver's Retry-After (seconds)."""
+
+    verdict: Verdict
+    error: str = ""
+    retry_after: float | None = None
+
+
+RETRIED_STATUS = frozenset({408, 429})
+RETRY_AFTER_STATUS = frozenset({429, 503})
+
+
+def classify(status: int, retry_after: str | None, body: str, now: float) -> Outcome:
+    """Map an HTTP answer to a verdict (pure: `now` is Unix time for HTTP-date Retry-After)."""
+    if 200 <= status < 300:
+        return Outcome(Verdict.DELIVERED)
+    error = f"HTTP {status}" + (f": {body.strip()[:200]}" if body.strip() else "")
+    if status >= 500 or status in RETRIED_STATUS:
+        wait = parse_retry_after(retry_after, now) if status in RETRY_AFTER_STATUS else None
+        return Outcome(Verdict.RETRY, error, wait)
+    if 400 <= status < 500:
+        return Outcome(Verdict.DEAD, error)
+    return Outcome(Verdict.RETRY, error)
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Retry-After as delay-seconds or an HTTP-date (RFC 9110 10.2.3); None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def backoff(attempts: int, initial: float, maximum: float, rng: random.Random) -> float:
+    """Full jitter: uniform in [0, min(maximum, initial * 2^(attempts-1))]."""
+    return rng.uniform(0.0, min(maximum, initial * math.pow(2, min(attempts - 1, 60))))
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryStatistics:
+    """What the delivery task has done since start, plus the outbox's counts."""
+
+    delivered: int
+    failed_attempts: int
+    dead_lettered: int
+    in_flight: int
+    last_error: str
+    outbox: Counts
+
+    def to_json(self) -> dict[str, object]:
+        """The sink's entry of GET /v1/outbox."""
+        return {"delivered": self.delivered, "failed_attempts": self.failed_attempts,
+                "dead_lettered": self.dead_lettered, "in_flight": self.in_flight,
+                "last_error": self.last_error or None, "pending": self.outbox.pending,
+                "dead": self.outbox.dead, "dropped": self.outbox.dropped}
+
+
+def event_key(event: Event) -> str:
+    """The ordering key: one FIFO per backend (a service's panic events have their own)."""
+    return f"{event.service}/{event.backend}"
+
+
+class WebhookSink:
+    """Enqueues in `apply`, delivers in `run`; see the module docstring."""
+
+    def __init__(self, name: str, options: WebhookOptions, outbox: Outbox, *,
+                 wall: Callable[[], float] = time.time, rng: random.Random | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.name = name
+        self.options = options
+        self.outbox = outbox
+        self._keys = [decode_secret(s) for s in options.secrets]
+        self._wall = wall
+        self._rng = rng or random.Random()
+        self._transport = transport
+        self._queues: dict[str, deque[Entry]] = {}
+        for entry in outbox.entries(dead=False):  # at creation: nothing else runs yet
+            self._queues.setdefault(entry.key, deque()).append(entry)
+        self._in_flight: set[str] = set()
+        self._wake = trio.Event()
+        self._settled = trio.Event()
+        self._db_lock = trio.Lock()
+        self._updates: dict[int, Entry] = {}  # outcomes not yet committed
+        self._deletes: set[int] = set()
+        self._dirty = trio.Event()
+        self._delivered = self._failed = self._dead = 0
+        self._last_error = ""
+
+    # -- the runner's side: enqueue ----------------------------------------------------
+
+    async def apply(self, update: Update) -> None:
+        """Commit the update's events to the outbox (returns once they are durable)."""
+        events = [NewEvent(event_key(e), e.id, e.seq,
+                           json.dumps(e.to_json(), separators=(",", ":")).encode())
+                  for e in update.events]
+        if not events:
+            return
+        # Shielded: once the rows are committed, the in-memory queues must hear of them.
+        with trio.CancelScope(shield=True):
+            async with self._db_lock:
+                fresh = await trio.to_thread.run_sync(self.outbox.enqueue, events, self._wall())
+                for entry in fresh:
+                    self._queues.setdefault(entry.key, deque()).append(entry)
+                if sum(map(len, self._queues.values())) > self.options.max_pending:
+                    await self._enforce_locked()
+        self._wake.set()
+
+    # -- the delivery task ---------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Deliver forever (cancel to stop); committing outcomes and sweeping by age."""
+        limits = httpx.Limits(max_connections=self.options.concurrency)
+        async with httpx.AsyncClient(timeout=self.options.timeout, limits=limits,
+                                     transport=self._transport) as client, \
+                trio.open_nursery() as nursery:
+            nursery.start_soon(self._committer)
+            nursery.start_soon(self._sweeper)
+            task_status.started()
+            while True:
+                now = self._wall()
+                wait = math.inf
+                for key, queue in list(self._queues.items()):
+                    if key in self._in_flight:
+                        continue
+                    if len(self._in_flight) >= self.options.concurrency:
+                        break
+                    head = queue[0]
+                    if head.next_attempt <= now:
+                        self._in_flight.add(key)
+                        nursery.start_soon(self._attempt, client, head)
+                    else:
+                        wait = min(wait, head.next_attempt - now)
+                if not self._in_flight and not self._due(now):
+                    self._settled.set()
+                self._wake = trio.Event()
+                with trio.move_on_after(wait):
+                    await self._wake.wait()
+
+    async def wait_flushed(self) -> None:
+        """Return once nothing is in flight or due now (a graceful stop waits for this;
+        entries waiting out a backoff stay in the outbox for the next start)."""
+        while self._in_flight or self._due(self._wall()):
+            self._settled = trio.Event()
+            self._wake.set()
+            await self._settled.wait()
+        await self._commit()
+
+    def _due(self, now: float) -> bool:
+        return any(q[0].next_attempt <= now for q in self._queues.values())
+
+    async def _attempt(self, client: httpx.AsyncClient, entry: Entry) -> None:
+        outcome = await self._post(client, entry)
+        self._in_flight.discard(entry.key)
+        self._settle(entry, outcome)
+        self._wake.set()
+
+    async def _post(self, client: httpx.AsyncClient, entry: Entry) -> Outcome:
+        now = self._wall()
+        sent = headers(self._keys, entry.event_id, int(now), entry.body)
+        with trio.move_on_after(self.options.timeout):
+            try:
+                response = await client.post(self.options.url, content=entry.body,
+                                             headers=sent)
+            except httpx.TimeoutException:
+                return Outcome(Verdict.RETRY, f"timed out after {self.options.timeout:g}s")
+            except httpx.HTTPError as exc:
+                return Outcome(Verdict.RETRY, f"{type(exc).__name__}: {exc}".rstrip(": "))
+            return classify(response.status_code, response.headers.get("retry-after"),
+                            response.text, self._wall())
+        return Outcome(Verdict.RETRY, f"timed out after {self.options.timeout:g}s")
+
+    def _settle(self, entry: Entry, outcome: Outcome) -> None:
+        queue = self._queues.get(entry.key)
+        if not queue or queue[0].id != entry.id:
+            return  # purged or dropped while in flight
+        if outcome.verdict is Verdict.DELIVERED:
+            queue.popleft()
+            self._delivered += 1
+            self._deletes.add(entry.id)
+            self._updates.pop(entry.id, None)
+        else:
+            self._failed += 1
+            self._last_error = outcome.error
+            now, attempts = self._wall(), entry.attempts + 1
+            deadline = entry.created + self.options.give_up_after
+            if outcome.verdict is Verdict.RETRY and now < deadline:
+                delay = outcome.retry_after if outcome.retry_after is not None else backoff(
+                    attempts, self.options.initial_delay, self.options.max_delay, self._rng)
+                queue[0] = replace(entry, attempts=attempts, last_error=outcome.error,
+                                   next_attempt=min(now + delay, deadline))
+                self._updates[entry.id] = queue[0]
+                log.info("webhook %s: %s attempt %d failed, retry in %.1fs: %s", self.name,
+                         entry.event_id, attempts, queue[0].next_attempt - now, outcome.error)
+            else:
+                reason = outcome.error if outcome.verdict is Verdict.DEAD else (
+                    f"gave up after {attempts} attempts in {now - entry.created:.0f}s; "
+                    f"last: {outcome.error}")
+                queue.popleft()
+                self._updates[entry.id] = replace(entry, attempts=attempts, dead=True,
+                                                  last_error=reason)
+                self._dead += 1
+                log.warning("webhook %s: event %s (%s) dead-lettered: %s", self.name,
+                            entry.event_id, entry.key, reason)
+        if not queue:
+            del self._queues[entry.key]
+        self._dirty.set()
+
+    async def _committer(self) -> None:
+        """Write attempt outcomes in batches: one transaction for whatever piled up."""
+        while True:
+            await self._dirty.wait()
+            self._dirty = trio.Event()
+            await self._commit()
+
+    async def _commit(self) -> None:
+        with trio.CancelScope(shield=True):
+            async with self._db_lock:
+                updates, deletes = list(self._updates.values()), list(self._deletes)
+                self._updates, self._deletes = {}, set()
+                if updates or deletes:
+                    await trio.to_thread.run_sync(self.outbox.settle, updates, deletes)
+
+    async def _sweeper(self) -> None:
+        """Apply both bounds now and then: a few times per max_age, at least every minute
+        (dead letters count towards max_pending but are not added by `apply`)."""
+        while True:
+            async with self._db_lock:
+                await self._enforce_locked()
+            await trio.sleep(min(60.0, self.options.max_age / 4))
+
+    async def _enforce_locked(self) -> None:
+        """Apply max_pending and max_age; every drop is counted, logged and forgotten."""
+        dropped = await trio.to_thread.run_sync(
+            self.outbox.enforce, self.options.max_pending, self.options.max_age, self._wall())
+        if dropped:
+            self._forget({e.id for e in dropped})
+            log.warning("webhook %s: outbox over its bounds (max_pending %d, max_age %gs): "
+                        "dropped %d events, oldest %s", self.name, self.options.max_pending,
+                        self.options.max_age, len(dropped), dropped[0].event_id)
+
+    def _forget(self, ids: set[int]) -> None:
+        for key in list(self._queues):
+            kept = deque(e for e in self._queues[key] if e.id not in ids)
+            if kept:
+                self._queues[key] = kept
+            else:
+                del self._queues[key]
+
+    # -- the operator's side (API and CLI) ----------------------------------------------
+
+    async def statistics(self) -> DeliveryStatistics:
+        """Counters since start and the outbox's counts."""
+        await self._commit()
+        counts = await trio.to_thread.run_sync(self.outbox.counts)
+        return DeliveryStatistics(self._delivered, self._failed, self._dead,
+                                  len(self._in_flight), self._last_error, counts)
+
+    async def entries(self, *, dead: bool | None, limit: int) -> list[Entry]:
+        """Entries as the outbox holds them, outcomes so far included."""
+        await self._commit()
+        return await trio.to_thread.run_sync(
+            lambda: self.outbox.entries(dead=dead, limit=limit))
+
+    async def retry(self, event_ids: Sequence[str] | None) -> list[Entry]:
+        """Make entries (dead letters too) due now; returns them."""
+        await self._commit()
+        async with self._db_lock:
+            entries = await trio.to_thread.run_sync(self.outbox.retry, event_ids, self._wall())
+            self._forget({e.id for e in entries})
+            for entry in entries:
+                queue = self._queues.setdefault(entry.key, deque())
+                queue.append(entry)
+                self._queues[entry.key] = deque(sorted(queue, key=lambda e: e.id))
+        self._wake.set()
+        return entries
+
+    async def purge(self, event_ids: Sequence[str] | None, *, pending_too: bool
+                    ) -> list[Entry]:
+        """Delete entries (default: dead letters only); returns them."""
+        await self._commit()
+        async with self._db_lock:
+            gone = await trio.to_thread.run_sync(
+                lambda: self.outbox.purge(event_ids, pending_too=pending_too))
+            self._forget({e.id for e in gone})
+        if gone:
+            log.warning("webhook %s: purged %d events from the outbox", self.name, len(gone))
+        self._wake.set()
+        return gone
+
+    async def aclose(self) -> None:
+        """Commit the last outcomes and release the outbox file."""
+        await self._commit()
+        await trio.to_thread.run_sync(self.outbox.close)
+
+
+def outbox_path(state_dir: Path, sink: str) -> Path:
+    """Where a webhook sink's outbox lives."""
+    return state_dir / f"outbox-{sink}.sqlite3"
+
+
+def _create(name: str, options: object, ctx: SinkContext) -> WebhookSink:
+    assert isinstance(options, WebhookOptions)
+    return WebhookSink(name, options, Outbox.open(outbox_path(ctx.state_dir, name)))
+
+
+KIND = SinkKind(name="webhook", parse_options=parse_options, parse_binding=parse_binding,
+                create=_create)
