@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sentinel.breakers.base import Breaker, Change, Health, Transition
 from sentinel.config import BackendConfig
 from sentinel.dampen import Damper
+from sentinel.journal import rfc3339
 from sentinel.model import BackendView, ProbeResult, ProbeSummary, State
 from sentinel.probes.base import Target
 
@@ -20,14 +21,14 @@ from sentinel.probes.base import Target
 class LastProbe:
     """The most recent probe, for /v1/state."""
 
-    time: str
+    time: float  # Unix time; formatted only when shown
     ok: bool
     error: str
     latency_ms: float
 
     def to_json(self) -> dict[str, object]:
         """The `last_probe` object of the state document."""
-        return {"time": self.time, "ok": self.ok, "error": self.error or None,
+        return {"time": rfc3339(self.time), "ok": self.ok, "error": self.error or None,
                 "latency_ms": round(self.latency_ms, 3)}
 
 
@@ -50,6 +51,7 @@ class BackendRuntime:
         "service",
         "since",
         "target",
+        "verdict",
     )
 
     def __init__(self, service: str, config: BackendConfig, breaker: Breaker,
@@ -68,18 +70,18 @@ class BackendRuntime:
         self.last_ok = last_ok
         self.last_probe: LastProbe | None = None
         self.progress = ""
+        self.verdict = ""  # why the breaker last changed its mind
         self.published: tuple[State, int] = self.desired()
 
-    def record(self, result: ProbeResult, transition: Transition, wall_iso: str,
-               wall: float) -> None:
-        """Take in one probe result and the breaker's answer to it."""
+    def record(self, result: ProbeResult, transition: Transition, wall: float) -> None:
+        """Take in one probe result and the breaker's answer to it (runs every probe)."""
         self.fails = 0 if result.ok else self.fails + 1
         if result.ok:
             self.last_ok = wall
         if result.weight is not None:
             self.script_weight = result.weight
         self.progress = transition.reason if transition.change is Change.PENDING else ""
-        self.last_probe = LastProbe(wall_iso, result.ok, result.error, result.latency * 1000)
+        self.last_probe = LastProbe(wall, result.ok, result.error, result.latency * 1000)
 
     def desired(self) -> tuple[State, int]:
         """The state and weight this backend should be published with."""

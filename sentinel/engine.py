@@ -32,7 +32,7 @@ from sentinel.probegroups import GroupKey, ProbeGroup, group_key
 from sentinel.probes import make_probe
 from sentinel.probes.base import Probe
 from sentinel.schedule import next_due, start_offset
-from sentinel.service import ServiceRuntime
+from sentinel.service import Published, ServiceRuntime
 from sentinel.sinks import SINK_KINDS
 from sentinel.sinks.base import Sink, SinkContext
 from sentinel.sinks.runner import SinkRunner
@@ -112,7 +112,10 @@ class Engine:
         backends = [self.make_backend(svc, b.name) for b in svc.backends]
         bindings = [(self.runners[b.sink], b.options) for b in svc.sinks]
         runtime = ServiceRuntime(svc, self.probe_factory(svc.probe), backends, bindings)
-        runtime.panic = runtime.published().view.panic  # as persisted: no event at start
+        initial = runtime.published().view  # as persisted: no event at start
+        runtime.panic = initial.panic
+        for b, view in zip(backends, initial.backends, strict=True):
+            b.published = (view.state, view.weight)
         return runtime
 
     def make_backend(self, svc: ServiceConfig, name: str,
@@ -216,11 +219,17 @@ class Engine:
                 await trio.sleep_until(due)
                 owner = group.members[0]
                 svc = self.services[owner.service]  # re-read: a reload may replace it
-                async with self._in_flight:  # the timeout starts once a slot is free
+                try:  # the timeout starts once a slot is free
+                    self._in_flight.acquire_nowait()
+                except trio.WouldBlock:
+                    await self._in_flight.acquire()
+                try:
                     started, start_unix = trio.current_time(), self.wall()
                     self._lateness.append(started - due)
                     self._probes += 1
                     result = await svc.probe.check(owner.target)
+                finally:
+                    self._in_flight.release()
                 now = trio.current_time()
                 with trio.CancelScope(shield=True):  # a reload must not cut a commit in half
                     await self._observe_all(group, result, started, now, start_unix)
@@ -255,22 +264,26 @@ class Engine:
 
     async def _take(self, svc: ServiceRuntime, backend: BackendRuntime, result: ProbeResult,
                     transition: Transition, start_unix: float) -> None:
-        """Record a result; on a change of state or weight, emit, persist and publish."""
-        wall = self.wall()
-        backend.record(result, transition, rfc3339(wall), wall)
-        self._dampen(backend, transition, trio.current_time())
-        recovered = transition.change is Change.CHANGED and transition.health is Health.UP
-        if recovered and svc.config.slow_start > 0:
+        """Record a result; on a change of verdict, state or weight, emit, persist and
+        publish. The common case (nothing changed) stays cheap: it runs every probe."""
+        backend.record(result, transition, start_unix)
+        changed = transition.change is Change.CHANGED
+        if backend.damper is not None:
+            self._dampen(backend, transition, trio.current_time())
+        if changed and transition.health is Health.UP and svc.config.slow_start > 0:
             self._start_ramp(backend, svc.config.slow_start)
-        reason = self._reason(transition, result, backend)
-        change = None
-        if backend.desired() != backend.published:
-            change = (backend.published[0].value, backend.desired()[0].value, reason)
-        target = backend.target
-        trace_id = self.observer.probe_finished(ProbeRecord(
-            svc.config.name, target.backend, target.host, target.port, svc.config.probe.type,
-            result, start_unix, change))
-        if change is not None or transition.change is Change.CHANGED:
+        moved = backend.desired() != backend.published
+        reason = ""
+        if moved or changed:
+            reason = self._reason(transition, result, backend)
+            if changed:
+                backend.verdict = reason
+        record = ProbeRecord(svc.config.name, backend.target.backend, backend.target.host,
+                             backend.target.port, svc.config.probe.type, result, start_unix,
+                             (backend.published[0].value, backend.desired()[0].value, reason)
+                             if moved or changed else None)
+        trace_id = self.observer.probe_finished(record)
+        if moved or changed:
             await self.commit(svc, backend, reason, summary(svc.config.probe.type, result),
                               trace_id)
 
@@ -322,33 +335,49 @@ class Engine:
     async def commit(self, svc: ServiceRuntime, backend: BackendRuntime | None, reason: str,
                      probe: ProbeSummary | None = None, trace_id: str | None = None
                      ) -> tuple[Event, ...]:
-        """Publish what changed: an event if `backend`'s state or weight moved, the panic
-        guard's verdict, state on disk before anyone hears of it, then the sinks."""
-        events: list[Event] = []
-        if backend is not None and backend.desired() != backend.published:
-            (old_state, _), (new_state, weight) = backend.published, backend.desired()
-            if new_state != old_state:
-                backend.since = rfc3339(self.wall())
-            backend.published = (new_state, weight)
-            events.append(self.journal.new_event(
-                service=svc.config.name, backend=backend.config.name,
-                address=backend.config.address, from_state=old_state.value,
-                to_state=new_state.value, weight=weight, reason=reason, probe=probe,
-                trace_id=trace_id))
-            log.info("%s/%s %s -> %s (weight %d): %s", svc.config.name, backend.config.name,
-                     old_state.value, new_state.value, weight, reason)
+        """Publish what changed. The service's view (after the panic guard) is diffed
+        against what was last published: one event per backend whose published state
+        or weight moved (`reason`, `probe` and `trace_id` belong to `backend`), and one
+        when panic starts or ends. State is on disk before any sink hears of it."""
         published = svc.published()
-        if published.view.panic != svc.panic:
-            svc.panic = published.view.panic
+        events: list[Event] = []
+        panic_changed = published.view.panic != svc.panic
+        if panic_changed and published.view.panic:
+            svc.panic = True
+            events.append(self._panic_event(svc, published.held_up))
+        for b, view in zip(svc.backends, published.view.backends, strict=True):
+            if (view.state, view.weight) == b.published:
+                continue
+            old_state = b.published[0]
+            if view.state != old_state:
+                b.since = rfc3339(self.wall())
+            b.published = (view.state, view.weight)
+            mine = b is backend
+            why = reason if mine else self._bystander_reason(b, published)
+            events.append(self.journal.new_event(
+                service=svc.config.name, backend=b.config.name, address=b.config.address,
+                from_state=old_state.value, to_state=view.state.value, weight=view.weight,
+                reason=why, probe=probe if mine else None, trace_id=trace_id if mine else None))
+            log.info("%s/%s %s -> %s (weight %d): %s", svc.config.name, b.config.name,
+                     old_state.value, view.state.value, view.weight, why)
+        if panic_changed and not published.view.panic:
+            svc.panic = False
             events.append(self._panic_event(svc, published.held_up))
         for event in events:
             self.observer.event_emitted(event)
         if events:
             await self.journal.wait_persisted()
-        else:  # a verdict flipped under an admin override: keep it across restarts
+        else:  # a verdict flipped without changing what is published: keep it on disk
             await self.journal.save_now()
         svc.publish(published.view, tuple(events))
         return tuple(events)
+
+    @staticmethod
+    def _bystander_reason(backend: BackendRuntime, published: Published) -> str:
+        """Why a backend other than the one that triggered the commit changed."""
+        if backend.config.name in published.held_up:
+            return "panic guard: kept published up (min_up)"
+        return f"panic over: {backend.verdict or 'probed state published'}"
 
     async def set_override(self, service: str, backend: str, action: str
                            ) -> tuple[Event, ...]:
