@@ -22,6 +22,10 @@ ensure_system_packages() {
     local missing=()
     command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
     command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+    # Debian builds nginx's stream {} as a module; the stream-context test needs it.
+    if [ -d /usr/lib/nginx ] || [[ " ${missing[*]} " == *" nginx "* ]]; then
+        [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing+=(libnginx-mod-stream)
+    fi
     [ ${#missing[@]} -eq 0 ] && return 0
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "installing ${missing[*]} (Debian packages) for the end-to-end tests" >&2

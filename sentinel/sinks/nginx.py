@@ -13,8 +13,11 @@ of them into `file` on each change, atomically. Then:
    `nginx -t` and still fails). A master that did load the new file forks new
    worker processes, so the sink reads the master's PID from `pid_file`, notes
    its children before the reload, and waits up to `verify_timeout` for a child
-   it has not seen (a scan of /proc; Linux). None means nginx kept the old
-   config: the previous file is put back and the apply fails, to be retried.
+   it has not seen (a scan of /proc; Linux), and for the old workers to stop
+   accepting (their title turns to `worker process is shutting down`), so the
+   apply returns once new connections see the new upstreams. No new child means
+   nginx kept the old config: the previous file is put back and the apply
+   fails, to be retried.
 
 The file's header carries a generation number and a digest of the body; a
 file whose digest does not match was edited by hand, which is logged before
@@ -209,15 +212,22 @@ class NginxSink:
         await self._command("reload", self._options.reload, SinkUnavailable)
         if master is None or before is None:
             return
+        loaded = False
         with trio.move_on_after(self._options.verify_timeout):
             while True:
                 now = await trio.to_thread.run_sync(_children, master)
-                if now - before:
+                loaded = loaded or bool(now.keys() - before.keys())
+                # Done once no worker of the old generation still accepts connections.
+                if loaded and not any(_accepting(now[pid]) for pid in before.keys() & now.keys()):
                     return
                 if not await trio.Path(f"/proc/{master}").exists():
                     raise SinkUnavailable(f"the nginx master (pid {master}) exited during the "
                                           f"reload")
                 await trio.sleep(VERIFY_POLL)
+        if loaded:
+            log.warning("%s: nginx loaded the new file, but old workers still accepted "
+                        "connections after %gs", self.name, self._options.verify_timeout)
+            return
         raise SinkRejected(f"nginx kept its old configuration: no new worker processes within "
                            f"{self._options.verify_timeout:g}s of the reload (see nginx's "
                            f"error log); restored the previous {self._path.name}")
@@ -260,20 +270,28 @@ def _read_pid(pid_file: str) -> int | None:
     return pid if os.path.exists(f"/proc/{pid}") else None
 
 
-def _children(parent: int) -> set[int]:
-    """PIDs whose parent is `parent` (the kernel's children file is often not built in)."""
-    out = set()
+def _children(parent: int) -> dict[int, str]:
+    """The processes whose parent is `parent`, with their titles (the kernel's
+    children file is often not built in, so this scans /proc)."""
+    out = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             stat = Path(entry.path, "stat").read_text()
+            # pid (comm) state ppid ...: comm may hold spaces and parentheses
+            if int(stat.rsplit(")", 1)[1].split()[1]) != parent:
+                continue
+            title = Path(entry.path, "cmdline").read_bytes()
         except OSError:
             continue
-        # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after it
-        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-            out.add(int(entry.name))
+        out[int(entry.name)] = title.replace(b"\0", b" ").decode(errors="replace")
     return out
+
+
+def _accepting(title: str) -> bool:
+    """A worker that takes new connections: not yet `worker process is shutting down`."""
+    return "worker process" in title and "shutting down" not in title
 
 
 def _create(name: str, options: object, ctx: SinkContext) -> NginxSink:

@@ -4,6 +4,8 @@
 
 Answers every GET with 200 `{"status": "ok", "name": NAME}` on 127.0.0.1:PORT
 until killed. SO_REUSEADDR is on, so a restarted backend can take its port back.
+It speaks HTTP/1.1 with keep-alive (unless the client sends `Connection: close`),
+so a test can hold one connection open across a balancer change.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ class Handler(BaseHTTPRequestHandler):
     """200 with a small JSON body for any path; no access log."""
 
     name = "backend"
+    protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
         """Answer healthy."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,14 +18,34 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import httpx
+import pytest
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 BACKEND_SCRIPT = Path(__file__).with_name("backend_server.py")
 LOOPBACK = "127.0.0.1"
+
+
+def require_binary(name: str) -> str:
+    """The path of program `name` (PATH, then /usr/sbin and /usr/local/sbin); when missing
+    the test is skipped with a reason, except under CI=true, where it fails."""
+    found = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/local/sbin/{name}") if os.access(p, os.X_OK)),
+        None)
+    if found:
+        return found
+    skip_or_fail(f"{name} is not installed")
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip the test for a missing prerequisite, except under CI=true (./dev.sh test
+    installs everything), where it fails."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (required under CI=true)")
+    pytest.skip(reason)
 
 
 def free_port(host: str = LOOPBACK) -> int:
