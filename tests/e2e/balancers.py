@@ -9,6 +9,7 @@ keep-alive connection that stays on one backend.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -18,12 +19,13 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+import trio
 import yaml
 
 from sentinel.model import BackendView, ServiceView, State
@@ -37,6 +39,8 @@ from tests.e2e.helpers import (
     require_binary,
     wait_until,
 )
+
+T = TypeVar("T")
 
 NGINX_CONF = """\
 {load_stream}
@@ -399,3 +403,9 @@ def start_haproxy(procs: Processes, dir: Path, sections: Sequence[str]) -> HAPro
     if proc.poll() is not None:
         raise AssertionError(f"haproxy exited: {procs.log('haproxy').read_text()}")
     return haproxy
+
+
+async def eventually(check: Callable[[], T | None], *, what: str = "condition") -> T:
+    """`wait_until` (10 s) for async tests: polls in a worker thread, so Trio tasks (a
+    sink's background work) keep running meanwhile."""
+    return await trio.to_thread.run_sync(functools.partial(wait_until, check, what=what))
