@@ -26,11 +26,12 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from enum import Enum
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import trio
@@ -176,12 +177,30 @@ def event_key(event: Event) -> str:
     return f"{event.service}/{event.backend}"
 
 
+T = TypeVar("T")
+
+
+class Offload(Protocol):
+    """Runs a blocking function off the event loop: `in_thread` (tests on
+    MockClock run it inline, since virtual time would jump while a worker thread is busy)."""
+
+    def __call__(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
+        """Run `fn(*args)` and return its result."""
+        ...
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """The production Offload: a Trio worker thread."""
+    return await trio.to_thread.run_sync(fn, *args)
+
+
 class WebhookSink:
     """Enqueues in `apply`, delivers in `run`; see the module docstring."""
 
     def __init__(self, name: str, options: WebhookOptions, outbox: Outbox, *,
                  wall: Callable[[], float] = time.time, rng: random.Random | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 offload: Offload | None = None) -> None:
         self.name = name
         self.options = options
         self.outbox = outbox
@@ -189,6 +208,7 @@ class WebhookSink:
         self._wall = wall
         self._rng = rng or random.Random()
         self._transport = transport
+        self._offload: Offload = offload or in_thread
         self._queues: dict[str, deque[Entry]] = {}
         for entry in outbox.entries(dead=False):  # at creation: nothing else runs yet
             self._queues.setdefault(entry.key, deque()).append(entry)
@@ -199,6 +219,7 @@ class WebhookSink:
         self._updates: dict[int, Entry] = {}  # outcomes not yet committed
         self._deletes: set[int] = set()
         self._dirty = trio.Event()
+        self._closed = False
         self._delivered = self._failed = self._dead = 0
         self._last_error = ""
 
@@ -214,7 +235,7 @@ class WebhookSink:
         # Shielded: once the rows are committed, the in-memory queues must hear of them.
         with trio.CancelScope(shield=True):
             async with self._db_lock:
-                fresh = await trio.to_thread.run_sync(self.outbox.enqueue, events, self._wall())
+                fresh = await self._offload(self.outbox.enqueue, events, self._wall())
                 for entry in fresh:
                     self._queues.setdefault(entry.key, deque()).append(entry)
                 if sum(map(len, self._queues.values())) > self.options.max_pending:
@@ -332,10 +353,12 @@ class WebhookSink:
     async def _commit(self) -> None:
         with trio.CancelScope(shield=True):
             async with self._db_lock:
+                if self._closed:
+                    return
                 updates, deletes = list(self._updates.values()), list(self._deletes)
                 self._updates, self._deletes = {}, set()
                 if updates or deletes:
-                    await trio.to_thread.run_sync(self.outbox.settle, updates, deletes)
+                    await self._offload(self.outbox.settle, updates, deletes)
 
     async def _sweeper(self) -> None:
         """Apply both bounds now and then: a few times per max_age, at least every minute
@@ -347,7 +370,7 @@ class WebhookSink:
 
     async def _enforce_locked(self) -> None:
         """Apply max_pending and max_age; every drop is counted, logged and forgotten."""
-        dropped = await trio.to_thread.run_sync(
+        dropped = await self._offload(
             self.outbox.enforce, self.options.max_pending, self.options.max_age, self._wall())
         if dropped:
             self._forget({e.id for e in dropped})
@@ -368,21 +391,21 @@ class WebhookSink:
     async def statistics(self) -> DeliveryStatistics:
         """Counters since start and the outbox's counts."""
         await self._commit()
-        counts = await trio.to_thread.run_sync(self.outbox.counts)
+        counts = await self._offload(self.outbox.counts)
         return DeliveryStatistics(self._delivered, self._failed, self._dead,
                                   len(self._in_flight), self._last_error, counts)
 
     async def entries(self, *, dead: bool | None, limit: int) -> list[Entry]:
         """Entries as the outbox holds them, outcomes so far included."""
         await self._commit()
-        return await trio.to_thread.run_sync(
+        return await self._offload(
             lambda: self.outbox.entries(dead=dead, limit=limit))
 
     async def retry(self, event_ids: Sequence[str] | None) -> list[Entry]:
         """Make entries (dead letters too) due now; returns them."""
         await self._commit()
         async with self._db_lock:
-            entries = await trio.to_thread.run_sync(self.outbox.retry, event_ids, self._wall())
+            entries = await self._offload(self.outbox.retry, event_ids, self._wall())
             self._forget({e.id for e in entries})
             for entry in entries:
                 queue = self._queues.setdefault(entry.key, deque())
@@ -396,7 +419,7 @@ class WebhookSink:
         """Delete entries (default: dead letters only); returns them."""
         await self._commit()
         async with self._db_lock:
-            gone = await trio.to_thread.run_sync(
+            gone = await self._offload(
                 lambda: self.outbox.purge(event_ids, pending_too=pending_too))
             self._forget({e.id for e in gone})
         if gone:
@@ -407,7 +430,9 @@ class WebhookSink:
     async def aclose(self) -> None:
         """Commit the last outcomes and release the outbox file."""
         await self._commit()
-        await trio.to_thread.run_sync(self.outbox.close)
+        async with self._db_lock:
+            self._closed = True
+            await self._offload(self.outbox.close)
 
 
 def outbox_path(state_dir: Path, sink: str) -> Path:

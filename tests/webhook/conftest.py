@@ -16,7 +16,12 @@ from sentinel.journal import rfc3339, uuid7
 from sentinel.model import Event, ServiceView
 from sentinel.outbox import Outbox
 from sentinel.sinks.base import Update
-from sentinel.sinks.webhook import WebhookOptions, WebhookSink, outbox_path
+from sentinel.sinks.webhook import (
+    DeliveryStatistics,
+    WebhookOptions,
+    WebhookSink,
+    outbox_path,
+)
 from tests.webhook.receiver import Receiver
 
 SECRET = "whsec_" + base64.b64encode(b"sentinel-test-key-0123456789abcd").decode()
@@ -40,11 +45,24 @@ def update(*events: Event) -> Update:
 MakeSink = Callable[..., Awaitable[WebhookSink]]
 
 
+async def until(sink: WebhookSink, done: Callable[[DeliveryStatistics], bool],
+                interval: float = 0.02) -> DeliveryStatistics:
+    """Poll the sink's statistics until `done` holds (bound it with trio.fail_after)."""
+    while not done(stats := await sink.statistics()):  # noqa: ASYNC110 - counts live in SQLite
+        await trio.sleep(interval)
+    return stats
+
+
 @pytest.fixture
 async def make_sink(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[MakeSink]:
     """`await make_sink(url, **options)`: a webhook sink on tmp_path's outbox, delivering
     in the test's nursery; closed at the end."""
     sinks: list[WebhookSink] = []
+    delivering = trio.CancelScope()
+
+    async def deliver(sink: WebhookSink, *, task_status: trio.TaskStatus[None]) -> None:
+        with delivering:
+            await sink.run(task_status=task_status)
 
     async def make(url: str, *, start: bool = True, **options: Any) -> WebhookSink:
         extra = options.pop("sink_kwargs", {})
@@ -52,10 +70,11 @@ async def make_sink(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Make
         sink = WebhookSink("ops", opts, Outbox.open(outbox_path(tmp_path, "ops")), **extra)
         sinks.append(sink)
         if start:
-            await nursery.start(sink.run)
+            await nursery.start(deliver, sink)
         return sink
 
     yield make
+    delivering.cancel()
     for sink in sinks:
         await sink.aclose()
 

@@ -121,8 +121,9 @@ def test_locked_file_is_refused_quickly(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path)],
                             stdout=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout is not None
-        wait_until(lambda: proc.stdout.readline().strip() == "locked", what="lock holder")
+        stdout = proc.stdout
+        assert stdout is not None
+        wait_until(lambda: stdout.readline().strip() == "locked", what="lock holder")
         started = time.monotonic()
         with pytest.raises(OutboxLocked, match="locked by another process"):
             Outbox.open(path)

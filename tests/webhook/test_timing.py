@@ -1,0 +1,105 @@
+"""Backoff timing on Trio's MockClock: exact virtual times of every attempt.
+
+Real sockets cannot run under an autojumping clock (the clock would jump while a
+reply is on its way), so these tests answer through httpx's in-package
+MockTransport; the loopback tests in test_delivery.py cover the real wire.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+import trio
+import trio.testing
+
+from sentinel.sinks.webhook import backoff
+from tests.webhook.conftest import MakeSink, event, until, update
+
+EPOCH = 1_700_000_000.0
+
+
+def wall() -> float:
+    """Unix time that moves with Trio's (mock) clock."""
+    return EPOCH + trio.current_time()
+
+
+async def inline(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run an outbox call on the loop itself: virtual time stands still meanwhile."""
+    return fn(*args)
+
+
+def answering(statuses: list[int], times: list[float],
+              extra: Callable[[int], dict[str, str]] = lambda _: {}) -> httpx.MockTransport:
+    """A transport answering with `statuses` in turn (then 200), noting each attempt's time."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        n = len(times)
+        times.append(trio.current_time())
+        status = statuses[n] if n < len(statuses) else 200
+        return httpx.Response(status, headers=extra(n))
+
+    return httpx.MockTransport(handle)
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("clock", [trio.testing.MockClock(autojump_threshold=0)])
+async def test_retries_follow_full_jitter_exponential_backoff(
+        make_sink: MakeSink, clock: trio.testing.MockClock) -> None:
+    """Each retry waits exactly the full-jitter draw for its attempt number, capped at
+    max_delay: the same seeded generator predicts every attempt's virtual time."""
+    times: list[float] = []
+    sink = await make_sink("http://receiver.invalid/hook", initial_delay=1.0, max_delay=8.0,
+                           sink_kwargs={"wall": wall, "offload": inline, "rng": random.Random(5),
+                                        "transport": answering([500] * 6, times)})
+    start = trio.current_time()
+    await sink.apply(update(event()))
+    with trio.fail_after(1000):
+        await until(sink, lambda s: s.delivered >= 1, 1)
+    predict = random.Random(5)
+    expected = [start]
+    for attempt in range(1, 7):
+        expected.append(expected[-1] + backoff(attempt, 1.0, 8.0, predict))
+    assert times == pytest.approx(expected, abs=1e-6)
+    assert max(b - a for a, b in itertools.pairwise(times)) <= 8.0
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("clock", [trio.testing.MockClock(autojump_threshold=0)])
+async def test_503_retry_after_sets_the_next_attempt(make_sink: MakeSink,
+                                                     clock: trio.testing.MockClock) -> None:
+    """503 with Retry-After: 42 is retried exactly 42 s later, whatever the backoff says."""
+    times: list[float] = []
+    transport = answering([503], times, lambda n: {"retry-after": "42"} if n == 0 else {})
+    sink = await make_sink("http://receiver.invalid/hook", initial_delay=0.5,
+                           sink_kwargs={"wall": wall, "offload": inline, "transport": transport})
+    await sink.apply(update(event()))
+    with trio.fail_after(1000):
+        await until(sink, lambda s: s.delivered >= 1, 1)
+    assert times[1] - times[0] == pytest.approx(42.0, abs=1e-6)
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("clock", [trio.testing.MockClock(autojump_threshold=0)])
+async def test_last_attempt_at_the_give_up_age_then_dead_letter(
+        make_sink: MakeSink, clock: trio.testing.MockClock) -> None:
+    """A receiver failing for ever: attempts back off until `give_up_after`, the last one
+    lands exactly at the give-up age, and the event becomes a dead letter."""
+    times: list[float] = []
+    sink = await make_sink("http://receiver.invalid/hook", initial_delay=10.0,
+                           max_delay=60.0, give_up_after=300.0,
+                           sink_kwargs={"wall": wall, "offload": inline,
+                                        "transport": answering([502] * 99, times)})
+    start = trio.current_time()
+    await sink.apply(update(event()))
+    with trio.fail_after(10_000):
+        await until(sink, lambda s: s.outbox.dead >= 1, 5)
+    assert times[-1] - start == pytest.approx(300.0, abs=1e-6)
+    assert all(b - a <= 60.0 + 1e-6 for a, b in itertools.pairwise(times))
+    [dead] = await sink.entries(dead=True, limit=1)
+    assert dead.attempts == len(times)
+    assert dead.last_error.startswith(f"gave up after {len(times)} attempts in 300s")
