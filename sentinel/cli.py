@@ -17,7 +17,7 @@ from sentinel.budget import compute_budget, describe
 from sentinel.config import Config
 from sentinel.configload import load_config
 from sentinel.engine import Engine
-from sentinel.errors import ConfigError, ConfigErrors
+from sentinel.errors import ConfigError, ConfigErrors, StateError
 from sentinel.logs import setup_logging
 from sentinel.reload import reload_from_file
 
@@ -25,18 +25,27 @@ log = logging.getLogger("sentinel")
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
+def _log_options(*, defaults: bool) -> argparse.ArgumentParser:
+    """`--log-level` and `--log-format`, before or after the subcommand. Only the top
+    level sets defaults: a subcommand's default would overwrite `sentinel --log-format
+    json run`'s value."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--log-level", default="info" if defaults else argparse.SUPPRESS,
+                         choices=["debug", "info", "warning", "error"])
+    options.add_argument("--log-format", default="text" if defaults else argparse.SUPPRESS,
+                         choices=["text", "json"])
+    return options
+
+
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"])
-    common.add_argument("--log-format", default="text", choices=["text", "json"])
+    common = _log_options(defaults=False)
     with_config = argparse.ArgumentParser(add_help=False)
     with_config.add_argument("-c", "--config", default="./sentinel.yaml", metavar="FILE")
     api = argparse.ArgumentParser(add_help=False)
     api.add_argument("--api", metavar="URL", help="sentinel's API (default: from -c, "
                      "else http://127.0.0.1:9900)")
 
-    parser = argparse.ArgumentParser(prog="sentinel", parents=[common],
+    parser = argparse.ArgumentParser(prog="sentinel", parents=[_log_options(defaults=True)],
                                      description="Health-check and circuit-breaker sidecar.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", parents=[common, with_config], help="probe and publish until stopped")
@@ -53,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="admin override: drain, maint or ready a backend")
     ctl.add_argument("action", choices=["drain", "maint", "ready"])
     ctl.add_argument("target", metavar="SERVICE/BACKEND")
+    from sentinel.outboxcli import add_commands
+
+    add_commands(sub, common, [common, with_config, api])
     return parser
 
 
@@ -77,6 +89,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from sentinel.status import send_override
 
             return send_override(_api_url(args), args.action, args.target, _token(args))
+        if args.command == "outbox":
+            from sentinel.outboxcli import run_outbox
+
+            return run_outbox(args, lambda: _api_url(args), lambda: _token(args))
+        if args.command == "webhook":
+            from sentinel.outboxcli import send_test
+
+            return send_test(args.url, args.secret, args.timeout)
         if args.command == "demo":
             from sentinel.demo import run_demo
 
@@ -104,7 +124,8 @@ def _check(path: str) -> int:
     print(f"{path}: ok")
     for svc in config.services:
         budget = compute_budget(svc)
-        print(f"  {svc.name}: {len(svc.backends)} backends, {svc.probe.type} probe; "
+        backends = f"{len(svc.backends)} backend{'' if len(svc.backends) == 1 else 's'}"
+        print(f"  {svc.name}: {backends}, {svc.probe.type} probe; "
               f"worst case death -> removal {describe(budget.to_down)}, "
               f"recovery -> return {describe(budget.to_up)}")
     return EXIT_OK
@@ -116,6 +137,9 @@ def _run(path: str) -> int:
         return EXIT_USAGE
     try:
         trio.run(run_instance, config)
+    except StateError as exc:  # e.g. a corrupt or locked outbox: say so, no traceback
+        print(f"sentinel: {exc}", file=sys.stderr)
+        return EXIT_FAIL
     except Exception:
         log.exception("sentinel crashed")
         return EXIT_FAIL

@@ -65,7 +65,11 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         text = Path(file).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigErrors([ConfigError(None, f"{file}: cannot read: {exc.strerror}")]) from None
-    return parse_config(load_yaml(text, file, env), file)
+    try:
+        root = load_yaml(text, file, env)
+    except ConfigError as one:  # a YAML syntax error, a duplicate key, an unset ${VAR}
+        raise ConfigErrors([one]) from None
+    return parse_config(root, file)
 
 
 def parse_config(root: Node, file: str) -> Config:
@@ -75,8 +79,8 @@ def parse_config(root: Node, file: str) -> Config:
     if "version" in top:
         errors.run(lambda: _version(top["version"]))
     base = Path(file).resolve().parent
-    state_dir = str(base / top["state_dir"].as_str()) if "state_dir" in top else str(
-        base / "state")
+    state_dir = (errors.run(lambda: str(base / top["state_dir"].as_str()))
+                 if "state_dir" in top else str(base / "state"))
     shutdown = (errors.run(lambda: top["shutdown_timeout"].as_duration())
                 if "shutdown_timeout" in top else 10.0)
     in_flight = (errors.run(lambda: top["max_in_flight"].as_int(1, 1_000_000))
@@ -88,7 +92,9 @@ def parse_config(root: Node, file: str) -> Config:
     defaults = errors.run(lambda: _defaults(top.get("defaults"))) or {}
     services = _services(top.get("services"), defaults, {s.name: s for s in sinks}, errors)
     if errors.errors:
-        raise ConfigErrors(errors.errors)
+        # `defaults` are merged under every service: report a bad default once, not per service
+        raise ConfigErrors(list({str(e): e for e in errors.errors}.values()))
+    assert state_dir is not None
     assert api is not None
     assert telemetry is not None
     assert shutdown is not None
@@ -230,9 +236,9 @@ def _service(name: str, node: Node, defaults: Mapping[str, Node],
         return own.get(key) or defaults.get(key)
 
     probe = errors.run(lambda: parse_probe(
-        merged(defaults.get("probe"), own.get("probe"), "type", TIMING_KEYS)))
+        merged(defaults.get("probe"), own.get("probe"), "type", TIMING_KEYS, "tcp")))
     breaker = errors.run(lambda: parse_breaker(
-        merged(defaults.get("breaker"), own.get("breaker"), "kind", set())))
+        merged(defaults.get("breaker"), own.get("breaker"), "kind", set(), "nginx")))
     bindings = errors.run(lambda: _bindings(pick("sinks"), sinks)) or ()
     slow = pick("slow_start")
     slow_start = errors.run(lambda: slow.as_duration(positive=False)) if slow else 0.0

@@ -40,11 +40,14 @@ BREAKER_KEYS = {
 }
 
 
-def merged(default: Node | None, own: Node | None, kind_key: str, shared: set[str]) -> Node:
-    """`own` over `default`; kind-specific defaults apply only when the kinds agree."""
+def merged(default: Node | None, own: Node | None, kind_key: str, shared: set[str],
+           implicit: str) -> Node:
+    """`own` over `default`; kind-specific defaults apply only when the kinds agree.
+    A side without `kind_key` is of the `implicit` kind (tcp probes, nginx breakers)."""
     base = dict(default.as_map()) if default is not None else {}
     mine = dict(own.as_map()) if own is not None else {}
-    if kind_key in mine and kind_key in base and mine[kind_key].raw != base[kind_key].raw:
+    base_kind = base[kind_key].raw if kind_key in base else implicit
+    if kind_key in mine and mine[kind_key].raw != base_kind:
         base = {k: v for k, v in base.items() if k in shared}
     anchor = own or default
     if anchor is None:
@@ -118,7 +121,13 @@ def _regex(node: Node) -> str:
 def _tcp(e: Mapping[str, Node]) -> TcpSpec:
     send = None
     if "send" in e:
-        send = e["send"].as_str().encode().decode("unicode_escape").encode("latin-1")
+        try:
+            send = e["send"].as_str().encode().decode("unicode_escape").encode("latin-1")
+        except UnicodeDecodeError as exc:  # a `\x` escape cut short
+            raise e["send"].error(f"bad escape: {exc.reason}") from None
+        except UnicodeEncodeError:  # `\u20ac`: a character, not a byte
+            raise e["send"].error("escapes above \\xff are not bytes; write the text itself "
+                                  "(sent as UTF-8) or \\xNN bytes") from None
     expect = re.compile(_regex(e["expect"]).encode()) if "expect" in e else None
     return TcpSpec(
         send=send, expect=expect,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shlex
 import sys
 from urllib.parse import urlsplit
 
 import trio
 
 from sentinel.config import HttpSpec, ProbeConfig, ScriptSpec, TcpSpec, Timing
+from sentinel.configprobe import parse_command
 from sentinel.errors import ConfigError
 from sentinel.model import ProbeResult
 from sentinel.probes import make_probe
@@ -21,9 +21,11 @@ def parse_probe_url(url: str, timeout: float) -> tuple[ProbeConfig, Target]:
     timing = Timing(interval=timeout, fast_interval=timeout, down_interval=timeout,
                     timeout=timeout)
     if url.startswith("script:"):
-        argv = tuple(shlex.split(url[len("script:"):]))
-        if not argv:
+        command = url[len("script:"):]
+        if not command.strip():
             raise ConfigError(None, f"no command in {url!r}")
+        # the same checks as a config file's `command`: a missing program is a bad argument
+        argv = parse_command(Node(command, url, 1, 1, ""))
         return (ProbeConfig("script", timing, ScriptSpec(argv)),
                 Target("cli", argv[0], "", 0))
     parts = urlsplit(url)

@@ -56,6 +56,8 @@ class Node:
             return "a list"
         if v is None:
             return "nothing"
+        if isinstance(v, bool):
+            return "true" if v else "false"  # as YAML spells it, not Python
         return repr(v) if isinstance(v, str) else str(v)
 
     # -- structure ----------------------------------------------------------
@@ -80,8 +82,9 @@ class Node:
         mapping = self.as_map()
         for key, node in mapping.items():
             if allowed is not None and key not in allowed:
-                hint = ", ".join(sorted(allowed))
-                raise node.key_error(f"unknown key {key!r}; expected one of: {hint}")
+                hint = ("expected one of: " + ", ".join(sorted(allowed)) if allowed
+                        else "no keys are allowed here")
+                raise node.key_error(f"unknown key {key!r}; {hint}")
             yield key, node
 
     def as_map(self, allowed: set[str] | None = None) -> Mapping[str, Node]:
@@ -166,6 +169,8 @@ class Node:
                 f"expected a duration such as 250ms, 2s, 1m, 1h or a number of seconds, "
                 f"got {self.describe()}"
             )
+        if not math.isfinite(seconds):  # .inf would stall the schedule forever
+            raise self.error(f"must be a finite duration, got {self.describe()}")
         if seconds < 0 or (positive and seconds == 0):
             raise self.error(f"must be {'more than' if positive else 'at least'} 0, got {v}")
         return seconds
@@ -189,6 +194,10 @@ def load_yaml(text: str, file: str, env: Mapping[str, str] | None = None) -> Nod
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or "invalid YAML"
+        if exc.context and exc.context_mark and exc.context_mark is not mark:
+            # the problem is often found far below its cause (an unclosed `[` at end of file)
+            start = exc.context_mark
+            problem += f" ({exc.context} started at {start.line + 1}:{start.column + 1})"
         raise ConfigError(Mark(file, line, col, ""), f"YAML syntax error: {problem}") from None
     if root is None:
         return Node({}, file, 1, 1, "")

@@ -1,0 +1,212 @@
+"""A full valid configuration loads into the expected frozen values."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sentinel.config import (
+    ApiConfig,
+    BackendConfig,
+    CircuitBreakerConfig,
+    Config,
+    HttpSpec,
+    MinUp,
+    NginxBreakerConfig,
+    ProbeConfig,
+    ScriptSpec,
+    ServiceConfig,
+    SinkBinding,
+    SinkConfig,
+    StatusClass,
+    TcpSpec,
+    TelemetryConfig,
+    ThresholdBreakerConfig,
+    Timing,
+    TracesConfig,
+)
+from sentinel.configload import load_config
+from sentinel.sinks.exec import ExecOptions
+from sentinel.sinks.file import FileOptions
+from tests.config import write_config
+
+FULL = """\
+    version: 1
+    state_dir: ./state
+    shutdown_timeout: 250ms
+    max_in_flight: 64
+    api:
+      listen: 127.0.0.1:0
+      token: ${TOKEN}
+    telemetry:
+      service_name: edge-sentinel
+      traces: {exporter: console, sample_ok: 0.5}
+      metrics: {prometheus: false}
+
+    defaults:
+      probe: {type: http, path: /healthz, expect_status: [200], interval: 2s, timeout: 1s}
+      breaker: {kind: nginx, max_fails: 1, fail_timeout: 10s}
+      min_up: 1
+
+    sinks:
+      state_file: {type: file, path: ./view.json}
+      page: {type: exec, command: "/bin/echo '{service} is' {to}", timeout: 250ms}
+
+    services:
+      web:
+        backends:
+          - {name: web1, address: 10.0.0.11:8080, weight: 5}
+          - {name: web2, address: '[::1]:80', backup: true}
+          - db.internal:5432
+        probe:
+          host: ${VHOST:-www.example.com}
+          expect_status: [2xx, 301, 4XX]
+          expect_body: '"status":\\s*"ok"'
+          interval: 1s
+          fast_interval: 200ms
+          down_interval: 1m
+          timeout: 500ms
+        breaker: {max_fails: 3, passes: 2}
+        sinks: [state_file, {sink: page}]
+        slow_start: 1h
+        min_up: 50%
+      cache:
+        backends: ['${CACHE_HOST}:6379']
+        probe: {type: tcp, send: 'PING\\r\\n', expect: '^\\+PONG', interval: 3}
+        breaker: {kind: threshold, fall: 4}
+      job:
+        backends: [127.0.0.1:9000]
+        probe: {type: script, command: "/bin/sh -c 'exit 0'", interval: 5s, timeout: 2.5}
+        breaker: {kind: circuit, window: 30s, min_calls: 4, failure_rate: 25%}
+        min_up: 2
+    """
+ENV = {"TOKEN": "s3cret", "CACHE_HOST": "10.0.0.20"}
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    """The FULL example loaded from a file in tmp_path."""
+    return load_config(write_config(tmp_path, textwrap.dedent(FULL)), env=ENV)
+
+
+def test_top_level(config: Config, tmp_path: Path) -> None:
+    """Top-level values: state_dir is relative to the config file, ${TOKEN} substituted."""
+    assert config.path == str(tmp_path / "sentinel.yaml")
+    assert config.state_dir == str(tmp_path.resolve() / "state")
+    assert config.shutdown_timeout == 0.25
+    assert config.max_in_flight == 64
+    assert config.api == ApiConfig(host="127.0.0.1", port=0, token="s3cret")
+    assert config.telemetry == TelemetryConfig(
+        service_name="edge-sentinel",
+        traces=TracesConfig(exporter="console", sample_ok=0.5), prometheus=False)
+
+
+def test_sinks(config: Config) -> None:
+    """Named sinks carry their kind's parsed options; a command string is split with shlex."""
+    assert config.sinks == (
+        SinkConfig("state_file", "file", FileOptions(path="./view.json")),
+        SinkConfig("page", "exec", ExecOptions(command=("/bin/echo", "{service} is", "{to}"),
+                                               timeout=0.25)),
+    )
+
+
+def test_service_merged_over_defaults(config: Config) -> None:
+    """`web` keeps the default probe type and path, overrides the rest; the breaker merges
+    key by key; sinks by name and by {sink: NAME}; addresses IPv4, [IPv6], host name."""
+    assert config.service("web") == ServiceConfig(
+        name="web",
+        backends=(
+            BackendConfig("web1", "10.0.0.11:8080", "10.0.0.11", 8080, weight=5),
+            BackendConfig("web2", "[::1]:80", "::1", 80, backup=True),
+            BackendConfig("db.internal:5432", "db.internal:5432", "db.internal", 5432),
+        ),
+        probe=ProbeConfig(
+            type="http",
+            timing=Timing(interval=1.0, fast_interval=0.2, down_interval=60.0, timeout=0.5),
+            spec=HttpSpec(path="/healthz", host="www.example.com",
+                          expect_status=(StatusClass(200, 299), StatusClass(301, 301),
+                                         StatusClass(400, 499)),
+                          expect_body=re.compile(r'"status":\s*"ok"')),
+        ),
+        breaker=NginxBreakerConfig(max_fails=3, fail_timeout=10.0, passes=2),
+        sinks=(SinkBinding("state_file"), SinkBinding("page")),
+        slow_start=3600.0,
+        min_up=MinUp(percent=50.0),
+    )
+
+
+def test_kind_change_drops_kind_specific_defaults(config: Config) -> None:
+    """`cache` switches to tcp and threshold: the default http path/expect_status and
+    nginx max_fails are dropped, the shared timeout and the default min_up stay."""
+    cache = config.service("cache")
+    assert cache.backends == (BackendConfig("10.0.0.20:6379", "10.0.0.20:6379",
+                                            "10.0.0.20", 6379),)
+    assert cache.probe == ProbeConfig(
+        type="tcp", timing=Timing(interval=3.0, fast_interval=3.0, down_interval=3.0,
+                                  timeout=1.0),
+        spec=TcpSpec(send=b"PING\r\n", expect=re.compile(rb"^\+PONG")))
+    assert cache.breaker == ThresholdBreakerConfig(rise=2, fall=4)
+    assert cache.min_up == MinUp(count=1)
+    assert cache.sinks == ()
+
+
+def test_script_and_circuit(config: Config) -> None:
+    """`job`: a command string split with shlex, a bare-number timeout, a circuit breaker
+    with a percent rate, and its own min_up count."""
+    job = config.service("job")
+    assert job.probe == ProbeConfig(
+        type="script",
+        timing=Timing(interval=5.0, fast_interval=5.0, down_interval=5.0, timeout=2.5),
+        spec=ScriptSpec(command=("/bin/sh", "-c", "exit 0")))
+    assert job.breaker == CircuitBreakerConfig(window=30.0, min_calls=4, failure_rate=0.25)
+    assert job.min_up == MinUp(count=2)
+    assert job.min_up.required(3) == 2
+
+
+def test_values_are_frozen(config: Config) -> None:
+    """Config values cannot be changed after loading."""
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.service("web").probe.timing.interval = 9.0  # type: ignore[misc]
+
+
+def test_env_default_yields_to_environment(tmp_path: Path) -> None:
+    """`${VAR:-default}` takes the environment's value when VAR is set."""
+    config = load_config(write_config(tmp_path, textwrap.dedent(FULL)),
+                         env={**ENV, "VHOST": "api.example.org"})
+    spec = config.service("web").probe.spec
+    assert isinstance(spec, HttpSpec)
+    assert spec.host == "api.example.org"
+
+
+def test_defaults_only(tmp_path: Path) -> None:
+    """A minimal service gets the documented defaults: tcp every 2s with a 1s timeout,
+    nginx max_fails 1 / fail_timeout 10s, default 2xx/3xx, state next to the file."""
+    config = load_config(write_config(tmp_path, "services: {a: {backends: [127.0.0.1:1]}}\n"))
+    assert config.state_dir == str(tmp_path.resolve() / "state")
+    assert config.api == ApiConfig()
+    svc = config.service("a")
+    assert svc.probe == ProbeConfig("tcp", Timing(2.0, 2.0, 2.0, 1.0), TcpSpec())
+    assert svc.breaker == NginxBreakerConfig()
+    assert svc.min_up == MinUp()
+
+
+def test_implicit_kind_in_defaults(tmp_path: Path) -> None:
+    """Defaults without `type`/`kind` are tcp/nginx: their kind-specific keys do not leak
+    into a service that picks another kind."""
+    config = load_config(write_config(tmp_path, textwrap.dedent("""\
+        defaults:
+          probe: {send: PING, interval: 3s}
+          breaker: {max_fails: 2}
+        services:
+          web:
+            backends: [127.0.0.1:80]
+            probe: {type: http}
+            breaker: {kind: threshold}
+        """)))
+    web = config.service("web")
+    assert web.probe == ProbeConfig("http", Timing(3.0, 3.0, 3.0, 1.0), HttpSpec())
+    assert web.breaker == ThresholdBreakerConfig()

@@ -1,0 +1,125 @@
+"""`sentinel.yamlnode`: durations, positions and key paths, `${VAR}` substitution."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from sentinel.errors import ConfigError
+from sentinel.yamlnode import Node, load_yaml
+
+DOC = textwrap.dedent("""\
+    services:
+      web:
+        backends:
+          - 10.0.0.1:80
+          - {name: b, address: 10.0.0.2:80}
+        probe:
+          interval:
+    """)
+
+
+def _scalar(value: object) -> Node:
+    return Node(value, "f.yaml", 3, 7, "a.b")
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    ("250ms", 0.25), ("2s", 2.0), ("1m", 60.0), ("1h", 3600.0), ("1.5s", 1.5),
+    ("90", 90.0), (3, 3.0), (0.5, 0.5), (" 10s ", 10.0),
+])
+def test_duration(value: object, seconds: float) -> None:
+    """Durations: ms, s, m, h suffixes, bare numbers (as text or YAML numbers) are seconds."""
+    assert _scalar(value).as_duration() == seconds
+
+
+@pytest.mark.parametrize("value", ["2 parsecs", "1d", "-1s", "s", "", True, None, "1e3s", ".inf"])
+def test_bad_duration(value: object) -> None:
+    """Anything else is an error at the value's position, quoting what was found."""
+    with pytest.raises(ConfigError, match=r"^f\.yaml:3:7: a\.b: expected a duration"):
+        _scalar(value).as_duration()
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_non_finite_duration(value: float) -> None:
+    """YAML's .inf and .nan are rejected: an infinite interval would stall the schedule."""
+    with pytest.raises(ConfigError, match="must be a finite duration"):
+        _scalar(value).as_duration()
+
+
+def test_zero_duration() -> None:
+    """Zero is refused unless the key allows it (`positive=False`, e.g. slow_start)."""
+    with pytest.raises(ConfigError, match="must be more than 0, got 0s"):
+        _scalar("0s").as_duration()
+    assert _scalar("0s").as_duration(positive=False) == 0.0
+
+
+def test_positions_and_paths() -> None:
+    """Each node knows its 1-based line and column and its key path, list indexes included."""
+    root = load_yaml(DOC, "s.yaml")
+    web = root.as_map()["services"].as_map()["web"]
+    first, second = web.as_map()["backends"].as_list()
+    assert (first.line, first.column, first.path) == (4, 9, "services.web.backends[0]")
+    address = second.as_map()["address"]
+    assert (address.line, address.column) == (5, 28)
+    assert address.path == "services.web.backends[1].address"
+    assert (address.key_line, address.key_column) == (5, 19)
+    assert str(address.error("bad")) == "s.yaml:5:28: services.web.backends[1].address: bad"
+
+
+def test_empty_value_points_at_its_key() -> None:
+    """`interval:` with nothing after it is reported at the key, not at the next line."""
+    interval = load_yaml(DOC, "s.yaml").as_map()["services"].as_map()["web"].as_map()[
+        "probe"].as_map()["interval"]
+    with pytest.raises(ConfigError) as caught:
+        interval.as_duration()
+    assert str(caught.value).startswith("s.yaml:7:7: services.web.probe.interval: expected")
+    assert "got nothing" in str(caught.value)
+
+
+def test_unknown_key_points_at_the_key() -> None:
+    """An unknown key's error is placed on the key and lists the allowed ones."""
+    node = load_yaml("a: 1\nzz:\n  x: 1\n", "s.yaml")
+    with pytest.raises(ConfigError) as caught:
+        node.as_map({"a", "b"})
+    assert str(caught.value) == "s.yaml:2:1: zz: unknown key 'zz'; expected one of: a, b"
+
+
+def test_duplicate_key() -> None:
+    """A key given twice in one mapping is an error at the second one."""
+    with pytest.raises(ConfigError) as caught:
+        load_yaml("a:\n  b: 1\n  c: 2\n  b: 3\n", "s.yaml")
+    assert str(caught.value) == "s.yaml:4:3: a.b: duplicate key 'b'"
+
+
+def test_env_substitution() -> None:
+    """`${VAR}` and `${VAR:-default}` are filled from the given environment."""
+    root = load_yaml("a: ${HOST}:${PORT:-80}\nb: x${EMPTY:-}y\n", "s.yaml", env={"HOST": "h"})
+    assert root.as_map()["a"].as_str() == "h:80"
+    assert root.as_map()["b"].as_str() == "xy"
+
+
+def test_env_missing() -> None:
+    """An unset `${VAR}` without a default is an error at the value."""
+    with pytest.raises(ConfigError) as caught:
+        load_yaml("k:\n  t: 'x ${NOPE}'\n", "s.yaml", env={})
+    assert str(caught.value) == "s.yaml:2:6: k.t: environment variable NOPE is not set"
+
+
+def test_yaml_syntax_error_names_where_the_construct_started() -> None:
+    """A syntax error found at end of file also says where the unclosed construct began."""
+    with pytest.raises(ConfigError) as caught:
+        load_yaml("a: [1, 2\n", "s.yaml")
+    assert str(caught.value) == ("s.yaml:2:1: YAML syntax error: expected ',' or ']', but got "
+                                 "'<stream end>' (while parsing a flow sequence started at 1:4)")
+
+
+def test_scalar_types() -> None:
+    """Integers and booleans accept their text forms; ranges are checked; booleans are
+    quoted as YAML spells them."""
+    assert _scalar("42").as_int(1, 100) == 42
+    assert _scalar("False").as_bool() is False
+    with pytest.raises(ConfigError, match=r"must be 1\.\.65535, got 70000"):
+        _scalar(70000).as_int(1, 65535)
+    with pytest.raises(ConfigError, match=r"expected an integer, got true$"):
+        _scalar(True).as_int()
