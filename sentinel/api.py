@@ -86,6 +86,12 @@ class Api:
         """Answer one request."""
         if path == "/healthz":
             return Response(200, {"ok": True})
+        if path.startswith("/v1/outbox"):  # webhook deliveries: list, retry, purge
+            if not self._authorized(headers):
+                return Response(401, {"error": "missing or wrong bearer token"})
+            from sentinel.outboxcli import outbox_endpoint
+
+            return Response(*await outbox_endpoint(self.source, method, path, query))
         if method == "POST":
             if not self._authorized(headers):
                 return Response(401, {"error": "missing or wrong bearer token"})

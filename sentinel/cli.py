@@ -17,7 +17,7 @@ from sentinel.budget import compute_budget, describe
 from sentinel.config import Config
 from sentinel.configload import load_config
 from sentinel.engine import Engine
-from sentinel.errors import ConfigError, ConfigErrors
+from sentinel.errors import ConfigError, ConfigErrors, StateError
 from sentinel.logs import setup_logging
 from sentinel.reload import reload_from_file
 
@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="admin override: drain, maint or ready a backend")
     ctl.add_argument("action", choices=["drain", "maint", "ready"])
     ctl.add_argument("target", metavar="SERVICE/BACKEND")
+    from sentinel.outboxcli import add_commands
+
+    add_commands(sub, common, [common, with_config, api])
     return parser
 
 
@@ -86,6 +89,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from sentinel.status import send_override
 
             return send_override(_api_url(args), args.action, args.target, _token(args))
+        if args.command == "outbox":
+            from sentinel.outboxcli import run_outbox
+
+            return run_outbox(args, lambda: _api_url(args), lambda: _token(args))
+        if args.command == "webhook":
+            from sentinel.outboxcli import send_test
+
+            return send_test(args.url, args.secret, args.timeout)
         if args.command == "demo":
             from sentinel.demo import run_demo
 
@@ -126,6 +137,9 @@ def _run(path: str) -> int:
         return EXIT_USAGE
     try:
         trio.run(run_instance, config)
+    except StateError as exc:  # e.g. a corrupt or locked outbox: say so, no traceback
+        print(f"sentinel: {exc}", file=sys.stderr)
+        return EXIT_FAIL
     except Exception:
         log.exception("sentinel crashed")
         return EXIT_FAIL

@@ -201,6 +201,10 @@ class Engine:
         with trio.move_on_after(self.shutdown_timeout) as scope:
             for runner in self.runners.values():
                 await runner.wait_idle()
+            for runner in self.runners.values():  # a webhook sink flushes its outbox
+                flushed = getattr(runner.sink, "wait_flushed", None)
+                if flushed is not None:
+                    await flushed()
         if scope.cancelled_caught:
             log.warning("stopping with sink work still pending after %gs",
                         self.shutdown_timeout)

@@ -22,6 +22,7 @@ from sentinel.sinks.webhook import (
     WebhookSink,
     outbox_path,
 )
+from tests.e2e.conftest import processes  # noqa: F401 - the e2e fixture, shared here
 from tests.webhook.receiver import Receiver
 
 SECRET = "whsec_" + base64.b64encode(b"sentinel-test-key-0123456789abcd").decode()

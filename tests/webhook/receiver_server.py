@@ -1,0 +1,56 @@
+"""A webhook receiver run as its own process, for tests that start `sentinel run`.
+
+    python tests/webhook/receiver_server.py PORT LOG CONTROL_DIR
+
+Every POST is appended to LOG as one JSON line (`headers`, `body`, `status`)
+before it is answered. It answers 200 while CONTROL_DIR/accept exists, else
+503; CONTROL_DIR/delay (seconds) slows every answer down.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Records, then answers as CONTROL_DIR says."""
+
+    protocol_version = "HTTP/1.1"
+    log_path = Path("receiver.log")
+    control = Path(".")
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:
+        """Record the request, wait `delay`, answer 200 or 503."""
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        status = 200 if (self.control / "accept").exists() else 503
+        record = {"headers": {k.lower(): v for k, v in self.headers.items()},
+                  "body": body.decode(), "status": status, "at": time.time()}
+        with self.lock, open(self.log_path, "a") as log:
+            log.write(json.dumps(record) + "\n")
+        delay = self.control / "delay"
+        if delay.exists():
+            time.sleep(float(delay.read_text() or 0))
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+
+def main(argv: list[str]) -> None:
+    """Serve on 127.0.0.1:PORT until killed."""
+    Handler.log_path, Handler.control = Path(argv[2]), Path(argv[3])
+    server = ThreadingHTTPServer(("127.0.0.1", int(argv[1])), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main(sys.argv)
