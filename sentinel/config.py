@@ -212,7 +212,9 @@ class TracesConfig:
     """Trace export settings."""
 
     exporter: Literal["none", "console", "otlp"] = "none"
-    endpoint: str = "http://127.0.0.1:4318"
+    endpoint: str = "http://127.0.0.1:4318"  # OTLP/HTTP base URL; /v1/traces is appended
+    headers: tuple[tuple[str, str], ...] = ()  # sent with every export (e.g. an API key)
+    timeout: float = 10.0  # one export, retries included
     sample_ok: float = 0.1
 
 
@@ -221,6 +223,7 @@ class TelemetryConfig:
     """OpenTelemetry and Prometheus settings."""
 
     service_name: str = "sentinel"
+    resource: tuple[tuple[str, str], ...] = ()  # extra OpenTelemetry resource attributes
     traces: TracesConfig = field(default_factory=TracesConfig)
     prometheus: bool = True
 

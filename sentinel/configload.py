@@ -165,16 +165,20 @@ def _listen(node: Node) -> tuple[str, int]:
 
 
 def _telemetry(node: Node) -> TelemetryConfig:
-    e = node.as_map({"service_name", "traces", "metrics"})
+    e = node.as_map({"service_name", "resource", "traces", "metrics"})
     traces = TracesConfig()
     if "traces" in e:
-        t = e["traces"].as_map({"exporter", "endpoint", "sample_ok"})
+        t = e["traces"].as_map({"exporter", "endpoint", "headers", "timeout", "sample_ok"})
         exporter = t["exporter"].as_str() if "exporter" in t else "none"
         if exporter not in ("none", "console", "otlp"):
             raise t["exporter"].error(f"expected none, console or otlp; got {exporter!r}")
+        endpoint = t["endpoint"].as_str() if "endpoint" in t else traces.endpoint
+        if not re.match(r"https?://[^/]", endpoint):
+            raise t["endpoint"].error(f"expected an http:// or https:// URL, got {endpoint!r}")
         traces = TracesConfig(
             exporter=exporter,  # type: ignore[arg-type]
-            endpoint=t["endpoint"].as_str() if "endpoint" in t else traces.endpoint,
+            endpoint=endpoint, headers=_string_map(t.get("headers")),
+            timeout=t["timeout"].as_duration() if "timeout" in t else traces.timeout,
             sample_ok=t["sample_ok"].as_float(0, 1) if "sample_ok" in t else traces.sample_ok,
         )
     prometheus = True
@@ -183,7 +187,12 @@ def _telemetry(node: Node) -> TelemetryConfig:
         prometheus = m["prometheus"].as_bool() if "prometheus" in m else True
     return TelemetryConfig(
         service_name=e["service_name"].as_str() if "service_name" in e else "sentinel",
-        traces=traces, prometheus=prometheus)
+        resource=_string_map(e.get("resource")), traces=traces, prometheus=prometheus)
+
+
+def _string_map(node: Node | None) -> tuple[tuple[str, str], ...]:
+    """A mapping of strings (OTLP headers, resource attributes) as pairs."""
+    return tuple((k, v.as_str()) for k, v in node.items()) if node is not None else ()
 
 
 def _sinks(node: Node | None, errors: _Collector) -> list[SinkConfig]:
