@@ -104,9 +104,10 @@ def fleet_view(service: str, ports: Mapping[str, int], down: Sequence[str] = ())
 
 
 def sentinel_config(state_dir: Path, sinks: dict[str, Any], backends: Mapping[str, int],
-                    binding: dict[str, Any], *, probe: dict[str, Any] | None = None,
+                    bindings: list[dict[str, Any]], *, probe: dict[str, Any] | None = None,
                     breaker: dict[str, Any] | None = None) -> str:
-    """A sentinel.yaml with one service `web` over `backends`, bound to sink(s) per `binding`."""
+    """A sentinel.yaml with one service `web` over `backends`, bound to `sinks` by
+    `bindings` ({sink: NAME, ...options})."""
     document = {
         "version": 1, "state_dir": str(state_dir), "shutdown_timeout": "2s",
         "api": {"listen": "127.0.0.1:0"},
@@ -117,7 +118,7 @@ def sentinel_config(state_dir: Path, sinks: dict[str, Any], backends: Mapping[st
                                "timeout": "250ms"},
             "breaker": breaker or {"kind": "nginx", "max_fails": 2, "fail_timeout": "1s"},
             "backends": [{"name": n, "address": f"{LOOPBACK}:{p}"} for n, p in backends.items()],
-            "sinks": [binding]}}}
+            "sinks": bindings}}}
     return yaml.safe_dump(document, sort_keys=False)
 
 

@@ -66,7 +66,7 @@ def run_sentinel(processes: Processes, tmp_path: Path, f: Fleet) -> str:
     config = tmp_path / "sentinel.yaml"
     sinks = {"lb": {"type": "haproxy", "socket": str(f.haproxy.socket), "watch": "200ms"}}
     config.write_text(sentinel_config(state, sinks, f.ports,
-                                      {"sink": "lb", "backend": "be_web", "servers": SERVERS}))
+                                      [{"sink": "lb", "backend": "be_web", "servers": SERVERS}]))
     return start_sentinel(processes, config, state)[1]
 
 

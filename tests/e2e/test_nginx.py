@@ -68,7 +68,7 @@ def run_sentinel(processes: Processes, tmp_path: Path, nginx: Nginx, ports: dict
     state = tmp_path / "state"
     config = tmp_path / "sentinel.yaml"
     config.write_text(sentinel_config(state, {"edge": nginx_sink(nginx, **extra)}, ports,
-                                      {"sink": "edge", "params": "max_fails=0"}))
+                                      [{"sink": "edge", "params": "max_fails=0"}]))
     return start_sentinel(processes, config, state)[1]
 
 
