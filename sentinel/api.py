@@ -41,6 +41,7 @@ class StateSource(Protocol):
 
 
 Reloader = Callable[[], Awaitable[list[str]]]
+MetricsRenderer = Callable[[], Awaitable[tuple[bytes, str]]]  # body, content type
 ADMIN_ACTIONS = ("drain", "maint", "ready")
 
 
@@ -61,10 +62,12 @@ class Api:
     """Routes requests to the engine; checks the bearer token where SPEC requires it."""
 
     def __init__(self, source: StateSource, token: str | None = None,
-                 reload: Reloader | None = None) -> None:
+                 reload: Reloader | None = None, metrics: MetricsRenderer | None = None
+                 ) -> None:
         self.source = source
         self.token = token
         self.reload = reload
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point."""
@@ -86,6 +89,8 @@ class Api:
         """Answer one request."""
         if path == "/healthz":
             return Response(200, {"ok": True})
+        if path == "/metrics" and method == "GET" and self.metrics is not None:
+            return Response(200, *await self.metrics())  # open, like /healthz: scrapers
         if path.startswith("/v1/outbox"):  # webhook deliveries: list, retry, purge
             if not self._authorized(headers):
                 return Response(401, {"error": "missing or wrong bearer token"})

@@ -150,14 +150,19 @@ async def run_instance(config: Config, *,
                        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
     """Engine plus API until SIGINT/SIGTERM; the first signal stops gracefully,
     a second one at once."""
-    engine = Engine(config, shutdown_timeout=config.shutdown_timeout)
+    from sentinel.telemetry import Telemetry
+
+    telemetry = Telemetry(config.telemetry, Path(config.state_dir))
+    engine = Engine(config, shutdown_timeout=config.shutdown_timeout, observer=telemetry)
+    telemetry.watch(engine)
+    metrics = telemetry.metrics.render if telemetry.metrics else None
 
     async def reload() -> list[str]:
         return await reload_from_file(engine, config.path)
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as outer:
-            url = await outer.start(serve_api, Api(engine, config.api.token, reload),
+            url = await outer.start(serve_api, Api(engine, config.api.token, reload, metrics),
                                     config.api, Path(config.state_dir))
             async with trio.open_nursery() as inner:
 
@@ -182,6 +187,7 @@ async def run_instance(config: Config, *,
                     stopping = True
                     engine.stop()
             outer.cancel_scope.cancel()
+    await telemetry.aclose()  # a clean stop exports the spans still queued
 
 
 def _token(args: argparse.Namespace) -> str | None:

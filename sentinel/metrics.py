@@ -1,0 +1,219 @@
+"""Prometheus metrics (GET /metrics), through prometheus_client and a private registry.
+
+Two kinds of series:
+
+- counted as things happen, from the Observer hooks: the probe latency
+  histogram, transitions and sink applies. `observe_probe` runs for every
+  probe, so it looks its labelled child up in a plain dict (prometheus_client's
+  `labels()` validates and locks on every call) and does one `observe`;
+- read at scrape time from the engine (`ScrapeCollector`): backend state and
+  weight, panic, sink health, schedule lateness, the webhook outboxes and the
+  trace exporter's queue. Nothing is kept for them between scrapes, so a
+  backend removed by a reload disappears from the next scrape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.registry import Collector
+
+from sentinel import __version__
+from sentinel.model import Event, State
+from sentinel.observe import ProbeRecord
+from sentinel.outbox import Counts
+
+if TYPE_CHECKING:
+    from sentinel.engine import Engine
+
+# Loopback probes answer in well under a millisecond; remote ones in a few ms; timeouts
+# sit at the probe timeout (typically 0.5-2 s).
+PROBE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                 2.5, 5.0, 10.0)
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # the classic text format every scraper reads
+
+
+@dataclass(frozen=True, slots=True)
+class TraceStatistics:
+    """What the trace exporter has done with the spans handed to it since start."""
+
+    queued: int  # waiting to be exported
+    exported: int  # accepted by the collector
+    failed: int  # the export of their batch failed (collector down, refused)
+    dropped: int  # not queued: the queue was full
+
+
+TraceSource = Callable[[], TraceStatistics]
+
+
+class Metrics:
+    """Sentinel's Prometheus metrics; `watch` an engine before the first scrape."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._probe_seconds = Histogram(
+            "sentinel_probe_duration_seconds", "How long probes took, by outcome "
+            "(result: ok or the failure kind).", ["service", "backend", "type", "result"],
+            buckets=PROBE_BUCKETS, registry=self.registry)
+        self._transitions = Counter(
+            "sentinel_transitions", "Changes of a backend's published state, by the state "
+            "it moved to.", ["service", "backend", "to"], registry=self.registry)
+        self._sink_applies = Counter(
+            "sentinel_sink_apply", "Sink applies, by result (ok or error).",
+            ["sink", "result"], registry=self.registry)
+        self._probe_children: dict[tuple[str, str, str, str], Histogram] = {}
+        self._engine: Engine | None = None
+        self._traces: TraceSource | None = None
+        self._outboxes: dict[str, Counts] = {}
+        self.registry.register(ScrapeCollector(self))
+
+    def watch(self, engine: Engine, traces: TraceSource | None = None) -> None:
+        """Read backend, sink and scheduler gauges from `engine` (and the trace
+        exporter's counters from `traces`) at scrape time."""
+        self._engine = engine
+        self._traces = traces
+
+    def observe_probe(self, record: ProbeRecord) -> None:
+        """One finished probe (runs for every probe: keep it cheap)."""
+        result = record.result
+        key = (record.service, record.backend, record.probe_type,
+               "ok" if result.ok else (result.failure or "error"))
+        child = self._probe_children.get(key)
+        if child is None:
+            child = self._probe_children[key] = self._probe_seconds.labels(*key)
+        child.observe(result.latency)
+
+    def observe_event(self, event: Event) -> None:
+        """A backend's published state or weight changed (panic events have their
+        own gauge, and weight-only changes are not transitions)."""
+        if event.backend and event.from_state != event.to_state:
+            self._transitions.labels(event.service, event.backend, event.to_state).inc()
+
+    def observe_sink(self, sink: str, error: str | None) -> None:
+        """One sink apply finished."""
+        self._sink_applies.labels(sink, "ok" if error is None else "error").inc()
+
+    async def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition and its content type (GET /metrics)."""
+        self._outboxes = await self._outbox_counts()
+        return generate_latest(self.registry), CONTENT_TYPE
+
+    async def _outbox_counts(self) -> dict[str, Counts]:
+        """Each webhook sink's outbox counts (read from SQLite off the event loop)."""
+        from sentinel.sinks.webhook import WebhookSink
+
+        counts: dict[str, Counts] = {}
+        if self._engine is not None:
+            for name, runner in list(self._engine.runners.items()):
+                if isinstance(runner.sink, WebhookSink):
+                    counts[name] = (await runner.sink.statistics()).outbox
+        return counts
+
+    def scrape(self) -> Iterator[Metric]:
+        """The series read from the engine now (see the module docstring)."""
+        info = GaugeMetricFamily("sentinel_info", "Always 1; the version as a label.",
+                                 labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+        if self._engine is not None:
+            yield from _engine_series(self._engine)
+        yield from _outbox_series(self._outboxes)
+        if self._traces is not None:
+            yield from _trace_series(self._traces())
+
+
+class ScrapeCollector(Collector):
+    """Adapts `Metrics.scrape` to prometheus_client's collector interface."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        """Called by the registry on every scrape."""
+        return self._metrics.scrape()
+
+
+def _engine_series(engine: Engine) -> Iterator[Metric]:
+    """Backend, service, sink and scheduler gauges of a running engine."""
+    pair = ["service", "backend"]
+    up = GaugeMetricFamily("sentinel_backend_up", "1 when the backend is published up.",
+                           labels=pair)
+    weight = GaugeMetricFamily("sentinel_backend_weight", "The backend's published weight "
+                               "(0 unless up).", labels=pair)
+    panic = GaugeMetricFamily("sentinel_panic", "1 while the service's panic guard holds "
+                              "down backends published up (min_up).", labels=["service"])
+    for name, svc in list(engine.services.items()):
+        view = svc.published().view
+        panic.add_metric([name], int(view.panic))
+        for b in view.backends:
+            up.add_metric([name, b.name], int(b.state is State.UP))
+            weight.add_metric([name, b.name], b.weight)
+    yield from (up, weight, panic)
+    sink_ok = GaugeMetricFamily("sentinel_sink_ok", "1 unless the sink is failing for a "
+                                "service.", labels=["sink"])
+    last = GaugeMetricFamily("sentinel_sink_last_success_timestamp_seconds",
+                             "Unix time of the sink's last successful apply.", labels=["sink"])
+    pending = GaugeMetricFamily("sentinel_sink_pending", "Services waiting for the sink "
+                                "(coalesced updates, retries).", labels=["sink"])
+    for name, runner in list(engine.runners.items()):
+        stats = runner.statistics()
+        sink_ok.add_metric([name], int(stats.ok))
+        pending.add_metric([name], stats.pending)
+        if stats.last_success is not None:
+            last.add_metric([name], stats.last_success)
+    yield from (sink_ok, last, pending)
+    yield from _scheduler_series(engine)
+
+
+def _scheduler_series(engine: Engine) -> Iterator[Metric]:
+    """Probe count, in-flight probes, schedule lateness and event-loop lag."""
+    stats = engine.statistics()
+    yield CounterMetricFamily("sentinel_probes", "Probes started.", value=stats.probes)
+    yield GaugeMetricFamily("sentinel_probes_in_flight", "Probes running now.",
+                            value=stats.in_flight)
+    late = GaugeMetricFamily("sentinel_probe_lateness_seconds", "How late probes started "
+                             "against their schedule, over the recent probes.",
+                             labels=["quantile"])
+    for q, ms in (("0.5", stats.lateness_p50_ms), ("0.99", stats.lateness_p99_ms),
+                  ("1", stats.lateness_max_ms)):
+        late.add_metric([q], ms / 1000)
+    yield late
+    lag = GaugeMetricFamily("sentinel_event_loop_lag_seconds", "Oversleep of a 100 ms "
+                            "timer over the last minute.", labels=["quantile"])
+    lag.add_metric(["0.99"], stats.loop_lag_p99_ms / 1000)
+    lag.add_metric(["1"], stats.loop_lag_max_ms / 1000)
+    yield lag
+
+
+def _outbox_series(outboxes: dict[str, Counts]) -> Iterator[Metric]:
+    """Each webhook sink's durable outbox."""
+    if not outboxes:
+        return
+    depth = GaugeMetricFamily("sentinel_outbox_pending", "Webhook events waiting for "
+                              "delivery in the durable outbox.", labels=["sink"])
+    dead = GaugeMetricFamily("sentinel_outbox_dead", "Webhook events given up on (dead "
+                             "letters kept for `sentinel outbox retry`).", labels=["sink"])
+    dropped = CounterMetricFamily("sentinel_outbox_dropped", "Webhook events dropped by "
+                                  "the outbox bounds.", labels=["sink"])
+    for name, counts in outboxes.items():
+        depth.add_metric([name], counts.pending)
+        dead.add_metric([name], counts.dead)
+        dropped.add_metric([name], counts.dropped)
+    yield from (depth, dead, dropped)
+
+
+def _trace_series(stats: TraceStatistics) -> Iterator[Metric]:
+    """The trace exporter's queue and what became of the spans."""
+    yield GaugeMetricFamily("sentinel_trace_queue_spans", "Spans waiting for export.",
+                            value=stats.queued)
+    spans = CounterMetricFamily("sentinel_trace_spans", "Spans handed to the exporter, by "
+                                "outcome.", labels=["result"])
+    spans.add_metric(["exported"], stats.exported)
+    spans.add_metric(["failed"], stats.failed)
+    spans.add_metric(["dropped"], stats.dropped)
+    yield spans

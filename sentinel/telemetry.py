@@ -1,0 +1,310 @@
+"""OpenTelemetry traces and the Observer that feeds traces and metrics: the one place
+spans open.
+
+The engine calls `Telemetry.probe_finished` after every probe, so that path is
+kept cheap: the metrics histogram is updated, then sampling is decided before
+anything is built. A failed probe or one that changed what is published is
+always kept; a successful one is kept at `sample_ok` (one `random()` call). Only
+a kept probe becomes a span: `sentinel.probe`, created after the fact with the
+probe's own start and end times, carrying a `sentinel.transition` span event
+when it changed something; its trace id goes into the event document.
+
+Export runs on the SDK's BatchSpanProcessor worker thread, behind a gate that
+bounds the queue and counts what it drops (`BoundedSpanProcessor`): a collector
+that is down or slow costs a full queue, never a slower probe.
+
+Log lines written right after a span (the engine's transition line, the sink
+runner's failure line) carry its trace and span ids: the span's context is kept
+in a context variable of the calling Trio task until that task's next probe or
+apply, and `SpanLogFilter` copies it (or OpenTelemetry's current span, if any)
+onto log records.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import sys
+import uuid
+from collections.abc import Sequence
+from contextvars import ContextVar
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
+
+from sentinel import __version__
+from sentinel.config import TelemetryConfig, TracesConfig
+from sentinel.metrics import Metrics, TraceStatistics
+from sentinel.model import Event
+from sentinel.observe import ProbeRecord
+
+if TYPE_CHECKING:
+    from sentinel.engine import Engine
+
+log = logging.getLogger("sentinel.telemetry")
+MAX_QUEUE = 2048  # spans waiting for export; beyond this they are dropped and counted
+MAX_BATCH = 512  # spans per export request
+EXPORT_DELAY_MS = 2000  # how long spans may wait for a fuller batch
+DROP_LOG_EVERY = 1000  # log the first dropped span, then every 1000th
+ROOT = otel_context.Context()  # every probe and apply starts a trace of its own
+_log_span: ContextVar[SpanContext | None] = ContextVar("sentinel_log_span", default=None)
+
+
+# -- export --------------------------------------------------------------------------
+
+
+class _CountingExporter(SpanExporter):
+    """Passes batches on and counts what was taken from the queue and what came of it."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+        self.taken = 0
+        self.exported = 0
+        self.failed = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Export one batch (on the processor's worker thread)."""
+        self.taken += len(spans)
+        result = self.inner.export(spans)
+        if result is SpanExportResult.SUCCESS:
+            self.exported += len(spans)
+        else:
+            self.failed += len(spans)
+        return result
+
+    def shutdown(self) -> None:
+        """Shut the real exporter down (interrupts its retry backoff)."""
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Nothing is buffered here."""
+        return self.inner.force_flush(timeout_millis)
+
+
+class BoundedSpanProcessor(SpanProcessor):
+    """The SDK's BatchSpanProcessor behind a gate that keeps at most `max_queue` spans
+    waiting and counts the ones it turns away (the SDK's own queue would drop the
+    oldest with a warning per span, and count nothing unless its internal metrics are
+    switched on). Only the Trio thread hands spans in; only the worker thread counts
+    them out, so the two counters need no lock."""
+
+    def __init__(self, exporter: SpanExporter, max_queue: int = MAX_QUEUE,
+                 max_batch: int = MAX_BATCH, delay_ms: int = EXPORT_DELAY_MS) -> None:
+        self.max_queue = max_queue
+        self._exporter = _CountingExporter(exporter)
+        self._batch = BatchSpanProcessor(self._exporter, max_queue_size=max_queue,
+                                         schedule_delay_millis=delay_ms,
+                                         max_export_batch_size=min(max_batch, max_queue))
+        self._handed = 0
+        self._dropped = 0
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Queue a finished span, unless the queue is full."""
+        if self._handed - self._exporter.taken >= self.max_queue:
+            self._dropped += 1
+            if self._dropped % DROP_LOG_EVERY == 1:
+                log.warning("trace export queue full (%d spans): %d spans dropped so far; "
+                            "is the collector reachable?", self.max_queue, self._dropped)
+            return
+        self._handed += 1
+        self._batch.on_end(span)
+
+    def shutdown(self) -> None:
+        """Export what is queued, then stop the worker (blocks; see `Telemetry.aclose`)."""
+        self._batch.shutdown()  # type: ignore[no-untyped-call]
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Export everything queued now (blocks)."""
+        return self._batch.force_flush(timeout_millis)
+
+    def statistics(self) -> TraceStatistics:
+        """Queued, exported, failed and dropped span counts."""
+        e = self._exporter
+        return TraceStatistics(self._handed - e.taken, e.exported, e.failed, self._dropped)
+
+
+def otlp_endpoint(base: str) -> str:
+    """The OTLP/HTTP traces URL for a base URL: `/v1/traces` appended unless present."""
+    base = base.rstrip("/")
+    return base if base.endswith("/v1/traces") else base + "/v1/traces"
+
+
+def make_exporter(traces: TracesConfig) -> SpanExporter:
+    """The configured exporter: OTLP over HTTP/protobuf, or JSON lines on stdout."""
+    if traces.exporter == "console":
+        return ConsoleSpanExporter(out=sys.stdout)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    # the exporter warns on every retry of a batch; its final error per batch is enough
+    quiet = logging.getLogger("opentelemetry.exporter")
+    quiet.setLevel(max(logging.ERROR, logging.getLogger().getEffectiveLevel()))
+    return OTLPSpanExporter(endpoint=otlp_endpoint(traces.endpoint),
+                            headers=dict(traces.headers), timeout=traces.timeout)
+
+
+def make_resource(config: TelemetryConfig, state_dir: Path) -> Resource:
+    """service.name, service.instance.id, service.version, host.name and the
+    configured extras (`OTEL_RESOURCE_ATTRIBUTES` is merged by the SDK). The
+    instance id is a UUIDv5 of host and state_dir: stable across restarts of one
+    instance, different for two instances on one host."""
+    host = socket.gethostname()
+    instance = uuid.uuid5(uuid.NAMESPACE_URL, f"sentinel://{host}{state_dir.resolve()}")
+    return Resource.create({"service.name": config.service_name,
+                            "service.instance.id": str(instance),
+                            "service.version": __version__, "host.name": host,
+                            **dict(config.resource)})
+
+
+# -- logs ------------------------------------------------------------------------------
+
+
+class SpanLogFilter(logging.Filter):
+    """Adds `trace_id` and `span_id` to records written where there is a span: the one
+    this task just recorded, else OpenTelemetry's current span."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Annotate `record`; never drops it."""
+        ctx = _log_span.get() or trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            record.trace_id = format(ctx.trace_id, "032x")
+            record.span_id = format(ctx.span_id, "016x")
+        return True
+
+
+# -- the observer ----------------------------------------------------------------------
+
+
+class Telemetry:
+    """The engine's Observer: metrics for every probe, sampled spans, and the
+    tracer provider's life. `aclose()` flushes pending spans on a clean stop."""
+
+    def __init__(self, config: TelemetryConfig, state_dir: Path, *,
+                 exporter: SpanExporter | None = None, rng: random.Random | None = None,
+                 processor_queue: int = MAX_QUEUE) -> None:
+        self.config = config
+        self.metrics = Metrics() if config.prometheus else None
+        self._sample_ok = config.traces.sample_ok
+        self._random = (rng or random.Random()).random
+        self._provider: TracerProvider | None = None
+        self._processor: BoundedSpanProcessor | None = None
+        self._tracer: trace.Tracer | None = None
+        self._log_filter: SpanLogFilter | None = None
+        if exporter is None and config.traces.exporter != "none":
+            exporter = make_exporter(config.traces)
+        if exporter is not None:
+            self._processor = BoundedSpanProcessor(exporter, processor_queue)
+            self._provider = TracerProvider(resource=make_resource(config, state_dir),
+                                            shutdown_on_exit=False)
+            self._provider.add_span_processor(self._processor)
+            self._tracer = self._provider.get_tracer("sentinel", __version__)
+            self._log_filter = SpanLogFilter()
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(self._log_filter)
+
+    def watch(self, engine: Engine) -> None:
+        """Let the metrics read gauges from the running engine at scrape time."""
+        if self.metrics is not None:
+            self.metrics.watch(engine, self.trace_statistics if self._processor else None)
+
+    def trace_statistics(self) -> TraceStatistics:
+        """What the exporter did with the spans so far (zeros when tracing is off)."""
+        if self._processor is None:
+            return TraceStatistics(0, 0, 0, 0)
+        return self._processor.statistics()
+
+    # -- Observer ----------------------------------------------------------------
+
+    def probe_finished(self, record: ProbeRecord) -> str | None:
+        """Count the probe; record a span if it is kept; its trace id, or None."""
+        if self.metrics is not None:
+            self.metrics.observe_probe(record)
+        if self._tracer is None:
+            return None
+        if _log_span.get() is not None:
+            _log_span.set(None)
+        if (record.result.ok and record.transition is None
+                and self._random() >= self._sample_ok):
+            return None
+        return self._probe_span(record, self._tracer)
+
+    def event_emitted(self, event: Event) -> None:
+        """Count transitions."""
+        if self.metrics is not None:
+            self.metrics.observe_event(event)
+
+    def sink_applied(self, sink: str, service: str, error: str | None, start_unix: float,
+                     duration: float) -> None:
+        """Count the apply and record a `sentinel.sink.apply` span (always kept: applies
+        happen on changes and retries only)."""
+        if self.metrics is not None:
+            self.metrics.observe_sink(sink, error)
+        if self._tracer is None:
+            return
+        start = int(start_unix * 1e9)
+        span = self._tracer.start_span(
+            "sentinel.sink.apply", context=ROOT, kind=SpanKind.CLIENT, start_time=start,
+            attributes={"sentinel.sink": sink, "sentinel.service": service,
+                        "sentinel.sink.ok": error is None})
+        if error is not None:
+            span.set_attribute("error.type", "sink_error")
+            span.set_status(Status(StatusCode.ERROR, error))
+        span.end(end_time=start + int(duration * 1e9))
+        _log_span.set(span.get_span_context())
+
+    # -- spans -------------------------------------------------------------------
+
+    @staticmethod
+    def _probe_span(record: ProbeRecord, tracer: trace.Tracer) -> str:
+        result = record.result
+        start = int(record.start_unix * 1e9)
+        end = start + int(result.latency * 1e9)
+        span = tracer.start_span(
+            "sentinel.probe", context=ROOT, kind=SpanKind.CLIENT, start_time=start,
+            attributes={"sentinel.service": record.service, "sentinel.backend": record.backend,
+                        "server.address": record.host, "server.port": record.port,
+                        "sentinel.probe.type": record.probe_type,
+                        "sentinel.probe.ok": result.ok})
+        if not result.ok:
+            span.set_attribute("error.type", result.failure.value if result.failure
+                               else "error")
+            span.set_attribute("sentinel.probe.error", result.error)
+            span.set_status(Status(StatusCode.ERROR, result.error))
+        if record.transition is not None:
+            from_state, to_state, reason = record.transition
+            span.add_event("sentinel.transition", {"from": from_state, "to": to_state,
+                                                   "reason": reason}, timestamp=end)
+        span.end(end_time=end)
+        ctx = span.get_span_context()
+        if record.transition is not None:
+            _log_span.set(ctx)
+        return format(ctx.trace_id, "032x")
+
+    # -- stopping ----------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Export what is pending (clean stop), waiting at most the export timeout
+        plus a second; a collector that is down costs that wait, not a hang."""
+        if self._log_filter is not None:
+            for handler in logging.getLogger().handlers:
+                handler.removeFilter(self._log_filter)
+        if self._provider is None:
+            return
+        provider, self._provider, self._tracer = self._provider, None, None
+        with trio.move_on_after(self.config.traces.timeout + 1) as scope:
+            await trio.to_thread.run_sync(provider.shutdown, abandon_on_cancel=True)
+        if scope.cancelled_caught:
+            log.warning("trace export did not finish within %gs; %d spans not exported",
+                        self.config.traces.timeout + 1, self.trace_statistics().queued)
