@@ -1,4 +1,5 @@
-"""Standard Webhooks signing (standardwebhooks.com), as SPEC 7 pins it.
+"""The webhook protocol: Standard Webhooks signing (standardwebhooks.com), as SPEC 7 pins
+it, and what a receiver's answer means for a delivery.
 
 A secret is `whsec_` followed by base64 of the key. A message is signed as
 `v1,` + base64(HMAC-SHA256(key, "ID.TIMESTAMP.BODY")); while a secret is
@@ -6,6 +7,12 @@ rotated, several secrets give several signatures, space-separated in one
 `webhook-signature` header, and a receiver accepts any one it can verify.
 The timestamp is taken at each attempt, so a retry hours later still passes
 a receiver's five-minute replay window, while the id stays the event's id.
+
+Answers (`classify`, pure): any 2xx is delivered; 5xx, 408 and 429 are
+retried (429 and 503 after Retry-After when given), as are redirects, which
+are not followed; any other 4xx is permanent. Retries wait by exponential
+backoff with full jitter (AWS Architecture Blog, "Exponential Backoff and
+Jitter"): uniform in [0, min(max, initial * 2^(n-1))].
 """
 
 from __future__ import annotations
@@ -14,7 +21,12 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
+import random
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from enum import Enum
 
 PREFIX = "whsec_"
 TOLERANCE = 300.0  # seconds: the replay window the published libraries use
@@ -72,3 +84,55 @@ def verify(secret: str, body: bytes, received: Mapping[str, str], now: float) ->
     if any(hmac.compare_digest(expected, candidate) for candidate in given.split()):
         return msg_id
     raise SignatureError("no matching v1 signature")
+
+
+class Verdict(Enum):
+    """What one attempt means for its entry."""
+
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One attempt's verdict, its error text and the receiver's Retry-After (seconds)."""
+
+    verdict: Verdict
+    error: str = ""
+    retry_after: float | None = None
+
+
+RETRIED_STATUS = frozenset({408, 429})
+RETRY_AFTER_STATUS = frozenset({429, 503})
+
+
+def classify(status: int, retry_after: str | None, body: str, now: float) -> Outcome:
+    """Map an HTTP answer to a verdict (pure: `now` is Unix time for HTTP-date Retry-After)."""
+    if 200 <= status < 300:
+        return Outcome(Verdict.DELIVERED)
+    error = f"HTTP {status}" + (f": {body.strip()[:200]}" if body.strip() else "")
+    if status >= 500 or status in RETRIED_STATUS:
+        wait = parse_retry_after(retry_after, now) if status in RETRY_AFTER_STATUS else None
+        return Outcome(Verdict.RETRY, error, wait)
+    if 400 <= status < 500:
+        return Outcome(Verdict.DEAD, error)
+    return Outcome(Verdict.RETRY, error)
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Retry-After as delay-seconds or an HTTP-date (RFC 9110 10.2.3); None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def backoff(attempts: int, initial: float, maximum: float, rng: random.Random) -> float:
+    """Full jitter: uniform in [0, min(maximum, initial * 2^(attempts-1))]."""
+    return rng.uniform(0.0, min(maximum, initial * math.pow(2, min(attempts - 1, 60))))

@@ -2,20 +2,18 @@
 
 Two halves. `apply()` (driven by the SinkRunner) commits the update's events
 to the outbox and returns: from then on the event counts as published and
-survives a crash. `run()` (started by the engine next to the runner) is the
+survives a crash. `run()` (started by its SinkRunner, stopped with it) is the
 delivery task: it POSTs the head of each backend's queue, at most
 `concurrency` at a time. Events of one backend go out in order, a head that
 fails blocks only its own backend, and a retry re-signs the same id and
 bytes with a fresh timestamp (Standard Webhooks, see `sentinel.webhooks`).
 
-Outcomes (`classify`): any 2xx is delivered; timeouts, connection errors,
-5xx, 408 and 429 are retried after exponential backoff with full jitter
-(AWS Architecture Blog, "Exponential Backoff and Jitter": a uniform wait in
-[0, min(max_delay, initial_delay * 2^(n-1))]), 429 and 503 after Retry-After
-when given; an event still failing `give_up_after` after it was enqueued,
-and any other status (4xx, 3xx), is dead-lettered with its reason for
-`sentinel outbox list|retry|purge`. Delivered rows are deleted in batches
-(one fsync for many); a crash before that only means a duplicate.
+Outcomes follow `sentinel.webhooks.classify`: a 2xx is delivered, a
+retryable failure waits out full-jitter backoff (or Retry-After), and an
+event still failing `give_up_after` after it was enqueued, or refused with
+a permanent 4xx, is dead-lettered with its reason for `sentinel outbox
+list|retry|purge`. Delivered rows are deleted in batches (one fsync for
+many); a crash before that only means a duplicate.
 """
 
 from __future__ import annotations
@@ -28,8 +26,6 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from email.utils import parsedate_to_datetime
-from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -39,7 +35,15 @@ import trio
 from sentinel.model import Event
 from sentinel.outbox import Counts, Entry, NewEvent, Outbox
 from sentinel.sinks.base import SinkContext, SinkKind, Update
-from sentinel.webhooks import SignatureError, decode_secret, headers
+from sentinel.webhooks import (
+    Outcome,
+    SignatureError,
+    Verdict,
+    backoff,
+    classify,
+    decode_secret,
+    headers,
+)
 from sentinel.yamlnode import Node
 
 log = logging.getLogger("sentinel.sinks.webhook")
@@ -99,58 +103,6 @@ def parse_options(node: Node) -> WebhookOptions:
 def parse_binding(node: Node) -> None:
     """A service's reference takes no options."""
     node.as_map(set())
-
-
-class Verdict(Enum):
-    """What one attempt means for its entry."""
-
-    DELIVERED = "delivered"
-    RETRY = "retry"
-    DEAD = "dead"
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """One attempt's verdict, its error text and the receiver's Retry-After (seconds)."""
-
-    verdict: Verdict
-    error: str = ""
-    retry_after: float | None = None
-
-
-RETRIED_STATUS = frozenset({408, 429})
-RETRY_AFTER_STATUS = frozenset({429, 503})
-
-
-def classify(status: int, retry_after: str | None, body: str, now: float) -> Outcome:
-    """Map an HTTP answer to a verdict (pure: `now` is Unix time for HTTP-date Retry-After)."""
-    if 200 <= status < 300:
-        return Outcome(Verdict.DELIVERED)
-    error = f"HTTP {status}" + (f": {body.strip()[:200]}" if body.strip() else "")
-    if status >= 500 or status in RETRIED_STATUS:
-        wait = parse_retry_after(retry_after, now) if status in RETRY_AFTER_STATUS else None
-        return Outcome(Verdict.RETRY, error, wait)
-    if 400 <= status < 500:
-        return Outcome(Verdict.DEAD, error)
-    return Outcome(Verdict.RETRY, error)
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Retry-After as delay-seconds or an HTTP-date (RFC 9110 10.2.3); None if absent or bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
-    except (TypeError, ValueError, IndexError):
-        return None
-
-
-def backoff(attempts: int, initial: float, maximum: float, rng: random.Random) -> float:
-    """Full jitter: uniform in [0, min(maximum, initial * 2^(attempts-1))]."""
-    return rng.uniform(0.0, min(maximum, initial * math.pow(2, min(attempts - 1, 60))))
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import pytest
 import trio
 import trio.testing
 
-from sentinel.sinks.webhook import backoff
+from sentinel.webhooks import backoff
 from tests.webhook.conftest import MakeSink, event, until, update
 
 EPOCH = 1_700_000_000.0
