@@ -34,6 +34,10 @@ class StateSource(Protocol):
         """GET /v1/events."""
         ...
 
+    def maglev_table(self, service: str) -> tuple[dict[str, object], bytes] | None:
+        """GET /v1/maglev/SERVICE: the sidecar document and the table, None when none."""
+        ...
+
     async def set_override(self, service: str, backend: str, action: str
                            ) -> tuple[Event, ...]:
         """POST /v1/backends/SERVICE/BACKEND/ACTION; KeyError when unknown."""
@@ -113,6 +117,8 @@ class Api:
                 return Response(400, {"error": f"after must be an integer, got {after!r}"})
             events = self.source.events_after(int(after))
             return Response(200, {"events": [e.to_json() for e in events]})
+        if path.startswith("/v1/maglev/"):
+            return self._maglev(path.removeprefix("/v1/maglev/"), query)
         return Response(404, {"error": f"no such endpoint: {path}"})
 
     async def _post(self, path: str) -> Response:
@@ -130,6 +136,15 @@ class Api:
                 return Response(400, {"ok": False, "errors": errors})
             return Response(200, {"ok": True})
         return Response(404, {"error": f"no such endpoint: POST {path}"})
+
+    def _maglev(self, service: str, query: str) -> Response:
+        published = self.source.maglev_table(service)
+        if published is None:
+            return Response(404, {"error": f"no maglev table for service {service!r}"})
+        doc, table = published
+        if parse_qs(query).get("format", ["json"])[0] == "bin":
+            return Response(200, table, "application/octet-stream")
+        return Response(200, doc)
 
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
         if self.token is None:

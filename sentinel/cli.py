@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     from sentinel.outboxcli import add_commands
 
     add_commands(sub, common, [common, with_config, api])
+    from sentinel.maglevcli import add_maglev_parser
+
+    add_maglev_parser(sub, common)
     return parser
 
 
@@ -97,6 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from sentinel.outboxcli import send_test
 
             return send_test(args.url, args.secret, args.timeout)
+        if args.command == "maglev":
+            from sentinel.maglevcli import run_maglev
+
+            return run_maglev(args)
         if args.command == "demo":
             from sentinel.demo import run_demo
 

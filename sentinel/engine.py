@@ -433,6 +433,16 @@ class Engine:
         """Held events after `seq`, oldest first (GET /v1/events)."""
         return self.journal.events_after(seq)
 
+    def maglev_table(self, service: str) -> tuple[dict[str, object], bytes] | None:
+        """The Maglev table a sink published for `service` (GET /v1/maglev/SERVICE)."""
+        for runner in self.runners.values():
+            table_for = getattr(runner.sink, "table_for", None)
+            published: tuple[dict[str, object], bytes] | None = (
+                table_for(service) if callable(table_for) else None)
+            if published is not None:
+                return published
+        return None
+
     def state_document(self) -> dict[str, object]:
         """The GET /v1/state document."""
         services = {name: svc.to_json(svc.published()) for name, svc in self.services.items()}

@@ -1,0 +1,426 @@
+"""Maglev lookup tables (Eisenbud et al., "Maglev: A Fast and Reliable Software
+Network Load Balancer", NSDI 2016, section 3.4), pure: no I/O, no Trio.
+
+The contract, so that any process on any machine (and a data plane in any
+language) computes the same table from the same inputs:
+
+    H(seed, text)  = the first 8 bytes of SHA-256(seed || UTF-8 text), read as an
+                     unsigned little-endian 64-bit integer
+    backend key    = its canonical address: `host:port`, the host lower-cased, an
+                     IP literal in its compressed form, IPv6 in brackets
+                     (`10.0.0.1:80`, `[2001:db8::1]:80`, `web.example:8080`)
+    offset         = H("sentinel-maglev-offset:", key) mod M
+    skip           = H("sentinel-maglev-skip:", key) mod (M - 1) + 1
+    permutation    = (offset + j * skip) mod M, j = 0, 1, ...   (M prime)
+    index          = a backend's position when all configured backends are sorted
+                     by (key, name): the turn order and the number stored in the table
+    flow slot      = H("sentinel-maglev-flow:", client key) mod M, the client key
+                     canonicalised like a backend key (`192.0.2.7:51234`)
+
+Population is the paper's: backends take turns in index order, each claiming
+the next empty slot of its permutation. Weights follow Katran's weighted
+variant (credit per round): in every round each backend gains its weight in
+credit and claims a slot once the credit reaches the largest weight. Each
+backend stops at its quota, M * weight / sum(weights) rounded by largest
+remainder (ties to the lower index), so counts are the ideal rounded and
+unweighted counts differ by at most one. Weight 0 claims nothing.
+
+Which backends fill the table: those `up` with weight > 0 ("eligible"), the
+primaries while any primary is eligible, else the `backup: true` ones.
+
+- `fresh`: the paper's table over the eligible backends only. Best balance; a
+  failure also moves some slots that did not belong to the failed backend.
+- `stable` (default): the table over every backend of the pool (weights: the
+  published one when eligible, else the configured one), then each slot owned
+  by a backend that is not eligible goes to the eligible backend that prefers it
+  most: the earliest position in its permutation, ties to the lower index. A
+  failure moves only the failed backends' slots and a recovery moves exactly
+  those back.
+
+Files: `NAME.maglev` holds one little-endian uint32 backend index per slot
+(`NO_BACKEND`, 0xFFFFFFFF, in a table with nothing to fill it); `NAME.json`
+names the backends by index with their weights and the table's sha256.
+
+The fill runs in NumPy. The serial algorithm walks the turns in order with
+per-backend candidate buffers (permutation chunks minus the slots already
+taken). With many backends per round it is faster to run each round as a
+deferred acceptance in parallel: every backend of the round proposes its first
+slot that is empty or held by a later backend of the same round, the earliest
+proposer keeps each slot, the others propose again. With one common priority
+order this converges to exactly the serial result (serial dictatorship is the
+unique stable matching).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+Array = npt.NDArray[np.int64]
+DEFAULT_TABLE_SIZE = 65537
+MAX_TABLE_SIZE = 1 << 24
+NO_BACKEND = 0xFFFFFFFF
+HASH_SCHEME = "sha256-le64/v1"  # in every sidecar, so a consumer can check it hashes alike
+SEED_OFFSET = b"sentinel-maglev-offset:"
+SEED_SKIP = b"sentinel-maglev-skip:"
+SEED_FLOW = b"sentinel-maglev-flow:"
+_BIG = np.iinfo(np.int64).max
+_ROUNDS_FOR_DA = 256  # average proposers per round above which deferred acceptance wins
+
+
+class Mode(StrEnum):
+    """How failed backends' slots are redistributed."""
+
+    STABLE = "stable"
+    FRESH = "fresh"
+
+
+# -- hashing -------------------------------------------------------------------
+
+
+def hash64(seed: bytes, text: str) -> int:
+    """H(seed, text): the first 8 bytes of SHA-256(seed || text), little-endian."""
+    return int.from_bytes(hashlib.sha256(seed + text.encode()).digest()[:8], "little")
+
+
+def canonical_key(host: str, port: int) -> str:
+    """`host:port` as the hashes see it: IP literals compressed, IPv6 bracketed."""
+    host = host.strip().strip("[]").lower()
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return f"{host}:{port}"
+    return f"[{ip.compressed}]:{port}" if ip.version == 6 else f"{ip.compressed}:{port}"
+
+
+def key_of(text: str) -> str:
+    """A backend or client key given as text: canonical when it is `host:port`, else as is."""
+    host, sep, port = text.strip().rpartition(":")
+    if sep and port.isdigit() and host and (host.startswith("[") or ":" not in host):
+        return canonical_key(host, int(port))
+    return text.strip()
+
+
+def permutation_params(key: str, size: int) -> tuple[int, int]:
+    """(offset, skip) of a backend key in a table of `size` slots."""
+    return hash64(SEED_OFFSET, key) % size, hash64(SEED_SKIP, key) % (size - 1) + 1
+
+
+def flow_slot(key: str, size: int) -> int:
+    """The slot a client key (`key_of("192.0.2.7:51234")`) maps to."""
+    return hash64(SEED_FLOW, key) % size
+
+
+# -- primes --------------------------------------------------------------------
+
+
+def is_prime(n: int) -> bool:
+    """Deterministic Miller-Rabin (exact for n < 3.3e24)."""
+    if n < 2:
+        return False
+    small = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37)
+    if n in small:
+        return True
+    if any(n % p == 0 for p in small):
+        return False
+    d, r = n - 1, 0
+    while d % 2 == 0:
+        d, r = d // 2, r + 1
+    for a in small:
+        x = pow(a, d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(r - 1):
+            x = x * x % n
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+def nearest_primes(n: int) -> tuple[int | None, int]:
+    """The largest prime below `n` (None when there is none) and the smallest above."""
+    below = next((p for p in range(n - 1, 1, -1) if is_prime(p)), None)
+    above = next(p for p in range(n + 1, 2 * n + 3) if is_prime(p))
+    return below, above
+
+
+# -- population ----------------------------------------------------------------
+
+
+def quotas(weights: Array, size: int) -> Array:
+    """Slots per backend: size * w / sum(w) rounded by largest remainder (ties: lower index)."""
+    total = int(weights.sum())
+    exact = weights * size
+    base = exact // total
+    short = size - int(base.sum())
+    remainder = exact - base * total
+    order = np.lexsort((np.arange(weights.size), -remainder))
+    base[order[:short]] += 1
+    return base
+
+
+def schedule(weights: Array, size: int) -> Array:
+    """The turns in claiming order, as `round * N + index` (so index = turn % N)."""
+    n = weights.size
+    counts = quotas(weights, size)
+    top = int(weights.max())
+    owner = np.repeat(np.arange(n, dtype=np.int64), counts)
+    claim = np.arange(size, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    w = weights[owner]
+    rounds = ((claim + 1) * top + w - 1) // w - 1  # Katran: credit reaches `top`
+    turns = rounds * n + owner
+    span = int(turns.max()) + 1
+    if span <= 8 * size:  # a bitmap sorts these distinct integers in linear time
+        seen = np.zeros(span, dtype=bool)
+        seen[turns] = True
+        return np.flatnonzero(seen).astype(np.int64)
+    return np.sort(turns)
+
+
+def populate(offsets: Array, skips: Array, weights: Array, size: int) -> Array:
+    """The paper's table: for each slot, the index of the backend owning it (-1 when
+    no backend has weight)."""
+    if not weights.size or int(weights.sum()) == 0:
+        return np.full(size, -1, dtype=np.int64)
+    turns = schedule(weights, size)
+    n = weights.size
+    rounds = int(turns[-1]) // n + 1
+    if size >= _ROUNDS_FOR_DA * rounds:
+        return _fill_rounds(offsets, skips, turns, n, size)
+    return _fill_serial(offsets, skips, turns, n, size)
+
+
+def _fill_serial(offsets: Array, skips: Array, turns: Array, n: int, size: int) -> Array:
+    taken = bytearray(size)
+    view = np.frombuffer(taken, dtype=np.uint8)
+    off, skip = offsets.tolist(), skips.tolist()
+    buffers: list[list[int]] = [[] for _ in range(n)]
+    used = [0] * n  # next unread entry of each buffer
+    generated = [0] * n  # next permutation position not yet in a buffer
+    claims: list[int] = []
+    empty = size
+    for i in (turns % n).tolist():
+        buf, p = buffers[i], used[i]
+        while True:
+            if p == len(buf):  # refill: enough positions for a few live candidates
+                live = max(2, min(64, empty // (2 * n)))
+                count = min(size - generated[i], -(-live * size // empty) + 1)
+                pos = np.arange(generated[i], generated[i] + count, dtype=np.int64)
+                slots = (off[i] + pos * skip[i]) % size
+                buf = buffers[i] = slots[view[slots] == 0].tolist()
+                generated[i] += count
+                p = 0
+                continue
+            slot = buf[p]
+            p += 1
+            if not taken[slot]:
+                break
+        taken[slot] = 1
+        claims.append(slot)
+        used[i] = p
+        empty -= 1
+    table = np.empty(size, dtype=np.int64)
+    table[np.array(claims, dtype=np.int64)] = turns % n
+    return table
+
+
+def _scan(offsets: Array, skips: Array, owner: Array, who: Array, turn: Array, start: Array,
+          size: int, block: int) -> tuple[Array, Array]:
+    """For each proposer (backend `who`, turn `turn`): the first permutation position at or
+    after `start` whose slot is empty or held by a later turn; returns (positions, slots)."""
+    pos = start.copy()
+    slot = np.empty(who.size, dtype=np.int64)
+    todo = np.arange(who.size)
+    steps = np.arange(block, dtype=np.int64)
+    while True:
+        s = (pos[todo][:, None] + steps) * skips[who[todo]][:, None]
+        s += offsets[who[todo]][:, None]
+        s %= size
+        ok = owner[s] > turn[todo][:, None]
+        first = ok.argmax(axis=1)
+        row = np.arange(todo.size)
+        hit = ok[row, first]
+        done = todo[hit]
+        pos[done] += first[hit]
+        slot[done] = s[row[hit], first[hit]]
+        todo = todo[~hit]
+        if not todo.size:
+            return pos, slot
+        pos[todo] += block
+
+
+def _fill_rounds(offsets: Array, skips: Array, turns: Array, n: int, size: int) -> Array:
+    who_all = turns % n
+    ends = [*(np.flatnonzero(np.diff(turns // n)) + 1).tolist(), turns.size]
+    nxt = np.zeros(n, dtype=np.int64)
+    owner = np.full(size, _BIG, dtype=np.int64)  # the turn holding each slot
+    best = np.full(size, _BIG, dtype=np.int64)  # scratch for picking the earliest proposer
+    filled = start = 0
+    for end in ends:
+        members = who_all[start:end]
+        turn, who = turns[start:end], members
+        start = end
+        while turn.size:
+            block = max(1, min(1024, -(-size // (size - filled)), 262144 // turn.size))
+            nxt[who], slot = _scan(offsets, skips, owner, who, turn, nxt[who], size, block)
+            np.minimum.at(best, slot, turn)
+            won = best[slot] == turn
+            best[slot] = _BIG
+            taken = slot[won]
+            previous = owner[taken]
+            owner[taken] = turn[won]
+            displaced = previous[previous != _BIG]
+            filled += taken.size - displaced.size
+            turn = np.concatenate([turn[~won], displaced])
+            who = turn % n
+            nxt[who] += 1  # a loser or a displaced holder moves past its slot
+        nxt[members] += 1
+    return owner % n
+
+
+def _reassign(table: Array, offsets: Array, skips: Array, eligible: Array, size: int) -> None:
+    """Give each slot owned by a non-eligible backend to the eligible backend (indices
+    `eligible`, ascending) with that slot earliest in its permutation; ties to the lower."""
+    need = np.zeros(size, dtype=bool)
+    need[np.flatnonzero(~np.isin(table, eligible))] = True
+    remaining = int(need.sum())
+    off, skip = offsets[eligible], skips[eligible]
+    block = max(1, min(size, (1 << 18) // eligible.size))
+    for first in range(0, size, block):
+        if not remaining:
+            return
+        pos = np.arange(first, min(size, first + block), dtype=np.int64)
+        slots = (off + pos[:, None] * skip) % size  # rows: positions, columns: backends
+        rows, cols = np.nonzero(need[slots])  # row-major: ascending (position, index)
+        found, at = np.unique(slots[rows, cols], return_index=True)
+        table[found] = eligible[cols[at]]
+        need[found] = False
+        remaining -= found.size
+
+
+# -- tables --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One configured backend as the table sees it."""
+
+    name: str
+    key: str
+    weight: int  # published weight (0 unless up)
+    configured_weight: int
+    up: bool
+    backup: bool = False
+    address: str = ""
+
+    @property
+    def eligible(self) -> bool:
+        """Fills the table: up with weight > 0."""
+        return self.up and self.weight > 0
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A built table: `slots[i]` is an index into `members` (sorted by key, name)."""
+
+    size: int
+    mode: Mode
+    members: tuple[Member, ...]
+    slots: npt.NDArray[np.uint32]
+
+    @property
+    def filled(self) -> bool:
+        """False when no backend was eligible (every slot NO_BACKEND)."""
+        return bool(self.slots[0] != NO_BACKEND)
+
+    def to_bytes(self) -> bytes:
+        """The `.maglev` file: one little-endian uint32 per slot."""
+        return self.slots.astype("<u4").tobytes()
+
+    def counts(self) -> list[int]:
+        """Slots owned per member index."""
+        filled = self.slots[self.slots != NO_BACKEND]
+        return [int(c) for c in np.bincount(filled, minlength=len(self.members))]
+
+
+def build(members: list[Member], size: int, mode: Mode) -> Table:
+    """The table for `members` (any order); every slot `NO_BACKEND` when none is eligible."""
+    ordered = tuple(sorted(members, key=lambda m: (m.key, m.name)))
+    params = [permutation_params(m.key, size) for m in ordered]
+    offsets = np.array([p[0] for p in params], dtype=np.int64)
+    skips = np.array([p[1] for p in params], dtype=np.int64)
+    primaries = [i for i, m in enumerate(ordered) if not m.backup]
+    backups = [i for i, m in enumerate(ordered) if m.backup]
+    pool = next((group for group in (primaries, backups)
+                 if any(ordered[i].eligible for i in group)), [])
+    eligible = np.array([i for i in pool if ordered[i].eligible], dtype=np.int64)
+    table = np.full(size, -1, dtype=np.int64)
+    if mode is Mode.FRESH and eligible.size:
+        weights = np.array([ordered[i].weight for i in eligible], dtype=np.int64)
+        table = eligible[populate(offsets[eligible], skips[eligible], weights, size)]
+    elif eligible.size:
+        members_pool = np.array(pool, dtype=np.int64)
+        weights = np.array([m.weight if m.eligible else m.configured_weight
+                            for m in (ordered[i] for i in pool)], dtype=np.int64)
+        table = members_pool[populate(offsets[members_pool], skips[members_pool], weights,
+                                      size)]
+        _reassign(table, offsets, skips, eligible, size)
+    slots = np.where(table >= 0, table, NO_BACKEND).astype(np.uint32)
+    slots.flags.writeable = False
+    return Table(size, mode, ordered, slots)
+
+
+def sidecar(table: Table, *, generation: int, state: str, service: str) -> dict[str, object]:
+    """The `.json` document published beside the `.maglev` file (SPEC 7) and served by
+    GET /v1/maglev/SERVICE; `state` is ok, fail_static or empty."""
+    return {
+        "service": service,
+        "table_size": table.size,
+        "backends": [m.name for m in table.members],
+        "addresses": [m.address or m.key for m in table.members],
+        "weights": [m.weight for m in table.members],
+        "generation": generation,
+        "sha256": hashlib.sha256(table.to_bytes()).hexdigest(),
+        "mode": table.mode.value,
+        "state": state,
+        "hash": HASH_SCHEME,
+    }
+
+
+def lookup(table: bytes | npt.NDArray[np.uint32], key: str) -> tuple[int, int]:
+    """(slot, backend index) for a client key in a serialised or loaded table."""
+    slots = np.frombuffer(table, dtype="<u4") if isinstance(table, bytes) else table
+    slot = flow_slot(key_of(key), int(slots.size))
+    return slot, int(slots[slot])
+
+
+def table_files(path: str | Path) -> tuple[Path, Path]:
+    """(`.maglev`, `.json`) for either file of a published pair."""
+    given = Path(path)
+    return given.with_suffix(".maglev"), given.with_suffix(".json")
+
+
+def read_files(path: str | Path) -> tuple[dict[str, Any], bytes]:
+    """A published pair (sidecar, table bytes); ValueError when they do not match, OSError
+    when one cannot be read."""
+    table_path, doc_path = table_files(path)
+    doc = json.loads(doc_path.read_text())
+    table = table_path.read_bytes()
+    if not isinstance(doc, dict) or not isinstance(doc.get("table_size"), int):
+        raise ValueError(f"{doc_path}: not a maglev sidecar")
+    if len(table) != 4 * doc["table_size"]:
+        raise ValueError(f"{table_path}: {len(table)} bytes, expected {4 * doc['table_size']}")
+    if hashlib.sha256(table).hexdigest() != doc.get("sha256"):
+        raise ValueError(f"{table_path}: sha256 differs from {doc_path.name} "
+                         f"(a newer table may be landing; read again)")
+    return doc, table
