@@ -1,0 +1,256 @@
+"""`ipvs` sink: a reconciler for the kernel's IPVS table (LVS), keepalived-style.
+
+For each service bound to it, the sink reads the kernel's actual entry for
+the binding's `virtual`, computes the fewest ipvsadm edits to the desired one
+(`sentinel.ipvs_table.diff`), applies them and reads back to verify. It
+creates the virtual service (scheduler, flags, persistence) when missing and
+adds missing real servers; services and real servers it does not own are left
+alone. A real server is owned when it is a backend of the service, or was one
+earlier in this process (a backend removed by a reload is deleted).
+
+Backends not up (`on_down`): `weight0` (default, keepalived's
+`inhibit_on_failure`) keeps the real server with weight 0: established
+connections go on, new ones go elsewhere. `remove` deletes it.
+`drain_then_remove` sets weight 0 and deletes it once ActiveConn and
+InActConn are 0 or `drain_timeout` has passed. A backend in admin `drain`
+always gets weight 0, never removed. Up backends get the published weight, so
+slow-start ramps and a script's `weight=N` go straight to the kernel.
+
+`run()` (started by the sink runner) re-reads the whole table every `resync`
+and repairs drift; a difference from what the sink last verified means
+someone else changed the table (a hand edit, a keepalived fighting over it):
+it is logged as a conflict and counted in `conflicts`. It also polls the
+services with a real server draining.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+
+import trio
+
+from sentinel.errors import SinkError, SinkRejected
+from sentinel.ipvs_table import (
+    DesiredService,
+    RealKey,
+    RealServer,
+    ServiceEntry,
+    Table,
+    Virtual,
+    diff,
+    drain_finished,
+    drift,
+    join_address,
+    normalise_ip,
+)
+from sentinel.model import BackendView, ServiceView, State
+from sentinel.sinks.base import SinkContext, SinkKind, Update
+from sentinel.sinks.ipvs_config import IpvsBinding, IpvsOptions, parse_binding, parse_options
+from sentinel.sinks.ipvsadm import Ipvsadm
+
+log = logging.getLogger("sentinel.sinks.ipvs")
+DRAIN_POLL = 1.0  # seconds between looks at a draining real server's connections
+NOT_FOUND = "Scheduler or persistence engine not found"
+REMOVE, DRAIN = -1, -2  # what `_weight` says instead of a weight
+
+
+class IpvsSink:
+    """Keeps the kernel's IPVS table on the desired views."""
+
+    def __init__(self, name: str, options: IpvsOptions) -> None:
+        self.name = name
+        self._options = options
+        self.driver = Ipvsadm(options.command, options.timeout)
+        self._desired: dict[str, tuple[ServiceView, IpvsBinding]] = {}
+        self._claims: dict[Virtual, str] = {}  # which service owns each virtual
+        self._owned: dict[Virtual, set[RealKey]] = {}
+        self._verified: dict[Virtual, ServiceEntry | None] = {}  # as last read back
+        self._draining: dict[tuple[Virtual, RealKey], float] = {}  # -> when weight 0 began
+        self._lock = trio.Lock()  # apply and the background work take turns on the table
+        self._drain_began = trio.Event()  # wakes `run` to poll the draining servers
+        self.conflicts = 0
+
+    async def apply(self, update: Update) -> None:
+        """Converge one service's virtual service to its view."""
+        binding = update.options
+        if not isinstance(binding, IpvsBinding):
+            raise SinkRejected(f"service {update.view.service!r} is bound to ipvs sink "
+                               f"{self.name!r} without a `virtual`")
+        service = update.view.service
+        owner = self._claims.setdefault(binding.virtual, service)
+        if owner != service:
+            raise SinkRejected(f"{binding.virtual} is already managed by service {owner!r}")
+        self._desired[service] = (update.view, binding)
+        async with self._lock:
+            edits = await self._converge(service, await self.driver.read(binding.virtual))
+        if edits:
+            log.info("%s: %s: %s", self.name, binding.virtual, "; ".join(edits))
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Repair drift every `resync` and finish drains, until cancelled."""
+        task_status.started()
+        next_resync = trio.current_time() + self._options.resync
+        while True:
+            self._drain_began = trio.Event()
+            wake = next_resync if not self._draining else min(
+                next_resync, trio.current_time() + DRAIN_POLL)
+            with trio.move_on_at(wake) as sleep:
+                await self._drain_began.wait()
+            if not sleep.cancelled_caught:
+                continue  # a drain began: look again within DRAIN_POLL
+            async with self._lock:
+                try:
+                    if trio.current_time() >= next_resync:
+                        next_resync = trio.current_time() + self._options.resync
+                        await self.resync()
+                    else:
+                        await self._finish_drains()
+                except SinkError as exc:
+                    log.warning("%s: cannot read the IPVS table: %s", self.name, exc)
+                except Exception:  # a bug here must not take the runner down
+                    log.exception("%s: background resync failed", self.name)
+
+    async def resync(self) -> None:
+        """Read the whole table once and converge every known service to it."""
+        table = await self.driver.read_all()
+        await self._converge_many(list(self._desired), table)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the table is left as it is."""
+
+    # -- converging ------------------------------------------------------------------
+
+    async def _finish_drains(self) -> None:
+        services = {self._claims[virtual] for virtual, _ in self._draining}
+        table: Table = {}
+        for service in services:
+            virtual = self._desired[service][1].virtual
+            entry = await self.driver.read(virtual)
+            if entry is not None:
+                table[virtual] = entry
+        await self._converge_many(sorted(services), table)
+
+    async def _converge_many(self, services: list[str], table: Table) -> None:
+        """Converge each of `services` against `table`; one failing does not stop the rest."""
+        for service in services:
+            virtual = self._desired[service][1].virtual
+            try:
+                edits = await self._converge(service, table.get(virtual))
+            except SinkError as exc:
+                log.warning("%s: %s: %s", self.name, virtual, exc)
+                continue
+            if edits:
+                log.info("%s: %s: %s", self.name, virtual, "; ".join(edits))
+
+    async def _converge(self, service: str, actual: ServiceEntry | None) -> list[str]:
+        """Take `actual` to the service's desired entry, verify; returns the edits made."""
+        view, binding = self._desired[service]
+        virtual = binding.virtual
+        owned = self._owned.setdefault(virtual, set())
+        if virtual in self._verified:
+            before = self._verified[virtual]
+            notes = drift(before, actual, owned) if before is not None else (
+                [f"{virtual} was created"] if actual is not None else [])
+            if notes:
+                self.conflicts += 1
+                log.warning("%s: conflict: someone else changed %s: %s; restoring it",
+                            self.name, virtual, "; ".join(notes))
+        desired = await self._desired_entry(view, binding, actual)
+        owned.update(desired.reals, desired.absent)
+        edits = diff(desired, actual)
+        if not edits:
+            self._verified[virtual] = actual
+            return []
+        complaints = await self.driver.apply(edits)
+        after = await self.driver.read(virtual)
+        self._verified[virtual] = after
+        left = diff(desired, after)
+        if left:
+            raise SinkRejected(self._explain(binding, left, complaints))
+        if complaints:
+            log.warning("%s: %s: ipvsadm said: %s", self.name, virtual, complaints)
+        return [" ".join(edit) for edit in edits]
+
+    def _explain(self, binding: IpvsBinding, left: list[tuple[str, ...]],
+                 complaints: str) -> str:
+        said = " / ".join(complaints.splitlines()) or "nothing"
+        if NOT_FOUND in complaints:
+            return (f"{binding.virtual}: the kernel has no IPVS scheduler "
+                    f"{binding.spec.scheduler!r} (module ip_vs_{binding.spec.scheduler} "
+                    f"missing?); ipvsadm said: {said}")
+        return (f"{binding.virtual}: the table does not match after applying; still to do: "
+                f"{'; '.join(' '.join(edit) for edit in left)}; ipvsadm said: {said}")
+
+    async def _desired_entry(self, view: ServiceView, binding: IpvsBinding,
+                             actual: ServiceEntry | None) -> DesiredService:
+        """The wanted entry for `view`: each backend's real server by state and on_down."""
+        virtual = binding.virtual
+        wanted: dict[RealKey, RealServer] = {}
+        absent: set[RealKey] = set()
+        names: dict[RealKey, str] = {}
+        now = trio.current_time()
+        for backend in view.backends:
+            address = await self._resolve(backend, binding)
+            key = (address, virtual.real_port(binding.forward, backend.port))
+            if key in names:
+                raise SinkRejected(
+                    f"{virtual}: backends {names[key]!r} and {backend.name!r} are the same "
+                    f"real server {join_address(*key)} (with forward {binding.forward} the "
+                    f"kernel uses the service's port)")
+            names[key] = backend.name
+            weight = _weight(backend, binding)
+            if weight == DRAIN:  # weight 0 first, deleted once idle or out of time
+                if (virtual, key) not in self._draining:
+                    self._draining[virtual, key] = now
+                    self._drain_began.set()
+                started = self._draining[virtual, key]
+                have = actual.reals.get(key) if actual else None
+                if drain_finished(have, started, now, binding.drain_timeout):
+                    weight = REMOVE
+            if weight != DRAIN:
+                self._draining.pop((virtual, key), None)
+            if weight == REMOVE:
+                absent.add(key)
+                continue
+            wanted[key] = RealServer(*key, forward=binding.forward, weight=max(weight, 0),
+                                     u_threshold=binding.u_threshold,
+                                     l_threshold=binding.l_threshold)
+        gone = self._owned.get(virtual, set()) - wanted.keys() - absent
+        return DesiredService(virtual, binding.spec, wanted, frozenset(absent | gone))
+
+    async def _resolve(self, backend: BackendView, binding: IpvsBinding) -> str:
+        """The backend's IP: its host when a literal, else looked up in the service's family."""
+        try:
+            return normalise_ip(backend.host)
+        except ValueError:
+            pass
+        family = socket.AF_UNSPEC if binding.forward == "tun" else (
+            socket.AF_INET6 if binding.virtual.ipv6 else socket.AF_INET)
+        try:
+            found = await trio.socket.getaddrinfo(backend.host, None, family,
+                                                  socket.SOCK_STREAM)
+        except OSError as exc:
+            raise SinkRejected(f"{binding.virtual}: cannot resolve {backend.host!r} "
+                               f"(backend {backend.name!r}): {exc}") from exc
+        return ipaddress.ip_address(found[0][4][0]).compressed
+
+
+def _weight(backend: BackendView, binding: IpvsBinding) -> int:
+    """The real server's weight, or REMOVE, or DRAIN (weight 0, then REMOVE when idle)."""
+    if backend.state is State.UP:
+        return backend.weight
+    if backend.state is State.DRAIN or binding.on_down == "weight0":
+        return 0
+    return REMOVE if binding.on_down == "remove" else DRAIN
+
+
+def _create(name: str, options: object, ctx: SinkContext) -> IpvsSink:
+    assert isinstance(options, IpvsOptions)
+    return IpvsSink(name, options)
+
+
+KIND = SinkKind(name="ipvs", parse_options=parse_options, parse_binding=parse_binding,
+                create=_create)
