@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from sentinel.probes.base import Probe
 from sentinel.schedule import next_due, start_offset
 from sentinel.service import Published, ServiceRuntime
 from sentinel.sinks import SINK_KINDS
-from sentinel.sinks.base import Sink, SinkContext
+from sentinel.sinks.base import DurableSink, Sink, SinkContext
 from sentinel.sinks.runner import SinkRunner
 from sentinel.slowstart import ramp
 from sentinel.statefile import SavedBackend, SavedState, load_state
@@ -145,6 +145,7 @@ class Engine:
                 self._sink_nursery = sink_nursery
                 for runner in self.runners.values():
                     await self.start_runner(runner)
+                await self._redeliver_unacked()
                 for svc in self.services.values():  # at start the current view is applied once
                     svc.publish(svc.published().view)
                 async with trio.open_nursery() as probe_nursery:
@@ -370,11 +371,45 @@ class Engine:
         for event in events:
             self.observer.event_emitted(event)
         if events:
+            self.journal.hold(events)
             await self.journal.wait_persisted()
+            await self._hand_to_durable(svc, events)
         else:  # a verdict flipped without changing what is published: keep it on disk
             await self.journal.save_now()
         svc.publish(published.view, tuple(events))
         return tuple(events)
+
+    async def _hand_to_durable(self, svc: ServiceRuntime, events: Sequence[Event]) -> None:
+        """Give events to the service's durable sinks (outboxes) right after they are on
+        disk; until every one has them they stay held in the state file."""
+        for runner, _ in svc.bindings:
+            if isinstance(runner.sink, DurableSink):
+                try:
+                    await runner.sink.accept(events)
+                except Exception:
+                    log.exception("sink %s could not take %d events; they stay in the state "
+                                  "file and are handed over again at the next start",
+                                  runner.sink.name, len(events))
+                    return
+        self.journal.ack(events)
+
+    async def _redeliver_unacked(self) -> None:
+        """Events persisted before a crash that durable sinks may not have taken."""
+        pending: dict[str, list[Event]] = {}
+        for doc in self.saved.unacked:
+            event = Event.from_json(doc)
+            pending.setdefault(event.service, []).append(event)
+        for name, events in pending.items():
+            self.journal.hold(events)
+            svc = self.services.get(name)
+            if svc is None:
+                self.journal.ack(events)  # the service is gone from the config
+                continue
+            log.info("%s: handing %d events from before the last stop to durable sinks",
+                     name, len(events))
+            await self._hand_to_durable(svc, events)
+        if pending:
+            await self.journal.save_now()
 
     @staticmethod
     def _bystander_reason(backend: BackendRuntime, published: Published) -> str:
@@ -415,7 +450,7 @@ class Engine:
     # -- looking in -------------------------------------------------------------
 
     def _snapshot(self) -> SavedState:
-        return SavedState(seq=self.journal.seq, backends={
+        return SavedState(seq=self.journal.seq, unacked=self.journal.unacked(), backends={
             name: {b.config.name: SavedBackend(
                 b.breaker.health.value, b.since, b.last_ok,
                 b.override.value if b.override else None) for b in svc.backends}

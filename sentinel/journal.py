@@ -12,9 +12,10 @@ import os
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -54,6 +55,7 @@ class Journal:
         self._events: deque[Event] = deque(maxlen=KEEP)
         self._saved_seq = seq
         self._lock = trio.Lock()
+        self._unacked: dict[str, Event] = {}  # by id: not yet taken by durable sinks
 
     @property
     def seq(self) -> int:
@@ -72,6 +74,21 @@ class Journal:
                       reason=reason, probe=probe, trace_id=trace_id)
         self._events.append(event)
         return event
+
+    def hold(self, events: Iterable[Event]) -> None:
+        """Keep `events` in every snapshot until `ack`: a crash before durable sinks have
+        taken them redelivers them at the next start (at least once, same ids)."""
+        for event in events:
+            self._unacked[event.id] = event
+
+    def ack(self, events: Iterable[Event]) -> None:
+        """Durable sinks have `events`; the next snapshot drops them."""
+        for event in events:
+            self._unacked.pop(event.id, None)
+
+    def unacked(self) -> tuple[dict[str, Any], ...]:
+        """Held events as documents, oldest first, for the state snapshot."""
+        return tuple(e.to_json() for e in sorted(self._unacked.values(), key=lambda e: e.seq))
 
     def events_after(self, seq: int) -> list[Event]:
         """Held events with a seq greater than `seq`, oldest first."""

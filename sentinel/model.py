@@ -109,6 +109,20 @@ class Event:
     probe: ProbeSummary | None = None
     trace_id: str | None = None
 
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Event:
+        """An event back from its document (events persisted before sinks took them)."""
+        probe = doc.get("probe")
+        return cls(id=str(doc["id"]), seq=int(doc["seq"]), time=str(doc["time"]),
+                   service=str(doc["service"]), backend=str(doc["backend"]),
+                   address=str(doc["address"]), from_state=str(doc["from"]),
+                   to_state=str(doc["to"]), weight=int(doc["weight"]),
+                   reason=str(doc["reason"]),
+                   probe=ProbeSummary(str(probe["type"]), bool(probe["ok"]),
+                                      str(probe["error"]), float(probe["latency_ms"]))
+                   if probe else None,
+                   trace_id=doc.get("trace_id"))
+
     def to_json(self) -> dict[str, Any]:
         """The SPEC 4 event document."""
         return {

@@ -38,10 +38,11 @@ class SavedState:
 
     seq: int = 0
     backends: dict[str, dict[str, SavedBackend]] = field(default_factory=dict)
+    unacked: tuple[dict[str, Any], ...] = ()  # events durable sinks have not taken yet
 
     def to_json(self) -> dict[str, Any]:
         """The document as written."""
-        return {"version": 1, "seq": self.seq, "backends": {
+        return {"version": 1, "seq": self.seq, "unacked": list(self.unacked), "backends": {
             svc: {name: {"state": b.state, "since": b.since, "last_ok": b.last_ok,
                          "override": b.override}
                   for name, b in backends.items()}
@@ -57,7 +58,7 @@ def load_state(state_dir: Path) -> SavedState:
     except FileNotFoundError:
         return SavedState()
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        aside = path.with_name(f"{FILENAME}.corrupt-{int(time.time())}")
+        aside = _aside_name(path)
         try:
             os.replace(path, aside)
             log.error("state file %s unreadable (%s); moved aside to %s", path, exc, aside)
@@ -67,6 +68,17 @@ def load_state(state_dir: Path) -> SavedState:
         return SavedState()
 
 
+def _aside_name(path: Path) -> Path:
+    """`state.json.corrupt-TIME`, with `.N` added when that name is taken: os.replace
+    would otherwise overwrite an earlier bad file set aside within the same second."""
+    base = path.with_name(f"{FILENAME}.corrupt-{int(time.time())}")
+    aside, n = base, 0
+    while aside.exists():
+        n += 1
+        aside = base.with_name(f"{base.name}.{n}")
+    return aside
+
+
 def _parse(doc: dict[str, Any]) -> SavedState:
     backends = {
         str(svc): {str(name): SavedBackend(str(b["state"]), str(b["since"]),
@@ -74,7 +86,8 @@ def _parse(doc: dict[str, Any]) -> SavedState:
                                            str(b["override"]) if b.get("override") else None)
                    for name, b in entries.items()}
         for svc, entries in doc.get("backends", {}).items()}
-    return SavedState(seq=int(doc["seq"]), backends=backends)
+    unacked = tuple(dict(e) for e in doc.get("unacked", []))
+    return SavedState(seq=int(doc["seq"]), backends=backends, unacked=unacked)
 
 
 def save_state(state_dir: Path, state: SavedState) -> None:

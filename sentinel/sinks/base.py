@@ -11,10 +11,10 @@ Each sink kind registers a `SinkKind` in `sentinel.sinks` by its config name.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import trio
 
@@ -33,6 +33,16 @@ class Update:
     def merge(self, newer: Update) -> Update:
         """Coalesce: the newer view wins, events accumulate in order."""
         return Update(newer.view, self.events + newer.events, newer.options)
+
+
+@runtime_checkable
+class DurableSink(Protocol):
+    """A sink that must not lose an event (webhook's outbox): the engine hands it the
+    events as soon as they are on disk, before anything else hears of them."""
+
+    async def accept(self, events: Sequence[Event]) -> None:
+        """Make `events` durable in the sink's own store (idempotent by event id)."""
+        ...
 
 
 class Sink(Protocol):

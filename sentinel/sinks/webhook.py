@@ -178,16 +178,23 @@ class WebhookSink:
     # -- the runner's side: enqueue ----------------------------------------------------
 
     async def apply(self, update: Update) -> None:
-        """Commit the update's events to the outbox (returns once they are durable)."""
-        events = [NewEvent(event_key(e), e.id, e.seq,
-                           json.dumps(e.to_json(), separators=(",", ":")).encode())
-                  for e in update.events]
-        if not events:
+        """Commit the update's events to the outbox (returns once they are durable).
+
+        The engine already handed them over through `accept` as soon as they were on
+        disk; this is the runner's retrying path, and enqueueing is idempotent by id."""
+        await self.accept(update.events)
+
+    async def accept(self, events: Sequence[Event]) -> None:
+        """Commit `events` to the outbox (idempotent by event id); see DurableSink."""
+        rows = [NewEvent(event_key(e), e.id, e.seq,
+                         json.dumps(e.to_json(), separators=(",", ":")).encode())
+                for e in events]
+        if not rows:
             return
         # Shielded: once the rows are committed, the in-memory queues must hear of them.
         with trio.CancelScope(shield=True):
             async with self._db_lock:
-                fresh = await self._offload(self.outbox.enqueue, events, self._wall())
+                fresh = await self._offload(self.outbox.enqueue, rows, self._wall())
                 for entry in fresh:
                     self._queues.setdefault(entry.key, deque()).append(entry)
                 if sum(map(len, self._queues.values())) > self.options.max_pending:
