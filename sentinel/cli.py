@@ -135,6 +135,10 @@ def _check(path: str) -> int:
         print(f"  {svc.name}: {backends}, {svc.probe.type} probe; "
               f"worst case death -> removal {describe(budget.to_down)}, "
               f"recovery -> return {describe(budget.to_up)}")
+    from sentinel.sinks.ipvs_config import warnings as ipvs_warnings
+
+    for warning in ipvs_warnings(config):  # risky, not invalid: still exit 0
+        print(f"warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 

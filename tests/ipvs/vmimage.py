@@ -27,6 +27,7 @@ from pathlib import Path
 PACKAGES = ("linux-image-cloud-amd64", "busybox-static", "ipvsadm", "libnl-3-200",
             "libnl-genl-3-200", "libpopt0")
 PORT_NAME = "sentinel.0"
+KERNEL_PACKAGE = re.compile(r"(?<=Depends: )linux-image-\S+")  # what the metapackage names
 # Left out of the image on purpose: a scheduler sentinel accepts but this kernel cannot load.
 MISSING_SCHEDULER = "ovf"
 MODULE_ROOTS = ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_lc", "ip_vs_wlc", "ip_vs_lblc",
@@ -74,21 +75,21 @@ def unpacked_root(cache: Path) -> Path:
     root = cache / "root"
     if _kernels(root) and (root / "sbin/ipvsadm").exists() and (root / "bin/busybox").exists():
         return root
+    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+        raise ImageUnavailable("apt-get and dpkg-deb are needed to fetch the test kernel")
     debs = cache / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    names = [*PACKAGES, *_kernel_dependencies()]
-    if _run(["apt-get", "download", *names], debs).returncode != 0:
-        if os.geteuid() == 0:  # package lists may predate a point release: refresh once
-            _run(["apt-get", "update", "-q"], debs)
-        result = _run(["apt-get", "download", *names], debs)
-        if result.returncode != 0:
-            raise ImageUnavailable(f"apt-get download failed: {result.stderr.strip()[-300:]}")
+    shutil.rmtree(debs, ignore_errors=True)
+    debs.mkdir(parents=True)
+    depends = _apt(["apt-cache", "depends", "--important", PACKAGES[0]], debs, KERNEL_PACKAGE)
+    _apt(["apt-get", "download", *PACKAGES, *KERNEL_PACKAGE.findall(depends)], debs)
     staging = cache / "root.partial"
     shutil.rmtree(staging, ignore_errors=True)
     for deb in sorted(debs.glob("*.deb")):
         result = _run(["dpkg-deb", "-x", str(deb), str(staging)], debs)
         if result.returncode != 0:
             raise ImageUnavailable(f"dpkg-deb -x {deb.name}: {result.stderr.strip()}")
+    if not _kernels(staging):
+        raise ImageUnavailable(f"no kernel in the packages fetched: {sorted(os.listdir(debs))}")
     shutil.rmtree(root, ignore_errors=True)
     staging.rename(root)
     return root
@@ -116,15 +117,22 @@ def _kernels(root: Path) -> list[Path]:
     return sorted((root / "boot").glob("vmlinuz-*")) if (root / "boot").is_dir() else []
 
 
-def _kernel_dependencies() -> list[str]:
-    """The versioned image package the `linux-image-cloud-amd64` metapackage names."""
-    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-        raise ImageUnavailable("apt-get and dpkg-deb are needed to fetch the test kernel")
-    result = _run(["apt-cache", "depends", "--important", PACKAGES[0]], Path("/"))
-    found = re.findall(r"Depends:\s*(linux-image-\S+)", result.stdout)
-    if not found:
-        raise ImageUnavailable(f"apt-cache knows no {PACKAGES[0]}: {result.stderr.strip()}")
-    return found
+def _apt(argv: list[str], cwd: Path, expect: re.Pattern[str] | None = None) -> str:
+    """Run an apt command; when it fails (or prints nothing matching `expect`), refresh
+    the package lists once (as root: they may be missing or predate a point release)
+    and try again."""
+
+    def failed(result: subprocess.CompletedProcess[str]) -> bool:
+        return result.returncode != 0 or (expect is not None and not expect.search(
+            result.stdout))
+
+    result = _run(argv, cwd)
+    if failed(result) and os.geteuid() == 0:
+        _run(["apt-get", "update", "-q"], cwd)
+        result = _run(argv, cwd)
+    if failed(result):
+        raise ImageUnavailable(f"{' '.join(argv[:2])} failed: {result.stderr.strip()[-300:]}")
+    return result.stdout
 
 
 def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
