@@ -26,11 +26,15 @@ services with a real server draining.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import socket
+from collections.abc import Iterable
+from pathlib import Path
 
 import trio
 
+from sentinel.atomic import write_atomic
 from sentinel.errors import SinkError, SinkRejected
 from sentinel.ipvs_table import (
     DesiredService,
@@ -44,6 +48,7 @@ from sentinel.ipvs_table import (
     drift,
     join_address,
     normalise_ip,
+    parse_virtual,
 )
 from sentinel.model import BackendView, ServiceView, State
 from sentinel.sinks.base import SinkContext, SinkKind, Update
@@ -56,16 +61,53 @@ NOT_FOUND = "Scheduler or persistence engine not found"
 REMOVE, DRAIN = -1, -2  # what `_weight` says instead of a weight
 
 
+class Ownership:
+    """The real servers the sink manages, per virtual service, kept in `path` (JSON) so
+    that a backend removed while sentinel was stopped is still deleted at the next start.
+
+    A real server is owned while it is a backend of the service, and afterwards until
+    it is seen gone from the table."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._path = path
+        self._owned: dict[Virtual, frozenset[RealKey]] = {}
+        if path is not None and path.exists():
+            try:
+                saved = json.loads(path.read_text())
+                self._owned = {parse_virtual(v): frozenset((a, int(p)) for a, p in keys)
+                               for v, keys in saved.items()}
+            except (OSError, ValueError, TypeError) as exc:
+                log.warning("ignoring %s: %s", path, exc)
+
+    def get(self, virtual: Virtual) -> frozenset[RealKey]:
+        """The real servers owned in `virtual`."""
+        return self._owned.get(virtual, frozenset())
+
+    async def settle(self, virtual: Virtual, backends: Iterable[RealKey],
+                     present: Iterable[RealKey]) -> None:
+        """Own `backends`, and keep owning earlier ones only while still `present`;
+        saved (atomically, in a worker thread) when that changes."""
+        earlier = self.get(virtual)
+        owned = frozenset(backends) | (earlier & frozenset(present))
+        if owned == earlier:
+            return
+        self._owned[virtual] = owned
+        if self._path is not None:
+            data = {str(v): sorted(keys) for v, keys in self._owned.items()}
+            await trio.to_thread.run_sync(write_atomic, self._path,
+                                          json.dumps(data, indent=1).encode())
+
+
 class IpvsSink:
     """Keeps the kernel's IPVS table on the desired views."""
 
-    def __init__(self, name: str, options: IpvsOptions) -> None:
+    def __init__(self, name: str, options: IpvsOptions, state_dir: Path | None = None) -> None:
         self.name = name
         self._options = options
         self.driver = Ipvsadm(options.command, options.timeout)
         self._desired: dict[str, tuple[ServiceView, IpvsBinding]] = {}
         self._claims: dict[Virtual, str] = {}  # which service owns each virtual
-        self._owned: dict[Virtual, set[RealKey]] = {}
+        self._owned = Ownership(state_dir / f"ipvs-{name}.json" if state_dir else None)
         self._verified: dict[Virtual, ServiceEntry | None] = {}  # as last read back
         self._draining: dict[tuple[Virtual, RealKey], float] = {}  # -> when weight 0 began
         self._lock = trio.Lock()  # apply and the background work take turns on the table
@@ -82,6 +124,8 @@ class IpvsSink:
         owner = self._claims.setdefault(binding.virtual, service)
         if owner != service:
             raise SinkRejected(f"{binding.virtual} is already managed by service {owner!r}")
+        if service in self._desired and self._desired[service][1].virtual != binding.virtual:
+            del self._claims[self._desired[service][1].virtual]  # a reload moved the service
         self._desired[service] = (update.view, binding)
         async with self._lock:
             edits = await self._converge(service, await self.driver.read(binding.virtual))
@@ -149,7 +193,7 @@ class IpvsSink:
         """Take `actual` to the service's desired entry, verify; returns the edits made."""
         view, binding = self._desired[service]
         virtual = binding.virtual
-        owned = self._owned.setdefault(virtual, set())
+        owned = self._owned.get(virtual)
         if virtual in self._verified:
             before = self._verified[virtual]
             notes = drift(before, actual, owned) if before is not None else (
@@ -158,15 +202,17 @@ class IpvsSink:
                 self.conflicts += 1
                 log.warning("%s: conflict: someone else changed %s: %s; restoring it",
                             self.name, virtual, "; ".join(notes))
-        desired = await self._desired_entry(view, binding, actual)
-        owned.update(desired.reals, desired.absent)
+        desired, backends = await self._desired_entry(view, binding, actual)
+        await self._owned.settle(virtual, backends, owned)  # before any edit
         edits = diff(desired, actual)
-        if not edits:
-            self._verified[virtual] = actual
-            return []
-        complaints = await self.driver.apply(edits)
-        after = await self.driver.read(virtual)
+        after = actual
+        if edits:
+            complaints = await self.driver.apply(edits)
+            after = await self.driver.read(virtual)
         self._verified[virtual] = after
+        await self._owned.settle(virtual, backends, after.reals if after else ())
+        if not edits:
+            return []
         left = diff(desired, after)
         if left:
             raise SinkRejected(self._explain(binding, left, complaints))
@@ -185,13 +231,14 @@ class IpvsSink:
                 f"{'; '.join(' '.join(edit) for edit in left)}; ipvsadm said: {said}")
 
     async def _desired_entry(self, view: ServiceView, binding: IpvsBinding,
-                             actual: ServiceEntry | None) -> DesiredService:
-        """The wanted entry for `view`: each backend's real server by state and on_down."""
+                             actual: ServiceEntry | None
+                             ) -> tuple[DesiredService, set[RealKey]]:
+        """The wanted entry for `view` (each backend's real server by state and on_down;
+        owned real servers that are no backend any more are absent), and the backends' keys."""
         virtual = binding.virtual
         wanted: dict[RealKey, RealServer] = {}
         absent: set[RealKey] = set()
         names: dict[RealKey, str] = {}
-        now = trio.current_time()
         for backend in view.backends:
             address = await self._resolve(backend, binding)
             key = (address, virtual.real_port(binding.forward, backend.port))
@@ -202,24 +249,33 @@ class IpvsSink:
                     f"kernel uses the service's port)")
             names[key] = backend.name
             weight = _weight(backend, binding)
-            if weight == DRAIN:  # weight 0 first, deleted once idle or out of time
-                if (virtual, key) not in self._draining:
-                    self._draining[virtual, key] = now
-                    self._drain_began.set()
-                started = self._draining[virtual, key]
-                have = actual.reals.get(key) if actual else None
-                if drain_finished(have, started, now, binding.drain_timeout):
-                    weight = REMOVE
-            if weight != DRAIN:
+            if weight == DRAIN:
+                weight = self._drain(virtual, key, actual, binding.drain_timeout)
+            else:
                 self._draining.pop((virtual, key), None)
             if weight == REMOVE:
                 absent.add(key)
                 continue
-            wanted[key] = RealServer(*key, forward=binding.forward, weight=max(weight, 0),
+            wanted[key] = RealServer(*key, forward=binding.forward, weight=weight,
                                      u_threshold=binding.u_threshold,
                                      l_threshold=binding.l_threshold)
-        gone = self._owned.get(virtual, set()) - wanted.keys() - absent
-        return DesiredService(virtual, binding.spec, wanted, frozenset(absent | gone))
+        backends = set(names)
+        absent |= self._owned.get(virtual) - backends
+        return DesiredService(virtual, binding.spec, wanted, frozenset(absent)), backends
+
+    def _drain(self, virtual: Virtual, key: RealKey, actual: ServiceEntry | None,
+               timeout: float) -> int:
+        """drain_then_remove: weight 0 from the first time the backend is seen down,
+        REMOVE once its real server has no connection left or `timeout` has passed."""
+        now = trio.current_time()
+        if (virtual, key) not in self._draining:
+            self._draining[virtual, key] = now
+            self._drain_began.set()
+        have = actual.reals.get(key) if actual else None
+        if drain_finished(have, self._draining[virtual, key], now, timeout):
+            del self._draining[virtual, key]
+            return REMOVE
+        return 0
 
     async def _resolve(self, backend: BackendView, binding: IpvsBinding) -> str:
         """The backend's IP: its host when a literal, else looked up in the service's family."""
@@ -249,7 +305,7 @@ def _weight(backend: BackendView, binding: IpvsBinding) -> int:
 
 def _create(name: str, options: object, ctx: SinkContext) -> IpvsSink:
     assert isinstance(options, IpvsOptions)
-    return IpvsSink(name, options)
+    return IpvsSink(name, options, ctx.state_dir)
 
 
 KIND = SinkKind(name="ipvs", parse_options=parse_options, parse_binding=parse_binding,

@@ -13,9 +13,9 @@ import pytest
 import trio
 
 from sentinel.configload import load_config
-from sentinel.model import State
 from sentinel.sinks.base import Update
 from sentinel.sinks.ipvs import IpvsSink
+from sentinel.sinks.ipvs_config import IpvsOptions
 from tests.ipvs.kernel import backends, running, wait_for, weights, write_config
 from tests.ipvs.vm import Vm
 from tests.ipvs.vmimage import MISSING_SCHEDULER
@@ -176,14 +176,33 @@ async def test_missing_scheduler_is_a_clear_error(vm: Vm, state_dir: Path) -> No
 async def test_converged_table_needs_no_edits(vm: Vm, state_dir: Path) -> None:
     """With dr the kernel forces the service port: a backend on another port is not
     seen as different, so applying the same view again runs no edit."""
-    config = load_config(write_config(state_dir, vm, service(
-        "web", ["127.0.0.1:8080"], "virtual: 'tcp:10.0.0.6:80', forward: dr")))
-    sink = IpvsSink("lvs", config.sinks[0].options)  # type: ignore[arg-type]
-    update = Update(view("web", backend("b0", 8080, State.UP, weight=3)), (),
-                    config.services[0].sinks[0].options)
+    sink, binding = direct_sink(vm, state_dir, "virtual: 'tcp:10.0.0.6:80', forward: dr")
+    update = Update(view("web", backend("b0", 8080, weight=3)), (), binding)
     await sink.apply(update)
     entry = await wait_for(vm, "tcp:10.0.0.6:80", lambda e: e is not None)
     assert weights(entry) == {"127.0.0.1:80": 3}
     calls = sink.driver.calls
     await sink.apply(update)
     assert sink.driver.calls - calls == 2, "only the two reads, no edit"
+
+
+async def test_ownership_survives_a_restart(vm: Vm, state_dir: Path) -> None:
+    """A backend dropped from the config is deleted, even by a new sink after a restart
+    (ownership is kept in the state directory); a real server added by hand is not."""
+    sink, binding = direct_sink(vm, state_dir, "virtual: 'tcp:10.0.0.7:80', forward: nat")
+    await sink.apply(Update(view("web", backend("b0", 8080), backend("b1", 8081)), (),
+                            binding))
+    added = vm.ipvsadm("-a", "-t", "10.0.0.7:80", "-r", "127.0.0.9:9", "-m")
+    assert added.returncode == 0, added.stderr
+    restarted, _ = direct_sink(vm, state_dir, "virtual: 'tcp:10.0.0.7:80', forward: nat")
+    await restarted.apply(Update(view("web", backend("b0", 8080)), (), binding))
+    entry = await wait_for(vm, "tcp:10.0.0.7:80", lambda e: e is not None)
+    assert weights(entry) == {"127.0.0.1:8080": 1, "127.0.0.9:9": 1}
+
+
+def direct_sink(vm: Vm, state_dir: Path, binding: str) -> tuple[IpvsSink, object]:
+    """An ipvs sink (not run by an engine) on the VM, and the parsed `binding`."""
+    config = load_config(write_config(state_dir, vm, service("web", ["127.0.0.1:1"], binding)))
+    options = config.sinks[0].options
+    assert isinstance(options, IpvsOptions)
+    return IpvsSink("lvs", options, state_dir), config.services[0].sinks[0].options
