@@ -192,20 +192,21 @@ class Telemetry:
     tracer provider's life. `aclose()` flushes pending spans on a clean stop."""
 
     def __init__(self, config: TelemetryConfig, state_dir: Path, *,
-                 exporter: SpanExporter | None = None, rng: random.Random | None = None,
-                 processor_queue: int = MAX_QUEUE) -> None:
+                 processor: SpanProcessor | None = None, rng: random.Random | None = None
+                 ) -> None:
+        """`processor` replaces the configured export (tests pass the SDK's
+        SimpleSpanProcessor over an InMemorySpanExporter); `rng` decides sampling."""
         self.config = config
         self.metrics = Metrics() if config.prometheus else None
         self._sample_ok = config.traces.sample_ok
         self._random = (rng or random.Random()).random
         self._provider: TracerProvider | None = None
-        self._processor: BoundedSpanProcessor | None = None
+        self._processor = processor
         self._tracer: trace.Tracer | None = None
         self._log_filter: SpanLogFilter | None = None
-        if exporter is None and config.traces.exporter != "none":
-            exporter = make_exporter(config.traces)
-        if exporter is not None:
-            self._processor = BoundedSpanProcessor(exporter, processor_queue)
+        if processor is None and config.traces.exporter != "none":
+            self._processor = BoundedSpanProcessor(make_exporter(config.traces))
+        if self._processor is not None:
             self._provider = TracerProvider(resource=make_resource(config, state_dir),
                                             shutdown_on_exit=False)
             self._provider.add_span_processor(self._processor)
@@ -217,11 +218,12 @@ class Telemetry:
     def watch(self, engine: Engine) -> None:
         """Let the metrics read gauges from the running engine at scrape time."""
         if self.metrics is not None:
-            self.metrics.watch(engine, self.trace_statistics if self._processor else None)
+            bounded = isinstance(self._processor, BoundedSpanProcessor)
+            self.metrics.watch(engine, self.trace_statistics if bounded else None)
 
     def trace_statistics(self) -> TraceStatistics:
-        """What the exporter did with the spans so far (zeros when tracing is off)."""
-        if self._processor is None:
+        """What the exporter did with the spans so far (zeros without a bounded queue)."""
+        if not isinstance(self._processor, BoundedSpanProcessor):
             return TraceStatistics(0, 0, 0, 0)
         return self._processor.statistics()
 

@@ -1,0 +1,120 @@
+"""Metrics and traces fed by a running Engine (virtual clock), and GET /metrics on the API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import trio
+import trio.testing
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from sentinel.api import Api, serve_api
+from sentinel.config import ApiConfig, TelemetryConfig
+from sentinel.engine import Engine
+from sentinel.metrics import CONTENT_TYPE
+from sentinel.sinks.base import RecordingSink
+from sentinel.telemetry import Telemetry
+from tests.engine.fakes import FakeProbe, config, run_inline, service
+from tests.engine.test_engine import WALL_BASE, run_for, toggles
+from tests.telemetry.conftest import MakeTelemetry
+from tests.telemetry.helpers import parse_metrics, sample
+
+
+def watched_engine(tmp_path: Path, probe: FakeProbe, telemetry: Telemetry) -> Engine:
+    """Service `web` (b9001, b9002; nginx breaker, max_fails 1) observed by `telemetry`."""
+    engine = Engine(config(tmp_path, service("web", [9001, 9002])),
+                    sinks={"rec": RecordingSink("rec")}, probe_factory=probe.factory(),
+                    run_blocking=run_inline, observer=telemetry,
+                    wall=lambda: WALL_BASE + trio.current_time())
+    telemetry.watch(engine)
+    return engine
+
+
+async def test_metrics_follow_a_backend_going_down(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock,
+        make_telemetry: MakeTelemetry) -> None:
+    """After b9002 dies at 2 s (probed at 0.5, 1.5, 2.5): up 0 and weight 0 for it, 1 for
+    b9001; one transition to down; probe durations by result; sink applies counted with a
+    last-success time; panic 0; the scheduler's probe count and lateness are exported."""
+    telemetry = make_telemetry(sample_ok=0.0)
+    probe = FakeProbe()
+    engine = watched_engine(tmp_path, probe, telemetry)
+    await run_for(engine, 4.5, toggles((2.0, 9002, False)), probe)
+    assert telemetry.metrics is not None
+    body, content_type = await telemetry.metrics.render()
+    assert content_type == CONTENT_TYPE
+    m = parse_metrics(body.decode())
+    assert sample(m, "sentinel_backend_up", service="web", backend="b9001") == 1
+    assert sample(m, "sentinel_backend_up", service="web", backend="b9002") == 0
+    assert sample(m, "sentinel_backend_weight", service="web", backend="b9001") == 1
+    assert sample(m, "sentinel_backend_weight", service="web", backend="b9002") == 0
+    assert sample(m, "sentinel_transitions_total", service="web", backend="b9002",
+                  to="down") == 1
+    assert sample(m, "sentinel_transitions_total", service="web", backend="b9001",
+                  to="down") is None
+    ok = sample(m, "sentinel_probe_duration_seconds_count", service="web", backend="b9002",
+                type="tcp", result="ok")
+    failed = sample(m, "sentinel_probe_duration_seconds_count", service="web",
+                    backend="b9002", type="tcp", result="connect")
+    assert (ok, failed) == (2, 1)  # 0.5 and 1.5 ok; 2.5 refused: down until 12.5
+    assert sample(m, "sentinel_probe_duration_seconds_bucket", service="web", backend="b9002",
+                  type="tcp", result="connect", le="0.0005") == 1
+    assert (sample(m, "sentinel_sink_apply_total", sink="rec", result="ok") or 0) >= 2
+    assert sample(m, "sentinel_sink_last_success_timestamp_seconds", sink="rec")
+    assert sample(m, "sentinel_sink_ok", sink="rec") == 1
+    assert sample(m, "sentinel_panic", service="web") == 0
+    assert sample(m, "sentinel_probes_total") == 8  # b9001 at 0..4 s, b9002 three times
+    assert sample(m, "sentinel_probe_lateness_seconds", quantile="0.99") is not None
+    assert sample(m, "sentinel_info", version="0.1.0") == 1
+
+
+async def test_event_trace_id_is_the_trace_of_the_span_carrying_the_transition(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock,
+        make_telemetry: MakeTelemetry, exporter: InMemorySpanExporter) -> None:
+    """The engine's event for b9002 going down has the trace id of the failed probe's
+    span, whose `sentinel.transition` event says up -> down; sink applies are spans too."""
+    telemetry = make_telemetry(sample_ok=0.0)
+    probe = FakeProbe()
+    engine = watched_engine(tmp_path, probe, telemetry)
+    await run_for(engine, 4.5, toggles((2.0, 9002, False)), probe)
+    (event,) = [e for e in engine.events_after(0) if e.backend == "b9002"]
+    spans = exporter.get_finished_spans()
+    carrying = [s for s in spans if s.events]
+    assert len(carrying) == 1
+    span = carrying[0]
+    assert event.trace_id == format(span.context.trace_id, "032x")
+    assert dict(span.events[0].attributes or {})["to"] == "down"
+    assert span.start_time == int((WALL_BASE + 2.5) * 1e9)
+    assert {s.name for s in spans} == {"sentinel.probe", "sentinel.sink.apply"}
+    probes = [s for s in spans if s.name == "sentinel.probe"]
+    assert len(probes) == 1  # only the failed probe: sample_ok is 0
+
+
+async def test_metrics_route_is_open_and_absent_without_prometheus(
+        tmp_path: Path, make_telemetry: MakeTelemetry) -> None:
+    """GET /metrics answers Prometheus text without the bearer token (scrapers carry
+    none) while /v1/events still needs it; without prometheus there is no route."""
+    telemetry = make_telemetry(sample_ok=0.0)
+    engine = watched_engine(tmp_path, FakeProbe(), telemetry)
+    plain = Telemetry(TelemetryConfig(prometheus=False), tmp_path)
+    assert telemetry.metrics is not None
+    assert plain.metrics is None
+    async with trio.open_nursery() as nursery:
+        with_metrics = await nursery.start(
+            serve_api, Api(engine, "s3cret", metrics=telemetry.metrics.render),
+            ApiConfig(host="127.0.0.1", port=0), tmp_path)
+        without = await nursery.start(serve_api, Api(engine, "s3cret"),
+                                      ApiConfig(host="127.0.0.1", port=0), tmp_path)
+        async with httpx.AsyncClient(timeout=5) as client:
+            metrics = await client.get(f"{with_metrics}/metrics")
+            events = await client.get(f"{with_metrics}/v1/events")
+            missing = await client.get(f"{without}/metrics")
+        nursery.cancel_scope.cancel()
+    await plain.aclose()
+    assert metrics.status_code == 200
+    assert metrics.headers["content-type"] == CONTENT_TYPE
+    assert sample(parse_metrics(metrics.text), "sentinel_backend_up", service="web",
+                  backend="b9001") == 1
+    assert events.status_code == 401
+    assert missing.status_code == 404
