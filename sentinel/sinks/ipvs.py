@@ -30,6 +30,7 @@ import json
 import logging
 import socket
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
@@ -59,6 +60,16 @@ log = logging.getLogger("sentinel.sinks.ipvs")
 DRAIN_POLL = 1.0  # seconds between looks at a draining real server's connections
 NOT_FOUND = "Scheduler or persistence engine not found"
 REMOVE, DRAIN = -1, -2  # what `_weight` says instead of a weight
+
+
+@dataclass(slots=True)
+class _Plan:
+    """One service's part of a converge: what it should be and the edits to get there."""
+
+    service: str
+    desired: DesiredService
+    backends: set[RealKey]  # the keys of the service's backends
+    edits: list[tuple[str, ...]]
 
 
 class Ownership:
@@ -115,7 +126,8 @@ class IpvsSink:
         self.conflicts = 0
 
     async def apply(self, update: Update) -> None:
-        """Converge one service's virtual service to its view."""
+        """Converge one service's virtual service to its view; SinkRejected when the
+        table does not read back as wanted."""
         binding = update.options
         if not isinstance(binding, IpvsBinding):
             raise SinkRejected(f"service {update.view.service!r} is bound to ipvs sink "
@@ -128,9 +140,9 @@ class IpvsSink:
             del self._claims[self._desired[service][1].virtual]  # a reload moved the service
         self._desired[service] = (update.view, binding)
         async with self._lock:
-            edits = await self._converge(service, await self.driver.read(binding.virtual))
-        if edits:
-            log.info("%s: %s: %s", self.name, binding.virtual, "; ".join(edits))
+            failures = await self._converge([service], whole_table=False)
+        if failures:
+            raise failures[0]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
@@ -151,79 +163,93 @@ class IpvsSink:
                         next_resync = trio.current_time() + self._options.resync
                         await self.resync()
                     else:
-                        await self._finish_drains()
+                        draining = {self._claims[virtual] for virtual, _ in self._draining}
+                        await self._converge(sorted(draining), whole_table=False)
                 except SinkError as exc:
                     log.warning("%s: cannot read the IPVS table: %s", self.name, exc)
                 except Exception:  # a bug here must not take the runner down
                     log.exception("%s: background resync failed", self.name)
 
     async def resync(self) -> None:
-        """Read the whole table once and converge every known service to it."""
-        table = await self.driver.read_all()
-        await self._converge_many(list(self._desired), table)
+        """Converge every known service in one pass: the whole table read once, every
+        edit in one ipvsadm call, read back once (call with the lock held)."""
+        for failure in await self._converge(list(self._desired), whole_table=True):
+            log.warning("%s: %s", self.name, failure)
 
     async def aclose(self) -> None:
         """Nothing to release: the table is left as it is."""
 
     # -- converging ------------------------------------------------------------------
 
-    async def _finish_drains(self) -> None:
-        services = {self._claims[virtual] for virtual, _ in self._draining}
-        table: Table = {}
-        for service in services:
-            virtual = self._desired[service][1].virtual
+    async def _read(self, virtuals: list[Virtual], whole_table: bool, table: Table) -> Table:
+        """The whole table, or `table` with the entries of `virtuals` read afresh."""
+        if whole_table:
+            return await self.driver.read_all()
+        for virtual in virtuals:
             entry = await self.driver.read(virtual)
-            if entry is not None:
+            if entry is None:
+                table.pop(virtual, None)
+            else:
                 table[virtual] = entry
-        await self._converge_many(sorted(services), table)
+        return table
 
-    async def _converge_many(self, services: list[str], table: Table) -> None:
-        """Converge each of `services` against `table`; one failing does not stop the rest."""
+    async def _converge(self, services: list[str], *, whole_table: bool
+                        ) -> list[SinkRejected]:
+        """Read, plan every service, apply all edits at once, read back and verify.
+        Returns a SinkRejected per service whose entry does not read back as wanted."""
+        table = await self._read([self._desired[s][1].virtual for s in services], whole_table,
+                                 {})
+        plans: list[_Plan] = []
+        failures = []
         for service in services:
-            virtual = self._desired[service][1].virtual
+            view, binding = self._desired[service]
+            actual = table.get(binding.virtual)
+            self._report_drift(binding.virtual, actual)
             try:
-                edits = await self._converge(service, table.get(virtual))
-            except SinkError as exc:
-                log.warning("%s: %s: %s", self.name, virtual, exc)
+                desired, backends = await self._desired_entry(view, binding, actual)
+            except SinkRejected as exc:
+                failures.append(exc)
                 continue
-            if edits:
-                log.info("%s: %s: %s", self.name, virtual, "; ".join(edits))
+            owned = self._owned.get(binding.virtual)
+            await self._owned.settle(binding.virtual, backends, owned)  # before any edit
+            plans.append(_Plan(service, desired, backends, diff(desired, actual)))
+        complaints = ""
+        if any(plan.edits for plan in plans):
+            complaints = await self.driver.apply([e for plan in plans for e in plan.edits])
+            changed = [plan.desired.virtual for plan in plans if plan.edits]
+            table = await self._read(changed, whole_table, table)
+        for plan in plans:
+            virtual = plan.desired.virtual
+            after = self._verified[virtual] = table.get(virtual)
+            await self._owned.settle(virtual, plan.backends, after.reals if after else ())
+            left = diff(plan.desired, after)
+            if left:
+                failures.append(SinkRejected(self._explain(plan.service, left, complaints)))
+            elif plan.edits:
+                log.info("%s: %s: %s", self.name, virtual,
+                         "; ".join(" ".join(edit) for edit in plan.edits))
+        if complaints and not failures:
+            log.warning("%s: ipvsadm said: %s", self.name, complaints)
+        return failures
 
-    async def _converge(self, service: str, actual: ServiceEntry | None) -> list[str]:
-        """Take `actual` to the service's desired entry, verify; returns the edits made."""
-        view, binding = self._desired[service]
-        virtual = binding.virtual
-        owned = self._owned.get(virtual)
-        if virtual in self._verified:
-            before = self._verified[virtual]
-            notes = drift(before, actual, owned) if before is not None else (
-                [f"{virtual} was created"] if actual is not None else [])
-            if notes:
-                self.conflicts += 1
-                log.warning("%s: conflict: someone else changed %s: %s; restoring it",
-                            self.name, virtual, "; ".join(notes))
-        desired, backends = await self._desired_entry(view, binding, actual)
-        await self._owned.settle(virtual, backends, owned)  # before any edit
-        edits = diff(desired, actual)
-        after = actual
-        if edits:
-            complaints = await self.driver.apply(edits)
-            after = await self.driver.read(virtual)
-        self._verified[virtual] = after
-        await self._owned.settle(virtual, backends, after.reals if after else ())
-        if not edits:
-            return []
-        left = diff(desired, after)
-        if left:
-            raise SinkRejected(self._explain(binding, left, complaints))
-        if complaints:
-            log.warning("%s: %s: ipvsadm said: %s", self.name, virtual, complaints)
-        return [" ".join(edit) for edit in edits]
+    def _report_drift(self, virtual: Virtual, actual: ServiceEntry | None) -> None:
+        """Log and count a change made by someone else since the sink last read back."""
+        if virtual not in self._verified:
+            return
+        before = self._verified[virtual]
+        if before is None:
+            notes = [f"{virtual} was created"] if actual is not None else []
+        else:
+            notes = drift(before, actual, self._owned.get(virtual))
+        if notes:
+            self.conflicts += 1
+            log.warning("%s: conflict: someone else changed %s: %s; restoring it",
+                        self.name, virtual, "; ".join(notes))
 
-    def _explain(self, binding: IpvsBinding, left: list[tuple[str, ...]],
-                 complaints: str) -> str:
+    def _explain(self, service: str, left: list[tuple[str, ...]], complaints: str) -> str:
+        binding = self._desired[service][1]
         said = " / ".join(complaints.splitlines()) or "nothing"
-        if NOT_FOUND in complaints:
+        if NOT_FOUND in complaints and left[0][0] in ("-A", "-E"):
             return (f"{binding.virtual}: the kernel has no IPVS scheduler "
                     f"{binding.spec.scheduler!r} (module ip_vs_{binding.spec.scheduler} "
                     f"missing?); ipvsadm said: {said}")
