@@ -157,7 +157,10 @@ def fetch(port: int, timeout: float = 2.0) -> str | None:
     head, _, body = data.partition(b"\r\n\r\n")
     if not head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")):
         return None
-    return str(json.loads(body)["name"])
+    try:
+        return str(json.loads(body)["name"])
+    except (ValueError, KeyError):  # cut short: the backend died mid-answer
+        return None
 
 
 @dataclass
