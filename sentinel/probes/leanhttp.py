@@ -6,16 +6,17 @@ check (method, path, Host, headers, expect_status, expect_body; redirects
 not followed) with a `send` and a few `recv`s on a non-blocking socket,
 closed with an RST like HAProxy's checks. HTTPS keeps going through httpx
 (`sentinel.probes.http`); both paths share the verdict functions, so the
-same answer gives the same result and text.
+same answer gives the same result and text. A check is an `HttpExchange`
+(`sentinel.probes.lean`), run by a Trio task or by the probe loop.
 """
 
 from __future__ import annotations
 
-import trio
+from functools import partial
 
 from sentinel.config import HttpSpec, ProbeConfig
 from sentinel.model import FailureKind, ProbeResult
-from sentinel.probes import rawsock
+from sentinel.probes import lean
 from sentinel.probes.base import Target, classify, failed
 from sentinel.probes.http import USER_AGENT, body_verdict, status_verdict
 from sentinel.probes.http1 import ProtocolError, ResponseReader
@@ -28,7 +29,8 @@ class LeanHttpProbe:
         if not isinstance(config.spec, HttpSpec):
             raise TypeError(f"LeanHttpProbe needs an HttpSpec, got {type(config.spec).__name__}")
         self._spec = config.spec
-        self._timeout = config.timing.timeout
+        self.timeout = config.timing.timeout
+        self.lean = True
         self._requests: dict[tuple[str, int], bytes] = {}
 
     def request(self, target: Target) -> bytes:
@@ -49,43 +51,68 @@ class LeanHttpProbe:
             cached = self._requests[key] = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         return cached
 
+    def exchange(self, target: Target) -> HttpExchange:
+        """A fresh exchange for one check (the probe loop feeds these too)."""
+        return HttpExchange(self._spec, self.timeout, self.request(target))
+
     async def check(self, target: Target) -> ProbeResult:
         """Probe `target` once; failures come back as a result, cancellation propagates."""
-        start = trio.current_time()
-        verdict: tuple[FailureKind, str] | None = None
-        try:
-            with trio.move_on_after(self._timeout) as scope:
-                verdict = await self._exchange(target)
-        except ProtocolError as exc:
-            verdict = (FailureKind.RESET if "without a response" in str(exc)
-                       else FailureKind.PROTOCOL), str(exc)
-        except Exception as exc:  # the edge: every foreign error becomes a failure kind
-            verdict = classify(exc)
-        latency = trio.current_time() - start
-        if scope.cancelled_caught:
-            verdict = FailureKind.TIMEOUT, f"no answer within {self._timeout * 1000:.0f}ms"
-        if verdict is None:
-            return ProbeResult(ok=True, latency=latency)
-        return failed(*verdict, latency)
+        exchange = self.exchange(target)
+        return await lean.check(exchange, self.timeout, partial(lean.drive, exchange, target))
 
     async def aclose(self) -> None:
         """Nothing is pooled; present for the Probe protocol."""
 
-    async def _exchange(self, target: Target) -> tuple[FailureKind, str] | None:
-        spec = self._spec
-        sock = await rawsock.connect(target.host, target.port)
-        try:
-            await rawsock.send_all(sock, self.request(target))
-            reader = ResponseReader(want_body=spec.expect_body is not None)
-            while not reader.done:
-                data = await rawsock.recv_some(sock)
-                if not data:
-                    reader.eof()
-                    break
-                reader.feed(data)
-        finally:
-            rawsock.close_rst(sock)
+
+class HttpExchange:
+    """One request and its response, judged by status and body; see `lean.Exchange`."""
+
+    __slots__ = ("_reader", "_spec", "_timeout", "request")
+
+    connect_only = False
+
+    def __init__(self, spec: HttpSpec, timeout: float, request: bytes) -> None:
+        self._spec = spec
+        self._timeout = timeout
+        self.request = request
+        self._reader = ResponseReader(want_body=spec.expect_body is not None)
+
+    def connected(self) -> None:
+        """Nothing to note: the request goes out next."""
+
+    def sent(self) -> bool:
+        """A response is always read."""
+        return True
+
+    def feed(self, data: bytes) -> bool:
+        """Parse the next bytes; True once the status (and the body, if judged) is in."""
+        self._reader.feed(data)
+        return self._reader.done
+
+    def eof(self) -> None:
+        """The peer closed: fine after a close-delimited body, a ProtocolError otherwise."""
+        self._reader.eof()
+
+    def result(self, latency: float) -> ProbeResult:
+        """Judge the status, then the body (the verdict functions httpx's path uses)."""
+        spec, reader = self._spec, self._reader
         verdict = status_verdict(spec, reader.status)
-        if verdict is not None or spec.expect_body is None:
-            return verdict
-        return body_verdict(spec, reader.body.decode("utf-8", errors="replace"))
+        if verdict is None and spec.expect_body is not None:
+            verdict = body_verdict(spec, reader.body.decode("utf-8", errors="replace"))
+        if verdict is None:
+            return ProbeResult(ok=True, latency=latency)
+        return failed(*verdict, latency)
+
+    def timed_out(self, latency: float) -> ProbeResult:
+        """No complete answer within the timeout."""
+        return failed(FailureKind.TIMEOUT, f"no answer within {self._timeout * 1000:.0f}ms",
+                      latency)
+
+    def failed(self, exc: Exception, latency: float) -> ProbeResult:
+        """A close before any answer is a RESET (as httpx reports it), other unreadable
+        answers PROTOCOL; foreign errors go through the edge table in `base`."""
+        if isinstance(exc, ProtocolError):
+            kind = (FailureKind.RESET if "without a response" in str(exc)
+                    else FailureKind.PROTOCOL)
+            return failed(kind, str(exc), latency)
+        return failed(*classify(exc), latency)

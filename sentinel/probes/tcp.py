@@ -8,20 +8,20 @@ are resolved at probe time.
 Plain TCP checks take the lean path (`sentinel.probes.rawsock`): one raw
 non-blocking socket closed with an RST, like HAProxy's, so the checker
 leaves no TIME_WAIT. TLS checks go through trio's streams (`lean=False`
-forces that path; the tests run both against the same servers).
+forces that path; the tests run both against the same servers). Both feed
+one `TcpExchange` (`sentinel.probes.lean`), as does the probe loop.
 """
 
 from __future__ import annotations
 
-import re
 import ssl
-from collections.abc import Awaitable, Callable
+from functools import partial
 
 import trio
 
 from sentinel.config import ProbeConfig, TcpSpec
 from sentinel.model import FailureKind, ProbeResult
-from sentinel.probes import rawsock
+from sentinel.probes import lean
 from sentinel.probes.base import Target, classify, failed
 
 READ_CAP = 64 * 1024  # give up on `expect` after this many bytes without a match
@@ -55,103 +55,105 @@ class TcpProbe:
         if not isinstance(config.spec, TcpSpec):
             raise TypeError(f"TcpProbe needs a TcpSpec, got {type(config.spec).__name__}")
         self._spec = config.spec
-        self._timeout = config.timing.timeout
-        self._lean = lean and not self._spec.tls  # raw sockets unless TLS is needed
+        self.timeout = config.timing.timeout
+        self.lean = lean and not self._spec.tls  # raw sockets unless TLS is needed
         # Built once: loading the trust store on every check would cost more than the check.
         self._ssl: ssl.SSLContext | None = None
         if self._spec.tls:
             self._ssl = ssl_context or client_context(self._spec.verify)
 
+    def exchange(self, target: Target) -> TcpExchange:
+        """A fresh exchange for one check (both paths and the probe loop feed one)."""
+        return TcpExchange(self._spec, self.timeout)
+
     async def check(self, target: Target) -> ProbeResult:
         """Probe `target` once; failures come back as a result, cancellation propagates."""
-        start = trio.current_time()
-        exchange = _Exchange()
-        try:
-            with trio.move_on_after(self._timeout) as scope:
-                await self._run(target, exchange)
-        except Exception as exc:  # the edge: every foreign error becomes a failure kind
-            kind, text = classify(exc)
-            return failed(kind, text, trio.current_time() - start)
-        latency = trio.current_time() - start
-        if scope.cancelled_caught:
-            detail = f"no answer within {self._timeout * 1000:.0f}ms ({exchange.phase})"
-            if exchange.received:
-                detail += f": got {quote(bytes(exchange.received))}"
-            return failed(FailureKind.TIMEOUT, detail, latency)
-        if exchange.mismatch:
-            return failed(FailureKind.BODY, exchange.mismatch, latency)
-        return ProbeResult(ok=True, latency=latency)
+        exchange = self.exchange(target)
+        if self.lean:
+            return await lean.check(exchange, self.timeout, partial(lean.drive, exchange, target))
+        return await lean.check(exchange, self.timeout,
+                                partial(self._run_stream, target, exchange))
 
     async def aclose(self) -> None:
         """Nothing is pooled; present for the Probe protocol."""
 
-    async def _run(self, target: Target, exchange: _Exchange) -> None:
-        """Connect, handshake, send and read, recording progress in `exchange`."""
-        if self._lean:
-            await self._run_lean(target, exchange)
-        else:
-            await self._run_stream(target, exchange)
-
-    async def _run_lean(self, target: Target, exchange: _Exchange) -> None:
-        """The same exchange on one raw socket, closed with an RST (see rawsock)."""
-        spec = self._spec
-        exchange.phase = "connect"
-        sock = await rawsock.connect(target.host, target.port)
-        try:
-            if spec.send:
-                exchange.phase = "send"
-                await rawsock.send_all(sock, spec.send)
-            if spec.expect is not None:
-                exchange.phase = "expect"
-                await _read_until(lambda _n: rawsock.recv_some(sock), spec.expect, exchange)
-        finally:
-            rawsock.close_rst(sock)
-
-    async def _run_stream(self, target: Target, exchange: _Exchange) -> None:
+    async def _run_stream(self, target: Target, exchange: TcpExchange) -> None:
         """Through trio's streams: needed for TLS, kept as the reference path."""
-        spec = self._spec
-        exchange.phase = "connect"
         stream: trio.abc.Stream = await trio.open_tcp_stream(target.host, target.port)
         try:
             if self._ssl is not None:
                 exchange.phase = "tls handshake"
                 stream = trio.SSLStream(
-                    stream, self._ssl, server_hostname=spec.sni or target.host
+                    stream, self._ssl, server_hostname=self._spec.sni or target.host
                 )
                 await stream.do_handshake()
-            if spec.send:
-                exchange.phase = "send"
-                await stream.send_all(spec.send)
-            if spec.expect is not None:
-                exchange.phase = "expect"
-                await _read_until(stream.receive_some, spec.expect, exchange)
+            await lean.converse(exchange, stream.send_all,
+                                partial(stream.receive_some, READ_CAP))
         finally:
             # No TLS close_notify wait: the peer's manners are not what is being checked.
             await trio.aclose_forcefully(stream)
 
 
-class _Exchange:
-    """What one check got through, for its failure detail."""
+class TcpExchange:
+    """One check's progress (`phase`, what was read) and verdict; see `lean.Exchange`.
 
-    def __init__(self) -> None:
+    After the `send` bytes, input is read until `expect` matches, the peer
+    closes, or READ_CAP bytes came without a match.
+    """
+
+    __slots__ = ("_expect", "_timeout", "connect_only", "mismatch", "phase", "received",
+                 "request")
+
+    def __init__(self, spec: TcpSpec, timeout: float) -> None:
+        self.request = spec.send or b""
+        self._expect = spec.expect
+        self._timeout = timeout
+        self.connect_only = not self.request and self._expect is None
         self.phase = "connect"
         self.received = bytearray()
         self.mismatch = ""
 
+    def connected(self) -> None:
+        """Connected: the send phase starts (if there is anything to send)."""
+        if self.request:
+            self.phase = "send"
 
-async def _read_until(
-    receive: Callable[[int], Awaitable[bytes | bytearray]],
-    expect: re.Pattern[bytes],
-    exchange: _Exchange,
-) -> None:
-    """Read until `expect` matches; EOF or the read cap first sets `exchange.mismatch`."""
-    buf = exchange.received
-    while not expect.search(buf):
+    def sent(self) -> bool:
+        """True while `expect` has yet to match."""
+        if self._expect is None:
+            return False
+        self.phase = "expect"
+        return not self._expect.search(self.received)
+
+    def feed(self, data: bytes) -> bool:
+        """Take bytes read; True once `expect` matched or the read cap was reached."""
+        assert self._expect is not None
+        buf = self.received
+        buf += data[: READ_CAP - len(buf)]
+        if self._expect.search(buf):
+            return True
         if len(buf) >= READ_CAP:
-            exchange.mismatch = f"expect not matched in {READ_CAP} bytes: got {quote(bytes(buf))}"
-            return
-        chunk = await receive(READ_CAP - len(buf))
-        if not chunk:
-            exchange.mismatch = f"expect not matched: got {quote(bytes(buf))}"
-            return
-        buf += chunk
+            self.mismatch = f"expect not matched in {READ_CAP} bytes: got {quote(bytes(buf))}"
+            return True
+        return False
+
+    def eof(self) -> None:
+        """The peer closed before `expect` matched."""
+        self.mismatch = f"expect not matched: got {quote(bytes(self.received))}"
+
+    def result(self, latency: float) -> ProbeResult:
+        """Healthy unless `expect` failed."""
+        if self.mismatch:
+            return failed(FailureKind.BODY, self.mismatch, latency)
+        return ProbeResult(ok=True, latency=latency)
+
+    def timed_out(self, latency: float) -> ProbeResult:
+        """A TIMEOUT naming the phase it was in and what it had read."""
+        detail = f"no answer within {self._timeout * 1000:.0f}ms ({self.phase})"
+        if self.received:
+            detail += f": got {quote(bytes(self.received))}"
+        return failed(FailureKind.TIMEOUT, detail, latency)
+
+    def failed(self, exc: Exception, latency: float) -> ProbeResult:
+        """Every foreign error becomes a failure kind (the edge table in `base`)."""
+        return failed(*classify(exc), latency)
