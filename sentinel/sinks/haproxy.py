@@ -23,7 +23,7 @@ the backend's name; a binding may set `backend:` and map names with
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import trio
@@ -32,6 +32,7 @@ from sentinel.errors import SinkError, SinkRejected
 from sentinel.model import BackendView, ServiceView, State
 from sentinel.sinks.base import SinkContext, SinkKind, Update
 from sentinel.sinks.haproxy_socket import ProcessInfo, RuntimeApi, ServerState
+from sentinel.sinks.services import configured_services, forget_removed
 from sentinel.yamlnode import Node
 
 log = logging.getLogger("sentinel.sinks.haproxy")
@@ -101,9 +102,11 @@ def plan(backend: str, server: str, want: BackendView, have: ServerState) -> lis
 class HAProxySink:
     """Keeps HAProxy's server states and weights on the desired views."""
 
-    def __init__(self, name: str, options: HAProxyOptions) -> None:
+    def __init__(self, name: str, options: HAProxyOptions,
+                 services: Callable[[], set[str]] = set) -> None:
         self.name = name
         self._options = options
+        self._services = services  # the configured services: removed ones are let go
         self._api = RuntimeApi(options.socket, timeout=options.timeout)
         self._desired: dict[str, tuple[ServiceView, HAProxyBinding]] = {}
         self._process: ProcessInfo | None = None
@@ -153,6 +156,7 @@ class HAProxySink:
 
     async def _converge_all(self, why: str, skip: str | None = None) -> None:
         """Converge every known service; one failing does not stop the others."""
+        forget_removed(self._desired, self._services())
         for service in [s for s in self._desired if s != skip]:
             try:
                 sent = await self._converge(service)
@@ -186,7 +190,7 @@ class HAProxySink:
 
 def _create(name: str, options: object, ctx: SinkContext) -> HAProxySink:
     assert isinstance(options, HAProxyOptions)
-    return HAProxySink(name, options)
+    return HAProxySink(name, options, configured_services(ctx))
 
 
 KIND = SinkKind(name="haproxy", parse_options=parse_options, parse_binding=parse_binding,

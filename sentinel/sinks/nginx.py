@@ -55,6 +55,7 @@ from sentinel.sinks.nginxconf import (
     render_file,
     render_upstream,
 )
+from sentinel.sinks.services import configured_services, forget_removed
 from sentinel.yamlnode import Node
 
 log = logging.getLogger("sentinel.sinks.nginx")
@@ -188,12 +189,10 @@ class NginxSink:
         if self._kept is None:
             self._kept = {m.group(2): m.group(0) for m in _BLOCK.finditer(body_of(on_disk) or "")}
         configured = self._services()
-        if configured:  # services a reload removed leave the file
-            for service in [s for s in self._views if s not in configured]:
-                del self._views[service]
-        for service in list(self._kept):
-            if service in self._views or (configured and service not in configured):
-                del self._kept[service]
+        forget_removed(self._views, configured)  # services a reload removed leave the file
+        forget_removed(self._kept, configured)
+        for service in self._views:
+            self._kept.pop(service, None)
         blocks = dict(self._kept)
         for service, (view, b) in self._views.items():
             blocks[service] = render_upstream(view, name=b.name, mode=self._options.mode,
@@ -296,12 +295,7 @@ def _accepting(title: str) -> bool:
 
 def _create(name: str, options: object, ctx: SinkContext) -> NginxSink:
     assert isinstance(options, NginxOptions)
-
-    def services() -> set[str]:
-        document = ctx.state_document().get("services")
-        return set(document) if isinstance(document, dict) else set()
-
-    return NginxSink(name, options, services)
+    return NginxSink(name, options, configured_services(ctx))
 
 
 KIND = SinkKind(name="nginx", parse_options=parse_options, parse_binding=parse_binding,

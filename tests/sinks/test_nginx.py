@@ -268,3 +268,16 @@ async def test_a_missing_pid_file_is_a_clear_error(tmp_path: Path) -> None:
     sink = NginxSink("edge", options(tmp_path / "up.conf", pid_file=str(tmp_path / "no.pid")))
     with pytest.raises(SinkUnavailable, match=r"no running nginx master in .*no\.pid"):
         await sink.apply(Update(WEB))
+
+
+async def test_a_service_removed_from_the_config_leaves_the_file(tmp_path: Path) -> None:
+    """Once a reload drops a service from the config, the next render leaves its block out."""
+    path = tmp_path / "up.conf"
+    configured = {"web", "api"}
+    sink = NginxSink("edge", options(path), lambda: configured)
+    await sink.apply(Update(WEB))
+    await sink.apply(Update(API))
+    configured.discard("api")
+    down = view("web", backend("web1", 1, State.DOWN), backend("web2", 2))
+    await sink.apply(Update(down))
+    assert body_of(path.read_text()) == render_upstream(down)
