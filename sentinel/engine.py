@@ -358,7 +358,8 @@ class Engine:
                 b.since = rfc3339(self.wall())
             b.published = (view.state, view.weight)
             mine = b is backend
-            why = reason if mine else self._bystander_reason(b, published)
+            why = (reason if mine or backend is None  # None: a reload, not one backend
+                   else self._bystander_reason(b, published))
             events.append(self.journal.new_event(
                 service=svc.config.name, backend=b.config.name, address=b.config.address,
                 from_state=old_state.value, to_state=view.state.value, weight=view.weight,

@@ -10,6 +10,7 @@ changed are replaced. An invalid file changes nothing.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import trio
 
@@ -48,6 +49,9 @@ async def apply_reload(engine: Engine, new: Config) -> None:
     old = engine.config
     if new.api != old.api or new.telemetry != old.telemetry or new.state_dir != old.state_dir:
         log.warning("api, telemetry and state_dir changes take effect after a restart")
+    # verdicts read from state_dir at startup are stale now: a backend new to the running
+    # config starts up, as it would in a fresh state_dir
+    engine.saved = replace(engine.saved, backends={})
     old_sinks = {s.name: s for s in old.sinks}
     for sink in new.sinks:
         if old_sinks.get(sink.name) != sink:
@@ -93,7 +97,11 @@ def _carry_over(engine: Engine, current: ServiceRuntime, cfg: ServiceConfig,
                 prev.breaker = make_breaker(cfg.breaker, prev.breaker.health)
             backends.append(prev)
         else:
-            backends.append(engine.make_backend(cfg, b.name))
+            fresh = engine.make_backend(cfg, b.name)
+            if prev is not None:  # same name, new address: keep the operator's override,
+                fresh.override = prev.override  # and diff against what sinks last saw
+                fresh.published = prev.published
+            backends.append(fresh)
     bindings = [(engine.runners[b.sink], b.options) for b in cfg.sinks]
     svc = ServiceRuntime(cfg, probe, backends, bindings)
     svc.panic = current.panic

@@ -1,0 +1,192 @@
+"""Reloading a running engine (virtual clock): what is kept, what changes, what is refused."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from sentinel.config import ThresholdBreakerConfig
+from sentinel.engine import Engine
+from sentinel.model import State
+from sentinel.reload import apply_reload, reload_from_file
+from sentinel.sinks.base import RecordingSink
+from tests.engine.fakes import FakeProbe, config, service
+from tests.engine.test_engine import make_engine, run_for, states, toggles
+from tests.sinks.fakes import TimedSink
+
+GOOD = """\
+version: 1
+state_dir: {state}
+sinks:
+  rec: {{type: file, path: {state}/doc.json}}
+defaults:
+  probe: {{type: tcp, interval: 1s}}
+services:
+  s:
+    backends: [{{name: b9001, address: "127.0.0.1:9001"}}]
+    sinks: [rec]
+  t:
+    backends: ["127.0.0.1:9004"]
+    sinks: [rec]
+"""
+BAD = """\
+version: 1
+services:
+  s:
+    backends: ["127.0.0.1:70000"]
+    probe: {type: tcp, interval: soon}
+"""
+
+
+async def test_unchanged_backends_keep_state_and_schedule_new_ones_are_spread(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """s [9001, 9002] -> s [9002, 9003] + t [9004] at 2.25: b9002 (down) is the same runtime,
+    keeps `since` and its next probe at fail_timeout's end (11.5), no event; b9001 stops;
+    b9003 and b9004 start at 2.25 and 2.75; t's view reaches the sink at once."""
+    probe, rec = FakeProbe(), TimedSink()
+    engine = make_engine(tmp_path, probe, {"rec": rec}, service("s", [9001, 9002]))
+    kept: list[object] = []
+
+    async def script(probe: FakeProbe) -> None:
+        await toggles((0.75, 9002, False))(probe)
+        await trio.sleep(1.5)  # to 2.25
+        kept.append(engine.services["s"].backends[1])
+        kept.append(engine.services["s"].backends[1].since)
+        await apply_reload(engine, config(tmp_path, service("s", [9002, 9003]),
+                                          service("t", [9004])))
+
+    await run_for(engine, 11.9, script, probe)
+    b9002 = engine.services["s"].backends[0]
+    assert (b9002, b9002.since) == tuple(kept)
+    assert probe.times(9001) == [0.0, 1.0, 2.0]
+    assert probe.times(9002) == [0.5, 1.5, 11.5]
+    assert probe.times(9003)[:2] == [2.25, 3.25]
+    assert probe.times(9004)[:2] == [2.75, 3.75]
+    assert [(e.seq, e.backend, e.to_state) for e in rec.events()] == [(1, "b9002", "down")]
+    assert next(t for t, u in rec.applied if u.view.service == "t") == 2.25
+    assert states(engine, "s") == {"b9002": ("down", 0), "b9003": ("up", 1)}
+    assert list(engine.services) == ["s", "t"]
+
+
+async def test_changed_breaker_and_probe_settings_take_effect_from_the_current_verdict(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """threshold fall 3 -> fall 1 and interval 1s -> 0.5s at 1.5: the next probe keeps its
+    time (2.0), then every 0.5s; a death at 3.2 is down at the first failure (3.5)."""
+    probe, rec = FakeProbe(), TimedSink()
+    old = service("s", [9001], interval=1.0, breaker=ThresholdBreakerConfig(rise=2, fall=3))
+    new = service("s", [9001], interval=0.5, breaker=ThresholdBreakerConfig(rise=1, fall=1))
+    engine = make_engine(tmp_path, probe, {"rec": rec}, old)
+
+    async def script(probe: FakeProbe) -> None:
+        await trio.sleep(1.5)
+        await apply_reload(engine, config(tmp_path, new))
+        await toggles((1.7, 9001, False))(probe)  # at 3.2
+
+    await run_for(engine, 3.9, script, probe)
+    assert probe.times(9001)[:6] == [0.0, 1.0, 2.0, 2.5, 3.0, 3.5]
+    assert [(t, e.to_state) for t, u in rec.applied for e in u.events] == [(3.5, "down")]
+
+
+async def test_a_backend_given_a_new_address_starts_afresh_and_any_change_is_an_event(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """state.json from a previous run has b9001 down; this run finds it up (event 2). A reload
+    moving b9001 to :9005 does not bring back that stale verdict (no view shows it down);
+    b9002, down now, moved to a live :9006 is published up at once with a `reload` event."""
+    probe = FakeProbe()
+    probe.alive[("127.0.0.1", 9001)] = False
+    svc = service("s", [9001, 9002])
+    await run_for(make_engine(tmp_path, probe, {"rec": TimedSink()}, svc), 0.4)
+    probe.alive.update({("127.0.0.1", 9001): True, ("127.0.0.1", 9002): False})
+    rec = TimedSink()
+    engine = make_engine(tmp_path, probe, {"rec": rec}, svc)
+    moved = replace(svc, backends=tuple(
+        replace(b, address=f"127.0.0.1:{b.port + 4}", port=b.port + 4) for b in svc.backends))
+
+    async def script(_probe: FakeProbe) -> None:
+        await trio.sleep(1.75)
+        await apply_reload(engine, config(tmp_path, moved))
+
+    start = trio.current_time()
+    await run_for(engine, 2.9, script, probe)
+    assert [(round(t - start, 2), e.seq, e.backend, e.from_state, e.to_state, e.reason)
+            for t, u in rec.applied for e in u.events] == [
+        (0.0, 2, "b9001", "down", "up", "1/1 trial probes passed"),
+        (0.5, 3, "b9002", "up", "down", "1 failure within 10s; last: connection refused"),
+        (1.75, 4, "b9002", "down", "up", "reload")]
+    assert [u.view.backends[0].state for _, u in rec.applied[1:]] == [State.UP] * 3
+    assert states(engine, "s") == {"b9001": ("up", 1), "b9002": ("up", 1)}
+
+
+async def test_an_override_stays_when_its_backend_gets_a_new_address(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """b9001 in maint, moved to :9005 by a reload: still maint, no event."""
+    probe, rec = FakeProbe(), TimedSink()
+    svc = service("s", [9001])
+    engine = make_engine(tmp_path, probe, {"rec": rec}, svc)
+    moved = replace(svc, backends=(replace(svc.backends[0], address="127.0.0.1:9005",
+                                           port=9005),))
+
+    async def script(_probe: FakeProbe) -> None:
+        await trio.sleep(0.5)
+        await engine.set_override("s", "b9001", "maint")
+        await trio.sleep(1.0)
+        await apply_reload(engine, config(tmp_path, moved))
+
+    await run_for(engine, 2.9, script, probe)
+    assert [(e.seq, e.to_state) for e in rec.events()] == [(1, "maint")]
+    assert states(engine, "s") == {"b9001": ("maint", 0)}
+    assert probe.times(9005) == [1.5, 2.5]
+
+
+async def test_reload_from_a_good_file_applies_it(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """reload_from_file with a valid file returns no errors; the kept backend keeps its
+    schedule, the new service's backend starts at once."""
+    path = tmp_path / "sentinel.yaml"
+    path.write_text(GOOD.format(state=tmp_path))
+    probe, rec = FakeProbe(), TimedSink()
+    engine = make_engine(tmp_path, probe, {"rec": rec}, service("s", [9001]))
+    errors: list[list[str]] = []
+
+    async def script(_probe: FakeProbe) -> None:
+        await trio.sleep(1.5)
+        errors.append(await reload_from_file(engine, str(path)))
+
+    await run_for(engine, 2.9, script, probe)
+    assert errors == [[]]
+    assert engine.config.path == str(path)
+    assert list(engine.services) == ["s", "t"]
+    assert probe.times(9001) == [0.0, 1.0, 2.0]  # b9001 kept its place in the schedule
+    assert probe.times(9004) == [1.5, 2.5]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (BAD, ["{path}:4:16: services.s.backends[0]: port must be 1..65535, got 70000",
+           "{path}:5:34: services.s.probe.interval: expected a duration such as 250ms, 2s, "
+           "1m, 1h or a number of seconds, got 'soon'"]),
+    (None, ["{path}: cannot read: No such file or directory"]),
+])
+async def test_invalid_or_missing_file_is_refused_with_its_errors_and_changes_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, text: str | None,
+        expected: list[str]) -> None:
+    """reload_from_file returns file:line:col errors (as `sentinel check` prints them), logs
+    each, and leaves the engine's config and services as they were."""
+    path = tmp_path / "new.yaml"
+    if text is not None:
+        path.write_text(text)
+    cfg = config(tmp_path, service("s", [9001]))
+    engine = Engine(cfg, sinks={"rec": RecordingSink()}, probe_factory=FakeProbe().factory())
+    services = dict(engine.services)
+    with caplog.at_level(logging.ERROR, logger="sentinel.reload"):
+        errors = await reload_from_file(engine, str(path))
+    assert errors == [e.format(path=path) for e in expected]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"reload refused, keeping the running config: {e}" for e in errors]
+    assert engine.config is cfg
+    assert engine.services == services
+    assert engine.services["s"].backends[0].published == (State.UP, 1)
