@@ -39,16 +39,8 @@ primaries while any primary is eligible, else the `backup: true` ones.
 
 Files: `NAME.maglev` holds one little-endian uint32 backend index per slot
 (`NO_BACKEND`, 0xFFFFFFFF, in a table with nothing to fill it); `NAME.json`
-names the backends by index with their weights and the table's sha256.
-
-The fill runs in NumPy. The serial algorithm walks the turns in order with
-per-backend candidate buffers (permutation chunks minus the slots already
-taken). With many backends per round it is faster to run each round as a
-deferred acceptance in parallel: every backend of the round proposes its first
-slot that is empty or held by a later backend of the same round, the earliest
-proposer keeps each slot, the others propose again. With one common priority
-order this converges to exactly the serial result (serial dictatorship is the
-unique stable matching).
+names the backends by index with their weights and the table's sha256. The
+fill itself (and how it is made fast) is in `sentinel.maglevfill`.
 """
 
 from __future__ import annotations
@@ -64,7 +56,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-Array = npt.NDArray[np.int64]
+from sentinel.maglevfill import Array, populate
+
 DEFAULT_TABLE_SIZE = 65537
 MAX_TABLE_SIZE = 1 << 24
 NO_BACKEND = 0xFFFFFFFF
@@ -72,8 +65,6 @@ HASH_SCHEME = "sha256-le64/v1"  # in every sidecar, so a consumer can check it h
 SEED_OFFSET = b"sentinel-maglev-offset:"
 SEED_SKIP = b"sentinel-maglev-skip:"
 SEED_FLOW = b"sentinel-maglev-flow:"
-_BIG = np.iinfo(np.int64).max
-_ROUNDS_FOR_DA = 256  # average proposers per round above which deferred acceptance wins
 
 
 class Mode(StrEnum):
@@ -154,138 +145,7 @@ def nearest_primes(n: int) -> tuple[int | None, int]:
     return below, above
 
 
-# -- population ----------------------------------------------------------------
-
-
-def quotas(weights: Array, size: int) -> Array:
-    """Slots per backend: size * w / sum(w) rounded by largest remainder (ties: lower index)."""
-    total = int(weights.sum())
-    exact = weights * size
-    base = exact // total
-    short = size - int(base.sum())
-    remainder = exact - base * total
-    order = np.lexsort((np.arange(weights.size), -remainder))
-    base[order[:short]] += 1
-    return base
-
-
-def schedule(weights: Array, size: int) -> Array:
-    """The turns in claiming order, as `round * N + index` (so index = turn % N)."""
-    n = weights.size
-    counts = quotas(weights, size)
-    top = int(weights.max())
-    owner = np.repeat(np.arange(n, dtype=np.int64), counts)
-    claim = np.arange(size, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-    w = weights[owner]
-    rounds = ((claim + 1) * top + w - 1) // w - 1  # Katran: credit reaches `top`
-    turns = rounds * n + owner
-    span = int(turns.max()) + 1
-    if span <= 8 * size:  # a bitmap sorts these distinct integers in linear time
-        seen = np.zeros(span, dtype=bool)
-        seen[turns] = True
-        return np.flatnonzero(seen).astype(np.int64)
-    return np.sort(turns)
-
-
-def populate(offsets: Array, skips: Array, weights: Array, size: int) -> Array:
-    """The paper's table: for each slot, the index of the backend owning it (-1 when
-    no backend has weight)."""
-    if not weights.size or int(weights.sum()) == 0:
-        return np.full(size, -1, dtype=np.int64)
-    turns = schedule(weights, size)
-    n = weights.size
-    rounds = int(turns[-1]) // n + 1
-    if size >= _ROUNDS_FOR_DA * rounds:
-        return _fill_rounds(offsets, skips, turns, n, size)
-    return _fill_serial(offsets, skips, turns, n, size)
-
-
-def _fill_serial(offsets: Array, skips: Array, turns: Array, n: int, size: int) -> Array:
-    taken = bytearray(size)
-    view = np.frombuffer(taken, dtype=np.uint8)
-    off, skip = offsets.tolist(), skips.tolist()
-    buffers: list[list[int]] = [[] for _ in range(n)]
-    used = [0] * n  # next unread entry of each buffer
-    generated = [0] * n  # next permutation position not yet in a buffer
-    claims: list[int] = []
-    empty = size
-    for i in (turns % n).tolist():
-        buf, p = buffers[i], used[i]
-        while True:
-            if p == len(buf):  # refill: enough positions for a few live candidates
-                live = max(2, min(64, empty // (2 * n)))
-                count = min(size - generated[i], -(-live * size // empty) + 1)
-                pos = np.arange(generated[i], generated[i] + count, dtype=np.int64)
-                slots = (off[i] + pos * skip[i]) % size
-                buf = buffers[i] = slots[view[slots] == 0].tolist()
-                generated[i] += count
-                p = 0
-                continue
-            slot = buf[p]
-            p += 1
-            if not taken[slot]:
-                break
-        taken[slot] = 1
-        claims.append(slot)
-        used[i] = p
-        empty -= 1
-    table = np.empty(size, dtype=np.int64)
-    table[np.array(claims, dtype=np.int64)] = turns % n
-    return table
-
-
-def _scan(offsets: Array, skips: Array, owner: Array, who: Array, turn: Array, start: Array,
-          size: int, block: int) -> tuple[Array, Array]:
-    """For each proposer (backend `who`, turn `turn`): the first permutation position at or
-    after `start` whose slot is empty or held by a later turn; returns (positions, slots)."""
-    pos = start.copy()
-    slot = np.empty(who.size, dtype=np.int64)
-    todo = np.arange(who.size)
-    steps = np.arange(block, dtype=np.int64)
-    while True:
-        s = (pos[todo][:, None] + steps) * skips[who[todo]][:, None]
-        s += offsets[who[todo]][:, None]
-        s %= size
-        ok = owner[s] > turn[todo][:, None]
-        first = ok.argmax(axis=1)
-        row = np.arange(todo.size)
-        hit = ok[row, first]
-        done = todo[hit]
-        pos[done] += first[hit]
-        slot[done] = s[row[hit], first[hit]]
-        todo = todo[~hit]
-        if not todo.size:
-            return pos, slot
-        pos[todo] += block
-
-
-def _fill_rounds(offsets: Array, skips: Array, turns: Array, n: int, size: int) -> Array:
-    who_all = turns % n
-    ends = [*(np.flatnonzero(np.diff(turns // n)) + 1).tolist(), turns.size]
-    nxt = np.zeros(n, dtype=np.int64)
-    owner = np.full(size, _BIG, dtype=np.int64)  # the turn holding each slot
-    best = np.full(size, _BIG, dtype=np.int64)  # scratch for picking the earliest proposer
-    filled = start = 0
-    for end in ends:
-        members = who_all[start:end]
-        turn, who = turns[start:end], members
-        start = end
-        while turn.size:
-            block = max(1, min(1024, -(-size // (size - filled)), 262144 // turn.size))
-            nxt[who], slot = _scan(offsets, skips, owner, who, turn, nxt[who], size, block)
-            np.minimum.at(best, slot, turn)
-            won = best[slot] == turn
-            best[slot] = _BIG
-            taken = slot[won]
-            previous = owner[taken]
-            owner[taken] = turn[won]
-            displaced = previous[previous != _BIG]
-            filled += taken.size - displaced.size
-            turn = np.concatenate([turn[~won], displaced])
-            who = turn % n
-            nxt[who] += 1  # a loser or a displaced holder moves past its slot
-        nxt[members] += 1
-    return owner % n
+# -- tables --------------------------------------------------------------------
 
 
 def _reassign(table: Array, offsets: Array, skips: Array, eligible: Array, size: int) -> None:
@@ -306,9 +166,6 @@ def _reassign(table: Array, offsets: Array, skips: Array, eligible: Array, size:
         table[found] = eligible[cols[at]]
         need[found] = False
         remaining -= found.size
-
-
-# -- tables --------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)

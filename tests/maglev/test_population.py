@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sentinel import maglev
+from sentinel import maglev, maglevfill
 from sentinel.maglev import NO_BACKEND, Member, Mode, build
 from tests.maglev.reference import largest_remainder, reference_table
 
 PRIMES = [2, 3, 7, 11, 13, 101, 251, 1009]
 
 
-def arr(values: list[int]) -> maglev.Array:
+def arr(values: list[int]) -> maglevfill.Array:
     """An int64 array."""
     return np.array(values, dtype=np.int64)
 
@@ -43,28 +43,31 @@ def test_paper_worked_example_by_hand() -> None:
     # Round 1: B0 takes 3, B1 takes 0, B2 finds 3 taken and takes 4.
     # Round 2: B0 skips 0 and 4, takes 1; B1 takes 2; B2 takes 5.
     # Round 3: B0 skips 5 and 2, takes 6: the table is full.
-    assert maglev.populate(offsets, skips, arr([1, 1, 1]), 7).tolist() == [1, 0, 1, 0, 2, 2, 0]
+    assert maglevfill.populate(offsets, skips, arr([1, 1, 1]), 7).tolist() == [1, 0, 1, 0, 2, 2, 0]
     # Without B1: B0 3, B2 4; B0 0, B2 5; B0 (4 taken) 1, B2 6; B0 (5 taken) 2: full.
     kept = [0, 2]
-    table = maglev.populate(offsets[kept], skips[kept], arr([1, 1]), 7)
+    table = maglevfill.populate(offsets[kept], skips[kept], arr([1, 1]), 7)
     assert [kept[i] for i in table.tolist()] == [0, 0, 0, 0, 2, 2, 2]
 
 
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())
 def test_both_fill_strategies_equal_the_oracle(data: st.DataObject) -> None:
-    """The serial fill and the per-round deferred acceptance both produce exactly the
-    pseudocode's table, weighted or not."""
+    """The serial fill and the per-round deferred acceptance (scanning, and jumping by
+    modular inverses as in the table's tail) all produce exactly the pseudocode's table."""
     size = data.draw(st.sampled_from(PRIMES[1:]))
     n = data.draw(st.integers(1, 12))
     offsets = data.draw(st.lists(st.integers(0, size - 1), min_size=n, max_size=n))
     skips = data.draw(st.lists(st.integers(1, size - 1), min_size=n, max_size=n))
     weights = data.draw(st.lists(st.integers(0, 9), min_size=n, max_size=n).filter(any))
     expected = reference_table(offsets, skips, weights, size)
-    turns = maglev.schedule(arr(weights), size)
+    turns = maglevfill.schedule(arr(weights), size)
     o, k = arr(offsets), arr(skips)
-    assert maglev._fill_serial(o, k, turns, n, size).tolist() == expected
-    assert maglev._fill_rounds(o, k, turns, n, size).tolist() == expected
+    assert maglevfill._fill_serial(o, k, turns, n, size).tolist() == expected
+    assert maglevfill._fill_rounds(o, k, turns, n, size).tolist() == expected
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(maglevfill, "_JUMP_AFTER", 0)
+        assert maglevfill._fill_rounds(o, k, turns, n, size).tolist() == expected
 
 
 def test_large_tables_agree_across_strategies() -> None:
@@ -73,9 +76,9 @@ def test_large_tables_agree_across_strategies() -> None:
     size, n = 4099, 300
     offsets = rng.integers(0, size, n)
     skips = rng.integers(1, size, n)
-    turns = maglev.schedule(rng.integers(1, 4, n), size)
-    serial = maglev._fill_serial(offsets, skips, turns, n, size)
-    assert (maglev._fill_rounds(offsets, skips, turns, n, size) == serial).all()
+    turns = maglevfill.schedule(rng.integers(1, 4, n), size)
+    serial = maglevfill._fill_serial(offsets, skips, turns, n, size)
+    assert (maglevfill._fill_rounds(offsets, skips, turns, n, size) == serial).all()
 
 
 @pytest.mark.parametrize(("weights", "size", "expected"), [
@@ -87,13 +90,13 @@ def test_large_tables_agree_across_strategies() -> None:
 def test_quotas_are_the_ideal_rounded_by_largest_remainder(
         weights: list[int], size: int, expected: list[int]) -> None:
     """Each backend's slot count is size * w / sum(w) rounded by largest remainder."""
-    assert maglev.quotas(arr(weights), size).tolist() == expected
+    assert maglevfill.quotas(arr(weights), size).tolist() == expected
     assert largest_remainder(weights, size) == expected
 
 
 def test_turn_order_is_katrans_credit_rounds() -> None:
     """Weights 2 and 1: B0 claims every round, B1 every second round, after B0."""
-    turns = maglev.schedule(arr([2, 1]), 7).tolist()
+    turns = maglevfill.schedule(arr([2, 1]), 7).tolist()
     assert turns == [0, 2, 3, 4, 6, 7, 8]  # round * 2 + index
     assert [t % 2 for t in turns] == [0, 0, 1, 0, 0, 1, 0]
 
