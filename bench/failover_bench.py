@@ -46,7 +46,6 @@ from sentinel.sinks.haproxy_socket import parse_servers_state  # noqa: E402
 from tests.e2e.balancers import (  # noqa: E402
     HAProxy,
     Nginx,
-    Traffic,
     events,
     fleet_view,
     haproxy_backend,
@@ -62,6 +61,7 @@ from tests.e2e.helpers import (  # noqa: E402
     start_sentinel,
     wait_until,
 )
+from tests.e2e.traffic import Traffic  # noqa: E402
 
 NAMES = ("web1", "web2", "web3")
 FAIL_TIMEOUT = 2.0

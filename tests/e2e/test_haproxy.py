@@ -17,17 +17,15 @@ from sentinel.sinks.base import Update
 from sentinel.sinks.haproxy import HAProxyBinding, HAProxyOptions, HAProxySink
 from tests.e2e.balancers import (
     HAProxy,
-    KeepAlive,
-    Traffic,
     event_to,
     eventually,
-    fetch,
     fleet_view,
     haproxy_backend,
     sentinel_config,
     start_haproxy,
 )
 from tests.e2e.helpers import Processes, free_port, start_backend, start_sentinel, wait_until
+from tests.e2e.traffic import KeepAlive, Traffic, fetch
 
 pytestmark = pytest.mark.e2e
 NAMES = ("web1", "web2", "web3")

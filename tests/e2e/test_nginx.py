@@ -16,9 +16,7 @@ from sentinel.sinks.nginx import NginxOptions, NginxSink
 from sentinel.sinks.nginxconf import UpstreamOptions
 from tests.e2e.balancers import (
     Nginx,
-    Traffic,
     event_to,
-    fetch,
     fleet_view,
     sentinel_config,
     sink_status,
@@ -32,6 +30,7 @@ from tests.e2e.helpers import (
     start_sentinel,
     wait_until,
 )
+from tests.e2e.traffic import Traffic, fetch
 
 pytestmark = pytest.mark.e2e
 NAMES = ("web1", "web2", "web3")
