@@ -58,6 +58,7 @@ from sentinel.sinks.ipvsadm import Ipvsadm
 
 log = logging.getLogger("sentinel.sinks.ipvs")
 DRAIN_POLL = 1.0  # seconds between looks at a draining real server's connections
+SHOWN_NOTES = 5  # changes named in one conflict warning
 NOT_FOUND = "Scheduler or persistence engine not found"
 REMOVE, DRAIN = -1, -2  # what `_weight` says instead of a weight
 
@@ -243,8 +244,9 @@ class IpvsSink:
             notes = drift(before, actual, self._owned.get(virtual))
         if notes:
             self.conflicts += 1
-            log.warning("%s: conflict: someone else changed %s: %s; restoring it",
-                        self.name, virtual, "; ".join(notes))
+            more = f"; and {len(notes) - SHOWN_NOTES} more" if len(notes) > SHOWN_NOTES else ""
+            log.warning("%s: conflict: someone else changed %s: %s%s; restoring it",
+                        self.name, virtual, "; ".join(notes[:SHOWN_NOTES]), more)
 
     def _explain(self, service: str, left: list[tuple[str, ...]], complaints: str) -> str:
         binding = self._desired[service][1]
