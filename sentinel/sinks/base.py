@@ -45,6 +45,16 @@ class DurableSink(Protocol):
         ...
 
 
+@runtime_checkable
+class BatchSink(Protocol):
+    """A sink that converges several services in one go (nginx: one file, one reload).
+    The runner hands it every service that is ready at once."""
+
+    async def apply_batch(self, updates: Sequence[Update]) -> None:
+        """Converge to every update's view together; raise SinkError on failure."""
+        ...
+
+
 class Sink(Protocol):
     """A publisher of service views."""
 

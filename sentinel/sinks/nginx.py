@@ -158,8 +158,14 @@ class NginxSink:
 
     async def apply(self, update: Update) -> None:
         """Render all services with `update`'s view, then test, reload and verify."""
-        binding = update.options if isinstance(update.options, UpstreamOptions) else None
-        self._views[update.view.service] = (update.view, binding or UpstreamOptions())
+        await self.apply_batch([update])
+
+    async def apply_batch(self, updates: Sequence[Update]) -> None:
+        """Take several services' views, then render, test, reload and verify once
+        (at start every service arrives together: one reload, not one per service)."""
+        for update in updates:
+            binding = update.options if isinstance(update.options, UpstreamOptions) else None
+            self._views[update.view.service] = (update.view, binding or UpstreamOptions())
         body = self._body(await trio.to_thread.run_sync(_read, self._path))
         if body == self._loaded and body_of(await trio.to_thread.run_sync(_read, self._path)) \
                 == body:

@@ -15,13 +15,15 @@ import logging
 import math
 import random
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
 from sentinel.errors import SinkError
 from sentinel.observe import NullObserver, Observer
-from sentinel.sinks.base import Sink, Update
+from sentinel.sinks.base import BatchSink, Sink, Update
 
 log = logging.getLogger("sentinel.sinks")
 
@@ -132,24 +134,36 @@ class SinkRunner:
                 with trio.move_on_at(wake_at):
                     await self._wake.wait()
                 continue
-            for service in ready:
-                await self._apply_one(service, self._pending.pop(service))
+            if isinstance(self.sink, BatchSink) and len(ready) > 1:
+                batch = [self._pending.pop(s) for s in ready]
+                await self._apply(ready, batch, self.sink.apply_batch(batch))
+            else:
+                for service in ready:
+                    update = self._pending.pop(service)
+                    await self._apply([service], [update], self.sink.apply(update))
 
-    async def _apply_one(self, service: str, update: Update) -> None:
+    async def _apply(self, services: list[str], updates: list[Update],
+                     call: Coroutine[Any, Any, None]) -> None:
+        """Run one apply (of one service, or of a batch) and settle its outcome."""
         error = ""
         start_unix, started = time.time(), trio.current_time()
+        label = ",".join(services)
         try:
             with trio.fail_after(self.apply_timeout):
-                await self.sink.apply(update)
+                await call
         except trio.TooSlowError:
             error = f"apply timed out after {self.apply_timeout:g}s"
         except SinkError as exc:
             error = str(exc) or type(exc).__name__
         except Exception as exc:  # a bug in a sink must not stop the others
-            log.exception("sink %s crashed applying %s", self.sink.name, service)
+            log.exception("sink %s crashed applying %s", self.sink.name, label)
             error = f"{type(exc).__name__}: {exc}"
-        self._observer.sink_applied(self.sink.name, service, error or None, start_unix,
+        self._observer.sink_applied(self.sink.name, label, error or None, start_unix,
                                     trio.current_time() - started)
+        for service, update in zip(services, updates, strict=True):
+            self._settle(service, update, error)
+
+    def _settle(self, service: str, update: Update, error: str) -> None:
         if not error:
             self._applied += 1
             self._last_success = time.time()
