@@ -289,6 +289,8 @@ class IpvsSink:
                                      l_threshold=binding.l_threshold)
         backends = set(names)
         absent |= self._owned.get(virtual) - backends
+        for stale in [k for k in self._draining if k[0] == virtual and k[1] not in backends]:
+            del self._draining[stale]  # its backend left the config while draining
         return DesiredService(virtual, binding.spec, wanted, frozenset(absent)), backends
 
     def _drain(self, virtual: Virtual, key: RealKey, actual: ServiceEntry | None,
