@@ -5,8 +5,10 @@ the binding's `virtual`, computes the fewest ipvsadm edits to the desired one
 (`sentinel.ipvs_table.diff`), applies them and reads back to verify. It
 creates the virtual service (scheduler, flags, persistence) when missing and
 adds missing real servers; services and real servers it does not own are left
-alone. A real server is owned when it is a backend of the service, or was one
-earlier in this process (a backend removed by a reload is deleted).
+alone. A real server is owned while it is a backend of the service, and after
+its backend left the config until it is gone from the table (kept in
+STATE_DIR/ipvs-NAME.json, so this holds across restarts). All services of one
+pass share one `ipvsadm -R` and one read-back.
 
 Backends not up (`on_down`): `weight0` (default, keepalived's
 `inhibit_on_failure`) keeps the real server with weight 0: established
