@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.helpers import Processes
+from tests.e2e.site import Site, make_site
 
 
 @pytest.fixture
@@ -20,3 +21,9 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
         yield procs
     finally:
         procs.close()
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    """A fresh sentinel installation under tmp_path, with a random API token."""
+    return make_site(tmp_path)

@@ -9,6 +9,7 @@ so a failing wait can show what the process said.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -18,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import httpx
 import pytest
@@ -91,6 +92,14 @@ def start_time(pid: int) -> str:
         return ""
 
 
+def alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 class Processes:
     """The processes one test started; each is killed and reaped by PID at the end."""
 
@@ -148,12 +157,14 @@ def start_backend(procs: Processes, port: int, name: str) -> subprocess.Popen[by
 
 
 def start_sentinel(procs: Processes, config: Path, state_dir: Path, name: str = "sentinel",
-                   *, timeout: float = 15.0) -> tuple[subprocess.Popen[bytes], str]:
-    """`sentinel run -c CONFIG` as a subprocess; returns it and its API base URL (read from
-    STATE_DIR/api.url, so the config may listen on port 0)."""
+                   *, timeout: float = 15.0, options: Sequence[str] = ()
+                   ) -> tuple[subprocess.Popen[bytes], str]:
+    """`sentinel [OPTIONS] run -c CONFIG` as a subprocess; returns it and its API base URL
+    (read from STATE_DIR/api.url, so the config may listen on port 0)."""
     url_file = state_dir / "api.url"
     url_file.unlink(missing_ok=True)
-    proc = procs.start([sys.executable, "-m", "sentinel", "run", "-c", str(config)], name)
+    proc = procs.start([sys.executable, "-m", "sentinel", *options, "run", "-c", str(config)],
+                       name)
 
     def ready() -> str | None:
         if proc.poll() is not None:
@@ -162,3 +173,61 @@ def start_sentinel(procs: Processes, config: Path, state_dir: Path, name: str = 
         return url_file.read_text().strip() if url_file.exists() else None
 
     return proc, wait_until(ready, timeout=timeout, what="sentinel's api.url")
+
+
+def signal_and_wait(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
+                    timeout: float = 15.0) -> int:
+    """Send `sig` to `proc` (its PID only, not its group) and return its exit code; the
+    test fails when it has not exited within `timeout`."""
+    os.kill(proc.pid, sig)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"pid {proc.pid} still running {timeout:g}s after signal {sig}")
+
+
+def run_cli(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """`sentinel ARGS...` run to completion (killed if it outlives `timeout`), output
+    captured as text."""
+    return subprocess.run([sys.executable, "-m", "sentinel", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, stdin=subprocess.DEVNULL,
+                          check=False)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON document at `path`, or None while it does not exist."""
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+class SentinelApi:
+    """A running sentinel's HTTP API, with its bearer token when one is set."""
+
+    def __init__(self, url: str, token: str | None = None) -> None:
+        self.url = url
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def state(self) -> dict[str, Any]:
+        """GET /v1/state."""
+        return dict(httpx.get(f"{self.url}/v1/state", timeout=5).json())
+
+    def backend(self, service: str, name: str) -> dict[str, Any]:
+        """One backend's entry in GET /v1/state (KeyError when it is not there)."""
+        for entry in self.state()["services"][service]["backends"]:
+            if entry["name"] == name:
+                return dict(entry)
+        raise KeyError(f"{service}/{name}")
+
+    def events(self, after: int = 0) -> list[dict[str, Any]]:
+        """GET /v1/events?after=AFTER (with the token)."""
+        response = httpx.get(f"{self.url}/v1/events", params={"after": after},
+                             headers=self.headers, timeout=5)
+        response.raise_for_status()
+        return list(response.json()["events"])
+
+    def post(self, path: str) -> httpx.Response:
+        """POST PATH (with the token)."""
+        return httpx.post(f"{self.url}{path}", headers=self.headers, timeout=10)
+
+    def probes(self) -> int:
+        """How many probes the engine has started."""
+        return int(self.state()["engine"]["probes"])

@@ -13,7 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.helpers import Processes, free_port, start_backend, start_sentinel, wait_until
+from tests.e2e.helpers import (
+    Processes,
+    alive,
+    free_port,
+    start_backend,
+    start_sentinel,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -66,14 +73,6 @@ def transitions(url: str, backend: str) -> list[tuple[str, str]]:
     """(from, to) of the backend's events in GET /v1/events, oldest first."""
     events = httpx.get(f"{url}/v1/events", params={"after": 0}, timeout=2).json()["events"]
     return [(e["from"], e["to"]) for e in events if e["backend"] == backend]
-
-
-def alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_failover_and_recovery_through_file_sink_and_api(
