@@ -365,7 +365,8 @@ class Engine:
                 from_state=old_state.value, to_state=view.state.value, weight=view.weight,
                 reason=why, probe=probe if mine else None, trace_id=trace_id if mine else None))
             log.info("%s/%s %s -> %s (weight %d): %s", svc.config.name, b.config.name,
-                     old_state.value, view.state.value, view.weight, why)
+                     old_state.value, view.state.value, view.weight, why,
+                     extra={"trace_id": trace_id} if mine and trace_id else None)
         if panic_changed and not published.view.panic:
             svc.panic = False
             events.append(self._panic_event(svc, published.held_up))

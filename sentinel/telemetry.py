@@ -13,11 +13,12 @@ Export runs on the SDK's BatchSpanProcessor worker thread, behind a gate that
 bounds the queue and counts what it drops (`BoundedSpanProcessor`): a collector
 that is down or slow costs a full queue, never a slower probe.
 
-Log lines written right after a span (the engine's transition line, the sink
-runner's failure line) carry its trace and span ids: the span's context is kept
-in a context variable of the calling Trio task until that task's next probe or
-apply, and `SpanLogFilter` copies it (or OpenTelemetry's current span, if any)
-onto log records.
+Log lines carry trace and span ids where there is a span. The engine names the
+trace on its transition line itself (its commit may run in another task than the
+probe). Otherwise a task's log lines after it recorded a span (the sink runner's
+failure line) get that span's ids: it is kept in a context variable of the task
+until the task's next probe or apply, and `SpanLogFilter` copies it (or
+OpenTelemetry's current span, if any) onto log records.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
 from sentinel import __version__
@@ -74,12 +76,14 @@ class _CountingExporter(SpanExporter):
         self.taken = 0
         self.exported = 0
         self.failed = 0
+        self.last_ok = True
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Export one batch (on the processor's worker thread)."""
         self.taken += len(spans)
         result = self.inner.export(spans)
-        if result is SpanExportResult.SUCCESS:
+        self.last_ok = result is SpanExportResult.SUCCESS
+        if self.last_ok:
             self.exported += len(spans)
         else:
             self.failed += len(spans)
@@ -130,6 +134,11 @@ class BoundedSpanProcessor(SpanProcessor):
         """Export everything queued now (blocks)."""
         return self._batch.force_flush(timeout_millis)
 
+    @property
+    def collector_ok(self) -> bool:
+        """False when the last export failed (or none has succeeded since a failure)."""
+        return self._exporter.last_ok
+
     def statistics(self) -> TraceStatistics:
         """Queued, exported, failed and dropped span counts."""
         e = self._exporter
@@ -173,10 +182,13 @@ def make_resource(config: TelemetryConfig, state_dir: Path) -> Resource:
 
 class SpanLogFilter(logging.Filter):
     """Adds `trace_id` and `span_id` to records written where there is a span: the one
-    this task just recorded, else OpenTelemetry's current span."""
+    this task just recorded, else OpenTelemetry's current span. A record that names its
+    trace itself (the engine's transition line, `extra={"trace_id": ...}`) keeps it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Annotate `record`; never drops it."""
+        if hasattr(record, "trace_id"):
+            return True
         ctx = _log_span.get() or trace.get_current_span().get_span_context()
         if ctx.is_valid:
             record.trace_id = format(ctx.trace_id, "032x")
@@ -207,8 +219,9 @@ class Telemetry:
         if processor is None and config.traces.exporter != "none":
             self._processor = BoundedSpanProcessor(make_exporter(config.traces))
         if self._processor is not None:
+            # sampling is decided here, before a span is built: the SDK keeps all it gets
             self._provider = TracerProvider(resource=make_resource(config, state_dir),
-                                            shutdown_on_exit=False)
+                                            sampler=ALWAYS_ON, shutdown_on_exit=False)
             self._provider.add_span_processor(self._processor)
             self._tracer = self._provider.get_tracer("sentinel", __version__)
             self._log_filter = SpanLogFilter()
@@ -297,16 +310,20 @@ class Telemetry:
     # -- stopping ----------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Export what is pending (clean stop), waiting at most the export timeout
-        plus a second; a collector that is down costs that wait, not a hang."""
+        """Export what is pending (clean stop), waiting at most the export timeout plus
+        a second, or one second when the last export failed: a collector that is down
+        delays a stop by that much, never hangs it."""
         if self._log_filter is not None:
             for handler in logging.getLogger().handlers:
                 handler.removeFilter(self._log_filter)
         if self._provider is None:
             return
         provider, self._provider, self._tracer = self._provider, None, None
-        with trio.move_on_after(self.config.traces.timeout + 1) as scope:
+        failing = (isinstance(self._processor, BoundedSpanProcessor)
+                   and not self._processor.collector_ok)
+        limit = 1.0 if failing else self.config.traces.timeout + 1
+        with trio.move_on_after(limit) as scope:
             await trio.to_thread.run_sync(provider.shutdown, abandon_on_cancel=True)
         if scope.cancelled_caught:
             log.warning("trace export did not finish within %gs; %d spans not exported",
-                        self.config.traces.timeout + 1, self.trace_statistics().queued)
+                        limit, self.trace_statistics().queued)

@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from sentinel.config import TelemetryConfig, TracesConfig
 from sentinel.telemetry import Telemetry
+from tests.e2e.conftest import processes  # noqa: F401  (killed and reaped by PID)
 
 MakeTelemetry = Callable[..., Telemetry]
 

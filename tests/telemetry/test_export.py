@@ -60,7 +60,7 @@ async def test_an_unreachable_collector_never_slows_the_probe_path(
         make_telemetry: MakeTelemetry, collector: str) -> None:
     """OTLP to a closed port or to a collector that never answers in time: every
     probe_finished call stays fast (spans are only queued), failures and drops are
-    counted, and a clean stop gives up after the export timeout plus a second."""
+    counted, and a clean stop waits at most a second for a collector known to fail."""
     with OtlpReceiver(delay=5.0) as hanging:
         endpoint = (f"http://127.0.0.1:{free_port()}" if collector == "refused"
                     else hanging.url)
@@ -87,6 +87,7 @@ async def test_an_unreachable_collector_never_slows_the_probe_path(
         assert stats.failed + stats.dropped + stats.queued <= len(took)
         if collector == "hanging":  # each batch waits out the timeout: the queue fills
             assert stats.dropped > 0
+        assert not processor.collector_ok
         started = time.monotonic()
-        await telemetry.aclose()
-        assert time.monotonic() - started < 0.5 + 1 + 0.25
+        await telemetry.aclose()  # the last export failed: one second at most
+        assert time.monotonic() - started < 1.25
