@@ -83,11 +83,16 @@ class BackendRuntime:
         self.progress = transition.reason if transition.change is Change.PENDING else ""
         self.last_probe = LastProbe(wall, result.ok, result.error, result.latency * 1000)
 
+    @property
+    def healthy(self) -> bool:
+        """What the breaker (and flap damping) say, whatever an admin override says."""
+        return self.breaker.health is Health.UP and not (self.damper and self.damper.suppressed)
+
     def desired(self) -> tuple[State, int]:
         """The state and weight this backend should be published with."""
         if self.override is not None and self.override is not State.UP:
             return self.override, 0
-        if self.breaker.health is Health.DOWN or (self.damper and self.damper.suppressed):
+        if not self.healthy:
             return State.DOWN, 0
         weight = self.script_weight if self.script_weight is not None else self.config.weight
         if self.ramp_weight is not None:

@@ -36,15 +36,18 @@ class ServiceRuntime:
     def published(self) -> Published:
         """The view sinks should converge to, after the panic guard (SPEC 5).
 
-        When fewer than `min_up` backends are healthy, the down backends that
-        most recently passed a probe stay published up (admin overrides are
-        never overruled).
+        Panic is when the breakers say fewer than `min_up` backends are healthy
+        (an operator's drain or maint of a healthy backend is not a panic). Then
+        the down backends that most recently passed a probe stay published up,
+        enough to publish `min_up` up; admin overrides are never overruled.
         """
         desired = [b.desired() for b in self.backends]
         up = sum(1 for state, _ in desired if state is State.UP)
+        healthy = sum(1 for b in self.backends if b.healthy)
         required = self.config.min_up.required(len(self.backends))
+        panic = healthy < required
         held: list[int] = []
-        if up < required:
+        if panic:
             candidates = [i for i, (state, _) in enumerate(desired)
                           if state is State.DOWN and self.backends[i].override is None]
             candidates.sort(key=lambda i: -(self.backends[i].last_ok or 0.0))
@@ -54,7 +57,7 @@ class ServiceRuntime:
             if i in held:
                 state, weight = State.UP, b.config.weight
             views.append(b.view(state, weight))
-        view = ServiceView(self.config.name, tuple(views), panic=up < required)
+        view = ServiceView(self.config.name, tuple(views), panic=panic)
         return Published(view, tuple(self.backends[i].config.name for i in held))
 
     def publish(self, view: ServiceView, events: tuple[Event, ...] = ()) -> None:

@@ -73,9 +73,6 @@ async def test_the_panic_guard_never_publishes_an_overridden_backend_up(
     assert engine.state_document()["services"]["s"]["panic"] is True  # type: ignore[index]
 
 
-@pytest.mark.xfail(strict=True, reason="ServiceRuntime.published counts an overridden backend as "
-                   "unhealthy: draining the only backend of a min_up 1 service enters panic with "
-                   "the reason 'keeping  published up' (nobody kept), though its breaker says up")
 async def test_draining_a_healthy_backend_is_not_a_panic(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """SPEC 5: panic is when the breakers say fewer than min_up are healthy; an operator's
