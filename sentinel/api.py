@@ -149,8 +149,11 @@ class Api:
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
         if self.token is None:
             return True
-        given = headers.get(b"authorization", b"")
-        return hmac.compare_digest(given, b"Bearer " + self.token.encode())
+        scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
+        # The scheme is case-insensitive (RFC 9110 11.1); the token is compared in
+        # constant time.
+        return scheme.lower() == b"bearer" and hmac.compare_digest(
+            given.strip(), self.token.encode())
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
