@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -148,29 +149,58 @@ def test_otlp_endpoint_appends_v1_traces_unless_present(base: str, url: str) -> 
     assert otlp_endpoint(base) == url
 
 
-async def test_log_lines_after_a_transition_carry_its_trace_and_span_ids(
-        make_telemetry: MakeTelemetry, exporter: InMemorySpanExporter) -> None:
-    """JSON log lines written after a transition's span carry its trace_id and span_id;
-    after the task's next (unsampled) probe they carry none."""
+@pytest.fixture
+def json_lines() -> Iterator[io.StringIO]:
+    """JSON log lines of the root logger (INFO and up), as `--log-format json` writes them;
+    installed before Telemetry is built, as the command line does."""
     out = io.StringIO()
     handler = logging.StreamHandler(out)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
-    root.addHandler(handler)
-    log = logging.getLogger("sentinel.test")
     level = root.level
+    root.addHandler(handler)
     root.setLevel(logging.INFO)
-    try:
-        telemetry = make_telemetry(sample_ok=0.0)
-        trace_id = telemetry.probe_finished(probe_record(False, transition=DOWN))
-        log.info("web/web1 up -> down")
-        telemetry.probe_finished(probe_record(True))
-        log.info("nothing happened")
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
-    first, second = (json.loads(line) for line in out.getvalue().splitlines())
+    yield out
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def logged(out: io.StringIO) -> list[dict[str, str]]:
+    """The JSON objects written so far."""
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+async def test_log_lines_after_a_transition_carry_its_trace_and_span_ids(
+        make_telemetry: MakeTelemetry, exporter: InMemorySpanExporter,
+        json_lines: io.StringIO) -> None:
+    """JSON log lines written after a transition's span carry its trace_id and span_id;
+    after the task's next (unsampled) probe they carry none."""
+    log = logging.getLogger("sentinel.test")
+    telemetry = make_telemetry(sample_ok=0.0)
+    trace_id = telemetry.probe_finished(probe_record(False, transition=DOWN))
+    log.info("web/web1 up -> down")
+    telemetry.probe_finished(probe_record(True))
+    log.info("nothing happened")
+    first, second = logged(json_lines)
     (span,) = exporter.get_finished_spans()
     assert (first["trace_id"], first["span_id"]) == (trace_id,
                                                      format(span.context.span_id, "016x"))
     assert "trace_id" not in second
+
+
+async def test_a_sink_failure_line_carries_the_apply_span_and_explicit_ids_win(
+        make_telemetry: MakeTelemetry, exporter: InMemorySpanExporter,
+        json_lines: io.StringIO) -> None:
+    """The runner's failure line after a failed apply names the apply's span; a record
+    that names its trace itself (`extra={"trace_id": ...}`) keeps it."""
+    log = logging.getLogger("sentinel.test")
+    telemetry = make_telemetry(sample_ok=0.0)
+    telemetry.sink_applied("edge", "web", "nginx -t failed", START, 0.1)
+    log.warning("sink edge failed for service web")
+    log.info("web/web1 up -> down", extra={"trace_id": "ab" * 16})
+    failure, explicit = logged(json_lines)
+    (span,) = exporter.get_finished_spans()
+    assert (failure["trace_id"], failure["span_id"]) == (
+        format(span.context.trace_id, "032x"), format(span.context.span_id, "016x"))
+    assert explicit["trace_id"] == "ab" * 16
+    assert "span_id" not in explicit
