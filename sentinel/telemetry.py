@@ -271,7 +271,7 @@ class Telemetry:
             return
         start = int(start_unix * 1e9)
         span = self._tracer.start_span(
-            "sentinel.sink.apply", context=ROOT, kind=SpanKind.CLIENT, start_time=start,
+            "sentinel.sink.apply", context=ROOT, kind=SpanKind.INTERNAL, start_time=start,
             attributes={"sentinel.sink": sink, "sentinel.service": service,
                         "sentinel.sink.ok": error is None})
         if error is not None:

@@ -69,6 +69,7 @@ async def test_sink_apply_spans_name_the_sink_and_outcome(
     telemetry.sink_applied("edge", "web", "nginx -t failed: exit 1", START + 1, 0.5)
     ok, failed = exporter.get_finished_spans()
     assert (ok.name, failed.name) == ("sentinel.sink.apply", "sentinel.sink.apply")
+    assert ok.kind is SpanKind.INTERNAL
     assert dict(ok.attributes or {}) == {"sentinel.sink": "edge", "sentinel.service": "web",
                                          "sentinel.sink.ok": True}
     assert (ok.start_time, ok.end_time) == (int(START * 1e9), int(START * 1e9) + 250_000_000)
