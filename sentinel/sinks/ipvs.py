@@ -223,9 +223,17 @@ class IpvsSink:
             table = await self._read(changed, whole_table, table)
         for plan in plans:
             virtual = plan.desired.virtual
-            after = self._verified[virtual] = table.get(virtual)
+            after = table.get(virtual)
             await self._owned.settle(virtual, plan.backends, after.reals if after else ())
             left = diff(plan.desired, after)
+            if not left:  # only a verified entry is the baseline that drift is measured from
+                self._verified[virtual] = after
+            elif plan.edits and not complaints:
+                # ipvsadm took every edit without a word, yet the table reads otherwise:
+                # someone changed it between our apply and our read-back.
+                self.conflicts += 1
+                log.warning("%s: conflict: %s changed while being applied; retrying",
+                            self.name, virtual)
             if left:
                 failures.append(SinkRejected(self._explain(plan.service, left, complaints)))
             elif plan.edits:
