@@ -29,6 +29,7 @@ from sentinel.journal import Journal, RunBlocking, rfc3339
 from sentinel.model import Event, ProbeResult, ProbeSummary, State
 from sentinel.observe import NullObserver, Observer, ProbeRecord
 from sentinel.probegroups import GroupKey, ProbeGroup, group_key
+from sentinel.probeloop import Committer, ProbeLoop, accepts
 from sentinel.probes import make_probe
 from sentinel.probes.base import Probe
 from sentinel.schedule import next_due, start_offset
@@ -43,7 +44,10 @@ log = logging.getLogger("sentinel.engine")
 LATENESS_SAMPLES = 8192  # recent probes whose start lateness the percentiles cover
 LAG_SAMPLES = 600  # one minute of loop-lag ticks
 LAG_TICK = 0.1
+LATE_CHECK_TICKS = 10  # the percentiles sort thousands of samples: check once a second
 LATE_WARNING_MS = 100.0
+# What a probe result asks to publish: backend, reason, probe summary, trace id.
+Commit = tuple[BackendRuntime, str, ProbeSummary, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +81,9 @@ class Engine:
                  probe_factory: Callable[[ProbeConfig], Probe] = make_probe,
                  wall: Callable[[], float] = time.time, shutdown_timeout: float = 10.0,
                  observer: Observer | None = None,
-                 run_blocking: RunBlocking = trio.to_thread.run_sync) -> None:
+                 run_blocking: RunBlocking = trio.to_thread.run_sync,
+                 probe_loop: bool = True) -> None:
+        """`probe_loop=False` runs every probe as its own task (see `sentinel.probeloop`)."""
         self.config = config
         self.observer = observer or NullObserver()
         self.shutdown_timeout = shutdown_timeout
@@ -97,6 +103,8 @@ class Engine:
         self._rng = random.Random()
         self.groups: dict[GroupKey, ProbeGroup] = {}
         self._probes = 0
+        self._loop = ProbeLoop(self, self._in_flight, wall) if probe_loop else None
+        self._committer: Committer[Commit] = Committer(self._apply)
         self._probe_nursery: trio.Nursery | None = None
         self._sink_nursery: trio.Nursery | None = None
 
@@ -150,6 +158,9 @@ class Engine:
                     svc.publish(svc.published().view)
                 async with trio.open_nursery() as probe_nursery:
                     self._probe_nursery = probe_nursery
+                    if self._loop is not None:
+                        await probe_nursery.start(self._committer.run)
+                        await probe_nursery.start(self._loop.run)
                     self.regroup()
                     probe_nursery.start_soon(self._watch_lag)
                     task_status.started()
@@ -171,8 +182,9 @@ class Engine:
 
     def regroup(self) -> None:
         """Match probe tasks to the current services: one task per group of identical
-        probes. Unchanged groups keep running; backends keep their place in the
-        schedule (`next_due`); new ones are spread evenly over their interval."""
+        probes (lean ones go to the probe loop instead). Unchanged groups keep running;
+        backends keep their place in the schedule (`next_due`); new ones are spread
+        evenly over their interval."""
         assert self._probe_nursery is not None
         wanted: dict[GroupKey, list[BackendRuntime]] = {}
         for svc in self.services.values():
@@ -181,7 +193,7 @@ class Engine:
                 wanted.setdefault(key, []).append(b)
         for key, group in list(self.groups.items()):
             if [id(m) for m in wanted.get(key, [])] != [id(m) for m in group.members]:
-                group.scope.cancel()
+                group.stop()
                 del self.groups[key]
         fresh = [(key, members) for key, members in wanted.items() if key not in self.groups]
         start = trio.current_time()
@@ -191,7 +203,11 @@ class Engine:
             member.next_due = start + start_offset(index, len(newcomers), interval)
         for key, members in fresh:
             group = self.groups[key] = ProbeGroup(key, members)
-            self._probe_nursery.start_soon(self._probe_loop, group)
+            probe = self.services[members[0].service].probe
+            if self._loop is not None and accepts(probe, members[0].config.host):
+                self._loop.add(group, probe)
+            else:
+                self._probe_nursery.start_soon(self._probe_loop, group)
 
     def start_task(self, fn: Callable[[], Awaitable[None]]) -> None:
         """Run a helper task (slow-start ramps) alongside the probes."""
@@ -230,8 +246,7 @@ class Engine:
                     await self._in_flight.acquire()
                 try:
                     started, start_unix = trio.current_time(), self.wall()
-                    self._lateness.append(started - due)
-                    self._probes += 1
+                    self.probe_started(started - due)
                     result = await svc.probe.check(owner.target)
                 finally:
                     self._in_flight.release()
@@ -243,21 +258,54 @@ class Engine:
                            now: float, start_unix: float) -> None:
         """Feed one shared result to every member's breaker and schedule each member."""
         for backend in group.members:
-            member_svc = self.services[backend.service]
-            transition = backend.breaker.observe(result.ok, now, result.latency)
-            await self._take(member_svc, backend, result, transition, start_unix)
-            timing = member_svc.config.probe.timing
-            spread = self._rng.uniform(-timing.jitter, timing.jitter)
-            backend.next_due = next_due(timing, transition, backend.breaker.retry_at(),
-                                        started, now, spread)
+            commit = self._observe(backend, result, started, now, start_unix)
+            if commit is not None:
+                await self._apply(commit)
+
+    def probe_started(self, lateness: float) -> None:
+        """Count a probe that started `lateness` seconds after it was due."""
+        self._lateness.append(lateness)
+        self._probes += 1
+
+    def probe_done(self, group: ProbeGroup, result: ProbeResult, started: float, now: float,
+                   start_unix: float) -> None:
+        """The probe loop's hand-in: `_observe_all` without awaiting; commits go, in
+        order, to the committer task."""
+        for backend in group.members:
+            commit = self._observe(backend, result, started, now, start_unix)
+            if commit is not None:
+                self._committer.submit(commit)
+
+    def _observe(self, backend: BackendRuntime, result: ProbeResult, started: float,
+                 now: float, start_unix: float) -> Commit | None:
+        """Feed a result to one member's breaker and schedule its next probe."""
+        svc = self.services[backend.service]
+        transition = backend.breaker.observe(result.ok, now, result.latency)
+        commit = self._take(svc, backend, result, transition, start_unix)
+        timing = svc.config.probe.timing
+        spread = self._rng.uniform(-timing.jitter, timing.jitter)
+        backend.next_due = next_due(timing, transition, backend.breaker.retry_at(),
+                                    started, now, spread)
+        return commit
+
+    async def _apply(self, commit: Commit) -> None:
+        """Publish what a probe result changed (unless a reload removed the backend)."""
+        backend, reason, probe, trace_id = commit
+        svc = self.services.get(backend.service)
+        if svc is not None and backend in svc.backends:
+            await self.commit(svc, backend, reason, probe, trace_id)
 
     async def _watch_lag(self) -> None:
         """Measure event-loop lag (oversleep of a short sleep) and warn when probes run late."""
         last_warning = -math.inf
+        ticks = 0
         while True:
             before = trio.current_time()
             await trio.sleep(LAG_TICK)
             self._loop_lag.append(trio.current_time() - before - LAG_TICK)
+            ticks += 1
+            if ticks % LATE_CHECK_TICKS:
+                continue
             stats = self.statistics()
             now = trio.current_time()
             if stats.lateness_p99_ms > LATE_WARNING_MS and now - last_warning > 30:
@@ -267,10 +315,11 @@ class Engine:
                             stats.lateness_p99_ms, stats.lateness_max_ms, stats.loop_lag_p99_ms,
                             self._in_flight.borrowed_tokens, self._in_flight.total_tokens)
 
-    async def _take(self, svc: ServiceRuntime, backend: BackendRuntime, result: ProbeResult,
-                    transition: Transition, start_unix: float) -> None:
-        """Record a result; on a change of verdict, state or weight, emit, persist and
-        publish. The common case (nothing changed) stays cheap: it runs every probe."""
+    def _take(self, svc: ServiceRuntime, backend: BackendRuntime, result: ProbeResult,
+              transition: Transition, start_unix: float) -> Commit | None:
+        """Record a result; on a change of verdict, state or weight, the commit that
+        emits, persists and publishes it. The common case (nothing changed) stays
+        cheap: it runs every probe."""
         backend.record(result, transition, start_unix)
         changed = transition.change is Change.CHANGED
         if backend.damper is not None:
@@ -289,8 +338,8 @@ class Engine:
                              if moved or changed else None)
         trace_id = self.observer.probe_finished(record)
         if moved or changed:
-            await self.commit(svc, backend, reason, summary(svc.config.probe.type, result),
-                              trace_id)
+            return backend, reason, summary(svc.config.probe.type, result), trace_id
+        return None
 
     def _dampen(self, backend: BackendRuntime, transition: Transition, now: float) -> None:
         damper = backend.damper

@@ -23,14 +23,20 @@ def group_key(svc: ServiceConfig, host: str, port: int, backend: str) -> GroupKe
 
 
 class ProbeGroup:
-    """The backends one probe task feeds, and the scope that stops it."""
+    """The backends one probe task (or the probe loop) feeds, and the scope that stops it."""
 
-    __slots__ = ("key", "members", "scope")
+    __slots__ = ("key", "members", "scope", "stopped")
 
     def __init__(self, key: GroupKey, members: list[BackendRuntime]) -> None:
         self.key = key
         self.members = members
         self.scope = trio.CancelScope()
+        self.stopped = False  # a plain flag: the probe loop checks it on every check
+
+    def stop(self) -> None:
+        """Stop probing for this group (its task, or its place in the probe loop)."""
+        self.stopped = True
+        self.scope.cancel()
 
     def due(self) -> float:
         """The earliest time any member wants its next probe."""

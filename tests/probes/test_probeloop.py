@@ -1,0 +1,283 @@
+"""The probe loop. Its pure parts (the agenda's due starts, deadlines and batching on
+plain virtual times; the committer's ordering on a MockClock), then its I/O against real
+loopback servers: the same results as the per-task path, the in-flight cap, timeouts from
+the real start, no TIME_WAIT."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable
+from functools import partial
+
+import pytest
+import trio
+import trio.testing
+
+from sentinel.backend import BackendRuntime
+from sentinel.breakers import make_breaker
+from sentinel.config import (
+    BackendConfig,
+    HttpSpec,
+    NginxBreakerConfig,
+    ProbeConfig,
+    TcpSpec,
+    Timing,
+)
+from sentinel.model import FailureKind, ProbeResult
+from sentinel.probegroups import ProbeGroup
+from sentinel.probeloop import Agenda, Committer, ProbeLoop, Running, accepts
+from sentinel.probes import HttpProbe, LeanHttpProbe, Target, TcpProbe
+
+from .conftest import Handler, Serve, banner, hang_up, pong, reset, silent
+from .test_lean_parity import CHUNKED, OK_BODY, TIMEOUT, reply, time_wait_count, trickle
+
+TCP_CONFIG = ProbeConfig("tcp", Timing(timeout=0.5), TcpSpec())
+TCP = TcpProbe(TCP_CONFIG)
+
+
+def group(port: int, next_due: float) -> ProbeGroup:
+    """A one-member group due at `next_due`."""
+    config = BackendConfig(f"b{port}", f"127.0.0.1:{port}", "127.0.0.1", port)
+    member = BackendRuntime("svc", config, make_breaker(NginxBreakerConfig()), since="")
+    member.next_due = next_due
+    return ProbeGroup((TCP_CONFIG, "127.0.0.1", port, ""), [member])
+
+
+def test_groups_come_due_in_time_order() -> None:
+    """next_due hands out the earliest due group, and nothing before its time."""
+    agenda = Agenda()
+    late, early = group(1, 2.0), group(2, 1.0)
+    agenda.add(late, TCP)
+    agenda.add(early, TCP)
+    assert agenda.next_due(0.5) is None
+    assert agenda.next_due(1.0) == (1.0, early, TCP)
+    assert agenda.next_due(1.0) == (1.0, early, TCP)  # left in place until taken
+    agenda.take()
+    assert agenda.next_due(1.5) is None
+    assert agenda.next_due(2.5) == (2.0, late, TCP)
+
+
+def test_stopped_groups_are_dropped() -> None:
+    """A group a regroup stopped is never started."""
+    agenda = Agenda()
+    stopped, kept = group(1, 1.0), group(2, 1.5)
+    agenda.add(stopped, TCP)
+    agenda.add(kept, TCP)
+    stopped.stop()
+    assert agenda.next_due(2.0) == (1.5, kept, TCP)
+
+
+def test_wake_batches_close_starts() -> None:
+    """The loop wakes at the next start or deadline, but never sooner than `batch` ahead."""
+    agenda = Agenda()
+    assert agenda.wake_at(10.0, 0.005) == math.inf  # nothing to do: wait for add()
+    agenda.add(group(1, 10.001), TCP)
+    assert agenda.wake_at(10.0, 0.005) == pytest.approx(10.005)
+    agenda.add(group(2, 10.5), TCP)
+    agenda.take()
+    assert agenda.wake_at(10.0, 0.005) == pytest.approx(10.5)
+
+
+def test_deadline_runs_from_the_real_start() -> None:
+    """A check that started late still gets its whole timeout, counted from its start."""
+    agenda = Agenda()
+    g = group(1, 1.0)
+    running = Running(g, TCP, started=1.3, start_unix=0.0)  # due at 1.0, started 0.3 s late
+    running.sock = object()  # type: ignore[assignment]  # in flight
+    agenda.watch(running)
+    assert running.deadline == pytest.approx(1.8)
+    assert agenda.wake_at(1.3, 0.005) == pytest.approx(1.8)
+    assert agenda.expired(1.79) is None
+    assert agenda.expired(1.8) is running
+    assert agenda.expired(1.9) is None  # handed out once
+
+
+def test_finished_checks_never_expire() -> None:
+    """A check that finished before its deadline is skipped when the deadline passes."""
+    agenda = Agenda()
+    running = Running(group(1, 0.0), TCP, started=0.0, start_unix=0.0)
+    running.sock = None  # finished
+    agenda.watch(running)
+    assert agenda.expired(5.0) is None
+
+
+def test_only_lean_checks_of_ip_literals_are_accepted() -> None:
+    """Plain tcp and http checks of IP literals run in the loop; TLS, https and names do not."""
+    http = ProbeConfig("http", Timing(), HttpSpec())
+    assert accepts(TCP, "127.0.0.1")
+    assert accepts(TCP, "::1")
+    assert accepts(LeanHttpProbe(http), "10.0.0.7")
+    assert not accepts(TCP, "localhost")
+    assert not accepts(TcpProbe(ProbeConfig("tcp", Timing(), TcpSpec(tls=True))), "127.0.0.1")
+    assert not accepts(TcpProbe(TCP_CONFIG, lean=False), "127.0.0.1")
+    assert not accepts(HttpProbe(ProbeConfig("https", Timing(), HttpSpec())), "127.0.0.1")
+
+
+@pytest.mark.trio
+async def test_committer_applies_in_order_one_at_a_time(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """Items are applied in submission order, never two at once, each after the last."""
+    applied: list[tuple[int, float]] = []
+    busy = False
+
+    async def apply(item: int) -> None:
+        nonlocal busy
+        assert not busy
+        busy = True
+        await trio.sleep(1.0)  # a slow disk
+        applied.append((item, trio.current_time()))
+        busy = False
+
+    committer: Committer[int] = Committer(apply)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(committer.run)
+        for item in range(3):
+            committer.submit(item)  # never blocks the submitter
+        await trio.sleep(10)
+        nursery.cancel_scope.cancel()
+    assert applied == [(0, 1.0), (1, 2.0), (2, 3.0)]
+
+
+@pytest.mark.trio
+async def test_committer_finishes_queued_items_when_stopped(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """Stopping the committer still applies what was queued (a stop cuts no commit)."""
+    applied: list[int] = []
+
+    async def apply(item: int) -> None:
+        await trio.sleep(1.0)
+        applied.append(item)
+
+    committer: Committer[int] = Committer(apply)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(committer.run)
+        for item in range(3):
+            committer.submit(item)
+        await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
+    assert applied == [0, 1, 2]
+
+
+# -- the loop's I/O, against real loopback servers -------------------------------------
+
+
+class Host:
+    """A LoopHost that records each result (with its start time) and probes each group once."""
+
+    def __init__(self, expect: int) -> None:
+        self.results: list[tuple[ProbeGroup, ProbeResult, float]] = []
+        self.lateness: list[float] = []
+        self.expect = expect
+        self.done = trio.Event()
+
+    def probe_started(self, lateness: float) -> None:
+        """Record how late a check started."""
+        self.lateness.append(lateness)
+
+    def probe_done(self, group: ProbeGroup, result: ProbeResult, started: float, now: float,
+                   start_unix: float) -> None:
+        """Record the result; the group is not due again."""
+        group.members[0].next_due = math.inf
+        self.results.append((group, result, started))
+        if len(self.results) == self.expect:
+            self.done.set()
+
+
+async def loop_checks(checks: list[tuple[TcpProbe | LeanHttpProbe, int]], slots: int = 64
+                      ) -> tuple[list[tuple[ProbeResult, float]], Host]:
+    """Run one loop check per (probe, port), all due now: each (result, start time), in
+    the order of `checks`, and the host that saw them."""
+    host = Host(len(checks))
+    loop = ProbeLoop(host, trio.CapacityLimiter(slots), time.time)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(loop.run)
+        now = trio.current_time()
+        groups = [group(port, now) for _, port in checks]
+        for (probe, _), g in zip(checks, groups, strict=True):
+            loop.add(g, probe)
+        with trio.fail_after(5):
+            await host.done.wait()
+        assert loop.in_flight == 0
+        nursery.cancel_scope.cancel()
+    by_group = {id(g): (result, started) for g, result, started in host.results}
+    return [by_group[id(g)] for g in groups], host
+
+
+def tcp(**spec: object) -> TcpProbe:
+    """A lean tcp probe with the parity tests' timeout."""
+    return TcpProbe(ProbeConfig("tcp", Timing(timeout=TIMEOUT), TcpSpec(**spec)))  # type: ignore[arg-type]
+
+
+def http(**spec: object) -> LeanHttpProbe:
+    """A lean http probe with the parity tests' timeout."""
+    return LeanHttpProbe(ProbeConfig("http", Timing(timeout=TIMEOUT), HttpSpec(**spec)))  # type: ignore[arg-type]
+
+
+CASES: list[tuple[str, Handler, Callable[[], TcpProbe | LeanHttpProbe]]] = [
+    ("tcp connect", silent, tcp),
+    ("tcp send/expect", pong, partial(tcp, send=b"PING\r\n", expect=re.compile(rb"\+PONG"))),
+    ("tcp wrong answer", pong, partial(tcp, send=b"QUIT\r\n", expect=re.compile(rb"\+PONG"))),
+    ("tcp banner", banner, partial(tcp, expect=re.compile(rb"^220 "))),
+    ("tcp hang", silent, partial(tcp, expect=re.compile(rb"220"))),
+    ("tcp hang-up", hang_up, partial(tcp, send=b"x", expect=re.compile(rb"y"))),
+    ("http ok", reply(OK_BODY), http),
+    ("http body", reply(OK_BODY), partial(http, expect_body=re.compile(r'"status":\s*"ok"'))),
+    ("http wrong body", reply(OK_BODY), partial(http, expect_body=re.compile("down"))),
+    ("http 503", reply(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n"), http),
+    ("http chunked", reply(CHUNKED), partial(http, expect_body=re.compile(r'"status": "ok"'))),
+    ("http slow headers", trickle(OK_BODY, 0.05), http),
+    ("http too slow", trickle(OK_BODY, 0.3), http),
+    ("http silent", silent, http),
+    ("http reset", reset, http),
+    ("http hang-up", hang_up, http),
+    ("http not http", reply(b"SSH-2.0-OpenSSH\r\n\r\n"), http),
+]
+
+
+async def test_loop_and_task_paths_agree(serve: Serve, refused_port: int) -> None:
+    """Every case gives the same verdict, failure kind and text in the loop as in a task."""
+    cases = [(name, make(), await serve(handler)) for name, handler, make in CASES]
+    cases += [("tcp refused", tcp(), refused_port), ("http refused", http(), refused_port)]
+    in_loop, _ = await loop_checks([(probe, port) for _, probe, port in cases])
+    by_task: dict[str, ProbeResult] = {}
+
+    async def check(name: str, probe: TcpProbe | LeanHttpProbe, port: int) -> None:
+        by_task[name] = await probe.check(Target("svc", "b1", "127.0.0.1", port))
+
+    async with trio.open_nursery() as nursery:
+        for name, probe, port in cases:
+            nursery.start_soon(check, name, probe, port)
+    for (name, _, _), (loop_result, _) in zip(cases, in_loop, strict=True):
+        task_result = by_task[name]
+        assert (loop_result.ok, loop_result.failure, loop_result.detail) == (
+            task_result.ok, task_result.failure, task_result.detail), name
+
+
+async def test_cap_makes_checks_wait_and_timeouts_run_from_the_real_start(serve: Serve) -> None:
+    """With one slot and three hanging checks due at once, they run one after another;
+    each gets its whole timeout from its own start, and the waiting shows as lateness."""
+    port = await serve(silent)
+    probe = tcp(expect=re.compile(rb"never"))  # connects, then waits for an answer
+    results, host = await loop_checks([(probe, port)] * 3, slots=1)
+    starts = sorted(started for _, started in results)
+    for result, _ in results:
+        assert result.failure is FailureKind.TIMEOUT
+        assert result.detail == f"no answer within {TIMEOUT * 1000:.0f}ms (expect)"
+        assert TIMEOUT <= result.latency < TIMEOUT + 0.15  # not stretched by the wait
+    assert starts[1] - starts[0] >= TIMEOUT - 0.01
+    assert starts[2] - starts[1] >= TIMEOUT - 0.01
+    lateness = sorted(host.lateness)
+    assert lateness[0] < 0.1
+    assert lateness[2] >= 2 * TIMEOUT - 0.02
+
+
+async def test_loop_checks_leave_no_time_wait(serve: Serve) -> None:
+    """Twenty TCP and twenty HTTP checks from the loop leave no TIME_WAIT on either port."""
+    tcp_port, http_port = await serve(hang_up), await serve(reply(OK_BODY))
+    results, _ = await loop_checks([(tcp(), tcp_port)] * 20 + [(http(), http_port)] * 20)
+    assert all(result.ok for result, _ in results)
+    await trio.sleep(0.05)
+    assert time_wait_count(tcp_port) == 0
+    assert time_wait_count(http_port) == 0

@@ -1,0 +1,96 @@
+"""An engine running its lean probes in the probe loop publishes what an engine running
+every probe as its own task publishes, against the same real loopback servers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+
+import trio
+
+from sentinel.config import BackendConfig, HttpSpec, ProbeConfig, Timing
+from sentinel.engine import Engine
+from sentinel.model import ProbeResult
+from sentinel.probes import Target, make_probe
+from sentinel.probes.base import Probe
+from sentinel.probes.lean import Exchange
+from sentinel.sinks.base import RecordingSink
+from tests.engine.fakes import config, service
+
+from .conftest import HttpServer, Serve, silent
+
+FAST = Timing(interval=0.1, fast_interval=0.1, down_interval=0.1, timeout=0.1)
+
+
+class Counting:
+    """A real probe that records which hosts went through `check` (the loop uses
+    `exchange` instead, so only per-task checks are counted)."""
+
+    def __init__(self, inner: Probe, checked: list[str]) -> None:
+        self.inner = inner
+        self.lean: bool = getattr(inner, "lean", False)
+        self.timeout: float = getattr(inner, "timeout", 1.0)
+        self.checked = checked
+
+    def exchange(self, target: Target) -> Exchange:
+        """The inner probe's exchange."""
+        exchange: Exchange = self.inner.exchange(target)  # type: ignore[attr-defined]
+        return exchange
+
+    async def check(self, target: Target) -> ProbeResult:
+        """The inner probe's check, counted."""
+        self.checked.append(target.host)
+        return await self.inner.check(target)
+
+    async def aclose(self) -> None:
+        """Close the inner probe."""
+        await self.inner.aclose()
+
+
+async def run_engine(state_dir: Path, loop: bool, web_ports: list[int], db_port: int,
+                     refused: int) -> tuple[dict[str, tuple[str, bool, str]], list[str], list[str]]:
+    """Run an engine for 0.6 s: each backend's (state, last ok, last error), the events
+    as text, and the hosts checked through tasks."""
+    web = replace(service("web", [*web_ports, refused]),
+                  probe=ProbeConfig("http", FAST, HttpSpec(path="/healthz")))
+    db = service("db", [db_port, refused], interval=0.1, timeout=0.1)
+    named = BackendConfig("named", f"localhost:{db_port}", "localhost", db_port)
+    db = replace(db, backends=(*db.backends, named))
+    checked: list[str] = []
+    rec = RecordingSink()
+    engine = Engine(config(state_dir, web, db), sinks={"rec": rec}, probe_loop=loop,
+                    probe_factory=lambda c: Counting(make_probe(c), checked))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        await trio.sleep(0.6)
+        engine.stop()
+    states = {}
+    for name, svc in engine.services.items():
+        for b in svc.backends:
+            assert b.last_probe is not None
+            states[f"{name}/{b.config.name}"] = (b.published[0].value, b.last_probe.ok,
+                                                b.last_probe.error)
+    events = sorted(f"{e.service}/{e.backend} {e.from_state}->{e.to_state}: {e.reason}"
+                    for update in rec.updates for e in update.events)
+    return states, events, checked
+
+
+async def test_engine_publishes_the_same_with_and_without_the_loop(
+        serve: Serve, http_server: Callable[..., Awaitable[HttpServer]], refused_port: int,
+        tmp_path: Path) -> None:
+    """Same states, last results and events on both paths; in the loop engine only the
+    host-name backend is checked by a task."""
+    ok, busy = await http_server(), await http_server(status=503)
+    db_port = await serve(silent)
+    ports = [ok.port, busy.port]
+    in_loop = await run_engine(tmp_path / "loop", True, ports, db_port, refused_port)
+    by_task = await run_engine(tmp_path / "tasks", False, ports, db_port, refused_port)
+    assert in_loop[:2] == by_task[:2]
+    states, events, _ = in_loop
+    assert {k: v[0] for k, v in states.items()} == {
+        f"web/b{ok.port}": "up", f"web/b{busy.port}": "down", f"web/b{refused_port}": "down",
+        f"db/b{db_port}": "up", f"db/b{refused_port}": "down", "db/named": "up"}
+    assert f"db/b{refused_port} up->down: 1 failure within 10s; last: connection refused" in events
+    assert set(in_loop[2]) == {"localhost"}  # IP literals ran in the loop
+    assert "127.0.0.1" in by_task[2]
