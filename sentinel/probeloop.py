@@ -72,22 +72,25 @@ class LoopHost(Protocol):
 
     def probe_done(self, group: ProbeGroup, result: ProbeResult, started: float, now: float,
                    start_unix: float) -> None:
-        """A check finished: judge it and set its members' `next_due` (sync, no await)."""
+        """A check finished: judge it and set its members' `next_due` (sync, no await),
+        counting the interval from `started` (the due time, if the check was on time)."""
 
 
 class Running:
     """One check in flight."""
 
-    __slots__ = ("deadline", "exchange", "group", "pending", "probe", "sock", "start_unix",
-                 "started", "step")
+    __slots__ = ("anchor", "deadline", "exchange", "group", "moved", "pending", "probe",
+                 "sock", "start_unix", "started", "step")
 
     def __init__(self, group: ProbeGroup, probe: LeanProbe, started: float,
-                 start_unix: float) -> None:
+                 start_unix: float, anchor: float | None = None) -> None:
         self.group = group
         self.probe = probe
         self.started = started
         self.start_unix = start_unix
+        self.anchor = started if anchor is None else anchor  # what the next due counts from
         self.deadline = started + probe.timeout  # from the real start, not the due time
+        self.moved = -1  # the loop pass that last moved this check on
         self.exchange: Exchange = probe.exchange(group.members[0].target)
         self.sock: socket.socket | None = None  # None until connecting, and once finished
         self.step = _CONNECTING
@@ -164,6 +167,7 @@ class ProbeLoop:
         self._running: dict[int, Running] = {}  # by file descriptor
         self._epoll: select.epoll | None = None
         self._sleep: trio.CancelScope | None = None  # the loop's wait, while it waits
+        self._passes = 0
 
     def add(self, group: ProbeGroup, probe: LeanProbe) -> None:
         """Probe `group` from its `next_due` on, until it is stopped (regroup)."""
@@ -198,13 +202,26 @@ class ProbeLoop:
         """Advance ready checks, time out late ones, start due ones, and advance again:
         a loopback connect is often complete by the time `connect_ex` returns, so a
         plain TCP check can finish in the pass that started it (one wakeup, not two)."""
+        self._passes += 1
         self._advance_ready(epoll)
-        agenda = self._agenda
-        now = trio.current_time()
-        while (late := agenda.expired(now)) is not None:
-            self._finish(late, late.exchange.timed_out(now - late.started), now)
+        self._expire()
         if self._start_due(epoll):
             self._advance_ready(epoll)
+
+    def _expire(self) -> None:
+        """Time out checks past their deadline, except those this pass just moved on: a
+        check whose connect or request waited on a busy (or blocked) loop is judged
+        after the next poll, so an overloaded checker does not fail healthy backends."""
+        agenda = self._agenda
+        now = trio.current_time()
+        spared: list[Running] = []
+        while (late := agenda.expired(now)) is not None:
+            if late.moved == self._passes:
+                spared.append(late)
+            else:
+                self._finish(late, late.exchange.timed_out(now - late.started), now)
+        for running in spared:
+            agenda.watch(running)
 
     def _advance_ready(self, epoll: select.epoll) -> None:
         events = epoll.poll(0)
@@ -222,7 +239,11 @@ class ProbeLoop:
         started = 0
         while (head := agenda.next_due(now)) is not None:
             due, group, probe = head
-            running = Running(group, probe, now, self._wall())
+            # The cadence counts from the due time when the check started within the
+            # batch window of it (batching must not clump the schedule over time), from
+            # the real start when later (an overloaded loop stretches intervals).
+            anchor = due if now - due <= self._batch else now
+            running = Running(group, probe, now, self._wall(), anchor)
             try:
                 self._limiter.acquire_on_behalf_of_nowait(running)
             except trio.WouldBlock:
@@ -258,6 +279,7 @@ class ProbeLoop:
 
     def _step(self, running: Running, now: float) -> None:
         """The socket is ready: move the check on, and finish it when it has a result."""
+        running.moved = self._passes
         try:
             result = self._advance(running, now)
         except Exception as exc:  # the edge: the exchange translates it
@@ -307,7 +329,7 @@ class ProbeLoop:
         group = running.group
         if group.stopped:
             return
-        self._host.probe_done(group, result, running.started, now, running.start_unix)
+        self._host.probe_done(group, result, running.anchor, now, running.start_unix)
         self._agenda.add(group, running.probe)
 
     def _close(self, running: Running) -> None:
