@@ -4,7 +4,7 @@ one task per sink behind a coalescing hand-off.
 The breakers decide; this module does the side effects: it schedules
 probes, records results, numbers and persists events, and publishes each
 service's full view to its sinks. Nothing here blocks probing on a sink.
-Admin overrides and reloads live in `sentinel.admin` and `sentinel.reload`.
+Reloads live in `sentinel.reload`.
 """
 
 from __future__ import annotations
@@ -484,7 +484,7 @@ class Engine:
 
     def _panic_event(self, svc: ServiceRuntime, held: tuple[str, ...]) -> Event:
         name, total = svc.config.name, len(svc.backends)
-        healthy = sum(1 for b in svc.backends if b.desired()[0] is State.UP)
+        healthy = sum(1 for b in svc.backends if b.healthy)
         required = svc.config.min_up.required(total)
         if svc.panic:
             reason = (f"only {healthy} of {total} backends healthy, min_up {required}: "
