@@ -224,7 +224,9 @@ class ProbeLoop:
             agenda.watch(running)
 
     def _advance_ready(self, epoll: select.epoll) -> None:
-        events = epoll.poll(0)
+        # Every ready socket (the default is at most 1,023): a socket left unread here
+        # would be judged against its deadline with its answer waiting.
+        events = epoll.poll(0, len(self._running) + 1)
         now = trio.current_time()
         running_by_fd = self._running
         for fd, _ in events:
