@@ -1,0 +1,379 @@
+"""Scale, side by side: sentinel and HAProxy 2.6 checking the same loopback fleet.
+
+    .venv/bin/python bench/scale_bench.py [--cases tcp:100 http:5000 tcp:5000@100ms ...]
+                                          [--warmup 5] [--window 10]
+
+A case is MODE:N[@INTERVAL] (default interval 1s). For each case one fleet
+serves N ports on 127.0.0.1: nginx (C; 5,000 `listen` ports per nginx process,
+one worker each, `return 200` to any request), so the fleet is not the
+bottleneck. Against that fleet, one after the other (never both at once, so
+neither steals the other's CPU):
+
+- sentinel: a real `sentinel run` (one service, N backends, the given
+  interval, timeout 500 ms or the interval if shorter, `max_fails: 1` so a
+  single failed probe is a down event; telemetry at its defaults, Prometheus
+  metrics on);
+- HAProxy: one backend with `server ... check inter 1s fall 1 rise 1` per
+  port (`option httpchk GET /healthz` for HTTP; `timeout connect`/`check` as
+  sentinel's timeout), its own config and stats socket in a temp dir.
+
+Each runs `--warmup` seconds, then is measured over `--window` seconds: CPU
+seconds per second (utime + stime of the process and its threads from
+/proc/PID/stat), CPU per check, peak RSS (VmHWM), checks per second,
+schedule lateness p50/p99 (sentinel's `engine.lateness_ms` over its last
+8,192 probes, read once after the window: no API call is made inside it, as a
+`GET /v1/state` of thousands of backends holds sentinel's event loop for a
+while; "warned" if sentinel logged its late-probe warning inside the window;
+HAProxy does not expose lateness), and false downs: the fleet never fails,
+so every down is false (sentinel: down events; HAProxy: `chkdown`, summed
+over servers). Checks per second are counted the same way for both: the
+kernel's `ActiveOpens` (connects started) over the window. That count is
+per network namespace, so the whole benchmark re-executes itself under
+`unshare --net` (it needs root) with only loopback up: other work on the
+machine neither adds to the count nor takes the fleet's ports. (nginx could
+not count them: a plain TCP check, HAProxy's or sentinel's, resets before
+its last handshake ACK, so the fleet never accepts it.) Every process is
+killed by PID (its process group) when its run ends. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from probe_bench import cpu_seconds, kill, peak_rss_mib, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+PORTS_PER_NGINX = 5000
+PORT_RANGE = range(10000, 32768)  # below Linux's ephemeral range: no clash with checkers
+NETNS_ENV = "SENTINEL_SCALE_BENCH_NETNS"
+DEFAULT_CASES = ["tcp:100", "tcp:1000", "tcp:5000", "tcp:10000", "http:100", "http:1000",
+                 "http:5000", "tcp:5000@100ms", "http:5000@200ms"]
+NGINX_CONF = """\
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+worker_rlimit_nofile 16384;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/tmp; proxy_temp_path {dir}/tmp; fastcgi_temp_path {dir}/tmp;
+  uwsgi_temp_path {dir}/tmp; scgi_temp_path {dir}/tmp;
+  server {{
+{listens}
+    location / {{ return 200 "ok"; }}
+  }}
+  server {{ listen 127.0.0.1:{status}; location / {{ stub_status; }} }}
+}}
+"""
+SENTINEL_CONF = """\
+version: 1
+state_dir: {state}
+api: {{listen: "127.0.0.1:0"}}
+services:
+  fleet:
+    probe: {{type: {mode}, {extra}interval: {interval}, fast_interval: {interval},
+             down_interval: {interval}, timeout: {timeout}}}
+    breaker: {{kind: nginx, max_fails: 1, fail_timeout: 5s}}
+    backends:
+{backends}
+"""
+HAPROXY_CONF = """\
+global
+    maxconn 2000
+    stats socket {dir}/stats.sock mode 600 level admin
+defaults
+    mode {hmode}
+    timeout connect {timeout}
+    timeout check {timeout}
+    timeout client 5s
+    timeout server 5s
+backend fleet
+{httpchk}    default-server check inter {interval} fall 1 rise 1
+{servers}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One row pair: MODE:N[@INTERVAL]."""
+
+    mode: str
+    n: int
+    interval_ms: int
+
+    @classmethod
+    def parse(cls, text: str) -> Case:
+        """`tcp:5000` or `http:5000@100ms`."""
+        m = re.fullmatch(r"(tcp|http):(\d+)(?:@(\d+)ms)?", text)
+        if not m or not 1 <= int(m.group(2)) <= 15000:
+            raise argparse.ArgumentTypeError(f"expected MODE:N[@MSms] with N <= 15000: {text}")
+        return cls(m.group(1), int(m.group(2)), int(m.group(3) or 1000))
+
+    @property
+    def timeout_ms(self) -> int:
+        """500 ms, or the interval if shorter (a timeout may not exceed it)."""
+        return min(500, self.interval_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One checker measured on one case."""
+
+    case: Case
+    checker: str
+    checks_per_s: float
+    cpu_per_s: float
+    rss_mib: float
+    late_p50: float | None
+    late_p99: float | None
+    false_downs: int
+    downs_exact: bool  # False: more events than the API still holds (at least this many)
+    late_warning: bool | None
+
+    @property
+    def us_per_check(self) -> float:
+        """CPU microseconds per check."""
+        return self.cpu_per_s / self.checks_per_s * 1e6 if self.checks_per_s else 0.0
+
+
+# -- the fleet ------------------------------------------------------------------------
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` ports of PORT_RANGE nobody has bound on 127.0.0.1."""
+    ports: list[int] = []
+    for port in PORT_RANGE:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise RuntimeError(f"only {len(ports)} free ports in {PORT_RANGE}")
+
+
+class Fleet:
+    """N ports served by nginx processes (PORTS_PER_NGINX each), killed by PID on exit."""
+
+    def __init__(self, n: int, workdir: Path) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.status_ports: list[int] = []
+        shards = -(-n // PORTS_PER_NGINX)
+        ports = free_ports(n + shards)
+        self.status_ports, self.ports = ports[:shards], ports[shards:]
+        for i, status in enumerate(self.status_ports):
+            mine = self.ports[i * PORTS_PER_NGINX:(i + 1) * PORTS_PER_NGINX]
+            d = workdir / f"nginx{i}"
+            (d / "tmp").mkdir(parents=True)
+            listens = "\n".join(f"    listen 127.0.0.1:{p} backlog=1024;" for p in mine)
+            (d / "nginx.conf").write_text(NGINX_CONF.format(dir=d, listens=listens,
+                                                            status=status))
+            self.procs.append(subprocess.Popen(
+                ["nginx", "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "error.log"),
+                 "-g", "daemon off;"], start_new_session=True, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 30
+        while True:  # nginx binds every listener before its worker answers stub_status
+            with contextlib.suppress(OSError, ValueError, httpx.HTTPError):
+                self.accepts()
+                break
+            if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
+                self.close()
+                raise RuntimeError(f"nginx did not come up (see {workdir}/nginx*/error.log)")
+            time.sleep(0.1)
+
+    def accepts(self) -> int:
+        """Connections the fleet accepted so far (stub_status, summed over processes)."""
+        total = 0
+        for port in self.status_ports:
+            text = httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text
+            total += int(text.splitlines()[2].split()[0])
+        return total
+
+    def close(self) -> None:
+        """Kill every nginx (master and workers: one process group each)."""
+        for proc in self.procs:
+            kill(proc)
+
+
+def active_opens() -> int:
+    """The kernel's count of connect()s (Tcp ActiveOpens in /proc/net/snmp)."""
+    names, values = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()
+                     if line.startswith("Tcp:")]
+    return int(values[names.index("ActiveOpens")])
+
+
+# -- the checkers -----------------------------------------------------------------------
+
+
+def measure_sentinel(case: Case, fleet: Fleet, workdir: Path, warmup: float,
+                     window: float) -> Row:
+    """A real `sentinel run` over the fleet, measured over `window`."""
+    state = workdir / "sentinel"
+    backends = "\n".join(f'      - {{name: b{i}, address: "127.0.0.1:{p}"}}'
+                         for i, p in enumerate(fleet.ports))
+    config = workdir / "sentinel.yaml"
+    config.write_text(SENTINEL_CONF.format(
+        state=state, mode=case.mode, extra="path: /healthz, " if case.mode == "http" else "",
+        interval=f"{case.interval_ms}ms", timeout=f"{case.timeout_ms}ms", backends=backends))
+    log_path = workdir / "sentinel.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "sentinel", "--log-level", "warning",
+                                 "run", "-c", str(config)], stdout=log,
+                                stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    try:
+        url = wait_for(state / "api.url", proc, timeout=60)
+        time.sleep(warmup)
+        # No API call inside the window: GET /v1/state with thousands of backends holds
+        # the event loop for 100-250 ms here, which would show as lateness.
+        log_start = log_path.stat().st_size
+        checks0, cpu0, t0 = active_opens(), cpu_seconds(proc.pid), time.monotonic()
+        time.sleep(window)
+        checks1, cpu1, t1 = active_opens(), cpu_seconds(proc.pid), time.monotonic()
+        warned = "probes are running late" in log_path.read_text()[log_start:]
+        with httpx.Client(base_url=url, timeout=60) as client:
+            after = client.get("/v1/state").json()
+            events = client.get("/v1/events", params={"after": 0}).json()["events"]
+        rss = peak_rss_mib(proc.pid)
+    finally:
+        kill(proc)
+    late = after["engine"]["lateness_ms"]  # the last 8,192 probes before the request
+    # A fresh state dir: seq counts every event since start. More events than the API
+    # holds shows as "at least" the downs among those it still has.
+    downs = [e["reason"] for e in events if e["to"] == "down"]
+    if downs:
+        print(f"{case}: sentinel downs, e.g. {Counter(downs).most_common(3)}", file=sys.stderr)
+    return Row(case, "sentinel", (checks1 - checks0) / (t1 - t0), (cpu1 - cpu0) / (t1 - t0),
+               rss, late["p50"], late["p99"], len(downs), after["seq"] == len(events), warned)
+
+
+def measure_haproxy(case: Case, fleet: Fleet, workdir: Path, warmup: float,
+                    window: float) -> Row:
+    """HAProxy checking the fleet with its own health checks, measured over `window`."""
+    d = workdir / "haproxy"
+    d.mkdir()
+    servers = "\n".join(f"    server s{i} 127.0.0.1:{p}" for i, p in enumerate(fleet.ports))
+    (d / "haproxy.cfg").write_text(HAPROXY_CONF.format(
+        dir=d, hmode=case.mode, timeout=f"{case.timeout_ms}ms",
+        interval=f"{case.interval_ms}ms", servers=servers,
+        httpchk="    option httpchk GET /healthz\n" if case.mode == "http" else ""))
+    with open(d / "haproxy.log", "wb") as log:
+        proc = subprocess.Popen(["haproxy", "-f", str(d / "haproxy.cfg"), "-db"], stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_socket(d / "stats.sock", proc, timeout=60)
+        time.sleep(warmup)
+        checks0, cpu0, t0 = active_opens(), cpu_seconds(proc.pid), time.monotonic()
+        time.sleep(window)
+        checks1, cpu1, t1 = active_opens(), cpu_seconds(proc.pid), time.monotonic()
+        rss = peak_rss_mib(proc.pid)
+        stats = haproxy_stats(d / "stats.sock")
+    finally:
+        kill(proc)
+    elapsed = t1 - t0
+    downs = sum(int(row["chkdown"] or 0) for row in stats if row["svname"] != "BACKEND")
+    return Row(case, "HAProxy", (checks1 - checks0) / elapsed, (cpu1 - cpu0) / elapsed, rss,
+               None, None, downs, True, None)
+
+
+def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Until HAProxy's stats socket exists (it is up, its checks are scheduled)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"HAProxy did not come up (exit {proc.poll()}; see its log)")
+        time.sleep(0.05)
+
+
+def haproxy_stats(path: Path) -> list[dict[str, str]]:
+    """`show stat` over the stats socket, as one dict per line."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(30)
+        sock.connect(str(path))
+        sock.sendall(b"show stat\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    lines = b"".join(chunks).decode().strip().splitlines()
+    header = lines[0].lstrip("# ").split(",")
+    return [dict(zip(header, line.split(","), strict=False)) for line in lines[1:]]
+
+
+# -- the table ----------------------------------------------------------------------------
+
+
+def table(rows: list[Row], window: float) -> str:
+    """The Markdown table the README carries."""
+    out = ["| probe | backends | interval | checker | checks/s (asked) | CPU s/s | "
+           "CPU us/check | vs HAProxy | peak RSS MiB | lateness p50 / p99 ms | "
+           "false downs |",
+           "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    reference = {r.case: r for r in rows if r.checker == "HAProxy"}
+    for r in rows:
+        c = r.case
+        ratio, late = "", "n/a"
+        if r.checker == "sentinel":
+            ref = reference.get(c)
+            ratio = f"{r.us_per_check / ref.us_per_check:.2f}x" if ref and ref.checks_per_s else ""
+            late = f"{r.late_p50:.1f} / {r.late_p99:.1f}" + (" (warned)" if r.late_warning
+                                                               else "")
+        asked = c.n * 1000 / c.interval_ms
+        out.append(f"| {c.mode} | {c.n:,} | {c.interval_ms} ms | {r.checker} | "
+                   f"{r.checks_per_s:,.0f} ({asked:,.0f}) | {r.cpu_per_s:.3f} | "
+                   f"{r.us_per_check:.0f} | {ratio} | {r.rss_mib:.1f} | {late} | "
+                   f"{'' if r.downs_exact else '>= '}{r.false_downs} |")
+    return "\n".join(out) + f"\n\n(each row measured over a {window:g} s window)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run every case, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", nargs="+", type=Case.parse,
+                        default=[Case.parse(c) for c in DEFAULT_CASES],
+                        help=f"MODE:N[@MSms] (default: {' '.join(DEFAULT_CASES)})")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
+    parser.add_argument("--window", type=float, default=10.0, help="seconds measured")
+    args = parser.parse_args(argv)
+    if not 1 <= args.window <= 120 or not 0 <= args.warmup <= 60:
+        parser.error("--window must be 1..120 s and --warmup 0..60 s")
+    if os.environ.get(NETNS_ENV) != "1":  # run again in a private network namespace
+        os.environ[NETNS_ENV] = "1"
+        os.execvp("unshare", ["unshare", "--net", "--", sys.executable, __file__,
+                              *(sys.argv[1:] if argv is None else argv)])
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    rows: list[Row] = []
+    for case in args.cases:
+        with tempfile.TemporaryDirectory(prefix="sentinel-scale-") as tmp:
+            workdir = Path(tmp)
+            fleet = Fleet(case.n, workdir)
+            try:
+                for measure in (measure_sentinel, measure_haproxy):
+                    run_dir = workdir / measure.__name__
+                    run_dir.mkdir()
+                    row = measure(case, fleet, run_dir, args.warmup, args.window)
+                    print(f"{case}: {row.checker} {row.checks_per_s:.0f}/s "
+                          f"{row.us_per_check:.0f} us/check, {row.false_downs} false downs",
+                          file=sys.stderr)
+                    rows.append(row)
+            finally:
+                fleet.close()
+    print(table(rows, args.window))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
