@@ -10,12 +10,9 @@ Reloads live in `sentinel.reload`.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import trio
@@ -28,50 +25,23 @@ from sentinel.dampen import Damper
 from sentinel.journal import Journal, RunBlocking, rfc3339
 from sentinel.model import Event, ProbeResult, ProbeSummary, State
 from sentinel.observe import NullObserver, Observer, ProbeRecord
+from sentinel.pacing import EngineStatistics, Pacing
 from sentinel.probegroups import GroupKey, ProbeGroup, group_key
 from sentinel.probeloop import Committer, ProbeLoop, accepts
 from sentinel.probes import make_probe
 from sentinel.probes.base import Probe
+from sentinel.publisher import Publisher
 from sentinel.schedule import next_due, start_offset
-from sentinel.service import Published, ServiceRuntime
+from sentinel.service import ServiceRuntime
 from sentinel.sinks import SINK_KINDS
-from sentinel.sinks.base import DurableSink, Sink, SinkContext
+from sentinel.sinks.base import Sink, SinkContext
 from sentinel.sinks.runner import SinkRunner
 from sentinel.slowstart import ramp
 from sentinel.statefile import SavedBackend, SavedState, load_state
 
 log = logging.getLogger("sentinel.engine")
-LATENESS_SAMPLES = 8192  # recent probes whose start lateness the percentiles cover
-LAG_SAMPLES = 600  # one minute of loop-lag ticks
-LAG_TICK = 0.1
-LATE_CHECK_TICKS = 10  # the percentiles sort thousands of samples: check once a second
-LATE_WARNING_MS = 100.0
 # What a probe result asks to publish: backend, reason, probe summary, trace id.
 Commit = tuple[BackendRuntime, str, ProbeSummary, str | None]
-
-
-@dataclass(frozen=True, slots=True)
-class EngineStatistics:
-    """A snapshot of the probe scheduler's health."""
-
-    probes: int
-    in_flight: int
-    max_in_flight: int
-    lateness_p50_ms: float
-    lateness_p99_ms: float
-    lateness_max_ms: float
-    loop_lag_p99_ms: float
-    loop_lag_max_ms: float
-
-    def to_json(self) -> dict[str, object]:
-        """The `engine` object of the state document."""
-        return {"probes": self.probes, "in_flight": self.in_flight,
-                "max_in_flight": self.max_in_flight,
-                "lateness_ms": {"p50": round(self.lateness_p50_ms, 3),
-                                "p99": round(self.lateness_p99_ms, 3),
-                                "max": round(self.lateness_max_ms, 3)},
-                "loop_lag_ms": {"p99": round(self.loop_lag_p99_ms, 3),
-                                "max": round(self.loop_lag_max_ms, 3)}}
 
 
 class Engine:
@@ -97,12 +67,11 @@ class Engine:
         self._sink_overrides = sinks or {}
         self.runners = {s.name: self.make_runner(s) for s in config.sinks}
         self.services = {s.name: self.make_service(s) for s in config.services}
-        self._lateness: deque[float] = deque(maxlen=LATENESS_SAMPLES)
-        self._loop_lag: deque[float] = deque(maxlen=LAG_SAMPLES)
+        self.pacing = Pacing()
+        self.publisher = Publisher(self.journal, self.observer, wall)
         self._in_flight = trio.CapacityLimiter(config.max_in_flight)
         self._rng = random.Random()
         self.groups: dict[GroupKey, ProbeGroup] = {}
-        self._probes = 0
         self._loop = ProbeLoop(self, self._in_flight, wall) if probe_loop else None
         self._committer: Committer[Commit] = Committer(self._apply)
         self._probe_nursery: trio.Nursery | None = None
@@ -153,7 +122,7 @@ class Engine:
                 self._sink_nursery = sink_nursery
                 for runner in self.runners.values():
                     await self.start_runner(runner)
-                await self._redeliver_unacked()
+                await self.publisher.redeliver(self.saved.unacked, self.services)
                 for svc in self.services.values():  # at start the current view is applied once
                     svc.publish(svc.published().view)
                 async with trio.open_nursery() as probe_nursery:
@@ -162,7 +131,7 @@ class Engine:
                         await probe_nursery.start(self._committer.run)
                         await probe_nursery.start(self._loop.run)
                     self.regroup()
-                    probe_nursery.start_soon(self._watch_lag)
+                    probe_nursery.start_soon(self.pacing.watch_lag, self._in_flight)
                     task_status.started()
                 await self._drain_sinks()
                 sink_nursery.cancel_scope.cancel()
@@ -264,8 +233,7 @@ class Engine:
 
     def probe_started(self, lateness: float) -> None:
         """Count a probe that started `lateness` seconds after it was due."""
-        self._lateness.append(lateness)
-        self._probes += 1
+        self.pacing.probe_started(lateness)
 
     def probe_done(self, group: ProbeGroup, result: ProbeResult, started: float, now: float,
                    start_unix: float) -> None:
@@ -294,26 +262,6 @@ class Engine:
         svc = self.services.get(backend.service)
         if svc is not None and backend in svc.backends:
             await self.commit(svc, backend, reason, probe, trace_id)
-
-    async def _watch_lag(self) -> None:
-        """Measure event-loop lag (oversleep of a short sleep) and warn when probes run late."""
-        last_warning = -math.inf
-        ticks = 0
-        while True:
-            before = trio.current_time()
-            await trio.sleep(LAG_TICK)
-            self._loop_lag.append(trio.current_time() - before - LAG_TICK)
-            ticks += 1
-            if ticks % LATE_CHECK_TICKS:
-                continue
-            stats = self.statistics()
-            now = trio.current_time()
-            if stats.lateness_p99_ms > LATE_WARNING_MS and now - last_warning > 30:
-                last_warning = now
-                log.warning("probes are running late: p99 %.0fms, max %.0fms behind schedule "
-                            "(event-loop lag p99 %.0fms, %d probes in flight of %d allowed)",
-                            stats.lateness_p99_ms, stats.lateness_max_ms, stats.loop_lag_p99_ms,
-                            self._in_flight.borrowed_tokens, self._in_flight.total_tokens)
 
     def _take(self, svc: ServiceRuntime, backend: BackendRuntime, result: ProbeResult,
               transition: Transition, start_unix: float) -> Commit | None:
@@ -389,85 +337,8 @@ class Engine:
     async def commit(self, svc: ServiceRuntime, backend: BackendRuntime | None, reason: str,
                      probe: ProbeSummary | None = None, trace_id: str | None = None
                      ) -> tuple[Event, ...]:
-        """Publish what changed. The service's view (after the panic guard) is diffed
-        against what was last published: one event per backend whose published state
-        or weight moved (`reason`, `probe` and `trace_id` belong to `backend`), and one
-        when panic starts or ends. State is on disk before any sink hears of it."""
-        published = svc.published()
-        events: list[Event] = []
-        panic_changed = published.view.panic != svc.panic
-        if panic_changed and published.view.panic:
-            svc.panic = True
-            events.append(self._panic_event(svc, published.held_up))
-        for b, view in zip(svc.backends, published.view.backends, strict=True):
-            if (view.state, view.weight) == b.published:
-                continue
-            old_state = b.published[0]
-            if view.state != old_state:
-                b.since = rfc3339(self.wall())
-            b.published = (view.state, view.weight)
-            mine = b is backend
-            why = (reason if mine or backend is None  # None: a reload, not one backend
-                   else self._bystander_reason(b, published))
-            events.append(self.journal.new_event(
-                service=svc.config.name, backend=b.config.name, address=b.config.address,
-                from_state=old_state.value, to_state=view.state.value, weight=view.weight,
-                reason=why, probe=probe if mine else None, trace_id=trace_id if mine else None))
-            log.info("%s/%s %s -> %s (weight %d): %s", svc.config.name, b.config.name,
-                     old_state.value, view.state.value, view.weight, why,
-                     extra={"trace_id": trace_id} if mine and trace_id else None)
-        if panic_changed and not published.view.panic:
-            svc.panic = False
-            events.append(self._panic_event(svc, published.held_up))
-        for event in events:
-            self.observer.event_emitted(event)
-        if events:
-            self.journal.hold(events)
-            await self.journal.wait_persisted()
-            await self._hand_to_durable(svc, events)
-        else:  # a verdict flipped without changing what is published: keep it on disk
-            await self.journal.save_now()
-        svc.publish(published.view, tuple(events))
-        return tuple(events)
-
-    async def _hand_to_durable(self, svc: ServiceRuntime, events: Sequence[Event]) -> None:
-        """Give events to the service's durable sinks (outboxes) right after they are on
-        disk; until every one has them they stay held in the state file."""
-        for runner, _ in svc.bindings:
-            if isinstance(runner.sink, DurableSink):
-                try:
-                    await runner.sink.accept(events)
-                except Exception:
-                    log.exception("sink %s could not take %d events; they stay in the state "
-                                  "file and are handed over again at the next start",
-                                  runner.sink.name, len(events))
-                    return
-        self.journal.ack(events)
-
-    async def _redeliver_unacked(self) -> None:
-        """Events persisted before a crash that durable sinks may not have taken."""
-        pending: dict[str, list[Event]] = {}
-        for doc in self.saved.unacked:
-            event = Event.from_json(doc)
-            pending.setdefault(event.service, []).append(event)
-        for name, events in pending.items():
-            self.journal.hold(events)
-            svc = self.services.get(name)
-            if svc is None:
-                self.journal.ack(events)  # the service is gone from the config
-                continue
-            log.info("%s: handing %d events from before the last stop to durable sinks",
-                     name, len(events))
-            await self._hand_to_durable(svc, events)
-        if pending:
-            await self.journal.save_now()
-
-    @staticmethod
-    def _bystander_reason(backend: BackendRuntime, published: Published) -> str:
-        """Why a backend other than the one that triggered the commit changed."""
-        if backend.config.name in published.held_up:
-            return "panic guard: kept published up (min_up)"
-        return f"panic over: {backend.verdict or 'probed state published'}"
+        """Publish what changed in `svc` (see `Publisher.commit`)."""
+        return await self.publisher.commit(svc, backend, reason, probe, trace_id)
 
     async def set_override(self, service: str, backend: str, action: str
                            ) -> tuple[Event, ...]:
@@ -482,22 +353,6 @@ class Engine:
         return await self.commit(svc, target, f"admin: {action}")
 
 
-    def _panic_event(self, svc: ServiceRuntime, held: tuple[str, ...]) -> Event:
-        name, total = svc.config.name, len(svc.backends)
-        healthy = sum(1 for b in svc.backends if b.healthy)
-        required = svc.config.min_up.required(total)
-        if svc.panic:
-            reason = (f"only {healthy} of {total} backends healthy, min_up {required}: "
-                      f"keeping {', '.join(held)} published up")
-            from_state, to_state = "normal", "panic"
-        else:
-            reason = f"{healthy} of {total} backends healthy again (min_up {required})"
-            from_state, to_state = "panic", "normal"
-        log.warning("%s: %s -> %s: %s", name, from_state, to_state, reason)
-        return self.journal.new_event(service=name, backend="", address="",
-                                      from_state=from_state, to_state=to_state, weight=0,
-                                      reason=reason)
-
     # -- looking in -------------------------------------------------------------
 
     def _snapshot(self) -> SavedState:
@@ -509,11 +364,7 @@ class Engine:
 
     def statistics(self) -> EngineStatistics:
         """Probe count, probes in flight, and lateness and loop-lag percentiles."""
-        late = _percentiles(self._lateness)
-        lag = _percentiles(self._loop_lag)
-        return EngineStatistics(self._probes, self._in_flight.borrowed_tokens,
-                                int(self._in_flight.total_tokens), late[0.5], late[0.99],
-                                late[1.0], lag[0.99], lag[1.0])
+        return self.pacing.statistics(self._in_flight)
 
     def events_after(self, seq: int) -> list[Event]:
         """Held events after `seq`, oldest first (GET /v1/events)."""
@@ -535,12 +386,3 @@ class Engine:
         return {"services": services,
                 "sinks": {n: r.statistics().to_json() for n, r in self.runners.items()},
                 "engine": self.statistics().to_json(), "seq": self.journal.seq}
-
-
-def _percentiles(samples: deque[float]) -> dict[float, float]:
-    """p50, p99 and max of `samples` (seconds) in milliseconds; zeros when empty."""
-    ordered = sorted(samples)
-    if not ordered:
-        return {0.5: 0.0, 0.99: 0.0, 1.0: 0.0}
-    return {p: max(0.0, ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000)
-            for p in (0.5, 0.99, 1.0)}

@@ -1,0 +1,92 @@
+"""How well the probe schedule is kept: probe lateness and event-loop lag."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import trio
+
+log = logging.getLogger("sentinel.engine")
+LATENESS_SAMPLES = 8192  # recent probes whose start lateness the percentiles cover
+LAG_SAMPLES = 600  # one minute of loop-lag ticks
+LAG_TICK = 0.1
+LATE_CHECK_TICKS = 10  # the percentiles sort thousands of samples: check once a second
+LATE_WARNING_MS = 100.0
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStatistics:
+    """A snapshot of the probe scheduler's health."""
+
+    probes: int
+    in_flight: int
+    max_in_flight: int
+    lateness_p50_ms: float
+    lateness_p99_ms: float
+    lateness_max_ms: float
+    loop_lag_p99_ms: float
+    loop_lag_max_ms: float
+
+    def to_json(self) -> dict[str, object]:
+        """The `engine` object of the state document."""
+        return {"probes": self.probes, "in_flight": self.in_flight,
+                "max_in_flight": self.max_in_flight,
+                "lateness_ms": {"p50": round(self.lateness_p50_ms, 3),
+                                "p99": round(self.lateness_p99_ms, 3),
+                                "max": round(self.lateness_max_ms, 3)},
+                "loop_lag_ms": {"p99": round(self.loop_lag_p99_ms, 3),
+                                "max": round(self.loop_lag_max_ms, 3)}}
+
+
+class Pacing:
+    """Lateness of probe starts against their schedule, and event-loop lag."""
+
+    def __init__(self) -> None:
+        self._lateness: deque[float] = deque(maxlen=LATENESS_SAMPLES)
+        self._loop_lag: deque[float] = deque(maxlen=LAG_SAMPLES)
+        self.probes = 0
+
+    def probe_started(self, lateness: float) -> None:
+        """Count a probe that started `lateness` seconds after it was due."""
+        self._lateness.append(lateness)
+        self.probes += 1
+
+    def statistics(self, in_flight: trio.CapacityLimiter) -> EngineStatistics:
+        """Probe count, probes in flight, and lateness and loop-lag percentiles."""
+        late = _percentiles(self._lateness)
+        lag = _percentiles(self._loop_lag)
+        return EngineStatistics(self.probes, in_flight.borrowed_tokens,
+                                int(in_flight.total_tokens), late[0.5], late[0.99],
+                                late[1.0], lag[0.99], lag[1.0])
+
+    async def watch_lag(self, in_flight: trio.CapacityLimiter) -> None:
+        """Measure event-loop lag (oversleep of a short sleep) and warn when probes run late."""
+        last_warning = -math.inf
+        ticks = 0
+        while True:
+            before = trio.current_time()
+            await trio.sleep(LAG_TICK)
+            self._loop_lag.append(trio.current_time() - before - LAG_TICK)
+            ticks += 1
+            if ticks % LATE_CHECK_TICKS:
+                continue
+            stats = self.statistics(in_flight)
+            now = trio.current_time()
+            if stats.lateness_p99_ms > LATE_WARNING_MS and now - last_warning > 30:
+                last_warning = now
+                log.warning("probes are running late: p99 %.0fms, max %.0fms behind schedule "
+                            "(event-loop lag p99 %.0fms, %d probes in flight of %d allowed)",
+                            stats.lateness_p99_ms, stats.lateness_max_ms, stats.loop_lag_p99_ms,
+                            in_flight.borrowed_tokens, in_flight.total_tokens)
+
+
+def _percentiles(samples: deque[float]) -> dict[float, float]:
+    """p50, p99 and max of `samples` (seconds) in milliseconds; zeros when empty."""
+    ordered = sorted(samples)
+    if not ordered:
+        return {0.5: 0.0, 0.99: 0.0, 1.0: 0.0}
+    return {p: max(0.0, ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000)
+            for p in (0.5, 0.99, 1.0)}

@@ -1,0 +1,131 @@
+"""Publishing: from a change in a service's view to events on disk and sinks told.
+
+`Publisher.commit` diffs a service's view (after the panic guard) against
+what was last published, numbers an event per change, gets the state file
+on disk (and durable sinks' outboxes fed) before any sink hears of it, then
+hands the view to the service's sink runners.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sentinel.backend import BackendRuntime
+from sentinel.journal import Journal, rfc3339
+from sentinel.model import Event, ProbeSummary
+from sentinel.observe import Observer
+from sentinel.service import Published, ServiceRuntime
+from sentinel.sinks.base import DurableSink
+
+log = logging.getLogger("sentinel.engine")
+
+
+class Publisher:
+    """Turns view changes into numbered, persisted events and sink updates."""
+
+    def __init__(self, journal: Journal, observer: Observer, wall: Callable[[], float]) -> None:
+        self._journal = journal
+        self._observer = observer
+        self._wall = wall
+
+    async def commit(self, svc: ServiceRuntime, backend: BackendRuntime | None, reason: str,
+                     probe: ProbeSummary | None = None, trace_id: str | None = None
+                     ) -> tuple[Event, ...]:
+        """Publish what changed. The service's view (after the panic guard) is diffed
+        against what was last published: one event per backend whose published state
+        or weight moved (`reason`, `probe` and `trace_id` belong to `backend`), and one
+        when panic starts or ends. State is on disk before any sink hears of it."""
+        published = svc.published()
+        events: list[Event] = []
+        panic_changed = published.view.panic != svc.panic
+        if panic_changed and published.view.panic:
+            svc.panic = True
+            events.append(self._panic_event(svc, published.held_up))
+        for b, view in zip(svc.backends, published.view.backends, strict=True):
+            if (view.state, view.weight) == b.published:
+                continue
+            old_state = b.published[0]
+            if view.state != old_state:
+                b.since = rfc3339(self._wall())
+            b.published = (view.state, view.weight)
+            mine = b is backend
+            why = (reason if mine or backend is None  # None: a reload, not one backend
+                   else self._bystander_reason(b, published))
+            events.append(self._journal.new_event(
+                service=svc.config.name, backend=b.config.name, address=b.config.address,
+                from_state=old_state.value, to_state=view.state.value, weight=view.weight,
+                reason=why, probe=probe if mine else None, trace_id=trace_id if mine else None))
+            log.info("%s/%s %s -> %s (weight %d): %s", svc.config.name, b.config.name,
+                     old_state.value, view.state.value, view.weight, why,
+                     extra={"trace_id": trace_id} if mine and trace_id else None)
+        if panic_changed and not published.view.panic:
+            svc.panic = False
+            events.append(self._panic_event(svc, published.held_up))
+        for event in events:
+            self._observer.event_emitted(event)
+        if events:
+            self._journal.hold(events)
+            await self._journal.wait_persisted()
+            await self._hand_to_durable(svc, events)
+        else:  # a verdict flipped without changing what is published: keep it on disk
+            await self._journal.save_now()
+        svc.publish(published.view, tuple(events))
+        return tuple(events)
+
+    async def _hand_to_durable(self, svc: ServiceRuntime, events: Sequence[Event]) -> None:
+        """Give events to the service's durable sinks (outboxes) right after they are on
+        disk; until every one has them they stay held in the state file."""
+        for runner, _ in svc.bindings:
+            if isinstance(runner.sink, DurableSink):
+                try:
+                    await runner.sink.accept(events)
+                except Exception:
+                    log.exception("sink %s could not take %d events; they stay in the state "
+                                  "file and are handed over again at the next start",
+                                  runner.sink.name, len(events))
+                    return
+        self._journal.ack(events)
+
+    async def redeliver(self, unacked: Sequence[dict[str, Any]],
+                        services: Mapping[str, ServiceRuntime]) -> None:
+        """Events persisted before a crash that durable sinks may not have taken."""
+        pending: dict[str, list[Event]] = {}
+        for doc in unacked:
+            event = Event.from_json(doc)
+            pending.setdefault(event.service, []).append(event)
+        for name, events in pending.items():
+            self._journal.hold(events)
+            svc = services.get(name)
+            if svc is None:
+                self._journal.ack(events)  # the service is gone from the config
+                continue
+            log.info("%s: handing %d events from before the last stop to durable sinks",
+                     name, len(events))
+            await self._hand_to_durable(svc, events)
+        if pending:
+            await self._journal.save_now()
+
+    @staticmethod
+    def _bystander_reason(backend: BackendRuntime, published: Published) -> str:
+        """Why a backend other than the one that triggered the commit changed."""
+        if backend.config.name in published.held_up:
+            return "panic guard: kept published up (min_up)"
+        return f"panic over: {backend.verdict or 'probed state published'}"
+
+    def _panic_event(self, svc: ServiceRuntime, held: tuple[str, ...]) -> Event:
+        name, total = svc.config.name, len(svc.backends)
+        healthy = sum(1 for b in svc.backends if b.healthy)
+        required = svc.config.min_up.required(total)
+        if svc.panic:
+            reason = (f"only {healthy} of {total} backends healthy, min_up {required}: "
+                      f"keeping {', '.join(held)} published up")
+            from_state, to_state = "normal", "panic"
+        else:
+            reason = f"{healthy} of {total} backends healthy again (min_up {required})"
+            from_state, to_state = "panic", "normal"
+        log.warning("%s: %s -> %s: %s", name, from_state, to_state, reason)
+        return self._journal.new_event(service=name, backend="", address="",
+                                      from_state=from_state, to_state=to_state, weight=0,
+                                      reason=reason)
