@@ -130,28 +130,36 @@ async def test_tcp_refused_agrees(refused_port: int) -> None:
     assert lean.detail == "connection refused"
 
 
-def time_wait_count(port: int) -> int:
-    """Sockets in TIME_WAIT to or from `port` on loopback (from /proc/net/tcp)."""
-    count = 0
+def time_waits(port: int) -> set[tuple[str, str]]:
+    """(local, remote) of sockets in TIME_WAIT to or from `port` (from /proc/net/tcp)."""
+    found = set()
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         local, remote, state = fields[1], fields[2], fields[3]
         ports = {int(local.split(":")[1], 16), int(remote.split(":")[1], 16)}
         if state == "06" and port in ports:
-            count += 1
-    return count
+            found.add((local, remote))
+    return found
+
+
+def new_time_waits(port: int, before: set[tuple[str, str]]) -> int:
+    """TIME_WAIT sockets of `port` that were not there `before` (a port number can be
+    reused while an older connection through it still sits in TIME_WAIT)."""
+    return len(time_waits(port) - before)
 
 
 async def test_lean_tcp_leaves_no_time_wait(serve: Serve) -> None:
     """20 lean TCP checks leave no TIME_WAIT socket; the stream path leaves some behind."""
     lean_port = await serve(hang_up)  # closes once the client has left
+    before = time_waits(lean_port)
     config = ProbeConfig("tcp", Timing(timeout=TIMEOUT), TcpSpec())
     for _ in range(20):
         assert (await TcpProbe(config, lean=True).check(at(lean_port))).ok
     await trio.sleep(0.05)
-    assert time_wait_count(lean_port) == 0
+    assert new_time_waits(lean_port, before) == 0
     stream_port = await serve(hang_up)
+    before = time_waits(stream_port)
     for _ in range(20):
         assert (await TcpProbe(config, lean=False).check(at(stream_port))).ok
     await trio.sleep(0.05)
-    assert time_wait_count(stream_port) > 0
+    assert new_time_waits(stream_port, before) > 0

@@ -35,7 +35,7 @@ from sentinel.probeloop import Agenda, Committer, ProbeLoop, Running, accepts
 from sentinel.probes import HttpProbe, LeanHttpProbe, Target, TcpProbe
 
 from .conftest import Handler, Serve, banner, hang_up, pong, reset, silent
-from .test_lean_parity import CHUNKED, OK_BODY, TIMEOUT, reply, time_wait_count, trickle
+from .test_lean_parity import CHUNKED, OK_BODY, TIMEOUT, new_time_waits, reply, time_waits, trickle
 
 TCP_CONFIG = ProbeConfig("tcp", Timing(timeout=0.5), TcpSpec())
 TCP = TcpProbe(TCP_CONFIG)
@@ -292,11 +292,12 @@ async def test_cap_makes_checks_wait_and_timeouts_run_from_the_real_start(serve:
 async def test_loop_checks_leave_no_time_wait(serve: Serve) -> None:
     """Twenty TCP and twenty HTTP checks from the loop leave no TIME_WAIT on either port."""
     tcp_port, http_port = await serve(hang_up), await serve(reply(OK_BODY))
+    before = time_waits(tcp_port), time_waits(http_port)
     results, _ = await loop_checks([(tcp(), tcp_port)] * 20 + [(http(), http_port)] * 20)
     assert all(result.ok for result, _ in results)
     await trio.sleep(0.05)
-    assert time_wait_count(tcp_port) == 0
-    assert time_wait_count(http_port) == 0
+    assert new_time_waits(tcp_port, before[0]) == 0
+    assert new_time_waits(http_port, before[1]) == 0
 
 
 @pytest.fixture
