@@ -172,7 +172,7 @@ class ProbeLoop:
         self._batch = batch
         self._agenda = Agenda()
         self._running: dict[int, Running] = {}  # by file descriptor
-        self._epoll: select.epoll | None = None
+        self._epoll = select.epoll()  # closed when `run` ends: a loop runs once
         self._sleep: trio.CancelScope | None = None  # the loop's wait, while it waits
         self._passes = 0
 
@@ -190,30 +190,29 @@ class ProbeLoop:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Probe until cancelled; open sockets are reset and their slots returned on exit."""
-        self._epoll = epoll = select.epoll()
         try:
             task_status.started()
             while True:
-                self._pass(epoll)
+                self._pass()
                 wake = self._agenda.wake_at(trio.current_time(), self._batch)
                 with trio.move_on_at(wake) as self._sleep:
-                    await trio.lowlevel.wait_readable(epoll.fileno())
+                    await trio.lowlevel.wait_readable(self._epoll.fileno())
                 self._sleep = None
         finally:
             for running in list(self._running.values()):
                 self._close(running)
                 self._limiter.release_on_behalf_of(running)
-            epoll.close()
+            self._epoll.close()
 
-    def _pass(self, epoll: select.epoll) -> None:
+    def _pass(self) -> None:
         """Advance ready checks, time out late ones, start due ones, and advance again:
         a loopback connect is often complete by the time `connect_ex` returns, so a
         plain TCP check can finish in the pass that started it (one wakeup, not two)."""
         self._passes += 1
-        self._advance_ready(epoll)
+        self._advance_ready()
         self._expire()
-        if self._start_due(epoll):
-            self._advance_ready(epoll)
+        if self._start_due():
+            self._advance_ready()
 
     def _expire(self) -> None:
         """Time out checks past their deadline, except those this pass just moved on: a
@@ -230,10 +229,10 @@ class ProbeLoop:
         for running in spared:
             agenda.watch(running)
 
-    def _advance_ready(self, epoll: select.epoll) -> None:
+    def _advance_ready(self) -> None:
         # Every ready socket (the default is at most 1,023): a socket left unread here
         # would be judged against its deadline with its answer waiting.
-        events = epoll.poll(0, len(self._running) + 1)
+        events = self._epoll.poll(0, len(self._running) + 1)
         now = trio.current_time()
         running_by_fd = self._running
         for fd, _ in events:
@@ -241,7 +240,7 @@ class ProbeLoop:
             if running is not None:
                 self._step(running, now)
 
-    def _start_due(self, epoll: select.epoll) -> int:
+    def _start_due(self) -> int:
         """Start every due group that gets an in-flight slot; how many started."""
         agenda = self._agenda
         now = trio.current_time()
@@ -259,11 +258,11 @@ class ProbeLoop:
                 break  # no slot: stays due, retried next pass (within `batch`)
             agenda.take()
             self._host.probe_started(now - due)
-            self._connect(running, epoll, now)
+            self._connect(running, now)
             started += 1
         return started
 
-    def _connect(self, running: Running, epoll: select.epoll, now: float) -> None:
+    def _connect(self, running: Running, now: float) -> None:
         """Open the socket and start connecting (non-blocking)."""
         target = running.group.members[0].target
         address = rawsock.literal(target.host)
@@ -283,7 +282,7 @@ class ProbeLoop:
         running.sock = sock
         fd = sock.fileno()
         self._running[fd] = running
-        epoll.register(fd, select.EPOLLOUT)
+        self._epoll.register(fd, select.EPOLLOUT)
         self._agenda.watch(running)
 
     def _step(self, running: Running, now: float) -> None:
@@ -318,7 +317,6 @@ class ProbeLoop:
             if not exchange.sent():
                 return exchange.result(now - running.started)
             running.step = _READING
-            assert self._epoll is not None
             self._epoll.modify(sock.fileno(), select.EPOLLIN)
             return None
         try:
