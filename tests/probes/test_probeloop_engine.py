@@ -1,5 +1,6 @@
 """An engine running its lean probes in the probe loop publishes what an engine running
-every probe as its own task publishes, against the same real loopback servers."""
+every probe as its own task publishes, against the same real loopback servers; a reload
+moves the loop's checks as it moves probe tasks."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sentinel.model import ProbeResult
 from sentinel.probes import Target, make_probe
 from sentinel.probes.base import Probe
 from sentinel.probes.lean import Exchange
+from sentinel.reload import apply_reload
 from sentinel.sinks.base import RecordingSink
 from tests.engine.fakes import config, service
 
@@ -94,3 +96,32 @@ async def test_engine_publishes_the_same_with_and_without_the_loop(
     assert f"db/b{refused_port} up->down: 1 failure within 10s; last: connection refused" in events
     assert set(in_loop[2]) == {"localhost"}  # IP literals ran in the loop
     assert "127.0.0.1" in by_task[2]
+
+
+async def test_reload_moves_groups_in_the_loop(serve: Serve, tmp_path: Path) -> None:
+    """A reload stops the loop's checks of a removed backend, starts the added one's,
+    and leaves a kept backend's place in the schedule alone."""
+    kept_port, gone_port, new_port = [await serve(silent) for _ in range(3)]
+    before = config(tmp_path, service("db", [kept_port, gone_port], interval=0.1, timeout=0.1))
+    after = config(tmp_path, service("db", [kept_port, new_port], interval=0.1, timeout=0.1))
+    engine = Engine(before, sinks={"rec": RecordingSink()})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        await trio.sleep(0.3)
+        kept, gone = engine.services["db"].backends
+        group = next(g for g in engine.groups.values() if g.members == [kept])
+        await apply_reload(engine, after)
+        assert engine.services["db"].backends[0] is kept
+        # the same group, never re-added: it keeps its place in the schedule
+        assert next(g for g in engine.groups.values() if kept in g.members) is group
+        assert gone.last_probe is not None
+        last_gone = gone.last_probe.time
+        await trio.sleep(0.3)
+        engine.stop()
+    added = engine.services["db"].backends[1]
+    assert added.config.port == new_port
+    assert added.last_probe is not None
+    assert added.last_probe.ok
+    assert kept.last_probe is not None
+    assert kept.last_probe.time > last_gone
+    assert gone.last_probe.time == last_gone  # no check of it since the reload
