@@ -2,13 +2,8 @@
 Katran's weighted rounds, made fast with NumPy. Pure; `sentinel.maglev` holds
 the contract (hashes, keys, modes, files) and calls `populate`.
 
-Population is the paper's: backends take turns in index order, each claiming
-the next empty slot of its permutation. Weights follow Katran's weighted
-variant (credit per round): in every round each backend gains its weight in
-credit and claims a slot once the credit reaches the largest weight. Each
-backend stops at its quota, M * weight / sum(weights) rounded by largest
-remainder (ties to the lower index), so counts are the ideal rounded and
-unweighted counts differ by at most one. Weight 0 claims nothing.
+The population rules (turns, Katran's credit per round, quotas by largest
+remainder) are stated once, in `sentinel.maglev`'s docstring.
 
 The fill runs in NumPy. The serial algorithm walks the turns in order with
 per-backend candidate buffers (permutation chunks minus the slots already
