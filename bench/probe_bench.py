@@ -116,6 +116,21 @@ class Row:
     max_ms: float
 
 
+def backend_lines(ports: list[int]) -> str:
+    """The `backends:` entries of a generated config, one per fleet port."""
+    return "\n".join(f'      - {{name: b{i}, address: "127.0.0.1:{p}"}}'
+                     for i, p in enumerate(ports))
+
+
+def launch_sentinel(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """`sentinel run -c CONFIG` (warnings only) in its own session, output to `log_path`."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sentinel", "--log-level", "warning", "run", "-c",
+             str(config)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            start_new_session=True)
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of `pid` in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -159,17 +174,12 @@ def measure(mode: str, n: int, warmup: float, window: float, workdir: Path) -> R
         assert fleet.stdout is not None
         ports = json.loads(fleet.stdout.readline())
         state = workdir / f"{mode}-{n}"
-        backends = "\n".join(f"      - {{name: b{i}, address: \"127.0.0.1:{p}\"}}"
-                             for i, p in enumerate(ports))
+        backends = backend_lines(ports)
         extra = "path: /healthz, " if mode == "http" else ""
         config = workdir / f"{mode}-{n}.yaml"
         config.write_text(CONFIG.format(state=state, mode=mode, extra=extra,
                                         backends=backends))
-        with open(workdir / f"{mode}-{n}.log", "wb") as log:
-            sentinel = subprocess.Popen(
-                [sys.executable, "-m", "sentinel", "--log-level", "warning", "run", "-c",
-                 str(config)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                start_new_session=True)
+        sentinel = launch_sentinel(config, workdir / f"{mode}-{n}.log")
         procs.append(sentinel)
         url = wait_for(state / "api.url", sentinel, timeout=30)
         time.sleep(warmup)

@@ -52,7 +52,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from probe_bench import cpu_seconds, kill, peak_rss_mib, wait_for
+from probe_bench import (
+    backend_lines,
+    cpu_seconds,
+    kill,
+    launch_sentinel,
+    peak_rss_mib,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTS_PER_NGINX = 5000
@@ -224,17 +231,13 @@ def measure_sentinel(case: Case, fleet: Fleet, workdir: Path, warmup: float,
                      window: float) -> Row:
     """A real `sentinel run` over the fleet, measured over `window`."""
     state = workdir / "sentinel"
-    backends = "\n".join(f'      - {{name: b{i}, address: "127.0.0.1:{p}"}}'
-                         for i, p in enumerate(fleet.ports))
+    backends = backend_lines(fleet.ports)
     config = workdir / "sentinel.yaml"
     config.write_text(SENTINEL_CONF.format(
         state=state, mode=case.mode, extra="path: /healthz, " if case.mode == "http" else "",
         interval=f"{case.interval_ms}ms", timeout=f"{case.timeout_ms}ms", backends=backends))
     log_path = workdir / "sentinel.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "sentinel", "--log-level", "warning",
-                                 "run", "-c", str(config)], stdout=log,
-                                stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    proc = launch_sentinel(config, log_path)
     try:
         url = wait_for(state / "api.url", proc, timeout=60)
         time.sleep(warmup)

@@ -33,7 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from probe_bench import cpu_seconds, kill, peak_rss_mib, wait_for
+from probe_bench import (
+    backend_lines,
+    cpu_seconds,
+    kill,
+    launch_sentinel,
+    peak_rss_mib,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -83,16 +90,11 @@ def measure(case: str, n: int, warmup: float, window: float, workdir: Path,
         ports = json.loads(fleet.stdout.readline())
         tag = case.replace(" ", "-") + f"-{time.monotonic_ns()}"
         state = workdir / tag
-        backends = "\n".join(f"      - {{name: b{i}, address: \"127.0.0.1:{p}\"}}"
-                             for i, p in enumerate(ports))
+        backends = backend_lines(ports)
         config = workdir / f"{tag}.yaml"
         config.write_text(CONFIG.format(state=state, backends=backends,
                                         telemetry=CASES[case].format(url=receiver.url)))
-        with open(workdir / f"{tag}.log", "wb") as log:
-            sentinel = subprocess.Popen(
-                [sys.executable, "-m", "sentinel", "--log-level", "warning", "run", "-c",
-                 str(config)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                start_new_session=True)
+        sentinel = launch_sentinel(config, workdir / f"{tag}.log")
         procs.append(sentinel)
         url = wait_for(state / "api.url", sentinel, timeout=30)
         time.sleep(warmup)
