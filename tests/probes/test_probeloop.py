@@ -12,7 +12,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 
 import pytest
@@ -190,33 +190,28 @@ class Host:
 
 
 async def loop_checks(checks: list[tuple[TcpProbe | LeanHttpProbe, int]], slots: int = 64,
-                      due: float | None = None, block: float = 0.0,
+                      due: float | None = None,
+                      during: Callable[[], Awaitable[None]] | None = None,
                       ) -> tuple[list[tuple[ProbeResult, float]], Host]:
     """Run one loop check per (probe, port), all due at `due` (default now): each
     (result, time its interval counts from), in the order of `checks`, and the host that
-    saw them. With `block`, the event loop is blocked that long 10 ms after the start."""
+    saw them. `during` runs beside the loop (to block it, say)."""
     host = Host(len(checks))
     loop = ProbeLoop(host, trio.CapacityLimiter(slots), time.time)
     async with trio.open_nursery() as nursery:
         await nursery.start(loop.run)
         now = trio.current_time() if due is None else due
-        if block:
-            nursery.start_soon(block_loop, block)
+        if during is not None:
+            nursery.start_soon(during)
         groups = [group(port, now) for _, port in checks]
         for (probe, _), g in zip(checks, groups, strict=True):
             loop.add(g, probe)
-        with trio.fail_after(5):
+        with trio.fail_after(30):
             await host.done.wait()
         assert loop.in_flight == 0
         nursery.cancel_scope.cancel()
     by_group = {id(g): (result, started) for g, result, started in host.results}
     return [by_group[id(g)] for g in groups], host
-
-
-async def block_loop(seconds: float) -> None:
-    """Hold the event loop (as a slow sink or a huge state document could) for `seconds`."""
-    await trio.sleep(0.01)
-    time.sleep(seconds)  # noqa: ASYNC251  # blocking on purpose
 
 
 def tcp(**spec: object) -> TcpProbe:
@@ -300,48 +295,86 @@ async def test_loop_checks_leave_no_time_wait(serve: Serve) -> None:
     assert new_time_waits(http_port, before[1]) == 0
 
 
-@pytest.fixture
-def thread_http() -> Iterator[int]:
+class HeldHttp:
     """An HTTP/1.0 server on a thread of its own (it answers while the event loop is
-    blocked): 200 to every request, then close. Stopped when the test ends."""
-    listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
-    listener.setblocking(False)
-    stop = threading.Event()
+    blocked) that holds every answer until `release` is set: 200, then close."""
 
-    def serve() -> None:
+    def __init__(self, expect: int) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
+        self.listener.setblocking(False)
+        self.port: int = self.listener.getsockname()[1]
+        self.expect = expect
+        self.received = 0
+        self.all_received = threading.Event()  # set once `expect` requests were read
+        self.release = threading.Event()
+        self.answered = threading.Event()  # set once every request read was answered
+        self.stop = threading.Event()
+
+    def serve(self) -> None:
+        """Accept, read requests, hold them until `release`, then answer all."""
         sel = selectors.DefaultSelector()
-        sel.register(listener, selectors.EVENT_READ)
-        while not stop.is_set():
-            for key, _ in sel.select(0.05):
-                if key.fileobj is listener:
+        sel.register(self.listener, selectors.EVENT_READ)
+        held: list[socket.socket] = []
+        while not self.stop.is_set():
+            for key, _ in sel.select(0.01):
+                if key.fileobj is self.listener:
                     with contextlib.suppress(BlockingIOError):
-                        conn, _ = listener.accept()
+                        conn, _ = self.listener.accept()
                         sel.register(conn, selectors.EVENT_READ)
                     continue
                 conn = key.fileobj
                 assert isinstance(conn, socket.socket)
+                sel.unregister(conn)
                 with contextlib.suppress(OSError):
                     if b"\r\n\r\n" in conn.recv(4096):
-                        conn.sendall(b"HTTP/1.0 200 OK\r\n\r\nok")
-                sel.unregister(conn)
+                        self.received += 1
+                        if self.received == self.expect:
+                            self.all_received.set()
+                        held.append(conn)
+                        continue
                 conn.close()
+            if self.release.is_set() and held:
+                for conn in held:
+                    with contextlib.suppress(OSError):
+                        conn.sendall(b"HTTP/1.0 200 OK\r\n\r\nok")
+                    conn.close()
+                held.clear()
+                self.answered.set()
 
-    thread = threading.Thread(target=serve, daemon=True)
+
+@pytest.fixture
+def held_http() -> Iterator[HeldHttp]:
+    """A running HeldHttp expecting 2,100 requests, stopped when the test ends."""
+    server = HeldHttp(2100)
+    thread = threading.Thread(target=server.serve, daemon=True)
     thread.start()
     try:
-        yield listener.getsockname()[1]
+        yield server
     finally:
-        stop.set()
+        server.stop.set()
         thread.join(5)
-        listener.close()
+        server.listener.close()
 
 
 async def test_answers_that_came_while_the_loop_was_blocked_are_read_first(
-        thread_http: int) -> None:
+        held_http: HeldHttp) -> None:
     """2,100 answers that arrived while the event loop was blocked past their deadline
     (more than one default epoll poll returns: 1,023) are all read before any deadline
     is judged: late as measured, none failed."""
-    results, _ = await loop_checks([(http(), thread_http)] * 2100, slots=4096,
-                                   block=TIMEOUT + 0.3)
+    count, timeout = held_http.expect, 2.0  # time enough to send every request on a loaded machine
+    probe = LeanHttpProbe(ProbeConfig("http", Timing(timeout=timeout), HttpSpec()))
+
+    async def block_once_all_are_sent() -> None:
+        assert await trio.to_thread.run_sync(held_http.all_received.wait, 30)
+        past_every_deadline = trio.current_time() + timeout + 0.05
+        # From here on the event loop is held (as a slow sink or a huge state document
+        # could hold it) while the server answers every check.
+        held_http.release.set()
+        assert held_http.answered.wait(30)
+        while trio.current_time() < past_every_deadline:
+            time.sleep(0.01)  # noqa: ASYNC251  # blocking on purpose
+
+    results, _ = await loop_checks([(probe, held_http.port)] * count, slots=4096,
+                                   during=block_once_all_are_sent)
     assert [result for result, _ in results if not result.ok] == []
-    assert max(result.latency for result, _ in results) > TIMEOUT
+    assert min(result.latency for result, _ in results) > timeout
