@@ -3,6 +3,12 @@
 It understands what a health check needs: the status line, headers, and a
 body delimited by Content-Length, chunked transfer coding, or the close of
 the connection, capped at BODY_CAP. Anything else is a protocol error.
+
+Every buffer is capped, whatever the peer declares: the head at HEAD_CAP, a
+chunk-size line at LINE_CAP, the body at BODY_CAP. Chunk data is taken as it
+arrives rather than once a whole chunk is in (a chunk declared as 1 TB used
+to be buffered until it was complete: memory grew as fast as the backend
+could send). So `buffered` never exceeds the caps plus one read.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ import re
 
 BODY_CAP = 64 * 1024
 HEAD_CAP = 64 * 1024
+LINE_CAP = 4096  # a chunk-size line, extensions included
+_SIZE_LINE, _CHUNK_END = -1, -2  # chunked states: a size line, the CRLF after the data
 _STATUS = re.compile(rb"HTTP/1\.[01] (\d{3})(?: [^\r\n]*)?")
 
 
@@ -21,8 +29,8 @@ class ProtocolError(Exception):
 class ResponseReader:
     """Feed bytes in; `done` once the status (and, when wanted, the body) is known."""
 
-    __slots__ = ("_buf", "_chunk_left", "_chunked", "_length", "body", "done", "status",
-                 "want_body")
+    __slots__ = ("_buf", "_chunk_left", "_chunked", "_length", "_scanned", "body", "done",
+                 "status", "want_body")
 
     def __init__(self, want_body: bool) -> None:
         self.want_body = want_body
@@ -32,7 +40,13 @@ class ResponseReader:
         self._buf = bytearray()
         self._length: int | None = None  # Content-Length, when given
         self._chunked = False
-        self._chunk_left = -1  # chunked: bytes left in this chunk; -1 = expect a size line
+        self._chunk_left = _SIZE_LINE  # chunked: data bytes left, or one of the states
+        self._scanned = 0  # head bytes already searched for its end
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held: undigested input plus the body kept (bounded by the caps)."""
+        return len(self._buf) + len(self.body)
 
     def feed(self, data: bytes) -> None:
         """Take the next bytes from the connection."""
@@ -55,8 +69,11 @@ class ResponseReader:
         raise ProtocolError("connection closed mid-body")
 
     def _head(self) -> None:
-        end = self._buf.find(b"\r\n\r\n")
+        # Resume the search where the last one ended: a head trickled a byte at a time
+        # is scanned once, not once per byte.
+        end = self._buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
         if end < 0:
+            self._scanned = len(self._buf)
             if len(self._buf) > HEAD_CAP:
                 raise ProtocolError(f"no end of headers in {HEAD_CAP} bytes")
             if len(self._buf) >= 5 and not self._buf.startswith(b"HTTP/"):
@@ -98,22 +115,35 @@ class ResponseReader:
         self.body += piece[: max(0, BODY_CAP - len(self.body))]
 
     def _dechunk(self) -> None:
-        while not self.done:
-            if self._chunk_left < 0:
-                end = self._buf.find(b"\r\n")
+        buf = self._buf
+        while buf and len(self.body) < BODY_CAP:
+            if self._chunk_left == _SIZE_LINE:
+                end = buf.find(b"\r\n")
                 if end < 0:
+                    if len(buf) > LINE_CAP:
+                        raise ProtocolError(f"no end of chunk size line in {LINE_CAP} bytes")
                     return
-                size = bytes(self._buf[:end]).split(b";")[0].strip()
+                size = bytes(buf[:end]).split(b";")[0].strip()
                 try:
+                    if len(size) > 16:  # more than 2**64 bytes: not a size, an attack
+                        raise ValueError
                     self._chunk_left = int(size, 16)
                 except ValueError:
                     raise ProtocolError(f"bad chunk size: {size[:16]!r}") from None
-                del self._buf[: end + 2]
+                del buf[: end + 2]
                 if self._chunk_left == 0:
                     self.done = True  # trailers are not needed
                     return
-            if len(self._buf) < self._chunk_left + 2:
-                return
-            self._take(self._chunk_left)
-            del self._buf[:2]  # the CRLF after the chunk data
-            self._chunk_left = -1
+            elif self._chunk_left == _CHUNK_END:
+                if len(buf) < 2:
+                    return
+                if buf[:2] != b"\r\n":
+                    raise ProtocolError("chunk data longer than its size")
+                del buf[:2]
+                self._chunk_left = _SIZE_LINE
+            else:  # data: taken as it comes, never held until the whole chunk is in
+                n = min(len(buf), self._chunk_left)
+                self._take(n)
+                self._chunk_left -= n
+                if not self._chunk_left:
+                    self._chunk_left = _CHUNK_END
