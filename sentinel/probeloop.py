@@ -31,7 +31,9 @@ checks; a check's timeout runs from when it really started, not from when it
 was due; lateness is reported to the engine at each start. Overload must not
 look like an outage: ready sockets are read before deadlines are judged, and
 a check that this pass only just moved on (its connect or request waited on
-a busy loop) is judged after the next poll. Results go to the engine
+a busy loop) is judged after the next poll, once: a backend that trickles a
+byte at a time moves on every pass, and sparing it every time kept it alive
+for seconds past a 500 ms timeout. Results go to the engine
 synchronously (`LoopHost.probe_done`); the engine hands any commit (verdict,
 state or weight changed) to a `Committer` task, so this loop never awaits
 persistence or sinks.
@@ -87,7 +89,7 @@ class Running:
     """One check in flight."""
 
     __slots__ = ("anchor", "deadline", "exchange", "group", "moved", "pending", "probe",
-                 "sock", "start_unix", "started", "step")
+                 "sock", "spared", "start_unix", "started", "step")
 
     def __init__(self, group: ProbeGroup, probe: LeanProbe, started: float,
                  start_unix: float, anchor: float | None = None) -> None:
@@ -98,6 +100,7 @@ class Running:
         self.anchor = started if anchor is None else anchor  # what the next due counts from
         self.deadline = started + probe.timeout  # from the real start, not the due time
         self.moved = -1  # the loop pass that last moved this check on
+        self.spared = False  # past its deadline once already, judged after the next poll
         self.exchange: Exchange = probe.exchange(group.members[0].target)
         self.sock: socket.socket | None = None  # None until connecting, and once finished
         self.step = _CONNECTING
@@ -217,12 +220,14 @@ class ProbeLoop:
     def _expire(self) -> None:
         """Time out checks past their deadline, except those this pass just moved on: a
         check whose connect or request waited on a busy (or blocked) loop is judged
-        after the next poll, so an overloaded checker does not fail healthy backends."""
+        after the next poll, so an overloaded checker does not fail healthy backends.
+        Once only: the next time its deadline is judged, it ends."""
         agenda = self._agenda
         now = trio.current_time()
         spared: list[Running] = []
         while (late := agenda.expired(now)) is not None:
-            if late.moved == self._passes:
+            if late.moved == self._passes and not late.spared:
+                late.spared = True
                 spared.append(late)
             else:
                 self._finish(late, late.exchange.timed_out(now - late.started), now)

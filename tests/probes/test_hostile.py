@@ -201,3 +201,11 @@ async def test_other_paths_end_on_an_endless_answer(serve: Serve, trickle: Trick
     finally:
         await httpx_probe.aclose()
 
+
+async def test_a_trickling_backend_is_timed_out_in_the_loop_on_time(trickle: Trickle) -> None:
+    """A backend that sends a byte every 0.2 ms (so every loop pass reads some) is spared
+    at most once past its deadline: TIMEOUT, not seconds late."""
+    port = trickle(b"HTTP/1.1 200 OK\r\nX-Slow: ", b"y")
+    result, _ = await loop_check(WatchedProbe(config()), port)
+    assert result.failure is FailureKind.TIMEOUT
+    assert TIMEOUT <= result.latency < TIMEOUT + 1.0
