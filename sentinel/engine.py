@@ -29,7 +29,7 @@ from sentinel.pacing import EngineStatistics, Pacing
 from sentinel.probegroups import GroupKey, ProbeGroup, group_key
 from sentinel.probeloop import Committer, ProbeLoop, accepts
 from sentinel.probes import make_probe
-from sentinel.probes.base import Probe
+from sentinel.probes.base import Probe, guarded_check
 from sentinel.publisher import Publisher
 from sentinel.schedule import next_due, start_offset
 from sentinel.service import ServiceRuntime
@@ -216,7 +216,7 @@ class Engine:
                 try:
                     started, start_unix = trio.current_time(), self.wall()
                     self.probe_started(started - due)
-                    result = await svc.probe.check(owner.target)
+                    result = await guarded_check(svc.probe, owner.target)
                 finally:
                     self._in_flight.release()
                 now = trio.current_time()

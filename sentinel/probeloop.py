@@ -36,7 +36,9 @@ byte at a time moves on every pass, and sparing it every time kept it alive
 for seconds past a 500 ms timeout. Results go to the engine
 synchronously (`LoopHost.probe_done`); the engine hands any commit (verdict,
 state or weight changed) to a `Committer` task, so this loop never awaits
-persistence or sinks.
+persistence or sinks. Nothing a check does raises out of the loop: an
+exception from a probe's exchange (building its request, judging its answer)
+becomes that check's ERROR result (`crashed`), and the other checks go on.
 
 Host names need an async resolver: their checks stay on the per-task path,
 as do `https`, TLS `tcp` and `script` checks.
@@ -52,6 +54,7 @@ import os
 import select
 import socket
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Generic, Protocol, TypeGuard, TypeVar
 
 import trio
@@ -59,7 +62,7 @@ import trio
 from sentinel.model import ProbeResult
 from sentinel.probegroups import ProbeGroup
 from sentinel.probes import rawsock
-from sentinel.probes.base import Probe
+from sentinel.probes.base import Probe, crashed
 from sentinel.probes.lean import Exchange, LeanProbe
 
 BATCH = 0.005  # checks due within 5 ms of each other start in one pass
@@ -88,6 +91,7 @@ class LoopHost(Protocol):
 class Running:
     """One check in flight."""
 
+    exchange: Exchange  # set by the loop once the check has its slot (building it may fail)
     __slots__ = ("anchor", "deadline", "exchange", "group", "moved", "pending", "probe",
                  "sock", "spared", "start_unix", "started", "step")
 
@@ -101,7 +105,6 @@ class Running:
         self.deadline = started + probe.timeout  # from the real start, not the due time
         self.moved = -1  # the loop pass that last moved this check on
         self.spared = False  # past its deadline once already, judged after the next poll
-        self.exchange: Exchange = probe.exchange(group.members[0].target)
         self.sock: socket.socket | None = None  # None until connecting, and once finished
         self.step = _CONNECTING
         self.pending = b""  # request bytes not yet sent
@@ -230,7 +233,7 @@ class ProbeLoop:
                 late.spared = True
                 spared.append(late)
             else:
-                self._finish(late, late.exchange.timed_out(now - late.started), now)
+                self._end(late, late.exchange.timed_out, now)
         for running in spared:
             agenda.watch(running)
 
@@ -263,31 +266,37 @@ class ProbeLoop:
                 break  # no slot: stays due, retried next pass (within `batch`)
             agenda.take()
             self._host.probe_started(now - due)
-            self._connect(running, now)
+            try:
+                self._connect(running, now)
+            except Exception as exc:  # the probe could not even start: this check fails
+                self._close(running)
+                self._finish(running, crashed(exc, 0.0, group.members[0].target), now)
             started += 1
         return started
 
     def _connect(self, running: Running, now: float) -> None:
-        """Open the socket and start connecting (non-blocking)."""
+        """Build the check's exchange, open the socket and start connecting (non-blocking)."""
         target = running.group.members[0].target
         address = rawsock.literal(target.host)
         assert address is not None, "accepts() admits IP literals only"
         family, ip = address
+        running.exchange = running.probe.exchange(target)
         try:
             sock = rawsock.open_socket(family, running.exchange.connect_only)
         except OSError as exc:  # out of file descriptors, say: the check fails, visibly
-            self._finish(running, running.exchange.failed(exc, 0.0), now)
-            return
-        err = sock.connect_ex((ip, target.port))
-        if err not in (0, errno.EINPROGRESS):  # refused at once
-            sock.close()
-            self._finish(running, running.exchange.failed(OSError(err, os.strerror(err)), 0.0),
-                         now)
+            self._end(running, partial(running.exchange.failed, exc), now)
             return
         running.sock = sock
         fd = sock.fileno()
         self._running[fd] = running
-        self._epoll.register(fd, select.EPOLLOUT)
+        try:
+            err = sock.connect_ex((ip, target.port))
+            if err not in (0, errno.EINPROGRESS):  # refused at once
+                raise OSError(err, os.strerror(err))
+            self._epoll.register(fd, select.EPOLLOUT)
+        except OSError as exc:
+            self._end(running, partial(running.exchange.failed, exc), now)
+            return
         self._agenda.watch(running)
 
     def _step(self, running: Running, now: float) -> None:
@@ -296,7 +305,8 @@ class ProbeLoop:
         try:
             result = self._advance(running, now)
         except Exception as exc:  # the edge: the exchange translates it
-            result = running.exchange.failed(exc, now - running.started)
+            self._end(running, partial(running.exchange.failed, exc), now)
+            return
         if result is not None:
             self._finish(running, result, now)
 
@@ -333,6 +343,17 @@ class ProbeLoop:
         elif not exchange.feed(data):
             return None
         return exchange.result(now - running.started)
+
+    def _end(self, running: Running, verdict: Callable[[float], ProbeResult],
+             now: float) -> None:
+        """Finish with the exchange's `verdict` for the latency so far; if judging raises,
+        with that error instead (see `crashed`)."""
+        latency = now - running.started
+        try:
+            result = verdict(latency)
+        except Exception as exc:
+            result = crashed(exc, latency, running.group.members[0].target)
+        self._finish(running, result, now)
 
     def _finish(self, running: Running, result: ProbeResult, now: float) -> None:
         """Close, return the slot, and hand the result over (unless the group was stopped)."""

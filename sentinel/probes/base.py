@@ -2,12 +2,17 @@
 
 A probe checks one target and returns a `ProbeResult`; it never raises for a
 failed check. Foreign exceptions (OSError, trio, ssl, httpx) are translated
-once, at the edge, by `classify`.
+once, at the edge, by `classify`. A probe that raises anyway (a bug, or a
+setting that cannot be sent, such as a header that is not Latin-1) fails
+that check only: `guarded_check` and the probe loop turn the exception into
+an ERROR result with `crashed`, logged once per distinct error, so one bad
+probe cannot stop the probing of every other service.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 import ssl
 from dataclasses import dataclass
@@ -15,7 +20,11 @@ from typing import Protocol
 
 import trio
 
+from sentinel.logs import Throttle
 from sentinel.model import FailureKind, ProbeResult
+
+log = logging.getLogger("sentinel.probes")
+_crashes = Throttle()  # once per distinct error: the traceback is the news, not the count
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,3 +97,24 @@ def _inner_errors(exc: BaseException) -> list[OSError]:
 def failed(kind: FailureKind, detail: str, latency: float) -> ProbeResult:
     """A failed result."""
     return ProbeResult(ok=False, latency=latency, failure=kind, detail=detail)
+
+
+def crashed(exc: Exception, latency: float, target: Target) -> ProbeResult:
+    """The result of a check that raised `exc` instead of returning: an ERROR naming it.
+    The first time an error is seen it is logged with its traceback."""
+    text = f"{type(exc).__name__}: {exc}"
+    if _crashes.allow(text) is not None:
+        log.error("probe of %s/%s (%s:%d) raised %s; each such check fails with this error "
+                  "(logged once)", target.service, target.backend, target.host, target.port,
+                  text, exc_info=exc)
+    return failed(FailureKind.ERROR, f"probe error: {text}", latency)
+
+
+async def guarded_check(probe: Probe, target: Target) -> ProbeResult:
+    """`probe.check(target)`, with an exception raised out of it made that check's
+    failure (see `crashed`); cancellation propagates."""
+    start = trio.current_time()
+    try:
+        return await probe.check(target)
+    except Exception as exc:  # the probe broke its contract: fail this check, not the run
+        return crashed(exc, trio.current_time() - start, target)

@@ -21,6 +21,14 @@ Handler = Callable[[trio.abc.Stream], Awaitable[None]]
 Serve = Callable[..., Awaitable[int]]
 
 
+async def until(check: Callable[[], object]) -> None:
+    """Wait, at most 10 s, until `check()` is true (engine state has no event to wait
+    on, so it is looked at every 10 ms)."""
+    with trio.fail_after(10):
+        while not check():  # noqa: ASYNC110  # polled: nothing signals these changes
+            await trio.sleep(0.01)
+
+
 @pytest.fixture
 def serve(nursery: trio.Nursery) -> Serve:
     """`await serve(handler, tls=None) -> port`: a TCP (or TLS) server in the test's nursery."""

@@ -378,3 +378,21 @@ async def test_answers_that_came_while_the_loop_was_blocked_are_read_first(
                                    during=block_once_all_are_sent)
     assert [result for result, _ in results if not result.ok] == []
     assert min(result.latency for result, _ in results) > timeout
+
+
+async def test_a_check_that_raises_fails_alone_and_is_logged_once(
+        serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    """Checks whose request cannot be built (a header that is not Latin-1, past config
+    validation) each fail with an ERROR naming the exception, logged once; the loop goes
+    on and the other checks pass."""
+    port = await serve(reply(OK_BODY))
+    bad = http(headers=(("X-Price", "\u20ac"),))
+    results, _ = await loop_checks([(bad, port), (tcp(), port), (bad, port), (http(), port)])
+    (first, _), (plain, _), (second, _), (good, _) = results
+    for result in (first, second):
+        assert result.failure is FailureKind.ERROR
+        assert result.detail.startswith("probe error: UnicodeEncodeError: 'latin-1' codec")
+    assert plain.ok
+    assert good.ok
+    logged = [r for r in caplog.records if "UnicodeEncodeError" in r.getMessage()]
+    assert len(logged) == 1

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import trio
 
 from sentinel.config import BackendConfig, HttpSpec, ProbeConfig, Timing
@@ -20,7 +21,7 @@ from sentinel.reload import apply_reload
 from sentinel.sinks.base import RecordingSink
 from tests.engine.fakes import config, service
 
-from .conftest import HttpServer, Serve, silent
+from .conftest import HttpServer, Serve, silent, until
 
 FAST = Timing(interval=0.1, fast_interval=0.1, down_interval=0.1, timeout=0.1)
 
@@ -125,3 +126,29 @@ async def test_reload_moves_groups_in_the_loop(serve: Serve, tmp_path: Path) -> 
     assert kept.last_probe is not None
     assert kept.last_probe.time > last_gone
     assert gone.last_probe.time == last_gone  # no check of it since the reload
+
+
+
+@pytest.mark.parametrize("loop", [True, False])
+async def test_a_probe_that_raises_fails_its_backend_only(
+        http_server: Callable[..., Awaitable[HttpServer]], tmp_path: Path, loop: bool) -> None:
+    """An http probe whose header cannot be encoded (built past config validation) fails
+    its backend with an ERROR, in the loop and in a task, while the engine goes on
+    probing the other service."""
+    ok = await http_server()
+    bad = replace(service("bad", [ok.port]),
+                  probe=ProbeConfig("http", FAST, HttpSpec(headers=(("X-Price", "10 \u20ac"),))))
+    good = service("good", [ok.port], interval=0.1, timeout=0.1)
+    engine = Engine(config(tmp_path, bad, good), sinks={"rec": RecordingSink()},
+                    probe_loop=loop)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        broken, fine = (engine.services[name].backends[0] for name in ("bad", "good"))
+        await until(lambda: broken.last_probe and fine.last_probe and not fine.fails)
+        checks = engine.statistics().probes
+        await until(lambda: engine.statistics().probes >= checks + 4)  # probing goes on
+        engine.stop()
+    assert broken.last_probe is not None
+    assert broken.last_probe.error.startswith("probe error: UnicodeEncodeError")
+    assert fine.last_probe is not None
+    assert fine.last_probe.ok
