@@ -23,7 +23,7 @@ from sentinel.breakers.base import Change, Health, Transition
 from sentinel.config import Config, ProbeConfig, ServiceConfig, SinkConfig
 from sentinel.dampen import Damper
 from sentinel.journal import Journal, RunBlocking, rfc3339
-from sentinel.model import Event, ProbeResult, ProbeSummary, State
+from sentinel.model import Event, FailureKind, ProbeResult, ProbeSummary, State
 from sentinel.observe import NullObserver, Observer, ProbeRecord
 from sentinel.pacing import EngineStatistics, Pacing
 from sentinel.probegroups import GroupKey, ProbeGroup, group_key
@@ -31,7 +31,7 @@ from sentinel.probeloop import Committer, ProbeLoop, accepts
 from sentinel.probes import make_probe
 from sentinel.probes.base import Probe, guarded_check
 from sentinel.publisher import Publisher
-from sentinel.schedule import next_due, start_offset
+from sentinel.schedule import next_due, retry_due, start_offset
 from sentinel.service import ServiceRuntime
 from sentinel.sinks import SINK_KINDS
 from sentinel.sinks.base import Sink, SinkContext
@@ -246,11 +246,17 @@ class Engine:
 
     def _observe(self, backend: BackendRuntime, result: ProbeResult, started: float,
                  now: float, start_unix: float) -> Commit | None:
-        """Feed a result to one member's breaker and schedule its next probe."""
+        """Feed a result to one member's breaker and schedule its next probe. A LOCAL
+        failure (the checker's own trouble) feeds no breaker: counted, retried soon."""
         svc = self.services[backend.service]
+        timing = svc.config.probe.timing
+        if result.failure is FailureKind.LOCAL:
+            self.pacing.local_error(f"{backend.service}/{backend.config.name}", result.error)
+            backend.next_due = retry_due(timing, backend.breaker.health,
+                                         backend.breaker.retry_at(), now)
+            return None
         transition = backend.breaker.observe(result.ok, now, result.latency)
         commit = self._take(svc, backend, result, transition, start_unix)
-        timing = svc.config.probe.timing
         spread = self._rng.uniform(-timing.jitter, timing.jitter)
         backend.next_due = next_due(timing, transition, backend.breaker.retry_at(),
                                     started, now, spread)

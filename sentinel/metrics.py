@@ -171,11 +171,15 @@ def _engine_series(engine: Engine) -> Iterator[Metric]:
 
 
 def _scheduler_series(engine: Engine) -> Iterator[Metric]:
-    """Probe count, in-flight probes, schedule lateness and event-loop lag."""
+    """Probe count, in-flight probes, local errors, schedule lateness and event-loop lag."""
     stats = engine.statistics()
     yield CounterMetricFamily("sentinel_probes", "Probes started.", value=stats.probes)
     yield GaugeMetricFamily("sentinel_probes_in_flight", "Probes running now.",
                             value=stats.in_flight)
+    yield CounterMetricFamily("sentinel_probe_local_errors", "Checks not made for the "
+                              "checker's own reasons (out of file descriptors, buffers, "
+                              "ports); never counted against a backend.",
+                              value=stats.local_errors)
     late = GaugeMetricFamily("sentinel_probe_lateness_seconds", "How late probes started "
                              "against their schedule, over the recent probes.",
                              labels=["quantile"])

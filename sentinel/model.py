@@ -20,6 +20,7 @@ class FailureKind(StrEnum):
     BODY = "body"  # body or expect regex did not match
     EXIT = "exit"  # script exited non-zero
     ERROR = "error"  # anything else (a bug in a probe, reported not raised)
+    LOCAL = "local"  # the checker's own trouble (out of fds, buffers, ports): not the backend's
 
 
 @dataclass(frozen=True, slots=True)

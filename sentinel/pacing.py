@@ -1,4 +1,5 @@
-"""How well the probe schedule is kept: probe lateness and event-loop lag."""
+"""How well the probe schedule is kept: probe lateness, event-loop lag, and checks the
+checker could not make for its own reasons (local errors)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from dataclasses import dataclass
 
 import trio
 
+from sentinel.logs import Throttle
+
 log = logging.getLogger("sentinel.engine")
 LATENESS_SAMPLES = 8192  # recent probes whose start lateness the percentiles cover
 LAG_SAMPLES = 600  # one minute of loop-lag ticks
 LAG_TICK = 0.1
 LATE_CHECK_TICKS = 10  # the percentiles sort thousands of samples: check once a second
 LATE_WARNING_MS = 100.0
+LOCAL_LOG_EVERY = 10.0  # seconds between log lines about one kind of local error
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,10 +33,14 @@ class EngineStatistics:
     lateness_max_ms: float
     loop_lag_p99_ms: float
     loop_lag_max_ms: float
+    local_errors: int = 0  # checks not made for the checker's own reasons (never fed)
+    last_local_error: str = ""
 
     def to_json(self) -> dict[str, object]:
         """The `engine` object of the state document."""
         return {"probes": self.probes, "in_flight": self.in_flight,
+                "local_errors": self.local_errors,
+                "last_local_error": self.last_local_error or None,
                 "max_in_flight": self.max_in_flight,
                 "lateness_ms": {"p50": round(self.lateness_p50_ms, 3),
                                 "p99": round(self.lateness_p99_ms, 3),
@@ -48,19 +56,35 @@ class Pacing:
         self._lateness: deque[float] = deque(maxlen=LATENESS_SAMPLES)
         self._loop_lag: deque[float] = deque(maxlen=LAG_SAMPLES)
         self.probes = 0
+        self.local_errors = 0
+        self._last_local = ""
+        self._local_log = Throttle(every=LOCAL_LOG_EVERY)
 
     def probe_started(self, lateness: float) -> None:
         """Count a probe that started `lateness` seconds after it was due."""
         self._lateness.append(lateness)
         self.probes += 1
 
+    def local_error(self, backend: str, error: str) -> None:
+        """Count a check of `backend` that the checker could not make for its own reasons
+        (`error`, a LOCAL failure); logged at most every LOCAL_LOG_EVERY seconds per kind."""
+        self.local_errors += 1
+        self._last_local = error
+        held = self._local_log.allow(error, trio.current_time())
+        if held is not None:
+            more = f" ({held} more since the last report)" if held else ""
+            log.warning("check of %s not made: %s%s; not counted against any backend: "
+                        "look at sentinel's file-descriptor limit, its connections and "
+                        "this host's resources", backend, error, more)
+
     def statistics(self, in_flight: trio.CapacityLimiter) -> EngineStatistics:
-        """Probe count, probes in flight, and lateness and loop-lag percentiles."""
+        """Probe count, probes in flight, lateness and loop-lag percentiles, local errors."""
         late = _percentiles(self._lateness)
         lag = _percentiles(self._loop_lag)
         return EngineStatistics(self.probes, in_flight.borrowed_tokens,
                                 int(in_flight.total_tokens), late[0.5], late[0.99],
-                                late[1.0], lag[0.99], lag[1.0])
+                                late[1.0], lag[0.99], lag[1.0], self.local_errors,
+                                self._last_local)
 
     async def watch_lag(self, in_flight: trio.CapacityLimiter) -> None:
         """Measure event-loop lag (oversleep of a short sleep) and warn when probes run late."""

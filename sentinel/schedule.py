@@ -29,6 +29,16 @@ def next_due(timing: Timing, transition: Transition, retry_at: float | None,
     return due
 
 
+def retry_due(timing: Timing, health: Health, retry_at: float | None, now: float) -> float:
+    """When to try again after a check the checker itself could not make (out of file
+    descriptors, say): `fast_interval` from now, and no sooner than the breaker of a
+    down backend can use a result."""
+    due = now + min(timing.fast_interval, timing.interval)
+    if retry_at is not None and health is Health.DOWN:
+        due = max(due, retry_at)
+    return due
+
+
 def start_offset(index: int, total: int, interval: float) -> float:
     """Spread first probes evenly over one interval: no thundering herd at start."""
     return interval * index / total if total else 0.0

@@ -49,7 +49,21 @@ class Probe(Protocol):
         ...
 
 
+# The checker's own trouble, never the backend's: out of file descriptors (an API
+# connection flood did this), socket buffers, memory or local ports. The engine feeds
+# no breaker with these; it counts and reports them (FailureKind.LOCAL).
+_LOCAL = {
+    errno.EMFILE: "too many open files in sentinel (EMFILE)",
+    errno.ENFILE: "too many open files on this host (ENFILE)",
+    errno.ENOBUFS: "no socket buffer space (ENOBUFS)",
+    errno.ENOMEM: "out of memory (ENOMEM)",
+    errno.EADDRNOTAVAIL: "no free local address or port (EADDRNOTAVAIL)",
+}
+
+_SPAWN_LOCAL = {**_LOCAL, errno.EAGAIN: "cannot fork: process limit reached (EAGAIN)"}
+
 _ERRNO_KINDS: dict[int, tuple[FailureKind, str]] = {
+    **{number: (FailureKind.LOCAL, f"local: {text}") for number, text in _LOCAL.items()},
     errno.ECONNREFUSED: (FailureKind.CONNECT, "connection refused"),
     errno.ECONNRESET: (FailureKind.RESET, "connection reset"),
     errno.EPIPE: (FailureKind.RESET, "broken pipe"),
@@ -81,6 +95,13 @@ def classify(exc: BaseException) -> tuple[FailureKind, str]:
             return classify(exc.__cause__)
         return FailureKind.RESET, "connection closed"
     return FailureKind.ERROR, f"{type(exc).__name__}: {exc}"
+
+
+def spawn_trouble(exc: OSError) -> str | None:
+    """The LOCAL text when a command could not be started for the checker's own reasons
+    (out of fds for its pipes, out of processes or memory), else None."""
+    text = _SPAWN_LOCAL.get(exc.errno or 0)
+    return f"local: {text}" if text else None
 
 
 def _inner_errors(exc: BaseException) -> list[OSError]:

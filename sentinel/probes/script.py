@@ -19,7 +19,7 @@ import trio
 
 from sentinel.config import ProbeConfig, ScriptSpec
 from sentinel.model import FailureKind, ProbeResult
-from sentinel.probes.base import Target, classify, failed
+from sentinel.probes.base import Target, classify, failed, spawn_trouble
 from sentinel.process import run_command
 
 WEIGHT_MAX = 1_000_000
@@ -76,6 +76,9 @@ class ScriptProbe:
             outcome = await run_command(self._command, time_limit=self._timeout,
                                         env=self.environment(target))
         except OSError as exc:
+            local = spawn_trouble(exc)
+            if local is not None:
+                return failed(FailureKind.LOCAL, local, trio.current_time() - start)
             detail = f"cannot run {self._command[0]}: {exc.strerror or exc}"
             return failed(FailureKind.ERROR, detail, trio.current_time() - start)
         except Exception as exc:  # a bug or an odd pipe error: reported, not raised
