@@ -27,6 +27,11 @@ log = logging.getLogger("sentinel.probes")
 _crashes = Throttle()  # once per distinct error: the traceback is the news, not the count
 
 
+class ResolveError(socket.gaierror):
+    """A host name did not resolve (in time); `strerror` is the reason, as the DNS
+    failure's text (see `sentinel.probes.resolve`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """What one probe is aimed at."""
@@ -76,6 +81,8 @@ _ERRNO_KINDS: dict[int, tuple[FailureKind, str]] = {
 
 def classify(exc: BaseException) -> tuple[FailureKind, str]:
     """Map a foreign exception to a failure kind and a short text (the edge table)."""
+    if isinstance(exc, ResolveError):
+        return FailureKind.DNS, exc.strerror or str(exc)
     if isinstance(exc, socket.gaierror):
         return FailureKind.DNS, f"name resolution failed: {exc.strerror or exc}"
     if isinstance(exc, ssl.SSLError | ssl.CertificateError):

@@ -1,9 +1,12 @@
 """The `http` and `https` probes: one request through httpx, judged by status and body.
 
 Redirects are not followed: a 301 is the backend's answer, and whether it is
-healthy is for `expect_status` to say. The timeout bounds the whole check
-twice over: httpx's per-phase timeouts, and a Trio cancel scope around the
-request and the body read, so a server trickling bytes cannot stretch it.
+healthy is for `expect_status` to say. Host names are resolved by
+`sentinel.probes.resolve` (not by httpx, whose lookups take worker threads),
+and the request goes to the address, the name kept as Host and TLS SNI.
+The timeout bounds the whole check twice over: httpx's per-phase timeouts,
+and a Trio cancel scope around the request and the body read, so a server
+trickling bytes cannot stretch it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import trio
 from sentinel.config import HttpSpec, ProbeConfig, StatusClass
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes.base import Target, classify, failed
+from sentinel.probes.resolve import Resolver, default_resolver
 
 BODY_CAP = 64 * 1024  # `expect_body` is matched against at most this much of the body
 SHOWN = 64  # how much of the body a failure detail quotes
@@ -93,10 +97,12 @@ class HttpProbe:
     `verify` (a private CA, tests).
     """
 
-    def __init__(self, config: ProbeConfig, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, config: ProbeConfig, *, ssl_context: ssl.SSLContext | None = None,
+                 resolver: Resolver | None = None) -> None:
         if not isinstance(config.spec, HttpSpec):
             raise TypeError(f"HttpProbe needs an HttpSpec, got {type(config.spec).__name__}")
         self._spec = config.spec
+        self._resolver = resolver or default_resolver()
         self._scheme = "https" if config.type == "https" else "http"
         self._timeout = config.timing.timeout
         self._headers = httpx.Headers({"User-Agent": USER_AGENT})
@@ -111,22 +117,27 @@ class HttpProbe:
             trust_env=False,  # no HTTP_PROXY detour: the backend itself is probed
         )
 
-    def url(self, target: Target) -> str:
-        """The URL requested for `target` (IPv6 literals bracketed)."""
-        host = f"[{target.host}]" if ":" in target.host else target.host
+    def url(self, target: Target, ip: str | None = None) -> str:
+        """The URL requested for `target`, at `ip` when given (IPv6 literals bracketed)."""
+        host = ip or target.host
+        host = f"[{host}]" if ":" in host else host
         return f"{self._scheme}://{host}:{target.port}{self._spec.path}"
 
     async def check(self, target: Target) -> ProbeResult:
         """Probe `target` once; failures come back as a result, cancellation propagates."""
         start = trio.current_time()
+        deadline = start + self._timeout
         verdict: tuple[FailureKind, str] | None = None
+        timed_out = False
         try:
-            with trio.move_on_after(self._timeout) as scope:
-                verdict = await self._request(target)
+            address = await self._resolver.resolve(target.host, deadline)
+            with trio.move_on_at(deadline) as scope:
+                verdict = await self._request(target, address[1])
+            timed_out = scope.cancelled_caught
         except Exception as exc:  # the edge: every foreign error becomes a failure kind
             verdict = classify_httpx(exc)
         latency = trio.current_time() - start
-        if scope.cancelled_caught or (verdict and verdict[0] is FailureKind.TIMEOUT):
+        if timed_out or (verdict and verdict[0] is FailureKind.TIMEOUT):
             # Whichever timer fired first, httpx's or ours, the text is the same.
             verdict = FailureKind.TIMEOUT, f"no answer within {self._timeout * 1000:.0f}ms"
         if verdict is None:
@@ -137,10 +148,20 @@ class HttpProbe:
         """Close the shared client."""
         await self._client.aclose()
 
-    async def _request(self, target: Target) -> tuple[FailureKind, str] | None:
-        """Send the request; None when healthy, else the failure."""
+    async def _request(self, target: Target, ip: str) -> tuple[FailureKind, str] | None:
+        """Send the request to `ip` (the target's resolved address); None when healthy,
+        else the failure. A host name stays the Host header and the TLS server name."""
         spec = self._spec
-        request = self._client.build_request(spec.method, self.url(target), headers=self._headers)
+        headers, extensions = self._headers, {}
+        if ip != target.host:
+            extensions["sni_hostname"] = target.host
+            if not spec.host:
+                headers = self._headers.copy()
+                default = 443 if self._scheme == "https" else 80
+                headers["Host"] = (target.host if target.port == default
+                                   else f"{target.host}:{target.port}")
+        request = self._client.build_request(spec.method, self.url(target, ip), headers=headers,
+                                             extensions=extensions)
         response = await self._client.send(request, stream=True)
         try:
             verdict = status_verdict(spec, response.status_code)

@@ -6,7 +6,8 @@ bytes to send once connected, then a feed of what comes back, ending in a
 the same exchanges:
 
 - `check` + `drive` here: one Trio task per check on a raw socket
-  (`rawsock`), which is what `probe.check(target)` does;
+  (`rawsock`), which is what `probe.check(target)` does (host names are
+  resolved first, within the check's timeout: `sentinel.probes.resolve`);
 - `sentinel.probeloop`: one epoll loop driving every due check at once.
 
 Because both feed the same exchange, a check gives the same result, failure
@@ -24,6 +25,7 @@ import trio
 from sentinel.model import ProbeResult
 from sentinel.probes import rawsock
 from sentinel.probes.base import Target
+from sentinel.probes.resolve import Address, Resolver
 
 
 class Exchange(Protocol):
@@ -72,14 +74,17 @@ class LeanProbe(Protocol):
         """A fresh exchange for one check of `target`."""
 
 
-async def check(exchange: Exchange, within: float,
-                drive: Callable[[], Awaitable[None]]) -> ProbeResult:
-    """Run `drive` (which feeds `exchange`) for at most `within` seconds; never raises
-    for a failed check."""
+async def check(exchange: Exchange, host: str, within: float, resolver: Resolver,
+                drive: Callable[[Address], Awaitable[None]]) -> ProbeResult:
+    """Resolve `host`, then run `drive` (which feeds `exchange`) on its address, both
+    within `within` seconds; never raises for a failed check. A lookup that runs out of
+    time is a DNS failure, not the exchange's timeout."""
     start = trio.current_time()
+    deadline = start + within
     try:
-        with trio.move_on_after(within) as scope:
-            await drive()
+        address = await resolver.resolve(host, deadline)
+        with trio.move_on_at(deadline) as scope:
+            await drive(address)
     except Exception as exc:  # the edge: the exchange translates foreign errors
         return exchange.failed(exc, trio.current_time() - start)
     latency = trio.current_time() - start
@@ -105,9 +110,9 @@ async def converse(exchange: Exchange, send_all: Callable[[bytes], Awaitable[Non
             return
 
 
-async def drive(exchange: Exchange, target: Target) -> None:
-    """One check on a raw socket, closed with an RST (see `rawsock`)."""
-    sock = await rawsock.connect(target.host, target.port, delay_ack=exchange.connect_only)
+async def drive(exchange: Exchange, port: int, address: Address) -> None:
+    """One check of `address`, `port` on a raw socket, closed with an RST (see `rawsock`)."""
+    sock = await rawsock.connect(address, port, delay_ack=exchange.connect_only)
     try:
         await converse(exchange, partial(rawsock.send_all, sock),
                        partial(rawsock.recv_some, sock))

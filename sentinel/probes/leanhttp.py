@@ -20,15 +20,17 @@ from sentinel.probes import lean
 from sentinel.probes.base import Target, classify, failed
 from sentinel.probes.http import USER_AGENT, body_verdict, status_verdict
 from sentinel.probes.http1 import ProtocolError, ResponseReader
+from sentinel.probes.resolve import Resolver, default_resolver
 
 
 class LeanHttpProbe:
     """HTTP/1.1 health checks over raw non-blocking sockets."""
 
-    def __init__(self, config: ProbeConfig) -> None:
+    def __init__(self, config: ProbeConfig, *, resolver: Resolver | None = None) -> None:
         if not isinstance(config.spec, HttpSpec):
             raise TypeError(f"LeanHttpProbe needs an HttpSpec, got {type(config.spec).__name__}")
         self._spec = config.spec
+        self._resolver = resolver or default_resolver()
         self.timeout = config.timing.timeout
         self.lean = True
         self._requests: dict[tuple[str, int], bytes] = {}
@@ -58,7 +60,8 @@ class LeanHttpProbe:
     async def check(self, target: Target) -> ProbeResult:
         """Probe `target` once; failures come back as a result, cancellation propagates."""
         exchange = self.exchange(target)
-        return await lean.check(exchange, self.timeout, partial(lean.drive, exchange, target))
+        return await lean.check(exchange, target.host, self.timeout, self._resolver,
+                                partial(lean.drive, exchange, target.port))
 
     async def aclose(self) -> None:
         """Nothing is pooled; present for the Probe protocol."""

@@ -34,21 +34,13 @@ RECV_SIZE = 65536
 
 @lru_cache(maxsize=65536)
 def literal(host: str) -> tuple[socket.AddressFamily, str] | None:
-    """The family of an IP literal, or None for a host name (resolved per probe)."""
+    """The family of an IP literal and its canonical text, or None for a host name
+    (resolved per check: `sentinel.probes.resolve`)."""
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
         return None
     return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), str(ip)
-
-
-async def _resolve(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int]]:
-    ip = literal(host)
-    if ip is not None:
-        return ip[0], (ip[1], port)
-    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    family, _, _, _, sockaddr = infos[0]
-    return family, (str(sockaddr[0]), int(sockaddr[1]))
 
 
 def open_socket(family: socket.AddressFamily, delay_ack: bool) -> socket.socket:
@@ -60,15 +52,17 @@ def open_socket(family: socket.AddressFamily, delay_ack: bool) -> socket.socket:
     return sock
 
 
-async def connect(host: str, port: int, *, delay_ack: bool = False) -> socket.socket:
-    """A connected non-blocking socket; raises OSError (with errno) on failure.
+async def connect(address: tuple[socket.AddressFamily, str], port: int, *,
+                  delay_ack: bool = False) -> socket.socket:
+    """A socket connected to `address` (family, IP: resolved by the caller) and `port`,
+    non-blocking; raises OSError (with errno) on failure.
 
     The caller owns the socket and must `close_rst` it, also on cancellation.
     """
-    family, address = await _resolve(host, port)
+    family, ip = address
     sock = open_socket(family, delay_ack)
     try:
-        err = sock.connect_ex(address)
+        err = sock.connect_ex((ip, port))
         if err == errno.EINPROGRESS:
             await trio.lowlevel.wait_writable(sock)
             err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)

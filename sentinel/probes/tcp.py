@@ -3,7 +3,7 @@
 A check is one fresh connection (no pooling, as HAProxy's `tcp-check` does):
 connect within the timeout, do the TLS handshake if asked, send `send`, then
 read until `expect` matches, the peer closes, or the timeout ends. Host names
-are resolved at probe time.
+are resolved at probe time, within the timeout (`sentinel.probes.resolve`).
 
 Plain TCP checks take the lean path (`sentinel.probes.rawsock`): one raw
 non-blocking socket closed with an RST, like HAProxy's, so the checker
@@ -23,6 +23,7 @@ from sentinel.config import ProbeConfig, TcpSpec
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes import lean
 from sentinel.probes.base import Target, classify, failed
+from sentinel.probes.resolve import Address, Resolver, default_resolver
 
 READ_CAP = 64 * 1024  # give up on `expect` after this many bytes without a match
 SHOWN = 64  # how much of what was read a failure detail quotes
@@ -51,10 +52,11 @@ class TcpProbe:
     """
 
     def __init__(self, config: ProbeConfig, *, ssl_context: ssl.SSLContext | None = None,
-                 lean: bool = True) -> None:
+                 lean: bool = True, resolver: Resolver | None = None) -> None:
         if not isinstance(config.spec, TcpSpec):
             raise TypeError(f"TcpProbe needs a TcpSpec, got {type(config.spec).__name__}")
         self._spec = config.spec
+        self._resolver = resolver or default_resolver()
         self.timeout = config.timing.timeout
         self.lean = lean and not self._spec.tls  # raw sockets unless TLS is needed
         # Built once: loading the trust store on every check would cost more than the check.
@@ -69,17 +71,18 @@ class TcpProbe:
     async def check(self, target: Target) -> ProbeResult:
         """Probe `target` once; failures come back as a result, cancellation propagates."""
         exchange = self.exchange(target)
-        if self.lean:
-            return await lean.check(exchange, self.timeout, partial(lean.drive, exchange, target))
-        return await lean.check(exchange, self.timeout,
-                                partial(self._run_stream, target, exchange))
+        drive = (partial(lean.drive, exchange, target.port) if self.lean
+                 else partial(self._run_stream, target, exchange))
+        return await lean.check(exchange, target.host, self.timeout, self._resolver, drive)
 
     async def aclose(self) -> None:
         """Nothing is pooled; present for the Probe protocol."""
 
-    async def _run_stream(self, target: Target, exchange: TcpExchange) -> None:
-        """Through trio's streams: needed for TLS, kept as the reference path."""
-        stream: trio.abc.Stream = await trio.open_tcp_stream(target.host, target.port)
+    async def _run_stream(self, target: Target, exchange: TcpExchange, address: Address
+                          ) -> None:
+        """Through trio's streams: needed for TLS, kept as the reference path. `address`
+        is resolved already; a host name stays the TLS server name."""
+        stream: trio.abc.Stream = await trio.open_tcp_stream(address[1], target.port)
         try:
             if self._ssl is not None:
                 exchange.phase = "tls handshake"

@@ -21,6 +21,7 @@ from sentinel.probes import HttpProbe, LeanHttpProbe, Target, TcpProbe, lean
 from sentinel.probes.http1 import BODY_CAP, LINE_CAP, ProtocolError, ResponseReader
 from sentinel.probes.leanhttp import HttpExchange
 from sentinel.probes.rawsock import RECV_SIZE
+from sentinel.probes.resolve import default_resolver
 
 from .conftest import Serve, read_head
 from .test_lean_parity import CHUNKED
@@ -153,7 +154,8 @@ async def task_check(probe: WatchedProbe, port: int) -> tuple[ProbeResult, int]:
     """One per-task check of `port`: its result and the most its reader held."""
     target = Target("svc", "b", "127.0.0.1", port)
     exchange = probe.exchange(target)
-    result = await lean.check(exchange, probe.timeout, partial(lean.drive, exchange, target))
+    result = await lean.check(exchange, target.host, probe.timeout, default_resolver(),
+                              partial(lean.drive, exchange, port))
     return result, exchange.most
 
 
