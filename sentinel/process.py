@@ -1,4 +1,4 @@
-"""Running an argv without a shell, bounded in time, killing its whole process group.
+"""Running an argv without a shell, bounded in time, killing everything it started.
 
 Shared by the script probe and the exec sink. The child leads its own
 session (start_new_session), so its process group is the unit of cleanup:
@@ -6,11 +6,23 @@ on timeout or cancellation the whole group is SIGKILLed (a `sleep 30 &`
 inside a script dies too, as keepalived does for MISC_CHECK), and after a
 normal exit any stragglers are killed as well, since they would otherwise
 hold our pipes open and pile up with every run.
+
+A descendant that calls setsid() (a daemonising helper, `setsid cmd &`)
+leaves that group and session, and once the script exits it is not even a
+descendant any more. So every run marks its environment (SENTINEL_RUN=ID,
+inherited by everything it starts, as Jenkins' process-tree killer marks
+builds) and, when the group is killed, a sweep of /proc SIGKILLs any
+process carrying the mark. Only processes started after the child are read
+(PIDs grow between wraps of the PID space), so a sweep costs a listing of
+/proc and a read of a few environments. A cgroup would hold them without
+the sweep, but needs a delegated cgroup v2 subtree that sentinel cannot
+count on; a process that clears its environment escapes the mark.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -21,6 +33,9 @@ import trio
 
 OUTPUT_CAP = 64 * 1024  # per stream; the tail is kept, where results and last errors sit
 SHOWN = 200  # longest line quoted in an error text
+MARK = "SENTINEL_RUN"  # environment variable naming the run every process it starts is of
+SWEEPS = 3  # passes over /proc: a marked process may fork while it is being killed
+_runs = itertools.count(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +72,12 @@ async def run_command(argv: Sequence[str], *, time_limit: float,
                       env: Mapping[str, str] | None = None) -> ProcessOutcome:
     """Run `argv` (no shell) for at most `time_limit` seconds, keeping the last 64 KiB
     of each output stream. Raises OSError when the program cannot be started."""
+    run = f"{os.getpid()}.{next(_runs)}"
+    marked = dict(os.environ if env is None else env)
+    marked[MARK] = run
     proc = await trio.lowlevel.open_process(
         list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True, env=dict(env) if env is not None else None)
+        start_new_session=True, env=marked)
     stdout, stderr = bytearray(), bytearray()
     code: int | None = None
     try:
@@ -68,10 +86,10 @@ async def run_command(argv: Sequence[str], *, time_limit: float,
                 nursery.start_soon(_drain, proc.stdout, stdout)
                 nursery.start_soon(_drain, proc.stderr, stderr)
                 code = await proc.wait()
-                _kill_group(proc)  # stragglers would hold the pipes open until the limit
+                _kill_run(proc, run)  # stragglers would hold the pipes open until the limit
     finally:
         if code is None:  # timed out, failed or cancelled: nothing may outlive the run
-            _kill_group(proc)
+            _kill_run(proc, run)
         with trio.CancelScope(shield=True):
             await proc.wait()  # reap: prompt after SIGKILL
             for pipe in (proc.stdout, proc.stderr):
@@ -80,8 +98,9 @@ async def run_command(argv: Sequence[str], *, time_limit: float,
     return ProcessOutcome(code, bytes(stdout), bytes(stderr))
 
 
-def _kill_group(proc: trio.Process) -> None:
-    """SIGKILL the process group `proc` leads, and `proc` itself if it left the group.
+def _kill_run(proc: trio.Process, run: str) -> None:
+    """SIGKILL the process group `proc` leads, `proc` itself if it left the group, and
+    every process marked with `run` (those that left the session: see the docstring).
 
     After `proc` is reaped its PID stays reserved while other members of its
     group live, so killpg cannot hit an unrelated group then.
@@ -90,6 +109,33 @@ def _kill_group(proc: trio.Process) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     if proc.returncode is None:  # the leader may have moved itself to a new group
         proc.kill()
+    for _ in range(SWEEPS):
+        if not _sweep(run, proc.pid):
+            break
+
+
+def _sweep(run: str, first: int) -> int:
+    """SIGKILL the live processes from PID `first` on whose environment carries the mark
+    of `run`; how many were found."""
+    mark = f"{MARK}={run}\0".encode()
+    found = 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # no procfs: the process group kill is all there is
+        return 0
+    for entry in entries:
+        if not entry.isdigit() or int(entry) < first:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as environ:
+                data = environ.read()
+        except OSError:  # gone already, or not ours to read
+            continue
+        if data.startswith(mark) or b"\0" + mark in data:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry), signal.SIGKILL)
+                found += 1
+    return found
 
 
 async def _drain(stream: trio.abc.ReceiveStream | None, tail: bytearray) -> None:

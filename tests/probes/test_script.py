@@ -223,3 +223,22 @@ def test_make_probe_script() -> None:
     """The registry builds a ScriptProbe for `type: script`."""
     config = ProbeConfig(type="script", spec=ScriptSpec(command=("true",)))
     assert isinstance(make_probe(config), ScriptProbe)
+
+
+@pytest.mark.parametrize(("ending", "limit"), [("exit 0", 5.0), ("exec sleep 30", 0.5)])
+async def test_children_that_left_the_session_are_killed(
+        script: Script, tmp_path: Path, pids: list[int], ending: str, limit: float) -> None:
+    """Children that called setsid() (out of the script's process group and session),
+    holding the output pipe or not, are killed when the script exits and on timeout; the
+    check ends when the script does (or at its timeout), not when they would."""
+    pidfile = tmp_path / "pids"
+    path = script('setsid sleep 30 &\necho $! > "$1.tmp"\n'
+                  'setsid sleep 30 >/dev/null 2>&1 </dev/null &\necho $! >> "$1.tmp"\n'
+                  f'mv "$1.tmp" "$1"\n{ending}\n')
+    start = trio.current_time()
+    result = await probe(path, pidfile, timeout=limit).check(TARGET)
+    assert trio.current_time() - start < limit + 1.0
+    pids.extend(int(p) for p in pidfile.read_text().split())
+    assert len(pids) == 2
+    assert result.ok is (ending == "exit 0")
+    assert await wait_gone(pids) == []
