@@ -240,6 +240,8 @@ class Config:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     sinks: tuple[SinkConfig, ...] = ()
     services: tuple[ServiceConfig, ...] = ()
+    # risky but valid settings, `file:line:col: path: message` (`sentinel check` prints them)
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def service(self, name: str) -> ServiceConfig:
         """The service called `name` (KeyError when there is none)."""

@@ -34,6 +34,7 @@ TOP_KEYS = {"version", "state_dir", "shutdown_timeout", "max_in_flight", "api", 
             "defaults", "sinks", "services"}
 SERVICE_KEYS = {"backends", "probe", "breaker", "sinks", "slow_start", "min_up", "dampen"}
 BACKEND_KEYS = {"name", "address", "weight", "backup"}
+MAX_FILE_BYTES = 16 << 20
 T = TypeVar("T")
 
 
@@ -62,12 +63,16 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     """Read and validate the config file at `path`; raise ConfigErrors listing every problem."""
     file = str(path)
     try:
-        text = Path(file).read_text(encoding="utf-8")
+        with open(file, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)  # -c /dev/zero must not fill the memory
     except OSError as exc:
         raise ConfigErrors([ConfigError(None, f"{file}: cannot read: {exc.strerror}")]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigErrors([ConfigError(None, f"{file}: larger than {MAX_FILE_BYTES >> 20} MB; "
+                                              f"not a config file")])
     try:
-        root = load_yaml(text, file, env)
-    except ConfigError as one:  # a YAML syntax error, a duplicate key, an unset ${VAR}
+        root = load_yaml(data, file, env)
+    except ConfigError as one:  # not YAML, a duplicate key, an unset ${VAR}, an alias bomb
         raise ConfigErrors([one]) from None
     return parse_config(root, file)
 
@@ -75,7 +80,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
 def parse_config(root: Node, file: str) -> Config:
     """Validate a composed document."""
     errors = _Collector()
-    top = errors.run(lambda: root.as_map(TOP_KEYS)) or {}
+    top = errors.run(lambda: _top(root)) or {}
     if "version" in top:
         errors.run(lambda: _version(top["version"]))
     base = Path(file).resolve().parent
@@ -101,7 +106,15 @@ def parse_config(root: Node, file: str) -> Config:
     assert in_flight is not None
     return Config(path=file, state_dir=state_dir, shutdown_timeout=shutdown,
                   max_in_flight=in_flight, api=api, telemetry=telemetry,
-                  sinks=tuple(sinks), services=tuple(services))
+                  sinks=tuple(sinks), services=tuple(services),
+                  warnings=tuple(dict.fromkeys(str(w) for w in ConfigErrors(root.warnings).errors)))
+
+
+def _top(root: Node) -> Mapping[str, Node]:
+    """The top-level keys; those starting with `x-` are free, a place for anchors that
+    services merge in (`<<: *name`), as in Docker Compose."""
+    extensions = [key for key in root.as_map() if key.startswith("x-")]
+    return root.without(*extensions).as_map(TOP_KEYS)
 
 
 def _version(node: Node) -> None:
@@ -158,8 +171,7 @@ def parse_api(node: Node) -> ApiConfig:
 def _listen(node: Node) -> tuple[str, int]:
     text = node.as_str()
     if re.fullmatch(r".*:0", text):  # port 0: let the kernel choose (tests, demos)
-        host, _ = parse_address(Node(text[:-1] + "1", node.file, node.line, node.column,
-                                     node.path))
+        host, _ = parse_address(node.derive(text[:-1] + "1"))
         return host, 0
     return parse_address(node)
 
@@ -318,8 +330,7 @@ def _bindings(node: Node | None, sinks: Mapping[str, SinkConfig]) -> tuple[SinkB
             known = ", ".join(sorted(sinks)) or "none defined"
             raise ref.error(f"undefined sink {name!r} (defined: {known})")
         kind = SINK_KINDS[sinks[name].type]
-        extras = item.without("sink") if item.is_map else Node({}, item.file, item.line,
-                                                               item.column, item.path)
+        extras = item.without("sink") if item.is_map else item.derive({})
         out.append(SinkBinding(sink=name, options=kind.parse_binding(extras)))
     return tuple(out)
 

@@ -52,7 +52,7 @@ def merged(default: Node | None, own: Node | None, kind_key: str, shared: set[st
     anchor = own or default
     if anchor is None:
         return Node({}, "", 1, 1, "")
-    return Node({**base, **mine}, anchor.file, anchor.line, anchor.column, anchor.path)
+    return anchor.derive({**base, **mine})
 
 
 def _kind(node: Node, key: str, default: str, table: dict[str, set[str]],

@@ -210,3 +210,21 @@ def test_implicit_kind_in_defaults(tmp_path: Path) -> None:
     web = config.service("web")
     assert web.probe == ProbeConfig("http", Timing(3.0, 3.0, 3.0, 1.0), HttpSpec())
     assert web.breaker == ThresholdBreakerConfig()
+
+
+def test_x_keys_hold_anchors_that_services_merge(tmp_path: Path) -> None:
+    """Top-level `x-` keys are free (Docker Compose's convention): anchors defined there are
+    merged into services with `<<: *name`, the service's own keys winning."""
+    path = tmp_path / "sentinel.yaml"
+    path.write_text(textwrap.dedent("""\
+        x-checks:
+          http: &http {type: http, path: /healthz, interval: 1s, timeout: 500ms}
+        services:
+          web:
+            backends: [127.0.0.1:80]
+            probe: {<<: *http, interval: 2s}
+        """))
+    probe = load_config(path).services[0].probe
+    assert (probe.type, probe.timing.interval, probe.timing.timeout) == ("http", 2.0, 0.5)
+    assert isinstance(probe.spec, HttpSpec)
+    assert probe.spec.path == "/healthz"
