@@ -32,6 +32,7 @@ PROBE_KEYS = {
     "https": {"method", "path", "host", "headers", "expect_status", "expect_body", "verify"},
     "script": {"command"},
 }
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 BREAKER_KEYS = {
     "nginx": {"max_fails", "fail_timeout", "passes", "window"},
     "threshold": {"rise", "fall"},
@@ -138,22 +139,46 @@ def _tcp(e: Mapping[str, Node]) -> TcpSpec:
 
 
 def _http(e: Mapping[str, Node]) -> HttpSpec:
-    path = e["path"].as_str() if "path" in e else "/"
+    path = _http_text(e["path"], "a path", spaces=False) if "path" in e else "/"
     if not path.startswith("/"):
         raise e["path"].error(f"must start with '/', got {path!r}")
     headers: tuple[tuple[str, str], ...] = ()
     if "headers" in e:
-        headers = tuple((k, v.as_str()) for k, v in e["headers"].items())
+        headers = tuple((_token(value, name, "a header name", at_key=True),
+                         _http_text(value, "a header value", spaces=True))
+                        for name, value in e["headers"].items())
     return HttpSpec(
-        method=e["method"].as_str().upper() if "method" in e else "GET",
+        method=_token(e["method"], e["method"].as_str(), "a method").upper() if "method" in e
+        else "GET",
         path=path,
-        host=e["host"].as_str() if "host" in e else None,
+        host=_http_text(e["host"], "a Host header", spaces=False) if "host" in e else None,
         headers=headers,
         expect_status=_statuses(e["expect_status"]) if "expect_status" in e
         else DEFAULT_EXPECT_STATUS,
         expect_body=re.compile(_regex(e["expect_body"])) if "expect_body" in e else None,
         verify=e["verify"].as_bool() if "verify" in e else True,
     )
+
+
+def _http_text(node: Node, what: str, *, spaces: bool) -> str:
+    """Text that goes into the request as it is: printable ASCII (httpx encodes headers as
+    ASCII; a path percent-encodes the rest), spaces and tabs only inside header values.
+    A CR or LF would end the line and let the config write its own request."""
+    text = node.as_str()
+    for char in text:
+        if not ("!" <= char <= "~" or (spaces and char in " \t")):
+            rule = ("printable ASCII (spaces and tabs allowed)" if spaces
+                    else "printable ASCII without spaces; percent-encode the rest (%20)")
+            raise node.error(f"{what} must be {rule}, found {char!r}")
+    return text
+
+
+def _token(node: Node, text: str, what: str, *, at_key: bool = False) -> str:
+    """A method or header name (the key of `node`): an RFC 9110 token."""
+    if not _TOKEN.fullmatch(text):
+        message = f"{what} must be a token (letters, digits and !#$%&'*+-.^_`|~), got {text!r}"
+        raise node.key_error(message) if at_key else node.error(message)
+    return text
 
 
 def _statuses(node: Node) -> tuple[StatusClass, ...]:

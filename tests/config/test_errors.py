@@ -203,6 +203,58 @@ CASES = [
             probe: {interval: 2s}
         """,
          "{file}:5:5: services.web.probe: duplicate key 'probe'"),
+    Case("http-path-with-crlf", """\
+        services:
+          web:
+            backends: [127.0.0.1:80]
+            probe: {type: http, path: "/h HTTP/1.1\\r\\nX-Evil: 1"}
+        """,
+         "{file}:4:31: services.web.probe.path: a path must be printable ASCII without spaces; "
+         "percent-encode the rest (%20), found ' '"),
+    Case("http-path-not-latin1", """\
+        services:
+          web:
+            backends: [127.0.0.1:80]
+            probe: {type: http, path: /caf€}
+        """,
+         "{file}:4:31: services.web.probe.path: a path must be printable ASCII without spaces; "
+         "percent-encode the rest (%20), found '€'"),
+    Case("http-host-with-newline", """\
+        services:
+          web:
+            backends: [127.0.0.1:80]
+            probe: {type: https, host: "example.com\\n"}
+        """,
+         "{file}:4:32: services.web.probe.host: a Host header must be printable ASCII without "
+         "spaces; percent-encode the rest (%20), found '\\n'"),
+    Case("http-header-value-with-cr", """\
+        services:
+          web:
+            backends: [127.0.0.1:80]
+            probe:
+              type: http
+              headers: {X-Token: "abc\\rdef"}
+        """,
+         "{file}:6:26: services.web.probe.headers.X-Token: a header value must be printable "
+         "ASCII (spaces and tabs allowed), found '\\r'"),
+    Case("http-header-name-not-a-token", """\
+        services:
+          web:
+            backends: [127.0.0.1:80]
+            probe:
+              type: http
+              headers: {"X Token:": abc}
+        """,
+         "{file}:6:17: services.web.probe.headers.X Token:: a header name must be a token "
+         "(letters, digits and !#$%&'*+-.^_`|~), got 'X Token:'"),
+    Case("http-method-with-space", """\
+        services:
+          web:
+            backends: [127.0.0.1:80]
+            probe: {type: http, method: "GET /x"}
+        """,
+         "{file}:4:33: services.web.probe.method: a method must be a token "
+         "(letters, digits and !#$%&'*+-.^_`|~), got 'GET /x'"),
     Case("binding-option-for-sink-without-options", """\
         sinks:
           out: {type: file, path: ./view.json}
