@@ -35,6 +35,7 @@ TOP_KEYS = {"version", "state_dir", "shutdown_timeout", "max_in_flight", "api", 
 SERVICE_KEYS = {"backends", "probe", "breaker", "sinks", "slow_start", "min_up", "dampen"}
 BACKEND_KEYS = {"name", "address", "weight", "backup"}
 MAX_FILE_BYTES = 16 << 20
+_HOST = re.compile(r"^[A-Za-z0-9_.-]+$")
 T = TypeVar("T")
 
 
@@ -95,7 +96,7 @@ def parse_config(root: Node, file: str) -> Config:
                  else TelemetryConfig())
     sinks = _sinks(top.get("sinks"), errors)
     defaults = errors.run(lambda: _defaults(top.get("defaults"))) or {}
-    services = _services(top.get("services"), defaults, {s.name: s for s in sinks}, errors)
+    services = _services(top.get("services"), defaults, sinks, errors)
     if errors.errors:
         # `defaults` are merged under every service: report a bad default once, not per service
         raise ConfigErrors(list({str(e): e for e in errors.errors}.values()))
@@ -106,7 +107,8 @@ def parse_config(root: Node, file: str) -> Config:
     assert in_flight is not None
     return Config(path=file, state_dir=state_dir, shutdown_timeout=shutdown,
                   max_in_flight=in_flight, api=api, telemetry=telemetry,
-                  sinks=tuple(sinks), services=tuple(services),
+                  sinks=tuple(s for s in sinks.values() if s is not None),
+                  services=tuple(services),
                   warnings=tuple(dict.fromkeys(str(w) for w in ConfigErrors(root.warnings).errors)))
 
 
@@ -136,6 +138,9 @@ def parse_address(node: Node) -> tuple[str, int]:
             ipaddress.IPv6Address(host.split("%")[0])
         except ValueError:
             raise node.error(f"invalid IPv6 address {host!r}") from None
+    elif not _HOST.match(host):  # `a;b:80` would end nginx's `server` line early
+        raise node.error(f"invalid host {host!r}: an IPv4 address or a DNS name (letters, "
+                         f"digits and .-_)")
     if not 1 <= port <= 65535:
         raise node.error(f"port must be 1..65535, got {port}")
     return host, port
@@ -207,13 +212,16 @@ def _string_map(node: Node | None) -> tuple[tuple[str, str], ...]:
     return tuple((k, v.as_str()) for k, v in node.items()) if node is not None else ()
 
 
-def _sinks(node: Node | None, errors: _Collector) -> list[SinkConfig]:
+def _sinks(node: Node | None, errors: _Collector) -> dict[str, SinkConfig | None]:
+    """Every sink by name; None for one defined with errors (reported here, once: the
+    services that use it are not told it is undefined)."""
     from sentinel.sinks import SINK_KINDS
 
-    out: list[SinkConfig] = []
+    out: dict[str, SinkConfig | None] = {}
     if node is None:
         return out
     for name, entry in errors.run(lambda: list(node.items())) or []:
+        out[name] = None
         with errors.guard():
             e = entry.as_map()
             if "type" not in e:
@@ -223,7 +231,7 @@ def _sinks(node: Node | None, errors: _Collector) -> list[SinkConfig]:
                 raise e["type"].error(f"unknown sink type {kind!r}; expected one of: "
                                       f"{', '.join(sorted(SINK_KINDS))}")
             options = SINK_KINDS[kind].parse_options(entry.without("type"))
-            out.append(SinkConfig(name=name, type=kind, options=options))
+            out[name] = SinkConfig(name=name, type=kind, options=options)
     return out
 
 
@@ -234,7 +242,8 @@ def _defaults(node: Node | None) -> Mapping[str, Node]:
 
 
 def _services(node: Node | None, defaults: Mapping[str, Node],
-              sinks: Mapping[str, SinkConfig], errors: _Collector) -> list[ServiceConfig]:
+              sinks: Mapping[str, SinkConfig | None], errors: _Collector
+              ) -> list[ServiceConfig]:
     out: list[ServiceConfig] = []
     if node is None:
         return out
@@ -246,7 +255,7 @@ def _services(node: Node | None, defaults: Mapping[str, Node],
 
 
 def _service(name: str, node: Node, defaults: Mapping[str, Node],
-             sinks: Mapping[str, SinkConfig]) -> ServiceConfig:
+             sinks: Mapping[str, SinkConfig | None]) -> ServiceConfig:
     own = node.as_map(SERVICE_KEYS)
     errors = _Collector()
     if "backends" not in own:
@@ -261,6 +270,8 @@ def _service(name: str, node: Node, defaults: Mapping[str, Node],
     breaker = errors.run(lambda: parse_breaker(
         merged(defaults.get("breaker"), own.get("breaker"), "kind", set(), "nginx")))
     bindings = errors.run(lambda: _bindings(pick("sinks"), sinks)) or ()
+    if backends:
+        errors.run(lambda: _check_names(name, node, own["backends"], backends, bindings, sinks))
     slow = pick("slow_start")
     slow_start = errors.run(lambda: slow.as_duration(positive=False)) if slow else 0.0
     min_up_node = pick("min_up")
@@ -315,7 +326,8 @@ def _backend(item: Node) -> BackendConfig:
     )
 
 
-def _bindings(node: Node | None, sinks: Mapping[str, SinkConfig]) -> tuple[SinkBinding, ...]:
+def _bindings(node: Node | None, sinks: Mapping[str, SinkConfig | None]
+              ) -> tuple[SinkBinding, ...]:
     from sentinel.sinks import SINK_KINDS
 
     if node is None:
@@ -329,10 +341,35 @@ def _bindings(node: Node | None, sinks: Mapping[str, SinkConfig]) -> tuple[SinkB
         if name not in sinks:
             known = ", ".join(sorted(sinks)) or "none defined"
             raise ref.error(f"undefined sink {name!r} (defined: {known})")
-        kind = SINK_KINDS[sinks[name].type]
+        sink = sinks[name]
+        if sink is None:  # its definition's errors are reported where it is defined
+            continue
         extras = item.without("sink") if item.is_map else item.derive({})
-        out.append(SinkBinding(sink=name, options=kind.parse_binding(extras)))
+        out.append(SinkBinding(sink=name, options=SINK_KINDS[sink.type].parse_binding(extras)))
     return tuple(out)
+
+
+def _check_names(service: str, node: Node, backends_node: Node,
+                 backends: tuple[BackendConfig, ...], bindings: tuple[SinkBinding, ...],
+                 sinks: Mapping[str, SinkConfig | None]) -> None:
+    """Names each bound sink writes where a balancer parses them (nginx upstreams,
+    HAProxy backends and servers) must be names that balancer accepts."""
+    from sentinel.sinks import SINK_KINDS
+
+    where = {  # backend name -> its node: the `name:` if given, else the address
+        backend.name: (item.get("name") or item.get("address") or item) if item.is_map else item
+        for item, backend in zip(backends_node.as_list(), backends, strict=True)}
+    problems: list[ConfigError] = []
+    for binding in bindings:
+        sink = sinks[binding.sink]
+        assert sink is not None
+        for culprit, message in SINK_KINDS[sink.type].check_names(
+                binding.options, service, [b.name for b in backends]):
+            text = f"{message} (sink {binding.sink})"
+            problems.append(node.key_error(text) if culprit is None
+                            else where[culprit].error(text))
+    if problems:
+        raise ConfigErrors(problems)
 
 
 def _min_up(node: Node) -> MinUp:

@@ -43,7 +43,7 @@ from sentinel.configprobe import parse_command
 from sentinel.errors import SinkError, SinkRejected, SinkUnavailable
 from sentinel.model import ServiceView
 from sentinel.process import ProcessOutcome, run_command
-from sentinel.sinks.base import SinkContext, SinkKind, Update
+from sentinel.sinks.base import NameProblem, SinkContext, SinkKind, Update
 from sentinel.sinks.nginxconf import (
     CONTEXTS,
     MODES,
@@ -121,6 +121,16 @@ def parse_binding(node: Node) -> UpstreamOptions:
         items = e["directives"].as_list() if e["directives"].is_list else [e["directives"]]
         directives = [" ".join(_words(item)) for item in items]
     return UpstreamOptions(name=name, params=params, directives=tuple(directives))
+
+
+def check_names(binding: object, service: str, backends: Sequence[str]) -> list[NameProblem]:
+    """The upstream is named after the service unless the binding sets `upstream:`; a name
+    nginx cannot parse would fail `nginx -t` for every service in the file."""
+    if isinstance(binding, UpstreamOptions) and binding.name is None and not UPSTREAM_NAME.match(
+            service):
+        return [(None, f"{service!r} is not a valid nginx upstream name (letters, digits and "
+                       f"_.:-); set `upstream:` in the binding or rename the service")]
+    return []
 
 
 def _words(node: Node) -> tuple[str, ...]:
@@ -305,4 +315,4 @@ def _create(name: str, options: object, ctx: SinkContext) -> NginxSink:
 
 
 KIND = SinkKind(name="nginx", parse_options=parse_options, parse_binding=parse_binding,
-                create=_create)
+                create=_create, check_names=check_names)

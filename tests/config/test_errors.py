@@ -83,6 +83,13 @@ CASES = [
               - {name: web2, address: 10.0.0.12:70000}
         """,
          "{file}:5:31: services.web.backends[1].address: port must be 1..65535, got 70000"),
+    Case("host-with-a-semicolon", """\
+        services:
+          web:
+            backends: ["a;b:80"]
+        """,
+         "{file}:3:16: services.web.backends[0]: invalid host 'a;b': an IPv4 address or a DNS "
+         "name (letters, digits and .-_)"),
     Case("duplicate-backend-name", """\
         services:
           web:
@@ -255,6 +262,68 @@ CASES = [
         """,
          "{file}:4:33: services.web.probe.method: a method must be a token "
          "(letters, digits and !#$%&'*+-.^_`|~), got 'GET /x'"),
+    Case("nginx-upstream-name-from-the-service", """\
+        sinks:
+          edge: {type: nginx, file: ./up.conf, test: "true", reload: "true"}
+        services:
+          "web {1}":
+            backends: [127.0.0.1:80]
+            sinks: [edge]
+        """,
+         "{file}:4:3: services.web {1}: 'web {1}' is not a valid nginx upstream name (letters, "
+         "digits and _.:-); set `upstream:` in the binding or rename the service (sink edge)"),
+    Case("haproxy-server-name-with-a-space", """\
+        sinks:
+          lb: {type: haproxy, socket: ./admin.sock}
+        services:
+          web:
+            backends: [{name: web 1, address: 127.0.0.1:80}, 127.0.0.1:81]
+            sinks: [lb]
+        """,
+         "{file}:5:23: services.web.backends[0].name: 'web 1' is not a valid HAProxy server "
+         "name (letters, digits and _.:-); give the backend a `name:` or map it in the "
+         "binding's `servers:` (sink lb)"),
+    Case("haproxy-server-name-from-an-ipv6-address", """\
+        sinks:
+          lb: {type: haproxy, socket: ./admin.sock}
+        services:
+          web:
+            backends: ['[::1]:80']
+            sinks: [{sink: lb, backend: web_be}]
+        """,
+         "{file}:5:16: services.web.backends[0]: '[::1]:80' is not a valid HAProxy server "
+         "name (letters, digits and _.:-); give the backend a `name:` or map it in the "
+         "binding's `servers:` (sink lb)"),
+    Case("haproxy-backend-name-from-the-service", """\
+        sinks:
+          lb: {type: haproxy, socket: ./admin.sock}
+        services:
+          web;drop:
+            backends: [127.0.0.1:80]
+            sinks: [lb]
+        """,
+         "{file}:4:3: services.web;drop: 'web;drop' is not a valid HAProxy backend name "
+         "(letters, digits and _.:-); set `backend:` in the binding or rename the service "
+         "(sink lb)"),
+    Case("haproxy-server-override-with-a-quote", """\
+        sinks:
+          lb: {type: haproxy, socket: ./admin.sock}
+        services:
+          web:
+            backends: [127.0.0.1:80]
+            sinks: [{sink: lb, servers: {127.0.0.1:80: "s'1"}}]
+        """,
+         "{file}:6:48: services.web.sinks[0].servers.127.0.0.1:80: not a HAProxy server name: "
+         "\"s'1\" (letters, digits and _.:-)"),
+    Case("invalid-sink-is-not-also-undefined", """\
+        sinks:
+          lvs: {type: ipvs, timeout: soon}
+        services:
+          web:
+            backends: [127.0.0.1:80]
+            sinks: [{sink: lvs, virtual: tcp:10.0.0.1:80}]
+        """,
+         f"{{file}}:2:30: sinks.lvs.timeout: {DURATION}, got 'soon'"),
     Case("binding-option-for-sink-without-options", """\
         sinks:
           out: {type: file, path: ./view.json}

@@ -228,3 +228,22 @@ def test_x_keys_hold_anchors_that_services_merge(tmp_path: Path) -> None:
     assert (probe.type, probe.timing.interval, probe.timing.timeout) == ("http", 2.0, 0.5)
     assert isinstance(probe.spec, HttpSpec)
     assert probe.spec.path == "/healthz"
+
+
+def test_name_overrides_satisfy_the_balancers(tmp_path: Path) -> None:
+    """A service or backend name nginx or HAProxy cannot take is fine when the binding
+    names it for them (`upstream:`, `backend:`, `servers:`), and only sinks that write the
+    name check it (a file sink takes any name)."""
+    path = tmp_path / "sentinel.yaml"
+    path.write_text(textwrap.dedent("""\
+        sinks:
+          edge: {type: nginx, file: ./up.conf, test: "true", reload: "true"}
+          lb: {type: haproxy, socket: ./admin.sock}
+          doc: {type: file, path: ./doc.json}
+        services:
+          "web site":
+            backends: [{name: "web 1", address: "127.0.0.1:80"}]
+            sinks: [{sink: edge, upstream: web}, doc,
+                    {sink: lb, backend: web_be, servers: {"web 1": web1}}]
+        """))
+    assert [b.sink for b in load_config(path).services[0].sinks] == ["edge", "doc", "lb"]
