@@ -80,7 +80,7 @@ def parse_options(node: Node) -> WebhookOptions:
         raise e["secret"].error("needs at least one whsec_ secret")
     for item in secret_nodes:
         try:
-            decode_secret(item.as_str())
+            decode_secret(item.as_str(), signing=True)
         except SignatureError as exc:
             raise item.error(str(exc)) from None
     d = WebhookOptions(url, tuple(n.as_str() for n in secret_nodes))

@@ -315,6 +315,12 @@ CASES = [
         """,
          "{file}:6:48: services.web.sinks[0].servers.127.0.0.1:80: not a HAProxy server name: "
          "\"s'1\" (letters, digits and _.:-)"),
+    Case("webhook-secret-without-whsec", """\
+        sinks:
+          ops: {type: webhook, url: "http://127.0.0.1:9/hook", secret: hunter2}
+        """,
+         "{file}:2:64: sinks.ops.secret: a webhook secret must be whsec_ followed by base64 "
+         "(the Standard Webhooks form)"),
     Case("invalid-sink-is-not-also-undefined", """\
         sinks:
           lvs: {type: ipvs, timeout: soon}
