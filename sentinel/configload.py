@@ -85,7 +85,7 @@ def parse_config(root: Node, file: str) -> Config:
     if "version" in top:
         errors.run(lambda: _version(top["version"]))
     base = Path(file).resolve().parent
-    state_dir = (errors.run(lambda: str(base / top["state_dir"].as_str()))
+    state_dir = (errors.run(lambda: str(base / top["state_dir"].as_path()))
                  if "state_dir" in top else str(base / "state"))
     shutdown = (errors.run(lambda: top["shutdown_timeout"].as_duration())
                 if "shutdown_timeout" in top else 10.0)
@@ -161,16 +161,32 @@ def parse_api(node: Node) -> ApiConfig:
     host, port = ("127.0.0.1", 9900)
     if "listen" in e:
         host, port = _listen(e["listen"])
-    token = e["token"].as_str() if "token" in e else None
+    token = _token(e["token"], e["token"].as_str()) if "token" in e else None
     if "token_file" in e:
+        where = e["token_file"]
         try:
-            token = Path(e["token_file"].as_str()).read_text().strip()
+            data = Path(where.as_path()).read_bytes()
         except OSError as exc:
-            raise e["token_file"].error(f"cannot read token file: {exc.strerror}") from None
+            raise where.error(f"cannot read token file: {exc.strerror}") from None
+        try:
+            token = _token(where, data.decode())
+        except UnicodeDecodeError:
+            raise where.error("the token file is not UTF-8 text") from None
     if not token and not _is_loopback(host):
         raise (e.get("listen") or node).error(
             f"listening on non-loopback address {host} requires api.token or api.token_file")
     return ApiConfig(host=host, port=port, token=token or None)
+
+
+def _token(node: Node, text: str) -> str:
+    """A bearer token, without the blanks around it (a token file's newline); a token
+    of only blanks would let no one in, or, checked as unset, everyone."""
+    token = text.strip()
+    if not token:
+        raise node.error("the token is empty or blank")
+    if not token.isprintable():
+        raise node.error("the token holds control characters")
+    return token
 
 
 def _listen(node: Node) -> tuple[str, int]:
@@ -189,9 +205,7 @@ def _telemetry(node: Node) -> TelemetryConfig:
         exporter = t["exporter"].as_str() if "exporter" in t else "none"
         if exporter not in ("none", "console", "otlp"):
             raise t["exporter"].error(f"expected none, console or otlp; got {exporter!r}")
-        endpoint = t["endpoint"].as_str() if "endpoint" in t else traces.endpoint
-        if not re.match(r"https?://[^/]", endpoint):
-            raise t["endpoint"].error(f"expected an http:// or https:// URL, got {endpoint!r}")
+        endpoint = t["endpoint"].as_url() if "endpoint" in t else traces.endpoint
         traces = TracesConfig(
             exporter=exporter,  # type: ignore[arg-type]
             endpoint=endpoint, headers=_string_map(t.get("headers")),
@@ -275,7 +289,8 @@ def _service(name: str, node: Node, defaults: Mapping[str, Node],
     slow = pick("slow_start")
     slow_start = errors.run(lambda: slow.as_duration(positive=False)) if slow else 0.0
     min_up_node = pick("min_up")
-    min_up = errors.run(lambda: _min_up(min_up_node)) if min_up_node else MinUp()
+    min_up = errors.run(lambda: _min_up(min_up_node, name, len(backends))) if min_up_node \
+        else MinUp()
     dampen_node = pick("dampen")
     dampen = errors.run(lambda: _dampen(dampen_node)) if dampen_node else None
     if errors.errors:
@@ -372,12 +387,16 @@ def _check_names(service: str, node: Node, backends_node: Node,
         raise ConfigErrors(problems)
 
 
-def _min_up(node: Node) -> MinUp:
+def _min_up(node: Node, service: str, backends: int) -> MinUp:
     text = str(node.raw).strip()
     if text.endswith("%"):
-        pct = Node(text[:-1], node.file, node.line, node.column, node.path).as_float(0, 100)
+        pct = node.derive(text[:-1]).as_float(0, 100)
         return MinUp(percent=pct)
-    return MinUp(count=node.as_int(0))
+    count = node.as_int(0)
+    if backends and count > backends:  # the guard would hold every dead backend up, always
+        raise node.error(f"min_up ({count}) is more than the {backends} "
+                         f"backend{'s' if backends != 1 else ''} of service {service}")
+    return MinUp(count=count)
 
 
 def _dampen(node: Node) -> DampenConfig:

@@ -93,6 +93,12 @@ def _timing(e: Mapping[str, Node]) -> Timing:
         assert where is not None
         raise where.error(f"timeout ({_fmt(timeout)}) must not be longer than interval "
                           f"({_fmt(interval)})")
+    for key, value, effect in (
+            ("fast_interval", fast, "probing slows down after a failure"),
+            ("down_interval", down, "a recovery is seen that much later")):
+        if value > interval:  # `fast_interval: 200m`, meant as 200ms, took minutes to notice
+            e[key].warn(f"{key} ({_fmt(value)}) is longer than interval ({_fmt(interval)}): "
+                        f"{effect}")
     jitter = _jitter(e["jitter"]) if "jitter" in e else 0.0
     return Timing(interval=interval, fast_interval=fast, down_interval=down, timeout=timeout,
                   jitter=jitter)
@@ -210,15 +216,32 @@ def parse_command(node: Node) -> tuple[str, ...]:
             raise node.error(f"cannot split command: {exc}") from None
     if not argv:
         raise node.error("must not be empty")
-    program = argv[0]
+    problem = _missing(argv[0])
+    if problem:
+        raise node.error(problem)
+    return tuple(argv)
+
+
+def default_command(node: Node, key: str, argv: tuple[str, ...]) -> tuple[str, ...]:
+    """The command a sink runs when `key` is not set (`node` is the sink): its program
+    is checked as a configured one would be, so `check` fails where `run` would."""
+    problem = _missing(argv[0])
+    if problem:
+        raise node.error(f"`{key}` defaults to `{shlex.join(argv)}`: {problem}; install it "
+                         f"or set `{key}`")
+    return argv
+
+
+def _missing(program: str) -> str | None:
+    """Why `program` cannot be run here (looked up as exec does), or None."""
     if "/" in program:
         if not os.path.exists(program):
-            raise node.error(f"command not found: {program}")
+            return f"command not found: {program}"
         if not os.access(program, os.X_OK) or os.path.isdir(program):
-            raise node.error(f"command is not executable: {program}")
-    elif shutil.which(program) is None:
-        raise node.error(f"command not found on PATH: {program}")
-    return tuple(argv)
+            return f"command is not executable: {program}"
+    elif not program.strip() or "\0" in program or shutil.which(program) is None:
+        return f"command not found on PATH: {program}"
+    return None
 
 
 def _script(e: Mapping[str, Node], node: Node) -> ScriptSpec:
@@ -281,4 +304,5 @@ def _circuit(e: Mapping[str, Node]) -> CircuitBreakerConfig:
     )
 
 
-__all__ = ["ConfigError", "merged", "parse_breaker", "parse_command", "parse_probe"]
+__all__ = ["ConfigError", "default_command", "merged", "parse_breaker", "parse_command",
+           "parse_probe"]

@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -137,6 +138,29 @@ class Node:
         if isinstance(v, bool) or v is None or isinstance(v, dict | list):
             raise self.error(f"expected a string, got {self.describe()}")
         return str(v)
+
+    def as_path(self) -> str:
+        """A file system path: not empty or blank, no NUL character."""
+        text = self.as_str()
+        if not text.strip():
+            raise self.error("must not be empty")
+        if "\0" in text:
+            raise self.error("a path cannot hold a NUL character")
+        return text
+
+    def as_url(self) -> str:
+        """An http:// or https:// URL with a host (and a valid port, when it has one)."""
+        text = self.as_str()
+        try:
+            parts = urlsplit(text)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and (
+                parts.port is None or parts.port > 0)
+        except ValueError:  # `http://[::1`, port 99999
+            ok = False
+        if not ok or any(not char.isprintable() or char.isspace() for char in text):
+            raise self.error(f"expected an http:// or https:// URL with a host, got "
+                             f"{self.describe()}")
+        return text
 
     def as_bool(self) -> bool:
         """true/false."""

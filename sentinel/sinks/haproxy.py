@@ -69,7 +69,7 @@ def parse_options(node: Node) -> HAProxyOptions:
         raise node.error("a haproxy sink needs `socket` (a unix socket path or host:port)")
     d = HAProxyOptions(socket="")
     return HAProxyOptions(
-        socket=e["socket"].as_str(),
+        socket=e["socket"].as_path(),
         timeout=e["timeout"].as_duration() if "timeout" in e else d.timeout,
         resync=e["resync"].as_duration() if "resync" in e else d.resync,
         watch=e["watch"].as_duration() if "watch" in e else d.watch)

@@ -39,7 +39,7 @@ from pathlib import Path
 import trio
 
 from sentinel.atomic import write_atomic
-from sentinel.configprobe import parse_command
+from sentinel.configprobe import default_command, parse_command
 from sentinel.errors import SinkError, SinkRejected, SinkUnavailable
 from sentinel.model import ServiceView
 from sentinel.process import ProcessOutcome, run_command
@@ -91,12 +91,14 @@ def parse_options(node: Node) -> NginxOptions:
     defaults = NginxOptions(file="")
     verify = e["verify"].as_bool() if "verify" in e else True
     return NginxOptions(
-        file=e["file"].as_str(),
+        file=e["file"].as_path(),
         context=_choice(e.get("context"), CONTEXTS, defaults.context),
         mode=_choice(e.get("mode"), MODES, defaults.mode),
-        test=parse_command(e["test"]) if "test" in e else defaults.test,
-        reload=parse_command(e["reload"]) if "reload" in e else defaults.reload,
-        pid_file=(e["pid_file"].as_str() if "pid_file" in e else defaults.pid_file)
+        test=parse_command(e["test"]) if "test" in e
+        else default_command(node, "test", defaults.test),
+        reload=parse_command(e["reload"]) if "reload" in e
+        else default_command(node, "reload", defaults.reload),
+        pid_file=(e["pid_file"].as_path() if "pid_file" in e else defaults.pid_file)
         if verify else None,
         verify_timeout=e["verify_timeout"].as_duration() if "verify_timeout" in e
         else defaults.verify_timeout,

@@ -72,9 +72,7 @@ def parse_options(node: Node) -> WebhookOptions:
     for required in ("url", "secret"):
         if required not in e:
             raise node.error(f"a webhook sink needs `{required}`")
-    url = e["url"].as_str()
-    if not url.startswith(("http://", "https://")):
-        raise e["url"].error(f"must be an http:// or https:// URL, got {url!r}")
+    url = e["url"].as_url()
     secret_nodes = e["secret"].as_list() if e["secret"].is_list else [e["secret"]]
     if not secret_nodes:
         raise e["secret"].error("needs at least one whsec_ secret")

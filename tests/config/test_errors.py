@@ -321,15 +321,45 @@ CASES = [
         """,
          "{file}:2:64: sinks.ops.secret: a webhook secret must be whsec_ followed by base64 "
          "(the Standard Webhooks form)"),
+    Case("empty-file-sink-path", """\
+        sinks:
+          doc: {type: file, path: ""}
+        """,
+         "{file}:2:27: sinks.doc.path: must not be empty"),
+    Case("blank-nginx-file", """\
+        sinks:
+          edge: {type: nginx, file: "  ", test: "true", reload: "true"}
+        """,
+         "{file}:2:29: sinks.edge.file: must not be empty"),
+    Case("webhook-url-without-a-host", """\
+        sinks:
+          ops: {type: webhook, url: "http://", secret: whsec_aGk=}
+        """,
+         "{file}:2:29: sinks.ops.url: expected an http:// or https:// URL with a host, "
+         "got 'http://'"),
+    Case("blank-token", """\
+        api:
+          listen: 0.0.0.0:9900
+          token: "   "
+        """,
+         "{file}:3:10: api.token: the token is empty or blank"),
+    Case("min-up-above-the-backend-count", """\
+        defaults:
+          min_up: 3
+        services:
+          web:
+            backends: [127.0.0.1:80, 127.0.0.1:81]
+        """,
+         "{file}:2:11: defaults.min_up: min_up (3) is more than the 2 backends of service web"),
     Case("invalid-sink-is-not-also-undefined", """\
         sinks:
-          lvs: {type: ipvs, timeout: soon}
+          lvs: {type: ipvs, command: "true", timeout: soon}
         services:
           web:
             backends: [127.0.0.1:80]
             sinks: [{sink: lvs, virtual: tcp:10.0.0.1:80}]
         """,
-         f"{{file}}:2:30: sinks.lvs.timeout: {DURATION}, got 'soon'"),
+         f"{{file}}:2:47: sinks.lvs.timeout: {DURATION}, got 'soon'"),
     Case("binding-option-for-sink-without-options", """\
         sinks:
           out: {type: file, path: ./view.json}

@@ -79,7 +79,7 @@ FULL = """\
         probe: {type: tcp, send: 'PING\\r\\n', expect: '^\\+PONG', interval: 3}
         breaker: {kind: threshold, fall: 4}
       job:
-        backends: [127.0.0.1:9000]
+        backends: [127.0.0.1:9000, 127.0.0.1:9001]
         probe: {type: script, command: "/bin/sh -c 'exit 0'", interval: 5s, timeout: 2.5}
         breaker: {kind: circuit, window: 30s, min_calls: 4, failure_rate: 25%}
         min_up: 2
