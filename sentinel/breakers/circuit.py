@@ -9,10 +9,11 @@ CLOSED reports UP. OPEN and HALF_OPEN both report DOWN::
     HALF_OPEN --one failed trial-------------> OPEN     (open_for doubles, capped)
 
 While CLOSED every call is kept as (time, ok, slow) for `window` seconds. A
-call is slow when `slow_call` is set and its latency is >= `slow_call`. Once
+call is slow when `slow_call` is set and its latency is over `slow_call`. Once
 the window holds at least `min_calls` calls, the breaker opens when the share
 of failed calls is >= `failure_rate`, or the share of slow calls is >=
-`slow_rate`. Resilience4j uses the same rule. Results during OPEN are ignored.
+`slow_rate`. Resilience4j uses the same rules (a call exactly as long as its
+slowCallDurationThreshold is not slow). Results during OPEN are ignored.
 The first result at or after `retry_at()` is the first half-open trial. A
 trial passes only if it is ok and not slow. A backend that answers, but too
 slowly, is kept open, and the doubling backoff applies to it too.
@@ -105,7 +106,7 @@ class CircuitBreaker(CycleBreaker):
 
         Raises IllegalTransition, changing nothing, if `now` goes backwards.
         """
-        slow = self._config.slow_call is not None and latency >= self._config.slow_call
+        slow = self._config.slow_call is not None and latency > self._config.slow_call
         was_open = self._state is Phase.OPEN
         gated = self._gate(now)
         if gated is not None:
@@ -158,7 +159,7 @@ class CircuitBreaker(CycleBreaker):
         slow = self._slow
         if cfg.slow_call is not None and slow / n >= cfg.slow_rate:
             return (
-                f"{slow}/{n} calls took >= {secs(cfg.slow_call)} in {secs(cfg.window)}"
+                f"{slow}/{n} calls took over {secs(cfg.slow_call)} in {secs(cfg.window)}"
                 f" ({slow / n:.0%} >= {cfg.slow_rate:.0%})"
             )
         return ""
