@@ -388,10 +388,8 @@ def _check_names(service: str, node: Node, backends_node: Node,
 
 
 def _min_up(node: Node, service: str, backends: int) -> MinUp:
-    text = str(node.raw).strip()
-    if text.endswith("%"):
-        pct = node.derive(text[:-1]).as_float(0, 100)
-        return MinUp(percent=pct)
+    if str(node.raw).strip().endswith("%"):
+        return MinUp(percent=node.as_share() * 100)
     count = node.as_int(0)
     if backends and count > backends:  # the guard would hold every dead backend up, always
         raise node.error(f"min_up ({count}) is more than the {backends} "

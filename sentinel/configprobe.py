@@ -7,6 +7,7 @@ import re
 import shlex
 import shutil
 from collections.abc import Mapping
+from fractions import Fraction
 
 from sentinel.config import (
     DEFAULT_EXPECT_STATUS,
@@ -99,17 +100,9 @@ def _timing(e: Mapping[str, Node]) -> Timing:
         if value > interval:  # `fast_interval: 200m`, meant as 200ms, took minutes to notice
             e[key].warn(f"{key} ({_fmt(value)}) is longer than interval ({_fmt(interval)}): "
                         f"{effect}")
-    jitter = _jitter(e["jitter"]) if "jitter" in e else 0.0
+    jitter = float(e["jitter"].as_share(Fraction(1, 2))) if "jitter" in e else 0.0
     return Timing(interval=interval, fast_interval=fast, down_interval=down, timeout=timeout,
                   jitter=jitter)
-
-
-def _jitter(node: Node) -> float:
-    """`10%` or 0.1: at most half the interval either way."""
-    text = str(node.raw).strip()
-    if text.endswith("%"):
-        return Node(text[:-1], node.file, node.line, node.column, node.path).as_float(0, 50) / 100
-    return node.as_float(0, 0.5)
 
 
 def _fmt(seconds: float) -> str:
@@ -274,14 +267,10 @@ def parse_breaker(node: Node) -> BreakerConfig:
 
 def _rate(node: Node) -> float:
     """A rate in (0, 1], written as a fraction (0.5) or a percent (50%)."""
-    text = str(node.raw).strip()
-    if text.endswith("%"):
-        rate = Node(text[:-1], node.file, node.line, node.column, node.path).as_float(0, 100) / 100
-    else:
-        rate = node.as_float(0, 1)
+    rate = node.as_share()
     if rate == 0:
         raise node.error("must be more than 0 (a rate of 0 would trip on every call)")
-    return rate
+    return float(rate)  # the float nearest the exact rate: 7.2% compares as 0.072
 
 
 def _circuit(e: Mapping[str, Node]) -> CircuitBreakerConfig:

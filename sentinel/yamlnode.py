@@ -12,6 +12,8 @@ import math
 import os
 import re
 from collections.abc import Iterator, Mapping
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -192,6 +194,23 @@ class Node:
             raise self.error(f"expected a number, got {self.describe()}")
         _check_range(self, number, low, high)
         return number
+
+    def as_share(self, high: Fraction = Fraction(1)) -> Fraction:
+        """A share within 0..`high`, written as a fraction (0.25) or a percent (25%), read
+        exactly: 7.2% is 72/1000, where 7.2 / 100 in floats is 0.07200000000000001."""
+        v = self._value
+        text = "" if isinstance(v, bool) or v is None else str(v).strip()
+        try:
+            share = Fraction(Decimal(text.removesuffix("%").strip()))
+        except (InvalidOperation, ValueError, OverflowError):  # "abc", NaN, Infinity
+            raise self.error(f"expected a fraction (0.25) or a percent (25%), got "
+                             f"{self.describe()}") from None
+        if text.endswith("%"):
+            share /= 100
+        if not 0 <= share <= high:
+            raise self.error(f"must be 0..{float(high):g} ({float(high * 100):g}%), got "
+                             f"{self.describe()}")
+        return share
 
     def as_duration(self, *, positive: bool = True) -> float:
         """A duration in seconds: `250ms`, `2s`, `1m`, `1h` or a bare number of seconds."""

@@ -247,3 +247,24 @@ def test_name_overrides_satisfy_the_balancers(tmp_path: Path) -> None:
                     {sink: lb, backend: web_be, servers: {"web 1": web1}}]
         """))
     assert [b.sink for b in load_config(path).services[0].sinks] == ["edge", "doc", "lb"]
+
+
+def test_percentages_are_exact(tmp_path: Path) -> None:
+    """`failure_rate: 7.2%` is 0.072, not 0.07200000000000001 (which a breaker at exactly
+    72 failures in 1,000 calls missed), and `min_up: 7.2%` of 1,000 backends is 72, not 73;
+    a fraction (0.072) means the same."""
+    path = tmp_path / "sentinel.yaml"
+    for rate in ("7.2%", "0.072"):
+        path.write_text(textwrap.dedent(f"""\
+            services:
+              web:
+                backends: [127.0.0.1:80]
+                breaker: {{kind: circuit, failure_rate: "{rate}", slow_rate: 7.2%}}
+                probe: {{jitter: 7.2%}}
+                min_up: 7.2%
+            """))
+        svc = load_config(path).services[0]
+        assert isinstance(svc.breaker, CircuitBreakerConfig)
+        assert (svc.breaker.failure_rate, svc.breaker.slow_rate) == (0.072, 0.072)
+        assert svc.probe.timing.jitter == 0.072
+        assert svc.min_up.required(1000) == 72

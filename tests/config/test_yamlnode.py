@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
+from fractions import Fraction
 
 import pytest
 
@@ -165,3 +167,24 @@ def test_huge_numbers_are_errors(value: object) -> None:
     if isinstance(value, str) and value.isdigit():
         with pytest.raises(ConfigError, match="expected an integer"):
             _scalar(value).as_int()
+
+
+@pytest.mark.parametrize(("value", "share"), [
+    ("7.2%", Fraction(72, 1000)), (0.072, Fraction(72, 1000)), ("50 %", Fraction(1, 2)),
+    (1, Fraction(1)), ("0%", Fraction(0)),
+])
+def test_share(value: object, share: Fraction) -> None:
+    """Shares read exactly, as a fraction or a percent."""
+    assert _scalar(value).as_share() == share
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("60%", "must be 0..0.5 (50%), got '60%'"), (0.6, "must be 0..0.5 (50%), got 0.6"),
+    ("NaN", "expected a fraction (0.25) or a percent (25%), got 'NaN'"),
+    ("Infinity%", "expected a fraction (0.25) or a percent (25%), got 'Infinity%'"),
+    (True, "expected a fraction (0.25) or a percent (25%), got true"),
+])
+def test_bad_share(value: object, message: str) -> None:
+    """Out of range, not a number, or a boolean: an error quoting the value."""
+    with pytest.raises(ConfigError, match=re.escape(f"f.yaml:3:7: a.b: {message}")):
+        _scalar(value).as_share(Fraction(1, 2))
