@@ -232,7 +232,9 @@ def _missing(program: str) -> str | None:
             return f"command not found: {program}"
         if not os.access(program, os.X_OK) or os.path.isdir(program):
             return f"command is not executable: {program}"
-    elif not program.strip() or "\0" in program or shutil.which(program) is None:
+    elif not program.strip():
+        return "the program name is empty"
+    elif "\0" in program or shutil.which(program) is None:
         return f"command not found on PATH: {program}"
     return None
 

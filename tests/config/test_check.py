@@ -67,3 +67,14 @@ def test_a_slower_fast_or_down_interval_is_a_warning(tmp_path: Path, probe: str,
         """))
     done = run_sentinel("check", "-c", "sentinel.yaml", cwd=tmp_path)
     assert (done.returncode, done.stderr) == (0, f"warning: {warning}\n")
+
+
+def test_an_empty_program_name_is_named_as_such(tmp_path: Path) -> None:
+    """`command: [""]` is an error that says the program name is empty."""
+    write_config(tmp_path, textwrap.dedent("""\
+        sinks:
+          run: {type: exec, command: [""]}
+        """))
+    done = run_sentinel("check", "-c", "sentinel.yaml", cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (
+        2, "sentinel.yaml:2:30: sinks.run.command: the program name is empty\n")
