@@ -3,7 +3,10 @@
 `load_yaml` composes the document with PyYAML (never constructing arbitrary
 objects), substitutes `${VAR}` from the environment in string scalars, and
 wraps everything in `Node`s whose accessors raise `ConfigError`s that say
-where the value is and what was expected.
+where the value is and what was expected. Whatever the bytes, a ConfigError
+with a position is the only way it fails: the text is checked (UTF-8, no
+control characters), aliases are measured before they are expanded, and
+nesting, alias expansion and numbers are bounded.
 """
 
 from __future__ import annotations
@@ -25,6 +28,15 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 MAX_DURATION = 10 * 365 * 86400.0
+MAX_DEPTH = 64  # a config is a handful of levels deep
+MAX_ALIAS_NODES = 100_000  # values that aliases may add: a bomb is refused in milliseconds
+_TAG = "tag:yaml.org,2002:"
+_MERGE = _TAG + "merge"
+_SCALAR_TAGS = {_TAG + "str": "a string", _TAG + "int": "an integer", _TAG + "float": "a number",
+                _TAG + "bool": "true or false", _TAG + "null": "null"}
+_COLLECTION_TAGS: dict[type[yaml.Node], str] = {yaml.MappingNode: _TAG + "map",
+                                                yaml.SequenceNode: _TAG + "seq"}
+_constructor = yaml.SafeLoader("")
 
 
 class Node:
@@ -349,15 +361,6 @@ class _Loader(yaml.SafeLoader):
 
 # -- YAML nodes -> Nodes ------------------------------------------------------
 
-MAX_DEPTH = 64  # a config is a handful of levels deep
-MAX_ALIAS_NODES = 100_000  # values that aliases may add: a bomb is refused in milliseconds
-_TAG = "tag:yaml.org,2002:"
-_MERGE = _TAG + "merge"
-_SCALAR_TAGS = {_TAG + "str": "a string", _TAG + "int": "an integer", _TAG + "float": "a number",
-                _TAG + "bool": "true or false", _TAG + "null": "null"}
-_COLLECTION_TAGS: dict[type[yaml.Node], str] = {yaml.MappingNode: _TAG + "map",
-                                                yaml.SequenceNode: _TAG + "seq"}
-_constructor = yaml.SafeLoader("")
 
 
 class _AliasCheck:
