@@ -13,26 +13,38 @@ Example, `tcp` every 1s, timeout 500ms, threshold `fall: 3`: a death just
 after the probe at t=0 is first seen by the probe at t=1 (failing at 1.5),
 then by t=2 and t=3 (fast_interval defaults to interval), so the backend is
 removed at t=3.5: interval + 2 * fast_interval + timeout.
+
+Settling is recognised, not waited out: after each probe of the old condition
+the breaker's state (its `state_key`, times relative to the probe) and the delay
+to the next probe form a key, and once a key repeats, every later probe repeats
+the ones since, so the change is tried only at those few probes (usually one).
+Waiting ten horizons instead took a minute for `interval: 100ms` with
+`fail_timeout: 1h`. A run that never repeats falls back to that: the change is
+tried at PHASES probes after ten horizons. Identical settings are computed once.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
+import copy
+import functools
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from sentinel.breakers import make_breaker
 from sentinel.breakers.base import Change, Health, Transition
 from sentinel.config import (
+    BreakerConfig,
     CircuitBreakerConfig,
     NginxBreakerConfig,
+    ProbeConfig,
     ServiceConfig,
     ThresholdBreakerConfig,
+    Timing,
 )
 from sentinel.schedule import next_due
 
 PHASES = 24  # probe starts in the settled old condition tried as the moment of change
-MAX_PROBES = 2000  # per simulated run; a breaker that needs more is reported as "never"
+MAX_PROBES = 100_000  # after the change; a breaker that needs more is reported as "never"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,57 +77,91 @@ def _counts(svc: ServiceConfig) -> int:
     return b.min_calls + b.half_open_trials
 
 
-def _probes(svc: ServiceConfig, want: Health, change_at: float,
-            fail_latency: float) -> Iterator[tuple[float, float, Transition]]:
-    """(started, ended, transition) of each probe from t=0, the breaker starting in
-    the state opposite to `want`; the backend changes condition just after
-    `change_at`, so a probe starting at exactly `change_at` sees the old one."""
-    timing = svc.probe.timing
-    breaker = make_breaker(svc.breaker, Health.DOWN if want is Health.UP else Health.UP)
-    due = 0.0
-    while True:
-        started = due
-        alive = (started > change_at) if want is Health.UP else (started <= change_at)
-        latency = 0.0 if alive else fail_latency
+class _Run:
+    """One backend probed from t=0 on the virtual clock, its breaker starting opposite
+    to `want` (settled in the old condition), failing probes taking `fail_latency`."""
+
+    def __init__(self, svc: ServiceConfig, want: Health, fail_latency: float) -> None:
+        self.svc = svc
+        self.want = want
+        self.breaker = make_breaker(svc.breaker, Health.DOWN if want is Health.UP else Health.UP)
+        self.fail_latency = fail_latency
+        self.due = 0.0
+        self.probes = 0
+        self.old = want is Health.DOWN  # alive before a death, dead before a recovery
+
+    def probe(self, alive: bool) -> tuple[float, float, Transition]:
+        """The next probe: (started, ended, transition)."""
+        timing = self.svc.probe.timing
+        started = self.due
+        latency = 0.0 if alive else self.fail_latency
         now = started + latency
-        transition = breaker.observe(alive, now, latency)
-        yield started, now, transition
-        due = next_due(timing, transition, breaker.retry_at(), started, now, timing.jitter)
+        transition = self.breaker.observe(alive, now, latency)
+        self.due = next_due(timing, transition, self.breaker.retry_at(), started, now,
+                            timing.jitter)
+        self.probes += 1
+        return started, now, transition
+
+    def branch(self, fail_latency: float) -> _Run:
+        """An independent copy from here on, its failing probes taking `fail_latency`."""
+        twin = copy.copy(self)
+        twin.breaker = copy.copy(self.breaker)
+        twin.fail_latency = fail_latency
+        return twin
+
+    def key(self, started: float) -> Hashable:
+        """The state the next probes depend on, relative to the last probe's start."""
+        return self.breaker.state_key(started), round(self.due - started, 9)
+
+    def time_to_flip(self, change_at: float) -> float | None:
+        """The condition changes now, just after the probe that started at `change_at`:
+        seconds until the breaker reaches `want`; None if it never does."""
+        limit = change_at + _horizon(self.svc) * (4 + _counts(self.svc))
+        for _ in range(MAX_PROBES):
+            _, now, transition = self.probe(not self.old)
+            if transition.change is Change.CHANGED and transition.health is self.want:
+                return now - change_at
+            if now > limit:
+                return None
+        return None
 
 
-def _change_points(svc: ServiceConfig, want: Health, fail_latency: float) -> list[float]:
-    """Probe starts once the breaker has settled in the old condition."""
+def _settle(svc: ServiceConfig, want: Health, fail_latency: float
+            ) -> tuple[_Run, float, range]:
+    """Probes the old condition until it settles. Returns that run, the start of its last
+    probe, and the indexes of the probes to try the change just after: one period of the
+    settled run (the run stands at its end), or, for a run that does not settle, PHASES
+    probes once ten horizons have passed (the run stands at their first)."""
+    run = _Run(svc, want, fail_latency)
     warm = 10 * _horizon(svc)
-    points: list[float] = []
-    for started, _, _ in _probes(svc, want, math.inf, fail_latency):
+    seen: dict[Hashable, int] = {}
+    while True:
+        index = run.probes
+        started, _, _ = run.probe(run.old)
         if started >= warm:
-            points.append(started)
-            if len(points) == PHASES:
-                break
-    return points
-
-
-def _time_to_flip(svc: ServiceConfig, want: Health, change_at: float,
-                  fail_latency: float) -> float | None:
-    """Seconds from the change to the breaker reaching `want`; None if it never does."""
-    limit = change_at + _horizon(svc) * (4 + _counts(svc))
-    after = 0
-    for started, now, transition in _probes(svc, want, change_at, fail_latency):
-        if started <= change_at:
-            continue
-        if transition.change is Change.CHANGED and transition.health is want:
-            return now - change_at
-        after += 1
-        if after >= MAX_PROBES or now > limit:
-            return None
-    return None
+            return run, started, range(index, index + PHASES)
+        key = run.key(started)
+        before = seen.get(key)
+        if before is not None and index - before <= PHASES:
+            return run, started, range(before + 1, index + 1)
+        seen[key] = index
 
 
 def _worst(svc: ServiceConfig, want: Health) -> float | None:
+    # Before a death the backend is alive and its probes take no time, whatever a failure
+    # would take: one settled run serves both failure modes.
+    shared = _settle(svc, want, 0.0) if want is Health.DOWN else None
     worst = 0.0
     for latency in {0.0, svc.probe.timing.timeout}:
-        for change_at in _change_points(svc, want, latency):
-            took = _time_to_flip(svc, want, change_at, latency)
+        settled, settled_at, changes = shared or _settle(svc, want, latency)
+        for change in changes:
+            if settled.probes == change + 1:  # the settled run stands there: branch off it
+                run, change_at = settled.branch(latency), settled_at
+            else:
+                run = _Run(svc, want, latency)
+                for _ in range(change + 1):
+                    change_at, _, _ = run.probe(run.old)
+            took = run.time_to_flip(change_at)
             if took is None:
                 return None
             worst = max(worst, took)
@@ -124,6 +170,13 @@ def _worst(svc: ServiceConfig, want: Health) -> float | None:
 
 def compute_budget(svc: ServiceConfig) -> Budget:
     """The worst case over phases and failure modes, for both directions."""
+    return _budget(svc.probe.timing, svc.breaker)
+
+
+@functools.lru_cache(maxsize=1024)
+def _budget(timing: Timing, breaker: BreakerConfig) -> Budget:
+    """A budget depends on nothing else: services alike in these are computed once."""
+    svc = ServiceConfig(name="", backends=(), probe=ProbeConfig(timing=timing), breaker=breaker)
     return Budget(to_down=_worst(svc, Health.DOWN), to_up=_worst(svc, Health.UP))
 
 

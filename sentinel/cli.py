@@ -138,7 +138,7 @@ def _check(path: str) -> int:
               f"recovery -> return {describe(budget.to_up)}")
     from sentinel.sinks.ipvs_config import warnings as ipvs_warnings
 
-    for warning in ipvs_warnings(config):  # risky, not invalid: still exit 0
+    for warning in (*config.warnings, *ipvs_warnings(config)):  # risky, not invalid: exit 0
         print(f"warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
@@ -147,6 +147,8 @@ def _run(path: str) -> int:
     config = _load(path)
     if config is None:
         return EXIT_USAGE
+    for warning in config.warnings:
+        log.warning("%s", warning)
     try:
         trio.run(run_instance, config)
     except StateError as exc:  # e.g. a corrupt or locked outbox: say so, no traceback
@@ -183,8 +185,11 @@ async def run_instance(config: Config, *,
     gc.collect()
     gc.freeze()
 
+    reloading = trio.Lock()  # SIGHUP during POST /v1/reload: one after the other
+
     async def reload() -> list[str]:
-        return await reload_from_file(engine, config.path)
+        async with reloading:
+            return await reload_from_file(engine, config.path)
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as outer:

@@ -6,8 +6,10 @@ Durations are floats in seconds. Every sink kind parses its own options
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Literal
 
 # -- probes ------------------------------------------------------------------
@@ -150,12 +152,12 @@ class MinUp:
     """The panic guard: never publish fewer than this many backends up."""
 
     count: int = 0
-    percent: float | None = None
+    percent: Fraction | None = None  # exact: 7.2% of 1,000 backends is 72, not 73
 
     def required(self, total: int) -> int:
         """How many of `total` backends must stay published up."""
         if self.percent is not None:
-            return min(total, int(-(-self.percent * total // 100)))
+            return min(total, math.ceil(self.percent * total / 100))
         return min(total, self.count)
 
 
@@ -240,6 +242,8 @@ class Config:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     sinks: tuple[SinkConfig, ...] = ()
     services: tuple[ServiceConfig, ...] = ()
+    # risky but valid settings, `file:line:col: path: message` (`sentinel check` prints them)
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def service(self, name: str) -> ServiceConfig:
         """The service called `name` (KeyError when there is none)."""

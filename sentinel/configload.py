@@ -34,6 +34,8 @@ TOP_KEYS = {"version", "state_dir", "shutdown_timeout", "max_in_flight", "api", 
             "defaults", "sinks", "services"}
 SERVICE_KEYS = {"backends", "probe", "breaker", "sinks", "slow_start", "min_up", "dampen"}
 BACKEND_KEYS = {"name", "address", "weight", "backup"}
+MAX_FILE_BYTES = 16 << 20
+_HOST = re.compile(r"^[A-Za-z0-9_.-]+$")
 T = TypeVar("T")
 
 
@@ -62,12 +64,16 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     """Read and validate the config file at `path`; raise ConfigErrors listing every problem."""
     file = str(path)
     try:
-        text = Path(file).read_text(encoding="utf-8")
+        with open(file, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)  # -c /dev/zero must not fill the memory
     except OSError as exc:
         raise ConfigErrors([ConfigError(None, f"{file}: cannot read: {exc.strerror}")]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigErrors([ConfigError(None, f"{file}: larger than {MAX_FILE_BYTES >> 20} MB; "
+                                              f"not a config file")])
     try:
-        root = load_yaml(text, file, env)
-    except ConfigError as one:  # a YAML syntax error, a duplicate key, an unset ${VAR}
+        root = load_yaml(data, file, env)
+    except ConfigError as one:  # not YAML, a duplicate key, an unset ${VAR}, an alias bomb
         raise ConfigErrors([one]) from None
     return parse_config(root, file)
 
@@ -75,11 +81,11 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
 def parse_config(root: Node, file: str) -> Config:
     """Validate a composed document."""
     errors = _Collector()
-    top = errors.run(lambda: root.as_map(TOP_KEYS)) or {}
+    top = errors.run(lambda: _top(root)) or {}
     if "version" in top:
         errors.run(lambda: _version(top["version"]))
     base = Path(file).resolve().parent
-    state_dir = (errors.run(lambda: str(base / top["state_dir"].as_str()))
+    state_dir = (errors.run(lambda: str(base / top["state_dir"].as_path()))
                  if "state_dir" in top else str(base / "state"))
     shutdown = (errors.run(lambda: top["shutdown_timeout"].as_duration())
                 if "shutdown_timeout" in top else 10.0)
@@ -90,7 +96,7 @@ def parse_config(root: Node, file: str) -> Config:
                  else TelemetryConfig())
     sinks = _sinks(top.get("sinks"), errors)
     defaults = errors.run(lambda: _defaults(top.get("defaults"))) or {}
-    services = _services(top.get("services"), defaults, {s.name: s for s in sinks}, errors)
+    services = _services(top.get("services"), defaults, sinks, errors)
     if errors.errors:
         # `defaults` are merged under every service: report a bad default once, not per service
         raise ConfigErrors(list({str(e): e for e in errors.errors}.values()))
@@ -101,7 +107,16 @@ def parse_config(root: Node, file: str) -> Config:
     assert in_flight is not None
     return Config(path=file, state_dir=state_dir, shutdown_timeout=shutdown,
                   max_in_flight=in_flight, api=api, telemetry=telemetry,
-                  sinks=tuple(sinks), services=tuple(services))
+                  sinks=tuple(s for s in sinks.values() if s is not None),
+                  services=tuple(services),
+                  warnings=tuple(dict.fromkeys(str(w) for w in ConfigErrors(root.warnings).errors)))
+
+
+def _top(root: Node) -> Mapping[str, Node]:
+    """The top-level keys; those starting with `x-` are free, a place for anchors that
+    services merge in (`<<: *name`), as in Docker Compose."""
+    extensions = [key for key in root.as_map() if key.startswith("x-")]
+    return root.without(*extensions).as_map(TOP_KEYS)
 
 
 def _version(node: Node) -> None:
@@ -123,6 +138,9 @@ def parse_address(node: Node) -> tuple[str, int]:
             ipaddress.IPv6Address(host.split("%")[0])
         except ValueError:
             raise node.error(f"invalid IPv6 address {host!r}") from None
+    elif not _HOST.match(host):  # `a;b:80` would end nginx's `server` line early
+        raise node.error(f"invalid host {host!r}: an IPv4 address or a DNS name (letters, "
+                         f"digits and .-_)")
     if not 1 <= port <= 65535:
         raise node.error(f"port must be 1..65535, got {port}")
     return host, port
@@ -143,23 +161,38 @@ def parse_api(node: Node) -> ApiConfig:
     host, port = ("127.0.0.1", 9900)
     if "listen" in e:
         host, port = _listen(e["listen"])
-    token = e["token"].as_str() if "token" in e else None
+    token = _token(e["token"], e["token"].as_str()) if "token" in e else None
     if "token_file" in e:
+        where = e["token_file"]
         try:
-            token = Path(e["token_file"].as_str()).read_text().strip()
+            data = Path(where.as_path()).read_bytes()
         except OSError as exc:
-            raise e["token_file"].error(f"cannot read token file: {exc.strerror}") from None
+            raise where.error(f"cannot read token file: {exc.strerror}") from None
+        try:
+            token = _token(where, data.decode())
+        except UnicodeDecodeError:
+            raise where.error("the token file is not UTF-8 text") from None
     if not token and not _is_loopback(host):
         raise (e.get("listen") or node).error(
             f"listening on non-loopback address {host} requires api.token or api.token_file")
     return ApiConfig(host=host, port=port, token=token or None)
 
 
+def _token(node: Node, text: str) -> str:
+    """A bearer token, without the blanks around it (a token file's newline); a token
+    of only blanks would let no one in, or, checked as unset, everyone."""
+    token = text.strip()
+    if not token:
+        raise node.error("the token is empty or blank")
+    if not token.isprintable():
+        raise node.error("the token holds control characters")
+    return token
+
+
 def _listen(node: Node) -> tuple[str, int]:
     text = node.as_str()
     if re.fullmatch(r".*:0", text):  # port 0: let the kernel choose (tests, demos)
-        host, _ = parse_address(Node(text[:-1] + "1", node.file, node.line, node.column,
-                                     node.path))
+        host, _ = parse_address(node.derive(text[:-1] + "1"))
         return host, 0
     return parse_address(node)
 
@@ -172,9 +205,7 @@ def _telemetry(node: Node) -> TelemetryConfig:
         exporter = t["exporter"].as_str() if "exporter" in t else "none"
         if exporter not in ("none", "console", "otlp"):
             raise t["exporter"].error(f"expected none, console or otlp; got {exporter!r}")
-        endpoint = t["endpoint"].as_str() if "endpoint" in t else traces.endpoint
-        if not re.match(r"https?://[^/]", endpoint):
-            raise t["endpoint"].error(f"expected an http:// or https:// URL, got {endpoint!r}")
+        endpoint = t["endpoint"].as_url() if "endpoint" in t else traces.endpoint
         traces = TracesConfig(
             exporter=exporter,  # type: ignore[arg-type]
             endpoint=endpoint, headers=_string_map(t.get("headers")),
@@ -195,13 +226,16 @@ def _string_map(node: Node | None) -> tuple[tuple[str, str], ...]:
     return tuple((k, v.as_str()) for k, v in node.items()) if node is not None else ()
 
 
-def _sinks(node: Node | None, errors: _Collector) -> list[SinkConfig]:
+def _sinks(node: Node | None, errors: _Collector) -> dict[str, SinkConfig | None]:
+    """Every sink by name; None for one defined with errors (reported here, once: the
+    services that use it are not told it is undefined)."""
     from sentinel.sinks import SINK_KINDS
 
-    out: list[SinkConfig] = []
+    out: dict[str, SinkConfig | None] = {}
     if node is None:
         return out
     for name, entry in errors.run(lambda: list(node.items())) or []:
+        out[name] = None
         with errors.guard():
             e = entry.as_map()
             if "type" not in e:
@@ -211,7 +245,7 @@ def _sinks(node: Node | None, errors: _Collector) -> list[SinkConfig]:
                 raise e["type"].error(f"unknown sink type {kind!r}; expected one of: "
                                       f"{', '.join(sorted(SINK_KINDS))}")
             options = SINK_KINDS[kind].parse_options(entry.without("type"))
-            out.append(SinkConfig(name=name, type=kind, options=options))
+            out[name] = SinkConfig(name=name, type=kind, options=options)
     return out
 
 
@@ -222,7 +256,8 @@ def _defaults(node: Node | None) -> Mapping[str, Node]:
 
 
 def _services(node: Node | None, defaults: Mapping[str, Node],
-              sinks: Mapping[str, SinkConfig], errors: _Collector) -> list[ServiceConfig]:
+              sinks: Mapping[str, SinkConfig | None], errors: _Collector
+              ) -> list[ServiceConfig]:
     out: list[ServiceConfig] = []
     if node is None:
         return out
@@ -234,7 +269,7 @@ def _services(node: Node | None, defaults: Mapping[str, Node],
 
 
 def _service(name: str, node: Node, defaults: Mapping[str, Node],
-             sinks: Mapping[str, SinkConfig]) -> ServiceConfig:
+             sinks: Mapping[str, SinkConfig | None]) -> ServiceConfig:
     own = node.as_map(SERVICE_KEYS)
     errors = _Collector()
     if "backends" not in own:
@@ -249,10 +284,13 @@ def _service(name: str, node: Node, defaults: Mapping[str, Node],
     breaker = errors.run(lambda: parse_breaker(
         merged(defaults.get("breaker"), own.get("breaker"), "kind", set(), "nginx")))
     bindings = errors.run(lambda: _bindings(pick("sinks"), sinks)) or ()
+    if backends:
+        errors.run(lambda: _check_names(name, node, own["backends"], backends, bindings, sinks))
     slow = pick("slow_start")
     slow_start = errors.run(lambda: slow.as_duration(positive=False)) if slow else 0.0
     min_up_node = pick("min_up")
-    min_up = errors.run(lambda: _min_up(min_up_node)) if min_up_node else MinUp()
+    min_up = errors.run(lambda: _min_up(min_up_node, name, len(backends))) if min_up_node \
+        else MinUp()
     dampen_node = pick("dampen")
     dampen = errors.run(lambda: _dampen(dampen_node)) if dampen_node else None
     if errors.errors:
@@ -303,7 +341,8 @@ def _backend(item: Node) -> BackendConfig:
     )
 
 
-def _bindings(node: Node | None, sinks: Mapping[str, SinkConfig]) -> tuple[SinkBinding, ...]:
+def _bindings(node: Node | None, sinks: Mapping[str, SinkConfig | None]
+              ) -> tuple[SinkBinding, ...]:
     from sentinel.sinks import SINK_KINDS
 
     if node is None:
@@ -317,19 +356,45 @@ def _bindings(node: Node | None, sinks: Mapping[str, SinkConfig]) -> tuple[SinkB
         if name not in sinks:
             known = ", ".join(sorted(sinks)) or "none defined"
             raise ref.error(f"undefined sink {name!r} (defined: {known})")
-        kind = SINK_KINDS[sinks[name].type]
-        extras = item.without("sink") if item.is_map else Node({}, item.file, item.line,
-                                                               item.column, item.path)
-        out.append(SinkBinding(sink=name, options=kind.parse_binding(extras)))
+        sink = sinks[name]
+        if sink is None:  # its definition's errors are reported where it is defined
+            continue
+        extras = item.without("sink") if item.is_map else item.derive({})
+        out.append(SinkBinding(sink=name, options=SINK_KINDS[sink.type].parse_binding(extras)))
     return tuple(out)
 
 
-def _min_up(node: Node) -> MinUp:
-    text = str(node.raw).strip()
-    if text.endswith("%"):
-        pct = Node(text[:-1], node.file, node.line, node.column, node.path).as_float(0, 100)
-        return MinUp(percent=pct)
-    return MinUp(count=node.as_int(0))
+def _check_names(service: str, node: Node, backends_node: Node,
+                 backends: tuple[BackendConfig, ...], bindings: tuple[SinkBinding, ...],
+                 sinks: Mapping[str, SinkConfig | None]) -> None:
+    """Names each bound sink writes where a balancer parses them (nginx upstreams,
+    HAProxy backends and servers) must be names that balancer accepts."""
+    from sentinel.sinks import SINK_KINDS
+
+    where = {  # backend name -> its node: the `name:` if given, else the address
+        backend.name: (item.get("name") or item.get("address") or item) if item.is_map else item
+        for item, backend in zip(backends_node.as_list(), backends, strict=True)}
+    problems: list[ConfigError] = []
+    for binding in bindings:
+        sink = sinks[binding.sink]
+        assert sink is not None
+        for culprit, message in SINK_KINDS[sink.type].check_names(
+                binding.options, service, [b.name for b in backends]):
+            text = f"{message} (sink {binding.sink})"
+            problems.append(node.key_error(text) if culprit is None
+                            else where[culprit].error(text))
+    if problems:
+        raise ConfigErrors(problems)
+
+
+def _min_up(node: Node, service: str, backends: int) -> MinUp:
+    if str(node.raw).strip().endswith("%"):
+        return MinUp(percent=node.as_share() * 100)
+    count = node.as_int(0)
+    if backends and count > backends:  # the guard would hold every dead backend up, always
+        raise node.error(f"min_up ({count}) is more than the {backends} "
+                         f"backend{'s' if backends != 1 else ''} of service {service}")
+    return MinUp(count=count)
 
 
 def _dampen(node: Node) -> DampenConfig:

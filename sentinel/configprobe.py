@@ -7,6 +7,7 @@ import re
 import shlex
 import shutil
 from collections.abc import Mapping
+from fractions import Fraction
 
 from sentinel.config import (
     DEFAULT_EXPECT_STATUS,
@@ -32,6 +33,7 @@ PROBE_KEYS = {
     "https": {"method", "path", "host", "headers", "expect_status", "expect_body", "verify"},
     "script": {"command"},
 }
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 BREAKER_KEYS = {
     "nginx": {"max_fails", "fail_timeout", "passes", "window"},
     "threshold": {"rise", "fall"},
@@ -52,7 +54,7 @@ def merged(default: Node | None, own: Node | None, kind_key: str, shared: set[st
     anchor = own or default
     if anchor is None:
         return Node({}, "", 1, 1, "")
-    return Node({**base, **mine}, anchor.file, anchor.line, anchor.column, anchor.path)
+    return anchor.derive({**base, **mine})
 
 
 def _kind(node: Node, key: str, default: str, table: dict[str, set[str]],
@@ -92,17 +94,15 @@ def _timing(e: Mapping[str, Node]) -> Timing:
         assert where is not None
         raise where.error(f"timeout ({_fmt(timeout)}) must not be longer than interval "
                           f"({_fmt(interval)})")
-    jitter = _jitter(e["jitter"]) if "jitter" in e else 0.0
+    for key, value, effect in (
+            ("fast_interval", fast, "probing slows down after a failure"),
+            ("down_interval", down, "a recovery is seen that much later")):
+        if value > interval:  # `fast_interval: 200m`, meant as 200ms, took minutes to notice
+            e[key].warn(f"{key} ({_fmt(value)}) is longer than interval ({_fmt(interval)}): "
+                        f"{effect}")
+    jitter = float(e["jitter"].as_share(Fraction(1, 2))) if "jitter" in e else 0.0
     return Timing(interval=interval, fast_interval=fast, down_interval=down, timeout=timeout,
                   jitter=jitter)
-
-
-def _jitter(node: Node) -> float:
-    """`10%` or 0.1: at most half the interval either way."""
-    text = str(node.raw).strip()
-    if text.endswith("%"):
-        return Node(text[:-1], node.file, node.line, node.column, node.path).as_float(0, 50) / 100
-    return node.as_float(0, 0.5)
 
 
 def _fmt(seconds: float) -> str:
@@ -138,22 +138,46 @@ def _tcp(e: Mapping[str, Node]) -> TcpSpec:
 
 
 def _http(e: Mapping[str, Node]) -> HttpSpec:
-    path = e["path"].as_str() if "path" in e else "/"
+    path = _http_text(e["path"], "a path", spaces=False) if "path" in e else "/"
     if not path.startswith("/"):
         raise e["path"].error(f"must start with '/', got {path!r}")
     headers: tuple[tuple[str, str], ...] = ()
     if "headers" in e:
-        headers = tuple((k, v.as_str()) for k, v in e["headers"].items())
+        headers = tuple((_token(value, name, "a header name", at_key=True),
+                         _http_text(value, "a header value", spaces=True))
+                        for name, value in e["headers"].items())
     return HttpSpec(
-        method=e["method"].as_str().upper() if "method" in e else "GET",
+        method=_token(e["method"], e["method"].as_str(), "a method").upper() if "method" in e
+        else "GET",
         path=path,
-        host=e["host"].as_str() if "host" in e else None,
+        host=_http_text(e["host"], "a Host header", spaces=False) if "host" in e else None,
         headers=headers,
         expect_status=_statuses(e["expect_status"]) if "expect_status" in e
         else DEFAULT_EXPECT_STATUS,
         expect_body=re.compile(_regex(e["expect_body"])) if "expect_body" in e else None,
         verify=e["verify"].as_bool() if "verify" in e else True,
     )
+
+
+def _http_text(node: Node, what: str, *, spaces: bool) -> str:
+    """Text that goes into the request as it is: printable ASCII (httpx encodes headers as
+    ASCII; a path percent-encodes the rest), spaces and tabs only inside header values.
+    A CR or LF would end the line and let the config write its own request."""
+    text = node.as_str()
+    for char in text:
+        if not ("!" <= char <= "~" or (spaces and char in " \t")):
+            rule = ("printable ASCII (spaces and tabs allowed)" if spaces
+                    else "printable ASCII without spaces; percent-encode the rest (%20)")
+            raise node.error(f"{what} must be {rule}, found {char!r}")
+    return text
+
+
+def _token(node: Node, text: str, what: str, *, at_key: bool = False) -> str:
+    """A method or header name (the key of `node`): an RFC 9110 token."""
+    if not _TOKEN.fullmatch(text):
+        message = f"{what} must be a token (letters, digits and !#$%&'*+-.^_`|~), got {text!r}"
+        raise node.key_error(message) if at_key else node.error(message)
+    return text
 
 
 def _statuses(node: Node) -> tuple[StatusClass, ...]:
@@ -185,15 +209,34 @@ def parse_command(node: Node) -> tuple[str, ...]:
             raise node.error(f"cannot split command: {exc}") from None
     if not argv:
         raise node.error("must not be empty")
-    program = argv[0]
+    problem = _missing(argv[0])
+    if problem:
+        raise node.error(problem)
+    return tuple(argv)
+
+
+def default_command(node: Node, key: str, argv: tuple[str, ...]) -> tuple[str, ...]:
+    """The command a sink runs when `key` is not set (`node` is the sink): its program
+    is checked as a configured one would be, so `check` fails where `run` would."""
+    problem = _missing(argv[0])
+    if problem:
+        raise node.error(f"`{key}` defaults to `{shlex.join(argv)}`: {problem}; install it "
+                         f"or set `{key}`")
+    return argv
+
+
+def _missing(program: str) -> str | None:
+    """Why `program` cannot be run here (looked up as exec does), or None."""
     if "/" in program:
         if not os.path.exists(program):
-            raise node.error(f"command not found: {program}")
+            return f"command not found: {program}"
         if not os.access(program, os.X_OK) or os.path.isdir(program):
-            raise node.error(f"command is not executable: {program}")
-    elif shutil.which(program) is None:
-        raise node.error(f"command not found on PATH: {program}")
-    return tuple(argv)
+            return f"command is not executable: {program}"
+    elif not program.strip():
+        return "the program name is empty"
+    elif "\0" in program or shutil.which(program) is None:
+        return f"command not found on PATH: {program}"
+    return None
 
 
 def _script(e: Mapping[str, Node], node: Node) -> ScriptSpec:
@@ -226,14 +269,10 @@ def parse_breaker(node: Node) -> BreakerConfig:
 
 def _rate(node: Node) -> float:
     """A rate in (0, 1], written as a fraction (0.5) or a percent (50%)."""
-    text = str(node.raw).strip()
-    if text.endswith("%"):
-        rate = Node(text[:-1], node.file, node.line, node.column, node.path).as_float(0, 100) / 100
-    else:
-        rate = node.as_float(0, 1)
+    rate = node.as_share()
     if rate == 0:
         raise node.error("must be more than 0 (a rate of 0 would trip on every call)")
-    return rate
+    return float(rate)  # the float nearest the exact rate: 7.2% compares as 0.072
 
 
 def _circuit(e: Mapping[str, Node]) -> CircuitBreakerConfig:
@@ -256,4 +295,5 @@ def _circuit(e: Mapping[str, Node]) -> CircuitBreakerConfig:
     )
 
 
-__all__ = ["ConfigError", "merged", "parse_breaker", "parse_command", "parse_probe"]
+__all__ = ["ConfigError", "default_command", "merged", "parse_breaker", "parse_command",
+           "parse_probe"]

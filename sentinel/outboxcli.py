@@ -198,7 +198,7 @@ async def outbox_endpoint(source: object, method: str, path: str, query: str
 def send_test(url: str, secrets: Sequence[str], timeout: float) -> int:
     """POST one signed test event; exit 0 on a 2xx, 1 otherwise, 2 for a bad secret."""
     try:
-        keys = [decode_secret(s) for s in secrets]
+        keys = [decode_secret(s, signing=True) for s in secrets]
     except SignatureError as exc:
         print(f"sentinel webhook test: {exc}", file=sys.stderr)
         return 2

@@ -25,18 +25,33 @@ from sentinel.service import ServiceRuntime
 
 log = logging.getLogger("sentinel.reload")
 PROBE_CLOSE_GRACE = 5.0
+_LOADING = trio.CapacityLimiter(1)
 
 
 async def reload_from_file(engine: Engine, path: str) -> list[str]:
-    """Load `path` and apply it; return the errors (the running config is kept) or []."""
+    """Load `path` and apply it; return the errors (the running config is kept) or [].
+
+    Never raises (but for cancellation): SIGHUP and POST /v1/reload call it, and
+    nothing a reload meets may take the running instance down. The file is read
+    and validated in a worker thread of its own, so a large file never stalls
+    probing, nor waits behind host-name lookups in Trio's shared threads."""
     try:
-        config = load_config(path)
+        config = await trio.to_thread.run_sync(load_config, path, limiter=_LOADING)
     except ConfigErrors as exc:
         errors = [str(e) for e in exc.errors]
     except ConfigError as exc:
         errors = [str(exc)]
+    except Exception as exc:  # a loader bug: refuse the file, keep running
+        log.exception("reload refused: loading %s failed", path)
+        errors = [f"{path}: cannot load: {type(exc).__name__}: {exc}"]
     else:
-        await apply_reload(engine, config)
+        for warning in config.warnings:
+            log.warning("%s", warning)
+        try:
+            await apply_reload(engine, config)
+        except Exception as exc:
+            log.exception("reload of %s failed part way", path)
+            return [f"{path}: reload failed: {type(exc).__name__}: {exc}"]
         log.info("reloaded %s: %d services", path, len(config.services))
         return []
     for error in errors:

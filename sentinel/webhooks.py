@@ -36,8 +36,13 @@ class SignatureError(ValueError):
     """A secret cannot be decoded, or a message does not verify."""
 
 
-def decode_secret(secret: str) -> bytes:
-    """The HMAC key of a `whsec_...` secret (the prefix is optional, as in the libraries)."""
+def decode_secret(secret: str, *, signing: bool = False) -> bytes:
+    """The HMAC key of a `whsec_...` secret. Verifying, the prefix is optional, as in the
+    libraries; `signing` (the sink, `webhook test`) requires it: a bare string that happens
+    to be base64 ("hunter2") would sign with a key nobody meant."""
+    if signing and not secret.startswith(PREFIX):
+        raise SignatureError("a webhook secret must be whsec_ followed by base64 (the "
+                             "Standard Webhooks form)")
     text = secret.removeprefix(PREFIX)
     try:
         key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)

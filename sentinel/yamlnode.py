@@ -3,7 +3,10 @@
 `load_yaml` composes the document with PyYAML (never constructing arbitrary
 objects), substitutes `${VAR}` from the environment in string scalars, and
 wraps everything in `Node`s whose accessors raise `ConfigError`s that say
-where the value is and what was expected.
+where the value is and what was expected. Whatever the bytes, a ConfigError
+with a position is the only way it fails: the text is checked (UTF-8, no
+control characters), aliases are measured before they are expanded, and
+nesting, alias expansion and numbers are bounded.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ import math
 import os
 import re
 from collections.abc import Iterator, Mapping
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -21,15 +27,26 @@ from sentinel.errors import ConfigError, Mark
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+MAX_DURATION = 10 * 365 * 86400.0
+MAX_DEPTH = 64  # a config is a handful of levels deep
+MAX_ALIAS_NODES = 100_000  # values that aliases may add: a bomb is refused in milliseconds
+_TAG = "tag:yaml.org,2002:"
+_MERGE = _TAG + "merge"
+_SCALAR_TAGS = {_TAG + "str": "a string", _TAG + "int": "an integer", _TAG + "float": "a number",
+                _TAG + "bool": "true or false", _TAG + "null": "null"}
+_COLLECTION_TAGS: dict[type[yaml.Node], str] = {yaml.MappingNode: _TAG + "map",
+                                                yaml.SequenceNode: _TAG + "seq"}
 _constructor = yaml.SafeLoader("")
 
 
 class Node:
     """One YAML value with where it came from."""
 
-    __slots__ = ("_value", "column", "file", "key_column", "key_line", "line", "path")
+    __slots__ = ("_value", "column", "file", "key_column", "key_line", "line", "path",
+                 "warnings")
 
-    def __init__(self, value: Any, file: str, line: int, column: int, path: str) -> None:
+    def __init__(self, value: Any, file: str, line: int, column: int, path: str,
+                 warnings: list[ConfigError] | None = None) -> None:
         self._value = value
         self.file = file
         self.line = line
@@ -37,6 +54,7 @@ class Node:
         self.path = path
         self.key_line = line  # where this entry's key is, when it is in a mapping
         self.key_column = column
+        self.warnings = [] if warnings is None else warnings  # shared by the whole document
 
     @property
     def mark(self) -> Mark:
@@ -46,6 +64,16 @@ class Node:
     def error(self, message: str) -> ConfigError:
         """A ConfigError pointing at this value."""
         return ConfigError(self.mark, message)
+
+    def warn(self, message: str) -> None:
+        """Note something risky but valid about this value (`sentinel check` prints it)."""
+        self.warnings.append(self.error(message))
+
+    def derive(self, value: Any) -> Node:
+        """`value` in this node's place: a part of it, or a mapping rebuilt from it."""
+        node = Node(value, self.file, self.line, self.column, self.path, self.warnings)
+        node.key_line, node.key_column = self.key_line, self.key_column
+        return node
 
     def describe(self) -> str:
         """The value as an error message quotes it."""
@@ -58,7 +86,7 @@ class Node:
             return "nothing"
         if isinstance(v, bool):
             return "true" if v else "false"  # as YAML spells it, not Python
-        return repr(v) if isinstance(v, str) else str(v)
+        return _shorten(v) if isinstance(v, str) else _shorten(str(v), quote=False)
 
     # -- structure ----------------------------------------------------------
 
@@ -106,8 +134,7 @@ class Node:
 
     def without(self, *keys: str) -> Node:
         """A copy of this mapping without `keys` (for handing options on to a plug-in)."""
-        kept = {k: v for k, v in self.as_map().items() if k not in keys}
-        return Node(kept, self.file, self.line, self.column, self.path)
+        return self.derive({k: v for k, v in self.as_map().items() if k not in keys})
 
     def get(self, key: str) -> Node | None:
         """The entry `key` of a mapping, or None."""
@@ -126,6 +153,29 @@ class Node:
             raise self.error(f"expected a string, got {self.describe()}")
         return str(v)
 
+    def as_path(self) -> str:
+        """A file system path: not empty or blank, no NUL character."""
+        text = self.as_str()
+        if not text.strip():
+            raise self.error("must not be empty")
+        if "\0" in text:
+            raise self.error("a path cannot hold a NUL character")
+        return text
+
+    def as_url(self) -> str:
+        """An http:// or https:// URL with a host (and a valid port, when it has one)."""
+        text = self.as_str()
+        try:
+            parts = urlsplit(text)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and (
+                parts.port is None or parts.port > 0)
+        except ValueError:  # `http://[::1`, port 99999
+            ok = False
+        if not ok or any(not char.isprintable() or char.isspace() for char in text):
+            raise self.error(f"expected an http:// or https:// URL with a host, got "
+                             f"{self.describe()}")
+        return text
+
     def as_bool(self) -> bool:
         """true/false."""
         if isinstance(self._value, bool):
@@ -137,7 +187,7 @@ class Node:
     def as_int(self, low: int | None = None, high: int | None = None) -> int:
         """An integer, optionally within low..high."""
         v = self._value
-        if isinstance(v, str) and re.fullmatch(r"-?\d+", v.strip()):
+        if isinstance(v, str) and re.fullmatch(r"-?\d{1,4000}", v.strip()):
             v = int(v)
         if isinstance(v, bool) or not isinstance(v, int):
             raise self.error(f"expected an integer, got {self.describe()}")
@@ -147,21 +197,38 @@ class Node:
     def as_float(self, low: float | None = None, high: float | None = None) -> float:
         """A number, optionally within low..high."""
         v = self._value
-        if isinstance(v, str):
-            try:
-                v = float(v)
-            except ValueError:
-                raise self.error(f"expected a number, got {self.describe()}") from None
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        try:
+            number = float(v) if isinstance(v, str | int | float) and not isinstance(v, bool) \
+                else math.nan
+        except (ValueError, OverflowError):  # "abc", an integer of 400 digits
+            number = math.nan
+        if not math.isfinite(number):
             raise self.error(f"expected a number, got {self.describe()}")
-        _check_range(self, float(v), low, high)
-        return float(v)
+        _check_range(self, number, low, high)
+        return number
+
+    def as_share(self, high: Fraction = Fraction(1)) -> Fraction:
+        """A share within 0..`high`, written as a fraction (0.25) or a percent (25%), read
+        exactly: 7.2% is 72/1000, where 7.2 / 100 in floats is 0.07200000000000001."""
+        v = self._value
+        text = "" if isinstance(v, bool) or v is None else str(v).strip()
+        try:
+            share = Fraction(Decimal(text.removesuffix("%").strip()))
+        except (InvalidOperation, ValueError, OverflowError):  # "abc", NaN, Infinity
+            raise self.error(f"expected a fraction (0.25) or a percent (25%), got "
+                             f"{self.describe()}") from None
+        if text.endswith("%"):
+            share /= 100
+        if not 0 <= share <= high:
+            raise self.error(f"must be 0..{float(high):g} ({float(high * 100):g}%), got "
+                             f"{self.describe()}")
+        return share
 
     def as_duration(self, *, positive: bool = True) -> float:
         """A duration in seconds: `250ms`, `2s`, `1m`, `1h` or a bare number of seconds."""
         v = self._value
         if isinstance(v, int | float) and not isinstance(v, bool):
-            seconds = float(v)
+            seconds = v if isinstance(v, float) else float(max(min(v, 2**64), -(2**64)))
         elif isinstance(v, str) and (m := _DURATION.match(v)):
             seconds = float(m.group(1)) * _UNITS[m.group(2)]
         else:
@@ -171,6 +238,8 @@ class Node:
             )
         if not math.isfinite(seconds):  # .inf would stall the schedule forever
             raise self.error(f"must be a finite duration, got {self.describe()}")
+        if seconds > MAX_DURATION:  # far-off times overflow dates in /v1/state and the log
+            raise self.error(f"must be at most 10 years, got {self.describe()}")
         if seconds < 0 or (positive and seconds == 0):
             raise self.error(f"must be {'more than' if positive else 'at least'} 0, got {v}")
         return seconds
@@ -185,49 +254,266 @@ def _check_range(node: Node, v: float, low: float | None, high: float | None) ->
         raise node.error(f"must be at most {high}, got {node.describe()}")
 
 
-def load_yaml(text: str, file: str, env: Mapping[str, str] | None = None) -> Node:
-    """Parse `text` into Nodes; YAML syntax errors become ConfigErrors with a position."""
-    environ = os.environ if env is None else env
+def load_yaml(source: str | bytes, file: str, env: Mapping[str, str] | None = None) -> Node:
+    """Parse `source` (UTF-8 bytes or text) into Nodes.
+
+    Whatever the input, the only error is a ConfigError with a position: bytes
+    that are not UTF-8, characters YAML forbids, syntax errors, tags other than
+    the plain scalar ones, values a tag cannot hold, recursive aliases, nesting
+    deeper than MAX_DEPTH and aliases that expand past MAX_ALIAS_NODES values.
+    Merge keys (`<<: *defaults`) are supported: the mapping's own keys win, and
+    of several merged mappings (`<<: [*a, *b]`) the first wins.
+    """
+    text = _decode(source, file) if isinstance(source, bytes) else source
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = _Loader(text, file)  # the reader checks every character here
+        try:
+            root = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(exc, text, file) from None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = exc.problem or "invalid YAML"
-        if exc.context and exc.context_mark and exc.context_mark is not mark:
-            # the problem is often found far below its cause (an unclosed `[` at end of file)
-            start = exc.context_mark
-            problem += f" ({exc.context} started at {start.line + 1}:{start.column + 1})"
-        raise ConfigError(Mark(file, line, col, ""), f"YAML syntax error: {problem}") from None
+        raise _syntax_error(exc, file) from None
     if root is None:
         return Node({}, file, 1, 1, "")
-    return _wrap(root, file, "", environ)
+    _AliasCheck(file).walk(root)
+    return _Wrapper(file, os.environ if env is None else env).wrap(root, "")
 
 
-def _wrap(node: yaml.Node, file: str, path: str, env: Mapping[str, str]) -> Node:
-    line, col = node.start_mark.line + 1, node.start_mark.column + 1
-    if isinstance(node, yaml.MappingNode):
-        entries: dict[str, Node] = {}
+# -- reading the text ---------------------------------------------------------
+
+
+def _decode(data: bytes, file: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = len(data[line_start:exc.start].decode("utf-8", "replace")) + 1
+        raise ConfigError(Mark(file, line, column, ""),
+                          f"not UTF-8: byte 0x{data[exc.start]:02x}; save the file as "
+                          f"UTF-8") from None
+
+
+def _reader_error(exc: yaml.reader.ReaderError, text: str, file: str) -> ConfigError:
+    """PyYAML's reader refuses control characters with an index, not a mark."""
+    index = exc.position
+    line = text.count("\n", 0, index) + 1
+    column = index - (text.rfind("\n", 0, index) + 1) + 1
+    char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+    return ConfigError(Mark(file, line, column, ""),
+                       f"control character U+{ord(char):04X} is not allowed in YAML; write "
+                       f"it as an escape in a double-quoted string")
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError, file: str) -> ConfigError:
+    mark = exc.problem_mark or exc.context_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    problem = exc.problem or "invalid YAML"
+    if exc.context and exc.context_mark and exc.context_mark is not mark:
+        # the problem is often found far below its cause (an unclosed `[` at end of file)
+        start = exc.context_mark
+        problem += f" ({exc.context} started at {start.line + 1}:{start.column + 1})"
+    return ConfigError(Mark(file, line, col, ""), f"YAML syntax error: {problem}")
+
+
+class _Alias(yaml.Node):
+    """One use of an anchor (`*name`): the anchored node, and where the alias is written.
+    PyYAML hands back the anchored node itself, which loses the alias's position and
+    makes a recursive alias a cycle in the tree."""
+
+    id = "alias"
+
+    def __init__(self, target: yaml.Node, name: str, start_mark: yaml.Mark) -> None:
+        super().__init__("", target, start_mark, start_mark)
+        self.target = target
+        self.name = name
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe composer with a depth limit (its composer recurses per level, so a
+    deep document would otherwise end in RecursionError) and aliases kept visible."""
+
+    def __init__(self, text: str, file: str) -> None:
+        super().__init__(text)
+        self._file = file
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        """One node; an alias becomes an `_Alias`, a node too deep an error."""
+        if self.check_event(yaml.AliasEvent):
+            event = self.get_event()  # type: ignore[no-untyped-call]
+            if event.anchor not in self.anchors:
+                raise yaml.composer.ComposerError(
+                    None, None, f"found undefined alias {event.anchor!r}", event.start_mark)
+            return _Alias(self.anchors[event.anchor], event.anchor, event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise ConfigError(Mark(self._file, mark.line + 1, mark.column + 1, ""),
+                                  f"nested more than {MAX_DEPTH} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+# -- YAML nodes -> Nodes ------------------------------------------------------
+
+
+
+class _AliasCheck:
+    """Measures the document before anything is built: what every alias expands to (a
+    bomb is refused at once, not after minutes of expanding) and how deep the expansion
+    nests, and finds aliases inside their own anchor. Anchors come before their aliases,
+    so walking the text in order has every complete anchor measured when it is used."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.measured: dict[int, tuple[int, int]] = {}  # id(node) -> (values, levels)
+        self.open: set[int] = set()  # collections being walked: an alias to one is a cycle
+        self.expanded = 0  # values the aliases add, so far
+
+    def walk(self, node: yaml.Node, depth: int = 0) -> tuple[int, int]:
+        """(values, levels) of `node` once its aliases are expanded."""
+        if isinstance(node, _Alias):
+            return self._alias(node, depth)
+        if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            return 1, 1
+        self.open.add(id(node))
+        children = (node.value if isinstance(node, yaml.SequenceNode)
+                    else [part for pair in node.value for part in pair])
+        values, levels = 1, 0
+        for child in children:
+            size, height = self.walk(child, depth + 1)
+            values, levels = min(values + size, MAX_ALIAS_NODES + 1), max(levels, height)
+        self.open.discard(id(node))
+        self.measured[id(node)] = (values, levels + 1)
+        return values, levels + 1
+
+    def _alias(self, alias: _Alias, depth: int) -> tuple[int, int]:
+        where = Mark(self.file, alias.start_mark.line + 1, alias.start_mark.column + 1, "")
+        target = alias.target
+        if id(target) in self.open:
+            raise ConfigError(where, f"recursive alias: *{alias.name} is inside its own anchor")
+        values, levels = self.measured.get(id(target), (1, 1))  # a scalar: one value
+        self.expanded += values
+        if self.expanded > MAX_ALIAS_NODES:
+            raise ConfigError(where, f"aliases expand to more than {MAX_ALIAS_NODES} values "
+                                     f"(this *{alias.name} to {_count(values)})")
+        if depth + levels > MAX_DEPTH:
+            raise ConfigError(where, f"*{alias.name} nests values more than {MAX_DEPTH} "
+                                     f"levels deep")
+        return values, levels
+
+
+def _count(values: int) -> str:
+    return f"more than {MAX_ALIAS_NODES}" if values > MAX_ALIAS_NODES else str(values)
+
+
+class _Wrapper:
+    """Turns one composed document (aliases already checked) into Nodes, expanding
+    aliases and merge keys and substituting `${VAR}` in strings."""
+
+    def __init__(self, file: str, env: Mapping[str, str]) -> None:
+        self.file = file
+        self.env = env
+        self.warnings: list[ConfigError] = []
+
+    def node(self, value: Any, line: int, column: int, path: str) -> Node:
+        return Node(value, self.file, line, column, path, self.warnings)
+
+    def mark(self, node: yaml.Node, path: str) -> Mark:
+        return Mark(self.file, node.start_mark.line + 1, node.start_mark.column + 1, path)
+
+    def wrap(self, node: yaml.Node, path: str) -> Node:
+        if isinstance(node, _Alias):
+            wrapped = self.wrap(node.target, path)
+            # errors in an aliased value point at the alias, where it is used
+            wrapped.line, wrapped.column = node.start_mark.line + 1, node.start_mark.column + 1
+            return wrapped
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, path)
+        if node.tag != _COLLECTION_TAGS.get(type(node)):
+            raise ConfigError(self.mark(node, path), f"unsupported YAML tag {_short(node.tag)}")
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        items = [self.wrap(v, f"{path}[{i}]") for i, v in enumerate(node.value)]
+        return self.node(items, node.start_mark.line + 1, node.start_mark.column + 1, path)
+
+    def _mapping(self, node: yaml.MappingNode, path: str) -> Node:
+        own: dict[str, Node] = {}
+        merged: dict[str, Node] = {}
+        merge_seen = False
         for key_node, value_node in node.value:
-            key = str(_constructor.construct_object(key_node))
-            if key in entries:
-                mark = Mark(file, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
-                            _join(path, key))
-                raise ConfigError(mark, f"duplicate key {key!r}")
-            entry = _wrap(value_node, file, _join(path, key), env)
+            if key_node.tag == _MERGE and isinstance(key_node, yaml.ScalarNode):
+                if merge_seen:
+                    raise ConfigError(self.mark(key_node, path), "duplicate merge key '<<'")
+                merge_seen = True
+                for source in self._merge_sources(value_node, path):
+                    for key, entry in source.as_map().items():
+                        merged.setdefault(key, entry)
+                continue
+            key = self._key(key_node, path)
+            if key in own:
+                raise ConfigError(self.mark(key_node, _join(path, key)),
+                                  f"duplicate key {key!r}")
+            entry = self.wrap(value_node, _join(path, key))
             entry.key_line = key_node.start_mark.line + 1
             entry.key_column = key_node.start_mark.column + 1
             if _is_empty(value_node):  # `key:` with nothing: point at the key
                 entry.line, entry.column = entry.key_line, entry.key_column
-            entries[key] = entry
-        return Node(entries, file, line, col, path)
-    if isinstance(node, yaml.SequenceNode):
-        items = [_wrap(v, file, f"{path}[{i}]", env) for i, v in enumerate(node.value)]
-        return Node(items, file, line, col, path)
-    value = _constructor.construct_object(node)
-    if isinstance(value, str) and "${" in value:
-        value = _substitute(value, Node(value, file, line, col, path), env)
-    return Node(value, file, line, col, path)
+            own[key] = entry
+        return self.node({**merged, **own}, node.start_mark.line + 1,
+                         node.start_mark.column + 1, path)
+
+    def _merge_sources(self, value: yaml.Node, path: str) -> list[Node]:
+        """`<<: *a` or `<<: [*a, *b]`: the mappings to merge (the first wins), wrapped
+        with the path of the mapping they merge into."""
+        target = value.target if isinstance(value, _Alias) else value
+        items = target.value if isinstance(target, yaml.SequenceNode) else [value]
+        sources = [self.wrap(item, path) for item in items]
+        for source in sources:
+            if not source.is_map:
+                raise source.error("a merge key `<<` takes a mapping or a list of mappings "
+                                   f"(such as *defaults), got {source.describe()}")
+        return sources
+
+    def _key(self, node: yaml.Node, path: str) -> str:
+        target = node.target if isinstance(node, _Alias) else node
+        if not isinstance(target, yaml.ScalarNode):
+            raise ConfigError(self.mark(node, path),
+                              "a key must be a plain value, not a mapping or a list")
+        return str(target.value)  # as written: `010` stays 010, `yes` stays yes
+
+    def _scalar(self, node: yaml.ScalarNode, path: str) -> Node:
+        where = self.mark(node, path)
+        value: Any
+        if node.tag in (_TAG + "timestamp", _MERGE):
+            value = node.value  # no setting is a date: keep the text (2024-13-45 too)
+        elif node.tag in _SCALAR_TAGS:
+            try:
+                value = yaml.SafeLoader.yaml_constructors[node.tag](_constructor, node)
+            except (ValueError, OverflowError):  # `!!int one`, 5,000 digits
+                raise ConfigError(where, f"{_shorten(node.value, 40)} cannot be read as "
+                                         f"{_SCALAR_TAGS[node.tag]}") from None
+        else:
+            raise ConfigError(where, f"unsupported YAML tag {_short(node.tag)}")
+        wrapped = self.node(value, where.line, where.column, path)
+        if isinstance(value, str) and "${" in value:
+            wrapped = wrapped.derive(_substitute(value, wrapped, self.env))
+        return wrapped
+
+
+def _short(tag: str) -> str:
+    return "!!" + tag.removeprefix(_TAG) if tag.startswith(_TAG) else tag
+
+
+def _shorten(text: str, limit: int = 60, *, quote: bool = True) -> str:
+    """`text` for an error message, cut short: a 5,000-digit number is not quoted whole."""
+    short = text if len(text) <= limit else text[:limit] + "..."
+    return repr(short) if quote else short
 
 
 def _is_empty(node: yaml.Node) -> bool:

@@ -68,10 +68,13 @@ BUDGET_CONFIG = """\
 
 
 def test_check_prints_ok_and_budgets(tmp_path: Path) -> None:
-    """`sentinel check` prints `FILE: ok` and each service's hand-derived worst cases."""
+    """`sentinel check` prints `FILE: ok` and each service's hand-derived worst cases (and
+    warns that slowdown's down_interval is longer than its interval)."""
     write_config(tmp_path, textwrap.dedent(BUDGET_CONFIG))
     done = run_sentinel("check", "-c", "sentinel.yaml", cwd=tmp_path)
-    assert (done.returncode, done.stderr) == (0, "")
+    assert (done.returncode, done.stderr) == (0, (
+        "warning: sentinel.yaml:13:64: services.slowdown.probe.down_interval: down_interval "
+        "(5s) is longer than interval (2s): a recovery is seen that much later\n"))
     assert done.stdout.splitlines() == [
         "sentinel.yaml: ok",
         "  tcp3: 1 backend, tcp probe; worst case death -> removal 3.5s, "

@@ -1,8 +1,12 @@
-"""Reloading a running engine (virtual clock): what is kept, what changes, what is refused."""
+"""Reloading a running engine (virtual clock): what is kept, what changes, what is refused;
+and a real `sentinel run` that survives every file the loader can be handed."""
 
 from __future__ import annotations
 
 import logging
+import math
+import signal
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +19,9 @@ from sentinel.engine import Engine
 from sentinel.model import State
 from sentinel.reload import apply_reload, reload_from_file
 from sentinel.sinks.base import RecordingSink
+from tests.e2e.helpers import Processes, run_cli, wait_until
+from tests.e2e.site import Site, make_site, start_backends
+from tests.e2e.site import states as api_states
 from tests.engine.fakes import FakeProbe, config, service
 from tests.engine.test_engine import make_engine, run_for, states, toggles
 from tests.sinks.fakes import TimedSink
@@ -146,7 +153,8 @@ async def test_an_override_stays_when_its_backend_gets_a_new_address(
 async def test_reload_from_a_good_file_applies_it(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """reload_from_file with a valid file returns no errors; the kept backend keeps its
-    schedule, the new service's backend starts at once."""
+    schedule, the new service's backend starts at once. (The file is read in a worker
+    thread; the virtual clock is held still meanwhile, or it would jump ahead.)"""
     path = tmp_path / "sentinel.yaml"
     path.write_text(GOOD.format(state=tmp_path))
     probe, rec = FakeProbe(), TimedSink()
@@ -155,7 +163,9 @@ async def test_reload_from_a_good_file_applies_it(
 
     async def script(_probe: FakeProbe) -> None:
         await trio.sleep(1.5)
+        autojump_clock.autojump_threshold = math.inf
         errors.append(await reload_from_file(engine, str(path)))
+        autojump_clock.autojump_threshold = 0
 
     await run_for(engine, 2.9, script, probe)
     assert errors == [[]]
@@ -190,3 +200,64 @@ async def test_invalid_or_missing_file_is_refused_with_its_errors_and_changes_no
     assert engine.config is cfg
     assert engine.services == services
     assert engine.services["s"].backends[0].published == (State.UP, 1)
+
+
+# Mostly appended under an `x-` key (free for anchors), so each file's only fault is its own.
+HOSTILE: dict[str, bytes | tuple[bytes, bytes]] = {
+    "not-utf8": b'x-junk: "caf\xe9"\n',
+    "control-character": b'x-junk: "a\x07b"\n',
+    "merge-of-a-scalar": b"x-junk: {<<: 5}\n",
+    "bad-tag": b"x-junk: !!int one\n",
+    "invalid-date": (b"shutdown_timeout: 5s", b"shutdown_timeout: 2024-13-45"),
+    "recursive-alias": b"x-junk: &a [*a]\n",
+    "deep-nesting": b"x-junk: " + b"[" * 3000 + b"]" * 3000 + b"\n",
+    "alias-bomb": b"x-a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + b"".join(
+        f"x-{i}: &x{i} [{', '.join(['*a' if i == 0 else f'*x{i - 1}'] * 10)}]\n".encode()
+        for i in range(9)),
+    "huge-integer": b"x-junk: 1" + b"0" * 5000 + b"\n",
+}
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    """Processes started by the test, killed and reaped by PID when it ends."""
+    (tmp_path / "logs").mkdir()
+    procs = Processes(tmp_path / "logs")
+    try:
+        yield procs
+    finally:
+        procs.close()
+
+
+@pytest.mark.e2e
+def test_a_running_instance_survives_every_hostile_reload(
+        processes: Processes, tmp_path: Path) -> None:
+    """For each hostile file: POST /v1/reload answers 400 with exactly `sentinel check`'s
+    errors (exit 2) and SIGHUP logs them; the process lives on, keeps its config and still
+    takes a death and a good reload afterwards."""
+    site: Site = make_site(tmp_path)
+    backends = start_backends(processes, site, "web1", "web2")
+    site.write({"web": ["web1", "web2"]})
+    proc, api = site.start(processes)
+    wait_until(lambda: api_states(api, "web") == {"web1": "up", "web2": "up"}, what="both up")
+    good = site.config.read_bytes()
+    log = processes.log("sentinel")
+    for name, junk in HOSTILE.items():
+        site.config.write_bytes(good.replace(*junk) if isinstance(junk, tuple) else good + junk)
+        answer = api.post("/v1/reload")
+        check = run_cli("check", "-c", str(site.config))
+        assert (answer.status_code, check.returncode) == (400, 2), (name, answer.text)
+        assert answer.json()["errors"] == check.stderr.splitlines(), name
+        [error] = answer.json()["errors"]
+        assert error.startswith(f"{site.config}:"), error
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda e=error: log.read_text().count(e) >= 2,  # type: ignore[misc]
+                   what=f"the SIGHUP reload of {name} to be refused")
+        assert proc.poll() is None, name
+    assert "Traceback" not in log.read_text()
+    processes.kill(backends["web2"])
+    wait_until(lambda: api_states(api, "web") == {"web1": "up", "web2": "down"},
+               what="the old config to act on a death")
+    site.write({"web": ["web1"]})
+    proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: api_states(api, "web") == {"web1": "up"}, what="a good reload")

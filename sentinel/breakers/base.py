@@ -7,6 +7,7 @@ changed. The engine does every side effect.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Protocol
@@ -63,3 +64,15 @@ class Breaker(Protocol):
     def progress(self) -> str:
         """Where the breaker stands, for /v1/state ("1/3 towards down", "" when settled)."""
         ...
+
+    def state_key(self, now: float) -> Hashable:
+        """What of the breaker's state shapes its future, times taken relative to `now`
+        (rounded to the nanosecond against float noise). Fed one and the same result over
+        and over, a breaker whose key repeats has settled: the detection budget stops
+        simulating there instead of running for ten horizons."""
+        ...
+
+
+def relative(time: float | None, now: float) -> float | None:
+    """`time - now` for a state key."""
+    return None if time is None else round(time - now, 9)

@@ -9,10 +9,11 @@ CLOSED reports UP. OPEN and HALF_OPEN both report DOWN::
     HALF_OPEN --one failed trial-------------> OPEN     (open_for doubles, capped)
 
 While CLOSED every call is kept as (time, ok, slow) for `window` seconds. A
-call is slow when `slow_call` is set and its latency is >= `slow_call`. Once
+call is slow when `slow_call` is set and its latency is over `slow_call`. Once
 the window holds at least `min_calls` calls, the breaker opens when the share
 of failed calls is >= `failure_rate`, or the share of slow calls is >=
-`slow_rate`. Resilience4j uses the same rule. Results during OPEN are ignored.
+`slow_rate`. Resilience4j uses the same rules (a call exactly as long as its
+slowCallDurationThreshold is not slow). Results during OPEN are ignored.
 The first result at or after `retry_at()` is the first half-open trial. A
 trial passes only if it is ok and not slow. A backend that answers, but too
 slowly, is kept open, and the doubling backoff applies to it too.
@@ -35,10 +36,11 @@ result is a trial, and a failure re-opens with the doubled `open_for`.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Final
 
-from sentinel.breakers.base import Change, Health, Transition
+from sentinel.breakers.base import Change, Health, Transition, relative
 from sentinel.breakers.cycle import CycleBreaker, Move, Phase, secs
 from sentinel.config import CircuitBreakerConfig
 
@@ -56,7 +58,7 @@ class _Call:
 class CircuitBreaker(CycleBreaker):
     """Closed/open/half-open breaker judging failure and slow-call rates."""
 
-    __slots__ = ("_calls", "_config", "_open_for", "_trials")
+    __slots__ = ("_calls", "_config", "_failed", "_open_for", "_slow", "_trials")
     KIND = "circuit"
     NAMES = _NAMES
 
@@ -76,6 +78,8 @@ class CircuitBreaker(CycleBreaker):
         super().__init__(initial)
         self._config = config
         self._calls: deque[_Call] = deque()  # CLOSED only, oldest first
+        self._failed = 0  # of the calls, how many failed and how many were slow: kept as
+        self._slow = 0  # calls come and go, so a 1h window at 100ms is not summed per call
         self._open_for = config.open_for  # the length of the current or next open spell
         self._trials = 0  # half-open successes so far
 
@@ -89,9 +93,7 @@ class CircuitBreaker(CycleBreaker):
             return f"open for {secs(self._open_for)}"
         if self._state is Phase.TRIAL:
             return f"half-open {self._trials}/{self._config.half_open_trials}"
-        n = len(self._calls)
-        failed = sum(not c.ok for c in self._calls)
-        slow = sum(c.slow for c in self._calls)
+        n, failed, slow = len(self._calls), self._failed, self._slow
         if not failed and not slow:
             return ""
         parts = [f"{failed}/{n} failed"]
@@ -104,7 +106,7 @@ class CircuitBreaker(CycleBreaker):
 
         Raises IllegalTransition, changing nothing, if `now` goes backwards.
         """
-        slow = self._config.slow_call is not None and latency >= self._config.slow_call
+        slow = self._config.slow_call is not None and latency > self._config.slow_call
         was_open = self._state is Phase.OPEN
         gated = self._gate(now)
         if gated is not None:
@@ -115,16 +117,28 @@ class CircuitBreaker(CycleBreaker):
             return self._trial(ok, slow, latency, now)
         return self._record(_Call(now, ok, slow))
 
+    def state_key(self, now: float) -> Hashable:
+        """Phase, trials, the open spell, and the window as counts and its oldest call's
+        age (the budget feeds one result over and over, so the calls are all alike)."""
+        oldest = self._calls[0].time if self._calls else None
+        return (self._state, self._trials, self._open_for, relative(self._retry_at, now),
+                len(self._calls), self._failed, self._slow, relative(oldest, now))
+
     def _record(self, call: _Call) -> Transition:
         cfg = self._config
         calls = self._calls
         calls.append(call)
+        self._failed += not call.ok
+        self._slow += call.slow
         while call.time - calls[0].time > cfg.window:
-            calls.popleft()
+            gone = calls.popleft()
+            self._failed -= not gone.ok
+            self._slow -= gone.slow
         reason = self._trip_reason()
         if reason:
             self._fire(Move.TRIP)
             calls.clear()
+            self._failed = self._slow = 0
             self._retry_at = call.time + self._open_for
             reason = f"{reason}; open for {secs(self._open_for)}"
             return Transition(Change.CHANGED, Health.DOWN, reason)
@@ -138,15 +152,14 @@ class CircuitBreaker(CycleBreaker):
         n = len(self._calls)
         if n < cfg.min_calls:
             return ""
-        window = secs(cfg.window)
-        failed = sum(not c.ok for c in self._calls)
+        failed = self._failed
         if failed / n >= cfg.failure_rate:
             rates = f"{failed / n:.0%} >= {cfg.failure_rate:.0%}"
-            return f"{failed}/{n} calls failed in {window} ({rates})"
-        slow = sum(c.slow for c in self._calls)
+            return f"{failed}/{n} calls failed in {secs(cfg.window)} ({rates})"
+        slow = self._slow
         if cfg.slow_call is not None and slow / n >= cfg.slow_rate:
             return (
-                f"{slow}/{n} calls took >= {secs(cfg.slow_call)} in {window}"
+                f"{slow}/{n} calls took over {secs(cfg.slow_call)} in {secs(cfg.window)}"
                 f" ({slow / n:.0%} >= {cfg.slow_rate:.0%})"
             )
         return ""

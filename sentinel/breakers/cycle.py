@@ -11,8 +11,9 @@ raises IllegalTransition and changes nothing.
 
 from __future__ import annotations
 
+from collections import deque
 from enum import Enum
-from typing import Final
+from typing import Final, Self
 
 from sentinel.breakers.base import Change, Health, IllegalTransition, Transition
 
@@ -81,6 +82,15 @@ class CycleBreaker:
     def retry_at(self) -> float | None:
         """When the open spell ends and the next probe is a trial; None while closed."""
         return None if self._state is Phase.CLOSED else self._retry_at
+
+    def __copy__(self) -> Self:
+        """An independent copy: the same state, containers of its own (the detection
+        budget branches one settled breaker into several futures)."""
+        twin = object.__new__(type(self))
+        state: tuple[None, dict[str, object]] = self.__getstate__()  # type: ignore[assignment]
+        for name, value in state[1].items():
+            setattr(twin, name, value.copy() if isinstance(value, deque) else value)
+        return twin
 
     def _fire(self, move: Move) -> None:
         self._state = advance(self.KIND, self.NAMES, self._state, move)

@@ -39,9 +39,10 @@ Once it is down (restored from disk), trials still bring it back.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Hashable
 from typing import Final
 
-from sentinel.breakers.base import Change, Health, Transition
+from sentinel.breakers.base import Change, Health, Transition, relative
 from sentinel.breakers.cycle import CycleBreaker, Move, Phase, secs
 from sentinel.config import NginxBreakerConfig
 
@@ -78,6 +79,11 @@ class NginxBreaker(CycleBreaker):
         if self._state is Phase.TRIAL and self._passes:
             return f"{self._passes}/{cfg.passes} towards up"
         return ""
+
+    def state_key(self, now: float) -> Hashable:
+        """Phase, trial passes, the end of the cooling spell and the counted failures."""
+        return (self._state, self._passes, relative(self._retry_at, now),
+                tuple(relative(t, now) for t in self._failures))
 
     def observe(self, ok: bool, now: float, latency: float = 0.0) -> Transition:
         """Feed one probe result taken at `now`; `latency` is not used by this kind.

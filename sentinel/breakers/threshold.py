@@ -30,6 +30,8 @@ Times are only checked for order; this kind has no clock of its own, so
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 from sentinel.breakers.base import Change, Health, IllegalTransition, Transition
 from sentinel.config import ThresholdBreakerConfig
 
@@ -55,6 +57,10 @@ class ThresholdBreaker:
     def retry_at(self) -> float | None:
         """Always None: every probe counts."""
         return None
+
+    def state_key(self, now: float) -> Hashable:
+        """The counter: this kind has no clock."""
+        return self._counter
 
     def progress(self) -> str:
         """Progress: "1/3 towards down", "1/2 towards up", or "" when settled."""

@@ -77,19 +77,31 @@ class SinkContext:
     state_document: Callable[[], dict[str, object]] = field(default=lambda: {})
 
 
+NameProblem = tuple[str | None, str]  # (backend name, or None for the service; message)
+
+
+def no_name_rules(binding: object, service: str, backends: Sequence[str]
+                  ) -> list[NameProblem]:
+    """For sink kinds that write names nowhere a balancer parses them."""
+    return []
+
+
 @dataclass(frozen=True, slots=True)
 class SinkKind:
     """A sink kind as the config and engine see it.
 
     parse_options(node) validates the `sinks.NAME` mapping (minus `type`);
     parse_binding(node) validates a service's `{sink: NAME, ...}` extras;
-    create(name, options, ctx) builds the sink.
+    check_names(binding, service, backends) says which of a service's names the
+    target cannot take (nginx upstream names, HAProxy backend and server names),
+    given the binding's name overrides; create(name, options, ctx) builds the sink.
     """
 
     name: str
     parse_options: Callable[..., object]
     parse_binding: Callable[..., object]
     create: Callable[[str, object, SinkContext], Sink]
+    check_names: Callable[[object, str, Sequence[str]], list[NameProblem]] = no_name_rules
 
 
 class RecordingSink:

@@ -28,7 +28,7 @@ def parse_options(node: Node) -> FileOptions:
     e = node.as_map({"path"})
     if "path" not in e:
         raise node.error("a file sink needs `path`")
-    return FileOptions(path=e["path"].as_str())
+    return FileOptions(path=e["path"].as_path())
 
 
 def parse_binding(node: Node) -> None:

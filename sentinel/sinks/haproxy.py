@@ -23,19 +23,23 @@ the backend's name; a binding may set `backend:` and map names with
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import trio
 
 from sentinel.errors import SinkError, SinkRejected
 from sentinel.model import BackendView, ServiceView, State
-from sentinel.sinks.base import SinkContext, SinkKind, Update
+from sentinel.sinks.base import NameProblem, SinkContext, SinkKind, Update
 from sentinel.sinks.haproxy_socket import ProcessInfo, RuntimeApi, ServerState
 from sentinel.sinks.services import configured_services, forget_removed
 from sentinel.yamlnode import Node
 
 log = logging.getLogger("sentinel.sinks.haproxy")
+# HAProxy's `invalid_char()` (src/tools.c), applied to proxy and server names alike
+HAPROXY_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
+NAME_RULE = "letters, digits and _.:-"
 ADMIN_FOR = {State.UP: "ready", State.DRAIN: "drain", State.DOWN: "maint",
              State.MAINT: "maint"}
 
@@ -65,7 +69,7 @@ def parse_options(node: Node) -> HAProxyOptions:
         raise node.error("a haproxy sink needs `socket` (a unix socket path or host:port)")
     d = HAProxyOptions(socket="")
     return HAProxyOptions(
-        socket=e["socket"].as_str(),
+        socket=e["socket"].as_path(),
         timeout=e["timeout"].as_duration() if "timeout" in e else d.timeout,
         resync=e["resync"].as_duration() if "resync" in e else d.resync,
         watch=e["watch"].as_duration() if "watch" in e else d.watch)
@@ -77,12 +81,30 @@ def parse_binding(node: Node) -> HAProxyBinding:
     servers = {key: value.as_str() for key, value in e["servers"].items()} \
         if "servers" in e else {}
     for key, value in servers.items():
-        if not value or any(c.isspace() or c in "/;" for c in value):
-            raise e["servers"].as_map()[key].error(f"not a HAProxy server name: {value!r}")
+        if not HAPROXY_NAME.match(value):
+            raise e["servers"].as_map()[key].error(f"not a HAProxy server name: {value!r} "
+                                                   f"({NAME_RULE})")
     backend = e["backend"].as_str() if "backend" in e else None
-    if backend is not None and any(c.isspace() or c in "/;" for c in backend):
-        raise e["backend"].error(f"not a HAProxy backend name: {backend!r}")
+    if backend is not None and not HAPROXY_NAME.match(backend):
+        raise e["backend"].error(f"not a HAProxy backend name: {backend!r} ({NAME_RULE})")
     return HAProxyBinding(backend=backend, servers=servers)
+
+
+def check_names(binding: object, service: str, backends: Sequence[str]) -> list[NameProblem]:
+    """The HAProxy backend is the service's name and each server its backend's name,
+    unless the binding maps them; HAProxy has no proxy or server by a name it cannot parse,
+    so every command for the service would fail."""
+    if not isinstance(binding, HAProxyBinding):
+        return []
+    problems: list[NameProblem] = []
+    if binding.backend is None and not HAPROXY_NAME.match(service):
+        problems.append((None, f"{service!r} is not a valid HAProxy backend name ({NAME_RULE});"
+                               f" set `backend:` in the binding or rename the service"))
+    problems += [(name, f"{name!r} is not a valid HAProxy server name ({NAME_RULE}); give "
+                        f"the backend a `name:` or map it in the binding's `servers:`")
+                 for name in backends
+                 if name not in binding.servers and not HAPROXY_NAME.match(name)]
+    return problems
 
 
 def plan(backend: str, server: str, want: BackendView, have: ServerState) -> list[str]:
@@ -194,4 +216,4 @@ def _create(name: str, options: object, ctx: SinkContext) -> HAProxySink:
 
 
 KIND = SinkKind(name="haproxy", parse_options=parse_options, parse_binding=parse_binding,
-                create=_create)
+                create=_create, check_names=check_names)

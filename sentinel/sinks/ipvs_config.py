@@ -15,14 +15,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
 from sentinel.config import Config
-from sentinel.configprobe import parse_command
+from sentinel.configprobe import default_command, parse_command
 from sentinel.ipvs_table import (
     FORWARDS,
     SCHEDULERS,
@@ -69,7 +67,8 @@ def parse_options(node: Node) -> IpvsOptions:
                                 f"`ipvsadm` (netlink is not available)")
     d = IpvsOptions()
     return IpvsOptions(
-        command=parse_command(e["command"]) if "command" in e else d.command,
+        command=parse_command(e["command"]) if "command" in e
+        else default_command(node, "command", d.command),
         timeout=e["timeout"].as_duration() if "timeout" in e else d.timeout,
         resync=e["resync"].as_duration() if "resync" in e else d.resync)
 
@@ -130,12 +129,6 @@ def warnings(config: Config, sysctl_dir: Path = SYSCTL_DIR) -> list[str]:
     when the setting already makes the combination safe."""
     kinds = {sink.name: sink for sink in config.sinks if sink.type == "ipvs"}
     out: list[str] = []
-    for sink in kinds.values():
-        options = sink.options
-        if isinstance(options, IpvsOptions) and options.command == ("ipvsadm",) and not (
-                shutil.which("ipvsadm") or any(os.access(f"{d}/ipvsadm", os.X_OK)
-                                               for d in ("/sbin", "/usr/sbin"))):
-            out.append(f"sink {sink.name}: ipvsadm is not installed here; set `command`")
     for svc in config.services:
         for binding in svc.sinks:
             options = binding.options

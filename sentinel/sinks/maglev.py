@@ -84,7 +84,7 @@ def parse_options(node: Node) -> MaglevOptions:
     e = node.as_map(OPTION_KEYS)
     directory = None
     if "dir" in e:
-        directory = str(Path(node.file).resolve().parent / e["dir"].as_str())
+        directory = str(Path(node.file).resolve().parent / e["dir"].as_path())
     return MaglevOptions(
         table_size=parse_table_size(e["table_size"]) if "table_size" in e
         else DEFAULT_TABLE_SIZE,

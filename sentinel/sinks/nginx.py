@@ -39,11 +39,11 @@ from pathlib import Path
 import trio
 
 from sentinel.atomic import write_atomic
-from sentinel.configprobe import parse_command
+from sentinel.configprobe import default_command, parse_command
 from sentinel.errors import SinkError, SinkRejected, SinkUnavailable
 from sentinel.model import ServiceView
 from sentinel.process import ProcessOutcome, run_command
-from sentinel.sinks.base import SinkContext, SinkKind, Update
+from sentinel.sinks.base import NameProblem, SinkContext, SinkKind, Update
 from sentinel.sinks.nginxconf import (
     CONTEXTS,
     MODES,
@@ -91,12 +91,14 @@ def parse_options(node: Node) -> NginxOptions:
     defaults = NginxOptions(file="")
     verify = e["verify"].as_bool() if "verify" in e else True
     return NginxOptions(
-        file=e["file"].as_str(),
+        file=e["file"].as_path(),
         context=_choice(e.get("context"), CONTEXTS, defaults.context),
         mode=_choice(e.get("mode"), MODES, defaults.mode),
-        test=parse_command(e["test"]) if "test" in e else defaults.test,
-        reload=parse_command(e["reload"]) if "reload" in e else defaults.reload,
-        pid_file=(e["pid_file"].as_str() if "pid_file" in e else defaults.pid_file)
+        test=parse_command(e["test"]) if "test" in e
+        else default_command(node, "test", defaults.test),
+        reload=parse_command(e["reload"]) if "reload" in e
+        else default_command(node, "reload", defaults.reload),
+        pid_file=(e["pid_file"].as_path() if "pid_file" in e else defaults.pid_file)
         if verify else None,
         verify_timeout=e["verify_timeout"].as_duration() if "verify_timeout" in e
         else defaults.verify_timeout,
@@ -121,6 +123,16 @@ def parse_binding(node: Node) -> UpstreamOptions:
         items = e["directives"].as_list() if e["directives"].is_list else [e["directives"]]
         directives = [" ".join(_words(item)) for item in items]
     return UpstreamOptions(name=name, params=params, directives=tuple(directives))
+
+
+def check_names(binding: object, service: str, backends: Sequence[str]) -> list[NameProblem]:
+    """The upstream is named after the service unless the binding sets `upstream:`; a name
+    nginx cannot parse would fail `nginx -t` for every service in the file."""
+    if isinstance(binding, UpstreamOptions) and binding.name is None and not UPSTREAM_NAME.match(
+            service):
+        return [(None, f"{service!r} is not a valid nginx upstream name (letters, digits and "
+                       f"_.:-); set `upstream:` in the binding or rename the service")]
+    return []
 
 
 def _words(node: Node) -> tuple[str, ...]:
@@ -305,4 +317,4 @@ def _create(name: str, options: object, ctx: SinkContext) -> NginxSink:
 
 
 KIND = SinkKind(name="nginx", parse_options=parse_options, parse_binding=parse_binding,
-                create=_create)
+                create=_create, check_names=check_names)

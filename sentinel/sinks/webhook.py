@@ -72,15 +72,13 @@ def parse_options(node: Node) -> WebhookOptions:
     for required in ("url", "secret"):
         if required not in e:
             raise node.error(f"a webhook sink needs `{required}`")
-    url = e["url"].as_str()
-    if not url.startswith(("http://", "https://")):
-        raise e["url"].error(f"must be an http:// or https:// URL, got {url!r}")
+    url = e["url"].as_url()
     secret_nodes = e["secret"].as_list() if e["secret"].is_list else [e["secret"]]
     if not secret_nodes:
         raise e["secret"].error("needs at least one whsec_ secret")
     for item in secret_nodes:
         try:
-            decode_secret(item.as_str())
+            decode_secret(item.as_str(), signing=True)
         except SignatureError as exc:
             raise item.error(str(exc)) from None
     d = WebhookOptions(url, tuple(n.as_str() for n in secret_nodes))

@@ -77,13 +77,13 @@ def test_calls_age_out_of_the_window() -> None:
 
 
 def test_slow_call_rate_opens_the_circuit() -> None:
-    """Successful but slow calls (latency >= slow_call) open the circuit at slow_rate."""
+    """Successful but slow calls (latency > slow_call) open the circuit at slow_rate."""
     b = breaker(min_calls=2, slow_call=1.0, slow_rate=0.5)
-    assert b.observe(True, 0, latency=1.0) == Transition(
+    assert b.observe(True, 0, latency=1.5) == Transition(
         Change.PENDING, Health.UP, "0/1 failed, 1/1 slow in 10s window"
     )
     assert b.observe(True, 1, latency=0.2) == Transition(
-        Change.CHANGED, Health.DOWN, "1/2 calls took >= 1s in 10s (50% >= 50%); open for 5s"
+        Change.CHANGED, Health.DOWN, "1/2 calls took over 1s in 10s (50% >= 50%); open for 5s"
     )
 
 
@@ -91,6 +91,17 @@ def test_fast_calls_are_not_slow() -> None:
     """Calls faster than slow_call count as neither slow nor bad."""
     b = breaker(min_calls=1, slow_call=1.0, slow_rate=0.5)
     assert b.observe(True, 0, latency=0.999) == UNCHANGED_UP
+
+
+def test_a_call_exactly_as_long_as_slow_call_is_not_slow() -> None:
+    """Slow means slower than slow_call, as the README says and resilience4j counts
+    (`durationInMillis > slowCallDurationThreshold`): a call of exactly 1s is not slow,
+    in a closed circuit or as a half-open trial."""
+    b = breaker(min_calls=1, slow_call=1.0, slow_rate=0.5, open_for=5.0, half_open_trials=1)
+    assert b.observe(True, 0, latency=1.0) == UNCHANGED_UP
+    assert b.observe(False, 1).health is Health.DOWN
+    assert b.observe(True, 6, latency=1.0) == Transition(
+        Change.CHANGED, Health.UP, "1/1 half-open trials passed")
 
 
 def test_latency_ignored_without_slow_call() -> None:

@@ -83,6 +83,13 @@ CASES = [
               - {name: web2, address: 10.0.0.12:70000}
         """,
          "{file}:5:31: services.web.backends[1].address: port must be 1..65535, got 70000"),
+    Case("host-with-a-semicolon", """\
+        services:
+          web:
+            backends: ["a;b:80"]
+        """,
+         "{file}:3:16: services.web.backends[0]: invalid host 'a;b': an IPv4 address or a DNS "
+         "name (letters, digits and .-_)"),
     Case("duplicate-backend-name", """\
         services:
           web:
@@ -203,6 +210,156 @@ CASES = [
             probe: {interval: 2s}
         """,
          "{file}:5:5: services.web.probe: duplicate key 'probe'"),
+    Case("http-path-with-crlf", """\
+        services:
+          web:
+            backends: [127.0.0.1:80]
+            probe: {type: http, path: "/h HTTP/1.1\\r\\nX-Evil: 1"}
+        """,
+         "{file}:4:31: services.web.probe.path: a path must be printable ASCII without spaces; "
+         "percent-encode the rest (%20), found ' '"),
+    Case("http-path-not-latin1", """\
+        services:
+          web:
+            backends: [127.0.0.1:80]
+            probe: {type: http, path: /caf€}
+        """,
+         "{file}:4:31: services.web.probe.path: a path must be printable ASCII without spaces; "
+         "percent-encode the rest (%20), found '€'"),
+    Case("http-host-with-newline", """\
+        services:
+          web:
+            backends: [127.0.0.1:80]
+            probe: {type: https, host: "example.com\\n"}
+        """,
+         "{file}:4:32: services.web.probe.host: a Host header must be printable ASCII without "
+         "spaces; percent-encode the rest (%20), found '\\n'"),
+    Case("http-header-value-with-cr", """\
+        services:
+          web:
+            backends: [127.0.0.1:80]
+            probe:
+              type: http
+              headers: {X-Token: "abc\\rdef"}
+        """,
+         "{file}:6:26: services.web.probe.headers.X-Token: a header value must be printable "
+         "ASCII (spaces and tabs allowed), found '\\r'"),
+    Case("http-header-name-not-a-token", """\
+        services:
+          web:
+            backends: [127.0.0.1:80]
+            probe:
+              type: http
+              headers: {"X Token:": abc}
+        """,
+         "{file}:6:17: services.web.probe.headers.X Token:: a header name must be a token "
+         "(letters, digits and !#$%&'*+-.^_`|~), got 'X Token:'"),
+    Case("http-method-with-space", """\
+        services:
+          web:
+            backends: [127.0.0.1:80]
+            probe: {type: http, method: "GET /x"}
+        """,
+         "{file}:4:33: services.web.probe.method: a method must be a token "
+         "(letters, digits and !#$%&'*+-.^_`|~), got 'GET /x'"),
+    Case("nginx-upstream-name-from-the-service", """\
+        sinks:
+          edge: {type: nginx, file: ./up.conf, test: "true", reload: "true"}
+        services:
+          "web {1}":
+            backends: [127.0.0.1:80]
+            sinks: [edge]
+        """,
+         "{file}:4:3: services.web {1}: 'web {1}' is not a valid nginx upstream name (letters, "
+         "digits and _.:-); set `upstream:` in the binding or rename the service (sink edge)"),
+    Case("haproxy-server-name-with-a-space", """\
+        sinks:
+          lb: {type: haproxy, socket: ./admin.sock}
+        services:
+          web:
+            backends: [{name: web 1, address: 127.0.0.1:80}, 127.0.0.1:81]
+            sinks: [lb]
+        """,
+         "{file}:5:23: services.web.backends[0].name: 'web 1' is not a valid HAProxy server "
+         "name (letters, digits and _.:-); give the backend a `name:` or map it in the "
+         "binding's `servers:` (sink lb)"),
+    Case("haproxy-server-name-from-an-ipv6-address", """\
+        sinks:
+          lb: {type: haproxy, socket: ./admin.sock}
+        services:
+          web:
+            backends: ['[::1]:80']
+            sinks: [{sink: lb, backend: web_be}]
+        """,
+         "{file}:5:16: services.web.backends[0]: '[::1]:80' is not a valid HAProxy server "
+         "name (letters, digits and _.:-); give the backend a `name:` or map it in the "
+         "binding's `servers:` (sink lb)"),
+    Case("haproxy-backend-name-from-the-service", """\
+        sinks:
+          lb: {type: haproxy, socket: ./admin.sock}
+        services:
+          web;drop:
+            backends: [127.0.0.1:80]
+            sinks: [lb]
+        """,
+         "{file}:4:3: services.web;drop: 'web;drop' is not a valid HAProxy backend name "
+         "(letters, digits and _.:-); set `backend:` in the binding or rename the service "
+         "(sink lb)"),
+    Case("haproxy-server-override-with-a-quote", """\
+        sinks:
+          lb: {type: haproxy, socket: ./admin.sock}
+        services:
+          web:
+            backends: [127.0.0.1:80]
+            sinks: [{sink: lb, servers: {127.0.0.1:80: "s'1"}}]
+        """,
+         "{file}:6:48: services.web.sinks[0].servers.127.0.0.1:80: not a HAProxy server name: "
+         "\"s'1\" (letters, digits and _.:-)"),
+    Case("webhook-secret-without-whsec", """\
+        sinks:
+          ops: {type: webhook, url: "http://127.0.0.1:9/hook", secret: hunter2}
+        """,
+         "{file}:2:64: sinks.ops.secret: a webhook secret must be whsec_ followed by base64 "
+         "(the Standard Webhooks form)"),
+    Case("empty-file-sink-path", """\
+        sinks:
+          doc: {type: file, path: ""}
+        """,
+         "{file}:2:27: sinks.doc.path: must not be empty"),
+    Case("blank-nginx-file", """\
+        sinks:
+          edge: {type: nginx, file: "  ", test: "true", reload: "true"}
+        """,
+         "{file}:2:29: sinks.edge.file: must not be empty"),
+    Case("webhook-url-without-a-host", """\
+        sinks:
+          ops: {type: webhook, url: "http://", secret: whsec_aGk=}
+        """,
+         "{file}:2:29: sinks.ops.url: expected an http:// or https:// URL with a host, "
+         "got 'http://'"),
+    Case("blank-token", """\
+        api:
+          listen: 0.0.0.0:9900
+          token: "   "
+        """,
+         "{file}:3:10: api.token: the token is empty or blank"),
+    Case("min-up-above-the-backend-count", """\
+        defaults:
+          min_up: 3
+        services:
+          web:
+            backends: [127.0.0.1:80, 127.0.0.1:81]
+        """,
+         "{file}:2:11: defaults.min_up: min_up (3) is more than the 2 backends of service web"),
+    Case("invalid-sink-is-not-also-undefined", """\
+        sinks:
+          lvs: {type: ipvs, command: "true", timeout: soon}
+        services:
+          web:
+            backends: [127.0.0.1:80]
+            sinks: [{sink: lvs, virtual: tcp:10.0.0.1:80}]
+        """,
+         f"{{file}}:2:47: sinks.lvs.timeout: {DURATION}, got 'soon'"),
     Case("binding-option-for-sink-without-options", """\
         sinks:
           out: {type: file, path: ./view.json}

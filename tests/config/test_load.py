@@ -79,7 +79,7 @@ FULL = """\
         probe: {type: tcp, send: 'PING\\r\\n', expect: '^\\+PONG', interval: 3}
         breaker: {kind: threshold, fall: 4}
       job:
-        backends: [127.0.0.1:9000]
+        backends: [127.0.0.1:9000, 127.0.0.1:9001]
         probe: {type: script, command: "/bin/sh -c 'exit 0'", interval: 5s, timeout: 2.5}
         breaker: {kind: circuit, window: 30s, min_calls: 4, failure_rate: 25%}
         min_up: 2
@@ -210,3 +210,61 @@ def test_implicit_kind_in_defaults(tmp_path: Path) -> None:
     web = config.service("web")
     assert web.probe == ProbeConfig("http", Timing(3.0, 3.0, 3.0, 1.0), HttpSpec())
     assert web.breaker == ThresholdBreakerConfig()
+
+
+def test_x_keys_hold_anchors_that_services_merge(tmp_path: Path) -> None:
+    """Top-level `x-` keys are free (Docker Compose's convention): anchors defined there are
+    merged into services with `<<: *name`, the service's own keys winning."""
+    path = tmp_path / "sentinel.yaml"
+    path.write_text(textwrap.dedent("""\
+        x-checks:
+          http: &http {type: http, path: /healthz, interval: 1s, timeout: 500ms}
+        services:
+          web:
+            backends: [127.0.0.1:80]
+            probe: {<<: *http, interval: 2s}
+        """))
+    probe = load_config(path).services[0].probe
+    assert (probe.type, probe.timing.interval, probe.timing.timeout) == ("http", 2.0, 0.5)
+    assert isinstance(probe.spec, HttpSpec)
+    assert probe.spec.path == "/healthz"
+
+
+def test_name_overrides_satisfy_the_balancers(tmp_path: Path) -> None:
+    """A service or backend name nginx or HAProxy cannot take is fine when the binding
+    names it for them (`upstream:`, `backend:`, `servers:`), and only sinks that write the
+    name check it (a file sink takes any name)."""
+    path = tmp_path / "sentinel.yaml"
+    path.write_text(textwrap.dedent("""\
+        sinks:
+          edge: {type: nginx, file: ./up.conf, test: "true", reload: "true"}
+          lb: {type: haproxy, socket: ./admin.sock}
+          doc: {type: file, path: ./doc.json}
+        services:
+          "web site":
+            backends: [{name: "web 1", address: "127.0.0.1:80"}]
+            sinks: [{sink: edge, upstream: web}, doc,
+                    {sink: lb, backend: web_be, servers: {"web 1": web1}}]
+        """))
+    assert [b.sink for b in load_config(path).services[0].sinks] == ["edge", "doc", "lb"]
+
+
+def test_percentages_are_exact(tmp_path: Path) -> None:
+    """`failure_rate: 7.2%` is 0.072, not 0.07200000000000001 (which a breaker at exactly
+    72 failures in 1,000 calls missed), and `min_up: 7.2%` of 1,000 backends is 72, not 73;
+    a fraction (0.072) means the same."""
+    path = tmp_path / "sentinel.yaml"
+    for rate in ("7.2%", "0.072"):
+        path.write_text(textwrap.dedent(f"""\
+            services:
+              web:
+                backends: [127.0.0.1:80]
+                breaker: {{kind: circuit, failure_rate: "{rate}", slow_rate: 7.2%}}
+                probe: {{jitter: 7.2%}}
+                min_up: 7.2%
+            """))
+        svc = load_config(path).services[0]
+        assert isinstance(svc.breaker, CircuitBreakerConfig)
+        assert (svc.breaker.failure_rate, svc.breaker.slow_rate) == (0.072, 0.072)
+        assert svc.probe.timing.jitter == 0.072
+        assert svc.min_up.required(1000) == 72

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
+from fractions import Fraction
 
 import pytest
 
@@ -123,3 +125,66 @@ def test_scalar_types() -> None:
         _scalar(70000).as_int(1, 65535)
     with pytest.raises(ConfigError, match=r"expected an integer, got true$"):
         _scalar(True).as_int()
+
+
+def test_merge_key_own_keys_win_and_the_first_merged_mapping_wins() -> None:
+    """`<<: *a` merges a mapping under this one (its own keys win); of `<<: [*a, *b]` the
+    first wins; merged values keep the position of their text and take the using path."""
+    root = load_yaml(textwrap.dedent("""\
+        x-a: &a {interval: 1s, timeout: 1s, path: /a}
+        x-b: &b {interval: 2s, jitter: 10%}
+        probe:
+          <<: [*a, *b]
+          timeout: 500ms
+        """), "s.yaml")
+    probe = root.as_map()["probe"].as_map()
+    assert {k: v.raw for k, v in probe.items()} == {
+        "interval": "1s", "timeout": "500ms", "path": "/a", "jitter": "10%"}
+    path = probe["path"]
+    assert (path.line, path.column, path.path) == (1, 43, "probe.path")
+
+
+def test_an_aliased_value_is_reported_where_the_alias_is() -> None:
+    """`interval: *slow` with a bad anchored value: the error points at the alias."""
+    root = load_yaml("x-slow: &slow 2 parsecs\nprobe:\n  interval: *slow\n", "s.yaml")
+    with pytest.raises(ConfigError, match=r"^s\.yaml:3:13: probe\.interval: expected a dur"):
+        root.as_map()["probe"].as_map()["interval"].as_duration()
+
+
+def test_keys_are_taken_as_written() -> None:
+    """A key is its text: `010` is not octal 8, `yes` is not True, `2024-01-01` not a date."""
+    root = load_yaml("010: a\nyes: b\n2024-01-01: c\n~: d\n", "s.yaml")
+    assert list(root.as_map()) == ["010", "yes", "2024-01-01", "~"]
+
+
+@pytest.mark.parametrize("value", [10**400, "1" + "0" * 5000, "1e999"])
+def test_huge_numbers_are_errors(value: object) -> None:
+    """Integers too large for a float, or too long to convert, are errors, not OverflowError."""
+    with pytest.raises(ConfigError):
+        _scalar(value).as_float()
+    with pytest.raises(ConfigError):
+        _scalar(value).as_duration()
+    if isinstance(value, str) and value.isdigit():
+        with pytest.raises(ConfigError, match="expected an integer"):
+            _scalar(value).as_int()
+
+
+@pytest.mark.parametrize(("value", "share"), [
+    ("7.2%", Fraction(72, 1000)), (0.072, Fraction(72, 1000)), ("50 %", Fraction(1, 2)),
+    (1, Fraction(1)), ("0%", Fraction(0)),
+])
+def test_share(value: object, share: Fraction) -> None:
+    """Shares read exactly, as a fraction or a percent."""
+    assert _scalar(value).as_share() == share
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("60%", "must be 0..0.5 (50%), got '60%'"), (0.6, "must be 0..0.5 (50%), got 0.6"),
+    ("NaN", "expected a fraction (0.25) or a percent (25%), got 'NaN'"),
+    ("Infinity%", "expected a fraction (0.25) or a percent (25%), got 'Infinity%'"),
+    (True, "expected a fraction (0.25) or a percent (25%), got true"),
+])
+def test_bad_share(value: object, message: str) -> None:
+    """Out of range, not a number, or a boolean: an error quoting the value."""
+    with pytest.raises(ConfigError, match=re.escape(f"f.yaml:3:7: a.b: {message}")):
+        _scalar(value).as_share(Fraction(1, 2))

@@ -184,6 +184,16 @@ def test_second_instance_on_a_locked_outbox_is_refused(setup: Setup,
     assert "Traceback" not in done.stderr
 
 
+def test_webhook_test_command_refuses_a_secret_without_whsec(setup: Setup) -> None:
+    """`sentinel webhook test --secret hunter2`: one clear line, exit 2, nothing sent."""
+    done = subprocess.run([sys.executable, "-m", "sentinel", "webhook", "test", setup.url,
+                           "--secret", "hunter2"], capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2, "", "sentinel webhook test: a webhook secret must be whsec_ followed by base64 "
+               "(the Standard Webhooks form)\n")
+    assert setup.records() == []
+
+
 def test_webhook_test_command_sends_a_verifiable_event(setup: Setup) -> None:
     """`sentinel webhook test URL --secret` gets a 2xx from a receiver that verifies it."""
     (setup.control / "accept").touch()

@@ -57,6 +57,15 @@ def test_bad_secret_is_an_error(bad: str) -> None:
         decode_secret(bad)
 
 
+def test_signing_requires_the_whsec_prefix() -> None:
+    """Verifying takes a bare base64 key as the libraries do; signing (the sink, `webhook
+    test`) refuses one: "hunter2" is base64 too, and would sign with a key nobody meant."""
+    bare = SECRET.removeprefix("whsec_")
+    assert decode_secret(bare) == decode_secret(SECRET, signing=True)
+    with pytest.raises(SignatureError, match="must be whsec_ followed by base64"):
+        decode_secret(bare, signing=True)
+
+
 def test_missing_headers_are_rejected() -> None:
     """A message without the three headers does not verify."""
     with pytest.raises(SignatureError, match="missing"):
