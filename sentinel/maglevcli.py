@@ -69,6 +69,8 @@ def run_maglev(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"sentinel maglev: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        raise  # stdout's reader went away: the CLI's main ends quietly
     except (OSError, ValueError) as exc:
         print(f"sentinel maglev: {exc}", file=sys.stderr)
         return EXIT_FAIL
