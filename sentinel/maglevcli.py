@@ -146,10 +146,6 @@ def _print_disruption(before: Table, after: Table) -> None:
           f"backends held {lost} ({100 * lost / after.size:.2f}%), the minimum")
 
 
-def _names(doc: dict[str, Any]) -> list[str]:
-    return [str(n) for n in doc.get("backends", [])]
-
-
 def _diff(old_path: str, new_path: str) -> int:
     import numpy as np
 
@@ -160,7 +156,7 @@ def _diff(old_path: str, new_path: str) -> int:
     if old.size != new.size:
         raise ValueError(f"tables differ in size ({old.size} and {new.size} slots): every "
                          "slot maps anew")
-    old_names, new_names = _names(old_doc), _names(new_doc)
+    old_names, new_names = old_doc["backends"], new_doc["backends"]
 
     def name(names: list[str], index: int) -> str:
         return "(none)" if index == NO_BACKEND else names[index]
@@ -182,7 +178,7 @@ def _lookup(path: str, key: str) -> int:
     if index == NO_BACKEND:
         print(f"{key_of(key)}: slot {slot} -> no backend")
         return EXIT_FAIL
-    name, address = _names(doc)[index], doc.get("addresses", [""] * (index + 1))[index]
+    name, address = doc["backends"][index], doc.get("addresses", doc["backends"])[index]
     where = f" ({address})" if address and address != name else ""
     print(f"{key_of(key)}: slot {slot} -> {name}{where}")
     return EXIT_OK
