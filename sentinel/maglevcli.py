@@ -97,6 +97,9 @@ def _members(args: argparse.Namespace) -> list[Member]:
 
 def _build(args: argparse.Namespace) -> int:
     members = _members(args)
+    if args.out and not (parent := table_files(args.out)[0].parent).is_dir():
+        # as cp, tee and a shell's `>` do: a mistyped path is not made up silently
+        raise ConfigError(None, f"--out: directory {parent} does not exist")
     started = time.perf_counter()
     table = build(members, args.size, Mode(args.mode))
     elapsed = (time.perf_counter() - started) * 1000

@@ -132,3 +132,13 @@ def test_a_sidecar_that_does_not_name_the_backends_is_a_clear_error(
     assert done.stderr.startswith("sentinel maglev: ")
     assert message in done.stderr
     assert len(done.stderr.splitlines()) == 1
+
+
+def test_build_out_refuses_a_missing_directory(tmp_path: Path) -> None:
+    """build --out DIR/sub/x with no DIR/sub exits 2 naming the directory and creates
+    nothing (a mistyped path is not made up silently)."""
+    done = run_sentinel("maglev", "build", "--backends", "a,b", "--size", "7", "--out",
+                        "out/sub/x", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == "sentinel maglev: --out: directory out/sub does not exist\n"
+    assert not (tmp_path / "out").exists()
