@@ -70,12 +70,15 @@ def run_outbox(args: argparse.Namespace, api_url: Callable[[], str],
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    names = [s.name for s in config.sinks
-             if s.type == "webhook" and args.sink in (None, s.name)]
-    if not names:
-        print(f"sentinel outbox: {args.config} has no webhook sink"
-              + (f" named {args.sink!r}" if args.sink else ""), file=sys.stderr)
+    webhooks = [s.name for s in config.sinks if s.type == "webhook"]
+    if not webhooks:
+        print(f"sentinel outbox: {args.config} has no webhook sink", file=sys.stderr)
         return 2
+    if args.sink is not None and args.sink not in webhooks:
+        print(f"sentinel outbox: --sink {args.sink}: {args.config} has no webhook sink of "
+              f"that name (webhook sinks: {', '.join(webhooks)})", file=sys.stderr)
+        return 2
+    names = [args.sink] if args.sink is not None else webhooks
     try:
         doc = _direct(config, names, args)
     except OutboxLocked:
