@@ -26,7 +26,6 @@ from prometheus_client.registry import Collector
 from sentinel import __version__
 from sentinel.model import Event, State
 from sentinel.observe import ProbeRecord
-from sentinel.outbox import Counts
 
 if TYPE_CHECKING:
     from sentinel.engine import Engine
@@ -69,7 +68,6 @@ class Metrics:
         self._probe_children: dict[tuple[str, str, str, str], Histogram] = {}
         self._engine: Engine | None = None
         self._traces: TraceSource | None = None
-        self._outboxes: dict[str, Counts] = {}
         self.registry.register(ScrapeCollector(self))
 
     def watch(self, engine: Engine, traces: TraceSource | None = None) -> None:
@@ -100,19 +98,7 @@ class Metrics:
 
     async def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type (GET /metrics)."""
-        self._outboxes = await self._outbox_counts()
         return generate_latest(self.registry), CONTENT_TYPE
-
-    async def _outbox_counts(self) -> dict[str, Counts]:
-        """Each webhook sink's outbox counts (read from SQLite off the event loop)."""
-        from sentinel.sinks.webhook import WebhookSink
-
-        counts: dict[str, Counts] = {}
-        if self._engine is not None:
-            for name, runner in list(self._engine.runners.items()):
-                if isinstance(runner.sink, WebhookSink):
-                    counts[name] = (await runner.sink.statistics()).outbox
-        return counts
 
     def scrape(self) -> Iterator[Metric]:
         """The series read from the engine now (see the module docstring)."""
@@ -122,7 +108,7 @@ class Metrics:
         yield info
         if self._engine is not None:
             yield from _engine_series(self._engine)
-        yield from _outbox_series(self._outboxes)
+            yield from _outbox_series(self._engine)
         if self._traces is not None:
             yield from _trace_series(self._traces())
 
@@ -194,8 +180,13 @@ def _scheduler_series(engine: Engine) -> Iterator[Metric]:
     yield lag
 
 
-def _outbox_series(outboxes: dict[str, Counts]) -> Iterator[Metric]:
-    """Each webhook sink's durable outbox."""
+def _outbox_series(engine: Engine) -> Iterator[Metric]:
+    """Each webhook sink's durable outbox (its counts are kept in memory)."""
+    from sentinel.sinks.webhook import WebhookSink
+
+    outboxes = {name: runner.sink.statistics().outbox
+                for name, runner in list(engine.runners.items())
+                if isinstance(runner.sink, WebhookSink)}
     if not outboxes:
         return
     depth = GaugeMetricFamily("sentinel_outbox_pending", "Webhook events waiting for "

@@ -190,7 +190,7 @@ async def outbox_endpoint(source: object, method: str, path: str, query: str) ->
             touched = [e for e in await sink.entries(dead=True if dead else None,
                                                       limit=-1 if ids else limit)
                        if ids is None or e.event_id in ids]
-        stats = await sink.statistics()
+        stats = sink.statistics()
         extra = {k: v for k, v in stats.to_json().items()
                  if k not in ("pending", "dead", "dropped")}
         out[name] = sink_doc(stats.outbox, touched, extra)
