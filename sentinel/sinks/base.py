@@ -18,6 +18,7 @@ from typing import Protocol, runtime_checkable
 
 import trio
 
+from sentinel.config import Config
 from sentinel.errors import SinkUnavailable
 from sentinel.model import Event, ServiceView
 
@@ -95,6 +96,7 @@ class SinkContext:
 
     state_dir: Path
     state_document: Callable[[], dict[str, object]] = field(default=lambda: {})
+    config: Callable[[], Config | None] = field(default=lambda: None)  # as reloaded
 
 
 @dataclass(frozen=True, slots=True)
