@@ -77,7 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = _dispatch(argv)
         sys.stdout.flush()  # here, not at exit, so a closed pipe is caught below
-    except BrokenPipeError:
+    except (BrokenPipeError, BaseExceptionGroup) as exc:  # a group: from inside trio (demo)
+        if isinstance(exc, BaseExceptionGroup) and exc.split(BrokenPipeError)[1] is not None:
+            raise
         # The reader went away (`sentinel status | head -1`): stop quietly, as `cat`
         # does. stdout points at /dev/null from now on, or Python's flush at exit
         # would report the same broken pipe again.
