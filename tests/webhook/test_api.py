@@ -16,6 +16,7 @@ from tests.e2e.helpers import free_port
 from tests.engine.fakes import FakeProbe, config, service
 from tests.test_api import BROKEN_CHUNK, CountingApi, send_raw
 from tests.webhook.conftest import MakeSink, event, until, update
+from tests.webhook.receiver import Receiver, Reply
 
 TOKEN = "s3cret"
 
@@ -62,12 +63,14 @@ async def test_outbox_endpoints_list_retry_and_purge_behind_the_token(
     ("sink=rec&sink=nope", 404, "no webhook sink nope"),
 ])
 async def test_a_refused_outbox_post_changes_nothing(
-        tmp_path: Path, make_sink: MakeSink, nursery: trio.Nursery, path: str,
-        refusal: str, status: int, error: str) -> None:
+        tmp_path: Path, make_sink: MakeSink, receiver: Receiver, nursery: trio.Nursery,
+        path: str, refusal: str, status: int, error: str) -> None:
     """retry and purge change nothing when the request is refused: a malformed body
     (Hypercorn's 400), a value they cannot take (400 with a message), an unknown sink
     (404). The handler is waited for, not only the answer."""
-    sink = await make_sink(f"http://127.0.0.1:{free_port()}/hook", initial_delay=30.0)
+    # one failed attempt, then none for an hour: the entry changes only if retried or purged
+    receiver.script = lambda r, seen: Reply(503, (("retry-after", "3600"),))
+    sink = await make_sink(receiver.url)
     engine = Engine(config(tmp_path / "engine", service("web", [9001])), sinks={"rec": sink},
                     probe_factory=FakeProbe().factory())
     api = CountingApi(engine, TOKEN)
