@@ -15,7 +15,11 @@ neither steals the other's CPU):
   metrics on);
 - HAProxy: one backend with `server ... check inter 1s fall 1 rise 1` per
   port (`option httpchk GET /healthz` for HTTP; `timeout connect`/`check` as
-  sentinel's timeout), its own config and stats socket in a temp dir.
+  sentinel's timeout), its own config and stats socket in a temp dir; run
+  twice: with its default thread count (one per CPU it may use; the row
+  names the number, read from `show info`) and with `nbthread 1`, HAProxy at
+  its cheapest CPU per check (no thread hand-offs). sentinel's "vs HAProxy"
+  column gives both ratios.
 
 Each runs `--warmup` seconds, then is measured over `--window` seconds: CPU
 seconds per second (utime + stime of the process and its threads from
@@ -100,7 +104,7 @@ HAPROXY_CONF = """\
 global
     maxconn 2000
     stats socket {dir}/stats.sock mode 600 level admin
-defaults
+{nbthread}defaults
     mode {hmode}
     timeout connect {timeout}
     timeout check {timeout}
@@ -140,6 +144,7 @@ class Row:
 
     case: Case
     checker: str
+    threads: int | None  # HAProxy's; None for sentinel
     checks_per_s: float
     cpu_per_s: float
     rss_mib: float
@@ -259,19 +264,22 @@ def measure_sentinel(case: Case, fleet: Fleet, workdir: Path, warmup: float,
     downs = [e["reason"] for e in events if e["to"] == "down"]
     if downs:
         print(f"{case}: sentinel downs, e.g. {Counter(downs).most_common(3)}", file=sys.stderr)
-    return Row(case, "sentinel", (checks1 - checks0) / (t1 - t0), (cpu1 - cpu0) / (t1 - t0),
+    return Row(case, "sentinel", None, (checks1 - checks0) / (t1 - t0),
+               (cpu1 - cpu0) / (t1 - t0),
                rss, late["p50"], late["p99"], len(downs), after["seq"] == len(events), warned)
 
 
 def measure_haproxy(case: Case, fleet: Fleet, workdir: Path, warmup: float,
-                    window: float) -> Row:
-    """HAProxy checking the fleet with its own health checks, measured over `window`."""
-    d = workdir / "haproxy"
+                    window: float, *, nbthread: int | None = None) -> Row:
+    """HAProxy checking the fleet with its own health checks, measured over `window`;
+    `nbthread` None leaves HAProxy's default (a thread per CPU it may use)."""
+    d = workdir / f"haproxy-{nbthread or 'default'}"
     d.mkdir()
     servers = "\n".join(f"    server s{i} 127.0.0.1:{p}" for i, p in enumerate(fleet.ports))
     (d / "haproxy.cfg").write_text(HAPROXY_CONF.format(
         dir=d, hmode=case.mode, timeout=f"{case.timeout_ms}ms",
         interval=f"{case.interval_ms}ms", servers=servers,
+        nbthread=f"    nbthread {nbthread}\n" if nbthread else "",
         httpchk="    option httpchk GET /healthz\n" if case.mode == "http" else ""))
     with open(d / "haproxy.log", "wb") as log:
         proc = subprocess.Popen(["haproxy", "-f", str(d / "haproxy.cfg"), "-db"], stdout=log,
@@ -284,12 +292,22 @@ def measure_haproxy(case: Case, fleet: Fleet, workdir: Path, warmup: float,
         checks1, cpu1, t1 = active_opens(), cpu_seconds(proc.pid), time.monotonic()
         rss = peak_rss_mib(proc.pid)
         stats = haproxy_stats(d / "stats.sock")
+        threads = int(haproxy_command(d / "stats.sock", "show info").split(
+            "Nbthread:", 1)[1].split()[0])
     finally:
         kill(proc)
     elapsed = t1 - t0
     downs = sum(int(row["chkdown"] or 0) for row in stats if row["svname"] != "BACKEND")
-    return Row(case, "HAProxy", (checks1 - checks0) / elapsed, (cpu1 - cpu0) / elapsed, rss,
-               None, None, downs, True, None)
+    label = ("HAProxy, nbthread 1" if nbthread == 1
+             else f"HAProxy, {threads} thread{'' if threads == 1 else 's'}")
+    return Row(case, label, threads, (checks1 - checks0) / elapsed, (cpu1 - cpu0) / elapsed,
+               rss, None, None, downs, True, None)
+
+
+def measure_haproxy_one_thread(case: Case, fleet: Fleet, workdir: Path, warmup: float,
+                               window: float) -> Row:
+    """HAProxy with `nbthread 1`: its lowest CPU per check."""
+    return measure_haproxy(case, fleet, workdir, warmup, window, nbthread=1)
 
 
 def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -301,16 +319,21 @@ def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float) -
         time.sleep(0.05)
 
 
-def haproxy_stats(path: Path) -> list[dict[str, str]]:
-    """`show stat` over the stats socket, as one dict per line."""
+def haproxy_command(path: Path, command: str) -> str:
+    """One runtime API command over the stats socket, its whole answer."""
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(30)
         sock.connect(str(path))
-        sock.sendall(b"show stat\n")
+        sock.sendall(command.encode() + b"\n")
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
-    lines = b"".join(chunks).decode().strip().splitlines()
+    return b"".join(chunks).decode()
+
+
+def haproxy_stats(path: Path) -> list[dict[str, str]]:
+    """`show stat` over the stats socket, as one dict per line."""
+    lines = haproxy_command(path, "show stat").strip().splitlines()
     header = lines[0].lstrip("# ").split(",")
     return [dict(zip(header, line.split(","), strict=False)) for line in lines[1:]]
 
@@ -320,17 +343,18 @@ def haproxy_stats(path: Path) -> list[dict[str, str]]:
 
 def table(rows: list[Row], window: float) -> str:
     """The Markdown table the README carries."""
+    threads = max((r.threads or 0 for r in rows), default=0)
     out = ["| probe | backends | interval | checker | checks/s (asked) | CPU s/s | "
-           "CPU us/check | vs HAProxy | peak RSS MiB | lateness p50 / p99 ms | "
-           "false downs |",
+           f"CPU us/check | vs HAProxy 1 / {threads} threads | peak RSS MiB | "
+           "lateness p50 / p99 ms | false downs |",
            "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    reference = {r.case: r for r in rows if r.checker == "HAProxy"}
     for r in rows:
         c = r.case
         ratio, late = "", "n/a"
         if r.checker == "sentinel":
-            ref = reference.get(c)
-            ratio = f"{r.us_per_check / ref.us_per_check:.2f}x" if ref and ref.checks_per_s else ""
+            refs = sorted((h for h in rows if h.case == c and h.threads and h.checks_per_s),
+                          key=lambda h: h.threads or 0)
+            ratio = " / ".join(f"{r.us_per_check / h.us_per_check:.2f}x" for h in refs)
             late = f"{r.late_p50:.1f} / {r.late_p99:.1f}" + (" (warned)" if r.late_warning
                                                                else "")
         asked = c.n * 1000 / c.interval_ms
@@ -363,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
             workdir = Path(tmp)
             fleet = Fleet(case.n, workdir)
             try:
-                for measure in (measure_sentinel, measure_haproxy):
+                for measure in (measure_sentinel, measure_haproxy_one_thread,
+                                measure_haproxy):
                     run_dir = workdir / measure.__name__
                     run_dir.mkdir()
                     row = measure(case, fleet, run_dir, args.warmup, args.window)

@@ -102,7 +102,7 @@ async def run_once(url: str, state_dir: Path, events: int, backends: int,
             if rate:
                 await trio.sleep(1 / rate)
         with trio.fail_after(120):
-            while (await sink.statistics()).delivered < events:  # noqa: ASYNC110
+            while sink.statistics().delivered < events:  # noqa: ASYNC110
                 await trio.sleep(0.1)
         nursery.cancel_scope.cancel()
     await sink.aclose()

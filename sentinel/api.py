@@ -6,7 +6,7 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs
@@ -47,19 +47,86 @@ class StateSource(Protocol):
 Reloader = Callable[[], Awaitable[list[str]]]
 MetricsRenderer = Callable[[], Awaitable[tuple[bytes, str]]]  # body, content type
 ADMIN_ACTIONS = ("drain", "maint", "ready")
+MAX_BODY = 64 * 1024  # no endpoint takes a body yet; this bounds what is read and dropped
+MAX_QUERY_FIELDS = 100
+SHOWN = 40  # longest client value quoted in an error
 
 
 class Response:
-    """A finished response: status, JSON body (or raw bytes) and content type."""
+    """A finished response: status, JSON body (or raw bytes), content type, more headers."""
 
-    __slots__ = ("body", "content_type", "status")
+    __slots__ = ("body", "content_type", "headers", "status")
 
-    def __init__(self, status: int, body: object, content_type: str = "application/json"
-                 ) -> None:
+    def __init__(self, status: int, body: object, content_type: str = "application/json",
+                 headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         self.status = status
         self.content_type = content_type
+        self.headers = headers
         self.body = body if isinstance(body, bytes) else (
             json.dumps(body, indent=None, separators=(",", ":")).encode() + b"\n")
+
+
+class BadRequest(ValueError):
+    """A request the API answers 400 with this message, having changed nothing."""
+
+
+def wrong_method(method: str, allowed: str, path: str) -> Response | None:
+    """None when `method` may be used on `path`, else the 405 (with `Allow`, RFC 9110)."""
+    if method == allowed:
+        return None
+    allow = "GET, HEAD" if allowed == "GET" else allowed
+    return Response(405, {"error": f"{method} not allowed on {path} (allowed: {allow})"},
+                    headers=((b"allow", allow.encode()),))
+
+
+def parse_query(query: str, names: Collection[str], repeatable: Collection[str] = ()
+                ) -> dict[str, list[str]]:
+    """The query string's parameters; BadRequest for a name the endpoint does not take
+    (a typo must not be ignored silently), a repeat of one it takes once, or an escape
+    that is not UTF-8."""
+    try:
+        params = parse_qs(query, keep_blank_values=True, errors="strict",
+                          max_num_fields=MAX_QUERY_FIELDS)
+    except UnicodeDecodeError:
+        raise BadRequest("the query string is not UTF-8 once %-decoded") from None
+    except ValueError:
+        raise BadRequest(f"more than {MAX_QUERY_FIELDS} query parameters") from None
+    if unknown := sorted(set(params) - set(names)):
+        takes = f"it takes {', '.join(names)}" if names else "it takes none"
+        raise BadRequest(f"unknown query parameter {', '.join(map(shown, unknown))} ({takes})")
+    for name, values in params.items():
+        if len(values) > 1 and name not in repeatable:
+            raise BadRequest(f"{name} given {len(values)} times")
+    return params
+
+
+def integer(params: dict[str, list[str]], name: str, default: int, *,
+            limits: tuple[int, int] | None = None) -> int:
+    """Parameter `name` as an integer (within `limits`, inclusive, when given), or
+    `default` when absent."""
+    if name not in params:
+        return default
+    text = params[name][0]
+    # not int() alone: it takes "1_0", " 1" and "²", and raises on 5,000 digits; 19 digits
+    # cover every seq
+    if re.fullmatch(r"-?[0-9]{1,19}", text) and (
+            limits is None or limits[0] <= int(text) <= limits[1]):
+        return int(text)
+    within = f" from {limits[0]} to {limits[1]}" if limits else ""
+    raise BadRequest(f"{name} must be an integer{within}, got {shown(text)}")
+
+
+def choice(params: dict[str, list[str]], name: str, allowed: tuple[str, ...]) -> str:
+    """Parameter `name`, one of `allowed` (the first is the default)."""
+    value = params.get(name, [allowed[0]])[0]
+    if value not in allowed:
+        raise BadRequest(f"{name} must be one of {', '.join(allowed)}, got {shown(value)}")
+    return value
+
+
+def shown(value: str) -> str:
+    """A client's value quoted in an error, cut short: an error must not echo 5,000 digits."""
+    return repr(value) if len(value) <= SHOWN else f"{value[:SHOWN]!r}... ({len(value)} characters)"
 
 
 class Api:
@@ -80,69 +147,99 @@ class Api:
             return
         if scope["type"] != "http":
             return
-        response = await self.route(scope["method"], scope["path"],
-                              scope.get("query_string", b"").decode(),
-                              dict(scope.get("headers", [])))
+        # The whole request arrives before anything is acted on: a body the server
+        # refuses half-way (a malformed chunk, a client that hung up) must change nothing.
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            size += len(message.get("body", b""))
+            if size > MAX_BODY:
+                response = Response(413, {"error": f"request body over {MAX_BODY} bytes"})
+                break
+            if not message.get("more_body", False):
+                method = scope["method"]
+                # HEAD is GET without the body (RFC 9110 9.3.2), never a side effect
+                response = await self.route("GET" if method == "HEAD" else method,
+                                            scope["path"],
+                                            scope.get("query_string", b"").decode("latin-1"),
+                                            dict(scope.get("headers", [])))
+                break
+        headers = [(b"content-type", response.content_type.encode()),
+                   (b"content-length", str(len(response.body)).encode()), *response.headers]
         await send({"type": "http.response.start", "status": response.status,
-                    "headers": [(b"content-type", response.content_type.encode()),
-                                (b"content-length", str(len(response.body)).encode())]})
-        await send({"type": "http.response.body", "body": response.body})
+                    "headers": headers})
+        await send({"type": "http.response.body",
+                    "body": b"" if scope["method"] == "HEAD" else response.body})
 
     async def route(self, method: str, path: str, query: str, headers: dict[bytes, bytes]
                     ) -> Response:
-        """Answer one request."""
-        if path == "/healthz":
-            return Response(200, {"ok": True})
-        if path == "/metrics" and method == "GET" and self.metrics is not None:
-            return Response(200, *await self.metrics())  # open, like /healthz: scrapers
+        """Answer one request (HEAD comes here as GET)."""
+        try:
+            return await self._route(method, path, query, headers)
+        except BadRequest as exc:
+            return Response(400, {"error": str(exc)})
+
+    async def _route(self, method: str, path: str, query: str, headers: dict[bytes, bytes]
+                     ) -> Response:
         if path.startswith("/v1/outbox"):  # webhook deliveries: list, retry, purge
             if not self._authorized(headers):
                 return Response(401, {"error": "missing or wrong bearer token"})
             from sentinel.outboxcli import outbox_endpoint
 
-            return Response(*await outbox_endpoint(self.source, method, path, query))
-        if method == "POST":
+            return await outbox_endpoint(self.source, method, path, query)
+        parts = path.strip("/").split("/")
+        admin = len(parts) == 5 and parts[:2] == ["v1", "backends"] and parts[4] in ADMIN_ACTIONS
+        if admin or (path == "/v1/reload" and self.reload is not None):
+            if refused := wrong_method(method, "POST", path):
+                return refused
             if not self._authorized(headers):
                 return Response(401, {"error": "missing or wrong bearer token"})
-            return await self._post(path)
-        if method != "GET":
-            return Response(405, {"error": f"{method} not allowed on {path}"})
+            parse_query(query, ())
+            return await (self._override(*parts[2:]) if admin else self._reload())
+        if path in ("/healthz", "/v1/state", "/v1/events") or path.startswith("/v1/maglev/") \
+                or (path == "/metrics" and self.metrics is not None):
+            return wrong_method(method, "GET", path) or await self._get(path, query, headers)
+        return Response(404, {"error": f"no such endpoint: {method} {path}"})
+
+    async def _get(self, path: str, query: str, headers: dict[bytes, bytes]) -> Response:
+        if path == "/healthz":
+            return Response(200, {"ok": True})
+        if path == "/metrics" and self.metrics is not None:
+            return Response(200, *await self.metrics())  # open, like /healthz: scrapers
         if path == "/v1/state":
+            parse_query(query, ())
             return Response(200, self.source.state_document())
         if path == "/v1/events":
             if not self._authorized(headers):
                 return Response(401, {"error": "missing or wrong bearer token"})
-            after = parse_qs(query).get("after", ["0"])[0]
-            if not re.fullmatch(r"-?[0-9]+", after):  # not isdigit: "--1" and "²" pass it
-                return Response(400, {"error": f"after must be an integer, got {after!r}"})
-            events = self.source.events_after(int(after))
+            after = integer(parse_query(query, ("after",)), "after", 0)
+            events = self.source.events_after(after)
             return Response(200, {"events": [e.to_json() for e in events]})
-        if path.startswith("/v1/maglev/"):
-            return self._maglev(path.removeprefix("/v1/maglev/"), query)
-        return Response(404, {"error": f"no such endpoint: {path}"})
+        return self._maglev(path.removeprefix("/v1/maglev/"), query)
 
-    async def _post(self, path: str) -> Response:
-        parts = path.strip("/").split("/")
-        if len(parts) == 5 and parts[:2] == ["v1", "backends"] and parts[4] in ADMIN_ACTIONS:
-            service, backend, action = parts[2], parts[3], parts[4]
-            try:
-                events = await self.source.set_override(service, backend, action)
-            except KeyError:
-                return Response(404, {"error": f"no backend {service}/{backend}"})
-            return Response(200, {"ok": True, "events": [e.to_json() for e in events]})
-        if parts == ["v1", "reload"] and self.reload is not None:
-            errors = await self.reload()
-            if errors:
-                return Response(400, {"ok": False, "errors": errors})
-            return Response(200, {"ok": True})
-        return Response(404, {"error": f"no such endpoint: POST {path}"})
+    async def _override(self, service: str, backend: str, action: str) -> Response:
+        try:
+            events = await self.source.set_override(service, backend, action)
+        except KeyError:
+            return Response(404, {"error": f"no backend {service}/{backend}"})
+        return Response(200, {"ok": True, "events": [e.to_json() for e in events]})
+
+    async def _reload(self) -> Response:
+        assert self.reload is not None
+        errors = await self.reload()
+        if errors:
+            return Response(400, {"ok": False, "errors": errors})
+        return Response(200, {"ok": True})
 
     def _maglev(self, service: str, query: str) -> Response:
+        form = choice(parse_query(query, ("format",)), "format", ("json", "bin"))
         published = self.source.maglev_table(service)
         if published is None:
             return Response(404, {"error": f"no maglev table for service {service!r}"})
         doc, table = published
-        if parse_qs(query).get("format", ["json"])[0] == "bin":
+        if form == "bin":
             return Response(200, table, "application/octet-stream")
         return Response(200, doc)
 

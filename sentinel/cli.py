@@ -74,6 +74,21 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sentinel` console script."""
+    try:
+        code = _dispatch(argv)
+        sys.stdout.flush()  # here, not at exit, so a closed pipe is caught below
+    except (BrokenPipeError, BaseExceptionGroup) as exc:  # a group: from inside trio (demo)
+        if isinstance(exc, BaseExceptionGroup) and exc.split(BrokenPipeError)[1] is not None:
+            raise
+        # The reader went away (`sentinel status | head -1`): stop quietly, as `cat`
+        # does. stdout points at /dev/null from now on, or Python's flush at exit
+        # would report the same broken pipe again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAIL
+    return code
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     try:

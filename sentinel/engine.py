@@ -79,7 +79,8 @@ class Engine:
 
     def make_runner(self, sink: SinkConfig) -> SinkRunner:
         """A runner for a configured sink (or the override a test passed in)."""
-        ctx = SinkContext(state_dir=self.state_dir, state_document=self.state_document)
+        ctx = SinkContext(state_dir=self.state_dir, state_document=self.state_document,
+                          config=lambda: self.config)
         impl = self._sink_overrides.get(sink.name) or SINK_KINDS[sink.type].create(
             sink.name, sink.options, ctx)
         return SinkRunner(impl, observer=self.observer)

@@ -268,10 +268,14 @@ def table_files(path: str | Path) -> tuple[Path, Path]:
 
 
 def read_files(path: str | Path) -> tuple[dict[str, Any], bytes]:
-    """A published pair (sidecar, table bytes); ValueError when they do not match, OSError
-    when one cannot be read."""
+    """A published pair (sidecar, table bytes); ValueError when they do not match or the
+    sidecar does not describe the table (names for every index), OSError when one cannot
+    be read."""
     table_path, doc_path = table_files(path)
-    doc = json.loads(doc_path.read_text())
+    try:
+        doc = json.loads(doc_path.read_text())
+    except RecursionError:
+        raise ValueError(f"{doc_path}: not a maglev sidecar (nested too deeply)") from None
     table = table_path.read_bytes()
     if not isinstance(doc, dict) or not isinstance(doc.get("table_size"), int):
         raise ValueError(f"{doc_path}: not a maglev sidecar")
@@ -280,4 +284,17 @@ def read_files(path: str | Path) -> tuple[dict[str, Any], bytes]:
     if hashlib.sha256(table).hexdigest() != doc.get("sha256"):
         raise ValueError(f"{table_path}: sha256 differs from {doc_path.name} "
                          f"(a newer table may be landing; read again)")
+    names = doc.get("backends")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{doc_path}: `backends` must be a list of names, got "
+                         f"{json.dumps(names)[:60]}")
+    addresses = doc.get("addresses", names)
+    if not isinstance(addresses, list) or len(addresses) != len(names) \
+            or not all(isinstance(a, str) for a in addresses):
+        raise ValueError(f"{doc_path}: `addresses` must list one address per backend")
+    slots = np.frombuffer(table, dtype="<u4")
+    used = slots[slots != NO_BACKEND]
+    if used.size and int(used.max()) >= len(names):
+        raise ValueError(f"{table_path}: a slot holds backend index {int(used.max())}, but "
+                         f"{doc_path.name} names {len(names)} backends")
     return doc, table

@@ -69,6 +69,8 @@ def run_maglev(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"sentinel maglev: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        raise  # stdout's reader went away: the CLI's main ends quietly
     except (OSError, ValueError) as exc:
         print(f"sentinel maglev: {exc}", file=sys.stderr)
         return EXIT_FAIL
@@ -95,6 +97,9 @@ def _members(args: argparse.Namespace) -> list[Member]:
 
 def _build(args: argparse.Namespace) -> int:
     members = _members(args)
+    if args.out and not (parent := table_files(args.out)[0].parent).is_dir():
+        # as cp, tee and a shell's `>` do: a mistyped path is not made up silently
+        raise ConfigError(None, f"--out: directory {parent} does not exist")
     started = time.perf_counter()
     table = build(members, args.size, Mode(args.mode))
     elapsed = (time.perf_counter() - started) * 1000
@@ -144,10 +149,6 @@ def _print_disruption(before: Table, after: Table) -> None:
           f"backends held {lost} ({100 * lost / after.size:.2f}%), the minimum")
 
 
-def _names(doc: dict[str, Any]) -> list[str]:
-    return [str(n) for n in doc.get("backends", [])]
-
-
 def _diff(old_path: str, new_path: str) -> int:
     import numpy as np
 
@@ -158,7 +159,7 @@ def _diff(old_path: str, new_path: str) -> int:
     if old.size != new.size:
         raise ValueError(f"tables differ in size ({old.size} and {new.size} slots): every "
                          "slot maps anew")
-    old_names, new_names = _names(old_doc), _names(new_doc)
+    old_names, new_names = old_doc["backends"], new_doc["backends"]
 
     def name(names: list[str], index: int) -> str:
         return "(none)" if index == NO_BACKEND else names[index]
@@ -180,7 +181,7 @@ def _lookup(path: str, key: str) -> int:
     if index == NO_BACKEND:
         print(f"{key_of(key)}: slot {slot} -> no backend")
         return EXIT_FAIL
-    name, address = _names(doc)[index], doc.get("addresses", [""] * (index + 1))[index]
+    name, address = doc["backends"][index], doc.get("addresses", doc["backends"])[index]
     where = f" ({address})" if address and address != name else ""
     print(f"{key_of(key)}: slot {slot} -> {name}{where}")
     return EXIT_OK

@@ -10,6 +10,10 @@ Two kinds of series:
   weight, panic, sink health, schedule lateness, the webhook outboxes and the
   trace exporter's queue. Nothing is kept for them between scrapes, so a
   backend removed by a reload disappears from the next scrape.
+
+The counted series of a backend, service or sink a reload removed are dropped
+at the next scrape too (checked then, not at the reload: a probe that was in
+flight during the reload may still report the removed backend once).
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ from prometheus_client.registry import Collector
 from sentinel import __version__
 from sentinel.model import Event, State
 from sentinel.observe import ProbeRecord
-from sentinel.outbox import Counts
 
 if TYPE_CHECKING:
     from sentinel.engine import Engine
@@ -67,9 +70,10 @@ class Metrics:
             "sentinel_sink_apply", "Sink applies, by result (ok or error).",
             ["sink", "result"], registry=self.registry)
         self._probe_children: dict[tuple[str, str, str, str], Histogram] = {}
+        self._transition_keys: set[tuple[str, str, str]] = set()
+        self._sink_keys: set[tuple[str, str]] = set()
         self._engine: Engine | None = None
         self._traces: TraceSource | None = None
-        self._outboxes: dict[str, Counts] = {}
         self.registry.register(ScrapeCollector(self))
 
     def watch(self, engine: Engine, traces: TraceSource | None = None) -> None:
@@ -92,27 +96,36 @@ class Metrics:
         """A backend's published state or weight changed (panic events have their
         own gauge, and weight-only changes are not transitions)."""
         if event.backend and event.from_state != event.to_state:
-            self._transitions.labels(event.service, event.backend, event.to_state).inc()
+            key = (event.service, event.backend, event.to_state)
+            self._transition_keys.add(key)
+            self._transitions.labels(*key).inc()
 
     def observe_sink(self, sink: str, error: str | None) -> None:
         """One sink apply finished."""
-        self._sink_applies.labels(sink, "ok" if error is None else "error").inc()
+        key = (sink, "ok" if error is None else "error")
+        self._sink_keys.add(key)
+        self._sink_applies.labels(*key).inc()
 
     async def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type (GET /metrics)."""
-        self._outboxes = await self._outbox_counts()
+        if self._engine is not None:
+            self._forget_removed(self._engine)
         return generate_latest(self.registry), CONTENT_TYPE
 
-    async def _outbox_counts(self) -> dict[str, Counts]:
-        """Each webhook sink's outbox counts (read from SQLite off the event loop)."""
-        from sentinel.sinks.webhook import WebhookSink
-
-        counts: dict[str, Counts] = {}
-        if self._engine is not None:
-            for name, runner in list(self._engine.runners.items()):
-                if isinstance(runner.sink, WebhookSink):
-                    counts[name] = (await runner.sink.statistics()).outbox
-        return counts
+    def _forget_removed(self, engine: Engine) -> None:
+        """Drop the counted series of backends, services and sinks the engine no longer
+        has (see the module docstring)."""
+        live = {(name, b.config.name) for name, svc in list(engine.services.items())
+                for b in svc.backends}
+        for key in [k for k in self._probe_children if k[:2] not in live]:
+            del self._probe_children[key]
+            self._probe_seconds.remove(*key)
+        for tkey in [k for k in self._transition_keys if k[:2] not in live]:
+            self._transition_keys.discard(tkey)
+            self._transitions.remove(*tkey)
+        for skey in [k for k in self._sink_keys if k[0] not in engine.runners]:
+            self._sink_keys.discard(skey)
+            self._sink_applies.remove(*skey)
 
     def scrape(self) -> Iterator[Metric]:
         """The series read from the engine now (see the module docstring)."""
@@ -122,7 +135,7 @@ class Metrics:
         yield info
         if self._engine is not None:
             yield from _engine_series(self._engine)
-        yield from _outbox_series(self._outboxes)
+            yield from _outbox_series(self._engine)
         if self._traces is not None:
             yield from _trace_series(self._traces())
 
@@ -194,8 +207,13 @@ def _scheduler_series(engine: Engine) -> Iterator[Metric]:
     yield lag
 
 
-def _outbox_series(outboxes: dict[str, Counts]) -> Iterator[Metric]:
-    """Each webhook sink's durable outbox."""
+def _outbox_series(engine: Engine) -> Iterator[Metric]:
+    """Each webhook sink's durable outbox (its counts are kept in memory)."""
+    from sentinel.sinks.webhook import WebhookSink
+
+    outboxes = {name: runner.sink.statistics().outbox
+                for name, runner in list(engine.runners.items())
+                if isinstance(runner.sink, WebhookSink)}
     if not outboxes:
         return
     depth = GaugeMetricFamily("sentinel_outbox_pending", "Webhook events waiting for "

@@ -242,6 +242,10 @@ class Outbox:
         return [Entry(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7], r[8], bool(r[9]))
                 for r in rows]
 
+    def dead_ids(self) -> list[int]:
+        """The ids of the dead letters (a sink keeps them to count them in memory)."""
+        return [row[0] for row in self._read("SELECT id FROM entries WHERE dead = 1")]
+
     def counts(self) -> Counts:
         """Pending and dead entries now, drops ever."""
         pending, dead = self._read(

@@ -20,10 +20,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import httpx
 
+from sentinel.api import Response, choice, integer, parse_query, wrong_method
 from sentinel.config import Config
 from sentinel.configload import load_config
 from sentinel.errors import ConfigError, StateError
@@ -33,6 +33,7 @@ from sentinel.sinks.webhook import WebhookSink, outbox_path
 from sentinel.webhooks import SignatureError, decode_secret, headers
 
 ACTIONS = ("list", "retry", "purge")
+OUTBOX_PARAMS = ("sink", "id", "state", "all", "limit")
 Doc = dict[str, Any]
 
 
@@ -70,12 +71,15 @@ def run_outbox(args: argparse.Namespace, api_url: Callable[[], str],
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    names = [s.name for s in config.sinks
-             if s.type == "webhook" and args.sink in (None, s.name)]
-    if not names:
-        print(f"sentinel outbox: {args.config} has no webhook sink"
-              + (f" named {args.sink!r}" if args.sink else ""), file=sys.stderr)
+    webhooks = [s.name for s in config.sinks if s.type == "webhook"]
+    if not webhooks:
+        print(f"sentinel outbox: {args.config} has no webhook sink", file=sys.stderr)
         return 2
+    if args.sink is not None and args.sink not in webhooks:
+        print(f"sentinel outbox: --sink {args.sink}: {args.config} has no webhook sink of "
+              f"that name (webhook sinks: {', '.join(webhooks)})", file=sys.stderr)
+        return 2
+    names = [args.sink] if args.sink is not None else webhooks
     try:
         doc = _direct(config, names, args)
     except OutboxLocked:
@@ -153,43 +157,44 @@ def _table(doc: Doc, action: str) -> str:
 # -- the API side ----------------------------------------------------------------------
 
 
-async def outbox_endpoint(source: object, method: str, path: str, query: str
-                          ) -> tuple[int, Doc]:
+async def outbox_endpoint(source: object, method: str, path: str, query: str) -> Response:
     """GET /v1/outbox, POST /v1/outbox/retry, POST /v1/outbox/purge against the running
     webhook sinks; `?sink=NAME&id=EVENT_ID` (repeatable) narrow it, `state=dead` lists
     dead letters only, `all=true` purges pending events too."""
     runners = getattr(source, "runners", {})
     sinks = {n: r.sink for n, r in runners.items() if isinstance(r.sink, WebhookSink)}
-    params = parse_qs(query)
-    names = params.get("sink", list(sinks))
-    if unknown := [n for n in names if n not in sinks]:
-        return 404, {"error": f"no webhook sink {', '.join(unknown)}"}
-    ids = params.get("id")
     action = {"/v1/outbox": ("GET", "list"), "/v1/outbox/retry": ("POST", "retry"),
               "/v1/outbox/purge": ("POST", "purge")}.get(path)
     if action is None:
-        return 404, {"error": f"no such endpoint: {path}"}
-    if method != action[0]:
-        return 405, {"error": f"{method} not allowed on {path}"}
-    limit = params.get("limit", ["100"])[0]
-    if not limit.isdecimal():
-        return 400, {"error": f"limit must be a number, got {limit!r}"}
+        return Response(404, {"error": f"no such endpoint: {path}"})
+    if refused := wrong_method(method, action[0], path):
+        return refused
+    # Every value is checked before anything is retried or purged. The CLI sends the
+    # same parameters to each action (limit always), so each takes them all.
+    params = parse_query(query, OUTBOX_PARAMS, repeatable=("sink", "id"))
+    names = params.get("sink", list(sinks))
+    if unknown := [n for n in names if n not in sinks]:
+        return Response(404, {"error": f"no webhook sink {', '.join(unknown)}"})
+    ids = params.get("id")
+    dead = choice(params, "state", ("all", "dead")) == "dead"
+    pending_too = choice(params, "all", ("false", "true")) == "true"
+    limit = integer(params, "limit", 100, limits=(0, 10_000_000))
     out: Doc = {}
     for name in names:
         sink = sinks[name]
         if action[1] == "retry":
             touched = await sink.retry(ids)
         elif action[1] == "purge":
-            touched = await sink.purge(ids, pending_too=params.get("all") == ["true"])
+            touched = await sink.purge(ids, pending_too=pending_too)
         else:
-            dead = True if params.get("state") == ["dead"] else None
-            touched = [e for e in await sink.entries(dead=dead, limit=-1 if ids else int(limit))
+            touched = [e for e in await sink.entries(dead=True if dead else None,
+                                                      limit=-1 if ids else limit)
                        if ids is None or e.event_id in ids]
-        stats = await sink.statistics()
+        stats = sink.statistics()
         extra = {k: v for k, v in stats.to_json().items()
                  if k not in ("pending", "dead", "dropped")}
         out[name] = sink_doc(stats.outbox, touched, extra)
-    return 200, {"sinks": out}
+    return Response(200, {"sinks": out})
 
 
 # -- sentinel webhook test -----------------------------------------------------------

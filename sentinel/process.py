@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,7 @@ import trio
 
 OUTPUT_CAP = 64 * 1024  # per stream; the tail is kept, where results and last errors sit
 SHOWN = 200  # longest line quoted in an error text
+SHOWN_LINES = 3  # most lines quoted when several say why
 MARK = "SENTINEL_RUN"  # environment variable naming the run every process it starts is of
 SWEEPS = 3  # passes over /proc: a marked process may fork while it is being killed
 _runs = itertools.count(1)
@@ -51,8 +53,11 @@ class ProcessOutcome:
         """True when the command was killed for running too long."""
         return self.returncode is None
 
-    def describe_exit(self) -> str:
-        """`exit 3: <last stderr line>`, or `killed by SIGTERM` for a signal."""
+    def describe_exit(self, why: re.Pattern[str] | None = None) -> str:
+        """`exit 3: <last stderr line>`, or `killed by SIGTERM` for a signal. With `why`,
+        the stderr lines it matches are quoted instead (joined by "; "), when there are
+        any: a program's last line is often a summary ("test failed") and the reason
+        came before it."""
         code = self.returncode
         if code is None:
             return "timed out"
@@ -64,8 +69,10 @@ class ProcessOutcome:
         else:
             text = f"exit {code}"
         lines = [ln.strip() for ln in self.stderr.decode("utf-8", errors="replace").splitlines()]
-        last = next((ln for ln in reversed(lines) if ln), "")
-        return f"{text}: {last[:SHOWN]}" if last else text
+        reasons = [ln[:SHOWN] for ln in lines if why is not None and why.search(ln)]
+        quoted = "; ".join(reasons[:SHOWN_LINES]) or next(
+            (ln[:SHOWN] for ln in reversed(lines) if ln), "")
+        return f"{text}: {quoted}" if quoted else text
 
 
 async def run_command(argv: Sequence[str], *, time_limit: float,

@@ -24,8 +24,11 @@ def render_table(doc: dict[str, Any]) -> str:
              for r in rows]
     for name, sink in sorted(doc.get("sinks", {}).items()):
         state = "ok" if sink["ok"] else f"FAILING: {sink['last_error']}"
+        deliveries = sink.get("deliveries")  # a webhook sink's outbox
+        owed = (f"; deliveries: {deliveries['pending']} pending, {deliveries['dead']} dead"
+                if deliveries else "")
         lines.append(f"sink {name}: {state} (applied {sink['applied']}, "
-                     f"pending {sink['pending']})")
+                     f"pending {sink['pending']}{owed})")
     return "\n".join(lines)
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import trio
 
-from sentinel.api import URL_FILE, Api, serve_api
+from sentinel.api import MAX_BODY, URL_FILE, Api, Receive, Scope, Send, serve_api
 from sentinel.config import ApiConfig
 from sentinel.engine import Engine
 from sentinel.sinks.base import RecordingSink
@@ -26,23 +27,64 @@ EVENT_KEYS = {"id", "seq", "time", "service", "backend", "address", "from", "to"
 Serve = Callable[..., AbstractAsyncContextManager[tuple[httpx.AsyncClient, Engine]]]
 
 
+class CountingApi(Api):
+    """The real Api, counting the requests it has finished handling, so a test can wait
+    for the handler itself (not only for an answer the server may send before it ends)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handled = 0
+        self._changed = trio.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle the request, then count it."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if scope["type"] == "http":
+                self.handled += 1
+                self._changed.set()
+                self._changed = trio.Event()
+
+    async def wait_handled(self, count: int) -> None:
+        """Until `count` requests have been handled (bound it with trio.fail_after)."""
+        while self.handled < count:
+            await self._changed.wait()
+
+
 @pytest.fixture
 def serve(tmp_path: Path) -> Serve:
     """Serve the API over an Engine with service `web` (b9001, b9002) on 127.0.0.1:0."""
 
     @asynccontextmanager
-    async def start(token: str | None = None
+    async def start(token: str | None = None, **api_options: Any
                     ) -> AsyncIterator[tuple[httpx.AsyncClient, Engine]]:
         engine = Engine(config(tmp_path, service("web", [9001, 9002])),
                         sinks={"rec": RecordingSink()}, probe_factory=FakeProbe().factory())
         async with trio.open_nursery() as nursery:
-            url = await nursery.start(serve_api, Api(engine, token),
-                                      ApiConfig(host="127.0.0.1", port=0), tmp_path)
+            api = CountingApi(engine, token, **api_options)
+            url = await nursery.start(serve_api, api, ApiConfig(host="127.0.0.1", port=0),
+                                      tmp_path)
             async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+                client.api = api  # type: ignore[attr-defined]
                 yield client, engine
             nursery.cancel_scope.cancel()
 
     return start
+
+
+async def send_raw(client: httpx.AsyncClient, request: bytes) -> bytes:
+    """Send `request` as it is on a fresh connection to the API; everything answered
+    until the server closes."""
+    url = client.base_url
+    stream = await trio.open_tcp_stream(url.host, url.port or 80)
+    async with stream:
+        await stream.send_all(request)
+        answer = b""
+        with trio.fail_after(5):
+            while chunk := await stream.receive_some():
+                answer += chunk
+    return answer
 
 
 async def test_state_document_has_the_spec_shape(serve: Serve, tmp_path: Path) -> None:
@@ -77,13 +119,79 @@ async def test_events_after_returns_newer_events_oldest_first(serve: Serve) -> N
     assert set(everything[0]) == EVENT_KEYS
 
 
-@pytest.mark.parametrize("after", ["abc", "1.5", "--1", "²"])
+@pytest.mark.parametrize("after", ["abc", "1.5", "--1", "²", "", " 1", "1_0", "9" * 20])
 async def test_bad_after_is_400(serve: Serve, after: str) -> None:
     """`after` that is not an integer is a client error with a message, not a 500."""
     async with serve() as (client, _):
         response = await client.get("/v1/events", params={"after": after})
     assert response.status_code == 400
-    assert "after" in response.json()["error"]
+    assert response.json()["error"].startswith("after must be an integer, got ")
+
+
+async def test_a_5000_digit_after_is_400_with_a_short_message(serve: Serve) -> None:
+    """`after` with 5,000 digits (past Python's int() limit) is a 400 whose message does
+    not echo the number back, not a 500."""
+    async with serve() as (client, _):
+        response = await client.get("/v1/events", params={"after": "7" * 5000})
+    assert response.status_code == 400
+    assert response.json()["error"] == (
+        f"after must be an integer, got {'7' * 40!r}... (5000 characters)")
+
+
+@pytest.mark.parametrize(("path", "error"), [
+    ("/v1/events?after=1&after=2", "after given 2 times"),
+    ("/v1/events?afterr=1", "unknown query parameter 'afterr' (it takes after)"),
+    ("/v1/events?after=%ff", "the query string is not UTF-8 once %-decoded"),
+    ("/v1/state?pretty", "unknown query parameter 'pretty' (it takes none)"),
+    ("/v1/maglev/web?format=xml", "format must be one of json, bin, got 'xml'"),
+    ("/v1/events?" + "&".join(f"p{i}=1" for i in range(101)),
+     "more than 100 query parameters"),
+])
+async def test_malformed_query_values_are_400(serve: Serve, path: str, error: str) -> None:
+    """A query the endpoint cannot take (a repeat, a typo'd name, bad %-escapes, a value
+    out of its set, a flood of fields) is a 400 naming the problem, never ignored."""
+    async with serve() as (client, _):
+        response = await client.get(path)
+    assert (response.status_code, response.json()) == (400, {"error": error})
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/v1/state", "/v1/events", "/v1/events?after=1",
+                                  "/v1/maglev/web", "/metrics"])
+async def test_head_answers_like_get_without_a_body(serve: Serve, path: str) -> None:
+    """HEAD on a GET endpoint answers GET's status and headers (its Content-Length too)
+    with no body, not 405 (RFC 9110 9.3.2)."""
+    async def metrics() -> tuple[bytes, str]:
+        return b"sentinel_up 1\n", "text/plain; version=0.0.4"
+
+    async with serve(metrics=metrics) as (client, engine):
+        await engine.set_override("web", "b9001", "drain")
+        get, head = await client.get(path), await client.head(path)
+    assert head.status_code == get.status_code != 405
+    assert head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert int(head.headers["content-length"]) == len(get.content) > 0
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("POST", "/v1/state", "GET, HEAD"),
+    ("DELETE", "/v1/events", "GET, HEAD"),
+    ("POST", "/healthz", "GET, HEAD"),
+    ("GET", "/v1/backends/web/b9001/drain", "POST"),
+    ("HEAD", "/v1/reload", "POST"),
+    ("PUT", "/v1/outbox", "GET, HEAD"),
+    ("GET", "/v1/outbox/retry", "POST"),
+])
+async def test_a_wrong_method_is_405_with_allow(serve: Serve, method: str, path: str,
+                                                allow: str) -> None:
+    """A known endpoint asked with another method answers 405 and says which it takes."""
+    async def reload() -> list[str]:
+        return []
+
+    async with serve(reload=reload) as (client, engine):
+        response = await client.request(method, path)
+        assert engine.journal.seq == 0
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow
 
 
 async def test_healthz(serve: Serve) -> None:
@@ -123,3 +231,42 @@ async def test_admin_override_needs_the_token_and_a_known_backend(serve: Serve) 
     assert [e["to"] for e in done.json()["events"]] == ["drain"]
     assert state["services"]["web"]["backends"][0]["state"] == "drain"
     assert engine.journal.seq == 1
+
+
+BROKEN_CHUNK = b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"  # "zz" is no chunk size
+
+
+@pytest.mark.parametrize("path", ["/v1/backends/web/b9001/drain", "/v1/backends/web/b9001/maint",
+                                  "/v1/backends/web/b9002/ready", "/v1/reload"])
+@pytest.mark.parametrize("refusal", ["broken chunk", "query", "huge body"])
+async def test_a_refused_post_changes_nothing(serve: Serve, path: str, refusal: str) -> None:
+    """Every POST that takes input changes nothing when the request is refused: a body
+    the server rejects as malformed after the headers (Hypercorn's 400; the handler used
+    to act on the headers anyway), a query it does not take (400), a body over the limit
+    (413). The handler is waited for, not only the answer."""
+    reloads: list[int] = []
+
+    async def reload() -> list[str]:
+        reloads.append(1)
+        return []
+
+    async with serve(reload=reload) as (client, engine):
+        await engine.set_override("web", "b9002", "maint")  # so `ready` would change it
+        before = (engine.journal.seq, [b.override for b in engine.services["web"].backends])
+        head = f"POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".encode()
+        if refusal == "broken chunk":
+            status = (await send_raw(client, head + BROKEN_CHUNK)).split(b"\r\n")[0]
+        elif refusal == "query":
+            status = (await send_raw(client, head.replace(b" HTTP", b"?now=1 HTTP")
+                                     + b"Content-Length: 0\r\n\r\n")).split(b"\r\n")[0]
+        else:
+            body = b"x" * (MAX_BODY + 1)
+            status = (await send_raw(client, head + b"Content-Length: %d\r\n\r\n" % len(body)
+                                     + body)).split(b"\r\n")[0]
+        with trio.fail_after(5):
+            await client.api.wait_handled(1)  # type: ignore[attr-defined]
+        after = (engine.journal.seq, [b.override for b in engine.services["web"].backends])
+    assert status.split()[1] == {"broken chunk": b"400", "query": b"400",
+                                 "huge body": b"413"}[refusal]
+    assert after == before
+    assert reloads == []

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from sentinel.budget import compute_budget
 from sentinel.config import ProbeConfig, ServiceConfig, ThresholdBreakerConfig, Timing
 from sentinel.configload import load_config
 from tests.config import COMMAND_TIMEOUT, run_sentinel, write_config
+from tests.e2e.helpers import Processes, start_sentinel
 
 # Budgets worked out by hand from sentinel/schedule.py's rules: the next probe starts
 # `interval` (up), `fast_interval` (breaker counting) or `down_interval` (down) after the
@@ -225,6 +227,54 @@ def test_status_unreachable(closed_port: int, tmp_path: Path) -> None:
     assert done.returncode == 1, done
     assert done.stderr.startswith(f"sentinel status: cannot reach {api}: ")
     assert "Traceback" not in done.stderr
+
+
+@pytest.fixture
+def running(tmp_path: Path, closed_port: int) -> Iterator[str]:
+    """`sentinel run` in tmp_path (one service, its backend refusing); its API URL. The
+    process is killed by PID at the end."""
+    config = write_config(tmp_path, textwrap.dedent(f"""\
+        state_dir: ./state
+        api: {{listen: 127.0.0.1:0}}
+        services:
+          web:
+            backends: [127.0.0.1:{closed_port}]
+        """))
+    (tmp_path / "logs").mkdir()
+    processes = Processes(tmp_path / "logs")
+    try:
+        yield start_sentinel(processes, config, tmp_path / "state")[1]
+    finally:
+        processes.close()
+
+
+def _into_closed_pipe(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`sentinel ARGS` writing into a pipe whose reader is gone, as after `| head -1`."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        return subprocess.run([sys.executable, "-m", "sentinel", *args], stdout=writer,
+                              stderr=subprocess.PIPE, text=True, cwd=cwd,
+                              timeout=COMMAND_TIMEOUT, check=False)
+    finally:
+        os.close(writer)
+
+
+def test_status_into_a_closed_pipe_exits_quietly(running: str, tmp_path: Path) -> None:
+    """`sentinel status | head -1`: a reader that went away ends the command with exit 1
+    and nothing on stderr (no BrokenPipeError traceback)."""
+    done = _into_closed_pipe("status", "--api", running, cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (1, "")
+
+
+@pytest.mark.parametrize("args", [["maglev", "build", "--backends", "a,b", "--size", "7"],
+                                  ["demo"]])
+def test_other_commands_into_a_closed_pipe_exit_quietly(tmp_path: Path, args: list[str]
+                                                         ) -> None:
+    """`sentinel maglev build ... | head -1` and `sentinel demo | head -1` end quietly too:
+    no "Broken pipe" error line, no traceback (the demo's comes out of Trio as a group)."""
+    done = _into_closed_pipe(*args, cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (1, "")
 
 
 def _wait_for(path: Path, proc: subprocess.Popen[str], limit: float) -> None:

@@ -11,13 +11,14 @@ Each sink kind registers a `SinkKind` in `sentinel.sinks` by its config name.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import trio
 
+from sentinel.config import Config
 from sentinel.errors import SinkUnavailable
 from sentinel.model import Event, ServiceView
 
@@ -42,6 +43,26 @@ class DurableSink(Protocol):
 
     async def accept(self, events: Sequence[Event]) -> None:
         """Make `events` durable in the sink's own store (idempotent by event id)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SinkHealth:
+    """How a sink's own background work is doing (webhook deliveries, HAProxy's watch and
+    resync), beside the applies its runner counts; part of the sink's /v1/state entry."""
+
+    ok: bool
+    last_error: str = ""  # why not ok
+    details: Mapping[str, object] = field(default_factory=dict)  # more keys of the entry
+
+
+@runtime_checkable
+class ReportsHealth(Protocol):
+    """A sink whose applies can succeed while its real work fails (a webhook sink's
+    apply only enqueues): the runner folds this into the sink's statistics."""
+
+    def health(self) -> SinkHealth:
+        """A snapshot, from memory only: /v1/state calls it on the event loop."""
         ...
 
 
@@ -75,6 +96,7 @@ class SinkContext:
 
     state_dir: Path
     state_document: Callable[[], dict[str, object]] = field(default=lambda: {})
+    config: Callable[[], Config | None] = field(default=lambda: None)  # as reloaded
 
 
 NameProblem = tuple[str | None, str]  # (backend name, or None for the service; message)

@@ -31,7 +31,7 @@ import trio
 
 from sentinel.errors import SinkError, SinkRejected
 from sentinel.model import BackendView, ServiceView, State
-from sentinel.sinks.base import NameProblem, SinkContext, SinkKind, Update
+from sentinel.sinks.base import NameProblem, SinkContext, SinkHealth, SinkKind, Update
 from sentinel.sinks.haproxy_socket import ProcessInfo, RuntimeApi, ServerState
 from sentinel.sinks.services import configured_services, forget_removed
 from sentinel.yamlnode import Node
@@ -133,6 +133,11 @@ class HAProxySink:
         self._desired: dict[str, tuple[ServiceView, HAProxyBinding]] = {}
         self._process: ProcessInfo | None = None
         self._lock = trio.Lock()  # apply and the background work take turns on HAProxy
+        # What the background work found wrong, until it works again (no apply fails
+        # then, so the runner alone would call the sink ok): the watch, and per service
+        # a re-assert or drift repair
+        self._watch_error = ""
+        self._background_errors: dict[str, str] = {}
 
     async def apply(self, update: Update) -> None:
         """Converge one service (and every service, if HAProxy restarted since)."""
@@ -142,6 +147,7 @@ class HAProxySink:
         async with self._lock:
             await self._notice_restart(skip=service)
             sent = await self._converge(service)
+        self._background_errors.pop(service, None)  # converged: whatever was wrong is not
         if sent:
             log.info("%s: %s", self.name, "; ".join(sent))
 
@@ -154,15 +160,27 @@ class HAProxySink:
             await trio.sleep(self._options.watch)
             async with self._lock:
                 try:
-                    if await self._notice_restart():
-                        continue
-                    if trio.current_time() >= next_resync:
+                    restarted = await self._notice_restart()
+                    if self._watch_error:
+                        log.info("%s: HAProxy answers again", self.name)
+                        self._watch_error = ""
+                    if not restarted and trio.current_time() >= next_resync:
                         next_resync = trio.current_time() + self._options.resync
-                        await self._converge_all("drift repaired")
+                        await self._converge_all("repairing drift of")
                 except SinkError as exc:
-                    log.warning("%s: cannot watch HAProxy: %s", self.name, exc)
-                except Exception:  # a bug here must not take the runner down
+                    if not self._watch_error:  # once per outage, not every watch
+                        log.warning("%s: cannot watch HAProxy: %s", self.name, exc)
+                    self._watch_error = f"watching HAProxy: {exc}"
+                except Exception as exc:  # a bug here must not take the runner down
                     log.exception("%s: background resync failed", self.name)
+                    self._watch_error = f"background resync: {type(exc).__name__}: {exc}"
+
+    def health(self) -> SinkHealth:
+        """Failing while the watch cannot reach HAProxy, or a service could not be
+        re-asserted or repaired in the background (until it converges again)."""
+        errors = [self._watch_error] if self._watch_error else []
+        errors += self._background_errors.values()
+        return SinkHealth(not errors, errors[0] if errors else "")
 
     async def _notice_restart(self, skip: str | None = None) -> bool:
         """Ask which process answers; after a reload or restart re-assert every service
@@ -173,20 +191,23 @@ class HAProxySink:
             return False
         log.warning("%s: HAProxy restarted or reloaded (pid %d -> %d); re-asserting %d "
                     "services", self.name, before.pid, info.pid, len(self._desired))
-        await self._converge_all("re-asserted after HAProxy reload", skip=skip)
+        await self._converge_all("re-asserting", skip=skip)
         return True
 
-    async def _converge_all(self, why: str, skip: str | None = None) -> None:
+    async def _converge_all(self, doing: str, skip: str | None = None) -> None:
         """Converge every known service; one failing does not stop the others."""
         forget_removed(self._desired, self._services())
+        forget_removed(self._background_errors, self._services())
         for service in [s for s in self._desired if s != skip]:
             try:
                 sent = await self._converge(service)
             except SinkError as exc:
-                log.warning("%s: %s: %s", self.name, service, exc)
+                log.warning("%s: %s %s: %s", self.name, doing, service, exc)
+                self._background_errors[service] = f"{doing} {service}: {exc}"
                 continue
+            self._background_errors.pop(service, None)
             if sent:
-                log.warning("%s: %s: %s", self.name, why, "; ".join(sent))
+                log.warning("%s: %s %s: %s", self.name, doing, service, "; ".join(sent))
 
     async def _converge(self, service: str) -> list[str]:
         """Read the service's backend and send what differs; returns the commands sent."""

@@ -6,9 +6,11 @@ the binding's `virtual`, computes the fewest ipvsadm edits to the desired one
 creates the virtual service (scheduler, flags, persistence) when missing and
 adds missing real servers; services and real servers it does not own are left
 alone. A real server is owned while it is a backend of the service, and after
-its backend left the config until it is gone from the table (kept in
-STATE_DIR/ipvs-NAME.json, so this holds across restarts). All services of one
-pass share one `ipvsadm -R` and one read-back.
+its backend left the config until it is gone from the table; a virtual
+service is owned when the sink created it, and is deleted once no binding
+names it (at start, or after a reload). Both are kept in
+STATE_DIR/ipvs-NAME.json, so this holds across restarts (see `Ownership`).
+All services of one pass share one `ipvsadm -R` and one read-back.
 
 Backends not up (`on_down`): `weight0` (default, keepalived's
 `inhibit_on_failure`) keeps the real server with weight 0: established
@@ -31,13 +33,15 @@ import ipaddress
 import json
 import logging
 import socket
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
 
 from sentinel.atomic import write_atomic
+from sentinel.config import Config
 from sentinel.errors import SinkError, SinkRejected
 from sentinel.ipvs_table import (
     DesiredService,
@@ -54,12 +58,13 @@ from sentinel.ipvs_table import (
     parse_virtual,
 )
 from sentinel.model import BackendView, ServiceView, State
-from sentinel.sinks.base import SinkContext, SinkKind, Update
+from sentinel.sinks.base import SinkContext, SinkHealth, SinkKind, Update
 from sentinel.sinks.ipvs_config import IpvsBinding, IpvsOptions, parse_binding, parse_options
 from sentinel.sinks.ipvsadm import Ipvsadm
 
 log = logging.getLogger("sentinel.sinks.ipvs")
 DRAIN_POLL = 1.0  # seconds between looks at a draining real server's connections
+CONFIG_POLL = 1.0  # seconds between looks for a reloaded config (memory only, no ipvsadm)
 SHOWN_NOTES = 5  # changes named in one conflict warning
 NOT_FOUND = "Scheduler or persistence engine not found"
 REMOVE, DRAIN = -1, -2  # what `_weight` says instead of a weight
@@ -76,21 +81,32 @@ class _Plan:
 
 
 class Ownership:
-    """The real servers the sink manages, per virtual service, kept in `path` (JSON) so
-    that a backend removed while sentinel was stopped is still deleted at the next start.
+    """What the sink manages, kept in `path` (JSON) so that it holds across restarts:
+    the real servers it owns per virtual service, and the virtual services it created.
 
     A real server is owned while it is a backend of the service, and afterwards until
-    it is seen gone from the table."""
+    it is seen gone from the table (so a backend removed while sentinel was stopped is
+    still deleted at the next start). A virtual service is the sink's when the sink's
+    `-A` created it; it is deleted once no binding names it any more. One that existed
+    before the sink first converged it is someone else's and never deleted.
+
+    The file is `{"version": 2, "reals": {VIRTUAL: [[IP, PORT], ...]}, "created":
+    [VIRTUAL, ...]}`; the first build's `{VIRTUAL: [[IP, PORT], ...]}` is read as reals
+    with nothing created."""
 
     def __init__(self, path: Path | None) -> None:
         self._path = path
         self._owned: dict[Virtual, frozenset[RealKey]] = {}
+        self.created: frozenset[Virtual] = frozenset()
         if path is not None and path.exists():
             try:
                 saved = json.loads(path.read_text())
+                reals, created = ((saved["reals"], saved["created"])
+                                  if saved.get("version") == 2 else (saved, []))
                 self._owned = {parse_virtual(v): frozenset((a, int(p)) for a, p in keys)
-                               for v, keys in saved.items()}
-            except (OSError, ValueError, TypeError) as exc:
+                               for v, keys in reals.items()}
+                self.created = frozenset(parse_virtual(v) for v in created)
+            except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
                 log.warning("ignoring %s: %s", path, exc)
 
     def get(self, virtual: Virtual) -> frozenset[RealKey]:
@@ -100,24 +116,44 @@ class Ownership:
     async def settle(self, virtual: Virtual, backends: Iterable[RealKey],
                      present: Iterable[RealKey]) -> None:
         """Own `backends`, and keep owning earlier ones only while still `present`;
-        saved (atomically, in a worker thread) when that changes."""
+        saved when that changes."""
         earlier = self.get(virtual)
         owned = frozenset(backends) | (earlier & frozenset(present))
-        if owned == earlier:
+        if owned != earlier:
+            self._owned[virtual] = owned
+            await self._save()
+
+    async def created_by_us(self, virtual: Virtual) -> None:
+        """Record that the sink's `-A` created `virtual` (after it read back)."""
+        if virtual not in self.created:
+            self.created |= {virtual}
+            await self._save()
+
+    async def forget(self, virtual: Virtual) -> None:
+        """`virtual` is gone: nothing in it is owned any more."""
+        if virtual in self.created or virtual in self._owned:
+            self.created -= {virtual}
+            self._owned.pop(virtual, None)
+            await self._save()
+
+    async def _save(self) -> None:
+        """Write the file atomically, in a worker thread."""
+        if self._path is None:
             return
-        self._owned[virtual] = owned
-        if self._path is not None:
-            data = {str(v): sorted(keys) for v, keys in self._owned.items()}
-            await trio.to_thread.run_sync(write_atomic, self._path,
-                                          json.dumps(data, indent=1).encode())
+        data = {"version": 2, "reals": {str(v): sorted(keys) for v, keys in self._owned.items()},
+                "created": sorted(map(str, self.created))}
+        await trio.to_thread.run_sync(write_atomic, self._path,
+                                      json.dumps(data, indent=1).encode())
 
 
 class IpvsSink:
     """Keeps the kernel's IPVS table on the desired views."""
 
-    def __init__(self, name: str, options: IpvsOptions, state_dir: Path | None = None) -> None:
+    def __init__(self, name: str, options: IpvsOptions, state_dir: Path | None = None,
+                 config: Callable[[], Config | None] = lambda: None) -> None:
         self.name = name
         self._options = options
+        self._config = config  # the running config: which virtual services are still named
         self.driver = Ipvsadm(options.command, options.timeout)
         self._desired: dict[str, tuple[ServiceView, IpvsBinding]] = {}
         self._claims: dict[Virtual, str] = {}  # which service owns each virtual
@@ -127,6 +163,7 @@ class IpvsSink:
         self._lock = trio.Lock()  # apply and the background work take turns on the table
         self._drain_began = trio.Event()  # wakes `run` to poll the draining servers
         self.conflicts = 0
+        self._background_error = ""  # the resync's or the clean-up's, until it works again
 
     async def apply(self, update: Update) -> None:
         """Converge one service's virtual service to its view; SinkRejected when the
@@ -149,29 +186,92 @@ class IpvsSink:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
-        """Repair drift every `resync` and finish drains, until cancelled."""
+        """Repair drift every `resync`, finish drains, and delete the virtual services it
+        created that the config (at start, after a reload) no longer names; until
+        cancelled."""
         task_status.started()
         next_resync = trio.current_time() + self._options.resync
+        seen: Config | None = None
         while True:
+            config = self._config()
+            if config is not seen:  # at start, and after every reload
+                seen = config
+                async with self._lock:
+                    await self._background(self._clean_up, config)
             self._drain_began = trio.Event()
-            wake = next_resync if not self._draining else min(
-                next_resync, trio.current_time() + DRAIN_POLL)
+            wake = min(next_resync, trio.current_time() + (
+                DRAIN_POLL if self._draining else CONFIG_POLL))
             with trio.move_on_at(wake) as sleep:
                 await self._drain_began.wait()
             if not sleep.cancelled_caught:
                 continue  # a drain began: look again within DRAIN_POLL
             async with self._lock:
-                try:
-                    if trio.current_time() >= next_resync:
-                        next_resync = trio.current_time() + self._options.resync
-                        await self.resync()
-                    else:
-                        draining = {self._claims[virtual] for virtual, _ in self._draining}
-                        await self._converge(sorted(draining), whole_table=False)
-                except SinkError as exc:
-                    log.warning("%s: cannot read the IPVS table: %s", self.name, exc)
-                except Exception:  # a bug here must not take the runner down
-                    log.exception("%s: background resync failed", self.name)
+                if trio.current_time() >= next_resync:
+                    next_resync = trio.current_time() + self._options.resync
+                    await self._background(self.resync)
+                elif self._draining:
+                    draining = {self._claims[virtual] for virtual, _ in self._draining}
+                    await self._background(self._converge, sorted(draining), whole_table=False)
+
+    async def _background(self, work: Callable[..., Awaitable[object]], *args: Any,
+                          **kwargs: Any) -> None:
+        """Run background `work`; its failure is logged and reported in health() (no
+        apply fails then), never raised: a bug here must not take the runner down."""
+        try:
+            await work(*args, **kwargs)
+        except SinkError as exc:
+            if not self._background_error:
+                log.warning("%s: %s", self.name, exc)
+            self._background_error = str(exc)
+        except Exception as exc:
+            log.exception("%s: background work failed", self.name)
+            self._background_error = f"{type(exc).__name__}: {exc}"
+        else:
+            self._background_error = ""
+
+    def health(self) -> SinkHealth:
+        """Failing while the resync or the clean-up fails (until it works again)."""
+        return SinkHealth(not self._background_error, self._background_error)
+
+    async def _clean_up(self, config: Config | None) -> None:
+        """Forget the services `config` no longer binds to this sink, and delete the
+        virtual services this sink created that no ipvs binding (of any sink) names;
+        nothing when the config is unknown (call with the lock held)."""
+        if config is None:
+            return
+        bindings = [(svc.name, b) for svc in config.services for b in svc.sinks
+                    if isinstance(b.options, IpvsBinding)]
+        mine = {service for service, b in bindings if b.sink == self.name}
+        named = {b.options.virtual for _, b in bindings if isinstance(b.options, IpvsBinding)}
+        for service in [s for s in self._desired if s not in mine]:
+            del self._desired[service]
+        self._claims = {v: s for v, s in self._claims.items()
+                        if s in self._desired and self._desired[s][1].virtual == v}
+        failures = []
+        for virtual in sorted(self._owned.created - named, key=str):
+            try:
+                await self._delete(virtual)
+            except SinkError as exc:
+                failures.append(str(exc))
+        if failures:
+            raise SinkRejected("; ".join(failures))
+
+    async def _delete(self, virtual: Virtual) -> None:
+        """Delete a virtual service the sink created, real servers and all."""
+        entry = await self.driver.read(virtual)
+        if entry is not None:
+            complaints = await self.driver.apply([("-D", *virtual.argv())])
+            if await self.driver.read(virtual) is not None:
+                raise SinkRejected(f"{virtual}: cannot delete the virtual service it created "
+                                   f"and no service names any more; ipvsadm said: "
+                                   f"{complaints or 'nothing'}")
+            reals = ", ".join(join_address(*key) for key in sorted(entry.reals)) or "none"
+            log.warning("%s: deleted %s: it created it and no service names it any more "
+                        "(real servers: %s)", self.name, virtual, reals)
+        await self._owned.forget(virtual)
+        self._verified.pop(virtual, None)
+        for key in [k for k in self._draining if k[0] == virtual]:
+            del self._draining[key]
 
     async def resync(self) -> None:
         """Converge every known service in one pass: the whole table read once, every
@@ -225,6 +325,8 @@ class IpvsSink:
             virtual = plan.desired.virtual
             after = table.get(virtual)
             await self._owned.settle(virtual, plan.backends, after.reals if after else ())
+            if after is not None and plan.edits and plan.edits[0][0] == "-A":
+                await self._owned.created_by_us(virtual)
             left = diff(plan.desired, after)
             if not left:  # only a verified entry is the baseline that drift is measured from
                 self._verified[virtual] = after
@@ -345,7 +447,7 @@ def _weight(backend: BackendView, binding: IpvsBinding) -> int:
 
 def _create(name: str, options: object, ctx: SinkContext) -> IpvsSink:
     assert isinstance(options, IpvsOptions)
-    return IpvsSink(name, options, ctx.state_dir)
+    return IpvsSink(name, options, ctx.state_dir, ctx.config)
 
 
 KIND = SinkKind(name="ipvs", parse_options=parse_options, parse_binding=parse_binding,

@@ -64,6 +64,8 @@ OPTION_KEYS = {"file", "context", "mode", "test", "reload", "pid_file", "verify"
 BINDING_KEYS = {"upstream", "params", "directives"}
 _BLOCK = re.compile(r"^upstream (\S+) \{  # service (\S+)\n.*?^\}\n", re.MULTILINE | re.DOTALL)
 VERIFY_POLL = 0.02
+# The lines of `nginx -t` that say why; its last line only says "test failed".
+NGINX_WHY = re.compile(r"\[(emerg|alert|crit|error)\]")
 
 Runner = Callable[..., Awaitable[ProcessOutcome]]
 
@@ -258,7 +260,7 @@ class NginxSink:
         if outcome.timed_out:
             raise SinkUnavailable(f"{what} command timed out after {self._options.timeout:g}s")
         if outcome.returncode != 0:
-            raise error(f"{what} command failed ({outcome.describe_exit()}); "
+            raise error(f"{what} command failed ({outcome.describe_exit(NGINX_WHY)}); "
                         f"restored the previous {self._path.name}")
 
     async def aclose(self) -> None:

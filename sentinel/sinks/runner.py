@@ -15,15 +15,15 @@ import logging
 import math
 import random
 import time
-from collections.abc import Coroutine
-from dataclasses import dataclass
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
 from sentinel.errors import SinkError
 from sentinel.observe import NullObserver, Observer
-from sentinel.sinks.base import BatchSink, Sink, Update
+from sentinel.sinks.base import BatchSink, ReportsHealth, Sink, Update
 
 log = logging.getLogger("sentinel.sinks")
 
@@ -52,12 +52,13 @@ class SinkStatistics:
     failures: int
     last_error: str
     last_success: float | None  # Unix time
+    details: Mapping[str, object] = field(default_factory=dict)  # from the sink's health
 
     def to_json(self) -> dict[str, object]:
         """The sink entry of the state document."""
         return {"ok": self.ok, "pending": self.pending, "applied": self.applied,
                 "failures": self.failures, "last_error": self.last_error or None,
-                "last_success": self.last_success}
+                "last_success": self.last_success, **self.details}
 
 
 class SinkRunner:
@@ -92,11 +93,16 @@ class SinkRunner:
         self._wake.set()
 
     def statistics(self) -> SinkStatistics:
-        """A frozen snapshot of this sink's state."""
+        """A frozen snapshot of this sink's state: its applies, and the sink's own health
+        when it reports one (a failing apply's error comes first)."""
         # ok only while no service is in a failing streak (another's success does not hide it)
-        return SinkStatistics(self.sink.name, not self._attempts, len(self._pending),
-                              self._applied, self._failures, self._last_error,
-                              self._last_success)
+        ok, error = not self._attempts, self._last_error
+        details: Mapping[str, object] = {}
+        if isinstance(self.sink, ReportsHealth):
+            health = self.sink.health()
+            ok, error, details = ok and health.ok, error or health.last_error, health.details
+        return SinkStatistics(self.sink.name, ok, len(self._pending), self._applied,
+                              self._failures, error, self._last_success, details)
 
     async def wait_idle(self) -> None:
         """Return once nothing is pending (used for a graceful stop)."""

@@ -34,7 +34,7 @@ import trio
 
 from sentinel.model import Event
 from sentinel.outbox import Counts, Entry, NewEvent, Outbox
-from sentinel.sinks.base import SinkContext, SinkKind, Update
+from sentinel.sinks.base import SinkContext, SinkHealth, SinkKind, Update
 from sentinel.webhooks import (
     Outcome,
     SignatureError,
@@ -105,7 +105,8 @@ def parse_binding(node: Node) -> None:
 
 @dataclass(frozen=True, slots=True)
 class DeliveryStatistics:
-    """What the delivery task has done since start, plus the outbox's counts."""
+    """What the delivery task has done since start, plus the outbox's counts (kept in
+    memory as deliveries happen)."""
 
     delivered: int
     failed_attempts: int
@@ -115,7 +116,7 @@ class DeliveryStatistics:
     outbox: Counts
 
     def to_json(self) -> dict[str, object]:
-        """The sink's entry of GET /v1/outbox."""
+        """The sink's entry of GET /v1/outbox, and `deliveries` in its /v1/state entry."""
         return {"delivered": self.delivered, "failed_attempts": self.failed_attempts,
                 "dead_lettered": self.dead_lettered, "in_flight": self.in_flight,
                 "last_error": self.last_error or None, "pending": self.outbox.pending,
@@ -162,6 +163,10 @@ class WebhookSink:
         self._queues: dict[str, deque[Entry]] = {}
         for entry in outbox.entries(dead=False):  # at creation: nothing else runs yet
             self._queues.setdefault(entry.key, deque()).append(entry)
+        # The outbox's counts, kept in memory as deliveries happen, so statistics() never
+        # reads SQLite (pending entries are those in the queues)
+        self._dead_ids = set(outbox.dead_ids())
+        self._dropped = outbox.counts().dropped
         self._in_flight: set[str] = set()
         self._wake = trio.Event()
         self._settled = trio.Event()
@@ -172,6 +177,7 @@ class WebhookSink:
         self._closed = False
         self._delivered = self._failed = self._dead = 0
         self._last_error = ""
+        self._failing = False  # the latest attempt failed
 
     # -- the runner's side: enqueue ----------------------------------------------------
 
@@ -268,6 +274,7 @@ class WebhookSink:
         queue = self._queues.get(entry.key)
         if not queue or queue[0].id != entry.id:
             return  # purged or dropped while in flight
+        self._failing = outcome.verdict is not Verdict.DELIVERED
         if outcome.verdict is Verdict.DELIVERED:
             queue.popleft()
             self._delivered += 1
@@ -294,6 +301,7 @@ class WebhookSink:
                 self._updates[entry.id] = replace(entry, attempts=attempts, dead=True,
                                                   last_error=reason)
                 self._dead += 1
+                self._dead_ids.add(entry.id)
                 log.warning("webhook %s: event %s (%s) dead-lettered: %s", self.name,
                             entry.event_id, entry.key, reason)
         if not queue:
@@ -331,6 +339,8 @@ class WebhookSink:
             self.outbox.enforce, self.options.max_pending, self.options.max_age, self._wall())
         if dropped:
             self._forget({e.id for e in dropped})
+            self._dead_ids -= {e.id for e in dropped}
+            self._dropped += len(dropped)
             log.warning("webhook %s: outbox over its bounds (max_pending %d, max_age %gs): "
                         "dropped %d events, oldest %s", self.name, self.options.max_pending,
                         self.options.max_age, len(dropped), dropped[0].event_id)
@@ -345,12 +355,19 @@ class WebhookSink:
 
     # -- the operator's side (API and CLI) ----------------------------------------------
 
-    async def statistics(self) -> DeliveryStatistics:
-        """Counters since start and the outbox's counts."""
-        await self._commit()
-        counts = await self._offload(self.outbox.counts)
+    def statistics(self) -> DeliveryStatistics:
+        """Counters since start and the outbox's counts, from memory (no SQLite read)."""
+        counts = Counts(sum(map(len, self._queues.values())), len(self._dead_ids),
+                        self._dropped)
         return DeliveryStatistics(self._delivered, self._failed, self._dead,
                                   len(self._in_flight), self._last_error, counts)
+
+    def health(self) -> SinkHealth:
+        """Failing while the latest delivery attempt failed (apply only enqueues, so the
+        runner alone would call the sink ok); the deliveries' counts go along."""
+        stats = self.statistics()
+        return SinkHealth(not self._failing, self._last_error if self._failing else "",
+                          {"deliveries": stats.to_json()})
 
     async def entries(self, *, dead: bool | None, limit: int) -> list[Entry]:
         """Entries as the outbox holds them, outcomes so far included."""
@@ -364,6 +381,7 @@ class WebhookSink:
         async with self._db_lock:
             entries = await self._offload(self.outbox.retry, event_ids, self._wall())
             self._forget({e.id for e in entries})
+            self._dead_ids -= {e.id for e in entries}
             for entry in entries:
                 queue = self._queues.setdefault(entry.key, deque())
                 queue.append(entry)
@@ -379,6 +397,7 @@ class WebhookSink:
             gone = await self._offload(
                 lambda: self.outbox.purge(event_ids, pending_too=pending_too))
             self._forget({e.id for e in gone})
+            self._dead_ids -= {e.id for e in gone}
         if gone:
             log.warning("webhook %s: purged %d events from the outbox", self.name, len(gone))
         self._wake.set()

@@ -3,10 +3,13 @@ traffic follows; drain keeps open connections; reloads and hand edits are repair
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +25,7 @@ from tests.e2e.balancers import (
     fleet_view,
     haproxy_backend,
     sentinel_config,
+    sink_status,
     start_haproxy,
 )
 from tests.e2e.helpers import Processes, free_port, start_backend, start_sentinel, wait_until
@@ -58,13 +62,15 @@ def fleet(processes: Processes, tmp_path: Path) -> Fleet:
     return Fleet(ports, backends, haproxy, port)
 
 
-def run_sentinel(processes: Processes, tmp_path: Path, f: Fleet) -> str:
-    """`sentinel run` with the haproxy sink, names mapped; returns its API URL."""
+def run_sentinel(processes: Processes, tmp_path: Path, f: Fleet, **options: Any) -> str:
+    """`sentinel run` with the haproxy sink, names mapped (`options`: sentinel_config's
+    probe and breaker); returns its API URL."""
     state = tmp_path / "state"
     config = tmp_path / "sentinel.yaml"
     sinks = {"lb": {"type": "haproxy", "socket": str(f.haproxy.socket), "watch": "200ms"}}
     config.write_text(sentinel_config(state, sinks, f.ports,
-                                      [{"sink": "lb", "backend": "be_web", "servers": SERVERS}]))
+                                      [{"sink": "lb", "backend": "be_web", "servers": SERVERS}],
+                                      **options))
     return start_sentinel(processes, config, state)[1]
 
 
@@ -137,6 +143,44 @@ async def test_reload_and_hand_edits_are_repaired_by_the_background_task(
                          and f.haproxy.servers("be_web")["s1"].weight == 1,
                          what="drift repaired")
         nursery.cancel_scope.cancel()
+
+
+def test_background_errors_show_in_state(processes: Processes, tmp_path: Path) -> None:
+    """The sink's watch and re-assert run with no apply to fail, yet /v1/state shows
+    them: HAProxy gone is the socket error; HAProxy back without a server sentinel
+    manages is the failed re-assert naming it; HAProxy back as configured is ok again."""
+    f = fleet(processes, tmp_path)
+    # lenient checks: a probe slowed by a loaded machine must not cause an apply here
+    url = run_sentinel(processes, tmp_path, f,
+                       probe={"type": "tcp", "interval": "1s", "timeout": "1s"},
+                       breaker={"kind": "threshold", "fall": 5, "rise": 1})
+    wait_until(lambda: f.admin("web1") == "ready" and sink_status(url, "lb")["applied"] >= 1,
+               what="sentinel's first apply")
+    assert sink_status(url, "lb")["ok"] is True
+    applied = sink_status(url, "lb")["applied"]
+
+    def kill_haproxy() -> dict[str, Any]:
+        os.killpg(f.haproxy.master_pid, signal.SIGKILL)
+        return wait_until(lambda: "watching" in ((s := sink_status(url, "lb"))["last_error"]
+                                                 or "") and s,
+                          what="the watch failing in /v1/state")
+
+    gone = kill_haproxy()
+    assert gone["ok"] is False
+    assert gone["last_error"].startswith(f"watching HAProxy: haproxy socket {f.haproxy.socket}")
+    f.haproxy = start_haproxy(processes, f.haproxy.dir, [haproxy_backend(
+        "be_web", f.port, {"s1": f.ports["web1"], "s2": f.ports["web2"]})])
+    missing = wait_until(lambda: "s3" in ((s := sink_status(url, "lb"))["last_error"] or "")
+                         and s, what="the failed re-assert in /v1/state")
+    assert missing["ok"] is False
+    assert missing["last_error"] == ("re-asserting web: haproxy backend 'be_web' has no server "
+                                     "'s3' (it has: s1, s2)")
+    kill_haproxy()
+    f.haproxy = start_haproxy(processes, f.haproxy.dir, [haproxy_backend(
+        "be_web", f.port, {SERVERS[name]: port for name, port in f.ports.items()})])
+    wait_until(lambda: sink_status(url, "lb")["ok"] and f.admin("web3") == "ready",
+               what="ok again once HAProxy is back as configured")
+    assert sink_status(url, "lb")["applied"] == applied  # all of it was background work
 
 
 async def test_unknown_names_are_clear_errors(processes: Processes, tmp_path: Path) -> None:

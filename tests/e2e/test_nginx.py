@@ -127,6 +127,27 @@ def test_broken_test_command_keeps_old_file_and_config(
     assert {"web1", "web3"} <= set(answers)
 
 
+def test_a_failed_test_reports_nginx_s_emerg_line(processes: Processes, tmp_path: Path) -> None:
+    """When `nginx -t` refuses the rendered file, the error in /v1/state and in the log
+    quotes nginx's `[emerg]` line that says why (not only its closing "test failed"
+    line), and the file is restored."""
+    f = fleet(processes, tmp_path)
+    nginx = f.nginx
+    before = nginx.include("http").read_bytes()
+    state, config = tmp_path / "state", tmp_path / "sentinel.yaml"
+    config.write_text(sentinel_config(state, {"edge": nginx_sink(nginx)}, f.ports,
+                                      [{"sink": "edge", "params": "no_such_param=1"}]))
+    url = start_sentinel(processes, config, state)[1]
+    status = wait_until(lambda: (s := sink_status(url, "edge"))["failures"] >= 1 and s,
+                        what="the failed apply reported")
+    why = f'[emerg] invalid parameter "no_such_param=1" in {nginx.include("http")}:'
+    assert status["ok"] is False
+    assert status["last_error"].startswith("test command failed (exit 1: nginx: " + why)
+    assert status["last_error"].endswith("; restored the previous upstreams-http.conf")
+    assert why in processes.log("sentinel").read_text()
+    assert nginx.include("http").read_bytes() == before
+
+
 async def test_a_reload_nginx_refuses_is_caught_and_rolled_back(
         processes: Processes, tmp_path: Path) -> None:
     """A file that skips the test and fails to load, reloaded by SIGHUP (`kill -HUP`,

@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from sentinel.configload import load_config
+from sentinel.reload import reload_from_file
 from sentinel.sinks.base import Update
 from sentinel.sinks.ipvs import IpvsSink
 from sentinel.sinks.ipvs_config import IpvsOptions
@@ -206,3 +207,49 @@ def direct_sink(vm: Vm, state_dir: Path, binding: str) -> tuple[IpvsSink, object
     options = config.sinks[0].options
     assert isinstance(options, IpvsOptions)
     return IpvsSink("lvs", options, state_dir), config.services[0].sinks[0].options
+
+
+async def test_a_virtual_service_it_created_is_deleted_when_a_reload_drops_it(
+        vm: Vm, state_dir: Path) -> None:
+    """A reload drops two services: the virtual service sentinel created is deleted (its
+    real servers with it); the one someone else created before sentinel took it over is
+    left as it is, and so is one sentinel never managed."""
+    for args in (["-A", "-t", "10.0.0.9:80", "-s", "rr"], ["-A", "-t", "10.9.9.9:80"]):
+        made = vm.ipvsadm(*args)
+        assert made.returncode == 0, made.stderr
+    with backends("127.0.0.2", "127.0.0.3") as (one, two):
+        both = (service("web", [one.address], "virtual: 'tcp:10.0.0.8:80'")
+                + service("theirs", [two.address], "virtual: 'tcp:10.0.0.9:80', scheduler: rr")
+                + service("kept", [two.address], "virtual: 'tcp:10.0.0.10:80'"))
+        config = write_config(state_dir, vm, both)
+        async with running(config) as engine:
+            await wait_for(vm, "tcp:10.0.0.8:80", lambda e: len(weights(e)) == 1)
+            await wait_for(vm, "tcp:10.0.0.9:80", lambda e: len(weights(e)) == 1)
+            await wait_for(vm, "tcp:10.0.0.10:80", lambda e: len(weights(e)) == 1)
+            write_config(state_dir, vm, service("kept", [two.address],
+                                                "virtual: 'tcp:10.0.0.10:80'"))
+            assert await reload_from_file(engine, str(config)) == []
+            await wait_for(vm, "tcp:10.0.0.8:80", lambda e: e is None,
+                           what="the virtual service sentinel created deleted")
+            theirs = await wait_for(vm, "tcp:10.0.0.9:80", lambda e: e is not None)
+            assert weights(theirs) == {"127.0.0.3:80": 1}  # left as it was
+            assert weights(await wait_for(vm, "tcp:10.0.0.10:80", lambda e: e is not None)
+                           ) == {"127.0.0.3:80": 1}
+            assert await wait_for(vm, "tcp:10.9.9.9:80", lambda e: e is not None)
+
+
+async def test_a_virtual_service_it_created_is_deleted_at_the_next_start(
+        vm: Vm, state_dir: Path) -> None:
+    """Sentinel stopped, the service dropped from the config: the next start deletes the
+    virtual service it had created (ownership is kept in the state directory)."""
+    with backends("127.0.0.2") as (one,):
+        config = write_config(state_dir, vm, service("web", [one.address],
+                                                     "virtual: 'tcp:10.0.0.11:80'"))
+        async with running(config):
+            await wait_for(vm, "tcp:10.0.0.11:80", lambda e: len(weights(e)) == 1)
+        config = write_config(state_dir, vm, service("api", [one.address],
+                                                     "virtual: 'tcp:10.0.0.12:80'"))
+        async with running(config):
+            await wait_for(vm, "tcp:10.0.0.12:80", lambda e: len(weights(e)) == 1)
+            await wait_for(vm, "tcp:10.0.0.11:80", lambda e: e is None,
+                           what="the virtual service of the earlier run deleted")

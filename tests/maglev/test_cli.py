@@ -9,6 +9,7 @@ import pytest
 
 from sentinel.cli import main
 from sentinel.maglev import flow_slot, read_files
+from tests.config import run_sentinel
 
 FIVE = ",".join(f"10.0.0.{i}:80" for i in range(1, 6))
 
@@ -104,3 +105,40 @@ def test_lookup_reports_a_mismatched_pair(tmp_path: Path,
     code, _, err = run(capsys, "lookup", str(tmp_path / "t.json"), "1.2.3.4:5")
     assert code == 1
     assert "sha256 differs" in err
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"backends": None}, "t.json: `backends` must be a list of names, got null"),
+    ({"backends": "a,b"}, 't.json: `backends` must be a list of names, got "a,b"'),
+    ({"backends": ["a", 7]}, "t.json: `backends` must be a list of names"),
+    ({"backends": ["a"], "addresses": ["a"]}, "t.maglev: a slot holds backend index 1, but "
+                                              "t.json names 1 backends"),
+    ({"addresses": None}, "t.json: `addresses` must list one address per backend"),
+    ({"addresses": ["a"]}, "t.json: `addresses` must list one address per backend"),
+])
+@pytest.mark.parametrize("command", ["lookup", "diff"])
+def test_a_sidecar_that_does_not_name_the_backends_is_a_clear_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], change: dict[str, object],
+        message: str, command: str) -> None:
+    """lookup and diff on a pair whose JSON lacks usable backend names (`backends: null`,
+    too few names for the table's indexes) exit 1 with one line naming the file, no
+    traceback."""
+    run(capsys, "build", "--backends", "a,b", "--size", "7", "--out", str(tmp_path / "t"))
+    doc = json.loads((tmp_path / "t.json").read_text())
+    (tmp_path / "t.json").write_text(json.dumps({**doc, **change}))
+    args = ["t.json", "1.2.3.4:5"] if command == "lookup" else ["t.json", "t.json"]
+    done = run_sentinel("maglev", command, *args, cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.startswith("sentinel maglev: ")
+    assert message in done.stderr
+    assert len(done.stderr.splitlines()) == 1
+
+
+def test_build_out_refuses_a_missing_directory(tmp_path: Path) -> None:
+    """build --out DIR/sub/x with no DIR/sub exits 2 naming the directory and creates
+    nothing (a mistyped path is not made up silently)."""
+    done = run_sentinel("maglev", "build", "--backends", "a,b", "--size", "7", "--out",
+                        "out/sub/x", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == "sentinel maglev: --out: directory out/sub does not exist\n"
+    assert not (tmp_path / "out").exists()

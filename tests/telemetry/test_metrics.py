@@ -13,12 +13,13 @@ from sentinel.api import Api, serve_api
 from sentinel.config import ApiConfig, TelemetryConfig
 from sentinel.engine import Engine
 from sentinel.metrics import CONTENT_TYPE
+from sentinel.reload import apply_reload
 from sentinel.sinks.base import RecordingSink
 from sentinel.telemetry import Telemetry
 from tests.engine.fakes import FakeProbe, config, run_inline, service
 from tests.engine.test_engine import WALL_BASE, run_for, toggles
 from tests.telemetry.conftest import MakeTelemetry
-from tests.telemetry.helpers import parse_metrics, sample
+from tests.telemetry.helpers import Samples, parse_metrics, sample
 
 
 def watched_engine(tmp_path: Path, probe: FakeProbe, telemetry: Telemetry) -> Engine:
@@ -118,3 +119,51 @@ async def test_metrics_route_is_open_and_absent_without_prometheus(
                   backend="b9001") == 1
     assert events.status_code == 401
     assert missing.status_code == 404
+
+
+async def test_series_of_what_a_reload_removed_disappear(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock,
+        make_telemetry: MakeTelemetry) -> None:
+    """web [b9001, b9002] and api [b9003] on sinks rec and old; b9002 goes down at 2 s; at
+    4.2 s a reload keeps web [b9001] on rec: every series of b9002, of service api and of
+    sink old (probe histograms, transitions, sink applies, gauges) is gone from the next
+    scrape, while b9001's and rec's go on."""
+    telemetry = make_telemetry(sample_ok=0.0)
+    probe = FakeProbe()
+    engine = Engine(config(tmp_path, service("web", [9001, 9002], sinks=("rec", "old")),
+                           service("api", [9003], sinks=("old",)), sinks=("rec", "old")),
+                    sinks={"rec": RecordingSink("rec"), "old": RecordingSink("old")},
+                    probe_factory=probe.factory(), run_blocking=run_inline,
+                    observer=telemetry, wall=lambda: WALL_BASE + trio.current_time())
+    telemetry.watch(engine)
+    assert telemetry.metrics is not None
+    scrapes: list[Samples] = []
+
+    async def script(probe: FakeProbe) -> None:
+        await toggles((2.0, 9002, False))(probe)
+        await trio.sleep(2.2)
+        assert telemetry.metrics is not None
+        scrapes.append(parse_metrics((await telemetry.metrics.render())[0].decode()))
+        await apply_reload(engine, config(tmp_path, service("web", [9001])))
+        await trio.sleep(1.0)  # b9001 probed again
+        scrapes.append(parse_metrics((await telemetry.metrics.render())[0].decode()))
+
+    await run_for(engine, 6.0, script, probe)
+    before, after = scrapes
+
+    def labelled(samples: Samples, **labels: str) -> set[str]:
+        return {name for (name, have), _ in samples.items() if set(labels.items()) <= have}
+
+    gone = {"sentinel_probe_duration_seconds_count", "sentinel_backend_up"}
+    assert gone | {"sentinel_transitions_total"} <= labelled(before, backend="b9002")
+    assert gone <= labelled(before, service="api")
+    assert "sentinel_sink_apply_total" in labelled(before, sink="old")
+    assert labelled(after, backend="b9002") == set()
+    assert labelled(after, service="api") == set()
+    assert labelled(after, sink="old") == set()
+    assert gone <= labelled(after, backend="b9001")
+    assert "sentinel_sink_apply_total" in labelled(after, sink="rec")
+    assert (sample(after, "sentinel_probe_duration_seconds_count", service="web",
+                   backend="b9001", type="tcp", result="ok") or 0) > (
+        sample(before, "sentinel_probe_duration_seconds_count", service="web",
+               backend="b9001", type="tcp", result="ok") or 0)

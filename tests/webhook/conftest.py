@@ -49,7 +49,7 @@ MakeSink = Callable[..., Awaitable[WebhookSink]]
 async def until(sink: WebhookSink, done: Callable[[DeliveryStatistics], bool],
                 interval: float = 0.02) -> DeliveryStatistics:
     """Poll the sink's statistics until `done` holds (bound it with trio.fail_after)."""
-    while not done(stats := await sink.statistics()):  # noqa: ASYNC110 - counts live in SQLite
+    while not done(stats := sink.statistics()):  # noqa: ASYNC110 - polling counters
         await trio.sleep(interval)
     return stats
 

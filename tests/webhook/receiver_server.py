@@ -4,7 +4,8 @@
 
 Every POST is appended to LOG as one JSON line (`headers`, `body`, `status`)
 before it is answered. It answers 200 while CONTROL_DIR/accept exists, else
-503; CONTROL_DIR/delay (seconds) slows every answer down.
+the status in CONTROL_DIR/status (503 without one); CONTROL_DIR/delay
+(seconds) slows every answer down.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ class Handler(BaseHTTPRequestHandler):
     lock = threading.Lock()
 
     def do_POST(self) -> None:
-        """Record the request, wait `delay`, answer 200 or 503."""
+        """Record the request, wait `delay`, answer 200 or the refusal."""
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
-        status = 200 if (self.control / "accept").exists() else 503
+        refusal = self.control / "status"
+        status = 200 if (self.control / "accept").exists() else (
+            int(refusal.read_text()) if refusal.exists() else 503)
         record = {"headers": {k.lower(): v for k, v in self.headers.items()},
                   "body": body.decode(), "status": status, "at": time.time()}
         with self.lock, open(self.log_path, "a") as log:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from sentinel.api import Api, serve_api
@@ -13,7 +14,9 @@ from sentinel.config import ApiConfig
 from sentinel.engine import Engine
 from tests.e2e.helpers import free_port
 from tests.engine.fakes import FakeProbe, config, service
+from tests.test_api import BROKEN_CHUNK, CountingApi, send_raw
 from tests.webhook.conftest import MakeSink, event, until, update
+from tests.webhook.receiver import Receiver, Reply
 
 TOKEN = "s3cret"
 
@@ -48,3 +51,68 @@ async def test_outbox_endpoints_list_retry_and_purge_behind_the_token(
         missing = await client.get("/v1/outbox", headers=auth, params={"sink": "nope"})
         assert missing.status_code == 404
         assert (await client.get("/v1/outbox/retry", headers=auth)).status_code == 405
+
+
+@pytest.mark.parametrize("path", ["/v1/outbox/retry", "/v1/outbox/purge"])
+@pytest.mark.parametrize(("refusal", "status", "error"), [
+    ("broken chunk", 400, ""),
+    ("limit=" + "9" * 5000, 400, "limit must be an integer from 0 to 10000000, got '999"),
+    ("state=gone", 400, "state must be one of all, dead, got 'gone'"),
+    ("all=yes", 400, "all must be one of false, true, got 'yes'"),
+    ("idd=x", 400, "unknown query parameter 'idd'"),
+    ("sink=rec&sink=nope", 404, "no webhook sink nope"),
+])
+async def test_a_refused_outbox_post_changes_nothing(
+        tmp_path: Path, make_sink: MakeSink, receiver: Receiver, nursery: trio.Nursery,
+        path: str, refusal: str, status: int, error: str) -> None:
+    """retry and purge change nothing when the request is refused: a malformed body
+    (Hypercorn's 400), a value they cannot take (400 with a message), an unknown sink
+    (404). The handler is waited for, not only the answer."""
+    # one failed attempt, then none for an hour: the entry changes only if retried or purged
+    receiver.script = lambda r, seen: Reply(503, (("retry-after", "3600"),))
+    sink = await make_sink(receiver.url)
+    engine = Engine(config(tmp_path / "engine", service("web", [9001])), sinks={"rec": sink},
+                    probe_factory=FakeProbe().factory())
+    api = CountingApi(engine, TOKEN)
+    url = await nursery.start(serve_api, api, ApiConfig(host="127.0.0.1", port=0), tmp_path)
+    await sink.apply(update(event()))
+    before = await until(sink, lambda s: s.failed_attempts >= 1)
+    entries = await sink.entries(dead=None, limit=-1)
+    broken = refusal == "broken chunk"
+    query = [] if broken else [refusal]
+    if path.endswith("purge") and "all=" not in refusal:
+        query.append("all=true")  # pending entries too: an applied purge would show
+    target = f"{path}?{'&'.join(query)}" if query else path
+    request = (f"POST {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+               f"Authorization: Bearer {TOKEN}\r\n").encode() + (
+        BROKEN_CHUNK if broken else b"Content-Length: 0\r\n\r\n")
+    async with httpx.AsyncClient(base_url=url) as client:
+        answer = await send_raw(client, request)
+    with trio.fail_after(5):
+        await api.wait_handled(1)
+    assert int(answer.split()[1]) == status
+    assert error in answer.decode().split("\r\n\r\n", 1)[1]
+    assert await sink.entries(dead=None, limit=-1) == entries
+    assert sink.statistics().outbox == before.outbox
+
+
+@pytest.mark.parametrize(("query", "error"), [
+    ({"limit": "9" * 5000}, "limit must be an integer from 0 to 10000000, got '9999"),
+    ({"limit": "-1"}, "limit must be an integer from 0 to 10000000, got '-1'"),
+    ({"state": "pending"}, "state must be one of all, dead, got 'pending'"),
+    ({"sink": ["rec", "nope"]}, "no webhook sink nope"),
+])
+async def test_outbox_list_refuses_malformed_values(
+        tmp_path: Path, make_sink: MakeSink, nursery: trio.Nursery,
+        query: dict[str, str], error: str) -> None:
+    """GET /v1/outbox with a value it cannot take answers 4xx with a message (a
+    5,000-digit limit was a 500)."""
+    sink = await make_sink(f"http://127.0.0.1:{free_port()}/hook")
+    engine = Engine(config(tmp_path / "engine", service("web", [9001])), sinks={"rec": sink},
+                    probe_factory=FakeProbe().factory())
+    url = await nursery.start(serve_api, Api(engine), ApiConfig(host="127.0.0.1", port=0),
+                              tmp_path)
+    async with httpx.AsyncClient(base_url=url) as client:
+        response = await client.get("/v1/outbox", params=query)
+    assert response.status_code == (404 if "sink" in query else 400)
+    assert response.json()["error"].startswith(error)

@@ -1,7 +1,8 @@
 """`sentinel run` with a webhook sink, as a subprocess: kill -9 while deliveries are
 pending and while they are in flight, restart, and every event arrives, validly signed,
 duplicates byte-identical; a corrupt or locked outbox stops the start with a clear error;
-`sentinel outbox` and `sentinel webhook test` work against the real thing."""
+`sentinel outbox` and `sentinel webhook test` work against the real thing, and `sentinel
+status` and /v1/state show a receiver that refuses every delivery."""
 
 from __future__ import annotations
 
@@ -160,6 +161,42 @@ def test_outbox_commands_via_api_while_running_and_on_the_file_when_stopped(
     assert processes.kill(proc, signal.SIGTERM) == 0
     assert [e["id"] for e in cli("list")["entries"]] == [events[1]]
     assert cli("retry")["entries"][0]["attempts"] == 0
+
+
+def test_state_and_status_show_failing_deliveries_with_their_counts(
+        setup: Setup, processes: Processes) -> None:
+    """While every delivery fails, /v1/state and `sentinel status` call the webhook sink
+    failing (not `ok`) with the receiver's last answer, the pending and dead-letter
+    counts; once deliveries succeed it is ok again, the dead letter still counted."""
+    _, api = start_sentinel(processes, setup.config, setup.state)
+
+    def sink() -> dict[str, Any]:
+        doc: dict[str, Any] = httpx.get(f"{api}/v1/state", timeout=5).json()["sinks"]["ops"]
+        return doc
+
+    (setup.control / "status").write_text("410")  # permanent: dead-lettered at once
+    flip(api, "a", "drain")
+    wait_until(lambda: sink()["deliveries"]["dead"] == 1, what="a dead letter")
+    (setup.control / "status").write_text("503")  # retried: stays pending
+    flip(api, "b", "drain")
+    failing = wait_until(lambda: (s := sink())["deliveries"]["pending"] == 1
+                         and "503" in (s["last_error"] or "") and s, what="a failing delivery")
+    assert failing["ok"] is False
+    assert failing["last_error"] == "HTTP 503"
+    assert failing["deliveries"]["dead"] == 1
+    assert failing["deliveries"]["failed_attempts"] >= 2
+    done = subprocess.run([sys.executable, "-m", "sentinel", "status", "-c", str(setup.config)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    [line] = [ln for ln in done.stdout.splitlines() if ln.startswith("sink ops:")]
+    assert line.startswith("sink ops: FAILING: HTTP 503 (applied ")
+    assert line.endswith("; deliveries: 1 pending, 1 dead)")
+
+    (setup.control / "accept").touch()
+    healthy = wait_until(lambda: (s := sink())["deliveries"]["pending"] == 0 and s,
+                         what="the pending event delivered")
+    assert (healthy["ok"], healthy["last_error"]) == (True, None)
+    assert healthy["deliveries"]["dead"] == 1
 
 
 def test_corrupt_outbox_is_a_clear_error_at_start(setup: Setup) -> None:

@@ -41,7 +41,7 @@ async def test_fails_first_attempts_then_delivers_same_id_and_bytes(
         e.id: 3 for e in events}
     assert all(len(bodies) == 1 for bodies in by_id.values())
     await sink.wait_flushed()
-    stats = await sink.statistics()
+    stats = sink.statistics()
     assert (stats.delivered, stats.failed_attempts, stats.outbox.pending) == (4, 8, 0)
 
 
@@ -55,7 +55,7 @@ async def test_slow_answer_times_out_and_is_retried(make_sink: MakeSink,
         await receiver.wait_for(1)
     assert len(receiver.requests) == 2
     assert receiver.requests[1].at - receiver.requests[0].at >= 0.2
-    assert "timed out" in (await sink.statistics()).last_error
+    assert "timed out" in sink.statistics().last_error
 
 
 async def test_429_retry_after_is_honoured(make_sink: MakeSink, receiver: Receiver) -> None:
@@ -113,10 +113,10 @@ async def test_a_failing_backend_does_not_hold_up_the_others(make_sink: MakeSink
     sink = await make_sink(receiver.url, **FAST)
     await sink.apply(update(*[event(backend=n) for n in "ababab"]))
     with trio.fail_after(10):
-        while (await sink.statistics()).delivered < 3:
+        while sink.statistics().delivered < 3:
             await receiver.arrived.wait()
     assert {e["backend"] for e in receiver.verified(SECRET)} == {"b"}
-    assert (await sink.statistics()).outbox.pending == 3
+    assert sink.statistics().outbox.pending == 3
 
 
 async def test_receiver_down_past_give_up_age_gives_dead_letters(make_sink: MakeSink) -> None:
@@ -128,7 +128,7 @@ async def test_receiver_down_past_give_up_age_gives_dead_letters(make_sink: Make
     dead = await sink.entries(dead=True, limit=10)
     assert all(e.last_error.startswith("gave up after") for e in dead)
     assert all("ConnectError" in e.last_error for e in dead)
-    assert (await sink.statistics()).outbox.pending == 0
+    assert sink.statistics().outbox.pending == 0
 
 
 async def test_over_max_pending_drops_are_counted_and_logged(
@@ -138,7 +138,7 @@ async def test_over_max_pending_drops_are_counted_and_logged(
                            initial_delay=60.0)
     with caplog.at_level(logging.WARNING, "sentinel.sinks.webhook"):
         await sink.apply(update(*[event() for _ in range(5)]))
-    stats = await sink.statistics()
+    stats = sink.statistics()
     assert (stats.outbox.pending + stats.outbox.dead, stats.outbox.dropped) == (3, 2)
     assert "dropped 2 events" in caplog.text
 
@@ -157,3 +157,34 @@ async def test_retry_and_purge_reach_the_running_sink(make_sink: MakeSink,
     with trio.fail_after(10):
         await receiver.wait_for(1)
     assert [e["id"] for e in receiver.verified(SECRET)] == [keep.id]
+
+
+async def test_counts_kept_in_memory_match_the_outbox(make_sink: MakeSink,
+                                                      receiver: Receiver) -> None:
+    """statistics() reads no SQLite, yet its pending, dead and dropped counts agree with
+    the outbox file through dead-lettering, a retry, a purge and the max_pending bound,
+    and a restarted sink starts from the file's counts."""
+    receiver.script = lambda r, seen: Reply(410)
+    sink = await make_sink(receiver.url, max_pending=4, **FAST)
+
+    async def agree() -> None:
+        await sink.wait_flushed()
+        assert sink.statistics().outbox == sink.outbox.counts()
+
+    await sink.apply(update(*[event(backend=f"b{i}") for i in range(3)]))
+    stats = await until(sink, lambda s: s.outbox.dead == 3)
+    assert stats.outbox.pending == 0
+    await agree()
+    receiver.script = lambda r, seen: Reply(503)
+    await sink.retry(None)  # dead letters pending again, failing
+    stats = await until(sink, lambda s: s.failed_attempts >= 4)
+    assert (stats.outbox.pending, stats.outbox.dead) == (3, 0)
+    await agree()
+    await sink.purge([(await sink.entries(dead=None, limit=1))[0].event_id], pending_too=True)
+    await agree()
+    await sink.apply(update(*[event(backend=f"c{i}") for i in range(4)]))  # 6 > max_pending
+    stats = sink.statistics()
+    assert (stats.outbox.pending, stats.outbox.dropped) == (4, 2)
+    await agree()
+    restarted = await make_sink(receiver.url, start=False)
+    assert restarted.statistics().outbox == sink.outbox.counts()

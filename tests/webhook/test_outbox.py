@@ -14,7 +14,9 @@ import pytest
 
 from sentinel.errors import StateError
 from sentinel.outbox import NewEvent, Outbox, OutboxLocked
+from tests.config import run_sentinel, write_config
 from tests.e2e.helpers import wait_until
+from tests.webhook.conftest import SECRET
 
 HOLD_LOCK = """
 import sqlite3, sys, time
@@ -145,3 +147,27 @@ def test_same_process_shares_one_open_outbox(tmp_path: Path) -> None:
     third = Outbox.open(tmp_path / "o.sqlite3")
     assert third is not first
     third.close()
+
+
+@pytest.mark.parametrize(("sink", "message"), [
+    ("nosuch", "sentinel outbox: --sink nosuch: sentinel.yaml has no webhook sink of that "
+               "name (webhook sinks: ops, audit)"),
+    ("doc", "sentinel outbox: --sink doc: sentinel.yaml has no webhook sink of that name "
+            "(webhook sinks: ops, audit)"),
+])
+def test_outbox_names_an_unknown_sink_and_exits_2(tmp_path: Path, sink: str,
+                                                  message: str) -> None:
+    """`sentinel outbox list --sink NAME` for a name that is no webhook sink is a bad
+    argument: one line naming the webhook sinks there are, exit 2, no outbox opened."""
+    write_config(tmp_path, f"""\
+state_dir: ./state
+sinks:
+  doc: {{type: file, path: ./doc.json}}
+  ops: {{type: webhook, url: http://127.0.0.1:1/, secret: {SECRET}}}
+  audit: {{type: webhook, url: http://127.0.0.1:1/, secret: {SECRET}}}
+services:
+  web: {{backends: [127.0.0.1:1], sinks: [doc, ops, audit]}}
+""")
+    done = run_sentinel("outbox", "list", "--sink", sink, "-c", "sentinel.yaml", cwd=tmp_path)
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", message + "\n")
+    assert not (tmp_path / "state").exists()
