@@ -15,7 +15,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import trio
 
@@ -86,9 +85,9 @@ class Journal:
         for event in events:
             self._unacked.pop(event.id, None)
 
-    def unacked(self) -> tuple[dict[str, Any], ...]:
-        """Held events as documents, oldest first, for the state snapshot."""
-        return tuple(e.to_json() for e in sorted(self._unacked.values(), key=lambda e: e.seq))
+    def unacked(self) -> tuple[Event, ...]:
+        """Held events, oldest first, for the state snapshot."""
+        return tuple(sorted(self._unacked.values(), key=lambda e: e.seq))
 
     def events_after(self, seq: int) -> list[Event]:
         """Held events with a seq greater than `seq`, oldest first."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 from sentinel.backend import BackendRuntime
 from sentinel.journal import Journal, rfc3339
@@ -88,12 +87,11 @@ class Publisher:
                     return
         self._journal.ack(events)
 
-    async def redeliver(self, unacked: Sequence[dict[str, Any]],
+    async def redeliver(self, unacked: Sequence[Event],
                         services: Mapping[str, ServiceRuntime]) -> None:
         """Events persisted before a crash that durable sinks may not have taken."""
         pending: dict[str, list[Event]] = {}
-        for doc in unacked:
-            event = Event.from_json(doc)
+        for event in unacked:
             pending.setdefault(event.service, []).append(event)
         for name, events in pending.items():
             self._journal.hold(events)
