@@ -167,6 +167,12 @@ def _engine_series(engine: Engine) -> Iterator[Metric]:
         if stats.last_success is not None:
             last.add_metric([name], stats.last_success)
     yield from (sink_ok, last, pending)
+    persistence = engine.journal.statistics()
+    yield GaugeMetricFamily("sentinel_state_persisted", "1 while state.json takes every "
+                            "write; 0 while the state dir refuses them (full, read-only).",
+                            value=int(persistence.ok))
+    yield CounterMetricFamily("sentinel_state_write_failures", "State writes the state dir "
+                              "refused (each is retried).", value=persistence.failures)
     yield from _scheduler_series(engine)
 
 
