@@ -37,7 +37,7 @@ from sentinel.sinks import SINK_KINDS
 from sentinel.sinks.base import Sink, SinkContext
 from sentinel.sinks.runner import Backoff, SinkRunner
 from sentinel.slowstart import ramp
-from sentinel.statefile import SavedBackend, SavedState, load_state
+from sentinel.statefile import SavedBackend, SavedState, check_writable, load_state
 
 log = logging.getLogger("sentinel.engine")
 # A refused state write is cheap to try again; a few seconds between tries bound how long
@@ -61,7 +61,7 @@ class Engine:
         self.probe_factory = probe_factory
         self.wall = wall
         self.state_dir = Path(config.state_dir)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        check_writable(self.state_dir)
         self.saved = load_state(self.state_dir)
         self.journal = Journal(self.state_dir, self.saved.seq, self._snapshot, PERSIST_RETRY,
                                wall, run_blocking)

@@ -8,15 +8,18 @@ then starts fresh instead of crash-looping.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sentinel.atomic import write_atomic
+from sentinel.errors import StartupError
 from sentinel.model import Event
 
 log = logging.getLogger("sentinel.state")
@@ -49,6 +52,23 @@ class SavedState:
                          "override": b.override}
                   for name, b in backends.items()}
             for svc, backends in self.backends.items()}}
+
+
+def check_writable(state_dir: Path) -> None:
+    """Create `state_dir` if needed and a file in it; StartupError naming the directory
+    when either is refused (read-only, permissions, not a directory). A full file system
+    passes: sentinel runs on, its writes retried until space returns."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=state_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            log.error("state_dir %s is full (%s); starting anyway", state_dir, exc.strerror)
+            return
+        raise StartupError(f"state_dir {state_dir}: cannot write: {exc.strerror or exc}"
+                           ) from None
 
 
 def load_state(state_dir: Path) -> SavedState:
