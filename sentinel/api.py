@@ -42,8 +42,8 @@ ACCEPT_CAPACITY_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUF
 class StateSource(Protocol):
     """What the API reads from the running engine."""
 
-    def state_document(self) -> dict[str, object]:
-        """GET /v1/state."""
+    async def state_json(self) -> bytes:
+        """GET /v1/state, rendered."""
         ...
 
     def events_after(self, seq: int) -> list[Event]:
@@ -121,7 +121,7 @@ class Api:
         if method != "GET":
             return Response(405, {"error": f"{method} not allowed on {path}"})
         if path == "/v1/state":
-            return Response(200, self.source.state_document())
+            return Response(200, await self.source.state_json())
         if path == "/v1/events":
             if not self._authorized(headers):
                 return Response(401, {"error": "missing or wrong bearer token"})

@@ -9,6 +9,7 @@ Reloads live in `sentinel.reload`.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -16,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import trio
+import trio.lowlevel
 
 from sentinel.backend import BackendRuntime, summary
 from sentinel.breakers import make_breaker
@@ -43,6 +45,8 @@ log = logging.getLogger("sentinel.engine")
 # A refused state write is cheap to try again; a few seconds between tries bound how long
 # the state stays unsaved once space returns.
 PERSIST_RETRY = Backoff(initial=0.25, maximum=5.0)
+RENDER_SLICE = 0.003  # seconds GET /v1/state renders before letting other tasks run
+CHUNK = 128  # backends rendered (and cached) as one piece of the state document
 
 
 class Engine:
@@ -93,7 +97,7 @@ class Engine:
         backends = [self.make_backend(svc, b.name) for b in svc.backends]
         bindings = [(self.runners[b.sink], b.options) for b in svc.sinks]
         runtime = ServiceRuntime(svc, self.probe_factory(svc.probe), backends, bindings)
-        initial = runtime.published().view  # as persisted: no event at start
+        initial = runtime.decided.view  # as persisted: no event at start
         runtime.panic = initial.panic
         for b, view in zip(backends, initial.backends, strict=True):
             b.published = (view.state, view.weight)
@@ -129,7 +133,7 @@ class Engine:
                     await self.start_runner(runner)
                 await self.publisher.redeliver(self.saved.unacked, self.services)
                 for svc in self.services.values():  # at start the current view is applied once
-                    svc.publish(svc.published().view)
+                    svc.publish(svc.decided.view)
                 async with trio.open_nursery() as probe_nursery:
                     self._probe_nursery = probe_nursery
                     await probe_nursery.start(self._run_committer)
@@ -386,9 +390,34 @@ class Engine:
         return None
 
     def state_document(self) -> dict[str, object]:
-        """The GET /v1/state document."""
-        services = {name: svc.to_json(svc.published()) for name, svc in self.services.items()}
-        return {"services": services,
-                "sinks": {n: r.statistics().to_json() for n, r in self.runners.items()},
+        """The GET /v1/state document (as a value; the API serves `state_json`)."""
+        services = {name: svc.to_json() for name, svc in self.services.items()}
+        return {"services": services, **self._state_rest()}
+
+    async def state_json(self) -> bytes:
+        """`state_document` as JSON, from fragments kept until what they show changes:
+        each backend's entry (`BackendRuntime.shown`) and each run of CHUNK entries
+        (`ServiceRuntime.chunk_json`). What changed since the last request may still take
+        tens of milliseconds to render at 10,000 backends, so this yields to the event
+        loop every RENDER_SLICE: probes never wait for it (SPEC 6: no stall)."""
+        parts = [b'{"services":{']
+        slice_end = time.perf_counter() + RENDER_SLICE
+        for i, (name, svc) in enumerate(list(self.services.items())):
+            pairs = list(zip(svc.backends, svc.decided.view.backends, strict=True))
+            parts += [b"," if i else b"", json.dumps(name).encode(), b":",
+                      json.dumps(svc.header()).encode()[:-1], b',"backends":[']
+            for start in range(0, len(pairs), CHUNK):
+                shown = tuple(b.shown(v.state, v.weight) for b, v in pairs[start:start + CHUNK])
+                parts += [b"," if start else b"", svc.chunk_json(start // CHUNK, shown)]
+                if time.perf_counter() > slice_end:
+                    await trio.lowlevel.checkpoint()
+                    slice_end = time.perf_counter() + RENDER_SLICE
+            parts.append(b"]}")
+        parts += [b"},", json.dumps(self._state_rest()).encode()[1:]]
+        return b"".join(parts)
+
+    def _state_rest(self) -> dict[str, object]:
+        """The state document without its services."""
+        return {"sinks": {n: r.statistics().to_json() for n, r in self.runners.items()},
                 "engine": self.statistics().to_json(), "seq": self.journal.seq,
                 "persistence": self.journal.statistics().to_json()}

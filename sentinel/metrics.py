@@ -148,7 +148,7 @@ def _engine_series(engine: Engine) -> Iterator[Metric]:
     panic = GaugeMetricFamily("sentinel_panic", "1 while the service's panic guard holds "
                               "down backends published up (min_up).", labels=["service"])
     for name, svc in list(engine.services.items()):
-        view = svc.published().view
+        view = svc.decided.view
         panic.add_metric([name], int(view.panic))
         for b in view.backends:
             up.add_metric([name, b.name], int(b.state is State.UP))

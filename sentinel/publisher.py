@@ -85,6 +85,7 @@ class Publisher:
         for event in events:
             self._observer.event_emitted(event)
         self._journal.hold(events)
+        svc.decided = published
         return Commit(svc, published.view, tuple(events))
 
     async def carry_out(self, commit: Commit) -> None:
