@@ -1,11 +1,20 @@
-"""The HTTP API (SPEC 6) as a plain ASGI app, served by Hypercorn's Trio worker."""
+"""The HTTP API (SPEC 6) as a plain ASGI app, served by Hypercorn's HTTP/1.1 protocol.
+
+`serve_api` runs its own accept loop instead of Hypercorn's `serve`, for one
+reason: to cap the connections it serves at once (see `sentinel.limits`). A
+connection flood then waits in the listen backlog instead of taking the file
+descriptors probes and state writes need.
+"""
 
 from __future__ import annotations
 
+import errno
 import hmac
 import json
 import logging
+import os
 import re
+import socket
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -13,7 +22,10 @@ from urllib.parse import parse_qs
 
 import trio
 
+from sentinel.atomic import write_atomic
 from sentinel.config import ApiConfig
+from sentinel.errors import StartupError
+from sentinel.limits import API_MAX
 from sentinel.model import Event
 
 log = logging.getLogger("sentinel.api")
@@ -21,13 +33,17 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 URL_FILE = "api.url"
+BACKLOG = 128  # connections past the cap queue here (the kernel's, not our descriptors)
+# accept() failing for want of resources: wait, do not crash (trio's serve_listeners does
+# the same)
+ACCEPT_CAPACITY_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
 
 
 class StateSource(Protocol):
     """What the API reads from the running engine."""
 
-    def state_document(self) -> dict[str, object]:
-        """GET /v1/state."""
+    async def state_json(self) -> bytes:
+        """GET /v1/state, rendered."""
         ...
 
     def events_after(self, seq: int) -> list[Event]:
@@ -141,10 +157,7 @@ class Api:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The ASGI entry point."""
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
+        """The ASGI entry point (HTTP only: `serve_api` sends no lifespan events)."""
         if scope["type"] != "http":
             return
         # The whole request arrives before anything is acted on: a body the server
@@ -210,7 +223,7 @@ class Api:
             return Response(200, *await self.metrics())  # open, like /healthz: scrapers
         if path == "/v1/state":
             parse_query(query, ())
-            return Response(200, self.source.state_document())
+            return Response(200, await self.source.state_json())
         if path == "/v1/events":
             if not self._authorized(headers):
                 return Response(401, {"error": "missing or wrong bearer token"})
@@ -253,31 +266,64 @@ class Api:
             given.strip(), self.token.encode())
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+def listen(config: ApiConfig) -> socket.socket:
+    """The API's listening socket, bound now: an address that is taken or not this
+    machine's stops the start with one line (StartupError) before anything runs."""
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    try:
+        return socket.create_server((config.host, config.port), family=family,
+                                    backlog=BACKLOG)
+    except OSError as exc:  # create_server adds "(while attempting to bind ...)"
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise StartupError(f"api.listen {config.listen}: cannot listen: {reason}") from None
 
 
 async def serve_api(app: Api, config: ApiConfig, state_dir: Path, *,
+                    sock: socket.socket | None = None, max_connections: int = API_MAX,
                     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve `app` until cancelled; reports the bound base URL (also written to
+    """Serve `app` on `sock` (default: bound from `config`) until cancelled, at most
+    `max_connections` at once; reports the bound base URL (also written to
     state_dir/api.url so `sentinel status` can find an instance bound to port 0)."""
     from hypercorn.config import Config as HypercornConfig
-    from hypercorn.trio import serve
+    from hypercorn.trio.tcp_server import TCPServer
+    from hypercorn.trio.worker_context import WorkerContext
+    from hypercorn.utils import wrap_app
 
     hc = HypercornConfig()
-    hc.bind = [config.listen]
     hc.accesslog = None
     hc.errorlog = logging.getLogger("sentinel.api.server")
-    hc.graceful_timeout = 1.0
+    # Api types its ASGI messages as plain mappings, Hypercorn as TypedDicts
+    asgi = wrap_app(app, hc.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
+    context = WorkerContext(None)
+    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock or listen(config)))
+    host, port = listener.socket.getsockname()[:2]
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}".replace(
+        "0.0.0.0", "127.0.0.1")
+    try:
+        await trio.to_thread.run_sync(write_atomic, state_dir / URL_FILE, (url + "\n").encode())
+    except OSError as exc:  # a full state dir must not stop the API
+        log.warning("cannot write %s: %s; `sentinel status` needs --api %s",
+                    state_dir / URL_FILE, exc.strerror or exc, url)
+    log.info("API listening on %s (at most %d connections at once)", url, max_connections)
+    slots = trio.Semaphore(max_connections)
+
+    async def connection(stream: trio.SocketStream) -> None:
+        try:
+            await TCPServer(asgi, hc, context, {}, stream)  # type: ignore[arg-type]  # plain or TLS
+        finally:
+            slots.release()
+
     async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(serve, app, hc)
-        url = binds[0].replace("0.0.0.0", "127.0.0.1")
-        (state_dir / URL_FILE).write_text(url + "\n")
-        log.info("API listening on %s", url)
         task_status.started(url)
+        while True:
+            await slots.acquire()  # at the cap: leave the next one in the backlog
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                slots.release()
+                if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                log.warning("API accept failed: %s; retrying in 0.1 s", exc.strerror)
+                await trio.sleep(0.1)
+                continue
+            nursery.start_soon(connection, stream)

@@ -47,6 +47,7 @@ class BackendRuntime:
         "progress",
         "published",
         "ramp_weight",
+        "rendered",
         "script_weight",
         "service",
         "since",
@@ -72,6 +73,7 @@ class BackendRuntime:
         self.progress = ""
         self.verdict = ""  # why the breaker last changed its mind
         self.published: tuple[State, int] = self.desired()
+        self.rendered: tuple[tuple[object, ...], dict[str, object]] | None = None  # `shown`
 
     def record(self, result: ProbeResult, transition: Transition, wall: float) -> None:
         """Take in one probe result and the breaker's answer to it (runs every probe)."""
@@ -115,6 +117,17 @@ class BackendRuntime:
                 "override": self.override.value if self.override else None,
                 "damping": self.damper.describe() if self.damper else None,
                 "last_probe": self.last_probe.to_json() if self.last_probe else None}
+
+
+    def shown(self, state: State, weight: int) -> dict[str, object]:
+        """`to_json`, built again only when something it shows has changed (GET /v1/state
+        at 10,000 backends rebuilds only those probed since it was last asked). Shared:
+        never modify it."""
+        key = (state, weight, self.last_probe, self.since, self.fails, self.progress,
+               self.override, self.breaker.health, self.config)
+        if self.rendered is None or self.rendered[0] != key:
+            self.rendered = (key, self.to_json(state, weight))
+        return self.rendered[1]
 
 
 def summary(probe_type: str, result: ProbeResult) -> ProbeSummary:

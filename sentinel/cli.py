@@ -9,16 +9,18 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import trio
 
-from sentinel.api import URL_FILE, Api, serve_api
+from sentinel.api import URL_FILE, Api, listen, serve_api
 from sentinel.budget import compute_budget, describe
 from sentinel.config import Config
 from sentinel.configload import load_config
 from sentinel.engine import Engine
-from sentinel.errors import ConfigError, ConfigErrors, StateError
+from sentinel.errors import ConfigError, ConfigErrors, StartupError, StateError
+from sentinel.limits import budget
 from sentinel.logs import setup_logging
 from sentinel.reload import reload_from_file
 
@@ -166,6 +168,9 @@ def _run(path: str) -> int:
         log.warning("%s", warning)
     try:
         trio.run(run_instance, config)
+    except StartupError as exc:  # a taken port, a read-only state_dir: the config's fault
+        print(f"sentinel: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except StateError as exc:  # e.g. a corrupt or locked outbox: say so, no traceback
         print(f"sentinel: {exc}", file=sys.stderr)
         return EXIT_FAIL
@@ -190,8 +195,11 @@ async def run_instance(config: Config, *,
     a second one at once."""
     from sentinel.telemetry import Telemetry
 
+    fds = budget(config.max_in_flight)
     telemetry = Telemetry(config.telemetry, Path(config.state_dir))
     engine = Engine(config, shutdown_timeout=config.shutdown_timeout, observer=telemetry)
+    sock = listen(config.api)  # now: a taken address must stop the start, not crash later
+    log.info("%s", fds.describe())
     telemetry.watch(engine)
     metrics = telemetry.metrics.render if telemetry.metrics else None
     # What is built by now (config, backends) lives as long as the process: keep the
@@ -208,8 +216,9 @@ async def run_instance(config: Config, *,
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as outer:
-            url = await outer.start(serve_api, Api(engine, config.api.token, reload, metrics),
-                                    config.api, Path(config.state_dir))
+            url = await outer.start(partial(
+                serve_api, Api(engine, config.api.token, reload, metrics), config.api,
+                Path(config.state_dir), sock=sock, max_connections=fds.api))
             outer.start_soon(_freeze_after_first_round, config)
             async with trio.open_nursery() as inner:
 

@@ -9,6 +9,7 @@ Reloads live in `sentinel.reload`.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -16,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import trio
+import trio.lowlevel
 
 from sentinel.backend import BackendRuntime, summary
 from sentinel.breakers import make_breaker
@@ -23,25 +25,28 @@ from sentinel.breakers.base import Change, Health, Transition
 from sentinel.config import Config, ProbeConfig, ServiceConfig, SinkConfig
 from sentinel.dampen import Damper
 from sentinel.journal import Journal, RunBlocking, rfc3339
-from sentinel.model import Event, FailureKind, ProbeResult, ProbeSummary, State
+from sentinel.model import Event, FailureKind, ProbeResult, State
 from sentinel.observe import NullObserver, Observer, ProbeRecord
 from sentinel.pacing import EngineStatistics, Pacing
 from sentinel.probegroups import GroupKey, ProbeGroup, group_key
 from sentinel.probeloop import Committer, ProbeLoop, accepts
 from sentinel.probes import make_probe
 from sentinel.probes.base import Probe, guarded_check
-from sentinel.publisher import Publisher
+from sentinel.publisher import Commit, Publisher
 from sentinel.schedule import next_due, retry_due, start_offset
 from sentinel.service import ServiceRuntime
 from sentinel.sinks import SINK_KINDS
 from sentinel.sinks.base import Sink, SinkContext
-from sentinel.sinks.runner import SinkRunner
+from sentinel.sinks.runner import Backoff, SinkRunner
 from sentinel.slowstart import ramp
-from sentinel.statefile import SavedBackend, SavedState, load_state
+from sentinel.statefile import SavedBackend, SavedState, check_writable, load_state
 
 log = logging.getLogger("sentinel.engine")
-# What a probe result asks to publish: backend, reason, probe summary, trace id.
-Commit = tuple[BackendRuntime, str, ProbeSummary, str | None]
+# A refused state write is cheap to try again; a few seconds between tries bound how long
+# the state stays unsaved once space returns.
+PERSIST_RETRY = Backoff(initial=0.25, maximum=5.0)
+RENDER_SLICE = 0.003  # seconds GET /v1/state renders before letting other tasks run
+CHUNK = 128  # backends rendered (and cached) as one piece of the state document
 
 
 class Engine:
@@ -51,7 +56,7 @@ class Engine:
                  probe_factory: Callable[[ProbeConfig], Probe] = make_probe,
                  wall: Callable[[], float] = time.time, shutdown_timeout: float = 10.0,
                  observer: Observer | None = None,
-                 run_blocking: RunBlocking = trio.to_thread.run_sync,
+                 run_blocking: RunBlocking | None = None,
                  probe_loop: bool = True) -> None:
         """`probe_loop=False` runs every probe as its own task (see `sentinel.probeloop`)."""
         self.config = config
@@ -60,10 +65,10 @@ class Engine:
         self.probe_factory = probe_factory
         self.wall = wall
         self.state_dir = Path(config.state_dir)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        check_writable(self.state_dir)
         self.saved = load_state(self.state_dir)
-        self.journal = Journal(self.state_dir, self.saved.seq, self._snapshot, wall,
-                               run_blocking)
+        self.journal = Journal(self.state_dir, self.saved.seq, self._snapshot, PERSIST_RETRY,
+                               wall, run_blocking)
         self._sink_overrides = sinks or {}
         self.runners = {s.name: self.make_runner(s) for s in config.sinks}
         self.services = {s.name: self.make_service(s) for s in config.services}
@@ -73,7 +78,10 @@ class Engine:
         self._rng = random.Random()
         self.groups: dict[GroupKey, ProbeGroup] = {}
         self._loop = ProbeLoop(self, self._in_flight, wall) if probe_loop else None
-        self._committer: Committer[Commit] = Committer(self._apply)
+        # Every decision is carried out by one task, in order: a later view never reaches
+        # a sink before an earlier one, and a burst shares one state write.
+        self._committer: Committer[Commit] = Committer(self.publisher.carry_out)
+        self._committing = False
         self._probe_nursery: trio.Nursery | None = None
         self._sink_nursery: trio.Nursery | None = None
 
@@ -90,7 +98,7 @@ class Engine:
         backends = [self.make_backend(svc, b.name) for b in svc.backends]
         bindings = [(self.runners[b.sink], b.options) for b in svc.sinks]
         runtime = ServiceRuntime(svc, self.probe_factory(svc.probe), backends, bindings)
-        initial = runtime.published().view  # as persisted: no event at start
+        initial = runtime.decided.view  # as persisted: no event at start
         runtime.panic = initial.panic
         for b, view in zip(backends, initial.backends, strict=True):
             b.published = (view.state, view.weight)
@@ -121,24 +129,35 @@ class Engine:
         try:
             async with trio.open_nursery() as sink_nursery:
                 self._sink_nursery = sink_nursery
+                await sink_nursery.start(self.journal.run)
                 for runner in self.runners.values():
                     await self.start_runner(runner)
                 await self.publisher.redeliver(self.saved.unacked, self.services)
                 for svc in self.services.values():  # at start the current view is applied once
-                    svc.publish(svc.published().view)
+                    svc.publish(svc.decided.view)
                 async with trio.open_nursery() as probe_nursery:
                     self._probe_nursery = probe_nursery
+                    await probe_nursery.start(self._run_committer)
                     if self._loop is not None:
-                        await probe_nursery.start(self._committer.run)
                         await probe_nursery.start(self._loop.run)
                     self.regroup()
                     probe_nursery.start_soon(self.pacing.watch_lag, self._in_flight)
                     task_status.started()
+                # acks and verdicts since the last event: else a webhook event already
+                # delivered would be handed over again at the next start
+                await self.journal.flush()
                 await self._drain_sinks()
                 sink_nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
                 await self._close()
+
+    async def _run_committer(self, *, task_status: trio.TaskStatus[None]) -> None:
+        self._committing = True
+        try:
+            await self._committer.run(task_status=task_status)
+        finally:
+            self._committing = False
 
     def stop(self) -> None:
         """Stop probing; `run` then drains sinks and returns."""
@@ -220,17 +239,7 @@ class Engine:
                     result = await guarded_check(svc.probe, owner.target)
                 finally:
                     self._in_flight.release()
-                now = trio.current_time()
-                with trio.CancelScope(shield=True):  # a reload must not cut a commit in half
-                    await self._observe_all(group, result, started, now, start_unix)
-
-    async def _observe_all(self, group: ProbeGroup, result: ProbeResult, started: float,
-                           now: float, start_unix: float) -> None:
-        """Feed one shared result to every member's breaker and schedule each member."""
-        for backend in group.members:
-            commit = self._observe(backend, result, started, now, start_unix)
-            if commit is not None:
-                await self._apply(commit)
+                self.probe_done(group, result, started, trio.current_time(), start_unix)
 
     def probe_started(self, lateness: float) -> None:
         """Count a probe that started `lateness` seconds after it was due."""
@@ -238,8 +247,8 @@ class Engine:
 
     def probe_done(self, group: ProbeGroup, result: ProbeResult, started: float, now: float,
                    start_unix: float) -> None:
-        """The probe loop's hand-in: `_observe_all` without awaiting; commits go, in
-        order, to the committer task."""
+        """A result's hand-in (the probe loop's and the probe tasks'): decisions are made
+        now; persisting and publishing them goes, in order, to the committer task."""
         for backend in group.members:
             commit = self._observe(backend, result, started, now, start_unix)
             if commit is not None:
@@ -263,13 +272,6 @@ class Engine:
                                     started, now, spread)
         return commit
 
-    async def _apply(self, commit: Commit) -> None:
-        """Publish what a probe result changed (unless a reload removed the backend)."""
-        backend, reason, probe, trace_id = commit
-        svc = self.services.get(backend.service)
-        if svc is not None and backend in svc.backends:
-            await self.commit(svc, backend, reason, probe, trace_id)
-
     def _take(self, svc: ServiceRuntime, backend: BackendRuntime, result: ProbeResult,
               transition: Transition, start_unix: float) -> Commit | None:
         """Record a result; on a change of verdict, state or weight, the commit that
@@ -292,8 +294,9 @@ class Engine:
                              (backend.published[0].value, backend.desired()[0].value, reason)
                              if moved or changed else None)
         trace_id = self.observer.probe_finished(record)
-        if moved or changed:
-            return backend, reason, summary(svc.config.probe.type, result), trace_id
+        if (moved or changed) and backend in svc.backends:  # else a reload removed it
+            return self.publisher.decide(svc, backend, reason,
+                                         summary(svc.config.probe.type, result), trace_id)
         return None
 
     def _dampen(self, backend: BackendRuntime, transition: Transition, now: float) -> None:
@@ -341,11 +344,17 @@ class Engine:
 
         self.start_task(climb)
 
-    async def commit(self, svc: ServiceRuntime, backend: BackendRuntime | None, reason: str,
-                     probe: ProbeSummary | None = None, trace_id: str | None = None
+    async def commit(self, svc: ServiceRuntime, backend: BackendRuntime | None, reason: str
                      ) -> tuple[Event, ...]:
-        """Publish what changed in `svc` (see `Publisher.commit`)."""
-        return await self.publisher.commit(svc, backend, reason, probe, trace_id)
+        """Decide what changed in `svc` now and return once it is persisted and handed to
+        the sinks (see `Publisher`), behind the decisions made before it."""
+        commit = self.publisher.decide(svc, backend, reason)
+        if self._committing:
+            self._committer.submit(commit)
+            await commit.done.wait()
+        else:  # not running (yet, or any more): nothing is queued to keep order with
+            await self.publisher.carry_out(commit)
+        return commit.events
 
     async def set_override(self, service: str, backend: str, action: str
                            ) -> tuple[Event, ...]:
@@ -388,8 +397,34 @@ class Engine:
         return None
 
     def state_document(self) -> dict[str, object]:
-        """The GET /v1/state document."""
-        services = {name: svc.to_json(svc.published()) for name, svc in self.services.items()}
-        return {"services": services,
-                "sinks": {n: r.statistics().to_json() for n, r in self.runners.items()},
-                "engine": self.statistics().to_json(), "seq": self.journal.seq}
+        """The GET /v1/state document (as a value; the API serves `state_json`)."""
+        services = {name: svc.to_json() for name, svc in self.services.items()}
+        return {"services": services, **self._state_rest()}
+
+    async def state_json(self) -> bytes:
+        """`state_document` as JSON, from fragments kept until what they show changes:
+        each backend's entry (`BackendRuntime.shown`) and each run of CHUNK entries
+        (`ServiceRuntime.chunk_json`). What changed since the last request may still take
+        tens of milliseconds to render at 10,000 backends, so this yields to the event
+        loop every RENDER_SLICE: probes never wait for it (SPEC 6: no stall)."""
+        parts = [b'{"services":{']
+        slice_end = time.perf_counter() + RENDER_SLICE
+        for i, (name, svc) in enumerate(list(self.services.items())):
+            pairs = list(zip(svc.backends, svc.decided.view.backends, strict=True))
+            parts += [b"," if i else b"", json.dumps(name).encode(), b":",
+                      json.dumps(svc.header()).encode()[:-1], b',"backends":[']
+            for start in range(0, len(pairs), CHUNK):
+                shown = tuple(b.shown(v.state, v.weight) for b, v in pairs[start:start + CHUNK])
+                parts += [b"," if start else b"", svc.chunk_json(start // CHUNK, shown)]
+                if time.perf_counter() > slice_end:
+                    await trio.lowlevel.checkpoint()
+                    slice_end = time.perf_counter() + RENDER_SLICE
+            parts.append(b"]}")
+        parts += [b"},", json.dumps(self._state_rest()).encode()[1:]]
+        return b"".join(parts)
+
+    def _state_rest(self) -> dict[str, object]:
+        """The state document without its services."""
+        return {"sinks": {n: r.statistics().to_json() for n, r in self.runners.items()},
+                "engine": self.statistics().to_json(), "seq": self.journal.seq,
+                "persistence": self.journal.statistics().to_json()}

@@ -9,7 +9,9 @@ check is a ProbeResult, never an exception.
     ├── SinkError              a sink could not converge to the desired view
     │   ├── SinkUnavailable    the target is unreachable (socket missing, command not found)
     │   └── SinkRejected       the target refused the change (nginx -t failed, 4xx)
-    └── StateError             the state directory cannot be used
+    ├── StateError             the state directory cannot be used
+    └── StartupError           this machine refuses what the config asks at start: the API
+                               address is taken or not local, state_dir is not writable
 """
 
 from __future__ import annotations
@@ -72,3 +74,7 @@ class SinkRejected(SinkError):
 
 class StateError(SentinelError):
     """The state directory cannot be read or written."""
+
+
+class StartupError(SentinelError):
+    """`sentinel run` cannot start as configured on this machine (one line, exit 2)."""

@@ -1,27 +1,49 @@
-"""The event journal: numbers events, keeps the recent ones, persists the sequence.
+"""The event journal: numbers events, keeps the recent ones, persists the state.
 
 `seq` grows by one per event across the instance's life. Before an event is
 handed to sinks the journal has written a state snapshot holding its seq
-(group commit: a burst of events shares one fsync), so a crash never
-reuses a number.
+(group commit: a burst of events shares one fsync), so a crash never reuses a
+number. `events_after` serves only events that are on disk: one shown before
+its write could, after a kill -9, come back under the same seq with another id.
+
+When the state dir refuses a write (full, read-only, out of file descriptors),
+sentinel goes on without it rather than stop failing over: `persist` returns
+False at once, the commit path goes on to the sinks, `statistics()` says the
+state is not persisted (in /v1/state and as a metric; one log line when it
+starts and one when it ends), and `run` retries with backoff until a write
+succeeds. Until then new events are published but not served by
+`events_after`, and a crash would hand their numbers out again.
+
+Writes run in worker threads under the journal's own CapacityLimiter, never
+Trio's shared default one: a save must not queue behind threads stuck in a
+host-name lookup or a sink.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import math
 import os
+import random
 import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import trio
 
 from sentinel.model import Event, ProbeSummary
-from sentinel.statefile import SavedState, save_state
+from sentinel.statefile import FILENAME, SavedState, save_state
 
+if TYPE_CHECKING:  # at run time the engine hands one in: sinks import this module
+    from sentinel.sinks.runner import Backoff
+
+log = logging.getLogger("sentinel.state")
 RunBlocking = Callable[[Callable[[Path, SavedState], None], Path, SavedState], Awaitable[None]]
 KEEP = 4096  # events held for GET /v1/events (SPEC: at least the last 1,000)
 
@@ -35,19 +57,52 @@ def uuid7(unix_ms: int) -> str:
 
 
 def rfc3339(unix: float) -> str:
-    """UTC timestamp with milliseconds, e.g. 2026-11-24T16:00:00.123Z."""
-    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    """UTC timestamp with milliseconds, e.g. 2026-11-24T16:00:00.123Z (the milliseconds
+    of the time rounded to the microsecond, as datetime rounds it)."""
+    seconds = math.floor(unix)
+    micros = round((unix - seconds) * 1_000_000)
+    if micros == 1_000_000:
+        seconds, micros = seconds + 1, 0
+    return f"{_utc_second(seconds)}.{micros // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _utc_second(unix: int) -> str:
+    """`unix` as YYYY-MM-DDTHH:MM:SS: strftime is most of rfc3339's cost, and the state
+    document at 10,000 backends formats many times within the same few seconds."""
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+@dataclass(frozen=True, slots=True)
+class PersistStatistics:
+    """Whether the state is on disk, for /v1/state and the metrics."""
+
+    ok: bool  # the last write succeeded
+    saved_seq: int  # the last event on disk
+    failures: int  # refused writes since start
+    last_error: str  # of the current failing streak; "" when ok
+    failing_since: float | None  # Unix time the streak began
+
+    def to_json(self) -> dict[str, object]:
+        """The `persistence` entry of the state document."""
+        return {"ok": self.ok, "saved_seq": self.saved_seq, "failures": self.failures,
+                "last_error": self.last_error or None,
+                "failing_since": rfc3339(self.failing_since) if self.failing_since else None}
 
 
 class Journal:
     """Creates events, keeps the last KEEP, and persists state snapshots."""
 
     def __init__(self, state_dir: Path, seq: int, snapshot: Callable[[], SavedState],
-                 wall: Callable[[], float] = time.time,
-                 run_blocking: RunBlocking = trio.to_thread.run_sync) -> None:
-        """`run_blocking` runs the fsyncing write off the event loop (tests under a
-        MockClock pass an inline runner so virtual time cannot outrun the disk)."""
-        self._run_blocking = run_blocking
+                 retry: Backoff, wall: Callable[[], float] = time.time,
+                 run_blocking: RunBlocking | None = None) -> None:
+        """`retry` paces the retries of refused writes. `run_blocking` runs the fsyncing
+        write off the event loop (default: a worker thread under the journal's own
+        limiter; tests under a MockClock pass an inline runner so virtual time cannot
+        outrun the disk)."""
+        self._retry = retry
+        self._limiter = trio.CapacityLimiter(1)
+        self._run_blocking = run_blocking or self._in_thread
         self._state_dir = state_dir
         self._seq = seq
         self._snapshot = snapshot
@@ -56,6 +111,15 @@ class Journal:
         self._saved_seq = seq
         self._lock = trio.Lock()
         self._unacked: dict[str, Event] = {}  # by id: not yet taken by durable sinks
+        self._failures = 0
+        self._error = ""
+        self._failing_since: float | None = None
+        self._refused = trio.Event()  # set when a write fails: wakes `run`
+        self._rng = random.Random()
+
+    async def _in_thread(self, fn: Callable[[Path, SavedState], None], state_dir: Path,
+                         state: SavedState) -> None:
+        await trio.to_thread.run_sync(fn, state_dir, state, limiter=self._limiter)
 
     @property
     def seq(self) -> int:
@@ -86,28 +150,74 @@ class Journal:
         for event in events:
             self._unacked.pop(event.id, None)
 
-    def unacked(self) -> tuple[dict[str, Any], ...]:
-        """Held events as documents, oldest first, for the state snapshot."""
-        return tuple(e.to_json() for e in sorted(self._unacked.values(), key=lambda e: e.seq))
+    def unacked(self) -> tuple[Event, ...]:
+        """Held events, oldest first, for the state snapshot."""
+        return tuple(sorted(self._unacked.values(), key=lambda e: e.seq))
 
     def events_after(self, seq: int) -> list[Event]:
-        """Held events with a seq greater than `seq`, oldest first."""
-        return [e for e in self._events if e.seq > seq]
+        """Held events with a seq greater than `seq` that are on disk, oldest first."""
+        return [e for e in self._events if seq < e.seq <= self._saved_seq]
 
-    async def wait_persisted(self, seq: int | None = None) -> None:
-        """Return once a snapshot holding `seq` (default: the latest) is on disk."""
-        target = self._seq if seq is None else seq
-        while self._saved_seq < target:
-            async with self._lock:
-                if self._saved_seq >= target:
-                    return
-                snapshot = self._snapshot()
-                await self._run_blocking(save_state, self._state_dir, snapshot)
-                self._saved_seq = max(self._saved_seq, snapshot.seq)
+    @property
+    def persisted(self) -> bool:
+        """False while the state dir refuses writes."""
+        return self._failing_since is None
 
-    async def save_now(self) -> None:
-        """Persist the current snapshot even without new events (verdict-only changes)."""
+    def statistics(self) -> PersistStatistics:
+        """A frozen snapshot of the persistence state."""
+        return PersistStatistics(self.persisted, self._saved_seq, self._failures,
+                                 self._error, self._failing_since)
+
+    async def persist(self, seq: int | None = None) -> bool:
+        """Get a snapshot holding event `seq` on disk (None: the current state, even
+        without a new event: a verdict or an ack changed). True once it is there; False
+        at once while the state dir refuses writes: `run` retries, the caller goes on."""
         async with self._lock:
-            snapshot = self._snapshot()
+            if seq is not None and self._saved_seq >= seq:
+                return True  # an earlier write of the same burst took it
+            if not self.persisted:
+                return False
+            return await self._write()
+
+    async def flush(self) -> bool:
+        """Write the current snapshot now, even while writes are being refused (a clean
+        stop: acks and verdicts since the last event)."""
+        async with self._lock:
+            return await self._write()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Retry refused writes with backoff until one succeeds, for as long as it runs."""
+        task_status.started()
+        while True:
+            await self._refused.wait()
+            self._refused = trio.Event()
+            attempt = 0
+            while not self.persisted:
+                attempt += 1
+                await trio.sleep(self._retry.delay(attempt, self._rng))
+                async with self._lock:
+                    await self._write()
+
+    async def _write(self) -> bool:
+        """One attempt (the lock held); an OSError is the state dir's refusal, recorded."""
+        snapshot = self._snapshot()
+        try:
             await self._run_blocking(save_state, self._state_dir, snapshot)
-            self._saved_seq = max(self._saved_seq, snapshot.seq)
+        except OSError as exc:
+            self._failures += 1
+            self._error = exc.strerror or str(exc)
+            if self._failing_since is None:
+                self._failing_since = self._wall()
+                self._refused.set()
+                log.error("cannot write %s: %s; probing and publishing go on, but events "
+                          "and verdicts are not persisted until it can (retrying)",
+                          self._state_dir / FILENAME, self._error)
+            return False
+        self._saved_seq = max(self._saved_seq, snapshot.seq)
+        if self._failing_since is not None:
+            log.warning("state written to %s again after %.1fs; persisted up to seq %d",
+                        self._state_dir / FILENAME, self._wall() - self._failing_since,
+                        self._saved_seq)
+            self._failing_since, self._error = None, ""
+        return True

@@ -161,7 +161,7 @@ def _engine_series(engine: Engine) -> Iterator[Metric]:
     panic = GaugeMetricFamily("sentinel_panic", "1 while the service's panic guard holds "
                               "down backends published up (min_up).", labels=["service"])
     for name, svc in list(engine.services.items()):
-        view = svc.published().view
+        view = svc.decided.view
         panic.add_metric([name], int(view.panic))
         for b in view.backends:
             up.add_metric([name, b.name], int(b.state is State.UP))
@@ -180,6 +180,12 @@ def _engine_series(engine: Engine) -> Iterator[Metric]:
         if stats.last_success is not None:
             last.add_metric([name], stats.last_success)
     yield from (sink_ok, last, pending)
+    persistence = engine.journal.statistics()
+    yield GaugeMetricFamily("sentinel_state_persisted", "1 while state.json takes every "
+                            "write; 0 while the state dir refuses them (full, read-only).",
+                            value=int(persistence.ok))
+    yield CounterMetricFamily("sentinel_state_write_failures", "State writes the state dir "
+                              "refused (each is retried).", value=persistence.failures)
     yield from _scheduler_series(engine)
 
 

@@ -122,7 +122,7 @@ class Event:
                    probe=ProbeSummary(str(probe["type"]), bool(probe["ok"]),
                                       str(probe["error"]), float(probe["latency_ms"]))
                    if probe else None,
-                   trace_id=doc.get("trace_id"))
+                   trace_id=None if doc.get("trace_id") is None else str(doc["trace_id"]))
 
     def to_json(self) -> dict[str, Any]:
         """The SPEC 4 event document."""

@@ -1,25 +1,45 @@
 """Publishing: from a change in a service's view to events on disk and sinks told.
 
-`Publisher.commit` diffs a service's view (after the panic guard) against
-what was last published, numbers an event per change, gets the state file
-on disk (and durable sinks' outboxes fed) before any sink hears of it, then
-hands the view to the service's sink runners.
+Two steps, so that each event carries the transition that caused it however far
+the disk lags behind the probes:
+
+- `decide` (sync, run at the moment of the change: a probe result, an admin
+  action, a slow-start step, a reload) diffs the service's view (after the panic
+  guard) against what was last decided and numbers an event per change, with
+  the reason, probe and trace of that very change;
+- `carry_out` (async, one commit at a time, in order) gets the state file on disk
+  (and durable sinks' outboxes fed) before any sink hears of the events, then
+  hands the view to the service's sink runners. When the state dir refuses the
+  write, the sinks are told anyway (see `sentinel.journal`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+
+import trio
 
 from sentinel.backend import BackendRuntime
 from sentinel.journal import Journal, rfc3339
-from sentinel.model import Event, ProbeSummary
+from sentinel.model import Event, ProbeSummary, ServiceView
 from sentinel.observe import Observer
 from sentinel.service import Published, ServiceRuntime
 from sentinel.sinks.base import DurableSink
 
 log = logging.getLogger("sentinel.engine")
+
+
+@dataclass(eq=False, slots=True)
+class Commit:
+    """What one decision asks to persist and publish: the service's view as decided and
+    the events numbered for it; `done` is set once sinks have been handed the view."""
+
+    service: ServiceRuntime
+    view: ServiceView
+    events: tuple[Event, ...]
+    done: trio.Event = field(default_factory=trio.Event)
 
 
 class Publisher:
@@ -30,13 +50,12 @@ class Publisher:
         self._observer = observer
         self._wall = wall
 
-    async def commit(self, svc: ServiceRuntime, backend: BackendRuntime | None, reason: str,
-                     probe: ProbeSummary | None = None, trace_id: str | None = None
-                     ) -> tuple[Event, ...]:
-        """Publish what changed. The service's view (after the panic guard) is diffed
-        against what was last published: one event per backend whose published state
-        or weight moved (`reason`, `probe` and `trace_id` belong to `backend`), and one
-        when panic starts or ends. State is on disk before any sink hears of it."""
+    def decide(self, svc: ServiceRuntime, backend: BackendRuntime | None, reason: str,
+               probe: ProbeSummary | None = None, trace_id: str | None = None) -> Commit:
+        """Number what changed, now. The service's view (after the panic guard) is diffed
+        against what was last decided: one event per backend whose published state or
+        weight moved (`reason`, `probe` and `trace_id` belong to `backend`), and one when
+        panic starts or ends."""
         published = svc.published()
         events: list[Event] = []
         panic_changed = published.view.panic != svc.panic
@@ -65,14 +84,19 @@ class Publisher:
             events.append(self._panic_event(svc, published.held_up))
         for event in events:
             self._observer.event_emitted(event)
+        self._journal.hold(events)
+        svc.decided = published
+        return Commit(svc, published.view, tuple(events))
+
+    async def carry_out(self, commit: Commit) -> None:
+        """Persist, feed durable sinks, publish: the second half of a decision. A verdict
+        that flipped without changing what is published is persisted too."""
+        events = commit.events
+        await self._journal.persist(events[-1].seq if events else None)
         if events:
-            self._journal.hold(events)
-            await self._journal.wait_persisted()
-            await self._hand_to_durable(svc, events)
-        else:  # a verdict flipped without changing what is published: keep it on disk
-            await self._journal.save_now()
-        svc.publish(published.view, tuple(events))
-        return tuple(events)
+            await self._hand_to_durable(commit.service, events)
+        commit.service.publish(commit.view, events)
+        commit.done.set()
 
     async def _hand_to_durable(self, svc: ServiceRuntime, events: Sequence[Event]) -> None:
         """Give events to the service's durable sinks (outboxes) right after they are on
@@ -88,12 +112,11 @@ class Publisher:
                     return
         self._journal.ack(events)
 
-    async def redeliver(self, unacked: Sequence[dict[str, Any]],
+    async def redeliver(self, unacked: Sequence[Event],
                         services: Mapping[str, ServiceRuntime]) -> None:
         """Events persisted before a crash that durable sinks may not have taken."""
         pending: dict[str, list[Event]] = {}
-        for doc in unacked:
-            event = Event.from_json(doc)
+        for event in unacked:
             pending.setdefault(event.service, []).append(event)
         for name, events in pending.items():
             self._journal.hold(events)
@@ -105,14 +128,17 @@ class Publisher:
                      name, len(events))
             await self._hand_to_durable(svc, events)
         if pending:
-            await self._journal.save_now()
+            await self._journal.persist()
 
     @staticmethod
     def _bystander_reason(backend: BackendRuntime, published: Published) -> str:
         """Why a backend other than the one that triggered the commit changed."""
         if backend.config.name in published.held_up:
             return "panic guard: kept published up (min_up)"
-        return f"panic over: {backend.verdict or 'probed state published'}"
+        verdict = backend.verdict or "probed state published"
+        if published.view.panic:  # still in panic: another backend is held up instead
+            return f"panic guard: another backend kept up instead; {verdict}"
+        return f"panic over: {verdict}"
 
     def _panic_event(self, svc: ServiceRuntime, held: tuple[str, ...]) -> Event:
         name, total = svc.config.name, len(svc.backends)

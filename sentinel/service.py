@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from sentinel.backend import BackendRuntime
@@ -23,7 +24,7 @@ class Published:
 class ServiceRuntime:
     """Everything the engine keeps for one service."""
 
-    __slots__ = ("backends", "bindings", "config", "panic", "probe")
+    __slots__ = ("_chunks", "backends", "bindings", "config", "decided", "panic", "probe")
 
     def __init__(self, config: ServiceConfig, probe: Probe, backends: list[BackendRuntime],
                  bindings: list[tuple[SinkRunner, object]]) -> None:
@@ -32,6 +33,9 @@ class ServiceRuntime:
         self.backends = backends
         self.bindings = bindings
         self.panic = False
+        # What was last decided (`Publisher.decide`): what sinks are told and /v1/state shows
+        self.decided = self.published()
+        self._chunks: dict[int, tuple[tuple[dict[str, object], ...], bytes]] = {}
 
     def published(self) -> Published:
         """The view sinks should converge to, after the panic guard (SPEC 5).
@@ -65,9 +69,23 @@ class ServiceRuntime:
         for runner, options in self.bindings:
             runner.publish(Update(view, events, options))
 
-    def to_json(self, published: Published) -> dict[str, object]:
-        """This service's entry in the state document."""
-        backends = [b.to_json(v.state, v.weight)
-                    for b, v in zip(self.backends, published.view.backends, strict=True)]
-        return {"panic": published.view.panic, "up": published.view.up,
-                "total": len(self.backends), "backends": backends}
+    def to_json(self) -> dict[str, object]:
+        """This service's entry in the state document, as last decided."""
+        backends = [b.shown(v.state, v.weight)
+                    for b, v in zip(self.backends, self.decided.view.backends, strict=True)]
+        return {**self.header(), "backends": backends}
+
+    def chunk_json(self, index: int, shown: tuple[dict[str, object], ...]) -> bytes:
+        """Backend entries number `index` of the state document (`shown`, CHUNK of them)
+        as JSON without the brackets; encoded again only when one of them was rebuilt."""
+        cached = self._chunks.get(index)
+        if cached is None or len(cached[0]) != len(shown) or any(
+                a is not b for a, b in zip(cached[0], shown, strict=True)):
+            body = json.dumps(shown, separators=(",", ":")).encode()[1:-1]
+            cached = self._chunks[index] = (shown, body)
+        return cached[1]
+
+    def header(self) -> dict[str, object]:
+        """The service's entry in the state document without its backends."""
+        view = self.decided.view
+        return {"panic": view.panic, "up": view.up, "total": len(self.backends)}

@@ -8,15 +8,19 @@ then starts fresh instead of crash-looping.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sentinel.atomic import write_atomic
+from sentinel.errors import StartupError
+from sentinel.model import Event
 
 log = logging.getLogger("sentinel.state")
 FILENAME = "state.json"
@@ -38,15 +42,33 @@ class SavedState:
 
     seq: int = 0
     backends: dict[str, dict[str, SavedBackend]] = field(default_factory=dict)
-    unacked: tuple[dict[str, Any], ...] = ()  # events durable sinks have not taken yet
+    unacked: tuple[Event, ...] = ()  # events durable sinks have not taken yet
 
     def to_json(self) -> dict[str, Any]:
         """The document as written."""
-        return {"version": 1, "seq": self.seq, "unacked": list(self.unacked), "backends": {
+        return {"version": 1, "seq": self.seq, "unacked": [e.to_json() for e in self.unacked],
+                "backends": {
             svc: {name: {"state": b.state, "since": b.since, "last_ok": b.last_ok,
                          "override": b.override}
                   for name, b in backends.items()}
             for svc, backends in self.backends.items()}}
+
+
+def check_writable(state_dir: Path) -> None:
+    """Create `state_dir` if needed and a file in it; StartupError naming the directory
+    when either is refused (read-only, permissions, not a directory). A full file system
+    passes: sentinel runs on, its writes retried until space returns."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=state_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            log.error("state_dir %s is full (%s); starting anyway", state_dir, exc.strerror)
+            return
+        raise StartupError(f"state_dir {state_dir}: cannot write: {exc.strerror or exc}"
+                           ) from None
 
 
 def load_state(state_dir: Path) -> SavedState:
@@ -57,7 +79,11 @@ def load_state(state_dir: Path) -> SavedState:
         return _parse(doc)
     except FileNotFoundError:
         return SavedState()
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+    # Whatever the damage, the same outcome: set aside, start fresh. A deeply nested
+    # document is a RecursionError inside json; an event cut short a KeyError; 1e400 for
+    # an integer an OverflowError.
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError,
+            OverflowError) as exc:
         aside = _aside_name(path)
         try:
             os.replace(path, aside)
@@ -86,7 +112,9 @@ def _parse(doc: dict[str, Any]) -> SavedState:
                                            str(b["override"]) if b.get("override") else None)
                    for name, b in entries.items()}
         for svc, entries in doc.get("backends", {}).items()}
-    unacked = tuple(dict(e) for e in doc.get("unacked", []))
+    # Parsed now, not when they are handed over: a bad entry must fail here, where the
+    # file can be set aside, not later in a crash loop.
+    unacked = tuple(Event.from_json(e) for e in doc.get("unacked", []))
     return SavedState(seq=int(doc["seq"]), backends=backends, unacked=unacked)
 
 

@@ -170,8 +170,14 @@ def test_panic_with_every_backend_killed_keeps_min_up_published_and_ends_with_an
 
     back = next(n for n in names if n not in held)
     start_backends(processes, site, back)
-    wait_until(lambda: not api.state()["services"]["web"]["panic"], what="panic to end")
-    after = [(e["backend"], e["from"], e["to"]) for e in api.events(after=events[-1]["seq"])]
+
+    def panic_over() -> list[tuple[str, str, str]] | None:
+        """The events since, once the one ending the panic is served (it is on disk after
+        /v1/state shows the panic over)."""
+        after = [(e["backend"], e["from"], e["to"]) for e in api.events(after=events[-1]["seq"])]
+        return after if ("", "panic", "normal") in after else None
+
+    after = wait_until(panic_over, what="panic to end")
     assert sorted(after) == sorted([(back, "down", "up"), (held[0], "up", "down"),
                                     ("", "panic", "normal")])
     assert after[-1] == ("", "panic", "normal")

@@ -62,15 +62,17 @@ def test_kill_9_then_restart_continues_seq_with_no_gap_and_no_reuse(
     processes.kill(backends["web2"])
     wait_until(lambda: states(api, "web")["web2"] == "down", what="web2 down")
     backends.update(start_backends(processes, site, "web2"))
-    wait_until(lambda: states(api, "web")["web2"] == "up", what="web2 up again")
-    assert [(e["seq"], e["to"]) for e in api.events()] == [(1, "down"), (2, "up")]
+    # the events, not /v1/state: a decision shows there before its event is on disk
+    events = wait_until(lambda: len(e := api.events()) >= 2 and e, what="web2's two events")
+    assert [(e["seq"], e["to"]) for e in events] == [(1, "down"), (2, "up")]
 
     processes.kill(proc)  # SIGKILL: no chance to save anything on the way out
     assert (read_json(site.state_dir / "state.json") or {})["seq"] == 2
     processes.kill(backends["web1"])
     _, api = site.start(processes)
-    wait_until(lambda: states(api, "web")["web1"] == "down", what="web1 down after restart")
+    wait_until(api.events, what="web1's event after restart")
     quiet_for(api, 4)
+    assert states(api, "web")["web1"] == "down"
     assert [(e["seq"], e["backend"], e["from"], e["to"]) for e in api.events()] == [
         (3, "web1", "up", "down")]
     assert api.state()["seq"] == 3
@@ -126,8 +128,7 @@ def test_reload_adds_and_removes_backends_and_services_and_keeps_unchanged_state
     site.write({"web": ["web2", "web3"]}, expect_body="nope")
     proc.send_signal(signal.SIGHUP)
     wait_until(lambda: "api" not in api.state()["services"], what="api gone after SIGHUP")
-    wait_until(lambda: states(api, "web")["web3"] == "down", what="the new probe to fail web3")
-    [event] = api.events(after=seq)
+    [event] = wait_until(lambda: api.events(after=seq), what="the new probe to fail web3")
     assert (event["backend"], event["from"], event["to"]) == ("web3", "up", "down")
     assert "body" in event["reason"], event
     assert api.backend("web", "web2")["since"] == since
@@ -164,9 +165,9 @@ def test_bad_reload_is_refused_with_the_check_errors_and_the_old_config_keeps_ru
     assert f"reload refused, keeping the running config: {errors[0]}" in log
     assert proc.poll() is None
     processes.kill(backends["web2"])
-    wait_until(lambda: states(api, "web") == {"web1": "up", "web2": "down"},
-               what="the old config to still act on a death")
-    assert summary(api.events())[0][:3] == ("web2", "up", "down")
+    events = wait_until(api.events, what="the old config to still act on a death")
+    assert summary(events)[0][:3] == ("web2", "up", "down")
+    assert states(api, "web") == {"web1": "up", "web2": "down"}
 
 
 def test_sigterm_lets_an_in_flight_sink_command_finish_then_exits_0(

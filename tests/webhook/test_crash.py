@@ -1,8 +1,9 @@
 """`sentinel run` with a webhook sink, as a subprocess: kill -9 while deliveries are
 pending and while they are in flight, restart, and every event arrives, validly signed,
-duplicates byte-identical; a corrupt or locked outbox stops the start with a clear error;
-`sentinel outbox` and `sentinel webhook test` work against the real thing, and `sentinel
-status` and /v1/state show a receiver that refuses every delivery."""
+duplicates byte-identical; a graceful restart sends nothing twice; a corrupt or locked
+outbox stops the start with a clear error; `sentinel outbox` and `sentinel webhook test`
+work against the real thing, and `sentinel status` and /v1/state show a receiver that
+refuses every delivery."""
 
 from __future__ import annotations
 
@@ -136,6 +137,26 @@ def test_kill_9_while_pending_and_in_flight_loses_nothing(setup: Setup,
         seqs = [json.loads(next(iter(bodies[i])))["seq"] for i in first_seen
                 if json.loads(next(iter(bodies[i])))["backend"] == backend]
         assert seqs == sorted(seqs)
+
+
+def test_a_graceful_restart_sends_no_event_twice(setup: Setup, processes: Processes) -> None:
+    """An event delivered before SIGTERM is no longer held in state.json after the clean
+    stop, and the next instance does not send it again: once its own event is delivered
+    and its outbox is empty, the receiver has accepted each event exactly once."""
+    (setup.control / "accept").touch()
+    proc, api = start_sentinel(processes, setup.config, setup.state)
+    first = flip(api, "a", "drain")
+    wait_until(lambda: outbox(api)["pending"] == 0 and first[0] in setup.accepted_ids(),
+               what="the first event delivered")
+    assert processes.kill(proc, signal.SIGTERM) == 0
+    assert json.loads((setup.state / "state.json").read_text())["unacked"] == []
+
+    proc, api = start_sentinel(processes, setup.config, setup.state, "sentinel-2")
+    second = flip(api, "a", "ready")
+    wait_until(lambda: outbox(api)["pending"] == 0 and second[0] in setup.accepted_ids(),
+               what="the second event delivered")
+    assert setup.accepted_ids() == first + second
+    assert processes.kill(proc, signal.SIGTERM) == 0
 
 
 def test_outbox_commands_via_api_while_running_and_on_the_file_when_stopped(
