@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from sentinel.config import ProbeConfig
 from sentinel.probes.base import Probe, Target, classify, failed
+from sentinel.probes.grpc import GrpcProbe
 from sentinel.probes.http import HttpProbe
 from sentinel.probes.leanhttp import LeanHttpProbe
 from sentinel.probes.script import ScriptProbe
@@ -17,6 +18,7 @@ from sentinel.probes.tcp import TcpProbe
 
 __all__ = [
     "PROBE_KINDS",
+    "GrpcProbe",
     "HttpProbe",
     "LeanHttpProbe",
     "Probe",
@@ -33,6 +35,7 @@ PROBE_KINDS: dict[str, Callable[[ProbeConfig], Probe]] = {
     "http": LeanHttpProbe,  # raw sockets; httpx stays for HTTPS
     "https": HttpProbe,
     "script": ScriptProbe,
+    "grpc": GrpcProbe,  # per task: HTTP/2 through h2 on a Trio stream
 }
 
 
