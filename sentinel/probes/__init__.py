@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from sentinel.config import ProbeConfig
 from sentinel.probes.base import Probe, Target, classify, failed
+from sentinel.probes.dns import DnsProbe
 from sentinel.probes.grpc import GrpcProbe
 from sentinel.probes.http import HttpProbe
 from sentinel.probes.leanhttp import LeanHttpProbe
@@ -18,6 +19,7 @@ from sentinel.probes.tcp import TcpProbe
 
 __all__ = [
     "PROBE_KINDS",
+    "DnsProbe",
     "GrpcProbe",
     "HttpProbe",
     "LeanHttpProbe",
@@ -36,6 +38,7 @@ PROBE_KINDS: dict[str, Callable[[ProbeConfig], Probe]] = {
     "https": HttpProbe,
     "script": ScriptProbe,
     "grpc": GrpcProbe,  # per task: HTTP/2 through h2 on a Trio stream
+    "dns": DnsProbe,  # per task: dnspython's Trio backend
 }
 
 
