@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sentinel.config import ProbeConfig
+from sentinel.probes.agent import AgentProbe
 from sentinel.probes.base import Probe, Target, classify, failed
 from sentinel.probes.dns import DnsProbe
 from sentinel.probes.grpc import GrpcProbe
@@ -19,6 +20,7 @@ from sentinel.probes.tcp import TcpProbe
 
 __all__ = [
     "PROBE_KINDS",
+    "AgentProbe",
     "DnsProbe",
     "GrpcProbe",
     "HttpProbe",
@@ -39,6 +41,7 @@ PROBE_KINDS: dict[str, Callable[[ProbeConfig], Probe]] = {
     "script": ScriptProbe,
     "grpc": GrpcProbe,  # per task: HTTP/2 through h2 on a Trio stream
     "dns": DnsProbe,  # per task: dnspython's Trio backend
+    "agent": AgentProbe,  # per task: HAProxy's agent-check, one line read
 }
 
 
