@@ -104,3 +104,15 @@ def test_check_exits_2(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("sentinel.yaml:7:14: services.web.probe.qtype: unknown")
     assert "Traceback" not in done.stderr
+
+
+def test_readme_examples_load(tmp_path: Path) -> None:
+    """The README's grpc, dns and agent examples are valid configs of their kind."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.DOTALL)
+    found = {}
+    for kind in ("grpc", "dns", "agent"):
+        block = next(b for b in blocks if re.search(rf"type: {kind}\b", b))
+        config = load_config(write_config(tmp_path, block, f"{kind}.yaml"))
+        found[kind] = config.services[0].probe.type
+    assert found == {"grpc": "grpc", "dns": "dns", "agent": "agent"}
