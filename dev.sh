@@ -22,6 +22,8 @@ ensure_system_packages() {
     local missing=()
     command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
     command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+    # The dns probe's tests run dnsmasq (the binary alone: no system service to start).
+    command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
     # The IPVS tests boot a kernel that has IPVS under QEMU (tests/ipvs fetches the kernel).
     command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
     # Debian builds nginx's stream {} as a module; the stream-context test needs it.

@@ -1,10 +1,12 @@
-"""Probe cost: N loopback backends probed every second over TCP and over HTTP.
+"""Probe cost: N loopback backends probed every second over TCP, HTTP, gRPC and DNS.
 
-    .venv/bin/python bench/probe_bench.py --n 100 1000 [--modes tcp http] [--window 10]
+    .venv/bin/python bench/probe_bench.py --n 100 1000 [--modes tcp http grpc dns] [--window 10]
 
-For each (mode, N) it starts a fleet process serving N listening sockets on
-127.0.0.1 (one selectors loop; HTTP/1.1 200 to any request, close on EOF or
-reset) and a real `sentinel run` subprocess probing all of them every 1 s.
+For each (mode, N) it starts a fleet process serving N sockets on 127.0.0.1
+(one selectors loop; for tcp/http, HTTP/1.1 200 to any request, close on EOF
+or reset; for grpc, a canned HTTP/2 SERVING answer to the Health/Check
+request; for dns, an A record answered from N UDP sockets) and a real
+`sentinel run` subprocess probing all of them every 1 s.
 After a warm-up it measures, over a fixed window:
 
 - sentinel's CPU seconds per second (utime + stime from /proc/PID/stat),
@@ -38,6 +40,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 TICKS = os.sysconf("SC_CLK_TCK")
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+MODES = ["tcp", "http", "grpc", "dns"]
+EXTRA = {"http": "path: /healthz, ", "dns": "name: fleet.example, "}  # per-mode probe keys
 CONFIG = """\
 version: 1
 state_dir: {state}
@@ -55,15 +59,18 @@ services:
 # -- the fleet: N listening sockets in one process ------------------------------
 
 
-def serve_fleet(n: int) -> None:
+def serve_fleet(n: int, mode: str) -> None:
     """Listen on N ports of 127.0.0.1, print them as one JSON line, serve until killed."""
     sel = selectors.DefaultSelector()
     ports = []
+    udp = mode == "dns"
+    answer = grpc_answer() if mode == "grpc" else RESPONSE
     for _ in range(n):
-        lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        lsock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
         lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         lsock.bind(("127.0.0.1", 0))
-        lsock.listen(64)
+        if not udp:
+            lsock.listen(64)
         lsock.setblocking(False)
         sel.register(lsock, selectors.EVENT_READ, None)
         ports.append(lsock.getsockname()[1])
@@ -71,31 +78,75 @@ def serve_fleet(n: int) -> None:
     while True:
         for key, _ in sel.select():
             sock: socket.socket = key.fileobj  # type: ignore[assignment]
-            if key.data is None:
+            if udp:
+                _answer_dns(sock)
+            elif key.data is None:
                 with contextlib.suppress(BlockingIOError):
                     conn, _ = sock.accept()
                     conn.setblocking(False)
                     sel.register(conn, selectors.EVENT_READ, bytearray())
-                continue
-            _serve_conn(sel, sock, key.data)
+            else:
+                _serve_conn(sel, sock, key.data, answer, mode == "grpc")
 
 
-def _serve_conn(sel: selectors.BaseSelector, conn: socket.socket, buf: bytearray) -> None:
-    """Read a request head, answer 200 and close; close on EOF or reset (TCP probes)."""
+def _serve_conn(sel: selectors.BaseSelector, conn: socket.socket, buf: bytearray,
+                answer: bytes, grpc: bool) -> None:
+    """HTTP: read a request head, answer 200 and close. gRPC: answer the first bytes
+    (sentinel sends its whole request at once), close on EOF. Close on EOF or reset."""
     try:
         data = conn.recv(4096)
     except BlockingIOError:
         return
     except OSError:
         data = b""
+    if data and grpc:
+        if not buf:
+            buf += b"answered"
+            with contextlib.suppress(OSError):
+                conn.send(answer)
+        return
     buf += data
     if data and b"\r\n\r\n" not in buf:
         return
     if data:
         with contextlib.suppress(OSError):
-            conn.send(RESPONSE)
+            conn.send(answer)
     sel.unregister(conn)
     conn.close()
+
+
+def grpc_answer() -> bytes:
+    """What an HTTP/2 server says to sentinel's Health/Check on a fresh connection: its
+    SETTINGS, the ack, and a SERVING answer (the same bytes for every connection, as
+    each starts with empty HPACK tables)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    from sentinel.config import GrpcSpec
+    from sentinel.probes.grpc import GrpcCall
+
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    server.initiate_connection()
+    for event in server.receive_data(GrpcCall(GrpcSpec(), "fleet:1", 1.0).start()):
+        if isinstance(event, h2.events.StreamEnded):
+            server.send_headers(1, [(":status", "200"), ("content-type", "application/grpc")])
+            server.send_data(1, b"\x00\x00\x00\x00\x02\x08\x01")
+            server.send_headers(1, [("grpc-status", "0")], end_stream=True)
+    return server.data_to_send()
+
+
+def _answer_dns(sock: socket.socket) -> None:
+    """Answer the query waiting on `sock` with one A record, 192.0.2.1 (by hand: the
+    query's header and question, QR and RA set, one answer pointing at the question)."""
+    try:
+        query, peer = sock.recvfrom(512)
+    except BlockingIOError:
+        return
+    flags = bytes([query[2] | 0x80, 0x80])
+    answer = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([192, 0, 2, 1])
+    sock.sendto(query[:2] + flags + query[4:6] + b"\x00\x01\x00\x00\x00\x00" + query[12:]
+                + answer, peer)
 
 
 # -- measuring one case -----------------------------------------------------------
@@ -168,14 +219,15 @@ def measure(mode: str, n: int, warmup: float, window: float, workdir: Path) -> R
     """Run the fleet and sentinel for one case and measure sentinel over `window`."""
     procs: list[subprocess.Popen[Any]] = []
     try:
-        fleet = subprocess.Popen([sys.executable, __file__, "--serve-fleet", str(n)],
-                                 stdout=subprocess.PIPE, start_new_session=True)
+        fleet = subprocess.Popen([sys.executable, __file__, "--serve-fleet", str(n),
+                                  "--fleet-mode", mode],
+                                 stdout=subprocess.PIPE, start_new_session=True, cwd=ROOT)
         procs.append(fleet)
         assert fleet.stdout is not None
         ports = json.loads(fleet.stdout.readline())
         state = workdir / f"{mode}-{n}"
         backends = backend_lines(ports)
-        extra = "path: /healthz, " if mode == "http" else ""
+        extra = EXTRA.get(mode, "")
         config = workdir / f"{mode}-{n}.yaml"
         config.write_text(CONFIG.format(state=state, mode=mode, extra=extra,
                                         backends=backends))
@@ -216,13 +268,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, nargs="+", default=[100, 1000],
                         help="backend counts (default: 100 1000)")
-    parser.add_argument("--modes", nargs="+", choices=["tcp", "http"], default=["tcp", "http"])
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=MODES)
     parser.add_argument("--warmup", type=float, default=4.0, help="seconds before measuring")
     parser.add_argument("--window", type=float, default=10.0, help="seconds measured")
     parser.add_argument("--serve-fleet", type=int, metavar="N", help=argparse.SUPPRESS)
+    parser.add_argument("--fleet-mode", choices=MODES, default="tcp", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_fleet:
-        serve_fleet(args.serve_fleet)
+        serve_fleet(args.serve_fleet, args.fleet_mode)
         return 0
     if not 1 <= args.window <= 120 or not 0 <= args.warmup <= 60:
         parser.error("--window must be 1..120 s and --warmup 0..60 s")

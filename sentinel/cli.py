@@ -55,7 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("check", parents=[common, with_config],
                    help="validate the config and print detection budgets")
     probe = sub.add_parser("probe", parents=[common], help="one probe now")
-    probe.add_argument("url", help="tcp://host:port, http(s)://host:port/path or script:/cmd")
+    probe.add_argument("url", help="tcp://host:port, http(s)://host:port/path, "
+                       "grpc(s)://host:port/service, dns://server[:port]/name?qtype=A, "
+                       "agent://host:port or script:/cmd")
     probe.add_argument("--timeout", default="1s")
     status = sub.add_parser("status", parents=[common, with_config, api],
                             help="the running instance's state")

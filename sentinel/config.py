@@ -73,8 +73,37 @@ class ScriptSpec:
     command: tuple[str, ...] = ()
 
 
-ProbeSpec = TcpSpec | HttpSpec | ScriptSpec
-ProbeType = Literal["tcp", "http", "https", "script"]
+@dataclass(frozen=True, slots=True)
+class GrpcSpec:
+    """`grpc` probe: grpc.health.v1.Health/Check for `service` over HTTP/2 (h2c or TLS)."""
+
+    service: str = ""
+    tls: bool = False
+    sni: str | None = None
+    verify: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DnsSpec:
+    """`dns` probe: one query for `name`/`qtype`; the rcode and optionally the answer judged.
+    `expect_answer` is a regex over the answer section (str) or a set of addresses."""
+
+    name: str = "."
+    qtype: str = "A"
+    expect_rcode: str = "NOERROR"
+    expect_answer: re.Pattern[str] | frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    """`agent` probe: HAProxy's agent-check; `agent_port` None means the backend's port."""
+
+    agent_port: int | None = None
+    agent_send: bytes | None = None
+
+
+ProbeSpec = TcpSpec | HttpSpec | ScriptSpec | GrpcSpec | DnsSpec | AgentSpec
+ProbeType = Literal["tcp", "http", "https", "script", "grpc", "dns", "agent"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shlex
@@ -9,10 +10,18 @@ import shutil
 from collections.abc import Mapping
 from fractions import Fraction
 
+import dns.exception
+import dns.name
+import dns.rcode
+import dns.rdatatype
+
 from sentinel.config import (
     DEFAULT_EXPECT_STATUS,
+    AgentSpec,
     BreakerConfig,
     CircuitBreakerConfig,
+    DnsSpec,
+    GrpcSpec,
     HttpSpec,
     NginxBreakerConfig,
     ProbeConfig,
@@ -32,6 +41,9 @@ PROBE_KEYS = {
     "http": {"method", "path", "host", "headers", "expect_status", "expect_body", "verify"},
     "https": {"method", "path", "host", "headers", "expect_status", "expect_body", "verify"},
     "script": {"command"},
+    "grpc": {"service", "tls", "sni", "verify"},
+    "dns": {"name", "qtype", "expect_rcode", "expect_answer"},
+    "agent": {"agent_port", "agent_send"},
 }
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 BREAKER_KEYS = {
@@ -79,6 +91,12 @@ def parse_probe(node: Node) -> ProbeConfig:
         spec = _tcp(entries)
     elif ptype == "script":
         spec = _script(entries, node)
+    elif ptype == "grpc":
+        spec = _grpc(entries)
+    elif ptype == "dns":
+        spec = _dns(entries, node)
+    elif ptype == "agent":
+        spec = _agent(entries)
     else:
         spec = _http(entries)
     return ProbeConfig(type=ptype, timing=timing, spec=spec)  # type: ignore[arg-type]
@@ -118,16 +136,19 @@ def _regex(node: Node) -> str:
     return text
 
 
+def _bytes(node: Node) -> bytes:
+    """Text with C-style escapes (`\\r\\n`, `\\x00`) as the bytes it spells."""
+    try:
+        return node.as_str().encode().decode("unicode_escape").encode("latin-1")
+    except UnicodeDecodeError as exc:  # a `\x` escape cut short
+        raise node.error(f"bad escape: {exc.reason}") from None
+    except UnicodeEncodeError:  # `\u20ac`: a character, not a byte
+        raise node.error("escapes above \\xff are not bytes; write the text itself "
+                         "(sent as UTF-8) or \\xNN bytes") from None
+
+
 def _tcp(e: Mapping[str, Node]) -> TcpSpec:
-    send = None
-    if "send" in e:
-        try:
-            send = e["send"].as_str().encode().decode("unicode_escape").encode("latin-1")
-        except UnicodeDecodeError as exc:  # a `\x` escape cut short
-            raise e["send"].error(f"bad escape: {exc.reason}") from None
-        except UnicodeEncodeError:  # `\u20ac`: a character, not a byte
-            raise e["send"].error("escapes above \\xff are not bytes; write the text itself "
-                                  "(sent as UTF-8) or \\xNN bytes") from None
+    send = _bytes(e["send"]) if "send" in e else None
     expect = re.compile(_regex(e["expect"]).encode()) if "expect" in e else None
     return TcpSpec(
         send=send, expect=expect,
@@ -243,6 +264,68 @@ def _script(e: Mapping[str, Node], node: Node) -> ScriptSpec:
     if "command" not in e:
         raise node.error("a script probe needs `command`")
     return ScriptSpec(command=parse_command(e["command"]))
+
+
+def _grpc(e: Mapping[str, Node]) -> GrpcSpec:
+    service = e["service"].raw if "service" in e else ""
+    if not isinstance(service, str):  # "" (the server as a whole) is allowed, unlike as_str
+        raise e["service"].error(f"expected a gRPC service name, got {e['service'].describe()}")
+    return GrpcSpec(
+        service=service,
+        tls=e["tls"].as_bool() if "tls" in e else False,
+        sni=e["sni"].as_str() if "sni" in e else None,
+        verify=e["verify"].as_bool() if "verify" in e else True,
+    )
+
+
+def _dns(e: Mapping[str, Node], node: Node) -> DnsSpec:
+    if "name" not in e:
+        raise node.error("a dns probe needs `name` (the name to query)")
+    name = e["name"].as_str()
+    try:
+        dns.name.from_text(name)
+    except dns.exception.DNSException as exc:
+        raise e["name"].error(f"not a DNS name: {name!r} ({exc})") from None
+    qtype = e["qtype"].as_str().upper() if "qtype" in e else "A"
+    try:
+        rdtype = dns.rdatatype.from_text(qtype)
+    except dns.exception.DNSException:
+        raise e["qtype"].error(f"unknown query type {qtype!r}; expected a record type "
+                               "such as A, AAAA, CNAME, MX, NS, SOA, SRV, TXT") from None
+    if dns.rdatatype.is_metatype(rdtype):  # AXFR, IXFR, ANY, OPT...: not a health question
+        raise e["qtype"].error(f"{qtype} is not a record type a probe can ask for")
+    rcode = e["expect_rcode"].as_str().upper() if "expect_rcode" in e else "NOERROR"
+    try:
+        dns.rcode.from_text(rcode)
+    except dns.exception.DNSException:
+        raise e["expect_rcode"].error(f"unknown rcode {rcode!r}; expected one of NOERROR, "
+                                      "NXDOMAIN, SERVFAIL, REFUSED, ...") from None
+    answer: re.Pattern[str] | frozenset[str] | None = None
+    if "expect_answer" in e:
+        node_answer = e["expect_answer"]
+        answer = (_addresses(node_answer) if node_answer.is_list
+                  else re.compile(_regex(node_answer)))
+    return DnsSpec(name=name, qtype=qtype, expect_rcode=rcode, expect_answer=answer)
+
+
+def _addresses(node: Node) -> frozenset[str]:
+    """A list of IP addresses, in canonical form."""
+    out = set()
+    for item in node.as_list():
+        try:
+            out.add(ipaddress.ip_address(item.as_str()).compressed)
+        except ValueError:
+            raise item.error(f"expected an IPv4 or IPv6 address, got {item.describe()}") from None
+    if not out:
+        raise node.error("must list at least one address (or be a regex)")
+    return frozenset(out)
+
+
+def _agent(e: Mapping[str, Node]) -> AgentSpec:
+    return AgentSpec(
+        agent_port=e["agent_port"].as_int(1, 65535) if "agent_port" in e else None,
+        agent_send=_bytes(e["agent_send"]) if "agent_send" in e else None,
+    )
 
 
 def parse_breaker(node: Node) -> BreakerConfig:

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import sys
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import trio
 
 from sentinel.config import HttpSpec, ProbeConfig, ScriptSpec, TcpSpec, Timing
-from sentinel.configprobe import parse_command
+from sentinel.configprobe import parse_command, parse_probe
 from sentinel.errors import ConfigError
 from sentinel.model import ProbeResult
 from sentinel.probes import make_probe
 from sentinel.probes.base import Target
 from sentinel.yamlnode import Node
 
+USAGE = ("tcp://host:port, http(s)://host:port/path, grpc(s)://host:port/service, "
+         "dns://server[:port]/name?qtype=A, agent://host:port or script:/path/to/cmd")
+DEFAULT_PORTS = {"http": 80, "https": 443, "dns": 53}
+SECTIONS = ("grpc", "grpcs", "dns", "agent")  # built by the config's own parser
+
 
 def parse_probe_url(url: str, timeout: float) -> tuple[ProbeConfig, Target]:
-    """`tcp://host:port`, `http(s)://host:port/path` or `script:/path/to/cmd args`."""
+    """A probe and its target from one of the URLs in USAGE."""
     timing = Timing(interval=timeout, fast_interval=timeout, down_interval=timeout,
                     timeout=timeout)
     if url.startswith("script:"):
@@ -29,20 +34,39 @@ def parse_probe_url(url: str, timeout: float) -> tuple[ProbeConfig, Target]:
         return (ProbeConfig("script", timing, ScriptSpec(argv)),
                 Target("cli", argv[0], "", 0))
     parts = urlsplit(url)
-    if parts.scheme not in ("tcp", "http", "https") or not parts.hostname:
-        raise ConfigError(None, f"expected tcp://host:port, http(s)://host:port/path or "
-                                f"script:/path/to/cmd, got {url!r}")
+    if parts.scheme not in ("tcp", "http", "https", *SECTIONS) or not parts.hostname:
+        raise ConfigError(None, f"expected {USAGE}, got {url!r}")
     try:
-        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
     except ValueError:
         raise ConfigError(None, f"bad port in {url!r}") from None
     if port is None:
-        raise ConfigError(None, f"a tcp URL needs a port: {url!r}")
+        article = "an" if parts.scheme[0] in "aeiou" else "a"
+        raise ConfigError(None, f"{article} {parts.scheme} URL needs a port: {url!r}")
     target = Target("cli", parts.netloc, parts.hostname, port)
+    if parts.scheme in SECTIONS:
+        return _section(url, parts.scheme, unquote(parts.path.lstrip("/")),
+                        parse_qs(parts.query), timeout), target
     if parts.scheme == "tcp":
         return ProbeConfig("tcp", timing, TcpSpec()), target
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return ProbeConfig(parts.scheme, timing, HttpSpec(path=path)), target  # type: ignore[arg-type]
+
+
+def _section(url: str, scheme: str, path: str, query: dict[str, list[str]],
+             timeout: float) -> ProbeConfig:
+    """The probe a config section would give, checked by the config's own parser (so a
+    bad qtype reads as it would in a file)."""
+    kind = "grpc" if scheme == "grpcs" else scheme
+    keys: dict[str, object] = {"type": kind, "interval": timeout, "timeout": timeout}
+    if kind == "grpc":
+        keys.update(service=path, tls=scheme == "grpcs")
+    elif scheme == "dns":
+        if not path:
+            raise ConfigError(None, f"no name to query in {url!r} (dns://server/name)")
+        keys.update(name=path, qtype=query.get("qtype", ["A"])[-1])
+    section = {k: Node(v, url, 1, 1, k) for k, v in keys.items()}
+    return parse_probe(Node(section, url, 1, 1, ""))
 
 
 def format_result(result: ProbeResult) -> str:
@@ -50,7 +74,8 @@ def format_result(result: ProbeResult) -> str:
     took = f"{result.latency * 1000:.1f}ms"
     if result.ok:
         weight = f", weight={result.weight}" if result.weight is not None else ""
-        return f"healthy in {took}{weight}"
+        note = f" ({result.detail})" if result.detail else ""
+        return f"healthy in {took}{weight}{note}"
     kind = result.failure.value if result.failure else "error"
     return f"unhealthy ({kind}): {result.error} in {took}"
 

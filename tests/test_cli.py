@@ -203,8 +203,10 @@ def test_probe_http(http_port: int, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["ftp://127.0.0.1:21"], "expected tcp://host:port, http(s)://host:port/path or "
-                             "script:/path/to/cmd, got 'ftp://127.0.0.1:21'"),
+    (["ftp://127.0.0.1:21"], "expected tcp://host:port, http(s)://host:port/path, "
+                             "grpc(s)://host:port/service, dns://server[:port]/name?qtype=A, "
+                             "agent://host:port or script:/path/to/cmd, "
+                             "got 'ftp://127.0.0.1:21'"),
     (["tcp://127.0.0.1"], "a tcp URL needs a port: 'tcp://127.0.0.1'"),
     (["tcp://127.0.0.1:80", "--timeout", "soon"],
      "expected a duration such as 250ms, 2s, 1m, 1h or a number of seconds, got 'soon'"),

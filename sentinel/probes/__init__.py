@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sentinel.config import ProbeConfig
+from sentinel.probes.agent import AgentProbe
 from sentinel.probes.base import Probe, Target, classify, failed
+from sentinel.probes.dns import DnsProbe
+from sentinel.probes.grpc import GrpcProbe
 from sentinel.probes.http import HttpProbe
 from sentinel.probes.leanhttp import LeanHttpProbe
 from sentinel.probes.script import ScriptProbe
@@ -17,6 +20,9 @@ from sentinel.probes.tcp import TcpProbe
 
 __all__ = [
     "PROBE_KINDS",
+    "AgentProbe",
+    "DnsProbe",
+    "GrpcProbe",
     "HttpProbe",
     "LeanHttpProbe",
     "Probe",
@@ -33,6 +39,9 @@ PROBE_KINDS: dict[str, Callable[[ProbeConfig], Probe]] = {
     "http": LeanHttpProbe,  # raw sockets; httpx stays for HTTPS
     "https": HttpProbe,
     "script": ScriptProbe,
+    "grpc": GrpcProbe,  # per task: HTTP/2 through h2 on a Trio stream
+    "dns": DnsProbe,  # per task: dnspython's Trio backend
+    "agent": AgentProbe,  # per task: HAProxy's agent-check, one line read
 }
 
 

@@ -28,7 +28,21 @@ from sentinel.probes.base import Target
 from sentinel.probes.resolve import Address, Resolver
 
 
-class Exchange(Protocol):
+class Verdicts(Protocol):
+    """What `check` asks of a check when it ends: the exchange's three verdicts (also
+    met by checks that are not exchanges, such as a gRPC call)."""
+
+    def result(self, latency: float) -> ProbeResult:
+        """The verdict once the check is complete."""
+
+    def timed_out(self, latency: float) -> ProbeResult:
+        """The verdict when the timeout ended the check."""
+
+    def failed(self, exc: Exception, latency: float) -> ProbeResult:
+        """The verdict when the check raised `exc` (translated at this edge)."""
+
+
+class Exchange(Verdicts, Protocol):
     """One check's conversation, without I/O.
 
     The driver connects (with a delayed ACK when `connect_only`), calls
@@ -53,15 +67,6 @@ class Exchange(Protocol):
     def eof(self) -> None:
         """The peer closed before `feed` was satisfied."""
 
-    def result(self, latency: float) -> ProbeResult:
-        """The verdict once the exchange is complete."""
-
-    def timed_out(self, latency: float) -> ProbeResult:
-        """The verdict when the timeout ended the check."""
-
-    def failed(self, exc: Exception, latency: float) -> ProbeResult:
-        """The verdict when the check raised `exc` (translated at this edge)."""
-
 
 @runtime_checkable
 class LeanProbe(Protocol):
@@ -74,7 +79,7 @@ class LeanProbe(Protocol):
         """A fresh exchange for one check of `target`."""
 
 
-async def check(exchange: Exchange, host: str, within: float, resolver: Resolver,
+async def check(exchange: Verdicts, host: str, within: float, resolver: Resolver,
                 drive: Callable[[Address], Awaitable[None]]) -> ProbeResult:
     """Resolve `host`, then run `drive` (which feeds `exchange`) on its address, both
     within `within` seconds; never raises for a failed check. A lookup that runs out of

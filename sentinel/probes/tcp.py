@@ -45,6 +45,15 @@ def quote(data: bytes) -> str:
     return f"{data[:SHOWN]!r}... ({len(data)} bytes)"
 
 
+def no_answer(timeout: float, phase: str, received: bytes | bytearray,
+              latency: float) -> ProbeResult:
+    """The TIMEOUT of a check that ended in `phase`, quoting what it had read."""
+    detail = f"no answer within {timeout * 1000:.0f}ms ({phase})"
+    if received:
+        detail += f": got {quote(bytes(received))}"
+    return failed(FailureKind.TIMEOUT, detail, latency)
+
+
 class TcpProbe:
     """Connect to the target; with `send`/`expect`, a scripted exchange; with `tls`, a handshake.
 
@@ -152,10 +161,7 @@ class TcpExchange:
 
     def timed_out(self, latency: float) -> ProbeResult:
         """A TIMEOUT naming the phase it was in and what it had read."""
-        detail = f"no answer within {self._timeout * 1000:.0f}ms ({self.phase})"
-        if self.received:
-            detail += f": got {quote(bytes(self.received))}"
-        return failed(FailureKind.TIMEOUT, detail, latency)
+        return no_answer(self._timeout, self.phase, self.received, latency)
 
     def failed(self, exc: Exception, latency: float) -> ProbeResult:
         """Every foreign error becomes a failure kind (the edge table in `base`)."""

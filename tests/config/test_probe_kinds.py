@@ -1,0 +1,118 @@
+"""The grpc, dns and agent probe sections: what loads, and each mistake's positioned error."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sentinel.config import AgentSpec, DnsSpec, GrpcSpec
+from sentinel.configload import load_config
+from sentinel.errors import ConfigErrors
+from tests.config import run_sentinel, write_config
+
+HEAD = """\
+services:
+  web:
+    backends: [127.0.0.1:80]
+    probe:
+"""
+
+
+def load(tmp_path: Path, probe: str) -> object:
+    """The web service's probe spec from a config whose probe section is `probe`."""
+    path = write_config(tmp_path, HEAD + textwrap.indent(textwrap.dedent(probe), "      "))
+    return load_config(path).services[0].probe.spec
+
+
+def test_grpc_loads(tmp_path: Path) -> None:
+    """A grpc section with every key, and the defaults ("" is the whole server)."""
+    assert load(tmp_path, "type: grpc\nservice: shop.Cart\ntls: true\nsni: api.example\n"
+                          "verify: false\n") == GrpcSpec("shop.Cart", True, "api.example", False)
+    assert load(tmp_path, "type: grpc\nservice: ''\n") == GrpcSpec()
+
+
+def test_dns_loads(tmp_path: Path) -> None:
+    """A dns section: names upper-cased, addresses canonical, a string is a regex."""
+    spec = load(tmp_path, "type: dns\nname: www.example\nqtype: aaaa\nexpect_rcode: nxdomain\n"
+                          "expect_answer: ['2001:DB8::0001', 192.0.2.1]\n")
+    assert spec == DnsSpec("www.example", "AAAA", "NXDOMAIN",
+                           frozenset({"2001:db8::1", "192.0.2.1"}))
+    spec = load(tmp_path, "type: dns\nname: _sip._tcp.example\nqtype: SRV\n"
+                          "expect_answer: 'sip\\d\\.example'\n")
+    assert isinstance(spec, DnsSpec)
+    assert spec.expect_answer == re.compile(r"sip\d\.example")
+
+
+def test_agent_loads(tmp_path: Path) -> None:
+    """An agent section: the port, and the send text with its escapes as bytes."""
+    assert load(tmp_path, "type: agent\nagent_port: 5555\nagent_send: 'web\\n'\n") == AgentSpec(
+        5555, b"web\n")
+    assert load(tmp_path, "type: agent\n") == AgentSpec()
+
+
+CASES = [
+    ("grpc-expect-body", "type: grpc\nexpect_body: ok\n",
+     "6:7: services.web.probe.expect_body: unknown key 'expect_body'; expected one of: "
+     "down_interval, fast_interval, interval, jitter, service, sni, timeout, tls, type, verify"),
+    ("grpc-service-not-text", "type: grpc\nservice: [a]\n",
+     "6:16: services.web.probe.service: expected a gRPC service name, got a list"),
+    ("dns-no-name", "type: dns\nqtype: A\n",
+     "5:7: services.web.probe: a dns probe needs `name` (the name to query)"),
+    ("dns-unknown-qtype", "type: dns\nname: example.com\nqtype: AAA\n",
+     "7:14: services.web.probe.qtype: unknown query type 'AAA'; expected a record type such "
+     "as A, AAAA, CNAME, MX, NS, SOA, SRV, TXT"),
+    ("dns-meta-qtype", "type: dns\nname: example.com\nqtype: AXFR\n",
+     "7:14: services.web.probe.qtype: AXFR is not a record type a probe can ask for"),
+    ("dns-bad-rcode", "type: dns\nname: example.com\nexpect_rcode: NOTOK\n",
+     "7:21: services.web.probe.expect_rcode: unknown rcode 'NOTOK'; expected one of "
+     "NOERROR, NXDOMAIN, SERVFAIL, REFUSED, ..."),
+    ("dns-bad-name", f"type: dns\nname: {'x' * 64}.example\n",
+     f"6:13: services.web.probe.name: not a DNS name: '{'x' * 64}.example' "
+     "(A DNS label is > 63 octets long.)"),
+    ("dns-bad-address", "type: dns\nname: a.example\nexpect_answer: [192.0.2.1, web]\n",
+     "7:34: services.web.probe.expect_answer[1]: expected an IPv4 or IPv6 address, got 'web'"),
+    ("dns-bad-regex", "type: dns\nname: a.example\nexpect_answer: '(['\n",
+     "7:22: services.web.probe.expect_answer: invalid regex '([': unterminated character "
+     "set at position 1"),
+    ("agent-port", "type: agent\nagent_port: 70000\n",
+     "6:19: services.web.probe.agent_port: must be 1..65535, got 70000"),
+    ("agent-send-escape", "type: agent\nagent_send: 'x\\x4'\n",
+     "6:19: services.web.probe.agent_send: bad escape: truncated \\xXX escape"),
+    ("agent-with-send", "type: agent\nsend: 'x'\n",
+     "6:7: services.web.probe.send: unknown key 'send'; expected one of: agent_port, "
+     "agent_send, down_interval, fast_interval, interval, jitter, timeout, type"),
+]
+
+
+@pytest.mark.parametrize(("probe", "expected"), [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_error_line(tmp_path: Path, probe: str, expected: str) -> None:
+    """Each mistake is one `file:line:col: key.path: message` line."""
+    path = write_config(tmp_path, HEAD + textwrap.indent(probe, "      "))
+    with pytest.raises(ConfigErrors) as caught:
+        load_config(path)
+    assert [str(e) for e in caught.value.errors] == [f"{path}:{expected}"]
+
+
+def test_check_exits_2(tmp_path: Path) -> None:
+    """`sentinel check` prints the line and exits 2, no traceback."""
+    write_config(tmp_path, HEAD + "      type: dns\n      name: a.example\n      qtype: AAA\n")
+    done = run_sentinel("check", "-c", "sentinel.yaml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("sentinel.yaml:7:14: services.web.probe.qtype: unknown")
+    assert "Traceback" not in done.stderr
+
+
+def test_readme_examples_load(tmp_path: Path) -> None:
+    """The README's grpc, dns and agent examples are valid configs of their kind."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.DOTALL)
+    found = {}
+    for kind in ("grpc", "dns", "agent"):
+        block = next(b for b in blocks if re.search(rf"type: {kind}\b", b))
+        config = load_config(write_config(tmp_path, block, f"{kind}.yaml"))
+        found[kind] = config.services[0].probe.type
+    assert found == {"grpc": "grpc", "dns": "dns", "agent": "agent"}
