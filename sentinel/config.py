@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from sentinel.cluster.config import ClusterConfig
+
 # -- probes ------------------------------------------------------------------
 
 
@@ -240,6 +242,7 @@ class Config:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     sinks: tuple[SinkConfig, ...] = ()
     services: tuple[ServiceConfig, ...] = ()
+    cluster: ClusterConfig | None = None  # several sentinels agreeing through etcd
 
     def service(self, name: str) -> ServiceConfig:
         """The service called `name` (KeyError when there is none)."""
