@@ -4,11 +4,12 @@ binary, except under CI=true), shared by the session or owned by one test."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from sentinel.cluster.etcd import EtcdClient
 from tests.cluster.etcd_server import EtcdServer, running_etcd
 
 _prefixes = itertools.count(1)
@@ -32,3 +33,13 @@ def own_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
 def prefix() -> str:
     """A key prefix no other test in this session uses."""
     return f"/sentinel/test{next(_prefixes)}/"
+
+
+@pytest.fixture
+async def client(etcd: EtcdServer) -> AsyncIterator[EtcdClient]:
+    """A client of the session's etcd."""
+    c = EtcdClient([etcd.url], timeout=5.0)
+    try:
+        yield c
+    finally:
+        await c.aclose()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import trio
 
@@ -22,15 +20,6 @@ from tests.e2e.helpers import free_port
 
 pytestmark = pytest.mark.e2e
 
-
-@pytest.fixture
-async def client(etcd: EtcdServer) -> AsyncIterator[EtcdClient]:
-    """A client of the session's etcd."""
-    c = EtcdClient([etcd.url], timeout=5.0)
-    try:
-        yield c
-    finally:
-        await c.aclose()
 
 
 def test_prefix_end() -> None:
