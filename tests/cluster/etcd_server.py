@@ -14,12 +14,14 @@ from __future__ import annotations
 import base64
 import os
 import signal
+import ssl
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import trustme
 
 from tests.e2e.helpers import Processes, free_port, require_binary, wait_until
 
@@ -27,8 +29,10 @@ from tests.e2e.helpers import Processes, free_port, require_binary, wait_until
 class EtcdServer:
     """One etcd process this test owns."""
 
-    def __init__(self, procs: Processes, data_dir: Path, name: str = "etcd") -> None:
+    def __init__(self, procs: Processes, data_dir: Path, name: str = "etcd",
+                 ca: trustme.CA | None = None) -> None:
         self._procs = procs
+        self._ca = ca  # with a CA: https, and clients must show a certificate it signed
         self._data_dir = data_dir
         self._name = name
         self._binary = require_binary("etcd")
@@ -38,8 +42,27 @@ class EtcdServer:
 
     @property
     def url(self) -> str:
-        """The client endpoint, http://127.0.0.1:PORT."""
-        return f"http://127.0.0.1:{self.client_port}"
+        """The client endpoint, http(s)://127.0.0.1:PORT."""
+        scheme = "https" if self._ca else "http"
+        return f"{scheme}://127.0.0.1:{self.client_port}"
+
+    def _tls_options(self) -> tuple[list[str], httpx.Client]:
+        """etcd's TLS flags and a client for its health check (plain without a CA)."""
+        if self._ca is None:
+            return [], httpx.Client(timeout=2)
+        tls = self._data_dir.parent / "tls"
+        tls.mkdir(exist_ok=True)
+        server = self._ca.issue_cert("127.0.0.1")
+        server.private_key_and_cert_chain_pem.write_to_path(str(tls / "server.pem"))
+        self._ca.cert_pem.write_to_path(str(tls / "ca.pem"))
+        client = self._ca.issue_cert("sentinel")
+        client.private_key_and_cert_chain_pem.write_to_path(str(tls / "client.pem"))
+        flags = ["--cert-file", str(tls / "server.pem"), "--key-file", str(tls / "server.pem"),
+                 "--trusted-ca-file", str(tls / "ca.pem"), "--client-cert-auth"]
+        context = ssl.create_default_context()
+        self._ca.configure_trust(context)
+        client.configure_cert(context)
+        return flags, httpx.Client(timeout=2, verify=context)
 
     @property
     def pid(self) -> int:
@@ -50,12 +73,13 @@ class EtcdServer:
     def start(self) -> None:
         """Start etcd and wait (bounded) until it reports itself healthy."""
         peer = f"http://127.0.0.1:{self.peer_port}"
+        tls_flags, http = self._tls_options()
         self._proc = self._procs.start([
             self._binary, "--name", self._name, "--data-dir", str(self._data_dir),
             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
             "--initial-cluster", f"{self._name}={peer}",
-            "--heartbeat-interval", "50", "--election-timeout", "500",
+            "--heartbeat-interval", "50", "--election-timeout", "500", *tls_flags,
         ], self._name)
         proc = self._proc
 
@@ -63,10 +87,11 @@ class EtcdServer:
             if proc.poll() is not None:
                 raise AssertionError(f"etcd exited {proc.returncode}: "
                                      f"{self._procs.log(self._name).read_text()[-2000:]}")
-            answer = httpx.get(f"{self.url}/health", timeout=2)
+            answer = http.get(f"{self.url}/health")
             return answer.status_code == 200 and answer.json().get("health") == "true"
 
-        wait_until(healthy, timeout=30, what=f"etcd healthy on {self.url}")
+        with http:
+            wait_until(healthy, timeout=30, what=f"etcd healthy on {self.url}")
 
     def stop(self) -> None:
         """Stop etcd (SIGTERM to its PID, then reaped); its data dir stays."""
@@ -103,13 +128,14 @@ class EtcdServer:
 
 
 @contextmanager
-def running_etcd(base: Path) -> Iterator[EtcdServer]:
-    """A started etcd with its data and log under `base`, killed by PID at the end."""
+def running_etcd(base: Path, ca: trustme.CA | None = None) -> Iterator[EtcdServer]:
+    """A started etcd with its data and log under `base` (https with client certificates
+    when `ca` is given), killed by PID at the end."""
     logs = base / "logs"
     logs.mkdir(parents=True)
     procs = Processes(logs)
     try:
-        server = EtcdServer(procs, base / "data")
+        server = EtcdServer(procs, base / "data", ca=ca)
         server.start()
         yield server
     finally:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import trio
+import trustme
 
+from sentinel.cluster.config import EtcdTls
 from sentinel.cluster.etcd import (
     Compare,
     Delete,
@@ -15,7 +19,7 @@ from sentinel.cluster.etcd import (
     prefix_end,
 )
 from sentinel.errors import EtcdCompacted, EtcdError
-from tests.cluster.etcd_server import EtcdServer
+from tests.cluster.etcd_server import EtcdServer, running_etcd
 from tests.e2e.helpers import free_port
 
 pytestmark = pytest.mark.e2e
@@ -197,3 +201,26 @@ async def test_auth(own_etcd: EtcdServer) -> None:
     finally:
         await admin.aclose()
 
+
+
+async def test_tls_with_client_certificate(tmp_path: Path) -> None:
+    """Over https with a client certificate (etcd's --client-cert-auth) the client works
+    with the context its config builds, and etcd refuses a client without one."""
+    ca = trustme.CA()
+    with running_etcd(tmp_path / "etcd", ca=ca) as server:
+        tls = tmp_path / "etcd" / "tls"
+        good = EtcdClient([server.url], timeout=5.0, ssl_context=EtcdTls(
+            ca=str(tls / "ca.pem"), cert=str(tls / "client.pem"),
+            key=str(tls / "client.pem")).context())
+        anonymous = EtcdClient([server.url], timeout=5.0,
+                               ssl_context=EtcdTls(ca=str(tls / "ca.pem")).context())
+        try:
+            await good.put("/k", b"v")
+            kv = await good.get("/k")
+            assert kv is not None
+            assert kv.value == b"v"
+            with pytest.raises(EtcdError):
+                await anonymous.get("/k")
+        finally:
+            await good.aclose()
+            await anonymous.aclose()
