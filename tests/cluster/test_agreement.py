@@ -37,7 +37,7 @@ class Node:
     """One member: probes (the test sets its verdicts), votes when it leads, follows."""
 
     def __init__(self, etcd: EtcdServer, prefix: str, name: str) -> None:
-        self.config = cluster_config(etcd, prefix, name, probers=2, quorum=2)
+        self.config = cluster_config(etcd, prefix, name, probers=2, quorum=2, lease_ttl=3)
         self.client = client_for(self.config)
         self.name = name
         self.membership = Membership(self.client, self.config, api_url=f"http://{name}",
