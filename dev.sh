@@ -18,7 +18,7 @@ ensure_venv() {
 }
 
 ensure_system_packages() {
-    # The end-to-end tests drive a real nginx and HAProxy; install them when missing.
+    # The end-to-end tests drive a real nginx, HAProxy and etcd; install them when missing.
     local missing=()
     command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
     command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
@@ -26,6 +26,8 @@ ensure_system_packages() {
     command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
     # The IPVS tests boot a kernel that has IPVS under QEMU (tests/ipvs fetches the kernel).
     command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
+    # The cluster tests start a real etcd (3.4, the v3 JSON gateway) on loopback.
+    command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
     # Debian builds nginx's stream {} as a module; the stream-context test needs it.
     if [ -d /usr/lib/nginx ] || [[ " ${missing[*]} " == *" nginx "* ]]; then
         [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing+=(libnginx-mod-stream)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Literal
 
+from sentinel.cluster.config import ClusterConfig
+
 # -- probes ------------------------------------------------------------------
 
 
@@ -271,6 +273,7 @@ class Config:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     sinks: tuple[SinkConfig, ...] = ()
     services: tuple[ServiceConfig, ...] = ()
+    cluster: ClusterConfig | None = None  # several sentinels agreeing through etcd
     # risky but valid settings, `file:line:col: path: message` (`sentinel check` prints them)
     warnings: tuple[str, ...] = field(default=(), compare=False)
 

@@ -6,14 +6,17 @@ Each error names the file, line and column and the key path, e.g.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
+from sentinel.cluster.config import parse_cluster
 from sentinel.config import (
     ApiConfig,
     BackendConfig,
@@ -31,7 +34,7 @@ from sentinel.errors import ConfigError, ConfigErrors
 from sentinel.yamlnode import Node, load_yaml
 
 TOP_KEYS = {"version", "state_dir", "shutdown_timeout", "max_in_flight", "api", "telemetry",
-            "defaults", "sinks", "services"}
+            "defaults", "sinks", "services", "cluster"}
 SERVICE_KEYS = {"backends", "probe", "breaker", "sinks", "slow_start", "min_up", "dampen"}
 BACKEND_KEYS = {"name", "address", "weight", "backup"}
 MAX_FILE_BYTES = 16 << 20
@@ -75,7 +78,11 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         root = load_yaml(data, file, env)
     except ConfigError as one:  # not YAML, a duplicate key, an unset ${VAR}, an alias bomb
         raise ConfigErrors([one]) from None
-    return parse_config(root, file)
+    config = parse_config(root, file)
+    if config.cluster is not None:  # members compare the file as written, before ${VAR}
+        digest = hashlib.sha256(data).hexdigest()
+        config = replace(config, cluster=replace(config.cluster, config_sha256=digest))
+    return config
 
 
 def parse_config(root: Node, file: str) -> Config:
@@ -97,6 +104,7 @@ def parse_config(root: Node, file: str) -> Config:
     sinks = _sinks(top.get("sinks"), errors)
     defaults = errors.run(lambda: _defaults(top.get("defaults"))) or {}
     services = _services(top.get("services"), defaults, sinks, errors)
+    cluster = errors.run(lambda: parse_cluster(top["cluster"])) if "cluster" in top else None
     if errors.errors:
         # `defaults` are merged under every service: report a bad default once, not per service
         raise ConfigErrors(list({str(e): e for e in errors.errors}.values()))
@@ -108,7 +116,7 @@ def parse_config(root: Node, file: str) -> Config:
     return Config(path=file, state_dir=state_dir, shutdown_timeout=shutdown,
                   max_in_flight=in_flight, api=api, telemetry=telemetry,
                   sinks=tuple(s for s in sinks.values() if s is not None),
-                  services=tuple(services),
+                  services=tuple(services), cluster=cluster,
                   warnings=tuple(dict.fromkeys(str(w) for w in ConfigErrors(root.warnings).errors)))
 
 

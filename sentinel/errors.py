@@ -10,8 +10,11 @@ check is a ProbeResult, never an exception.
     │   ├── SinkUnavailable    the target is unreachable (socket missing, command not found)
     │   └── SinkRejected       the target refused the change (nginx -t failed, 4xx)
     ├── StateError             the state directory cannot be used
-    └── StartupError           this machine refuses what the config asks at start: the API
-                               address is taken or not local, state_dir is not writable
+    ├── StartupError           this machine refuses what the config asks at start: the API
+    │                          address is taken or not local, state_dir is not writable
+    ├── EtcdError              a call to etcd failed: unreachable, timed out, or refused
+    │   └── EtcdCompacted      a watch asked for revisions etcd has already compacted away
+    └── NotLeader              a write fenced by leadership failed: this member leads no more
 """
 
 from __future__ import annotations
@@ -78,3 +81,29 @@ class StateError(SentinelError):
 
 class StartupError(SentinelError):
     """`sentinel run` cannot start as configured on this machine (one line, exit 2)."""
+
+
+class EtcdError(SentinelError):
+    """A call to etcd failed; `code` is etcd's gRPC status code when it answered.
+
+    `maybe_applied` is true when the request may have reached etcd before the
+    failure (a timeout after sending): a transaction then may or may not have
+    landed, and the caller must read before it retries."""
+
+    def __init__(self, message: str, *, code: int | None = None,
+                 maybe_applied: bool = False) -> None:
+        self.code = code
+        self.maybe_applied = maybe_applied
+        super().__init__(message)
+
+
+class EtcdCompacted(EtcdError):
+    """A watch's start revision was compacted; read the range afresh, then watch on."""
+
+    def __init__(self, compact_revision: int) -> None:
+        self.compact_revision = compact_revision
+        super().__init__(f"revisions up to {compact_revision} have been compacted")
+
+
+class NotLeader(SentinelError):
+    """A write fenced by the leader key failed: another member leads, or none does."""

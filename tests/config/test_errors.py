@@ -16,7 +16,7 @@ from sentinel.errors import ConfigErrors
 from tests.config import run_sentinel, write_config
 
 UNSET_VAR = "SENTINEL_TEST_SURELY_UNSET"
-TOP_KEYS = ("api, defaults, max_in_flight, services, shutdown_timeout, sinks, state_dir, "
+TOP_KEYS = ("api, cluster, defaults, max_in_flight, services, shutdown_timeout, sinks, state_dir, "
             "telemetry, version")
 SERVICE_KEYS = "backends, breaker, dampen, min_up, probe, sinks, slow_start"
 HTTP_KEYS = ("down_interval, expect_body, expect_status, fast_interval, headers, host, "

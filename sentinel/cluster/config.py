@@ -1,0 +1,198 @@
+"""The `cluster:` section (SPEC 12) -> a frozen, validated `ClusterConfig`.
+
+```yaml
+cluster:
+  etcd: [http://127.0.0.1:2379]   # endpoints (a single URL is also accepted)
+  prefix: /sentinel/prod/         # all keys live under it ("/" appended when missing)
+  node: ${SENTINEL_NODE}          # this member's unique name: letters, digits, . _ -
+  zone: a                         # optional
+  lease_ttl: 5s                   # whole seconds (etcd counts leases in seconds)
+  probers: 2                      # or "all" (the default)
+  quorum: 2                       # default: a majority of probers
+  tls: {ca: ca.pem, cert: client.pem, key: client.key}   # optional, https:// endpoints
+  user: sentinel                  # optional, with password
+  password: ${ETCD_PASSWORD}
+```
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from sentinel.errors import ConfigError, ConfigErrors
+from sentinel.yamlnode import Node
+
+CLUSTER_KEYS = {"etcd", "prefix", "node", "zone", "lease_ttl", "probers", "quorum", "tls",
+                "user", "password"}
+_NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_LEASE_TTL = 3600
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdTls:
+    """Files for TLS to etcd: the CA that signed its certificate, and optionally a
+    client certificate and key (etcd's --client-cert-auth)."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """An SSL context trusting `ca` (else the system's CAs) with the client pair."""
+        context = ssl.create_default_context(cafile=self.ca)
+        if self.cert is not None:
+            context.load_cert_chain(self.cert, self.key)
+        return context
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """How this member joins the cluster (SPEC 12)."""
+
+    endpoints: tuple[str, ...]
+    node: str
+    prefix: str = "/sentinel/"
+    zone: str | None = None
+    lease_ttl: int = 5  # seconds
+    probers: int | None = None  # None: every live member probes every backend
+    quorum: int | None = None  # None: a majority of the backend's live probers
+    tls: EtcdTls | None = None
+    user: str | None = None
+    password: str | None = None
+    config_sha256: str = ""  # of the file as written, before ${VAR}; set by the loader
+
+    @property
+    def call_timeout(self) -> float:
+        """The deadline of one call to etcd: a third of the lease, so a hung etcd is
+        noticed well within `lease_ttl`."""
+        return self.lease_ttl / 3
+
+    def quorum_for(self, probers: int) -> int:
+        """Down votes needed for a backend with `probers` live probers (`quorum`, or a
+        majority: with `probers: N` of N, with `probers: all` of the live members)."""
+        if self.quorum is not None:
+            return self.quorum
+        return (self.probers if self.probers is not None else probers) // 2 + 1
+
+
+def parse_cluster(node: Node) -> ClusterConfig:
+    """The `cluster` mapping; every problem found is reported, each at its value."""
+    e = node.as_map(CLUSTER_KEYS)
+    errors: list[ConfigError] = []
+
+    def field(key: str, parse: Callable[[Node], T], default: T) -> T:
+        if key not in e:
+            return default
+        try:
+            return parse(e[key])
+        except ConfigError as exc:
+            errors.append(exc)
+            return default
+
+    for key in ("etcd", "node"):
+        if key not in e:
+            errors.append(node.error(f"cluster needs `{key}`"))
+    endpoints: tuple[str, ...] = field("etcd", _endpoints, ())
+    name = field("node", _node_name, "")
+    prefix = field("prefix", _prefix, "/sentinel/")
+    zone = field("zone", lambda n: n.as_str(), None)
+    lease_ttl = field("lease_ttl", _lease_ttl, 5)
+    probers = field("probers", _probers, None)
+    quorum = field("quorum", lambda n: n.as_int(1), None)
+    tls = field("tls", _tls, None)
+    user = field("user", lambda n: n.as_str(), None)
+    password = field("password", lambda n: n.as_str(), None)
+    if quorum is not None and probers is not None and quorum > probers:
+        errors.append(e["quorum"].error(f"must be at most probers ({probers}), got {quorum}"))
+    if (user is None) != (password is None):
+        missing, given = ("password", "user") if password is None else ("user", "password")
+        errors.append(e[given].error(f"`{given}` needs `{missing}` too"))
+    schemes = {urlsplit(u).scheme for u in endpoints}
+    if tls is not None and schemes != {"https"}:
+        errors.append(e["tls"].error("tls needs every etcd endpoint to be https://"))
+    if len(schemes) > 1:
+        errors.append(e["etcd"].error("endpoints mix http:// and https://"))
+    if errors:
+        raise ConfigErrors(errors)
+    return ClusterConfig(endpoints=endpoints, node=name, prefix=prefix, zone=zone,
+                         lease_ttl=lease_ttl, probers=probers, quorum=quorum, tls=tls,
+                         user=user, password=password)
+
+
+def _endpoints(node: Node) -> tuple[str, ...]:
+    items = node.as_list() if node.is_list else [node]
+    if not items:
+        raise node.error("needs at least one endpoint")
+    return tuple(_endpoint(item) for item in items)
+
+
+def _endpoint(node: Node) -> str:
+    text = node.as_str().strip()
+    try:
+        url = urlsplit(text)
+        port = url.port
+    except ValueError as exc:
+        raise node.error(f"invalid URL {text!r}: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise node.error(f"expected http://host:port or https://host:port, got {text!r}")
+    if url.path not in ("", "/") or url.query or url.fragment or url.username:
+        raise node.error(f"expected http://host:port or https://host:port without a path "
+                         f"or credentials, got {text!r}")
+    return f"{url.scheme}://{url.netloc}" if port else f"{url.scheme}://{url.netloc}:2379"
+
+
+def _node_name(node: Node) -> str:
+    text = "" if node.raw is None else node.as_str()
+    if not text:
+        raise node.error("must not be empty (each member needs its own name)")
+    if not _NODE.fullmatch(text):
+        raise node.error(f"must be letters, digits, '.', '_' or '-' (it is part of etcd "
+                         f"keys), got {text!r}")
+    return text
+
+
+def _prefix(node: Node) -> str:
+    text = node.as_str()
+    return text if text.endswith("/") else text + "/"
+
+
+def _lease_ttl(node: Node) -> int:
+    seconds = node.as_duration()
+    if seconds != int(seconds) or not 1 <= seconds <= MAX_LEASE_TTL:
+        raise node.error(f"must be whole seconds from 1s to {MAX_LEASE_TTL}s (etcd counts "
+                         f"leases in seconds), got {node.describe()}")
+    return int(seconds)
+
+
+def _probers(node: Node) -> int | None:
+    if node.raw == "all":
+        return None
+    if isinstance(node.raw, str) and not node.raw.strip().isdigit():
+        raise node.error(f"expected a number of members or \"all\", got {node.describe()}")
+    return node.as_int(1)
+
+
+def _tls(node: Node) -> EtcdTls:
+    e = node.as_map({"ca", "cert", "key"})
+    files: dict[str, str] = {}
+    for key, value in e.items():
+        path = str(Path(value.file).resolve().parent / value.as_str())  # as state_dir
+        if not Path(path).is_file():
+            raise value.error(f"no such file: {path}")
+        files[key] = path
+    if ("cert" in files) != ("key" in files):
+        given = "cert" if "cert" in files else "key"
+        raise e[given].error("a client certificate needs both `cert` and `key`")
+    tls = EtcdTls(ca=files.get("ca"), cert=files.get("cert"), key=files.get("key"))
+    try:
+        tls.context()
+    except (ssl.SSLError, OSError) as exc:
+        raise node.error(f"cannot use these TLS files: {exc}") from None
+    return tls

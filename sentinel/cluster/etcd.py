@@ -1,0 +1,492 @@
+"""A small etcd v3 client over its JSON gateway, on Trio with httpx.
+
+etcd 3.4 serves the v3 API as JSON on its client port under `/v3/` (also
+under the older `/v3beta/`; checked against Debian's etcd 3.4.23). Keys and
+values travel base64-encoded, 64-bit numbers (revisions, lease IDs) as
+strings, and fields equal to their default are left out of answers (a put
+answers no `kvs`, a failed transaction no `succeeded`). Streaming calls
+(watch, lease keep-alive) answer newline-delimited `{"result": {...}}` or
+`{"error": {...}}` objects.
+
+Why not a client library: the maintained Python etcd clients speak gRPC
+(grpcio's asyncio), which cannot run on Trio's event loop; httpx runs on
+Trio and is already a dependency.
+
+Rules this client keeps:
+- Every call has a deadline (`timeout`, all endpoints and retries
+  included): a hung etcd is an error, never a hang.
+- Foreign errors (httpx, bad JSON, etcd's own error answers) become
+  `EtcdError` here, at the edge; callers see nothing else.
+- Several endpoints: a call that could not connect moves on to the next
+  endpoint at once, and later calls start from the one that last answered.
+  A request that may have reached etcd (a timeout after sending) is retried
+  elsewhere only when repeating it is harmless; a transaction is not
+  (`EtcdError.maybe_applied` tells the caller to read before retrying), as
+  etcd's own clientv3 does.
+- With user/password the client authenticates and sends the token; an
+  expired token is renewed once per call.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+import trio
+
+from sentinel.errors import EtcdCompacted, EtcdError
+
+UNAVAILABLE = 14  # gRPC codes etcd answers with
+UNAUTHENTICATED = 16
+_SAFE_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)  # the request never left
+
+
+def b64(data: str | bytes) -> str:
+    """A key or value as the gateway takes it."""
+    raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
+    return base64.b64encode(raw).decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    """A key or value as the gateway answers it."""
+    return base64.b64decode(text)
+
+
+def prefix_end(prefix: str) -> str:
+    """The range end that selects every key starting with `prefix` (clientv3's
+    GetPrefixRangeEnd: the prefix with its last byte below 0xff incremented)."""
+    raw = bytearray(prefix.encode("utf-8", "surrogateescape"))
+    while raw and raw[-1] == 0xFF:
+        raw.pop()
+    if not raw:
+        return "\0"  # every key from `prefix` on
+    raw[-1] += 1
+    return raw.decode("utf-8", "surrogateescape")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    """One key as etcd stores it."""
+
+    key: str
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> KeyValue:
+        """From the gateway's `kv` object (absent fields are zero)."""
+        return cls(key=unb64(doc["key"]).decode("utf-8", "surrogateescape"),
+                   value=unb64(doc.get("value", "")),
+                   create_revision=int(doc.get("create_revision", 0)),
+                   mod_revision=int(doc.get("mod_revision", 0)),
+                   version=int(doc.get("version", 0)), lease=int(doc.get("lease", 0)))
+
+
+@dataclass(frozen=True, slots=True)
+class RangeResult:
+    """The keys a range read found, at store revision `revision`."""
+
+    kvs: tuple[KeyValue, ...]
+    revision: int
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> RangeResult:
+        """From a range answer (top-level or inside a transaction)."""
+        return cls(kvs=tuple(KeyValue.from_json(kv) for kv in doc.get("kvs", ())),
+                   revision=_revision(doc))
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """One condition of a transaction: KEY's TARGET compared with VALUE."""
+
+    key: str
+    target: Literal["CREATE", "MOD", "VERSION", "VALUE", "LEASE"]
+    value: int | bytes
+    result: Literal["EQUAL", "NOT_EQUAL", "GREATER", "LESS"] = "EQUAL"
+
+    def to_json(self) -> dict[str, Any]:
+        """The gateway's Compare object."""
+        field = {"CREATE": "create_revision", "MOD": "mod_revision", "VERSION": "version",
+                 "VALUE": "value", "LEASE": "lease"}[self.target]
+        value = b64(self.value) if isinstance(self.value, bytes) else str(self.value)
+        return {"key": b64(self.key), "target": self.target, "result": self.result,
+                field: value}
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """A transaction step: set KEY to VALUE, attached to `lease` when non-zero."""
+
+    key: str
+    value: bytes
+    lease: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The gateway's RequestOp."""
+        body: dict[str, Any] = {"key": b64(self.key), "value": b64(self.value)}
+        if self.lease:
+            body["lease"] = str(self.lease)
+        return {"request_put": body}
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    """A transaction step: read KEY, or [KEY, range_end) when range_end is given."""
+
+    key: str
+    range_end: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The gateway's RequestOp."""
+        return {"request_range": _range(self.key, self.range_end)}
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """A transaction step: delete KEY, or [KEY, range_end) when range_end is given."""
+
+    key: str
+    range_end: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The gateway's RequestOp."""
+        return {"request_delete_range": _range(self.key, self.range_end)}
+
+
+Op = Put | Get | Delete
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    """Which branch ran, the revision after it, and the answers of its Get steps."""
+
+    succeeded: bool
+    revision: int
+    ranges: tuple[RangeResult, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One change a watch saw."""
+
+    type: Literal["put", "delete"]
+    kv: KeyValue
+
+
+@dataclass(frozen=True, slots=True)
+class WatchBatch:
+    """One watch answer: its events (none for a progress notice) and the store
+    revision when it was sent."""
+
+    events: tuple[WatchEvent, ...]
+    revision: int
+
+    @property
+    def next_revision(self) -> int:
+        """Where a watch resumes after this batch without missing or repeating a change."""
+        if self.events:
+            return self.events[-1].kv.mod_revision + 1
+        return self.revision + 1
+
+
+class EtcdClient:
+    """Calls to one etcd cluster through any of its `endpoints`."""
+
+    def __init__(self, endpoints: Sequence[str], *, timeout: float,
+                 ssl_context: ssl.SSLContext | None = None, user: str | None = None,
+                 password: str | None = None) -> None:
+        if not endpoints:
+            raise ValueError("etcd needs at least one endpoint")
+        self.endpoints = tuple(e.rstrip("/") for e in endpoints)
+        self.timeout = timeout
+        self._current = 0
+        self._user = user
+        self._password = password
+        self._token: str | None = None
+        self._http = httpx.AsyncClient(
+            verify=ssl_context if ssl_context is not None else True,
+            timeout=httpx.Timeout(timeout), trust_env=False)
+
+    async def aclose(self) -> None:
+        """Close the connections."""
+        await self._http.aclose()
+
+    # -- key-value ----------------------------------------------------------
+
+    async def get(self, key: str) -> KeyValue | None:
+        """The key, or None when it does not exist."""
+        found = await self.range(key)
+        return found.kvs[0] if found.kvs else None
+
+    async def range(self, key: str, range_end: str | None = None, *,
+                    revision: int = 0) -> RangeResult:
+        """The keys in [key, range_end) (just `key` without range_end), as of `revision`
+        (0: now)."""
+        body = _range(key, range_end)
+        if revision:
+            body["revision"] = str(revision)
+        return RangeResult.from_json(await self._call("/v3/kv/range", body))
+
+    async def get_prefix(self, prefix: str) -> RangeResult:
+        """Every key under `prefix`."""
+        return await self.range(prefix, prefix_end(prefix))
+
+    async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
+        """Set `key`; returns the new store revision."""
+        return _revision(await self._call("/v3/kv/put", Put(key, value, lease).to_json()
+                                          ["request_put"]))
+
+    async def delete(self, key: str, range_end: str | None = None) -> int:
+        """Delete `key` (or [key, range_end)); returns the store revision after."""
+        return _revision(await self._call("/v3/kv/deleterange", _range(key, range_end)))
+
+    async def txn(self, compare: Sequence[Compare], success: Sequence[Op],
+                  failure: Sequence[Op] = ()) -> TxnResult:
+        """If every compare holds, run `success`, else `failure`; atomically.
+        Never retried after the request may have left (see the module docstring)."""
+        answer = await self._call("/v3/kv/txn", {
+            "compare": [c.to_json() for c in compare],
+            "success": [op.to_json() for op in success],
+            "failure": [op.to_json() for op in failure],
+        }, idempotent=False)
+        ranges = tuple(RangeResult.from_json(r["response_range"])
+                       for r in answer.get("responses", ()) if "response_range" in r)
+        return TxnResult(succeeded=bool(answer.get("succeeded", False)),
+                         revision=_revision(answer), ranges=ranges)
+
+    # -- leases -------------------------------------------------------------
+
+    async def lease_grant(self, ttl: int) -> tuple[int, int]:
+        """A new lease of `ttl` seconds; returns (lease ID, TTL etcd granted)."""
+        answer = await self._call("/v3/lease/grant", {"TTL": str(ttl)})
+        return int(answer["ID"]), int(answer["TTL"])
+
+    async def lease_keepalive(self, lease: int) -> int:
+        """Renew `lease`; returns its TTL in seconds, 0 when etcd no longer has it."""
+        answer = await self._call("/v3/lease/keepalive", {"ID": str(lease)})
+        return int(answer.get("result", answer).get("TTL", 0))
+
+    async def lease_revoke(self, lease: int) -> None:
+        """End `lease` now, deleting its keys (an unknown lease is not an error)."""
+        try:
+            await self._call("/v3/lease/revoke", {"ID": str(lease)})
+        except EtcdError as exc:
+            if exc.code != 5:  # NOT_FOUND: already gone
+                raise
+
+    # -- watch --------------------------------------------------------------
+
+    @asynccontextmanager
+    async def watch(self, key: str, range_end: str | None = None, *,
+                    start_revision: int = 0) -> AsyncIterator[WatchStream]:
+        """Watch [key, range_end) from `start_revision` (0: from now on). Yields once
+        etcd has created the watch (within the timeout); iterating gives batches until
+        the stream fails, which raises EtcdError (EtcdCompacted when start_revision is
+        older than the history etcd keeps)."""
+        body = _range(key, range_end)
+        if start_revision:
+            body["start_revision"] = str(start_revision)
+        with self._mapped("/v3/watch"), trio.move_on_after(self.timeout) as scope:
+            endpoint, response = await self._open_watch({"create_request": body})
+        if scope.cancelled_caught:
+            raise EtcdError(f"/v3/watch: no answer within {self.timeout:g}s "
+                            f"(last tried {self.endpoints[self._current]})")
+        try:
+            stream = WatchStream(endpoint, response.aiter_lines())
+            with trio.move_on_after(self.timeout) as scope:
+                first = await stream.next_result()
+            if scope.cancelled_caught:
+                raise EtcdError(f"{endpoint}/v3/watch: not created within {self.timeout:g}s")
+            if not first.get("created"):
+                raise EtcdError(f"{endpoint}/v3/watch: unexpected first answer {first}")
+            yield stream
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                await response.aclose()
+
+    async def _open_watch(self, request: dict[str, Any]) -> tuple[str, httpx.Response]:
+        """The watch's streaming answer from the first endpoint that takes it."""
+        errors: list[str] = []
+        # the answer idles while nothing changes: only connecting and the first answer
+        # are bounded (by the caller's deadline)
+        limits = httpx.Timeout(self.timeout, read=None)
+        for _ in self.endpoints:
+            endpoint = self.endpoints[self._current]
+            try:
+                if self._user is not None and self._token is None:
+                    await self._authenticate(endpoint)
+                sent = self._http.build_request("POST", f"{endpoint}/v3/watch", json=request,
+                                                headers=self._headers(), timeout=limits)
+                response = await self._http.send(sent, stream=True)
+            except _SAFE_ERRORS as exc:
+                errors.append(f"{endpoint}: {_describe(exc)}")
+                self._current = (self._current + 1) % len(self.endpoints)
+                continue
+            if response.status_code != 200:
+                await response.aread()
+                await response.aclose()
+                raise _answer_error(endpoint, "/v3/watch", response)
+            return endpoint, response
+        raise EtcdError(f"/v3/watch: no endpoint answered: {'; '.join(errors)}")
+
+    # -- plumbing -----------------------------------------------------------
+
+    async def _call(self, path: str, body: dict[str, Any], *,
+                    idempotent: bool = True) -> dict[str, Any]:
+        with self._mapped(path), trio.move_on_after(self.timeout) as scope:
+            try:
+                return await self._attempt(path, body, idempotent)
+            except EtcdError as exc:
+                if exc.code != UNAUTHENTICATED or self._user is None:
+                    raise
+                self._token = None  # expired or revoked: authenticate again, once
+                return await self._attempt(path, body, idempotent)
+        assert scope.cancelled_caught
+        raise EtcdError(f"{path}: no answer within {self.timeout:g}s "
+                        f"(last tried {self.endpoints[self._current]})",
+                        maybe_applied=not idempotent)
+
+    async def _attempt(self, path: str, body: dict[str, Any],
+                       idempotent: bool) -> dict[str, Any]:
+        """Try each endpoint once, starting from the last one that answered."""
+        errors: list[str] = []
+        for _ in self.endpoints:
+            endpoint = self.endpoints[self._current]
+            try:
+                if self._user is not None and self._token is None:
+                    await self._authenticate(endpoint)
+                response = await self._http.post(f"{endpoint}{path}", json=body,
+                                                 headers=self._headers())
+            except _SAFE_ERRORS as exc:
+                errors.append(f"{endpoint}: {_describe(exc)}")
+            except httpx.TransportError as exc:
+                if not idempotent:
+                    raise EtcdError(f"{endpoint}{path}: {_describe(exc)}",
+                                    maybe_applied=True) from None
+                errors.append(f"{endpoint}: {_describe(exc)}")
+            else:
+                if response.status_code == 200:
+                    return _json(endpoint, path, response)
+                error = _answer_error(endpoint, path, response)
+                if error.code != UNAVAILABLE:  # etcd answered: no other endpoint will differ
+                    raise error
+                errors.append(str(error))
+            self._current = (self._current + 1) % len(self.endpoints)
+        raise EtcdError(f"{path}: no endpoint answered: {'; '.join(errors)}")
+
+    async def _authenticate(self, endpoint: str) -> None:
+        response = await self._http.post(f"{endpoint}/v3/auth/authenticate",
+                                         json={"name": self._user, "password": self._password})
+        if response.status_code != 200:
+            raise _answer_error(endpoint, "/v3/auth/authenticate", response)
+        self._token = str(_json(endpoint, "/v3/auth/authenticate", response)["token"])
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": self._token} if self._token else {}
+
+    @contextmanager
+    def _mapped(self, path: str) -> Iterator[None]:
+        """The edge: whatever escapes from httpx or the JSON becomes an EtcdError."""
+        try:
+            yield
+        except EtcdError:
+            raise
+        except (httpx.HTTPError, httpx.StreamError) as exc:
+            raise EtcdError(f"{path}: {_describe(exc)}", maybe_applied=True) from None
+        except (ValueError, KeyError, TypeError) as exc:  # JSON that is not etcd's
+            raise EtcdError(f"{path}: malformed answer: {exc!r}") from None
+
+
+def _range(key: str, range_end: str | None) -> dict[str, Any]:
+    body = {"key": b64(key)}
+    if range_end is not None:
+        body["range_end"] = b64(range_end)
+    return body
+
+
+def _revision(doc: dict[str, Any]) -> int:
+    return int(doc.get("header", {}).get("revision", 0))
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "no endpoint"
+    return str(exc) or type(exc).__name__
+
+
+def _json(endpoint: str, path: str, response: httpx.Response) -> dict[str, Any]:
+    try:
+        doc = response.json()
+    except ValueError:
+        raise EtcdError(f"{endpoint}{path}: answer is not JSON: {response.text[:200]!r}"
+                        ) from None
+    if not isinstance(doc, dict):
+        raise EtcdError(f"{endpoint}{path}: answer is not a JSON object")
+    return doc
+
+
+def _answer_error(endpoint: str, path: str, response: httpx.Response) -> EtcdError:
+    """etcd's error answer (`{"error", "message", "code"}`) as an EtcdError."""
+    try:
+        doc = response.json()
+        message, code = str(doc.get("message") or doc["error"]), int(doc.get("code", 0))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        message, code = f"HTTP {response.status_code}: {response.text[:200]!r}", None
+    return EtcdError(f"{endpoint}{path}: {message}", code=code)
+
+
+class WatchStream:
+    """The batches of one watch, in revision order; iterate with `async for`."""
+
+    def __init__(self, endpoint: str, lines: AsyncIterator[str]) -> None:
+        self._endpoint = endpoint
+        self._lines = lines
+
+    def __aiter__(self) -> WatchStream:
+        return self
+
+    async def __anext__(self) -> WatchBatch:
+        """The next batch; a failed, ended or cancelled watch raises EtcdError."""
+        result = await self.next_result()
+        if result.get("canceled"):
+            compacted = int(result.get("compact_revision", 0))
+            if compacted:
+                raise EtcdCompacted(compacted)
+            raise EtcdError(f"{self._endpoint}/v3/watch: canceled: "
+                            f"{result.get('cancel_reason') or 'no reason given'}")
+        events = tuple(WatchEvent("delete" if e.get("type") == "DELETE" else "put",
+                                  KeyValue.from_json(e["kv"]))
+                       for e in result.get("events", ()))
+        return WatchBatch(events=events, revision=_revision(result))
+
+    async def next_result(self) -> dict[str, Any]:
+        """The stream's next `result` object; errors of any kind become EtcdError."""
+        where = f"{self._endpoint}/v3/watch"
+        try:
+            async for line in self._lines:
+                if not line.strip():
+                    continue
+                doc = json.loads(line)
+                if "error" in doc:
+                    error = doc["error"]
+                    raise EtcdError(f"{where}: {error.get('message') or error}",
+                                    code=error.get("grpc_code"))
+                result = doc["result"]
+                if not isinstance(result, dict):
+                    raise TypeError(f"result is not an object: {line[:200]!r}")
+                return result
+        except (httpx.HTTPError, httpx.StreamError) as exc:
+            raise EtcdError(f"{where}: {_describe(exc)}") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EtcdError(f"{where}: malformed answer: {exc!r}") from None
+        raise EtcdError(f"{where}: the stream ended")

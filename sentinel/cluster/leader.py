@@ -1,0 +1,249 @@
+"""Leadership: one member elected through etcd writes the cluster's agreed state.
+
+Election is a put-if-absent of `PREFIX/leader` (value: the node name) under
+the member's lease: whoever creates the key leads until its lease ends
+(a lapse, SIGKILL plus `lease_ttl`, or a clean stop that revokes it). The
+others watch the key and try again when it is deleted.
+
+A term is fenced by the leader key's create revision, which no later
+leader can share: every write of the leader is a transaction that first
+compares `create_revision(PREFIX/leader)` with its own, so a deposed leader
+(paused past its lease, partitioned) has its write refused atomically
+instead of landing after a successor's (`NotLeader`).
+
+What the leader writes (keys under PREFIX):
+
+    seq                   the cluster's last event seq (decimal)
+    views/SERVICE         the agreed view of SERVICE (JSON, the caller's document)
+    events/SEQ            a batch of events, keyed by its last seq (20 digits, so
+                          keys sort by seq): a JSON list of SPEC 4 event documents
+    delivered/SINK        the last seq a leader-scope sink (webhook) delivered
+
+Views, their events and `seq` change in one transaction, which also
+compares `seq` with the value the leader last wrote: events are numbered
+once, none lost, none twice. A write whose answer was lost may or may not
+have landed; the leader then knows nothing for sure until it reads again
+(`load`), and refuses to publish before that, so the caller recomputes its
+changes from what etcd really holds. etcd caps a transaction's operations
+(128 by default), so a publication touching many services is split into
+several transactions, each holding whole services with their events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import trio
+
+from sentinel.cluster.etcd import Compare, Delete, EtcdClient, Get, Op, Put, prefix_end
+from sentinel.cluster.membership import Lease
+from sentinel.errors import EtcdError, NotLeader
+from sentinel.model import Event
+from sentinel.sinks.runner import Backoff
+
+log = logging.getLogger(__name__)
+MAX_SERVICES_PER_TXN = 100  # + events, seq and trim: under etcd's default 128 operations
+KEEP_EVENTS = 1000  # SPEC 6: /v1/events holds at least the last 1,000
+
+
+def _seq_key(seq: int) -> str:
+    return f"{seq:020d}"
+
+
+def _doc(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """One member's leadership: its lease and the fence (the leader key's create
+    revision)."""
+
+    node: str
+    lease: int
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceChange:
+    """One service's new agreed view and the events that lead to it (seq to be given)."""
+
+    service: str
+    view: Mapping[str, Any]
+    events: tuple[Event, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AgreedState:
+    """What etcd holds: the last seq, every service's agreed view, delivered seqs."""
+
+    seq: int
+    views: dict[str, Any]
+    delivered: dict[str, int]
+    revision: int
+
+
+class Election:
+    """Campaigns for `PREFIX/leader` under a lease."""
+
+    def __init__(self, client: EtcdClient, prefix: str, node: str, *,
+                 recheck: float = 5.0, rng: random.Random | None = None) -> None:
+        self.client = client
+        self.key = f"{prefix}leader"
+        self.node = node
+        self._recheck = recheck
+        self._rng = rng or random.Random()
+        self._backoff = Backoff(initial=0.2, maximum=recheck)
+
+    async def campaign(self, lease: Lease) -> Term:
+        """Return once this member leads under `lease` (cancel to give up). While
+        another member leads, wait for its key to go, re-checking every `recheck`
+        seconds in case the watch's connection died silently."""
+        attempt = 0
+        while True:
+            try:
+                term, holder_revision = await self._try(lease)
+                if term is not None:
+                    log.info("cluster: %s leads (term %d)", self.node, term.revision)
+                    return term
+                attempt = 0
+                with trio.move_on_after(self._recheck):
+                    await self._wait_deleted(holder_revision)
+                continue
+            except EtcdError as exc:
+                log.debug("cluster: campaign: %s", exc)
+            attempt += 1
+            await trio.sleep(self._backoff.delay(attempt, self._rng))
+
+    async def _try(self, lease: Lease) -> tuple[Term | None, int]:
+        """One put-if-absent; (the term, 0) when won, else (None, the revision seen)."""
+        done = await self.client.txn([Compare(self.key, "CREATE", 0)],
+                                     [Put(self.key, self.node.encode(), lease.id)],
+                                     [Get(self.key)])
+        if done.succeeded:
+            return Term(self.node, lease.id, done.revision), 0
+        holders = done.ranges[0].kvs
+        if holders and holders[0].lease == lease.id:  # ours: an earlier answer was lost
+            return Term(self.node, lease.id, holders[0].create_revision), 0
+        return None, done.revision
+
+    async def _wait_deleted(self, revision: int) -> None:
+        async with self.client.watch(self.key, start_revision=revision + 1) as stream:
+            async for batch in stream:
+                if any(e.type == "delete" for e in batch.events):
+                    return
+
+    async def resign(self, term: Term) -> None:
+        """Give up leadership now (only if the key is still this term's)."""
+        await self.client.txn([Compare(self.key, "CREATE", term.revision)],
+                              [Delete(self.key)])
+
+
+class Leader:
+    """The writes of one term, every one fenced by it. Call `load` first."""
+
+    def __init__(self, client: EtcdClient, prefix: str, term: Term, *,
+                 keep_events: int = KEEP_EVENTS) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.term = term
+        self._keep = keep_events
+        self._fence = Compare(f"{prefix}leader", "CREATE", term.revision)
+        self._seq: int | None = None  # None: unknown until load()
+        self._delivered: dict[str, int] = {}
+
+    @property
+    def seq(self) -> int | None:
+        """The last seq this term knows it wrote (None after an unclear write)."""
+        return self._seq
+
+    async def load(self) -> AgreedState:
+        """Read seq, every agreed view and the delivered seqs, atomically (one
+        read-only transaction)."""
+        views, delivered = f"{self.prefix}views/", f"{self.prefix}delivered/"
+        done = await self.client.txn([], [Get(f"{self.prefix}seq"),
+                                          Get(views, prefix_end(views)),
+                                          Get(delivered, prefix_end(delivered))])
+        seq_kvs, view_kvs, delivered_kvs = (r.kvs for r in done.ranges)
+        try:
+            seq = int(seq_kvs[0].value) if seq_kvs else 0
+            marks = {kv.key[len(delivered):]: int(kv.value) for kv in delivered_kvs}
+            docs = {kv.key[len(views):]: json.loads(kv.value) for kv in view_kvs}
+        except ValueError as exc:  # someone wrote there by hand
+            raise EtcdError(f"malformed cluster state under {self.prefix}: {exc}") from None
+        self._seq, self._delivered = seq, marks
+        return AgreedState(seq=seq, views=docs, delivered=dict(marks), revision=done.revision)
+
+    async def publish(self, changes: Sequence[ServiceChange]) -> tuple[Event, ...]:
+        """Write these services' views with their events numbered from seq + 1;
+        returns the numbered events. Raises NotLeader when the term has ended (nothing
+        was written), EtcdError when etcd failed (call `load` before publishing again)."""
+        out: list[Event] = []
+        for start in range(0, len(changes), MAX_SERVICES_PER_TXN):
+            out.extend(await self._publish(changes[start:start + MAX_SERVICES_PER_TXN]))
+        return tuple(out)
+
+    async def _publish(self, changes: Sequence[ServiceChange]) -> list[Event]:
+        seq = self._known_seq()
+        numbered = [replace(e, seq=seq + i + 1)
+                    for i, e in enumerate(e for c in changes for e in c.events)]
+        last = seq + len(numbered)
+        ops: list[Op] = [Put(f"{self.prefix}views/{c.service}", _doc(c.view)) for c in changes]
+        if numbered:
+            ops.append(Put(f"{self.prefix}events/{_seq_key(last)}",
+                           _doc([e.to_json() for e in numbered])))
+            ops.append(Put(f"{self.prefix}seq", str(last).encode()))
+            floor = min([last - self._keep, *self._delivered.values()])
+            if floor > 0:  # drop batches wholly at or below the floor
+                ops.append(Delete(f"{self.prefix}events/",
+                                  f"{self.prefix}events/{_seq_key(floor + 1)}"))
+        await self._fenced(ops, expect_seq=seq)
+        self._seq = last
+        return numbered
+
+    async def record_delivered(self, sink: str, seq: int) -> None:
+        """Note that leader-scope sink `sink` delivered every event up to `seq`."""
+        await self._fenced([Put(f"{self.prefix}delivered/{sink}", str(seq).encode())])
+        self._delivered[sink] = seq
+
+    async def events_after(self, seq: int) -> list[Event]:
+        """The events with seq above `seq` still held, oldest first (for a new leader
+        resuming deliveries, and for /v1/events)."""
+        found = await self.client.range(f"{self.prefix}events/{_seq_key(seq + 1)}",
+                                        prefix_end(f"{self.prefix}events/"))
+        return [event for kv in found.kvs
+                for event in (Event.from_json(doc) for doc in json.loads(kv.value))
+                if event.seq > seq]
+
+    def _known_seq(self) -> int:
+        if self._seq is None:
+            raise EtcdError("the last write's outcome is unknown: load() before publishing")
+        return self._seq
+
+    async def _fenced(self, ops: Sequence[Op], *, expect_seq: int | None = None) -> None:
+        compare = [self._fence]
+        if expect_seq is not None:
+            compare.append(Compare(f"{self.prefix}seq", "VALUE", str(expect_seq).encode())
+                           if expect_seq else Compare(f"{self.prefix}seq", "CREATE", 0))
+        try:
+            done = await self.client.txn(compare, ops, [Get(f"{self.prefix}leader"),
+                                                        Get(f"{self.prefix}seq")])
+        except EtcdError as exc:
+            if exc.maybe_applied and expect_seq is not None:
+                self._seq = None
+            raise
+        if done.succeeded:
+            return
+        holder, seq_now = done.ranges[0].kvs, done.ranges[1].kvs
+        if not holder or holder[0].create_revision != self.term.revision:
+            who = holder[0].value.decode() if holder else "nobody"
+            raise NotLeader(f"{self.term.node} no longer leads (term {self.term.revision}); "
+                            f"the leader key is {who}'s")
+        self._seq = None
+        raise EtcdError(f"the cluster seq is {seq_now[0].value.decode() if seq_now else 0}, "
+                        f"not {expect_seq} as this leader last wrote; load() again")

@@ -1,0 +1,289 @@
+"""Membership: a lease, a registration under it, and the list of live members.
+
+A member grants itself a lease of `lease_ttl` seconds and registers as
+`PREFIX/members/NODE` under it (a JSON document: zone, API URL, version,
+the configuration's SHA-256). It renews the lease every third of its TTL,
+so two renewals may fail before it lapses. The key lives exactly as long as
+the lease: a member killed with SIGKILL leaves the list within `lease_ttl`,
+one that stops cleanly revokes its lease and leaves at once.
+
+A term: everything a member does on the cluster's behalf (leading,
+probing, writing observations) runs as the `session` of one lease and is
+cancelled when that lease lapses. The member counts its lease as lapsed at
+the last renewal it *sent* plus the TTL etcd answered, which is never later
+than etcd's own expiry (etcd starts its count when it receives the
+renewal), so a member has stopped acting before etcd lets another take its
+place. After a lapse (the member was paused, or lost etcd for longer than
+the TTL) it logs so, counts it, grants a new lease and registers again.
+
+Registration is a put-if-absent: a second live member with the same node
+name is refused (and reported) until the first one's lease ends. Members
+whose configuration hash differs from this one's are reported, never
+silently mixed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import trio
+
+from sentinel.cluster.config import ClusterConfig
+from sentinel.cluster.etcd import Compare, EtcdClient, Get, KeyValue, Put
+from sentinel.cluster.mirror import Changes, PrefixMirror
+from sentinel.errors import EtcdError
+from sentinel.sinks.runner import Backoff
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """One term of membership: the lease and the TTL etcd granted."""
+
+    id: int
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    """A live member as registered in etcd."""
+
+    node: str
+    zone: str | None
+    api_url: str
+    version: str
+    config_sha256: str
+    lease: int = 0
+
+    def to_json(self) -> dict[str, object]:
+        """The registration document (and the /v1/state entry)."""
+        return {"node": self.node, "zone": self.zone, "api": self.api_url,
+                "version": self.version, "config_sha256": self.config_sha256}
+
+    @classmethod
+    def from_kv(cls, kv: KeyValue) -> MemberInfo:
+        """From its key in etcd (ValueError when it is not a registration)."""
+        try:
+            doc = json.loads(kv.value)
+            return cls(node=str(doc["node"]), zone=doc.get("zone"), api_url=str(doc["api"]),
+                       version=str(doc["version"]), config_sha256=str(doc["config_sha256"]),
+                       lease=kv.lease)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{kv.key}: not a member registration: {exc!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipStatistics:
+    """A snapshot for /v1/state's `cluster` and the metrics."""
+
+    node: str
+    ok: bool  # registered, lease current, etcd answering
+    since: float | None  # Unix time of the last change of `ok`
+    error: str
+    lease: int  # 0 while not registered
+    registrations: int
+    renewals: int
+    lapses: int
+    members: tuple[MemberInfo, ...]
+    mismatched: tuple[str, ...]  # live members whose configuration differs from ours
+
+    def to_json(self) -> dict[str, object]:
+        """The membership part of /v1/state's `cluster`."""
+        return {"ok": self.ok, "since": self.since, "error": self.error or None,
+                "node": self.node, "lease": self.lease, "registrations": self.registrations,
+                "renewals": self.renewals, "lapses": self.lapses,
+                "members": [m.to_json() for m in self.members],
+                "mismatched": list(self.mismatched)}
+
+
+class Membership:
+    """This member's registration and the cluster's live members."""
+
+    def __init__(self, client: EtcdClient, config: ClusterConfig, *, api_url: str,
+                 version: str, on_members: Callable[[Mapping[str, MemberInfo]], None]
+                 | None = None, rng: random.Random | None = None) -> None:
+        self.client = client
+        self.config = config
+        self.me = MemberInfo(node=config.node, zone=config.zone, api_url=api_url,
+                             version=version, config_sha256=config.config_sha256)
+        self.key = f"{config.prefix}members/{config.node}"
+        self.members: dict[str, MemberInfo] = {}
+        self.lease: Lease | None = None
+        self._last_lease: Lease | None = None
+        self._on_members = on_members
+        self._rng = rng or random.Random()
+        self._backoff = Backoff(initial=0.2, maximum=float(config.lease_ttl))
+        self._mirror = PrefixMirror(client, f"{config.prefix}members/",
+                                    on_change=self._members_changed,
+                                    check_every=float(config.lease_ttl), rng=self._rng)
+        self._ok = False
+        self._since: float | None = None
+        self._error = "not registered yet"
+        self._registrations = self._renewals = self._lapses = 0
+        self._warned_hashes: set[tuple[str, str]] = set()
+
+    def statistics(self) -> MembershipStatistics:
+        """A frozen snapshot."""
+        members = tuple(sorted(self.members.values(), key=lambda m: m.node))
+        return MembershipStatistics(
+            node=self.me.node, ok=self._ok and self._mirror.ok, since=self._since,
+            error=self._error or self._mirror.error, lease=self.lease.id if self.lease else 0,
+            registrations=self._registrations, renewals=self._renewals, lapses=self._lapses,
+            members=members,
+            mismatched=tuple(m.node for m in members
+                             if m.config_sha256 != self.me.config_sha256))
+
+    async def run(self, session: Callable[[Lease], Awaitable[None]] | None = None, *,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Register, stay registered, follow the members, and run `session(lease)` for
+        each lease, cancelled when that lease lapses. Reports started once the member
+        list was read (or could not be). On cancellation the lease is revoked."""
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self._mirror.run)
+                task_status.started()
+                while True:
+                    lease = await self._register()
+                    async with trio.open_nursery() as term:
+                        term.start_soon(self._keep_alive, lease, term.cancel_scope)
+                        if session is not None:
+                            term.start_soon(session, lease)
+        finally:
+            await self._leave()
+
+    async def _register(self) -> Lease:
+        """Grant a lease and put-if-absent the member key under it; retried (with
+        backoff) until it works."""
+        attempt = 0
+        while True:
+            try:
+                lease = Lease(*await self.client.lease_grant(self.config.lease_ttl))
+                if await self._claim(lease):
+                    self.lease = self._last_lease = lease
+                    self._registrations += 1
+                    self._set_ok(True, "")
+                    log.info("cluster: %s registered (lease %x, ttl %ds)", self.me.node,
+                             lease.id, lease.ttl)
+                    return lease
+                await self.client.lease_revoke(lease.id)
+            except EtcdError as exc:
+                self._set_ok(False, f"cannot register: {exc}")
+            attempt += 1
+            await trio.sleep(self._backoff.delay(attempt, self._rng))
+
+    async def _claim(self, lease: Lease) -> bool:
+        """Put the member key unless another live member holds it (a retry after a lost
+        answer finds its own lease on the key and counts as done)."""
+        doc = json.dumps(self.me.to_json(), sort_keys=True).encode()
+        for _ in range(3):
+            try:
+                done = await self.client.txn([Compare(self.key, "CREATE", 0)],
+                                             [Put(self.key, doc, lease.id)], [Get(self.key)])
+            except EtcdError as exc:
+                if not exc.maybe_applied:
+                    raise
+                continue
+            if done.succeeded:
+                return True
+            holder = done.ranges[0].kvs[0] if done.ranges[0].kvs else None
+            if holder is not None and holder.lease == lease.id:
+                return True
+            if holder is not None and self._last_lease and holder.lease == self._last_lease.id:
+                # our own lapsed lease, which etcd has not yet expired: end it now
+                await self.client.lease_revoke(holder.lease)
+                continue
+            if holder is not None:
+                try:
+                    other = MemberInfo.from_kv(holder).api_url
+                except ValueError:
+                    other = "unknown"
+                self._set_ok(False, f"node name {self.me.node!r} is held by another live "
+                                    f"member (api {other}); waiting for its lease to end")
+                return False
+        raise EtcdError("registration: no clear answer after retries", maybe_applied=True)
+
+    async def _keep_alive(self, lease: Lease, term: trio.CancelScope) -> None:
+        """Renew every third of the TTL; on a lapse, end the term."""
+        deadline = trio.current_time() + lease.ttl
+        period = lease.ttl / 3
+        next_at = trio.current_time() + period
+        failure = ""
+        while True:
+            await trio.sleep_until(next_at)
+            sent = trio.current_time()
+            if sent >= deadline:  # paused past it, or the last renewals failed
+                self._lapsed(lease, f"not renewed within {lease.ttl}s"
+                             + (f"; last error: {failure}" if failure
+                                else " (this member was paused)"), term)
+                return
+            with trio.move_on_at(deadline):
+                try:
+                    ttl = await self.client.lease_keepalive(lease.id)
+                except EtcdError as exc:
+                    failure = str(exc)
+                    self._set_ok(False, f"lease renewal failed: {exc}")
+                    next_at = min(trio.current_time() + period / 2, deadline)
+                    continue
+                if ttl == 0:
+                    self._lapsed(lease, "etcd says it expired", term)
+                    return
+                deadline = sent + ttl
+                next_at = sent + ttl / 3
+                failure = ""
+                self._renewals += 1
+                self._set_ok(True, "")
+                continue
+            self._lapsed(lease, f"etcd did not answer within {lease.ttl}s", term)
+            return
+
+    def _lapsed(self, lease: Lease, why: str, term: trio.CancelScope) -> None:
+        self._lapses += 1
+        self.lease = None
+        self._set_ok(False, f"lease lapsed: {why}")
+        log.warning("cluster: %s lost its lease %x (%s); stopped acting as leader and "
+                    "prober; registering again", self.me.node, lease.id, why)
+        term.cancel()
+
+    async def _leave(self) -> None:
+        """Revoke the lease (shielded, bounded) so the others reassign at once."""
+        lease, self.lease = self.lease, None
+        if lease is None:
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(self.client.timeout):
+            try:
+                await self.client.lease_revoke(lease.id)
+            except EtcdError as exc:
+                log.info("cluster: could not revoke lease %x on leaving (%s); it ends "
+                         "within its TTL", lease.id, exc)
+
+    def _members_changed(self, changes: Changes) -> None:
+        for key, kv in changes.items():
+            node = key.rsplit("/", 1)[-1]
+            if kv is None:
+                self.members.pop(node, None)
+                continue
+            try:
+                info = MemberInfo.from_kv(kv)
+            except ValueError as exc:
+                log.warning("cluster: ignoring %s", exc)
+                continue
+            self.members[node] = info
+            mark = (node, info.config_sha256)
+            if info.config_sha256 != self.me.config_sha256 and mark not in self._warned_hashes:
+                self._warned_hashes.add(mark)
+                log.warning("cluster: member %s runs another configuration (sha256 %s, "
+                            "ours %s): compare the files", node, info.config_sha256[:12],
+                            self.me.config_sha256[:12])
+        if self._on_members is not None:
+            self._on_members(self.members)
+
+    def _set_ok(self, ok: bool, error: str) -> None:
+        if ok != self._ok:
+            self._since = time.time()
+        self._ok, self._error = ok, error

@@ -1,0 +1,158 @@
+"""A prefix of etcd kept as a local dict: one range read, then a watch.
+
+The one way the cluster follows etcd (members, observations, agreed views):
+read every key under the prefix, then watch from the revision after that
+read, so no change falls between the two. Each change reaches `on_change`
+as {key: KeyValue, or None when deleted}, synchronously, in revision order.
+
+When the watch breaks (etcd restarted, unreachable) or its start revision
+was compacted, the mirror reads the prefix afresh and reports the
+difference between what it had and what it found, so a consumer sees every
+net change exactly once however long it was cut off. While etcd cannot be
+reached the dict stays as it was (fail static) and `ok` is false.
+
+A watch on a connection that silently died would idle forever, so while
+watching the mirror reads one key every `check_every` seconds; a failed
+read restarts the watch.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Mapping
+
+import trio
+
+from sentinel.cluster.etcd import EtcdClient, KeyValue, WatchEvent, prefix_end
+from sentinel.errors import EtcdCompacted, EtcdError
+from sentinel.sinks.runner import Backoff
+
+log = logging.getLogger(__name__)
+Changes = Mapping[str, KeyValue | None]
+
+
+class PrefixMirror:
+    """The keys under `prefix`, kept current; see the module docstring."""
+
+    def __init__(self, client: EtcdClient, prefix: str, *,
+                 on_change: Callable[[Changes], None] | None = None,
+                 check_every: float = 5.0, backoff: Backoff | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.items: dict[str, KeyValue] = {}
+        self.revision = 0  # the store revision the dict reflects
+        self.ok = False
+        self.error = "not synced yet"
+        self.resyncs = 0  # fresh range reads after the first
+        self._on_change = on_change
+        self._check_every = check_every
+        self._backoff = backoff or Backoff(initial=0.2, maximum=check_every)
+        self._rng = rng or random.Random()
+        self._synced = trio.Event()
+        self._warned = False  # a failure was logged; its end will be too
+
+    async def wait_synced(self) -> None:
+        """Return once the dict holds a complete read of the prefix."""
+        await self._synced.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Read and follow the prefix until cancelled. Reports started after the first
+        read was tried, whether etcd answered or not (a member starts fail-static)."""
+        attempt = 0
+        while True:
+            try:
+                await self._read()
+            except EtcdError as exc:
+                self._failed(exc)
+            else:
+                attempt = 0
+                if not self._synced.is_set():
+                    self._synced.set()
+            if task_status is not trio.TASK_STATUS_IGNORED:
+                task_status.started()
+                task_status = trio.TASK_STATUS_IGNORED
+            if self.ok:
+                try:
+                    await self._follow()
+                except EtcdCompacted as exc:
+                    log.info("etcd compacted %s past revision %d; reading it afresh",
+                             self.prefix, exc.compact_revision)
+                    continue
+                except EtcdError as exc:
+                    self._failed(exc)
+            attempt += 1
+            await trio.sleep(self._backoff.delay(attempt, self._rng))
+
+    async def _read(self) -> None:
+        found = await self.client.get_prefix(self.prefix)
+        fresh = {kv.key: kv for kv in found.kvs}
+        changes: dict[str, KeyValue | None] = {
+            key: kv for key, kv in fresh.items()
+            if (old := self.items.get(key)) is None or old.mod_revision != kv.mod_revision}
+        changes.update((key, None) for key in self.items.keys() - fresh.keys())
+        if self._synced.is_set():
+            self.resyncs += 1
+        self.items = fresh
+        self.revision = found.revision
+        if self._warned:
+            log.warning("etcd reachable again: %s read at revision %d", self.prefix,
+                        self.revision)
+            self._warned = False
+        self.ok, self.error = True, ""
+        if changes and self._on_change is not None:
+            self._on_change(changes)
+
+    async def _follow(self) -> None:
+        """Apply watch batches until the watch or the liveness check fails."""
+        failure: EtcdError | None = None
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                nonlocal failure
+                try:
+                    async with self.client.watch(self.prefix, prefix_end(self.prefix),
+                                                 start_revision=self.revision + 1) as stream:
+                        async for batch in stream:
+                            self._apply(batch.events, batch.next_revision - 1)
+                except EtcdError as exc:
+                    failure = exc
+                nursery.cancel_scope.cancel()
+
+            async def check() -> None:
+                nonlocal failure
+                while True:
+                    await trio.sleep(self._check_every)
+                    try:
+                        await self.client.range(self.prefix)
+                    except EtcdError as exc:
+                        failure = exc
+                        nursery.cancel_scope.cancel()
+                        return
+
+            nursery.start_soon(watch)
+            nursery.start_soon(check)
+        if failure is not None:
+            raise failure
+
+    def _apply(self, events: tuple[WatchEvent, ...], revision: int) -> None:
+        changes: dict[str, KeyValue | None] = {}
+        for event in events:
+            if event.type == "delete":
+                self.items.pop(event.kv.key, None)
+                changes[event.kv.key] = None
+            else:
+                self.items[event.kv.key] = event.kv
+                changes[event.kv.key] = event.kv
+        self.revision = max(self.revision, revision)
+        if changes and self._on_change is not None:
+            self._on_change(changes)
+
+    def _failed(self, exc: EtcdError) -> None:
+        if not self._warned:
+            log.warning("etcd: cannot follow %s (%s); keeping the last copy, retrying",
+                        self.prefix, exc)
+            self._warned = True
+        self.ok, self.error = False, str(exc)

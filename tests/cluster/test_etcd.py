@@ -1,0 +1,226 @@
+"""The etcd v3 JSON-gateway client against a real etcd on loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+import trustme
+
+from sentinel.cluster.config import EtcdTls
+from sentinel.cluster.etcd import (
+    Compare,
+    Delete,
+    EtcdClient,
+    Get,
+    Put,
+    b64,
+    prefix_end,
+)
+from sentinel.errors import EtcdCompacted, EtcdError
+from tests.cluster.etcd_server import EtcdServer, running_etcd
+from tests.e2e.helpers import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+
+def test_prefix_end() -> None:
+    """A prefix's range end increments its last byte below 0xff (clientv3's rule)."""
+    assert prefix_end("/a/") == "/a0"
+    assert b64(prefix_end("/a\x7f")) == b64(b"/a\x80")  # not UTF-8: sent as the bytes
+
+
+async def test_put_get_range_delete(client: EtcdClient, prefix: str) -> None:
+    """Keys and values round-trip (base64), revisions grow, a prefix reads and deletes."""
+    first = await client.put(prefix + "a", b"\x00one")
+    second = await client.put(prefix + "b", "two é".encode())
+    assert second > first
+    kv = await client.get(prefix + "a")
+    assert kv is not None
+    assert (kv.key, kv.value, kv.mod_revision) == (prefix + "a", b"\x00one", first)
+    assert await client.get(prefix + "missing") is None
+    found = await client.get_prefix(prefix)
+    assert [k.value.decode() for k in found.kvs] == ["\x00one", "two é"]
+    assert found.revision >= second
+    old = await client.range(prefix + "a", revision=first - 1)
+    assert old.kvs == ()
+    await client.delete(prefix, prefix_end(prefix))
+    assert (await client.get_prefix(prefix)).kvs == ()
+
+
+async def test_txn_put_if_absent(client: EtcdClient, prefix: str) -> None:
+    """A txn comparing create_revision with 0 puts once; the second sees the holder."""
+    key = prefix + "leader"
+    won = await client.txn([Compare(key, "CREATE", 0)], [Put(key, b"n1")], [Get(key)])
+    assert won.succeeded
+    assert won.ranges == ()
+    lost = await client.txn([Compare(key, "CREATE", 0)], [Put(key, b"n2")], [Get(key)])
+    assert not lost.succeeded
+    assert lost.ranges[0].kvs[0].value == b"n1"
+    assert lost.ranges[0].kvs[0].create_revision == won.revision
+    by_value = await client.txn([Compare(key, "VALUE", b"n1")],
+                                [Delete(key), Put(prefix + "next", b"x")])
+    assert by_value.succeeded
+    assert await client.get(key) is None
+
+
+async def test_lease_keys_vanish_on_revoke(client: EtcdClient, prefix: str) -> None:
+    """A key under a lease lives while it is renewed and goes when it is revoked."""
+    lease, ttl = await client.lease_grant(5)
+    assert ttl == 5
+    await client.put(prefix + "member", b"x", lease=lease)
+    assert await client.lease_keepalive(lease) == 5
+    kv = await client.get(prefix + "member")
+    assert kv is not None
+    assert kv.lease == lease
+    await client.lease_revoke(lease)
+    assert await client.get(prefix + "member") is None
+    assert await client.lease_keepalive(lease) == 0
+    await client.lease_revoke(lease)  # already gone: not an error
+
+
+async def test_watch_from_revision(client: EtcdClient, prefix: str) -> None:
+    """A watch from a past revision replays what happened since, then follows live."""
+    start = await client.put(prefix + "a", b"1")
+    await client.delete(prefix + "a")
+    async with client.watch(prefix, prefix_end(prefix), start_revision=start) as stream:
+        seen = []
+        async for batch in stream:
+            seen.extend((e.type, e.kv.key, e.kv.value) for e in batch.events)
+            if len(seen) == 2:
+                await client.put(prefix + "b", b"2")
+            if len(seen) == 3:
+                break
+    assert seen == [("put", prefix + "a", b"1"), ("delete", prefix + "a", b""),
+                    ("put", prefix + "b", b"2")]
+    assert batch.next_revision == batch.events[-1].kv.mod_revision + 1
+
+
+async def test_watch_compacted(client: EtcdClient, etcd: EtcdServer, prefix: str) -> None:
+    """A watch from a compacted revision raises EtcdCompacted with the compaction point."""
+    start = await client.put(prefix + "a", b"1")
+    await client.put(prefix + "a", b"2")
+    compacted = etcd.compact()
+    async with client.watch(prefix + "a", start_revision=start) as stream:
+        with pytest.raises(EtcdCompacted) as caught:
+            await stream.__anext__()
+    assert caught.value.compact_revision == compacted
+
+
+async def test_error_answer_is_etcd_error(client: EtcdClient, prefix: str) -> None:
+    """etcd's own refusal (a future revision) comes back as EtcdError with its code."""
+    with pytest.raises(EtcdError, match="future revision") as caught:
+        await client.range(prefix, revision=2**62)
+    assert caught.value.code == 11
+
+
+async def test_failover_to_the_next_endpoint(etcd: EtcdServer, prefix: str) -> None:
+    """A dead first endpoint is skipped and the live one remembered for later calls."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    c = EtcdClient([dead, etcd.url], timeout=5.0)
+    try:
+        await c.put(prefix + "k", b"v")
+        assert c.endpoints[c._current] == etcd.url
+        async with c.watch(prefix + "k") as stream:
+            await c.put(prefix + "k", b"w")
+            batch = await stream.__anext__()
+        assert batch.events[0].kv.value == b"w"
+    finally:
+        await c.aclose()
+
+
+async def test_no_endpoint(prefix: str) -> None:
+    """With every endpoint refusing connections a call fails at once with both named."""
+    ports = [free_port(), free_port()]
+    c = EtcdClient([f"http://127.0.0.1:{p}" for p in ports], timeout=5.0)
+    try:
+        with trio.fail_after(4), pytest.raises(EtcdError) as caught:
+            await c.get(prefix)
+        assert all(str(p) in str(caught.value) for p in ports)
+        assert not caught.value.maybe_applied
+    finally:
+        await c.aclose()
+
+
+async def test_hung_etcd_times_out(own_etcd: EtcdServer) -> None:
+    """A paused etcd (accepts connections, never answers) fails each call at its
+    timeout; a txn is reported as maybe applied, a watch as not created."""
+    c = EtcdClient([own_etcd.url], timeout=0.5)
+    try:
+        await c.put("/k", b"v")
+        own_etcd.pause()
+        try:
+            with trio.fail_after(3):
+                with pytest.raises(EtcdError, match=r"no answer within 0\.5s"):
+                    await c.get("/k")
+                with pytest.raises(EtcdError) as caught:
+                    await c.txn([], [Put("/k", b"w")])
+                assert caught.value.maybe_applied
+                with pytest.raises(EtcdError, match=r"within 0\.5s"):
+                    async with c.watch("/k"):
+                        pass
+        finally:
+            own_etcd.resume()
+        with trio.fail_after(10):
+            kv = await c.get("/k")
+        assert kv is not None
+    finally:
+        await c.aclose()
+
+
+async def test_watch_fails_when_etcd_stops(own_etcd: EtcdServer) -> None:
+    """A watch whose etcd goes away raises EtcdError instead of idling forever."""
+    c = EtcdClient([own_etcd.url], timeout=2.0)
+    try:
+        async with c.watch("/k") as stream:
+            own_etcd.stop()
+            with trio.fail_after(10), pytest.raises(EtcdError):
+                await stream.__anext__()
+    finally:
+        await c.aclose()
+
+
+async def test_auth(own_etcd: EtcdServer) -> None:
+    """With user/password the client authenticates and its calls pass; without, etcd
+    refuses them."""
+    admin = EtcdClient([own_etcd.url], timeout=5.0)
+    try:
+        own_etcd.enable_auth("root", "s3cret")
+        user = EtcdClient([own_etcd.url], timeout=5.0, user="root", password="s3cret")
+        try:
+            await user.put("/k", b"v")
+            kv = await user.get("/k")
+            assert kv is not None
+            assert kv.value == b"v"
+        finally:
+            await user.aclose()
+        with pytest.raises(EtcdError, match=r"user name is empty|token"):
+            await admin.get("/k")
+    finally:
+        await admin.aclose()
+
+
+
+async def test_tls_with_client_certificate(tmp_path: Path) -> None:
+    """Over https with a client certificate (etcd's --client-cert-auth) the client works
+    with the context its config builds, and etcd refuses a client without one."""
+    ca = trustme.CA()
+    with running_etcd(tmp_path / "etcd", ca=ca) as server:
+        tls = tmp_path / "etcd" / "tls"
+        good = EtcdClient([server.url], timeout=5.0, ssl_context=EtcdTls(
+            ca=str(tls / "ca.pem"), cert=str(tls / "client.pem"),
+            key=str(tls / "client.pem")).context())
+        anonymous = EtcdClient([server.url], timeout=5.0,
+                               ssl_context=EtcdTls(ca=str(tls / "ca.pem")).context())
+        try:
+            await good.put("/k", b"v")
+            kv = await good.get("/k")
+            assert kv is not None
+            assert kv.value == b"v"
+            with pytest.raises(EtcdError):
+                await anonymous.get("/k")
+        finally:
+            await good.aclose()
+            await anonymous.aclose()

@@ -1,0 +1,181 @@
+"""Election and fenced writes on a real etcd: one leader, numbered events, deposed
+leaders refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+
+from sentinel.cluster.etcd import EtcdClient
+from sentinel.cluster.leader import Election, Leader, ServiceChange, Term
+from sentinel.cluster.membership import Lease
+from sentinel.errors import EtcdError, NotLeader
+from tests.webhook.conftest import event
+
+pytestmark = pytest.mark.e2e
+
+
+async def lease(client: EtcdClient, ttl: int = 10) -> Lease:
+    """A fresh lease (not kept alive: it ends after `ttl` unless revoked first)."""
+    return Lease(*await client.lease_grant(ttl))
+
+
+async def elect(client: EtcdClient, prefix: str, node: str, ttl: int = 10
+                ) -> tuple[Lease, Term]:
+    """`node` campaigns under a new lease and (the key being free) wins at once."""
+    granted = await lease(client, ttl)
+    with trio.fail_after(5):
+        return granted, await Election(client, prefix, node).campaign(granted)
+
+
+def change(service: str, state: str, *backends: str) -> ServiceChange:
+    """A view of `service` with `backends` in `state`, with one event per backend."""
+    return ServiceChange(service, {"backends": {b: state for b in backends}},
+                         tuple(event(backend=b, to=state, service=service) for b in backends))
+
+
+async def test_one_leader_and_succession(client: EtcdClient, prefix: str) -> None:
+    """The first campaign wins; the second waits and wins once the first one's lease
+    is revoked, with a later fence."""
+    first_lease, first = await elect(client, prefix, "n1")
+    assert first == Term("n1", first_lease.id, first.revision)
+    second_lease = await lease(client)
+    won: list[Term] = []
+    elected = trio.Event()
+    async with trio.open_nursery() as nursery:
+
+        async def campaign() -> None:
+            won.append(await Election(client, prefix, "n2", recheck=30).campaign(second_lease))
+            elected.set()
+
+        nursery.start_soon(campaign)
+        with trio.move_on_after(0.3):  # while n1 holds the key, n2 must not win
+            await elected.wait()
+        assert won == []
+        await client.lease_revoke(first_lease.id)
+        with trio.fail_after(5):
+            await elected.wait()
+    assert won[0].node == "n2"
+    assert won[0].revision > first.revision
+    kv = await client.get(prefix + "leader")
+    assert kv is not None
+    assert (kv.value, kv.lease) == (b"n2", second_lease.id)
+
+
+async def test_campaign_again_under_own_lease(client: EtcdClient, prefix: str) -> None:
+    """A campaign that finds its own lease on the key (an answer lost) leads at once."""
+    granted, term = await elect(client, prefix, "n1")
+    with trio.fail_after(5):
+        again = await Election(client, prefix, "n1").campaign(granted)
+    assert again == term
+
+
+async def test_publish_numbers_events(client: EtcdClient, prefix: str) -> None:
+    """Views and their events land together; seq counts every event once, across
+    publications, and is what load() reads back."""
+    _, term = await elect(client, prefix, "n1")
+    leader = Leader(client, prefix, term)
+    state = await leader.load()
+    assert (state.seq, state.views) == (0, {})
+    first = await leader.publish([change("web", "down", "web1", "web2"),
+                                  change("api", "down", "api1")])
+    assert [e.seq for e in first] == [1, 2, 3]
+    assert [(e.service, e.backend) for e in first] == [("web", "web1"), ("web", "web2"),
+                                                       ("api", "api1")]
+    second = await leader.publish([change("web", "up", "web1")])
+    assert [e.seq for e in second] == [4]
+    state = await leader.load()
+    assert state.seq == 4
+    assert state.views == {"api": {"backends": {"api1": "down"}},
+                           "web": {"backends": {"web1": "up"}}}
+    assert [e.seq for e in await leader.events_after(2)] == [3, 4]
+    assert [e.to_json() for e in await leader.events_after(0)] == \
+        [e.to_json() for e in first + second]
+
+
+async def test_successor_continues_seq(client: EtcdClient, prefix: str) -> None:
+    """A new leader reads the last seq and numbers on from it: none lost, none twice."""
+    _, first = await elect(client, prefix, "n1")
+    old = Leader(client, prefix, first)
+    await old.load()
+    await old.publish([change("web", "down", "web1", "web2")])
+    await Election(client, prefix, "n1").resign(first)
+    _, second = await elect(client, prefix, "n2")
+    new = Leader(client, prefix, second)
+    assert (await new.load()).seq == 2
+    assert [e.seq for e in await new.publish([change("web", "up", "web1")])] == [3]
+    with pytest.raises(NotLeader, match="n1 no longer leads"):
+        await old.publish([change("web", "up", "web2")])
+    assert (await new.load()).seq == 3
+
+
+async def test_lapsed_leader_is_fenced(client: EtcdClient, prefix: str) -> None:
+    """A leader whose keepalives stopped loses its lease; the successor leads, and the
+    old leader's write fails atomically: no view, no event, no seq of it lands."""
+    _, old_term = await elect(client, prefix, "n1", ttl=1)  # never renewed
+    old = Leader(client, prefix, old_term)
+    await old.load()
+    new_lease = await lease(client)
+    with trio.fail_after(10):
+        new_term = await Election(client, prefix, "n2", recheck=0.5).campaign(new_lease)
+    new = Leader(client, prefix, new_term)
+    await new.load()
+    await new.publish([change("web", "up", "web1")])
+    with pytest.raises(NotLeader):
+        await old.publish([change("web", "down", "web1"), change("api", "down", "api1")])
+    state = await new.load()
+    assert state.seq == 1
+    assert state.views == {"web": {"backends": {"web1": "up"}}}
+    with pytest.raises(NotLeader):
+        await old.record_delivered("ops", 1)
+
+
+async def test_unknown_seq_blocks_until_load(client: EtcdClient, prefix: str) -> None:
+    """When seq moved under the leader (a write of its own whose answer it lost), the
+    publication is refused, and so is the next, until load() reads the truth."""
+    _, term = await elect(client, prefix, "n1")
+    leader = Leader(client, prefix, term)
+    twin = Leader(client, prefix, term)  # the same term's write that "got lost"
+    await leader.load()
+    await twin.load()
+    await twin.publish([change("web", "down", "web1")])
+    with pytest.raises(EtcdError, match="the cluster seq is 1, not 0"):
+        await leader.publish([change("web", "down", "web1")])
+    assert leader.seq is None
+    with pytest.raises(EtcdError, match="load"):
+        await leader.publish([change("web", "up", "web1")])
+    assert (await leader.load()).seq == 1
+    assert [e.seq for e in await leader.publish([change("web", "up", "web1")])] == [2]
+
+
+async def test_many_services_split_into_transactions(client: EtcdClient, prefix: str) -> None:
+    """A publication over 250 services (beyond etcd's 128 operations per transaction)
+    is written in parts with consecutive seqs."""
+    _, term = await elect(client, prefix, "n1")
+    leader = Leader(client, prefix, term)
+    await leader.load()
+    published = await leader.publish([change(f"svc{i}", "down", "b1") for i in range(250)])
+    assert [e.seq for e in published] == list(range(1, 251))
+    state = await leader.load()
+    assert (state.seq, len(state.views)) == (250, 250)
+
+
+async def test_old_events_trimmed_but_not_undelivered(client: EtcdClient, prefix: str) -> None:
+    """Events beyond the last `keep_events` are dropped, except those a leader-scope
+    sink has not delivered yet; delivered marks are fenced and read back."""
+    _, term = await elect(client, prefix, "n1")
+    leader = Leader(client, prefix, term, keep_events=3)
+    await leader.load()
+    await leader.record_delivered("ops", 2)
+    for _ in range(8):
+        await leader.publish([change("web", "down", "web1")])
+    assert [e.seq for e in await leader.events_after(0)] == [3, 4, 5, 6, 7, 8]
+    await leader.record_delivered("ops", 8)
+    await leader.publish([change("web", "down", "web1")])
+    assert [e.seq for e in await leader.events_after(0)] == [7, 8, 9]
+    assert (await leader.load()).delivered == {"ops": 8}
+    raw = await client.get(prefix + "events/00000000000000000009")
+    assert raw is not None
+    assert json.loads(raw.value)[0]["seq"] == 9

@@ -1,0 +1,127 @@
+"""PrefixMirror: a prefix of a real etcd followed by range + watch, through faults."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import trio
+
+from sentinel.cluster.etcd import EtcdClient, KeyValue, b64
+from sentinel.cluster.mirror import Changes, PrefixMirror
+from tests.cluster.etcd_server import EtcdServer
+from tests.e2e.balancers import eventually
+
+pytestmark = pytest.mark.e2e
+
+
+class Recorder:
+    """The changes a mirror reported, flattened to (key, value or None)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, bytes | None]] = []
+
+    def __call__(self, changes: Changes) -> None:
+        self.seen.extend((k, kv.value if kv else None) for k, kv in changes.items())
+
+
+
+def values(mirror: PrefixMirror) -> dict[str, bytes]:
+    """The mirror's keys and values."""
+    return {k: kv.value for k, kv in mirror.items.items()}
+
+
+async def test_reads_then_follows(client: EtcdClient, prefix: str) -> None:
+    """Keys present at start arrive in the first read, later puts and deletes as they
+    happen, each reported once, and nothing outside the prefix."""
+    await client.put(prefix + "a", b"1")
+    seen = Recorder()
+    mirror = PrefixMirror(client, prefix, on_change=seen)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(mirror.run)
+        assert mirror.ok
+        assert seen.seen == [(prefix + "a", b"1")]
+        await client.put(prefix + "b", b"2")
+        await client.put(prefix[:-1] + "x", b"outside")
+        await client.delete(prefix + "a")
+        await eventually(lambda: len(seen.seen) == 3, what="two changes, in revision order")
+        assert seen.seen[1:] == [(prefix + "b", b"2"), (prefix + "a", None)]
+        assert values(mirror) == {prefix + "b": b"2"}
+        nursery.cancel_scope.cancel()
+
+
+async def test_compacted_watch_reads_afresh(client: EtcdClient, etcd: EtcdServer,
+                                            prefix: str) -> None:
+    """When history after the mirror's read is compacted before its watch starts, the
+    mirror reads the prefix again and reports what changed meanwhile."""
+    await client.put(prefix + "a", b"1")
+    seen = Recorder()
+
+    def meddle(changes: Changes) -> None:
+        seen(changes)
+        if len(seen.seen) == 1:  # after the first read, before the watch: change, compact
+            for key in (prefix + "a", "/elsewhere"):  # compaction keeps the newest revision
+                httpx.post(f"{etcd.url}/v3/kv/put", json={"key": b64(key), "value": b64(b"2")},
+                           timeout=5)
+            etcd.compact()
+
+    mirror = PrefixMirror(client, prefix, on_change=meddle)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(mirror.run)
+        await eventually(lambda: mirror.resyncs == 1 and mirror.ok, what="a second read")
+        assert seen.seen == [(prefix + "a", b"1"), (prefix + "a", b"2")]
+        await client.put(prefix + "b", b"3")
+        await eventually(lambda: prefix + "b" in mirror.items, what="the watch after it")
+        nursery.cancel_scope.cancel()
+
+
+async def test_etcd_restart_fail_static_then_catch_up(own_etcd: EtcdServer) -> None:
+    """While etcd is down the mirror keeps its copy and says why; once etcd is back it
+    reports the changes made meanwhile, a deletion included."""
+    client = EtcdClient([own_etcd.url], timeout=0.5)
+    await client.put("/p/a", b"1")
+    await client.put("/p/b", b"1")
+    seen = Recorder()
+    mirror = PrefixMirror(client, "/p/", on_change=seen, check_every=0.5)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(mirror.run)
+            own_etcd.stop()
+            await eventually(lambda: not mirror.ok, what="the mirror to notice")
+            assert mirror.error
+            assert values(mirror) == {"/p/a": b"1", "/p/b": b"1"}
+            own_etcd.start()
+            writer = EtcdClient([own_etcd.url], timeout=5.0)
+            try:
+                await writer.delete("/p/a")
+                await writer.put("/p/c", b"2")
+            finally:
+                await writer.aclose()
+            await eventually(lambda: mirror.ok and "/p/c" in mirror.items, what="catch-up")
+            assert values(mirror) == {"/p/b": b"1", "/p/c": b"2"}
+            assert sorted(seen.seen[2:], key=str) == [("/p/a", None), ("/p/c", b"2")]
+            nursery.cancel_scope.cancel()
+    finally:
+        await client.aclose()
+
+
+async def test_hung_etcd_is_noticed(own_etcd: EtcdServer) -> None:
+    """A paused etcd (the watch just idles) is noticed by the liveness read, and the
+    mirror follows again after it thaws."""
+    client = EtcdClient([own_etcd.url], timeout=0.5)
+    mirror = PrefixMirror(client, "/p/", check_every=0.5)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(mirror.run)
+            own_etcd.pause()
+            try:
+                await eventually(lambda: not mirror.ok, what="the mirror to notice")
+            finally:
+                own_etcd.resume()
+            await eventually(lambda: mirror.ok, what="the mirror to recover")
+            await client.put("/p/after", b"x")
+            found: KeyValue | None = await eventually(lambda: mirror.items.get("/p/after"),
+                                                     what="a change after the thaw")
+            assert found.value == b"x"
+            nursery.cancel_scope.cancel()
+    finally:
+        await client.aclose()

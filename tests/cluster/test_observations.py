@@ -1,0 +1,109 @@
+"""Observations on a real etcd: written on change under the lease, followed by the
+leader's table, gone with the lease, rewritten under a new one."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from sentinel.cluster.etcd import EtcdClient
+from sentinel.cluster.membership import Lease
+from sentinel.cluster.observations import (
+    Observation,
+    ObservationTable,
+    ObservationWriter,
+    observation_key,
+    parse_key,
+)
+from sentinel.model import State
+from tests.cluster.etcd_server import EtcdServer
+from tests.e2e.balancers import eventually
+
+pytestmark = pytest.mark.e2e
+UP, DOWN = State.UP, State.DOWN
+
+
+def test_keys_survive_awkward_names() -> None:
+    """A '/' or '%' in a service or backend name cannot shift the key's parts."""
+    key = observation_key("/s/", "a/b", "[::1]:80%x", "n1")
+    assert key == "/s/observations/a%2Fb/%5B%3A%3A1%5D%3A80%25x/n1"
+    assert parse_key("/s/", key) == ("a/b", "[::1]:80%x", "n1")
+
+
+async def test_written_on_change_and_followed(client: EtcdClient, prefix: str) -> None:
+    """Verdicts reach the table; a repeated verdict writes nothing; forget deletes; the
+    table says which backends changed."""
+    touched: list[set[tuple[str, str]]] = []
+    table = ObservationTable(client, prefix, on_change=touched.append)
+    n1 = ObservationWriter(client, prefix, "n1")
+    n2 = ObservationWriter(client, prefix, "n2")
+    lease1 = Lease(*await client.lease_grant(10))
+    lease2 = Lease(*await client.lease_grant(10))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(table.run)
+        nursery.start_soon(n1.run, lease1)
+        nursery.start_soon(n2.run, lease2)
+        n1.report("web", "web1", DOWN, "connection refused")
+        n2.report("web", "web1", UP)
+        await eventually(lambda: len(table.of("web", "web1")) == 2, what="both verdicts")
+        assert table.of("web", "web1") == {"n1": Observation(DOWN, "connection refused"),
+                                           "n2": Observation(UP)}
+        assert {("web", "web1")} in touched
+        n1.report("web", "web1", DOWN, "timed out")  # same verdict: nothing to write
+        n1.report("web", "web1", DOWN, "refused again")
+        await eventually(lambda: n1.statistics().pending == 0, what="n1 idle")
+        assert n1.statistics().writes == 1
+        kv = await client.get(observation_key(prefix, "web", "web1", "n1"))
+        assert kv is not None
+        assert kv.lease == lease1.id
+        n1.forget("web", "web1")
+        await eventually(lambda: "n1" not in table.of("web", "web1"), what="forgotten")
+        assert n1.statistics().writes == 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_gone_with_the_lease_and_rewritten(client: EtcdClient, prefix: str) -> None:
+    """When a prober's lease ends its verdicts leave the table; under a new lease the
+    writer sends every current verdict again."""
+    table = ObservationTable(client, prefix)
+    writer = ObservationWriter(client, prefix, "n1")
+    first = Lease(*await client.lease_grant(10))
+    writer.report("web", "web1", DOWN)
+    writer.report("web", "web2", UP)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(table.run)
+        async with trio.open_nursery() as term:
+            term.start_soon(writer.run, first)
+            await eventually(lambda: table.of("web", "web2"), what="the first term's writes")
+            term.cancel_scope.cancel()
+        await client.lease_revoke(first.id)
+        await eventually(lambda: not table.of("web", "web1") and not table.of("web", "web2"),
+                         what="verdicts gone with the lease")
+        second = Lease(*await client.lease_grant(10))
+        nursery.start_soon(writer.run, second)
+        await eventually(lambda: table.of("web", "web1") == {"n1": Observation(DOWN)}
+                         and table.of("web", "web2") == {"n1": Observation(UP)},
+                         what="verdicts rewritten")
+        nursery.cancel_scope.cancel()
+
+
+async def test_retries_while_etcd_is_away(own_etcd: EtcdServer) -> None:
+    """A verdict reported while etcd is down is written once etcd is back."""
+    client = EtcdClient([own_etcd.url], timeout=0.5)
+    writer = ObservationWriter(client, "/p/", "n1")
+    try:
+        lease = Lease(*await client.lease_grant(60))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run, lease)
+            own_etcd.stop()
+            writer.report("web", "web1", DOWN, "refused")
+            await eventually(lambda: writer.statistics().failures > 0, what="a failed write")
+            assert writer.statistics().pending == 1
+            own_etcd.start()
+            await eventually(lambda: writer.statistics().pending == 0, what="the write")
+            kv = await client.get(observation_key("/p/", "web", "web1", "n1"))
+            assert kv is not None
+            assert Observation.decode(kv.value) == Observation(DOWN, "refused")
+            nursery.cancel_scope.cancel()
+    finally:
+        await client.aclose()
