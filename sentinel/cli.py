@@ -21,6 +21,7 @@ from sentinel.engine import Engine
 from sentinel.errors import ConfigError, ConfigErrors, StateError
 from sentinel.logs import setup_logging
 from sentinel.reload import reload_from_file
+from sentinel.systemd import Notifier
 
 log = logging.getLogger("sentinel")
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -158,13 +159,29 @@ def _run(path: str) -> int:
     return EXIT_OK
 
 
-async def _freeze_after_first_round(config: Config) -> None:
-    """Freeze again once every backend has been probed: what the first probes made per
-    backend (metric children, probe groups, last results) is long-lived too, and at
-    10,000 backends a full GC pass over it held the event loop ~75 ms every few seconds."""
-    longest = max((s.probe.timing.interval for s in config.services), default=0.0)
-    await trio.sleep(min(longest, 60.0) + 1.0)
+async def _after_first_round(engine: Engine, notifier: Notifier, url: str) -> None:
+    """Once every backend has been probed: tell systemd start-up is done, and freeze
+    again, as what the first probes made per backend (metric children, probe groups,
+    last results) is long-lived too (at 10,000 backends a full GC pass over it held the
+    event loop ~75 ms every few seconds)."""
+    await engine.wait_first_round()
     gc.freeze()
+    notifier.ready(_running(engine, url))
+
+
+def _first_round_bound(config: Config) -> float:
+    """How long the first probe round may take: backends start spread over their interval
+    and may hang for their timeout; the margin covers probes waiting for max_in_flight."""
+    timings = [s.probe.timing for s in config.services]
+    return (max((t.interval for t in timings), default=0.0)
+            + max((t.timeout for t in timings), default=0.0) + 30.0)
+
+
+def _running(engine: Engine, url: str) -> str:
+    """The STATUS= line while running."""
+    services = engine.config.services
+    backends = sum(len(s.backends) for s in services)
+    return f"running: services {len(services)}, backends {backends}; API {url}"
 
 
 async def run_instance(config: Config, *,
@@ -183,14 +200,24 @@ async def run_instance(config: Config, *,
     gc.collect()
     gc.freeze()
 
+    notifier = Notifier.from_environment()
+    url = ""
+
     async def reload() -> list[str]:
-        return await reload_from_file(engine, config.path)
+        notifier.reloading(f"reloading {config.path}")
+        errors = await reload_from_file(engine, config.path)
+        refused = f"; reload refused: {errors[0]}" if errors else ""
+        notifier.reloaded(_running(engine, url) + refused)
+        return errors
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as outer:
+            outer.start_soon(notifier.watchdog)
             url = await outer.start(serve_api, Api(engine, config.api.token, reload, metrics),
                                     config.api, Path(config.state_dir))
-            outer.start_soon(_freeze_after_first_round, config)
+            notifier.starting(f"starting: API {url}, first probe round",
+                              _first_round_bound(config))
+            outer.start_soon(_after_first_round, engine, notifier, url)
             async with trio.open_nursery() as inner:
 
                 async def engine_then_stop() -> None:
@@ -211,9 +238,11 @@ async def run_instance(config: Config, *,
                         inner.cancel_scope.cancel()
                         break
                     log.info("%s: stopping gracefully", signal.Signals(signum).name)
+                    notifier.stopping("stopping: finishing sink work")
                     stopping = True
                     engine.stop()
             outer.cancel_scope.cancel()
+    notifier.close()
     await telemetry.aclose()  # a clean stop exports the spans still queued
 
 
