@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -20,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.helpers import Processes, signal_and_wait
+from tests.e2e.helpers import ROOT, Processes, require_binary, signal_and_wait
 from tests.test_systemd import NotifyListener
 
 pytestmark = pytest.mark.e2e
@@ -172,3 +173,45 @@ def test_watchdog_pings_at_half_the_period(
     gaps = [b - a for a, b in itertools.pairwise(pings)]
     assert min(gaps) > 0.4, gaps  # 0.5 s asked; a little slack for delivery jitter
     assert statistics.median(gaps) < 1.0, gaps
+
+
+# -- the unit file -------------------------------------------------------------------
+
+UNIT = ROOT / "examples" / "systemd" / "sentinel.service"
+INSTALLED_AT = "/opt/sentinel/bin/sentinel"
+EXPOSURE_AT_MOST = 2.0  # `systemd-analyze security`: 1.5 today, "OK" up to 3.9
+
+
+def unit_copy(tmp_path: Path, *, with_options: bool) -> Path:
+    """The example unit with ExecStart pointing at this environment's `sentinel` (verify
+    checks that the program exists); `with_options` also turns on every commented-out
+    directive (the per-sink blocks)."""
+    text = UNIT.read_text().replace(INSTALLED_AT, str(Path(sys.executable).parent / "sentinel"))
+    if with_options:
+        text = re.sub(r"^#([A-Z][A-Za-z]+=)", r"\1", text, flags=re.MULTILINE)
+    path = tmp_path / "sentinel.service"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("with_options", [False, True], ids=["as-shipped", "all-options"])
+def test_unit_file_verifies(tmp_path: Path, with_options: bool) -> None:
+    """`systemd-analyze verify` accepts the unit, with or without the per-sink blocks,
+    without a single warning (it warns about unknown keys but still exits 0)."""
+    analyze = require_binary("systemd-analyze")
+    unit = unit_copy(tmp_path, with_options=with_options)
+    assert INSTALLED_AT in UNIT.read_text()
+    done = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path, check=False)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+def test_unit_file_is_hardened(tmp_path: Path) -> None:
+    """The shipped unit's exposure score stays at EXPOSURE_AT_MOST or below."""
+    analyze = require_binary("systemd-analyze")
+    unit = unit_copy(tmp_path, with_options=False)
+    done = subprocess.run([analyze, "security", "--offline=yes", "--no-pager",
+                           f"--threshold={EXPOSURE_AT_MOST * 10:g}", str(unit)],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
