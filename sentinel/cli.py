@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import logging
 import os
 import signal
@@ -51,8 +52,10 @@ def _parser() -> argparse.ArgumentParser:
                                      description="Health-check and circuit-breaker sidecar.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", parents=[common, with_config], help="probe and publish until stopped")
-    sub.add_parser("check", parents=[common, with_config],
-                   help="validate the config and print detection budgets")
+    check = sub.add_parser("check", parents=[common, with_config],
+                           help="validate the config and print detection budgets")
+    check.add_argument("--format", choices=["text", "json"], default="text",
+                       help="json: one document on stdout, for CI pipelines")
     probe = sub.add_parser("probe", parents=[common], help="one probe now")
     probe.add_argument("url", help="tcp://host:port, http(s)://host:port/path or script:/cmd")
     probe.add_argument("--timeout", default="1s")
@@ -81,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(args.config)
         if args.command == "check":
-            return _check(args.config)
+            return _check(args.config, args.format)
         if args.command == "probe":
             from sentinel.probecli import probe_once
 
@@ -115,33 +118,69 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_USAGE
 
 
+def _errors(exc: ConfigError) -> list[ConfigError]:
+    """The errors one load raised (a ConfigErrors carries every one of a pass)."""
+    return list(exc.errors) if isinstance(exc, ConfigErrors) else [exc]
+
+
 def _load(path: str) -> Config | None:
     try:
         return load_config(path)
-    except ConfigErrors as exc:
-        for error in exc.errors:
-            print(error, file=sys.stderr)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        for error in _errors(exc):
+            print(error, file=sys.stderr)
     return None
 
 
-def _check(path: str) -> int:
-    config = _load(path)
-    if config is None:
+def _check(path: str, fmt: str) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        if fmt == "json":
+            errors = [_error_json(e, path) for e in _errors(exc)]
+            print(json.dumps({"file": path, "ok": False, "errors": errors, "services": [],
+                              "warnings": []}, indent=2))
+        else:
+            for error in _errors(exc):
+                print(error, file=sys.stderr)
         return EXIT_USAGE
+    from sentinel.sinks.ipvs_config import warnings as ipvs_warnings
+
+    budgets = [(svc, compute_budget(svc)) for svc in config.services]
+    warnings = ipvs_warnings(config)  # risky, not invalid: still exit 0
+    if fmt == "json":
+        services = [{"name": svc.name, "backends": len(svc.backends), "probe": svc.probe.type,
+                     "to_down_seconds": _seconds(budget.to_down),
+                     "to_up_seconds": _seconds(budget.to_up)} for svc, budget in budgets]
+        print(json.dumps({"file": path, "ok": True, "errors": [], "services": services,
+                          "warnings": [{"message": w} for w in warnings]}, indent=2))
+        return EXIT_OK
     print(f"{path}: ok")
-    for svc in config.services:
-        budget = compute_budget(svc)
+    for svc, budget in budgets:
         backends = f"{len(svc.backends)} backend{'' if len(svc.backends) == 1 else 's'}"
         print(f"  {svc.name}: {backends}, {svc.probe.type} probe; "
               f"worst case death -> removal {describe(budget.to_down)}, "
               f"recovery -> return {describe(budget.to_up)}")
-    from sentinel.sinks.ipvs_config import warnings as ipvs_warnings
-
-    for warning in ipvs_warnings(config):  # risky, not invalid: still exit 0
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return EXIT_OK
+
+
+def _error_json(error: ConfigError, path: str) -> dict[str, object]:
+    """One config error for `check --format json`; position and key path are null when
+    the error has none (an unreadable file)."""
+    mark = error.mark
+    if mark is None:
+        return {"file": path, "line": None, "column": None, "path": None,
+                "message": error.message}
+    return {"file": mark.file, "line": mark.line, "column": mark.column,
+            "path": mark.path or None, "message": error.message}
+
+
+def _seconds(budget: float | None) -> float | None:
+    """A budget in seconds to the millisecond (the simulation's sums carry float noise);
+    None (JSON null) for never."""
+    return None if budget is None else round(budget, 3)
 
 
 def _run(path: str) -> int:
