@@ -153,8 +153,9 @@ def test_metrics_after_a_real_backend_goes_down(processes: Processes, tmp_path: 
                timeout=10, what="web1 up in /metrics")
     processes.kill(backend)
     m = wait_until(lambda: (m := scrape()) and sample(
-        m, "sentinel_transitions_total", service="web", backend="web1", to="down") and m,
-        timeout=10, what="web1's transition in /metrics")
+        m, "sentinel_transitions_total", service="web", backend="web1", to="down")
+        and (sample(m, "sentinel_sink_apply_total", sink="doc", result="ok") or 0) >= 2 and m,
+        timeout=10, what="web1's transition and its apply in /metrics")
     assert sample(m, "sentinel_backend_up", service="web", backend="web1") == 0
     assert sample(m, "sentinel_backend_weight", service="web", backend="web1") == 0
     assert sample(m, "sentinel_backend_up", service="web", backend="web2") == 1
