@@ -9,7 +9,8 @@ Two kinds of series:
 - read at scrape time from the engine (`ScrapeCollector`): backend state and
   weight, panic, sink health, schedule lateness, the webhook outboxes and the
   trace exporter's queue. Nothing is kept for them between scrapes, so a
-  backend removed by a reload disappears from the next scrape.
+  backend removed by a reload disappears from the next scrape; the scrape also
+  drops the counted series of backends no longer configured.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class Metrics:
             "sentinel_sink_apply", "Sink applies, by result (ok or error).",
             ["sink", "result"], registry=self.registry)
         self._probe_children: dict[tuple[str, str, str, str], Histogram] = {}
+        self._transition_keys: set[tuple[str, str, str]] = set()
         self._engine: Engine | None = None
         self._traces: TraceSource | None = None
         self._outboxes: dict[str, Counts] = {}
@@ -92,7 +94,9 @@ class Metrics:
         """A backend's published state or weight changed (panic events have their
         own gauge, and weight-only changes are not transitions)."""
         if event.backend and event.from_state != event.to_state:
-            self._transitions.labels(event.service, event.backend, event.to_state).inc()
+            key = (event.service, event.backend, event.to_state)
+            self._transitions.labels(*key).inc()
+            self._transition_keys.add(key)
 
     def observe_sink(self, sink: str, error: str | None) -> None:
         """One sink apply finished."""
@@ -101,7 +105,22 @@ class Metrics:
     async def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type (GET /metrics)."""
         self._outboxes = await self._outbox_counts()
+        self._forget_removed()
         return generate_latest(self.registry), CONTENT_TYPE
+
+    def _forget_removed(self) -> None:
+        """Drop the histogram and counter series of backends a reload removed (or whose
+        probe type it changed); the gauges, read from the engine, follow by themselves."""
+        if self._engine is None:
+            return
+        live = {(name, b.config.name): svc.config.probe.type
+                for name, svc in self._engine.services.items() for b in svc.backends}
+        for key in [k for k in self._probe_children if live.get(k[:2]) != k[2]]:
+            self._probe_seconds.remove(*key)
+            del self._probe_children[key]
+        for gone in [k for k in self._transition_keys if k[:2] not in live]:
+            self._transitions.remove(*gone)
+            self._transition_keys.discard(gone)
 
     async def _outbox_counts(self) -> dict[str, Counts]:
         """Each webhook sink's outbox counts (read from SQLite off the event loop)."""
@@ -145,6 +164,9 @@ def _engine_series(engine: Engine) -> Iterator[Metric]:
                            labels=pair)
     weight = GaugeMetricFamily("sentinel_backend_weight", "The backend's published weight "
                                "(0 unless up).", labels=pair)
+    state = GaugeMetricFamily("sentinel_backend_state", "Always 1; the backend's published "
+                              "state (up, down, drain, maint) as a label.",
+                              labels=[*pair, "state"])
     panic = GaugeMetricFamily("sentinel_panic", "1 while the service's panic guard holds "
                               "down backends published up (min_up).", labels=["service"])
     for name, svc in list(engine.services.items()):
@@ -153,7 +175,8 @@ def _engine_series(engine: Engine) -> Iterator[Metric]:
         for b in view.backends:
             up.add_metric([name, b.name], int(b.state is State.UP))
             weight.add_metric([name, b.name], b.weight)
-    yield from (up, weight, panic)
+            state.add_metric([name, b.name, b.state.value], 1)
+    yield from (up, weight, state, panic)
     sink_ok = GaugeMetricFamily("sentinel_sink_ok", "1 unless the sink is failing for a "
                                 "service.", labels=["sink"])
     last = GaugeMetricFamily("sentinel_sink_last_success_timestamp_seconds",
@@ -176,18 +199,27 @@ def _scheduler_series(engine: Engine) -> Iterator[Metric]:
     yield CounterMetricFamily("sentinel_probes", "Probes started.", value=stats.probes)
     yield GaugeMetricFamily("sentinel_probes_in_flight", "Probes running now.",
                             value=stats.in_flight)
-    late = GaugeMetricFamily("sentinel_probe_lateness_seconds", "How late probes started "
-                             "against their schedule, over the recent probes.",
-                             labels=["quantile"])
-    for q, ms in (("0.5", stats.lateness_p50_ms), ("0.99", stats.lateness_p99_ms),
-                  ("1", stats.lateness_max_ms)):
-        late.add_metric([q], ms / 1000)
-    yield late
-    lag = GaugeMetricFamily("sentinel_event_loop_lag_seconds", "Oversleep of a 100 ms "
-                            "timer over the last minute.", labels=["quantile"])
-    lag.add_metric(["0.99"], stats.loop_lag_p99_ms / 1000)
-    lag.add_metric(["1"], stats.loop_lag_max_ms / 1000)
-    yield lag
+    yield _summary("sentinel_probe_lateness_seconds", "How late probes started against "
+                   "their schedule (quantiles over the recent probes).",
+                   {"0.5": stats.lateness_p50_ms, "0.99": stats.lateness_p99_ms,
+                    "1": stats.lateness_max_ms}, stats.probes, stats.lateness_sum)
+    yield _summary("sentinel_event_loop_lag_seconds", "Oversleep of a 100 ms timer "
+                   "(quantiles over the last minute).",
+                   {"0.99": stats.loop_lag_p99_ms, "1": stats.loop_lag_max_ms},
+                   stats.loop_lag_ticks, stats.loop_lag_sum)
+
+
+def _summary(name: str, documentation: str, quantiles_ms: dict[str, float], count: int,
+             total: float) -> Metric:
+    """A summary from quantiles in milliseconds over a recent window and the count and sum
+    (seconds) since start, as prometheus_client's own Summary would expose them
+    (its SummaryMetricFamily cannot carry quantiles)."""
+    summary = Metric(name, documentation, "summary")
+    for q, ms in quantiles_ms.items():
+        summary.add_sample(name, {"quantile": q}, ms / 1000)
+    summary.add_sample(f"{name}_count", {}, count)
+    summary.add_sample(f"{name}_sum", {}, total)
+    return summary
 
 
 def _outbox_series(outboxes: dict[str, Counts]) -> Iterator[Metric]:

@@ -29,6 +29,9 @@ class EngineStatistics:
     lateness_max_ms: float
     loop_lag_p99_ms: float
     loop_lag_max_ms: float
+    lateness_sum: float = 0.0  # seconds, over every probe since start (Prometheus summary)
+    loop_lag_ticks: int = 0
+    loop_lag_sum: float = 0.0  # seconds, over every tick since start
 
     def to_json(self) -> dict[str, object]:
         """The `engine` object of the state document."""
@@ -48,10 +51,16 @@ class Pacing:
         self._lateness: deque[float] = deque(maxlen=LATENESS_SAMPLES)
         self._loop_lag: deque[float] = deque(maxlen=LAG_SAMPLES)
         self.probes = 0
+        self._lateness_sum = 0.0
+        self._lag_ticks = 0
+        self._lag_sum = 0.0
 
     def probe_started(self, lateness: float) -> None:
         """Count a probe that started `lateness` seconds after it was due."""
         self._lateness.append(lateness)
+        # an early start (the probe loop starts checks due within 5 ms together) is on
+        # time, as in the percentiles
+        self._lateness_sum += max(lateness, 0.0)
         self.probes += 1
 
     def statistics(self, in_flight: trio.CapacityLimiter) -> EngineStatistics:
@@ -60,7 +69,8 @@ class Pacing:
         lag = _percentiles(self._loop_lag)
         return EngineStatistics(self.probes, in_flight.borrowed_tokens,
                                 int(in_flight.total_tokens), late[0.5], late[0.99],
-                                late[1.0], lag[0.99], lag[1.0])
+                                late[1.0], lag[0.99], lag[1.0], self._lateness_sum,
+                                self._lag_ticks, self._lag_sum)
 
     async def watch_lag(self, in_flight: trio.CapacityLimiter) -> None:
         """Measure event-loop lag (oversleep of a short sleep) and warn when probes run late."""
@@ -69,7 +79,10 @@ class Pacing:
         while True:
             before = trio.current_time()
             await trio.sleep(LAG_TICK)
-            self._loop_lag.append(trio.current_time() - before - LAG_TICK)
+            lag = trio.current_time() - before - LAG_TICK
+            self._loop_lag.append(lag)
+            self._lag_ticks += 1
+            self._lag_sum += lag
             ticks += 1
             if ticks % LATE_CHECK_TICKS:
                 continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 import trio.testing
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -13,12 +14,13 @@ from sentinel.api import Api, serve_api
 from sentinel.config import ApiConfig, TelemetryConfig
 from sentinel.engine import Engine
 from sentinel.metrics import CONTENT_TYPE
+from sentinel.reload import apply_reload
 from sentinel.sinks.base import RecordingSink
 from sentinel.telemetry import Telemetry
 from tests.engine.fakes import FakeProbe, config, run_inline, service
 from tests.engine.test_engine import WALL_BASE, run_for, toggles
 from tests.telemetry.conftest import MakeTelemetry
-from tests.telemetry.helpers import parse_metrics, sample
+from tests.telemetry.helpers import Samples, parse_metrics, sample
 
 
 def watched_engine(tmp_path: Path, probe: FakeProbe, telemetry: Telemetry) -> Engine:
@@ -118,3 +120,54 @@ async def test_metrics_route_is_open_and_absent_without_prometheus(
                   backend="b9001") == 1
     assert events.status_code == 401
     assert missing.status_code == 404
+
+
+async def test_a_reload_removes_the_series_of_a_removed_backend(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock,
+        make_telemetry: MakeTelemetry) -> None:
+    """b9002 goes down (a transition, refused probes), then a reload removes it: no series
+    names it any more, gauges, histogram and counter alike; b9001's stay."""
+    telemetry = make_telemetry(sample_ok=0.0)
+    assert telemetry.metrics is not None
+    probe = FakeProbe()
+    probe.alive[("127.0.0.1", 9002)] = False
+    engine = watched_engine(tmp_path, probe, telemetry)
+
+    async def scrape() -> Samples:
+        assert telemetry.metrics is not None
+        return parse_metrics((await telemetry.metrics.render())[0].decode())
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        await trio.sleep(2.5)
+        before = await scrape()
+        await apply_reload(engine, config(tmp_path, service("web", [9001])))
+        after = await scrape()
+        engine.stop()
+    named = {name for name, labels in before if ("backend", "b9002") in labels}
+    assert {"sentinel_backend_up", "sentinel_backend_state", "sentinel_transitions_total",
+            "sentinel_probe_duration_seconds_count"} <= named
+    assert sample(before, "sentinel_backend_state", service="web", backend="b9002",
+                  state="down") == 1
+    assert [name for name, labels in after if ("backend", "b9002") in labels] == []
+    assert sample(after, "sentinel_backend_state", service="web", backend="b9001",
+                  state="up") == 1
+    assert sample(after, "sentinel_probe_duration_seconds_count", service="web",
+                  backend="b9001", type="tcp", result="ok") == 3  # at 0, 1 and 2 s
+
+
+async def test_lateness_and_loop_lag_are_summaries(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock,
+        make_telemetry: MakeTelemetry) -> None:
+    """Probe lateness and event-loop lag are summaries: quantiles over the recent window
+    plus a count and sum since start (on a virtual clock, nothing is late)."""
+    telemetry = make_telemetry(sample_ok=0.0)
+    engine = watched_engine(tmp_path, FakeProbe(), telemetry)
+    await run_for(engine, 2.05)
+    assert telemetry.metrics is not None
+    m = parse_metrics((await telemetry.metrics.render())[0].decode())
+    assert sample(m, "sentinel_probe_lateness_seconds", quantile="0.99") == 0
+    assert (sample(m, "sentinel_probe_lateness_seconds_count"),
+            sample(m, "sentinel_probe_lateness_seconds_sum")) == (5, 0)  # 0, 0.5, 1, 1.5, 2
+    assert sample(m, "sentinel_event_loop_lag_seconds_count") == 20  # a tick per 100 ms
+    assert sample(m, "sentinel_event_loop_lag_seconds_sum") == pytest.approx(0, abs=1e-9)
