@@ -28,6 +28,10 @@ ensure_system_packages() {
     command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
     # The cluster tests start a real etcd (3.4, the v3 JSON gateway) on loopback.
     command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+    # systemd-analyze checks examples/systemd/sentinel.service; promtool (Debian's
+    # prometheus package, 19 MB, the only one that ships it) checks /metrics and the alerts.
+    command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+    command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
     # Debian builds nginx's stream {} as a module; the stream-context test needs it.
     if [ -d /usr/lib/nginx ] || [[ " ${missing[*]} " == *" nginx "* ]]; then
         [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing+=(libnginx-mod-stream)
@@ -37,6 +41,9 @@ ensure_system_packages() {
         echo "installing ${missing[*]} (Debian packages) for the end-to-end tests" >&2
         apt-get update -q >/dev/null
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+        if [[ " ${missing[*]} " == *" prometheus "* ]]; then  # only promtool is wanted
+            systemctl disable --now prometheus >/dev/null 2>&1 || true
+        fi
     else
         echo "note: ${missing[*]} missing and cannot be installed here; those tests will skip" >&2
     fi

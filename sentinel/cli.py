@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import logging
 import os
 import signal
@@ -20,9 +21,10 @@ from sentinel.config import Config
 from sentinel.configload import load_config
 from sentinel.engine import Engine
 from sentinel.errors import ConfigError, ConfigErrors, StartupError, StateError
-from sentinel.limits import budget
+from sentinel.limits import budget as fd_budget
 from sentinel.logs import setup_logging
 from sentinel.reload import reload_from_file
+from sentinel.systemd import Notifier
 
 log = logging.getLogger("sentinel")
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -52,8 +54,10 @@ def _parser() -> argparse.ArgumentParser:
                                      description="Health-check and circuit-breaker sidecar.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", parents=[common, with_config], help="probe and publish until stopped")
-    sub.add_parser("check", parents=[common, with_config],
-                   help="validate the config and print detection budgets")
+    check = sub.add_parser("check", parents=[common, with_config],
+                           help="validate the config and print detection budgets")
+    check.add_argument("--format", choices=["text", "json"], default="text",
+                       help="json: one document on stdout, for CI pipelines")
     probe = sub.add_parser("probe", parents=[common], help="one probe now")
     probe.add_argument("url", help="tcp://host:port, http(s)://host:port/path, "
                        "grpc(s)://host:port/service, dns://server[:port]/name?qtype=A, "
@@ -99,7 +103,7 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         if args.command == "run":
             return _run(args.config)
         if args.command == "check":
-            return _check(args.config)
+            return _check(args.config, args.format)
         if args.command == "probe":
             from sentinel.probecli import probe_once
 
@@ -133,33 +137,69 @@ def _dispatch(argv: Sequence[str] | None) -> int:
     return EXIT_USAGE
 
 
+def _errors(exc: ConfigError) -> list[ConfigError]:
+    """The errors one load raised (a ConfigErrors carries every one of a pass)."""
+    return list(exc.errors) if isinstance(exc, ConfigErrors) else [exc]
+
+
 def _load(path: str) -> Config | None:
     try:
         return load_config(path)
-    except ConfigErrors as exc:
-        for error in exc.errors:
-            print(error, file=sys.stderr)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        for error in _errors(exc):
+            print(error, file=sys.stderr)
     return None
 
 
-def _check(path: str) -> int:
-    config = _load(path)
-    if config is None:
+def _check(path: str, fmt: str) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        if fmt == "json":
+            errors = [_error_json(e, path) for e in _errors(exc)]
+            print(json.dumps({"file": path, "ok": False, "errors": errors, "services": [],
+                              "warnings": []}, indent=2))
+        else:
+            for error in _errors(exc):
+                print(error, file=sys.stderr)
         return EXIT_USAGE
+    from sentinel.sinks.ipvs_config import warnings as ipvs_warnings
+
+    budgets = [(svc, compute_budget(svc)) for svc in config.services]
+    warnings = (*config.warnings, *ipvs_warnings(config))  # risky, not invalid: exit 0
+    if fmt == "json":
+        services = [{"name": svc.name, "backends": len(svc.backends), "probe": svc.probe.type,
+                     "to_down_seconds": _seconds(budget.to_down),
+                     "to_up_seconds": _seconds(budget.to_up)} for svc, budget in budgets]
+        print(json.dumps({"file": path, "ok": True, "errors": [], "services": services,
+                          "warnings": [{"message": w} for w in warnings]}, indent=2))
+        return EXIT_OK
     print(f"{path}: ok")
-    for svc in config.services:
-        budget = compute_budget(svc)
+    for svc, budget in budgets:
         backends = f"{len(svc.backends)} backend{'' if len(svc.backends) == 1 else 's'}"
         print(f"  {svc.name}: {backends}, {svc.probe.type} probe; "
               f"worst case death -> removal {describe(budget.to_down)}, "
               f"recovery -> return {describe(budget.to_up)}")
-    from sentinel.sinks.ipvs_config import warnings as ipvs_warnings
-
-    for warning in (*config.warnings, *ipvs_warnings(config)):  # risky, not invalid: exit 0
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return EXIT_OK
+
+
+def _error_json(error: ConfigError, path: str) -> dict[str, object]:
+    """One config error for `check --format json`; position and key path are null when
+    the error has none (an unreadable file)."""
+    mark = error.mark
+    if mark is None:
+        return {"file": path, "line": None, "column": None, "path": None,
+                "message": error.message}
+    return {"file": mark.file, "line": mark.line, "column": mark.column,
+            "path": mark.path or None, "message": error.message}
+
+
+def _seconds(budget: float | None) -> float | None:
+    """A budget in seconds to the millisecond (the simulation's sums carry float noise);
+    None (JSON null) for never."""
+    return None if budget is None else round(budget, 3)
 
 
 def _run(path: str) -> int:
@@ -182,13 +222,29 @@ def _run(path: str) -> int:
     return EXIT_OK
 
 
-async def _freeze_after_first_round(config: Config) -> None:
-    """Freeze again once every backend has been probed: what the first probes made per
-    backend (metric children, probe groups, last results) is long-lived too, and at
-    10,000 backends a full GC pass over it held the event loop ~75 ms every few seconds."""
-    longest = max((s.probe.timing.interval for s in config.services), default=0.0)
-    await trio.sleep(min(longest, 60.0) + 1.0)
+async def _after_first_round(engine: Engine, notifier: Notifier, url: str) -> None:
+    """Once every backend has been probed: tell systemd start-up is done, and freeze
+    again, as what the first probes made per backend (metric children, probe groups,
+    last results) is long-lived too (at 10,000 backends a full GC pass over it held the
+    event loop ~75 ms every few seconds)."""
+    await engine.wait_first_round()
     gc.freeze()
+    notifier.ready(_running(engine, url))
+
+
+def _first_round_bound(config: Config) -> float:
+    """How long the first probe round may take: backends start spread over their interval
+    and may hang for their timeout; the margin covers probes waiting for max_in_flight."""
+    timings = [s.probe.timing for s in config.services]
+    return (max((t.interval for t in timings), default=0.0)
+            + max((t.timeout for t in timings), default=0.0) + 30.0)
+
+
+def _running(engine: Engine, url: str) -> str:
+    """The STATUS= line while running."""
+    services = engine.config.services
+    backends = sum(len(s.backends) for s in services)
+    return f"running: services {len(services)}, backends {backends}; API {url}"
 
 
 async def run_instance(config: Config, *,
@@ -197,7 +253,7 @@ async def run_instance(config: Config, *,
     a second one at once."""
     from sentinel.telemetry import Telemetry
 
-    fds = budget(config.max_in_flight)
+    fds = fd_budget(config.max_in_flight)
     telemetry = Telemetry(config.telemetry, Path(config.state_dir))
     engine = Engine(config, shutdown_timeout=config.shutdown_timeout, observer=telemetry)
     sock = listen(config.api)  # now: a taken address must stop the start, not crash later
@@ -210,18 +266,27 @@ async def run_instance(config: Config, *,
     gc.collect()
     gc.freeze()
 
+    notifier = Notifier.from_environment()
+    url = ""
     reloading = trio.Lock()  # SIGHUP during POST /v1/reload: one after the other
 
     async def reload() -> list[str]:
         async with reloading:
-            return await reload_from_file(engine, config.path)
+            notifier.reloading(f"reloading {config.path}")
+            errors = await reload_from_file(engine, config.path)
+            refused = f"; reload refused: {errors[0]}" if errors else ""
+            notifier.reloaded(_running(engine, url) + refused)
+            return errors
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as outer:
+            outer.start_soon(notifier.watchdog)
             url = await outer.start(partial(
                 serve_api, Api(engine, config.api.token, reload, metrics), config.api,
                 Path(config.state_dir), sock=sock, max_connections=fds.api))
-            outer.start_soon(_freeze_after_first_round, config)
+            notifier.starting(f"starting: API {url}, first probe round",
+                              _first_round_bound(config))
+            outer.start_soon(_after_first_round, engine, notifier, url)
             async with trio.open_nursery() as inner:
 
                 async def engine_then_stop() -> None:
@@ -242,9 +307,11 @@ async def run_instance(config: Config, *,
                         inner.cancel_scope.cancel()
                         break
                     log.info("%s: stopping gracefully", signal.Signals(signum).name)
+                    notifier.stopping("stopping: finishing sink work")
                     stopping = True
                     engine.stop()
             outer.cancel_scope.cancel()
+    notifier.close()
     await telemetry.aclose()  # a clean stop exports the spans still queued
 
 

@@ -31,6 +31,7 @@ from sentinel.config import (
 )
 from sentinel.configprobe import TIMING_KEYS, merged, parse_breaker, parse_probe
 from sentinel.errors import ConfigError, ConfigErrors
+from sentinel.extras import missing
 from sentinel.yamlnode import Node, load_yaml
 
 TOP_KEYS = {"version", "state_dir", "shutdown_timeout", "max_in_flight", "api", "telemetry",
@@ -213,6 +214,9 @@ def _telemetry(node: Node) -> TelemetryConfig:
         exporter = t["exporter"].as_str() if "exporter" in t else "none"
         if exporter not in ("none", "console", "otlp"):
             raise t["exporter"].error(f"expected none, console or otlp; got {exporter!r}")
+        needs = missing("otlp", "the otlp exporter") if exporter == "otlp" else None
+        if needs:
+            raise t["exporter"].error(needs)
         endpoint = t["endpoint"].as_url() if "endpoint" in t else traces.endpoint
         traces = TracesConfig(
             exporter=exporter,  # type: ignore[arg-type]

@@ -84,6 +84,8 @@ class Engine:
         self._committing = False
         self._probe_nursery: trio.Nursery | None = None
         self._sink_nursery: trio.Nursery | None = None
+        self._unprobed: set[BackendRuntime] = set()  # until the first round is done
+        self._first_round = trio.Event()
 
     def make_runner(self, sink: SinkConfig) -> SinkRunner:
         """A runner for a configured sink (or the override a test passed in)."""
@@ -197,6 +199,15 @@ class Engine:
                 self._loop.add(group, probe)
             else:
                 self._probe_nursery.start_soon(self._probe_loop, group)
+        if not self._first_round.is_set():  # a reload may add or remove backends to wait for
+            self._unprobed = {b for svc in self.services.values() for b in svc.backends
+                              if b.last_probe is None}
+            if not self._unprobed:
+                self._first_round.set()
+
+    async def wait_first_round(self) -> None:
+        """Return once every backend has a first probe result (systemd's READY=1)."""
+        await self._first_round.wait()
 
     def start_task(self, fn: Callable[[], Awaitable[None]]) -> None:
         """Run a helper task (slow-start ramps) alongside the probes."""
@@ -278,6 +289,10 @@ class Engine:
         emits, persists and publishes it. The common case (nothing changed) stays
         cheap: it runs every probe."""
         backend.record(result, transition, start_unix)
+        if self._unprobed:
+            self._unprobed.discard(backend)
+            if not self._unprobed:
+                self._first_round.set()
         changed = transition.change is Change.CHANGED
         if backend.damper is not None:
             self._dampen(backend, transition, trio.current_time())

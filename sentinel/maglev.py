@@ -51,12 +51,13 @@ import json
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:  # NumPy is the `maglev` extra: imported where tables are built, so the
+    import numpy as np  # contract (hashes, keys, files, lookup) and sentinel's other
+    import numpy.typing as npt  # commands run without it
 
-from sentinel.maglevfill import Array, populate
+    from sentinel.maglevfill import Array
 
 DEFAULT_TABLE_SIZE = 65537
 MAX_TABLE_SIZE = 1 << 24
@@ -151,6 +152,8 @@ def nearest_primes(n: int) -> tuple[int | None, int]:
 def _reassign(table: Array, offsets: Array, skips: Array, eligible: Array, size: int) -> None:
     """Give each slot owned by a non-eligible backend to the eligible backend (indices
     `eligible`, ascending) with that slot earliest in its permutation; ties to the lower."""
+    import numpy as np
+
     need = np.zeros(size, dtype=bool)
     need[np.flatnonzero(~np.isin(table, eligible))] = True
     remaining = int(need.sum())
@@ -206,12 +209,19 @@ class Table:
 
     def counts(self) -> list[int]:
         """Slots owned per member index."""
+        import numpy as np
+
         filled = self.slots[self.slots != NO_BACKEND]
         return [int(c) for c in np.bincount(filled, minlength=len(self.members))]
 
 
 def build(members: list[Member], size: int, mode: Mode) -> Table:
-    """The table for `members` (any order); every slot `NO_BACKEND` when none is eligible."""
+    """The table for `members` (any order); every slot `NO_BACKEND` when none is eligible.
+    Needs NumPy (the `maglev` extra)."""
+    import numpy as np
+
+    from sentinel.maglevfill import populate
+
     ordered = tuple(sorted(members, key=lambda m: (m.key, m.name)))
     params = [permutation_params(m.key, size) for m in ordered]
     offsets = np.array([p[0] for p in params], dtype=np.int64)
@@ -256,9 +266,11 @@ def sidecar(table: Table, *, generation: int, state: str, service: str) -> dict[
 
 def lookup(table: bytes | npt.NDArray[np.uint32], key: str) -> tuple[int, int]:
     """(slot, backend index) for a client key in a serialised or loaded table."""
-    slots = np.frombuffer(table, dtype="<u4") if isinstance(table, bytes) else table
-    slot = flow_slot(key_of(key), int(slots.size))
-    return slot, int(slots[slot])
+    if isinstance(table, bytes):  # a data plane reads the file without NumPy
+        slot = flow_slot(key_of(key), len(table) // 4)
+        return slot, int.from_bytes(table[4 * slot:4 * slot + 4], "little")
+    slot = flow_slot(key_of(key), int(table.size))
+    return slot, int(table[slot])
 
 
 def table_files(path: str | Path) -> tuple[Path, Path]:

@@ -19,6 +19,7 @@ from collections import Counter
 from typing import Any
 
 from sentinel.errors import ConfigError
+from sentinel.extras import missing
 from sentinel.maglev import (
     DEFAULT_TABLE_SIZE,
     NO_BACKEND,
@@ -60,6 +61,10 @@ def add_maglev_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def run_maglev(args: argparse.Namespace) -> int:
     """Dispatch a parsed `sentinel maglev ...` command."""
+    needs = missing("maglev", f"sentinel maglev {args.maglev_command}")
+    if needs and args.maglev_command != "lookup":  # a lookup reads the file as it is
+        print(f"sentinel: {needs}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         if args.maglev_command == "build":
             return _build(args)

@@ -158,6 +158,9 @@ def _engine_series(engine: Engine) -> Iterator[Metric]:
                            labels=pair)
     weight = GaugeMetricFamily("sentinel_backend_weight", "The backend's published weight "
                                "(0 unless up).", labels=pair)
+    state = GaugeMetricFamily("sentinel_backend_state", "Always 1; the backend's published "
+                              "state (up, down, drain, maint) as a label.",
+                              labels=[*pair, "state"])
     panic = GaugeMetricFamily("sentinel_panic", "1 while the service's panic guard holds "
                               "down backends published up (min_up).", labels=["service"])
     for name, svc in list(engine.services.items()):
@@ -166,7 +169,8 @@ def _engine_series(engine: Engine) -> Iterator[Metric]:
         for b in view.backends:
             up.add_metric([name, b.name], int(b.state is State.UP))
             weight.add_metric([name, b.name], b.weight)
-    yield from (up, weight, panic)
+            state.add_metric([name, b.name, b.state.value], 1)
+    yield from (up, weight, state, panic)
     sink_ok = GaugeMetricFamily("sentinel_sink_ok", "1 unless the sink is failing for a "
                                 "service.", labels=["sink"])
     last = GaugeMetricFamily("sentinel_sink_last_success_timestamp_seconds",
@@ -199,18 +203,27 @@ def _scheduler_series(engine: Engine) -> Iterator[Metric]:
                               "checker's own reasons (out of file descriptors, buffers, "
                               "ports); never counted against a backend.",
                               value=stats.local_errors)
-    late = GaugeMetricFamily("sentinel_probe_lateness_seconds", "How late probes started "
-                             "against their schedule, over the recent probes.",
-                             labels=["quantile"])
-    for q, ms in (("0.5", stats.lateness_p50_ms), ("0.99", stats.lateness_p99_ms),
-                  ("1", stats.lateness_max_ms)):
-        late.add_metric([q], ms / 1000)
-    yield late
-    lag = GaugeMetricFamily("sentinel_event_loop_lag_seconds", "Oversleep of a 100 ms "
-                            "timer over the last minute.", labels=["quantile"])
-    lag.add_metric(["0.99"], stats.loop_lag_p99_ms / 1000)
-    lag.add_metric(["1"], stats.loop_lag_max_ms / 1000)
-    yield lag
+    yield _summary("sentinel_probe_lateness_seconds", "How late probes started against "
+                   "their schedule (quantiles over the recent probes).",
+                   {"0.5": stats.lateness_p50_ms, "0.99": stats.lateness_p99_ms,
+                    "1": stats.lateness_max_ms}, stats.probes, stats.lateness_sum)
+    yield _summary("sentinel_event_loop_lag_seconds", "Oversleep of a 100 ms timer "
+                   "(quantiles over the last minute).",
+                   {"0.99": stats.loop_lag_p99_ms, "1": stats.loop_lag_max_ms},
+                   stats.loop_lag_ticks, stats.loop_lag_sum)
+
+
+def _summary(name: str, documentation: str, quantiles_ms: dict[str, float], count: int,
+             total: float) -> Metric:
+    """A summary from quantiles in milliseconds over a recent window and the count and sum
+    (seconds) since start, as prometheus_client's own Summary would expose them
+    (its SummaryMetricFamily cannot carry quantiles)."""
+    summary = Metric(name, documentation, "summary")
+    for q, ms in quantiles_ms.items():
+        summary.add_sample(name, {"quantile": q}, ms / 1000)
+    summary.add_sample(f"{name}_count", {}, count)
+    summary.add_sample(f"{name}_sum", {}, total)
+    return summary
 
 
 def _outbox_series(engine: Engine) -> Iterator[Metric]:

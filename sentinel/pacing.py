@@ -35,6 +35,9 @@ class EngineStatistics:
     loop_lag_max_ms: float
     local_errors: int = 0  # checks not made for the checker's own reasons (never fed)
     last_local_error: str = ""
+    lateness_sum: float = 0.0  # seconds, over every probe since start (Prometheus summary)
+    loop_lag_ticks: int = 0
+    loop_lag_sum: float = 0.0  # seconds, over every tick since start
 
     def to_json(self) -> dict[str, object]:
         """The `engine` object of the state document."""
@@ -59,10 +62,16 @@ class Pacing:
         self.local_errors = 0
         self._last_local = ""
         self._local_log = Throttle(every=LOCAL_LOG_EVERY)
+        self._lateness_sum = 0.0
+        self._lag_ticks = 0
+        self._lag_sum = 0.0
 
     def probe_started(self, lateness: float) -> None:
         """Count a probe that started `lateness` seconds after it was due."""
         self._lateness.append(lateness)
+        # an early start (the probe loop starts checks due within 5 ms together) is on
+        # time, as in the percentiles
+        self._lateness_sum += max(lateness, 0.0)
         self.probes += 1
 
     def local_error(self, backend: str, error: str) -> None:
@@ -84,7 +93,8 @@ class Pacing:
         return EngineStatistics(self.probes, in_flight.borrowed_tokens,
                                 int(in_flight.total_tokens), late[0.5], late[0.99],
                                 late[1.0], lag[0.99], lag[1.0], self.local_errors,
-                                self._last_local)
+                                self._last_local, self._lateness_sum, self._lag_ticks,
+                                self._lag_sum)
 
     async def watch_lag(self, in_flight: trio.CapacityLimiter) -> None:
         """Measure event-loop lag (oversleep of a short sleep) and warn when probes run late."""
@@ -93,7 +103,10 @@ class Pacing:
         while True:
             before = trio.current_time()
             await trio.sleep(LAG_TICK)
-            self._loop_lag.append(trio.current_time() - before - LAG_TICK)
+            lag = trio.current_time() - before - LAG_TICK
+            self._loop_lag.append(lag)
+            self._lag_ticks += 1
+            self._lag_sum += lag
             ticks += 1
             if ticks % LATE_CHECK_TICKS:
                 continue

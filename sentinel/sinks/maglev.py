@@ -28,6 +28,7 @@ import trio
 
 from sentinel.atomic import write_atomic
 from sentinel.errors import SinkUnavailable
+from sentinel.extras import missing
 from sentinel.maglev import (
     DEFAULT_TABLE_SIZE,
     MAX_TABLE_SIZE,
@@ -82,6 +83,9 @@ def parse_options(node: Node) -> MaglevOptions:
     """`{type: maglev, table_size: 65537, dir: ..., mode: stable|fresh, on_empty:
     keep|clear, min_interval: 100ms}`; a relative `dir` is relative to the config file."""
     e = node.as_map(OPTION_KEYS)
+    needs = missing("maglev", "the maglev sink")
+    if needs:
+        raise node.error(needs)
     directory = None
     if "dir" in e:
         directory = str(Path(node.file).resolve().parent / e["dir"].as_path())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 import trio.testing
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -167,3 +168,54 @@ async def test_series_of_what_a_reload_removed_disappear(
                    backend="b9001", type="tcp", result="ok") or 0) > (
         sample(before, "sentinel_probe_duration_seconds_count", service="web",
                backend="b9001", type="tcp", result="ok") or 0)
+
+
+async def test_a_reload_removes_the_series_of_a_removed_backend(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock,
+        make_telemetry: MakeTelemetry) -> None:
+    """b9002 goes down (a transition, refused probes), then a reload removes it: no series
+    names it any more, gauges, histogram and counter alike; b9001's stay."""
+    telemetry = make_telemetry(sample_ok=0.0)
+    assert telemetry.metrics is not None
+    probe = FakeProbe()
+    probe.alive[("127.0.0.1", 9002)] = False
+    engine = watched_engine(tmp_path, probe, telemetry)
+
+    async def scrape() -> Samples:
+        assert telemetry.metrics is not None
+        return parse_metrics((await telemetry.metrics.render())[0].decode())
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        await trio.sleep(2.5)
+        before = await scrape()
+        await apply_reload(engine, config(tmp_path, service("web", [9001])))
+        after = await scrape()
+        engine.stop()
+    named = {name for name, labels in before if ("backend", "b9002") in labels}
+    assert {"sentinel_backend_up", "sentinel_backend_state", "sentinel_transitions_total",
+            "sentinel_probe_duration_seconds_count"} <= named
+    assert sample(before, "sentinel_backend_state", service="web", backend="b9002",
+                  state="down") == 1
+    assert [name for name, labels in after if ("backend", "b9002") in labels] == []
+    assert sample(after, "sentinel_backend_state", service="web", backend="b9001",
+                  state="up") == 1
+    assert sample(after, "sentinel_probe_duration_seconds_count", service="web",
+                  backend="b9001", type="tcp", result="ok") == 3  # at 0, 1 and 2 s
+
+
+async def test_lateness_and_loop_lag_are_summaries(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock,
+        make_telemetry: MakeTelemetry) -> None:
+    """Probe lateness and event-loop lag are summaries: quantiles over the recent window
+    plus a count and sum since start (on a virtual clock, nothing is late)."""
+    telemetry = make_telemetry(sample_ok=0.0)
+    engine = watched_engine(tmp_path, FakeProbe(), telemetry)
+    await run_for(engine, 2.05)
+    assert telemetry.metrics is not None
+    m = parse_metrics((await telemetry.metrics.render())[0].decode())
+    assert sample(m, "sentinel_probe_lateness_seconds", quantile="0.99") == 0
+    assert (sample(m, "sentinel_probe_lateness_seconds_count"),
+            sample(m, "sentinel_probe_lateness_seconds_sum")) == (5, 0)  # 0, 0.5, 1, 1.5, 2
+    assert sample(m, "sentinel_event_loop_lag_seconds_count") == 20  # a tick per 100 ms
+    assert sample(m, "sentinel_event_loop_lag_seconds_sum") == pytest.approx(0, abs=1e-9)
