@@ -14,7 +14,11 @@ from urllib.parse import parse_qs
 import trio
 
 from sentinel.config import ApiConfig
+from sentinel.dashboard import dashboard_file
 from sentinel.model import Event
+from sentinel.stream import PATH as STREAM_PATH
+from sentinel.stream import Refusal, open_stream, serve_stream
+from sentinel.streamhub import StreamHub
 
 log = logging.getLogger("sentinel.api")
 Scope = MutableMapping[str, Any]
@@ -25,6 +29,8 @@ URL_FILE = "api.url"
 
 class StateSource(Protocol):
     """What the API reads from the running engine."""
+
+    hub: StreamHub  # GET /v1/stream
 
     def state_document(self) -> dict[str, object]:
         """GET /v1/state."""
@@ -50,14 +56,15 @@ ADMIN_ACTIONS = ("drain", "maint", "ready")
 
 
 class Response:
-    """A finished response: status, JSON body (or raw bytes) and content type."""
+    """A finished response: status, JSON body (or raw bytes), content type, more headers."""
 
-    __slots__ = ("body", "content_type", "status")
+    __slots__ = ("body", "content_type", "headers", "status")
 
-    def __init__(self, status: int, body: object, content_type: str = "application/json"
-                 ) -> None:
+    def __init__(self, status: int, body: object, content_type: str = "application/json",
+                 headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         self.status = status
         self.content_type = content_type
+        self.headers = headers
         self.body = body if isinstance(body, bytes) else (
             json.dumps(body, indent=None, separators=(",", ":")).encode() + b"\n")
 
@@ -80,13 +87,35 @@ class Api:
             return
         if scope["type"] != "http":
             return
-        response = await self.route(scope["method"], scope["path"],
-                              scope.get("query_string", b"").decode(),
-                              dict(scope.get("headers", [])))
+        if scope["path"] == STREAM_PATH and scope["method"] in ("GET", "HEAD"):
+            response = await self._stream(scope, receive, send)
+        else:
+            response = await self.route(scope["method"], scope["path"],
+                                        scope.get("query_string", b"").decode(),
+                                        dict(scope.get("headers", [])))
+        if response is None:
+            return
         await send({"type": "http.response.start", "status": response.status,
                     "headers": [(b"content-type", response.content_type.encode()),
-                                (b"content-length", str(len(response.body)).encode())]})
+                                (b"content-length", str(len(response.body)).encode()),
+                                *response.headers]})
         await send({"type": "http.response.body", "body": response.body})
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> Response | None:
+        """GET /v1/stream: read like /v1/events (the token when one is set); None once
+        the stream has been served, else the refusal."""
+        headers = dict(scope.get("headers", []))
+        if not self._authorized(headers):
+            return Response(401, {"error": "missing or wrong bearer token"})
+        client = scope.get("client")
+        opened = open_stream(self.source.hub, scope.get("query_string", b"").decode(),
+                             headers, f"{client[0]}:{client[1]}" if client else "")
+        if isinstance(opened, Refusal):
+            return Response(opened.status, {"error": opened.error})
+        sub, first = opened
+        await serve_stream(self.source.hub, sub, first, scope["method"] == "HEAD", receive,
+                           send)
+        return None
 
     async def route(self, method: str, path: str, query: str, headers: dict[bytes, bytes]
                     ) -> Response:
@@ -109,6 +138,8 @@ class Api:
             return Response(405, {"error": f"{method} not allowed on {path}"})
         if path == "/v1/state":
             return Response(200, self.source.state_document())
+        if (page := dashboard_file(path)) is not None:  # open: the data comes from the API
+            return Response(200, *page)
         if path == "/v1/events":
             if not self._authorized(headers):
                 return Response(401, {"error": "missing or wrong bearer token"})

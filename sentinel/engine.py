@@ -38,6 +38,7 @@ from sentinel.sinks.base import Sink, SinkContext
 from sentinel.sinks.runner import SinkRunner
 from sentinel.slowstart import ramp
 from sentinel.statefile import SavedBackend, SavedState, load_state
+from sentinel.streamhub import StreamHub
 
 log = logging.getLogger("sentinel.engine")
 # What a probe result asks to publish: backend, reason, probe summary, trace id.
@@ -68,7 +69,8 @@ class Engine:
         self.runners = {s.name: self.make_runner(s) for s in config.sinks}
         self.services = {s.name: self.make_service(s) for s in config.services}
         self.pacing = Pacing()
-        self.publisher = Publisher(self.journal, self.observer, wall)
+        self.hub = StreamHub(self)  # GET /v1/stream
+        self.publisher = Publisher(self.journal, self.observer, wall, self.hub.published)
         self._in_flight = trio.CapacityLimiter(config.max_in_flight)
         self._rng = random.Random()
         self.groups: dict[GroupKey, ProbeGroup] = {}
@@ -132,6 +134,7 @@ class Engine:
                         await probe_nursery.start(self._loop.run)
                     self.regroup()
                     probe_nursery.start_soon(self.pacing.watch_lag, self._in_flight)
+                    probe_nursery.start_soon(self.hub.run)
                     task_status.started()
                 await self._drain_sinks()
                 sink_nursery.cancel_scope.cancel()
@@ -383,6 +386,10 @@ class Engine:
     def state_document(self) -> dict[str, object]:
         """The GET /v1/state document."""
         services = {name: svc.to_json(svc.published()) for name, svc in self.services.items()}
-        return {"services": services,
-                "sinks": {n: r.statistics().to_json() for n, r in self.runners.items()},
+        return {"services": services, **self.status_document()}
+
+    def status_document(self) -> dict[str, object]:
+        """The state document without its services (sinks, engine, seq; the stream's
+        `summary` message): every top-level key but `services` belongs here."""
+        return {"sinks": {n: r.statistics().to_json() for n, r in self.runners.items()},
                 "engine": self.statistics().to_json(), "seq": self.journal.seq}

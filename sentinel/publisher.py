@@ -25,10 +25,14 @@ log = logging.getLogger("sentinel.engine")
 class Publisher:
     """Turns view changes into numbered, persisted events and sink updates."""
 
-    def __init__(self, journal: Journal, observer: Observer, wall: Callable[[], float]) -> None:
+    def __init__(self, journal: Journal, observer: Observer, wall: Callable[[], float],
+                 on_published: Callable[[Sequence[Event]], None] = lambda events: None
+                 ) -> None:
+        """`on_published` hears each commit's events once sinks have the view (sync)."""
         self._journal = journal
         self._observer = observer
         self._wall = wall
+        self._on_published = on_published
 
     async def commit(self, svc: ServiceRuntime, backend: BackendRuntime | None, reason: str,
                      probe: ProbeSummary | None = None, trace_id: str | None = None
@@ -72,6 +76,7 @@ class Publisher:
         else:  # a verdict flipped without changing what is published: keep it on disk
             await self._journal.save_now()
         svc.publish(published.view, tuple(events))
+        self._on_published(events)
         return tuple(events)
 
     async def _hand_to_durable(self, svc: ServiceRuntime, events: Sequence[Event]) -> None:
