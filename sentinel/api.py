@@ -6,6 +6,7 @@ import hmac
 import json
 import logging
 import re
+import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +26,7 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 URL_FILE = "api.url"
+UNACKED_TIMEOUT = 10.0  # seconds a client may leave sent data unacknowledged
 
 
 class StateSource(Protocol):
@@ -209,6 +211,20 @@ async def serve_api(app: Api, config: ApiConfig, state_dir: Path, *,
     hc.accesslog = None
     hc.errorlog = logging.getLogger("sentinel.api.server")
     hc.graceful_timeout = 1.0
+    made = hc.create_sockets
+
+    def create_sockets() -> Any:
+        # Hypercorn's sends cannot be cancelled: a client that stops reading (a stream
+        # left open on a suspended laptop) would hold a request, and so a graceful stop,
+        # forever. With TCP_USER_TIMEOUT (inherited by accepted sockets) the kernel ends
+        # a connection whose data goes unacknowledged, zero-window probes included.
+        sockets = made()
+        for sock in (*sockets.insecure_sockets, *sockets.secure_sockets):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
+                            int(UNACKED_TIMEOUT * 1000))
+        return sockets
+
+    hc.create_sockets = create_sockets  # type: ignore[method-assign]  # this instance only
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(serve, app, hc)
         url = binds[0].replace("0.0.0.0", "127.0.0.1")
