@@ -24,6 +24,10 @@ ensure_system_packages() {
     command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
     # The IPVS tests boot a kernel that has IPVS under QEMU (tests/ipvs fetches the kernel).
     command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
+    # The dashboard tests drive Debian's chromium through its chromium-driver (selenium gets
+    # the driver by path: nothing downloads a browser or a driver).
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
     # Debian builds nginx's stream {} as a module; the stream-context test needs it.
     if [ -d /usr/lib/nginx ] || [[ " ${missing[*]} " == *" nginx "* ]]; then
         [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing+=(libnginx-mod-stream)

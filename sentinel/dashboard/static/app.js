@@ -637,7 +637,7 @@
     }
 
     async function loop() {
-      let delay = 500;
+      let delay = 500, refused = false;
       for (;;) {
         const controller = new AbortController();
         const headers = Object.assign({Accept: 'text/event-stream'}, authHeaders());
@@ -649,7 +649,10 @@
           if (response.status === 401) {
             const why = token === null ? 'Live updates need the API token.'
               : `401 ${await errorOf(response)}: the token was refused.`;
-            if (token !== null) notice(why, 'error');
+            if (token !== null) {
+              notice(why, 'error');
+              refused = true;
+            }
             token = null;
             setConn('token', 'needs the token');
             if (await askToken(why) === null) await sleep(3600e3);
@@ -657,6 +660,8 @@
           }
           if (!response.ok) throw new Error(`${response.status} ${await errorOf(response)}`);
           setConn('live', 'live');
+          if (refused) notice('', ''); // the refused token's message is answered now
+          refused = false;
           delay = 500;
           await read(response, controller);
           setConn('down', 'reconnecting');
