@@ -32,6 +32,10 @@ ensure_system_packages() {
     # prometheus package, 19 MB, the only one that ships it) checks /metrics and the alerts.
     command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
     command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+    # The dashboard tests drive Debian's chromium through its chromium-driver (selenium gets
+    # the driver by path: nothing downloads a browser or a driver).
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
     # Debian builds nginx's stream {} as a module; the stream-context test needs it.
     if [ -d /usr/lib/nginx ] || [[ " ${missing[*]} " == *" nginx "* ]]; then
         [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing+=(libnginx-mod-stream)

@@ -24,9 +24,13 @@ import trio
 
 from sentinel.atomic import write_atomic
 from sentinel.config import ApiConfig
+from sentinel.dashboard import dashboard_file
 from sentinel.errors import StartupError
 from sentinel.limits import API_MAX
 from sentinel.model import Event
+from sentinel.stream import PATH as STREAM_PATH
+from sentinel.stream import Refusal, open_stream, serve_stream
+from sentinel.streamhub import StreamHub
 
 log = logging.getLogger("sentinel.api")
 Scope = MutableMapping[str, Any]
@@ -37,10 +41,13 @@ BACKLOG = 128  # connections past the cap queue here (the kernel's, not our desc
 # accept() failing for want of resources: wait, do not crash (trio's serve_listeners does
 # the same)
 ACCEPT_CAPACITY_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
+UNACKED_TIMEOUT = 10.0  # seconds a client may leave sent data unacknowledged
 
 
 class StateSource(Protocol):
     """What the API reads from the running engine."""
+
+    hub: StreamHub  # GET /v1/stream
 
     async def state_json(self) -> bytes:
         """GET /v1/state, rendered."""
@@ -173,6 +180,12 @@ class Api:
                 break
             if not message.get("more_body", False):
                 method = scope["method"]
+                if scope["path"] == STREAM_PATH and method in ("GET", "HEAD"):
+                    refused = await self._stream(scope, receive, send)
+                    if refused is None:
+                        return  # the stream was served
+                    response = refused
+                    break
                 # HEAD is GET without the body (RFC 9110 9.3.2), never a side effect
                 response = await self.route("GET" if method == "HEAD" else method,
                                             scope["path"],
@@ -185,6 +198,22 @@ class Api:
                     "headers": headers})
         await send({"type": "http.response.body",
                     "body": b"" if scope["method"] == "HEAD" else response.body})
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> Response | None:
+        """GET /v1/stream: read like /v1/events (the token when one is set); None once
+        the stream has been served, else the refusal."""
+        headers = dict(scope.get("headers", []))
+        if not self._authorized(headers):
+            return Response(401, {"error": "missing or wrong bearer token"})
+        client = scope.get("client")
+        opened = open_stream(self.source.hub, scope.get("query_string", b"").decode(),
+                             headers, f"{client[0]}:{client[1]}" if client else "")
+        if isinstance(opened, Refusal):
+            return Response(opened.status, {"error": opened.error})
+        sub, first = opened
+        await serve_stream(self.source.hub, sub, first, scope["method"] == "HEAD", receive,
+                           send)
+        return None
 
     async def route(self, method: str, path: str, query: str, headers: dict[bytes, bytes]
                     ) -> Response:
@@ -212,7 +241,8 @@ class Api:
             parse_query(query, ())
             return await (self._override(*parts[2:]) if admin else self._reload())
         if path in ("/healthz", "/v1/state", "/v1/events") or path.startswith("/v1/maglev/") \
-                or (path == "/metrics" and self.metrics is not None):
+                or (path == "/metrics" and self.metrics is not None) \
+                or dashboard_file(path) is not None:
             return wrong_method(method, "GET", path) or await self._get(path, query, headers)
         return Response(404, {"error": f"no such endpoint: {method} {path}"})
 
@@ -224,6 +254,8 @@ class Api:
         if path == "/v1/state":
             parse_query(query, ())
             return Response(200, await self.source.state_json())
+        if (page := dashboard_file(path)) is not None:  # open: the data comes from the API
+            return Response(200, *page)
         if path == "/v1/events":
             if not self._authorized(headers):
                 return Response(401, {"error": "missing or wrong bearer token"})
@@ -292,10 +324,17 @@ async def serve_api(app: Api, config: ApiConfig, state_dir: Path, *,
     hc = HypercornConfig()
     hc.accesslog = None
     hc.errorlog = logging.getLogger("sentinel.api.server")
+    hc.graceful_timeout = 1.0
     # Api types its ASGI messages as plain mappings, Hypercorn as TypedDicts
     asgi = wrap_app(app, hc.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
     context = WorkerContext(None)
-    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock or listen(config)))
+    sock = sock or listen(config)
+    # Hypercorn's sends cannot be cancelled: a client that stops reading (a stream left
+    # open on a suspended laptop) would hold a request, and so a graceful stop, forever.
+    # With TCP_USER_TIMEOUT (inherited by accepted sockets) the kernel ends a connection
+    # whose data goes unacknowledged, zero-window probes included.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(UNACKED_TIMEOUT * 1000))
+    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
     host, port = listener.socket.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}".replace(
         "0.0.0.0", "127.0.0.1")

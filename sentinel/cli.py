@@ -66,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", parents=[common, with_config, api],
                             help="the running instance's state")
     status.add_argument("--json", action="store_true")
+    status.add_argument("--watch", action="store_true",
+                        help="keep the table current from the live stream until Ctrl-C")
     sub.add_parser("demo", parents=[common], help="a self-contained failover demo")
     ctl = sub.add_parser("ctl", parents=[common, with_config, api],
                          help="admin override: drain, maint or ready a backend")
@@ -108,6 +110,10 @@ def _dispatch(argv: Sequence[str] | None) -> int:
             from sentinel.probecli import probe_once
 
             return probe_once(args.url, args.timeout)
+        if args.command == "status" and args.watch:
+            from sentinel.statuswatch import watch_status
+
+            return watch_status(_api_url(args), _token(args))
         if args.command == "status":
             from sentinel.status import show_status
 

@@ -40,6 +40,7 @@ from sentinel.sinks.base import Sink, SinkContext
 from sentinel.sinks.runner import Backoff, SinkRunner
 from sentinel.slowstart import ramp
 from sentinel.statefile import SavedBackend, SavedState, check_writable, load_state
+from sentinel.streamhub import StreamHub
 
 log = logging.getLogger("sentinel.engine")
 # A refused state write is cheap to try again; a few seconds between tries bound how long
@@ -73,7 +74,8 @@ class Engine:
         self.runners = {s.name: self.make_runner(s) for s in config.sinks}
         self.services = {s.name: self.make_service(s) for s in config.services}
         self.pacing = Pacing()
-        self.publisher = Publisher(self.journal, self.observer, wall)
+        self.hub = StreamHub(self)  # GET /v1/stream
+        self.publisher = Publisher(self.journal, self.observer, wall, self.hub.published)
         self._in_flight = trio.CapacityLimiter(config.max_in_flight)
         self._rng = random.Random()
         self.groups: dict[GroupKey, ProbeGroup] = {}
@@ -144,6 +146,7 @@ class Engine:
                         await probe_nursery.start(self._loop.run)
                     self.regroup()
                     probe_nursery.start_soon(self.pacing.watch_lag, self._in_flight)
+                    probe_nursery.start_soon(self.hub.run)
                     task_status.started()
                 # acks and verdicts since the last event: else a webhook event already
                 # delivered would be handed over again at the next start
@@ -414,7 +417,7 @@ class Engine:
     def state_document(self) -> dict[str, object]:
         """The GET /v1/state document (as a value; the API serves `state_json`)."""
         services = {name: svc.to_json() for name, svc in self.services.items()}
-        return {"services": services, **self._state_rest()}
+        return {"services": services, **self.status_document()}
 
     async def state_json(self) -> bytes:
         """`state_document` as JSON, from fragments kept until what they show changes:
@@ -435,11 +438,12 @@ class Engine:
                     await trio.lowlevel.checkpoint()
                     slice_end = time.perf_counter() + RENDER_SLICE
             parts.append(b"]}")
-        parts += [b"},", json.dumps(self._state_rest()).encode()[1:]]
+        parts += [b"},", json.dumps(self.status_document()).encode()[1:]]
         return b"".join(parts)
 
-    def _state_rest(self) -> dict[str, object]:
-        """The state document without its services."""
+    def status_document(self) -> dict[str, object]:
+        """The state document without its services (sinks, engine, seq, persistence; the
+        stream's `summary` message): every top-level key but `services` belongs here."""
         return {"sinks": {n: r.statistics().to_json() for n, r in self.runners.items()},
                 "engine": self.statistics().to_json(), "seq": self.journal.seq,
                 "persistence": self.journal.statistics().to_json()}

@@ -45,10 +45,14 @@ class Commit:
 class Publisher:
     """Turns view changes into numbered, persisted events and sink updates."""
 
-    def __init__(self, journal: Journal, observer: Observer, wall: Callable[[], float]) -> None:
+    def __init__(self, journal: Journal, observer: Observer, wall: Callable[[], float],
+                 on_published: Callable[[Sequence[Event]], None] = lambda events: None
+                 ) -> None:
+        """`on_published` hears each commit's events once sinks have the view (sync)."""
         self._journal = journal
         self._observer = observer
         self._wall = wall
+        self._on_published = on_published
 
     def decide(self, svc: ServiceRuntime, backend: BackendRuntime | None, reason: str,
                probe: ProbeSummary | None = None, trace_id: str | None = None) -> Commit:
@@ -96,6 +100,7 @@ class Publisher:
         if events:
             await self._hand_to_durable(commit.service, events)
         commit.service.publish(commit.view, events)
+        self._on_published(events)
         commit.done.set()
 
     async def _hand_to_durable(self, svc: ServiceRuntime, events: Sequence[Event]) -> None:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 
-def render_table(doc: dict[str, Any]) -> str:
-    """The state document as an aligned text table."""
+def render_table(doc: dict[str, Any],
+                 mark: Callable[[str, str, str], str] = lambda service, backend, line: line
+                 ) -> str:
+    """The state document as an aligned text table; `mark` may dress each backend's line
+    (`sentinel status --watch` highlights the rows that just changed)."""
     rows = [("SERVICE", "BACKEND", "ADDRESS", "STATE", "WEIGHT", "FAILS", "SINCE", "NOTE")]
     for name, svc in sorted(doc.get("services", {}).items()):
         for b in svc["backends"]:
@@ -20,8 +24,10 @@ def render_table(doc: dict[str, Any]) -> str:
             rows.append((name, b["name"], b["address"], b["state"], str(b["weight"]),
                          str(b["fails"]), b["since"], note))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
-             for r in rows]
+    lines = []
+    for i, r in enumerate(rows):
+        line = "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+        lines.append(mark(r[0], r[1], line) if i else line)
     for name, sink in sorted(doc.get("sinks", {}).items()):
         state = "ok" if sink["ok"] else f"FAILING: {sink['last_error']}"
         deliveries = sink.get("deliveries")  # a webhook sink's outbox

@@ -1,0 +1,127 @@
+"""The dashboard in a real browser (headless chromium) against `sentinel run` over real backend
+processes: the token prompt, live updates without a reload, admin buttons, a refused token.
+A screenshot of every step is saved under the test's tmp_path/screens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.e2e.browser import open_browser
+from tests.e2e.helpers import Processes, start_backend, wait_until
+from tests.e2e.site import Site, start_backends, states
+
+pytestmark = pytest.mark.e2e
+
+
+def shot(driver: webdriver.Chrome, folder: Path, name: str) -> None:
+    """Save a screenshot of the page as it is now."""
+    folder.mkdir(exist_ok=True)
+    assert driver.save_screenshot(str(folder / f"{name}.png"))
+
+
+def row(driver: webdriver.Chrome, backend: str) -> tuple[str, str]:
+    """(state word, reason) of a backend's row; ("", "") while it is not shown."""
+    found = driver.find_elements(By.CSS_SELECTOR, f'.row.be[data-backend="{backend}"]')
+    if not found:
+        return "", ""
+    return (found[0].find_element(By.CSS_SELECTOR, ".state").text,
+            found[0].find_element(By.CSS_SELECTOR, ".c-reason").text)
+
+
+def give_token(driver: webdriver.Chrome, token: str) -> None:
+    """Type `token` into the token dialog (once it is open) and submit it."""
+    WebDriverWait(driver, 10).until(
+        lambda d: d.find_element(By.ID, "token-dialog").get_attribute("open") is not None)
+    field = driver.find_element(By.ID, "token-input")
+    field.clear()
+    field.send_keys(token)
+    driver.find_element(By.ID, "token-ok").click()
+
+
+def notice(driver: webdriver.Chrome) -> str:
+    """The page's message line (the API's answers)."""
+    return str(driver.find_element(By.ID, "notice").text)
+
+
+def test_the_dashboard_follows_a_failover_live_and_drains_with_the_token(
+        processes: Processes, site: Site, tmp_path: Path) -> None:
+    """A wrong token is shown as the API's 401 and asked again; with the right one every
+    backend shows up; a killed backend's row turns down with the event's reason within 2 s
+    of the API publishing it, without a reload, and comes back up after a restart; drain
+    through the page publishes; an action with a wrong token shows the 401 and changes
+    nothing."""
+    backends = start_backends(processes, site, "web1", "web2", "api1")
+    site.write({"web": ["web1", "web2"], "api": ["api1"]})
+    _, api = site.start(processes)
+    wait_until(lambda: states(api, "web") == {"web1": "up", "web2": "up"}, what="all up")
+    screens = tmp_path / "screens"
+    with open_browser(processes, tmp_path / "profile") as driver:
+        driver.get(api.url + "/")
+        give_token(driver, "not-the-token")
+        WebDriverWait(driver, 10).until(lambda d: "401" in notice(d))
+        assert "missing or wrong bearer token" in notice(driver)
+        shot(driver, screens, "1-wrong-token")
+        give_token(driver, site.token)
+        WebDriverWait(driver, 10).until(
+            lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-live") == "live")
+        WebDriverWait(driver, 10).until(
+            lambda d: [row(d, b)[0] for b in ("web1", "web2", "api1")] == ["up"] * 3)
+        driver.execute_script("window.sentinelTestMark = 1")  # gone if the page reloads
+        shot(driver, screens, "2-all-up")
+
+        processes.kill(backends["web2"])
+        down = wait_until(lambda: [e for e in api.events() if e["backend"] == "web2"
+                                   and e["to"] == "down"], what="web2 published down")[0]
+        WebDriverWait(driver, 2).until(lambda d: row(d, "web2") == ("down", down["reason"]))
+        assert "connection refused" in down["reason"]
+        shot(driver, screens, "3-web2-down")
+
+        start_backend(processes, site.ports["web2"], "web2")
+        wait_until(lambda: api.backend("web", "web2")["state"] == "up", what="web2 up again")
+        WebDriverWait(driver, 2).until(lambda d: row(d, "web2")[0] == "up")
+        shot(driver, screens, "4-web2-up-again")
+
+        driver.find_element(By.CSS_SELECTOR, '[aria-label="drain web/web1"]').click()
+        WebDriverWait(driver, 10).until(lambda d: "web/web1: drain (up → drain)" in notice(d))
+        WebDriverWait(driver, 2).until(lambda d: row(d, "web1") == ("drain", "admin: drain"))
+        assert api.backend("web", "web1")["override"] == "drain"
+        shot(driver, screens, "5-web1-drained")
+
+        driver.find_element(By.ID, "token-button").click()
+        give_token(driver, "wrong-again")
+        driver.find_element(By.CSS_SELECTOR, '[aria-label="ready web/web1"]').click()
+        WebDriverWait(driver, 10).until(lambda d: "refused: 401" in notice(d))
+        assert notice(driver) == "web/web1: ready refused: 401 missing or wrong bearer token"
+        assert api.backend("web", "web1")["override"] == "drain"
+        shot(driver, screens, "6-ready-refused-401")
+        assert driver.execute_script("return window.sentinelTestMark") == 1
+
+
+def test_the_page_is_served_from_the_package_with_a_strict_policy(
+        processes: Processes, site: Site) -> None:
+    """GET / and its two files answer with a CSP that allows no inline script or style and
+    no other origin; nothing else under /dashboard/ is served."""
+    start_backends(processes, site, "web1")
+    site.write({"web": ["web1"]})
+    _, api = site.start(processes)
+    page = httpx.get(api.url + "/", timeout=5)
+    assert page.status_code == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self';" in policy
+    assert "style-src 'self';" in policy
+    assert "unsafe-inline" not in policy
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert "<script src=\"/dashboard/app.js\"" in page.text
+    for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
+        served = httpx.get(f"{api.url}/dashboard/{name}", timeout=5)
+        assert served.status_code == 200
+        assert served.headers["content-type"].startswith(kind)
+    for path in ("/dashboard/../api.py", "/dashboard/", "/dashboard/nope.js", "/index.html"):
+        assert httpx.get(api.url + path, timeout=5).status_code == 404, path
