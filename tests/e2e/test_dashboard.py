@@ -26,12 +26,13 @@ def shot(driver: webdriver.Chrome, folder: Path, name: str) -> None:
 
 
 def row(driver: webdriver.Chrome, backend: str) -> tuple[str, str]:
-    """(state word, reason) of a backend's row; ("", "") while it is not shown."""
-    found = driver.find_elements(By.CSS_SELECTOR, f'.row.be[data-backend="{backend}"]')
-    if not found:
-        return "", ""
-    return (found[0].find_element(By.CSS_SELECTOR, ".state").text,
-            found[0].find_element(By.CSS_SELECTOR, ".c-reason").text)
+    """(state word, reason) of a backend's row; ("", "") while it is not shown. Read in one
+    script call: a row the page patches between two WebDriver calls would go stale."""
+    found = driver.execute_script(
+        "const r = document.querySelector(`.row.be[data-backend='${arguments[0]}']`);"
+        "return r ? [r.querySelector('.state').innerText,"
+        " r.querySelector('.c-reason').innerText] : ['', ''];", backend)
+    return str(found[0]), str(found[1])
 
 
 def give_token(driver: webdriver.Chrome, token: str) -> None:
