@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Literal
 
 # -- probes ------------------------------------------------------------------
@@ -122,6 +123,16 @@ class CircuitBreakerConfig:
 BreakerConfig = NginxBreakerConfig | ThresholdBreakerConfig | CircuitBreakerConfig
 
 
+class InitState(StrEnum):
+    """Where a backend with no saved verdict starts (`init_state`, HAProxy 3's
+    `init-state`); each breaker's module docstring says what it means for its counters."""
+
+    FULLY_UP = "fully-up"  # up; the full failure count takes it down (the default)
+    UP = "up"  # up; the first failed probe takes it down
+    DOWN = "down"  # down; the first passed probe brings it up
+    FULLY_DOWN = "fully-down"  # down; the full rise/passes/trials bring it up
+
+
 # -- services and sinks ------------------------------------------------------
 
 
@@ -181,6 +192,7 @@ class ServiceConfig:
     slow_start: float = 0.0
     min_up: MinUp = field(default_factory=MinUp)
     dampen: DampenConfig | None = None
+    init_state: InitState = InitState.FULLY_UP
 
 
 @dataclass(frozen=True, slots=True)
