@@ -19,6 +19,7 @@ from sentinel.config import (
     BackendConfig,
     Config,
     DampenConfig,
+    InitState,
     MinUp,
     ServiceConfig,
     SinkBinding,
@@ -32,7 +33,8 @@ from sentinel.yamlnode import Node, load_yaml
 
 TOP_KEYS = {"version", "state_dir", "shutdown_timeout", "max_in_flight", "api", "telemetry",
             "defaults", "sinks", "services"}
-SERVICE_KEYS = {"backends", "probe", "breaker", "sinks", "slow_start", "min_up", "dampen"}
+SERVICE_KEYS = {"backends", "probe", "breaker", "sinks", "slow_start", "min_up", "dampen",
+                "init_state"}
 BACKEND_KEYS = {"name", "address", "weight", "backup"}
 T = TypeVar("T")
 
@@ -255,14 +257,19 @@ def _service(name: str, node: Node, defaults: Mapping[str, Node],
     min_up = errors.run(lambda: _min_up(min_up_node)) if min_up_node else MinUp()
     dampen_node = pick("dampen")
     dampen = errors.run(lambda: _dampen(dampen_node)) if dampen_node else None
+    init_node = pick("init_state")
+    init_state = (errors.run(lambda: InitState(init_node.as_choice(tuple(InitState))))
+                  if init_node else InitState.FULLY_UP)
     if errors.errors:
         raise ConfigErrors(errors.errors)
     assert probe
     assert breaker
     assert min_up is not None
     assert slow_start is not None
+    assert init_state is not None
     return ServiceConfig(name=name, backends=backends, probe=probe, breaker=breaker,
-                         sinks=bindings, slow_start=slow_start, min_up=min_up, dampen=dampen)
+                         sinks=bindings, slow_start=slow_start, min_up=min_up, dampen=dampen,
+                         init_state=init_state)
 
 
 def _backends(node: Node) -> tuple[BackendConfig, ...]:

@@ -20,7 +20,7 @@ import trio
 from sentinel.backend import BackendRuntime, summary
 from sentinel.breakers import make_breaker
 from sentinel.breakers.base import Change, Health, Transition
-from sentinel.config import Config, ProbeConfig, ServiceConfig, SinkConfig
+from sentinel.config import Config, InitState, ProbeConfig, ServiceConfig, SinkConfig
 from sentinel.dampen import Damper
 from sentinel.journal import Journal, RunBlocking, rfc3339
 from sentinel.model import Event, FailureKind, ProbeResult, ProbeSummary, State
@@ -95,14 +95,14 @@ class Engine:
             b.published = (view.state, view.weight)
         return runtime
 
-    def make_backend(self, svc: ServiceConfig, name: str,
-                     health: Health | None = None) -> BackendRuntime:
-        """A backend runtime from its persisted verdict (or the given health)."""
+    def make_backend(self, svc: ServiceConfig, name: str) -> BackendRuntime:
+        """A backend runtime from its persisted verdict, else from `init_state`."""
         config = next(b for b in svc.backends if b.name == name)
         prior = self.saved.backends.get(svc.name, {}).get(name)
-        if health is None:
-            health = Health.DOWN if prior and prior.state == State.DOWN.value else Health.UP
-        backend = BackendRuntime(svc.name, config, make_breaker(svc.breaker, health),
+        initial: Health | InitState = svc.init_state
+        if prior is not None:
+            initial = Health.DOWN if prior.state == State.DOWN.value else Health.UP
+        backend = BackendRuntime(svc.name, config, make_breaker(svc.breaker, initial),
                                  prior.since if prior else rfc3339(self.wall()),
                                  prior.last_ok if prior else None)
         if svc.dampen is not None:
