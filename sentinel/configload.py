@@ -27,14 +27,15 @@ from sentinel.config import (
     TelemetryConfig,
     TracesConfig,
 )
+from sentinel.configdetect import parse_canaries, parse_passive, parse_suspect
 from sentinel.configprobe import TIMING_KEYS, merged, parse_breaker, parse_probe
 from sentinel.errors import ConfigError, ConfigErrors
 from sentinel.yamlnode import Node, load_yaml
 
 TOP_KEYS = {"version", "state_dir", "shutdown_timeout", "max_in_flight", "api", "telemetry",
-            "defaults", "sinks", "services"}
+            "defaults", "sinks", "services", "canaries", "suspect"}
 SERVICE_KEYS = {"backends", "probe", "breaker", "sinks", "slow_start", "min_up", "dampen",
-                "init_state"}
+                "init_state", "passive"}
 BACKEND_KEYS = {"name", "address", "weight", "backup"}
 T = TypeVar("T")
 
@@ -93,6 +94,10 @@ def parse_config(root: Node, file: str) -> Config:
     sinks = _sinks(top.get("sinks"), errors)
     defaults = errors.run(lambda: _defaults(top.get("defaults"))) or {}
     services = _services(top.get("services"), defaults, {s.name: s for s in sinks}, errors)
+    canaries = (errors.run(lambda: parse_canaries(top["canaries"])) or ()
+                if "canaries" in top else ())
+    suspect = (errors.run(lambda: parse_suspect(top["suspect"], tuple(services), canaries))
+               if "suspect" in top else None)
     if errors.errors:
         # `defaults` are merged under every service: report a bad default once, not per service
         raise ConfigErrors(list({str(e): e for e in errors.errors}.values()))
@@ -103,7 +108,8 @@ def parse_config(root: Node, file: str) -> Config:
     assert in_flight is not None
     return Config(path=file, state_dir=state_dir, shutdown_timeout=shutdown,
                   max_in_flight=in_flight, api=api, telemetry=telemetry,
-                  sinks=tuple(sinks), services=tuple(services))
+                  sinks=tuple(sinks), services=tuple(services), canaries=canaries,
+                  suspect=suspect)
 
 
 def _version(node: Node) -> None:
@@ -257,6 +263,9 @@ def _service(name: str, node: Node, defaults: Mapping[str, Node],
     min_up = errors.run(lambda: _min_up(min_up_node)) if min_up_node else MinUp()
     dampen_node = pick("dampen")
     dampen = errors.run(lambda: _dampen(dampen_node)) if dampen_node else None
+    passive_node = pick("passive")
+    passive = (errors.run(lambda: parse_passive(passive_node, bindings, sinks))
+               if passive_node else None)
     init_node = pick("init_state")
     init_state = (errors.run(lambda: InitState(init_node.as_choice(tuple(InitState))))
                   if init_node else InitState.FULLY_UP)
@@ -269,7 +278,7 @@ def _service(name: str, node: Node, defaults: Mapping[str, Node],
     assert init_state is not None
     return ServiceConfig(name=name, backends=backends, probe=probe, breaker=breaker,
                          sinks=bindings, slow_start=slow_start, min_up=min_up, dampen=dampen,
-                         init_state=init_state)
+                         init_state=init_state, passive=passive)
 
 
 def _backends(node: Node) -> tuple[BackendConfig, ...]:
