@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
 import trio
@@ -26,6 +26,7 @@ from sentinel.journal import Journal, RunBlocking, rfc3339
 from sentinel.model import Event, FailureKind, ProbeResult, ProbeSummary, State
 from sentinel.observe import NullObserver, Observer, ProbeRecord
 from sentinel.pacing import EngineStatistics, Pacing
+from sentinel.passive.base import BackendIndex, Signal
 from sentinel.probegroups import GroupKey, ProbeGroup, group_key
 from sentinel.probeloop import Committer, ProbeLoop, accepts
 from sentinel.probes import make_probe
@@ -76,6 +77,7 @@ class Engine:
         self._committer: Committer[Commit] = Committer(self._apply)
         self._probe_nursery: trio.Nursery | None = None
         self._sink_nursery: trio.Nursery | None = None
+        self._index: tuple[Config, BackendIndex] | None = None
 
     def make_runner(self, sink: SinkConfig) -> SinkRunner:
         """A runner for a configured sink (or the override a test passed in)."""
@@ -127,8 +129,8 @@ class Engine:
                     svc.publish(svc.published().view)
                 async with trio.open_nursery() as probe_nursery:
                     self._probe_nursery = probe_nursery
+                    await probe_nursery.start(self._committer.run)
                     if self._loop is not None:
-                        await probe_nursery.start(self._committer.run)
                         await probe_nursery.start(self._loop.run)
                     self.regroup()
                     probe_nursery.start_soon(self.pacing.watch_lag, self._in_flight)
@@ -206,7 +208,10 @@ class Engine:
         with group.scope:
             while True:
                 due = group.due()
-                await trio.sleep_until(due)
+                with trio.move_on_at(due) as group.nap:  # `hurry` may bring it forward
+                    await trio.sleep_forever()
+                group.nap = None
+                due = min(due, group.due())
                 owner = group.members[0]
                 svc = self.services[owner.service]  # re-read: a reload may replace it
                 try:  # the timeout starts once a slot is free
@@ -358,6 +363,61 @@ class Engine:
         log.info("%s/%s: admin %s", service, backend, action)
         return await self.commit(svc, target, f"admin: {action}")
 
+
+    # -- passive signals ----------------------------------------------------------
+
+    def backend_index(self) -> BackendIndex:
+        """The running config's backends by name and by address (kept per config)."""
+        if self._index is None or self._index[0] is not self.config:
+            self._index = (self.config, BackendIndex(self.config.services))
+        return self._index[1]
+
+    def passive(self, signals: Iterable[Signal]) -> None:
+        """Passive failures (SPEC 10): each triggers an immediate probe of its backend
+        (passive triggers, active confirms); with `passive: {count: true}` it is also
+        fed to the breaker as a failure, as nginx's max_fails counts real requests.
+        A stub until the engine's pure decision takes passive inputs."""
+        for signal in signals:
+            svc = self.services.get(signal.service)
+            backend = next((b for b in svc.backends if b.config.name == signal.backend),
+                           None) if svc is not None else None
+            if svc is None or backend is None:
+                continue  # removed by a reload since the signal was read
+            if svc.config.passive is not None and svc.config.passive.count:
+                self._count_passive(svc, backend, signal)
+            if self.probe_now(backend):  # logged once per probe it brings forward
+                log.info("%s/%s: %s; probing now", signal.service, signal.backend,
+                         signal.reason)
+
+    def _count_passive(self, svc: ServiceRuntime, backend: BackendRuntime,
+                       signal: Signal) -> None:
+        result = ProbeResult(ok=False, latency=0.0, failure=FailureKind.PASSIVE,
+                             detail=signal.reason)
+        transition = backend.breaker.observe(False, trio.current_time())
+        commit = self._take(svc, backend, result, transition, self.wall())
+        if commit is not None:
+            self._committer.submit(commit)
+
+    def probe_now(self, backend: BackendRuntime) -> bool:
+        """Probe `backend` at once instead of at its `next_due`; True when that brought
+        a probe forward. Nothing when it is down (already out of rotation: its breaker's
+        schedule decides) or already due (a check of it may be in flight: its result is
+        the answer)."""
+        now = trio.current_time()
+        if backend.breaker.health is Health.DOWN or backend.next_due is None \
+                or backend.next_due <= now:
+            return False
+        svc = self.services[backend.service]
+        group = self.groups.get(group_key(svc.config, backend.config.host,
+                                          backend.config.port, backend.config.name))
+        if group is None or backend not in group.members:
+            return False
+        backend.next_due = now
+        if self._loop is not None and accepts(svc.probe, backend.config.host):
+            self._loop.hurry(group, svc.probe)
+        else:
+            group.hurry()
+        return True
 
     # -- looking in -------------------------------------------------------------
 
