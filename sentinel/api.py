@@ -6,7 +6,8 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+import time
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs
@@ -15,6 +16,8 @@ import trio
 
 from sentinel.config import ApiConfig
 from sentinel.model import Event
+from sentinel.passive.base import BackendIndex, Signal
+from sentinel.passive.reports import MAX_BODY, ReportError, parse_reports
 
 log = logging.getLogger("sentinel.api")
 Scope = MutableMapping[str, Any]
@@ -41,6 +44,14 @@ class StateSource(Protocol):
     async def set_override(self, service: str, backend: str, action: str
                            ) -> tuple[Event, ...]:
         """POST /v1/backends/SERVICE/BACKEND/ACTION; KeyError when unknown."""
+        ...
+
+    def backend_index(self) -> BackendIndex:
+        """The running config's backends, by name and address (POST /v1/reports)."""
+        ...
+
+    def passive(self, signals: Iterable[Signal]) -> None:
+        """Act on passive failures (POST /v1/reports)."""
         ...
 
 
@@ -80,17 +91,18 @@ class Api:
             return
         if scope["type"] != "http":
             return
+        body = await _read_body(receive) if scope["method"] == "POST" else b""
         response = await self.route(scope["method"], scope["path"],
                               scope.get("query_string", b"").decode(),
-                              dict(scope.get("headers", [])))
+                              dict(scope.get("headers", [])), body)
         await send({"type": "http.response.start", "status": response.status,
                     "headers": [(b"content-type", response.content_type.encode()),
                                 (b"content-length", str(len(response.body)).encode())]})
         await send({"type": "http.response.body", "body": response.body})
 
-    async def route(self, method: str, path: str, query: str, headers: dict[bytes, bytes]
-                    ) -> Response:
-        """Answer one request."""
+    async def route(self, method: str, path: str, query: str, headers: dict[bytes, bytes],
+                    body: bytes = b"") -> Response:
+        """Answer one request (`body`: a POST's, at most MAX_BODY + 1 bytes of it)."""
         if path == "/healthz":
             return Response(200, {"ok": True})
         if path == "/metrics" and method == "GET" and self.metrics is not None:
@@ -104,7 +116,7 @@ class Api:
         if method == "POST":
             if not self._authorized(headers):
                 return Response(401, {"error": "missing or wrong bearer token"})
-            return await self._post(path)
+            return await self._post(path, body)
         if method != "GET":
             return Response(405, {"error": f"{method} not allowed on {path}"})
         if path == "/v1/state":
@@ -121,8 +133,15 @@ class Api:
             return self._maglev(path.removeprefix("/v1/maglev/"), query)
         return Response(404, {"error": f"no such endpoint: {path}"})
 
-    async def _post(self, path: str) -> Response:
+    async def _post(self, path: str, body: bytes) -> Response:
         parts = path.strip("/").split("/")
+        if parts == ["v1", "reports"]:
+            try:
+                accepted = parse_reports(body, self.source.backend_index(), time.time())
+            except ReportError as refused:
+                return Response(refused.status, refused.body)
+            self.source.passive(accepted.signals)
+            return Response(200, accepted.to_json())
         if len(parts) == 5 and parts[:2] == ["v1", "backends"] and parts[4] in ADMIN_ACTIONS:
             service, backend, action = parts[2], parts[3], parts[4]
             try:
@@ -154,6 +173,17 @@ class Api:
         # constant time.
         return scheme.lower() == b"bearer" and hmac.compare_digest(
             given.strip(), self.token.encode())
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """A request's body, read up to one byte past MAX_BODY (enough to refuse it)."""
+    body = bytearray()
+    while len(body) <= MAX_BODY:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            break
+    return bytes(body[: MAX_BODY + 1])
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

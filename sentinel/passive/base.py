@@ -44,16 +44,18 @@ class BackendIndex:
     found only if the balancer logs that same name (nginx logs the IP it resolved).
     """
 
-    __slots__ = ("_by_address", "_by_upstream")
+    __slots__ = ("_by_address", "_by_upstream", "_keys")
 
     def __init__(self, services: Iterable[ServiceConfig],
                  upstreams: dict[str, str] | None = None) -> None:
         """`upstreams`: balancer upstream name -> service (default: the service's name)."""
+        self._keys: set[Key] = set()
         self._by_address: dict[str, list[Key]] = {}
         self._by_upstream: dict[str, list[Key]] = {}
         names = upstreams or {}
         for svc in services:
             keys = [(svc.name, b.name) for b in svc.backends]
+            self._keys.update(keys)
             for b in svc.backends:
                 self._by_address.setdefault(address_key(b.host, b.port), []).append(
                     (svc.name, b.name))
@@ -61,6 +63,10 @@ class BackendIndex:
         for upstream, service in names.items():
             self._by_upstream[upstream] = [k for k in self._by_upstream.get(service, [])
                                            if k[0] == service]
+
+    def known(self, key: Key) -> bool:
+        """True when (service, backend) is configured."""
+        return key in self._keys
 
     def at(self, address: str) -> list[Key]:
         """The backends at `host:port` (as a balancer wrote it); [] when none."""
