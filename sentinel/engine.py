@@ -27,6 +27,7 @@ from sentinel.model import Event, FailureKind, ProbeResult, ProbeSummary, State
 from sentinel.observe import NullObserver, Observer, ProbeRecord
 from sentinel.pacing import EngineStatistics, Pacing
 from sentinel.passive.base import BackendIndex, Signal
+from sentinel.passive.sources import run_sources
 from sentinel.probegroups import GroupKey, ProbeGroup, group_key
 from sentinel.probeloop import Committer, ProbeLoop, accepts
 from sentinel.probes import make_probe
@@ -78,6 +79,7 @@ class Engine:
         self._probe_nursery: trio.Nursery | None = None
         self._sink_nursery: trio.Nursery | None = None
         self._index: tuple[Config, BackendIndex] | None = None
+        self._passive: tuple[object, trio.CancelScope] | None = None  # what runs, its scope
 
     def make_runner(self, sink: SinkConfig) -> SinkRunner:
         """A runner for a configured sink (or the override a test passed in)."""
@@ -133,6 +135,7 @@ class Engine:
                     if self._loop is not None:
                         await probe_nursery.start(self._loop.run)
                     self.regroup()
+                    self.restart_passive()
                     probe_nursery.start_soon(self.pacing.watch_lag, self._in_flight)
                     task_status.started()
                 await self._drain_sinks()
@@ -371,6 +374,25 @@ class Engine:
         if self._index is None or self._index[0] is not self.config:
             self._index = (self.config, BackendIndex(self.config.services))
         return self._index[1]
+
+    def restart_passive(self) -> None:
+        """Run the passive sources (nginx error logs, HAProxy counters) the config names;
+        after a reload, restarted only when what they read changed."""
+        wanted = (tuple((s.name, s.passive, s.backends, s.sinks) for s in self.config.services
+                        if s.passive is not None), self.config.sinks)
+        if self._passive is not None:
+            if self._passive[0] == wanted:
+                return
+            self._passive[1].cancel()
+        scope = trio.CancelScope()
+        self._passive = (wanted, scope)
+        config = self.config
+
+        async def run() -> None:
+            with scope:
+                await run_sources(config, lambda signal: self.passive((signal,)))
+
+        self.start_task(run)
 
     def passive(self, signals: Iterable[Signal]) -> None:
         """Passive failures (SPEC 10): each triggers an immediate probe of its backend
