@@ -121,6 +121,9 @@ class Engine:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Probe and publish until `stop()`; then let sinks finish within shutdown_timeout."""
+        if self.config.canaries or self.config.suspect is not None:
+            log.warning("canaries and suspect are checked but not acted on yet: self-suspicion "
+                        "is not wired into publishing in this version")
         try:
             async with trio.open_nursery() as sink_nursery:
                 self._sink_nursery = sink_nursery
