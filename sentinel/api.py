@@ -15,7 +15,8 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Awaitable, Callable, Collection, MutableMapping
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable, MutableMapping
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs
@@ -28,6 +29,8 @@ from sentinel.dashboard import dashboard_file
 from sentinel.errors import StartupError
 from sentinel.limits import API_MAX
 from sentinel.model import Event
+from sentinel.passive.base import BackendIndex, Signal
+from sentinel.passive.reports import ReportError, parse_reports
 from sentinel.stream import PATH as STREAM_PATH
 from sentinel.stream import Refusal, open_stream, serve_stream
 from sentinel.streamhub import StreamHub
@@ -66,11 +69,19 @@ class StateSource(Protocol):
         """POST /v1/backends/SERVICE/BACKEND/ACTION; KeyError when unknown."""
         ...
 
+    def backend_index(self) -> BackendIndex:
+        """The running config's backends, by name and address (POST /v1/reports)."""
+        ...
+
+    def passive(self, signals: Iterable[Signal]) -> None:
+        """Act on passive failures (POST /v1/reports)."""
+        ...
+
 
 Reloader = Callable[[], Awaitable[list[str]]]
 MetricsRenderer = Callable[[], Awaitable[tuple[bytes, str]]]  # body, content type
 ADMIN_ACTIONS = ("drain", "maint", "ready")
-MAX_BODY = 64 * 1024  # no endpoint takes a body yet; this bounds what is read and dropped
+MAX_BODY = 64 * 1024  # the largest request body read (POST /v1/reports takes the most)
 MAX_QUERY_FIELDS = 100
 SHOWN = 40  # longest client value quoted in an error
 
@@ -169,13 +180,13 @@ class Api:
             return
         # The whole request arrives before anything is acted on: a body the server
         # refuses half-way (a malformed chunk, a client that hung up) must change nothing.
-        size = 0
+        body = bytearray()
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
-            size += len(message.get("body", b""))
-            if size > MAX_BODY:
+            body += message.get("body", b"")
+            if len(body) > MAX_BODY:
                 response = Response(413, {"error": f"request body over {MAX_BODY} bytes"})
                 break
             if not message.get("more_body", False):
@@ -190,7 +201,7 @@ class Api:
                 response = await self.route("GET" if method == "HEAD" else method,
                                             scope["path"],
                                             scope.get("query_string", b"").decode("latin-1"),
-                                            dict(scope.get("headers", [])))
+                                            dict(scope.get("headers", [])), bytes(body))
                 break
         headers = [(b"content-type", response.content_type.encode()),
                    (b"content-length", str(len(response.body)).encode()), *response.headers]
@@ -215,16 +226,16 @@ class Api:
                            send)
         return None
 
-    async def route(self, method: str, path: str, query: str, headers: dict[bytes, bytes]
-                    ) -> Response:
-        """Answer one request (HEAD comes here as GET)."""
+    async def route(self, method: str, path: str, query: str, headers: dict[bytes, bytes],
+                    body: bytes = b"") -> Response:
+        """Answer one request (HEAD comes here as GET; `body`: a POST's, whole)."""
         try:
-            return await self._route(method, path, query, headers)
+            return await self._route(method, path, query, headers, body)
         except BadRequest as exc:
             return Response(400, {"error": str(exc)})
 
-    async def _route(self, method: str, path: str, query: str, headers: dict[bytes, bytes]
-                     ) -> Response:
+    async def _route(self, method: str, path: str, query: str, headers: dict[bytes, bytes],
+                     body: bytes) -> Response:
         if path.startswith("/v1/outbox"):  # webhook deliveries: list, retry, purge
             if not self._authorized(headers):
                 return Response(401, {"error": "missing or wrong bearer token"})
@@ -240,6 +251,13 @@ class Api:
                 return Response(401, {"error": "missing or wrong bearer token"})
             parse_query(query, ())
             return await (self._override(*parts[2:]) if admin else self._reload())
+        if path == "/v1/reports":
+            if refused := wrong_method(method, "POST", path):
+                return refused
+            if not self._authorized(headers):
+                return Response(401, {"error": "missing or wrong bearer token"})
+            parse_query(query, ())
+            return self._reports(body)
         if path in ("/healthz", "/v1/state", "/v1/events") or path.startswith("/v1/maglev/") \
                 or (path == "/metrics" and self.metrics is not None) \
                 or dashboard_file(path) is not None:
@@ -277,6 +295,15 @@ class Api:
         if errors:
             return Response(400, {"ok": False, "errors": errors})
         return Response(200, {"ok": True})
+
+    def _reports(self, body: bytes) -> Response:
+        """POST /v1/reports (SPEC 10): all or nothing."""
+        try:
+            accepted = parse_reports(body, self.source.backend_index(), time.time())
+        except ReportError as refused:
+            return Response(refused.status, refused.body)
+        self.source.passive(accepted.signals)
+        return Response(200, accepted.to_json())
 
     def _maglev(self, service: str, query: str) -> Response:
         form = choice(parse_query(query, ("format",)), "format", ("json", "bin"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from fractions import Fraction
 from typing import Literal
 
@@ -155,6 +156,16 @@ class CircuitBreakerConfig:
 BreakerConfig = NginxBreakerConfig | ThresholdBreakerConfig | CircuitBreakerConfig
 
 
+class InitState(StrEnum):
+    """Where a backend with no saved verdict starts (`init_state`, HAProxy 3's
+    `init-state`); each breaker's module docstring says what it means for its counters."""
+
+    FULLY_UP = "fully-up"  # up; the full failure count takes it down (the default)
+    UP = "up"  # up; the first failed probe takes it down
+    DOWN = "down"  # down; the first passed probe brings it up
+    FULLY_DOWN = "fully-down"  # down; the full rise/passes/trials bring it up
+
+
 # -- services and sinks ------------------------------------------------------
 
 
@@ -214,6 +225,19 @@ class ServiceConfig:
     slow_start: float = 0.0
     min_up: MinUp = field(default_factory=MinUp)
     dampen: DampenConfig | None = None
+    init_state: InitState = InitState.FULLY_UP
+    passive: PassiveConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PassiveConfig:
+    """`passive:` on a service (SPEC 10): where its balancers' failures are read, and
+    whether they count in the breaker (`count`) or only trigger a probe (default)."""
+
+    nginx_error_log: str | None = None  # path of an nginx error log to follow
+    haproxy: str | None = None  # a haproxy sink (bound to this service) to read `show stat`
+    haproxy_interval: float = 1.0  # how often `show stat` is read
+    count: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +286,27 @@ class TelemetryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CanaryConfig:
+    """A canary (SPEC 11): probed like a backend, never published; it vouches for the
+    checker's own network."""
+
+    name: str
+    address: str
+    host: str
+    port: int
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class SuspectConfig:
+    """`suspect:` (SPEC 11): the mass-failure rule and how long a suspicion may last."""
+
+    mass_failure: float = 0.5  # a fraction of all backends: more than this turning down...
+    window: float = 4.0  # ...within this (default at load: twice the longest interval)
+    max_suspect: float = 60.0  # 0: only a passing canary ends a suspicion
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole validated configuration file."""
 
@@ -276,6 +321,8 @@ class Config:
     cluster: ClusterConfig | None = None  # several sentinels agreeing through etcd
     # risky but valid settings, `file:line:col: path: message` (`sentinel check` prints them)
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    canaries: tuple[CanaryConfig, ...] = ()
+    suspect: SuspectConfig | None = None
 
     def service(self, name: str) -> ServiceConfig:
         """The service called `name` (KeyError when there is none)."""

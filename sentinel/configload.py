@@ -22,6 +22,7 @@ from sentinel.config import (
     BackendConfig,
     Config,
     DampenConfig,
+    InitState,
     MinUp,
     ServiceConfig,
     SinkBinding,
@@ -29,14 +30,16 @@ from sentinel.config import (
     TelemetryConfig,
     TracesConfig,
 )
+from sentinel.configdetect import parse_canaries, parse_passive, parse_suspect
 from sentinel.configprobe import TIMING_KEYS, merged, parse_breaker, parse_probe
 from sentinel.errors import ConfigError, ConfigErrors
 from sentinel.extras import missing
 from sentinel.yamlnode import Node, load_yaml
 
 TOP_KEYS = {"version", "state_dir", "shutdown_timeout", "max_in_flight", "api", "telemetry",
-            "defaults", "sinks", "services", "cluster"}
-SERVICE_KEYS = {"backends", "probe", "breaker", "sinks", "slow_start", "min_up", "dampen"}
+            "defaults", "sinks", "services", "cluster", "canaries", "suspect"}
+SERVICE_KEYS = {"backends", "probe", "breaker", "sinks", "slow_start", "min_up", "dampen",
+                "init_state", "passive"}
 BACKEND_KEYS = {"name", "address", "weight", "backup"}
 MAX_FILE_BYTES = 16 << 20
 _HOST = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -106,6 +109,10 @@ def parse_config(root: Node, file: str) -> Config:
     defaults = errors.run(lambda: _defaults(top.get("defaults"))) or {}
     services = _services(top.get("services"), defaults, sinks, errors)
     cluster = errors.run(lambda: parse_cluster(top["cluster"])) if "cluster" in top else None
+    canaries = (errors.run(lambda: parse_canaries(top["canaries"])) or ()
+                if "canaries" in top else ())
+    suspect = (errors.run(lambda: parse_suspect(top["suspect"], tuple(services), canaries))
+               if "suspect" in top else None)
     if errors.errors:
         # `defaults` are merged under every service: report a bad default once, not per service
         raise ConfigErrors(list({str(e): e for e in errors.errors}.values()))
@@ -117,7 +124,8 @@ def parse_config(root: Node, file: str) -> Config:
     return Config(path=file, state_dir=state_dir, shutdown_timeout=shutdown,
                   max_in_flight=in_flight, api=api, telemetry=telemetry,
                   sinks=tuple(s for s in sinks.values() if s is not None),
-                  services=tuple(services), cluster=cluster,
+                  services=tuple(services), cluster=cluster, canaries=canaries,
+                  suspect=suspect,
                   warnings=tuple(dict.fromkeys(str(w) for w in ConfigErrors(root.warnings).errors)))
 
 
@@ -305,14 +313,22 @@ def _service(name: str, node: Node, defaults: Mapping[str, Node],
         else MinUp()
     dampen_node = pick("dampen")
     dampen = errors.run(lambda: _dampen(dampen_node)) if dampen_node else None
+    passive_node = pick("passive")
+    passive = (errors.run(lambda: parse_passive(passive_node, bindings, sinks))
+               if passive_node else None)
+    init_node = pick("init_state")
+    init_state = (errors.run(lambda: InitState(init_node.as_choice(tuple(InitState))))
+                  if init_node else InitState.FULLY_UP)
     if errors.errors:
         raise ConfigErrors(errors.errors)
     assert probe
     assert breaker
     assert min_up is not None
     assert slow_start is not None
+    assert init_state is not None
     return ServiceConfig(name=name, backends=backends, probe=probe, breaker=breaker,
-                         sinks=bindings, slow_start=slow_start, min_up=min_up, dampen=dampen)
+                         sinks=bindings, slow_start=slow_start, min_up=min_up, dampen=dampen,
+                         init_state=init_state, passive=passive)
 
 
 def _backends(node: Node) -> tuple[BackendConfig, ...]:

@@ -350,7 +350,7 @@ def parse_breaker(node: Node) -> BreakerConfig:
     return _circuit(e)
 
 
-def _rate(node: Node) -> float:
+def parse_rate(node: Node) -> float:
     """A rate in (0, 1], written as a fraction (0.5) or a percent (50%)."""
     rate = node.as_share()
     if rate == 0:
@@ -368,9 +368,9 @@ def _circuit(e: Mapping[str, Node]) -> CircuitBreakerConfig:
     return CircuitBreakerConfig(
         window=e["window"].as_duration() if "window" in e else d.window,
         min_calls=e["min_calls"].as_int(1) if "min_calls" in e else d.min_calls,
-        failure_rate=_rate(e["failure_rate"]) if "failure_rate" in e else d.failure_rate,
+        failure_rate=parse_rate(e["failure_rate"]) if "failure_rate" in e else d.failure_rate,
         slow_call=e["slow_call"].as_duration() if "slow_call" in e else None,
-        slow_rate=_rate(e["slow_rate"]) if "slow_rate" in e else d.slow_rate,
+        slow_rate=parse_rate(e["slow_rate"]) if "slow_rate" in e else d.slow_rate,
         open_for=open_for,
         max_open_for=max_open,
         half_open_trials=e["half_open_trials"].as_int(1) if "half_open_trials" in e

@@ -13,7 +13,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
 import trio
@@ -22,12 +22,14 @@ import trio.lowlevel
 from sentinel.backend import BackendRuntime, summary
 from sentinel.breakers import make_breaker
 from sentinel.breakers.base import Change, Health, Transition
-from sentinel.config import Config, ProbeConfig, ServiceConfig, SinkConfig
+from sentinel.config import Config, InitState, ProbeConfig, ServiceConfig, SinkConfig
 from sentinel.dampen import Damper
 from sentinel.journal import Journal, RunBlocking, rfc3339
 from sentinel.model import Event, FailureKind, ProbeResult, State
 from sentinel.observe import NullObserver, Observer, ProbeRecord
 from sentinel.pacing import EngineStatistics, Pacing
+from sentinel.passive.base import BackendIndex, Signal
+from sentinel.passive.sources import run_sources
 from sentinel.probegroups import GroupKey, ProbeGroup, group_key
 from sentinel.probeloop import Committer, ProbeLoop, accepts
 from sentinel.probes import make_probe
@@ -88,6 +90,8 @@ class Engine:
         self._sink_nursery: trio.Nursery | None = None
         self._unprobed: set[BackendRuntime] = set()  # until the first round is done
         self._first_round = trio.Event()
+        self._index: tuple[Config, BackendIndex] | None = None
+        self._passive: tuple[object, trio.CancelScope] | None = None  # what runs, its scope
 
     def make_runner(self, sink: SinkConfig) -> SinkRunner:
         """A runner for a configured sink (or the override a test passed in)."""
@@ -108,14 +112,14 @@ class Engine:
             b.published = (view.state, view.weight)
         return runtime
 
-    def make_backend(self, svc: ServiceConfig, name: str,
-                     health: Health | None = None) -> BackendRuntime:
-        """A backend runtime from its persisted verdict (or the given health)."""
+    def make_backend(self, svc: ServiceConfig, name: str) -> BackendRuntime:
+        """A backend runtime from its persisted verdict, else from `init_state`."""
         config = next(b for b in svc.backends if b.name == name)
         prior = self.saved.backends.get(svc.name, {}).get(name)
-        if health is None:
-            health = Health.DOWN if prior and prior.state == State.DOWN.value else Health.UP
-        backend = BackendRuntime(svc.name, config, make_breaker(svc.breaker, health),
+        initial: Health | InitState = svc.init_state
+        if prior is not None:
+            initial = Health.DOWN if prior.state == State.DOWN.value else Health.UP
+        backend = BackendRuntime(svc.name, config, make_breaker(svc.breaker, initial),
                                  prior.since if prior else rfc3339(self.wall()),
                                  prior.last_ok if prior else None)
         if svc.dampen is not None:
@@ -130,6 +134,9 @@ class Engine:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Probe and publish until `stop()`; then let sinks finish within shutdown_timeout."""
+        if self.config.canaries or self.config.suspect is not None:
+            log.warning("canaries and suspect are checked but not acted on yet: self-suspicion "
+                        "is not wired into publishing in this version")
         try:
             async with trio.open_nursery() as sink_nursery:
                 self._sink_nursery = sink_nursery
@@ -145,6 +152,7 @@ class Engine:
                     if self._loop is not None:
                         await probe_nursery.start(self._loop.run)
                     self.regroup()
+                    self.restart_passive()
                     probe_nursery.start_soon(self.pacing.watch_lag, self._in_flight)
                     probe_nursery.start_soon(self.hub.run)
                     task_status.started()
@@ -240,7 +248,10 @@ class Engine:
         with group.scope:
             while True:
                 due = group.due()
-                await trio.sleep_until(due)
+                with trio.move_on_at(due) as group.nap:  # `hurry` may bring it forward
+                    await trio.sleep_forever()
+                group.nap = None
+                due = min(due, group.due())
                 owner = group.members[0]
                 svc = self.services[owner.service]  # re-read: a reload may replace it
                 try:  # the timeout starts once a slot is free
@@ -386,6 +397,80 @@ class Engine:
         log.info("%s/%s: admin %s", service, backend, action)
         return await self.commit(svc, target, f"admin: {action}")
 
+
+    # -- passive signals ----------------------------------------------------------
+
+    def backend_index(self) -> BackendIndex:
+        """The running config's backends by name and by address (kept per config)."""
+        if self._index is None or self._index[0] is not self.config:
+            self._index = (self.config, BackendIndex(self.config.services))
+        return self._index[1]
+
+    def restart_passive(self) -> None:
+        """Run the passive sources (nginx error logs, HAProxy counters) the config names;
+        after a reload, restarted only when what they read changed."""
+        wanted = (tuple((s.name, s.passive, s.backends, s.sinks) for s in self.config.services
+                        if s.passive is not None), self.config.sinks)
+        if self._passive is not None:
+            if self._passive[0] == wanted:
+                return
+            self._passive[1].cancel()
+        scope = trio.CancelScope()
+        self._passive = (wanted, scope)
+        config = self.config
+
+        async def run() -> None:
+            with scope:
+                await run_sources(config, lambda signal: self.passive((signal,)))
+
+        self.start_task(run)
+
+    def passive(self, signals: Iterable[Signal]) -> None:
+        """Passive failures (SPEC 10): each triggers an immediate probe of its backend
+        (passive triggers, active confirms); with `passive: {count: true}` it is also
+        fed to the breaker as a failure, as nginx's max_fails counts real requests.
+        A stub until the engine's pure decision takes passive inputs."""
+        for signal in signals:
+            svc = self.services.get(signal.service)
+            backend = next((b for b in svc.backends if b.config.name == signal.backend),
+                           None) if svc is not None else None
+            if svc is None or backend is None:
+                continue  # removed by a reload since the signal was read
+            if svc.config.passive is not None and svc.config.passive.count:
+                self._count_passive(svc, backend, signal)
+            if self.probe_now(backend):  # logged once per probe it brings forward
+                log.info("%s/%s: %s; probing now", signal.service, signal.backend,
+                         signal.reason)
+
+    def _count_passive(self, svc: ServiceRuntime, backend: BackendRuntime,
+                       signal: Signal) -> None:
+        result = ProbeResult(ok=False, latency=0.0, failure=FailureKind.PASSIVE,
+                             detail=signal.reason)
+        transition = backend.breaker.observe(False, trio.current_time())
+        commit = self._take(svc, backend, result, transition, self.wall())
+        if commit is not None:
+            self._committer.submit(commit)
+
+    def probe_now(self, backend: BackendRuntime) -> bool:
+        """Probe `backend` at once instead of at its `next_due`; True when that brought
+        a probe forward. Nothing when it is down (already out of rotation: its breaker's
+        schedule decides) or already due (a check of it may be in flight: its result is
+        the answer)."""
+        now = trio.current_time()
+        if backend.breaker.health is Health.DOWN or backend.next_due is None \
+                or backend.next_due <= now:
+            return False
+        svc = self.services[backend.service]
+        group = self.groups.get(group_key(svc.config, backend.config.host,
+                                          backend.config.port, backend.config.name))
+        if group is None or backend not in group.members:
+            return False
+        backend.next_due = now
+        if self._loop is not None and accepts(svc.probe, backend.config.host):
+            self._loop.hurry(group, svc.probe)
+        else:
+            group.hurry()
+        return True
 
     # -- looking in -------------------------------------------------------------
 

@@ -21,6 +21,7 @@ class FailureKind(StrEnum):
     EXIT = "exit"  # script exited non-zero
     ERROR = "error"  # anything else (a bug in a probe, reported not raised)
     LOCAL = "local"  # the checker's own trouble (out of fds, buffers, ports): not the backend's
+    PASSIVE = "passive"  # real traffic failed (a balancer's log or counters, a report)
 
 
 @dataclass(frozen=True, slots=True)

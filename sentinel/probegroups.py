@@ -25,13 +25,20 @@ def group_key(svc: ServiceConfig, host: str, port: int, backend: str) -> GroupKe
 class ProbeGroup:
     """The backends one probe task (or the probe loop) feeds, and the scope that stops it."""
 
-    __slots__ = ("key", "members", "scope", "stopped")
+    __slots__ = ("key", "members", "nap", "scope", "stopped")
 
     def __init__(self, key: GroupKey, members: list[BackendRuntime]) -> None:
         self.key = key
         self.members = members
         self.scope = trio.CancelScope()
         self.stopped = False  # a plain flag: the probe loop checks it on every check
+        self.nap: trio.CancelScope | None = None  # its task's wait for `due()`, if waiting
+
+    def hurry(self) -> None:
+        """A member's `next_due` moved earlier: end its task's wait then (the probe loop's
+        groups are hurried by the loop instead)."""
+        if self.nap is not None:
+            self.nap.deadline = min(self.nap.deadline, self.due())
 
     def stop(self) -> None:
         """Stop probing for this group (its task, or its place in the probe loop)."""

@@ -113,32 +113,46 @@ class Running:
 class Agenda:
     """When groups are due and when running checks time out (pure: times are passed in)."""
 
-    __slots__ = ("_deadlines", "_due", "_seq")
+    __slots__ = ("_deadlines", "_due", "_queued", "_seq")
 
     def __init__(self) -> None:
         self._due: list[tuple[float, int, ProbeGroup, LeanProbe]] = []
         self._deadlines: list[tuple[float, int, Running]] = []
         self._seq = itertools.count()  # ties break by insertion; groups are not comparable
+        self._queued: dict[ProbeGroup, int] = {}  # group -> seq of its live entry in _due
 
     def add(self, group: ProbeGroup, probe: LeanProbe) -> None:
-        """Schedule `group`'s next check at its members' earliest `next_due`."""
-        heapq.heappush(self._due, (group.due(), next(self._seq), group, probe))
+        """Schedule `group`'s next check at its members' earliest `next_due` (an earlier
+        entry of the group, if any, is dropped when it comes up)."""
+        seq = self._queued[group] = next(self._seq)
+        heapq.heappush(self._due, (group.due(), seq, group, probe))
+
+    def hurry(self, group: ProbeGroup, probe: LeanProbe) -> bool:
+        """Re-schedule a waiting group at its (earlier) `due()`; False while its check
+        runs (it is scheduled again when that ends)."""
+        if group not in self._queued:
+            return False
+        self.add(group, probe)
+        return True
 
     def next_due(self, now: float) -> tuple[float, ProbeGroup, LeanProbe] | None:
         """The earliest group due by `now`, left in place (`take` removes it); groups a
-        regroup stopped are dropped on the way."""
+        regroup stopped, and entries a `hurry` replaced, are dropped on the way."""
         due = self._due
         while due:
-            when, _, group, probe = due[0]
-            if group.stopped:
+            when, seq, group, probe = due[0]
+            if group.stopped or self._queued.get(group) != seq:
                 heapq.heappop(due)
+                if group.stopped:
+                    self._queued.pop(group, None)
                 continue
             return (when, group, probe) if when <= now else None
         return None
 
     def take(self) -> None:
         """Remove the group `next_due` returned: its check is starting."""
-        heapq.heappop(self._due)
+        _, _, group, _ = heapq.heappop(self._due)
+        del self._queued[group]
 
     def watch(self, running: Running) -> None:
         """Time `running` out at its deadline unless it finishes first."""
@@ -186,6 +200,11 @@ class ProbeLoop:
         """Probe `group` from its `next_due` on, until it is stopped (regroup)."""
         self._agenda.add(group, probe)
         if self._sleep is not None:  # wake up in time for it
+            self._sleep.deadline = min(self._sleep.deadline, group.due())
+
+    def hurry(self, group: ProbeGroup, probe: LeanProbe) -> None:
+        """A member of `group` is due earlier (a passive signal): check it then."""
+        if self._agenda.hurry(group, probe) and self._sleep is not None:
             self._sleep.deadline = min(self._sleep.deadline, group.due())
 
     @property

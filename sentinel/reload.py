@@ -88,6 +88,7 @@ async def apply_reload(engine: Engine, new: Config) -> None:
     engine.services = services
     engine.config = new
     engine.regroup()
+    engine.restart_passive()
     for svc in services.values():  # the panic guard may see it differently now
         await engine.commit(svc, None, "reload")
     if retired_probes:

@@ -176,6 +176,13 @@ class Node:
                              f"{self.describe()}")
         return text
 
+    def as_choice(self, allowed: tuple[str, ...]) -> str:
+        """One of the strings in `allowed`."""
+        value = self.as_str()
+        if value not in allowed:
+            raise self.error(f"expected one of {', '.join(allowed)}; got {self.describe()}")
+        return value
+
     def as_bool(self) -> bool:
         """true/false."""
         if isinstance(self._value, bool):

@@ -16,6 +16,7 @@ from sentinel.breakers.threshold import ThresholdBreaker
 from sentinel.config import (
     BreakerConfig,
     CircuitBreakerConfig,
+    InitState,
     NginxBreakerConfig,
     ThresholdBreakerConfig,
 )
@@ -40,18 +41,19 @@ BREAKER_KINDS: Final[dict[str, type[BreakerConfig]]] = {
 }
 """Config name (`breaker: {kind: ...}`) -> config class."""
 
-_BREAKERS: Final[dict[type[BreakerConfig], Callable[[Any, Health], Breaker]]] = {
+_BREAKERS: Final[dict[type[BreakerConfig], Callable[[Any, Health | InitState], Breaker]]] = {
     NginxBreakerConfig: NginxBreaker,
     ThresholdBreakerConfig: ThresholdBreaker,
     CircuitBreakerConfig: CircuitBreaker,
 }
 
 
-def make_breaker(config: BreakerConfig, initial: Health = Health.UP) -> Breaker:
+def make_breaker(config: BreakerConfig, initial: Health | InitState = Health.UP) -> Breaker:
     """A fresh breaker of the kind `config` describes, starting at `initial`.
 
-    `initial=Health.DOWN` restores a verdict from disk: the breaker starts
-    down, and its first observation is a trial.
+    A Health restores a verdict from disk: `Health.DOWN` starts fully down (the
+    first observation is a trial). An InitState is a backend's configured
+    `init_state`, used when there is no saved verdict.
     """
     try:
         factory = _BREAKERS[type(config)]

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Protocol
 
+from sentinel.config import InitState
+
 
 class Health(StrEnum):
     """A breaker's verdict."""
@@ -39,6 +41,26 @@ class Transition:
     change: Change
     health: Health
     reason: str = ""
+
+
+def start_state(initial: Health | InitState) -> InitState:
+    """Where a breaker starts: a verdict restored from disk (a Health) starts fully
+    there, so a restart changes nothing; a configured `init_state` is taken as is."""
+    if isinstance(initial, InitState):
+        return initial
+    return InitState.FULLY_UP if initial is Health.UP else InitState.FULLY_DOWN
+
+
+def fragile(start: InitState) -> InitState | None:
+    """`up` and `down` hang on the first probe (its result alone can flip the verdict);
+    None for the `fully-` states, which count as usual from the start."""
+    return start if start in (InitState.UP, InitState.DOWN) else None
+
+
+def first_probe_reason(start: InitState, why: str = "") -> str:
+    """The reason of a verdict the first probe flipped because of `init_state`."""
+    verb = "passed" if start is InitState.DOWN else why or "failed"
+    return f"first probe {verb} (init_state: {start})"
 
 
 class IllegalTransition(RuntimeError):

@@ -31,18 +31,34 @@ max_open_for: 60s, half_open_trials: 2`::
 
 `initial=Health.DOWN` (restored from disk) starts HALF_OPEN. Its first
 result is a trial, and a failure re-opens with the doubled `open_for`.
+
+Start states
+------------
+A backend with no saved verdict starts where `init_state` says (HAProxy 3's
+`init-state`): `fully-up` (the default) CLOSED with an empty window; `up`
+CLOSED, but a first call that fails (or is slow) opens the circuit at once,
+whatever `min_calls`; `down` HALF_OPEN with `half_open_trials - 1` trials
+already passed, so a good first call closes it; `fully-down` HALF_OPEN
+needing every trial, as a verdict restored down from disk does. Same
+settings as above::
+
+    up          t=0  fail  CHANGED   down "first probe failed (init_state: up); open for 5s"
+    up          t=0  ok    UNCHANGED                  judged by rates from now on
+    down        t=0  ok    CHANGED   up "first probe passed (init_state: down)"
+    down        t=0  fail  UNCHANGED "half-open trial failed; open for 10s"
+    fully-down  t=0  ok    PENDING   "half-open 1/2"
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
-from sentinel.breakers.base import Change, Health, Transition, relative
+from sentinel.breakers.base import Change, Health, Transition, first_probe_reason, relative
 from sentinel.breakers.cycle import CycleBreaker, Move, Phase, secs
-from sentinel.config import CircuitBreakerConfig
+from sentinel.config import CircuitBreakerConfig, InitState
 
 _NAMES: Final[dict[Phase, str]] = {
     Phase.CLOSED: "closed", Phase.OPEN: "open", Phase.TRIAL: "half-open"}
@@ -62,7 +78,8 @@ class CircuitBreaker(CycleBreaker):
     KIND = "circuit"
     NAMES = _NAMES
 
-    def __init__(self, config: CircuitBreakerConfig, initial: Health = Health.UP) -> None:
+    def __init__(self, config: CircuitBreakerConfig,
+                 initial: Health | InitState = Health.UP) -> None:
         # Only impossible values are refused; the config loader owns sensible ranges.
         if (
             config.window < 0
@@ -81,7 +98,8 @@ class CircuitBreaker(CycleBreaker):
         self._failed = 0  # of the calls, how many failed and how many were slow: kept as
         self._slow = 0  # calls come and go, so a 1h window at 100ms is not summed per call
         self._open_for = config.open_for  # the length of the current or next open spell
-        self._trials = 0  # half-open successes so far
+        # half-open successes so far; `down` starts one short of `half_open_trials`
+        self._trials = config.half_open_trials - 1 if self._fresh is InitState.DOWN else 0
 
     def progress(self) -> str:
         """Where the breaker stands, as of the last observation.
@@ -113,8 +131,14 @@ class CircuitBreaker(CycleBreaker):
             return gated
         if was_open:
             self._trials = 0
+        fresh, self._fresh = self._fresh, None
         if self._state is Phase.TRIAL:
-            return self._trial(ok, slow, latency, now)
+            transition = self._trial(ok, slow, latency, now)
+            if fresh is not None and transition.change is Change.CHANGED:
+                return replace(transition, reason=first_probe_reason(fresh))
+            return transition
+        if fresh is InitState.UP and (not ok or slow):
+            return self._open(now, first_probe_reason(fresh, _bad(ok, latency)))
         return self._record(_Call(now, ok, slow))
 
     def state_key(self, now: float) -> Hashable:
@@ -123,6 +147,13 @@ class CircuitBreaker(CycleBreaker):
         oldest = self._calls[0].time if self._calls else None
         return (self._state, self._trials, self._open_for, relative(self._retry_at, now),
                 len(self._calls), self._failed, self._slow, relative(oldest, now))
+
+    def _open(self, now: float, why: str) -> Transition:
+        self._fire(Move.TRIP)
+        self._calls.clear()
+        self._failed = self._slow = 0
+        self._retry_at = now + self._open_for
+        return Transition(Change.CHANGED, Health.DOWN, f"{why}; open for {secs(self._open_for)}")
 
     def _record(self, call: _Call) -> Transition:
         cfg = self._config
@@ -136,12 +167,7 @@ class CircuitBreaker(CycleBreaker):
             self._slow -= gone.slow
         reason = self._trip_reason()
         if reason:
-            self._fire(Move.TRIP)
-            calls.clear()
-            self._failed = self._slow = 0
-            self._retry_at = call.time + self._open_for
-            reason = f"{reason}; open for {secs(self._open_for)}"
-            return Transition(Change.CHANGED, Health.DOWN, reason)
+            return self._open(call.time, reason)
         progress = self.progress()
         if progress:
             return Transition(Change.PENDING, Health.UP, progress)
@@ -172,8 +198,7 @@ class CircuitBreaker(CycleBreaker):
             self._fire(Move.TRIAL_FAILED)
             self._open_for = min(self._open_for * 2, cfg.max_open_for)
             self._retry_at = now + self._open_for
-            why = "failed" if not ok else f"too slow ({secs(latency)})"
-            reason = f"half-open trial {why}; open for {secs(self._open_for)}"
+            reason = f"half-open trial {_bad(ok, latency)}; open for {secs(self._open_for)}"
             return Transition(Change.UNCHANGED, Health.DOWN, reason)
         if self._trials + 1 >= cfg.half_open_trials:
             self._fire(Move.TRIALS_PASSED)
@@ -183,3 +208,8 @@ class CircuitBreaker(CycleBreaker):
             return Transition(Change.CHANGED, Health.UP, f"{n}/{n} half-open trials passed")
         self._trials += 1
         return Transition(Change.PENDING, Health.DOWN, self.progress())
+
+
+def _bad(ok: bool, latency: float) -> str:
+    """What was wrong with a call that failed a trial (or an `init_state: up` start)."""
+    return "failed" if not ok else f"too slow ({secs(latency)})"

@@ -15,7 +15,15 @@ from collections import deque
 from enum import Enum
 from typing import Final, Self
 
-from sentinel.breakers.base import Change, Health, IllegalTransition, Transition
+from sentinel.breakers.base import (
+    Change,
+    Health,
+    IllegalTransition,
+    Transition,
+    fragile,
+    start_state,
+)
+from sentinel.config import InitState
 
 
 class Phase(Enum):
@@ -63,14 +71,19 @@ def secs(seconds: float) -> str:
 
 class CycleBreaker:
     """What the nginx and circuit breakers share: the phase, the end of the open
-    spell, the clock check, and the gate that ignores results while open."""
+    spell, the clock check, the gate that ignores results while open, and the start:
+    `fully-up` and `up` start CLOSED, `down` and `fully-down` in TRIAL (the first probe
+    is a trial); `up` and `down` are `_fresh` until the first probe."""
 
-    __slots__ = ("_last", "_retry_at", "_state")
+    __slots__ = ("_fresh", "_last", "_retry_at", "_state")
     KIND: str = ""
     NAMES: dict[Phase, str] = {}  # noqa: RUF012  (read-only, set per subclass)
 
-    def __init__(self, initial: Health) -> None:
-        self._state = Phase.CLOSED if initial is Health.UP else Phase.TRIAL
+    def __init__(self, initial: Health | InitState) -> None:
+        start = start_state(initial)
+        self._state = Phase.CLOSED if start in (InitState.FULLY_UP, InitState.UP) \
+            else Phase.TRIAL
+        self._fresh = fragile(start)  # `up` or `down` until the first probe, else None
         self._retry_at: float | None = None
         self._last: float | None = None  # time of the last observation
 

@@ -34,17 +34,34 @@ with successes in between keep piling up until the backend goes down.
 
 `max_fails: 0` disables counting: the breaker never marks a backend down.
 Once it is down (restored from disk), trials still bring it back.
+
+Start states
+------------
+A backend with no saved verdict starts where `init_state` says (HAProxy 3's
+`init-state`): `fully-up` (the default) UP, counting as usual; `up` UP, but a
+failed first probe takes it down at once (then cooling, as after any trip);
+`down` in TRIAL with `passes - 1` passes already counted, so a passed first
+probe brings it up; `fully-down` in TRIAL needing all `passes`, as a verdict
+restored down from disk does. `max_fails: 3, fail_timeout: 10s, passes: 2`::
+
+    up          t=0  fail  CHANGED   down "first probe failed (init_state: up)"
+                                     retry_at() == 10
+    up          t=0  ok    UNCHANGED                  counting as usual from now on
+    down        t=0  ok    CHANGED   up "first probe passed (init_state: down)"
+    down        t=0  fail  UNCHANGED "trial failed; down for another 10s"
+    fully-down  t=0  ok    PENDING   "1/2 towards up"
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Hashable
+from dataclasses import replace
 from typing import Final
 
-from sentinel.breakers.base import Change, Health, Transition, relative
+from sentinel.breakers.base import Change, Health, Transition, first_probe_reason, relative
 from sentinel.breakers.cycle import CycleBreaker, Move, Phase, secs
-from sentinel.config import NginxBreakerConfig
+from sentinel.config import InitState, NginxBreakerConfig
 
 _NAMES: Final[dict[Phase, str]] = {Phase.CLOSED: "up", Phase.OPEN: "cooling", Phase.TRIAL: "trial"}
 
@@ -54,14 +71,16 @@ class NginxBreaker(CycleBreaker):
 
     `initial=Health.DOWN` (a verdict restored from disk) starts in TRIAL, so
     the first probe is a trial: `retry_at()` is None until then and
-    afterwards the time of that first probe.
+    afterwards the time of that first probe. `initial` may also be an
+    `init_state` (see the module docstring).
     """
 
     __slots__ = ("_config", "_failures", "_passes")
     KIND = "nginx"
     NAMES = _NAMES
 
-    def __init__(self, config: NginxBreakerConfig, initial: Health = Health.UP) -> None:
+    def __init__(self, config: NginxBreakerConfig,
+                 initial: Health | InitState = Health.UP) -> None:
         if config.max_fails < 0 or config.fail_timeout < 0 or config.passes < 1:
             raise ValueError(f"invalid nginx breaker config: {config}")
         if config.window not in ("sliding", "chained"):
@@ -69,7 +88,8 @@ class NginxBreaker(CycleBreaker):
         super().__init__(initial)
         self._config = config
         self._failures: deque[float] = deque()  # times of counted failures, oldest first
-        self._passes = 0  # trial successes so far
+        # trial successes so far; `down` starts one short of `passes`
+        self._passes = config.passes - 1 if self._fresh is InitState.DOWN else 0
 
     def progress(self) -> str:
         """Progress as of the last observation: "2/3 towards down", "1/2 towards up" or ""."""
@@ -93,9 +113,16 @@ class NginxBreaker(CycleBreaker):
         gated = self._gate(now)
         if gated is not None:
             return gated
+        fresh, self._fresh = self._fresh, None
         if self._state is Phase.TRIAL:
-            return self._trial(ok, now)
-        return self._count(ok, now)
+            transition = self._trial(ok, now)
+        elif fresh is InitState.UP and not ok and self._config.max_fails > 0:
+            transition = self._trip(now)
+        else:
+            transition = self._count(ok, now)
+        if fresh is not None and transition.change is Change.CHANGED:
+            return replace(transition, reason=first_probe_reason(fresh))
+        return transition
 
     def _count(self, ok: bool, now: float) -> Transition:
         cfg = self._config

@@ -26,27 +26,56 @@ or to 0. Counter values, `rise: 2, fall: 3` (top 4, UP when >= 2)::
 
 Times are only checked for order; this kind has no clock of its own, so
 `retry_at()` is always None.
+
+Start states
+------------
+A backend with no saved verdict starts where `init_state` puts the counter,
+as HAProxy 3's `init-state` defines it (`enum srv_init_state`, server-t.h):
+`fully-up` at the top (`fall` failures take it down; the default), `up` at
+`rise` (one failure drops it below `rise`: down at the first failed probe),
+`down` at `rise - 1` (one success reaches `rise`: up at the first passed
+probe), `fully-down` at 0 (`rise` successes). A verdict restored from disk
+starts fully up or fully down. `rise: 2, fall: 3` (top 4)::
+
+    init_state: up     health=2  t=0 fail  health=0  CHANGED down
+                                                     "first probe failed (init_state: up)"
+    init_state: up     health=2  t=0 ok    health=4  UNCHANGED   fully up from now on
+    init_state: down   health=1  t=0 ok    health=4  CHANGED up
+                                                     "first probe passed (init_state: down)"
+    init_state: down   health=1  t=0 fail  health=0  UNCHANGED   now `rise` successes
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable
 
-from sentinel.breakers.base import Change, Health, IllegalTransition, Transition
-from sentinel.config import ThresholdBreakerConfig
+from sentinel.breakers.base import (
+    Change,
+    Health,
+    IllegalTransition,
+    Transition,
+    first_probe_reason,
+    fragile,
+    start_state,
+)
+from sentinel.config import InitState, ThresholdBreakerConfig
 
 
 class ThresholdBreaker:
     """HAProxy's `fall` consecutive failures down, `rise` consecutive successes up."""
 
-    __slots__ = ("_config", "_counter", "_last", "_top")
+    __slots__ = ("_config", "_counter", "_fresh", "_last", "_top")
 
-    def __init__(self, config: ThresholdBreakerConfig, initial: Health = Health.UP) -> None:
+    def __init__(self, config: ThresholdBreakerConfig,
+                 initial: Health | InitState = Health.UP) -> None:
         if config.rise < 1 or config.fall < 1:
             raise ValueError(f"invalid threshold breaker config: {config}")
         self._config = config
         self._top = config.rise + config.fall - 1
-        self._counter = self._top if initial is Health.UP else 0
+        start = start_state(initial)
+        self._counter = {InitState.FULLY_UP: self._top, InitState.UP: config.rise,
+                         InitState.DOWN: config.rise - 1, InitState.FULLY_DOWN: 0}[start]
+        self._fresh = fragile(start)  # until the first probe
         self._last: float | None = None
 
     @property
@@ -80,6 +109,7 @@ class ThresholdBreaker:
         self._last = now
         cfg = self._config
         before = self.health
+        fresh, self._fresh = self._fresh, None
         if ok:
             if self._counter < self._top:
                 self._counter += 1
@@ -91,7 +121,9 @@ class ThresholdBreaker:
                 self._counter = 0
         after = self.health
         if after is not before:
-            if after is Health.UP:
+            if fresh is not None:
+                reason = first_probe_reason(fresh)
+            elif after is Health.UP:
                 reason = f"{cfg.rise} consecutive success" + ("es" if cfg.rise > 1 else "")
             else:
                 reason = f"{cfg.fall} consecutive failure" + ("s" if cfg.fall > 1 else "")

@@ -1,0 +1,137 @@
+"""The detection settings load: `init_state` (per service and in defaults), `canaries`,
+`suspect` and `passive`; each mistake is one positioned line."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sentinel.config import Config, InitState, PassiveConfig, SuspectConfig
+from sentinel.configload import load_config
+from sentinel.errors import ConfigErrors
+from tests.config import write_config
+
+
+def load(tmp_path: Path, text: str) -> Config:
+    """Load `text` (dedented) as sentinel.yaml in tmp_path."""
+    return load_config(write_config(tmp_path, textwrap.dedent(text)))
+
+
+def errors(tmp_path: Path, text: str) -> list[str]:
+    """The error lines loading `text` gives, file name relative."""
+    with pytest.raises(ConfigErrors) as caught:
+        load(tmp_path, text)
+    return [str(e).replace(f"{tmp_path}/", "") for e in caught.value.errors]
+
+
+def test_init_state_per_service_and_from_defaults(tmp_path: Path) -> None:
+    """`init_state` in defaults applies to every service that does not set its own; the
+    default is fully-up."""
+    config = load(tmp_path, """\
+        defaults: {init_state: down}
+        services:
+          a: {backends: [127.0.0.1:80]}
+          b: {backends: [127.0.0.1:81], init_state: up}
+        """)
+    assert [s.init_state for s in config.services] == [InitState.DOWN, InitState.UP]
+    plain = load(tmp_path, "services: {a: {backends: [127.0.0.1:80]}}\n")
+    assert plain.services[0].init_state is InitState.FULLY_UP
+
+
+def test_init_state_unknown_value(tmp_path: Path) -> None:
+    """An unknown init_state names the four values, at its position."""
+    assert errors(tmp_path, """\
+        services:
+          a: {backends: [127.0.0.1:80], init_state: half-up}
+        """) == ["sentinel.yaml:2:45: services.a.init_state: expected one of fully-up, up, "
+                 "down, fully-down; got 'half-up'"]
+
+
+def test_canaries_suspect_and_passive_load(tmp_path: Path) -> None:
+    """Canaries (an address, or a block with its own probe), the suspect rule (window
+    defaulting to twice the longest interval) and a service's passive sources."""
+    (tmp_path / "log").mkdir()
+    config = load(tmp_path, f"""\
+        sinks:
+          lb: {{type: haproxy, socket: /run/haproxy.sock}}
+        canaries:
+          - 10.0.0.1:53
+          - {{name: up, address: "[::1]:443", probe: {{type: http, path: /ping}}}}
+        suspect: {{mass_failure: 40%, max_suspect: 0}}
+        services:
+          web:
+            backends: [127.0.0.1:80]
+            probe: {{interval: 3s}}
+            sinks: [lb]
+            passive:
+              nginx_error_log: {tmp_path}/log/error.log
+              haproxy: {{sink: lb, interval: 500ms}}
+              count: true
+          db: {{backends: [127.0.0.1:81]}}
+        """)
+    gw, up = config.canaries
+    assert (gw.name, gw.host, gw.port, gw.probe.type) == ("10.0.0.1:53", "10.0.0.1", 53, "tcp")
+    assert (up.name, up.host, up.port, up.probe.type) == ("up", "::1", 443, "http")
+    assert config.suspect == SuspectConfig(mass_failure=0.4, window=6.0, max_suspect=0.0)
+    assert config.service("web").passive == PassiveConfig(
+        nginx_error_log=f"{tmp_path}/log/error.log", haproxy="lb", haproxy_interval=0.5,
+        count=True)
+    assert config.service("db").passive is None
+    assert load(tmp_path, "services: {a: {backends: [127.0.0.1:80]}}\n").suspect is None
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("canaries: []\n",
+     "sentinel.yaml:1:11: canaries: must list at least one canary (or leave `canaries` out)"),
+    ("canaries: [10.0.0.1:53, {name: 10.0.0.1:53, address: 10.0.0.2:53}]\n",
+     "sentinel.yaml:1:32: canaries[1].name: duplicate canary name '10.0.0.1:53'"),
+    ("canaries: [{name: gw}]\n", "sentinel.yaml:1:12: canaries[0]: a canary needs `address`"),
+    ("canaries: [{address: 10.0.0.1:53, probe: {type: udp}}]\n",
+     "sentinel.yaml:1:49: canaries[0].probe.type: expected one of tcp, http, https, script; "
+     "got 'udp'"),
+    ("suspect: {mass_failure: 100%}\n",
+     "sentinel.yaml:1:25: suspect.mass_failure: must be below 100% (more than all backends "
+     "never turn down)"),
+    ("suspect: {max_suspect: 0}\n",
+     "sentinel.yaml:1:24: suspect.max_suspect: 0 (only a passing canary ends a suspicion) "
+     "needs `canaries`"),
+    ("suspect: {maxsuspect: 1s}\n",
+     "sentinel.yaml:1:11: suspect.maxsuspect: unknown key 'maxsuspect'; expected one of: "
+     "mass_failure, max_suspect, window"),
+])
+def test_top_level_detection_mistakes(tmp_path: Path, text: str, expected: str) -> None:
+    """Each canaries/suspect mistake is one positioned line."""
+    assert errors(tmp_path, text) == [expected]
+
+
+@pytest.mark.parametrize(("passive", "expected"), [
+    ("{nginx_error_log: /nonexistent/dir/error.log}",
+     "sentinel.yaml:6:32: services.web.passive.nginx_error_log: directory '/nonexistent/dir' "
+     "does not exist"),
+    ("{haproxy: nope}",
+     "sentinel.yaml:6:24: services.web.passive.haproxy: undefined sink 'nope'; expected a "
+     "haproxy sink (lb)"),
+    ("{haproxy: out}",
+     "sentinel.yaml:6:24: services.web.passive.haproxy: file sink 'out'; expected a haproxy "
+     "sink (lb)"),
+    ("{haproxy: {sink: lb}}",
+     "sentinel.yaml:6:31: services.web.passive.haproxy.sink: this service does not publish "
+     "to 'lb': add it to its `sinks` (its backend and server names are read from there)"),
+    ("{count: maybe}",
+     "sentinel.yaml:6:22: services.web.passive.count: expected true or false, got 'maybe'"),
+    ("{tail: x}",
+     "sentinel.yaml:6:15: services.web.passive.tail: unknown key 'tail'; expected one of: "
+     "count, haproxy, nginx_error_log"),
+])
+def test_passive_mistakes(tmp_path: Path, passive: str, expected: str) -> None:
+    """Each passive mistake is one positioned line."""
+    assert errors(tmp_path, f"""\
+        sinks: {{lb: {{type: haproxy, socket: /run/h.sock}}, out: {{type: file, path: x}}}}
+        services:
+          web:
+            backends: [127.0.0.1:80]
+            sinks: [out]
+            passive: {passive}
+        """) == [expected]
