@@ -45,9 +45,11 @@ fill itself (and how it is made fast) is in `sentinel.maglevfill`.
 
 from __future__ import annotations
 
+import array
 import hashlib
 import ipaddress
 import json
+import sys
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -304,9 +306,11 @@ def read_files(path: str | Path) -> tuple[dict[str, Any], bytes]:
     if not isinstance(addresses, list) or len(addresses) != len(names) \
             or not all(isinstance(a, str) for a in addresses):
         raise ValueError(f"{doc_path}: `addresses` must list one address per backend")
-    slots = np.frombuffer(table, dtype="<u4")
-    used = slots[slots != NO_BACKEND]
-    if used.size and int(used.max()) >= len(names):
-        raise ValueError(f"{table_path}: a slot holds backend index {int(used.max())}, but "
+    slots = array.array("I", table)  # no NumPy: `lookup` and forwarders run without it
+    if sys.byteorder == "big":
+        slots.byteswap()
+    highest = max((s for s in set(slots) if s != NO_BACKEND), default=None)
+    if highest is not None and highest >= len(names):
+        raise ValueError(f"{table_path}: a slot holds backend index {highest}, but "
                          f"{doc_path.name} names {len(names)} backends")
     return doc, table

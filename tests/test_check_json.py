@@ -29,7 +29,9 @@ def test_budgets_as_numbers(tmp_path: Path) -> None:
     assert (done.returncode, done.stderr) == (0, "")
     doc = json.loads(done.stdout)
     assert (doc["file"], doc["ok"], doc["errors"], doc["warnings"]) == (
-        "sentinel.yaml", True, [], [])
+        "sentinel.yaml", True, [], [{"message": "sentinel.yaml:13:64: services.slowdown.probe."
+                                    "down_interval: down_interval (5s) is longer than interval "
+                                    "(2s): a recovery is seen that much later"}])
     assert [(s["name"], s["backends"], s["probe"], s["to_down_seconds"], s["to_up_seconds"])
             for s in doc["services"]] == [
         ("tcp3", 1, "tcp", 3.5, 2.0),

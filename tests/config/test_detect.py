@@ -89,8 +89,8 @@ def test_canaries_suspect_and_passive_load(tmp_path: Path) -> None:
      "sentinel.yaml:1:32: canaries[1].name: duplicate canary name '10.0.0.1:53'"),
     ("canaries: [{name: gw}]\n", "sentinel.yaml:1:12: canaries[0]: a canary needs `address`"),
     ("canaries: [{address: 10.0.0.1:53, probe: {type: udp}}]\n",
-     "sentinel.yaml:1:49: canaries[0].probe.type: expected one of tcp, http, https, script; "
-     "got 'udp'"),
+     "sentinel.yaml:1:49: canaries[0].probe.type: expected one of tcp, http, https, script, "
+     "grpc, dns, agent; got 'udp'"),
     ("suspect: {mass_failure: 100%}\n",
      "sentinel.yaml:1:25: suspect.mass_failure: must be below 100% (more than all backends "
      "never turn down)"),
