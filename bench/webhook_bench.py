@@ -32,12 +32,12 @@ from pathlib import Path
 import httpx
 import trio
 
-from sentinel.journal import rfc3339, uuid7
 from sentinel.model import Event, ServiceView
 from sentinel.outbox import Outbox
 from sentinel.sinks.base import Update
 from sentinel.sinks.runner import SinkRunner
 from sentinel.sinks.webhook import WebhookOptions, WebhookSink, outbox_path
+from sentinel.timefmt import rfc3339, uuid7
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from sentinel.breakers.base import Breaker, Change, Health, Transition
 from sentinel.config import BackendConfig
 from sentinel.dampen import Damper
-from sentinel.journal import rfc3339
 from sentinel.model import BackendView, ProbeResult, ProbeSummary, State
 from sentinel.probes.base import Target
+from sentinel.timefmt import rfc3339
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from sentinel.breakers import make_breaker
 from sentinel.breakers.base import Change, Health, Transition
 from sentinel.config import Config, InitState, ProbeConfig, ServiceConfig, SinkConfig
 from sentinel.dampen import Damper
-from sentinel.journal import Journal, RunBlocking, rfc3339
+from sentinel.journal import Journal, RunBlocking
 from sentinel.model import Event, FailureKind, ProbeResult, State
 from sentinel.observe import NullObserver, Observer, ProbeRecord
 from sentinel.pacing import EngineStatistics, Pacing
@@ -43,6 +43,7 @@ from sentinel.sinks.runner import Backoff, SinkRunner
 from sentinel.slowstart import ramp
 from sentinel.statefile import SavedBackend, SavedState, check_writable, load_state
 from sentinel.streamhub import StreamHub
+from sentinel.timefmt import rfc3339
 
 log = logging.getLogger("sentinel.engine")
 # A refused state write is cheap to try again; a few seconds between tries bound how long

@@ -7,7 +7,7 @@ import logging
 import math
 import sys
 
-from sentinel.journal import rfc3339
+from sentinel.timefmt import rfc3339
 
 
 class JsonFormatter(logging.Formatter):

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from sentinel.errors import StateError
-from sentinel.journal import rfc3339
+from sentinel.timefmt import rfc3339
 
 log = logging.getLogger("sentinel.outbox")
 LOCK_WAIT = 1.0  # seconds to wait for a lock held by someone else before refusing

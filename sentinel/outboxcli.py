@@ -27,9 +27,9 @@ from sentinel.api import Response, choice, integer, parse_query, wrong_method
 from sentinel.config import Config
 from sentinel.configload import load_config
 from sentinel.errors import ConfigError, StateError
-from sentinel.journal import rfc3339, uuid7
 from sentinel.outbox import Counts, Entry, Outbox, OutboxLocked
 from sentinel.sinks.webhook import WebhookSink, outbox_path
+from sentinel.timefmt import rfc3339, uuid7
 from sentinel.webhooks import SignatureError, decode_secret, headers
 
 ACTIONS = ("list", "retry", "purge")

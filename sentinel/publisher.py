@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 import trio
 
 from sentinel.backend import BackendRuntime
-from sentinel.journal import Journal, rfc3339
+from sentinel.journal import Journal
 from sentinel.model import Event, ProbeSummary, ServiceView
 from sentinel.observe import Observer
 from sentinel.service import Published, ServiceRuntime
 from sentinel.sinks.base import DurableSink
+from sentinel.timefmt import rfc3339
 
 log = logging.getLogger("sentinel.engine")
 

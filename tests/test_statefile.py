@@ -15,9 +15,9 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sentinel.journal import rfc3339, uuid7
 from sentinel.model import Event, State
 from sentinel.statefile import FILENAME, SavedBackend, SavedState, load_state, save_state
+from sentinel.timefmt import rfc3339, uuid7
 from tests.engine.fakes import FakeProbe, service
 from tests.engine.test_engine import make_engine, run_for, states
 from tests.sinks.fakes import TimedSink

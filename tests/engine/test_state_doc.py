@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sentinel import engine as engine_module
-from sentinel.journal import rfc3339
 from sentinel.model import State
+from sentinel.timefmt import rfc3339
 from tests.engine.fakes import FakeProbe, service
 from tests.engine.test_engine import make_engine
 from tests.sinks.fakes import TimedSink

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import trio
 
-from sentinel.journal import rfc3339, uuid7
 from sentinel.model import Event, ServiceView
 from sentinel.outbox import Outbox
 from sentinel.sinks.base import Update
@@ -22,6 +21,7 @@ from sentinel.sinks.webhook import (
     WebhookSink,
     outbox_path,
 )
+from sentinel.timefmt import rfc3339, uuid7
 from tests.e2e.conftest import processes  # noqa: F401 - the e2e fixture, shared here
 from tests.webhook.receiver import Receiver
 
