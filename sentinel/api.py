@@ -23,10 +23,10 @@ from urllib.parse import parse_qs
 
 import trio
 
-from sentinel.atomic import write_atomic
 from sentinel.config import ApiConfig
 from sentinel.dashboard import dashboard_file
 from sentinel.errors import StartupError
+from sentinel.files import write_atomic
 from sentinel.limits import API_MAX
 from sentinel.model import Event
 from sentinel.passive.base import BackendIndex, Signal

@@ -119,7 +119,7 @@ def _build(args: argparse.Namespace) -> int:
                     for m in members]
         _print_disruption(build(everyone, table.size, table.mode), table)
     if args.out:
-        from sentinel.atomic import write_atomic
+        from sentinel.files import write_atomic
 
         table_path, doc_path = table_files(args.out)
         write_atomic(table_path, table.to_bytes())

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sentinel.atomic import write_atomic
 from sentinel.errors import StartupError
+from sentinel.files import write_atomic
 from sentinel.model import Event
 
 log = logging.getLogger("sentinel.state")

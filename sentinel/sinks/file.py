@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import trio
 
-from sentinel.atomic import write_atomic
 from sentinel.errors import SinkUnavailable
+from sentinel.files import write_atomic
 from sentinel.sinks.base import SinkContext, SinkKind, Update
 from sentinel.yamlnode import Node
 

@@ -40,9 +40,9 @@ from typing import Any
 
 import trio
 
-from sentinel.atomic import write_atomic
 from sentinel.config import Config
 from sentinel.errors import SinkError, SinkRejected
+from sentinel.files import write_atomic
 from sentinel.ipvs_table import (
     DesiredService,
     RealKey,

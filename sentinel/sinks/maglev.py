@@ -26,9 +26,9 @@ from pathlib import Path
 
 import trio
 
-from sentinel.atomic import write_atomic
 from sentinel.errors import SinkUnavailable
 from sentinel.extras import missing
+from sentinel.files import write_atomic
 from sentinel.maglev import (
     DEFAULT_TABLE_SIZE,
     MAX_TABLE_SIZE,

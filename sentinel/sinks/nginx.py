@@ -38,9 +38,9 @@ from pathlib import Path
 
 import trio
 
-from sentinel.atomic import write_atomic
 from sentinel.configprobe import default_command, parse_command
 from sentinel.errors import SinkError, SinkRejected, SinkUnavailable
+from sentinel.files import write_atomic
 from sentinel.model import ServiceView
 from sentinel.process import ProcessOutcome, run_command
 from sentinel.sinks.base import NameProblem, SinkContext, SinkKind, Update
