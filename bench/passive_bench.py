@@ -25,7 +25,7 @@ from pathlib import Path
 
 import trio
 
-from sentinel.config import BackendConfig, ServiceConfig
+from sentinel.config.model import BackendConfig, ServiceConfig
 from sentinel.passive.base import BackendIndex, Signal
 from sentinel.passive.nginx_log import POLL, follow
 

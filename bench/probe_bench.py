@@ -123,7 +123,7 @@ def grpc_answer() -> bytes:
     import h2.connection
     import h2.events
 
-    from sentinel.config import GrpcSpec
+    from sentinel.config.model import GrpcSpec
     from sentinel.probes.grpc import GrpcCall
 
     server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import trio
 
+from sentinel.config.node import Node
 from sentinel.errors import ConfigError
 from sentinel.maglev import NO_BACKEND, canonical_key, lookup, read_files
-from sentinel.yamlnode import Node
 
 WAIT_FOR_TABLE = 10.0  # seconds a flow waits for a table that gives it a live backend
 

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs
 
 import trio
 
-from sentinel.config import ApiConfig
+from sentinel.config.model import ApiConfig
 from sentinel.dashboard import dashboard_file
 from sentinel.errors import StartupError
 from sentinel.files import write_atomic

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sentinel.breakers.base import Breaker, Change, Health, Transition
-from sentinel.config import BackendConfig
+from sentinel.config.model import BackendConfig
 from sentinel.dampen import Damper
 from sentinel.model import BackendView, ProbeResult, ProbeSummary, State
 from sentinel.probes.base import Target

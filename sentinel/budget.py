@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from sentinel.breakers import make_breaker
 from sentinel.breakers.base import Change, Health, Transition
-from sentinel.config import (
+from sentinel.config.model import (
     BreakerConfig,
     CircuitBreakerConfig,
     NginxBreakerConfig,

@@ -17,8 +17,8 @@ import trio
 
 from sentinel.api import URL_FILE, Api, listen, serve_api
 from sentinel.budget import compute_budget, describe
-from sentinel.config import Config
-from sentinel.configload import load_config
+from sentinel.config.load import load_config
+from sentinel.config.model import Config
 from sentinel.engine import Engine
 from sentinel.errors import ConfigError, ConfigErrors, StartupError, StateError
 from sentinel.limits import budget as fd_budget

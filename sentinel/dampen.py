@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from sentinel.config import DampenConfig
+from sentinel.config.model import DampenConfig
 
 FLAP_PENALTY = 1000.0
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import trio
 
-from sentinel.config import (
+from sentinel.config.model import (
     BackendConfig,
     Config,
     HttpSpec,

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from sentinel.config.node import Node
 from sentinel.errors import ConfigError
 from sentinel.extras import missing
 from sentinel.maglev import (
@@ -34,7 +35,6 @@ from sentinel.maglev import (
     table_files,
 )
 from sentinel.sinks.maglev import parse_table_size
-from sentinel.yamlnode import Node
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 

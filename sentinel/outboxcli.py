@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 
 from sentinel.api import Response, choice, integer, parse_query, wrong_method
-from sentinel.config import Config
-from sentinel.configload import load_config
+from sentinel.config.load import load_config
+from sentinel.config.model import Config
 from sentinel.errors import ConfigError, StateError
 from sentinel.outbox import Counts, Entry, Outbox, OutboxLocked
 from sentinel.sinks.webhook import WebhookSink, outbox_path

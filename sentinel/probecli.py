@@ -7,13 +7,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import trio
 
-from sentinel.config import HttpSpec, ProbeConfig, ScriptSpec, TcpSpec, Timing
-from sentinel.configprobe import parse_command, parse_probe
+from sentinel.config.model import HttpSpec, ProbeConfig, ScriptSpec, TcpSpec, Timing
+from sentinel.config.node import Node
+from sentinel.config.sections import parse_command, parse_probe
 from sentinel.errors import ConfigError
 from sentinel.model import ProbeResult
 from sentinel.probes import make_probe
 from sentinel.probes.base import Target
-from sentinel.yamlnode import Node
 
 USAGE = ("tcp://host:port, http(s)://host:port/path, grpc(s)://host:port/service, "
          "dns://server[:port]/name?qtype=A, agent://host:port or script:/path/to/cmd")

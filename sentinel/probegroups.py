@@ -11,7 +11,7 @@ from __future__ import annotations
 import trio
 
 from sentinel.backend import BackendRuntime
-from sentinel.config import ProbeConfig, ServiceConfig
+from sentinel.config.model import ProbeConfig, ServiceConfig
 
 GroupKey = tuple[ProbeConfig, str, int, str]
 

@@ -16,8 +16,8 @@ import trio
 
 from sentinel.backend import BackendRuntime
 from sentinel.breakers import make_breaker
-from sentinel.config import Config, ServiceConfig
-from sentinel.configload import load_config
+from sentinel.config.load import load_config
+from sentinel.config.model import Config, ServiceConfig
 from sentinel.engine import Engine
 from sentinel.errors import ConfigError, ConfigErrors
 from sentinel.probes.base import Probe, Target

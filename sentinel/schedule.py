@@ -4,7 +4,7 @@ engine and by `sentinel check`'s detection-budget simulation."""
 from __future__ import annotations
 
 from sentinel.breakers.base import Change, Health, Transition
-from sentinel.config import Timing
+from sentinel.config.model import Timing
 
 
 def next_due(timing: Timing, transition: Transition, retry_at: float | None,

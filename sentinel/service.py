@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 
 from sentinel.backend import BackendRuntime
-from sentinel.config import ServiceConfig
+from sentinel.config.model import ServiceConfig
 from sentinel.model import Event, ServiceView, State
 from sentinel.probes.base import Probe
 from sentinel.sinks.base import Update

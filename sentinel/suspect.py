@@ -59,7 +59,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from sentinel.config import SuspectConfig
+from sentinel.config.model import SuspectConfig
 
 Key = tuple[str, str]  # (service, backend)
 

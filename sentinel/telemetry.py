@@ -48,7 +48,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
 from sentinel import __version__
-from sentinel.config import TelemetryConfig, TracesConfig
+from sentinel.config.model import TelemetryConfig, TracesConfig
 from sentinel.metrics import Metrics, TraceStatistics
 from sentinel.model import Event
 from sentinel.observe import ProbeRecord

@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 from sentinel.breakers.base import Health
-from sentinel.config import ThresholdBreakerConfig
+from sentinel.config.model import ThresholdBreakerConfig
 from sentinel.engine import Engine
 from tests.engine.fakes import FakeProbe, service
 from tests.engine.test_engine import Script, make_engine, run_for, states, toggles

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from sentinel.breakers import Change, Health, Transition, make_breaker
 from sentinel.budget import PHASES, _counts, _horizon, compute_budget
-from sentinel.config import (
+from sentinel.config.model import (
     BackendConfig,
     BreakerConfig,
     CircuitBreakerConfig,

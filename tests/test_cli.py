@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from sentinel.budget import compute_budget
-from sentinel.config import ProbeConfig, ServiceConfig, ThresholdBreakerConfig, Timing
-from sentinel.configload import load_config
+from sentinel.config.load import load_config
+from sentinel.config.model import ProbeConfig, ServiceConfig, ThresholdBreakerConfig, Timing
 from tests.config import COMMAND_TIMEOUT, run_sentinel, write_config
 from tests.e2e.helpers import Processes, start_sentinel
 

@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from sentinel.config import ThresholdBreakerConfig
+from sentinel.config.model import ThresholdBreakerConfig
 from sentinel.engine import Engine
 from sentinel.model import State
 from sentinel.reload import apply_reload, reload_from_file

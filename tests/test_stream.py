@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from sentinel.api import Api, serve_api
-from sentinel.config import ApiConfig
+from sentinel.config.model import ApiConfig
 from sentinel.engine import Engine
 from sentinel.sinks.base import RecordingSink
 from sentinel.statuswatch import SseMessage, read_sse

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sentinel.config import SuspectConfig
+from sentinel.config.model import SuspectConfig
 from sentinel.suspect import NOTHING, Cause, Doubt, Key, Outcome
 
 RULE = SuspectConfig(mass_failure=0.5, window=4.0, max_suspect=60.0)

@@ -13,7 +13,7 @@ from sentinel.breakers.base import Breaker, Change, Health, IllegalTransition, T
 from sentinel.breakers.circuit import CircuitBreaker
 from sentinel.breakers.nginx import NginxBreaker
 from sentinel.breakers.threshold import ThresholdBreaker
-from sentinel.config import (
+from sentinel.config.model import (
     BreakerConfig,
     CircuitBreakerConfig,
     InitState,

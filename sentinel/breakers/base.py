@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Protocol
 
-from sentinel.config import InitState
+from sentinel.config.model import InitState
 
 
 class Health(StrEnum):

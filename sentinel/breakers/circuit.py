@@ -58,7 +58,7 @@ from typing import Final
 
 from sentinel.breakers.base import Change, Health, Transition, first_probe_reason, relative
 from sentinel.breakers.cycle import CycleBreaker, Move, Phase, secs
-from sentinel.config import CircuitBreakerConfig, InitState
+from sentinel.config.model import CircuitBreakerConfig, InitState
 
 _NAMES: Final[dict[Phase, str]] = {
     Phase.CLOSED: "closed", Phase.OPEN: "open", Phase.TRIAL: "half-open"}

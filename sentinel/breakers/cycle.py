@@ -23,7 +23,7 @@ from sentinel.breakers.base import (
     fragile,
     start_state,
 )
-from sentinel.config import InitState
+from sentinel.config.model import InitState
 
 
 class Phase(Enum):

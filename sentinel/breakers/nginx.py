@@ -61,7 +61,7 @@ from typing import Final
 
 from sentinel.breakers.base import Change, Health, Transition, first_probe_reason, relative
 from sentinel.breakers.cycle import CycleBreaker, Move, Phase, secs
-from sentinel.config import InitState, NginxBreakerConfig
+from sentinel.config.model import InitState, NginxBreakerConfig
 
 _NAMES: Final[dict[Phase, str]] = {Phase.CLOSED: "up", Phase.OPEN: "cooling", Phase.TRIAL: "trial"}
 

@@ -58,7 +58,7 @@ from sentinel.breakers.base import (
     fragile,
     start_state,
 )
-from sentinel.config import InitState, ThresholdBreakerConfig
+from sentinel.config.model import InitState, ThresholdBreakerConfig
 
 
 class ThresholdBreaker:

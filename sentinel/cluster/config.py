@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from sentinel.config.node import Node
 from sentinel.errors import ConfigError, ConfigErrors
-from sentinel.yamlnode import Node
 
 CLUSTER_KEYS = {"etcd", "prefix", "node", "zone", "lease_ttl", "probers", "quorum", "tls",
                 "user", "password"}

@@ -7,7 +7,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sentinel.config import ServiceConfig
+from sentinel.config.model import ServiceConfig
 
 Key = tuple[str, str]  # (service, backend)
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import trio
 
-from sentinel.config import Config, ServiceConfig
+from sentinel.config.model import Config, ServiceConfig
 from sentinel.passive.base import BackendIndex, Key, Signal
 from sentinel.passive.haproxy_stats import Server, StatsSource, poll_stats
 from sentinel.passive.nginx_log import follow

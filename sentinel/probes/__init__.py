@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sentinel.config import ProbeConfig
+from sentinel.config.model import ProbeConfig
 from sentinel.probes.agent import AgentProbe
 from sentinel.probes.base import Probe, Target, classify, failed
 from sentinel.probes.dns import DnsProbe

@@ -43,7 +43,7 @@ import re
 from dataclasses import dataclass, replace
 from functools import partial
 
-from sentinel.config import AgentSpec, ProbeConfig
+from sentinel.config.model import AgentSpec, ProbeConfig
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes import lean
 from sentinel.probes.base import Target, classify, failed

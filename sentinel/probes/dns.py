@@ -26,7 +26,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
-from sentinel.config import DnsSpec, ProbeConfig
+from sentinel.config.model import DnsSpec, ProbeConfig
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes import lean
 from sentinel.probes.base import Target, classify, failed

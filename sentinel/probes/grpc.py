@@ -31,7 +31,7 @@ import h2.events
 import h2.exceptions
 import trio
 
-from sentinel.config import GrpcSpec, ProbeConfig
+from sentinel.config.model import GrpcSpec, ProbeConfig
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes import lean
 from sentinel.probes.base import Target, classify, failed

@@ -16,7 +16,7 @@ import ssl
 import httpx
 import trio
 
-from sentinel.config import HttpSpec, ProbeConfig, StatusClass
+from sentinel.config.model import HttpSpec, ProbeConfig, StatusClass
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes.base import Target, classify, failed
 from sentinel.probes.resolve import Resolver, default_resolver

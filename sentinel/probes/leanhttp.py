@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from sentinel.config import HttpSpec, ProbeConfig
+from sentinel.config.model import HttpSpec, ProbeConfig
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes import lean
 from sentinel.probes.base import Target, classify, failed

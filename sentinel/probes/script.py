@@ -17,7 +17,7 @@ import os
 
 import trio
 
-from sentinel.config import ProbeConfig, ScriptSpec
+from sentinel.config.model import ProbeConfig, ScriptSpec
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes.base import Target, classify, failed, spawn_trouble
 from sentinel.process import run_command

@@ -19,7 +19,7 @@ from functools import partial
 
 import trio
 
-from sentinel.config import ProbeConfig, TcpSpec
+from sentinel.config.model import ProbeConfig, TcpSpec
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes import lean
 from sentinel.probes.base import Target, classify, failed

@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 
 import trio
 
-from sentinel.config import Config
+from sentinel.config.model import Config
 from sentinel.errors import SinkUnavailable
 from sentinel.model import Event, ServiceView
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sentinel.configprobe import parse_command
+from sentinel.config.node import Node
+from sentinel.config.sections import parse_command
 from sentinel.errors import SinkRejected, SinkUnavailable
 from sentinel.model import Event
 from sentinel.process import run_command
 from sentinel.sinks.base import SinkContext, SinkKind, Update
-from sentinel.yamlnode import Node
 
 log = logging.getLogger("sentinel.sinks.exec")
 PLACEHOLDERS = ("service", "backend", "address", "from", "to", "weight")

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import trio
 
+from sentinel.config.node import Node
 from sentinel.errors import SinkUnavailable
 from sentinel.files import write_atomic
 from sentinel.sinks.base import SinkContext, SinkKind, Update
-from sentinel.yamlnode import Node
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 
 import trio
 
+from sentinel.config.node import Node
 from sentinel.errors import SinkError, SinkRejected
 from sentinel.model import BackendView, ServiceView, State
 from sentinel.sinks.base import NameProblem, SinkContext, SinkHealth, SinkKind, Update
 from sentinel.sinks.haproxy_socket import ProcessInfo, RuntimeApi, ServerState
 from sentinel.sinks.services import configured_services, forget_removed
-from sentinel.yamlnode import Node
 
 log = logging.getLogger("sentinel.sinks.haproxy")
 # HAProxy's `invalid_char()` (src/tools.c), applied to proxy and server names alike

@@ -40,7 +40,7 @@ from typing import Any
 
 import trio
 
-from sentinel.config import Config
+from sentinel.config.model import Config
 from sentinel.errors import SinkError, SinkRejected
 from sentinel.files import write_atomic
 from sentinel.ipvs_table import (

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from sentinel.config import Config
-from sentinel.configprobe import default_command, parse_command
+from sentinel.config.model import Config
+from sentinel.config.node import Node
+from sentinel.config.sections import default_command, parse_command
 from sentinel.ipvs_table import (
     FORWARDS,
     SCHEDULERS,
@@ -29,7 +30,6 @@ from sentinel.ipvs_table import (
     parse_flags,
     parse_virtual,
 )
-from sentinel.yamlnode import Node
 
 OnDown = Literal["weight0", "remove", "drain_then_remove"]
 ON_DOWN: tuple[OnDown, ...] = ("weight0", "remove", "drain_then_remove")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import trio
 
+from sentinel.config.node import Node
 from sentinel.errors import SinkUnavailable
 from sentinel.extras import missing
 from sentinel.files import write_atomic
@@ -44,7 +45,6 @@ from sentinel.maglev import (
 )
 from sentinel.model import ServiceView, State
 from sentinel.sinks.base import SinkContext, SinkKind, Update
-from sentinel.yamlnode import Node
 
 log = logging.getLogger("sentinel.sinks.maglev")
 OPTION_KEYS = {"table_size", "dir", "mode", "on_empty", "min_interval"}

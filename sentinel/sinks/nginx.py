@@ -38,7 +38,8 @@ from pathlib import Path
 
 import trio
 
-from sentinel.configprobe import default_command, parse_command
+from sentinel.config.node import Node
+from sentinel.config.sections import default_command, parse_command
 from sentinel.errors import SinkError, SinkRejected, SinkUnavailable
 from sentinel.files import write_atomic
 from sentinel.model import ServiceView
@@ -56,7 +57,6 @@ from sentinel.sinks.nginxconf import (
     render_upstream,
 )
 from sentinel.sinks.services import configured_services, forget_removed
-from sentinel.yamlnode import Node
 
 log = logging.getLogger("sentinel.sinks.nginx")
 OPTION_KEYS = {"file", "context", "mode", "test", "reload", "pid_file", "verify",

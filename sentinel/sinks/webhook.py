@@ -32,6 +32,7 @@ from typing import Any, Protocol, TypeVar
 import httpx
 import trio
 
+from sentinel.config.node import Node
 from sentinel.model import Event
 from sentinel.outbox import Counts, Entry, NewEvent, Outbox
 from sentinel.sinks.base import SinkContext, SinkHealth, SinkKind, Update
@@ -44,7 +45,6 @@ from sentinel.webhooks import (
     decode_secret,
     headers,
 )
-from sentinel.yamlnode import Node
 
 log = logging.getLogger("sentinel.sinks.webhook")
 KEYS = {"url", "secret", "timeout", "initial_delay", "max_delay", "give_up_after",

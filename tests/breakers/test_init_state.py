@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from sentinel.breakers import Change, Health, Transition, make_breaker
 from sentinel.breakers.circuit import CircuitBreaker
 from sentinel.breakers.threshold import ThresholdBreaker
-from sentinel.config import (
+from sentinel.config.model import (
     BreakerConfig,
     CircuitBreakerConfig,
     InitState,

@@ -9,7 +9,7 @@ import pytest
 from sentinel.breakers import Change, Health, Transition, make_breaker
 from sentinel.breakers.base import IllegalTransition
 from sentinel.breakers.nginx import NginxBreaker
-from sentinel.config import NginxBreakerConfig
+from sentinel.config.model import NginxBreakerConfig
 
 UNCHANGED_UP = Transition(Change.UNCHANGED, Health.UP)
 UNCHANGED_DOWN = Transition(Change.UNCHANGED, Health.DOWN)

@@ -7,7 +7,7 @@ import pytest
 from sentinel.breakers import Change, Health, Transition, make_breaker
 from sentinel.breakers.base import IllegalTransition
 from sentinel.breakers.threshold import ThresholdBreaker
-from sentinel.config import ThresholdBreakerConfig
+from sentinel.config.model import ThresholdBreakerConfig
 
 
 def test_module_timeline() -> None:

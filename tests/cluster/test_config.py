@@ -10,7 +10,7 @@ import pytest
 import trustme
 
 from sentinel.cluster.config import ClusterConfig, EtcdTls
-from sentinel.configload import load_config
+from sentinel.config.load import load_config
 from sentinel.errors import ConfigErrors
 from tests.config import run_sentinel, write_config
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.config import Config, InitState, PassiveConfig, SuspectConfig
-from sentinel.configload import load_config
+from sentinel.config.load import load_config
+from sentinel.config.model import Config, InitState, PassiveConfig, SuspectConfig
 from sentinel.errors import ConfigErrors
 from tests.config import write_config
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.configload import load_config
+from sentinel.config.load import load_config
 from sentinel.errors import ConfigErrors
 from tests.config import run_sentinel, write_config
 

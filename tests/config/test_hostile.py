@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sentinel.configload import load_config
+from sentinel.config.load import load_config
 from sentinel.errors import ConfigError, ConfigErrors
 from tests.config import run_sentinel
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.config import (
+from sentinel.config.load import load_config
+from sentinel.config.model import (
     ApiConfig,
     BackendConfig,
     CircuitBreakerConfig,
@@ -29,7 +30,6 @@ from sentinel.config import (
     Timing,
     TracesConfig,
 )
-from sentinel.configload import load_config
 from sentinel.sinks.exec import ExecOptions
 from sentinel.sinks.file import FileOptions
 from tests.config import write_config

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.config import AgentSpec, DnsSpec, GrpcSpec
-from sentinel.configload import load_config
+from sentinel.config.load import load_config
+from sentinel.config.model import AgentSpec, DnsSpec, GrpcSpec
 from sentinel.errors import ConfigErrors
 from tests.config import run_sentinel, write_config
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from sentinel.config import AgentSpec, ProbeConfig, Timing
+from sentinel.config.model import AgentSpec, ProbeConfig, Timing
 from sentinel.probes import Target
 from sentinel.probes.agent import AgentProbe, AgentState
 from tests.e2e.balancers import start_haproxy

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from sentinel.configload import load_config
+from sentinel.config.load import load_config
 from sentinel.model import BackendView, ServiceView, State
 from sentinel.sinks.base import Update
 from sentinel.sinks.nginx import NginxOptions, NginxSink

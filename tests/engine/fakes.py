@@ -7,7 +7,7 @@ from pathlib import Path
 
 import trio
 
-from sentinel.config import (
+from sentinel.config.model import (
     BackendConfig,
     BreakerConfig,
     Config,

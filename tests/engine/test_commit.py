@@ -16,7 +16,7 @@ import pytest
 import trio
 import trio.testing
 
-from sentinel.config import NginxBreakerConfig, ThresholdBreakerConfig
+from sentinel.config.model import NginxBreakerConfig, ThresholdBreakerConfig
 from sentinel.engine import Engine
 from sentinel.model import Event, FailureKind, ProbeResult
 from sentinel.observe import NullObserver, ProbeRecord

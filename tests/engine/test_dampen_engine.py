@@ -8,7 +8,7 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from sentinel.config import DampenConfig, ThresholdBreakerConfig
+from sentinel.config.model import DampenConfig, ThresholdBreakerConfig
 from sentinel.model import State
 from tests.engine.fakes import FakeProbe, service
 from tests.engine.test_engine import make_engine, run_for, toggles

@@ -15,7 +15,7 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from sentinel.config import NginxBreakerConfig, ServiceConfig, ThresholdBreakerConfig
+from sentinel.config.model import NginxBreakerConfig, ServiceConfig, ThresholdBreakerConfig
 from sentinel.engine import Engine
 from sentinel.model import State
 from sentinel.sinks.base import Sink

@@ -10,7 +10,7 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from sentinel.config import InitState, NginxBreakerConfig, ServiceConfig
+from sentinel.config.model import InitState, NginxBreakerConfig, ServiceConfig
 from sentinel.model import State
 from tests.engine.fakes import FakeProbe, service
 from tests.engine.test_engine import make_engine, run_for, states

@@ -13,7 +13,7 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from sentinel.config import Config
+from sentinel.config.model import Config
 from sentinel.engine import Engine
 from sentinel.reload import apply_reload
 from sentinel.sinks.base import RecordingSink

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import trio
 
-from sentinel.configload import load_config
+from sentinel.config.load import load_config
 from sentinel.engine import Engine
 from sentinel.ipvs_table import (
     ServiceEntry,

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.configload import load_config
+from sentinel.config.load import load_config
+from sentinel.config.node import load_yaml
 from sentinel.errors import ConfigError, ConfigErrors
 from sentinel.ipvs_table import ServiceSpec, Virtual
 from sentinel.sinks.ipvs_config import IpvsBinding, parse_binding, warnings
-from sentinel.yamlnode import load_yaml
 from tests.config import run_sentinel, write_config
 
 

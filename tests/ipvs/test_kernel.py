@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from sentinel.configload import load_config
+from sentinel.config.load import load_config
 from sentinel.reload import reload_from_file
 from sentinel.sinks.base import Update
 from sentinel.sinks.ipvs import IpvsSink

@@ -13,8 +13,8 @@ import trio
 import trio.testing
 
 from sentinel.api import Api, serve_api
-from sentinel.config import ApiConfig
-from sentinel.configload import load_config
+from sentinel.config.load import load_config
+from sentinel.config.model import ApiConfig
 from sentinel.engine import Engine
 from sentinel.errors import ConfigErrors, SinkUnavailable
 from sentinel.maglev import NO_BACKEND, Mode

@@ -11,7 +11,7 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from sentinel.config import NginxBreakerConfig, PassiveConfig
+from sentinel.config.model import NginxBreakerConfig, PassiveConfig
 from sentinel.engine import Engine
 from sentinel.passive.base import Signal
 from sentinel.sinks.base import RecordingSink

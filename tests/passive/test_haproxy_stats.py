@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from sentinel.config import (
+from sentinel.config.model import (
     BackendConfig,
     Config,
     PassiveConfig,

@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from sentinel.config import BackendConfig, ServiceConfig
+from sentinel.config.model import BackendConfig, ServiceConfig
 from sentinel.passive.base import BackendIndex, Signal
 from sentinel.passive.nginx_log import LogFailure, LogTail, follow, parse_line, signals
 

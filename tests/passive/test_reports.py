@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from sentinel.api import Api, serve_api
-from sentinel.config import ApiConfig, BackendConfig, ServiceConfig
+from sentinel.config.model import ApiConfig, BackendConfig, ServiceConfig
 from sentinel.engine import Engine
 from sentinel.passive.base import BackendIndex, Signal
 from sentinel.passive.reports import MAX_BODY, Accepted, ReportError, parse_reports

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from sentinel.config import AgentSpec, ProbeConfig, Timing
+from sentinel.config.model import AgentSpec, ProbeConfig, Timing
 from sentinel.model import FailureKind
 from sentinel.probes import Target, make_probe
 from sentinel.probes.agent import (

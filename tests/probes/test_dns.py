@@ -13,7 +13,7 @@ import dns.rcode
 import pytest
 import trio
 
-from sentinel.config import DnsSpec, ProbeConfig, Timing
+from sentinel.config.model import DnsSpec, ProbeConfig, Timing
 from sentinel.model import FailureKind
 from sentinel.probes import Target, make_probe
 from sentinel.probes.dns import OVER_TCP, DnsProbe

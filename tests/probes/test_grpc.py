@@ -17,7 +17,7 @@ import pytest
 import trio
 import trustme
 
-from sentinel.config import GrpcSpec, ProbeConfig, Timing
+from sentinel.config.model import GrpcSpec, ProbeConfig, Timing
 from sentinel.model import FailureKind
 from sentinel.probes import Target, make_probe
 from sentinel.probes.grpc import GrpcProbe, Malformed, decode_status, encode_request

@@ -15,7 +15,7 @@ from functools import partial
 import pytest
 import trio
 
-from sentinel.config import HttpSpec, ProbeConfig, TcpSpec, Timing
+from sentinel.config.model import HttpSpec, ProbeConfig, TcpSpec, Timing
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes import HttpProbe, LeanHttpProbe, Target, TcpProbe, lean
 from sentinel.probes.http1 import BODY_CAP, LINE_CAP, ProtocolError, ResponseReader

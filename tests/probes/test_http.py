@@ -10,7 +10,7 @@ import httpx
 import pytest
 import trio
 
-from sentinel.config import HttpSpec, ProbeConfig, StatusClass, Timing
+from sentinel.config.model import HttpSpec, ProbeConfig, StatusClass, Timing
 from sentinel.model import FailureKind
 from sentinel.probes import HttpProbe, Target, make_probe
 from sentinel.probes.http import classify_httpx, describe_status

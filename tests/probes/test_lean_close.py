@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import trio
 
-from sentinel.config import ProbeConfig, TcpSpec, Timing
+from sentinel.config.model import ProbeConfig, TcpSpec, Timing
 from sentinel.probes import Target, TcpProbe
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from sentinel.config import HttpSpec, ProbeConfig, TcpSpec, Timing
+from sentinel.config.model import HttpSpec, ProbeConfig, TcpSpec, Timing
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes import HttpProbe, LeanHttpProbe, Target, TcpProbe
 

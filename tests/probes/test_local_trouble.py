@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from sentinel.config import ProbeConfig, ScriptSpec, Timing
+from sentinel.config.model import ProbeConfig, ScriptSpec, Timing
 from sentinel.engine import Engine
 from sentinel.metrics import Metrics
 from sentinel.model import FailureKind, State

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.config import AgentSpec, DnsSpec, GrpcSpec
+from sentinel.config.model import AgentSpec, DnsSpec, GrpcSpec
 from sentinel.errors import ConfigError
 from sentinel.probecli import parse_probe_url
 from tests.config import run_sentinel

@@ -21,7 +21,7 @@ import trio.testing
 
 from sentinel.backend import BackendRuntime
 from sentinel.breakers import make_breaker
-from sentinel.config import (
+from sentinel.config.model import (
     BackendConfig,
     HttpSpec,
     NginxBreakerConfig,

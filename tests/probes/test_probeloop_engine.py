@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from sentinel.config import BackendConfig, HttpSpec, ProbeConfig, Timing
+from sentinel.config.model import BackendConfig, HttpSpec, ProbeConfig, Timing
 from sentinel.engine import Engine
 from sentinel.model import ProbeResult
 from sentinel.probes import Target, make_probe

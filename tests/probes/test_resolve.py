@@ -22,7 +22,7 @@ import trio
 import trio.testing
 import trustme
 
-from sentinel.config import BackendConfig, HttpSpec, ProbeConfig, TcpSpec, Timing
+from sentinel.config.model import BackendConfig, HttpSpec, ProbeConfig, TcpSpec, Timing
 from sentinel.engine import Engine
 from sentinel.model import FailureKind
 from sentinel.probes import HttpProbe, LeanHttpProbe, Target, TcpProbe

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from sentinel.config import ProbeConfig, ScriptSpec, Timing
+from sentinel.config.model import ProbeConfig, ScriptSpec, Timing
 from sentinel.model import FailureKind
 from sentinel.probes import ScriptProbe, Target, make_probe
 from sentinel.probes.script import parse_weight

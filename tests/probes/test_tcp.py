@@ -8,7 +8,7 @@ import ssl
 import pytest
 import trio
 
-from sentinel.config import ProbeConfig, TcpSpec, Timing
+from sentinel.config.model import ProbeConfig, TcpSpec, Timing
 from sentinel.model import FailureKind
 from sentinel.probes import Target, TcpProbe, make_probe
 

@@ -11,14 +11,14 @@ import pytest
 import trio
 import trio.testing
 
-from sentinel.config import Config, SinkConfig
+from sentinel.config.model import Config, SinkConfig
+from sentinel.config.node import load_yaml
 from sentinel.engine import Engine
 from sentinel.errors import ConfigError, SinkError
 from sentinel.model import ServiceView
 from sentinel.observe import NullObserver
 from sentinel.sinks.base import SinkContext, Update
 from sentinel.sinks.file import FileOptions, FileSink, parse_options
-from sentinel.yamlnode import load_yaml
 from tests.engine.fakes import FakeProbe, service
 
 EMPTY = Update(ServiceView("web", ()))

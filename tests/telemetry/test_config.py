@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.config import TelemetryConfig, TracesConfig
-from sentinel.configload import load_config
+from sentinel.config.load import load_config
+from sentinel.config.model import TelemetryConfig, TracesConfig
 from sentinel.errors import ConfigErrors
 
 BASE = """\

@@ -12,7 +12,7 @@ import trio
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from sentinel.config import TracesConfig
+from sentinel.config.model import TracesConfig
 from sentinel.telemetry import BoundedSpanProcessor, make_exporter
 from tests.e2e.helpers import free_port
 from tests.telemetry.conftest import MakeTelemetry

@@ -11,7 +11,7 @@ import trio.testing
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from sentinel.api import Api, serve_api
-from sentinel.config import ApiConfig, TelemetryConfig
+from sentinel.config.model import ApiConfig, TelemetryConfig
 from sentinel.engine import Engine
 from sentinel.metrics import CONTENT_TYPE
 from sentinel.reload import apply_reload

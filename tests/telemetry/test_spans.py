@@ -13,7 +13,7 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from sentinel.config import TelemetryConfig
+from sentinel.config.model import TelemetryConfig
 from sentinel.logs import JsonFormatter
 from sentinel.telemetry import Telemetry, otlp_endpoint
 from tests.telemetry.conftest import MakeTelemetry

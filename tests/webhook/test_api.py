@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from sentinel.api import Api, serve_api
-from sentinel.config import ApiConfig
+from sentinel.config.model import ApiConfig
 from sentinel.engine import Engine
 from tests.e2e.helpers import free_port
 from tests.engine.fakes import FakeProbe, config, service

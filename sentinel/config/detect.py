@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from sentinel.config import (
+from sentinel.config.model import (
     CanaryConfig,
     PassiveConfig,
     ServiceConfig,
@@ -14,9 +14,9 @@ from sentinel.config import (
     SinkConfig,
     SuspectConfig,
 )
-from sentinel.configprobe import TIMING_KEYS, merged, parse_probe, parse_rate
+from sentinel.config.node import Node
+from sentinel.config.sections import TIMING_KEYS, merged, parse_probe, parse_rate
 from sentinel.errors import ConfigError, ConfigErrors
-from sentinel.yamlnode import Node
 
 CANARY_KEYS = {"name", "address", "probe"}
 SUSPECT_KEYS = {"mass_failure", "window", "max_suspect"}
@@ -48,7 +48,7 @@ def parse_canaries(node: Node) -> tuple[CanaryConfig, ...]:
 
 
 def _canary(item: Node) -> CanaryConfig:
-    from sentinel.configload import parse_address  # configload imports this module
+    from sentinel.config.load import parse_address  # load.py imports this module
 
     e = item.as_map(CANARY_KEYS) if item.is_map else {"address": item}
     if "address" not in e:

@@ -1,4 +1,4 @@
-"""`sentinel.yamlnode`: durations, positions and key paths, `${VAR}` substitution."""
+"""`sentinel.config.node`: durations, positions and key paths, `${VAR}` substitution."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from fractions import Fraction
 
 import pytest
 
+from sentinel.config.node import Node, load_yaml
 from sentinel.errors import ConfigError
-from sentinel.yamlnode import Node, load_yaml
 
 DOC = textwrap.dedent("""\
     services:

@@ -15,7 +15,7 @@ import dns.name
 import dns.rcode
 import dns.rdatatype
 
-from sentinel.config import (
+from sentinel.config.model import (
     DEFAULT_EXPECT_STATUS,
     AgentSpec,
     BreakerConfig,
@@ -32,8 +32,8 @@ from sentinel.config import (
     ThresholdBreakerConfig,
     Timing,
 )
+from sentinel.config.node import Node
 from sentinel.errors import ConfigError
-from sentinel.yamlnode import Node
 
 TIMING_KEYS = {"type", "interval", "fast_interval", "down_interval", "timeout", "jitter"}
 PROBE_KEYS = {

@@ -1,4 +1,4 @@
-"""The validated configuration: frozen values built once by `configload`.
+"""The validated configuration: frozen values built once by `config.load`.
 
 Durations are floats in seconds. Every sink kind parses its own options
 (see `sentinel.sinks`), so this module only carries them as opaque values.

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from sentinel.cluster.config import parse_cluster
-from sentinel.config import (
+from sentinel.config.detect import parse_canaries, parse_passive, parse_suspect
+from sentinel.config.model import (
     ApiConfig,
     BackendConfig,
     Config,
@@ -30,11 +31,10 @@ from sentinel.config import (
     TelemetryConfig,
     TracesConfig,
 )
-from sentinel.configdetect import parse_canaries, parse_passive, parse_suspect
-from sentinel.configprobe import TIMING_KEYS, merged, parse_breaker, parse_probe
+from sentinel.config.node import Node, load_yaml
+from sentinel.config.sections import TIMING_KEYS, merged, parse_breaker, parse_probe
 from sentinel.errors import ConfigError, ConfigErrors
 from sentinel.extras import missing
-from sentinel.yamlnode import Node, load_yaml
 
 TOP_KEYS = {"version", "state_dir", "shutdown_timeout", "max_in_flight", "api", "telemetry",
             "defaults", "sinks", "services", "cluster", "canaries", "suspect"}
