@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sentinel.breakers.base import Breaker, Change, Health, Transition
+from sentinel.breakers.dampen import Damper
 from sentinel.config.model import BackendConfig
-from sentinel.dampen import Damper
 from sentinel.model import BackendView, ProbeResult, ProbeSummary, State
 from sentinel.probes.base import Target
 from sentinel.timefmt import rfc3339

@@ -22,8 +22,8 @@ import trio.lowlevel
 from sentinel.backend import BackendRuntime, summary
 from sentinel.breakers import make_breaker
 from sentinel.breakers.base import Change, Health, Transition
+from sentinel.breakers.dampen import Damper
 from sentinel.config.model import Config, InitState, ProbeConfig, ServiceConfig, SinkConfig
-from sentinel.dampen import Damper
 from sentinel.journal import Journal, RunBlocking
 from sentinel.model import Event, FailureKind, ProbeResult, State
 from sentinel.observe import NullObserver, Observer, ProbeRecord

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+from sentinel.breakers.dampen import Damper
 from sentinel.config.model import DampenConfig
-from sentinel.dampen import Damper
 
 CFG = DampenConfig(half_life=60.0, suppress=2000.0, reuse=750.0, max_suppress=240.0)
 
