@@ -32,8 +32,8 @@ from sentinel.passive.base import BackendIndex, Signal
 from sentinel.passive.sources import run_sources
 from sentinel.probegroups import GroupKey, ProbeGroup, group_key
 from sentinel.probeloop import Committer, ProbeLoop, accepts
-from sentinel.probes import make_probe
 from sentinel.probes.base import Probe, guarded_check
+from sentinel.probes.registry import make_probe
 from sentinel.publisher import Commit, Publisher
 from sentinel.schedule import next_due, retry_due, start_offset
 from sentinel.service import ServiceRuntime

@@ -12,8 +12,8 @@ from sentinel.config.node import Node
 from sentinel.config.sections import parse_command, parse_probe
 from sentinel.errors import ConfigError
 from sentinel.model import ProbeResult
-from sentinel.probes import make_probe
 from sentinel.probes.base import Target
+from sentinel.probes.registry import make_probe
 
 USAGE = ("tcp://host:port, http(s)://host:port/path, grpc(s)://host:port/service, "
          "dns://server[:port]/name?qtype=A, agent://host:port or script:/path/to/cmd")

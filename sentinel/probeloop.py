@@ -13,7 +13,7 @@ How. Plain `tcp` and `http` checks of IP-literal backends (`accepts`) run
 here instead. The loop owns a `select.epoll` object and a heap of due probe
 groups (`Agenda`). Each pass, in a tight synchronous loop, it reads every
 ready socket and moves its check on (connect, send, read: the same
-`sentinel.probes.lean` exchanges the per-task path feeds, so results and
+`sentinel.probes.exchange` exchanges the per-task path feeds, so results and
 texts are the same), then times out checks past their deadline, then starts
 every group that is due and reads once more (a loopback connect is often
 complete when `connect_ex` returns). Then it awaits `wait_readable` on the
@@ -63,7 +63,7 @@ from sentinel.model import ProbeResult
 from sentinel.probegroups import ProbeGroup
 from sentinel.probes import rawsock
 from sentinel.probes.base import Probe, crashed
-from sentinel.probes.lean import Exchange, LeanProbe
+from sentinel.probes.exchange import Exchange, LeanProbe
 
 BATCH = 0.005  # checks due within 5 ms of each other start in one pass
 _CONNECTING, _SENDING, _READING = 0, 1, 2

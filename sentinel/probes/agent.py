@@ -45,7 +45,7 @@ from functools import partial
 
 from sentinel.config.model import AgentSpec, ProbeConfig
 from sentinel.model import FailureKind, ProbeResult
-from sentinel.probes import lean
+from sentinel.probes import exchange as lean
 from sentinel.probes.base import Target, classify, failed
 from sentinel.probes.resolve import Resolver, default_resolver
 from sentinel.probes.tcp import no_answer, quote

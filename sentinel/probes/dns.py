@@ -28,7 +28,7 @@ import dns.rdatatype
 
 from sentinel.config.model import DnsSpec, ProbeConfig
 from sentinel.model import FailureKind, ProbeResult
-from sentinel.probes import lean
+from sentinel.probes import exchange as lean
 from sentinel.probes.base import Target, classify, failed
 from sentinel.probes.resolve import Address, Resolver, default_resolver
 

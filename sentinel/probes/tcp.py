@@ -9,7 +9,7 @@ Plain TCP checks take the lean path (`sentinel.probes.rawsock`): one raw
 non-blocking socket closed with an RST, like HAProxy's, so the checker
 leaves no TIME_WAIT. TLS checks go through trio's streams (`lean=False`
 forces that path; the tests run both against the same servers). Both feed
-one `TcpExchange` (`sentinel.probes.lean`), as does the probe loop.
+one `TcpExchange` (`sentinel.probes.exchange`), as does the probe loop.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import trio
 
 from sentinel.config.model import ProbeConfig, TcpSpec
 from sentinel.model import FailureKind, ProbeResult
-from sentinel.probes import lean
+from sentinel.probes import exchange as lean
 from sentinel.probes.base import Target, classify, failed
 from sentinel.probes.resolve import Address, Resolver, default_resolver
 

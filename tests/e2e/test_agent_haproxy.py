@@ -14,8 +14,8 @@ import pytest
 import trio
 
 from sentinel.config.model import AgentSpec, ProbeConfig, Timing
-from sentinel.probes import Target
 from sentinel.probes.agent import AgentProbe, AgentState
+from sentinel.probes.base import Target
 from tests.e2e.balancers import start_haproxy
 from tests.e2e.helpers import LOOPBACK, Processes, free_port, start_backend, wait_until
 

@@ -8,7 +8,6 @@ import trio
 
 from sentinel.config.model import AgentSpec, ProbeConfig, Timing
 from sentinel.model import FailureKind
-from sentinel.probes import Target, make_probe
 from sentinel.probes.agent import (
     LINE_CAP,
     AgentAnswer,
@@ -18,6 +17,8 @@ from sentinel.probes.agent import (
     new_weight,
     parse_line,
 )
+from sentinel.probes.base import Target
+from sentinel.probes.registry import make_probe
 
 from .conftest import Serve, silent
 

@@ -15,8 +15,9 @@ import trio
 
 from sentinel.config.model import DnsSpec, ProbeConfig, Timing
 from sentinel.model import FailureKind
-from sentinel.probes import Target, make_probe
+from sentinel.probes.base import Target
 from sentinel.probes.dns import OVER_TCP, DnsProbe
+from sentinel.probes.registry import make_probe
 from tests.e2e.helpers import Processes, free_port, port_open, require_binary, wait_until
 
 # 40 TXT strings of ~45 bytes: over 512 bytes, so a plain UDP answer is truncated.

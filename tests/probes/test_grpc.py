@@ -19,8 +19,9 @@ import trustme
 
 from sentinel.config.model import GrpcSpec, ProbeConfig, Timing
 from sentinel.model import FailureKind
-from sentinel.probes import Target, make_probe
+from sentinel.probes.base import Target
 from sentinel.probes.grpc import GrpcProbe, Malformed, decode_status, encode_request
+from sentinel.probes.registry import make_probe
 
 from .conftest import Serve, silent
 

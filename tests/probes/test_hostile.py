@@ -17,11 +17,14 @@ import trio
 
 from sentinel.config.model import HttpSpec, ProbeConfig, TcpSpec, Timing
 from sentinel.model import FailureKind, ProbeResult
-from sentinel.probes import HttpProbe, LeanHttpProbe, Target, TcpProbe, lean
+from sentinel.probes import exchange as lean
+from sentinel.probes.base import Target
+from sentinel.probes.http import HttpExchange, LeanHttpProbe
 from sentinel.probes.http1 import BODY_CAP, LINE_CAP, ProtocolError, ResponseReader
-from sentinel.probes.leanhttp import HttpExchange
+from sentinel.probes.https import HttpProbe
 from sentinel.probes.rawsock import RECV_SIZE
 from sentinel.probes.resolve import default_resolver
+from sentinel.probes.tcp import TcpProbe
 
 from .conftest import Serve, read_head
 from .test_lean_parity import CHUNKED

@@ -9,7 +9,8 @@ import pytest
 import trio
 
 from sentinel.config.model import ProbeConfig, TcpSpec, Timing
-from sentinel.probes import Target, TcpProbe
+from sentinel.probes.base import Target
+from sentinel.probes.tcp import TcpProbe
 
 
 @pytest.fixture

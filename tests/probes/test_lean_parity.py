@@ -12,7 +12,10 @@ import trio
 
 from sentinel.config.model import HttpSpec, ProbeConfig, TcpSpec, Timing
 from sentinel.model import FailureKind, ProbeResult
-from sentinel.probes import HttpProbe, LeanHttpProbe, Target, TcpProbe
+from sentinel.probes.base import Target
+from sentinel.probes.http import LeanHttpProbe
+from sentinel.probes.https import HttpProbe
+from sentinel.probes.tcp import TcpProbe
 
 from .conftest import Serve, banner, hang_up, pong, read_head, reset, silent
 

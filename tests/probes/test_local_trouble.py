@@ -19,8 +19,8 @@ from sentinel.config.model import ProbeConfig, ScriptSpec, Timing
 from sentinel.engine import Engine
 from sentinel.metrics import Metrics
 from sentinel.model import FailureKind, State
-from sentinel.probes import ScriptProbe, Target
-from sentinel.probes.base import classify, spawn_trouble
+from sentinel.probes.base import Target, classify, spawn_trouble
+from sentinel.probes.script import ScriptProbe
 from sentinel.sinks.base import RecordingSink
 from tests.engine.fakes import config, service
 from tests.telemetry.helpers import parse_metrics, sample

@@ -32,7 +32,10 @@ from sentinel.config.model import (
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probegroups import ProbeGroup
 from sentinel.probeloop import Agenda, Committer, ProbeLoop, Running, accepts
-from sentinel.probes import HttpProbe, LeanHttpProbe, Target, TcpProbe
+from sentinel.probes.base import Target
+from sentinel.probes.http import LeanHttpProbe
+from sentinel.probes.https import HttpProbe
+from sentinel.probes.tcp import TcpProbe
 
 from .conftest import Handler, Serve, banner, hang_up, pong, reset, silent
 from .test_lean_parity import CHUNKED, OK_BODY, TIMEOUT, new_time_waits, reply, time_waits, trickle

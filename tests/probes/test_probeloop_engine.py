@@ -14,9 +14,9 @@ import trio
 from sentinel.config.model import BackendConfig, HttpSpec, ProbeConfig, Timing
 from sentinel.engine import Engine
 from sentinel.model import ProbeResult
-from sentinel.probes import Target, make_probe
-from sentinel.probes.base import Probe
-from sentinel.probes.lean import Exchange
+from sentinel.probes.base import Probe, Target
+from sentinel.probes.exchange import Exchange
+from sentinel.probes.registry import make_probe
 from sentinel.reload import apply_reload
 from sentinel.sinks.base import RecordingSink
 from tests.engine.fakes import config, service

@@ -25,9 +25,11 @@ import trustme
 from sentinel.config.model import BackendConfig, HttpSpec, ProbeConfig, TcpSpec, Timing
 from sentinel.engine import Engine
 from sentinel.model import FailureKind
-from sentinel.probes import HttpProbe, LeanHttpProbe, Target, TcpProbe
-from sentinel.probes.base import ResolveError
+from sentinel.probes.base import ResolveError, Target
+from sentinel.probes.http import LeanHttpProbe
+from sentinel.probes.https import HttpProbe
 from sentinel.probes.resolve import HOSTS_CHECK, NEGATIVE_TTL, Resolver, read_hosts
+from sentinel.probes.tcp import TcpProbe
 from sentinel.sinks.base import RecordingSink
 from tests.engine.fakes import config, service
 

@@ -14,8 +14,9 @@ import trio
 
 from sentinel.config.model import ProbeConfig, ScriptSpec, Timing
 from sentinel.model import FailureKind
-from sentinel.probes import ScriptProbe, Target, make_probe
-from sentinel.probes.script import parse_weight
+from sentinel.probes.base import Target
+from sentinel.probes.registry import make_probe
+from sentinel.probes.script import ScriptProbe, parse_weight
 
 TARGET = Target(service="web", backend="web1", host="10.0.0.11", port=8080)
 Script = Callable[[str], Path]

@@ -10,7 +10,9 @@ import trio
 
 from sentinel.config.model import ProbeConfig, TcpSpec, Timing
 from sentinel.model import FailureKind
-from sentinel.probes import Target, TcpProbe, make_probe
+from sentinel.probes.base import Target
+from sentinel.probes.registry import make_probe
+from sentinel.probes.tcp import TcpProbe
 
 from .conftest import Serve, banner, pong, reset, silent
 

@@ -12,10 +12,10 @@ import trio
 
 from sentinel.config.model import HttpSpec, ProbeConfig, StatusClass, Timing
 from sentinel.model import FailureKind
-from sentinel.probes import HttpProbe, Target, make_probe
-from sentinel.probes.http import classify_httpx, describe_status
-
-from .conftest import HttpServer, Serve, hang_up, reset, silent
+from sentinel.probes.base import Target
+from sentinel.probes.https import HttpProbe, classify_httpx, describe_status
+from sentinel.probes.registry import make_probe
+from tests.probes.conftest import HttpServer, Serve, hang_up, reset, silent
 
 StartHttp = Callable[..., Awaitable[HttpServer]]
 MakeProbe = Callable[..., HttpProbe]
