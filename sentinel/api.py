@@ -25,6 +25,7 @@ import trio
 
 from sentinel.config.model import ApiConfig
 from sentinel.dashboard import dashboard_file
+from sentinel.engine.streamhub import StreamHub
 from sentinel.errors import StartupError
 from sentinel.files import write_atomic
 from sentinel.limits import API_MAX
@@ -33,7 +34,6 @@ from sentinel.passive.base import BackendIndex, Signal
 from sentinel.passive.reports import ReportError, parse_reports
 from sentinel.stream import PATH as STREAM_PATH
 from sentinel.stream import Refusal, open_stream, serve_stream
-from sentinel.streamhub import StreamHub
 
 log = logging.getLogger("sentinel.api")
 Scope = MutableMapping[str, Any]

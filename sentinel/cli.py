@@ -16,14 +16,14 @@ from pathlib import Path
 import trio
 
 from sentinel.api import URL_FILE, Api, listen, serve_api
-from sentinel.budget import compute_budget, describe
 from sentinel.config.load import load_config
 from sentinel.config.model import Config
-from sentinel.engine import Engine
+from sentinel.engine.budget import compute_budget, describe
+from sentinel.engine.engine import Engine
+from sentinel.engine.reload import reload_from_file
 from sentinel.errors import ConfigError, ConfigErrors, StartupError, StateError
 from sentinel.limits import budget as fd_budget
 from sentinel.logs import setup_logging
-from sentinel.reload import reload_from_file
 from sentinel.systemd import Notifier
 
 log = logging.getLogger("sentinel")

@@ -25,7 +25,7 @@ from sentinel.config.model import (
     SinkConfig,
     Timing,
 )
-from sentinel.engine import Engine
+from sentinel.engine.engine import Engine
 from sentinel.sinks.base import Update
 from sentinel.sinks.nginxconf import render_upstream
 

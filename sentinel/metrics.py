@@ -32,7 +32,7 @@ from sentinel.model import Event, State
 from sentinel.observe import ProbeRecord
 
 if TYPE_CHECKING:
-    from sentinel.engine import Engine
+    from sentinel.engine.engine import Engine
 
 # Loopback probes answer in well under a millisecond; remote ones in a few ms; timeouts
 # sit at the probe timeout (typically 0.5-2 s).

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 
 import trio
 
-from sentinel.streamhub import StreamHub, Subscription, event_message
+from sentinel.engine.streamhub import StreamHub, Subscription, event_message
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]

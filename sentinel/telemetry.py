@@ -54,7 +54,7 @@ from sentinel.model import Event
 from sentinel.observe import ProbeRecord
 
 if TYPE_CHECKING:
-    from sentinel.engine import Engine
+    from sentinel.engine.engine import Engine
 
 log = logging.getLogger("sentinel.telemetry")
 MAX_QUEUE = 2048  # spans waiting for export; beyond this they are dropped and counted

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.budget import compute_budget
 from sentinel.config.load import load_config
 from sentinel.config.model import ProbeConfig, ServiceConfig, ThresholdBreakerConfig, Timing
+from sentinel.engine.budget import compute_budget
 from tests.config import COMMAND_TIMEOUT, run_sentinel, write_config
 from tests.e2e.helpers import Processes, start_sentinel
 
-# Budgets worked out by hand from sentinel/schedule.py's rules: the next probe starts
+# Budgets worked out by hand from sentinel/engine/schedule.py's rules: the next probe starts
 # `interval` (up), `fast_interval` (breaker counting) or `down_interval` (down) after the
 # previous one started, never before it ended, and never before the breaker's retry_at.
 # The worst death comes an instant after a probe started, so the first failing probe is

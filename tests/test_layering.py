@@ -8,7 +8,7 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["sentinel.breakers", "sentinel.suspect",
+@pytest.mark.parametrize("module", ["sentinel.breakers", "sentinel.engine.suspect",
                                     "sentinel.passive.reports"])
 def test_pure_core_does_not_import_trio(module: str) -> None:
     """Importing the module alone leaves trio (and hence any I/O) unimported."""

@@ -16,10 +16,10 @@ import trio
 
 from sentinel.api import Api, serve_api
 from sentinel.config.model import ApiConfig
-from sentinel.engine import Engine
+from sentinel.engine.engine import Engine
+from sentinel.engine.streamhub import StreamLimits
 from sentinel.sinks.base import RecordingSink
 from sentinel.statuswatch import SseMessage, read_sse
-from sentinel.streamhub import StreamLimits
 from tests.engine.fakes import FakeProbe, config, service
 
 TOKEN = "s3cret"

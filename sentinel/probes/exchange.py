@@ -8,7 +8,7 @@ the same exchanges:
 - `check` + `drive` here: one Trio task per check on a raw socket
   (`rawsock`), which is what `probe.check(target)` does (host names are
   resolved first, within the check's timeout: `sentinel.probes.resolve`);
-- `sentinel.probeloop`: one epoll loop driving every due check at once.
+- `sentinel.engine.probeloop`: one epoll loop driving every due check at once.
 
 Because both feed the same exchange, a check gives the same result, failure
 kind and text on either path.

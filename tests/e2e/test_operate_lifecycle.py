@@ -92,8 +92,8 @@ def test_corrupt_state_file_is_set_aside_and_logged_and_sentinel_starts_fresh(
     [aside] = site.state_dir.glob("state.json.corrupt-*")
     assert aside.read_bytes() == garbage
     log = processes.log("sentinel").read_text()
-    assert re.search(r"ERROR sentinel\.state: state file .*state\.json unreadable .*moved aside "
-                     rf"to {re.escape(str(aside))}", log), log
+    assert re.search(r"ERROR sentinel\.engine\.statefile: state file .*state\.json unreadable "
+                     rf".*moved aside to {re.escape(str(aside))}", log), log
     assert api.state()["seq"] == 0
     assert api.post("/v1/backends/web/web1/drain").json()["events"][0]["seq"] == 1
     saved = json.loads((site.state_dir / "state.json").read_text())
@@ -132,7 +132,7 @@ def test_reload_adds_and_removes_backends_and_services_and_keeps_unchanged_state
     assert (event["backend"], event["from"], event["to"]) == ("web3", "up", "down")
     assert "body" in event["reason"], event
     assert api.backend("web", "web2")["since"] == since
-    assert processes.log("sentinel").read_text().count("sentinel.reload: reloaded ") == 2
+    assert processes.log("sentinel").read_text().count("sentinel.engine.reload: reloaded ") == 2
 
 
 def test_bad_reload_is_refused_with_the_check_errors_and_the_old_config_keeps_running(

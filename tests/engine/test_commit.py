@@ -17,10 +17,10 @@ import trio
 import trio.testing
 
 from sentinel.config.model import NginxBreakerConfig, ThresholdBreakerConfig
-from sentinel.engine import Engine
+from sentinel.engine.engine import Engine
+from sentinel.engine.statefile import SavedState
 from sentinel.model import Event, FailureKind, ProbeResult
 from sentinel.observe import NullObserver, ProbeRecord
-from sentinel.statefile import SavedState
 from tests.engine.fakes import FakeProbe, config, run_inline, service
 from tests.engine.test_engine import WALL_BASE
 from tests.sinks.fakes import TimedSink
@@ -175,7 +175,7 @@ async def test_a_full_state_dir_delays_nothing_and_is_caught_up_when_space_retur
     svc = service("s", [9001], breaker=NginxBreakerConfig(max_fails=1, fail_timeout=2.0))
     engine = Engine(config(tmp_path, svc), sinks={"rec": rec}, probe_factory=probe.factory(),
                     run_blocking=disk)
-    with caplog.at_level(logging.INFO, logger="sentinel.state"):
+    with caplog.at_level(logging.INFO, logger="sentinel.engine.journal"):
         async with trio.open_nursery() as nursery:
             await nursery.start(engine.run)
             await trio.sleep(1.0)
@@ -196,7 +196,7 @@ async def test_a_full_state_dir_delays_nothing_and_is_caught_up_when_space_retur
             assert [e.seq for e in engine.events_after(0)] == [1, 2]
             engine.stop()
     assert json.loads((tmp_path / "state.json").read_text())["seq"] == 2
-    [refused, written] = [r for r in caplog.records if r.name == "sentinel.state"]
+    [refused, written] = [r for r in caplog.records if r.name == "sentinel.engine.journal"]
     assert refused.levelno == logging.ERROR
     assert "No space left on device" in refused.getMessage()
     assert "not persisted" in refused.getMessage()

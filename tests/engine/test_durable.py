@@ -10,7 +10,7 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from sentinel.engine import Engine
+from sentinel.engine.engine import Engine
 from sentinel.model import Event
 from sentinel.sinks.base import DurableSink, RecordingSink
 from tests.engine.fakes import FakeProbe, config, run_inline, service

@@ -16,7 +16,7 @@ import trio
 import trio.testing
 
 from sentinel.config.model import NginxBreakerConfig, ServiceConfig, ThresholdBreakerConfig
-from sentinel.engine import Engine
+from sentinel.engine.engine import Engine
 from sentinel.model import State
 from sentinel.sinks.base import Sink
 from tests.engine.fakes import FakeProbe, config, run_inline, service

@@ -7,7 +7,7 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from sentinel.reload import apply_reload
+from sentinel.engine.reload import apply_reload
 from tests.engine.fakes import FakeProbe, config, service
 from tests.engine.test_engine import make_engine
 from tests.sinks.fakes import TimedSink

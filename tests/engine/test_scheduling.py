@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from sentinel.engine import Engine
+from sentinel.engine.engine import Engine
 from sentinel.model import State
 from sentinel.sinks.base import RecordingSink
 from tests.engine.fakes import FakeProbe, config, run_inline, service

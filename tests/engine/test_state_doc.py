@@ -15,7 +15,7 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sentinel import engine as engine_module
+from sentinel.engine import engine as engine_module
 from sentinel.model import State
 from sentinel.timefmt import rfc3339
 from tests.engine.fakes import FakeProbe, service

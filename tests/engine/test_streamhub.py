@@ -14,10 +14,10 @@ import trio
 import trio.testing
 
 from sentinel.config.model import Config
-from sentinel.engine import Engine
-from sentinel.reload import apply_reload
+from sentinel.engine.engine import Engine
+from sentinel.engine.reload import apply_reload
+from sentinel.engine.streamhub import HEARTBEAT, StreamLimits, Subscription
 from sentinel.sinks.base import RecordingSink
-from sentinel.streamhub import HEARTBEAT, StreamLimits, Subscription
 from tests.engine.fakes import FakeProbe, config, run_inline, service
 
 Message = tuple[float, str, dict[str, object]]  # virtual time, kind, data

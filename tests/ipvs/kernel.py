@@ -10,7 +10,7 @@ from pathlib import Path
 import trio
 
 from sentinel.config.load import load_config
-from sentinel.engine import Engine
+from sentinel.engine.engine import Engine
 from sentinel.ipvs_table import (
     ServiceEntry,
     Virtual,

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from sentinel.config.load import load_config
-from sentinel.reload import reload_from_file
+from sentinel.engine.reload import reload_from_file
 from sentinel.sinks.base import Update
 from sentinel.sinks.ipvs import IpvsSink
 from sentinel.sinks.ipvs_config import IpvsOptions

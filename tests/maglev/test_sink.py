@@ -15,7 +15,7 @@ import trio.testing
 from sentinel.api import Api, serve_api
 from sentinel.config.load import load_config
 from sentinel.config.model import ApiConfig
-from sentinel.engine import Engine
+from sentinel.engine.engine import Engine
 from sentinel.errors import ConfigErrors, SinkUnavailable
 from sentinel.maglev import NO_BACKEND, Mode
 from sentinel.model import BackendView, ServiceView, State

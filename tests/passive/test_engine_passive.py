@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 from sentinel.config.model import NginxBreakerConfig, PassiveConfig
-from sentinel.engine import Engine
+from sentinel.engine.engine import Engine
 from sentinel.passive.base import Signal
 from sentinel.sinks.base import RecordingSink
 from tests.engine.fakes import FakeProbe, config, service

@@ -13,7 +13,7 @@ import trio
 
 from sentinel.api import Api, serve_api
 from sentinel.config.model import ApiConfig, BackendConfig, ServiceConfig
-from sentinel.engine import Engine
+from sentinel.engine.engine import Engine
 from sentinel.passive.base import BackendIndex, Signal
 from sentinel.passive.reports import MAX_BODY, Accepted, ReportError, parse_reports
 from sentinel.sinks.base import RecordingSink

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from sentinel.config.model import ProbeConfig, ScriptSpec, Timing
-from sentinel.engine import Engine
+from sentinel.engine.engine import Engine
 from sentinel.metrics import Metrics
 from sentinel.model import FailureKind, State
 from sentinel.probes.base import Target, classify, spawn_trouble

@@ -23,7 +23,7 @@ import trio.testing
 import trustme
 
 from sentinel.config.model import BackendConfig, HttpSpec, ProbeConfig, TcpSpec, Timing
-from sentinel.engine import Engine
+from sentinel.engine.engine import Engine
 from sentinel.model import FailureKind
 from sentinel.probes.base import ResolveError, Target
 from sentinel.probes.http import LeanHttpProbe

@@ -13,7 +13,7 @@ import trio.testing
 
 from sentinel.config.model import Config, SinkConfig
 from sentinel.config.node import load_yaml
-from sentinel.engine import Engine
+from sentinel.engine.engine import Engine
 from sentinel.errors import ConfigError, SinkError
 from sentinel.model import ServiceView
 from sentinel.observe import NullObserver

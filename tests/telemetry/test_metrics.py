@@ -12,9 +12,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from sentinel.api import Api, serve_api
 from sentinel.config.model import ApiConfig, TelemetryConfig
-from sentinel.engine import Engine
+from sentinel.engine.engine import Engine
+from sentinel.engine.reload import apply_reload
 from sentinel.metrics import CONTENT_TYPE
-from sentinel.reload import apply_reload
 from sentinel.sinks.base import RecordingSink
 from sentinel.telemetry import Telemetry
 from tests.engine.fakes import FakeProbe, config, run_inline, service

@@ -11,7 +11,7 @@ import trio
 
 from sentinel.api import Api, serve_api
 from sentinel.config.model import ApiConfig
-from sentinel.engine import Engine
+from sentinel.engine.engine import Engine
 from tests.e2e.helpers import free_port
 from tests.engine.fakes import FakeProbe, config, service
 from tests.test_api import BROKEN_CHUNK, CountingApi, send_raw

@@ -41,7 +41,7 @@ from sentinel.config.model import (
     ThresholdBreakerConfig,
     Timing,
 )
-from sentinel.schedule import next_due
+from sentinel.engine.schedule import next_due
 
 PHASES = 24  # probe starts in the settled old condition tried as the moment of change
 MAX_PROBES = 100_000  # after the change; a breaker that needs more is reported as "never"

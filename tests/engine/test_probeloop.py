@@ -19,7 +19,6 @@ import pytest
 import trio
 import trio.testing
 
-from sentinel.backend import BackendRuntime
 from sentinel.breakers import make_breaker
 from sentinel.config.model import (
     BackendConfig,
@@ -29,16 +28,24 @@ from sentinel.config.model import (
     TcpSpec,
     Timing,
 )
+from sentinel.engine.backend import BackendRuntime
+from sentinel.engine.probegroups import ProbeGroup
+from sentinel.engine.probeloop import Agenda, Committer, ProbeLoop, Running, accepts
 from sentinel.model import FailureKind, ProbeResult
-from sentinel.probegroups import ProbeGroup
-from sentinel.probeloop import Agenda, Committer, ProbeLoop, Running, accepts
 from sentinel.probes.base import Target
 from sentinel.probes.http import LeanHttpProbe
 from sentinel.probes.https import HttpProbe
 from sentinel.probes.tcp import TcpProbe
-
-from .conftest import Handler, Serve, banner, hang_up, pong, reset, silent
-from .test_lean_parity import CHUNKED, OK_BODY, TIMEOUT, new_time_waits, reply, time_waits, trickle
+from tests.probes.conftest import Handler, Serve, banner, hang_up, pong, reset, silent
+from tests.probes.test_lean_parity import (
+    CHUNKED,
+    OK_BODY,
+    TIMEOUT,
+    new_time_waits,
+    reply,
+    time_waits,
+    trickle,
+)
 
 TCP_CONFIG = ProbeConfig("tcp", Timing(timeout=0.5), TcpSpec())
 TCP = TcpProbe(TCP_CONFIG)

@@ -22,7 +22,7 @@ from sentinel.errors import StartupError
 from sentinel.files import write_atomic
 from sentinel.model import Event
 
-log = logging.getLogger("sentinel.state")
+log = logging.getLogger(__name__)
 FILENAME = "state.json"
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import trio
 
-from sentinel.backend import BackendRuntime
 from sentinel.config.model import ProbeConfig, ServiceConfig
+from sentinel.engine.backend import BackendRuntime
 
 GroupKey = tuple[ProbeConfig, str, int, str]
 

@@ -59,8 +59,8 @@ from typing import Generic, Protocol, TypeGuard, TypeVar
 
 import trio
 
+from sentinel.engine.probegroups import ProbeGroup
 from sentinel.model import ProbeResult
-from sentinel.probegroups import ProbeGroup
 from sentinel.probes import rawsock
 from sentinel.probes.base import Probe, crashed
 from sentinel.probes.exchange import Exchange, LeanProbe

@@ -15,9 +15,9 @@ import trio
 import trio.testing
 
 from sentinel.config.model import ThresholdBreakerConfig
-from sentinel.engine import Engine
+from sentinel.engine.engine import Engine
+from sentinel.engine.reload import apply_reload, reload_from_file
 from sentinel.model import State
-from sentinel.reload import apply_reload, reload_from_file
 from sentinel.sinks.base import RecordingSink
 from tests.e2e.helpers import Processes, run_cli, wait_until
 from tests.e2e.site import Site, make_site, start_backends
@@ -192,7 +192,7 @@ async def test_invalid_or_missing_file_is_refused_with_its_errors_and_changes_no
     cfg = config(tmp_path, service("s", [9001]))
     engine = Engine(cfg, sinks={"rec": RecordingSink()}, probe_factory=FakeProbe().factory())
     services = dict(engine.services)
-    with caplog.at_level(logging.ERROR, logger="sentinel.reload"):
+    with caplog.at_level(logging.ERROR, logger="sentinel.engine.reload"):
         errors = await reload_from_file(engine, str(path))
     assert errors == [e.format(path=path) for e in expected]
     assert [r.getMessage() for r in caplog.records] == [

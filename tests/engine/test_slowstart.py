@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sentinel.slowstart import ramp
+from sentinel.engine.slowstart import ramp
 
 
 def test_ramp_climbs_from_one_to_full_weight_in_steps() -> None:

@@ -4,7 +4,7 @@ one task per sink behind a coalescing hand-off.
 The breakers decide; this module does the side effects: it schedules
 probes, records results, numbers and persists events, and publishes each
 service's full view to its sinks. Nothing here blocks probing on a sink.
-Reloads live in `sentinel.reload`.
+Reloads live in `sentinel.engine.reload`.
 """
 
 from __future__ import annotations
@@ -19,33 +19,33 @@ from pathlib import Path
 import trio
 import trio.lowlevel
 
-from sentinel.backend import BackendRuntime, summary
 from sentinel.breakers import make_breaker
 from sentinel.breakers.base import Change, Health, Transition
 from sentinel.breakers.dampen import Damper
 from sentinel.config.model import Config, InitState, ProbeConfig, ServiceConfig, SinkConfig
-from sentinel.journal import Journal, RunBlocking
+from sentinel.engine.backend import BackendRuntime, summary
+from sentinel.engine.journal import Journal, RunBlocking
+from sentinel.engine.pacing import EngineStatistics, Pacing
+from sentinel.engine.probegroups import GroupKey, ProbeGroup, group_key
+from sentinel.engine.probeloop import Committer, ProbeLoop, accepts
+from sentinel.engine.publisher import Commit, Publisher
+from sentinel.engine.schedule import next_due, retry_due, start_offset
+from sentinel.engine.service import ServiceRuntime
+from sentinel.engine.slowstart import ramp
+from sentinel.engine.statefile import SavedBackend, SavedState, check_writable, load_state
+from sentinel.engine.streamhub import StreamHub
 from sentinel.model import Event, FailureKind, ProbeResult, State
 from sentinel.observe import NullObserver, Observer, ProbeRecord
-from sentinel.pacing import EngineStatistics, Pacing
 from sentinel.passive.base import BackendIndex, Signal
 from sentinel.passive.sources import run_sources
-from sentinel.probegroups import GroupKey, ProbeGroup, group_key
-from sentinel.probeloop import Committer, ProbeLoop, accepts
 from sentinel.probes.base import Probe, guarded_check
 from sentinel.probes.registry import make_probe
-from sentinel.publisher import Commit, Publisher
-from sentinel.schedule import next_due, retry_due, start_offset
-from sentinel.service import ServiceRuntime
 from sentinel.sinks import SINK_KINDS
 from sentinel.sinks.base import Sink, SinkContext
 from sentinel.sinks.runner import Backoff, SinkRunner
-from sentinel.slowstart import ramp
-from sentinel.statefile import SavedBackend, SavedState, check_writable, load_state
-from sentinel.streamhub import StreamHub
 from sentinel.timefmt import rfc3339
 
-log = logging.getLogger("sentinel.engine")
+log = logging.getLogger(__name__)
 # A refused state write is cheap to try again; a few seconds between tries bound how long
 # the state stays unsaved once space returns.
 PERSIST_RETRY = Backoff(initial=0.25, maximum=5.0)
@@ -62,7 +62,7 @@ class Engine:
                  observer: Observer | None = None,
                  run_blocking: RunBlocking | None = None,
                  probe_loop: bool = True) -> None:
-        """`probe_loop=False` runs every probe as its own task (see `sentinel.probeloop`)."""
+        """`probe_loop=False` runs every probe as its own task (see `sentinel.engine.probeloop`)."""
         self.config = config
         self.observer = observer or NullObserver()
         self.shutdown_timeout = shutdown_timeout

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sentinel.config.model import SuspectConfig
-from sentinel.suspect import NOTHING, Cause, Doubt, Key, Outcome
+from sentinel.engine.suspect import NOTHING, Cause, Doubt, Key, Outcome
 
 RULE = SuspectConfig(mass_failure=0.5, window=4.0, max_suspect=60.0)
 A1, A2, B1, B2, C1, C2, D1, D2 = (("a", "1"), ("a", "2"), ("b", "1"), ("b", "2"),

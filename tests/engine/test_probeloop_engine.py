@@ -12,16 +12,15 @@ import pytest
 import trio
 
 from sentinel.config.model import BackendConfig, HttpSpec, ProbeConfig, Timing
-from sentinel.engine import Engine
+from sentinel.engine.engine import Engine
+from sentinel.engine.reload import apply_reload
 from sentinel.model import ProbeResult
 from sentinel.probes.base import Probe, Target
 from sentinel.probes.exchange import Exchange
 from sentinel.probes.registry import make_probe
-from sentinel.reload import apply_reload
 from sentinel.sinks.base import RecordingSink
 from tests.engine.fakes import config, service
-
-from .conftest import HttpServer, Serve, silent, until
+from tests.probes.conftest import HttpServer, Serve, silent, until
 
 FAST = Timing(interval=0.1, fast_interval=0.1, down_interval=0.1, timeout=0.1)
 

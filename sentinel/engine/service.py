@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sentinel.backend import BackendRuntime
 from sentinel.config.model import ServiceConfig
+from sentinel.engine.backend import BackendRuntime
 from sentinel.model import Event, ServiceView, State
 from sentinel.probes.base import Probe
 from sentinel.sinks.base import Update

@@ -10,7 +10,7 @@ the disk lags behind the probes:
 - `carry_out` (async, one commit at a time, in order) gets the state file on disk
   (and durable sinks' outboxes fed) before any sink hears of the events, then
   hands the view to the service's sink runners. When the state dir refuses the
-  write, the sinks are told anyway (see `sentinel.journal`).
+  write, the sinks are told anyway (see `sentinel.engine.journal`).
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from dataclasses import dataclass, field
 
 import trio
 
-from sentinel.backend import BackendRuntime
-from sentinel.journal import Journal
+from sentinel.engine.backend import BackendRuntime
+from sentinel.engine.journal import Journal
+from sentinel.engine.service import Published, ServiceRuntime
 from sentinel.model import Event, ProbeSummary, ServiceView
 from sentinel.observe import Observer
-from sentinel.service import Published, ServiceRuntime
 from sentinel.sinks.base import DurableSink
 from sentinel.timefmt import rfc3339
 
-log = logging.getLogger("sentinel.engine")
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False, slots=True)

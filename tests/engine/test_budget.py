@@ -1,4 +1,4 @@
-"""The detection budgets `sentinel check` prints (sentinel.budget): pinned for ordinary
+"""The detection budgets `sentinel check` prints (sentinel.engine.budget): pinned for ordinary
 settings of every breaker kind, so a faster simulation cannot change a number."""
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sentinel.breakers import Change, Health, Transition, make_breaker
-from sentinel.budget import PHASES, _counts, _horizon, compute_budget
 from sentinel.config.model import (
     BackendConfig,
     BreakerConfig,
@@ -24,7 +23,8 @@ from sentinel.config.model import (
     ThresholdBreakerConfig,
     Timing,
 )
-from sentinel.schedule import next_due
+from sentinel.engine.budget import PHASES, _counts, _horizon, compute_budget
+from sentinel.engine.schedule import next_due
 
 
 def service(timing: Timing, breaker: BreakerConfig) -> ServiceConfig:

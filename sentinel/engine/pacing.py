@@ -12,7 +12,7 @@ import trio
 
 from sentinel.logs import Throttle
 
-log = logging.getLogger("sentinel.engine")
+log = logging.getLogger(__name__)
 LATENESS_SAMPLES = 8192  # recent probes whose start lateness the percentiles cover
 LAG_SAMPLES = 600  # one minute of loop-lag ticks
 LAG_TICK = 0.1

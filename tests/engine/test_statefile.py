@@ -15,8 +15,8 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sentinel.engine.statefile import FILENAME, SavedBackend, SavedState, load_state, save_state
 from sentinel.model import Event, State
-from sentinel.statefile import FILENAME, SavedBackend, SavedState, load_state, save_state
 from sentinel.timefmt import rfc3339, uuid7
 from tests.engine.fakes import FakeProbe, service
 from tests.engine.test_engine import make_engine, run_for, states
@@ -70,7 +70,7 @@ def test_unreadable_file_is_moved_aside_and_logged(
     """A state.json that does not parse is renamed to state.json.corrupt-TIME (bytes kept),
     logged as an error, and loading starts fresh instead of raising."""
     (tmp_path / FILENAME).write_bytes(content)
-    with caplog.at_level(logging.ERROR, logger="sentinel.state"):
+    with caplog.at_level(logging.ERROR, logger="sentinel.engine.statefile"):
         assert load_state(tmp_path) == SavedState()
     [aside] = tmp_path.iterdir()
     assert aside.name.startswith(f"{FILENAME}.corrupt-")

@@ -32,14 +32,14 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from sentinel.engine.statefile import FILENAME, SavedState, save_state
 from sentinel.model import Event, ProbeSummary
-from sentinel.statefile import FILENAME, SavedState, save_state
 from sentinel.timefmt import rfc3339, uuid7
 
 if TYPE_CHECKING:  # at run time the engine hands one in: sinks import this module
     from sentinel.sinks.runner import Backoff
 
-log = logging.getLogger("sentinel.state")
+log = logging.getLogger(__name__)
 RunBlocking = Callable[[Callable[[Path, SavedState], None], Path, SavedState], Awaitable[None]]
 KEEP = 4096  # events held for GET /v1/events (SPEC: at least the last 1,000)
 

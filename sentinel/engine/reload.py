@@ -14,16 +14,16 @@ from dataclasses import replace
 
 import trio
 
-from sentinel.backend import BackendRuntime
 from sentinel.breakers import make_breaker
 from sentinel.config.load import load_config
 from sentinel.config.model import Config, ServiceConfig
-from sentinel.engine import Engine
+from sentinel.engine.backend import BackendRuntime
+from sentinel.engine.engine import Engine
+from sentinel.engine.service import ServiceRuntime
 from sentinel.errors import ConfigError, ConfigErrors
 from sentinel.probes.base import Probe, Target
-from sentinel.service import ServiceRuntime
 
-log = logging.getLogger("sentinel.reload")
+log = logging.getLogger(__name__)
 PROBE_CLOSE_GRACE = 5.0
 _LOADING = trio.CapacityLimiter(1)
 

@@ -29,11 +29,11 @@ from typing import Protocol
 
 import trio
 
-from sentinel.backend import BackendRuntime
+from sentinel.engine.backend import BackendRuntime
+from sentinel.engine.service import ServiceRuntime
 from sentinel.model import Event, State
-from sentinel.service import ServiceRuntime
 
-log = logging.getLogger("sentinel.api.stream")
+log = logging.getLogger(__name__)
 HEARTBEAT = b": heartbeat\n\n"
 CHUNK = 500  # backends serialised between two checkpoints: a big service never stalls the loop
 
