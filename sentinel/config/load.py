@@ -249,7 +249,7 @@ def _string_map(node: Node | None) -> tuple[tuple[str, str], ...]:
 def _sinks(node: Node | None, errors: _Collector) -> dict[str, SinkConfig | None]:
     """Every sink by name; None for one defined with errors (reported here, once: the
     services that use it are not told it is undefined)."""
-    from sentinel.sinks import SINK_KINDS
+    from sentinel.sinks.registry import SINK_KINDS
 
     out: dict[str, SinkConfig | None] = {}
     if node is None:
@@ -371,7 +371,7 @@ def _backend(item: Node) -> BackendConfig:
 
 def _bindings(node: Node | None, sinks: Mapping[str, SinkConfig | None]
               ) -> tuple[SinkBinding, ...]:
-    from sentinel.sinks import SINK_KINDS
+    from sentinel.sinks.registry import SINK_KINDS
 
     if node is None:
         return ()
@@ -397,7 +397,7 @@ def _check_names(service: str, node: Node, backends_node: Node,
                  sinks: Mapping[str, SinkConfig | None]) -> None:
     """Names each bound sink writes where a balancer parses them (nginx upstreams,
     HAProxy backends and servers) must be names that balancer accepts."""
-    from sentinel.sinks import SINK_KINDS
+    from sentinel.sinks.registry import SINK_KINDS
 
     where = {  # backend name -> its node: the `name:` if given, else the address
         backend.name: (item.get("name") or item.get("address") or item) if item.is_map else item

@@ -40,8 +40,8 @@ from sentinel.passive.base import BackendIndex, Signal
 from sentinel.passive.sources import run_sources
 from sentinel.probes.base import Probe, guarded_check
 from sentinel.probes.registry import make_probe
-from sentinel.sinks import SINK_KINDS
 from sentinel.sinks.base import Sink, SinkContext
+from sentinel.sinks.registry import SINK_KINDS
 from sentinel.sinks.runner import Backoff, SinkRunner
 from sentinel.timefmt import rfc3339
 

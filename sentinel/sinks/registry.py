@@ -1,0 +1,16 @@
+"""Sink kinds by their config name. Each kind lives in its own module."""
+
+from __future__ import annotations
+
+from sentinel.sinks import exec as exec_sink
+from sentinel.sinks import file as file_sink
+from sentinel.sinks import haproxy as haproxy_sink
+from sentinel.sinks import ipvs as ipvs_sink
+from sentinel.sinks import maglev as maglev_sink
+from sentinel.sinks import nginx as nginx_sink
+from sentinel.sinks import webhook as webhook_sink
+from sentinel.sinks.base import SinkKind
+
+SINK_KINDS: dict[str, SinkKind] = {kind.name: kind for kind in (
+    file_sink.KIND, exec_sink.KIND, nginx_sink.KIND, haproxy_sink.KIND, webhook_sink.KIND,
+    ipvs_sink.KIND, maglev_sink.KIND)}
