@@ -27,7 +27,7 @@ from sentinel.config.model import (
 )
 from sentinel.engine.engine import Engine
 from sentinel.sinks.base import Update
-from sentinel.sinks.nginxconf import render_upstream
+from sentinel.sinks.nginx.render import render_upstream
 
 DEMO_TIMEOUT = 30.0
 OK = b'HTTP/1.1 200 OK\r\nContent-Length: 16\r\nConnection: close\r\n\r\n{"status": "ok"}'

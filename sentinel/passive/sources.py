@@ -16,7 +16,7 @@ from sentinel.passive.base import BackendIndex, Key, Signal
 from sentinel.passive.haproxy_stats import Server, StatsSource, poll_stats
 from sentinel.passive.nginx_log import follow
 from sentinel.sinks.haproxy import HAProxyBinding, HAProxyOptions
-from sentinel.sinks.nginxconf import UpstreamOptions
+from sentinel.sinks.nginx.render import UpstreamOptions
 
 
 def nginx_logs(config: Config) -> dict[str, BackendIndex]:

@@ -7,9 +7,9 @@ from sentinel.sinks import file as file_sink
 from sentinel.sinks import haproxy as haproxy_sink
 from sentinel.sinks import ipvs as ipvs_sink
 from sentinel.sinks import maglev as maglev_sink
-from sentinel.sinks import nginx as nginx_sink
 from sentinel.sinks import webhook as webhook_sink
 from sentinel.sinks.base import SinkKind
+from sentinel.sinks.nginx import sink as nginx_sink
 
 SINK_KINDS: dict[str, SinkKind] = {kind.name: kind for kind in (
     file_sink.KIND, exec_sink.KIND, nginx_sink.KIND, haproxy_sink.KIND, webhook_sink.KIND,

@@ -1,7 +1,7 @@
 """`nginx` sink: upstream blocks in one file, tested, reloaded, and checked to have loaded.
 
 Every service bound to the sink gets one `upstream NAME { ... }` block (see
-`nginxconf`); the sink keeps the latest view of every service and renders all
+`render`); the sink keeps the latest view of every service and renders all
 of them into `file` on each change, atomically. Then:
 
 1. `test` (default `nginx -t`); on failure the previous file is put back.
@@ -45,7 +45,7 @@ from sentinel.files import write_atomic
 from sentinel.model import ServiceView
 from sentinel.process import ProcessOutcome, run_command
 from sentinel.sinks.base import NameProblem, SinkContext, SinkKind, Update
-from sentinel.sinks.nginxconf import (
+from sentinel.sinks.nginx.render import (
     CONTEXTS,
     MODES,
     UPSTREAM_NAME,
@@ -58,7 +58,7 @@ from sentinel.sinks.nginxconf import (
 )
 from sentinel.sinks.services import configured_services, forget_removed
 
-log = logging.getLogger("sentinel.sinks.nginx")
+log = logging.getLogger(__name__)
 OPTION_KEYS = {"file", "context", "mode", "test", "reload", "pid_file", "verify",
                "verify_timeout", "min_reload_interval", "timeout"}
 BINDING_KEYS = {"upstream", "params", "directives"}

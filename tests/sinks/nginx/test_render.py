@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sentinel.model import State
-from sentinel.sinks.nginxconf import (
+from sentinel.sinks.nginx.render import (
     body_of,
     check_words,
     generation_of,

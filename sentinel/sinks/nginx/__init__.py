@@ -1,0 +1,1 @@
+"""The `nginx` sink (`sink`) and its pure upstream renderer (`render`)."""
