@@ -42,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sentinel.sinks.haproxy_socket import parse_servers_state  # noqa: E402
+from sentinel.sinks.haproxy.runtime_api import parse_servers_state  # noqa: E402
 from tests.e2e.balancers import (  # noqa: E402
     HAProxy,
     Nginx,

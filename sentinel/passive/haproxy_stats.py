@@ -31,7 +31,7 @@ import trio
 
 from sentinel.errors import SinkError
 from sentinel.passive.base import Key, Signal
-from sentinel.sinks.haproxy_socket import RuntimeApi
+from sentinel.sinks.haproxy.runtime_api import RuntimeApi
 
 log = logging.getLogger("sentinel.passive.haproxy")
 SOURCE = "haproxy show stat"

@@ -26,7 +26,7 @@ import trio
 import yaml
 
 from sentinel.model import BackendView, ServiceView, State
-from sentinel.sinks.haproxy_socket import ServerState, parse_servers_state
+from sentinel.sinks.haproxy.runtime_api import ServerState, parse_servers_state
 from sentinel.sinks.nginx.render import render_file, render_upstream
 from tests.e2e.helpers import (
     LOOPBACK,

@@ -10,14 +10,14 @@ import trio
 
 from sentinel.errors import SinkRejected, SinkUnavailable
 from sentinel.model import State
-from sentinel.sinks.haproxy import plan
-from sentinel.sinks.haproxy_socket import (
+from sentinel.sinks.haproxy.runtime_api import (
     ProcessInfo,
     RuntimeApi,
     ServerState,
     parse_info,
     parse_servers_state,
 )
+from sentinel.sinks.haproxy.sink import plan
 from tests.sinks.views import backend
 
 # Answers captured from HAProxy 2.6.12 (Debian 12).

@@ -33,10 +33,10 @@ from sentinel.config.node import Node
 from sentinel.errors import SinkError, SinkRejected
 from sentinel.model import BackendView, ServiceView, State
 from sentinel.sinks.base import NameProblem, SinkContext, SinkHealth, SinkKind, Update
-from sentinel.sinks.haproxy_socket import ProcessInfo, RuntimeApi, ServerState
+from sentinel.sinks.haproxy.runtime_api import ProcessInfo, RuntimeApi, ServerState
 from sentinel.sinks.services import configured_services, forget_removed
 
-log = logging.getLogger("sentinel.sinks.haproxy")
+log = logging.getLogger(__name__)
 # HAProxy's `invalid_char()` (src/tools.c), applied to proxy and server names alike
 HAPROXY_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
 NAME_RULE = "letters, digits and _.:-"

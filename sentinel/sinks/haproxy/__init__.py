@@ -1,0 +1,1 @@
+"""The `haproxy` sink (`sink`) and its runtime-API client (`runtime_api`)."""
