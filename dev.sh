@@ -24,7 +24,7 @@ ensure_system_packages() {
     command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
     # The dns probe's tests run dnsmasq (the binary alone: no system service to start).
     command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
-    # The IPVS tests boot a kernel that has IPVS under QEMU (tests/ipvs fetches the kernel).
+    # The IPVS tests boot a kernel that has IPVS under QEMU (tests/sinks/ipvs fetches the kernel).
     command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
     # The cluster tests start a real etcd (3.4, the v3 JSON gateway) on loopback.
     command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)

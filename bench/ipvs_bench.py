@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ipvs_bench.py [--flips 20] [--services 100] [--reals 10]
 
-Boots the test VM of tests/ipvs (its ipvsadm reached through the forwarder, as in
+Boots the test VM of tests/sinks/ipvs (its ipvsadm reached through the forwarder, as in
 the tests) and measures:
 
 1. Verdict -> kernel: a backend flips (down, then up again); the new view is
@@ -33,7 +33,11 @@ import trio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sentinel.ipvs_table import (  # noqa: E402
+from sentinel.model import BackendView, ServiceView, State  # noqa: E402
+from sentinel.sinks.base import Update  # noqa: E402
+from sentinel.sinks.ipvs.options import IpvsBinding, IpvsOptions  # noqa: E402
+from sentinel.sinks.ipvs.sink import IpvsSink  # noqa: E402
+from sentinel.sinks.ipvs.table import (  # noqa: E402
     DesiredService,
     RealServer,
     ServiceSpec,
@@ -42,12 +46,8 @@ from sentinel.ipvs_table import (  # noqa: E402
     parse_thresholds,
     parse_virtual,
 )
-from sentinel.model import BackendView, ServiceView, State  # noqa: E402
-from sentinel.sinks.base import Update  # noqa: E402
-from sentinel.sinks.ipvs import IpvsSink  # noqa: E402
-from sentinel.sinks.ipvs_config import IpvsBinding, IpvsOptions  # noqa: E402
 from sentinel.sinks.runner import SinkRunner  # noqa: E402
-from tests.ipvs.vm import Outcome, Vm  # noqa: E402
+from tests.sinks.ipvs.vm import Outcome, Vm  # noqa: E402
 
 
 def backend(index: int, state: State, weight: int = 10) -> BackendView:

@@ -169,7 +169,7 @@ def _check(path: str, fmt: str) -> int:
             for error in _errors(exc):
                 print(error, file=sys.stderr)
         return EXIT_USAGE
-    from sentinel.sinks.ipvs_config import warnings as ipvs_warnings
+    from sentinel.sinks.ipvs.options import warnings as ipvs_warnings
 
     budgets = [(svc, compute_budget(svc)) for svc in config.services]
     warnings = (*config.warnings, *ipvs_warnings(config))  # risky, not invalid: exit 0

@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 from tests.config import run_sentinel, write_config
-from tests.ipvs.test_config import config_file
+from tests.sinks.ipvs.test_options import config_file
 from tests.test_cli import BUDGET_CONFIG
 
 BAD = """\

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.ipvs.vmimage import PORT_NAME, ImageUnavailable, build_image, cache_dir
+from tests.sinks.ipvs.vmimage import PORT_NAME, ImageUnavailable, build_image, cache_dir
 
 FORWARDER = Path(__file__).with_name("ipvsadm_forward.py")
 BOOT_TIMEOUT = 60.0

@@ -1,9 +1,9 @@
 """The IPVS table as data: parse what ipvsadm prints, diff it against the desired table.
 
-Pure functions, no I/O: the `ipvs` sink (sentinel/sinks/ipvs.py) reads the
+Pure functions, no I/O: the `ipvs` sink (sentinel/sinks/ipvs/sink.py) reads the
 kernel's table through these parsers and applies what `diff` returns.
 
-Listings parsed (ipvsadm 1.31 against Linux 6.1, samples in tests/ipvs/):
+Listings parsed (ipvsadm 1.31 against Linux 6.1, samples in tests/sinks/ipvs/):
 
     ipvsadm -Ln                      ipvsadm -Ln --thresholds
     TCP  10.0.0.1:80 wlc persistent 300      (same service lines)

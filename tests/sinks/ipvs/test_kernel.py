@@ -15,11 +15,11 @@ import trio
 from sentinel.config.load import load_config
 from sentinel.engine.reload import reload_from_file
 from sentinel.sinks.base import Update
-from sentinel.sinks.ipvs import IpvsSink
-from sentinel.sinks.ipvs_config import IpvsOptions
-from tests.ipvs.kernel import backends, running, wait_for, weights, write_config
-from tests.ipvs.vm import Vm
-from tests.ipvs.vmimage import MISSING_SCHEDULER
+from sentinel.sinks.ipvs.options import IpvsOptions
+from sentinel.sinks.ipvs.sink import IpvsSink
+from tests.sinks.ipvs.kernel import backends, running, wait_for, weights, write_config
+from tests.sinks.ipvs.vm import Vm
+from tests.sinks.ipvs.vmimage import MISSING_SCHEDULER
 from tests.sinks.views import backend, view
 
 pytestmark = pytest.mark.e2e

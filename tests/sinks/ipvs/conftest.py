@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.helpers import require_binary
-from tests.ipvs.vm import Vm
-from tests.ipvs.vmimage import ImageUnavailable
+from tests.sinks.ipvs.vm import Vm
+from tests.sinks.ipvs.vmimage import ImageUnavailable
 
 
 @pytest.fixture(scope="session")

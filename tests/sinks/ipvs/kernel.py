@@ -11,14 +11,14 @@ import trio
 
 from sentinel.config.load import load_config
 from sentinel.engine.engine import Engine
-from sentinel.ipvs_table import (
+from sentinel.sinks.ipvs.table import (
     ServiceEntry,
     Virtual,
     parse_listing,
     parse_thresholds,
     parse_virtual,
 )
-from tests.ipvs.vm import Vm
+from tests.sinks.ipvs.vm import Vm
 
 CONFIG = """\
 version: 1

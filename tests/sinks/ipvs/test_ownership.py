@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sentinel.ipvs_table import parse_virtual
-from sentinel.sinks.ipvs import Ownership
+from sentinel.sinks.ipvs.sink import Ownership
+from sentinel.sinks.ipvs.table import parse_virtual
 
 WEB, API = parse_virtual("tcp:10.0.0.1:80"), parse_virtual("udp:[2001:db8::1]:53")
 

@@ -22,7 +22,7 @@ from typing import Literal, TypeVar
 from sentinel.config.model import Config
 from sentinel.config.node import Node
 from sentinel.config.sections import default_command, parse_command
-from sentinel.ipvs_table import (
+from sentinel.sinks.ipvs.table import (
     FORWARDS,
     SCHEDULERS,
     ServiceSpec,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.ipvs_table import (
+from sentinel.sinks.ipvs.table import (
     DesiredService,
     RealServer,
     ServiceEntry,

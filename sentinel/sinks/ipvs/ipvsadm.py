@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import trio
 
 from sentinel.errors import SinkRejected, SinkUnavailable
-from sentinel.ipvs_table import ServiceEntry, Table, Virtual, parse_listing, parse_thresholds
+from sentinel.sinks.ipvs.table import ServiceEntry, Table, Virtual, parse_listing, parse_thresholds
 
 SHOWN = 600  # characters of ipvsadm's output quoted in an error
 

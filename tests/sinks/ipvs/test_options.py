@@ -9,8 +9,8 @@ import pytest
 from sentinel.config.load import load_config
 from sentinel.config.node import load_yaml
 from sentinel.errors import ConfigError, ConfigErrors
-from sentinel.ipvs_table import ServiceSpec, Virtual
-from sentinel.sinks.ipvs_config import IpvsBinding, parse_binding, warnings
+from sentinel.sinks.ipvs.options import IpvsBinding, parse_binding, warnings
+from sentinel.sinks.ipvs.table import ServiceSpec, Virtual
 from tests.config import run_sentinel, write_config
 
 

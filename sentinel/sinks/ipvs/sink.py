@@ -2,7 +2,7 @@
 
 For each service bound to it, the sink reads the kernel's actual entry for
 the binding's `virtual`, computes the fewest ipvsadm edits to the desired one
-(`sentinel.ipvs_table.diff`), applies them and reads back to verify. It
+(`sentinel.sinks.ipvs.table.diff`), applies them and reads back to verify. It
 creates the virtual service (scheduler, flags, persistence) when missing and
 adds missing real servers; services and real servers it does not own are left
 alone. A real server is owned while it is a backend of the service, and after
@@ -43,7 +43,11 @@ import trio
 from sentinel.config.model import Config
 from sentinel.errors import SinkError, SinkRejected
 from sentinel.files import write_atomic
-from sentinel.ipvs_table import (
+from sentinel.model import BackendView, ServiceView, State
+from sentinel.sinks.base import SinkContext, SinkHealth, SinkKind, Update
+from sentinel.sinks.ipvs.ipvsadm import Ipvsadm
+from sentinel.sinks.ipvs.options import IpvsBinding, IpvsOptions, parse_binding, parse_options
+from sentinel.sinks.ipvs.table import (
     DesiredService,
     RealKey,
     RealServer,
@@ -57,12 +61,8 @@ from sentinel.ipvs_table import (
     normalise_ip,
     parse_virtual,
 )
-from sentinel.model import BackendView, ServiceView, State
-from sentinel.sinks.base import SinkContext, SinkHealth, SinkKind, Update
-from sentinel.sinks.ipvs_config import IpvsBinding, IpvsOptions, parse_binding, parse_options
-from sentinel.sinks.ipvsadm import Ipvsadm
 
-log = logging.getLogger("sentinel.sinks.ipvs")
+log = logging.getLogger(__name__)
 DRAIN_POLL = 1.0  # seconds between looks at a draining real server's connections
 CONFIG_POLL = 1.0  # seconds between looks for a reloaded config (memory only, no ipvsadm)
 SHOWN_NOTES = 5  # changes named in one conflict warning
