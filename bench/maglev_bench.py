@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/maglev_bench.py [--repeat 5]
 
-Build time is `sentinel.maglev.build` end to end (key hashing, population, and
+Build time is `sentinel.sinks.maglev.table.build` end to end (key hashing, population, and
 in stable mode the reassignment) with every backend up. Balance is over the up
 backends: max and min slots over the ideal M / up. Disruption is the share of
 slots whose backend changed against the all-up table; the minimum possible is
@@ -19,7 +19,7 @@ from datetime import date
 
 import numpy as np
 
-from sentinel.maglev import Member, Mode, Table, build
+from sentinel.sinks.maglev.table import Member, Mode, Table, build
 
 BUILDS = [(10, 65537), (100, 65537), (1000, 65537), (1000, 655373), (5000, 655373)]
 FAILURES = [(100, 65537), (1000, 65537), (5000, 655373)]

@@ -4,7 +4,7 @@
         --listen 127.0.0.1:8000 [--poll 50ms] [--status status.json]
 
 Each client connection is a flow keyed by the client's (address, port). The
-forwarder hashes the key to a slot of the table (`sentinel.maglev.flow_slot`,
+forwarder hashes the key to a slot of the table (`sentinel.sinks.maglev.table.flow_slot`,
 the documented SHA-256 hash) and relays bytes to the backend in that slot.
 Like a packet-level Maglev balancer it looks the flow up again for every chunk
 the client sends: when a new table generation maps the flow elsewhere (its
@@ -35,7 +35,7 @@ import trio
 
 from sentinel.config.node import Node
 from sentinel.errors import ConfigError
-from sentinel.maglev import NO_BACKEND, canonical_key, lookup, read_files
+from sentinel.sinks.maglev.table import NO_BACKEND, canonical_key, lookup, read_files
 
 WAIT_FOR_TABLE = 10.0  # seconds a flow waits for a table that gives it a live backend
 

@@ -21,7 +21,8 @@ from typing import Any
 from sentinel.config.node import Node
 from sentinel.errors import ConfigError
 from sentinel.extras import missing
-from sentinel.maglev import (
+from sentinel.sinks.maglev.sink import parse_table_size
+from sentinel.sinks.maglev.table import (
     DEFAULT_TABLE_SIZE,
     NO_BACKEND,
     Member,
@@ -34,7 +35,6 @@ from sentinel.maglev import (
     sidecar,
     table_files,
 )
-from sentinel.sinks.maglev import parse_table_size
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 

@@ -13,7 +13,7 @@ stays published with `"state": "fail_static"` (as Katran keeps serving its
 last ring), unless `on_empty: clear`, which publishes a table of NO_BACKEND
 (`"state": "empty"`). Rebuilds are at most one per `min_interval` per
 service and run in a worker thread with the file writes, so probing never
-waits for them. See `sentinel.maglev` for the algorithm and the hash contract.
+waits for them. See `sentinel.sinks.maglev.table` for the algorithm and the hash contract.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from sentinel.config.node import Node
 from sentinel.errors import SinkUnavailable
 from sentinel.extras import missing
 from sentinel.files import write_atomic
-from sentinel.maglev import (
+from sentinel.model import ServiceView, State
+from sentinel.sinks.base import SinkContext, SinkKind, Update
+from sentinel.sinks.maglev.table import (
     DEFAULT_TABLE_SIZE,
     MAX_TABLE_SIZE,
     Member,
@@ -43,10 +45,8 @@ from sentinel.maglev import (
     read_files,
     sidecar,
 )
-from sentinel.model import ServiceView, State
-from sentinel.sinks.base import SinkContext, SinkKind, Update
 
-log = logging.getLogger("sentinel.sinks.maglev")
+log = logging.getLogger(__name__)
 OPTION_KEYS = {"table_size", "dir", "mode", "on_empty", "min_interval"}
 
 

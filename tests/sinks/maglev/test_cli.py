@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sentinel.cli import main
-from sentinel.maglev import flow_slot, read_files
+from sentinel.sinks.maglev.table import flow_slot, read_files
 from tests.config import run_sentinel
 
 FIVE = ",".join(f"10.0.0.{i}:80" for i in range(1, 6))

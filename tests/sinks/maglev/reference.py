@@ -1,5 +1,5 @@
 """A slow, obviously-correct oracle: the paper's Pseudocode 1 with Katran's weighted
-rounds, written from the text and not from sentinel.maglev."""
+rounds, written from the text and not from sentinel.sinks.maglev.table."""
 
 from __future__ import annotations
 

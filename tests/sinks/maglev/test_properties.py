@@ -11,7 +11,7 @@ import sys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sentinel.maglev import NO_BACKEND, Member, Mode, Table, build, is_prime
+from sentinel.sinks.maglev.table import NO_BACKEND, Member, Mode, Table, build, is_prime
 from tests.e2e.helpers import ROOT, run_cli
 
 SIZES = [13, 101, 251, 1009, 4099]
@@ -127,7 +127,7 @@ def test_config_order_does_not_matter(members: list[Member], size: int, mode: Mo
 
 BUILD_IN_CHILD = """
 import hashlib, json, sys
-from sentinel.maglev import Member, Mode, build, key_of
+from sentinel.sinks.maglev.table import Member, Mode, build, key_of
 spec = json.loads(sys.argv[1])
 members = [Member(n, key_of(n), w if n not in spec["down"] else 0, w, n not in spec["down"])
            for n, w in zip(spec["backends"], spec["weights"])]

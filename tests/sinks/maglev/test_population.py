@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sentinel import maglev, maglevfill
-from sentinel.maglev import NO_BACKEND, Member, Mode, build
-from tests.maglev.reference import largest_remainder, reference_table
+from sentinel.sinks.maglev import fill as maglevfill
+from sentinel.sinks.maglev import table as maglev
+from sentinel.sinks.maglev.table import NO_BACKEND, Member, Mode, build
+from tests.sinks.maglev.reference import largest_remainder, reference_table
 
 PRIMES = [2, 3, 7, 11, 13, 101, 251, 1009]
 

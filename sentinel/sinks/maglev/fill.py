@@ -1,9 +1,9 @@
 """The Maglev fill: the paper's population loop (NSDI 2016, Pseudocode 1) with
-Katran's weighted rounds, made fast with NumPy. Pure; `sentinel.maglev` holds
+Katran's weighted rounds, made fast with NumPy. Pure; `sentinel.sinks.maglev.table` holds
 the contract (hashes, keys, modes, files) and calls `populate`.
 
 The population rules (turns, Katran's credit per round, quotas by largest
-remainder) are stated once, in `sentinel.maglev`'s docstring.
+remainder) are stated once, in `sentinel.sinks.maglev.table`'s docstring.
 
 The fill runs in NumPy. The serial algorithm walks the turns in order with
 per-backend candidate buffers (permutation chunks minus the slots already

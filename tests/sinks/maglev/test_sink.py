@@ -17,10 +17,10 @@ from sentinel.config.load import load_config
 from sentinel.config.model import ApiConfig
 from sentinel.engine.engine import Engine
 from sentinel.errors import ConfigErrors, SinkUnavailable
-from sentinel.maglev import NO_BACKEND, Mode
 from sentinel.model import BackendView, ServiceView, State
 from sentinel.sinks.base import SinkContext, Update
-from sentinel.sinks.maglev import MaglevOptions, MaglevSink
+from sentinel.sinks.maglev.sink import MaglevOptions, MaglevSink
+from sentinel.sinks.maglev.table import NO_BACKEND, Mode
 from tests.engine.fakes import FakeProbe, config, service
 
 PORTS = [9001, 9002, 9003]

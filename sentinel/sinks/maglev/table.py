@@ -40,7 +40,7 @@ primaries while any primary is eligible, else the `backup: true` ones.
 Files: `NAME.maglev` holds one little-endian uint32 backend index per slot
 (`NO_BACKEND`, 0xFFFFFFFF, in a table with nothing to fill it); `NAME.json`
 names the backends by index with their weights and the table's sha256. The
-fill itself (and how it is made fast) is in `sentinel.maglevfill`.
+fill itself (and how it is made fast) is in `sentinel.sinks.maglev.fill`.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ if TYPE_CHECKING:  # NumPy is the `maglev` extra: imported where tables are buil
     import numpy as np  # contract (hashes, keys, files, lookup) and sentinel's other
     import numpy.typing as npt  # commands run without it
 
-    from sentinel.maglevfill import Array
+    from sentinel.sinks.maglev.fill import Array
 
 DEFAULT_TABLE_SIZE = 65537
 MAX_TABLE_SIZE = 1 << 24
@@ -222,7 +222,7 @@ def build(members: list[Member], size: int, mode: Mode) -> Table:
     Needs NumPy (the `maglev` extra)."""
     import numpy as np
 
-    from sentinel.maglevfill import populate
+    from sentinel.sinks.maglev.fill import populate
 
     ordered = tuple(sorted(members, key=lambda m: (m.key, m.name)))
     params = [permutation_params(m.key, size) for m in ordered]
