@@ -228,7 +228,7 @@ def _summary(name: str, documentation: str, quantiles_ms: dict[str, float], coun
 
 def _outbox_series(engine: Engine) -> Iterator[Metric]:
     """Each webhook sink's durable outbox (its counts are kept in memory)."""
-    from sentinel.sinks.webhook import WebhookSink
+    from sentinel.sinks.webhook.sink import WebhookSink
 
     outboxes = {name: runner.sink.statistics().outbox
                 for name, runner in list(engine.runners.items())

@@ -27,10 +27,10 @@ from sentinel.api import Response, choice, integer, parse_query, wrong_method
 from sentinel.config.load import load_config
 from sentinel.config.model import Config
 from sentinel.errors import ConfigError, StateError
-from sentinel.outbox import Counts, Entry, Outbox, OutboxLocked
-from sentinel.sinks.webhook import WebhookSink, outbox_path
+from sentinel.sinks.webhook.outbox import Counts, Entry, Outbox, OutboxLocked
+from sentinel.sinks.webhook.signing import SignatureError, decode_secret, headers
+from sentinel.sinks.webhook.sink import WebhookSink, outbox_path
 from sentinel.timefmt import rfc3339, uuid7
-from sentinel.webhooks import SignatureError, decode_secret, headers
 
 ACTIONS = ("list", "retry", "purge")
 OUTBOX_PARAMS = ("sink", "id", "state", "all", "limit")

@@ -12,7 +12,7 @@ from sentinel.cluster.etcd import EtcdClient
 from sentinel.cluster.leader import Election, Leader, ServiceChange, Term
 from sentinel.cluster.membership import Lease
 from sentinel.errors import EtcdError, NotLeader
-from tests.webhook.conftest import event
+from tests.sinks.webhook.conftest import event
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ import trio
 from sentinel.errors import SinkRejected, SinkUnavailable
 from sentinel.sinks.exec import ExecOptions, ExecSink
 from sentinel.sinks.runner import Backoff, SinkRunner
-from tests.webhook.conftest import event, update
+from tests.sinks.webhook.conftest import event, update
 
 RECORD = "import json, sys; open(sys.argv[1], 'a').write(json.dumps(sys.argv[2:]) + '\\n')"
 

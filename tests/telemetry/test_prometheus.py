@@ -21,8 +21,8 @@ from tests.e2e.helpers import (
     start_sentinel,
     wait_until,
 )
+from tests.sinks.webhook.conftest import SECRET
 from tests.telemetry.helpers import Samples, parse_metrics, sample
-from tests.webhook.conftest import SECRET
 
 RULES = ROOT / "examples" / "prometheus"
 # Alert rules written ahead of their metric: name -> what has to land first.

@@ -1,6 +1,6 @@
 """A webhook receiver run as its own process, for tests that start `sentinel run`.
 
-    python tests/webhook/receiver_server.py PORT LOG CONTROL_DIR
+    python tests/sinks/webhook/receiver_server.py PORT LOG CONTROL_DIR
 
 Every POST is appended to LOG as one JSON line (`headers`, `body`, `status`)
 before it is answered. It answers 200 while CONTROL_DIR/accept exists, else

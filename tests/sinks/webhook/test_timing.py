@@ -17,8 +17,8 @@ import pytest
 import trio
 import trio.testing
 
-from sentinel.webhooks import backoff
-from tests.webhook.conftest import MakeSink, event, until, update
+from sentinel.sinks.webhook.signing import backoff
+from tests.sinks.webhook.conftest import MakeSink, event, until, update
 
 EPOCH = 1_700_000_000.0
 

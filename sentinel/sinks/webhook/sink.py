@@ -6,9 +6,9 @@ survives a crash. `run()` (started by its SinkRunner, stopped with it) is the
 delivery task: it POSTs the head of each backend's queue, at most
 `concurrency` at a time. Events of one backend go out in order, a head that
 fails blocks only its own backend, and a retry re-signs the same id and
-bytes with a fresh timestamp (Standard Webhooks, see `sentinel.webhooks`).
+bytes with a fresh timestamp (Standard Webhooks, see `sentinel.sinks.webhook.signing`).
 
-Outcomes follow `sentinel.webhooks.classify`: a 2xx is delivered, a
+Outcomes follow `sentinel.sinks.webhook.signing.classify`: a 2xx is delivered, a
 retryable failure waits out full-jitter backoff (or Retry-After), and an
 event still failing `give_up_after` after it was enqueued, or refused with
 a permanent 4xx, is dead-lettered with its reason for `sentinel outbox
@@ -34,9 +34,9 @@ import trio
 
 from sentinel.config.node import Node
 from sentinel.model import Event
-from sentinel.outbox import Counts, Entry, NewEvent, Outbox
 from sentinel.sinks.base import SinkContext, SinkHealth, SinkKind, Update
-from sentinel.webhooks import (
+from sentinel.sinks.webhook.outbox import Counts, Entry, NewEvent, Outbox
+from sentinel.sinks.webhook.signing import (
     Outcome,
     SignatureError,
     Verdict,
@@ -46,7 +46,7 @@ from sentinel.webhooks import (
     headers,
 )
 
-log = logging.getLogger("sentinel.sinks.webhook")
+log = logging.getLogger(__name__)
 KEYS = {"url", "secret", "timeout", "initial_delay", "max_delay", "give_up_after",
         "max_pending", "max_age", "concurrency"}
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from sentinel.errors import StateError
-from sentinel.outbox import NewEvent, Outbox, OutboxLocked
+from sentinel.sinks.webhook.outbox import NewEvent, Outbox, OutboxLocked
 from tests.config import run_sentinel, write_config
 from tests.e2e.helpers import wait_until
-from tests.webhook.conftest import SECRET
+from tests.sinks.webhook.conftest import SECRET
 
 HOLD_LOCK = """
 import sqlite3, sys, time

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from sentinel.webhooks import SignatureError, decode_secret, headers, sign, verify
-from tests.webhook.conftest import OTHER_SECRET, SECRET
+from sentinel.sinks.webhook.signing import SignatureError, decode_secret, headers, sign, verify
+from tests.sinks.webhook.conftest import OTHER_SECRET, SECRET
 
 BODY = b'{"id":"msg_1","to":"down"}'
 

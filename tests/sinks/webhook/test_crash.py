@@ -26,7 +26,7 @@ from tests.e2e.helpers import (
     start_sentinel,
     wait_until,
 )
-from tests.webhook.conftest import SECRET
+from tests.sinks.webhook.conftest import SECRET
 
 pytestmark = pytest.mark.e2e
 RECEIVER = Path(__file__).with_name("receiver_server.py")

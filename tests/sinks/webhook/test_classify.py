@@ -8,7 +8,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from sentinel.webhooks import Verdict, backoff, classify, parse_retry_after
+from sentinel.sinks.webhook.signing import Verdict, backoff, classify, parse_retry_after
 
 NOW = 1_700_000_000.0
 

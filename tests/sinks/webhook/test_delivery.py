@@ -12,8 +12,8 @@ import pytest
 import trio
 
 from tests.e2e.helpers import free_port
-from tests.webhook.conftest import SECRET, MakeSink, event, until, update
-from tests.webhook.receiver import Receiver, Reply, Request
+from tests.sinks.webhook.conftest import SECRET, MakeSink, event, until, update
+from tests.sinks.webhook.receiver import Receiver, Reply, Request
 
 FAST = {"initial_delay": 0.02, "max_delay": 0.1}
 

@@ -14,9 +14,9 @@ from sentinel.config.model import ApiConfig
 from sentinel.engine.engine import Engine
 from tests.e2e.helpers import free_port
 from tests.engine.fakes import FakeProbe, config, service
+from tests.sinks.webhook.conftest import MakeSink, event, until, update
+from tests.sinks.webhook.receiver import Receiver, Reply
 from tests.test_api import BROKEN_CHUNK, CountingApi, send_raw
-from tests.webhook.conftest import MakeSink, event, until, update
-from tests.webhook.receiver import Receiver, Reply
 
 TOKEN = "s3cret"
 

@@ -13,9 +13,9 @@ import pytest
 import trio
 
 from sentinel.model import Event, ServiceView
-from sentinel.outbox import Outbox
 from sentinel.sinks.base import Update
-from sentinel.sinks.webhook import (
+from sentinel.sinks.webhook.outbox import Outbox
+from sentinel.sinks.webhook.sink import (
     DeliveryStatistics,
     WebhookOptions,
     WebhookSink,
@@ -23,7 +23,7 @@ from sentinel.sinks.webhook import (
 )
 from sentinel.timefmt import rfc3339, uuid7
 from tests.e2e.conftest import processes  # noqa: F401 - the e2e fixture, shared here
-from tests.webhook.receiver import Receiver
+from tests.sinks.webhook.receiver import Receiver
 
 SECRET = "whsec_" + base64.b64encode(b"sentinel-test-key-0123456789abcd").decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()

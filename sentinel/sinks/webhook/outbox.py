@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 from sentinel.errors import StateError
 from sentinel.timefmt import rfc3339
 
-log = logging.getLogger("sentinel.outbox")
+log = logging.getLogger(__name__)
 LOCK_WAIT = 1.0  # seconds to wait for a lock held by someone else before refusing
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
