@@ -23,8 +23,8 @@ from sentinel.engine.engine import Engine
 from sentinel.engine.reload import reload_from_file
 from sentinel.errors import ConfigError, ConfigErrors, StartupError, StateError
 from sentinel.limits import budget as fd_budget
-from sentinel.logs import setup_logging
 from sentinel.systemd import Notifier
+from sentinel.telemetry.logs import setup_logging
 
 log = logging.getLogger("sentinel")
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -257,7 +257,7 @@ async def run_instance(config: Config, *,
                        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
     """Engine plus API until SIGINT/SIGTERM; the first signal stops gracefully,
     a second one at once."""
-    from sentinel.telemetry import Telemetry
+    from sentinel.telemetry.traces import Telemetry
 
     fds = fd_budget(config.max_in_flight)
     telemetry = Telemetry(config.telemetry, Path(config.state_dir))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import trio
 
-from sentinel.logs import Throttle
+from sentinel.telemetry.logs import Throttle
 
 log = logging.getLogger(__name__)
 LATENESS_SAMPLES = 8192  # recent probes whose start lateness the percentiles cover

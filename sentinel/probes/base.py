@@ -20,8 +20,8 @@ from typing import Protocol
 
 import trio
 
-from sentinel.logs import Throttle
 from sentinel.model import FailureKind, ProbeResult
+from sentinel.telemetry.logs import Throttle
 
 log = logging.getLogger("sentinel.probes")
 _crashes = Throttle()  # once per distinct error: the traceback is the news, not the count

@@ -17,11 +17,11 @@ import trio
 
 from sentinel.config.model import ProbeConfig, ScriptSpec, Timing
 from sentinel.engine.engine import Engine
-from sentinel.metrics import Metrics
 from sentinel.model import FailureKind, State
 from sentinel.probes.base import Target, classify, spawn_trouble
 from sentinel.probes.script import ScriptProbe
 from sentinel.sinks.base import RecordingSink
+from sentinel.telemetry.metrics import Metrics
 from tests.engine.fakes import config, service
 from tests.telemetry.helpers import parse_metrics, sample
 

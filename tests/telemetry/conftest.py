@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from sentinel.config.model import TelemetryConfig, TracesConfig
-from sentinel.telemetry import Telemetry
+from sentinel.telemetry.traces import Telemetry
 from tests.e2e.conftest import processes  # noqa: F401  (killed and reaped by PID)
 
 MakeTelemetry = Callable[..., Telemetry]

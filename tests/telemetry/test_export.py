@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from sentinel.config.model import TracesConfig
-from sentinel.telemetry import BoundedSpanProcessor, make_exporter
+from sentinel.telemetry.traces import BoundedSpanProcessor, make_exporter
 from tests.e2e.helpers import free_port
 from tests.telemetry.conftest import MakeTelemetry
 from tests.telemetry.helpers import probe_record

@@ -14,9 +14,9 @@ from sentinel.api import Api, serve_api
 from sentinel.config.model import ApiConfig, TelemetryConfig
 from sentinel.engine.engine import Engine
 from sentinel.engine.reload import apply_reload
-from sentinel.metrics import CONTENT_TYPE
 from sentinel.sinks.base import RecordingSink
-from sentinel.telemetry import Telemetry
+from sentinel.telemetry.metrics import CONTENT_TYPE
+from sentinel.telemetry.traces import Telemetry
 from tests.engine.fakes import FakeProbe, config, run_inline, service
 from tests.engine.test_engine import WALL_BASE, run_for, toggles
 from tests.telemetry.conftest import MakeTelemetry

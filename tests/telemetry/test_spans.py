@@ -14,8 +14,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from sentinel.config.model import TelemetryConfig
-from sentinel.logs import JsonFormatter
-from sentinel.telemetry import Telemetry, otlp_endpoint
+from sentinel.telemetry.logs import JsonFormatter
+from sentinel.telemetry.traces import Telemetry, otlp_endpoint
 from tests.telemetry.conftest import MakeTelemetry
 from tests.telemetry.helpers import START, probe_record
 

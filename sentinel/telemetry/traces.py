@@ -49,14 +49,14 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
 from sentinel import __version__
 from sentinel.config.model import TelemetryConfig, TracesConfig
-from sentinel.metrics import Metrics, TraceStatistics
 from sentinel.model import Event
 from sentinel.observe import ProbeRecord
+from sentinel.telemetry.metrics import Metrics, TraceStatistics
 
 if TYPE_CHECKING:
     from sentinel.engine.engine import Engine
 
-log = logging.getLogger("sentinel.telemetry")
+log = logging.getLogger(__name__)
 MAX_QUEUE = 2048  # spans waiting for export; beyond this they are dropped and counted
 MAX_BATCH = 128  # spans per export request: encoding holds the GIL, and a 512-span
 # batch (~11 ms) made probes start up to 30 ms late at 1,000 spans/s; 128 keeps it ~6 ms
