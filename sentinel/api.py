@@ -239,7 +239,7 @@ class Api:
         if path.startswith("/v1/outbox"):  # webhook deliveries: list, retry, purge
             if not self._authorized(headers):
                 return Response(401, {"error": "missing or wrong bearer token"})
-            from sentinel.outboxcli import outbox_endpoint
+            from sentinel.cli.outbox import outbox_endpoint
 
             return await outbox_endpoint(self.source, method, path, query)
         parts = path.strip("/").split("/")

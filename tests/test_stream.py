@@ -15,11 +15,11 @@ import pytest
 import trio
 
 from sentinel.api import Api, serve_api
+from sentinel.cli.watch import SseMessage, read_sse
 from sentinel.config.model import ApiConfig
 from sentinel.engine.engine import Engine
 from sentinel.engine.streamhub import StreamLimits
 from sentinel.sinks.base import RecordingSink
-from sentinel.statuswatch import SseMessage, read_sse
 from tests.engine.fakes import FakeProbe, config, service
 
 TOKEN = "s3cret"

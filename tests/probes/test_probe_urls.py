@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from sentinel.cli.probe import parse_probe_url
 from sentinel.config.model import AgentSpec, DnsSpec, GrpcSpec
 from sentinel.errors import ConfigError
-from sentinel.probecli import parse_probe_url
 from tests.config import run_sentinel
 
 from .test_dns import dead_port, dnsmasq, servfail_upstream  # noqa: F401 (fixtures)

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import httpx
 
-from sentinel.status import render_table
+from sentinel.cli.status import render_table
 
 HIGHLIGHT_FOR = 3.0  # seconds a changed row stays highlighted
 REDRAW_EVERY = 0.5

@@ -26,7 +26,7 @@ from sentinel.limits import budget as fd_budget
 from sentinel.systemd import Notifier
 from sentinel.telemetry.logs import setup_logging
 
-log = logging.getLogger("sentinel")
+log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
@@ -73,10 +73,10 @@ def _parser() -> argparse.ArgumentParser:
                          help="admin override: drain, maint or ready a backend")
     ctl.add_argument("action", choices=["drain", "maint", "ready"])
     ctl.add_argument("target", metavar="SERVICE/BACKEND")
-    from sentinel.outboxcli import add_commands
+    from sentinel.cli.outbox import add_commands
 
     add_commands(sub, common, [common, with_config, api])
-    from sentinel.maglevcli import add_maglev_parser
+    from sentinel.cli.maglev import add_maglev_parser
 
     add_maglev_parser(sub, common)
     return parser
@@ -107,35 +107,35 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         if args.command == "check":
             return _check(args.config, args.format)
         if args.command == "probe":
-            from sentinel.probecli import probe_once
+            from sentinel.cli.probe import probe_once
 
             return probe_once(args.url, args.timeout)
         if args.command == "status" and args.watch:
-            from sentinel.statuswatch import watch_status
+            from sentinel.cli.watch import watch_status
 
             return watch_status(_api_url(args), _token(args))
         if args.command == "status":
-            from sentinel.status import show_status
+            from sentinel.cli.status import show_status
 
             return show_status(_api_url(args), as_json=args.json, token=_token(args))
         if args.command == "ctl":
-            from sentinel.status import send_override
+            from sentinel.cli.status import send_override
 
             return send_override(_api_url(args), args.action, args.target, _token(args))
         if args.command == "outbox":
-            from sentinel.outboxcli import run_outbox
+            from sentinel.cli.outbox import run_outbox
 
             return run_outbox(args, lambda: _api_url(args), lambda: _token(args))
         if args.command == "webhook":
-            from sentinel.outboxcli import send_test
+            from sentinel.cli.outbox import send_test
 
             return send_test(args.url, args.secret, args.timeout)
         if args.command == "maglev":
-            from sentinel.maglevcli import run_maglev
+            from sentinel.cli.maglev import run_maglev
 
             return run_maglev(args)
         if args.command == "demo":
-            from sentinel.demo import run_demo
+            from sentinel.cli.demo import run_demo
 
             return run_demo()
     except KeyboardInterrupt:

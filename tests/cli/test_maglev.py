@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.cli import main
+from sentinel.cli.main import main
 from sentinel.sinks.maglev.table import flow_slot, read_files
 from tests.config import run_sentinel
 

@@ -1,0 +1,1 @@
+"""The command line: `main` wires the subcommands; one file per command."""
