@@ -35,7 +35,7 @@ from sentinel.passive.reports import ReportError, parse_reports
 from sentinel.stream import PATH as STREAM_PATH
 from sentinel.stream import Refusal, open_stream, serve_stream
 
-log = logging.getLogger("sentinel.api")
+log = logging.getLogger(__name__)
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]

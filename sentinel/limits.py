@@ -23,7 +23,7 @@ import os
 import resource
 from dataclasses import dataclass
 
-log = logging.getLogger("sentinel")
+log = logging.getLogger(__name__)
 RESERVE = 64
 API_MIN, API_MAX = 8, 1024
 

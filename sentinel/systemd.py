@@ -32,7 +32,7 @@ from collections.abc import MutableMapping
 
 import trio
 
-log = logging.getLogger("sentinel.systemd")
+log = logging.getLogger(__name__)
 ENV_KEYS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 

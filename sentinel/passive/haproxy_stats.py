@@ -33,7 +33,7 @@ from sentinel.errors import SinkError
 from sentinel.passive.base import Key, Signal
 from sentinel.sinks.haproxy.runtime_api import RuntimeApi
 
-log = logging.getLogger("sentinel.passive.haproxy")
+log = logging.getLogger(__name__)
 SOURCE = "haproxy show stat"
 COUNTERS: Final[dict[str, tuple[str, str]]] = {  # column -> (one, many)
     "econ": ("connection error", "connection errors"),

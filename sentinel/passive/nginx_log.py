@@ -45,7 +45,7 @@ import trio
 
 from sentinel.passive.base import BackendIndex, Signal
 
-log = logging.getLogger("sentinel.passive.nginx")
+log = logging.getLogger(__name__)
 SOURCE = "nginx error log"
 POLL = 0.05  # seconds between looks at the file
 READ_MAX = 1 << 20  # bytes read per poll: a burst is taken over several polls, not at once

@@ -23,7 +23,7 @@ import trio
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.telemetry.logs import Throttle
 
-log = logging.getLogger("sentinel.probes")
+log = logging.getLogger(__name__)
 _crashes = Throttle()  # once per distinct error: the traceback is the news, not the count
 
 

@@ -18,7 +18,7 @@ from sentinel.model import Event
 from sentinel.process import run_command
 from sentinel.sinks.base import SinkContext, SinkKind, Update
 
-log = logging.getLogger("sentinel.sinks.exec")
+log = logging.getLogger(__name__)
 PLACEHOLDERS = ("service", "backend", "address", "from", "to", "weight")
 
 

@@ -25,7 +25,7 @@ from sentinel.errors import SinkError
 from sentinel.observe import NullObserver, Observer
 from sentinel.sinks.base import BatchSink, ReportsHealth, Sink, Update
 
-log = logging.getLogger("sentinel.sinks")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
