@@ -1,4 +1,5 @@
-"""The pure cores import no I/O framework: loaded in a fresh interpreter, trio stays out."""
+"""Layering (STYLE 15): the pure cores import without Trio, each in a fresh interpreter
+so that nothing another test imported can hide a dependency."""
 
 from __future__ import annotations
 
@@ -7,12 +8,48 @@ import sys
 
 import pytest
 
+# The module that first imports trio is named in the failure, found by a meta-path
+# hook that is set before the core is imported.
+PROBE = """
+import importlib.abc, sys, traceback
+class Watch(importlib.abc.MetaPathFinder):
+    culprit = None
+    def find_spec(self, name, path=None, target=None):
+        if name == "trio" and Watch.culprit is None:
+            mods = [f.f_globals.get("__name__", "") for f, _ in traceback.walk_stack(None)]
+            Watch.culprit = next((m for m in mods if m.startswith("sentinel")), "?")
+        return None
+sys.meta_path.insert(0, Watch())
+importlib.import_module(sys.argv[1])
+print(Watch.culprit or "")
+"""
 
-@pytest.mark.parametrize("module", ["sentinel.breakers", "sentinel.engine.suspect",
-                                    "sentinel.passive.reports"])
-def test_pure_core_does_not_import_trio(module: str) -> None:
-    """Importing the module alone leaves trio (and hence any I/O) unimported."""
-    code = f"import sys, {module}; print('trio' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60)
-    assert out.stdout.strip() == "False"
+CORES = [
+    pytest.param("sentinel.breakers", id="the breakers and their registry"),
+    pytest.param("sentinel.breakers.dampen", id="flap damping"),
+    pytest.param("sentinel.config.load", id="the config loader, its sections and nodes"),
+    pytest.param("sentinel.sinks.maglev.table", id="the Maglev table (data-plane contract)"),
+    pytest.param("sentinel.sinks.ipvs.table", id="the IPVS table"),
+    pytest.param("sentinel.sinks.nginx.render", id="nginx rendering"),
+    pytest.param("sentinel.sinks.webhook.signing", id="webhook signing"),
+    pytest.param("sentinel.probes.http1", id="the HTTP/1 reader"),
+    pytest.param("sentinel.engine.suspect", id="engine.suspect"),
+    pytest.param("sentinel.passive.reports", id="passive.reports"),
+]
+
+
+@pytest.mark.parametrize("module", CORES)
+def test_pure_core_imports_without_trio(module: str) -> None:
+    """Importing a pure core alone does not import trio."""
+    done = subprocess.run([sys.executable, "-c", PROBE, module], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    culprit = done.stdout.strip()
+    assert not culprit, f"{module} imports trio through {culprit}"
+
+
+def test_the_package_alone_imports_without_trio() -> None:
+    """`import sentinel` (the public API, resolved lazily) does not import trio."""
+    done = subprocess.run([sys.executable, "-c", PROBE, "sentinel"], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, ""), done.stderr
