@@ -33,6 +33,7 @@ CORES = [
     pytest.param("sentinel.sinks.nginx.render", id="nginx rendering"),
     pytest.param("sentinel.sinks.webhook.signing", id="webhook signing"),
     pytest.param("sentinel.probes.http1", id="the HTTP/1 reader"),
+    pytest.param("sentinel.engine.decide", id="the decision (engine.decide)"),
     pytest.param("sentinel.engine.suspect", id="engine.suspect"),
     pytest.param("sentinel.passive.reports", id="passive.reports"),
 ]

@@ -1,17 +1,19 @@
 """One backend's runtime record: what the engine knows and publishes about it.
 
 The breaker decides health; this record adds what the shell tracks around
-it (admin override, script weight, timestamps, counters) and derives the
-published state and weight from them. It does no I/O.
+it (admin override, script weight, the inputs of `sentinel.engine.decide`,
+timestamps, counters); `decide` derives the published state and weight from
+them. It does no I/O.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sentinel.breakers.base import Breaker, Change, Health, Transition
+from sentinel.breakers.base import Breaker, Change, Transition
 from sentinel.breakers.dampen import Damper
 from sentinel.config.model import BackendConfig
+from sentinel.engine.decide import NO_INPUTS, Inputs, desired, healthy
 from sentinel.model import BackendView, ProbeResult, ProbeSummary, State
 from sentinel.probes.base import Target
 from sentinel.timefmt import rfc3339
@@ -40,6 +42,7 @@ class BackendRuntime:
         "config",
         "damper",
         "fails",
+        "inputs",
         "last_ok",
         "last_probe",
         "next_due",
@@ -66,6 +69,7 @@ class BackendRuntime:
         self.ramp_weight: int | None = None  # slow start in progress: the ramp's weight
         self.next_due: float | None = None  # Trio time this backend's next probe is due
         self.damper: Damper | None = None  # flap damping, when the service asks for it
+        self.inputs: Inputs = NO_INPUTS  # cluster vote, self-suspicion, agent (`decide`)
         self.since = since
         self.fails = 0
         self.last_ok = last_ok
@@ -87,19 +91,14 @@ class BackendRuntime:
 
     @property
     def healthy(self) -> bool:
-        """What the breaker (and flap damping) say, whatever an admin override says."""
-        return self.breaker.health is Health.UP and not (self.damper and self.damper.suppressed)
+        """What the verdict says (breaker, inputs, flap damping), whatever an admin
+        override says: what the panic guard counts."""
+        return healthy(self)
 
     def desired(self) -> tuple[State, int]:
-        """The state and weight this backend should be published with."""
-        if self.override is not None and self.override is not State.UP:
-            return self.override, 0
-        if not self.healthy:
-            return State.DOWN, 0
-        weight = self.script_weight if self.script_weight is not None else self.config.weight
-        if self.ramp_weight is not None:
-            weight = min(weight, self.ramp_weight)
-        return State.UP, weight
+        """The state and weight this backend should be published with (`decide.desired`)."""
+        return desired(self.override, healthy(self), self.inputs, self.script_weight,
+                       self.ramp_weight, self.config.weight)
 
     def view(self, state: State, weight: int) -> BackendView:
         """This backend as sinks see it."""

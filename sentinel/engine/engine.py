@@ -1,9 +1,10 @@
 """The Trio shell: one task per backend (probe -> breaker -> event -> sinks),
 one task per sink behind a coalescing hand-off.
 
-The breakers decide; this module does the side effects: it schedules
-probes, records results, numbers and persists events, and publishes each
-service's full view to its sinks. Nothing here blocks probing on a sink.
+`sentinel.engine.decide` decides (breakers, damping, slow start, the panic
+guard, every reason); this module carries it out: it schedules probes,
+records results, logs, and hands commits to the committer that numbers,
+persists and publishes them. Nothing here blocks probing on a sink.
 Reloads live in `sentinel.engine.reload`.
 """
 
@@ -20,10 +21,11 @@ import trio
 import trio.lowlevel
 
 from sentinel.breakers import make_breaker
-from sentinel.breakers.base import Change, Health, Transition
+from sentinel.breakers.base import Health
 from sentinel.breakers.dampen import Damper
-from sentinel.config.model import Config, InitState, ProbeConfig, ServiceConfig, SinkConfig
+from sentinel.config.model import Config, ProbeConfig, ServiceConfig, SinkConfig
 from sentinel.engine.backend import BackendRuntime, summary
+from sentinel.engine.decide import Decision, Steps, admin, decide, ramp_step, starting
 from sentinel.engine.journal import Journal, RunBlocking
 from sentinel.engine.pacing import EngineStatistics, Pacing
 from sentinel.engine.probegroups import GroupKey, ProbeGroup, group_key
@@ -31,10 +33,9 @@ from sentinel.engine.probeloop import Committer, ProbeLoop, accepts
 from sentinel.engine.publisher import Commit, Publisher
 from sentinel.engine.schedule import next_due, retry_due, start_offset
 from sentinel.engine.service import ServiceRuntime
-from sentinel.engine.slowstart import ramp
 from sentinel.engine.statefile import SavedBackend, SavedState, check_writable, load_state
 from sentinel.engine.streamhub import StreamHub
-from sentinel.model import Event, FailureKind, ProbeResult, State
+from sentinel.model import Event, FailureKind, ProbeResult
 from sentinel.observe import NullObserver, Observer, ProbeRecord
 from sentinel.passive.base import BackendIndex, Signal
 from sentinel.passive.sources import run_sources
@@ -117,16 +118,14 @@ class Engine:
         """A backend runtime from its persisted verdict, else from `init_state`."""
         config = next(b for b in svc.backends if b.name == name)
         prior = self.saved.backends.get(svc.name, {}).get(name)
-        initial: Health | InitState = svc.init_state
-        if prior is not None:
-            initial = Health.DOWN if prior.state == State.DOWN.value else Health.UP
+        initial, override = starting(prior, svc.init_state)
         backend = BackendRuntime(svc.name, config, make_breaker(svc.breaker, initial),
                                  prior.since if prior else rfc3339(self.wall()),
                                  prior.last_ok if prior else None)
         if svc.dampen is not None:
             backend.damper = Damper(svc.dampen)
-        if prior and prior.override in (State.DRAIN.value, State.MAINT.value):
-            backend.override = State(prior.override)
+        if override is not None:
+            backend.override = override
             backend.published = backend.desired()
         return backend
 
@@ -282,95 +281,67 @@ class Engine:
 
     def _observe(self, backend: BackendRuntime, result: ProbeResult, started: float,
                  now: float, start_unix: float) -> Commit | None:
-        """Feed a result to one member's breaker and schedule its next probe. A LOCAL
-        failure (the checker's own trouble) feeds no breaker: counted, retried soon."""
+        """Carry out what `decide` makes of one member's result, and schedule its next
+        probe. A LOCAL failure (the checker's own trouble) is counted and retried soon."""
         svc = self.services[backend.service]
         timing = svc.config.probe.timing
-        if result.failure is FailureKind.LOCAL:
+        decision = decide(backend, result, now, svc.config.slow_start)
+        transition = decision.transition
+        if transition is None:
             self.pacing.local_error(f"{backend.service}/{backend.config.name}", result.error)
             backend.next_due = retry_due(timing, backend.breaker.health,
                                          backend.breaker.retry_at(), now)
             return None
-        transition = backend.breaker.observe(result.ok, now, result.latency)
-        commit = self._take(svc, backend, result, transition, start_unix)
+        commit = self._take(svc, backend, result, decision, start_unix)
         spread = self._rng.uniform(-timing.jitter, timing.jitter)
         backend.next_due = next_due(timing, transition, backend.breaker.retry_at(),
                                     started, now, spread)
         return commit
 
     def _take(self, svc: ServiceRuntime, backend: BackendRuntime, result: ProbeResult,
-              transition: Transition, start_unix: float) -> Commit | None:
-        """Record a result; on a change of verdict, state or weight, the commit that
-        emits, persists and publishes it. The common case (nothing changed) stays
-        cheap: it runs every probe."""
-        backend.record(result, transition, start_unix)
+              decision: Decision, start_unix: float) -> Commit | None:
+        """Record a result and carry out its decision; when it publishes (a change of
+        verdict, state or weight), the commit that emits, persists and publishes it. The
+        common case (nothing changed) stays cheap: it runs every probe."""
+        assert decision.transition is not None
+        backend.record(result, decision.transition, start_unix)
         if self._unprobed:
             self._unprobed.discard(backend)
             if not self._unprobed:
                 self._first_round.set()
-        changed = transition.change is Change.CHANGED
-        if backend.damper is not None:
-            self._dampen(backend, transition, trio.current_time())
-        if changed and transition.health is Health.UP and svc.config.slow_start > 0:
-            self._start_ramp(backend, svc.config.slow_start)
-        moved = backend.desired() != backend.published
-        reason = ""
-        if moved or changed:
-            reason = self._reason(transition, result, backend)
-            if changed:
-                backend.verdict = reason
+        for note in decision.notes:
+            log.log(note.level, "%s/%s: %s", backend.service, backend.config.name, note.text)
+        if decision.ramp:
+            self._start_ramp(backend, decision.ramp)
+        if decision.changed:
+            backend.verdict = decision.reason
+        publish, reason = decision.publish, decision.reason
         record = ProbeRecord(svc.config.name, backend.target.backend, backend.target.host,
                              backend.target.port, svc.config.probe.type, result, start_unix,
-                             (backend.published[0].value, backend.desired()[0].value, reason)
-                             if moved or changed else None)
+                             (backend.published[0].value, decision.desired[0].value, reason)
+                             if publish else None)
         trace_id = self.observer.probe_finished(record)
-        if (moved or changed) and backend in svc.backends:  # else a reload removed it
+        if publish and backend in svc.backends:  # else a reload removed it
             return self.publisher.decide(svc, backend, reason,
                                          summary(svc.config.probe.type, result), trace_id)
         return None
 
-    def _dampen(self, backend: BackendRuntime, transition: Transition, now: float) -> None:
-        damper = backend.damper
-        if damper is None:
-            return
-        if transition.change is Change.CHANGED and transition.health is Health.DOWN:
-            if damper.flap(now):
-                log.warning("%s/%s: flapping, held down: %s", backend.service,
-                            backend.config.name, damper.describe())
-        elif damper.suppressed and not damper.update(now):
-            log.info("%s/%s: flap damping released: %s", backend.service,
-                     backend.config.name, damper.describe())
-
-    def _reason(self, transition: Transition, result: ProbeResult,
-                backend: BackendRuntime) -> str:
-        (old, _), (new, weight) = backend.published, backend.desired()
-        if backend.damper and new is State.UP and transition.change is not Change.CHANGED:
-            return f"flap damping released: {backend.damper.describe()}"
-        if new == old:
-            source = "script" if result.weight is not None else "slow start"
-            return f"weight {weight} from {source}"
-        if new is State.DOWN and result.error:
-            return f"{transition.reason}; last: {result.error}"
-        return transition.reason or f"{old.value} -> {new.value}"
-
-    def _start_ramp(self, backend: BackendRuntime, duration: float) -> None:
-        steps = ramp(backend.config.weight, duration)
-        if len(steps) < 2:
-            return
+    def _start_ramp(self, backend: BackendRuntime, steps: Steps) -> None:
+        """Publish the first weight of a slow start now and climb the rest in a task."""
         backend.ramp_weight = steps[0][1]
         began = trio.current_time()
 
         async def climb() -> None:
             for offset, weight in steps[1:]:
                 await trio.sleep_until(began + offset)
-                if backend.ramp_weight is None or backend.breaker.health is Health.DOWN:
-                    return  # went down again: the next recovery starts a new ramp
-                backend.ramp_weight = None if weight >= backend.config.weight else weight
+                step = ramp_step(backend, weight)
+                if step is None:
+                    return
+                backend.ramp_weight, reason = step
                 svc = self.services.get(backend.service)
                 if svc is None or backend not in svc.backends:
                     return
-                await self.commit(svc, backend, f"slow start: weight {weight} of "
-                                                f"{backend.config.weight}")
+                await self.commit(svc, backend, reason)
 
         self.start_task(climb)
 
@@ -394,9 +365,9 @@ class Engine:
         target = next((b for b in svc.backends if b.config.name == backend), None)
         if target is None:
             raise KeyError(backend)
-        target.override = None if action == "ready" else State(action)
+        target.override, reason = admin(action)
         log.info("%s/%s: admin %s", service, backend, action)
-        return await self.commit(svc, target, f"admin: {action}")
+        return await self.commit(svc, target, reason)
 
 
     # -- passive signals ----------------------------------------------------------
@@ -447,8 +418,8 @@ class Engine:
                        signal: Signal) -> None:
         result = ProbeResult(ok=False, latency=0.0, failure=FailureKind.PASSIVE,
                              detail=signal.reason)
-        transition = backend.breaker.observe(False, trio.current_time())
-        commit = self._take(svc, backend, result, transition, self.wall())
+        decision = decide(backend, result, trio.current_time(), svc.config.slow_start)
+        commit = self._take(svc, backend, result, decision, self.wall())
         if commit is not None:
             self._committer.submit(commit)
 

@@ -4,9 +4,10 @@ Two steps, so that each event carries the transition that caused it however far
 the disk lags behind the probes:
 
 - `decide` (sync, run at the moment of the change: a probe result, an admin
-  action, a slow-start step, a reload) diffs the service's view (after the panic
-  guard) against what was last decided and numbers an event per change, with
-  the reason, probe and trace of that very change;
+  action, a slow-start step, a reload) numbers an event per change that
+  `sentinel.engine.decide.changes` finds (the service's view after the panic
+  guard, diffed against what was last decided), with the reason, probe and
+  trace of that very change;
 - `carry_out` (async, one commit at a time, in order) gets the state file on disk
   (and durable sinks' outboxes fed) before any sink hears of the events, then
   hands the view to the service's sink runners. When the state dir refuses the
@@ -22,8 +23,9 @@ from dataclasses import dataclass, field
 import trio
 
 from sentinel.engine.backend import BackendRuntime
+from sentinel.engine.decide import Panic, changes
 from sentinel.engine.journal import Journal
-from sentinel.engine.service import Published, ServiceRuntime
+from sentinel.engine.service import ServiceRuntime
 from sentinel.model import Event, ProbeSummary, ServiceView
 from sentinel.observe import Observer
 from sentinel.sinks.base import DurableSink
@@ -57,41 +59,36 @@ class Publisher:
 
     def decide(self, svc: ServiceRuntime, backend: BackendRuntime | None, reason: str,
                probe: ProbeSummary | None = None, trace_id: str | None = None) -> Commit:
-        """Number what changed, now. The service's view (after the panic guard) is diffed
-        against what was last decided: one event per backend whose published state or
-        weight moved (`reason`, `probe` and `trace_id` belong to `backend`), and one when
-        panic starts or ends."""
-        published = svc.published()
+        """Number what changed, now: one event per backend whose published state or weight
+        moved (`reason`, `probe` and `trace_id` belong to `backend`), and one when panic
+        starts or ends (`sentinel.engine.decide.changes` says what and why)."""
+        outcome = changes(svc.config, svc.backends, svc.panic, backend, reason)
         events: list[Event] = []
-        panic_changed = published.view.panic != svc.panic
-        if panic_changed and published.view.panic:
+        if outcome.panic is not None and outcome.panic.starts:
             svc.panic = True
-            events.append(self._panic_event(svc, published.held_up))
-        for b, view in zip(svc.backends, published.view.backends, strict=True):
-            if (view.state, view.weight) == b.published:
-                continue
-            old_state = b.published[0]
-            if view.state != old_state:
+            events.append(self._panic_event(svc, outcome.panic))
+        for move in outcome.moves:
+            b = svc.backends[move.index]
+            if move.state != move.old:
                 b.since = rfc3339(self._wall())
-            b.published = (view.state, view.weight)
-            mine = b is backend
-            why = (reason if mine or backend is None  # None: a reload, not one backend
-                   else self._bystander_reason(b, published))
+            b.published = (move.state, move.weight)
+            mine = move.mine  # the event of the deciding backend carries its probe and trace
             events.append(self._journal.new_event(
                 service=svc.config.name, backend=b.config.name, address=b.config.address,
-                from_state=old_state.value, to_state=view.state.value, weight=view.weight,
-                reason=why, probe=probe if mine else None, trace_id=trace_id if mine else None))
+                from_state=move.old.value, to_state=move.state.value, weight=move.weight,
+                reason=move.reason, probe=probe if mine else None,
+                trace_id=trace_id if mine else None))
             log.info("%s/%s %s -> %s (weight %d): %s", svc.config.name, b.config.name,
-                     old_state.value, view.state.value, view.weight, why,
+                     move.old.value, move.state.value, move.weight, move.reason,
                      extra={"trace_id": trace_id} if mine and trace_id else None)
-        if panic_changed and not published.view.panic:
+        if outcome.panic is not None and not outcome.panic.starts:
             svc.panic = False
-            events.append(self._panic_event(svc, published.held_up))
+            events.append(self._panic_event(svc, outcome.panic))
         for event in events:
             self._observer.event_emitted(event)
         self._journal.hold(events)
-        svc.decided = published
-        return Commit(svc, published.view, tuple(events))
+        svc.decided = outcome.published
+        return Commit(svc, outcome.published.view, tuple(events))
 
     async def carry_out(self, commit: Commit) -> None:
         """Persist, feed durable sinks, publish: the second half of a decision. A verdict
@@ -136,28 +133,10 @@ class Publisher:
         if pending:
             await self._journal.persist()
 
-    @staticmethod
-    def _bystander_reason(backend: BackendRuntime, published: Published) -> str:
-        """Why a backend other than the one that triggered the commit changed."""
-        if backend.config.name in published.held_up:
-            return "panic guard: kept published up (min_up)"
-        verdict = backend.verdict or "probed state published"
-        if published.view.panic:  # still in panic: another backend is held up instead
-            return f"panic guard: another backend kept up instead; {verdict}"
-        return f"panic over: {verdict}"
-
-    def _panic_event(self, svc: ServiceRuntime, held: tuple[str, ...]) -> Event:
-        name, total = svc.config.name, len(svc.backends)
-        healthy = sum(1 for b in svc.backends if b.healthy)
-        required = svc.config.min_up.required(total)
-        if svc.panic:
-            reason = (f"only {healthy} of {total} backends healthy, min_up {required}: "
-                      f"keeping {', '.join(held)} published up")
-            from_state, to_state = "normal", "panic"
-        else:
-            reason = f"{healthy} of {total} backends healthy again (min_up {required})"
-            from_state, to_state = "panic", "normal"
-        log.warning("%s: %s -> %s: %s", name, from_state, to_state, reason)
+    def _panic_event(self, svc: ServiceRuntime, panic: Panic) -> Event:
+        name = svc.config.name
+        from_state, to_state = ("normal", "panic") if panic.starts else ("panic", "normal")
+        log.warning("%s: %s -> %s: %s", name, from_state, to_state, panic.reason)
         return self._journal.new_event(service=name, backend="", address="",
                                       from_state=from_state, to_state=to_state, weight=0,
-                                      reason=reason)
+                                      reason=panic.reason)

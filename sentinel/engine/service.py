@@ -1,24 +1,17 @@
-"""One service's runtime: its backends, its probe, its sinks, and the panic guard."""
+"""One service's runtime: its backends, its probe, its sinks, and what was last decided
+(the panic guard that decides it is `sentinel.engine.decide.guard`)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 from sentinel.config.model import ServiceConfig
 from sentinel.engine.backend import BackendRuntime
-from sentinel.model import Event, ServiceView, State
+from sentinel.engine.decide import guard
+from sentinel.model import Event, ServiceView
 from sentinel.probes.base import Probe
 from sentinel.sinks.base import Update
 from sentinel.sinks.runner import SinkRunner
-
-
-@dataclass(frozen=True, slots=True)
-class Published:
-    """A service's published view and which backends the panic guard is holding up."""
-
-    view: ServiceView
-    held_up: tuple[str, ...]
 
 
 class ServiceRuntime:
@@ -34,35 +27,8 @@ class ServiceRuntime:
         self.bindings = bindings
         self.panic = False
         # What was last decided (`Publisher.decide`): what sinks are told and /v1/state shows
-        self.decided = self.published()
+        self.decided = guard(config, backends)
         self._chunks: dict[int, tuple[tuple[dict[str, object], ...], bytes]] = {}
-
-    def published(self) -> Published:
-        """The view sinks should converge to, after the panic guard (SPEC 5).
-
-        Panic is when the breakers say fewer than `min_up` backends are healthy
-        (an operator's drain or maint of a healthy backend is not a panic). Then
-        the down backends that most recently passed a probe stay published up,
-        enough to publish `min_up` up; admin overrides are never overruled.
-        """
-        desired = [b.desired() for b in self.backends]
-        up = sum(1 for state, _ in desired if state is State.UP)
-        healthy = sum(1 for b in self.backends if b.healthy)
-        required = self.config.min_up.required(len(self.backends))
-        panic = healthy < required
-        held: list[int] = []
-        if panic:
-            candidates = [i for i, (state, _) in enumerate(desired)
-                          if state is State.DOWN and self.backends[i].override is None]
-            candidates.sort(key=lambda i: -(self.backends[i].last_ok or 0.0))
-            held = candidates[: required - up]
-        views = []
-        for i, (b, (state, weight)) in enumerate(zip(self.backends, desired, strict=True)):
-            if i in held:
-                state, weight = State.UP, b.config.weight
-            views.append(b.view(state, weight))
-        view = ServiceView(self.config.name, tuple(views), panic=panic)
-        return Published(view, tuple(self.backends[i].config.name for i in held))
 
     def publish(self, view: ServiceView, events: tuple[Event, ...] = ()) -> None:
         """Hand the view (and the events behind it) to every sink of this service."""
