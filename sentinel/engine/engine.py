@@ -25,12 +25,12 @@ from sentinel.breakers.base import Health
 from sentinel.breakers.dampen import Damper
 from sentinel.config.model import Config, ProbeConfig, ServiceConfig, SinkConfig
 from sentinel.engine.backend import BackendRuntime, summary
+from sentinel.engine.commit import Commit, Committer
 from sentinel.engine.decide import Decision, Steps, admin, decide, ramp_step, starting
 from sentinel.engine.journal import Journal, RunBlocking
 from sentinel.engine.pacing import EngineStatistics, Pacing
 from sentinel.engine.probegroups import GroupKey, ProbeGroup, group_key
-from sentinel.engine.probeloop import Committer, ProbeLoop, accepts
-from sentinel.engine.publisher import Commit, Publisher
+from sentinel.engine.probeloop import ProbeLoop, accepts
 from sentinel.engine.schedule import next_due, retry_due, start_offset
 from sentinel.engine.service import ServiceRuntime
 from sentinel.engine.statefile import SavedBackend, SavedState, check_writable, load_state
@@ -79,15 +79,12 @@ class Engine:
         self.services = {s.name: self.make_service(s) for s in config.services}
         self.pacing = Pacing()
         self.hub = StreamHub(self)  # GET /v1/stream
-        self.publisher = Publisher(self.journal, self.observer, wall, self.hub.published)
+        # Every decision is carried out by one task, in order (`sentinel.engine.commit`)
+        self.committer = Committer(self.journal, self.observer, wall, self.hub.published)
         self._in_flight = trio.CapacityLimiter(config.max_in_flight)
         self._rng = random.Random()
         self.groups: dict[GroupKey, ProbeGroup] = {}
         self._loop = ProbeLoop(self, self._in_flight, wall) if probe_loop else None
-        # Every decision is carried out by one task, in order: a later view never reaches
-        # a sink before an earlier one, and a burst shares one state write.
-        self._committer: Committer[Commit] = Committer(self.publisher.carry_out)
-        self._committing = False
         self._probe_nursery: trio.Nursery | None = None
         self._sink_nursery: trio.Nursery | None = None
         self._unprobed: set[BackendRuntime] = set()  # until the first round is done
@@ -143,12 +140,12 @@ class Engine:
                 await sink_nursery.start(self.journal.run)
                 for runner in self.runners.values():
                     await self.start_runner(runner)
-                await self.publisher.redeliver(self.saved.unacked, self.services)
+                await self.committer.redeliver(self.saved.unacked, self.services)
                 for svc in self.services.values():  # at start the current view is applied once
                     svc.publish(svc.decided.view)
                 async with trio.open_nursery() as probe_nursery:
                     self._probe_nursery = probe_nursery
-                    await probe_nursery.start(self._run_committer)
+                    await probe_nursery.start(self.committer.run)
                     if self._loop is not None:
                         await probe_nursery.start(self._loop.run)
                     self.regroup()
@@ -164,13 +161,6 @@ class Engine:
         finally:
             with trio.CancelScope(shield=True):
                 await self._close()
-
-    async def _run_committer(self, *, task_status: trio.TaskStatus[None]) -> None:
-        self._committing = True
-        try:
-            await self._committer.run(task_status=task_status)
-        finally:
-            self._committing = False
 
     def stop(self) -> None:
         """Stop probing; `run` then drains sinks and returns."""
@@ -277,7 +267,7 @@ class Engine:
         for backend in group.members:
             commit = self._observe(backend, result, started, now, start_unix)
             if commit is not None:
-                self._committer.submit(commit)
+                self.committer.submit(commit)
 
     def _observe(self, backend: BackendRuntime, result: ProbeResult, started: float,
                  now: float, start_unix: float) -> Commit | None:
@@ -322,7 +312,7 @@ class Engine:
                              if publish else None)
         trace_id = self.observer.probe_finished(record)
         if publish and backend in svc.backends:  # else a reload removed it
-            return self.publisher.decide(svc, backend, reason,
+            return self.committer.stage(svc, backend, reason,
                                          summary(svc.config.probe.type, result), trace_id)
         return None
 
@@ -348,13 +338,9 @@ class Engine:
     async def commit(self, svc: ServiceRuntime, backend: BackendRuntime | None, reason: str
                      ) -> tuple[Event, ...]:
         """Decide what changed in `svc` now and return once it is persisted and handed to
-        the sinks (see `Publisher`), behind the decisions made before it."""
-        commit = self.publisher.decide(svc, backend, reason)
-        if self._committing:
-            self._committer.submit(commit)
-            await commit.done.wait()
-        else:  # not running (yet, or any more): nothing is queued to keep order with
-            await self.publisher.carry_out(commit)
+        the sinks (see `sentinel.engine.commit`), behind the decisions made before it."""
+        commit = self.committer.stage(svc, backend, reason)
+        await self.committer.commit(commit)
         return commit.events
 
     async def set_override(self, service: str, backend: str, action: str
@@ -421,7 +407,7 @@ class Engine:
         decision = decide(backend, result, trio.current_time(), svc.config.slow_start)
         commit = self._take(svc, backend, result, decision, self.wall())
         if commit is not None:
-            self._committer.submit(commit)
+            self.committer.submit(commit)
 
     def probe_now(self, backend: BackendRuntime) -> bool:
         """Probe `backend` at once instead of at its `next_due`; True when that brought

@@ -35,8 +35,8 @@ a busy loop) is judged after the next poll, once: a backend that trickles a
 byte at a time moves on every pass, and sparing it every time kept it alive
 for seconds past a 500 ms timeout. Results go to the engine
 synchronously (`LoopHost.probe_done`); the engine hands any commit (verdict,
-state or weight changed) to a `Committer` task, so this loop never awaits
-persistence or sinks. Nothing a check does raises out of the loop: an
+state or weight changed) to the committer's task (`sentinel.engine.commit`), so
+this loop never awaits persistence or sinks. Nothing a check does raises out of the loop: an
 exception from a probe's exchange (building its request, judging its answer)
 becomes that check's ERROR result (`crashed`), and the other checks go on.
 
@@ -53,9 +53,9 @@ import math
 import os
 import select
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import partial
-from typing import Generic, Protocol, TypeGuard, TypeVar
+from typing import Protocol, TypeGuard
 
 import trio
 
@@ -67,7 +67,6 @@ from sentinel.probes.exchange import Exchange, LeanProbe
 
 BATCH = 0.005  # checks due within 5 ms of each other start in one pass
 _CONNECTING, _SENDING, _READING = 0, 1, 2
-T = TypeVar("T")
 
 
 def accepts(probe: Probe, host: str) -> TypeGuard[LeanProbe]:
@@ -390,33 +389,3 @@ class ProbeLoop:
             del self._running[sock.fileno()]
             rawsock.close_rst(sock)  # also leaves the epoll set
             running.sock = None
-
-
-class Committer(Generic[T]):
-    """Applies items one at a time, in the order submitted, in its own task: the probe
-    loop submits commits without awaiting persistence or sinks."""
-
-    def __init__(self, apply: Callable[[T], Awaitable[object]]) -> None:
-        self._apply = apply
-        self._send, self._receive = trio.open_memory_channel[T](math.inf)
-
-    def submit(self, item: T) -> None:
-        """Queue `item` (never blocks)."""
-        self._send.send_nowait(item)
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                  ) -> None:
-        """Apply submitted items until cancelled; items already queued are still applied."""
-        task_status.started()
-        try:
-            async for item in self._receive:
-                with trio.CancelScope(shield=True):  # a stop must not cut a commit in half
-                    await self._apply(item)
-        finally:
-            with trio.CancelScope(shield=True):
-                while True:
-                    try:
-                        item = self._receive.receive_nowait()
-                    except trio.WouldBlock:
-                        break
-                    await self._apply(item)

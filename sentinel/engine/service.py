@@ -26,7 +26,7 @@ class ServiceRuntime:
         self.backends = backends
         self.bindings = bindings
         self.panic = False
-        # What was last decided (`Publisher.decide`): what sinks are told and /v1/state shows
+        # What was last decided (`Committer.stage`): what sinks are told and /v1/state shows
         self.decided = guard(config, backends)
         self._chunks: dict[int, tuple[tuple[dict[str, object], ...], bytes]] = {}
 

@@ -17,6 +17,7 @@ import trio
 import trio.testing
 
 from sentinel.config.model import NginxBreakerConfig, ThresholdBreakerConfig
+from sentinel.engine.commit import Commit
 from sentinel.engine.engine import Engine
 from sentinel.engine.statefile import SavedState
 from sentinel.model import Event, FailureKind, ProbeResult
@@ -231,3 +232,49 @@ async def test_a_backend_the_panic_guard_stops_holding_up_says_why(
         ("b9002", "down", "up", "panic guard: kept published up (min_up)"),
         ("b9003", "down", "maint", "admin: maint"),
     ]
+
+
+def no_op_commits(tmp_path: Path, count: int) -> tuple[Engine, list[Commit]]:
+    """An engine (not running) whose every state write takes 1 s, and `count` commits
+    staged that publish nothing new: each still writes the state (a verdict may have
+    changed), so each takes 1 s to carry out."""
+    engine = Engine(config(tmp_path, service("s", [9001])), sinks={"rec": TimedSink("rec")},
+                    probe_factory=FakeProbe().factory(), run_blocking=slow_disk(1.0))
+    svc = engine.services["s"]
+    return engine, [engine.committer.stage(svc, None, "reload") for _ in range(count)]
+
+
+async def test_commits_are_carried_out_in_order_one_at_a_time(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """Submitting never waits for the disk; the committer's task carries commits out in
+    the order submitted, each once the one before it is done."""
+    engine, commits = no_op_commits(tmp_path, 3)
+    done: dict[int, float] = {}
+
+    async def watch(index: int, commit: Commit) -> None:
+        await commit.done.wait()
+        done[index] = trio.current_time()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.committer.run)
+        for index, commit in enumerate(commits):
+            engine.committer.submit(commit)
+            nursery.start_soon(watch, index, commit)
+        assert trio.current_time() == 0.0
+        await trio.sleep(10)
+        nursery.cancel_scope.cancel()
+    assert done == {0: 1.0, 1: 2.0, 2: 3.0}
+
+
+async def test_the_committer_finishes_queued_commits_when_stopped(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """Stopping the committer still carries out what was queued (a stop cuts no commit)."""
+    engine, commits = no_op_commits(tmp_path, 3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.committer.run)
+        for commit in commits:
+            engine.committer.submit(commit)
+        await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
+    assert all(c.done.is_set() for c in commits)
+    assert trio.current_time() == 3.0

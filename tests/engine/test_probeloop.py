@@ -1,5 +1,5 @@
 """The probe loop. Its pure parts (the agenda's due starts, deadlines and batching on
-plain virtual times; the committer's ordering on a MockClock), then its I/O against real
+plain virtual times), then its I/O against real
 loopback servers: the same results as the per-task path, the in-flight cap, timeouts from
 the real start, no TIME_WAIT."""
 
@@ -30,7 +30,7 @@ from sentinel.config.model import (
 )
 from sentinel.engine.backend import BackendRuntime
 from sentinel.engine.probegroups import ProbeGroup
-from sentinel.engine.probeloop import Agenda, Committer, ProbeLoop, Running, accepts
+from sentinel.engine.probeloop import Agenda, ProbeLoop, Running, accepts
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes.base import Target
 from sentinel.probes.http import LeanHttpProbe
@@ -127,51 +127,6 @@ def test_only_lean_checks_of_ip_literals_are_accepted() -> None:
     assert not accepts(TcpProbe(ProbeConfig("tcp", Timing(), TcpSpec(tls=True))), "127.0.0.1")
     assert not accepts(TcpProbe(TCP_CONFIG, lean=False), "127.0.0.1")
     assert not accepts(HttpProbe(ProbeConfig("https", Timing(), HttpSpec())), "127.0.0.1")
-
-
-@pytest.mark.trio
-async def test_committer_applies_in_order_one_at_a_time(
-        autojump_clock: trio.testing.MockClock) -> None:
-    """Items are applied in submission order, never two at once, each after the last."""
-    applied: list[tuple[int, float]] = []
-    busy = False
-
-    async def apply(item: int) -> None:
-        nonlocal busy
-        assert not busy
-        busy = True
-        await trio.sleep(1.0)  # a slow disk
-        applied.append((item, trio.current_time()))
-        busy = False
-
-    committer: Committer[int] = Committer(apply)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(committer.run)
-        for item in range(3):
-            committer.submit(item)  # never blocks the submitter
-        await trio.sleep(10)
-        nursery.cancel_scope.cancel()
-    assert applied == [(0, 1.0), (1, 2.0), (2, 3.0)]
-
-
-@pytest.mark.trio
-async def test_committer_finishes_queued_items_when_stopped(
-        autojump_clock: trio.testing.MockClock) -> None:
-    """Stopping the committer still applies what was queued (a stop cuts no commit)."""
-    applied: list[int] = []
-
-    async def apply(item: int) -> None:
-        await trio.sleep(1.0)
-        applied.append(item)
-
-    committer: Committer[int] = Committer(apply)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(committer.run)
-        for item in range(3):
-            committer.submit(item)
-        await trio.sleep(0.5)
-        nursery.cancel_scope.cancel()
-    assert applied == [0, 1, 2]
 
 
 # -- the loop's I/O, against real loopback servers -------------------------------------

@@ -1,9 +1,12 @@
-"""Publishing: from a change in a service's view to events on disk and sinks told.
+"""The commit path: a change in a service's view -> numbered events -> the journal on
+disk -> durable sinks -> every sink of the service. One path for every decision: the
+probe loop's results, the per-task probes', passive signals, admin actions, slow-start
+steps and reloads.
 
 Two steps, so that each event carries the transition that caused it however far
 the disk lags behind the probes:
 
-- `decide` (sync, run at the moment of the change: a probe result, an admin
+- `stage` (sync, run at the moment of the change: a probe result, an admin
   action, a slow-start step, a reload) numbers an event per change that
   `sentinel.engine.decide.changes` finds (the service's view after the panic
   guard, diffed against what was last decided), with the reason, probe and
@@ -12,11 +15,18 @@ the disk lags behind the probes:
   (and durable sinks' outboxes fed) before any sink hears of the events, then
   hands the view to the service's sink runners. When the state dir refuses the
   write, the sinks are told anyway (see `sentinel.engine.journal`).
+
+Every staged commit is carried out by the committer's own task (`run`), in the
+order staged: a later view never reaches a sink before an earlier one, a burst
+shares one state write, and a probe result's hand-in (`submit`) never waits for
+the disk or a sink. Callers that must know the outcome (an admin action, a
+reload) `commit` and wait for theirs.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -45,8 +55,8 @@ class Commit:
     done: trio.Event = field(default_factory=trio.Event)
 
 
-class Publisher:
-    """Turns view changes into numbered, persisted events and sink updates."""
+class Committer:
+    """Turns view changes into numbered, persisted events and sink updates, in order."""
 
     def __init__(self, journal: Journal, observer: Observer, wall: Callable[[], float],
                  on_published: Callable[[Sequence[Event]], None] = lambda events: None
@@ -56,8 +66,10 @@ class Publisher:
         self._observer = observer
         self._wall = wall
         self._on_published = on_published
+        self._send, self._receive = trio.open_memory_channel[Commit](math.inf)
+        self._running = False
 
-    def decide(self, svc: ServiceRuntime, backend: BackendRuntime | None, reason: str,
+    def stage(self, svc: ServiceRuntime, backend: BackendRuntime | None, reason: str,
                probe: ProbeSummary | None = None, trace_id: str | None = None) -> Commit:
         """Number what changed, now: one event per backend whose published state or weight
         moved (`reason`, `probe` and `trace_id` belong to `backend`), and one when panic
@@ -89,6 +101,39 @@ class Publisher:
         self._journal.hold(events)
         svc.decided = outcome.published
         return Commit(svc, outcome.published.view, tuple(events))
+
+    def submit(self, commit: Commit) -> None:
+        """Queue `commit` for the committer's task (never blocks: the probe loop calls it)."""
+        self._send.send_nowait(commit)
+
+    async def commit(self, commit: Commit) -> None:
+        """Carry `commit` out behind the ones staged before it, and return once sinks have
+        its view. When the task is not running (yet, or any more) nothing is queued to
+        keep order with: it is carried out here."""
+        if self._running:
+            self.submit(commit)
+            await commit.done.wait()
+        else:
+            await self.carry_out(commit)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Carry out submitted commits until cancelled; those already queued still are."""
+        self._running = True
+        task_status.started()
+        try:
+            async for commit in self._receive:
+                with trio.CancelScope(shield=True):  # a stop must not cut a commit in half
+                    await self.carry_out(commit)
+        finally:
+            with trio.CancelScope(shield=True):
+                while True:
+                    try:
+                        commit = self._receive.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    await self.carry_out(commit)
+            self._running = False
 
     async def carry_out(self, commit: Commit) -> None:
         """Persist, feed durable sinks, publish: the second half of a decision. A verdict
