@@ -36,6 +36,7 @@ from sentinel.engine.backend import BackendRuntime
 from sentinel.engine.decide import Panic, changes
 from sentinel.engine.journal import Journal
 from sentinel.engine.service import ServiceRuntime
+from sentinel.engine.statefile import Verdicts
 from sentinel.model import Event, ProbeSummary, ServiceView
 from sentinel.observe import Observer
 from sentinel.sinks.base import DurableSink
@@ -59,10 +60,13 @@ class Committer:
     """Turns view changes into numbered, persisted events and sink updates, in order."""
 
     def __init__(self, journal: Journal, observer: Observer, wall: Callable[[], float],
+                 verdicts: Callable[[], Verdicts],
                  on_published: Callable[[Sequence[Event]], None] = lambda events: None
                  ) -> None:
-        """`on_published` hears each commit's events once sinks have the view (sync)."""
+        """`verdicts` are every backend's, for the journal to write with the events;
+        `on_published` hears each commit's events once sinks have the view (sync)."""
         self._journal = journal
+        self._verdicts = verdicts
         self._observer = observer
         self._wall = wall
         self._on_published = on_published
@@ -139,7 +143,9 @@ class Committer:
         """Persist, feed durable sinks, publish: the second half of a decision. A verdict
         that flipped without changing what is published is persisted too."""
         events = commit.events
-        await self._journal.persist(events[-1].seq if events else None)
+        seq = events[-1].seq if events else None
+        if seq is None or not self._journal.on_disk(seq):
+            await self._journal.persist(self._verdicts(), seq)
         if events:
             await self._hand_to_durable(commit.service, events)
         commit.service.publish(commit.view, events)
@@ -176,7 +182,7 @@ class Committer:
                      name, len(events))
             await self._hand_to_durable(svc, events)
         if pending:
-            await self._journal.persist()
+            await self._journal.persist(self._verdicts())
 
     def _panic_event(self, svc: ServiceRuntime, panic: Panic) -> Event:
         name = svc.config.name

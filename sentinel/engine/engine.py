@@ -33,7 +33,7 @@ from sentinel.engine.probegroups import GroupKey, ProbeGroup, group_key
 from sentinel.engine.probeloop import ProbeLoop, accepts
 from sentinel.engine.schedule import next_due, retry_due, start_offset
 from sentinel.engine.service import ServiceRuntime
-from sentinel.engine.statefile import SavedBackend, SavedState, check_writable, load_state
+from sentinel.engine.statefile import SavedBackend, Verdicts, check_writable, load_state
 from sentinel.engine.streamhub import StreamHub
 from sentinel.model import Event, FailureKind, ProbeResult
 from sentinel.observe import NullObserver, Observer, ProbeRecord
@@ -72,15 +72,16 @@ class Engine:
         self.state_dir = Path(config.state_dir)
         check_writable(self.state_dir)
         self.saved = load_state(self.state_dir)
-        self.journal = Journal(self.state_dir, self.saved.seq, self._snapshot, PERSIST_RETRY,
-                               wall, run_blocking)
+        self.journal = Journal(self.state_dir, self.saved.seq, PERSIST_RETRY, wall,
+                               run_blocking)
         self._sink_overrides = sinks or {}
         self.runners = {s.name: self.make_runner(s) for s in config.sinks}
         self.services = {s.name: self.make_service(s) for s in config.services}
         self.pacing = Pacing()
         self.hub = StreamHub(self)  # GET /v1/stream
         # Every decision is carried out by one task, in order (`sentinel.engine.commit`)
-        self.committer = Committer(self.journal, self.observer, wall, self.hub.published)
+        self.committer = Committer(self.journal, self.observer, wall, self.verdicts,
+                                   self.hub.published)
         self._in_flight = trio.CapacityLimiter(config.max_in_flight)
         self._rng = random.Random()
         self.groups: dict[GroupKey, ProbeGroup] = {}
@@ -155,7 +156,7 @@ class Engine:
                     task_status.started()
                 # acks and verdicts since the last event: else a webhook event already
                 # delivered would be handed over again at the next start
-                await self.journal.flush()
+                await self.journal.flush(self.verdicts())
                 await self._drain_sinks()
                 sink_nursery.cancel_scope.cancel()
         finally:
@@ -432,12 +433,12 @@ class Engine:
 
     # -- looking in -------------------------------------------------------------
 
-    def _snapshot(self) -> SavedState:
-        return SavedState(seq=self.journal.seq, unacked=self.journal.unacked(), backends={
-            name: {b.config.name: SavedBackend(
-                b.breaker.health.value, b.since, b.last_ok,
-                b.override.value if b.override else None) for b in svc.backends}
-            for name, svc in self.services.items()})
+    def verdicts(self) -> Verdicts:
+        """Every backend's verdict as the state file keeps it (handed to the journal)."""
+        return {name: {b.config.name: SavedBackend(
+                    b.breaker.health.value, b.since, b.last_ok,
+                    b.override.value if b.override else None) for b in svc.backends}
+                for name, svc in self.services.items()}
 
     def statistics(self) -> EngineStatistics:
         """Probe count, probes in flight, and lateness and loop-lag percentiles."""

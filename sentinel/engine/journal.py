@@ -3,8 +3,11 @@
 `seq` grows by one per event across the instance's life. Before an event is
 handed to sinks the journal has written a state snapshot holding its seq
 (group commit: a burst of events shares one fsync), so a crash never reuses a
-number. `events_after` serves only events that are on disk: one shown before
-its write could, after a kill -9, come back under the same seq with another id.
+number. A snapshot is the journal's own part (seq, events not yet acked) and
+the backends' verdicts, which the committer hands in with each write it asks
+for: the journal never reads the engine. `events_after` serves only events
+that are on disk: one shown before its write could, after a kill -9, come
+back under the same seq with another id.
 
 When the state dir refuses a write (full, read-only, out of file descriptors),
 sentinel goes on without it rather than stop failing over: `persist` returns
@@ -32,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from sentinel.engine.statefile import FILENAME, SavedState, save_state
+from sentinel.engine.statefile import FILENAME, SavedState, Verdicts, save_state
 from sentinel.model import Event, ProbeSummary
 from sentinel.timefmt import rfc3339, uuid7
 
@@ -64,8 +67,8 @@ class PersistStatistics:
 class Journal:
     """Creates events, keeps the last KEEP, and persists state snapshots."""
 
-    def __init__(self, state_dir: Path, seq: int, snapshot: Callable[[], SavedState],
-                 retry: Backoff, wall: Callable[[], float] = time.time,
+    def __init__(self, state_dir: Path, seq: int, retry: Backoff,
+                 wall: Callable[[], float] = time.time,
                  run_blocking: RunBlocking | None = None) -> None:
         """`retry` paces the retries of refused writes. `run_blocking` runs the fsyncing
         write off the event loop (default: a worker thread under the journal's own
@@ -76,7 +79,7 @@ class Journal:
         self._run_blocking = run_blocking or self._in_thread
         self._state_dir = state_dir
         self._seq = seq
-        self._snapshot = snapshot
+        self._verdicts: Verdicts = {}  # as last handed in: what a retried write holds
         self._wall = wall
         self._events: deque[Event] = deque(maxlen=KEEP)
         self._saved_seq = seq
@@ -139,10 +142,16 @@ class Journal:
         return PersistStatistics(self.persisted, self._saved_seq, self._failures,
                                  self._error, self._failing_since)
 
-    async def persist(self, seq: int | None = None) -> bool:
-        """Get a snapshot holding event `seq` on disk (None: the current state, even
-        without a new event: a verdict or an ack changed). True once it is there; False
-        at once while the state dir refuses writes: `run` retries, the caller goes on."""
+    def on_disk(self, seq: int) -> bool:
+        """Whether a write already holds event `seq` (the caller need not build verdicts)."""
+        return self._saved_seq >= seq
+
+    async def persist(self, verdicts: Verdicts, seq: int | None = None) -> bool:
+        """Get a snapshot holding event `seq` (None: the current state, even without a new
+        event: a verdict or an ack changed) and `verdicts` on disk. True once it is there;
+        False at once while the state dir refuses writes: `run` retries (with the latest
+        verdicts handed in), the caller goes on."""
+        self._verdicts = verdicts
         async with self._lock:
             if seq is not None and self._saved_seq >= seq:
                 return True  # an earlier write of the same burst took it
@@ -150,9 +159,10 @@ class Journal:
                 return False
             return await self._write()
 
-    async def flush(self) -> bool:
+    async def flush(self, verdicts: Verdicts) -> bool:
         """Write the current snapshot now, even while writes are being refused (a clean
         stop: acks and verdicts since the last event)."""
+        self._verdicts = verdicts
         async with self._lock:
             return await self._write()
 
@@ -172,7 +182,7 @@ class Journal:
 
     async def _write(self) -> bool:
         """One attempt (the lock held); an OSError is the state dir's refusal, recorded."""
-        snapshot = self._snapshot()
+        snapshot = SavedState(self._seq, self._verdicts, self.unacked())
         try:
             await self._run_blocking(save_state, self._state_dir, snapshot)
         except OSError as exc:

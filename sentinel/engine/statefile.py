@@ -36,12 +36,15 @@ class SavedBackend:
     override: str | None = None  # admin override: drain or maint
 
 
+Verdicts = dict[str, dict[str, SavedBackend]]  # service -> backend -> its saved verdict
+
+
 @dataclass(frozen=True, slots=True)
 class SavedState:
     """The whole persisted document."""
 
     seq: int = 0
-    backends: dict[str, dict[str, SavedBackend]] = field(default_factory=dict)
+    backends: Verdicts = field(default_factory=dict)
     unacked: tuple[Event, ...] = ()  # events durable sinks have not taken yet
 
     def to_json(self) -> dict[str, Any]:
