@@ -20,7 +20,6 @@ from sentinel.config.load import load_config
 from sentinel.config.model import Config
 from sentinel.engine.budget import compute_budget, describe
 from sentinel.engine.engine import Engine
-from sentinel.engine.reload import reload_from_file
 from sentinel.errors import ConfigError, ConfigErrors, StartupError, StateError
 from sentinel.limits import budget as fd_budget
 from sentinel.systemd import Notifier
@@ -279,7 +278,7 @@ async def run_instance(config: Config, *,
     async def reload() -> list[str]:
         async with reloading:
             notifier.reloading(f"reloading {config.path}")
-            errors = await reload_from_file(engine, config.path)
+            errors = await engine.reload_from_file(config.path)
             refused = f"; reload refused: {errors[0]}" if errors else ""
             notifier.reloaded(_running(engine, url) + refused)
             return errors

@@ -5,7 +5,6 @@ one task per sink behind a coalescing hand-off.
 guard, every reason); this module carries it out: it schedules probes,
 records results, logs, and hands commits to the committer that numbers,
 persists and publishes them. Nothing here blocks probing on a sink.
-Reloads live in `sentinel.engine.reload`.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import trio
@@ -24,6 +24,7 @@ from sentinel.breakers import make_breaker
 from sentinel.breakers.base import Health
 from sentinel.breakers.dampen import Damper
 from sentinel.config.model import Config, ProbeConfig, ServiceConfig, SinkConfig
+from sentinel.engine import reload
 from sentinel.engine.backend import BackendRuntime, summary
 from sentinel.engine.commit import Commit, Committer
 from sentinel.engine.decide import Decision, Steps, admin, decide, ramp_step, starting
@@ -356,6 +357,58 @@ class Engine:
         log.info("%s/%s: admin %s", service, backend, action)
         return await self.commit(svc, target, reason)
 
+
+    # -- reloading (helpers in sentinel.engine.reload) ---------------------------------
+
+    async def reload_from_file(self, path: str) -> list[str]:
+        """Load `path` and apply it; return the errors (the running config is kept) or [].
+        Never raises (but for cancellation): SIGHUP and POST /v1/reload call it."""
+        loaded = await reload.load(path)
+        if isinstance(loaded, list):
+            return loaded
+        try:
+            await self.reload(loaded)
+        except Exception as exc:
+            reload.log.exception("reload of %s failed part way", path)
+            return [f"{path}: reload failed: {type(exc).__name__}: {exc}"]
+        reload.log.info("reloaded %s: %d services", path, len(loaded.services))
+        return []
+
+    async def reload(self, new: Config) -> None:
+        """Move to `new` in place (see `sentinel.engine.reload`)."""
+        reload.restart_only(self.config, new)
+        # verdicts read from state_dir at startup are stale now: a backend new to the running
+        # config starts up, as it would in a fresh state_dir
+        self.saved = replace(self.saved, backends={})
+        old_sinks = {s.name: s for s in self.config.sinks}
+        for sink in new.sinks:
+            if old_sinks.get(sink.name) != sink:
+                if sink.name in self.runners:
+                    self.runners.pop(sink.name).retire()
+                self.runners[sink.name] = runner = self.make_runner(sink)
+                await self.start_runner(runner)
+        for name in set(old_sinks) - {s.name for s in new.sinks}:
+            self.runners.pop(name).retire()
+        services: dict[str, ServiceRuntime] = {}
+        retired: list[Probe] = []
+        for cfg in new.services:
+            current = self.services.get(cfg.name)
+            if current is None:
+                services[cfg.name] = self.make_service(cfg)
+                continue
+            services[cfg.name], old_probe = reload.carry_over(
+                current, cfg, self.runners, self.make_backend, self.probe_factory)
+            if old_probe is not None:
+                retired.append(old_probe)
+        retired.extend(svc.probe for name, svc in self.services.items() if name not in services)
+        self.services = services
+        self.config = new
+        self.regroup()
+        self.restart_passive()
+        for svc in services.values():  # the panic guard may see it differently now
+            await self.commit(svc, None, "reload")
+        if retired:
+            self.start_task(lambda: reload.close_later(retired))
 
     # -- passive signals ----------------------------------------------------------
 

@@ -7,7 +7,6 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from sentinel.engine.reload import apply_reload
 from tests.engine.fakes import FakeProbe, config, service
 from tests.engine.test_engine import make_engine
 from tests.sinks.fakes import TimedSink
@@ -39,7 +38,7 @@ async def test_a_reload_that_removes_an_unprobed_backend_ends_the_round(
     async with trio.open_nursery() as nursery:
         await nursery.start(engine.run)
         await trio.sleep(1.0)  # 9001 probed at 0; 9002 due at 5
-        await apply_reload(engine, config(tmp_path, service("s", [9001, 9003], interval=10.0),
+        await engine.reload(config(tmp_path, service("s", [9001, 9003], interval=10.0),
                                           sinks=("rec",)))
         with trio.fail_after(60):
             await engine.wait_first_round()

@@ -13,7 +13,6 @@ import trio
 
 from sentinel.config.model import BackendConfig, HttpSpec, ProbeConfig, Timing
 from sentinel.engine.engine import Engine
-from sentinel.engine.reload import apply_reload
 from sentinel.model import ProbeResult
 from sentinel.probes.base import Probe, Target
 from sentinel.probes.exchange import Exchange
@@ -110,7 +109,7 @@ async def test_reload_moves_groups_in_the_loop(serve: Serve, tmp_path: Path) -> 
         await trio.sleep(0.3)
         kept, gone = engine.services["db"].backends
         group = next(g for g in engine.groups.values() if g.members == [kept])
-        await apply_reload(engine, after)
+        await engine.reload(after)
         assert engine.services["db"].backends[0] is kept
         # the same group, never re-added: it keeps its place in the schedule
         assert next(g for g in engine.groups.values() if kept in g.members) is group

@@ -16,7 +16,6 @@ import trio.testing
 
 from sentinel.config.model import ThresholdBreakerConfig
 from sentinel.engine.engine import Engine
-from sentinel.engine.reload import apply_reload, reload_from_file
 from sentinel.model import State
 from sentinel.sinks.base import RecordingSink
 from tests.e2e.helpers import Processes, run_cli, wait_until
@@ -64,7 +63,7 @@ async def test_unchanged_backends_keep_state_and_schedule_new_ones_are_spread(
         await trio.sleep(1.5)  # to 2.25
         kept.append(engine.services["s"].backends[1])
         kept.append(engine.services["s"].backends[1].since)
-        await apply_reload(engine, config(tmp_path, service("s", [9002, 9003]),
+        await engine.reload(config(tmp_path, service("s", [9002, 9003]),
                                           service("t", [9004])))
 
     await run_for(engine, 11.9, script, probe)
@@ -91,7 +90,7 @@ async def test_changed_breaker_and_probe_settings_take_effect_from_the_current_v
 
     async def script(probe: FakeProbe) -> None:
         await trio.sleep(1.5)
-        await apply_reload(engine, config(tmp_path, new))
+        await engine.reload(config(tmp_path, new))
         await toggles((1.7, 9001, False))(probe)  # at 3.2
 
     await run_for(engine, 3.9, script, probe)
@@ -116,7 +115,7 @@ async def test_a_backend_given_a_new_address_starts_afresh_and_any_change_is_an_
 
     async def script(_probe: FakeProbe) -> None:
         await trio.sleep(1.75)
-        await apply_reload(engine, config(tmp_path, moved))
+        await engine.reload(config(tmp_path, moved))
 
     start = trio.current_time()
     await run_for(engine, 2.9, script, probe)
@@ -142,7 +141,7 @@ async def test_an_override_stays_when_its_backend_gets_a_new_address(
         await trio.sleep(0.5)
         await engine.set_override("s", "b9001", "maint")
         await trio.sleep(1.0)
-        await apply_reload(engine, config(tmp_path, moved))
+        await engine.reload(config(tmp_path, moved))
 
     await run_for(engine, 2.9, script, probe)
     assert [(e.seq, e.to_state) for e in rec.events()] == [(1, "maint")]
@@ -164,7 +163,7 @@ async def test_reload_from_a_good_file_applies_it(
     async def script(_probe: FakeProbe) -> None:
         await trio.sleep(1.5)
         autojump_clock.autojump_threshold = math.inf
-        errors.append(await reload_from_file(engine, str(path)))
+        errors.append(await engine.reload_from_file(str(path)))
         autojump_clock.autojump_threshold = 0
 
     await run_for(engine, 2.9, script, probe)
@@ -193,7 +192,7 @@ async def test_invalid_or_missing_file_is_refused_with_its_errors_and_changes_no
     engine = Engine(cfg, sinks={"rec": RecordingSink()}, probe_factory=FakeProbe().factory())
     services = dict(engine.services)
     with caplog.at_level(logging.ERROR, logger="sentinel.engine.reload"):
-        errors = await reload_from_file(engine, str(path))
+        errors = await engine.reload_from_file(str(path))
     assert errors == [e.format(path=path) for e in expected]
     assert [r.getMessage() for r in caplog.records] == [
         f"reload refused, keeping the running config: {e}" for e in errors]

@@ -15,7 +15,6 @@ import trio.testing
 
 from sentinel.config.model import Config
 from sentinel.engine.engine import Engine
-from sentinel.engine.reload import apply_reload
 from sentinel.engine.streamhub import HEARTBEAT, StreamLimits, Subscription
 from sentinel.sinks.base import RecordingSink
 from tests.engine.fakes import FakeProbe, config, run_inline, service
@@ -178,7 +177,7 @@ async def test_reload_sends_removed_services_and_full_entries_for_changed_member
     engine = engine_for(tmp_path, cfg)
     async with running(engine):
         sub = subscribe(engine)
-        await apply_reload(engine, replace(cfg, services=(service("web", [9001, 9002]),)))
+        await engine.reload(replace(cfg, services=(service("web", [9001, 9002]),)))
         got = await collect(sub, trio.current_time() + 1)
     states = [d for _, kind, d in got if kind == "state"]
     assert {"service": "old", "removed": True} in states

@@ -13,7 +13,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sentinel.api import Api, serve_api
 from sentinel.config.model import ApiConfig, TelemetryConfig
 from sentinel.engine.engine import Engine
-from sentinel.engine.reload import apply_reload
 from sentinel.sinks.base import RecordingSink
 from sentinel.telemetry.metrics import CONTENT_TYPE
 from sentinel.telemetry.traces import Telemetry
@@ -145,7 +144,7 @@ async def test_series_of_what_a_reload_removed_disappear(
         await trio.sleep(2.2)
         assert telemetry.metrics is not None
         scrapes.append(parse_metrics((await telemetry.metrics.render())[0].decode()))
-        await apply_reload(engine, config(tmp_path, service("web", [9001])))
+        await engine.reload(config(tmp_path, service("web", [9001])))
         await trio.sleep(1.0)  # b9001 probed again
         scrapes.append(parse_metrics((await telemetry.metrics.render())[0].decode()))
 
@@ -189,7 +188,7 @@ async def test_a_reload_removes_the_series_of_a_removed_backend(
         await nursery.start(engine.run)
         await trio.sleep(2.5)
         before = await scrape()
-        await apply_reload(engine, config(tmp_path, service("web", [9001])))
+        await engine.reload(config(tmp_path, service("web", [9001])))
         after = await scrape()
         engine.stop()
     named = {name for name, labels in before if ("backend", "b9002") in labels}

@@ -13,7 +13,6 @@ import pytest
 import trio
 
 from sentinel.config.load import load_config
-from sentinel.engine.reload import reload_from_file
 from sentinel.sinks.base import Update
 from sentinel.sinks.ipvs.options import IpvsOptions
 from sentinel.sinks.ipvs.sink import IpvsSink
@@ -228,7 +227,7 @@ async def test_a_virtual_service_it_created_is_deleted_when_a_reload_drops_it(
             await wait_for(vm, "tcp:10.0.0.10:80", lambda e: len(weights(e)) == 1)
             write_config(state_dir, vm, service("kept", [two.address],
                                                 "virtual: 'tcp:10.0.0.10:80'"))
-            assert await reload_from_file(engine, str(config)) == []
+            assert await engine.reload_from_file(str(config)) == []
             await wait_for(vm, "tcp:10.0.0.8:80", lambda e: e is None,
                            what="the virtual service sentinel created deleted")
             theirs = await wait_for(vm, "tcp:10.0.0.9:80", lambda e: e is not None)
