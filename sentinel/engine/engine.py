@@ -78,6 +78,7 @@ class Engine:
         self._sink_overrides = sinks or {}
         self.runners = {s.name: self.make_runner(s) for s in config.sinks}
         self.services = {s.name: self.make_service(s) for s in config.services}
+        self._bind()
         self.pacing = Pacing()
         self.hub = StreamHub(self)  # GET /v1/stream
         # Every decision is carried out by one task, in order (`sentinel.engine.commit`)
@@ -101,6 +102,15 @@ class Engine:
         impl = self._sink_overrides.get(sink.name) or SINK_KINDS[sink.type].create(
             sink.name, sink.options, ctx)
         return SinkRunner(impl, observer=self.observer)
+
+    def _bind(self) -> None:
+        """Tell each sink runner which services are bound to it (`BoundSink`)."""
+        bound: dict[str, set[str]] = {name: set() for name in self.runners}
+        for svc in self.config.services:
+            for binding in svc.sinks:
+                bound[binding.sink].add(svc.name)
+        for name, runner in self.runners.items():
+            runner.bind(frozenset(bound[name]))
 
     def make_service(self, svc: ServiceConfig) -> ServiceRuntime:
         """A service runtime; backends start from their persisted verdicts."""
@@ -403,6 +413,7 @@ class Engine:
         retired.extend(svc.probe for name, svc in self.services.items() if name not in services)
         self.services = services
         self.config = new
+        self._bind()
         self.regroup()
         self.restart_passive()
         for svc in services.values():  # the panic guard may see it differently now

@@ -76,6 +76,17 @@ class BatchSink(Protocol):
         ...
 
 
+@runtime_checkable
+class BoundSink(Protocol):
+    """A sink that keeps views across services (nginx renders them into one file, HAProxy
+    repairs their drift): told which services are bound to it whenever that is decided,
+    at start and at each reload, so a service unbound or removed leaves its memory."""
+
+    def bind(self, services: frozenset[str]) -> None:
+        """The services bound to this sink from now on (sync: the engine calls it)."""
+        ...
+
+
 class Sink(Protocol):
     """A publisher of service views."""
 
@@ -95,7 +106,7 @@ class SinkContext:
     """What a sink may use from the running instance."""
 
     state_dir: Path
-    state_document: Callable[[], dict[str, object]] = field(default=lambda: {})
+    state_document: Callable[[], dict[str, object]] = field(default=lambda: {})  # `file`
     config: Callable[[], Config | None] = field(default=lambda: None)  # as reloaded
 
 

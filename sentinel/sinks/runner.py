@@ -23,7 +23,7 @@ import trio
 
 from sentinel.errors import SinkError
 from sentinel.observe import NullObserver, Observer
-from sentinel.sinks.base import BatchSink, ReportsHealth, Sink, Update
+from sentinel.sinks.base import BatchSink, BoundSink, ReportsHealth, Sink, Update
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,11 @@ class SinkRunner:
         self._last_error = ""
         self._last_success: float | None = None
         self._scope: trio.CancelScope | None = None
+
+    def bind(self, services: frozenset[str]) -> None:
+        """Tell the sink which services are bound to it (if it keeps views across them)."""
+        if isinstance(self.sink, BoundSink):
+            self.sink.bind(services)
 
     def publish(self, update: Update) -> None:
         """Hand over the newest view of a service; never blocks."""

@@ -202,16 +202,15 @@ async def test_a_service_removed_from_the_config_is_let_go(
         processes: Processes, tmp_path: Path) -> None:
     """After a reload drops a service, resync stops re-asserting its servers."""
     f = fleet(processes, tmp_path)
-    configured = {"web", "old"}
-    sink = HAProxySink("lb", HAProxyOptions(str(f.haproxy.socket), resync=0.2, watch=0.1),
-                       lambda: configured)
+    sink = HAProxySink("lb", HAProxyOptions(str(f.haproxy.socket), resync=0.2, watch=0.1))
+    sink.bind(frozenset({"web", "old"}))
     async with trio.open_nursery() as nursery:
         await nursery.start(sink.run)
         await sink.apply(Update(fleet_view("old", f.ports, down=["web3"]),
                                 options=HAProxyBinding(backend="be_web", servers=SERVERS)))
         await sink.apply(Update(fleet_view("web", {"web1": f.ports["web1"]}, down=["web1"]),
                                 options=HAProxyBinding(backend="be_web", servers=SERVERS)))
-        configured.discard("old")
+        sink.bind(frozenset({"web"}))
         f.haproxy.command("set server be_web/s3 state ready")
         f.haproxy.command("set server be_web/s1 state ready")
         await eventually(lambda: f.admin("web1") == "maint", what="web's drift repaired")

@@ -260,3 +260,36 @@ def test_a_running_instance_survives_every_hostile_reload(
     site.write({"web": ["web1"]})
     proc.send_signal(signal.SIGHUP)
     wait_until(lambda: api_states(api, "web") == {"web1": "up"}, what="a good reload")
+
+
+class BindingSink(TimedSink):
+    """A TimedSink that keeps views across services: records every `bind`."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.bound: list[frozenset[str]] = []
+
+    def bind(self, services: frozenset[str]) -> None:
+        """Record the services the engine bound to this sink."""
+        self.bound.append(services)
+
+
+async def test_sinks_are_told_their_services_when_bound_and_at_each_reload(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """A sink that keeps views across services (nginx, HAProxy) hears which services are
+    bound to it when the engine is built, and again after a reload moves `t` to another
+    sink: the engine tells it, the sink renders nothing to find out."""
+    edge, other, probe = BindingSink("edge"), BindingSink("other"), FakeProbe()
+    sinks = {"edge": edge, "other": other}
+    engine = make_engine(tmp_path, probe, sinks, service("s", [9001], sinks=("edge",)),
+                         service("t", [9002], sinks=("edge",)))
+    assert (edge.bound, other.bound) == ([frozenset({"s", "t"})], [frozenset()])
+
+    async def script(probe: FakeProbe) -> None:
+        await engine.reload(config(tmp_path, service("s", [9001], sinks=("edge",)),
+                                   service("t", [9002], sinks=("other",)),
+                                   sinks=("edge", "other")))
+
+    await run_for(engine, 1.0, script, probe)
+    assert edge.bound[-1] == frozenset({"s"})
+    assert other.bound[-1] == frozenset({"t"})

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -34,7 +34,7 @@ from sentinel.errors import SinkError, SinkRejected
 from sentinel.model import BackendView, ServiceView, State
 from sentinel.sinks.base import NameProblem, SinkContext, SinkHealth, SinkKind, Update
 from sentinel.sinks.haproxy.runtime_api import ProcessInfo, RuntimeApi, ServerState
-from sentinel.sinks.services import configured_services, forget_removed
+from sentinel.sinks.services import forget_removed
 
 log = logging.getLogger(__name__)
 # HAProxy's `invalid_char()` (src/tools.c), applied to proxy and server names alike
@@ -124,11 +124,10 @@ def plan(backend: str, server: str, want: BackendView, have: ServerState) -> lis
 class HAProxySink:
     """Keeps HAProxy's server states and weights on the desired views."""
 
-    def __init__(self, name: str, options: HAProxyOptions,
-                 services: Callable[[], set[str]] = set) -> None:
+    def __init__(self, name: str, options: HAProxyOptions) -> None:
         self.name = name
         self._options = options
-        self._services = services  # the configured services: removed ones are let go
+        self._services: frozenset[str] | None = None  # bound ones: others are let go
         self._api = RuntimeApi(options.socket, timeout=options.timeout)
         self._desired: dict[str, tuple[ServiceView, HAProxyBinding]] = {}
         self._process: ProcessInfo | None = None
@@ -138,6 +137,10 @@ class HAProxySink:
         # a re-assert or drift repair
         self._watch_error = ""
         self._background_errors: dict[str, str] = {}
+
+    def bind(self, services: frozenset[str]) -> None:
+        """The services bound to this sink: any other is no longer re-asserted."""
+        self._services = services
 
     async def apply(self, update: Update) -> None:
         """Converge one service (and every service, if HAProxy restarted since)."""
@@ -196,8 +199,8 @@ class HAProxySink:
 
     async def _converge_all(self, doing: str, skip: str | None = None) -> None:
         """Converge every known service; one failing does not stop the others."""
-        forget_removed(self._desired, self._services())
-        forget_removed(self._background_errors, self._services())
+        forget_removed(self._desired, self._services)
+        forget_removed(self._background_errors, self._services)
         for service in [s for s in self._desired if s != skip]:
             try:
                 sent = await self._converge(service)
@@ -233,7 +236,7 @@ class HAProxySink:
 
 def _create(name: str, options: object, ctx: SinkContext) -> HAProxySink:
     assert isinstance(options, HAProxyOptions)
-    return HAProxySink(name, options, configured_services(ctx))
+    return HAProxySink(name, options)
 
 
 KIND = SinkKind(name="haproxy", parse_options=parse_options, parse_binding=parse_binding,

@@ -56,7 +56,7 @@ from sentinel.sinks.nginx.render import (
     render_file,
     render_upstream,
 )
-from sentinel.sinks.services import configured_services, forget_removed
+from sentinel.sinks.services import forget_removed
 
 log = logging.getLogger(__name__)
 OPTION_KEYS = {"file", "context", "mode", "test", "reload", "pid_file", "verify",
@@ -156,19 +156,21 @@ def _choice(node: Node | None, allowed: tuple[str, ...], default: str) -> str:
 class NginxSink:
     """Renders every bound service into one file and makes nginx load it."""
 
-    def __init__(self, name: str, options: NginxOptions,
-                 services: Callable[[], set[str]] = set, *,
-                 run: Runner = run_command) -> None:
+    def __init__(self, name: str, options: NginxOptions, *, run: Runner = run_command) -> None:
         self.name = name
         self._options = options
         self._path = Path(options.file)
-        self._services = services  # the configured services, to drop stale kept blocks
+        self._services: frozenset[str] | None = None  # bound ones: others' blocks go
         self._run = run
         self._views: dict[str, tuple[ServiceView, UpstreamOptions]] = {}
         self._kept: dict[str, str] | None = None  # service -> block from an earlier run
         self._loaded: str | None = None  # the body nginx is known to run
         self._generation = 0
         self._last_reload = -math.inf
+
+    def bind(self, services: frozenset[str]) -> None:
+        """The services bound to this sink: blocks of any other service leave the file."""
+        self._services = services
 
     async def apply(self, update: Update) -> None:
         """Render all services with `update`'s view, then test, reload and verify."""
@@ -208,9 +210,8 @@ class NginxSink:
         """Every service's block: ours, then blocks kept from an earlier run's file."""
         if self._kept is None:
             self._kept = {m.group(2): m.group(0) for m in _BLOCK.finditer(body_of(on_disk) or "")}
-        configured = self._services()
-        forget_removed(self._views, configured)  # services a reload removed leave the file
-        forget_removed(self._kept, configured)
+        forget_removed(self._views, self._services)  # services a reload removed or unbound
+        forget_removed(self._kept, self._services)
         for service in self._views:
             self._kept.pop(service, None)
         blocks = dict(self._kept)
@@ -315,7 +316,7 @@ def _accepting(title: str) -> bool:
 
 def _create(name: str, options: object, ctx: SinkContext) -> NginxSink:
     assert isinstance(options, NginxOptions)
-    return NginxSink(name, options, configured_services(ctx))
+    return NginxSink(name, options)
 
 
 KIND = SinkKind(name="nginx", parse_options=parse_options, parse_binding=parse_binding,

@@ -182,7 +182,8 @@ async def test_blocks_from_an_earlier_run_are_kept_until_their_service_reports(
     old_blocks = [render_upstream(API), render_upstream(view("gone", backend("g", 9))),
                   render_upstream(WEB)]
     path.write_text(render_file(["\n".join(old_blocks)], sink="edge", generation=41))
-    sink = NginxSink("edge", options(path), lambda: {"web", "api"})
+    sink = NginxSink("edge", options(path))
+    sink.bind(frozenset({"web", "api"}))
     down = view("web", backend("web1", 1, State.DOWN), backend("web2", 2))
     await sink.apply(Update(down))
     text = path.read_text()
@@ -271,13 +272,14 @@ async def test_a_missing_pid_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 async def test_a_service_removed_from_the_config_leaves_the_file(tmp_path: Path) -> None:
-    """Once a reload drops a service from the config, the next render leaves its block out."""
+    """Once a reload drops a service from the config (or unbinds it from this sink), the
+    next render leaves its block out."""
     path = tmp_path / "up.conf"
-    configured = {"web", "api"}
-    sink = NginxSink("edge", options(path), lambda: configured)
+    sink = NginxSink("edge", options(path))
+    sink.bind(frozenset({"web", "api"}))
     await sink.apply(Update(WEB))
     await sink.apply(Update(API))
-    configured.discard("api")
+    sink.bind(frozenset({"web"}))
     down = view("web", backend("web1", 1, State.DOWN), backend("web2", 2))
     await sink.apply(Update(down))
     assert body_of(path.read_text()) == render_upstream(down)
