@@ -39,7 +39,6 @@ from sentinel.engine.service import ServiceRuntime
 from sentinel.engine.statefile import Verdicts
 from sentinel.model import Event, ProbeSummary, ServiceView
 from sentinel.observe import Observer
-from sentinel.sinks.base import DurableSink
 from sentinel.timefmt import rfc3339
 
 log = logging.getLogger(__name__)
@@ -156,9 +155,9 @@ class Committer:
         """Give events to the service's durable sinks (outboxes) right after they are on
         disk; until every one has them they stay held in the state file."""
         for runner, _ in svc.bindings:
-            if isinstance(runner.sink, DurableSink):
+            if runner.can.durable is not None:
                 try:
-                    await runner.sink.accept(events)
+                    await runner.can.durable.accept(events)
                 except Exception:
                     log.exception("sink %s could not take %d events; they stay in the state "
                                   "file and are handed over again at the next start",

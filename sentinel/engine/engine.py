@@ -232,9 +232,8 @@ class Engine:
             for runner in self.runners.values():
                 await runner.wait_idle()
             for runner in self.runners.values():  # a webhook sink flushes its outbox
-                flushed = getattr(runner.sink, "wait_flushed", None)
-                if flushed is not None:
-                    await flushed()
+                if runner.can.flushable is not None:
+                    await runner.can.flushable.wait_flushed()
         if scope.cancelled_caught:
             log.warning("stopping with sink work still pending after %gs",
                         self.shutdown_timeout)
@@ -515,11 +514,10 @@ class Engine:
     def maglev_table(self, service: str) -> tuple[dict[str, object], bytes] | None:
         """The Maglev table a sink published for `service` (GET /v1/maglev/SERVICE)."""
         for runner in self.runners.values():
-            table_for = getattr(runner.sink, "table_for", None)
-            published: tuple[dict[str, object], bytes] | None = (
-                table_for(service) if callable(table_for) else None)
-            if published is not None:
-                return published
+            if runner.can.tables is not None:
+                published = runner.can.tables.table_for(service)
+                if published is not None:
+                    return published
         return None
 
     def state_document(self) -> dict[str, object]:

@@ -6,7 +6,13 @@ sink last succeeded for that service (for per-event sinks such as exec and
 webhook). The `SinkRunner` in `sentinel.sinks.runner` coalesces bursts,
 retries failures with backoff and never lets a sink stall probing.
 
-Each sink kind registers a `SinkKind` in `sentinel.sinks` by its config name.
+Beyond `apply` and `aclose` a sink may have capabilities, each a Protocol here
+(durable, batch, background, flushable, table source, health, bound, outbox).
+They are checked once, when the sink's runner is built (`Capabilities.of`);
+nothing asks a sink object what it can do after that.
+
+Each sink kind registers a `SinkKind` in `sentinel.sinks.registry` by its config
+name.
 """
 
 from __future__ import annotations
@@ -87,6 +93,63 @@ class BoundSink(Protocol):
         ...
 
 
+@runtime_checkable
+class BackgroundSink(Protocol):
+    """A sink with work of its own beside applies (HAProxy's watch and drift repair,
+    webhook deliveries): its runner runs it, and stops it with the runner."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = ...) -> None:
+        """Work until cancelled; `task_status.started()` once ready."""
+        ...
+
+
+@runtime_checkable
+class FlushableSink(Protocol):
+    """A sink whose applies only enqueue (webhook): a clean stop waits, within
+    `shutdown_timeout`, for what it holds to go out."""
+
+    async def wait_flushed(self) -> None:
+        """Return once nothing is waiting to be delivered."""
+        ...
+
+
+@runtime_checkable
+class TableSource(Protocol):
+    """A sink that publishes a table per service (Maglev), served by the API."""
+
+    def table_for(self, service: str) -> tuple[dict[str, object], bytes] | None:
+        """The sidecar document and table last published for `service`, if any."""
+        ...
+
+
+class OutboxCounts(Protocol):
+    """How many events an outbox holds, pending and dead, and how many it dropped."""
+
+    @property
+    def pending(self) -> int:
+        """Waiting for delivery."""
+        ...
+
+    @property
+    def dead(self) -> int:
+        """Given up on (dead letters)."""
+        ...
+
+    @property
+    def dropped(self) -> int:
+        """Dropped by the outbox's bounds, ever."""
+        ...
+
+
+@runtime_checkable
+class OutboxSink(Protocol):
+    """A sink that keeps events in a durable outbox (webhook): the metrics count it."""
+
+    def outbox_counts(self) -> OutboxCounts:
+        """The outbox's counts, from memory (the metrics call it on the event loop)."""
+        ...
+
+
 class Sink(Protocol):
     """A publisher of service views."""
 
@@ -99,6 +162,34 @@ class Sink(Protocol):
     async def aclose(self) -> None:
         """Release resources; called once at shutdown."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a sink can do besides `apply` and `aclose`: the sink itself under each
+    capability Protocol it implements, None under the others."""
+
+    durable: DurableSink | None = None
+    batch: BatchSink | None = None
+    background: BackgroundSink | None = None
+    flushable: FlushableSink | None = None
+    tables: TableSource | None = None
+    health: ReportsHealth | None = None
+    bound: BoundSink | None = None
+    outbox: OutboxSink | None = None
+
+    @classmethod
+    def of(cls, sink: Sink) -> Capabilities:
+        """Check `sink` against every capability Protocol, once (when it is bound)."""
+        return cls(
+            durable=sink if isinstance(sink, DurableSink) else None,
+            batch=sink if isinstance(sink, BatchSink) else None,
+            background=sink if isinstance(sink, BackgroundSink) else None,
+            flushable=sink if isinstance(sink, FlushableSink) else None,
+            tables=sink if isinstance(sink, TableSource) else None,
+            health=sink if isinstance(sink, ReportsHealth) else None,
+            bound=sink if isinstance(sink, BoundSink) else None,
+            outbox=sink if isinstance(sink, OutboxSink) else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ import trio
 
 from sentinel.errors import SinkError
 from sentinel.observe import NullObserver, Observer
-from sentinel.sinks.base import BatchSink, BoundSink, ReportsHealth, Sink, Update
+from sentinel.sinks.base import Capabilities, Sink, Update
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class SinkRunner:
                  backoff: Backoff | None = None, rng: random.Random | None = None,
                  observer: Observer | None = None) -> None:
         self.sink = sink
+        self.can = Capabilities.of(sink)  # checked once, here
         self._observer = observer or NullObserver()
         self.apply_timeout = apply_timeout
         self._backoff = backoff or Backoff()
@@ -86,8 +87,8 @@ class SinkRunner:
 
     def bind(self, services: frozenset[str]) -> None:
         """Tell the sink which services are bound to it (if it keeps views across them)."""
-        if isinstance(self.sink, BoundSink):
-            self.sink.bind(services)
+        if self.can.bound is not None:
+            self.can.bound.bind(services)
 
     def publish(self, update: Update) -> None:
         """Hand over the newest view of a service; never blocks."""
@@ -103,8 +104,8 @@ class SinkRunner:
         # ok only while no service is in a failing streak (another's success does not hide it)
         ok, error = not self._attempts, self._last_error
         details: Mapping[str, object] = {}
-        if isinstance(self.sink, ReportsHealth):
-            health = self.sink.health()
+        if self.can.health is not None:
+            health = self.can.health.health()
             ok, error, details = ok and health.ok, error or health.last_error, health.details
         return SinkStatistics(self.sink.name, ok, len(self._pending), self._applied,
                               self._failures, error, self._last_success, details)
@@ -117,14 +118,13 @@ class SinkRunner:
                   ) -> None:
         """Apply pending updates until cancelled or `retire()`d.
 
-        A sink with its own background work (HAProxy's drift repair) has an
-        `async run(task_status=...)`; it runs here, so it stops with the runner.
+        A sink with its own background work (`BackgroundSink`: HAProxy's drift repair)
+        runs it here, so it stops with the runner.
         """
         with trio.CancelScope() as self._scope:
             async with trio.open_nursery() as nursery:
-                background = getattr(self.sink, "run", None)
-                if background is not None:
-                    await nursery.start(background)
+                if self.can.background is not None:
+                    await nursery.start(self.can.background.run)
                 task_status.started()
                 await self._loop()
 
@@ -145,9 +145,9 @@ class SinkRunner:
                 with trio.move_on_at(wake_at):
                     await self._wake.wait()
                 continue
-            if isinstance(self.sink, BatchSink) and len(ready) > 1:
+            if self.can.batch is not None and len(ready) > 1:
                 batch = [self._pending.pop(s) for s in ready]
-                await self._apply(ready, batch, self.sink.apply_batch(batch))
+                await self._apply(ready, batch, self.can.batch.apply_batch(batch))
             else:
                 for service in ready:
                     update = self._pending.pop(service)

@@ -228,11 +228,9 @@ def _summary(name: str, documentation: str, quantiles_ms: dict[str, float], coun
 
 def _outbox_series(engine: Engine) -> Iterator[Metric]:
     """Each webhook sink's durable outbox (its counts are kept in memory)."""
-    from sentinel.sinks.webhook.sink import WebhookSink
-
-    outboxes = {name: runner.sink.statistics().outbox
+    outboxes = {name: runner.can.outbox.outbox_counts()
                 for name, runner in list(engine.runners.items())
-                if isinstance(runner.sink, WebhookSink)}
+                if runner.can.outbox is not None}
     if not outboxes:
         return
     depth = GaugeMetricFamily("sentinel_outbox_pending", "Webhook events waiting for "

@@ -362,6 +362,10 @@ class WebhookSink:
         return DeliveryStatistics(self._delivered, self._failed, self._dead,
                                   len(self._in_flight), self._last_error, counts)
 
+    def outbox_counts(self) -> Counts:
+        """The outbox's counts, from memory (`OutboxSink`: the metrics read them)."""
+        return self.statistics().outbox
+
     def health(self) -> SinkHealth:
         """Failing while the latest delivery attempt failed (apply only enqueues, so the
         runner alone would call the sink ok); the deliveries' counts go along."""
