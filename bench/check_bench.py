@@ -22,9 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sentinel.config.load import load_config  # noqa: E402
 from sentinel.engine.budget import _budget, compute_budget  # noqa: E402
 from sentinel.errors import ConfigError  # noqa: E402
+from sentinel.sinks.registry import load_config  # noqa: E402
 
 
 def _bomb(levels: int) -> str:

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from sentinel.config.load import load_config
     from sentinel.config.model import Config
     from sentinel.engine.engine import Engine
     from sentinel.errors import (
@@ -28,11 +27,12 @@ if TYPE_CHECKING:
         StartupError,
         StateError,
     )
+    from sentinel.sinks.registry import load_config
 
 # Resolved on first use (PEP 562): importing a pure core (a breaker, the Maglev table)
 # must not import the engine and with it Trio (tests/test_layering.py).
 _EXPORTS = {
-    "load_config": "sentinel.config.load",
+    "load_config": "sentinel.sinks.registry",
     "Config": "sentinel.config.model",
     "Engine": "sentinel.engine.engine",
     "SentinelError": "sentinel.errors",

@@ -12,7 +12,7 @@ import pytest
 import sentinel
 
 PUBLIC = {
-    "load_config": "sentinel.config.load",
+    "load_config": "sentinel.sinks.registry",
     "Config": "sentinel.config.model",
     "Engine": "sentinel.engine.engine",
     "SentinelError": "sentinel.errors",

@@ -54,3 +54,34 @@ def test_the_package_alone_imports_without_trio() -> None:
     done = subprocess.run([sys.executable, "-c", PROBE, "sentinel"], capture_output=True,
                           text=True, timeout=60, check=False)
     assert (done.returncode, done.stdout.strip()) == (0, ""), done.stderr
+
+
+CONFIG_ALONE = """
+import importlib, pkgutil, sys, tempfile
+import sentinel.config
+from sentinel.config.load import load_file
+for info in pkgutil.iter_modules(sentinel.config.__path__, "sentinel.config."):
+    importlib.import_module(info.name)
+
+class Kind:  # a sink kind of the test's own, handed to the loader
+    def parse_options(self, node): return node.as_map({"path"})["path"].as_str()
+    def parse_binding(self, node): return None
+    def check_names(self, binding, service, backends): return []
+
+with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+    f.write("version: 1\\nsinks: {out: {type: mine, path: x}}\\n"
+            "services: {web: {backends: ['127.0.0.1:80'], sinks: [out]}}\\n")
+    f.flush()
+    config = load_file(f.name, {"mine": Kind()})
+assert config.sinks[0].options == "x", config
+print(" ".join(sorted(m for m in sys.modules if m.startswith("sentinel.sinks"))))
+"""
+
+
+def test_config_imports_no_sink() -> None:
+    """Every module of `sentinel.config` imports, and a file with a sink loads (with a sink
+    kind the test hands in), without importing any `sentinel.sinks` module: the loader is
+    handed the kinds, each parsing its own options; it imports none."""
+    done = subprocess.run([sys.executable, "-c", CONFIG_ALONE], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, ""), done.stderr

@@ -16,12 +16,12 @@ from pathlib import Path
 import trio
 
 from sentinel.api import URL_FILE, Api, listen, serve_api
-from sentinel.config.load import load_config
 from sentinel.config.model import Config
 from sentinel.engine.budget import compute_budget, describe
 from sentinel.engine.engine import Engine
 from sentinel.errors import ConfigError, ConfigErrors, StartupError, StateError
 from sentinel.limits import budget as fd_budget
+from sentinel.sinks.registry import load_config
 from sentinel.systemd import Notifier
 from sentinel.telemetry.logs import setup_logging
 

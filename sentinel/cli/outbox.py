@@ -24,9 +24,9 @@ from typing import Any
 import httpx
 
 from sentinel.api import Response, choice, integer, parse_query, wrong_method
-from sentinel.config.load import load_config
 from sentinel.config.model import Config
 from sentinel.errors import ConfigError, StateError
+from sentinel.sinks.registry import load_config
 from sentinel.sinks.webhook.outbox import Counts, Entry, Outbox, OutboxLocked
 from sentinel.sinks.webhook.signing import SignatureError, decode_secret, headers
 from sentinel.sinks.webhook.sink import WebhookSink, outbox_path

@@ -2,6 +2,10 @@
 
 Each error names the file, line and column and the key path, e.g.
 `sentinel.yaml:14:9: services.web.backends[1].address: port must be 1..65535, got 70000`.
+
+Each sink kind parses its own options: the loader is handed the kinds by name
+(`SinkParser`; `sentinel.sinks.registry.load_config` hands it every built-in
+kind) and imports no sink module.
 """
 
 from __future__ import annotations
@@ -10,11 +14,11 @@ import hashlib
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from sentinel.cluster.config import parse_cluster
 from sentinel.config.detect import parse_canaries, parse_passive, parse_suspect
@@ -44,6 +48,27 @@ BACKEND_KEYS = {"name", "address", "weight", "backup"}
 MAX_FILE_BYTES = 16 << 20
 _HOST = re.compile(r"^[A-Za-z0-9_.-]+$")
 T = TypeVar("T")
+NameProblem = tuple[str | None, str]  # (backend name, or None for the service; message)
+
+
+class SinkParser(Protocol):
+    """What the loader needs of a sink kind (`sentinel.sinks.base.SinkKind` is one)."""
+
+    def parse_options(self, node: Node) -> object:
+        """Validate the `sinks.NAME` mapping (minus `type`)."""
+        ...
+
+    def parse_binding(self, node: Node) -> object:
+        """Validate a service's `{sink: NAME, ...}` extras."""
+        ...
+
+    def check_names(self, binding: object, service: str, backends: Sequence[str]
+                    ) -> list[NameProblem]:
+        """Which of a service's names the sink's target cannot take."""
+        ...
+
+
+SinkKinds = Mapping[str, SinkParser]  # by config name (`type:`)
 
 
 class _Collector:
@@ -67,8 +92,10 @@ class _Collector:
         return None
 
 
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate the config file at `path`; raise ConfigErrors listing every problem."""
+def load_file(path: str | os.PathLike[str], kinds: SinkKinds,
+              env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the config file at `path` with the sink `kinds` it may use; raise
+    ConfigErrors listing every problem."""
     file = str(path)
     try:
         with open(file, "rb") as f:
@@ -82,14 +109,14 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         root = load_yaml(data, file, env)
     except ConfigError as one:  # not YAML, a duplicate key, an unset ${VAR}, an alias bomb
         raise ConfigErrors([one]) from None
-    config = parse_config(root, file)
+    config = parse_config(root, file, kinds)
     if config.cluster is not None:  # members compare the file as written, before ${VAR}
         digest = hashlib.sha256(data).hexdigest()
         config = replace(config, cluster=replace(config.cluster, config_sha256=digest))
     return config
 
 
-def parse_config(root: Node, file: str) -> Config:
+def parse_config(root: Node, file: str, kinds: SinkKinds) -> Config:
     """Validate a composed document."""
     errors = _Collector()
     top = errors.run(lambda: _top(root)) or {}
@@ -105,9 +132,9 @@ def parse_config(root: Node, file: str) -> Config:
     api = errors.run(lambda: parse_api(top["api"])) if "api" in top else ApiConfig()
     telemetry = (errors.run(lambda: _telemetry(top["telemetry"])) if "telemetry" in top
                  else TelemetryConfig())
-    sinks = _sinks(top.get("sinks"), errors)
+    sinks = _sinks(top.get("sinks"), kinds, errors)
     defaults = errors.run(lambda: _defaults(top.get("defaults"))) or {}
-    services = _services(top.get("services"), defaults, sinks, errors)
+    services = _services(top.get("services"), defaults, sinks, kinds, errors)
     cluster = errors.run(lambda: parse_cluster(top["cluster"])) if "cluster" in top else None
     canaries = (errors.run(lambda: parse_canaries(top["canaries"])) or ()
                 if "canaries" in top else ())
@@ -246,11 +273,10 @@ def _string_map(node: Node | None) -> tuple[tuple[str, str], ...]:
     return tuple((k, v.as_str()) for k, v in node.items()) if node is not None else ()
 
 
-def _sinks(node: Node | None, errors: _Collector) -> dict[str, SinkConfig | None]:
+def _sinks(node: Node | None, kinds: SinkKinds, errors: _Collector
+           ) -> dict[str, SinkConfig | None]:
     """Every sink by name; None for one defined with errors (reported here, once: the
     services that use it are not told it is undefined)."""
-    from sentinel.sinks.registry import SINK_KINDS
-
     out: dict[str, SinkConfig | None] = {}
     if node is None:
         return out
@@ -261,10 +287,10 @@ def _sinks(node: Node | None, errors: _Collector) -> dict[str, SinkConfig | None
             if "type" not in e:
                 raise entry.error("a sink needs `type`")
             kind = e["type"].as_str()
-            if kind not in SINK_KINDS:
+            if kind not in kinds:
                 raise e["type"].error(f"unknown sink type {kind!r}; expected one of: "
-                                      f"{', '.join(sorted(SINK_KINDS))}")
-            options = SINK_KINDS[kind].parse_options(entry.without("type"))
+                                      f"{', '.join(sorted(kinds))}")
+            options = kinds[kind].parse_options(entry.without("type"))
             out[name] = SinkConfig(name=name, type=kind, options=options)
     return out
 
@@ -276,20 +302,20 @@ def _defaults(node: Node | None) -> Mapping[str, Node]:
 
 
 def _services(node: Node | None, defaults: Mapping[str, Node],
-              sinks: Mapping[str, SinkConfig | None], errors: _Collector
+              sinks: Mapping[str, SinkConfig | None], kinds: SinkKinds, errors: _Collector
               ) -> list[ServiceConfig]:
     out: list[ServiceConfig] = []
     if node is None:
         return out
     for name, entry in errors.run(lambda: list(node.items())) or []:
-        svc = errors.run(lambda n=name, en=entry: _service(n, en, defaults, sinks))  # type: ignore[misc]
+        svc = errors.run(lambda n=name, en=entry: _service(n, en, defaults, sinks, kinds))  # type: ignore[misc]
         if svc is not None:
             out.append(svc)
     return out
 
 
 def _service(name: str, node: Node, defaults: Mapping[str, Node],
-             sinks: Mapping[str, SinkConfig | None]) -> ServiceConfig:
+             sinks: Mapping[str, SinkConfig | None], kinds: SinkKinds) -> ServiceConfig:
     own = node.as_map(SERVICE_KEYS)
     errors = _Collector()
     if "backends" not in own:
@@ -303,9 +329,10 @@ def _service(name: str, node: Node, defaults: Mapping[str, Node],
         merged(defaults.get("probe"), own.get("probe"), "type", TIMING_KEYS, "tcp")))
     breaker = errors.run(lambda: parse_breaker(
         merged(defaults.get("breaker"), own.get("breaker"), "kind", set(), "nginx")))
-    bindings = errors.run(lambda: _bindings(pick("sinks"), sinks)) or ()
+    bindings = errors.run(lambda: _bindings(pick("sinks"), sinks, kinds)) or ()
     if backends:
-        errors.run(lambda: _check_names(name, node, own["backends"], backends, bindings, sinks))
+        errors.run(lambda: _check_names(name, node, own["backends"], backends, bindings, sinks,
+                                        kinds))
     slow = pick("slow_start")
     slow_start = errors.run(lambda: slow.as_duration(positive=False)) if slow else 0.0
     min_up_node = pick("min_up")
@@ -369,10 +396,8 @@ def _backend(item: Node) -> BackendConfig:
     )
 
 
-def _bindings(node: Node | None, sinks: Mapping[str, SinkConfig | None]
+def _bindings(node: Node | None, sinks: Mapping[str, SinkConfig | None], kinds: SinkKinds
               ) -> tuple[SinkBinding, ...]:
-    from sentinel.sinks.registry import SINK_KINDS
-
     if node is None:
         return ()
     out = []
@@ -388,17 +413,15 @@ def _bindings(node: Node | None, sinks: Mapping[str, SinkConfig | None]
         if sink is None:  # its definition's errors are reported where it is defined
             continue
         extras = item.without("sink") if item.is_map else item.derive({})
-        out.append(SinkBinding(sink=name, options=SINK_KINDS[sink.type].parse_binding(extras)))
+        out.append(SinkBinding(sink=name, options=kinds[sink.type].parse_binding(extras)))
     return tuple(out)
 
 
 def _check_names(service: str, node: Node, backends_node: Node,
                  backends: tuple[BackendConfig, ...], bindings: tuple[SinkBinding, ...],
-                 sinks: Mapping[str, SinkConfig | None]) -> None:
+                 sinks: Mapping[str, SinkConfig | None], kinds: SinkKinds) -> None:
     """Names each bound sink writes where a balancer parses them (nginx upstreams,
     HAProxy backends and servers) must be names that balancer accepts."""
-    from sentinel.sinks.registry import SINK_KINDS
-
     where = {  # backend name -> its node: the `name:` if given, else the address
         backend.name: (item.get("name") or item.get("address") or item) if item.is_map else item
         for item, backend in zip(backends_node.as_list(), backends, strict=True)}
@@ -406,7 +429,7 @@ def _check_names(service: str, node: Node, backends_node: Node,
     for binding in bindings:
         sink = sinks[binding.sink]
         assert sink is not None
-        for culprit, message in SINK_KINDS[sink.type].check_names(
+        for culprit, message in kinds[sink.type].check_names(
                 binding.options, service, [b.name for b in backends]):
             text = f"{message} (sink {binding.sink})"
             problems.append(node.key_error(text) if culprit is None

@@ -16,12 +16,12 @@ from collections.abc import Callable, Mapping
 import trio
 
 from sentinel.breakers import make_breaker
-from sentinel.config.load import load_config
 from sentinel.config.model import Config, ProbeConfig, ServiceConfig
 from sentinel.engine.backend import BackendRuntime
 from sentinel.engine.service import ServiceRuntime
 from sentinel.errors import ConfigError, ConfigErrors
 from sentinel.probes.base import Probe, Target
+from sentinel.sinks.registry import load_config
 from sentinel.sinks.runner import SinkRunner
 
 log = logging.getLogger(__name__)

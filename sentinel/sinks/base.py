@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 
 import trio
 
+from sentinel.config.load import NameProblem
 from sentinel.config.model import Config
 from sentinel.errors import SinkUnavailable
 from sentinel.model import Event, ServiceView
@@ -199,9 +200,6 @@ class SinkContext:
     state_dir: Path
     state_document: Callable[[], dict[str, object]] = field(default=lambda: {})  # `file`
     config: Callable[[], Config | None] = field(default=lambda: None)  # as reloaded
-
-
-NameProblem = tuple[str | None, str]  # (backend name, or None for the service; message)
 
 
 def no_name_rules(binding: object, service: str, backends: Sequence[str]

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.config.load import load_config
 from sentinel.config.model import ProbeConfig, ServiceConfig, ThresholdBreakerConfig, Timing
 from sentinel.engine.budget import compute_budget
+from sentinel.sinks.registry import load_config
 from tests.config import COMMAND_TIMEOUT, run_sentinel, write_config
 from tests.e2e.helpers import Processes, start_sentinel
 

@@ -10,8 +10,8 @@ import pytest
 import trustme
 
 from sentinel.cluster.config import ClusterConfig, EtcdTls
-from sentinel.config.load import load_config
 from sentinel.errors import ConfigErrors
+from sentinel.sinks.registry import load_config
 from tests.config import run_sentinel, write_config
 
 SERVICES = """\

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.config.load import load_config
 from sentinel.config.model import Config, InitState, PassiveConfig, SuspectConfig
 from sentinel.errors import ConfigErrors
+from sentinel.sinks.registry import load_config
 from tests.config import write_config
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.config.load import load_config
 from sentinel.errors import ConfigErrors
+from sentinel.sinks.registry import load_config
 from tests.config import run_sentinel, write_config
 
 UNSET_VAR = "SENTINEL_TEST_SURELY_UNSET"

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sentinel.config.load import load_config
 from sentinel.errors import ConfigError, ConfigErrors
+from sentinel.sinks.registry import load_config
 from tests.config import run_sentinel
 
 DURATION = "expected a duration such as 250ms, 2s, 1m, 1h or a number of seconds"

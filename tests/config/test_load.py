@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.config.load import load_config
 from sentinel.config.model import (
     ApiConfig,
     BackendConfig,
@@ -32,6 +31,7 @@ from sentinel.config.model import (
 )
 from sentinel.sinks.exec import ExecOptions
 from sentinel.sinks.file import FileOptions
+from sentinel.sinks.registry import load_config
 from tests.config import write_config
 
 FULL = """\

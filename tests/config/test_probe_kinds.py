@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.config.load import load_config
 from sentinel.config.model import AgentSpec, DnsSpec, GrpcSpec
 from sentinel.errors import ConfigErrors
+from sentinel.sinks.registry import load_config
 from tests.config import run_sentinel, write_config
 
 HEAD = """\

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from sentinel.config.load import load_config
 from sentinel.model import BackendView, ServiceView, State
 from sentinel.sinks.base import Update
 from sentinel.sinks.nginx.sink import NginxOptions, NginxSink
+from sentinel.sinks.registry import load_config
 from tests.e2e.balancers import stream_module
 from tests.e2e.helpers import ROOT, require_binary, skip_or_fail
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.config.load import load_config
 from sentinel.config.model import TelemetryConfig, TracesConfig
 from sentinel.errors import ConfigErrors
+from sentinel.sinks.registry import load_config
 
 BASE = """\
 version: 1

@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 
 import trio
 
+from sentinel.config.load import NameProblem
 from sentinel.config.node import Node
 from sentinel.errors import SinkError, SinkRejected
 from sentinel.model import BackendView, ServiceView, State
-from sentinel.sinks.base import NameProblem, SinkContext, SinkHealth, SinkKind, Update
+from sentinel.sinks.base import SinkContext, SinkHealth, SinkKind, Update
 from sentinel.sinks.haproxy.runtime_api import ProcessInfo, RuntimeApi, ServerState
 from sentinel.sinks.services import forget_removed
 

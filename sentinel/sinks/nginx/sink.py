@@ -38,13 +38,14 @@ from pathlib import Path
 
 import trio
 
+from sentinel.config.load import NameProblem
 from sentinel.config.node import Node
 from sentinel.config.sections import default_command, parse_command
 from sentinel.errors import SinkError, SinkRejected, SinkUnavailable
 from sentinel.files import write_atomic
 from sentinel.model import ServiceView
 from sentinel.process import ProcessOutcome, run_command
-from sentinel.sinks.base import NameProblem, SinkContext, SinkKind, Update
+from sentinel.sinks.base import SinkContext, SinkKind, Update
 from sentinel.sinks.nginx.render import (
     CONTEXTS,
     MODES,

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import trio
 
-from sentinel.config.load import load_config
 from sentinel.engine.engine import Engine
 from sentinel.sinks.ipvs.table import (
     ServiceEntry,
@@ -18,6 +17,7 @@ from sentinel.sinks.ipvs.table import (
     parse_thresholds,
     parse_virtual,
 )
+from sentinel.sinks.registry import load_config
 from tests.sinks.ipvs.vm import Vm
 
 CONFIG = """\

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from sentinel.config.load import load_config
 from sentinel.sinks.base import Update
 from sentinel.sinks.ipvs.options import IpvsOptions
 from sentinel.sinks.ipvs.sink import IpvsSink
+from sentinel.sinks.registry import load_config
 from tests.sinks.ipvs.kernel import backends, running, wait_for, weights, write_config
 from tests.sinks.ipvs.vm import Vm
 from tests.sinks.ipvs.vmimage import MISSING_SCHEDULER

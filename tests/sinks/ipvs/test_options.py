@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.config.load import load_config
 from sentinel.config.node import load_yaml
 from sentinel.errors import ConfigError, ConfigErrors
 from sentinel.sinks.ipvs.options import IpvsBinding, parse_binding, warnings
 from sentinel.sinks.ipvs.table import ServiceSpec, Virtual
+from sentinel.sinks.registry import load_config
 from tests.config import run_sentinel, write_config
 
 

@@ -13,7 +13,6 @@ import trio
 import trio.testing
 
 from sentinel.api import Api, serve_api
-from sentinel.config.load import load_config
 from sentinel.config.model import ApiConfig
 from sentinel.engine.engine import Engine
 from sentinel.errors import ConfigErrors, SinkUnavailable
@@ -21,6 +20,7 @@ from sentinel.model import BackendView, ServiceView, State
 from sentinel.sinks.base import SinkContext, Update
 from sentinel.sinks.maglev.sink import MaglevOptions, MaglevSink
 from sentinel.sinks.maglev.table import NO_BACKEND, Mode
+from sentinel.sinks.registry import load_config
 from tests.engine.fakes import FakeProbe, config, service
 
 PORTS = [9001, 9002, 9003]
