@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from sentinel.cli import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from sentinel.config.node import Node
 from sentinel.errors import ConfigError
 from sentinel.extras import missing
@@ -35,8 +36,6 @@ from sentinel.sinks.maglev.table import (
     sidecar,
     table_files,
 )
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 def add_maglev_parser(sub: Any, common: argparse.ArgumentParser) -> None:
