@@ -67,7 +67,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from sentinel.breakers.base import Change, Health, Transition
 from sentinel.breakers.dampen import Damper
@@ -105,9 +105,9 @@ class Note:
 Steps = tuple[tuple[float, int], ...]  # a slow-start ramp: (offset from recovery, weight)
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What one result changes, for the shell to carry out."""
+class Decision(NamedTuple):
+    """What one result changes, for the shell to carry out. (Frozen, as a NamedTuple: one
+    is made per probe, and a frozen dataclass costs four times as much to build.)"""
 
     transition: Transition | None  # the breaker's answer; None: a LOCAL failure, not fed
     desired: tuple[State, int]  # the state and weight this backend should be published with
@@ -139,7 +139,9 @@ def decide(backend: BackendRuntime, result: ProbeResult, now: float, slow_start:
         if len(steps) > 1:
             ramp, ramp_weight = tuple(steps), steps[0][1]
     script = result.weight if result.weight is not None else backend.script_weight
-    want = desired(backend.override, healthy(backend), backend.inputs, script, ramp_weight,
+    suppressed = damper is not None and damper.suppressed
+    up = verdict(transition.health, suppressed, backend.inputs) is Health.UP
+    want = desired(backend.override, up, backend.inputs, script, ramp_weight,
                    backend.config.weight)
     if not changed and want == backend.published:  # the common case: every probe
         return Decision(transition, want, publish=False, notes=notes)

@@ -312,11 +312,12 @@ class Engine:
                 self._first_round.set()
         for note in decision.notes:
             log.log(note.level, "%s/%s: %s", backend.service, backend.config.name, note.text)
-        if decision.ramp:
-            self._start_ramp(backend, decision.ramp)
-        if decision.changed:
-            backend.verdict = decision.reason
         publish, reason = decision.publish, decision.reason
+        if publish:  # the common case (nothing changed) stays cheap: it runs every probe
+            if decision.ramp:
+                self._start_ramp(backend, decision.ramp)
+            if decision.changed:
+                backend.verdict = reason
         record = ProbeRecord(svc.config.name, backend.target.backend, backend.target.host,
                              backend.target.port, svc.config.probe.type, result, start_unix,
                              (backend.published[0].value, decision.desired[0].value, reason)
