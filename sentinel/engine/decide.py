@@ -107,7 +107,7 @@ Steps = tuple[tuple[float, int], ...]  # a slow-start ramp: (offset from recover
 
 class Decision(NamedTuple):
     """What one result changes, for the shell to carry out. (Frozen, as a NamedTuple: one
-    is made per probe, and a frozen dataclass costs four times as much to build.)"""
+    is made per probe, and a frozen dataclass costs twice as much to build.)"""
 
     transition: Transition | None  # the breaker's answer; None: a LOCAL failure, not fed
     desired: tuple[State, int]  # the state and weight this backend should be published with
