@@ -32,6 +32,7 @@ from sentinel.config.model import (
     ServiceConfig,
     SinkBinding,
     SinkConfig,
+    SinkScope,
     TelemetryConfig,
     TracesConfig,
 )
@@ -65,6 +66,11 @@ class SinkParser(Protocol):
     def check_names(self, binding: object, service: str, backends: Sequence[str]
                     ) -> list[NameProblem]:
         """Which of a service's names the sink's target cannot take."""
+        ...
+
+    @property
+    def scope(self) -> SinkScope:
+        """Where the kind runs in a cluster unless a sink says otherwise (SPEC 12)."""
         ...
 
 
@@ -290,8 +296,11 @@ def _sinks(node: Node | None, kinds: SinkKinds, errors: _Collector
             if kind not in kinds:
                 raise e["type"].error(f"unknown sink type {kind!r}; expected one of: "
                                       f"{', '.join(sorted(kinds))}")
-            options = kinds[kind].parse_options(entry.without("type"))
-            out[name] = SinkConfig(name=name, type=kind, options=options)
+            options = kinds[kind].parse_options(entry.without("type", "scope"))
+            chosen = (e["scope"].as_choice(("local", "leader")) if "scope" in e
+                      else kinds[kind].scope)
+            scope: SinkScope = "leader" if chosen == "leader" else "local"
+            out[name] = SinkConfig(name=name, type=kind, options=options, scope=scope)
     return out
 
 

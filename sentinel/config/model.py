@@ -240,13 +240,19 @@ class PassiveConfig:
     count: bool = False
 
 
+SinkScope = Literal["local", "leader"]
+
+
 @dataclass(frozen=True, slots=True)
 class SinkConfig:
-    """A named sink: its kind and that kind's parsed options."""
+    """A named sink: its kind, that kind's parsed options, and in a cluster (SPEC 12)
+    where it runs: on every member (`local`: balancers) or on the leader alone
+    (`leader`: notifications)."""
 
     name: str
     type: str
     options: object = None
+    scope: SinkScope = "local"
 
 
 @dataclass(frozen=True, slots=True)

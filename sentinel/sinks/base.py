@@ -25,7 +25,7 @@ from typing import Protocol, runtime_checkable
 import trio
 
 from sentinel.config.load import NameProblem
-from sentinel.config.model import Config
+from sentinel.config.model import Config, SinkScope
 from sentinel.errors import SinkUnavailable
 from sentinel.model import Event, ServiceView
 
@@ -217,6 +217,8 @@ class SinkKind:
     check_names(binding, service, backends) says which of a service's names the
     target cannot take (nginx upstream names, HAProxy backend and server names),
     given the binding's name overrides; create(name, options, ctx) builds the sink.
+    `scope` is where the kind runs in a cluster unless a sink says otherwise: `local`
+    (every member, the balancers' own kinds) or `leader` (notifications, once per event).
     """
 
     name: str
@@ -224,6 +226,7 @@ class SinkKind:
     parse_binding: Callable[..., object]
     create: Callable[[str, object, SinkContext], Sink]
     check_names: Callable[[object, str, Sequence[str]], list[NameProblem]] = no_name_rules
+    scope: SinkScope = "local"
 
 
 class RecordingSink:

@@ -96,4 +96,4 @@ def _create(name: str, options: object, ctx: SinkContext) -> ExecSink:
 
 
 KIND = SinkKind(name="exec", parse_options=parse_options, parse_binding=parse_binding,
-                create=_create)
+                create=_create, scope="leader")

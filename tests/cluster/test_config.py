@@ -157,3 +157,23 @@ def test_check_reports_cluster_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "sentinel.yaml:6:9: cluster.node: must not be empty" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sink_scope(tmp_path: Path) -> None:
+    """Notification kinds (webhook, exec) run on the leader alone unless a sink says
+    `scope: local`; the balancers' kinds run on every member unless it says `leader`."""
+    path = write_config(tmp_path, textwrap.dedent("""\
+        sinks:
+          ring: {type: maglev}
+          view: {type: file, path: view.json, scope: leader}
+          page: {type: exec, command: [/bin/true]}
+          ops: {type: webhook, url: http://127.0.0.1:1/hook, scope: local,
+                secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw}
+        """) + SERVICES)
+    scopes = {s.name: s.scope for s in load_config(path, env={}).sinks}
+    assert scopes == {"ring": "local", "view": "leader", "page": "leader", "ops": "local"}
+    bad = write_config(tmp_path, "sinks:\n  ring: {type: maglev, scope: all}\n" + SERVICES)
+    with pytest.raises(ConfigErrors) as caught:
+        load_config(bad, env={})
+    assert [str(e).replace(str(tmp_path) + "/", "") for e in caught.value.errors] == [
+        "sentinel.yaml:2:31: sinks.ring.scope: expected one of local, leader; got 'all'"]

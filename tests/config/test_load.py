@@ -110,7 +110,7 @@ def test_sinks(config: Config) -> None:
     assert config.sinks == (
         SinkConfig("state_file", "file", FileOptions(path="./view.json")),
         SinkConfig("page", "exec", ExecOptions(command=("/bin/echo", "{service} is", "{to}"),
-                                               timeout=0.25)),
+                                               timeout=0.25), scope="leader"),
     )
 
 

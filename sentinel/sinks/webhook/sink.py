@@ -426,4 +426,4 @@ def _create(name: str, options: object, ctx: SinkContext) -> WebhookSink:
 
 
 KIND = SinkKind(name="webhook", parse_options=parse_options, parse_binding=parse_binding,
-                create=_create)
+                create=_create, scope="leader")
