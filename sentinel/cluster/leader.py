@@ -13,11 +13,15 @@ instead of landing after a successor's (`NotLeader`).
 
 What the leader writes (keys under PREFIX):
 
-    seq                   the cluster's last event seq (decimal)
-    views/SERVICE         the agreed view of SERVICE (JSON, the caller's document)
-    events/SEQ            a batch of events, keyed by its last seq (20 digits, so
+    agreed/seq            the cluster's last event seq (decimal)
+    agreed/views/SERVICE  the agreed view of SERVICE (JSON, the caller's document)
+    agreed/events/SEQ     a batch of events, keyed by its last seq (20 digits, so
                           keys sort by seq): a JSON list of SPEC 4 event documents
     delivered/SINK        the last seq a leader-scope sink (webhook) delivered
+
+Every member follows `agreed/` with one PrefixMirror (`read_agreed` sorts what
+it reports): views and the events that led to them change in one revision,
+so they reach a member in one watch answer.
 
 Views, their events and `seq` change in one transaction, which also
 compares `seq` with the value the leader last wrote: events are numbered
@@ -42,6 +46,7 @@ import trio
 
 from sentinel.cluster.etcd import Compare, Delete, EtcdClient, Get, Op, Put, prefix_end
 from sentinel.cluster.membership import Lease
+from sentinel.cluster.mirror import Changes
 from sentinel.errors import EtcdError, NotLeader
 from sentinel.model import Event
 from sentinel.sinks.runner import Backoff
@@ -53,6 +58,11 @@ KEEP_EVENTS = 1000  # SPEC 6: /v1/events holds at least the last 1,000
 
 def _seq_key(seq: int) -> str:
     return f"{seq:020d}"
+
+
+def agreed_prefix(prefix: str) -> str:
+    """Where the agreed state lives: what every member follows."""
+    return f"{prefix}agreed/"
 
 
 def _doc(value: Any) -> bytes:
@@ -86,6 +96,39 @@ class AgreedState:
     views: dict[str, Any]
     delivered: dict[str, int]
     revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class AgreedChanges:
+    """One report of a mirror of `agreed/`, sorted out (see `read_agreed`)."""
+
+    seq: int | None  # the cluster's seq, when it changed
+    views: dict[str, Any]  # service -> its new agreed view document
+    events: tuple[Event, ...]  # events of the batches that appeared, oldest first
+
+
+def read_agreed(prefix: str, changes: Changes) -> AgreedChanges:
+    """What changed under `agreed/` (a PrefixMirror's report): the seq, the views and
+    the new events. Deletions (old event batches trimmed) carry nothing; a value that
+    is not what a leader writes is logged and skipped."""
+    agreed = agreed_prefix(prefix)
+    seq: int | None = None
+    views: dict[str, Any] = {}
+    events: list[Event] = []
+    for key, kv in changes.items():
+        if kv is None:
+            continue
+        name = key[len(agreed):]
+        try:
+            if name == "seq":
+                seq = int(kv.value)
+            elif name.startswith("views/"):
+                views[name[len("views/"):]] = json.loads(kv.value)
+            elif name.startswith("events/"):
+                events.extend(Event.from_json(doc) for doc in json.loads(kv.value))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("cluster: ignoring %s: %r", key, exc)
+    return AgreedChanges(seq, views, tuple(sorted(events, key=lambda e: e.seq)))
 
 
 class Election:
@@ -154,6 +197,7 @@ class Leader:
         self.term = term
         self._keep = keep_events
         self._fence = Compare(f"{prefix}leader", "CREATE", term.revision)
+        self._agreed = agreed_prefix(prefix)
         self._seq: int | None = None  # None: unknown until load()
         self._delivered: dict[str, int] = {}
 
@@ -165,8 +209,8 @@ class Leader:
     async def load(self) -> AgreedState:
         """Read seq, every agreed view and the delivered seqs, atomically (one
         read-only transaction)."""
-        views, delivered = f"{self.prefix}views/", f"{self.prefix}delivered/"
-        done = await self.client.txn([], [Get(f"{self.prefix}seq"),
+        views, delivered = f"{self._agreed}views/", f"{self.prefix}delivered/"
+        done = await self.client.txn([], [Get(f"{self._agreed}seq"),
                                           Get(views, prefix_end(views)),
                                           Get(delivered, prefix_end(delivered))])
         seq_kvs, view_kvs, delivered_kvs = (r.kvs for r in done.ranges)
@@ -193,15 +237,15 @@ class Leader:
         numbered = [replace(e, seq=seq + i + 1)
                     for i, e in enumerate(e for c in changes for e in c.events)]
         last = seq + len(numbered)
-        ops: list[Op] = [Put(f"{self.prefix}views/{c.service}", _doc(c.view)) for c in changes]
+        agreed = self._agreed
+        ops: list[Op] = [Put(f"{agreed}views/{c.service}", _doc(c.view)) for c in changes]
         if numbered:
-            ops.append(Put(f"{self.prefix}events/{_seq_key(last)}",
+            ops.append(Put(f"{agreed}events/{_seq_key(last)}",
                            _doc([e.to_json() for e in numbered])))
-            ops.append(Put(f"{self.prefix}seq", str(last).encode()))
+            ops.append(Put(f"{agreed}seq", str(last).encode()))
             floor = min([last - self._keep, *self._delivered.values()])
             if floor > 0:  # drop batches wholly at or below the floor
-                ops.append(Delete(f"{self.prefix}events/",
-                                  f"{self.prefix}events/{_seq_key(floor + 1)}"))
+                ops.append(Delete(f"{agreed}events/", f"{agreed}events/{_seq_key(floor + 1)}"))
         await self._fenced(ops, expect_seq=seq)
         self._seq = last
         return numbered
@@ -214,8 +258,8 @@ class Leader:
     async def events_after(self, seq: int) -> list[Event]:
         """The events with seq above `seq` still held, oldest first (for a new leader
         resuming deliveries, and for /v1/events)."""
-        found = await self.client.range(f"{self.prefix}events/{_seq_key(seq + 1)}",
-                                        prefix_end(f"{self.prefix}events/"))
+        found = await self.client.range(f"{self._agreed}events/{_seq_key(seq + 1)}",
+                                        prefix_end(f"{self._agreed}events/"))
         return [event for kv in found.kvs
                 for event in (Event.from_json(doc) for doc in json.loads(kv.value))
                 if event.seq > seq]
@@ -227,12 +271,13 @@ class Leader:
 
     async def _fenced(self, ops: Sequence[Op], *, expect_seq: int | None = None) -> None:
         compare = [self._fence]
+        seq_key = f"{self._agreed}seq"
         if expect_seq is not None:
-            compare.append(Compare(f"{self.prefix}seq", "VALUE", str(expect_seq).encode())
-                           if expect_seq else Compare(f"{self.prefix}seq", "CREATE", 0))
+            compare.append(Compare(seq_key, "VALUE", str(expect_seq).encode())
+                           if expect_seq else Compare(seq_key, "CREATE", 0))
         try:
             done = await self.client.txn(compare, ops, [Get(f"{self.prefix}leader"),
-                                                        Get(f"{self.prefix}seq")])
+                                                        Get(seq_key)])
         except EtcdError as exc:
             if exc.maybe_applied and expect_seq is not None:
                 self._seq = None

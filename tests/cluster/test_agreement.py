@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from sentinel.cluster.assign import Member, probers_for
-from sentinel.cluster.leader import Election, Leader, ServiceChange
+from sentinel.cluster.leader import Election, Leader, ServiceChange, agreed_prefix
 from sentinel.cluster.membership import Lease, MemberInfo, Membership
 from sentinel.cluster.mirror import PrefixMirror
 from sentinel.cluster.observations import ObservationTable, ObservationWriter
@@ -44,7 +44,7 @@ class Node:
                                      version="0.1.0", on_members=self._members_changed)
         self.writer = ObservationWriter(self.client, prefix, name)
         self.sees = dict.fromkeys(BACKENDS, UP)  # what this member's probes say
-        self.views = PrefixMirror(self.client, f"{prefix}views/", check_every=2.0)
+        self.views = PrefixMirror(self.client, agreed_prefix(prefix), check_every=2.0)
         self.leading = False
         self.events: list[Event] = []  # published while this member led
         self.rounds = 0  # votes completed while leading
@@ -64,7 +64,7 @@ class Node:
 
     def agreed(self) -> dict[str, str]:
         """The agreed view as this member follows it."""
-        kv = self.views.items.get(f"{self.config.prefix}views/web")
+        kv = self.views.items.get(f"{agreed_prefix(self.config.prefix)}views/web")
         return dict(json.loads(kv.value)["backends"]) if kv else {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

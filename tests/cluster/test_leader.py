@@ -9,9 +9,19 @@ import pytest
 import trio
 
 from sentinel.cluster.etcd import EtcdClient
-from sentinel.cluster.leader import Election, Leader, ServiceChange, Term
+from sentinel.cluster.leader import (
+    AgreedChanges,
+    Election,
+    Leader,
+    ServiceChange,
+    Term,
+    agreed_prefix,
+    read_agreed,
+)
 from sentinel.cluster.membership import Lease
+from sentinel.cluster.mirror import PrefixMirror
 from sentinel.errors import EtcdError, NotLeader
+from tests.e2e.balancers import eventually
 from tests.sinks.webhook.conftest import event
 
 pytestmark = pytest.mark.e2e
@@ -176,6 +186,33 @@ async def test_old_events_trimmed_but_not_undelivered(client: EtcdClient, prefix
     await leader.publish([change("web", "down", "web1")])
     assert [e.seq for e in await leader.events_after(0)] == [7, 8, 9]
     assert (await leader.load()).delivered == {"ops": 8}
-    raw = await client.get(prefix + "events/00000000000000000009")
+    raw = await client.get(prefix + "agreed/events/00000000000000000009")
     assert raw is not None
     assert json.loads(raw.value)[0]["seq"] == 9
+
+
+async def test_members_follow_views_and_events_together(client: EtcdClient,
+                                                         prefix: str) -> None:
+    """A mirror of agreed/ reports each publication's views, seq and events (however the
+    watch batches them), sorted by read_agreed; a stray value is skipped."""
+    reports: list[AgreedChanges] = []
+    mirror = PrefixMirror(client, agreed_prefix(prefix),
+                          on_change=lambda changes: reports.append(read_agreed(prefix, changes)))
+    _, term = await elect(client, prefix, "n1")
+    leader = Leader(client, prefix, term)
+    await leader.load()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(mirror.run)
+        await leader.publish([change("web", "down", "web1", "web2"), change("api", "up")])
+        await client.put(agreed_prefix(prefix) + "views/bad", b"{not json")
+        await leader.publish([change("web", "up", "web1")])
+        await eventually(lambda: sum(len(r.events) for r in reports) == 3,
+                         what="three events")
+        nursery.cancel_scope.cancel()
+    assert [(e.seq, e.backend, e.to_state) for r in reports for e in r.events] == [
+        (1, "web1", "down"), (2, "web2", "down"), (3, "web1", "up")]
+    assert [r.seq for r in reports if r.seq is not None][-1] == 3
+    views: dict[str, object] = {}
+    for r in reports:
+        views.update(r.views)
+    assert views == {"web": {"backends": {"web1": "up"}}, "api": {"backends": {}}}
