@@ -25,6 +25,7 @@ Rules this client keeps:
   etcd's own clientv3 does.
 - With user/password the client authenticates and sends the token; an
   expired token is renewed once per call.
+- `statistics()` counts calls, failures and their latency (for the metrics).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -40,11 +43,13 @@ from typing import Any, Literal
 import httpx
 import trio
 
+from sentinel.engine.pacing import percentiles
 from sentinel.errors import EtcdCompacted, EtcdError
 
 UNAVAILABLE = 14  # gRPC codes etcd answers with
 UNAUTHENTICATED = 16
 _SAFE_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)  # the request never left
+LATENCY_SAMPLES = 1024  # recent calls the latency percentiles cover
 
 
 def b64(data: str | bytes) -> str:
@@ -199,6 +204,19 @@ class WatchBatch:
         return self.revision + 1
 
 
+@dataclass(frozen=True, slots=True)
+class EtcdStatistics:
+    """The client's calls since start (watches count when opened), for the metrics."""
+
+    calls: int
+    errors: int
+    last_error: str
+    latency_sum: float  # seconds, over every call
+    latency_p50_ms: float  # over the recent calls
+    latency_p99_ms: float
+    latency_max_ms: float
+
+
 class EtcdClient:
     """Calls to one etcd cluster through any of its `endpoints`."""
 
@@ -216,6 +234,16 @@ class EtcdClient:
         self._http = httpx.AsyncClient(
             verify=ssl_context if ssl_context is not None else True,
             timeout=httpx.Timeout(timeout), trust_env=False)
+        self._calls = self._errors = 0
+        self._last_error = ""
+        self._latency: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self._latency_sum = 0.0
+
+    def statistics(self) -> EtcdStatistics:
+        """A frozen snapshot of the calls so far."""
+        p = percentiles(self._latency)
+        return EtcdStatistics(self._calls, self._errors, self._last_error, self._latency_sum,
+                              p[0.5], p[0.99], p[1.0])
 
     async def aclose(self) -> None:
         """Close the connections."""
@@ -296,11 +324,12 @@ class EtcdClient:
         body = _range(key, range_end)
         if start_revision:
             body["start_revision"] = str(start_revision)
-        with self._mapped("/v3/watch"), trio.move_on_after(self.timeout) as scope:
-            endpoint, response = await self._open_watch({"create_request": body})
-        if scope.cancelled_caught:
-            raise EtcdError(f"/v3/watch: no answer within {self.timeout:g}s "
-                            f"(last tried {self.endpoints[self._current]})")
+        with self._mapped("/v3/watch"):
+            with trio.move_on_after(self.timeout) as scope:
+                endpoint, response = await self._open_watch({"create_request": body})
+            if scope.cancelled_caught:
+                raise EtcdError(f"/v3/watch: no answer within {self.timeout:g}s "
+                                f"(last tried {self.endpoints[self._current]})")
         try:
             stream = WatchStream(endpoint, response.aiter_lines())
             with trio.move_on_after(self.timeout) as scope:
@@ -343,18 +372,18 @@ class EtcdClient:
 
     async def _call(self, path: str, body: dict[str, Any], *,
                     idempotent: bool = True) -> dict[str, Any]:
-        with self._mapped(path), trio.move_on_after(self.timeout) as scope:
-            try:
-                return await self._attempt(path, body, idempotent)
-            except EtcdError as exc:
-                if exc.code != UNAUTHENTICATED or self._user is None:
-                    raise
-                self._token = None  # expired or revoked: authenticate again, once
-                return await self._attempt(path, body, idempotent)
-        assert scope.cancelled_caught
-        raise EtcdError(f"{path}: no answer within {self.timeout:g}s "
-                        f"(last tried {self.endpoints[self._current]})",
-                        maybe_applied=not idempotent)
+        with self._mapped(path):
+            with trio.move_on_after(self.timeout):
+                try:
+                    return await self._attempt(path, body, idempotent)
+                except EtcdError as exc:
+                    if exc.code != UNAUTHENTICATED or self._user is None:
+                        raise
+                    self._token = None  # expired or revoked: authenticate again, once
+                    return await self._attempt(path, body, idempotent)
+            raise EtcdError(f"{path}: no answer within {self.timeout:g}s "
+                            f"(last tried {self.endpoints[self._current]})",
+                            maybe_applied=not idempotent)
 
     async def _attempt(self, path: str, body: dict[str, Any],
                        idempotent: bool) -> dict[str, Any]:
@@ -396,15 +425,29 @@ class EtcdClient:
 
     @contextmanager
     def _mapped(self, path: str) -> Iterator[None]:
-        """The edge: whatever escapes from httpx or the JSON becomes an EtcdError."""
+        """The edge: whatever escapes from httpx or the JSON becomes an EtcdError; every
+        call is counted and timed here."""
+        started = time.perf_counter()
+        self._calls += 1
         try:
             yield
-        except EtcdError:
+        except EtcdError as exc:
+            self._failed(exc)
             raise
         except (httpx.HTTPError, httpx.StreamError) as exc:
-            raise EtcdError(f"{path}: {_describe(exc)}", maybe_applied=True) from None
+            raise self._failed(EtcdError(f"{path}: {_describe(exc)}", maybe_applied=True)
+                               ) from None
         except (ValueError, KeyError, TypeError) as exc:  # JSON that is not etcd's
-            raise EtcdError(f"{path}: malformed answer: {exc!r}") from None
+            raise self._failed(EtcdError(f"{path}: malformed answer: {exc!r}")) from None
+        finally:
+            elapsed = time.perf_counter() - started
+            self._latency.append(elapsed)
+            self._latency_sum += elapsed
+
+    def _failed(self, exc: EtcdError) -> EtcdError:
+        self._errors += 1
+        self._last_error = str(exc)
+        return exc
 
 
 def _range(key: str, range_end: str | None) -> dict[str, Any]:

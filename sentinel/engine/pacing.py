@@ -88,8 +88,8 @@ class Pacing:
 
     def statistics(self, in_flight: trio.CapacityLimiter) -> EngineStatistics:
         """Probe count, probes in flight, lateness and loop-lag percentiles, local errors."""
-        late = _percentiles(self._lateness)
-        lag = _percentiles(self._loop_lag)
+        late = percentiles(self._lateness)
+        lag = percentiles(self._loop_lag)
         return EngineStatistics(self.probes, in_flight.borrowed_tokens,
                                 int(in_flight.total_tokens), late[0.5], late[0.99],
                                 late[1.0], lag[0.99], lag[1.0], self.local_errors,
@@ -120,7 +120,7 @@ class Pacing:
                             in_flight.borrowed_tokens, in_flight.total_tokens)
 
 
-def _percentiles(samples: deque[float]) -> dict[float, float]:
+def percentiles(samples: deque[float]) -> dict[float, float]:
     """p50, p99 and max of `samples` (seconds) in milliseconds; zeros when empty."""
     ordered = sorted(samples)
     if not ordered:

@@ -146,7 +146,8 @@ async def test_no_endpoint(prefix: str) -> None:
 
 async def test_hung_etcd_times_out(own_etcd: EtcdServer) -> None:
     """A paused etcd (accepts connections, never answers) fails each call at its
-    timeout; a txn is reported as maybe applied, a watch as not created."""
+    timeout; a txn is reported as maybe applied, a watch as not created; the client's
+    statistics count the calls, the failures and their time."""
     c = EtcdClient([own_etcd.url], timeout=0.5)
     try:
         await c.put("/k", b"v")
@@ -166,6 +167,11 @@ async def test_hung_etcd_times_out(own_etcd: EtcdServer) -> None:
         with trio.fail_after(10):
             kv = await c.get("/k")
         assert kv is not None
+        stats = c.statistics()
+        assert (stats.calls, stats.errors) == (5, 3)
+        assert "within 0.5s" in stats.last_error
+        assert stats.latency_sum >= 1.5
+        assert stats.latency_max_ms >= 500
     finally:
         await c.aclose()
 
