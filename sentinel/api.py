@@ -26,7 +26,7 @@ import trio
 from sentinel.config.model import ApiConfig
 from sentinel.dashboard import dashboard_file
 from sentinel.engine.streamhub import StreamHub
-from sentinel.errors import StartupError
+from sentinel.errors import EtcdError, StartupError
 from sentinel.files import write_atomic
 from sentinel.limits import API_MAX
 from sentinel.model import Event
@@ -287,6 +287,9 @@ class Api:
             events = await self.source.set_override(service, backend, action)
         except KeyError:
             return Response(404, {"error": f"no backend {service}/{backend}"})
+        except EtcdError as exc:  # a cluster member stores overrides in etcd (SPEC 12)
+            return Response(503, {"error": f"cluster: cannot store the override in etcd: "
+                                           f"{exc}; nothing changed, try again"})
         return Response(200, {"ok": True, "events": [e.to_json() for e in events]})
 
     async def _reload(self) -> Response:
@@ -337,6 +340,13 @@ def listen(config: ApiConfig) -> socket.socket:
         raise StartupError(f"api.listen {config.listen}: cannot listen: {reason}") from None
 
 
+def base_url(sock: socket.socket) -> str:
+    """The API's base URL on a bound socket (a wildcard address as loopback)."""
+    host, port = sock.getsockname()[:2]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}".replace(
+        "0.0.0.0", "127.0.0.1")
+
+
 async def serve_api(app: Api, config: ApiConfig, state_dir: Path, *,
                     sock: socket.socket | None = None, max_connections: int = API_MAX,
                     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
@@ -361,10 +371,8 @@ async def serve_api(app: Api, config: ApiConfig, state_dir: Path, *,
     # With TCP_USER_TIMEOUT (inherited by accepted sockets) the kernel ends a connection
     # whose data goes unacknowledged, zero-window probes included.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(UNACKED_TIMEOUT * 1000))
+    url = base_url(sock)
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-    host, port = listener.socket.getsockname()[:2]
-    url = f"http://{f'[{host}]' if ':' in host else host}:{port}".replace(
-        "0.0.0.0", "127.0.0.1")
     try:
         await trio.to_thread.run_sync(write_atomic, state_dir / URL_FILE, (url + "\n").encode())
     except OSError as exc:  # a full state dir must not stop the API

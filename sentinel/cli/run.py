@@ -16,7 +16,7 @@ from pathlib import Path
 
 import trio
 
-from sentinel.api import Api, listen, serve_api
+from sentinel.api import Api, base_url, listen, serve_api
 from sentinel.cli import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from sentinel.cli.check import errors_of
 from sentinel.config.model import Config
@@ -93,8 +93,9 @@ async def run_instance(config: Config, *,
 
     fds = fd_budget(config.max_in_flight)
     telemetry = Telemetry(config.telemetry, Path(config.state_dir))
-    engine = Engine(config, shutdown_timeout=config.shutdown_timeout, observer=telemetry)
     sock = listen(config.api)  # now: a taken address must stop the start, not crash later
+    engine = Engine(config, shutdown_timeout=config.shutdown_timeout, observer=telemetry,
+                    api_url=base_url(sock))
     log.info("%s", fds.describe())
     telemetry.watch(engine)
     metrics = telemetry.metrics.render if telemetry.metrics else None

@@ -46,7 +46,9 @@ class BackendRuntime:
         "last_ok",
         "last_probe",
         "next_due",
+        "observers",
         "override",
+        "probers",
         "progress",
         "published",
         "ramp_weight",
@@ -76,6 +78,9 @@ class BackendRuntime:
         self.last_probe: LastProbe | None = None
         self.progress = ""
         self.verdict = ""  # why the breaker last changed its mind
+        # In a cluster (SPEC 12): who probes the backend and what each of them says
+        self.probers: tuple[str, ...] | None = None
+        self.observers: tuple[tuple[str, str], ...] | None = None
         self.published: tuple[State, int] = self.desired()
         self.rendered: tuple[tuple[object, ...], dict[str, object]] | None = None  # `shown`
 
@@ -88,6 +93,13 @@ class BackendRuntime:
             self.script_weight = result.weight
         self.progress = transition.reason if transition.change is Change.PENDING else ""
         self.last_probe = LastProbe(wall, result.ok, result.error, result.latency * 1000)
+
+    @property
+    def health(self) -> Health:
+        """The breaker's verdict, or in a cluster the agreed one (`Inputs.agreed`): what
+        /v1/state shows as `health`."""
+        agreed = self.inputs.agreed
+        return self.breaker.health if agreed is None else agreed
 
     @property
     def healthy(self) -> bool:
@@ -109,13 +121,17 @@ class BackendRuntime:
 
     def to_json(self, state: State, weight: int) -> dict[str, object]:
         """This backend's entry in the state document."""
-        return {"name": self.config.name, "address": self.config.address,
-                "state": state.value, "weight": weight, "health": self.breaker.health.value,
-                "since": self.since, "fails": self.fails,
-                "progress": self.progress or None,
-                "override": self.override.value if self.override else None,
-                "damping": self.damper.describe() if self.damper else None,
-                "last_probe": self.last_probe.to_json() if self.last_probe else None}
+        entry: dict[str, object] = {
+            "name": self.config.name, "address": self.config.address,
+            "state": state.value, "weight": weight, "health": self.health.value,
+            "since": self.since, "fails": self.fails, "progress": self.progress or None,
+            "override": self.override.value if self.override else None,
+            "damping": self.damper.describe() if self.damper else None,
+            "last_probe": self.last_probe.to_json() if self.last_probe else None}
+        if self.probers is not None:
+            entry["probers"] = list(self.probers)
+            entry["observers"] = dict(self.observers or ())
+        return entry
 
 
     def shown(self, state: State, weight: int) -> dict[str, object]:
@@ -123,7 +139,7 @@ class BackendRuntime:
         at 10,000 backends rebuilds only those probed since it was last asked). Shared:
         never modify it."""
         key = (state, weight, self.last_probe, self.since, self.fails, self.progress,
-               self.override, self.breaker.health, self.config)
+               self.override, self.health, self.config, self.probers, self.observers)
         if self.rendered is None or self.rendered[0] != key:
             self.rendered = (key, self.to_json(state, weight))
         return self.rendered[1]

@@ -26,6 +26,7 @@ from sentinel.breakers.dampen import Damper
 from sentinel.config.model import Config, ProbeConfig, ServiceConfig, SinkConfig
 from sentinel.engine import reload
 from sentinel.engine.backend import BackendRuntime, summary
+from sentinel.engine.cluster import ClusterMode
 from sentinel.engine.commit import Commit, Committer
 from sentinel.engine.decide import Decision, Steps, admin, decide, ramp_step, starting
 from sentinel.engine.journal import Journal, RunBlocking
@@ -63,8 +64,9 @@ class Engine:
                  wall: Callable[[], float] = time.time, shutdown_timeout: float = 10.0,
                  observer: Observer | None = None,
                  run_blocking: RunBlocking | None = None,
-                 probe_loop: bool = True) -> None:
-        """`probe_loop=False` runs every probe as its own task (see `sentinel.engine.probeloop`)."""
+                 probe_loop: bool = True, api_url: str = "") -> None:
+        """`probe_loop=False` runs every probe as its own task (see `sentinel.engine.probeloop`).
+        `api_url` is where this instance's API answers (a cluster member registers it)."""
         self.config = config
         self.observer = observer or NullObserver()
         self.shutdown_timeout = shutdown_timeout
@@ -94,6 +96,9 @@ class Engine:
         self._first_round = trio.Event()
         self._index: tuple[Config, BackendIndex] | None = None
         self._passive: tuple[object, trio.CancelScope] | None = None  # what runs, its scope
+        # Several sentinels agreeing through etcd (SPEC 12); None: this one decides alone
+        self.cluster: ClusterMode | None = (
+            ClusterMode(self, config.cluster, api_url) if config.cluster is not None else None)
 
     def make_runner(self, sink: SinkConfig) -> SinkRunner:
         """A runner for a configured sink (or the override a test passed in)."""
@@ -152,11 +157,14 @@ class Engine:
                 await sink_nursery.start(self.journal.run)
                 for runner in self.runners.values():
                     await self.start_runner(runner)
-                await self.committer.redeliver(self.saved.unacked, self.services)
+                if self.cluster is None:  # in a cluster the leader redelivers from etcd
+                    await self.committer.redeliver(self.saved.unacked, self.services)
                 for svc in self.services.values():  # at start the current view is applied once
                     svc.publish(svc.decided.view)
                 async with trio.open_nursery() as probe_nursery:
                     self._probe_nursery = probe_nursery
+                    if self.cluster is not None:
+                        await probe_nursery.start(self.cluster.run)
                     await probe_nursery.start(self.committer.run)
                     if self._loop is not None:
                         await probe_nursery.start(self._loop.run)
@@ -173,6 +181,11 @@ class Engine:
         finally:
             with trio.CancelScope(shield=True):
                 await self._close()
+
+    @property
+    def running(self) -> bool:
+        """True once probing has started."""
+        return self._probe_nursery is not None
 
     def stop(self) -> None:
         """Stop probing; `run` then drains sinks and returns."""
@@ -191,8 +204,11 @@ class Engine:
         evenly over their interval."""
         assert self._probe_nursery is not None
         wanted: dict[GroupKey, list[BackendRuntime]] = {}
+        mine = self.cluster.probes if self.cluster is not None else None
         for svc in self.services.values():
             for b in svc.backends:
+                if mine is not None and not mine(b):
+                    continue  # another member probes it
                 key = group_key(svc.config, b.config.host, b.config.port, b.config.name)
                 wanted.setdefault(key, []).append(b)
         for key, group in list(self.groups.items()):
@@ -214,7 +230,7 @@ class Engine:
                 self._probe_nursery.start_soon(self._probe_loop, group)
         if not self._first_round.is_set():  # a reload may add or remove backends to wait for
             self._unprobed = {b for svc in self.services.values() for b in svc.backends
-                              if b.last_probe is None}
+                              if b.last_probe is None and (mine is None or mine(b))}
             if not self._unprobed:
                 self._first_round.set()
 
@@ -286,7 +302,7 @@ class Engine:
         probe. A LOCAL failure (the checker's own trouble) is counted and retried soon."""
         svc = self.services[backend.service]
         timing = svc.config.probe.timing
-        decision = decide(backend, result, now, svc.config.slow_start)
+        decision = self._decide(svc, backend, result, now)
         transition = decision.transition
         if transition is None:
             self.pacing.local_error(f"{backend.service}/{backend.config.name}", result.error)
@@ -298,6 +314,14 @@ class Engine:
         backend.next_due = next_due(timing, transition, backend.breaker.retry_at(),
                                     started, now, spread)
         return commit
+
+    def _decide(self, svc: ServiceRuntime, backend: BackendRuntime, result: ProbeResult,
+                now: float) -> Decision:
+        """`decide`; in a cluster the breaker's verdict is only reported (the vote decides:
+        `ClusterMode.observe`)."""
+        if self.cluster is not None:
+            return self.cluster.observe(backend, result, now)
+        return decide(backend, result, now, svc.config.slow_start)
 
     def _take(self, svc: ServiceRuntime, backend: BackendRuntime, result: ProbeResult,
               decision: Decision, start_unix: float) -> Commit | None:
@@ -315,7 +339,7 @@ class Engine:
         publish, reason = decision.publish, decision.reason
         if publish:  # the common case (nothing changed) stays cheap: it runs every probe
             if decision.ramp:
-                self._start_ramp(backend, decision.ramp)
+                self.start_ramp(backend, decision.ramp)
             if decision.changed:
                 backend.verdict = reason
         record = ProbeRecord(svc.config.name, backend.target.backend, backend.target.host,
@@ -328,7 +352,7 @@ class Engine:
                                          summary(svc.config.probe.type, result), trace_id)
         return None
 
-    def _start_ramp(self, backend: BackendRuntime, steps: Steps) -> None:
+    def start_ramp(self, backend: BackendRuntime, steps: Steps) -> None:
         """Publish the first weight of a slow start now and climb the rest in a task."""
         backend.ramp_weight = steps[0][1]
         began = trio.current_time()
@@ -350,7 +374,10 @@ class Engine:
     async def commit(self, svc: ServiceRuntime, backend: BackendRuntime | None, reason: str
                      ) -> tuple[Event, ...]:
         """Decide what changed in `svc` now and return once it is persisted and handed to
-        the sinks (see `sentinel.engine.commit`), behind the decisions made before it."""
+        the sinks (see `sentinel.engine.commit`), behind the decisions made before it. In a
+        cluster the leader publishes it (another member has nothing to decide)."""
+        if self.cluster is not None:
+            return await self.cluster.commit(svc, backend, reason)
         commit = self.committer.stage(svc, backend, reason)
         await self.committer.commit(commit)
         return commit.events
@@ -358,7 +385,10 @@ class Engine:
     async def set_override(self, service: str, backend: str, action: str
                            ) -> tuple[Event, ...]:
         """Admin override: `drain` or `maint` (persisted), `ready` lifts it and the probed
-        state is published at once. KeyError for an unknown service or backend."""
+        state is published at once. KeyError for an unknown service or backend. In a
+        cluster it is stored in etcd for every member (EtcdError when it cannot be)."""
+        if self.cluster is not None:
+            return await self.cluster.set_override(service, backend, action)
         svc = self.services[service]
         target = next((b for b in svc.backends if b.config.name == backend), None)
         if target is None:
@@ -469,7 +499,7 @@ class Engine:
                        signal: Signal) -> None:
         result = ProbeResult(ok=False, latency=0.0, failure=FailureKind.PASSIVE,
                              detail=signal.reason)
-        decision = decide(backend, result, trio.current_time(), svc.config.slow_start)
+        decision = self._decide(svc, backend, result, trio.current_time())
         commit = self._take(svc, backend, result, decision, self.wall())
         if commit is not None:
             self.committer.submit(commit)
@@ -500,7 +530,7 @@ class Engine:
     def verdicts(self) -> Verdicts:
         """Every backend's verdict as the state file keeps it (handed to the journal)."""
         return {name: {b.config.name: SavedBackend(
-                    b.breaker.health.value, b.since, b.last_ok,
+                    b.health.value, b.since, b.last_ok,
                     b.override.value if b.override else None) for b in svc.backends}
                 for name, svc in self.services.items()}
 
@@ -551,6 +581,10 @@ class Engine:
     def status_document(self) -> dict[str, object]:
         """The state document without its services (sinks, engine, seq, persistence; the
         stream's `summary` message): every top-level key but `services` belongs here."""
-        return {"sinks": {n: r.statistics().to_json() for n, r in self.runners.items()},
-                "engine": self.statistics().to_json(), "seq": self.journal.seq,
-                "persistence": self.journal.statistics().to_json()}
+        doc: dict[str, object] = {
+            "sinks": {n: r.statistics().to_json() for n, r in self.runners.items()},
+            "engine": self.statistics().to_json(), "seq": self.journal.seq,
+            "persistence": self.journal.statistics().to_json()}
+        if self.cluster is not None:
+            doc["cluster"] = self.cluster.status_json()
+        return doc

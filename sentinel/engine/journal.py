@@ -28,7 +28,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -112,6 +112,27 @@ class Journal:
                       reason=reason, probe=probe, trace_id=trace_id)
         self._events.append(event)
         return event
+
+    def adopt(self, events: Sequence[Event], seq: int | None = None) -> None:
+        """Events numbered by a cluster's leader (SPEC 12), oldest first, and stored in etcd:
+        served at once. A held event at or past the first of them is replaced (the leader's
+        own numbering before etcd confirmed it). `seq`, when given, becomes this journal's
+        (a follower takes the cluster's); else it only grows."""
+        if events:
+            first = events[0].seq
+            while self._events and self._events[-1].seq >= first:
+                self._events.pop()
+            self._events.extend(events)
+            self._saved_seq = max(self._saved_seq, events[-1].seq)
+        self._seq = seq if seq is not None else max(self._seq, events[-1].seq if events else 0)
+
+    def reset(self, seq: int) -> None:
+        """Forget held events past `seq` and number on from it (a cluster leader whose
+        write did not land, or a new term starting from what etcd holds)."""
+        while self._events and self._events[-1].seq > seq:
+            self._events.pop()
+        self._seq = seq
+        self._saved_seq = min(self._saved_seq, seq)
 
     def hold(self, events: Iterable[Event]) -> None:
         """Keep `events` in every snapshot until `ack`: a crash before durable sinks have

@@ -53,6 +53,16 @@ class DurableSink(Protocol):
         ...
 
 
+@runtime_checkable
+class DeliveryProgress(Protocol):
+    """A durable sink that can say how far it has delivered (in a cluster the leader
+    records it, so the next leader resumes there)."""
+
+    def owed_seq(self) -> int | None:
+        """The lowest seq of an event still to deliver; None when nothing is owed."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class SinkHealth:
     """How a sink's own background work is doing (webhook deliveries, HAProxy's watch and

@@ -158,14 +158,15 @@ def start_backend(procs: Processes, port: int, name: str) -> subprocess.Popen[by
 
 def start_sentinel(procs: Processes, config: Path, state_dir: Path, name: str = "sentinel",
                    *, timeout: float = 15.0, options: Sequence[str] = (),
-                   wrapper: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], str]:
+                   wrapper: Sequence[str] = (), env: dict[str, str] | None = None
+                   ) -> tuple[subprocess.Popen[bytes], str]:
     """`[WRAPPER] sentinel [OPTIONS] run -c CONFIG` as a subprocess (a wrapper such as
-    `prlimit ...` must exec it); returns it and its API base URL (read from
-    STATE_DIR/api.url, so the config may listen on port 0)."""
+    `prlimit ...` must exec it), in `env` when given; returns it and its API base URL
+    (read from STATE_DIR/api.url, so the config may listen on port 0)."""
     url_file = state_dir / "api.url"
     url_file.unlink(missing_ok=True)
     proc = procs.start([*wrapper, sys.executable, "-m", "sentinel", *options, "run", "-c",
-                        str(config)], name)
+                        str(config)], name, env=env)
 
     def ready() -> str | None:
         if proc.poll() is not None:

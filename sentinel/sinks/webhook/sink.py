@@ -246,6 +246,12 @@ class WebhookSink:
             await self._settled.wait()
         await self._commit()
 
+    def owed_seq(self) -> int | None:
+        """The lowest seq still waiting for delivery (dead letters are settled); None when
+        the outbox owes nothing (see DeliveryProgress)."""
+        return min((entry.seq for queue in self._queues.values() for entry in queue),
+                   default=None)
+
     def _due(self, now: float) -> bool:
         return any(q[0].next_attempt <= now for q in self._queues.values())
 

@@ -1,0 +1,366 @@
+"""One member of the cluster at run time: every part that talks to etcd, composed.
+
+The engine builds a `ClusterNode` when the configuration has `cluster:` and
+hands it a `ClusterHost` (itself, through `sentinel.engine.cluster`): the node
+follows etcd and tells the host what changed; the host decides and carries
+out. Without `cluster:` none of this exists.
+
+What runs, all under one nursery:
+
+- `Membership`: the lease, the registration, the live members. Each lease
+  is a session: the `ObservationWriter` (this member's verdicts) and the
+  campaign for leadership run in it and stop with it.
+- Four followers (PrefixMirrors): the agreed state (`agreed/`: views, events,
+  seq), the admin overrides, every prober's observations, and the leader key
+  (who leads, for /v1/state).
+- While this member leads, `ClusterHost.lead` runs the term: votes, numbers
+  and publishes. A term ends when a fenced write fails (`NotLeader`, or an
+  etcd error that leaves the outcome unknown) or the lease lapses; the node
+  then campaigns again (holding the key still, it wins at once and reads the
+  truth before going on).
+
+Probe assignment (`probers`) is rendezvous hashing over the live members
+whose configuration hash is this member's own (a member with another file
+is reported, never mixed in), this member always included: alone, or before
+etcd has answered, it probes everything.
+
+`statistics()` is the `cluster` object of /v1/state; `ok` is false while this
+member is not registered, cannot follow etcd, or fewer members are live than
+a down vote needs, with the reason in `error`. A change of `ok` is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import trio
+
+from sentinel.cluster.assign import Member, probers_for
+from sentinel.cluster.config import ClusterConfig
+from sentinel.cluster.etcd import EtcdClient, EtcdStatistics
+from sentinel.cluster.leader import (
+    AgreedChanges,
+    AgreedState,
+    Election,
+    Leader,
+    agreed_prefix,
+    read_agreed,
+)
+from sentinel.cluster.membership import Lease, MemberInfo, Membership, MembershipStatistics
+from sentinel.cluster.mirror import Changes, PrefixMirror
+from sentinel.cluster.observations import (
+    BackendKey,
+    Observation,
+    ObservationTable,
+    ObservationWriter,
+    WriterStatistics,
+)
+from sentinel.cluster.overrides import OverrideTable, store_override
+from sentinel.cluster.vote import Ballot, tally
+from sentinel.engine.pacing import percentiles
+from sentinel.errors import EtcdError, NotLeader
+from sentinel.model import State
+from sentinel.sinks.runner import Backoff
+
+log = logging.getLogger(__name__)
+LAG_SAMPLES = 1024  # recent agreed views whose lag the percentiles cover
+OK_CHECK = 1.0  # seconds between looks at whether the cluster is ok (logged on change)
+
+
+class ClusterHost(Protocol):
+    """What the node tells the engine. Every call but `lead` is synchronous and must
+    not block: they run inside the followers' tasks."""
+
+    def members_changed(self) -> None:
+        """The live members changed: which backends this member probes may have moved."""
+        ...
+
+    def observations_changed(self, touched: set[BackendKey]) -> None:
+        """Probers' verdicts on these backends changed (the leader votes on them again)."""
+        ...
+
+    def overrides_changed(self, touched: set[BackendKey]) -> None:
+        """Admin overrides of these backends changed."""
+        ...
+
+    def agreed_changed(self, changes: AgreedChanges) -> None:
+        """The agreed state moved: new views and events, numbered by the leader."""
+        ...
+
+    async def lead(self, leader: Leader, state: AgreedState) -> None:
+        """Run one term from `state` (what etcd holds) until it fails (NotLeader,
+        EtcdError) or is cancelled."""
+        ...
+
+    def term_ended(self) -> None:
+        """This member's term is over (it may be elected again at once)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStatistics:
+    """A snapshot: /v1/state's `cluster` object and the cluster metrics."""
+
+    ok: bool
+    since: float | None  # Unix time `ok` last changed
+    error: str
+    leader: str | None
+    leading: bool
+    terms: int  # terms this member has led
+    membership: MembershipStatistics
+    probers: int | None  # per backend (None: every member)
+    quorum: int
+    probing: int  # backends this member probes
+    revision: int  # of the agreed state this member follows
+    lag_p50_ms: float  # agreed view written -> seen here, over recent views
+    lag_p99_ms: float
+    lag_count: int
+    lag_sum: float  # seconds, since start
+    writer: WriterStatistics
+    etcd: EtcdStatistics
+
+    def to_json(self) -> dict[str, object]:
+        """The `cluster` object of the state document (SPEC 12)."""
+        m = self.membership
+        return {"ok": self.ok, "since": self.since, "error": self.error or None,
+                "node": m.node, "leader": self.leader, "leading": self.leading,
+                "members": [member.to_json() for member in m.members],
+                "mismatched": list(m.mismatched), "revision": self.revision,
+                "probers": self.probers if self.probers is not None else "all",
+                "quorum": self.quorum, "probing": self.probing, "lease": m.lease,
+                "lapses": m.lapses, "terms": self.terms,
+                "agreed_lag_ms": {"p50": round(self.lag_p50_ms, 3),
+                                  "p99": round(self.lag_p99_ms, 3)},
+                "etcd": {"calls": self.etcd.calls, "errors": self.etcd.errors,
+                         "last_error": self.etcd.last_error or None,
+                         "latency_ms": {"p50": round(self.etcd.latency_p50_ms, 3),
+                                        "p99": round(self.etcd.latency_p99_ms, 3)}},
+                "observations": {"writes": self.writer.writes,
+                                 "pending": self.writer.pending}}
+
+
+class ClusterNode:
+    """This member's part in the cluster; see the module docstring."""
+
+    def __init__(self, config: ClusterConfig, host: ClusterHost, *, api_url: str,
+                 version: str, wall: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.host = host
+        self.client = EtcdClient(config.endpoints, timeout=config.call_timeout,
+                                 ssl_context=config.tls.context() if config.tls else None,
+                                 user=config.user, password=config.password)
+        prefix, node, every = config.prefix, config.node, float(config.lease_ttl)
+        self.membership = Membership(self.client, config, api_url=api_url, version=version,
+                                     on_members=self._members_changed)
+        self.writer = ObservationWriter(self.client, prefix, node)
+        self.observations = ObservationTable(self.client, prefix,
+                                             on_change=host.observations_changed,
+                                             check_every=every)
+        self.overrides = OverrideTable(self.client, prefix, on_change=host.overrides_changed,
+                                       check_every=every)
+        self.agreed = PrefixMirror(self.client, agreed_prefix(prefix),
+                                   on_change=self._agreed_changed, check_every=every)
+        self._leader_key = PrefixMirror(self.client, f"{prefix}leader", check_every=every)
+        self.election = Election(self.client, prefix, node, recheck=every)
+        self.leading: Leader | None = None
+        self._wall = wall
+        self._rng = random.Random()
+        self._me = Member(node, config.zone)
+        self._live: list[Member] = [self._me]
+        self._probers: dict[BackendKey, tuple[str, ...]] = {}
+        self._terms = 0
+        self._lag: deque[float] = deque(maxlen=LAG_SAMPLES)
+        self._lag_count = 0
+        self._lag_sum = 0.0
+        self._ok: tuple[bool, str] = (False, "starting")
+        self._since: float | None = None
+
+    # -- what the engine asks ----------------------------------------------------
+
+    @property
+    def node(self) -> str:
+        """This member's name."""
+        return self.config.node
+
+    def probers(self, service: str, backend: str) -> tuple[str, ...]:
+        """The members that probe service/backend now (rendezvous over the live ones)."""
+        key = (service, backend)
+        found = self._probers.get(key)
+        if found is None:
+            found = self._probers[key] = probers_for(f"{service}/{backend}", self._live,
+                                                     self.config.probers)
+        return found
+
+    def probes(self, service: str, backend: str) -> bool:
+        """True when this member is one of the backend's probers."""
+        return self.node in self.probers(service, backend)
+
+    def observed(self, service: str, backend: str) -> dict[str, Observation]:
+        """{node: verdict} of everyone who reported on the backend."""
+        return self.observations.of(service, backend)
+
+    def tally(self, service: str, backend: str, current: State) -> Ballot:
+        """The vote on one backend from its live probers' observations (SPEC 12)."""
+        probers = self.probers(service, backend)
+        seen = {node: o.state for node, o in self.observations.of(service, backend).items()}
+        return tally(seen, probers, self.config.quorum_for(len(probers)), current)
+
+    def report(self, service: str, backend: str, state: State, reason: str) -> None:
+        """This member's verdict on a backend it probes (written only when it changed)."""
+        self.writer.report(service, backend, state, reason)
+
+    def forget(self, service: str, backend: str) -> None:
+        """This member no longer probes the backend."""
+        self.writer.forget(service, backend)
+
+    def override(self, service: str, backend: str) -> State | None:
+        """The admin override in force for the backend, if any."""
+        return self.overrides.overrides.get((service, backend))
+
+    async def set_override(self, service: str, backend: str, action: str) -> int:
+        """Store an override for every member; the store revision after it (EtcdError
+        when etcd cannot take it)."""
+        return await store_override(self.client, self.config.prefix, service, backend, action)
+
+    @property
+    def synced(self) -> bool:
+        """True once the agreed state, overrides and observations have been read."""
+        return all(m.revision for m in (self.agreed, self.overrides.mirror,
+                                        self.observations.mirror))
+
+    # -- running -----------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Follow, register and (when elected) lead until cancelled; reports started once
+        the member list has been read or tried (answered or not: fail static)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                # the member list first: what to probe; the rest follows while probing starts
+                await nursery.start(self.membership.run, self._session)
+                for mirror in (self.agreed, self.overrides.mirror, self.observations.mirror,
+                               self._leader_key):
+                    nursery.start_soon(mirror.run)
+                nursery.start_soon(self._watch_ok)
+                task_status.started()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.client.aclose()
+
+    async def _session(self, lease: Lease) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.writer.run, lease)
+            nursery.start_soon(self._campaign, lease)
+
+    async def _campaign(self, lease: Lease) -> None:
+        """Lead whenever elected, for as long as this lease lasts."""
+        backoff, attempt = Backoff(initial=0.2, maximum=float(self.config.lease_ttl)), 0
+        while True:
+            term = await self.election.campaign(lease)
+            leader = Leader(self.client, self.config.prefix, term)
+            try:
+                state = await leader.load()
+                await self._wait_synced()
+                self.leading = leader
+                self._terms += 1
+                attempt = 0
+                await self.host.lead(leader, state)
+            except NotLeader as exc:
+                log.warning("cluster: %s", exc)
+            except EtcdError as exc:
+                log.warning("cluster: %s stops leading for now: %s", self.node, exc)
+            finally:
+                if self.leading is leader:
+                    self.leading = None
+                    self.host.term_ended()
+            attempt += 1
+            await trio.sleep(backoff.delay(attempt, self._rng))
+
+    async def _wait_synced(self) -> None:
+        """A new leader votes only on complete copies of the observations and overrides."""
+        await self.observations.mirror.wait_synced()
+        await self.overrides.mirror.wait_synced()
+        await self.agreed.wait_synced()
+
+    def _members_changed(self, members: Mapping[str, MemberInfo]) -> None:
+        mine = self.membership.me.config_sha256
+        live = [Member(m.node, m.zone) for m in members.values()
+                if m.config_sha256 == mine and m.node != self.node]
+        self._live = sorted([self._me, *live], key=lambda m: m.node)
+        self._probers.clear()
+        self.host.members_changed()
+
+    def _agreed_changed(self, changes: Changes) -> None:
+        agreed = read_agreed(self.config.prefix, changes)
+        now = self._wall()
+        for doc in agreed.views.values():
+            written = doc.get("time") if isinstance(doc, dict) else None
+            if isinstance(written, int | float):
+                lag = max(0.0, now - written)
+                self._lag.append(lag)
+                self._lag_count += 1
+                self._lag_sum += lag
+        self.host.agreed_changed(agreed)
+
+    # -- looking in --------------------------------------------------------------
+
+    def leader(self) -> str | None:
+        """The node that leads, as this member last saw the leader key."""
+        kv = self._leader_key.items.get(f"{self.config.prefix}leader")
+        return kv.value.decode("utf-8", "replace") if kv else None
+
+    def _health(self) -> tuple[bool, str]:
+        """(ok, why not) now."""
+        m = self.membership.statistics()
+        if not m.ok:
+            return False, m.error or "not registered"
+        for name, mirror in (("agreed state", self.agreed),
+                             ("observations", self.observations.mirror),
+                             ("overrides", self.overrides.mirror)):
+            if not mirror.ok:
+                return False, f"cannot follow the {name}: {mirror.error}"
+        able = len(self._live)
+        needed = self.config.quorum_for(min(able, self.config.probers or able))
+        if able < needed:
+            return False, (f"only {able} member{'' if able == 1 else 's'} live, a down "
+                           f"vote needs {needed}: no backend can be voted down")
+        return True, ""
+
+    async def _watch_ok(self) -> None:
+        """Log each change of `ok` (etcd lost, regained, quorum lost) once."""
+        while True:
+            self._refresh_ok()
+            await trio.sleep(OK_CHECK)
+
+    def _refresh_ok(self) -> tuple[bool, str]:
+        now = self._health()
+        if now[0] != self._ok[0]:
+            self._since = self._wall()
+            if now[0]:
+                log.warning("cluster: ok again (%s, leader %s)", self.node, self.leader())
+            else:
+                log.warning("cluster: not ok: %s; sinks stay on the last agreed view",
+                            now[1])
+        self._ok = now
+        return now
+
+    def statistics(self) -> ClusterStatistics:
+        """A frozen snapshot."""
+        ok, error = self._refresh_ok()
+        lag = percentiles(self._lag)
+        probing = sum(1 for (service, backend) in self._probers
+                      if self.node in self._probers[(service, backend)])
+        return ClusterStatistics(
+            ok=ok, since=self._since, error=error, leader=self.leader(),
+            leading=self.leading is not None, terms=self._terms,
+            membership=self.membership.statistics(), probers=self.config.probers,
+            quorum=self.config.quorum_for(self.config.probers or len(self._live)),
+            probing=probing, revision=self.agreed.revision, lag_p50_ms=lag[0.5],
+            lag_p99_ms=lag[0.99], lag_count=self._lag_count, lag_sum=self._lag_sum,
+            writer=self.writer.statistics(), etcd=self.client.statistics())

@@ -1,0 +1,501 @@
+"""The engine in a cluster (SPEC 12): probe what is assigned, report, follow the agreed
+view, and while leading turn the vote into published views and numbered events.
+
+Every member:
+- probes only the backends the assignment gives it (`probes`); a backend it
+  takes over starts a fresh breaker from the agreed verdict, and its first
+  probe result is reported even when it changes nothing;
+- reports its breakers' verdicts to etcd (`observed`: written on change);
+- follows the agreed state (`agreed_changed`): the leader's events go into
+  the journal as they are (the cluster's seq), each view to the member's
+  `scope: local` sinks, built from the member's own configuration and the
+  agreed states and weights, so every member hands its Maglev, nginx, IPVS
+  and HAProxy sinks the same view. A member that does not lead also takes
+  the agreed states into its runtimes (what /v1/state shows, and where it
+  starts from should it lead);
+- stores admin overrides in etcd instead of applying them itself.
+
+The leader (`lead`, one term) starts from what etcd holds, resumes the
+deliveries of its `scope: leader` durable sinks (webhook) from the seq the
+last leader recorded, then loops: vote on the backends whose observations,
+probers or overrides changed (`ClusterNode.tally`); the agreed verdict takes
+the place of a breaker's in the engine's own decision (flap damping, slow
+start, overrides, the panic guard: `Publisher.decide`); write the services
+whose view moved with their events in fenced transactions; hand the events
+to the leader-scope sinks; record how far each durable one has delivered.
+A write that fails ends the term: the journal and runtimes go back to what
+etcd holds, and the node campaigns again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from sentinel import __version__
+from sentinel.breakers import make_breaker
+from sentinel.breakers.base import Change, Health, Transition
+from sentinel.cluster.config import ClusterConfig
+from sentinel.cluster.leader import (
+    AgreedChanges,
+    AgreedState,
+    Leader,
+    ServiceChange,
+    read_agreed,
+)
+from sentinel.cluster.node import ClusterNode
+from sentinel.cluster.observations import BackendKey
+from sentinel.engine.backend import BackendRuntime
+from sentinel.engine.publisher import Commit, Publisher
+from sentinel.engine.service import Published, ServiceRuntime
+from sentinel.model import Event, ServiceView, State
+from sentinel.observe import NullObserver
+from sentinel.sinks.base import DeliveryProgress, DurableSink, Update
+from sentinel.sinks.runner import SinkRunner
+
+if TYPE_CHECKING:
+    from sentinel.engine.engine import Engine
+
+log = logging.getLogger(__name__)
+DELIVERY_MARK_EVERY = 1.0  # seconds between records of how far leader-scope sinks delivered
+DAMPING_CHECK = 1.0  # seconds between looks at suppressed backends while leading
+OVERRIDE_WAIT = 2.0  # lease_ttls an admin action waits to see its effect agreed
+
+
+class ClusterMode:
+    """The engine's side of a cluster member; see the module docstring."""
+
+    def __init__(self, engine: Engine, config: ClusterConfig, api_url: str) -> None:
+        self.engine = engine
+        self.config = config
+        self.node = ClusterNode(config, self, api_url=api_url, version=__version__,
+                                wall=engine.wall)
+        # The leader's decisions: numbered by the journal (at the cluster's seq), counted
+        # and logged when they come back agreed, like every member's
+        self.publisher = Publisher(engine.journal, NullObserver(), engine.wall)
+        self._probing: set[BackendKey] = set()
+        self._assigned = False  # the first assignment keeps the breakers restored at start
+        self._reported: set[BackendKey] = set()
+        self._dirty: set[BackendKey] = set()
+        self._all_dirty = True
+        self._override_dirty: set[BackendKey] = set()
+        self._queued: list[Commit] = []
+        self._wake = trio.Event()
+        self._docs: dict[str, dict[str, Any]] = {}  # what etcd holds, as this leader wrote
+        self._confirmed = 0  # the last seq etcd confirmed to this member
+        self._handed = 0  # events up to here were handed to the leader-scope sinks
+        self._persist = trio.Event()
+        self._agreed_seen = trio.Event()
+        self._followed: dict[str, ServiceView] = {}  # the agreed views, as last seen here
+
+    # -- probing and reporting ----------------------------------------------------
+
+    def probes(self, backend: BackendRuntime) -> bool:
+        """True when this member probes `backend` (the engine's probe groups ask)."""
+        return self.node.probes(backend.service, backend.config.name)
+
+    def observed(self, backend: BackendRuntime, transition: Transition) -> None:
+        """A probe result went through `backend`'s breaker: report a changed verdict (and
+        the first one after taking the backend over)."""
+        key = (backend.service, backend.config.name)
+        if transition.change is not Change.CHANGED and key in self._reported:
+            return
+        self._reported.add(key)
+        state = State.UP if transition.health is Health.UP else State.DOWN
+        reason = transition.reason
+        if state is State.DOWN and backend.last_probe is not None and backend.last_probe.error:
+            reason = f"{reason}; last: {backend.last_probe.error}"
+        self.node.report(backend.service, backend.config.name, state, reason)
+
+    def reassign(self) -> None:
+        """Match what this member probes to the assignment: a backend taken over starts a
+        fresh breaker from the agreed verdict; one handed over loses this member's
+        verdict in etcd."""
+        probing: set[BackendKey] = set()
+        for name, svc in self.engine.services.items():
+            for b in svc.backends:
+                key = (name, b.config.name)
+                b.probers = self.node.probers(*key)
+                if self.node.node not in b.probers:
+                    continue
+                probing.add(key)
+                if self._assigned and key not in self._probing:
+                    b.breaker = make_breaker(svc.config.breaker, b.health)
+                    self._reported.discard(key)
+        for key in self._probing - probing:
+            self.node.forget(*key)
+            self._reported.discard(key)
+        self._probing = probing
+        self._assigned = True
+
+    # -- ClusterHost: what the node reports ------------------------------------------
+
+    def members_changed(self) -> None:
+        """Reassign, regroup the probes, and have the leader vote on everything again."""
+        self.reassign()
+        if self.engine.running:
+            self.engine.regroup()
+        self._all_dirty = True
+        self._wake.set()
+
+    def observations_changed(self, touched: set[BackendKey]) -> None:
+        """Show who says what; the leader votes on these backends again."""
+        for key in touched:
+            b = self._backend(key)
+            if b is not None:
+                b.observers = tuple(sorted((node, o.state.value)
+                                           for node, o in self.node.observed(*key).items()))
+        self._dirty |= touched
+        self._wake.set()
+
+    def overrides_changed(self, touched: set[BackendKey]) -> None:
+        """Take the overrides in; the leader publishes their effect."""
+        for key in touched:
+            b = self._backend(key)
+            if b is not None:
+                b.override = self.node.override(*key)
+        self._override_dirty |= touched
+        self._wake.set()
+
+    def agreed_changed(self, changes: AgreedChanges) -> None:
+        """The leader published: events into the journal, views to the local sinks (and,
+        unless this member leads, into its runtimes)."""
+        leading = self.node.leading is not None
+        if changes.events or (changes.seq is not None and not leading):
+            self.engine.journal.adopt(changes.events, None if leading else changes.seq)
+            self._confirmed = max(self._confirmed, self.engine.journal.seq if not leading
+                                  else changes.events[-1].seq)
+        by_service: dict[str, list[Event]] = {}
+        for event in changes.events:
+            by_service.setdefault(event.service, []).append(event)
+            self.engine.observer.event_emitted(event)
+            if not leading:
+                log.info("%s/%s %s -> %s (weight %d): %s [seq %d]", event.service,
+                         event.backend, event.from_state, event.to_state, event.weight,
+                         event.reason, event.seq)
+        for name, doc in changes.views.items():
+            svc = self.engine.services.get(name)
+            if svc is None:
+                continue  # not in this member's configuration (yet: a reload in progress)
+            try:
+                view = self._apply(svc, doc, into_runtime=not leading)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("cluster: ignoring the agreed view of %s: %r", name, exc)
+                continue
+            self._followed[name] = view
+            events = tuple(by_service.get(name, ()))
+            for runner, options in self._bindings(svc, "local"):
+                runner.publish(Update(view, events, options))
+        self.engine.hub.published(changes.events)
+        self._agreed_seen.set()
+        self._persist.set()
+
+    def term_ended(self) -> None:
+        """Back to what etcd holds: numbering, runtimes, waiting callers."""
+        self.engine.journal.reset(self._confirmed)
+        held = read_agreed(self.config.prefix, dict(self.node.agreed.items))
+        for name, doc in held.views.items():
+            svc = self.engine.services.get(name)
+            if svc is not None:
+                try:
+                    self._apply(svc, doc, into_runtime=True)
+                except (KeyError, TypeError, ValueError):
+                    continue
+        for commit in self._queued:
+            commit.events = ()
+            commit.done.set()
+        self._queued.clear()
+
+    # -- leading -------------------------------------------------------------------
+
+    async def lead(self, leader: Leader, state: AgreedState) -> None:
+        """One term: resume deliveries, then vote and publish until a write fails."""
+        self.engine.journal.reset(state.seq)
+        self._confirmed = self._handed = state.seq
+        self._docs = {}
+        for name, doc in state.views.items():
+            svc = self.engine.services.get(name)
+            if svc is not None:
+                self._apply(svc, doc, into_runtime=True)
+                self._docs[name] = _without_time(doc)
+        for key, override in self.node.overrides.overrides.items():
+            b = self._backend(key)
+            if b is not None:
+                b.override = override
+        await self._resume_deliveries(leader, state)
+        self._all_dirty = True
+        log.info("cluster: %s leads from seq %d (%d services agreed)", self.node.node,
+                 state.seq, len(state.views))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._record_deliveries, leader)
+            while True:
+                commits = self._decide_round()
+                if commits:
+                    await self._publish(leader, commits)
+                    continue
+                self._wake = trio.Event()
+                with trio.move_on_after(DAMPING_CHECK):
+                    await self._wake.wait()
+
+    def _decide_round(self) -> list[Commit]:
+        """Everything that changed since the last round, decided now (sync: nothing moves
+        meanwhile)."""
+        now = trio.current_time()
+        commits: list[Commit] = []
+        overridden, self._override_dirty = self._override_dirty, set()
+        for key in sorted(overridden):
+            found = self._runtime(key)
+            if found is not None:
+                svc, b = found
+                action = b.override.value if b.override else "ready"
+                commits.append(self.publisher.decide(svc, b, f"admin: {action}"))
+        keys: Sequence[BackendKey] = (
+            [(n, b.config.name) for n, s in self.engine.services.items() for b in s.backends]
+            if self._all_dirty else sorted(self._dirty))
+        self._all_dirty, self._dirty = False, set()
+        for key in keys:
+            found = self._runtime(key)
+            if found is None:
+                continue
+            svc, b = found
+            current = State.UP if b.health is Health.UP else State.DOWN
+            ballot = self.node.tally(*key, current)
+            agreed = Health.UP if ballot.state is State.UP else Health.DOWN
+            if b.agreed is agreed:
+                continue
+            fresh, b.agreed = b.agreed is None, agreed
+            b.verdict = ballot.reason
+            if b.damper is not None and agreed is Health.DOWN and b.damper.flap(now):
+                log.warning("%s/%s: flapping, held down: %s", *key, b.damper.describe())
+            if agreed is Health.UP and svc.config.slow_start > 0 and not fresh:
+                self.engine.start_ramp(b, svc.config.slow_start)
+            commits.append(self.publisher.decide(svc, b, ballot.reason))
+        for svc in self.engine.services.values():
+            for b in svc.backends:
+                if b.damper is not None and b.damper.suppressed and not b.damper.update(now):
+                    log.info("%s/%s: flap damping released: %s", svc.config.name,
+                             b.config.name, b.damper.describe())
+                    commits.append(self.publisher.decide(
+                        svc, b, f"flap damping released: {b.damper.describe()}"))
+        commits.extend(self._queued)
+        self._queued.clear()
+        return commits
+
+    async def _publish(self, leader: Leader, commits: list[Commit]) -> None:
+        """Write the services these commits moved (fenced), then tell the leader-scope
+        sinks. On failure every waiting caller is released and the term ends."""
+        order: dict[str, ServiceRuntime] = {}
+        for commit in commits:
+            order[commit.service.config.name] = commit.service
+        changes: list[ServiceChange] = []
+        docs: dict[str, dict[str, Any]] = {}
+        for name, svc in order.items():
+            events = tuple(e for c in commits if c.service is svc for e in c.events)
+            doc = self._doc(svc)
+            if events or _without_time(doc) != self._docs.get(name):
+                changes.append(ServiceChange(name, doc, events))
+                docs[name] = _without_time(doc)
+        try:
+            numbered = await leader.publish(changes) if changes else ()
+        except BaseException:
+            for commit in commits:
+                commit.events = ()
+                commit.done.set()
+            raise
+        self._docs.update(docs)
+        if numbered:
+            self.engine.journal.adopt(numbered)
+            self._confirmed = numbered[-1].seq
+        by_id = {e.id: e for e in numbered}
+        for commit in commits:
+            commit.events = tuple(by_id[e.id] for e in commit.events if e.id in by_id)
+        await self._hand_to_leader_sinks(numbered)
+        for commit in commits:
+            commit.done.set()
+
+    async def _hand_to_leader_sinks(self, events: Sequence[Event]) -> None:
+        """Give numbered events (and their views) to the leader-scope sinks: durable ones
+        take them into their outbox before anything else."""
+        by_service: dict[str, list[Event]] = {}
+        for event in events:
+            by_service.setdefault(event.service, []).append(event)
+        for name, mine in by_service.items():
+            svc = self.engine.services.get(name)
+            if svc is None:
+                continue
+            for runner, options in self._bindings(svc, "leader"):
+                if isinstance(runner.sink, DurableSink):
+                    try:
+                        await runner.sink.accept(mine)
+                    except Exception:
+                        log.exception("sink %s could not take %d events; a later leader "
+                                      "delivers them from etcd", runner.sink.name, len(mine))
+                        continue
+                runner.publish(Update(svc.decided.view, tuple(mine), options))
+        if events:
+            self._handed = events[-1].seq
+
+    async def _resume_deliveries(self, leader: Leader, state: AgreedState) -> None:
+        """Hand the leader-scope durable sinks what the last leader may not have
+        delivered (at least once: the outbox drops ids it still holds). A sink no leader
+        has marked yet starts from now: no earlier leader delivered through it."""
+        for runner in self._durable_leader_runners():
+            name = runner.sink.name
+            mark = state.delivered.get(name)
+            if mark is None:
+                await leader.record_delivered(name, state.seq)
+                continue
+            owed = [e for e in await leader.events_after(mark)
+                    if name in self._sinks_of(e.service)]
+            if owed:
+                log.info("cluster: %s resumes %d deliveries of sink %s after seq %d",
+                         self.node.node, len(owed), name, mark)
+                assert isinstance(runner.sink, DurableSink)
+                await runner.sink.accept(owed)
+
+    async def _record_deliveries(self, leader: Leader) -> None:
+        """Record, fenced, how far each leader-scope durable sink has delivered, so the
+        next leader resumes there."""
+        recorded: dict[str, int] = {}
+        while True:
+            await trio.sleep(DELIVERY_MARK_EVERY)
+            for runner in self._durable_leader_runners():
+                owed = runner.sink.owed_seq() if isinstance(runner.sink,
+                                                            DeliveryProgress) else None
+                through = self._handed if owed is None else min(owed - 1, self._handed)
+                if through > recorded.get(runner.sink.name, -1):
+                    await leader.record_delivered(runner.sink.name, through)
+                    recorded[runner.sink.name] = through
+
+    # -- what the engine routes here ------------------------------------------------
+
+    async def commit(self, svc: ServiceRuntime, backend: BackendRuntime | None,
+                     reason: str) -> tuple[Event, ...]:
+        """A decision outside the vote (a slow-start step, a reload): the leader publishes
+        it; another member has nothing to decide."""
+        if self.node.leading is None:
+            return ()
+        commit = self.publisher.decide(svc, backend, reason)
+        self._queued.append(commit)
+        self._wake.set()
+        await commit.done.wait()
+        return commit.events
+
+    async def set_override(self, service: str, backend: str, action: str
+                           ) -> tuple[Event, ...]:
+        """Store an admin override in etcd and wait (bounded) until the agreed view shows
+        it here; returns the events it brought. EtcdError when etcd cannot take it."""
+        svc = self.engine.services[service]
+        target = next((b for b in svc.backends if b.config.name == backend), None)
+        if target is None:
+            raise KeyError(backend)
+        after = self.engine.journal.seq
+        await self.node.set_override(service, backend, action)
+        log.info("%s/%s: admin %s (stored for every member)", service, backend, action)
+        wanted = None if action == "ready" else State(action)
+        with trio.move_on_after(OVERRIDE_WAIT * self.config.lease_ttl):
+            while not self._shows(service, backend, wanted):
+                self._agreed_seen = trio.Event()
+                await self._agreed_seen.wait()
+        return tuple(e for e in self.engine.journal.events_after(after)
+                     if e.service == service and e.backend == backend)
+
+    def _shows(self, service: str, backend: str, wanted: State | None) -> bool:
+        """True once the agreed view this member follows has `backend` in `wanted` (None:
+        up or down, no override)."""
+        view = self._followed.get(service)
+        state = next((b.state for b in view.backends if b.name == backend),
+                     None) if view else None
+        return state is wanted if wanted is not None else state in (State.UP, State.DOWN)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """The node, and the follower's state writes, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.node.run)
+            self.reassign()
+            nursery.start_soon(self._persist_agreed)
+            task_status.started()
+
+    async def _persist_agreed(self) -> None:
+        """state.json follows the agreed state (the seq, and each backend's agreed verdict:
+        a restarted member starts from them, fail static)."""
+        while True:
+            await self._persist.wait()
+            self._persist = trio.Event()
+            await self.engine.journal.persist()
+
+    # -- state document ----------------------------------------------------------------
+
+    def status_json(self) -> dict[str, object]:
+        """The `cluster` object of /v1/state."""
+        return self.node.statistics().to_json()
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _backend(self, key: BackendKey) -> BackendRuntime | None:
+        found = self._runtime(key)
+        return found[1] if found else None
+
+    def _runtime(self, key: BackendKey) -> tuple[ServiceRuntime, BackendRuntime] | None:
+        svc = self.engine.services.get(key[0])
+        if svc is None:
+            return None
+        b = next((b for b in svc.backends if b.config.name == key[1]), None)
+        return (svc, b) if b is not None else None
+
+    def _scope(self, runner: SinkRunner) -> str:
+        sink = next((s for s in self.engine.config.sinks if s.name == runner.sink.name), None)
+        return sink.scope if sink is not None else "local"
+
+    def _bindings(self, svc: ServiceRuntime, scope: str) -> list[tuple[SinkRunner, object]]:
+        return [(r, o) for r, o in svc.bindings if self._scope(r) == scope]
+
+    def _sinks_of(self, service: str) -> set[str]:
+        svc = self.engine.services.get(service)
+        return {r.sink.name for r, _ in svc.bindings} if svc is not None else set()
+
+    def _durable_leader_runners(self) -> list[SinkRunner]:
+        return [r for r in self.engine.runners.values()
+                if self._scope(r) == "leader" and isinstance(r.sink, DurableSink)]
+
+    def _doc(self, svc: ServiceRuntime) -> dict[str, Any]:
+        """The agreed view document of `svc` as this leader decided it."""
+        view = svc.decided.view
+        return {"time": self.engine.wall(), "panic": view.panic,
+                "held_up": list(svc.decided.held_up),
+                "backends": {b.config.name: {"state": v.state.value, "weight": v.weight,
+                                             "health": b.health.value, "since": b.since}
+                             for b, v in zip(svc.backends, view.backends, strict=True)}}
+
+    def _apply(self, svc: ServiceRuntime, doc: dict[str, Any], *, into_runtime: bool
+               ) -> ServiceView:
+        """The sinks' view of `svc` from an agreed document (this member's configuration,
+        the agreed states and weights); with `into_runtime`, the runtimes take it too."""
+        entries = doc["backends"]
+        views = []
+        for b in svc.backends:
+            entry = entries.get(b.config.name)
+            if entry is None:  # not in the leader's configuration: as it was
+                views.append(b.view(*b.published))
+                continue
+            state, weight = State(entry["state"]), int(entry["weight"])
+            views.append(b.view(state, weight))
+            if into_runtime:
+                b.published = (state, weight)
+                b.since = str(entry.get("since") or b.since)
+                b.agreed = Health(entry["health"])
+        view = ServiceView(svc.config.name, tuple(views), panic=bool(doc.get("panic")))
+        if into_runtime:
+            svc.panic = view.panic
+            svc.decided = Published(view, tuple(doc.get("held_up", ())))
+        return view
+
+
+def _without_time(doc: dict[str, Any]) -> dict[str, Any]:
+    """A view document without its write time: what says whether it changed."""
+    return {k: v for k, v in doc.items() if k != "time"}
+
