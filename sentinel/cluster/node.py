@@ -71,6 +71,7 @@ from sentinel.sinks.runner import Backoff
 log = logging.getLogger(__name__)
 LAG_SAMPLES = 1024  # recent agreed views whose lag the percentiles cover
 OK_CHECK = 1.0  # seconds between looks at whether the cluster is ok (logged on change)
+STARTING = "starting"
 
 
 class ClusterHost(Protocol):
@@ -178,7 +179,7 @@ class ClusterNode:
         self._lag: deque[float] = deque(maxlen=LAG_SAMPLES)
         self._lag_count = 0
         self._lag_sum = 0.0
-        self._ok: tuple[bool, str] = (False, "starting")
+        self._ok: tuple[bool, str] = (False, STARTING)
         self._since: float | None = None
 
     # -- what the engine asks ----------------------------------------------------
@@ -343,7 +344,9 @@ class ClusterNode:
         if now[0] != self._ok[0]:
             self._since = self._wall()
             if now[0]:
-                log.warning("cluster: ok again (%s, leader %s)", self.node, self.leader())
+                log.log(logging.INFO if self._ok[1] == STARTING else logging.WARNING,
+                        "cluster: %s ok (%d members, leader %s)", self.node,
+                        len(self._live), self.leader())
             else:
                 log.warning("cluster: not ok: %s; sinks stay on the last agreed view",
                             now[1])

@@ -1,0 +1,205 @@
+"""Engines as cluster members on a real etcd, in one Trio run (SPEC 12).
+
+Each member is a real `Engine` with `cluster:` in its config, its own state
+dir, a probe whose answers the test sets per member (so one member can see
+a backend fail that the others see up), a local recording sink and a
+leader-scope one. This pins the engine's part: who probes what, the vote
+taking the breaker's place, every member's local sinks on the same view at
+the same seq, leader-scope sinks told once, overrides from any member.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from sentinel.config.model import Config, SinkConfig, ThresholdBreakerConfig
+from sentinel.engine.engine import Engine
+from sentinel.model import ServiceView
+from sentinel.sinks.base import RecordingSink
+from tests.cluster.etcd_server import EtcdServer
+from tests.cluster.helpers import cluster_config
+from tests.e2e.balancers import eventually
+from tests.engine.fakes import FakeProbe, config, run_inline, service
+
+pytestmark = pytest.mark.e2e
+PORTS = [9001, 9002, 9003, 9004, 9005, 9006]
+
+
+class Member:
+    """One engine of the cluster, with what its sinks heard."""
+
+    def __init__(self, name: str, cfg: Config) -> None:
+        self.name = name
+        self.probe = FakeProbe()
+        self.local = RecordingSink("rec")
+        self.notes = RecordingSink("note")
+        self.engine = Engine(cfg, sinks={"rec": self.local, "note": self.notes},
+                             probe_factory=self.probe.factory(), run_blocking=run_inline,
+                             api_url=f"http://{name}")
+        self.scope = trio.CancelScope()
+        self.stopped = False
+
+    def stop(self) -> None:
+        """Stop this member (a clean stop: its lease is revoked)."""
+        self.stopped = True
+        self.scope.cancel()
+
+    def sees(self, port: int, alive: bool) -> None:
+        """This member's probes of the backend on `port` now pass or fail."""
+        self.probe.alive[("127.0.0.1", port)] = alive
+
+    def view(self) -> ServiceView | None:
+        """The last view of `web` its local sink got."""
+        return self.local.latest("web")
+
+    def states(self) -> dict[str, str]:
+        """{backend: state} in that view."""
+        view = self.view()
+        return {b.name: b.state.value for b in view.backends} if view else {}
+
+    def cluster(self) -> dict[str, object]:
+        """The `cluster` object of its /v1/state."""
+        doc = self.engine.status_document()["cluster"]
+        assert isinstance(doc, dict)
+        return doc
+
+    def entry(self, backend: str) -> dict[str, Any]:
+        """The backend's entry in its /v1/state."""
+        services: Any = self.engine.state_document()["services"]
+        return dict(next(b for b in services["web"]["backends"] if b["name"] == backend))
+
+    def probed(self) -> set[int]:
+        """Ports this member has probed."""
+        return {target.port for _, target in self.probe.calls}
+
+
+@asynccontextmanager
+async def members(etcd: EtcdServer, prefix: str, tmp_path: Path, names: tuple[str, ...],
+                  **cluster: object) -> AsyncIterator[dict[str, Member]]:
+    """Members `names` running until the block ends, each once its first view arrived."""
+    svc = service("web", PORTS, interval=0.1, timeout=0.05, sinks=("rec", "note"),
+                  breaker=ThresholdBreakerConfig(fall=2, rise=2))
+    out: dict[str, Member] = {}
+    async with trio.open_nursery() as nursery:
+        for name in names:
+            base = config(tmp_path / name, svc, sinks=("rec",))
+            cfg = replace(base, sinks=(*base.sinks, SinkConfig("note", "exec", None,
+                                                               scope="leader")),
+                          cluster=cluster_config(etcd, prefix, name, probers=2, quorum=2,
+                                                 lease_ttl=1, **cluster))
+            member = out[name] = Member(name, cfg)
+
+            async def run(m: Member = member) -> None:
+                with m.scope:
+                    await m.engine.run()
+
+            nursery.start_soon(run)
+        await eventually(lambda: all(len(m.cluster()["members"]) == len(names)  # type: ignore[arg-type]
+                                     and m.cluster()["leader"] for m in out.values()),
+                         what="every member registered, a leader elected")
+        yield out
+        nursery.cancel_scope.cancel()
+
+
+def agreed(nodes: dict[str, Member], expected: dict[str, str]) -> bool:
+    """Every running member's local sink shows `expected` (names b<port>)."""
+    return all(m.states() == expected for m in nodes.values() if not m.stopped)
+
+
+async def test_each_backend_probed_by_two_and_a_real_failure_agreed(
+        etcd: EtcdServer, prefix: str, tmp_path: Path) -> None:
+    """With probers: 2 each backend is probed by two members only; a failure both of its
+    probers see goes down on every member's local sink at one seq, and the leader-scope
+    sink hears of it once, on the leader alone."""
+    async with members(etcd, prefix, tmp_path, ("n1", "n2", "n3")) as nodes:
+        everyone_up = {f"b{p}": "up" for p in PORTS}
+        await eventually(lambda: agreed(nodes, everyone_up), what="all up")
+        for m in nodes.values():
+            m.probe.calls.clear()
+        await eventually(lambda: set(PORTS) <= {p for m in nodes.values() for p in m.probed()},
+                         what="every backend probed since")
+        await trio.sleep(0.3)  # a few more rounds
+        assert all(sum(p in m.probed() for m in nodes.values()) == 2 for p in PORTS)
+        for m in nodes.values():
+            m.sees(9001, alive=False)
+        await eventually(lambda: agreed(nodes, {**everyone_up, "b9001": "down"}),
+                         what="b9001 down everywhere")
+        assert {m.engine.journal.seq for m in nodes.values()} == {1}
+        assert len({m.view() for m in nodes.values()}) == 1  # the same view, field by field
+        told = [(m.name, e.seq, e.backend, e.to_state) for m in nodes.values()
+                for u in m.notes.updates for e in u.events]
+        leader = next(m for m in nodes.values() if m.cluster()["leading"])
+        assert told == [(leader.name, 1, "b9001", "down")]
+
+
+async def test_a_member_cut_off_from_one_backend_takes_nothing_down(
+        etcd: EtcdServer, prefix: str, tmp_path: Path) -> None:
+    """One prober sees a backend fail, the other does not: below quorum, it stays up on
+    every member, and /v1/state shows who said what."""
+    async with members(etcd, prefix, tmp_path, ("n1", "n2", "n3")) as nodes:
+        everyone_up = {f"b{p}": "up" for p in PORTS}
+        await eventually(lambda: agreed(nodes, everyone_up), what="all up")
+        probers = nodes["n1"].entry("b9002")["probers"]
+        cut_off = nodes[probers[0]]
+        cut_off.sees(9002, alive=False)
+
+        def observers() -> dict[str, str] | None:
+            seen: dict[str, str] = cut_off.entry("b9002")["observers"]
+            return seen if seen.get(cut_off.name) == "down" else None
+
+        seen = await eventually(observers, what="its down observation")
+        assert sorted(seen.values()) == ["down", "up"]
+        await trio.sleep(0.5)  # the leader has voted on it meanwhile
+        assert agreed(nodes, everyone_up)
+        assert all(m.engine.journal.seq == 0 for m in nodes.values())
+
+
+async def test_drain_through_any_member_applies_everywhere_and_lasts(
+        etcd: EtcdServer, prefix: str, tmp_path: Path) -> None:
+    """An admin drain sent to a member that does not lead is stored in etcd, published by
+    the leader and applied by every member; a member started afterwards starts with it."""
+    async with members(etcd, prefix, tmp_path, ("n1", "n2", "n3")) as nodes:
+        follower = next(m for m in nodes.values() if not m.cluster()["leading"])
+        events = await follower.engine.set_override("web", "b9003", "drain")
+        assert [(e.backend, e.to_state) for e in events] == [("b9003", "drain")]
+        await eventually(lambda: all(m.states().get("b9003") == "drain"
+                                     for m in nodes.values()), what="drained everywhere")
+    async with members(etcd, prefix, tmp_path, ("n4",)) as late:
+        await eventually(lambda: late["n4"].states().get("b9003") == "drain",
+                         what="the drain at a fresh member")
+        assert (await late["n4"].engine.set_override("web", "b9003", "ready"))[0].to_state \
+            == "up"
+
+
+async def test_leader_lost_a_successor_numbers_on(etcd: EtcdServer, prefix: str,
+                                                  tmp_path: Path) -> None:
+    """When the leader stops, another member leads within the lease, takes over the
+    probing, and numbers the next event right after the last one: no gap, no repeat."""
+    async with members(etcd, prefix, tmp_path, ("n1", "n2", "n3")) as nodes:
+        for m in nodes.values():
+            m.sees(9004, alive=False)
+        await eventually(lambda: all(m.states().get("b9004") == "down"
+                                     for m in nodes.values()), what="b9004 down")
+        leader = next(m for m in nodes.values() if m.cluster()["leading"])
+        leader.stop()
+        rest = [m for m in nodes.values() if m is not leader]
+        await eventually(lambda: any(m.cluster()["leading"] for m in rest)
+                         and all(len(m.cluster()["members"]) == 2 for m in rest),  # type: ignore[arg-type]
+                         what="a new leader of two members")
+        for m in rest:
+            m.probe.calls.clear()
+            m.sees(9004, alive=True)
+        await eventually(lambda: all(m.states().get("b9004") == "up" for m in rest),
+                         what="b9004 up again")
+        assert [m.engine.journal.seq for m in rest] == [2, 2]
+        assert [(e.seq, e.to_state) for e in rest[0].engine.events_after(0)] == [
+            (1, "down"), (2, "up")]
+        await eventually(lambda: all(m.probed() == set(PORTS) for m in rest),
+                         what="the two left probing every backend")
