@@ -30,21 +30,22 @@ class EtcdServer:
     """One etcd process this test owns."""
 
     def __init__(self, procs: Processes, data_dir: Path, name: str = "etcd",
-                 ca: trustme.CA | None = None) -> None:
+                 ca: trustme.CA | None = None, host: str = "127.0.0.1") -> None:
         self._procs = procs
         self._ca = ca  # with a CA: https, and clients must show a certificate it signed
         self._data_dir = data_dir
         self._name = name
+        self._host = host  # the client address (peers stay on loopback)
         self._binary = require_binary("etcd")
-        self.client_port = free_port()
+        self.client_port = free_port(host)
         self.peer_port = free_port()
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """The client endpoint, http(s)://127.0.0.1:PORT."""
+        """The client endpoint, http(s)://HOST:PORT."""
         scheme = "https" if self._ca else "http"
-        return f"{scheme}://127.0.0.1:{self.client_port}"
+        return f"{scheme}://{self._host}:{self.client_port}"
 
     def _tls_options(self) -> tuple[list[str], httpx.Client]:
         """etcd's TLS flags and a client for its health check (plain without a CA)."""
@@ -128,14 +129,15 @@ class EtcdServer:
 
 
 @contextmanager
-def running_etcd(base: Path, ca: trustme.CA | None = None) -> Iterator[EtcdServer]:
+def running_etcd(base: Path, ca: trustme.CA | None = None, host: str = "127.0.0.1"
+                 ) -> Iterator[EtcdServer]:
     """A started etcd with its data and log under `base` (https with client certificates
-    when `ca` is given), killed by PID at the end."""
+    when `ca` is given), its clients served on `host`, killed by PID at the end."""
     logs = base / "logs"
     logs.mkdir(parents=True)
     procs = Processes(logs)
     try:
-        server = EtcdServer(procs, base / "data", ca=ca)
+        server = EtcdServer(procs, base / "data", ca=ca, host=host)
         server.start()
         yield server
     finally:

@@ -1,9 +1,10 @@
 """A tiny HTTP backend for end-to-end tests, run as its own process.
 
-    python tests/e2e/backend_server.py PORT [NAME]
+    python tests/e2e/backend_server.py PORT [NAME [HOST]]
 
-Answers every GET with 200 `{"status": "ok", "name": NAME}` on 127.0.0.1:PORT
-until killed. SO_REUSEADDR is on, so a restarted backend can take its port back.
+Answers every GET with 200 `{"status": "ok", "name": NAME}` on HOST:PORT
+(127.0.0.1 by default) until killed. SO_REUSEADDR is on, so a restarted
+backend can take its port back.
 It speaks HTTP/1.1 with keep-alive (unless the client sends `Connection: close`),
 so a test can hold one connection open across a balancer change.
 """
@@ -35,9 +36,10 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str]) -> None:
-    """Serve on 127.0.0.1:PORT until killed."""
+    """Serve on HOST:PORT until killed."""
     Handler.name = argv[2] if len(argv) > 2 else "backend"
-    server = ThreadingHTTPServer(("127.0.0.1", int(argv[1])), Handler)
+    server = ThreadingHTTPServer((argv[3] if len(argv) > 3 else "127.0.0.1", int(argv[1])),
+                                 Handler)
     server.daemon_threads = True
     server.serve_forever()
 

@@ -1,12 +1,18 @@
 """Three `sentinel run` processes agreeing through a real etcd, for end-to-end tests.
 
-`ClusterSite` starts (all by PID, through the test's `Processes`): etcd on
-loopback, HTTP backend processes, one webhook receiver process shared by
-the members, and members from ONE configuration file (node, state dir and
+`ClusterSite` starts (all by PID, through the test's `Processes`): etcd,
+HTTP backend processes, one webhook receiver process shared by the members,
+and members from ONE configuration file (node, state dir, API address and
 sink paths come from the environment, as SPEC 12 intends), each with its
 own state dir, file sink (`view.json`) and Maglev sink, and the webhook sink
 (leader scope). Helpers read what each member's sinks wrote and what the
 receiver got.
+
+Everything listens on `host` (loopback by default). A member may run in its
+own network namespace (`tests.e2e.netns`): the services then listen on the
+namespace's gateway address, which is this namespace's own too, so one
+configuration reaches them from everywhere; that member's API listens on
+its side of the pair (a non-loopback address: the token is set for all).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import httpx
 
 from tests.cluster.etcd_server import EtcdServer
 from tests.e2e.helpers import (
+    LOOPBACK,
     ROOT,
     Processes,
     free_port,
@@ -31,13 +38,15 @@ from tests.e2e.helpers import (
     start_sentinel,
     wait_until,
 )
+from tests.e2e.netns import Netns
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 RECEIVER = ROOT / "tests" / "sinks" / "webhook" / "receiver_server.py"
+TOKEN = "cluster-e2e-token"
 CONFIG = """\
 version: 1
 state_dir: ${{SENTINEL_STATE}}
-api: {{listen: "127.0.0.1:0"}}
+api: {{listen: "${{SENTINEL_API:-127.0.0.1:0}}", token: {token}}}
 shutdown_timeout: 2s
 cluster:
   etcd: [{etcd}]
@@ -92,8 +101,9 @@ class Member:
         return path.read_bytes() if path.exists() else None
 
     def post(self, path: str) -> httpx.Response:
-        """POST to its API."""
-        return httpx.post(f"{self.url}{path}", timeout=15)
+        """POST to its API (with the token)."""
+        return httpx.post(f"{self.url}{path}", timeout=15,
+                          headers={"Authorization": f"Bearer {TOKEN}"})
 
 
 @dataclass
@@ -107,24 +117,27 @@ class ClusterSite:
     backend_procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     members: dict[str, Member] = field(default_factory=dict)
     hook_port: int = 0
+    host: str = LOOPBACK  # where etcd, the backends and the receiver listen
+    namespaces: dict[str, Netns] = field(default_factory=dict)  # member -> its own
 
     def start(self, backends: int = 6, members: int = 3, probers: int | str = 2) -> None:
         """Everything, in order; returns once every member reports itself ok and its
         file sink shows every backend up."""
         for i in range(1, backends + 1):
             self.start_backend(f"web{i}")
-        self.hook_port = free_port()
+        self.hook_port = free_port(self.host)
         control = self.root / "receiver"
         control.mkdir()
         (control / "accept").touch()
         self.procs.start([sys.executable, str(RECEIVER), str(self.hook_port),
-                          str(self.root / "deliveries.jsonl"), str(control)], "receiver")
-        wait_until(lambda: port_open(self.hook_port), what="the webhook receiver")
-        lines = "\n".join(f"      - {{name: {name}, address: 127.0.0.1:{port}}}"
+                          str(self.root / "deliveries.jsonl"), str(control), self.host],
+                         "receiver")
+        wait_until(lambda: port_open(self.hook_port, self.host), what="the webhook receiver")
+        lines = "\n".join(f"      - {{name: {name}, address: {self.host}:{port}}}"
                           for name, port in self.backends.items())
         (self.root / "sentinel.yaml").write_text(CONFIG.format(
-            etcd=self.etcd.url, probers=probers, backends=lines, secret=SECRET,
-            hook=f"http://127.0.0.1:{self.hook_port}/hook"))
+            etcd=self.etcd.url, probers=probers, backends=lines, secret=SECRET, token=TOKEN,
+            hook=f"http://{self.host}:{self.hook_port}/hook"))
         for i in range(1, members + 1):
             self.start_member(f"n{i}")
         everyone = dict.fromkeys(self.backends, "up")
@@ -134,9 +147,9 @@ class ClusterSite:
 
     def start_backend(self, name: str) -> None:
         """A backend process (on its old port when it ran before)."""
-        port = self.backends.get(name) or free_port()
+        port = self.backends.get(name) or free_port(self.host)
         self.backends[name] = port
-        self.backend_procs[name] = start_backend(self.procs, port, name)
+        self.backend_procs[name] = start_backend(self.procs, port, name, self.host)
 
     def kill_backend(self, name: str) -> None:
         """SIGKILL a backend process."""
@@ -147,8 +160,12 @@ class ClusterSite:
         member = self.members.get(name) or Member(name, self.root / name)
         member.state_dir.mkdir(exist_ok=True)
         env = {**os.environ, "SENTINEL_NODE": name, "SENTINEL_STATE": str(member.state_dir)}
-        member.proc, member.url = start_sentinel(self.procs, self.root / "sentinel.yaml",
-                                                 member.state_dir, name, env=env)
+        space = self.namespaces.get(name)
+        if space is not None:
+            env["SENTINEL_API"] = f"{space.ns_ip}:0"
+        member.proc, member.url = start_sentinel(
+            self.procs, self.root / "sentinel.yaml", member.state_dir, name, env=env,
+            wrapper=space.wrap() if space is not None else ())
         self.members[name] = member
         return member
 
@@ -158,10 +175,12 @@ class ClusterSite:
                 and m.proc.poll() is None]
 
     def leader(self) -> Member:
-        """The member every live member names as leader (waits for agreement)."""
+        """The live member every live member names as leader (waits for agreement)."""
         def agreed() -> str | None:
-            names = {m.state()["cluster"]["leader"] for m in self.live()}
-            return names.pop() if len(names) == 1 and None not in names else None
+            live = self.live()
+            names = {m.state()["cluster"]["leader"] for m in live}
+            name = names.pop() if len(names) == 1 else None
+            return name if name in {m.name for m in live} else None
 
         return self.members[wait_until(agreed, timeout=15, what="one agreed leader")]
 

@@ -146,10 +146,11 @@ class Processes:
         self._adopted.clear()
 
 
-def start_backend(procs: Processes, port: int, name: str) -> subprocess.Popen[bytes]:
-    """An HTTP backend process on 127.0.0.1:`port`, once it accepts connections."""
-    proc = procs.start([sys.executable, str(BACKEND_SCRIPT), str(port), name], name)
-    wait_until(lambda: port_open(port) or proc.poll() is not None, timeout=10,
+def start_backend(procs: Processes, port: int, name: str, host: str = LOOPBACK
+                  ) -> subprocess.Popen[bytes]:
+    """An HTTP backend process on `host`:`port`, once it accepts connections."""
+    proc = procs.start([sys.executable, str(BACKEND_SCRIPT), str(port), name, host], name)
+    wait_until(lambda: port_open(port, host) or proc.poll() is not None, timeout=10,
                what=f"backend {name} on port {port}")
     if proc.poll() is not None:
         raise AssertionError(f"backend {name} exited: {procs.log(name).read_text()}")

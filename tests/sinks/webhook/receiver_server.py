@@ -1,6 +1,6 @@
 """A webhook receiver run as its own process, for tests that start `sentinel run`.
 
-    python tests/sinks/webhook/receiver_server.py PORT LOG CONTROL_DIR
+    python tests/sinks/webhook/receiver_server.py PORT LOG CONTROL_DIR [HOST]
 
 Every POST is appended to LOG as one JSON line (`headers`, `body`, `status`)
 before it is answered. It answers 200 while CONTROL_DIR/accept exists, else
@@ -48,9 +48,10 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str]) -> None:
-    """Serve on 127.0.0.1:PORT until killed."""
+    """Serve on HOST:PORT (127.0.0.1 by default) until killed."""
     Handler.log_path, Handler.control = Path(argv[2]), Path(argv[3])
-    server = ThreadingHTTPServer(("127.0.0.1", int(argv[1])), Handler)
+    server = ThreadingHTTPServer((argv[4] if len(argv) > 4 else "127.0.0.1", int(argv[1])),
+                                 Handler)
     server.daemon_threads = True
     server.serve_forever()
 
