@@ -67,6 +67,7 @@ from sentinel.engine.pacing import percentiles
 from sentinel.errors import EtcdError, NotLeader
 from sentinel.model import State
 from sentinel.sinks.runner import Backoff
+from sentinel.timefmt import rfc3339
 
 log = logging.getLogger(__name__)
 LAG_SAMPLES = 1024  # recent agreed views whose lag the percentiles cover
@@ -129,7 +130,8 @@ class ClusterStatistics:
     def to_json(self) -> dict[str, object]:
         """The `cluster` object of the state document (SPEC 12)."""
         m = self.membership
-        return {"ok": self.ok, "since": self.since, "error": self.error or None,
+        return {"ok": self.ok, "since": rfc3339(self.since) if self.since else None,
+                "error": self.error or None,
                 "node": m.node, "leader": self.leader, "leading": self.leading,
                 "members": [member.to_json() for member in m.members],
                 "mismatched": list(m.mismatched), "revision": self.revision,

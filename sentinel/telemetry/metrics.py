@@ -32,6 +32,7 @@ from sentinel.model import Event, State
 from sentinel.observe import ProbeRecord
 
 if TYPE_CHECKING:
+    from sentinel.cluster.node import ClusterStatistics
     from sentinel.engine.engine import Engine
 
 # Loopback probes answer in well under a millisecond; remote ones in a few ms; timeouts
@@ -136,6 +137,8 @@ class Metrics:
         if self._engine is not None:
             yield from _engine_series(self._engine)
             yield from _outbox_series(self._engine)
+            if self._engine.cluster is not None:
+                yield from _cluster_series(self._engine.cluster.node.statistics())
         if self._traces is not None:
             yield from _trace_series(self._traces())
 
@@ -244,6 +247,46 @@ def _outbox_series(engine: Engine) -> Iterator[Metric]:
         dead.add_metric([name], counts.dead)
         dropped.add_metric([name], counts.dropped)
     yield from (depth, dead, dropped)
+
+
+def _cluster_series(stats: ClusterStatistics) -> Iterator[Metric]:
+    """This member's part in the cluster (SPEC 12): health, leadership, lease, etcd."""
+    m = stats.membership
+    yield GaugeMetricFamily("sentinel_cluster_ok", "1 while this member is registered, "
+                            "follows etcd and enough members are live to vote a backend "
+                            "down.", value=int(stats.ok))
+    yield GaugeMetricFamily("sentinel_cluster_leader", "1 while this member leads (votes, "
+                            "numbers events, runs scope: leader sinks).",
+                            value=int(stats.leading))
+    yield CounterMetricFamily("sentinel_cluster_terms", "Terms this member has led.",
+                              value=stats.terms)
+    yield GaugeMetricFamily("sentinel_cluster_members", "Live members, this one included.",
+                            value=len(m.members))
+    yield GaugeMetricFamily("sentinel_cluster_mismatched_members", "Live members whose "
+                            "configuration file differs from this one's.",
+                            value=len(m.mismatched))
+    yield GaugeMetricFamily("sentinel_cluster_probed_backends", "Backends this member "
+                            "probes (its share of the assignment).", value=stats.probing)
+    yield CounterMetricFamily("sentinel_cluster_lease_renewals", "Lease keep-alives etcd "
+                              "answered.", value=m.renewals)
+    yield CounterMetricFamily("sentinel_cluster_lease_lapses", "Leases that lapsed (paused, "
+                              "or etcd lost for longer than lease_ttl): the member stopped "
+                              "acting and registered again.", value=m.lapses)
+    yield CounterMetricFamily("sentinel_cluster_etcd_calls", "Calls to etcd.",
+                              value=stats.etcd.calls)
+    yield CounterMetricFamily("sentinel_cluster_etcd_errors", "Calls to etcd that failed "
+                              "(unreachable, timed out, refused).", value=stats.etcd.errors)
+    yield _summary("sentinel_cluster_etcd_latency_seconds", "How long calls to etcd took "
+                   "(quantiles over the recent calls).",
+                   {"0.5": stats.etcd.latency_p50_ms, "0.99": stats.etcd.latency_p99_ms,
+                    "1": stats.etcd.latency_max_ms}, stats.etcd.calls, stats.etcd.latency_sum)
+    yield _summary("sentinel_cluster_agreed_lag_seconds", "From the leader writing an agreed "
+                   "view to this member seeing it (wall clocks; quantiles over the recent "
+                   "views).", {"0.5": stats.lag_p50_ms, "0.99": stats.lag_p99_ms},
+                   stats.lag_count, stats.lag_sum)
+    yield CounterMetricFamily("sentinel_cluster_observation_writes", "Verdicts this member "
+                              "wrote to etcd (only changes are written).",
+                              value=stats.writer.writes)
 
 
 def _trace_series(stats: TraceStatistics) -> Iterator[Metric]:

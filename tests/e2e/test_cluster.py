@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -21,8 +22,9 @@ import pytest
 
 from tests.cluster.etcd_server import running_etcd
 from tests.e2e.cluster_site import ClusterSite, Member
-from tests.e2e.helpers import Processes, wait_until
+from tests.e2e.helpers import Processes, require_binary, wait_until
 from tests.e2e.netns import netns
+from tests.telemetry.helpers import parse_metrics, sample
 
 pytestmark = pytest.mark.e2e
 
@@ -74,7 +76,8 @@ def test_a_dead_backend_goes_down_everywhere_at_one_seq(tmp_path: Path,
                                                         processes: Processes) -> None:
     """Kill a backend: all three file sinks show it down at the same seq, the Maglev
     tables are the same bytes on every member, and the receiver gets exactly one
-    delivery of the event."""
+    delivery of the event; each member's /metrics says who leads and what it probes,
+    in a form promtool accepts."""
     with open_site(tmp_path, processes) as site:
         site.start()
         before = {m.maglev() for m in site.live()}
@@ -92,6 +95,17 @@ def test_a_dead_backend_goes_down_everywhere_at_one_seq(tmp_path: Path,
         wait_until(lambda: delivery_mark(site) >= 1, what="the delivery recorded")
         assert delivered(site) == {1: {site.deliveries()[0]["id"]}}
         assert [d["event"]["backend"] for d in site.deliveries()] == ["web2"]
+        scrapes = {m.name: httpx.get(f"{m.url}/metrics", timeout=5).text for m in site.live()}
+        samples = {name: parse_metrics(text) for name, text in scrapes.items()}
+        assert sum(sample(s, "sentinel_cluster_leader") or 0 for s in samples.values()) == 1
+        assert all(sample(s, "sentinel_cluster_ok") == 1 and
+                   sample(s, "sentinel_cluster_members") == 3 for s in samples.values())
+        assert sum(sample(s, "sentinel_cluster_probed_backends") or 0
+                   for s in samples.values()) == 12  # 6 backends, 2 probers each
+        checked = subprocess.run([require_binary("promtool"), "check", "metrics"],
+                                 input=scrapes["n1"], capture_output=True, text=True,
+                                 timeout=60, check=False)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_leader_killed_a_new_one_resumes_without_loss_or_repeat(
