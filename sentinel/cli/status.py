@@ -14,17 +14,26 @@ def render_table(doc: dict[str, Any],
                  mark: Callable[[str, str, str], str] = lambda service, backend, line: line
                  ) -> str:
     """The state document as an aligned text table; `mark` may dress each backend's line
-    (`sentinel status --watch` highlights the rows that just changed)."""
-    rows = [("SERVICE", "BACKEND", "ADDRESS", "STATE", "WEIGHT", "FAILS", "SINCE", "NOTE")]
+    (`sentinel status --watch` highlights the rows that just changed). A cluster member's
+    document adds a line on the cluster and who probes each backend with what it says
+    (`?` for a prober that has not reported)."""
+    cluster = doc.get("cluster")
+    head: tuple[str, ...] = ("SERVICE", "BACKEND", "ADDRESS", "STATE", "WEIGHT", "FAILS",
+                             "SINCE", "NOTE")
+    rows = [head + (("PROBERS",) if cluster else ())]
     for name, svc in sorted(doc.get("services", {}).items()):
         for b in svc["backends"]:
             note = b.get("progress") or (b.get("last_probe") or {}).get("error") or ""
             if svc.get("panic"):
                 note = f"PANIC {note}".strip()
-            rows.append((name, b["name"], b["address"], b["state"], str(b["weight"]),
-                         str(b["fails"]), b["since"], note))
+            row: tuple[str, ...] = (name, b["name"], b["address"], b["state"],
+                                    str(b["weight"]), str(b["fails"]), b["since"], note)
+            if cluster:
+                seen = b.get("observers") or {}
+                row += (" ".join(f"{p}:{seen.get(p, '?')}" for p in b.get("probers") or ()),)
+            rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
+    lines = [_cluster_line(cluster)] if cluster else []
     for i, r in enumerate(rows):
         line = "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
         lines.append(mark(r[0], r[1], line) if i else line)
@@ -36,6 +45,17 @@ def render_table(doc: dict[str, Any],
         lines.append(f"sink {name}: {state} (applied {sink['applied']}, "
                      f"pending {sink['pending']}{owed})")
     return "\n".join(lines)
+
+
+def _cluster_line(cluster: dict[str, Any]) -> str:
+    """`cluster: node n2, leader n1; ok; members n1 n2 n3; probers 2, quorum 2`."""
+    members = " ".join(m["node"] for m in cluster.get("members", ())) or "none"
+    health = "ok" if cluster.get("ok") else f"NOT OK: {cluster.get('error')}"
+    odd = cluster.get("mismatched") or []
+    other = f"; other configuration: {' '.join(odd)}" if odd else ""
+    return (f"cluster: node {cluster.get('node')}, leader {cluster.get('leader') or 'none'}; "
+            f"{health}; members {members}{other}; probers {cluster.get('probers')}, "
+            f"quorum {cluster.get('quorum')}")
 
 
 def _headers(token: str | None) -> dict[str, str]:

@@ -22,7 +22,7 @@ import pytest
 
 from tests.cluster.etcd_server import running_etcd
 from tests.e2e.cluster_site import ClusterSite, Member
-from tests.e2e.helpers import Processes, require_binary, wait_until
+from tests.e2e.helpers import Processes, require_binary, run_cli, wait_until
 from tests.e2e.netns import netns
 from tests.telemetry.helpers import parse_metrics, sample
 
@@ -196,7 +196,8 @@ def test_etcd_stopped_sinks_stay_then_catch_up(tmp_path: Path,
 def test_a_drain_through_one_member_shows_on_all(tmp_path: Path,
                                                  processes: Processes) -> None:
     """POST drain to a member that does not lead: all three file sinks show it, and
-    ready through the leader lifts it everywhere."""
+    `sentinel status` there shows the cluster and who probes it; ready through the
+    leader lifts it everywhere."""
     with open_site(tmp_path, processes) as site:
         site.start()
         leader = site.leader()
@@ -207,6 +208,16 @@ def test_a_drain_through_one_member_shows_on_all(tmp_path: Path,
         assert [(e["backend"], e["to"]) for e in answer.json()["events"]] == [
             ("web5", "drain")]
         site.wait_all(lambda m: m.states()["web5"] == "drain", what="drained on all")
+        shown = run_cli("status", "--api", one.url)
+        assert shown.returncode == 0, shown.stderr
+        lines = shown.stdout.splitlines()
+        assert lines[0] == (f"cluster: node {one.name}, leader {leader.name}; ok; members "
+                            f"n1 n2 n3; probers 2, quorum 2")
+        assert lines[1].split()[-1] == "PROBERS"
+        web5 = next(line for line in lines if " web5 " in line)
+        assert " drain " in web5
+        assert sorted(web5.split()[-2:]) == sorted(
+            f"{p}:up" for p in backend_entry(one, "web5")["probers"])
         assert other.post("/v1/backends/web/web5/ready").status_code == 200
         site.wait_all(lambda m: m.states()["web5"] == "up", what="ready on all")
         assert [(e[1], e[2]) for e in events(one)] == [("web5", "drain"), ("web5", "up")]
