@@ -38,8 +38,12 @@ def check(path: str, fmt: str) -> int:
         services = [{"name": svc.name, "backends": len(svc.backends), "probe": svc.probe.type,
                      "to_down_seconds": _seconds(budget.to_down),
                      "to_up_seconds": _seconds(budget.to_up)} for svc, budget in budgets]
-        print(json.dumps({"file": path, "ok": True, "errors": [], "services": services,
-                          "warnings": [{"message": w} for w in warnings]}, indent=2))
+        doc: dict[str, object] = {"file": path, "ok": True, "errors": [],
+                                  "services": services,
+                                  "warnings": [{"message": w} for w in warnings]}
+        if config.cluster is not None:
+            doc["cluster"] = config.cluster.budget()
+        print(json.dumps(doc, indent=2))
         return EXIT_OK
     print(f"{path}: ok")
     for svc, budget in budgets:
@@ -47,6 +51,8 @@ def check(path: str, fmt: str) -> int:
         print(f"  {svc.name}: {backends}, {svc.probe.type} probe; "
               f"worst case death -> removal {describe(budget.to_down)}, "
               f"recovery -> return {describe(budget.to_up)}")
+    if config.cluster is not None:
+        print(f"  {config.cluster.describe_budget()}")
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return EXIT_OK

@@ -74,6 +74,33 @@ class ClusterConfig:
         noticed well within `lease_ttl`."""
         return self.lease_ttl / 3
 
+    def budget(self) -> dict[str, object]:
+        """What agreeing adds to each service's detection budget (`sentinel check`).
+
+        A backend goes down once `quorum` of its probers' breakers have flipped,
+        each on the single-node budget; then the agreement path: the prober's
+        write, the leader's watch, the leader's fenced write, each member's
+        watch. That is milliseconds while etcd is well (bench/cluster_bench.py);
+        the worst, while etcd answers each of the two writes at the very end of
+        its deadline, is two call deadlines. A prober lost at the same moment
+        costs up to `lease_ttl` before the others take its backends over."""
+        return {"probers": self.probers if self.probers is not None else "all",
+                "quorum": self.quorum if self.quorum is not None else "majority",
+                "agreement_max_seconds": round(2 * self.call_timeout, 3),
+                "reassignment_seconds": self.lease_ttl}
+
+    def describe_budget(self) -> str:
+        """`budget()` as `sentinel check` prints it."""
+        probers = (f"{self.probers} member{'' if self.probers == 1 else 's'}"
+                   if self.probers is not None else "every member")
+        quorum = (f"quorum {self.quorum}" if self.quorum is not None
+                  else "a majority of them")
+        return (f"cluster: each backend probed by {probers}, down on {quorum}; every budget "
+                f"above plus the agreement path (2 etcd writes, 2 watch deliveries: "
+                f"milliseconds when etcd is well, at most {2 * self.call_timeout:.1f}s when "
+                f"each write waits out its deadline); a prober lost at the same time adds up "
+                f"to {self.lease_ttl}s (lease_ttl) before another takes its backends over")
+
     def quorum_for(self, probers: int) -> int:
         """Down votes needed for a backend with `probers` live probers (`quorum`, or a
         majority: with `probers: N` of N, with `probers: all` of the live members)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import textwrap
 from pathlib import Path
 
@@ -177,3 +178,23 @@ def test_sink_scope(tmp_path: Path) -> None:
         load_config(bad, env={})
     assert [str(e).replace(str(tmp_path) + "/", "") for e in caught.value.errors] == [
         "sentinel.yaml:2:31: sinks.ring.scope: expected one of local, leader; got 'all'"]
+
+
+def test_check_shows_the_cluster_budget(tmp_path: Path) -> None:
+    """`sentinel check` adds what agreeing costs to the budgets: the agreement path
+    (two call deadlines at worst) and the reassignment of a lost prober (lease_ttl),
+    as a line and in --format json."""
+    write_config(tmp_path, SERVICES + "cluster:\n  etcd: [http://h:1]\n  node: n1\n"
+                 "  lease_ttl: 6s\n  probers: 2\n")
+    text = run_sentinel("check", "-c", "sentinel.yaml", cwd=tmp_path)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.splitlines()[-1] == (
+        "  cluster: each backend probed by 2 members, down on a majority of them; every "
+        "budget above plus the agreement path (2 etcd writes, 2 watch deliveries: "
+        "milliseconds when etcd is well, at most 4.0s when each write waits out its "
+        "deadline); a prober lost at the same time adds up to 6s (lease_ttl) before another "
+        "takes its backends over")
+    doc = json.loads(run_sentinel("check", "-c", "sentinel.yaml", "--format", "json",
+                                  cwd=tmp_path).stdout)
+    assert doc["cluster"] == {"probers": 2, "quorum": "majority",
+                              "agreement_max_seconds": 4.0, "reassignment_seconds": 6}
