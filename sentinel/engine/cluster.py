@@ -5,7 +5,8 @@ Every member:
 - probes only the backends the assignment gives it (`probes`); a backend it
   takes over starts a fresh breaker from the agreed verdict, and its first
   probe result is reported even when it changes nothing;
-- reports its breakers' verdicts to etcd (`observed`: written on change);
+- reports its breakers' verdicts to etcd (`observed`: written on change), and
+  probes a backend at once when another of its probers reports it down;
 - follows the agreed state (`agreed_changed`): the leader's events go into
   the journal as they are (the cluster's seq), each view to the member's
   `scope: local` sinks, built from the member's own configuration and the
@@ -142,12 +143,20 @@ class ClusterMode:
         self._wake.set()
 
     def observations_changed(self, touched: set[BackendKey]) -> None:
-        """Show who says what; the leader votes on these backends again."""
+        """Show who says what; the leader votes on these backends again. Another prober's
+        down makes this member probe the backend at once (one prober's view triggers,
+        the others confirm): agreement then waits for the first prober to see a death
+        plus one probe, not for the slowest prober's schedule."""
         for key in touched:
             b = self._backend(key)
-            if b is not None:
-                b.observers = tuple(sorted((node, o.state.value)
-                                           for node, o in self.node.observed(*key).items()))
+            if b is None:
+                continue
+            seen = self.node.observed(*key)
+            b.observers = tuple(sorted((node, o.state.value) for node, o in seen.items()))
+            if (key in self._probing and self.engine.running
+                    and any(o.state is State.DOWN for node, o in seen.items()
+                            if node != self.node.node)):
+                self.engine.probe_now(b)  # nothing when this member's verdict is down
         self._dirty |= touched
         self._wake.set()
 

@@ -82,10 +82,12 @@ class Member:
 
 @asynccontextmanager
 async def members(etcd: EtcdServer, prefix: str, tmp_path: Path, names: tuple[str, ...],
-                  **cluster: object) -> AsyncIterator[dict[str, Member]]:
-    """Members `names` running until the block ends, each once its first view arrived."""
-    svc = service("web", PORTS, interval=0.1, timeout=0.05, sinks=("rec", "note"),
-                  breaker=ThresholdBreakerConfig(fall=2, rise=2))
+                  *, interval: float = 0.1, fast: float | None = None
+                  ) -> AsyncIterator[dict[str, Member]]:
+    """Members `names` running until the block ends, once all are registered and one
+    leads."""
+    svc = service("web", PORTS, interval=interval, fast=fast, timeout=0.05,
+                  sinks=("rec", "note"), breaker=ThresholdBreakerConfig(fall=2, rise=2))
     out: dict[str, Member] = {}
     async with trio.open_nursery() as nursery:
         for name in names:
@@ -93,7 +95,7 @@ async def members(etcd: EtcdServer, prefix: str, tmp_path: Path, names: tuple[st
             cfg = replace(base, sinks=(*base.sinks, SinkConfig("note", "exec", None,
                                                                scope="leader")),
                           cluster=cluster_config(etcd, prefix, name, probers=2, quorum=2,
-                                                 lease_ttl=1, **cluster))
+                                                 lease_ttl=1))
             member = out[name] = Member(name, cfg)
 
             async def run(m: Member = member) -> None:
@@ -159,6 +161,32 @@ async def test_a_member_cut_off_from_one_backend_takes_nothing_down(
         await trio.sleep(0.5)  # the leader has voted on it meanwhile
         assert agreed(nodes, everyone_up)
         assert all(m.engine.journal.seq == 0 for m in nodes.values())
+
+
+async def test_one_probers_down_makes_the_others_probe_at_once(
+        etcd: EtcdServer, prefix: str, tmp_path: Path) -> None:
+    """When one prober reports a backend down, its other prober probes it right away
+    instead of at its next interval (4 s here), so agreeing on a death does not wait
+    for the slowest prober's schedule."""
+    async with members(etcd, prefix, tmp_path, ("n1", "n2", "n3"), interval=4.0,
+                       fast=0.05) as nodes:
+        first, second = (nodes[n] for n in nodes["n1"].entry("b9005")["probers"])
+        await eventually(lambda: 9005 in second.probed(), what="its first probe")
+        runtime = next(b for b in second.engine.services["web"].backends
+                       if b.config.name == "b9005")
+        due = runtime.next_due
+        assert due is not None
+        probes = len(second.probe.times(9005))
+        first.sees(9005, alive=False)
+        second.sees(9005, alive=False)
+        mine = next(b for b in first.engine.services["web"].backends
+                    if b.config.name == "b9005")
+        first.engine.probe_now(mine)
+        await eventually(lambda: len(second.probe.times(9005)) > probes,
+                         what="the second prober's probe")
+        assert second.probe.times(9005)[probes] < due
+        await eventually(lambda: agreed(nodes, {**{f"b{p}": "up" for p in PORTS},
+                                                "b9005": "down"}), what="agreed down")
 
 
 async def test_drain_through_any_member_applies_everywhere_and_lasts(
