@@ -11,26 +11,32 @@ compares `create_revision(PREFIX/leader)` with its own, so a deposed leader
 (paused past its lease, partitioned) has its write refused atomically
 instead of landing after a successor's (`NotLeader`).
 
-What the leader writes (keys under PREFIX):
+What the leader writes (keys under PREFIX; SERVICE and BACKEND percent-encoded):
 
-    agreed/seq            the cluster's last event seq (decimal)
-    agreed/views/SERVICE  the agreed view of SERVICE (JSON, the caller's document)
-    agreed/events/SEQ     a batch of events, keyed by its last seq (20 digits, so
-                          keys sort by seq): a JSON list of SPEC 4 event documents
-    delivered/SINK        the last seq a leader-scope sink (webhook) delivered
+    agreed/seq                       the cluster's last event seq (decimal)
+    agreed/services/SERVICE          the service's part of the agreed view (JSON: panic,
+                                     ...; the caller's document)
+    agreed/backends/SERVICE/BACKEND  one backend's agreed entry (JSON: state, weight, ...)
+    agreed/events/SEQ                a batch of events, keyed by its last seq (20 digits,
+                                     so keys sort by seq): a JSON list of SPEC 4 events
+    delivered/SINK                   the last seq a leader-scope sink (webhook) delivered
 
-Every member follows `agreed/` with one PrefixMirror (`read_agreed` sorts what
-it reports): views and the events that led to them change in one revision,
-so they reach a member in one watch answer.
+One key per backend: a change writes what moved, not the whole service (a
+service of 3,000 backends is 250 KB as one document; etcd keeps every
+revision until compacted). Every member follows `agreed/` with one
+PrefixMirror (`read_agreed` sorts what it reports): a publication's entries
+and the events that led to them change in one revision, so they reach a
+member in one watch answer.
 
-Views, their events and `seq` change in one transaction, which also
+Entries, their events and `seq` change in one transaction, which also
 compares `seq` with the value the leader last wrote: events are numbered
 once, none lost, none twice. A write whose answer was lost may or may not
 have landed; the leader then knows nothing for sure until it reads again
 (`load`), and refuses to publish before that, so the caller recomputes its
 changes from what etcd really holds. etcd caps a transaction's operations
-(128 by default), so a publication touching many services is split into
-several transactions, each holding whole services with their events.
+(`--max-txn-ops`, 128 by default), so a large publication is split into
+several transactions of at most MAX_OPS keys each, a service's events going
+with the last part of its entries.
 """
 
 from __future__ import annotations
@@ -38,9 +44,10 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import quote, unquote
 
 import trio
 
@@ -52,7 +59,7 @@ from sentinel.model import Event
 from sentinel.sinks.runner import Backoff
 
 log = logging.getLogger(__name__)
-MAX_SERVICES_PER_TXN = 100  # + events, seq and trim: under etcd's default 128 operations
+MAX_OPS = 120  # keys per transaction, + events, seq and trim: under etcd's default 128
 KEEP_EVENTS = 1000  # SPEC 6: /v1/events holds at least the last 1,000
 
 
@@ -79,21 +86,44 @@ class Term:
     revision: int
 
 
+def _name(text: str) -> str:
+    return quote(text, safe="")
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceChange:
-    """One service's new agreed view and the events that lead to it (seq to be given)."""
+    """One service's part of a publication: its document when it changed, the entries of
+    the backends that changed, and the events that lead there (seq to be given)."""
 
     service: str
-    view: Mapping[str, Any]
+    backends: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    header: Mapping[str, Any] | None = None
     events: tuple[Event, ...] = ()
+
+    @property
+    def keys(self) -> int:
+        """How many keys it writes."""
+        return len(self.backends) + (self.header is not None)
+
+    def parts(self, most: int) -> Iterator[ServiceChange]:
+        """This change in parts of at most `most` keys; the header and the events go
+        with the last part."""
+        names = list(self.backends)
+        while len(names) + (self.header is not None) > most:
+            chunk, names = names[:most], names[most:]
+            yield ServiceChange(self.service, {n: self.backends[n] for n in chunk})
+        yield ServiceChange(self.service, {n: self.backends[n] for n in names}, self.header,
+                            self.events)
 
 
 @dataclass(frozen=True, slots=True)
 class AgreedState:
-    """What etcd holds: the last seq, every service's agreed view, delivered seqs."""
+    """What etcd holds: the last seq, every service's document and backend entries, the
+    delivered seqs."""
 
     seq: int
-    views: dict[str, Any]
+    services: dict[str, Any]  # service -> its document
+    backends: dict[str, dict[str, Any]]  # service -> backend -> its entry
     delivered: dict[str, int]
     revision: int
 
@@ -103,32 +133,46 @@ class AgreedChanges:
     """One report of a mirror of `agreed/`, sorted out (see `read_agreed`)."""
 
     seq: int | None  # the cluster's seq, when it changed
-    views: dict[str, Any]  # service -> its new agreed view document
+    services: dict[str, Any]  # service -> its new document
+    backends: dict[str, dict[str, Any]]  # service -> backend -> its new entry
     events: tuple[Event, ...]  # events of the batches that appeared, oldest first
+
+    @property
+    def touched(self) -> set[str]:
+        """The services whose document or entries changed."""
+        return set(self.services) | set(self.backends)
 
 
 def read_agreed(prefix: str, changes: Changes) -> AgreedChanges:
-    """What changed under `agreed/` (a PrefixMirror's report): the seq, the views and
-    the new events. Deletions (old event batches trimmed) carry nothing; a value that
-    is not what a leader writes is logged and skipped."""
+    """What changed under `agreed/` (a PrefixMirror's report, or its whole dict): the seq,
+    the documents, the entries and the new events. Deletions (old event batches
+    trimmed) carry nothing; a key or value that is not what a leader writes is logged
+    and skipped."""
     agreed = agreed_prefix(prefix)
     seq: int | None = None
-    views: dict[str, Any] = {}
+    services: dict[str, Any] = {}
+    backends: dict[str, dict[str, Any]] = {}
     events: list[Event] = []
     for key, kv in changes.items():
         if kv is None:
             continue
-        name = key[len(agreed):]
+        kind, _, rest = key[len(agreed):].partition("/")
         try:
-            if name == "seq":
+            if kind == "seq" and not rest:
                 seq = int(kv.value)
-            elif name.startswith("views/"):
-                views[name[len("views/"):]] = json.loads(kv.value)
-            elif name.startswith("events/"):
+            elif kind == "services" and rest and "/" not in rest:
+                services[unquote(rest)] = json.loads(kv.value)
+            elif kind == "backends" and rest.count("/") == 1:
+                service, backend = rest.split("/")
+                backends.setdefault(unquote(service), {})[unquote(backend)] = \
+                    json.loads(kv.value)
+            elif kind == "events" and rest:
                 events.extend(Event.from_json(doc) for doc in json.loads(kv.value))
+            else:
+                raise ValueError("not a key a leader writes")
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("cluster: ignoring %s: %r", key, exc)
-    return AgreedChanges(seq, views, tuple(sorted(events, key=lambda e: e.seq)))
+    return AgreedChanges(seq, services, backends, tuple(sorted(events, key=lambda e: e.seq)))
 
 
 class Election:
@@ -207,29 +251,40 @@ class Leader:
         return self._seq
 
     async def load(self) -> AgreedState:
-        """Read seq, every agreed view and the delivered seqs, atomically (one
+        """Read seq, every document and entry and the delivered seqs, atomically (one
         read-only transaction)."""
-        views, delivered = f"{self._agreed}views/", f"{self.prefix}delivered/"
-        done = await self.client.txn([], [Get(f"{self._agreed}seq"),
-                                          Get(views, prefix_end(views)),
+        agreed, delivered = self._agreed, f"{self.prefix}delivered/"
+        done = await self.client.txn([], [Get(f"{agreed}seq"),
+                                          Get(f"{agreed}services/",
+                                              prefix_end(f"{agreed}services/")),
+                                          Get(f"{agreed}backends/",
+                                              prefix_end(f"{agreed}backends/")),
                                           Get(delivered, prefix_end(delivered))])
-        seq_kvs, view_kvs, delivered_kvs = (r.kvs for r in done.ranges)
+        seq_kvs, service_kvs, backend_kvs, delivered_kvs = (r.kvs for r in done.ranges)
         try:
             seq = int(seq_kvs[0].value) if seq_kvs else 0
             marks = {kv.key[len(delivered):]: int(kv.value) for kv in delivered_kvs}
-            docs = {kv.key[len(views):]: json.loads(kv.value) for kv in view_kvs}
         except ValueError as exc:  # someone wrote there by hand
             raise EtcdError(f"malformed cluster state under {self.prefix}: {exc}") from None
+        held = read_agreed(self.prefix, {kv.key: kv for kv in (*service_kvs, *backend_kvs)})
         self._seq, self._delivered = seq, marks
-        return AgreedState(seq=seq, views=docs, delivered=dict(marks), revision=done.revision)
+        return AgreedState(seq=seq, services=held.services, backends=held.backends,
+                           delivered=dict(marks), revision=done.revision)
 
     async def publish(self, changes: Sequence[ServiceChange]) -> tuple[Event, ...]:
-        """Write these services' views with their events numbered from seq + 1;
-        returns the numbered events. Raises NotLeader when the term has ended (nothing
-        was written), EtcdError when etcd failed (call `load` before publishing again)."""
+        """Write these services' documents and entries with their events numbered from
+        seq + 1; returns the numbered events. Raises NotLeader when the term has ended
+        (nothing was written), EtcdError when etcd failed (call `load` before publishing
+        again)."""
         out: list[Event] = []
-        for start in range(0, len(changes), MAX_SERVICES_PER_TXN):
-            out.extend(await self._publish(changes[start:start + MAX_SERVICES_PER_TXN]))
+        batch: list[ServiceChange] = []
+        for part in (p for c in changes for p in c.parts(MAX_OPS)):
+            if batch and sum(c.keys for c in batch) + part.keys > MAX_OPS:
+                out.extend(await self._publish(batch))
+                batch = []
+            batch.append(part)
+        if batch:
+            out.extend(await self._publish(batch))
         return tuple(out)
 
     async def _publish(self, changes: Sequence[ServiceChange]) -> list[Event]:
@@ -238,7 +293,13 @@ class Leader:
                     for i, e in enumerate(e for c in changes for e in c.events)]
         last = seq + len(numbered)
         agreed = self._agreed
-        ops: list[Op] = [Put(f"{agreed}views/{c.service}", _doc(c.view)) for c in changes]
+        ops: list[Op] = []
+        for c in changes:
+            service = _name(c.service)
+            if c.header is not None:
+                ops.append(Put(f"{agreed}services/{service}", _doc(c.header)))
+            ops.extend(Put(f"{agreed}backends/{service}/{_name(name)}", _doc(entry))
+                       for name, entry in c.backends.items())
         if numbered:
             ops.append(Put(f"{agreed}events/{_seq_key(last)}",
                            _doc([e.to_json() for e in numbered])))

@@ -302,7 +302,7 @@ class ClusterNode:
     def _agreed_changed(self, changes: Changes) -> None:
         agreed = read_agreed(self.config.prefix, changes)
         now = self._wall()
-        for doc in agreed.views.values():
+        for doc in agreed.services.values():
             written = doc.get("time") if isinstance(doc, dict) else None
             if isinstance(written, int | float):
                 lag = max(0.0, now - written)

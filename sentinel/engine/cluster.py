@@ -21,9 +21,10 @@ deliveries of its `scope: leader` durable sinks (webhook) from the seq the
 last leader recorded, then loops: vote on the backends whose observations,
 probers or overrides changed (`ClusterNode.tally`); the agreed verdict takes
 the place of a breaker's in the engine's own decision (flap damping, slow
-start, overrides, the panic guard: `Publisher.decide`); write the services
-whose view moved with their events in fenced transactions; hand the events
-to the leader-scope sinks; record how far each durable one has delivered.
+start, overrides, the panic guard: `Publisher.decide`, once per service
+however many of its backends moved); write the entries that changed with
+their events in fenced transactions; hand the events to the leader-scope
+sinks; record how far each durable one has delivered.
 A write that fails ends the term: the journal and runtimes go back to what
 etcd holds, and the node campaigns again.
 """
@@ -45,7 +46,6 @@ from sentinel.cluster.leader import (
     AgreedState,
     Leader,
     ServiceChange,
-    read_agreed,
 )
 from sentinel.cluster.node import ClusterNode
 from sentinel.cluster.observations import BackendKey
@@ -85,7 +85,12 @@ class ClusterMode:
         self._override_dirty: set[BackendKey] = set()
         self._queued: list[Commit] = []
         self._wake = trio.Event()
-        self._docs: dict[str, dict[str, Any]] = {}  # what etcd holds, as this leader wrote
+        # The agreed state this member follows: entries by service and backend, documents
+        self._agreed: dict[str, dict[str, Any]] = {}
+        self._headers: dict[str, Any] = {}
+        # What this leader knows etcd holds (only what changed is written)
+        self._written: dict[str, dict[str, Any]] = {}
+        self._written_headers: dict[str, Any] = {}
         self._confirmed = 0  # the last seq etcd confirmed to this member
         self._handed = 0  # events up to here were handed to the leader-scope sinks
         self._persist = trio.Event()
@@ -185,16 +190,19 @@ class ClusterMode:
                 log.info("%s/%s %s -> %s (weight %d): %s [seq %d]", event.service,
                          event.backend, event.from_state, event.to_state, event.weight,
                          event.reason, event.seq)
-        for name, doc in changes.views.items():
+        for name in sorted(changes.touched):
+            entries = changes.backends.get(name, {})
+            self._agreed.setdefault(name, {}).update(entries)
+            if name in changes.services:
+                self._headers[name] = changes.services[name]
             svc = self.engine.services.get(name)
             if svc is None:
                 continue  # not in this member's configuration (yet: a reload in progress)
             try:
-                view = self._apply(svc, doc, into_runtime=not leading)
+                view = self._follow(svc, entries if not leading else {})
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("cluster: ignoring the agreed view of %s: %r", name, exc)
                 continue
-            self._followed[name] = view
             events = tuple(by_service.get(name, ()))
             for runner, options in self._bindings(svc, "local"):
                 runner.publish(Update(view, events, options))
@@ -205,12 +213,11 @@ class ClusterMode:
     def term_ended(self) -> None:
         """Back to what etcd holds: numbering, runtimes, waiting callers."""
         self.engine.journal.reset(self._confirmed)
-        held = read_agreed(self.config.prefix, dict(self.node.agreed.items))
-        for name, doc in held.views.items():
+        for name, entries in self._agreed.items():
             svc = self.engine.services.get(name)
             if svc is not None:
                 try:
-                    self._apply(svc, doc, into_runtime=True)
+                    self._follow(svc, entries)
                 except (KeyError, TypeError, ValueError):
                     continue
         for commit in self._queued:
@@ -224,12 +231,15 @@ class ClusterMode:
         """One term: resume deliveries, then vote and publish until a write fails."""
         self.engine.journal.reset(state.seq)
         self._confirmed = self._handed = state.seq
-        self._docs = {}
-        for name, doc in state.views.items():
+        self._agreed = {name: dict(entries) for name, entries in state.backends.items()}
+        self._headers = dict(state.services)
+        self._written = {name: dict(entries) for name, entries in state.backends.items()}
+        self._written_headers = {name: _without_time(doc)
+                                 for name, doc in state.services.items()}
+        for name in self._agreed.keys() | self._headers.keys():
             svc = self.engine.services.get(name)
             if svc is not None:
-                self._apply(svc, doc, into_runtime=True)
-                self._docs[name] = _without_time(doc)
+                self._follow(svc, self._agreed.get(name, {}))
         for key, override in self.node.overrides.overrides.items():
             b = self._backend(key)
             if b is not None:
@@ -237,7 +247,7 @@ class ClusterMode:
         await self._resume_deliveries(leader, state)
         self._all_dirty = True
         log.info("cluster: %s leads from seq %d (%d services agreed)", self.node.node,
-                 state.seq, len(state.views))
+                 state.seq, len(state.services))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._record_deliveries, leader)
             while True:
@@ -265,6 +275,7 @@ class ClusterMode:
             [(n, b.config.name) for n, s in self.engine.services.items() for b in s.backends]
             if self._all_dirty else sorted(self._dirty))
         self._all_dirty, self._dirty = False, set()
+        votes: dict[str, dict[str, str]] = {}  # service -> backend -> why it moved
         for key in keys:
             found = self._runtime(key)
             if found is None:
@@ -281,7 +292,10 @@ class ClusterMode:
                 log.warning("%s/%s: flapping, held down: %s", *key, b.damper.describe())
             if agreed is Health.UP and svc.config.slow_start > 0 and not fresh:
                 self.engine.start_ramp(b, svc.config.slow_start)
-            commits.append(self.publisher.decide(svc, b, ballot.reason))
+            votes.setdefault(key[0], {})[key[1]] = ballot.reason
+        for name, reasons in votes.items():  # one decision per service, however many moved
+            commits.append(self.publisher.decide(self.engine.services[name], None, "",
+                                                 reasons=reasons))
         for svc in self.engine.services.values():
             for b in svc.backends:
                 if b.damper is not None and b.damper.suppressed and not b.damper.update(now):
@@ -294,19 +308,27 @@ class ClusterMode:
         return commits
 
     async def _publish(self, leader: Leader, commits: list[Commit]) -> None:
-        """Write the services these commits moved (fenced), then tell the leader-scope
-        sinks. On failure every waiting caller is released and the term ends."""
+        """Write what these commits moved (fenced): per service the entries that changed
+        and its document; then tell the leader-scope sinks. On failure every waiting
+        caller is released and the term ends."""
         order: dict[str, ServiceRuntime] = {}
         for commit in commits:
             order[commit.service.config.name] = commit.service
         changes: list[ServiceChange] = []
-        docs: dict[str, dict[str, Any]] = {}
+        written: list[tuple[str, dict[str, dict[str, Any]], dict[str, Any]]] = []
         for name, svc in order.items():
             events = tuple(e for c in commits if c.service is svc for e in c.events)
-            doc = self._doc(svc)
-            if events or _without_time(doc) != self._docs.get(name):
-                changes.append(ServiceChange(name, doc, events))
-                docs[name] = _without_time(doc)
+            view = svc.decided.view
+            known = self._written.get(name, {})
+            moved = {b.config.name: entry for b, v in zip(svc.backends, view.backends,
+                                                          strict=True)
+                     if known.get(b.config.name) != (entry := _entry(b, v.state, v.weight))}
+            header = {"panic": view.panic, "held_up": list(svc.decided.held_up)}
+            if events or moved or header != self._written_headers.get(name):
+                changes.append(ServiceChange(name, moved, {**header,
+                                                           "time": self.engine.wall()},
+                                             events))
+                written.append((name, moved, header))
         try:
             numbered = await leader.publish(changes) if changes else ()
         except BaseException:
@@ -314,7 +336,9 @@ class ClusterMode:
                 commit.events = ()
                 commit.done.set()
             raise
-        self._docs.update(docs)
+        for name, moved, header in written:
+            self._written.setdefault(name, {}).update(moved)
+            self._written_headers[name] = header
         if numbered:
             self.engine.journal.adopt(numbered)
             self._confirmed = numbered[-1].seq
@@ -471,37 +495,36 @@ class ClusterMode:
         return [r for r in self.engine.runners.values()
                 if self._scope(r) == "leader" and isinstance(r.sink, DurableSink)]
 
-    def _doc(self, svc: ServiceRuntime) -> dict[str, Any]:
-        """The agreed view document of `svc` as this leader decided it."""
-        view = svc.decided.view
-        return {"time": self.engine.wall(), "panic": view.panic,
-                "held_up": list(svc.decided.held_up),
-                "backends": {b.config.name: {"state": v.state.value, "weight": v.weight,
-                                             "health": b.health.value, "since": b.since}
-                             for b, v in zip(svc.backends, view.backends, strict=True)}}
-
-    def _apply(self, svc: ServiceRuntime, doc: dict[str, Any], *, into_runtime: bool
-               ) -> ServiceView:
-        """The sinks' view of `svc` from an agreed document (this member's configuration,
-        the agreed states and weights); with `into_runtime`, the runtimes take it too."""
-        entries = doc["backends"]
+    def _follow(self, svc: ServiceRuntime, entries: dict[str, Any]) -> ServiceView:
+        """The sinks' view of `svc` from the agreed state this member follows (its own
+        configuration, the agreed states and weights); the runtimes take `entries` (the
+        ones that changed, or all) and the service's document."""
+        agreed = self._agreed.get(svc.config.name, {})
+        header = self._headers.get(svc.config.name, {})
         views = []
         for b in svc.backends:
-            entry = entries.get(b.config.name)
+            entry = agreed.get(b.config.name)
             if entry is None:  # not in the leader's configuration: as it was
                 views.append(b.view(*b.published))
                 continue
             state, weight = State(entry["state"]), int(entry["weight"])
             views.append(b.view(state, weight))
-            if into_runtime:
+            if b.config.name in entries:
                 b.published = (state, weight)
                 b.since = str(entry.get("since") or b.since)
                 b.agreed = Health(entry["health"])
-        view = ServiceView(svc.config.name, tuple(views), panic=bool(doc.get("panic")))
-        if into_runtime:
+        view = ServiceView(svc.config.name, tuple(views), panic=bool(header.get("panic")))
+        if entries:
             svc.panic = view.panic
-            svc.decided = Published(view, tuple(doc.get("held_up", ())))
+            svc.decided = Published(view, tuple(header.get("held_up", ())))
+        self._followed[svc.config.name] = view
         return view
+
+
+def _entry(b: BackendRuntime, state: State, weight: int) -> dict[str, Any]:
+    """A backend's agreed entry as the leader writes it."""
+    return {"state": state.value, "weight": weight, "health": b.health.value,
+            "since": b.since}
 
 
 def _without_time(doc: dict[str, Any]) -> dict[str, Any]:

@@ -73,11 +73,13 @@ class Committer:
         self._running = False
 
     def stage(self, svc: ServiceRuntime, backend: BackendRuntime | None, reason: str,
-               probe: ProbeSummary | None = None, trace_id: str | None = None) -> Commit:
+              probe: ProbeSummary | None = None, trace_id: str | None = None, *,
+              reasons: Mapping[str, str] | None = None) -> Commit:
         """Number what changed, now: one event per backend whose published state or weight
-        moved (`reason`, `probe` and `trace_id` belong to `backend`), and one when panic
-        starts or ends (`sentinel.engine.decide.changes` says what and why)."""
-        outcome = changes(svc.config, svc.backends, svc.panic, backend, reason)
+        moved (`reason`, `probe` and `trace_id` belong to `backend`; `reasons` gives
+        several backends theirs), and one when panic starts or ends
+        (`sentinel.engine.decide.changes` says what and why)."""
+        outcome = changes(svc.config, svc.backends, svc.panic, backend, reason, reasons)
         events: list[Event] = []
         if outcome.panic is not None and outcome.panic.starts:
             svc.panic = True

@@ -65,7 +65,7 @@ are the only readers, so the rest of the engine (panic guard, events, sinks,
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -303,17 +303,25 @@ class Changes:
 
 
 def changes(config: ServiceConfig, backends: Sequence[BackendRuntime], panic: bool,
-            deciding: BackendRuntime | None, reason: str) -> Changes:
+            deciding: BackendRuntime | None, reason: str,
+            reasons: Mapping[str, str] | None = None) -> Changes:
     """Diff the guarded view against what each backend was last published as (`panic`:
     whether the service was in panic). `deciding` is the backend whose decision this
-    commits, `reason` its reason; None for a reload, whose reason every move takes."""
+    commits, `reason` its reason; None for a reload, whose reason every move takes.
+    `reasons` (backend name -> why) commits several backends' decisions at once (a
+    cluster leader's vote); the others that move are bystanders."""
     published = guard(config, backends)
     moves = []
     for i, (b, view) in enumerate(zip(backends, published.view.backends, strict=True)):
         if (view.state, view.weight) == b.published:
             continue
         mine = b is deciding
-        why = reason if mine or deciding is None else _bystander(b, published)
+        if reasons and b.config.name in reasons:
+            why = reasons[b.config.name]
+        elif mine or (deciding is None and not reasons):
+            why = reason
+        else:
+            why = _bystander(b, published)
         moves.append(Move(i, b.published[0], view.state, view.weight, why, mine))
     now_panic = published.view.panic
     turn = None

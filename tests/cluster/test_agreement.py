@@ -11,14 +11,19 @@ that neither loses nor repeats a seq, and reassignment when a member leaves.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
 import pytest
 import trio
 
 from sentinel.cluster.assign import Member, probers_for
-from sentinel.cluster.leader import Election, Leader, ServiceChange, agreed_prefix
+from sentinel.cluster.leader import (
+    Election,
+    Leader,
+    ServiceChange,
+    agreed_prefix,
+    read_agreed,
+)
 from sentinel.cluster.membership import Lease, MemberInfo, Membership
 from sentinel.cluster.mirror import PrefixMirror
 from sentinel.cluster.observations import ObservationTable, ObservationWriter
@@ -64,8 +69,8 @@ class Node:
 
     def agreed(self) -> dict[str, str]:
         """The agreed view as this member follows it."""
-        kv = self.views.items.get(f"{agreed_prefix(self.config.prefix)}views/web")
-        return dict(json.loads(kv.value)["backends"]) if kv else {}
+        held = read_agreed(self.config.prefix, dict(self.views.items))
+        return {b: entry["state"] for b, entry in held.backends.get("web", {}).items()}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
@@ -85,8 +90,8 @@ class Node:
                               recheck=1.0).campaign(lease)
         leader = Leader(self.client, self.config.prefix, term)
         state = await leader.load()
-        current = {b: State(s) for b, s in state.views.get("web", {}).get("backends",
-                                                                          {}).items()}
+        current = {b: State(e["state"]) for b, e in state.backends.get("web", {}).items()}
+        written = bool(current)
         table = self.table
         self.leading = True
         try:
@@ -101,11 +106,12 @@ class Node:
                                          backend=b, address="", from_state=current.get(b, UP),
                                          to_state=new[b], weight=0, reason="vote")
                                    for b in BACKENDS if new[b] != current.get(b, UP))
-                    if events or state.views == {}:
-                        view = {"backends": {b: s.value for b, s in new.items()}}
+                    if events or not written:
+                        moved = {b: {"state": s.value} for b, s in new.items()
+                                 if not written or s != current.get(b, UP)}
                         self.events.extend(await leader.publish(
-                            [ServiceChange("web", view, events)]))
-                        current, state.views["web"] = new, view
+                            [ServiceChange("web", moved, None, events)]))
+                        current, written = new, True
                     self.rounds += 1
                     self._dirty = trio.Event()
                     await self._dirty.wait()

@@ -41,8 +41,9 @@ async def elect(client: EtcdClient, prefix: str, node: str, ttl: int = 10
 
 
 def change(service: str, state: str, *backends: str) -> ServiceChange:
-    """A view of `service` with `backends` in `state`, with one event per backend."""
-    return ServiceChange(service, {"backends": {b: state for b in backends}},
+    """`backends` of `service` now in `state` (and the service's document saying so),
+    with one event per backend."""
+    return ServiceChange(service, {b: {"state": state} for b in backends}, {"changed": state},
                          tuple(event(backend=b, to=state, service=service) for b in backends))
 
 
@@ -83,12 +84,12 @@ async def test_campaign_again_under_own_lease(client: EtcdClient, prefix: str) -
 
 
 async def test_publish_numbers_events(client: EtcdClient, prefix: str) -> None:
-    """Views and their events land together; seq counts every event once, across
-    publications, and is what load() reads back."""
+    """Entries, documents and their events land together; seq counts every event once,
+    across publications, and is what load() reads back."""
     _, term = await elect(client, prefix, "n1")
     leader = Leader(client, prefix, term)
     state = await leader.load()
-    assert (state.seq, state.views) == (0, {})
+    assert (state.seq, state.services, state.backends) == (0, {}, {})
     first = await leader.publish([change("web", "down", "web1", "web2"),
                                   change("api", "down", "api1")])
     assert [e.seq for e in first] == [1, 2, 3]
@@ -98,8 +99,9 @@ async def test_publish_numbers_events(client: EtcdClient, prefix: str) -> None:
     assert [e.seq for e in second] == [4]
     state = await leader.load()
     assert state.seq == 4
-    assert state.views == {"api": {"backends": {"api1": "down"}},
-                           "web": {"backends": {"web1": "up"}}}
+    assert state.services == {"api": {"changed": "down"}, "web": {"changed": "up"}}
+    assert state.backends == {"api": {"api1": {"state": "down"}},
+                              "web": {"web1": {"state": "up"}, "web2": {"state": "down"}}}
     assert [e.seq for e in await leader.events_after(2)] == [3, 4]
     assert [e.to_json() for e in await leader.events_after(0)] == \
         [e.to_json() for e in first + second]
@@ -137,7 +139,8 @@ async def test_lapsed_leader_is_fenced(client: EtcdClient, prefix: str) -> None:
         await old.publish([change("web", "down", "web1"), change("api", "down", "api1")])
     state = await new.load()
     assert state.seq == 1
-    assert state.views == {"web": {"backends": {"web1": "up"}}}
+    assert (state.services, state.backends) == ({"web": {"changed": "up"}},
+                                                {"web": {"web1": {"state": "up"}}})
     with pytest.raises(NotLeader):
         await old.record_delivered("ops", 1)
 
@@ -169,7 +172,7 @@ async def test_many_services_split_into_transactions(client: EtcdClient, prefix:
     published = await leader.publish([change(f"svc{i}", "down", "b1") for i in range(250)])
     assert [e.seq for e in published] == list(range(1, 251))
     state = await leader.load()
-    assert (state.seq, len(state.views)) == (250, 250)
+    assert (state.seq, len(state.services), len(state.backends)) == (250, 250, 250)
 
 
 async def test_old_events_trimmed_but_not_undelivered(client: EtcdClient, prefix: str) -> None:
@@ -191,10 +194,25 @@ async def test_old_events_trimmed_but_not_undelivered(client: EtcdClient, prefix
     assert json.loads(raw.value)[0]["seq"] == 9
 
 
-async def test_members_follow_views_and_events_together(client: EtcdClient,
-                                                         prefix: str) -> None:
-    """A mirror of agreed/ reports each publication's views, seq and events (however the
-    watch batches them), sorted by read_agreed; a stray value is skipped."""
+async def test_one_large_service_is_split_below_the_operation_limit(
+        client: EtcdClient, prefix: str) -> None:
+    """A service whose 300 backends all change is written in transactions under etcd's
+    128 operations, its events with its last part, numbered in order."""
+    _, term = await elect(client, prefix, "n1")
+    leader = Leader(client, prefix, term)
+    await leader.load()
+    names = [f"b{i:03d}" for i in range(300)]
+    published = await leader.publish([change("big", "down", *names)])
+    assert [e.seq for e in published] == list(range(1, 301))
+    state = await leader.load()
+    assert (state.seq, len(state.backends["big"])) == (300, 300)
+
+
+async def test_members_follow_entries_and_events_together(client: EtcdClient,
+                                                          prefix: str) -> None:
+    """A mirror of agreed/ reports each publication's entries, documents, seq and events
+    (however the watch batches them), sorted by read_agreed, names with a / included;
+    a stray value is skipped."""
     reports: list[AgreedChanges] = []
     mirror = PrefixMirror(client, agreed_prefix(prefix),
                           on_change=lambda changes: reports.append(read_agreed(prefix, changes)))
@@ -203,16 +221,20 @@ async def test_members_follow_views_and_events_together(client: EtcdClient,
     await leader.load()
     async with trio.open_nursery() as nursery:
         await nursery.start(mirror.run)
-        await leader.publish([change("web", "down", "web1", "web2"), change("api", "up")])
+        await leader.publish([change("web", "down", "web1", "a/b"), change("api", "up")])
         await client.put(agreed_prefix(prefix) + "views/bad", b"{not json")
         await leader.publish([change("web", "up", "web1")])
         await eventually(lambda: sum(len(r.events) for r in reports) == 3,
                          what="three events")
         nursery.cancel_scope.cancel()
     assert [(e.seq, e.backend, e.to_state) for r in reports for e in r.events] == [
-        (1, "web1", "down"), (2, "web2", "down"), (3, "web1", "up")]
+        (1, "web1", "down"), (2, "a/b", "down"), (3, "web1", "up")]
     assert [r.seq for r in reports if r.seq is not None][-1] == 3
-    views: dict[str, object] = {}
+    services: dict[str, object] = {}
+    backends: dict[str, dict[str, object]] = {}
     for r in reports:
-        views.update(r.views)
-    assert views == {"web": {"backends": {"web1": "up"}}, "api": {"backends": {}}}
+        services.update(r.services)
+        for name, entries in r.backends.items():
+            backends.setdefault(name, {}).update(entries)
+    assert services == {"web": {"changed": "up"}, "api": {"changed": "up"}}
+    assert backends == {"web": {"web1": {"state": "up"}, "a/b": {"state": "down"}}}
