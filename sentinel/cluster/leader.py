@@ -189,8 +189,9 @@ class Election:
 
     async def campaign(self, lease: Lease) -> Term:
         """Return once this member leads under `lease` (cancel to give up). While
-        another member leads, wait for its key to go, re-checking every `recheck`
-        seconds in case the watch's connection died silently."""
+        another member leads, wait for its key to go, re-reading it every `recheck`
+        seconds in case the watch's connection died silently (a read: a campaign that
+        loses writes nothing while the leader lasts)."""
         attempt = 0
         while True:
             try:
@@ -199,8 +200,12 @@ class Election:
                     log.info("cluster: %s leads (term %d)", self.node, term.revision)
                     return term
                 attempt = 0
-                with trio.move_on_after(self._recheck):
-                    await self._wait_deleted(holder_revision)
+                while True:
+                    with trio.move_on_after(self._recheck):
+                        await self._wait_deleted(holder_revision)
+                        break
+                    if await self.client.get(self.key) is None:
+                        break
                 continue
             except EtcdError as exc:
                 log.debug("cluster: campaign: %s", exc)

@@ -119,6 +119,13 @@ class EtcdServer:
         answer.raise_for_status()
         return revision
 
+    def proposals(self) -> int | None:
+        """Writes etcd has committed through raft since it started (its metrics)."""
+        for line in httpx.get(f"{self.url}/metrics", timeout=5).text.splitlines():
+            if line.startswith("etcd_server_proposals_committed_total "):
+                return int(float(line.split()[1]))
+        return None
+
     def enable_auth(self, user: str, password: str) -> None:
         """Turn on etcd's authentication with `user` as root (through the gateway)."""
         for path, body in (("/v3/auth/user/add", {"name": user, "password": password}),

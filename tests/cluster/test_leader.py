@@ -21,6 +21,7 @@ from sentinel.cluster.leader import (
 from sentinel.cluster.membership import Lease
 from sentinel.cluster.mirror import PrefixMirror
 from sentinel.errors import EtcdError, NotLeader
+from tests.cluster.etcd_server import EtcdServer
 from tests.e2e.balancers import eventually
 from tests.sinks.webhook.conftest import event
 
@@ -238,3 +239,32 @@ async def test_members_follow_entries_and_events_together(client: EtcdClient,
             backends.setdefault(name, {}).update(entries)
     assert services == {"web": {"changed": "up"}, "api": {"changed": "up"}}
     assert backends == {"web": {"web1": {"state": "up"}, "a/b": {"state": "down"}}}
+
+
+async def test_a_losing_campaign_writes_nothing(client: EtcdClient, etcd: EtcdServer,
+                                                prefix: str) -> None:
+    """While another member leads, a campaign re-reads the leader key every `recheck`
+    but proposes no write to etcd (a put-if-absent that fails still goes through raft),
+    and still wins once the key goes."""
+    first_lease, _ = await elect(client, prefix, "n1")
+    second_lease = await lease(client)
+    won = trio.Event()
+
+    async def campaign() -> None:
+        await Election(client, prefix, "n2", recheck=0.1).campaign(second_lease)
+        won.set()
+
+    async with trio.open_nursery() as nursery:
+        start = etcd.proposals()
+        assert start is not None
+        nursery.start_soon(campaign)
+        # its first put-if-absent, failing, is one proposal
+        before = await eventually(lambda: etcd.proposals() == start + 1 and start + 1,
+                                  what="the first attempt")
+        with trio.move_on_after(1.0):  # about ten re-checks
+            await won.wait()
+        assert not won.is_set()
+        assert etcd.proposals() == before
+        await client.lease_revoke(first_lease.id)
+        with trio.fail_after(5):
+            await won.wait()
