@@ -182,12 +182,13 @@ def free_ports(count: int) -> list[int]:
 class Fleet:
     """N ports served by nginx processes (PORTS_PER_NGINX each), killed by PID on exit."""
 
-    def __init__(self, n: int, workdir: Path) -> None:
+    def __init__(self, n: int, workdir: Path, ports: list[int] | None = None) -> None:
+        """`ports`: serve these (a fleet started again), else `n` free ones."""
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.status_ports: list[int] = []
         shards = -(-n // PORTS_PER_NGINX)
-        ports = free_ports(n + shards)
-        self.status_ports, self.ports = ports[:shards], ports[shards:]
+        self.status_ports = free_ports(shards)
+        self.ports = ports if ports is not None else [
+            p for p in free_ports(n + shards) if p not in self.status_ports][:n]
         for i, status in enumerate(self.status_ports):
             mine = self.ports[i * PORTS_PER_NGINX:(i + 1) * PORTS_PER_NGINX]
             d = workdir / f"nginx{i}"
@@ -365,6 +366,17 @@ def table(rows: list[Row], window: float) -> str:
     return "\n".join(out) + f"\n\n(each row measured over a {window:g} s window)"
 
 
+def in_private_netns(marker: str, script: str, argv: list[str] | None) -> None:
+    """Run `script` again under `unshare --net` (it needs root) unless this is that run
+    (`marker` set in the environment); there, bring loopback up. The kernel's connection
+    counters are per namespace: only the benchmark's processes count."""
+    if os.environ.get(marker) != "1":
+        os.environ[marker] = "1"
+        os.execvp("unshare", ["unshare", "--net", "--", sys.executable, script,
+                              *(sys.argv[1:] if argv is None else argv)])
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run every case, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -376,11 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.window <= 120 or not 0 <= args.warmup <= 60:
         parser.error("--window must be 1..120 s and --warmup 0..60 s")
-    if os.environ.get(NETNS_ENV) != "1":  # run again in a private network namespace
-        os.environ[NETNS_ENV] = "1"
-        os.execvp("unshare", ["unshare", "--net", "--", sys.executable, __file__,
-                              *(sys.argv[1:] if argv is None else argv)])
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    in_private_netns(NETNS_ENV, __file__, argv)
     rows: list[Row] = []
     for case in args.cases:
         with tempfile.TemporaryDirectory(prefix="sentinel-scale-") as tmp:
