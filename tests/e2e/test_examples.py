@@ -3,7 +3,9 @@ with what sentinel renders from them."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,23 @@ async def test_example_nginx_conf_accepts_what_sentinel_renders(tmp_path: Path) 
                                    "-c", str(tmp_path / "nginx.conf")],
                                   capture_stdout=True, capture_stderr=True, check=False)
     assert done.returncode == 0, done.stderr.decode()
+
+
+def test_cluster_example_runs() -> None:
+    """examples/cluster/run.sh starts etcd and three sentinels, shows a death agreed by
+    all three at one seq with one Maglev table, a drain through one member on all, a
+    new leader after the old one is killed, and stops everything it started."""
+    require_binary("etcd")
+    done = subprocess.run([str(EXAMPLES / "cluster" / "run.sh")], capture_output=True,
+                          text=True, timeout=120, check=False, cwd=ROOT,
+                          env={**os.environ, "SENTINEL": f"{sys.executable} -m sentinel"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    tables = {line.rsplit(" ", 1)[1] for line in out.splitlines()
+              if "web2 down at seq 1; Maglev table sha256" in line}
+    assert len(tables) == 1
+    assert out.count("web2 down at seq 1") == 3
+    assert [line for line in out.splitlines() if line.endswith(": web3 drain")] == [
+        "lb1: web3 drain", "lb2: web3 drain", "lb3: web3 drain"]
+    assert "new leader: lb" in out
+    assert out.count("[leader] web/web2: up -> down") == 1  # one member notified, once
