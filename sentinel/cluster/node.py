@@ -72,7 +72,6 @@ from sentinel.timefmt import rfc3339
 log = logging.getLogger(__name__)
 LAG_SAMPLES = 1024  # recent agreed views whose lag the percentiles cover
 OK_CHECK = 1.0  # seconds between looks at whether the cluster is ok (logged on change)
-STARTING = "starting"
 
 
 class ClusterHost(Protocol):
@@ -181,7 +180,8 @@ class ClusterNode:
         self._lag: deque[float] = deque(maxlen=LAG_SAMPLES)
         self._lag_count = 0
         self._lag_sum = 0.0
-        self._ok: tuple[bool, str] = (False, STARTING)
+        self._ok: tuple[bool, str] = (False, "starting")
+        self._since_ok = False  # it has been ok before: being ok again is worth a warning
         self._since: float | None = None
 
     # -- what the engine asks ----------------------------------------------------
@@ -346,9 +346,10 @@ class ClusterNode:
         if now[0] != self._ok[0]:
             self._since = self._wall()
             if now[0]:
-                log.log(logging.INFO if self._ok[1] == STARTING else logging.WARNING,
+                log.log(logging.WARNING if self._since_ok else logging.INFO,
                         "cluster: %s ok (%d members, leader %s)", self.node,
                         len(self._live), self.leader())
+                self._since_ok = True
             else:
                 log.warning("cluster: not ok: %s; sinks stay on the last agreed view",
                             now[1])

@@ -140,10 +140,11 @@ class ClusterMode:
     # -- ClusterHost: what the node reports ------------------------------------------
 
     def members_changed(self) -> None:
-        """Reassign, regroup the probes, and have the leader vote on everything again."""
-        self.reassign()
+        """Reassign and regroup the probes, and have the leader vote on everything again."""
         if self.engine.running:
-            self.engine.regroup()
+            self.engine.regroup()  # reassigns first
+        else:
+            self.reassign()
         self._all_dirty = True
         self._wake.set()
 
@@ -288,6 +289,10 @@ class ClusterMode:
                 continue
             fresh, b.agreed = b.agreed is None, agreed
             b.verdict = ballot.reason
+            if agreed is Health.DOWN and not fresh:
+                # up until now, as far as the cluster knows: the panic guard holds up the
+                # backends that passed most recently, and this member may not probe it
+                b.last_ok = self.engine.wall()
             if b.damper is not None and agreed is Health.DOWN and b.damper.flap(now):
                 log.warning("%s/%s: flapping, held down: %s", *key, b.damper.describe())
             if agreed is Health.UP and svc.config.slow_start > 0 and not fresh:
@@ -408,7 +413,12 @@ class ClusterMode:
     async def commit(self, svc: ServiceRuntime, backend: BackendRuntime | None,
                      reason: str) -> tuple[Event, ...]:
         """A decision outside the vote (a slow-start step, a reload): the leader publishes
-        it; another member has nothing to decide."""
+        it; another member has nothing to decide. Either way the local sinks are handed
+        the agreed view as this member's configuration now reads it (a reload may have
+        added backends, or sinks that have heard nothing yet)."""
+        view = self._follow(svc, {})
+        for runner, options in self._bindings(svc, "local"):
+            runner.publish(Update(view, (), options))
         if self.node.leading is None:
             return ()
         commit = self.publisher.decide(svc, backend, reason)
@@ -449,7 +459,6 @@ class ClusterMode:
         """The node, and the follower's state writes, until cancelled."""
         async with trio.open_nursery() as nursery:
             await nursery.start(self.node.run)
-            self.reassign()
             nursery.start_soon(self._persist_agreed)
             task_status.started()
 

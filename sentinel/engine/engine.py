@@ -204,6 +204,8 @@ class Engine:
         evenly over their interval."""
         assert self._probe_nursery is not None
         wanted: dict[GroupKey, list[BackendRuntime]] = {}
+        if self.cluster is not None:  # who probes what, for the services as they are now
+            self.cluster.reassign()
         mine = self.cluster.probes if self.cluster is not None else None
         for svc in self.services.values():
             for b in svc.backends:

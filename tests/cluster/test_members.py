@@ -21,6 +21,7 @@ import trio
 
 from sentinel.config.model import Config, SinkConfig, ThresholdBreakerConfig
 from sentinel.engine.engine import Engine
+from sentinel.engine.reload import apply_reload
 from sentinel.model import ServiceView
 from sentinel.sinks.base import RecordingSink
 from tests.cluster.etcd_server import EtcdServer
@@ -82,12 +83,13 @@ class Member:
 
 @asynccontextmanager
 async def members(etcd: EtcdServer, prefix: str, tmp_path: Path, names: tuple[str, ...],
-                  *, interval: float = 0.1, fast: float | None = None
+                  *, interval: float = 0.1, fast: float | None = None, min_up: int = 0
                   ) -> AsyncIterator[dict[str, Member]]:
     """Members `names` running until the block ends, once all are registered and one
     leads."""
     svc = service("web", PORTS, interval=interval, fast=fast, timeout=0.05,
-                  sinks=("rec", "note"), breaker=ThresholdBreakerConfig(fall=2, rise=2))
+                  sinks=("rec", "note"), breaker=ThresholdBreakerConfig(fall=2, rise=2),
+                  min_up=min_up)
     out: dict[str, Member] = {}
     async with trio.open_nursery() as nursery:
         for name in names:
@@ -187,6 +189,53 @@ async def test_one_probers_down_makes_the_others_probe_at_once(
         assert second.probe.times(9005)[probes] < due
         await eventually(lambda: agreed(nodes, {**{f"b{p}": "up" for p in PORTS},
                                                 "b9005": "down"}), what="agreed down")
+
+
+async def test_the_panic_guard_applies_to_the_agreed_view(
+        etcd: EtcdServer, prefix: str, tmp_path: Path) -> None:
+    """With min_up 5 of 6, two backends agreed down leave the one that last passed a
+    probe published up: panic on every member, the same view and seq everywhere."""
+    async with members(etcd, prefix, tmp_path, ("n1", "n2", "n3"), min_up=5) as nodes:
+        everyone_up = {f"b{p}": "up" for p in PORTS}
+        await eventually(lambda: agreed(nodes, everyone_up), what="all up")
+        for m in nodes.values():
+            m.sees(9001, alive=False)
+        await eventually(lambda: agreed(nodes, {**everyone_up, "b9001": "down"}),
+                         what="b9001 down")
+        for m in nodes.values():
+            m.sees(9006, alive=False)
+        await eventually(lambda: all(m.view() is not None and m.view().panic  # type: ignore[union-attr]
+                                     for m in nodes.values()), what="panic everywhere")
+        assert agreed(nodes, {**everyone_up, "b9001": "down"})  # b9006 held up
+        assert len({m.view() for m in nodes.values()}) == 1
+        seq = {m.engine.journal.seq for m in nodes.values()}
+        assert seq == {2}  # b9001 down, then panic starting (b9006 held up: no move)
+        assert [(e.backend, e.to_state) for e in nodes["n1"].engine.events_after(0)] == [
+            ("b9001", "down"), ("", "panic")]
+
+
+async def test_a_backend_added_by_reload_is_assigned_and_agreed(
+        etcd: EtcdServer, prefix: str, tmp_path: Path) -> None:
+    """Every member reloads a configuration with one more backend: two of them probe
+    it, every local sink gets it, and its death is agreed like any other's."""
+    async with members(etcd, prefix, tmp_path, ("n1", "n2", "n3")) as nodes:
+        everyone_up = {f"b{p}": "up" for p in PORTS}
+        await eventually(lambda: agreed(nodes, everyone_up), what="all up")
+        for m in nodes.values():
+            old = m.engine.config
+            web = old.services[0]
+            grown = service("web", [*PORTS, 9007], interval=0.1, timeout=0.05,
+                            sinks=("rec", "note"),
+                            breaker=ThresholdBreakerConfig(fall=2, rise=2))
+            await apply_reload(m.engine, replace(old, services=(replace(
+                web, backends=grown.backends),)))
+        more = {**everyone_up, "b9007": "up"}
+        await eventually(lambda: agreed(nodes, more), what="b9007 on every sink")
+        assert len(nodes["n1"].entry("b9007")["probers"]) == 2
+        for m in nodes.values():
+            m.sees(9007, alive=False)
+        await eventually(lambda: agreed(nodes, {**more, "b9007": "down"}),
+                         what="b9007 down everywhere")
 
 
 async def test_drain_through_any_member_applies_everywhere_and_lasts(
