@@ -67,6 +67,7 @@ class Kind:  # a sink kind of the test's own, handed to the loader
     def parse_options(self, node): return node.as_map({"path"})["path"].as_str()
     def parse_binding(self, node): return None
     def check_names(self, binding, service, backends): return []
+    scope = "local"  # where it runs in a cluster
 
 with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
     f.write("version: 1\\nsinks: {out: {type: mine, path: x}}\\n"

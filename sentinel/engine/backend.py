@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sentinel.breakers.base import Breaker, Change, Transition
+from sentinel.breakers.base import Breaker, Change, Health, Transition
 from sentinel.breakers.dampen import Damper
 from sentinel.config.model import BackendConfig
 from sentinel.engine.decide import NO_INPUTS, Inputs, desired, healthy

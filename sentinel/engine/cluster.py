@@ -5,7 +5,8 @@ Every member:
 - probes only the backends the assignment gives it (`probes`); a backend it
   takes over starts a fresh breaker from the agreed verdict, and its first
   probe result is reported even when it changes nothing;
-- reports its breakers' verdicts to etcd (`observed`: written on change), and
+- feeds its probes' results to its breakers and reports their verdicts to
+  etcd (`observe`, the member's `decide`: written on change), and
   probes a backend at once when another of its probers reports it down;
 - follows the agreed state (`agreed_changed`): the leader's events go into
   the journal as they are (the cluster's seq), each view to the member's
@@ -20,8 +21,9 @@ The leader (`lead`, one term) starts from what etcd holds, resumes the
 deliveries of its `scope: leader` durable sinks (webhook) from the seq the
 last leader recorded, then loops: vote on the backends whose observations,
 probers or overrides changed (`ClusterNode.tally`); the agreed verdict takes
-the place of a breaker's in the engine's own decision (flap damping, slow
-start, overrides, the panic guard: `Publisher.decide`, once per service
+the place of a breaker's in the engine's own decision through decide's seam
+(`Inputs.agreed`: flap damping, slow start, overrides and the panic guard
+apply to it as to a local verdict; `Committer.stage`, once per service
 however many of its backends moved); write the entries that changed with
 their events in fenced transactions; hand the events to the leader-scope
 sinks; record how far each durable one has delivered.
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -50,11 +53,13 @@ from sentinel.cluster.leader import (
 from sentinel.cluster.node import ClusterNode
 from sentinel.cluster.observations import BackendKey
 from sentinel.engine.backend import BackendRuntime
-from sentinel.engine.publisher import Commit, Publisher
-from sentinel.engine.service import Published, ServiceRuntime
-from sentinel.model import Event, ServiceView, State
+from sentinel.engine.commit import Commit, Committer
+from sentinel.engine.decide import Decision, Note, Published, dampen
+from sentinel.engine.service import ServiceRuntime
+from sentinel.engine.slowstart import ramp
+from sentinel.model import Event, FailureKind, ProbeResult, ServiceView, State
 from sentinel.observe import NullObserver
-from sentinel.sinks.base import DeliveryProgress, DurableSink, Update
+from sentinel.sinks.base import Update
 from sentinel.sinks.runner import SinkRunner
 
 if TYPE_CHECKING:
@@ -74,9 +79,9 @@ class ClusterMode:
         self.config = config
         self.node = ClusterNode(config, self, api_url=api_url, version=__version__,
                                 wall=engine.wall)
-        # The leader's decisions: numbered by the journal (at the cluster's seq), counted
-        # and logged when they come back agreed, like every member's
-        self.publisher = Publisher(engine.journal, NullObserver(), engine.wall)
+        # The leader's decisions, staged (numbered by the journal at the cluster's seq) but
+        # carried out here; counted when they come back agreed, like every member's
+        self._stager = Committer(engine.journal, NullObserver(), engine.wall, engine.verdicts)
         self._probing: set[BackendKey] = set()
         self._assigned = False  # the first assignment keeps the breakers restored at start
         self._reported: set[BackendKey] = set()
@@ -103,18 +108,22 @@ class ClusterMode:
         """True when this member probes `backend` (the engine's probe groups ask)."""
         return self.node.probes(backend.service, backend.config.name)
 
-    def observed(self, backend: BackendRuntime, transition: Transition) -> None:
-        """A probe result went through `backend`'s breaker: report a changed verdict (and
-        the first one after taking the backend over)."""
+    def observe(self, backend: BackendRuntime, result: ProbeResult, now: float) -> Decision:
+        """A member's `decide`: the result goes through the backend's breaker and a changed
+        verdict (or the first one after taking the backend over) is reported; nothing is
+        published here (the vote decides, and the leader publishes)."""
+        if result.failure is FailureKind.LOCAL:  # the checker's own trouble: not a verdict
+            return Decision(None, backend.published, publish=False)
+        transition = backend.breaker.observe(result.ok, now, result.latency)
         key = (backend.service, backend.config.name)
-        if transition.change is not Change.CHANGED and key in self._reported:
-            return
-        self._reported.add(key)
-        state = State.UP if transition.health is Health.UP else State.DOWN
-        reason = transition.reason
-        if state is State.DOWN and backend.last_probe is not None and backend.last_probe.error:
-            reason = f"{reason}; last: {backend.last_probe.error}"
-        self.node.report(backend.service, backend.config.name, state, reason)
+        if transition.change is Change.CHANGED or key not in self._reported:
+            self._reported.add(key)
+            state = State.UP if transition.health is Health.UP else State.DOWN
+            reason = transition.reason
+            if state is State.DOWN and result.error:
+                reason = f"{reason}; last: {result.error}"
+            self.node.report(backend.service, backend.config.name, state, reason)
+        return Decision(transition, backend.published, publish=False)
 
     def reassign(self) -> None:
         """Match what this member probes to the assignment: a backend taken over starts a
@@ -271,7 +280,7 @@ class ClusterMode:
             if found is not None:
                 svc, b = found
                 action = b.override.value if b.override else "ready"
-                commits.append(self.publisher.decide(svc, b, f"admin: {action}"))
+                commits.append(self._stager.stage(svc, b, f"admin: {action}"))
         keys: Sequence[BackendKey] = (
             [(n, b.config.name) for n, s in self.engine.services.items() for b in s.backends]
             if self._all_dirty else sorted(self._dirty))
@@ -285,29 +294,33 @@ class ClusterMode:
             current = State.UP if b.health is Health.UP else State.DOWN
             ballot = self.node.tally(*key, current)
             agreed = Health.UP if ballot.state is State.UP else Health.DOWN
-            if b.agreed is agreed:
+            if b.inputs.agreed is agreed:
                 continue
-            fresh, b.agreed = b.agreed is None, agreed
+            fresh = b.inputs.agreed is None
+            b.inputs = replace(b.inputs, agreed=agreed)  # decide's seam: the vote's verdict
             b.verdict = ballot.reason
             if agreed is Health.DOWN and not fresh:
                 # up until now, as far as the cluster knows: the panic guard holds up the
                 # backends that passed most recently, and this member may not probe it
                 b.last_ok = self.engine.wall()
-            if b.damper is not None and agreed is Health.DOWN and b.damper.flap(now):
-                log.warning("%s/%s: flapping, held down: %s", *key, b.damper.describe())
+            if b.damper is not None:
+                self._log(key, dampen(b.damper, Transition(Change.CHANGED, agreed), now))
             if agreed is Health.UP and svc.config.slow_start > 0 and not fresh:
-                self.engine.start_ramp(b, svc.config.slow_start)
+                steps = ramp(b.config.weight, svc.config.slow_start)
+                if len(steps) > 1:
+                    self.engine.start_ramp(b, tuple(steps))
             votes.setdefault(key[0], {})[key[1]] = ballot.reason
         for name, reasons in votes.items():  # one decision per service, however many moved
-            commits.append(self.publisher.decide(self.engine.services[name], None, "",
+            commits.append(self._stager.stage(self.engine.services[name], None, "",
                                                  reasons=reasons))
         for svc in self.engine.services.values():
             for b in svc.backends:
-                if b.damper is not None and b.damper.suppressed and not b.damper.update(now):
-                    log.info("%s/%s: flap damping released: %s", svc.config.name,
-                             b.config.name, b.damper.describe())
-                    commits.append(self.publisher.decide(
-                        svc, b, f"flap damping released: {b.damper.describe()}"))
+                if b.damper is not None and b.damper.suppressed:
+                    notes = dampen(b.damper, Transition(Change.UNCHANGED, b.health), now)
+                    if notes:  # released
+                        self._log((svc.config.name, b.config.name), notes)
+                        commits.append(self._stager.stage(
+                            svc, b, f"flap damping released: {b.damper.describe()}"))
         commits.extend(self._queued)
         self._queued.clear()
         return commits
@@ -334,6 +347,8 @@ class ClusterMode:
                                                            "time": self.engine.wall()},
                                              events))
                 written.append((name, moved, header))
+        # staged events are held for local durable sinks; here etcd keeps them instead
+        self.engine.journal.ack(e for c in commits for e in c.events)
         try:
             numbered = await leader.publish(changes) if changes else ()
         except BaseException:
@@ -365,9 +380,9 @@ class ClusterMode:
             if svc is None:
                 continue
             for runner, options in self._bindings(svc, "leader"):
-                if isinstance(runner.sink, DurableSink):
+                if runner.can.durable is not None:
                     try:
-                        await runner.sink.accept(mine)
+                        await runner.can.durable.accept(mine)
                     except Exception:
                         log.exception("sink %s could not take %d events; a later leader "
                                       "delivers them from etcd", runner.sink.name, len(mine))
@@ -391,8 +406,8 @@ class ClusterMode:
             if owed:
                 log.info("cluster: %s resumes %d deliveries of sink %s after seq %d",
                          self.node.node, len(owed), name, mark)
-                assert isinstance(runner.sink, DurableSink)
-                await runner.sink.accept(owed)
+                assert runner.can.durable is not None
+                await runner.can.durable.accept(owed)
 
     async def _record_deliveries(self, leader: Leader) -> None:
         """Record, fenced, how far each leader-scope durable sink has delivered, so the
@@ -401,8 +416,8 @@ class ClusterMode:
         while True:
             await trio.sleep(DELIVERY_MARK_EVERY)
             for runner in self._durable_leader_runners():
-                owed = runner.sink.owed_seq() if isinstance(runner.sink,
-                                                            DeliveryProgress) else None
+                progress = runner.can.progress
+                owed = progress.owed_seq() if progress is not None else None
                 through = self._handed if owed is None else min(owed - 1, self._handed)
                 if through > recorded.get(runner.sink.name, -1):
                     await leader.record_delivered(runner.sink.name, through)
@@ -421,7 +436,7 @@ class ClusterMode:
             runner.publish(Update(view, (), options))
         if self.node.leading is None:
             return ()
-        commit = self.publisher.decide(svc, backend, reason)
+        commit = self._stager.stage(svc, backend, reason)
         self._queued.append(commit)
         self._wake.set()
         await commit.done.wait()
@@ -468,7 +483,7 @@ class ClusterMode:
         while True:
             await self._persist.wait()
             self._persist = trio.Event()
-            await self.engine.journal.persist()
+            await self.engine.journal.persist(self.engine.verdicts())
 
     # -- state document ----------------------------------------------------------------
 
@@ -477,6 +492,11 @@ class ClusterMode:
         return self.node.statistics().to_json()
 
     # -- helpers -------------------------------------------------------------------------
+
+    @staticmethod
+    def _log(key: BackendKey, notes: Sequence[Note]) -> None:
+        for note in notes:
+            log.log(note.level, "%s/%s: %s", key[0], key[1], note.text)
 
     def _backend(self, key: BackendKey) -> BackendRuntime | None:
         found = self._runtime(key)
@@ -502,7 +522,7 @@ class ClusterMode:
 
     def _durable_leader_runners(self) -> list[SinkRunner]:
         return [r for r in self.engine.runners.values()
-                if self._scope(r) == "leader" and isinstance(r.sink, DurableSink)]
+                if self._scope(r) == "leader" and r.can.durable is not None]
 
     def _follow(self, svc: ServiceRuntime, entries: dict[str, Any]) -> ServiceView:
         """The sinks' view of `svc` from the agreed state this member follows (its own
@@ -521,7 +541,7 @@ class ClusterMode:
             if b.config.name in entries:
                 b.published = (state, weight)
                 b.since = str(entry.get("since") or b.since)
-                b.agreed = Health(entry["health"])
+                b.inputs = replace(b.inputs, agreed=Health(entry["health"]))
         view = ServiceView(svc.config.name, tuple(views), panic=bool(header.get("panic")))
         if entries:
             svc.panic = view.panic

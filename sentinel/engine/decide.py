@@ -131,7 +131,7 @@ def decide(backend: BackendRuntime, result: ProbeResult, now: float, slow_start:
     transition = backend.breaker.observe(result.ok, now, result.latency)
     changed = transition.change is Change.CHANGED
     damper = backend.damper
-    notes = _dampen(damper, transition, now) if damper is not None else ()
+    notes = dampen(damper, transition, now) if damper is not None else ()
     ramp: Steps = ()
     ramp_weight = backend.ramp_weight
     if changed and transition.health is Health.UP and slow_start > 0:
@@ -149,9 +149,10 @@ def decide(backend: BackendRuntime, result: ProbeResult, now: float, slow_start:
     return Decision(transition, want, publish=True, reason=reason, ramp=ramp, notes=notes)
 
 
-def _dampen(damper: Damper, transition: Transition, now: float) -> tuple[Note, ...]:
+def dampen(damper: Damper, transition: Transition, now: float) -> tuple[Note, ...]:
     """Flap damping's step: a new down is a flap (it may start a hold); while held, time
-    decays the penalty (it may end the hold)."""
+    decays the penalty (it may end the hold). A cluster leader takes this step on the
+    agreed verdict's transitions."""
     if transition.change is Change.CHANGED and transition.health is Health.DOWN:
         if damper.flap(now):
             return (Note(logging.WARNING, f"flapping, held down: {damper.describe()}"),)
@@ -212,7 +213,8 @@ def ramp_step(backend: BackendRuntime, weight: int) -> tuple[int | None, str] | 
     """A slow-start step to `weight`: the ramp weight to keep (None once it reaches the
     configured weight) and the reason; None when the ramp was cut short (the backend
     went down: its next recovery starts a new ramp)."""
-    if backend.ramp_weight is None or backend.breaker.health is Health.DOWN:
+    if backend.ramp_weight is None or verdict(backend.breaker.health, False,
+                                              backend.inputs) is Health.DOWN:
         return None
     full = backend.config.weight
     return (None if weight >= full else weight), f"slow start: weight {weight} of {full}"

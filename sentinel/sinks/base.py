@@ -188,6 +188,7 @@ class Capabilities:
     health: ReportsHealth | None = None
     bound: BoundSink | None = None
     outbox: OutboxSink | None = None
+    progress: DeliveryProgress | None = None
 
     @classmethod
     def of(cls, sink: Sink) -> Capabilities:
@@ -200,7 +201,8 @@ class Capabilities:
             tables=sink if isinstance(sink, TableSource) else None,
             health=sink if isinstance(sink, ReportsHealth) else None,
             bound=sink if isinstance(sink, BoundSink) else None,
-            outbox=sink if isinstance(sink, OutboxSink) else None)
+            outbox=sink if isinstance(sink, OutboxSink) else None,
+            progress=sink if isinstance(sink, DeliveryProgress) else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,6 @@ import trio
 
 from sentinel.config.model import Config, SinkConfig, ThresholdBreakerConfig
 from sentinel.engine.engine import Engine
-from sentinel.engine.reload import apply_reload
 from sentinel.model import ServiceView
 from sentinel.sinks.base import RecordingSink
 from tests.cluster.etcd_server import EtcdServer
@@ -227,7 +226,7 @@ async def test_a_backend_added_by_reload_is_assigned_and_agreed(
             grown = service("web", [*PORTS, 9007], interval=0.1, timeout=0.05,
                             sinks=("rec", "note"),
                             breaker=ThresholdBreakerConfig(fall=2, rise=2))
-            await apply_reload(m.engine, replace(old, services=(replace(
+            await m.engine.reload(replace(old, services=(replace(
                 web, backends=grown.backends),)))
         more = {**everyone_up, "b9007": "up"}
         await eventually(lambda: agreed(nodes, more), what="b9007 on every sink")
