@@ -259,7 +259,7 @@ class ClusterMode:
         log.info("cluster: %s leads from seq %d (%d services agreed)", self.node.node,
                  state.seq, len(state.services))
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._record_deliveries, leader)
+            nursery.start_soon(self._record_deliveries, leader, dict(state.delivered))
             while True:
                 commits = self._decide_round()
                 if commits:
@@ -409,10 +409,10 @@ class ClusterMode:
                 assert runner.can.durable is not None
                 await runner.can.durable.accept(owed)
 
-    async def _record_deliveries(self, leader: Leader) -> None:
+    async def _record_deliveries(self, leader: Leader, recorded: dict[str, int]) -> None:
         """Record, fenced, how far each leader-scope durable sink has delivered, so the
-        next leader resumes there."""
-        recorded: dict[str, int] = {}
+        next leader resumes there; a mark only grows (`recorded`: the marks in etcd; this
+        outbox may still hold older events of an earlier term)."""
         while True:
             await trio.sleep(DELIVERY_MARK_EVERY)
             for runner in self._durable_leader_runners():
