@@ -101,6 +101,8 @@ class ClusterMode:
         self._persist = trio.Event()
         self._agreed_seen = trio.Event()
         self._followed: dict[str, ServiceView] = {}  # the agreed views, as last seen here
+        self._indexed: object = None  # the services dict `_index` was built from
+        self._index: dict[BackendKey, tuple[ServiceRuntime, BackendRuntime]] = {}
 
     # -- probing and reporting ----------------------------------------------------
 
@@ -503,11 +505,13 @@ class ClusterMode:
         return found[1] if found else None
 
     def _runtime(self, key: BackendKey) -> tuple[ServiceRuntime, BackendRuntime] | None:
-        svc = self.engine.services.get(key[0])
-        if svc is None:
-            return None
-        b = next((b for b in svc.backends if b.config.name == key[1]), None)
-        return (svc, b) if b is not None else None
+        """The runtimes of service/backend, through an index rebuilt when the engine's
+        services are replaced (a reload): a vote on every backend must not search."""
+        if self._indexed is not self.engine.services:
+            self._indexed = self.engine.services
+            self._index = {(name, b.config.name): (svc, b)
+                           for name, svc in self.engine.services.items() for b in svc.backends}
+        return self._index.get(key)
 
     def _scope(self, runner: SinkRunner) -> str:
         sink = next((s for s in self.engine.config.sinks if s.name == runner.sink.name), None)
