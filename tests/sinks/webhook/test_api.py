@@ -12,7 +12,6 @@ import trio
 from sentinel.api import Api, serve_api
 from sentinel.config.model import ApiConfig
 from sentinel.engine.engine import Engine
-from tests.e2e.helpers import free_port
 from tests.engine.fakes import FakeProbe, config, service
 from tests.sinks.webhook.conftest import MakeSink, event, until, update
 from tests.sinks.webhook.receiver import Receiver, Reply
@@ -22,10 +21,10 @@ TOKEN = "s3cret"
 
 
 async def test_outbox_endpoints_list_retry_and_purge_behind_the_token(
-        tmp_path: Path, make_sink: MakeSink, nursery: trio.Nursery) -> None:
+        tmp_path: Path, make_sink: MakeSink, nursery: trio.Nursery, refused_port: int) -> None:
     """Without the token 401; with it, the list shows pending entries and their last
     error, retry resets attempts, purge --all drops; unknown sinks are 404."""
-    sink = await make_sink(f"http://127.0.0.1:{free_port()}/hook", initial_delay=30.0)
+    sink = await make_sink(f"http://127.0.0.1:{refused_port}/hook", initial_delay=30.0)
     engine = Engine(config(tmp_path / "engine", service("web", [9001])), sinks={"rec": sink},
                     probe_factory=FakeProbe().factory())
     url = await nursery.start(serve_api, Api(engine, TOKEN),
@@ -103,11 +102,11 @@ async def test_a_refused_outbox_post_changes_nothing(
     ({"sink": ["rec", "nope"]}, "no webhook sink nope"),
 ])
 async def test_outbox_list_refuses_malformed_values(
-        tmp_path: Path, make_sink: MakeSink, nursery: trio.Nursery,
+        tmp_path: Path, make_sink: MakeSink, nursery: trio.Nursery, refused_port: int,
         query: dict[str, str], error: str) -> None:
     """GET /v1/outbox with a value it cannot take answers 4xx with a message (a
     5,000-digit limit was a 500)."""
-    sink = await make_sink(f"http://127.0.0.1:{free_port()}/hook")
+    sink = await make_sink(f"http://127.0.0.1:{refused_port}/hook")
     engine = Engine(config(tmp_path / "engine", service("web", [9001])), sinks={"rec": sink},
                     probe_factory=FakeProbe().factory())
     url = await nursery.start(serve_api, Api(engine), ApiConfig(host="127.0.0.1", port=0),
