@@ -89,6 +89,7 @@ class Engine:
         self.groups: dict[GroupKey, ProbeGroup] = {}
         self._loop = ProbeLoop(self, self._in_flight, wall) if probe_loop else None
         self._probe_nursery: trio.Nursery | None = None
+        self._stopped = False  # stop() was called, maybe before probing began
         self._sink_nursery: trio.Nursery | None = None
         self._unprobed: set[BackendRuntime] = set()  # until the first round is done
         self._first_round = trio.Event()
@@ -165,6 +166,8 @@ class Engine:
                     probe_nursery.start_soon(self.pacing.watch_lag, self._in_flight)
                     probe_nursery.start_soon(self.hub.run)
                     task_status.started()
+                    if self._stopped:  # stop() came while sinks were starting
+                        probe_nursery.cancel_scope.cancel()
                 # acks and verdicts since the last event: else a webhook event already
                 # delivered would be handed over again at the next start
                 await self.journal.flush(self.verdicts())
@@ -175,7 +178,9 @@ class Engine:
                 await self._close()
 
     def stop(self) -> None:
-        """Stop probing; `run` then drains sinks and returns."""
+        """Stop probing (or, before `run` has begun probing, never begin); `run` then
+        drains sinks and returns."""
+        self._stopped = True
         if self._probe_nursery is not None:
             self._probe_nursery.cancel_scope.cancel()
 

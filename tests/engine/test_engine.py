@@ -116,6 +116,20 @@ async def test_nginx_breaker_goes_down_after_max_fails_and_recovers_on_trial(
     assert states(engine, "s") == {"b9001": ("up", 1)}
 
 
+async def test_a_stop_before_probing_began_is_kept(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """stop() before run() has started probing (a SIGTERM just after the API came up)
+    still ends run(): the sinks get the start's view, then it returns instead of
+    probing on. The stop had been dropped, and `sentinel run` ignored that SIGTERM."""
+    probe, rec = FakeProbe(), TimedSink()
+    engine = make_engine(tmp_path, probe, {"rec": rec}, service("s", [9001]))
+    engine.stop()
+    with trio.fail_after(60):
+        await engine.run()
+    assert len(rec.applied) == 1
+    assert probe.times(9001) == []
+
+
 async def test_seq_is_persisted_and_continued_by_a_new_engine(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """state.json holds seq and the verdict; a new Engine on it starts down, numbers on from 2."""
