@@ -63,7 +63,7 @@ async def test_slow_answer_times_out_and_is_retried(make_sink: MakeSink,
 
 async def test_429_retry_after_is_honoured(make_sink: MakeSink, receiver: Receiver) -> None:
     """A 429 with `Retry-After: 1` is retried no sooner than a second later, although the
-    sink's own backoff would retry within 20 ms."""
+    sink's own backoff would retry within 20 ms (exactly when: test_timing.py)."""
     receiver.script = lambda r, seen: (Reply(429, (("retry-after", "1"),)) if not seen
                                        else Reply())
     sink = await make_sink(receiver.url, **FAST)
@@ -71,7 +71,7 @@ async def test_429_retry_after_is_honoured(make_sink: MakeSink, receiver: Receiv
     with trio.fail_after(10):
         await receiver.wait_for(1)
     gap = receiver.requests[1].at - receiver.requests[0].at
-    assert 0.95 <= gap < 3
+    assert gap >= 0.95
     assert receiver.verified(SECRET)
 
 

@@ -69,11 +69,14 @@ async def test_retries_follow_full_jitter_exponential_backoff(
 
 @pytest.mark.trio
 @pytest.mark.parametrize("clock", [trio.testing.MockClock(autojump_threshold=0)])
-async def test_503_retry_after_sets_the_next_attempt(make_sink: MakeSink,
-                                                     clock: trio.testing.MockClock) -> None:
-    """503 with Retry-After: 42 is retried exactly 42 s later, whatever the backoff says."""
+@pytest.mark.parametrize("status", [503, 429])
+async def test_retry_after_sets_the_next_attempt(make_sink: MakeSink,
+                                                 clock: trio.testing.MockClock,
+                                                 status: int) -> None:
+    """503 or 429 with Retry-After: 42 is retried exactly 42 s later, whatever the backoff
+    says."""
     times: list[float] = []
-    transport = answering([503], times, lambda n: {"retry-after": "42"} if n == 0 else {})
+    transport = answering([status], times, lambda n: {"retry-after": "42"} if n == 0 else {})
     sink = await make_sink("http://receiver.invalid/hook", initial_delay=0.5,
                            sink_kwargs={"wall": wall, "offload": inline, "transport": transport})
     await sink.apply(update(event()))
