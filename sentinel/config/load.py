@@ -215,6 +215,16 @@ SERVICE = Section(
     Field("passive", PASSIVE, "passive signals (default: off)"),
     doc="one service: its backends, how they are checked, where they are published")
 DEFAULTS = SERVICE.without("backends")
+SINK = Section(
+    Field("type", Str(), "the sink kind; it picks the options the sink takes",
+          required="a sink needs `type`"),
+    doc="a named sink")
+"""A sink's own key; each sink kind's table (its `options`) holds the rest."""
+BINDING = Section(
+    Field("sink", Str(), "the name of a sink defined under `sinks`",
+          required="expected a sink name or {sink: NAME, ...options}"),
+    doc="a service's use of a sink, with that sink kind's per-service options")
+"""A binding's own key; each sink kind's table (its `binding`) holds the rest."""
 TOP = Section(
     Field("version", Rule(_version, scalar({"const": 1}, r"^\s*1\s*$")),
           "the configuration format; only 1", 1),
@@ -389,9 +399,8 @@ def _sinks(node: Node | None, kinds: SinkKinds, errors: _Collector
         out[name] = None
         with errors.guard():
             e = entry.as_map()
-            if "type" not in e:
-                raise entry.error("a sink needs `type`")
-            kind = e["type"].as_str()
+            SINK.require(entry, e)
+            kind = SINK.get(e, "type")
             if kind not in kinds:
                 raise e["type"].error(f"unknown sink type {kind!r}; expected one of: "
                                       f"{', '.join(sorted(kinds))}")
@@ -492,9 +501,9 @@ def _bindings(node: Node | None, sinks: Mapping[str, SinkConfig | None], kinds: 
         return ()
     out = []
     for item in node.as_list():
-        ref = item.get("sink") if item.is_map else item
-        if ref is None:
-            raise item.error("expected a sink name or {sink: NAME, ...options}")
+        if item.is_map:
+            BINDING.require(item, item.as_map())
+        ref = item.as_map()["sink"] if item.is_map else item
         name = ref.as_str()
         if name not in sinks:
             known = ", ".join(sorted(sinks)) or "none defined"
