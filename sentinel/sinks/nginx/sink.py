@@ -111,7 +111,7 @@ def _directives(node: Node) -> tuple[str, ...]:
 
 
 _D = NginxOptions(file="")
-_WORDS = {"type": "string", "pattern": r"^\s*([^\s;{}#'\"\\]+\s*)*$"}
+_WORDS = {"type": "string", "not": {"pattern": r"[;{}#'\"\\]"}}  # words: no such character
 OPTIONS = Section(
     Field("file", FilePath(), "the file of upstream blocks sentinel writes (nginx.conf "
           "includes it)", required="an nginx sink needs `file`"),
