@@ -27,7 +27,8 @@ from urllib.parse import urlsplit
 from sentinel.config.node import Node
 from sentinel.config.tables import (
     DURATION,
-    URL_PATTERN,
+    PORT,
+    URL_HOST,
     Field,
     Int,
     Rule,
@@ -205,7 +206,8 @@ TLS = Section(
     Field("cert", Str(), "a client certificate (etcd's --client-cert-auth), with key"),
     Field("key", Str(), "the client certificate's key"),
     doc="TLS to etcd; paths relative to this file; every endpoint https://")
-_ENDPOINT = scalar({"type": "string", "pattern": URL_PATTERN})
+_ENDPOINT = scalar({"type": "string",
+                    "pattern": rf"^\s*https?://{URL_HOST}(:{PORT})?/?\s*$"})
 _DEFAULT = ClusterConfig(endpoints=(), node="")
 CLUSTER = Section(
     Field("etcd", Rule(_endpoints, {"anyOf": [

@@ -47,7 +47,6 @@ from sentinel.config.sections import (
     ADDRESS,
     BREAKER,
     HOST,
-    PORT,
     PROBE,
     RATE_TEXT,
     TIMING,
@@ -57,6 +56,7 @@ from sentinel.config.sections import (
     parse_probe,
 )
 from sentinel.config.tables import (
+    PORT,
     Bool,
     Choice,
     Duration,

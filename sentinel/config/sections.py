@@ -38,6 +38,7 @@ from sentinel.config.model import (
 )
 from sentinel.config.node import Node
 from sentinel.config.tables import (
+    PORT,
     Bool,
     Duration,
     Field,
@@ -314,7 +315,6 @@ RATE: JsonSchema = scalar({"type": "number", "exclusiveMinimum": 0, "maximum": 1
 _STATUS = scalar({"type": "integer", "minimum": 100, "maximum": 599},
                  r"^\s*([1-5][xX][xX]|[1-5]\d\d)\s*$")
 _ADDRESS = scalar({"type": "string", "pattern": r"^[0-9A-Fa-f:.]+$"})
-PORT = r"0*([1-9]\d{0,3}|[1-5]\d{4}|6[0-4]\d{3}|65[0-4]\d{2}|655[0-2]\d|6553[0-5])"
 HOST = r"(\[[0-9A-Fa-f:.%a-zA-Z]+\]|[A-Za-z0-9_.-]+)"
 ADDRESS = Rule(parse_address, scalar({"type": "string", "pattern": rf"^\s*{HOST}:{PORT}\s*$"}))
 """`host:port` or `[v6addr]:port`, as (host, port)."""

@@ -306,8 +306,10 @@ class Url(Kind[str]):
         return scalar({"type": "string", "pattern": URL_PATTERN})
 
 
-URL_PATTERN = (r"^https?://([^\s/?#@]*@)?(\[[0-9A-Fa-f:.]+\]|[^\s/?#:@\[\]]+)(:\d*)?"
-               r"([/?#]\S*)?$")
+PORT = r"0*([1-9]\d{0,3}|[1-5]\d{4}|6[0-4]\d{3}|65[0-4]\d{2}|655[0-2]\d|6553[0-5])"
+"""A port 1..65535 as text."""
+URL_HOST = r"(\[[0-9A-Fa-f:.]+\]|[^\s/?#:@\[\]]+)"
+URL_PATTERN = rf"^https?://([^\s/?#@]*@)?{URL_HOST}(:\d*)?([/?#]\S*)?$"
 
 
 @dataclass(frozen=True, slots=True)
