@@ -192,7 +192,8 @@ BACKEND = Section(
     Field("address", ADDRESS, "host:port or [v6addr]:port; a host name is resolved at "
           "probe time", required="a backend needs `address`"),
     Field("weight", Int(1, 65535), "its weight when up", _BACKEND.weight),
-    Field("backup", Bool(), "used only when no other backend is up", _BACKEND.backup))
+    Field("backup", Bool(), "takes traffic only while no primary backend is up (nginx's "
+          "backup)", _BACKEND.backup))
 SERVICE = Section(
     Field("backends", ListOf(Either((ADDRESS, BACKEND)), min_items=1), "the backends: "
           "host:port, or a mapping with more", required="a service needs `backends`"),
