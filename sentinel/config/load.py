@@ -99,6 +99,16 @@ class SinkParser(Protocol):
         """Which of a service's names the sink's target cannot take."""
         ...
 
+    @property
+    def options(self) -> Section:
+        """The table `parse_options` reads (`sentinel schema` walks it)."""
+        ...
+
+    @property
+    def binding(self) -> Section:
+        """The table `parse_binding` reads."""
+        ...
+
 
 SinkKinds = Mapping[str, SinkParser]  # by config name (`type:`)
 

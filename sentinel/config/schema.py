@@ -14,32 +14,15 @@ the finer checks of a few values (a regex that compiles, a prime Maglev table si
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol
-
-from sentinel.config.load import BINDING, SINK, TOP
+from sentinel.config.load import BINDING, SINK, TOP, SinkKinds
 from sentinel.config.tables import DEFS, JsonSchema, Section, Variants
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 
-class SinkTables(Protocol):
-    """What the schema needs of a sink kind: the tables of its options (`sinks.NAME`)
-    and of a service's binding to it (`{sink: NAME, ...}`)."""
-
-    @property
-    def options(self) -> Section:
-        """The keys of `sinks.NAME` besides `type`."""
-        ...
-
-    @property
-    def binding(self) -> Section:
-        """The keys of a service's `{sink: NAME, ...}` besides `sink`."""
-        ...
-
-
-def config_schema(sink_kinds: Mapping[str, SinkTables]) -> JsonSchema:
-    """The JSON Schema of a sentinel configuration file."""
+def config_schema(sink_kinds: SinkKinds) -> JsonSchema:
+    """The JSON Schema of a sentinel configuration file, with the options of the sink
+    kinds the loader is handed (`sentinel.sinks.registry.SINK_KINDS` for the built-in)."""
     sink = Variants("type", {name: kind.options for name, kind in sink_kinds.items()},
                     common=SINK, default=None, doc=SINK.doc)
     return {
@@ -50,7 +33,7 @@ def config_schema(sink_kinds: Mapping[str, SinkTables]) -> JsonSchema:
     }
 
 
-def _binding(sink_kinds: Mapping[str, SinkTables]) -> JsonSchema:
+def _binding(sink_kinds: SinkKinds) -> JsonSchema:
     """A sink's name, or `{sink: NAME, ...}` with the options of some sink kind (which
     kind, the schema cannot tell: the name refers to a sink defined elsewhere)."""
     forms: list[JsonSchema] = [{**BINDING["sink"].schema(), "type": "string"}]
