@@ -31,7 +31,7 @@ from sentinel.engine.decide import Decision, Steps, admin, decide, ramp_step, st
 from sentinel.engine.journal import Journal, RunBlocking
 from sentinel.engine.pacing import EngineStatistics, Pacing
 from sentinel.engine.probegroups import GroupKey, ProbeGroup, group_key
-from sentinel.engine.probeloop import ProbeLoop, accepts
+from sentinel.engine.probeloop import EpollPoller, Poller, ProbeLoop, accepts
 from sentinel.engine.schedule import next_due, retry_due, start_offset
 from sentinel.engine.service import ServiceRuntime
 from sentinel.engine.statefile import SavedBackend, Verdicts, check_writable, load_state
@@ -63,8 +63,8 @@ class Engine:
                  wall: Callable[[], float] = time.time, shutdown_timeout: float = 10.0,
                  observer: Observer | None = None,
                  run_blocking: RunBlocking | None = None,
-                 probe_loop: bool = True) -> None:
-        """`probe_loop=False` runs every probe as its own task (see `sentinel.engine.probeloop`)."""
+                 poller: Callable[[], Poller] = EpollPoller) -> None:
+        """`poller` is the probe loop's I/O (tests pass a virtual network)."""
         self.config = config
         self.observer = observer or NullObserver()
         self.shutdown_timeout = shutdown_timeout
@@ -87,7 +87,7 @@ class Engine:
         self._in_flight = trio.CapacityLimiter(config.max_in_flight)
         self._rng = random.Random()
         self.groups: dict[GroupKey, ProbeGroup] = {}
-        self._loop = ProbeLoop(self, self._in_flight, wall) if probe_loop else None
+        self._loop = ProbeLoop(self, self._in_flight, wall, poller)
         self._probe_nursery: trio.Nursery | None = None
         self._sink_nursery: trio.Nursery | None = None
         self._unprobed: set[BackendRuntime] = set()  # until the first round is done
@@ -158,8 +158,7 @@ class Engine:
                 async with trio.open_nursery() as probe_nursery:
                     self._probe_nursery = probe_nursery
                     await probe_nursery.start(self.committer.run)
-                    if self._loop is not None:
-                        await probe_nursery.start(self._loop.run)
+                    await probe_nursery.start(self._loop.run)
                     self.regroup()
                     self.restart_passive()
                     probe_nursery.start_soon(self.pacing.watch_lag, self._in_flight)
@@ -208,7 +207,7 @@ class Engine:
         for key, members in fresh:
             group = self.groups[key] = ProbeGroup(key, members)
             probe = self.services[members[0].service].probe
-            if self._loop is not None and accepts(probe, members[0].config.host):
+            if accepts(probe):
                 self._loop.add(group, probe)
             else:
                 self._probe_nursery.start_soon(self._probe_loop, group)
@@ -489,7 +488,7 @@ class Engine:
         if group is None or backend not in group.members:
             return False
         backend.next_due = now
-        if self._loop is not None and accepts(svc.probe, backend.config.host):
+        if accepts(svc.probe):
             self._loop.hurry(group, svc.probe)
         else:
             group.hurry()

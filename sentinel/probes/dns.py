@@ -30,7 +30,8 @@ from sentinel.config.model import DnsSpec, ProbeConfig
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes import exchange as lean
 from sentinel.probes.base import Target, classify, failed
-from sentinel.probes.resolve import Address, Resolver, default_resolver
+from sentinel.probes.rawsock import Address
+from sentinel.probes.resolve import Resolver, default_resolver
 
 SHOWN = 120  # how much of the answer section a failure detail quotes
 OVER_TCP = "answer over TCP (truncated over UDP)"

@@ -35,7 +35,8 @@ from sentinel.config.model import GrpcSpec, ProbeConfig
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes import exchange as lean
 from sentinel.probes.base import Target, classify, failed
-from sentinel.probes.resolve import Address, Resolver, default_resolver
+from sentinel.probes.rawsock import Address
+from sentinel.probes.resolve import Resolver, default_resolver
 from sentinel.probes.tcp import client_context, no_answer, quote
 
 PATH = "/grpc.health.v1.Health/Check"

@@ -21,21 +21,38 @@ import trio.testing
 
 from sentinel.breakers import make_breaker
 from sentinel.config.model import (
+    AgentSpec,
     BackendConfig,
+    DnsSpec,
+    GrpcSpec,
     HttpSpec,
     NginxBreakerConfig,
     ProbeConfig,
+    ScriptSpec,
     TcpSpec,
     Timing,
 )
 from sentinel.engine.backend import BackendRuntime
 from sentinel.engine.probegroups import ProbeGroup
-from sentinel.engine.probeloop import Agenda, ProbeLoop, Running, accepts
+from sentinel.engine.probeloop import (
+    FINISHED,
+    Agenda,
+    EpollPoller,
+    Poller,
+    ProbeLoop,
+    Running,
+    accepts,
+)
 from sentinel.model import FailureKind, ProbeResult
+from sentinel.probes.agent import AgentProbe
 from sentinel.probes.base import Target
+from sentinel.probes.dns import DnsProbe
+from sentinel.probes.grpc import GrpcProbe
 from sentinel.probes.http import LeanHttpProbe
 from sentinel.probes.https import HttpProbe
+from sentinel.probes.script import ScriptProbe
 from sentinel.probes.tcp import TcpProbe
+from tests.engine.fakes import Peer, VirtualNetwork
 from tests.probes.conftest import Handler, Serve, banner, hang_up, pong, reset, silent
 from tests.probes.test_lean_parity import (
     CHUNKED,
@@ -99,7 +116,6 @@ def test_deadline_runs_from_the_real_start() -> None:
     agenda = Agenda()
     g = group(1, 1.0)
     running = Running(g, TCP, started=1.3, start_unix=0.0)  # due at 1.0, started 0.3 s late
-    running.sock = object()  # type: ignore[assignment]  # in flight
     agenda.watch(running)
     assert running.deadline == pytest.approx(1.8)
     assert agenda.wake_at(1.3, 0.005) == pytest.approx(1.8)
@@ -112,21 +128,23 @@ def test_finished_checks_never_expire() -> None:
     """A check that finished before its deadline is skipped when the deadline passes."""
     agenda = Agenda()
     running = Running(group(1, 0.0), TCP, started=0.0, start_unix=0.0)
-    running.sock = None  # finished
+    running.step = FINISHED
     agenda.watch(running)
     assert agenda.expired(5.0) is None
 
 
-def test_only_lean_checks_of_ip_literals_are_accepted() -> None:
-    """Plain tcp and http checks of IP literals run in the loop; TLS, https and names do not."""
-    http = ProbeConfig("http", Timing(), HttpSpec())
-    assert accepts(TCP, "127.0.0.1")
-    assert accepts(TCP, "::1")
-    assert accepts(LeanHttpProbe(http), "10.0.0.7")
-    assert not accepts(TCP, "localhost")
-    assert not accepts(TcpProbe(ProbeConfig("tcp", Timing(), TcpSpec(tls=True))), "127.0.0.1")
-    assert not accepts(TcpProbe(TCP_CONFIG, lean=False), "127.0.0.1")
-    assert not accepts(HttpProbe(ProbeConfig("https", Timing(), HttpSpec())), "127.0.0.1")
+def test_tcp_http_and_agent_checks_run_in_the_loop() -> None:
+    """Plain tcp, http and agent checks run in the loop (host names too: the resolver task
+    answers them); TLS tcp, https, grpc, dns and script checks keep a task each."""
+    assert accepts(TCP)
+    assert accepts(LeanHttpProbe(ProbeConfig("http", Timing(), HttpSpec())))
+    assert accepts(AgentProbe(ProbeConfig("agent", Timing(), AgentSpec())))
+    for kept in (TcpProbe(ProbeConfig("tcp", Timing(), TcpSpec(tls=True))),
+                 HttpProbe(ProbeConfig("https", Timing(), HttpSpec())),
+                 GrpcProbe(ProbeConfig("grpc", Timing(), GrpcSpec())),
+                 DnsProbe(ProbeConfig("dns", Timing(), DnsSpec(name="example.com"))),
+                 ScriptProbe(ProbeConfig("script", Timing(), ScriptSpec(("true",))))):
+        assert not accepts(kept)
 
 
 # -- the loop's I/O, against real loopback servers -------------------------------------
@@ -157,12 +175,13 @@ class Host:
 async def loop_checks(checks: list[tuple[TcpProbe | LeanHttpProbe, int]], slots: int = 64,
                       due: float | None = None,
                       during: Callable[[], Awaitable[None]] | None = None,
+                      poller: Callable[[], Poller] = EpollPoller,
                       ) -> tuple[list[tuple[ProbeResult, float]], Host]:
     """Run one loop check per (probe, port), all due at `due` (default now): each
     (result, time its interval counts from), in the order of `checks`, and the host that
     saw them. `during` runs beside the loop (to block it, say)."""
     host = Host(len(checks))
-    loop = ProbeLoop(host, trio.CapacityLimiter(slots), time.time)
+    loop = ProbeLoop(host, trio.CapacityLimiter(slots), time.time, poller)
     async with trio.open_nursery() as nursery:
         await nursery.start(loop.run)
         now = trio.current_time() if due is None else due
@@ -229,24 +248,21 @@ async def test_loop_and_task_paths_agree(serve: Serve, refused_port: int) -> Non
             task_result.ok, task_result.failure, task_result.detail), name
 
 
-async def test_cap_makes_checks_wait_and_timeouts_run_from_the_real_start(serve: Serve) -> None:
+async def test_cap_makes_checks_wait_and_timeouts_run_from_the_real_start(
+        autojump_clock: trio.testing.MockClock) -> None:
     """With one slot and three hanging checks due at once, they run one after another;
     each gets its whole timeout from its own start, and the waiting shows as lateness."""
-    port = await serve(silent)
+    silence = VirtualNetwork(lambda ip, port: Peer())  # accepts, never answers
     probe = tcp(expect=re.compile(rb"never"))  # connects, then waits for an answer
-    due = trio.current_time()
-    results, host = await loop_checks([(probe, port)] * 3, slots=1, due=due)
-    starts = sorted(started for _, started in results)
-    assert starts[0] == due  # on time: the next interval counts from the due time
+    results, host = await loop_checks([(probe, 9)] * 3, slots=1, due=0.0,
+                                      poller=lambda: silence)
+    assert sorted(started for _, started in results) == pytest.approx(
+        [0.0, TIMEOUT, 2 * TIMEOUT])
     for result, _ in results:
         assert result.failure is FailureKind.TIMEOUT
         assert result.detail == f"no answer within {TIMEOUT * 1000:.0f}ms (expect)"
-        assert TIMEOUT <= result.latency < TIMEOUT + 0.15  # not stretched by the wait
-    assert starts[1] - starts[0] >= TIMEOUT - 0.01
-    assert starts[2] - starts[1] >= TIMEOUT - 0.01
-    lateness = sorted(host.lateness)
-    assert lateness[0] < 0.1
-    assert lateness[2] >= 2 * TIMEOUT - 0.02
+        assert result.latency == pytest.approx(TIMEOUT)  # not stretched by the wait
+    assert sorted(host.lateness) == pytest.approx([0.0, TIMEOUT, 2 * TIMEOUT])
 
 
 async def test_loop_checks_leave_no_time_wait(serve: Serve) -> None:

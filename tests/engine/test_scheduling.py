@@ -30,6 +30,7 @@ async def test_identical_probes_from_two_services_run_once(
     probe = FakeProbe()
     cfg = config(tmp_path, service("a", [9001]), service("b", [9001]))
     engine = Engine(cfg, sinks={"rec": RecordingSink()}, probe_factory=probe.factory(),
+                    poller=probe.poller,
                     run_blocking=run_inline)
     await run_for(engine, 3.5)
     assert len(probe.times(9001)) == 4  # t = 0, 1, 2, 3: once per interval, not twice
@@ -44,7 +45,7 @@ async def test_shared_failure_reaches_every_service(
     probe.alive[("127.0.0.1", 9001)] = False
     rec = RecordingSink()
     cfg = config(tmp_path, service("a", [9001]), service("b", [9001]))
-    engine = Engine(cfg, sinks={"rec": rec}, probe_factory=probe.factory(),
+    engine = Engine(cfg, sinks={"rec": rec}, probe_factory=probe.factory(), poller=probe.poller,
                     run_blocking=run_inline)
     await run_for(engine, 0.5)
     for name in ("a", "b"):
@@ -61,7 +62,7 @@ async def test_in_flight_cap_delays_probes_instead_of_failing_them(
     probe.alive[("127.0.0.1", 9001)] = False  # hangs 0.5 s each time
     rec = RecordingSink()
     cfg = config(tmp_path, service("s", [9001, 9002, 9003], interval=1.0), max_in_flight=1)
-    engine = Engine(cfg, sinks={"rec": rec}, probe_factory=probe.factory(),
+    engine = Engine(cfg, sinks={"rec": rec}, probe_factory=probe.factory(), poller=probe.poller,
                     run_blocking=run_inline)
     await run_for(engine, 3.0)
     view = rec.latest("s")
@@ -80,6 +81,7 @@ async def test_jitter_spreads_delays_within_bounds(
     probe = FakeProbe()
     cfg = config(tmp_path, service("s", [9001], interval=1.0, jitter=0.2))
     engine = Engine(cfg, sinks={"rec": RecordingSink()}, probe_factory=probe.factory(),
+                    poller=probe.poller,
                     run_blocking=run_inline)
     await run_for(engine, 30.0)
     times = probe.times(9001)
@@ -96,6 +98,7 @@ async def test_slow_start_ramps_weight_after_recovery(
     rec = RecordingSink()
     svc = service("s", [9001], interval=1.0, slow_start=10.0, weight=10)
     engine = Engine(config(tmp_path, svc), sinks={"rec": rec}, probe_factory=probe.factory(),
+                    poller=probe.poller,
                     run_blocking=run_inline)
 
     async def script() -> None:

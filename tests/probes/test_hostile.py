@@ -140,7 +140,8 @@ class WatchedProbe(LeanHttpProbe):
 
     def exchange(self, target: Target) -> Watched:
         """A watched exchange, remembered."""
-        watched = Watched(self._spec, self.timeout, self.request(target))
+        plain = super().exchange(target)
+        watched = Watched(self._spec, self.timeout, plain.connect, plain.request)
         self.exchanges.append(watched)
         return watched
 
@@ -158,7 +159,7 @@ async def task_check(probe: WatchedProbe, port: int) -> tuple[ProbeResult, int]:
     target = Target("svc", "b", "127.0.0.1", port)
     exchange = probe.exchange(target)
     result = await lean.check(exchange, target.host, probe.timeout, default_resolver(),
-                              partial(lean.drive, exchange, port))
+                              partial(lean.drive_raw, exchange))
     return result, exchange.most
 
 

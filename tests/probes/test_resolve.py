@@ -241,7 +241,7 @@ async def test_a_dead_ip_backend_is_published_while_lookups_hang(
     dead = service("ip", [refused_port], interval=1.0, timeout=5.0)
     sink = RecordingSink()
     engine = Engine(config(tmp_path, slow, dead), sinks={"rec": sink},
-                    probe_factory=partial(TcpProbe, resolver=names), probe_loop=False)
+                    probe_factory=partial(TcpProbe, resolver=names))
     async with trio.open_nursery() as nursery:
         await nursery.start(engine.run)
         await until(lambda: any(e.to_state == "down" for u in sink.updates for e in u.events))

@@ -26,6 +26,7 @@ def watched_engine(tmp_path: Path, probe: FakeProbe, telemetry: Telemetry) -> En
     """Service `web` (b9001, b9002; nginx breaker, max_fails 1) observed by `telemetry`."""
     engine = Engine(config(tmp_path, service("web", [9001, 9002])),
                     sinks={"rec": RecordingSink("rec")}, probe_factory=probe.factory(),
+                    poller=probe.poller,
                     run_blocking=run_inline, observer=telemetry,
                     wall=lambda: WALL_BASE + trio.current_time())
     telemetry.watch(engine)
@@ -133,7 +134,7 @@ async def test_series_of_what_a_reload_removed_disappear(
     engine = Engine(config(tmp_path, service("web", [9001, 9002], sinks=("rec", "old")),
                            service("api", [9003], sinks=("old",)), sinks=("rec", "old")),
                     sinks={"rec": RecordingSink("rec"), "old": RecordingSink("old")},
-                    probe_factory=probe.factory(), run_blocking=run_inline,
+                    probe_factory=probe.factory(), poller=probe.poller, run_blocking=run_inline,
                     observer=telemetry, wall=lambda: WALL_BASE + trio.current_time())
     telemetry.watch(engine)
     assert telemetry.metrics is not None
