@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 from collections.abc import Mapping
 from fractions import Fraction
 
@@ -37,13 +38,15 @@ from sentinel.errors import ConfigError
 
 TIMING_KEYS = {"type", "interval", "fast_interval", "down_interval", "timeout", "jitter"}
 PROBE_KEYS = {
-    "tcp": {"send", "expect", "tls", "sni", "verify"},
-    "http": {"method", "path", "host", "headers", "expect_status", "expect_body", "verify"},
-    "https": {"method", "path", "host", "headers", "expect_status", "expect_body", "verify"},
+    "tcp": {"send", "expect", "tls", "sni", "verify", "source"},
+    "http": {"method", "path", "host", "headers", "expect_status", "expect_body", "verify",
+             "source"},
+    "https": {"method", "path", "host", "headers", "expect_status", "expect_body", "verify",
+              "source"},
     "script": {"command"},
-    "grpc": {"service", "tls", "sni", "verify"},
-    "dns": {"name", "qtype", "expect_rcode", "expect_answer"},
-    "agent": {"agent_port", "agent_send"},
+    "grpc": {"service", "tls", "sni", "verify", "source"},
+    "dns": {"name", "qtype", "expect_rcode", "expect_answer", "source"},
+    "agent": {"agent_port", "agent_send", "source"},
 }
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 BREAKER_KEYS = {
@@ -99,7 +102,29 @@ def parse_probe(node: Node) -> ProbeConfig:
         spec = _agent(entries)
     else:
         spec = _http(entries)
-    return ProbeConfig(type=ptype, timing=timing, spec=spec)  # type: ignore[arg-type]
+    source = parse_source(entries["source"]) if "source" in entries else None
+    return ProbeConfig(type=ptype, timing=timing, spec=spec,  # type: ignore[arg-type]
+                       source=source)
+
+
+def parse_source(node: Node) -> str:
+    """A local IP address to connect from (HAProxy's `source`), in canonical form; local
+    means bindable here, checked by binding to it, so any 127.0.0.0/8 address counts."""
+    text = node.as_str()
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        raise node.error(f"expected an IP address of this host, got {text!r}") from None
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # the address is checked, no port is taken (probes bind the same way)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_BIND_ADDRESS_NO_PORT, 1)
+        try:
+            sock.bind((ip.compressed, 0))
+        except OSError as exc:
+            raise node.error(f"{ip.compressed} is not an address of this host (binding to "
+                             f"it failed: {exc.strerror or exc})") from None
+    return ip.compressed
 
 
 def _timing(e: Mapping[str, Node]) -> Timing:

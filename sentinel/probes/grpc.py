@@ -290,6 +290,7 @@ class GrpcProbe:
         self._spec = config.spec
         self.timeout = config.timing.timeout
         self._resolver = resolver or default_resolver()
+        self._source = config.source
         self._ssl: ssl.SSLContext | None = None
         if self._spec.tls:  # built once: loading the trust store per check costs more
             self._ssl = ssl_context or client_context(self._spec.verify)
@@ -311,7 +312,8 @@ class GrpcProbe:
 
     async def _drive(self, target: Target, call: GrpcCall, address: Address) -> None:
         """`address` is resolved already; a host name stays the TLS server name."""
-        stream: trio.abc.Stream = await trio.open_tcp_stream(address[1], target.port)
+        stream: trio.abc.Stream = await trio.open_tcp_stream(address[1], target.port,
+                                                             local_address=self._source)
         try:
             if self._ssl is not None:
                 call.phase = "tls handshake"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,22 @@ async def test_identical_probes_from_two_services_run_once(
     await run_for(engine, 3.5)
     assert len(probe.times(9001)) == 4  # t = 0, 1, 2, 3: once per interval, not twice
     assert set(engine.services) == {"a", "b"}
+
+
+@pytest.mark.trio
+async def test_probes_from_different_sources_are_not_shared(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """Two services probing one address with the same settings but another `source` address
+    each run their own probe (the source is part of what makes two probes the same)."""
+    probe = FakeProbe()
+    a = service("a", [9001])
+    b = replace(a, name="b", probe=replace(a.probe, source="127.0.0.2"))
+    engine = Engine(config(tmp_path, a, b), sinks={"rec": RecordingSink()},
+                    probe_factory=probe.factory(), poller=probe.poller, run_blocking=run_inline)
+    await run_for(engine, 3.5)
+    assert len(engine.groups) == 2
+    # a's at 0, 1, 2, 3 and b's half an interval later (first probes are spread)
+    assert probe.times(9001) == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
 
 
 @pytest.mark.trio
