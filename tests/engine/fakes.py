@@ -28,7 +28,7 @@ from sentinel.config.model import (
     Timing,
 )
 from sentinel.model import FailureKind, ProbeResult
-from sentinel.probes.base import Probe, Target, classify, failed
+from sentinel.probes.base import Probe, ResolveError, Target, classify, failed
 from sentinel.probes.exchange import Connect, Conversation
 from sentinel.probes.rawsock import Address
 from sentinel.probes.resolve import default_resolver
@@ -229,6 +229,28 @@ class FakeExchange(Conversation):
     def failed(self, exc: Exception, latency: float) -> ProbeResult:
         """Refused, as the edge table says it."""
         return failed(*classify(exc), latency)
+
+
+class ScriptedResolver:
+    """A resolver (`lookup`, as the probe loop's resolver task asks it) whose answers a
+    test scripts: `answers[host] = (delay, ttl, address or negative reason)`; a host
+    without one is never answered (a lookup ends at its deadline, EAI_AGAIN). Records
+    each lookup as (time, host, fresh)."""
+
+    def __init__(self, answers: dict[str, tuple[float, float, Address | str]]) -> None:
+        self.answers = answers
+        self.asked: list[tuple[float, str, bool]] = []
+
+    async def lookup(self, host: str, deadline: float, *, fresh: bool = False
+                     ) -> tuple[float, Address | str]:
+        """The scripted answer after its delay, valid for its TTL."""
+        self.asked.append((trio.current_time(), host, fresh))
+        if host not in self.answers:
+            await trio.sleep_until(deadline)
+            raise ResolveError(socket.EAI_AGAIN, f"resolve {host} timed out")
+        delay, ttl, answer = self.answers[host]
+        await trio.sleep(delay)
+        return trio.current_time() + ttl, answer
 
 
 class PerTask:

@@ -52,7 +52,7 @@ from sentinel.probes.http import LeanHttpProbe
 from sentinel.probes.https import HttpProbe
 from sentinel.probes.script import ScriptProbe
 from sentinel.probes.tcp import TcpProbe
-from tests.engine.fakes import Peer, VirtualNetwork
+from tests.engine.fakes import Peer, ScriptedResolver, VirtualNetwork
 from tests.probes.conftest import Handler, Serve, banner, hang_up, pong, reset, silent
 from tests.probes.test_lean_parity import (
     CHUNKED,
@@ -68,12 +68,12 @@ TCP_CONFIG = ProbeConfig("tcp", Timing(timeout=0.5), TcpSpec())
 TCP = TcpProbe(TCP_CONFIG)
 
 
-def group(port: int, next_due: float) -> ProbeGroup:
+def group(port: int, next_due: float, host: str = "127.0.0.1") -> ProbeGroup:
     """A one-member group due at `next_due`."""
-    config = BackendConfig(f"b{port}", f"127.0.0.1:{port}", "127.0.0.1", port)
+    config = BackendConfig(f"b{port}", f"{host}:{port}", host, port)
     member = BackendRuntime("svc", config, make_breaker(NginxBreakerConfig()), since="")
     member.next_due = next_due
-    return ProbeGroup((TCP_CONFIG, "127.0.0.1", port, ""), [member])
+    return ProbeGroup((TCP_CONFIG, host, port, ""), [member])
 
 
 def test_groups_come_due_in_time_order() -> None:
@@ -175,27 +175,27 @@ class Host:
 async def loop_checks(checks: list[tuple[TcpProbe | LeanHttpProbe, int]], slots: int = 64,
                       due: float | None = None,
                       during: Callable[[], Awaitable[None]] | None = None,
-                      poller: Callable[[], Poller] = EpollPoller,
+                      poller: Callable[[], Poller] = EpollPoller, host: str = "127.0.0.1",
                       ) -> tuple[list[tuple[ProbeResult, float]], Host]:
-    """Run one loop check per (probe, port), all due at `due` (default now): each
-    (result, time its interval counts from), in the order of `checks`, and the host that
-    saw them. `during` runs beside the loop (to block it, say)."""
-    host = Host(len(checks))
-    loop = ProbeLoop(host, trio.CapacityLimiter(slots), time.time, poller)
+    """Run one loop check per (probe, port) of `host`, all due at `due` (default now):
+    each (result, time its interval counts from), in the order of `checks`, and the host
+    that saw them. `during` runs beside the loop (to block it, say)."""
+    seen = Host(len(checks))
+    loop = ProbeLoop(seen, trio.CapacityLimiter(slots), time.time, poller)
     async with trio.open_nursery() as nursery:
         await nursery.start(loop.run)
         now = trio.current_time() if due is None else due
         if during is not None:
             nursery.start_soon(during)
-        groups = [group(port, now) for _, port in checks]
+        groups = [group(port, now, host) for _, port in checks]
         for (probe, _), g in zip(checks, groups, strict=True):
             loop.add(g, probe)
         with trio.fail_after(30):
-            await host.done.wait()
+            await seen.done.wait()
         assert loop.in_flight == 0
         nursery.cancel_scope.cancel()
-    by_group = {id(g): (result, started) for g, result, started in host.results}
-    return [by_group[id(g)] for g in groups], host
+    by_group = {id(g): (result, started) for g, result, started in seen.results}
+    return [by_group[id(g)] for g in groups], seen
 
 
 def tcp(**spec: object) -> TcpProbe:
@@ -377,3 +377,31 @@ async def test_a_check_that_raises_fails_alone_and_is_logged_once(
     assert good.ok
     logged = [r for r in caplog.records if "UnicodeEncodeError" in r.getMessage()]
     assert len(logged) == 1
+
+
+# -- host names: the resolver task, on the virtual network -------------------------------
+
+
+async def test_a_check_waits_for_its_name_within_its_timeout(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """A name answered 0.3 s after the check starts: the check connects then and passes
+    (its latency counts the wait); one never answered fails at its deadline as `dns`,
+    as a per-task check does; NXDOMAIN fails at once with its reason."""
+    names = ScriptedResolver({"slow.test": (0.3, 60.0, (socket.AF_INET, "10.0.0.1")),
+                              "gone.test": (0.01, 5.0, "resolve gone.test: no such name "
+                                                       "(NXDOMAIN)")})
+    network = VirtualNetwork(lambda ip, port: Peer())
+    probe = TcpProbe(TCP_CONFIG, resolver=names)  # type: ignore[arg-type]
+    [(slow, _)], _ = await loop_checks([(probe, 80)], host="slow.test", due=0.0,
+                                       poller=lambda: network)
+    assert (slow.ok, slow.latency) == (True, pytest.approx(0.3))
+    assert network.connects == [(pytest.approx(0.3), ("10.0.0.1", 80))]
+    [(silent_name, _)], _ = await loop_checks([(probe, 80)], host="mute.test",
+                                              poller=lambda: network)
+    assert (silent_name.failure, silent_name.detail) == (
+        FailureKind.DNS, "resolve mute.test timed out after 500ms")
+    assert silent_name.latency == pytest.approx(0.5)
+    [(gone, _)], _ = await loop_checks([(probe, 80)], host="gone.test",
+                                       poller=lambda: network)
+    assert (gone.failure, gone.detail) == (FailureKind.DNS,
+                                           "resolve gone.test: no such name (NXDOMAIN)")
