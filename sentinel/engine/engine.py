@@ -34,6 +34,7 @@ from sentinel.engine.probegroups import GroupKey, ProbeGroup, group_key
 from sentinel.engine.probeloop import EpollPoller, Poller, ProbeLoop, accepts
 from sentinel.engine.schedule import next_due, retry_due, start_offset
 from sentinel.engine.service import ServiceRuntime
+from sentinel.engine.slots import Slots
 from sentinel.engine.statefile import SavedBackend, Verdicts, check_writable, load_state
 from sentinel.engine.streamhub import StreamHub
 from sentinel.model import Event, FailureKind, ProbeResult
@@ -84,7 +85,7 @@ class Engine:
         # Every decision is carried out by one task, in order (`sentinel.engine.commit`)
         self.committer = Committer(self.journal, self.observer, wall, self.verdicts,
                                    self.hub.published)
-        self._in_flight = trio.CapacityLimiter(config.max_in_flight)
+        self._in_flight = Slots(config.max_in_flight)
         self._rng = random.Random()
         self.groups: dict[GroupKey, ProbeGroup] = {}
         self._loop = ProbeLoop(self, self._in_flight, wall, poller)
@@ -254,16 +255,14 @@ class Engine:
                 due = min(due, group.due())
                 owner = group.members[0]
                 svc = self.services[owner.service]  # re-read: a reload may replace it
-                try:  # the timeout starts once a slot is free
-                    self._in_flight.acquire_nowait()
-                except trio.WouldBlock:
-                    await self._in_flight.acquire()
+                if not self._in_flight.take_nowait():  # the timeout starts once a slot is free
+                    await self._in_flight.take()
                 try:
                     started, start_unix = trio.current_time(), self.wall()
                     self.probe_started(started - due)
                     result = await guarded_check(svc.probe, owner.target)
                 finally:
-                    self._in_flight.release()
+                    self._in_flight.give()
                 self.probe_done(group, result, started, trio.current_time(), start_unix)
 
     def probe_started(self, lateness: float) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import trio
 
+from sentinel.engine.slots import Slots
 from sentinel.telemetry.logs import Throttle
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class Pacing:
                         "look at sentinel's file-descriptor limit, its connections and "
                         "this host's resources", backend, error, more)
 
-    def statistics(self, in_flight: trio.CapacityLimiter) -> EngineStatistics:
+    def statistics(self, in_flight: Slots) -> EngineStatistics:
         """Probe count, probes in flight, lateness and loop-lag percentiles, local errors."""
         late = _percentiles(self._lateness)
         lag = _percentiles(self._loop_lag)
@@ -96,7 +97,7 @@ class Pacing:
                                 self._last_local, self._lateness_sum, self._lag_ticks,
                                 self._lag_sum)
 
-    async def watch_lag(self, in_flight: trio.CapacityLimiter) -> None:
+    async def watch_lag(self, in_flight: Slots) -> None:
         """Measure event-loop lag (oversleep of a short sleep) and warn when probes run late."""
         last_warning = -math.inf
         ticks = 0

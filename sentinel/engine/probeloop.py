@@ -30,8 +30,8 @@ for it within its timeout, without a socket. Only `https`, TLS `tcp` and
 `grpc`, `dns` and `script` checks keep a Trio task each (engine.py).
 
 Kept from the per-task path: probe groups are shared across services; the
-global in-flight cap (`max_in_flight`) is the engine's CapacityLimiter, taken
-per check without blocking: a due group that finds no slot stays due and is
+global in-flight cap (`max_in_flight`) is the engine's `Slots`, taken per
+check without blocking: a due group that finds no slot stays due and is
 retried BATCH later, so overload stretches intervals instead of failing
 checks; a check's timeout runs from when it really started, not from when it
 was due; lateness is reported to the engine at each start. Overload must not
@@ -68,6 +68,7 @@ import trio
 
 from sentinel.engine.names import NameKey, Names
 from sentinel.engine.probegroups import ProbeGroup
+from sentinel.engine.slots import Slots
 from sentinel.model import ProbeResult
 from sentinel.probes import rawsock
 from sentinel.probes.base import Probe, ResolveError, crashed
@@ -273,11 +274,11 @@ class EpollPoller:
 class ProbeLoop:
     """Runs lean checks for the groups `add`ed to it; see the module docstring."""
 
-    def __init__(self, host: LoopHost, limiter: trio.CapacityLimiter,
+    def __init__(self, host: LoopHost, slots: Slots,
                  wall: Callable[[], float], poller: Callable[[], Poller] = EpollPoller,
                  batch: float = BATCH) -> None:
         self._host = host
-        self._limiter = limiter
+        self._slots = slots
         self._wall = wall
         self._batch = batch
         self._agenda = Agenda()
@@ -325,7 +326,7 @@ class ProbeLoop:
             for running in live:
                 if running.step != FINISHED:
                     self._close(running)
-                    self._limiter.release_on_behalf_of(running)
+                    self._slots.give()
             self._poller.close()
 
     def _wake(self, when: float) -> None:
@@ -394,11 +395,9 @@ class ProbeLoop:
             # batch window of it (batching must not clump the schedule over time), from
             # the real start when later (an overloaded loop stretches intervals).
             anchor = due if now - due <= self._batch else now
-            running = Running(group, probe, now, self._wall(), anchor)
-            try:
-                self._limiter.acquire_on_behalf_of_nowait(running)
-            except trio.WouldBlock:
+            if not self._slots.take_nowait():
                 break  # no slot: stays due, retried next pass (within `batch`)
+            running = Running(group, probe, now, self._wall(), anchor)
             agenda.take()
             self._host.probe_started(now - due)
             self._start(running, now)
@@ -537,7 +536,7 @@ class ProbeLoop:
     def _finish(self, running: Running, result: ProbeResult, now: float) -> None:
         """Close, return the slot, and hand the result over (unless the group was stopped)."""
         self._close(running)
-        self._limiter.release_on_behalf_of(running)
+        self._slots.give()
         group = running.group
         if group.stopped:
             return

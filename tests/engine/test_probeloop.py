@@ -43,6 +43,7 @@ from sentinel.engine.probeloop import (
     Running,
     accepts,
 )
+from sentinel.engine.slots import Slots
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes.agent import AgentProbe
 from sentinel.probes.base import Target
@@ -181,7 +182,7 @@ async def loop_checks(checks: list[tuple[TcpProbe | LeanHttpProbe, int]], slots:
     each (result, time its interval counts from), in the order of `checks`, and the host
     that saw them. `during` runs beside the loop (to block it, say)."""
     seen = Host(len(checks))
-    loop = ProbeLoop(seen, trio.CapacityLimiter(slots), time.time, poller)
+    loop = ProbeLoop(seen, Slots(slots), time.time, poller)
     async with trio.open_nursery() as nursery:
         await nursery.start(loop.run)
         now = trio.current_time() if due is None else due
