@@ -13,7 +13,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -259,15 +259,15 @@ class Engine:
                     await self._in_flight.take()
                 try:
                     started, start_unix = trio.current_time(), self.wall()
-                    self.probe_started(started - due)
+                    self.probes_started((started - due,))
                     result = await guarded_check(svc.probe, owner.target)
                 finally:
                     self._in_flight.give()
                 self.probe_done(group, result, started, trio.current_time(), start_unix)
 
-    def probe_started(self, lateness: float) -> None:
-        """Count a probe that started `lateness` seconds after it was due."""
-        self.pacing.probe_started(lateness)
+    def probes_started(self, lateness: Sequence[float]) -> None:
+        """Count probes that started these many seconds after they were due."""
+        self.pacing.probes_started(lateness)
 
     def probe_done(self, group: ProbeGroup, result: ProbeResult, started: float, now: float,
                    start_unix: float) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import trio
@@ -67,13 +68,14 @@ class Pacing:
         self._lag_ticks = 0
         self._lag_sum = 0.0
 
-    def probe_started(self, lateness: float) -> None:
-        """Count a probe that started `lateness` seconds after it was due."""
-        self._lateness.append(lateness)
+    def probes_started(self, lateness: Sequence[float]) -> None:
+        """Count probes that started these many seconds after they were due (the probe
+        loop reports each pass's at once)."""
+        self._lateness.extend(lateness)
         # an early start (the probe loop starts checks due within 5 ms together) is on
         # time, as in the percentiles
-        self._lateness_sum += max(lateness, 0.0)
-        self.probes += 1
+        self._lateness_sum += sum(late for late in lateness if late > 0.0)
+        self.probes += len(lateness)
 
     def local_error(self, backend: str, error: str) -> None:
         """Count a check of `backend` that the checker could not make for its own reasons

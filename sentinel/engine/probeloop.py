@@ -60,7 +60,8 @@ import math
 import os
 import select
 import socket
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Protocol, TypeGuard
 
@@ -89,8 +90,8 @@ def accepts(probe: Probe) -> TypeGuard[LeanProbe]:
 class LoopHost(Protocol):
     """What the loop reports to (the engine)."""
 
-    def probe_started(self, lateness: float) -> None:
-        """A check started `lateness` seconds after it was due."""
+    def probes_started(self, lateness: Sequence[float]) -> None:
+        """Checks started these many seconds after they were due (one pass's)."""
 
     def probe_done(self, group: ProbeGroup, result: ProbeResult, started: float, now: float,
                    start_unix: float) -> None:
@@ -122,15 +123,20 @@ class Running:
 
 
 class Agenda:
-    """When groups are due and when running checks time out (pure: times are passed in)."""
+    """When groups are due and when running checks time out (pure: times are passed in).
 
-    __slots__ = ("_deadlines", "_due", "_queued", "_seq")
+    Deadlines need no heap: checks with the same timeout time out in the order they
+    started, so each timeout has a queue in start order (`watch` appends).
+    """
+
+    __slots__ = ("_again", "_deadlines", "_due", "_queued", "_seq")
 
     def __init__(self) -> None:
         self._due: list[tuple[float, int, ProbeGroup, LeanProbe]] = []
-        self._deadlines: list[tuple[float, int, Running]] = []
         self._seq = itertools.count()  # ties break by insertion; groups are not comparable
         self._queued: dict[ProbeGroup, int] = {}  # group -> seq of its live entry in _due
+        self._deadlines: dict[float, deque[Running]] = {}  # by timeout, in start order
+        self._again: list[Running] = []  # spared once: judged at the next look
 
     def add(self, group: ProbeGroup, probe: LeanProbe) -> None:
         """Schedule `group`'s next check at its members' earliest `next_due` (an earlier
@@ -166,29 +172,39 @@ class Agenda:
         del self._queued[group]
 
     def watch(self, running: Running) -> None:
-        """Time `running` out at its deadline unless it finishes first."""
-        heapq.heappush(self._deadlines, (running.deadline, next(self._seq), running))
+        """Time `running` out at its deadline unless it finishes first (checks are
+        watched as they start)."""
+        queue = self._deadlines.get(running.probe.timeout)
+        if queue is None:
+            queue = self._deadlines[running.probe.timeout] = deque()
+        queue.append(running)
+
+    def spare(self, running: Running) -> None:
+        """Judge `running`, already past its deadline, again at the next look."""
+        self._again.append(running)
 
     def expired(self, now: float) -> Running | None:
         """A running check whose deadline has passed by `now` (finished ones are skipped)."""
-        deadlines = self._deadlines
-        while deadlines:
-            deadline, _, running = deadlines[0]
-            if running.step != FINISHED and deadline > now:
-                return None
-            heapq.heappop(deadlines)
+        while self._again:
+            running = self._again.pop()
             if running.step != FINISHED:
                 return running
+        for queue in self._deadlines.values():
+            while queue and queue[0].step == FINISHED:
+                queue.popleft()
+            if queue and queue[0].deadline <= now:
+                return queue.popleft()
         return None
 
     def wake_at(self, now: float, batch: float) -> float:
         """When to look again: the next start or deadline, but not before `now + batch`,
         so that checks due close together share one pass."""
-        wake = math.inf
-        if self._due:
-            wake = self._due[0][0]
-        if self._deadlines:
-            wake = min(wake, self._deadlines[0][0])
+        wake = self._due[0][0] if self._due else math.inf
+        for queue in self._deadlines.values():
+            while queue and queue[0].step == FINISHED:
+                queue.popleft()
+            if queue:
+                wake = min(wake, queue[0].deadline)
         return max(wake, now + batch)
 
 
@@ -371,7 +387,7 @@ class ProbeLoop:
             else:
                 self._end(late, late.exchange.timed_out, now)
         for running in spared:
-            agenda.watch(running)
+            agenda.spare(running)
 
     def _advance_ready(self) -> None:
         # Every ready socket (the default is at most 1,023): a socket left unread here
@@ -386,23 +402,24 @@ class ProbeLoop:
 
     def _start_due(self) -> int:
         """Start every due group that gets an in-flight slot; how many started."""
-        agenda = self._agenda
+        agenda, take_slot = self._agenda, self._slots.take_nowait
         now = trio.current_time()
-        started = 0
+        wall = self._wall()  # one reading for the pass: they start within it
+        lateness: list[float] = []
         while (head := agenda.next_due(now)) is not None:
+            if not take_slot():
+                break  # no slot: stays due, retried next pass (within `batch`)
             due, group, probe = head
+            agenda.take()
+            lateness.append(now - due)
             # The cadence counts from the due time when the check started within the
             # batch window of it (batching must not clump the schedule over time), from
             # the real start when later (an overloaded loop stretches intervals).
             anchor = due if now - due <= self._batch else now
-            if not self._slots.take_nowait():
-                break  # no slot: stays due, retried next pass (within `batch`)
-            running = Running(group, probe, now, self._wall(), anchor)
-            agenda.take()
-            self._host.probe_started(now - due)
-            self._start(running, now)
-            started += 1
-        return started
+            self._start(Running(group, probe, now, wall, anchor), now)
+        if lateness:
+            self._host.probes_started(lateness)
+        return len(lateness)
 
     def _start(self, running: Running, now: float) -> None:
         """Build the check's exchange and follow it (or wait for its host's address)."""
@@ -444,70 +461,63 @@ class ProbeLoop:
                     self._step(running, 0, now)
 
     def _step(self, running: Running, flags: int, now: float) -> None:
-        """Move the check on (its socket is ready: `flags`), and finish it when it has a
-        result; an exception ends it with the exchange's verdict on that exception."""
+        """Finish the I/O the check was waiting for (its socket is ready: `flags`), then
+        follow its exchange until it must wait again or is done, and finish it then. An
+        exception ends it with the exchange's verdict on that exception."""
         running.moved = self._passes
-        try:
-            result = self._advance(running, flags, now)
-        except Exception as exc:  # the edge: the exchange translates it
-            self._end(running, partial(running.exchange.failed, exc), now)
-            return
-        if result is not None:
-            self._finish(running, result, now)
-
-    def _advance(self, running: Running, flags: int, now: float) -> ProbeResult | None:
-        """Finish the I/O the check was waiting for, then follow its exchange until it
-        must wait again (None) or is done (its result)."""
         sock, exchange, step = running.sock, running.exchange, running.step
-        if step == CONNECTING:
-            assert sock is not None
-            if flags & select.EPOLLERR:  # else connected: no SO_ERROR to ask for
-                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                raise OSError(err, os.strerror(err))
-        elif step == SENDING:
-            assert sock is not None
-            try:
-                sent = sock.send(running.pending)
-            except BlockingIOError:
-                return None
-            running.pending = running.pending[sent:]
-            if running.pending:
-                return None
-        elif step == READING:
-            assert sock is not None
-            try:
-                data = sock.recv(rawsock.RECV_SIZE)
-            except BlockingIOError:
-                return None
-            exchange.receive(data)
-        while True:
-            need = exchange.next_step()
-            if need is RECEIVE:
-                assert sock is not None, "RECEIVE before Connect"
-                if running.step != READING:
-                    self._poller.modify(sock.fileno(), select.EPOLLIN)
-                    running.step = READING
-                return None
-            if need is DONE:
-                return exchange.result(now - running.started)
-            if isinstance(need, Send):
-                assert sock is not None, "Send before Connect"
+        try:
+            if step == CONNECTING:
+                if flags & select.EPOLLERR:  # else connected: no SO_ERROR to ask for
+                    assert sock is not None
+                    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    raise OSError(err, os.strerror(err))
+            elif step == SENDING:
+                assert sock is not None
                 try:
-                    sent = sock.send(need.data)
+                    sent = sock.send(running.pending)
                 except BlockingIOError:
-                    sent = 0
-                if sent < len(need.data):
-                    running.pending = need.data[sent:]
-                    if running.step != SENDING:
-                        self._poller.modify(sock.fileno(), select.EPOLLOUT)
-                        running.step = SENDING
-                    return None
-                continue
-            assert isinstance(need, Connect)
-            sock = self._connect(running, need)
-            return None
+                    return
+                running.pending = running.pending[sent:]
+                if running.pending:
+                    return
+            elif step == READING:
+                assert sock is not None
+                try:
+                    data = sock.recv(rawsock.RECV_SIZE)
+                except BlockingIOError:
+                    return
+                exchange.receive(data)
+            while (need := exchange.next_step()) is not DONE:
+                if need is RECEIVE:
+                    assert sock is not None, "RECEIVE before Connect"
+                    if running.step != READING:
+                        self._poller.modify(sock.fileno(), select.EPOLLIN)
+                        running.step = READING
+                    return
+                if isinstance(need, Send):
+                    assert sock is not None, "Send before Connect"
+                    try:
+                        sent = sock.send(need.data)
+                    except BlockingIOError:
+                        sent = 0
+                    if sent < len(need.data):
+                        running.pending = need.data[sent:]
+                        if running.step != SENDING:
+                            self._poller.modify(sock.fileno(), select.EPOLLOUT)
+                            running.step = SENDING
+                        return
+                else:
+                    assert isinstance(need, Connect)
+                    self._connect(running, need)
+                    return
+            result = exchange.result(now - running.started)
+        except Exception as exc:  # the edge: the exchange translates it
+            self._end(running, partial(exchange.failed, exc), now)
+            return
+        self._finish(running, result, now)
 
-    def _connect(self, running: Running, step: Connect) -> Sock:
+    def _connect(self, running: Running, step: Connect) -> None:
         """Open the check's socket and start connecting (non-blocking); raises OSError."""
         assert running.sock is None, "one connection per check"
         family, ip = running.address
@@ -520,7 +530,6 @@ class ProbeLoop:
             raise OSError(err, os.strerror(err))
         self._poller.register(fd, select.EPOLLOUT)
         running.step = CONNECTING
-        return sock
 
     def _end(self, running: Running, verdict: Callable[[float], ProbeResult],
              now: float) -> None:
@@ -538,10 +547,9 @@ class ProbeLoop:
         self._close(running)
         self._slots.give()
         group = running.group
-        if group.stopped:
-            return
-        self._host.probe_done(group, result, running.anchor, now, running.start_unix)
-        self._agenda.add(group, running.probe)
+        if not group.stopped:
+            self._host.probe_done(group, result, running.anchor, now, running.start_unix)
+            self._agenda.add(group, running.probe)
 
     def _close(self, running: Running) -> None:
         running.step = FINISHED

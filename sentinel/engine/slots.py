@@ -41,5 +41,7 @@ class Slots:
 
     def give(self) -> None:
         """Give a slot back: to the first waiting task if there is one."""
-        if not self._waiting.unpark():
+        if self._waiting:
+            self._waiting.unpark()
+        else:
             self.borrowed_tokens -= 1

@@ -24,6 +24,7 @@ alone would).
 
 from __future__ import annotations
 
+import _socket
 import errno
 import ipaddress
 import os
@@ -50,12 +51,13 @@ def literal(host: str) -> Address | None:
 
 
 def open_socket(family: socket.AddressFamily, delay_ack: bool,
-                source: Address | None = None) -> socket.socket:
+                source: Address | None = None) -> _socket.socket:
     """A non-blocking TCP socket (no separate fcntl) that closes with an RST;
     `delay_ack` for a connect-only check, `source` the local address to connect from
     (see the module docstring). Raises OSError; a source of the other address family
     is EAFNOSUPPORT."""
-    sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    # The C socket type: socket.socket's Python layer adds a call on open and on close.
+    sock = _socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RST)
         if delay_ack:
@@ -68,7 +70,7 @@ def open_socket(family: socket.AddressFamily, delay_ack: bool,
     return sock
 
 
-def bind_source(sock: socket.socket, family: socket.AddressFamily,
+def bind_source(sock: _socket.socket, family: socket.AddressFamily,
                 source: Address) -> None:
     """Bind `sock` (of `family`) to the `source` address, its port left to connect."""
     if source[0] != family:
@@ -81,7 +83,7 @@ def bind_source(sock: socket.socket, family: socket.AddressFamily,
 
 async def connect(address: Address, port: int, *,
                   delay_ack: bool = False,
-                  source: Address | None = None) -> socket.socket:
+                  source: Address | None = None) -> _socket.socket:
     """A socket connected to `address` (family, IP: resolved by the caller) and `port`,
     from `source` when given, non-blocking; raises OSError (with errno) on failure.
 
@@ -102,7 +104,7 @@ async def connect(address: Address, port: int, *,
     return sock
 
 
-async def send_all(sock: socket.socket, data: bytes) -> None:
+async def send_all(sock: _socket.socket, data: bytes) -> None:
     """Send `data` (a probe request: usually one `send` call)."""
     view = memoryview(data)
     while view:
@@ -114,7 +116,7 @@ async def send_all(sock: socket.socket, data: bytes) -> None:
         view = view[sent:]
 
 
-async def recv_some(sock: socket.socket) -> bytes:
+async def recv_some(sock: _socket.socket) -> bytes:
     """The next bytes from the peer; b"" at EOF. Raises OSError on a reset."""
     while True:
         await trio.lowlevel.wait_readable(sock)
@@ -130,7 +132,7 @@ class RawChannel:
 
     __slots__ = ("sock",)
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
 
     async def send_all(self, data: bytes) -> None:

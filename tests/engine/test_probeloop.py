@@ -12,7 +12,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
 
 import pytest
@@ -160,9 +160,9 @@ class Host:
         self.expect = expect
         self.done = trio.Event()
 
-    def probe_started(self, lateness: float) -> None:
-        """Record how late a check started."""
-        self.lateness.append(lateness)
+    def probes_started(self, lateness: Sequence[float]) -> None:
+        """Record how late checks started."""
+        self.lateness.extend(lateness)
 
     def probe_done(self, group: ProbeGroup, result: ProbeResult, started: float, now: float,
                    start_unix: float) -> None:
