@@ -111,11 +111,13 @@ ProbeType = Literal["tcp", "http", "https", "script", "grpc", "dns", "agent"]
 
 @dataclass(frozen=True, slots=True)
 class ProbeConfig:
-    """A service's probe: its kind, its timing and its kind-specific settings."""
+    """A service's probe: its kind, its timing and its kind-specific settings; `source`
+    the local IP address network probes connect from (None: the kernel's choice)."""
 
     type: ProbeType = "tcp"
     timing: Timing = field(default_factory=Timing)
     spec: ProbeSpec = field(default_factory=TcpSpec)
+    source: str | None = None
 
 
 # -- breakers ----------------------------------------------------------------

@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 from collections.abc import Mapping
 from fractions import Fraction
 
@@ -227,6 +228,26 @@ def _missing(program: str) -> str | None:
     return None
 
 
+def parse_source(node: Node) -> str:
+    """A local IP address to connect from (HAProxy's `source`), in canonical form; local
+    means bindable here, checked by binding to it, so any 127.0.0.0/8 address counts."""
+    text = node.as_str()
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        raise node.error(f"expected an IP address of this host, got {text!r}") from None
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # the address is checked, no port is taken (probes bind the same way)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_BIND_ADDRESS_NO_PORT, 1)
+        try:
+            sock.bind((ip.compressed, 0))
+        except OSError as exc:
+            raise node.error(f"{ip.compressed} is not an address of this host (binding to "
+                             f"it failed: {exc.strerror or exc})") from None
+    return ip.compressed
+
+
 def _grpc_service(node: Node) -> str:
     service = node.raw
     if not isinstance(service, str):  # "" (the server as a whole) is allowed, unlike as_str
@@ -339,6 +360,9 @@ _TCP, _HTTP, _GRPC = TcpSpec(), HttpSpec(), GrpcSpec()
 _TLS = Field("tls", Bool(), "speak TLS", _TCP.tls)
 _SNI = Field("sni", Str(), "the TLS server name (default: the backend's host)")
 _VERIFY = Field("verify", Bool(), "verify the server's TLS certificate", _TCP.verify)
+_SOURCE = Field("source", Rule(parse_source, scalar({
+    "type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]})),
+                "the local IP address probes connect from (default: the kernel's choice)")
 HTTP = Section(
     Field("method", Rule(_method, scalar(TOKEN)),
           "the request method", _HTTP.method),
@@ -355,14 +379,14 @@ HTTP = Section(
         _STATUS, {"type": "array", "items": _STATUS, "minItems": 1}]}),
           "healthy statuses: codes (301) or classes (2xx); default 2xx and 3xx"),
     Field("expect_body", Rule(_text_regex, REGEX), "a regex the body must match"),
-    _VERIFY,
+    _VERIFY, _SOURCE,
 )
 PROBE = Variants("type", {
     "tcp": Section(
         Field("send", Rule(_bytes, TEXT), "bytes to send once connected (\\r\\n, \\xNN "
               "escapes)"),
         Field("expect", Rule(_bytes_regex, REGEX), "a regex on what is read back"),
-        _TLS, _SNI, _VERIFY),
+        _TLS, _SNI, _VERIFY, _SOURCE),
     "http": HTTP,
     "https": HTTP,
     "script": Section(
@@ -372,7 +396,7 @@ PROBE = Variants("type", {
     "grpc": Section(
         Field("service", Rule(_grpc_service, {"type": "string"}), "the service asked "
               "about (\"\": the server as a whole)", _GRPC.service),
-        _TLS, _SNI, _VERIFY),
+        _TLS, _SNI, _VERIFY, _SOURCE),
     "dns": Section(
         Field("name", Rule(_dns_name, TEXT), "the name to query",
               required="a dns probe needs `name` (the name to query)"),
@@ -382,11 +406,11 @@ PROBE = Variants("type", {
               "healthy answer", DnsSpec().expect_rcode),
         Field("expect_answer", Rule(_expect_answer, {"anyOf": [
             REGEX, {"type": "array", "items": _ADDRESS, "minItems": 1}]}),
-              "a regex over the answer section, or the addresses it must hold")),
+              "a regex over the answer section, or the addresses it must hold"), _SOURCE),
     "agent": Section(
         Field("agent_port", Int(1, 65535), "the agent's port (default: the backend's)"),
         Field("agent_send", Rule(_bytes, TEXT), "text sent to the agent first (escapes as "
-              "in tcp send)")),
+              "in tcp send)"), _SOURCE),
 }, common=TIMING, default="tcp", doc="how each backend is checked")
 _NGINX, _THRESHOLD, _CIRCUIT = NginxBreakerConfig(), ThresholdBreakerConfig(), \
     CircuitBreakerConfig()
@@ -444,7 +468,9 @@ def parse_probe(node: Node) -> ProbeConfig:
         spec = _agent(entries)
     else:
         spec = _http(entries)
-    return ProbeConfig(type=ptype, timing=timing, spec=spec)  # type: ignore[arg-type]
+    source = parse_source(entries["source"]) if "source" in entries else None
+    return ProbeConfig(type=ptype, timing=timing, spec=spec,  # type: ignore[arg-type]
+                       source=source)
 
 
 def _timing(e: Mapping[str, Node]) -> Timing:

@@ -13,7 +13,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,9 +31,10 @@ from sentinel.engine.decide import Decision, Steps, admin, decide, ramp_step, st
 from sentinel.engine.journal import Journal, RunBlocking
 from sentinel.engine.pacing import EngineStatistics, Pacing
 from sentinel.engine.probegroups import GroupKey, ProbeGroup, group_key
-from sentinel.engine.probeloop import ProbeLoop, accepts
+from sentinel.engine.probeloop import EpollPoller, Poller, ProbeLoop, accepts
 from sentinel.engine.schedule import next_due, retry_due, start_offset
 from sentinel.engine.service import ServiceRuntime
+from sentinel.engine.slots import Slots
 from sentinel.engine.statefile import SavedBackend, Verdicts, check_writable, load_state
 from sentinel.engine.streamhub import StreamHub
 from sentinel.model import Event, FailureKind, ProbeResult
@@ -63,8 +64,8 @@ class Engine:
                  wall: Callable[[], float] = time.time, shutdown_timeout: float = 10.0,
                  observer: Observer | None = None,
                  run_blocking: RunBlocking | None = None,
-                 probe_loop: bool = True) -> None:
-        """`probe_loop=False` runs every probe as its own task (see `sentinel.engine.probeloop`)."""
+                 poller: Callable[[], Poller] = EpollPoller) -> None:
+        """`poller` is the probe loop's I/O (tests pass a virtual network)."""
         self.config = config
         self.observer = observer or NullObserver()
         self.shutdown_timeout = shutdown_timeout
@@ -84,10 +85,10 @@ class Engine:
         # Every decision is carried out by one task, in order (`sentinel.engine.commit`)
         self.committer = Committer(self.journal, self.observer, wall, self.verdicts,
                                    self.hub.published)
-        self._in_flight = trio.CapacityLimiter(config.max_in_flight)
+        self._in_flight = Slots(config.max_in_flight)
         self._rng = random.Random()
         self.groups: dict[GroupKey, ProbeGroup] = {}
-        self._loop = ProbeLoop(self, self._in_flight, wall) if probe_loop else None
+        self._loop = ProbeLoop(self, self._in_flight, wall, poller)
         self._probe_nursery: trio.Nursery | None = None
         self._stopped = False  # stop() was called, maybe before probing began
         self._sink_nursery: trio.Nursery | None = None
@@ -159,8 +160,7 @@ class Engine:
                 async with trio.open_nursery() as probe_nursery:
                     self._probe_nursery = probe_nursery
                     await probe_nursery.start(self.committer.run)
-                    if self._loop is not None:
-                        await probe_nursery.start(self._loop.run)
+                    await probe_nursery.start(self._loop.run)
                     self.regroup()
                     self.restart_passive()
                     probe_nursery.start_soon(self.pacing.watch_lag, self._in_flight)
@@ -213,7 +213,7 @@ class Engine:
         for key, members in fresh:
             group = self.groups[key] = ProbeGroup(key, members)
             probe = self.services[members[0].service].probe
-            if self._loop is not None and accepts(probe, members[0].config.host):
+            if accepts(probe):
                 self._loop.add(group, probe)
             else:
                 self._probe_nursery.start_soon(self._probe_loop, group)
@@ -260,21 +260,19 @@ class Engine:
                 due = min(due, group.due())
                 owner = group.members[0]
                 svc = self.services[owner.service]  # re-read: a reload may replace it
-                try:  # the timeout starts once a slot is free
-                    self._in_flight.acquire_nowait()
-                except trio.WouldBlock:
-                    await self._in_flight.acquire()
+                if not self._in_flight.take_nowait():  # the timeout starts once a slot is free
+                    await self._in_flight.take()
                 try:
                     started, start_unix = trio.current_time(), self.wall()
-                    self.probe_started(started - due)
+                    self.probes_started((started - due,))
                     result = await guarded_check(svc.probe, owner.target)
                 finally:
-                    self._in_flight.release()
+                    self._in_flight.give()
                 self.probe_done(group, result, started, trio.current_time(), start_unix)
 
-    def probe_started(self, lateness: float) -> None:
-        """Count a probe that started `lateness` seconds after it was due."""
-        self.pacing.probe_started(lateness)
+    def probes_started(self, lateness: Sequence[float]) -> None:
+        """Count probes that started these many seconds after they were due."""
+        self.pacing.probes_started(lateness)
 
     def probe_done(self, group: ProbeGroup, result: ProbeResult, started: float, now: float,
                    start_unix: float) -> None:
@@ -494,7 +492,7 @@ class Engine:
         if group is None or backend not in group.members:
             return False
         backend.next_due = now
-        if self._loop is not None and accepts(svc.probe, backend.config.host):
+        if accepts(svc.probe):
             self._loop.hurry(group, svc.probe)
         else:
             group.hurry()

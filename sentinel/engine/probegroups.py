@@ -47,4 +47,9 @@ class ProbeGroup:
 
     def due(self) -> float:
         """The earliest time any member wants its next probe."""
-        return min(m.next_due for m in self.members if m.next_due is not None)
+        members = self.members
+        if len(members) == 1:  # the common case, asked after every check
+            due = members[0].next_due
+            assert due is not None
+            return due
+        return min(m.next_due for m in members if m.next_due is not None)

@@ -35,7 +35,8 @@ from sentinel.config.model import GrpcSpec, ProbeConfig
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes import exchange as lean
 from sentinel.probes.base import Target, classify, failed
-from sentinel.probes.resolve import Address, Resolver, default_resolver
+from sentinel.probes.rawsock import Address
+from sentinel.probes.resolve import Resolver, default_resolver
 from sentinel.probes.tcp import client_context, no_answer, quote
 
 PATH = "/grpc.health.v1.Health/Check"
@@ -289,6 +290,7 @@ class GrpcProbe:
         self._spec = config.spec
         self.timeout = config.timing.timeout
         self._resolver = resolver or default_resolver()
+        self._source = config.source
         self._ssl: ssl.SSLContext | None = None
         if self._spec.tls:  # built once: loading the trust store per check costs more
             self._ssl = ssl_context or client_context(self._spec.verify)
@@ -310,7 +312,8 @@ class GrpcProbe:
 
     async def _drive(self, target: Target, call: GrpcCall, address: Address) -> None:
         """`address` is resolved already; a host name stays the TLS server name."""
-        stream: trio.abc.Stream = await trio.open_tcp_stream(address[1], target.port)
+        stream: trio.abc.Stream = await trio.open_tcp_stream(address[1], target.port,
+                                                             local_address=self._source)
         try:
             if self._ssl is not None:
                 call.phase = "tls handshake"

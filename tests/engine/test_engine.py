@@ -30,7 +30,8 @@ def make_engine(state_dir: Path, probe: FakeProbe, sinks: Mapping[str, Sink],
                 *services: ServiceConfig) -> Engine:
     """An Engine over FakeProbe whose wall clock follows the virtual clock."""
     cfg = config(state_dir, *services, sinks=tuple(sinks))
-    return Engine(cfg, sinks=sinks, probe_factory=probe.factory(), run_blocking=run_inline,
+    return Engine(cfg, sinks=sinks, probe_factory=probe.factory(),
+                  poller=probe.poller, run_blocking=run_inline,
                   wall=lambda: WALL_BASE + trio.current_time())
 
 

@@ -140,7 +140,8 @@ class WatchedProbe(LeanHttpProbe):
 
     def exchange(self, target: Target) -> Watched:
         """A watched exchange, remembered."""
-        watched = Watched(self._spec, self.timeout, self.request(target))
+        plain = super().exchange(target)
+        watched = Watched(self._spec, self.timeout, plain.connect, plain.request)
         self.exchanges.append(watched)
         return watched
 
@@ -159,7 +160,7 @@ async def task_check(probe: WatchedProbe, port: int) -> tuple[ProbeResult, int]:
     exchange = probe.exchange(target)
     with trio.fail_after(10):  # a check that the flow of bytes kept alive would never end
         result = await lean.check(exchange, target.host, probe.timeout, default_resolver(),
-                                  partial(lean.drive, exchange, port))
+                                  partial(lean.drive_raw, exchange))
     return result, exchange.most
 
 

@@ -256,9 +256,29 @@ async def test_a_dead_ip_backend_is_published_while_lookups_hang(
     dead = service("ip", [refused_port], interval=1.0, timeout=5.0)
     sink = RecordingSink()
     engine = Engine(config(tmp_path, slow, dead), sinks={"rec": sink},
-                    probe_factory=partial(TcpProbe, resolver=names), probe_loop=False)
+                    probe_factory=partial(TcpProbe, resolver=names))
     async with trio.open_nursery() as nursery:
         await nursery.start(engine.run)
         await until(lambda: any(e.to_state == "down" for u in sink.updates for e in u.events))
         assert [b.last_probe for b in engine.services["named"].backends if b.last_probe] == []
         engine.stop()
+
+
+async def test_a_named_backend_in_the_probe_loop_is_checked_at_its_address(
+        dns_server: DnsServer, serve: Serve, tmp_path: Path) -> None:
+    """A backend given by a name the DNS server answers (TTL 30 s) is checked in the probe
+    loop at the address looked up once, ahead of its checks, not once per check."""
+    dns_server.records[("web.test", "A")] = ("127.0.0.1", 30)
+    port = await serve(silent)
+    svc = replace(service("web", [], interval=0.05, timeout=0.5),
+                  backends=(BackendConfig("web", f"web.test:{port}", "web.test", port),))
+    engine = Engine(config(tmp_path, svc), sinks={"rec": RecordingSink()},
+                    probe_factory=partial(TcpProbe, resolver=resolver(dns_server.port)))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        await until(lambda: engine.statistics().probes >= 10)
+        engine.stop()
+    [backend] = engine.services["web"].backends
+    assert backend.last_probe is not None
+    assert backend.last_probe.ok
+    assert dns_server.queries == Counter({("web.test", "A"): 1})
