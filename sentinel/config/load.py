@@ -25,10 +25,12 @@ from sentinel.config.detect import parse_canaries, parse_passive, parse_suspect
 from sentinel.config.model import (
     ApiConfig,
     BackendConfig,
+    CheckConfig,
     Config,
     DampenConfig,
     InitState,
     MinUp,
+    ProbeConfig,
     ServiceConfig,
     SinkBinding,
     SinkConfig,
@@ -36,14 +38,21 @@ from sentinel.config.model import (
     TracesConfig,
 )
 from sentinel.config.node import Node, load_yaml
-from sentinel.config.sections import TIMING_KEYS, merged, parse_breaker, parse_probe
+from sentinel.config.sections import (
+    TIMING_KEYS,
+    merged,
+    parse_agent,
+    parse_breaker,
+    parse_checks,
+    parse_probe,
+)
 from sentinel.errors import ConfigError, ConfigErrors
 from sentinel.extras import missing
 
 TOP_KEYS = {"version", "state_dir", "shutdown_timeout", "max_in_flight", "api", "telemetry",
             "defaults", "sinks", "services", "cluster", "canaries", "suspect"}
-SERVICE_KEYS = {"backends", "probe", "breaker", "sinks", "slow_start", "min_up", "dampen",
-                "init_state", "passive"}
+SERVICE_KEYS = {"backends", "probe", "checks", "require", "agent", "breaker", "sinks",
+                "slow_start", "min_up", "dampen", "init_state", "passive"}
 BACKEND_KEYS = {"name", "address", "weight", "backup"}
 MAX_FILE_BYTES = 16 << 20
 _HOST = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -325,8 +334,9 @@ def _service(name: str, node: Node, defaults: Mapping[str, Node],
     def pick(key: str) -> Node | None:
         return own.get(key) or defaults.get(key)
 
-    probe = errors.run(lambda: parse_probe(
-        merged(defaults.get("probe"), own.get("probe"), "type", TIMING_KEYS, "tcp")))
+    probing = errors.run(lambda: _probing(own, defaults))
+    agent_node = pick("agent")
+    agent = errors.run(lambda: parse_agent(agent_node)) if agent_node else None
     breaker = errors.run(lambda: parse_breaker(
         merged(defaults.get("breaker"), own.get("breaker"), "kind", set(), "nginx")))
     bindings = errors.run(lambda: _bindings(pick("sinks"), sinks, kinds)) or ()
@@ -348,14 +358,36 @@ def _service(name: str, node: Node, defaults: Mapping[str, Node],
                   if init_node else InitState.FULLY_UP)
     if errors.errors:
         raise ConfigErrors(errors.errors)
-    assert probe
+    assert probing
+    probe, checks, require = probing
     assert breaker
     assert min_up is not None
     assert slow_start is not None
     assert init_state is not None
     return ServiceConfig(name=name, backends=backends, probe=probe, breaker=breaker,
                          sinks=bindings, slow_start=slow_start, min_up=min_up, dampen=dampen,
-                         init_state=init_state, passive=passive)
+                         init_state=init_state, passive=passive, checks=checks,
+                         require=require, agent=agent)
+
+
+def _probing(own: Mapping[str, Node], defaults: Mapping[str, Node]
+             ) -> tuple[ProbeConfig, tuple[CheckConfig, ...], int]:
+    """The service's one `probe`, or its `checks` (the first of them as its `probe`) and
+    how many must pass. A service's own `probe` or `checks` wins over the defaults'; the
+    defaults' `probe` is merged under each check as under a `probe:`."""
+    if "probe" in own and "checks" in own:
+        raise own["checks"].key_error("give either `probe` or `checks`, not both")
+    base = defaults.get("probe")
+    checks_node = own.get("checks") or (None if "probe" in own else defaults.get("checks"))
+    if checks_node is None:
+        if "require" in own:
+            raise own["require"].key_error("`require` applies to `checks:`; this service "
+                                           "has one `probe`")
+        probe = parse_probe(merged(base, own.get("probe"), "type", TIMING_KEYS, "tcp"))
+        return probe, (), 1
+    checks, require = parse_checks(checks_node, base, own.get("require")
+                                   or defaults.get("require"))
+    return checks[0].probe, checks, require
 
 
 def _backends(node: Node) -> tuple[BackendConfig, ...]:

@@ -19,6 +19,7 @@ from sentinel.config.model import (
     DEFAULT_EXPECT_STATUS,
     AgentSpec,
     BreakerConfig,
+    CheckConfig,
     CircuitBreakerConfig,
     DnsSpec,
     GrpcSpec,
@@ -328,6 +329,63 @@ def _agent(e: Mapping[str, Node]) -> AgentSpec:
     )
 
 
+AGENT_KEYS = {"type", "interval", "timeout", "port", "send", "agent_port", "agent_send"}
+
+
+def parse_agent(node: Node) -> ProbeConfig:
+    """A service's `agent:` block (HAProxy's `agent-check` beside `check`): `interval`
+    and `timeout` of its own, `port` and `send` (or the agent probe's `agent_port` and
+    `agent_send`, so a `probe:` block moves here unchanged)."""
+    e = node.as_map(AGENT_KEYS)
+    if "type" in e and e["type"].as_str() != "agent":
+        raise e["type"].error(f"an agent block is of type agent, got {e['type'].describe()}")
+    renamed: dict[str, Node] = {}
+    for short, long in (("port", "agent_port"), ("send", "agent_send")):
+        if short in e and long in e:
+            raise e[long].key_error(f"`{short}` and `{long}` are the same setting; give one")
+        if short in e or long in e:
+            renamed[long] = e[short] if short in e else e[long]
+    timing = {k: v for k, v in e.items() if k in ("interval", "timeout")}
+    return ProbeConfig(type="agent", timing=_timing(timing), spec=_agent(renamed))
+
+
+def parse_checks(node: Node, default: Node | None, require: Node | None
+                 ) -> tuple[tuple[CheckConfig, ...], int]:
+    """A service's `checks:` (each entry a probe section with an optional `name`, the
+    defaults' `probe` merged under it as under `probe:`) and `require`: `all`, `any`
+    or how many must pass."""
+    items = node.as_list()
+    if not items:
+        raise node.error("must list at least one check")
+    checks: list[CheckConfig] = []
+    names: dict[str, Node] = {}
+    for item in items:
+        item.as_map()
+        name_node = item.get("name")
+        probe = parse_probe(merged(default, item.without("name"), "type", TIMING_KEYS, "tcp"))
+        name = name_node.as_str() if name_node is not None else probe.type
+        if name in names:
+            where = name_node or item
+            raise where.error(f"two checks named {name!r}: give each a `name`")
+        names[name] = item
+        checks.append(CheckConfig(name, probe))
+    return tuple(checks), _require(require, len(checks))
+
+
+def _require(node: Node | None, count: int) -> int:
+    if node is None:
+        return count
+    if node.raw in ("all", "any"):
+        return count if node.raw == "all" else 1
+    if isinstance(node.raw, str):
+        raise node.error(f"expected all, any or a number of checks, got {node.describe()}")
+    n = node.as_int(1)
+    if n > count:
+        raise node.error(f"require ({n}) is more than the {count} check"
+                         f"{'s' if count != 1 else ''} listed")
+    return n
+
+
 def parse_breaker(node: Node) -> BreakerConfig:
     """A `breaker` mapping (defaults already merged) to one of the breaker configs."""
     e = node.as_map()
@@ -378,5 +436,5 @@ def _circuit(e: Mapping[str, Node]) -> CircuitBreakerConfig:
     )
 
 
-__all__ = ["ConfigError", "default_command", "merged", "parse_breaker", "parse_command",
-           "parse_probe"]
+__all__ = ["ConfigError", "default_command", "merged", "parse_agent", "parse_breaker",
+           "parse_checks", "parse_command", "parse_probe"]

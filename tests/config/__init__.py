@@ -28,3 +28,15 @@ def write_config(directory: Path, text: str, name: str = "sentinel.yaml") -> Pat
     path = directory / name
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def error_lines(path: Path) -> list[str]:
+    """The `file:line:col: key.path: message` lines loading `path` fails with."""
+    from sentinel.errors import ConfigErrors
+    from sentinel.sinks.registry import load_config
+
+    try:
+        load_config(path)
+    except ConfigErrors as caught:
+        return [str(e) for e in caught.errors]
+    raise AssertionError(f"{path} loaded without errors")
