@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from sentinel.engine.combine import combine, require_text
+from sentinel.breakers import make_breaker
+from sentinel.breakers.base import Change, Health, Transition
+from sentinel.config.model import ThresholdBreakerConfig
+from sentinel.engine.combine import Combiner, combine, require_text, unjudged
 from sentinel.model import FailureKind, ProbeResult
 
 OK = ProbeResult(ok=True, latency=0.001)
@@ -22,17 +25,43 @@ def test_single_check_is_its_own_result() -> None:
 
 
 def test_module_timeline() -> None:
-    """The module docstring's timeline: http every 1s, grpc every 2s, require all."""
-    names = ("http", "grpc")
-    assert combine(names, (OK, None), 2, 0) is None  # t=0: grpc not yet
-    assert combine(names, (OK, OK), 2, 1) == ProbeResult(ok=True, latency=OK.latency)
-    failed = combine(names, (STATUS, OK), 2, 0)  # t=2: http 503
-    assert failed == ProbeResult(ok=False, latency=STATUS.latency, failure=FailureKind.STATUS,
-                                 detail="http: HTTP status 503 (1 of 2 passing, require all)")
-    again = combine(names, (STATUS, OK), 2, 1)  # t=2.5: grpc ok, http's 503 still latest
-    assert again is not None
-    assert not again.ok
-    assert again.latency == OK.latency
+    """The module docstring's timeline: http every 1s, grpc every 2s, require all; each
+    verdict uses up the results it rests on."""
+    checks = Combiner(("http", "grpc"), 2)
+    steps = [(0, OK), (1, OK), (0, OK), (0, STATUS), (1, OK), (0, OK)]
+    verdicts = [checks.take(i, r) for i, r in steps]
+    assert [None if v is None else v.ok for v in verdicts] == [
+        None, True, None, False, None, True]
+    assert verdicts[3] == ProbeResult(ok=False, latency=STATUS.latency,
+                                      failure=FailureKind.STATUS,
+                                      detail="http: HTTP status 503 (0 of 2 passing, "
+                                             "require all)")
+
+
+def test_a_failure_counts_once() -> None:
+    """With `require: any`, one check failing and the other passing feeds passes only;
+    with `all`, each failing answer is one failure, however often the other answers."""
+    anyone = Combiner(("http", "grpc"), 1)
+    fed = [anyone.take(i, r) for i, r in [(1, REFUSED), (0, OK), (1, REFUSED), (0, OK)]]
+    assert [None if v is None else v.ok for v in fed] == [None, True, None, True]
+    every = Combiner(("http", "grpc"), 2)
+    fed = [every.take(i, r) for i, r in [(0, OK), (1, REFUSED), (0, OK), (0, OK), (1, REFUSED)]]
+    assert [None if v is None else v.ok for v in fed] == [None, False, None, None, False]
+
+
+def test_single_combiner_passes_results_through() -> None:
+    """A one-check combiner gives each result as it is."""
+    one = Combiner(("tcp",), 1)
+    assert [one.take(0, r) for r in (OK, REFUSED, OK)] == [OK, REFUSED, OK]
+
+
+def test_unjudged_keeps_the_breaker_counting() -> None:
+    """An undecided combination schedules by the breaker as it stands: PENDING while it
+    counts towards a change (fast_interval holds), UNCHANGED when settled."""
+    breaker = make_breaker(ThresholdBreakerConfig(fall=3), Health.UP)
+    assert unjudged(breaker).change is Change.UNCHANGED
+    breaker.observe(False, 1.0)
+    assert unjudged(breaker) == Transition(Change.PENDING, Health.UP)
 
 
 def test_every_failing_check_named_in_order() -> None:
