@@ -48,7 +48,8 @@ def backend(name: str = "a", *, weight: int = 1,
             initial: Health | InitState = Health.UP) -> BackendRuntime:
     """A backend runtime on 127.0.0.1 with a fresh breaker."""
     config = BackendConfig(name, "127.0.0.1:80", "127.0.0.1", 80, weight=weight)
-    return BackendRuntime("web", config, make_breaker(breaker, initial), since="t0")
+    return BackendRuntime(ServiceConfig("web", (config,)), config,
+                          make_breaker(breaker, initial), since="t0")
 
 
 def carry_out(b: BackendRuntime, d: Decision) -> Decision:

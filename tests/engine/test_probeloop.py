@@ -25,6 +25,7 @@ from sentinel.config.model import (
     HttpSpec,
     NginxBreakerConfig,
     ProbeConfig,
+    ServiceConfig,
     TcpSpec,
     Timing,
 )
@@ -54,9 +55,10 @@ TCP = TcpProbe(TCP_CONFIG)
 def group(port: int, next_due: float) -> ProbeGroup:
     """A one-member group due at `next_due`."""
     config = BackendConfig(f"b{port}", f"127.0.0.1:{port}", "127.0.0.1", port)
-    member = BackendRuntime("svc", config, make_breaker(NginxBreakerConfig()), since="")
-    member.next_due = next_due
-    return ProbeGroup((TCP_CONFIG, "127.0.0.1", port, ""), [member])
+    svc = ServiceConfig("svc", (config,), TCP_CONFIG)
+    member = BackendRuntime(svc, config, make_breaker(NginxBreakerConfig()), since="")
+    member.checks[0].next_due = next_due
+    return ProbeGroup((TCP_CONFIG, "127.0.0.1", port, ""), [member.checks[0]])
 
 
 def test_groups_come_due_in_time_order() -> None:
