@@ -3,6 +3,7 @@ mistake's positioned error."""
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -118,3 +119,16 @@ def test_error_line(tmp_path: Path, service: str, expected: str) -> None:
     """Each mistake is one `file:line:col: key.path: message` line."""
     path = write_config(tmp_path, HEAD + textwrap.indent(service, "    "))
     assert error_lines(path) == [f"{path}:{expected}"]
+
+
+def test_readme_examples_load(tmp_path: Path) -> None:
+    """The README's composite-checks and agent-beside-a-probe examples are valid configs."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.DOTALL)
+    composite = next(b for b in blocks if "    checks:\n" in b)
+    beside = next(b for b in blocks if "    agent: {port:" in b)
+    cart = load_config(write_config(tmp_path, composite, "checks.yaml")).services[0]
+    assert ([c.name for c in cart.checks], cart.require) == (["http", "grpc", "redis"], 2)
+    app = load_config(write_config(tmp_path, beside, "agent.yaml")).services[0]
+    assert app.agent is not None
+    assert (app.probe.type, app.agent.spec) == ("http", AgentSpec(9777, b"app\n"))
