@@ -70,7 +70,8 @@ def parse_suspect(node: Node, services: tuple[ServiceConfig, ...],
     if mass >= 1:
         raise e["mass_failure"].error("must be below 100% (more than all backends never "
                                       "turn down)")
-    longest = max((s.probe.timing.interval for s in services), default=d.window / 2)
+    longest = max((c.probe.timing.interval for s in services for c in s.entries),
+                  default=d.window / 2)
     window = e["window"].as_duration() if "window" in e else 2 * longest
     max_suspect = (e["max_suspect"].as_duration(positive=False) if "max_suspect" in e
                    else d.max_suspect)
