@@ -134,3 +134,18 @@ async def test_an_agent_without_an_answer_changes_nothing(running: Running) -> N
     last = running.backend()["agent"]["last_check"]
     assert (last["ok"], last["error"]) == (False, "agent closed without ending its line: "
                                                   "got b'half'")
+
+
+async def test_a_reload_without_the_agent_lifts_what_it_said(running: Running,
+                                                            tmp_path: Path) -> None:
+    """Removing the `agent:` block stops the agent's task and publishes the backend as
+    its probes alone say (the reload's commit); the agent is asked no more."""
+    await running.say("drain")
+    svc = running.engine.config.services[0]
+    await running.engine.reload(config(tmp_path, dataclasses.replace(svc, agent=None)))
+    assert running.published() == ("up", WEIGHT)
+    assert "agent" not in running.backend()
+    await trio.sleep(0.1)  # a connection made just before the reload is accepted by now
+    asked = running.agent.asked
+    await trio.sleep(0.2)  # ten agent intervals: none may ask
+    assert running.agent.asked == asked
