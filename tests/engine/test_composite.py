@@ -4,6 +4,7 @@ into the breaker on each new result; reasons and /v1/state name the failing chec
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
@@ -11,6 +12,7 @@ import trio.testing
 
 from sentinel.config.model import (
     CheckConfig,
+    HttpSpec,
     ProbeConfig,
     ServiceConfig,
     TcpSpec,
@@ -18,8 +20,11 @@ from sentinel.config.model import (
     Timing,
 )
 from sentinel.engine.engine import Engine
+from sentinel.engine.probeloop import accepts
+from sentinel.sinks.base import RecordingSink
 from tests.engine.fakes import FakeProbe, config, run_inline, service
 from tests.engine.test_engine import WALL_BASE, Script, run_for, states
+from tests.probes.conftest import HttpServer, until
 from tests.sinks.fakes import TimedSink
 
 
@@ -100,3 +105,32 @@ async def test_a_reload_to_one_probe_and_back(
     assert tcp.times(9001) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
     assert web.times(9001) == [1.25, 5.5]
     assert [e for _, u in rec.applied for e in u.events] == []
+
+
+async def test_real_checks_in_the_probe_loop(
+        http_server: Callable[..., Awaitable[HttpServer]], tmp_path: Path) -> None:
+    """A tcp and an http check of one backend (answering 503) run in the probe loop:
+    with `require: all` the backend goes down naming the http check, with `any` it stays
+    up while /v1/state shows the http check failing."""
+    busy = await http_server(status=503)
+    checks = (CheckConfig("tcp", ProbeConfig("tcp", Timing(0.05, 0.05, 0.05, 0.05), TcpSpec())),
+              CheckConfig("http", ProbeConfig("http", Timing(0.05, 0.05, 0.05, 0.05),
+                                              HttpSpec())))
+    base = service("all", [busy.port], breaker=ThresholdBreakerConfig(1, 1))
+    every = dataclasses.replace(base, probe=checks[0].probe, checks=checks, require=2)
+    anyone = dataclasses.replace(every, name="any", require=1)
+    engine = Engine(config(tmp_path, every, anyone), sinks={"rec": RecordingSink()})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        await until(lambda: len(engine.events_after(0)) >= 1 and all(
+            b.checks[1].last is not None for svc in engine.services.values()
+            for b in svc.backends))
+        engine.stop()
+    assert all(accepts(probe, "127.0.0.1") for probe in engine.services["all"].probes)
+    [event] = engine.events_after(0)
+    assert (event.service, event.to_state) == ("all", "down")
+    assert event.reason == ("1 consecutive failure; last: http: status 503 not in 2xx,3xx "
+                            "(1 of 2 passing, require all)")
+    backend = engine.state_document()["services"]["any"]["backends"][0]  # type: ignore[index]
+    assert backend["state"] == "up"
+    assert [(c["name"], c["ok"]) for c in backend["checks"]] == [("tcp", True), ("http", False)]
