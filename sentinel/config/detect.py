@@ -113,7 +113,8 @@ def parse_suspect(node: Node, services: tuple[ServiceConfig, ...],
     if mass >= 1:
         raise e["mass_failure"].error("must be below 100% (more than all backends never "
                                       "turn down)")
-    longest = max((s.probe.timing.interval for s in services), default=_SUSPECT.window / 2)
+    longest = max((c.probe.timing.interval for s in services for c in s.entries),
+                  default=_SUSPECT.window / 2)
     window = SUSPECT.get(e, "window", 2 * longest)
     max_suspect = SUSPECT.get(e, "max_suspect")
     if max_suspect == 0 and not canaries:

@@ -32,10 +32,12 @@ from sentinel.config.detect import (
 from sentinel.config.model import (
     ApiConfig,
     BackendConfig,
+    CheckConfig,
     Config,
     DampenConfig,
     InitState,
     MinUp,
+    ProbeConfig,
     ServiceConfig,
     SinkBinding,
     SinkConfig,
@@ -45,14 +47,19 @@ from sentinel.config.model import (
 from sentinel.config.node import Node, load_yaml
 from sentinel.config.sections import (
     ADDRESS,
+    AGENT,
     BREAKER,
+    CHECK,
     HOST,
     PROBE,
     RATE_TEXT,
+    REQUIRE,
     TIMING,
     merged,
     parse_address,
+    parse_agent,
     parse_breaker,
+    parse_checks,
     parse_probe,
 )
 from sentinel.config.tables import (
@@ -209,6 +216,11 @@ SERVICE = Section(
           "host:port, or a mapping with more", required="a service needs `backends`"),
     Field("probe", PROBE.merged(), "how each backend is checked (defaults.probe merged "
           "underneath)"),
+    Field("checks", ListOf(CHECK, min_items=1), "several probes, each on its own "
+          "schedule, instead of one `probe` (defaults.probe merged under each)"),
+    Field("require", REQUIRE, "how many of `checks` must pass: all (the default), any or "
+          "a number"),
+    Field("agent", AGENT, "HAProxy's agent-check beside the probe (default: none)"),
     Field("breaker", BREAKER.merged(), "how results turn a backend down and up "
           "(defaults.breaker merged underneath)"),
     Field("sinks", ListOf(Ref("binding")), "the sinks this service publishes to: a name, "
@@ -446,8 +458,8 @@ def _service(name: str, node: Node, defaults: Mapping[str, Node],
     SERVICE.require(node, own)
     backends = errors.run(lambda: _backends(own["backends"])) or ()
     chosen = {**defaults, **own}
-    probe = errors.run(lambda: parse_probe(
-        merged(defaults.get("probe"), own.get("probe"), "type", TIMING.keys, "tcp")))
+    probing = errors.run(lambda: _probing(own, defaults))
+    agent = errors.run(lambda: parse_agent(chosen["agent"])) if "agent" in chosen else None
     breaker = errors.run(lambda: parse_breaker(
         merged(defaults.get("breaker"), own.get("breaker"), "kind", set(), "nginx")))
     bindings = errors.run(lambda: _bindings(chosen.get("sinks"), sinks, kinds)) or ()
@@ -462,14 +474,36 @@ def _service(name: str, node: Node, defaults: Mapping[str, Node],
     init_state = errors.run(lambda: InitState(SERVICE.get(chosen, "init_state")))
     if errors.errors:
         raise ConfigErrors(errors.errors)
-    assert probe
+    assert probing
+    probe, checks, require = probing
     assert breaker
     assert min_up is not None
     assert slow_start is not None
     assert init_state is not None
     return ServiceConfig(name=name, backends=backends, probe=probe, breaker=breaker,
                          sinks=bindings, slow_start=slow_start, min_up=min_up, dampen=dampen,
-                         init_state=init_state, passive=passive)
+                         init_state=init_state, passive=passive, checks=checks,
+                         require=require, agent=agent)
+
+
+def _probing(own: Mapping[str, Node], defaults: Mapping[str, Node]
+             ) -> tuple[ProbeConfig, tuple[CheckConfig, ...], int]:
+    """The service's one `probe`, or its `checks` (the first of them as its `probe`) and
+    how many must pass. A service's own `probe` or `checks` wins over the defaults'; the
+    defaults' `probe` is merged under each check as under a `probe:`."""
+    if "probe" in own and "checks" in own:
+        raise own["checks"].key_error("give either `probe` or `checks`, not both")
+    base = defaults.get("probe")
+    checks_node = own.get("checks") or (None if "probe" in own else defaults.get("checks"))
+    if checks_node is None:
+        if "require" in own:
+            raise own["require"].key_error("`require` applies to `checks:`; this service "
+                                           "has one `probe`")
+        probe = parse_probe(merged(base, own.get("probe"), "type", TIMING.keys, "tcp"))
+        return probe, (), 1
+    checks, require = parse_checks(checks_node, base, own.get("require")
+                                   or defaults.get("require"))
+    return checks[0].probe, checks, require
 
 
 def _backends(node: Node) -> tuple[BackendConfig, ...]:

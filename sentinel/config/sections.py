@@ -24,6 +24,7 @@ from sentinel.config.model import (
     DEFAULT_EXPECT_STATUS,
     AgentSpec,
     BreakerConfig,
+    CheckConfig,
     CircuitBreakerConfig,
     DnsSpec,
     GrpcSpec,
@@ -318,6 +319,20 @@ def _window(node: Node) -> str:
     return window
 
 
+def _agent_type(node: Node) -> str:
+    if node.as_str() != "agent":
+        raise node.error(f"an agent block is of type agent, got {node.describe()}")
+    return "agent"
+
+
+def _require_word(node: Node) -> str | int:
+    if node.raw in ("all", "any"):
+        return str(node.raw)
+    if isinstance(node.raw, str):
+        raise node.error(f"expected all, any or a number of checks, got {node.describe()}")
+    return node.as_int(1)
+
+
 # -- what JSON Schema can say of those values -----------------------------------
 
 TEXT: JsonSchema = {"type": ["string", "number"]}
@@ -412,6 +427,24 @@ PROBE = Variants("type", {
         Field("agent_send", Rule(_bytes, TEXT), "text sent to the agent first (escapes as "
               "in tcp send)"), _SOURCE),
 }, common=TIMING, default="tcp", doc="how each backend is checked")
+CHECK = Variants("type", PROBE.variants, common=Section(
+    *TIMING, Field("name", Str(), "what reasons and /v1/state call this check (default: "
+                   "its type; two checks of one type need names)")),
+    default="tcp", doc="one of a service's checks: a probe with its own schedule",
+    merged_under_defaults=True)
+REQUIRE = Rule(_require_word, {"anyOf": [
+    {"enum": ["all", "any"]}, {"type": "integer", "minimum": 1}]})
+"""How many of a service's checks must pass: all, any or a number."""
+AGENT = Section(
+    Field("type", Rule(_agent_type, {"const": "agent"}),
+          "agent (the only type an agent block can be)"),
+    TIMING["interval"], TIMING["timeout"],
+    Field("port", Int(1, 65535), "the agent's port (default: the backend's)"),
+    Field("send", Rule(_bytes, TEXT), "text sent to the agent first (escapes as in tcp "
+          "send)"),
+    PROBE.variants["agent"]["agent_port"], PROBE.variants["agent"]["agent_send"], _SOURCE,
+    doc="HAProxy's agent-check beside the health probe: the agent's answers set the "
+        "backend's weight and admin state")
 _NGINX, _THRESHOLD, _CIRCUIT = NginxBreakerConfig(), ThresholdBreakerConfig(), \
     CircuitBreakerConfig()
 BREAKER = Variants("kind", {
@@ -534,6 +567,59 @@ def _agent(e: Mapping[str, Node]) -> AgentSpec:
                      agent_send=agent.get(e, "agent_send"))
 
 
+def parse_agent(node: Node) -> ProbeConfig:
+    """A service's `agent:` block (HAProxy's `agent-check` beside `check`): `interval`
+    and `timeout` of its own, `port` and `send` (or the agent probe's `agent_port` and
+    `agent_send`, so a `probe:` block moves here unchanged)."""
+    e = AGENT.parse(node)
+    AGENT.get(e, "type")
+    renamed: dict[str, Node] = {}
+    for short, long in (("port", "agent_port"), ("send", "agent_send")):
+        if short in e and long in e:
+            raise e[long].key_error(f"`{short}` and `{long}` are the same setting; give one")
+        if short in e or long in e:
+            renamed[long] = e[short] if short in e else e[long]
+    timing = {k: v for k, v in e.items() if k in ("interval", "timeout")}
+    source = parse_source(e["source"]) if "source" in e else None
+    return ProbeConfig(type="agent", timing=_timing(timing), spec=_agent(renamed),
+                       source=source)
+
+
+def parse_checks(node: Node, default: Node | None, require: Node | None
+                 ) -> tuple[tuple[CheckConfig, ...], int]:
+    """A service's `checks:` (each entry a probe section with an optional `name`, the
+    defaults' `probe` merged under it as under `probe:`) and `require`: `all`, `any`
+    or how many must pass."""
+    items = node.as_list()
+    if not items:
+        raise node.error("must list at least one check")
+    checks: list[CheckConfig] = []
+    names: dict[str, Node] = {}
+    for item in items:
+        item.as_map()
+        name_node = item.get("name")
+        probe = parse_probe(merged(default, item.without("name"), "type", TIMING.keys, "tcp"))
+        name = name_node.as_str() if name_node is not None else probe.type
+        if name in names:
+            where = name_node or item
+            raise where.error(f"two checks named {name!r}: give each a `name`")
+        names[name] = item
+        checks.append(CheckConfig(name, probe))
+    if require is None:
+        return tuple(checks), len(checks)
+    word = _require_word(require)
+    if word == "all":
+        return tuple(checks), len(checks)
+    if word == "any":
+        return tuple(checks), 1
+    assert isinstance(word, int)
+    if word > len(checks):
+        raise require.error(f"require ({word}) is more than the {len(checks)} check"
+                            f"{'s' if len(checks) != 1 else ''} listed")
+    return tuple(checks), word
+
+
+
 def parse_breaker(node: Node) -> BreakerConfig:
     """A `breaker` mapping (defaults already merged) to one of the breaker configs."""
     e = node.as_map()
@@ -563,5 +649,5 @@ def _circuit(e: Mapping[str, Node]) -> CircuitBreakerConfig:
         half_open_trials=table.get(e, "half_open_trials"))
 
 
-__all__ = ["ConfigError", "default_command", "merged", "parse_breaker", "parse_command",
-           "parse_probe"]
+__all__ = ["ConfigError", "default_command", "merged", "parse_agent", "parse_breaker",
+           "parse_checks", "parse_command", "parse_probe"]

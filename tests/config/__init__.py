@@ -17,7 +17,8 @@ from pathlib import Path
 import jsonschema
 
 from sentinel.config.schema import config_schema
-from sentinel.sinks.registry import SINK_KINDS
+from sentinel.errors import ConfigErrors
+from sentinel.sinks.registry import SINK_KINDS, load_config
 
 COMMAND_TIMEOUT = 30.0
 
@@ -60,3 +61,12 @@ def check_schema_verdict(document: object, key_path: str, loader_only: str,
                     for step in best.absolute_path).removeprefix(".")
     assert where == "" or any(path == where or path.startswith((where + ".", where + "["))
                               for path in (key_path, *more)), (where, best.message)
+
+
+def error_lines(path: Path) -> list[str]:
+    """The `file:line:col: key.path: message` lines loading `path` fails with."""
+    try:
+        load_config(path)
+    except ConfigErrors as caught:
+        return [str(e) for e in caught.errors]
+    raise AssertionError(f"{path} loaded without errors")

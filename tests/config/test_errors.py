@@ -19,8 +19,8 @@ from tests.config import check_schema_verdict, run_sentinel, write_config
 UNSET_VAR = "SENTINEL_TEST_SURELY_UNSET"
 TOP_KEYS = ("api, canaries, cluster, defaults, max_in_flight, services, shutdown_timeout, "
             "sinks, state_dir, suspect, telemetry, version")
-SERVICE_KEYS = ("backends, breaker, dampen, init_state, min_up, passive, probe, sinks, "
-                "slow_start")
+SERVICE_KEYS = ("agent, backends, breaker, checks, dampen, init_state, min_up, passive, probe, "
+                "require, sinks, slow_start")
 HTTP_KEYS = ("down_interval, expect_body, expect_status, fast_interval, headers, host, "
              "interval, jitter, method, path, source, timeout, type, verify")
 DURATION = "expected a duration such as 250ms, 2s, 1m, 1h or a number of seconds"

@@ -29,6 +29,7 @@ from sentinel.config.model import (
     NginxBreakerConfig,
     ProbeConfig,
     ScriptSpec,
+    ServiceConfig,
     TcpSpec,
     Timing,
 )
@@ -72,9 +73,10 @@ TCP = TcpProbe(TCP_CONFIG)
 def group(port: int, next_due: float, host: str = "127.0.0.1") -> ProbeGroup:
     """A one-member group due at `next_due`."""
     config = BackendConfig(f"b{port}", f"{host}:{port}", host, port)
-    member = BackendRuntime("svc", config, make_breaker(NginxBreakerConfig()), since="")
-    member.next_due = next_due
-    return ProbeGroup((TCP_CONFIG, host, port, ""), [member])
+    svc = ServiceConfig("svc", (config,), TCP_CONFIG)
+    member = BackendRuntime(svc, config, make_breaker(NginxBreakerConfig()), since="")
+    member.checks[0].next_due = next_due
+    return ProbeGroup((TCP_CONFIG, host, port, ""), [member.checks[0]])
 
 
 def test_groups_come_due_in_time_order() -> None:

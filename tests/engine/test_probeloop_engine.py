@@ -117,11 +117,11 @@ async def test_reload_moves_groups_in_the_loop(serve: Serve, tmp_path: Path) -> 
         await nursery.start(engine.run)
         await trio.sleep(0.3)
         kept, gone = engine.services["db"].backends
-        group = next(g for g in engine.groups.values() if g.members == [kept])
+        group = next(g for g in engine.groups.values() if g.members == [kept.checks[0]])
         await engine.reload(after)
         assert engine.services["db"].backends[0] is kept
         # the same group, never re-added: it keeps its place in the schedule
-        assert next(g for g in engine.groups.values() if kept in g.members) is group
+        assert next(g for g in engine.groups.values() if kept.checks[0] in g.members) is group
         assert gone.last_probe is not None
         last_gone = gone.last_probe.time
         await trio.sleep(0.3)
