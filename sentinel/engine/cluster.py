@@ -54,10 +54,10 @@ from sentinel.cluster.node import ClusterNode
 from sentinel.cluster.observations import BackendKey
 from sentinel.engine.backend import BackendRuntime
 from sentinel.engine.commit import Commit, Committer
-from sentinel.engine.decide import Decision, Note, Published, dampen
+from sentinel.engine.decide import Decision, Note, Published, dampen, feed
 from sentinel.engine.service import ServiceRuntime
 from sentinel.engine.slowstart import ramp
-from sentinel.model import Event, FailureKind, ProbeResult, ServiceView, State
+from sentinel.model import Event, ProbeResult, ServiceView, State
 from sentinel.observe import NullObserver
 from sentinel.sinks.base import Update
 from sentinel.sinks.runner import SinkRunner
@@ -110,12 +110,16 @@ class ClusterMode:
         """True when this member probes `backend` (the engine's probe groups ask)."""
         return self.node.probes(backend.service, backend.config.name)
 
-    def observe(self, backend: BackendRuntime, result: ProbeResult, now: float) -> Decision:
-        """A member's `decide`: the result goes through the backend's breaker and a changed
-        verdict (or the first one after taking the backend over) is reported; nothing is
-        published here (the vote decides, and the leader publishes)."""
-        if result.failure is FailureKind.LOCAL:  # the checker's own trouble: not a verdict
-            return Decision(None, backend.published, publish=False)
+    def observe(self, backend: BackendRuntime, result: ProbeResult, now: float,
+                check: int | None) -> Decision:
+        """A member's `decide`: the result (combined with the backend's other checks, as
+        `decide` does) goes through the backend's breaker and a changed verdict (or the
+        first one after taking the backend over) is reported; nothing is published here
+        (the vote decides, and the leader publishes)."""
+        fed = feed(backend, result, check)
+        if isinstance(fed, Decision):  # a LOCAL failure, or checks still undecided
+            return fed
+        result = fed
         transition = backend.breaker.observe(result.ok, now, result.latency)
         key = (backend.service, backend.config.name)
         if transition.change is Change.CHANGED or key not in self._reported:
@@ -125,7 +129,7 @@ class ClusterMode:
             if state is State.DOWN and result.error:
                 reason = f"{reason}; last: {result.error}"
             self.node.report(backend.service, backend.config.name, state, reason)
-        return Decision(transition, backend.published, publish=False)
+        return Decision(transition, result, backend.published, publish=False)
 
     def reassign(self) -> None:
         """Match what this member probes to the assignment: a backend taken over starts a

@@ -26,6 +26,7 @@ import trio
 
 from sentinel.config.load import NameProblem
 from sentinel.config.model import Config, SinkScope
+from sentinel.config.tables import Section
 from sentinel.errors import SinkUnavailable
 from sentinel.model import Event, ServiceView
 
@@ -214,6 +215,9 @@ class SinkContext:
     config: Callable[[], Config | None] = field(default=lambda: None)  # as reloaded
 
 
+NO_KEYS = Section()
+
+
 def no_name_rules(binding: object, service: str, backends: Sequence[str]
                   ) -> list[NameProblem]:
     """For sink kinds that write names nowhere a balancer parses them."""
@@ -231,6 +235,8 @@ class SinkKind:
     given the binding's name overrides; create(name, options, ctx) builds the sink.
     `scope` is where the kind runs in a cluster unless a sink says otherwise: `local`
     (every member, the balancers' own kinds) or `leader` (notifications, once per event).
+    `options` and `binding` are the field tables the two parsers read, which
+    `sentinel schema` walks (none: the kind takes no keys there).
     """
 
     name: str
@@ -239,6 +245,8 @@ class SinkKind:
     create: Callable[[str, object, SinkContext], Sink]
     check_names: Callable[[object, str, Sequence[str]], list[NameProblem]] = no_name_rules
     scope: SinkScope = "local"
+    options: Section = NO_KEYS
+    binding: Section = NO_KEYS
 
 
 class RecordingSink:

@@ -41,8 +41,8 @@ class Member:
         self.local = RecordingSink("rec")
         self.notes = RecordingSink("note")
         self.engine = Engine(cfg, sinks={"rec": self.local, "note": self.notes},
-                             probe_factory=self.probe.factory(), run_blocking=run_inline,
-                             api_url=f"http://{name}")
+                             probe_factory=self.probe.factory(), poller=self.probe.poller,
+                             run_blocking=run_inline, api_url=f"http://{name}")
         self.scope = trio.CancelScope()
         self.stopped = False
 
@@ -175,7 +175,7 @@ async def test_one_probers_down_makes_the_others_probe_at_once(
         await eventually(lambda: 9005 in second.probed(), what="its first probe")
         runtime = next(b for b in second.engine.services["web"].backends
                        if b.config.name == "b9005")
-        due = runtime.next_due
+        due = runtime.checks[0].next_due
         assert due is not None
         probes = len(second.probe.times(9005))
         first.sees(9005, alive=False)

@@ -23,13 +23,14 @@ def test_a_plain_sink_has_no_capability() -> None:
 
 async def test_the_webhook_and_nginx_sinks_are_found_under_their_protocols(
         tmp_path: Path) -> None:
-    """The webhook sink is durable, background, flushable, reports health and has an
-    outbox; nginx converges in batches and is told its services; each capability is the
-    sink itself."""
+    """The webhook sink is durable, background, flushable, reports health, has an outbox
+    and reports how far it delivered (a cluster leader records it); nginx converges in
+    batches and is told its services; each capability is the sink itself."""
     webhook = WebhookSink("hook", WebhookOptions("http://127.0.0.1:9/", ("s3cret",)),
                           Outbox.open(tmp_path / "outbox.db"))
     can = SinkRunner(webhook).can
-    assert names(can) == {"durable", "background", "flushable", "health", "outbox"}
+    assert names(can) == {"durable", "background", "flushable", "health", "outbox",
+                           "progress"}
     assert can.durable is webhook
     await webhook.aclose()
     nginx = NginxSink("edge", NginxOptions(file=str(tmp_path / "up.conf")))
