@@ -1,9 +1,12 @@
 """Leadership: one member elected through etcd writes the cluster's agreed state.
 
-Election is a put-if-absent of `PREFIX/leader` (value: the node name) under
-the member's lease: whoever creates the key leads until its lease ends
-(a lapse, SIGKILL plus `lease_ttl`, or a clean stop that revokes it). The
-others watch the key and try again when it is deleted.
+Election is a put-if-absent of `PREFIX/leader` under the member's lease
+(value: the node name and the SHA-256 of the configuration it leads by,
+`LeaderKey`): whoever creates the key leads until its lease ends (a lapse,
+SIGKILL plus `lease_ttl`, or a clean stop that revokes it). The others watch
+the key and try again when it is deleted, once their caller says they may
+(a member whose configuration differs from the leader's does not campaign:
+`sentinel.cluster.node`).
 
 A term is fenced by the leader key's create revision, which no later
 leader can share: every write of the leader is a transaction that first
@@ -44,7 +47,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, unquote
@@ -175,25 +178,53 @@ def read_agreed(prefix: str, changes: Changes) -> AgreedChanges:
     return AgreedChanges(seq, services, backends, tuple(sorted(events, key=lambda e: e.seq)))
 
 
+@dataclass(frozen=True, slots=True)
+class LeaderKey:
+    """The value of `PREFIX/leader`: who leads, and by which configuration."""
+
+    node: str
+    config_sha256: str
+
+    def encode(self) -> bytes:
+        """The key's value (JSON)."""
+        return _doc({"node": self.node, "config_sha256": self.config_sha256})
+
+    @classmethod
+    def decode(cls, value: bytes) -> LeaderKey:
+        """The holder a value names; one that is not such a document (written by hand)
+        names its holder by its text, with no configuration hash."""
+        try:
+            doc = json.loads(value)
+            return cls(str(doc["node"]), str(doc["config_sha256"]))
+        except (ValueError, KeyError, TypeError):
+            return cls(value.decode("utf-8", "replace"), "")
+
+
 class Election:
     """Campaigns for `PREFIX/leader` under a lease."""
 
     def __init__(self, client: EtcdClient, prefix: str, node: str, *,
-                 recheck: float = 5.0, rng: random.Random | None = None) -> None:
+                 config_sha256: str = "", recheck: float = 5.0,
+                 rng: random.Random | None = None) -> None:
         self.client = client
         self.key = f"{prefix}leader"
         self.node = node
+        self.value = LeaderKey(node, config_sha256).encode()
         self._recheck = recheck
         self._rng = rng or random.Random()
         self._backoff = Backoff(initial=0.2, maximum=recheck)
 
-    async def campaign(self, lease: Lease) -> Term:
+    async def campaign(self, lease: Lease,
+                       eligible: Callable[[], Awaitable[None]] | None = None) -> Term:
         """Return once this member leads under `lease` (cancel to give up). While
         another member leads, wait for its key to go, re-reading it every `recheck`
         seconds in case the watch's connection died silently (a read: a campaign that
-        loses writes nothing while the leader lasts)."""
+        loses writes nothing while the leader lasts). Before each try, `eligible`
+        returns once this member may lead."""
         attempt = 0
         while True:
+            if eligible is not None:
+                await eligible()
             try:
                 term, holder_revision = await self._try(lease)
                 if term is not None:
@@ -215,7 +246,7 @@ class Election:
     async def _try(self, lease: Lease) -> tuple[Term | None, int]:
         """One put-if-absent; (the term, 0) when won, else (None, the revision seen)."""
         done = await self.client.txn([Compare(self.key, "CREATE", 0)],
-                                     [Put(self.key, self.node.encode(), lease.id)],
+                                     [Put(self.key, self.value, lease.id)],
                                      [Get(self.key)])
         if done.succeeded:
             return Term(self.node, lease.id, done.revision), 0
@@ -352,7 +383,7 @@ class Leader:
             return
         holder, seq_now = done.ranges[0].kvs, done.ranges[1].kvs
         if not holder or holder[0].create_revision != self.term.revision:
-            who = holder[0].value.decode() if holder else "nobody"
+            who = LeaderKey.decode(holder[0].value).node if holder else "nobody"
             raise NotLeader(f"{self.term.node} no longer leads (term {self.term.revision}); "
                             f"the leader key is {who}'s")
         self._seq = None

@@ -24,6 +24,17 @@ whose configuration hash is this member's own (a member with another file
 is reported, never mixed in), this member always included: alone, or before
 etcd has answered, it probes everything.
 
+Configurations never mix (SPEC 12): the leader key carries the leader's
+configuration hash. A member with another hash does not campaign while that
+leader holds the key, nor, when none does, while more live members run
+another configuration than run its own. A member takes in the agreed state
+only while a leader of its own configuration holds the key (itself
+included): under another's, and between leaders, its sinks stay on the last
+agreed view it took (fail static; under another's, `ok` is false with the
+reason), and once such a leader leads it takes the agreed state as it
+stands. This is what a rolling change of the file looks like: updated
+members wait, fail static, until the leader is one of them.
+
 `statistics()` is the `cluster` object of /v1/state; `ok` is false while this
 member is not registered, cannot follow etcd, or fewer members are live than
 a down vote needs, with the reason in `error`. A change of `ok` is logged.
@@ -34,9 +45,9 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import trio
@@ -49,6 +60,7 @@ from sentinel.cluster.leader import (
     AgreedState,
     Election,
     Leader,
+    LeaderKey,
     agreed_prefix,
     read_agreed,
 )
@@ -113,6 +125,7 @@ class ClusterStatistics:
     error: str
     leader: str | None
     leading: bool
+    following: bool  # False: the leader runs another configuration; sinks stay as they are
     terms: int  # terms this member has led
     membership: MembershipStatistics
     probers: int | None  # per backend (None: every member)
@@ -132,6 +145,7 @@ class ClusterStatistics:
         return {"ok": self.ok, "since": rfc3339(self.since) if self.since else None,
                 "error": self.error or None,
                 "node": m.node, "leader": self.leader, "leading": self.leading,
+                "following": self.following,
                 "members": [member.to_json() for member in m.members],
                 "mismatched": list(m.mismatched), "revision": self.revision,
                 "probers": self.probers if self.probers is not None else "all",
@@ -168,13 +182,20 @@ class ClusterNode:
                                        check_every=every)
         self.agreed = PrefixMirror(self.client, agreed_prefix(prefix),
                                    on_change=self._agreed_changed, check_every=every)
-        self._leader_key = PrefixMirror(self.client, f"{prefix}leader", check_every=every)
-        self.election = Election(self.client, prefix, node, recheck=every)
+        self._leader_key = PrefixMirror(self.client, f"{prefix}leader",
+                                        on_change=self._leader_changed, check_every=every)
+        self.election = Election(self.client, prefix, node,
+                                 config_sha256=config.config_sha256, recheck=every)
         self.leading: Leader | None = None
         self._wall = wall
         self._rng = random.Random()
         self._me = Member(node, config.zone)
         self._live: list[Member] = [self._me]
+        self._members: Mapping[str, MemberInfo] = {}
+        self._may_lead = trio.Event()  # set when what bears on who may lead changes
+        self._held = False  # agreed changes not taken in: the leader's configuration differs
+        self._passed_seq = 0  # the last event seq handed to the host
+        self._warned_leader: LeaderKey | None = None
         self._probers: dict[BackendKey, tuple[str, ...]] = {}
         self._terms = 0
         self._lag: deque[float] = deque(maxlen=LAG_SAMPLES)
@@ -251,6 +272,7 @@ class ClusterNode:
                                self._leader_key):
                     nursery.start_soon(mirror.run)
                 nursery.start_soon(self._watch_ok)
+                nursery.start_soon(self._first_leader_read)
                 task_status.started()
         finally:
             with trio.CancelScope(shield=True):
@@ -265,7 +287,7 @@ class ClusterNode:
         """Lead whenever elected, for as long as this lease lasts."""
         backoff, attempt = Backoff(initial=0.2, maximum=float(self.config.lease_ttl)), 0
         while True:
-            term = await self.election.campaign(lease)
+            term = await self.election.campaign(lease, self._wait_eligible)
             leader = Leader(self.client, self.config.prefix, term)
             try:
                 state = await leader.load()
@@ -291,7 +313,81 @@ class ClusterNode:
         await self.overrides.mirror.wait_synced()
         await self.agreed.wait_synced()
 
+    async def _wait_eligible(self) -> None:
+        """Return once this member may campaign: the leader key has been read, and
+        `_ineligible` has nothing against it."""
+        await self._leader_key.wait_synced()
+        logged = ""
+        while why := self._ineligible():
+            if why != logged:
+                log.warning("cluster: %s does not campaign: %s", self.node, why)
+                logged = why
+            self._may_lead = trio.Event()
+            await self._may_lead.wait()
+
+    def _ineligible(self) -> str:
+        """Why this member may not lead now ("" when it may)."""
+        mixed = self.mixed()
+        if mixed:
+            return mixed
+        if self.leader_key() is not None:
+            return ""  # a leader of this configuration: campaign (it waits for the key)
+        mine = self.membership.me.config_sha256
+        counts = Counter(m.config_sha256 for m in self._members.values()
+                         if m.node != self.node)
+        ours = counts.pop(mine, 0) + 1
+        if counts and max(counts.values()) > ours:
+            return (f"more live members run another configuration ({max(counts.values())}) "
+                    f"than run this one ({ours})")
+        return ""
+
+    def leader_key(self) -> LeaderKey | None:
+        """Who leads and by which configuration, as this member last saw the key."""
+        kv = self._leader_key.items.get(f"{self.config.prefix}leader")
+        return LeaderKey.decode(kv.value) if kv else None
+
+    def mixed(self) -> str:
+        """Why this member does not follow the leader ("" when it does): the leader runs
+        another configuration."""
+        held = self.leader_key()
+        mine = self.membership.me.config_sha256
+        if held is None or held.config_sha256 == mine:
+            return ""
+        return (f"the leader {held.node} runs another configuration (sha256 "
+                f"{held.config_sha256[:12] or 'unknown'}, ours {mine[:12]}): not following "
+                f"it, sinks stay on the last agreed view")
+
+    def _follows(self) -> bool:
+        """True while a leader of this member's configuration holds the leader key."""
+        held = self.leader_key()
+        return held is not None and held.config_sha256 == self.membership.me.config_sha256
+
+    def _leader_changed(self, _changes: Changes) -> None:
+        """Another leader (or none): campaign if now eligible; follow again if held."""
+        self._may_lead.set()
+        mixed, held = self.mixed(), self.leader_key()
+        if mixed and held != self._warned_leader:
+            log.warning("cluster: %s", mixed)
+            self._warned_leader = held
+        if self._held and self._follows():
+            self._held = False
+            if self._warned_leader is not None:
+                log.warning("cluster: %s follows the agreed state again (leader %s)",
+                            self.node, held.node if held else "none")
+                self._warned_leader = None
+            whole = read_agreed(self.config.prefix, dict(self.agreed.items))
+            self._pass(replace(whole, events=tuple(e for e in whole.events
+                                                   if e.seq > self._passed_seq)))
+
+    async def _first_leader_read(self) -> None:
+        """Agreed changes are held until the leader key is read (whose they are); a first
+        read that finds no key reports no change, so look once it is done."""
+        await self._leader_key.wait_synced()
+        self._leader_changed({})
+
     def _members_changed(self, members: Mapping[str, MemberInfo]) -> None:
+        self._members = dict(members)
+        self._may_lead.set()
         mine = self.membership.me.config_sha256
         live = [Member(m.node, m.zone) for m in members.values()
                 if m.config_sha256 == mine and m.node != self.node]
@@ -300,7 +396,13 @@ class ClusterNode:
         self.host.members_changed()
 
     def _agreed_changed(self, changes: Changes) -> None:
-        agreed = read_agreed(self.config.prefix, changes)
+        if not self._follows():
+            self._held = True  # taken in whole once a leader of this configuration leads
+            return
+        self._pass(read_agreed(self.config.prefix, changes))
+
+    def _pass(self, agreed: AgreedChanges) -> None:
+        """Hand agreed changes to the host (recording the lag of each view)."""
         now = self._wall()
         for doc in agreed.services.values():
             written = doc.get("time") if isinstance(doc, dict) else None
@@ -309,14 +411,16 @@ class ClusterNode:
                 self._lag.append(lag)
                 self._lag_count += 1
                 self._lag_sum += lag
+        if agreed.events:
+            self._passed_seq = max(self._passed_seq, agreed.events[-1].seq)
         self.host.agreed_changed(agreed)
 
     # -- looking in --------------------------------------------------------------
 
     def leader(self) -> str | None:
         """The node that leads, as this member last saw the leader key."""
-        kv = self._leader_key.items.get(f"{self.config.prefix}leader")
-        return kv.value.decode("utf-8", "replace") if kv else None
+        held = self.leader_key()
+        return held.node if held else None
 
     def _health(self) -> tuple[bool, str]:
         """(ok, why not) now."""
@@ -328,6 +432,9 @@ class ClusterNode:
                              ("overrides", self.overrides.mirror)):
             if not mirror.ok:
                 return False, f"cannot follow the {name}: {mirror.error}"
+        mixed = self.mixed()
+        if mixed:
+            return False, mixed
         able = len(self._live)
         needed = self.config.quorum_for(min(able, self.config.probers or able))
         if able < needed:
@@ -364,7 +471,8 @@ class ClusterNode:
                       if self.node in self._probers[(service, backend)])
         return ClusterStatistics(
             ok=ok, since=self._since, error=error, leader=self.leader(),
-            leading=self.leading is not None, terms=self._terms,
+            leading=self.leading is not None, following=not self._held,
+            terms=self._terms,
             membership=self.membership.statistics(), probers=self.config.probers,
             quorum=self.config.quorum_for(self.config.probers or len(self._live)),
             probing=probing, revision=self.agreed.revision, lag_p50_ms=lag[0.5],

@@ -286,6 +286,9 @@ def _cluster_series(stats: ClusterStatistics) -> Iterator[Metric]:
     yield GaugeMetricFamily("sentinel_cluster_mismatched_members", "Live members whose "
                             "configuration file differs from this one's.",
                             value=len(m.mismatched))
+    yield GaugeMetricFamily("sentinel_cluster_not_following", "1 while the leader runs "
+                            "another configuration: this member's sinks stay on the last "
+                            "agreed view it took.", value=int(not stats.following))
     yield GaugeMetricFamily("sentinel_cluster_probed_backends", "Backends this member "
                             "probes (its share of the assignment).", value=stats.probing)
     yield CounterMetricFamily("sentinel_cluster_lease_renewals", "Lease keep-alives etcd "

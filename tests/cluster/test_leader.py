@@ -13,6 +13,7 @@ from sentinel.cluster.leader import (
     AgreedChanges,
     Election,
     Leader,
+    LeaderKey,
     ServiceChange,
     Term,
     agreed_prefix,
@@ -73,7 +74,7 @@ async def test_one_leader_and_succession(client: EtcdClient, prefix: str) -> Non
     assert won[0].revision > first.revision
     kv = await client.get(prefix + "leader")
     assert kv is not None
-    assert (kv.value, kv.lease) == (b"n2", second_lease.id)
+    assert (LeaderKey.decode(kv.value), kv.lease) == (LeaderKey("n2", ""), second_lease.id)
 
 
 async def test_campaign_again_under_own_lease(client: EtcdClient, prefix: str) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import trio
 
-from sentinel.config.model import Config, SinkConfig, ThresholdBreakerConfig
+from sentinel.config.model import Config, ServiceConfig, SinkConfig, ThresholdBreakerConfig
 from sentinel.engine.engine import Engine
 from sentinel.model import ServiceView
 from sentinel.sinks.base import RecordingSink
@@ -80,6 +80,24 @@ class Member:
         return {target.port for _, target in self.probe.calls}
 
 
+def start_member(nursery: trio.Nursery, etcd: EtcdServer, prefix: str, tmp_path: Path,
+                 name: str, svc: ServiceConfig, config_sha256: str = "c0ffee") -> Member:
+    """A member `name` of `svc` (with a local and a leader-scope sink) running in
+    `nursery`, its configuration file's hash `config_sha256`."""
+    base = config(tmp_path / name, svc, sinks=("rec",))
+    cfg = replace(base, sinks=(*base.sinks, SinkConfig("note", "exec", None, scope="leader")),
+                  cluster=cluster_config(etcd, prefix, name, probers=2, quorum=2,
+                                         lease_ttl=1, config_sha256=config_sha256))
+    member = Member(name, cfg)
+
+    async def run() -> None:
+        with member.scope:
+            await member.engine.run()
+
+    nursery.start_soon(run)
+    return member
+
+
 @asynccontextmanager
 async def members(etcd: EtcdServer, prefix: str, tmp_path: Path, names: tuple[str, ...],
                   *, interval: float = 0.1, fast: float | None = None, min_up: int = 0
@@ -92,18 +110,7 @@ async def members(etcd: EtcdServer, prefix: str, tmp_path: Path, names: tuple[st
     out: dict[str, Member] = {}
     async with trio.open_nursery() as nursery:
         for name in names:
-            base = config(tmp_path / name, svc, sinks=("rec",))
-            cfg = replace(base, sinks=(*base.sinks, SinkConfig("note", "exec", None,
-                                                               scope="leader")),
-                          cluster=cluster_config(etcd, prefix, name, probers=2, quorum=2,
-                                                 lease_ttl=1))
-            member = out[name] = Member(name, cfg)
-
-            async def run(m: Member = member) -> None:
-                with m.scope:
-                    await m.engine.run()
-
-            nursery.start_soon(run)
+            out[name] = start_member(nursery, etcd, prefix, tmp_path, name, svc)
         await eventually(lambda: all(len(m.cluster()["members"]) == len(names)  # type: ignore[arg-type]
                                      and m.cluster()["leader"] for m in out.values()),
                          what="every member registered, a leader elected")
@@ -279,3 +286,43 @@ async def test_leader_lost_a_successor_numbers_on(etcd: EtcdServer, prefix: str,
             (1, "down"), (2, "up")]
         await eventually(lambda: all(m.probed() == set(PORTS) for m in rest),
                          what="the two left probing every backend")
+
+
+async def test_a_member_of_another_configuration_neither_leads_nor_follows(
+        etcd: EtcdServer, prefix: str, tmp_path: Path) -> None:
+    """A member whose configuration hash differs from the leader's does not campaign,
+    not even when the leader goes, and takes none of its agreed state: its sinks stay as
+    they were, /v1/state and the log say why; the others agree as before."""
+    async with members(etcd, prefix, tmp_path, ("n1", "n2", "n3")) as nodes:
+        everyone_up = {f"b{p}": "up" for p in PORTS}
+        await eventually(lambda: agreed(nodes, everyone_up), what="all up")
+        async with trio.open_nursery() as nursery:
+            svc = nodes["n1"].engine.config.services[0]
+            odd = start_member(nursery, etcd, prefix, tmp_path, "n4", svc, "deadbeef")
+
+            def held() -> bool:
+                doc = odd.cluster()
+                return (doc.get("following") is False and doc["ok"] is False
+                        and "another configuration" in str(doc["error"]))
+
+            await eventually(held, what="n4 not following the leader")
+            for m in (*nodes.values(), odd):
+                m.sees(9001, alive=False)
+            await eventually(lambda: agreed(nodes, {**everyone_up, "b9001": "down"}),
+                             what="b9001 down on n1..n3")
+            old = next(m for m in nodes.values() if m.cluster()["leading"])
+            old.stop()
+            rest = [m for m in nodes.values() if m is not old]
+            await eventually(lambda: any(m.cluster()["leading"] for m in rest),
+                             what="a new leader of the first configuration")
+            for m in (*rest, odd):
+                m.sees(9002, alive=False)
+            await eventually(lambda: all(m.states().get("b9002") == "down" for m in rest),
+                             what="b9002 down on the two left")
+            assert held()
+            assert odd.cluster()["terms"] == 0
+            assert odd.states().get("b9001") != "down"  # nothing agreed reached its sinks
+            assert odd.engine.journal.seq == 0
+            assert [e for u in (*odd.notes.updates, *odd.local.updates) for e in u.events] == []
+            assert odd.cluster()["mismatched"] == sorted(m.name for m in rest)
+            odd.stop()
