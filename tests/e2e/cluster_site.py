@@ -43,6 +43,7 @@ from tests.e2e.netns import Netns
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 RECEIVER = ROOT / "tests" / "sinks" / "webhook" / "receiver_server.py"
 TOKEN = "cluster-e2e-token"
+LEASE_TTL = 2  # seconds: the members' lease_ttl
 CONFIG = """\
 version: 1
 state_dir: ${{SENTINEL_STATE}}
@@ -52,7 +53,7 @@ cluster:
   etcd: [{etcd}]
   prefix: /sentinel/e2e/
   node: ${{SENTINEL_NODE}}
-  lease_ttl: 2s
+  lease_ttl: {lease_ttl}s
   probers: {probers}
 defaults:
   probe: {{type: http, path: /, interval: 200ms, timeout: 200ms}}
@@ -137,6 +138,7 @@ class ClusterSite:
                           for name, port in self.backends.items())
         (self.root / "sentinel.yaml").write_text(CONFIG.format(
             etcd=self.etcd.url, probers=probers, backends=lines, secret=SECRET, token=TOKEN,
+            lease_ttl=LEASE_TTL,
             hook=f"http://{self.host}:{self.hook_port}/hook"))
         for i in range(1, members + 1):
             self.start_member(f"n{i}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -21,12 +22,15 @@ import httpx
 import pytest
 
 from tests.cluster.etcd_server import running_etcd
-from tests.e2e.cluster_site import ClusterSite, Member
+from tests.e2e.cluster_site import LEASE_TTL, ClusterSite, Member
 from tests.e2e.helpers import Processes, require_binary, run_cli, wait_until
 from tests.e2e.netns import netns
 from tests.telemetry.helpers import parse_metrics, sample
 
 pytestmark = pytest.mark.e2e
+# etcd revokes expired leases on a 500 ms tick; then a watch, a campaign's transaction
+# and /v1/state over HTTP, on a loaded machine
+MARGIN = 2.0
 
 
 @contextmanager
@@ -125,9 +129,15 @@ def test_leader_killed_a_new_one_resumes_without_loss_or_repeat(
                                (tmp_path / "deliveries.jsonl").read_text().splitlines()),
                    what="the leader's refused attempt")
         old = site.leader()
+        killed = time.monotonic()
         processes.kill(old.proc)  # type: ignore[arg-type]  # SIGKILL, its lease left to lapse
+        first = wait_until(lambda: next((m for m in site.live()
+                                         if m.state()["cluster"]["leading"]), None),
+                           what="a member leading")
+        took = time.monotonic() - killed
+        assert took <= LEASE_TTL + MARGIN, f"a new leader {took:.2f}s after the kill"
         new = site.leader()
-        assert new.name != old.name
+        assert new.name == first.name != old.name
         site.wait_all(lambda m: len(m.state()["cluster"]["members"]) == 2,
                       what="two members left")
         site.wait_all(lambda m: all(set(b["probers"]) <= {x.name for x in site.live()}
@@ -143,6 +153,36 @@ def test_leader_killed_a_new_one_resumes_without_loss_or_repeat(
         for member in site.live():
             assert events(member) == [(1, "web2", "down"), (2, "web4", "down"),
                                       (3, "web2", "up")]
+
+
+def test_a_member_killed_its_backends_move_without_an_event(
+        tmp_path: Path, processes: Processes) -> None:
+    """SIGKILL a member that does not lead: within the lease its backends go to the two
+    left, who probe them and say up; no event anywhere, no delivery."""
+    with open_site(tmp_path, processes) as site:
+        site.start()
+        leader = site.leader()
+        victim = next(m for m in site.live() if m is not leader)
+        moved = [b["name"] for b in leader.state()["services"]["web"]["backends"]
+                 if victim.name in b["probers"]]
+        assert moved
+        killed = time.monotonic()
+        processes.kill(victim.proc)  # type: ignore[arg-type]  # SIGKILL: its lease lapses
+        left = {m.name for m in site.live()}
+
+        def reassigned(m: Member) -> bool:
+            return all(set(b["probers"]) == left
+                       for b in m.state()["services"]["web"]["backends"])
+
+        site.wait_all(reassigned, what="every backend probed by the two left")
+        took = time.monotonic() - killed
+        assert took <= LEASE_TTL + MARGIN, f"reassigned {took:.2f}s after the kill"
+        site.wait_all(lambda m: all(backend_entry(m, name)["observers"].keys() == left
+                                    for name in moved), what="the moved backends reported")
+        for member in site.live():
+            assert member.states() == dict.fromkeys(site.backends, "up")
+            assert events(member) == []
+        assert site.deliveries() == []
 
 
 def test_a_member_cut_off_from_one_backend_takes_it_down_nowhere(
