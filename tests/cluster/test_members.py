@@ -19,7 +19,13 @@ from typing import Any
 import pytest
 import trio
 
-from sentinel.config.model import Config, ServiceConfig, SinkConfig, ThresholdBreakerConfig
+from sentinel.config.model import (
+    Config,
+    DampenConfig,
+    ServiceConfig,
+    SinkConfig,
+    ThresholdBreakerConfig,
+)
 from sentinel.engine.engine import Engine
 from sentinel.model import ServiceView
 from sentinel.sinks.base import RecordingSink
@@ -100,13 +106,13 @@ def start_member(nursery: trio.Nursery, etcd: EtcdServer, prefix: str, tmp_path:
 
 @asynccontextmanager
 async def members(etcd: EtcdServer, prefix: str, tmp_path: Path, names: tuple[str, ...],
-                  *, interval: float = 0.1, fast: float | None = None, min_up: int = 0
-                  ) -> AsyncIterator[dict[str, Member]]:
+                  *, interval: float = 0.1, fast: float | None = None, min_up: int = 0,
+                  dampen: DampenConfig | None = None) -> AsyncIterator[dict[str, Member]]:
     """Members `names` running until the block ends, once all are registered and one
     leads."""
-    svc = service("web", PORTS, interval=interval, fast=fast, timeout=0.05,
-                  sinks=("rec", "note"), breaker=ThresholdBreakerConfig(fall=2, rise=2),
-                  min_up=min_up)
+    svc = replace(service("web", PORTS, interval=interval, fast=fast, timeout=0.05,
+                          sinks=("rec", "note"), breaker=ThresholdBreakerConfig(fall=2, rise=2),
+                          min_up=min_up), dampen=dampen)
     out: dict[str, Member] = {}
     async with trio.open_nursery() as nursery:
         for name in names:
@@ -286,6 +292,37 @@ async def test_leader_lost_a_successor_numbers_on(etcd: EtcdServer, prefix: str,
             (1, "down"), (2, "up")]
         await eventually(lambda: all(m.probed() == set(PORTS) for m in rest),
                          what="the two left probing every backend")
+
+
+async def test_flap_damping_holds_the_agreed_view_down_on_every_member(
+        etcd: EtcdServer, prefix: str, tmp_path: Path) -> None:
+    """Damping applies to the agreed verdict: the second agreed down within the half-life
+    (penalty past `suppress`) holds the backend down on every member's sinks though the
+    vote says up again, until the penalty decays below `reuse`; then one event,
+    "flap damping released", on every member at the same seq."""
+    damping = DampenConfig(half_life=4.0, suppress=1500.0, reuse=750.0, max_suppress=30.0)
+    async with members(etcd, prefix, tmp_path, ("n1", "n2", "n3"), dampen=damping) as nodes:
+        everyone_up = {f"b{p}": "up" for p in PORTS}
+        await eventually(lambda: agreed(nodes, everyone_up), what="all up")
+        for alive, state in ((False, "down"), (True, "up"), (False, "down")):
+            for m in nodes.values():
+                m.sees(9003, alive=alive)
+            await eventually(lambda s=state: agreed(nodes, {**everyone_up, "b9003": s}),  # type: ignore[misc]
+                             what=f"b9003 {state}")
+        for m in nodes.values():
+            m.sees(9003, alive=True)
+        leader = next(m for m in nodes.values() if m.cluster()["leading"])
+        await eventually(lambda: leader.entry("b9003")["health"] == "up",
+                         what="the vote says up again")
+        assert "(suppressed;" in str(leader.entry("b9003")["damping"])
+        assert agreed(nodes, {**everyone_up, "b9003": "down"})  # held down everywhere
+        assert {m.engine.journal.seq for m in nodes.values()} == {3}
+        await eventually(lambda: agreed(nodes, everyone_up), what="released")
+        assert {m.engine.journal.seq for m in nodes.values()} == {4}
+        released = [e for m in nodes.values() for e in m.engine.events_after(3)]
+        assert len(released) == 3
+        assert len({e.id for e in released}) == 1
+        assert released[0].reason.startswith("flap damping released")
 
 
 async def test_a_member_of_another_configuration_neither_leads_nor_follows(
