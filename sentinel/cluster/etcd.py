@@ -338,6 +338,7 @@ class EtcdClient:
                 raise EtcdError(f"{endpoint}/v3/watch: not created within {self.timeout:g}s")
             if not first.get("created"):
                 raise EtcdError(f"{endpoint}/v3/watch: unexpected first answer {first}")
+            stream.created_revision = _revision(first)
             yield stream
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(1.0):
@@ -494,6 +495,7 @@ class WatchStream:
     def __init__(self, endpoint: str, lines: AsyncIterator[str]) -> None:
         self._endpoint = endpoint
         self._lines = lines
+        self.created_revision = 0  # the store revision when etcd created the watch
 
     def __aiter__(self) -> WatchStream:
         return self

@@ -5,11 +5,16 @@ read every key under the prefix, then watch from the revision after that
 read, so no change falls between the two. Each change reaches `on_change`
 as {key: KeyValue, or None when deleted}, synchronously, in revision order.
 
-When the watch breaks (etcd restarted, unreachable) or its start revision
-was compacted, the mirror reads the prefix afresh and reports the
-difference between what it had and what it found, so a consumer sees every
-net change exactly once however long it was cut off. While etcd cannot be
-reached the dict stays as it was (fail static) and `ok` is false.
+When the watch breaks (etcd restarted, unreachable) the mirror watches
+again from the revision after the last it applied: etcd replays what
+changed meanwhile, nothing is read twice, and a member cut off for a moment
+costs etcd one watch instead of a range read of the whole prefix. Only when
+that revision is gone (compacted, or etcd came back with less history than
+the mirror has seen: restored from an older snapshot) does the mirror read
+the prefix afresh and report the difference between what it had and what
+it found. Either way a consumer sees every net change exactly once however
+long it was cut off. While etcd cannot be reached the dict stays as it was
+(fail static) and `ok` is false.
 
 A watch on a connection that silently died would idle forever, so while
 watching the mirror reads one key every `check_every` seconds; a failed
@@ -45,13 +50,14 @@ class PrefixMirror:
         self.revision = 0  # the store revision the dict reflects
         self.ok = False
         self.error = "not synced yet"
-        self.resyncs = 0  # fresh range reads after the first
+        self.resyncs = 0  # fresh range reads after the first (history was lost)
         self._on_change = on_change
         self._check_every = check_every
         self._backoff = backoff or Backoff(initial=0.2, maximum=check_every)
         self._rng = rng or random.Random()
         self._synced = trio.Event()
         self._warned = False  # a failure was logged; its end will be too
+        self._attempt = 0  # failures in a row (the backoff's)
 
     async def wait_synced(self) -> None:
         """Return once the dict holds a complete read of the prefix."""
@@ -61,30 +67,34 @@ class PrefixMirror:
                   ) -> None:
         """Read and follow the prefix until cancelled. Reports started after the first
         read was tried, whether etcd answered or not (a member starts fail-static)."""
-        attempt = 0
+        stale = True  # the dict needs a range read: the first, or history was lost
         while True:
-            try:
-                await self._read()
-            except EtcdError as exc:
-                self._failed(exc)
-            else:
-                attempt = 0
-                if not self._synced.is_set():
-                    self._synced.set()
+            if stale:
+                try:
+                    await self._read()
+                except EtcdError as exc:
+                    self._failed(exc)
+                else:
+                    stale = False
+                    self._attempt = 0
+                    if not self._synced.is_set():
+                        self._synced.set()
             if task_status is not trio.TASK_STATUS_IGNORED:
                 task_status.started()
                 task_status = trio.TASK_STATUS_IGNORED
-            if self.ok:
+            if not stale:
                 try:
                     await self._follow()
-                except EtcdCompacted as exc:
-                    log.info("etcd compacted %s past revision %d; reading it afresh",
-                             self.prefix, exc.compact_revision)
+                except EtcdCompacted:
+                    log.info("etcd no longer holds the history of %s after revision %d "
+                             "(compacted, or restored from an older snapshot); reading it "
+                             "afresh", self.prefix, self.revision)
+                    stale = True
                     continue
                 except EtcdError as exc:
                     self._failed(exc)
-            attempt += 1
-            await trio.sleep(self._backoff.delay(attempt, self._rng))
+            self._attempt += 1
+            await trio.sleep(self._backoff.delay(self._attempt, self._rng))
 
     async def _read(self) -> None:
         found = await self.client.get_prefix(self.prefix)
@@ -97,13 +107,17 @@ class PrefixMirror:
             self.resyncs += 1
         self.items = fresh
         self.revision = found.revision
+        self._following("read")
+        if changes and self._on_change is not None:
+            self._on_change(changes)
+
+    def _following(self, how: str) -> None:
+        """etcd answered: ok again (said once, when it was not)."""
         if self._warned:
-            log.warning("etcd reachable again: %s read at revision %d", self.prefix,
+            log.warning("etcd reachable again: %s %s at revision %d", self.prefix, how,
                         self.revision)
             self._warned = False
         self.ok, self.error = True, ""
-        if changes and self._on_change is not None:
-            self._on_change(changes)
 
     async def _follow(self) -> None:
         """Apply watch batches until the watch or the liveness check fails."""
@@ -115,6 +129,10 @@ class PrefixMirror:
                 try:
                     async with self.client.watch(self.prefix, prefix_end(self.prefix),
                                                  start_revision=self.revision + 1) as stream:
+                        if stream.created_revision < self.revision:  # etcd lost history
+                            raise EtcdCompacted(stream.created_revision)
+                        self._attempt = 0
+                        self._following("watched")
                         async for batch in stream:
                             self._apply(batch.events, batch.next_revision - 1)
                 except EtcdError as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -100,6 +101,12 @@ class EtcdServer:
         os.kill(self._proc.pid, signal.SIGCONT)  # a paused etcd cannot act on SIGTERM
         self._procs.kill(self._proc, signal.SIGTERM)
         self._proc = None
+
+    def wipe(self) -> None:
+        """Delete the data dir of a stopped etcd: it starts again empty, at revision 1 (as
+        one restored from an older snapshot starts behind what clients saw)."""
+        assert self._proc is None, "stop etcd first"
+        shutil.rmtree(self._data_dir)
 
     def pause(self) -> None:
         """Freeze etcd (SIGSTOP): connections are accepted by the kernel, nothing answers."""
