@@ -74,6 +74,27 @@ async def test_compacted_watch_reads_afresh(client: EtcdClient, etcd: EtcdServer
         nursery.cancel_scope.cancel()
 
 
+async def stop_then_write(etcd: EtcdServer, mirror: PrefixMirror, *, put: str,
+                          delete: str | None = None, wipe: bool = False) -> None:
+    """Stop etcd until `mirror` notices (its copy kept, the reason given), start it again
+    (emptied first with `wipe`), then delete `delete` and put `put` (value 2)."""
+    kept = dict(mirror.items)
+    etcd.stop()
+    await eventually(lambda: not mirror.ok, what="the mirror to notice")
+    assert mirror.error
+    assert mirror.items == kept
+    if wipe:
+        etcd.wipe()
+    etcd.start()
+    writer = EtcdClient([etcd.url], timeout=5.0)
+    try:
+        if delete is not None:
+            await writer.delete(delete)
+        await writer.put(put, b"2")
+    finally:
+        await writer.aclose()
+
+
 async def test_etcd_restart_fail_static_then_catch_up(own_etcd: EtcdServer) -> None:
     """While etcd is down the mirror keeps its copy and says why; once etcd is back it
     resumes its watch where it stopped (no range read: nothing was compacted) and
@@ -86,17 +107,7 @@ async def test_etcd_restart_fail_static_then_catch_up(own_etcd: EtcdServer) -> N
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(mirror.run)
-            own_etcd.stop()
-            await eventually(lambda: not mirror.ok, what="the mirror to notice")
-            assert mirror.error
-            assert values(mirror) == {"/p/a": b"1", "/p/b": b"1"}
-            own_etcd.start()
-            writer = EtcdClient([own_etcd.url], timeout=5.0)
-            try:
-                await writer.delete("/p/a")
-                await writer.put("/p/c", b"2")
-            finally:
-                await writer.aclose()
+            await stop_then_write(own_etcd, mirror, delete="/p/a", put="/p/c")
             await eventually(lambda: mirror.ok and "/p/c" in mirror.items, what="catch-up")
             assert values(mirror) == {"/p/b": b"1", "/p/c": b"2"}
             assert seen.seen[2:] == [("/p/a", None), ("/p/c", b"2")]
@@ -118,15 +129,7 @@ async def test_etcd_back_with_less_history_is_read_afresh(own_etcd: EtcdServer) 
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(mirror.run)
-            own_etcd.stop()
-            await eventually(lambda: not mirror.ok, what="the mirror to notice")
-            own_etcd.wipe()
-            own_etcd.start()
-            writer = EtcdClient([own_etcd.url], timeout=5.0)
-            try:
-                await writer.put("/p/d", b"2")
-            finally:
-                await writer.aclose()
+            await stop_then_write(own_etcd, mirror, wipe=True, put="/p/d")
             await eventually(lambda: mirror.ok and "/p/d" in mirror.items, what="read afresh")
             assert mirror.resyncs == 1
             assert values(mirror) == {"/p/d": b"2"}
