@@ -76,6 +76,9 @@ def test_agent_block_loads(tmp_path: Path) -> None:
     plain = load(tmp_path, "agent: {}\n").agent
     assert plain is not None
     assert (plain.spec, plain.timing) == (AgentSpec(), Timing(2.0, 2.0, 2.0, 1.0))
+    sourced = load(tmp_path, "agent: {port: 9777, source: 127.0.0.2}\n").agent
+    assert sourced is not None
+    assert (sourced.source, plain.source) == ("127.0.0.2", None)
 
 
 CASES = [
