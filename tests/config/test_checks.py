@@ -128,7 +128,7 @@ def test_doc_examples_load(tmp_path: Path) -> None:
     """The docs' composite-checks and agent-beside-a-probe examples are valid configs."""
     blocks = [block for _, block in config_snippets()]
     composite = next(b for b in blocks if "    checks:\n" in b)
-    beside = next(b for b in blocks if "    agent: {port:" in b)
+    beside = next(b for b in blocks if "    agent: {port: 9777" in b)
     cart = load_config(write_config(tmp_path, composite, "checks.yaml")).services[0]
     assert ([c.name for c in cart.checks], cart.require) == (["http", "grpc", "redis"], 2)
     app = load_config(write_config(tmp_path, beside, "agent.yaml")).services[0]
