@@ -10,6 +10,7 @@ namespace, etcd stopped.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import subprocess
 import time
@@ -91,8 +92,14 @@ def test_a_dead_backend_goes_down_everywhere_at_one_seq(tmp_path: Path,
         assert {m.view()["seq"] for m in site.live()} == {1}  # type: ignore[index]
         site.wait_all(lambda m: m.maglev() not in before, what="the tables rebuilt")
         assert len({m.maglev() for m in site.live()}) == 1
-        sidecars = [json.loads((m.state_dir / "maglev" / "web.json").read_text())
-                    for m in site.live()]
+
+        def sidecar(m: Member) -> dict[str, Any]:
+            return dict(json.loads((m.state_dir / "maglev" / "web.json").read_text()))
+
+        # the sink writes the table, then its sidecar: wait for the sidecar of that table
+        site.wait_all(lambda m: sidecar(m)["sha256"] == hashlib.sha256(
+            m.maglev() or b"").hexdigest(), what="the sidecars of the new tables")
+        sidecars = [sidecar(m) for m in site.live()]
         assert len({(s["sha256"], tuple(s["backends"])) for s in sidecars}) == 1
         assert "web2" not in [b for s in sidecars for b in s["backends"]
                               if s["weights"][s["backends"].index(b)]]
