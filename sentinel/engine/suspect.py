@@ -354,8 +354,11 @@ class Doubt:
     def _release(self, started: float, now: float) -> Outcome:
         """A canary passed (not suspect): publish the held downs it vouches for."""
         s = self._s
+        # a tie counts as after: on a virtual clock a zero-latency probe and the canary
+        # asked for by its result start at the same instant, and waiting for a strictly
+        # later canary would ask again at that instant forever
         covered = tuple(sorted(k for k, at in s.held.items()
-                               if at is not None and at < started))
+                               if at is not None and at <= started))
         for key in covered:
             del s.held[key]
             s.published.add(key)
