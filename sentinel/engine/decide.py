@@ -149,6 +149,17 @@ def decide(backend: BackendRuntime, result: ProbeResult, now: float, slow_start:
     return Decision(transition, want, publish=True, reason=reason, ramp=ramp, notes=notes)
 
 
+def reconsidered(backend: BackendRuntime, decision: Decision) -> Decision:
+    """`decision` again after an input's owner changed `backend.inputs` on the same result
+    (self-suspicion holding the down the breaker just reached, or releasing one it held):
+    publish when what is desired moved; a released down's reason is its breaker's verdict."""
+    want = backend.desired()
+    if decision.publish or want == backend.published:
+        return decision._replace(desired=want)
+    return decision._replace(desired=want, publish=True, reason=backend.verdict or (
+        f"{backend.published[0].value} -> {want[0].value}"))
+
+
 def _dampen(damper: Damper, transition: Transition, now: float) -> tuple[Note, ...]:
     """Flap damping's step: a new down is a flap (it may start a hold); while held, time
     decays the penalty (it may end the hold)."""

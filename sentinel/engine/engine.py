@@ -26,8 +26,17 @@ from sentinel.breakers.dampen import Damper
 from sentinel.config.model import Config, ProbeConfig, ServiceConfig, SinkConfig
 from sentinel.engine import reload
 from sentinel.engine.backend import BackendRuntime, summary
-from sentinel.engine.commit import Commit, Committer
-from sentinel.engine.decide import Decision, Steps, admin, decide, ramp_step, starting
+from sentinel.engine.commit import Commit, Committer, ServiceNote
+from sentinel.engine.decide import (
+    Decision,
+    Steps,
+    admin,
+    decide,
+    ramp_step,
+    reconsidered,
+    starting,
+)
+from sentinel.engine.doubting import SelfDoubt
 from sentinel.engine.journal import Journal, RunBlocking
 from sentinel.engine.pacing import EngineStatistics, Pacing
 from sentinel.engine.probegroups import GroupKey, ProbeGroup, group_key
@@ -94,6 +103,7 @@ class Engine:
         self._first_round = trio.Event()
         self._index: tuple[Config, BackendIndex] | None = None
         self._passive: tuple[object, trio.CancelScope] | None = None  # what runs, its scope
+        self.doubt: SelfDoubt | None = None  # self-suspicion, when configured (SPEC 11)
 
     def make_runner(self, sink: SinkConfig) -> SinkRunner:
         """A runner for a configured sink (or the override a test passed in)."""
@@ -143,9 +153,6 @@ class Engine:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Probe and publish until `stop()`; then let sinks finish within shutdown_timeout."""
-        if self.config.canaries or self.config.suspect is not None:
-            log.warning("canaries and suspect are checked but not acted on yet: self-suspicion "
-                        "is not wired into publishing in this version")
         try:
             async with trio.open_nursery() as sink_nursery:
                 self._sink_nursery = sink_nursery
@@ -162,6 +169,7 @@ class Engine:
                         await probe_nursery.start(self._loop.run)
                     self.regroup()
                     self.restart_passive()
+                    self.restart_doubt()
                     probe_nursery.start_soon(self.pacing.watch_lag, self._in_flight)
                     probe_nursery.start_soon(self.hub.run)
                     task_status.started()
@@ -293,17 +301,18 @@ class Engine:
             backend.next_due = retry_due(timing, backend.breaker.health,
                                          backend.breaker.retry_at(), now)
             return None
-        commit = self._take(svc, backend, result, decision, start_unix)
         spread = self._rng.uniform(-timing.jitter, timing.jitter)
+        # scheduled before the result is taken: self-suspicion may bring it forward
         backend.next_due = next_due(timing, transition, backend.breaker.retry_at(),
                                     started, now, spread)
-        return commit
+        return self._take(svc, backend, result, decision, started, start_unix)
 
     def _take(self, svc: ServiceRuntime, backend: BackendRuntime, result: ProbeResult,
-              decision: Decision, start_unix: float) -> Commit | None:
-        """Record a result and carry out its decision; when it publishes (a change of
-        verdict, state or weight), the commit that emits, persists and publishes it. The
-        common case (nothing changed) stays cheap: it runs every probe."""
+              decision: Decision, started: float, start_unix: float) -> Commit | None:
+        """Record a result (of a probe that started at `started`) and carry out its
+        decision; when it publishes (a change of verdict, state or weight), the commit
+        that emits, persists and publishes it. The common case (nothing changed) stays
+        cheap: it runs every probe."""
         assert decision.transition is not None
         backend.record(result, decision.transition, start_unix)
         if self._unprobed:
@@ -312,12 +321,16 @@ class Engine:
                 self._first_round.set()
         for note in decision.notes:
             log.log(note.level, "%s/%s: %s", backend.service, backend.config.name, note.text)
-        publish, reason = decision.publish, decision.reason
-        if publish:  # the common case (nothing changed) stays cheap: it runs every probe
+        if decision.publish:  # the common case (nothing changed) stays cheap: every probe
             if decision.ramp:
                 self._start_ramp(backend, decision.ramp)
             if decision.changed:
-                backend.verdict = reason
+                backend.verdict = decision.reason
+        if self.doubt is not None:  # it may hold the down just reached, or release one
+            self.doubt.judge(backend, decision.transition, result.ok, started,
+                             trio.current_time())
+            decision = reconsidered(backend, decision)
+        publish, reason = decision.publish, decision.reason
         record = ProbeRecord(svc.config.name, backend.target.backend, backend.target.host,
                              backend.target.port, svc.config.probe.type, result, start_unix,
                              (backend.published[0].value, decision.desired[0].value, reason)
@@ -416,6 +429,7 @@ class Engine:
         self._bind()
         self.regroup()
         self.restart_passive()
+        self.restart_doubt()
         for svc in services.values():  # the panic guard may see it differently now
             await self.commit(svc, None, "reload")
         if retired:
@@ -469,19 +483,20 @@ class Engine:
                        signal: Signal) -> None:
         result = ProbeResult(ok=False, latency=0.0, failure=FailureKind.PASSIVE,
                              detail=signal.reason)
-        decision = decide(backend, result, trio.current_time(), svc.config.slow_start)
-        commit = self._take(svc, backend, result, decision, self.wall())
+        now = trio.current_time()
+        decision = decide(backend, result, now, svc.config.slow_start)
+        commit = self._take(svc, backend, result, decision, now, self.wall())
         if commit is not None:
             self.committer.submit(commit)
 
-    def probe_now(self, backend: BackendRuntime) -> bool:
+    def probe_now(self, backend: BackendRuntime, *, down_too: bool = False) -> bool:
         """Probe `backend` at once instead of at its `next_due`; True when that brought
         a probe forward. Nothing when it is down (already out of rotation: its breaker's
-        schedule decides) or already due (a check of it may be in flight: its result is
-        the answer)."""
+        schedule decides) unless `down_too`, or already due (a check of it may be in
+        flight: its result is the answer)."""
         now = trio.current_time()
-        if backend.breaker.health is Health.DOWN or backend.next_due is None \
-                or backend.next_due <= now:
+        if (backend.breaker.health is Health.DOWN and not down_too) \
+                or backend.next_due is None or backend.next_due <= now:
             return False
         svc = self.services[backend.service]
         group = self.groups.get(group_key(svc.config, backend.config.host,
@@ -495,12 +510,48 @@ class Engine:
             group.hurry()
         return True
 
+    # -- self-suspicion -----------------------------------------------------------
+
+    def restart_doubt(self) -> None:
+        """Run self-suspicion (SPEC 11) when `canaries:` or `suspect:` is configured; after
+        a reload with the same settings only the backend count changes, with new ones
+        the downs held so far are judged again, and without any they are released."""
+        wanted = (self.config.canaries, self.config.suspect)
+        old = self.doubt
+        if old is not None and old.settings == wanted:
+            old.resize(self.services.values())
+            return
+        held = [b for svc in self.services.values() for b in svc.backends if b.inputs.held]
+        if old is not None:
+            old.stop()
+        for b in held:
+            b.inputs = replace(b.inputs, held=False)
+        self.doubt = None
+        if not self.config.canaries and self.config.suspect is None:
+            return
+        self.doubt = SelfDoubt(self.config, self, self.probe_factory, self.wall)
+        self.start_task(self.doubt.run)
+        self.doubt.adopt(held)
+
+    def recommit(self, svc: ServiceRuntime, backend: BackendRuntime | None, reason: str,
+                 note: ServiceNote | None = None) -> None:
+        """Decide `svc`'s view now (self-suspicion's holds, releases and service events)
+        and carry it out in order with every other decision."""
+        self.committer.submit(self.committer.stage(svc, backend, reason, note=note))
+
+    def recheck(self, backend: BackendRuntime) -> None:
+        """Probe `backend` now, even while its breaker is down (a down held while
+        sentinel suspected itself is judged again once the suspicion ends)."""
+        self.probe_now(backend, down_too=True)
+
     # -- looking in -------------------------------------------------------------
 
     def verdicts(self) -> Verdicts:
         """Every backend's verdict as the state file keeps it (handed to the journal)."""
         return {name: {b.config.name: SavedBackend(
-                    b.breaker.health.value, b.since, b.last_ok,
+                    # a held down is saved up: a restart must not drain what suspicion held
+                    (Health.UP if b.inputs.held else b.breaker.health).value, b.since,
+                    b.last_ok,
                     b.override.value if b.override else None) for b in svc.backends}
                 for name, svc in self.services.items()}
 
@@ -551,6 +602,10 @@ class Engine:
     def status_document(self) -> dict[str, object]:
         """The state document without its services (sinks, engine, seq, persistence; the
         stream's `summary` message): every top-level key but `services` belongs here."""
-        return {"sinks": {n: r.statistics().to_json() for n, r in self.runners.items()},
-                "engine": self.statistics().to_json(), "seq": self.journal.seq,
-                "persistence": self.journal.statistics().to_json()}
+        doc: dict[str, object] = {
+            "sinks": {n: r.statistics().to_json() for n, r in self.runners.items()},
+            "engine": self.statistics().to_json(), "seq": self.journal.seq,
+            "persistence": self.journal.statistics().to_json()}
+        if self.doubt is not None:
+            doc["suspect"] = self.doubt.statistics().to_json()
+        return doc
