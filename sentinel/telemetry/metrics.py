@@ -28,6 +28,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.registry import Collector
 
 from sentinel import __version__
+from sentinel.engine.suspect import Cause
 from sentinel.model import Event, State
 from sentinel.observe import ProbeRecord
 
@@ -135,6 +136,7 @@ class Metrics:
         yield info
         if self._engine is not None:
             yield from _engine_series(self._engine)
+            yield from _suspect_series(self._engine)
             yield from _outbox_series(self._engine)
         if self._traces is not None:
             yield from _trace_series(self._traces())
@@ -224,6 +226,28 @@ def _summary(name: str, documentation: str, quantiles_ms: dict[str, float], coun
     summary.add_sample(f"{name}_count", {}, count)
     summary.add_sample(f"{name}_sum", {}, total)
     return summary
+
+
+def _suspect_series(engine: Engine) -> Iterator[Metric]:
+    """Self-suspicion (SPEC 11), when configured: why sentinel doubts itself, how many
+    downs it holds back, and each canary's last answer."""
+    if engine.doubt is None:
+        return
+    stats = engine.doubt.statistics()
+    suspect = GaugeMetricFamily("sentinel_suspect", "1 while sentinel suspects its own "
+                                "network and holds every down, by cause (canaries, "
+                                "mass_failure).", labels=["cause"])
+    for cause in Cause:
+        suspect.add_metric([cause.name.lower()], int(stats.cause() is cause))
+    yield suspect
+    yield GaugeMetricFamily("sentinel_suspect_held", "Backends whose down verdict "
+                            "self-suspicion holds back (published up).", value=stats.held)
+    canary_up = GaugeMetricFamily("sentinel_canary_up", "1 when the canary's last probe "
+                                  "passed (absent before its first).", labels=["canary"])
+    for name, last in stats.canaries:
+        if last is not None:
+            canary_up.add_metric([name], int(last.ok))
+    yield canary_up
 
 
 def _outbox_series(engine: Engine) -> Iterator[Metric]:
