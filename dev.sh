@@ -28,6 +28,8 @@ ensure_system_packages() {
     command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
     # The cluster tests start a real etcd (3.4, the v3 JSON gateway) on loopback.
     command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+    # The self-suspicion test blackholes a network namespace's link with nft (nftables).
+    command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
     # systemd-analyze checks examples/systemd/sentinel.service; promtool (Debian's
     # prometheus package, 19 MB, the only one that ships it) checks /metrics and the alerts.
     command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
