@@ -12,6 +12,7 @@ import trio.testing
 
 from sentinel.config.model import CanaryConfig, Config, ProbeConfig, SuspectConfig, Timing
 from sentinel.engine.engine import Engine
+from sentinel.engine.reload import apply_reload
 from tests.engine.fakes import FakeProbe, config, run_inline, service
 from tests.engine.test_engine import WALL_BASE, run_for, states, toggles
 from tests.sinks.fakes import TimedSink
@@ -185,3 +186,28 @@ async def test_state_shows_suspect_only_when_configured(
     assert calm.state_document()["suspect"] is None
     assert "suspect" not in plain.state_document()
 
+
+
+async def test_a_reload_keeps_the_suspicion_or_releases_what_it_held(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """Reloaded while suspect with the same settings: still suspect, still held. Reloaded
+    without canaries or suspect: nothing is held any more, the breakers' downs are
+    published (reason `reload`), and /v1/state has no `suspect`."""
+    probe, rec = FakeProbe(), TimedSink()
+    engine = engine_for(tmp_path, probe, rec)
+    seen: list[object] = []
+
+    async def operator() -> None:
+        await trio.sleep(4.0)
+        await apply_reload(engine, replace(engine.config))
+        seen.append((engine.state_document()["suspect"] is not None,
+                     states(engine, "s9001")))
+        await apply_reload(engine, replace(engine.config, canaries=()))
+        seen.append(("suspect" in engine.state_document(), states(engine, "s9001")))
+
+    steps = [(2.1, p, False) for p in (CANARY_PORT, *PORTS)]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(operator)
+        await run_for(engine, 5.0, toggles(*steps), probe)
+    assert seen == [(True, {"b9001": ("up", 1)}), (False, {"b9001": ("down", 0)})]
+    assert {e.reason for e in rec.events() if e.to_state == "down"} == {"reload"}
