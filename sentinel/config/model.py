@@ -110,12 +110,21 @@ ProbeType = Literal["tcp", "http", "https", "script", "grpc", "dns", "agent"]
 
 
 @dataclass(frozen=True, slots=True)
+class WatchConfig:
+    """`watch:` (tcp, http; SPEC 9): one idle connection held per backend, whose loss
+    brings the next probe forward (`sentinel.engine.watch`)."""
+
+    keepalive: float | None = None  # TCP keepalive idle time; None: off (no traffic at all)
+
+
+@dataclass(frozen=True, slots=True)
 class ProbeConfig:
     """A service's probe: its kind, its timing and its kind-specific settings."""
 
     type: ProbeType = "tcp"
     timing: Timing = field(default_factory=Timing)
     spec: ProbeSpec = field(default_factory=TcpSpec)
+    watch: WatchConfig | None = None  # tcp and http only
 
 
 # -- breakers ----------------------------------------------------------------

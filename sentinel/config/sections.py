@@ -31,14 +31,16 @@ from sentinel.config.model import (
     TcpSpec,
     ThresholdBreakerConfig,
     Timing,
+    WatchConfig,
 )
 from sentinel.config.node import Node
 from sentinel.errors import ConfigError
 
 TIMING_KEYS = {"type", "interval", "fast_interval", "down_interval", "timeout", "jitter"}
 PROBE_KEYS = {
-    "tcp": {"send", "expect", "tls", "sni", "verify"},
-    "http": {"method", "path", "host", "headers", "expect_status", "expect_body", "verify"},
+    "tcp": {"send", "expect", "tls", "sni", "verify", "watch"},
+    "http": {"method", "path", "host", "headers", "expect_status", "expect_body", "verify",
+             "watch"},
     "https": {"method", "path", "host", "headers", "expect_status", "expect_body", "verify"},
     "script": {"command"},
     "grpc": {"service", "tls", "sni", "verify"},
@@ -99,7 +101,26 @@ def parse_probe(node: Node) -> ProbeConfig:
         spec = _agent(entries)
     else:
         spec = _http(entries)
-    return ProbeConfig(type=ptype, timing=timing, spec=spec)  # type: ignore[arg-type]
+    watch = _watch(entries["watch"], spec) if "watch" in entries else None
+    return ProbeConfig(type=ptype, timing=timing, spec=spec,  # type: ignore[arg-type]
+                       watch=watch)
+
+
+def _watch(node: Node, spec: ProbeSpec) -> WatchConfig | None:
+    """`watch: true | false | {keepalive: DURATION}` (tcp without TLS, http)."""
+    if node.is_map:
+        e = node.as_map({"keepalive"})
+        keepalive = e["keepalive"].as_duration() if "keepalive" in e else None
+        if keepalive is not None and keepalive < 1:
+            raise e["keepalive"].error("must be at least 1s (the kernel counts TCP "
+                                       "keepalive in whole seconds)")
+        watch: WatchConfig | None = WatchConfig(keepalive=keepalive)
+    else:
+        watch = WatchConfig() if node.as_bool() else None
+    if watch is not None and isinstance(spec, TcpSpec) and spec.tls:
+        raise node.error("not with `tls: true`: the held connection would be a TLS "
+                         "handshake never started, which servers time out and log")
+    return watch
 
 
 def _timing(e: Mapping[str, Node]) -> Timing:

@@ -206,6 +206,8 @@ class Engine:
         for key, group in list(self.groups.items()):
             if [id(m) for m in wanted.get(key, [])] != [id(m) for m in group.members]:
                 group.stop()
+                if self._loop is not None:
+                    self._loop.drop(group)
                 del self.groups[key]
         fresh = [(key, members) for key, members in wanted.items() if key not in self.groups]
         start = trio.current_time()
@@ -219,6 +221,10 @@ class Engine:
             if self._loop is not None and accepts(probe, members[0].config.host):
                 self._loop.add(group, probe)
             else:
+                if key[0].watch is not None:
+                    log.warning("%s/%s: watch is for backends the probe loop checks (IP "
+                                "literals); %s is probed without it", members[0].service,
+                                members[0].config.name, members[0].config.host)
                 self._probe_nursery.start_soon(self._probe_loop, group)
         if not self._first_round.is_set():  # a reload may add or remove backends to wait for
             self._unprobed = {b for svc in self.services.values() for b in svc.backends
@@ -489,6 +495,13 @@ class Engine:
         if commit is not None:
             self.committer.submit(commit)
 
+    def watch_lost(self, group: ProbeGroup, hint: str) -> None:
+        """A watched connection was lost (SPEC 9): probe the group's backends now (a hint:
+        the probe decides); the breaker's fast_interval follows a failure."""
+        for backend in group.members:
+            if self.probe_now(backend):
+                log.info("%s/%s: %s; probing now", backend.service, backend.config.name, hint)
+
     def probe_now(self, backend: BackendRuntime, *, down_too: bool = False) -> bool:
         """Probe `backend` at once instead of at its `next_due`; True when that brought
         a probe forward. Nothing when it is down (already out of rotation: its breaker's
@@ -556,8 +569,10 @@ class Engine:
                 for name, svc in self.services.items()}
 
     def statistics(self) -> EngineStatistics:
-        """Probe count, probes in flight, and lateness and loop-lag percentiles."""
-        return self.pacing.statistics(self._in_flight)
+        """Probe count, probes in flight, lateness and loop-lag percentiles, and the
+        watched connections."""
+        watch = self._loop.watch_statistics() if self._loop is not None else None
+        return self.pacing.statistics(self._in_flight, watch)
 
     def events_after(self, seq: int) -> list[Event]:
         """Held events after `seq`, oldest first (GET /v1/events)."""

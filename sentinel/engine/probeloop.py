@@ -60,6 +60,7 @@ from typing import Protocol, TypeGuard
 import trio
 
 from sentinel.engine.probegroups import ProbeGroup
+from sentinel.engine.watching import Watches, WatchStatistics, close_held
 from sentinel.model import ProbeResult
 from sentinel.probes import rawsock
 from sentinel.probes.base import Probe, crashed
@@ -76,7 +77,7 @@ def accepts(probe: Probe, host: str) -> TypeGuard[LeanProbe]:
 
 
 class LoopHost(Protocol):
-    """What the loop reports to (the engine)."""
+    """What the loop reports to (the engine); also what its watches report to."""
 
     def probe_started(self, lateness: float) -> None:
         """A check started `lateness` seconds after it was due."""
@@ -85,6 +86,9 @@ class LoopHost(Protocol):
                    start_unix: float) -> None:
         """A check finished: judge it and set its members' `next_due` (sync, no await),
         counting the interval from `started` (the due time, if the check was on time)."""
+
+    def watch_lost(self, group: ProbeGroup, hint: str) -> None:
+        """`group`'s watched connection was lost (`hint` says how): probe it now."""
 
 
 class Running:
@@ -192,14 +196,29 @@ class ProbeLoop:
         self._agenda = Agenda()
         self._running: dict[int, Running] = {}  # by file descriptor
         self._epoll = select.epoll()  # closed when `run` ends: a loop runs once
+        self._watches = Watches(self._epoll, host)  # `watch:` connections, same epoll
         self._sleep: trio.CancelScope | None = None  # the loop's wait, while it waits
         self._passes = 0
 
     def add(self, group: ProbeGroup, probe: LeanProbe) -> None:
-        """Probe `group` from its `next_due` on, until it is stopped (regroup)."""
+        """Probe `group` from its `next_due` on, until it is stopped (regroup); with
+        `watch:` in its probe settings, hold a watched connection to it too."""
         self._agenda.add(group, probe)
+        config = group.key[0]
+        if config.watch is not None:
+            self._watches.add(group, config, trio.current_time())
         if self._sleep is not None:  # wake up in time for it
-            self._sleep.deadline = min(self._sleep.deadline, group.due())
+            self._sleep.deadline = min(self._sleep.deadline, group.due(),
+                                       self._watches.wake_at())
+
+    def drop(self, group: ProbeGroup) -> None:
+        """`group` was stopped (regroup): close its watched connection, if any (its
+        checks end by themselves)."""
+        self._watches.drop(group)
+
+    def watch_statistics(self) -> WatchStatistics:
+        """Watched connections held, lost and hinted (see `sentinel.engine.watching`)."""
+        return self._watches.statistics()
 
     def hurry(self, group: ProbeGroup, probe: LeanProbe) -> None:
         """A member of `group` is due earlier (a passive signal): check it then."""
@@ -218,7 +237,11 @@ class ProbeLoop:
             task_status.started()
             while True:
                 self._pass()
-                wake = self._agenda.wake_at(trio.current_time(), self._batch)
+                now = trio.current_time()
+                wake = self._agenda.wake_at(now, self._batch)
+                watch_wake = self._watches.wake_at()
+                if watch_wake < wake:
+                    wake = max(watch_wake, now + self._batch)
                 with trio.move_on_at(wake) as self._sleep:
                     await trio.lowlevel.wait_readable(self._epoll.fileno())
                 self._sleep = None
@@ -226,6 +249,7 @@ class ProbeLoop:
             for running in list(self._running.values()):
                 self._close(running)
                 self._limiter.release_on_behalf_of(running)
+            self._watches.close()
             self._epoll.close()
 
     def _pass(self) -> None:
@@ -235,6 +259,7 @@ class ProbeLoop:
         self._passes += 1
         self._advance_ready()
         self._expire()
+        self._watches.tick(trio.current_time())
         if self._start_due():
             self._advance_ready()
 
@@ -258,13 +283,15 @@ class ProbeLoop:
     def _advance_ready(self) -> None:
         # Every ready socket (the default is at most 1,023): a socket left unread here
         # would be judged against its deadline with its answer waiting.
-        events = self._epoll.poll(0, len(self._running) + 1)
+        events = self._epoll.poll(0, len(self._running) + len(self._watches) + 1)
         now = trio.current_time()
         running_by_fd = self._running
-        for fd, _ in events:
+        for fd, mask in events:
             running = running_by_fd.get(fd)
             if running is not None:
                 self._step(running, now)
+            else:
+                self._watches.ready(fd, mask, now)
 
     def _start_due(self) -> int:
         """Start every due group that gets an in-flight slot; how many started."""
@@ -380,12 +407,10 @@ class ProbeLoop:
         group = running.group
         if group.stopped:
             return
+        if result.ok:
+            self._watches.probe_passed(group, now)
         self._host.probe_done(group, result, running.anchor, now, running.start_unix)
         self._agenda.add(group, running.probe)
 
     def _close(self, running: Running) -> None:
-        sock = running.sock
-        if sock is not None:
-            del self._running[sock.fileno()]
-            rawsock.close_rst(sock)  # also leaves the epoll set
-            running.sock = None
+        close_held(running, self._running)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.config.model import Config, InitState, PassiveConfig, SuspectConfig
+from sentinel.config.model import Config, InitState, PassiveConfig, SuspectConfig, WatchConfig
 from sentinel.errors import ConfigErrors
 from sentinel.sinks.registry import load_config
 from tests.config import write_config
@@ -135,3 +135,38 @@ def test_passive_mistakes(tmp_path: Path, passive: str, expected: str) -> None:
             sinks: [out]
             passive: {passive}
         """) == [expected]
+
+
+def test_watch_on_tcp_and_http_probes(tmp_path: Path) -> None:
+    """`watch: true`, or a block with `keepalive`; off by default and with `false`."""
+    config = load(tmp_path, """\
+        defaults: {probe: {type: http, watch: true}}
+        services:
+          a: {backends: [127.0.0.1:80]}
+          b: {backends: [127.0.0.1:81], probe: {type: tcp, watch: {keepalive: 30s}}}
+          c: {backends: [127.0.0.1:82], probe: {watch: false}}
+          d: {backends: [127.0.0.1:83], probe: {type: tcp}}
+        """)
+    assert [s.probe.watch for s in config.services] == [
+        WatchConfig(), WatchConfig(keepalive=30.0), None, None]
+
+
+@pytest.mark.parametrize(("probe", "expected"), [
+    ("{type: tcp, tls: true, watch: true}",
+     "sentinel.yaml:2:70: services.a.probe.watch: not with `tls: true`: the held "
+     "connection would be a TLS handshake never started, which servers time out and log"),
+    ("{type: tcp, watch: {keepalive: 500ms}}",
+     "sentinel.yaml:2:71: services.a.probe.watch.keepalive: must be at least 1s (the "
+     "kernel counts TCP keepalive in whole seconds)"),
+    ("{type: https, watch: true}",
+     "sentinel.yaml:2:54: services.a.probe.watch: unknown key 'watch'"),
+    ("{type: tcp, watch: sometimes}",
+     "sentinel.yaml:2:59: services.a.probe.watch: expected true or false, got 'sometimes'"),
+])
+def test_watch_mistakes(tmp_path: Path, probe: str, expected: str) -> None:
+    """watch is for tcp (without TLS) and http; keepalive in whole seconds."""
+    found = errors(tmp_path, f"""\
+        services:
+          a: {{backends: [127.0.0.1:80], probe: {probe}}}
+        """)
+    assert [e.split("; expected one of")[0] for e in found] == [expected]
