@@ -15,21 +15,24 @@ hint's text). Accepted, the close was the server's own: an idle timeout, reconne
 quietly.
 
 Servers that close idle connections would make this a connection every few
-seconds, so reconnects back off: at most one connect per `interval`, and after the
-second connection in a row the server closed within QUIET of opening it, the wait
-before reconnecting grows (`Backoff` from `interval` up to QUIET, jittered); a
-connection that stays up QUIET resets it. A connect refused while the backend is
-down is retried the same way, and at once (within the rate) when a probe passes
-again (`probe_passed`), so a restarted backend is watched again promptly.
+seconds, so those reconnects back off: once the server has closed a connection
+younger than QUIET and accepted the check, the next loss waits before its check
+(`Backoff` from `interval` up to QUIET, jittered), and never reconnects sooner than
+`interval` after the last connect; a connection that stays up QUIET resets it, as
+does a check that fails. The first loss after a stable connection is checked at
+once, however young the connection: that is the crash the watch is for. A connect
+refused while the backend is down is retried with the same backoff, and at once
+(within the one-per-interval rate) when a probe passes again (`probe_passed`), so a
+restarted backend is watched again promptly.
 
 Timeline, interval 1s, timeout 0.5s; a backend that closes idle connections after
 5 s, then one that crashes::
 
     t=0     connect; connected            held
     t=5     closed by the backend         reconnect now, as a check
-    t=5     connected                     the close was the server's: nothing else
-    t=10    closed again                  the second short-lived one in a row: reconnect
-                                          after 0.5-1 s (then 1-2 s, 2-4 s, ... up to 60 s)
+    t=5     connected                     the close was the server's: an idle close
+    t=10    closed again                  reconnect after 0.5-1 s (then 1-2 s, 2-4 s, ...
+                                          up to 60 s, while the closes go on)
     ...
     t=0     connect; connected            (a backend that keeps idle connections)
     t=3.2   closed (the process crashed)  reconnect now, as a check: refused -> hint
@@ -60,8 +63,8 @@ class Watch:
     `connect` when `due` has come, and reports what the socket did. `backoff(n)` is the
     wait before retry `n` (the shell's jittered `Backoff` from `interval` to QUIET)."""
 
-    __slots__ = ("_backoff", "_checking", "_fails", "_last_attempt", "_opened", "_strikes",
-                 "due", "interval", "phase", "timeout")
+    __slots__ = ("_backoff", "_checking", "_fails", "_last_attempt", "_lost_age", "_opened",
+                 "_strikes", "due", "interval", "phase", "timeout")
 
     def __init__(self, interval: float, timeout: float, backoff: Callable[[int], float]
                  ) -> None:
@@ -73,7 +76,8 @@ class Watch:
         self._last_attempt = -math.inf
         self._opened = 0.0
         self._checking = False  # this connect (and its first `timeout`) follows a loss
-        self._strikes = 0  # connections in a row the server closed within QUIET
+        self._lost_age = 0.0  # how long the connection lost before it had lived
+        self._strikes = 0  # idle closes in a row of connections younger than QUIET
         self._fails = 0  # connects in a row that failed
 
     def connect(self, now: float) -> None:
@@ -83,7 +87,10 @@ class Watch:
         self.due = now + self.timeout
 
     def connected(self, now: float) -> None:
-        """The connect succeeded: held."""
+        """The connect succeeded: held. After a loss, that loss was the server's own
+        (an idle close)."""
+        if self._checking:
+            self._strikes = self._strikes + 1 if self._lost_age < QUIET else 0
         self.phase = Phase.HELD
         self._opened = now
         self._fails = 0
@@ -97,16 +104,18 @@ class Watch:
 
     def lost(self, now: float, how: str) -> str | None:
         """The backend closed or reset the held connection (`how`: "closed", "reset").
-        Usually None (reconnect as a check at `due`); the hint's text when the check's own
-        connection did not hold."""
+        Usually None: reconnect as a check at `due` (at once, unless the backend has
+        been closing idle connections); the hint's text when the check's own connection
+        did not hold."""
         age = now - self._opened
         if self._checking and age < self.timeout:
             return self._failed(now, f"{how} by the backend again right after reconnecting")
         self._checking = True
-        self._strikes = self._strikes + 1 if age < QUIET else 0
-        wait = self._backoff(self._strikes - 1) if self._strikes > 1 else 0.0
+        self._lost_age = age
         self.phase = Phase.WAITING
-        self.due = max(now + wait, self._last_attempt + self.interval)
+        self.due = now
+        if self._strikes:
+            self.due = max(now + self._backoff(self._strikes), self._last_attempt + self.interval)
         return None
 
     def probe_passed(self, now: float) -> None:
@@ -117,6 +126,8 @@ class Watch:
             self.due = max(now, self._last_attempt + self.interval)
 
     def _failed(self, now: float, hint: str | None) -> str | None:
+        self._strikes = 0  # whatever closed the connection, it was no idle close
+        self._lost_age = math.inf  # nor is the next connect's success one
         self.phase = Phase.WAITING
         self._fails += 1
         self.due = max(now + self._backoff(self._fails),

@@ -68,12 +68,32 @@ def test_a_connection_kept_quiet_long_resets_the_backoff() -> None:
     assert w.due == opened + QUIET
 
 
-def test_at_most_one_connect_per_interval() -> None:
-    """Closed 0.3 s after connecting (past the timeout: not the check's failure): the
-    reconnect waits for the interval since the last connect."""
-    w = held(watch(interval=2.0, timeout=0.1), 10.0)
+def test_a_young_connection_is_checked_at_once_then_one_connect_per_interval() -> None:
+    """Closed 0.3 s after connecting: checked at once all the same (a crash does not wait
+    for the connection to age). That check connects, so it was an idle close: the next
+    close waits for the backoff and for an interval since the last connect."""
+    w = Watch(2.0, 0.1, lambda n: 0.5 * 2 ** (n - 1))
+    held(w, 10.0)
     assert w.lost(10.3, "closed") is None
-    assert w.due == 12.0
+    assert w.due == 10.3
+    held(w, 10.3)
+    assert w.lost(10.6, "closed") is None
+    assert w.due == 12.3  # not 11.1 (the backoff alone): one connect per interval
+
+
+def test_a_failed_check_ends_the_idle_close_backoff() -> None:
+    """After idle closes, a check that is refused (the backend died and came back) resets
+    the backoff: the next loss is checked at once."""
+    w = held(watch(), 0.0)
+    w.lost(5.0, "closed")
+    held(w, 5.0)
+    w.lost(10.0, "closed")
+    w.connect(w.due)
+    assert w.refused(w.due, "connection refused") is not None
+    w.probe_passed(20.0)
+    held(w, w.due)
+    assert w.lost(22.0, "closed") is None
+    assert w.due == 22.0
 
 
 def test_a_check_closed_again_at_once_is_a_hint() -> None:
