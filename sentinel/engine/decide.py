@@ -55,8 +55,12 @@ are the only readers, so the rest of the engine (panic guard, events, sinks,
 - the cluster vote (`sentinel.cluster.vote.tally`): `agreed`, the ballot's state
   as a Health, replaces the local verdict (flap damping, overrides and the panic
   guard then apply to it as to a local verdict);
-- self-suspicion (`sentinel.engine.suspect.Doubt`): `held` keeps a down verdict
-  published up (its `hold` and `restore`); clearing it publishes the down;
+- self-suspicion (`sentinel.engine.suspect.Doubt`, its shell
+  `sentinel.engine.doubting`): `held` keeps a down verdict published up (its `hold`
+  and `restore`); clearing it publishes the down. It judges each result of a
+  backend right after `decide` (holding the down the breaker just reached, or
+  releasing one it held on this very probe), so the shell takes `reconsidered`
+  instead of committing separately: the probe's own event keeps its probe and trace;
 - agent answers (`sentinel.probes.agent.AgentState`): `admin` (DRAIN or MAINT;
   None for ready) and `weight`, below an operator's override, above a script's
   weight.

@@ -12,7 +12,6 @@ import trio.testing
 
 from sentinel.config.model import CanaryConfig, Config, ProbeConfig, SuspectConfig, Timing
 from sentinel.engine.engine import Engine
-from sentinel.engine.reload import apply_reload
 from tests.engine.fakes import FakeProbe, config, run_inline, service
 from tests.engine.test_engine import WALL_BASE, run_for, states, toggles
 from tests.sinks.fakes import TimedSink
@@ -199,10 +198,10 @@ async def test_a_reload_keeps_the_suspicion_or_releases_what_it_held(
 
     async def operator() -> None:
         await trio.sleep(4.0)
-        await apply_reload(engine, replace(engine.config))
+        await engine.reload(replace(engine.config))
         seen.append((engine.state_document()["suspect"] is not None,
                      states(engine, "s9001")))
-        await apply_reload(engine, replace(engine.config, canaries=()))
+        await engine.reload(replace(engine.config, canaries=()))
         seen.append(("suspect" in engine.state_document(), states(engine, "s9001")))
 
     steps = [(2.1, p, False) for p in (CANARY_PORT, *PORTS)]
