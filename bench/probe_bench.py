@@ -124,11 +124,11 @@ def grpc_answer() -> bytes:
     import h2.events
 
     from sentinel.config.model import GrpcSpec
-    from sentinel.probes.grpc import GrpcCall
+    from sentinel.probes.grpc import request_bytes
 
     server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
     server.initiate_connection()
-    for event in server.receive_data(GrpcCall(GrpcSpec(), "fleet:1", 1.0).start()):
+    for event in server.receive_data(request_bytes(GrpcSpec(), "fleet:1", 1.0)):
         if isinstance(event, h2.events.StreamEnded):
             server.send_headers(1, [(":status", "200"), ("content-type", "application/grpc")])
             server.send_data(1, b"\x00\x00\x00\x00\x02\x08\x01")

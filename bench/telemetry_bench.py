@@ -9,7 +9,11 @@ Cases (Prometheus metrics are on in all but the first, as by default):
 - `tracing off`: `exporter: none` (the baseline the target refers to),
 - `otlp 0.1` and `otlp 1.0`: OTLP/HTTP export at `sample_ok` 0.1 and 1.0 to a
   receiver on 127.0.0.1 in this process (tests/telemetry/otlp_receiver.py, which
-  decodes every request, so its CPU is not sentinel's).
+  decodes every request, so its CPU is not sentinel's),
+- `otlp hanging`: `sample_ok` 1.0 to a second receiver that holds every export
+  past the exporter's 1 s timeout (a collector that hangs: every export fails,
+  the queue fills and spans are dropped); the probe rate and lateness show
+  whether that slows the probes.
 
 Per case, a fleet process serves N listening sockets (bench/probe_bench.py's) and a
 real `sentinel run` probes them; after a warm-up, sentinel's CPU seconds per second
@@ -50,7 +54,9 @@ FLEET = Path(__file__).with_name("probe_bench.py")
 CASES = {"metrics off": "metrics: {{prometheus: false}}",
          "tracing off": "traces: {{exporter: none}}",
          "otlp 0.1": "traces: {{exporter: otlp, endpoint: \"{url}\", sample_ok: 0.1}}",
-         "otlp 1.0": "traces: {{exporter: otlp, endpoint: \"{url}\", sample_ok: 1.0}}"}
+         "otlp 1.0": "traces: {{exporter: otlp, endpoint: \"{url}\", sample_ok: 1.0}}",
+         "otlp hanging": "traces: {{exporter: otlp, endpoint: \"{hang}\", sample_ok: 1.0, "
+                         "timeout: 1s}}"}
 CONFIG = """\
 version: 1
 state_dir: {state}
@@ -79,8 +85,9 @@ class Sample:
 
 
 def measure(case: str, n: int, warmup: float, window: float, workdir: Path,
-            receiver: OtlpReceiver) -> Sample:
-    """Run the fleet and sentinel for one case and measure sentinel over `window`."""
+            receiver: OtlpReceiver, hanging: OtlpReceiver) -> Sample:
+    """Run the fleet and sentinel for one case and measure sentinel over `window`
+    (spans count as exported when `receiver` got them; `hanging` answers none in time)."""
     procs: list[subprocess.Popen[Any]] = []
     try:
         fleet = subprocess.Popen([sys.executable, str(FLEET), "--serve-fleet", str(n)],
@@ -93,7 +100,8 @@ def measure(case: str, n: int, warmup: float, window: float, workdir: Path,
         backends = backend_lines(ports)
         config = workdir / f"{tag}.yaml"
         config.write_text(CONFIG.format(state=state, backends=backends,
-                                        telemetry=CASES[case].format(url=receiver.url)))
+                                        telemetry=CASES[case].format(url=receiver.url,
+                                                                     hang=hanging.url)))
         sentinel = launch_sentinel(config, workdir / f"{tag}.log")
         procs.append(sentinel)
         url = wait_for(state / "api.url", sentinel, timeout=30)
@@ -150,10 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.window <= 120 or not 0 <= args.warmup <= 60 or not 1 <= args.rounds <= 10:
         parser.error("--window must be 1..120 s, --warmup 0..60 s, --rounds 1..10")
     samples = []
-    with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as tmp, OtlpReceiver() as rx:
+    with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as tmp, OtlpReceiver() as rx, \
+            OtlpReceiver(delay=3600.0) as hanging:
         for round_no in range(args.rounds):
             for case in args.cases:
-                got = measure(case, args.n, args.warmup, args.window, Path(tmp), rx)
+                got = measure(case, args.n, args.warmup, args.window, Path(tmp), rx, hanging)
                 print(f"round {round_no + 1}: {got}", file=sys.stderr)
                 samples.append(got)
     print(table(samples, args.n, args.window, args.rounds))

@@ -59,8 +59,10 @@ def serve(tmp_path: Path) -> Serve:
     @asynccontextmanager
     async def start(token: str | None = None, **api_options: Any
                     ) -> AsyncIterator[tuple[httpx.AsyncClient, Engine]]:
+        probe = FakeProbe()
         engine = Engine(config(tmp_path, service("web", [9001, 9002])),
-                        sinks={"rec": RecordingSink()}, probe_factory=FakeProbe().factory())
+                        sinks={"rec": RecordingSink()}, probe_factory=probe.factory(),
+                        poller=probe.poller)
         async with trio.open_nursery() as nursery:
             api = CountingApi(engine, token, **api_options)
             url = await nursery.start(serve_api, api, ApiConfig(host="127.0.0.1", port=0),

@@ -37,7 +37,8 @@ def serve(tmp_path: Path) -> Serve:
                     ) -> AsyncIterator[Served]:
         probe = FakeProbe()
         engine = Engine(config(tmp_path, service("web", [9001, 9002], interval=0.2)),
-                        sinks={"rec": RecordingSink()}, probe_factory=probe.factory())
+                        sinks={"rec": RecordingSink()}, probe_factory=probe.factory(),
+                        poller=probe.poller)
         if limits is not None:
             engine.hub.limits = limits
         async with trio.open_nursery() as nursery:

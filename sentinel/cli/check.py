@@ -6,7 +6,7 @@ import json
 import sys
 
 from sentinel.cli import EXIT_OK, EXIT_USAGE
-from sentinel.engine.budget import compute_budget, describe
+from sentinel.engine.budget import compute_budget, describe, probing
 from sentinel.errors import ConfigError, ConfigErrors
 from sentinel.sinks.registry import load_config
 
@@ -36,17 +36,21 @@ def check(path: str, fmt: str) -> int:
     warnings = (*config.warnings, *ipvs_warnings(config))  # risky, not invalid: exit 0
     if fmt == "json":
         services = [{"name": svc.name, "backends": len(svc.backends), "probe": svc.probe.type,
+                     "checks": [c.name for c in svc.checks] or None,
                      "to_down_seconds": _seconds(budget.to_down),
-                     "to_up_seconds": _seconds(budget.to_up)} for svc, budget in budgets]
+                     "to_up_seconds": _seconds(budget.to_up),
+                     "agent_seconds": _seconds(budget.agent)} for svc, budget in budgets]
         print(json.dumps({"file": path, "ok": True, "errors": [], "services": services,
                           "warnings": [{"message": w} for w in warnings]}, indent=2))
         return EXIT_OK
     print(f"{path}: ok")
     for svc, budget in budgets:
         backends = f"{len(svc.backends)} backend{'' if len(svc.backends) == 1 else 's'}"
-        print(f"  {svc.name}: {backends}, {svc.probe.type} probe; "
+        agent = (f"; agent down/up -> out/in {describe(budget.agent)}"
+                 if budget.agent is not None else "")
+        print(f"  {svc.name}: {backends}, {probing(svc)}; "
               f"worst case death -> removal {describe(budget.to_down)}, "
-              f"recovery -> return {describe(budget.to_up)}")
+              f"recovery -> return {describe(budget.to_up)}{agent}")
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return EXIT_OK

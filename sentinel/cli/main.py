@@ -1,5 +1,5 @@
 """The command line (SPEC 2): argparse wiring; each command runs from its own module
-(`run`, `check`, `probe`, `status`, `watch`, `outbox`, `maglev`, `demo`)."""
+(`run`, `check`, `probe`, `status`, `watch`, `outbox`, `maglev`, `demo`, `schema`)."""
 
 from __future__ import annotations
 
@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--watch", action="store_true",
                         help="keep the table current from the live stream until Ctrl-C")
     sub.add_parser("demo", parents=[common], help="a self-contained failover demo")
+    sub.add_parser("schema", parents=[common],
+                   help="print the configuration's JSON Schema, for editors and CI")
     ctl = sub.add_parser("ctl", parents=[common, with_config, api],
                          help="admin override: drain, maint or ready a backend")
     ctl.add_argument("action", choices=["drain", "maint", "ready"])
@@ -128,6 +130,10 @@ def _dispatch(argv: Sequence[str] | None) -> int:
             from sentinel.cli.demo import run_demo
 
             return run_demo()
+        if args.command == "schema":
+            from sentinel.cli.schema import print_schema
+
+            return print_schema()
     except KeyboardInterrupt:
         return EXIT_FAIL
     return EXIT_USAGE

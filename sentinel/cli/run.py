@@ -73,7 +73,7 @@ async def _after_first_round(engine: Engine, notifier: Notifier, url: str) -> No
 def _first_round_bound(config: Config) -> float:
     """How long the first probe round may take: backends start spread over their interval
     and may hang for their timeout; the margin covers probes waiting for max_in_flight."""
-    timings = [s.probe.timing for s in config.services]
+    timings = [e.probe.timing for s in config.services for e in s.entries]
     return (max((t.interval for t in timings), default=0.0)
             + max((t.timeout for t in timings), default=0.0) + 30.0)
 

@@ -19,20 +19,27 @@ from __future__ import annotations
 
 import re
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 from sentinel.config.node import Node
+from sentinel.config.tables import (
+    DURATION,
+    PORT,
+    URL_HOST,
+    Field,
+    Int,
+    Rule,
+    Section,
+    Str,
+    scalar,
+)
 from sentinel.errors import ConfigError, ConfigErrors
 
-CLUSTER_KEYS = {"etcd", "prefix", "node", "zone", "lease_ttl", "probers", "quorum", "tls",
-                "user", "password"}
 _NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MAX_LEASE_TTL = 3600
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,31 +91,27 @@ class ClusterConfig:
 
 def parse_cluster(node: Node) -> ClusterConfig:
     """The `cluster` mapping; every problem found is reported, each at its value."""
-    e = node.as_map(CLUSTER_KEYS)
-    errors: list[ConfigError] = []
+    e = CLUSTER.parse(node)
+    errors = CLUSTER.missing(node, e)
 
-    def field(key: str, parse: Callable[[Node], T], default: T) -> T:
-        if key not in e:
-            return default
+    def field(key: str, fallback: object = None) -> Any:
+        default = CLUSTER[key].default if fallback is None else fallback
         try:
-            return parse(e[key])
+            return CLUSTER.get(e, key, default)
         except ConfigError as exc:
             errors.append(exc)
             return default
 
-    for key in ("etcd", "node"):
-        if key not in e:
-            errors.append(node.error(f"cluster needs `{key}`"))
-    endpoints: tuple[str, ...] = field("etcd", _endpoints, ())
-    name = field("node", _node_name, "")
-    prefix = field("prefix", _prefix, "/sentinel/")
-    zone = field("zone", lambda n: n.as_str(), None)
-    lease_ttl = field("lease_ttl", _lease_ttl, 5)
-    probers = field("probers", _probers, None)
-    quorum = field("quorum", lambda n: n.as_int(1), None)
-    tls = field("tls", _tls, None)
-    user = field("user", lambda n: n.as_str(), None)
-    password = field("password", lambda n: n.as_str(), None)
+    endpoints: tuple[str, ...] = field("etcd", ())
+    name: str = field("node", "")
+    prefix: str = field("prefix")
+    zone: str | None = field("zone")
+    lease_ttl: int = field("lease_ttl")
+    probers: int | None = field("probers")
+    quorum: int | None = field("quorum")
+    tls: EtcdTls | None = field("tls")
+    user: str | None = field("user")
+    password: str | None = field("password")
     if quorum is not None and probers is not None and quorum > probers:
         errors.append(e["quorum"].error(f"must be at most probers ({probers}), got {quorum}"))
     if (user is None) != (password is None):
@@ -180,7 +183,7 @@ def _probers(node: Node) -> int | None:
 
 
 def _tls(node: Node) -> EtcdTls:
-    e = node.as_map({"ca", "cert", "key"})
+    e = TLS.parse(node)
     files: dict[str, str] = {}
     for key, value in e.items():
         path = str(Path(value.file).resolve().parent / value.as_str())  # as state_dir
@@ -196,3 +199,37 @@ def _tls(node: Node) -> EtcdTls:
     except (ssl.SSLError, OSError) as exc:
         raise node.error(f"cannot use these TLS files: {exc}") from None
     return tls
+
+
+TLS = Section(
+    Field("ca", Str(), "the CA that signed etcd's certificate (default: the system's CAs)"),
+    Field("cert", Str(), "a client certificate (etcd's --client-cert-auth), with key"),
+    Field("key", Str(), "the client certificate's key"),
+    doc="TLS to etcd; paths relative to this file; every endpoint https://")
+_ENDPOINT = scalar({"type": "string",
+                    "pattern": rf"^\s*https?://{URL_HOST}(:{PORT})?/?\s*$"})
+_DEFAULT = ClusterConfig(endpoints=(), node="")
+CLUSTER = Section(
+    Field("etcd", Rule(_endpoints, {"anyOf": [
+        _ENDPOINT, {"type": "array", "items": _ENDPOINT, "minItems": 1}]}),
+          "etcd endpoints: http(s)://host:port, one or a list",
+          required="cluster needs `etcd`"),
+    Field("prefix", Rule(_prefix, {"type": ["string", "number"]}), "every key lives under "
+          "it (\"/\" appended when missing)", _DEFAULT.prefix),
+    Field("node", Rule(_node_name, scalar({"type": "string",
+                                           "pattern": f"^{_NODE.pattern}$"})),
+          "this member's unique name: letters, digits, . _ -",
+          required="cluster needs `node`"),
+    Field("zone", Str(), "this member's zone: a backend's probers span zones"),
+    Field("lease_ttl", Rule(_lease_ttl, dict(DURATION)), "a member that stops renewing "
+          f"leaves after this; whole seconds, 1s to {MAX_LEASE_TTL}s", _DEFAULT.lease_ttl),
+    Field("probers", Rule(_probers, {"anyOf": [
+        {"type": "integer", "minimum": 1}, {"type": "string", "pattern": r"^\s*\d+\s*$"},
+        {"const": "all"}, {"$ref": "#/$defs/env"}]}),
+          "sentinels probing each backend (default: all, every member)"),
+    Field("quorum", Int(1), "probers that must say down (default: a majority of probers); "
+          "at most probers"),
+    Field("tls", Rule(_tls, TLS), "TLS to etcd"),
+    Field("user", Str(), "etcd user, with password"),
+    Field("password", Str(), "etcd password, with user"),
+    doc="several sentinels agreeing through etcd (SPEC 12)")

@@ -20,15 +20,24 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from sentinel.cluster.config import parse_cluster
-from sentinel.config.detect import parse_canaries, parse_passive, parse_suspect
+from sentinel.cluster.config import CLUSTER, parse_cluster
+from sentinel.config.detect import (
+    CANARIES,
+    PASSIVE,
+    SUSPECT,
+    parse_canaries,
+    parse_passive,
+    parse_suspect,
+)
 from sentinel.config.model import (
     ApiConfig,
     BackendConfig,
+    CheckConfig,
     Config,
     DampenConfig,
     InitState,
     MinUp,
+    ProbeConfig,
     ServiceConfig,
     SinkBinding,
     SinkConfig,
@@ -36,17 +45,47 @@ from sentinel.config.model import (
     TracesConfig,
 )
 from sentinel.config.node import Node, load_yaml
-from sentinel.config.sections import TIMING_KEYS, merged, parse_breaker, parse_probe
+from sentinel.config.sections import (
+    ADDRESS,
+    AGENT,
+    BREAKER,
+    CHECK,
+    HOST,
+    PROBE,
+    RATE_TEXT,
+    REQUIRE,
+    TIMING,
+    merged,
+    parse_address,
+    parse_agent,
+    parse_breaker,
+    parse_checks,
+    parse_probe,
+)
+from sentinel.config.tables import (
+    PORT,
+    Bool,
+    Choice,
+    Duration,
+    Either,
+    Field,
+    FilePath,
+    Float,
+    Int,
+    ListOf,
+    MapOf,
+    Named,
+    Ref,
+    Rule,
+    Section,
+    Str,
+    Url,
+    scalar,
+)
 from sentinel.errors import ConfigError, ConfigErrors
 from sentinel.extras import missing
 
-TOP_KEYS = {"version", "state_dir", "shutdown_timeout", "max_in_flight", "api", "telemetry",
-            "defaults", "sinks", "services", "cluster", "canaries", "suspect"}
-SERVICE_KEYS = {"backends", "probe", "breaker", "sinks", "slow_start", "min_up", "dampen",
-                "init_state", "passive"}
-BACKEND_KEYS = {"name", "address", "weight", "backup"}
 MAX_FILE_BYTES = 16 << 20
-_HOST = re.compile(r"^[A-Za-z0-9_.-]+$")
 T = TypeVar("T")
 NameProblem = tuple[str | None, str]  # (backend name, or None for the service; message)
 
@@ -67,8 +106,169 @@ class SinkParser(Protocol):
         """Which of a service's names the sink's target cannot take."""
         ...
 
+    @property
+    def options(self) -> Section:
+        """The table `parse_options` reads (`sentinel schema` walks it)."""
+        ...
+
+    @property
+    def binding(self) -> Section:
+        """The table `parse_binding` reads."""
+        ...
+
 
 SinkKinds = Mapping[str, SinkParser]  # by config name (`type:`)
+
+
+# -- values ---------------------------------------------------------------------
+
+
+def _version(node: Node) -> int:
+    version = node.as_int()
+    if version != 1:
+        raise node.error(f"only version 1 is supported, got {node.describe()}")
+    return version
+
+
+def _token(node: Node, text: str) -> str:
+    """A bearer token, without the blanks around it (a token file's newline); a token
+    of only blanks would let no one in, or, checked as unset, everyone."""
+    token = text.strip()
+    if not token:
+        raise node.error("the token is empty or blank")
+    if not token.isprintable():
+        raise node.error("the token holds control characters")
+    return token
+
+
+def _token_value(node: Node) -> str:
+    return _token(node, node.as_str())
+
+
+def _listen(node: Node) -> tuple[str, int]:
+    text = node.as_str()
+    if re.fullmatch(r".*:0", text):  # port 0: let the kernel choose (tests, demos)
+        host, _ = parse_address(node.derive(text[:-1] + "1"))
+        return host, 0
+    return parse_address(node)
+
+
+def _exporter(node: Node) -> str:
+    exporter = node.as_str()
+    if exporter not in ("none", "console", "otlp"):
+        raise node.error(f"expected none, console or otlp; got {exporter!r}")
+    return exporter
+
+
+def _min_up_value(node: Node) -> MinUp:
+    if str(node.raw).strip().endswith("%"):
+        return MinUp(percent=node.as_share() * 100)
+    return MinUp(count=node.as_int(0))
+
+
+# -- the tables -----------------------------------------------------------------
+
+_API, _TRACES, _TELEMETRY = ApiConfig(), TracesConfig(), TelemetryConfig()
+API = Section(
+    Field("listen", Rule(_listen, scalar({"type": "string",
+                                          "pattern": rf"^\s*{HOST}:({PORT}|0)\s*$"})),
+          "host:port of the HTTP API (port 0: any free port); a non-loopback address "
+          "requires a token", _API.listen),
+    Field("token", Rule(_token_value, {"type": ["string", "number"], "pattern": r"\S"}),
+          "bearer token for /v1/events and every POST"),
+    Field("token_file", FilePath(), "a file holding the token"),
+    doc="the HTTP API")
+TRACES = Section(
+    Field("exporter", Rule(_exporter, scalar({"enum": ["none", "console", "otlp"]})),
+          "none | console (JSON on stdout) | otlp (needs the otlp extra)", _TRACES.exporter),
+    Field("endpoint", Url(), "OTLP/HTTP base URL; /v1/traces is appended unless there",
+          _TRACES.endpoint),
+    Field("headers", MapOf(Str()), "sent with every export"),
+    Field("timeout", Duration(), "one export request, retries included", _TRACES.timeout),
+    Field("sample_ok", Float(0, 1), "share of successful probes traced", _TRACES.sample_ok))
+METRICS = Section(
+    Field("prometheus", Bool(), "GET /metrics on the API port", _TELEMETRY.prometheus))
+TELEMETRY = Section(
+    Field("service_name", Str(), "the resource's service.name", _TELEMETRY.service_name),
+    Field("resource", MapOf(Str()), "extra OpenTelemetry resource attributes"),
+    Field("traces", TRACES, "trace export"),
+    Field("metrics", METRICS, "metrics"),
+    doc="OpenTelemetry traces and Prometheus metrics")
+_DAMPEN = DampenConfig()
+DAMPEN = Section(
+    Field("half_life", Duration(), "the flap penalty halves in this time", _DAMPEN.half_life),
+    Field("suppress", Float(1), "penalty above which changes are held", _DAMPEN.suppress),
+    Field("reuse", Float(1), "penalty below which they are published again (below "
+          "suppress)", _DAMPEN.reuse),
+    Field("max_suppress", Duration(), "the longest a backend is held (default: 4 x "
+          "half_life)"),
+    doc="BGP-style flap damping: each flap adds 1000 to a penalty that decays")
+_BACKEND = BackendConfig(name="", address="", host="", port=0)
+BACKEND = Section(
+    Field("name", Str(), "its name in events, sinks and the API (default: the address)"),
+    Field("address", ADDRESS, "host:port or [v6addr]:port; a host name is resolved at "
+          "probe time", required="a backend needs `address`"),
+    Field("weight", Int(1, 65535), "its weight when up", _BACKEND.weight),
+    Field("backup", Bool(), "takes traffic only while no primary backend is up (nginx's "
+          "backup)", _BACKEND.backup))
+SERVICE = Section(
+    Field("backends", ListOf(Either((ADDRESS, BACKEND)), min_items=1), "the backends: "
+          "host:port, or a mapping with more", required="a service needs `backends`"),
+    Field("probe", PROBE.merged(), "how each backend is checked (defaults.probe merged "
+          "underneath)"),
+    Field("checks", ListOf(CHECK, min_items=1), "several probes, each on its own "
+          "schedule, instead of one `probe` (defaults.probe merged under each)"),
+    Field("require", REQUIRE, "how many of `checks` must pass: all (the default), any or "
+          "a number"),
+    Field("agent", AGENT, "HAProxy's agent-check beside the probe (default: none)"),
+    Field("breaker", BREAKER.merged(), "how results turn a backend down and up "
+          "(defaults.breaker merged underneath)"),
+    Field("sinks", ListOf(Ref("binding")), "the sinks this service publishes to: a name, "
+          "or {sink: NAME, ...that kind's options}"),
+    Field("slow_start", Duration(positive=False), "a recovered backend's weight ramps up "
+          "over this time", 0.0),
+    Field("min_up", Rule(_min_up_value, {"anyOf": [
+        {"type": "integer", "minimum": 0}, {"type": "string", "pattern": r"^\s*\d+\s*$"},
+        {"type": "string", "pattern": RATE_TEXT}, {"$ref": "#/$defs/env"}]}),
+          "panic guard: never publish fewer backends up than this count or percent "
+          "(default 0: off); at most the service's backends"),
+    Field("dampen", DAMPEN, "flap damping (default: off)"),
+    Field("init_state", Choice(tuple(InitState)), "where a backend without a saved "
+          "verdict starts", InitState.FULLY_UP),
+    Field("passive", PASSIVE, "passive signals (default: off)"),
+    doc="one service: its backends, how they are checked, where they are published")
+DEFAULTS = SERVICE.without("backends")
+SINK = Section(
+    Field("type", Str(), "the sink kind; it picks the options the sink takes",
+          required="a sink needs `type`"),
+    doc="a named sink")
+"""A sink's own key; each sink kind's table (its `options`) holds the rest."""
+BINDING = Section(
+    Field("sink", Str(), "the name of a sink defined under `sinks`",
+          required="expected a sink name or {sink: NAME, ...options}"),
+    doc="a service's use of a sink, with that sink kind's per-service options")
+"""A binding's own key; each sink kind's table (its `binding`) holds the rest."""
+TOP = Section(
+    Field("version", Rule(_version, scalar({"const": 1}, r"^\s*1\s*$")),
+          "the configuration format; only 1", 1),
+    Field("state_dir", FilePath(), "verdicts, overrides and the outbox survive restarts "
+          "here (relative to this file)", "./state"),
+    Field("shutdown_timeout", Duration(), "how long in-flight sink work may take at "
+          "SIGTERM", 10.0),
+    Field("max_in_flight", Int(1, 1_000_000), "cap on probes in flight", 1024),
+    Field("api", API, "the HTTP API"),
+    Field("telemetry", TELEMETRY, "traces and metrics"),
+    Field("defaults", DEFAULTS, "merged under every service"),
+    Field("sinks", Named(Ref("sink")), "named sinks; services list the names they "
+          "publish to"),
+    Field("services", Named(SERVICE), "the services, by name"),
+    Field("cluster", CLUSTER, "several sentinels agreeing through etcd (SPEC 12)"),
+    Field("canaries", CANARIES, "addresses probed but never published: while they fail, "
+          "sentinel holds every down"),
+    Field("suspect", SUSPECT, "the mass-failure rule"),
+    doc="sentinel's configuration", extensions="^x-")
+"""The whole file. Keys starting with `x-` are free: a place for anchors that services
+merge in (`<<: *name`), as in Docker Compose."""
 
 
 class _Collector:
@@ -120,15 +320,11 @@ def parse_config(root: Node, file: str, kinds: SinkKinds) -> Config:
     """Validate a composed document."""
     errors = _Collector()
     top = errors.run(lambda: _top(root)) or {}
-    if "version" in top:
-        errors.run(lambda: _version(top["version"]))
+    errors.run(lambda: TOP.get(top, "version"))
     base = Path(file).resolve().parent
-    state_dir = (errors.run(lambda: str(base / top["state_dir"].as_path()))
-                 if "state_dir" in top else str(base / "state"))
-    shutdown = (errors.run(lambda: top["shutdown_timeout"].as_duration())
-                if "shutdown_timeout" in top else 10.0)
-    in_flight = (errors.run(lambda: top["max_in_flight"].as_int(1, 1_000_000))
-                 if "max_in_flight" in top else 1024)
+    state_dir = errors.run(lambda: str(base / TOP.get(top, "state_dir")))
+    shutdown = errors.run(lambda: TOP.get(top, "shutdown_timeout"))
+    in_flight = errors.run(lambda: TOP.get(top, "max_in_flight"))
     api = errors.run(lambda: parse_api(top["api"])) if "api" in top else ApiConfig()
     telemetry = (errors.run(lambda: _telemetry(top["telemetry"])) if "telemetry" in top
                  else TelemetryConfig())
@@ -160,34 +356,7 @@ def _top(root: Node) -> Mapping[str, Node]:
     """The top-level keys; those starting with `x-` are free, a place for anchors that
     services merge in (`<<: *name`), as in Docker Compose."""
     extensions = [key for key in root.as_map() if key.startswith("x-")]
-    return root.without(*extensions).as_map(TOP_KEYS)
-
-
-def _version(node: Node) -> None:
-    if node.as_int() != 1:
-        raise node.error(f"only version 1 is supported, got {node.describe()}")
-
-
-def parse_address(node: Node) -> tuple[str, int]:
-    """`host:port` or `[v6addr]:port` to (host, port)."""
-    text = node.as_str().strip()
-    m = re.fullmatch(r"\[([0-9A-Fa-f:.%a-zA-Z]+)\]:(\d+)", text) or re.fullmatch(
-        r"([^:\[\]\s]+):(\d+)", text)
-    if not m:
-        hint = " (write IPv6 addresses as [addr]:port)" if text.count(":") > 1 else ""
-        raise node.error(f"expected host:port{hint}, got {text!r}")
-    host, port = m.group(1), int(m.group(2))
-    if text.startswith("["):
-        try:
-            ipaddress.IPv6Address(host.split("%")[0])
-        except ValueError:
-            raise node.error(f"invalid IPv6 address {host!r}") from None
-    elif not _HOST.match(host):  # `a;b:80` would end nginx's `server` line early
-        raise node.error(f"invalid host {host!r}: an IPv4 address or a DNS name (letters, "
-                         f"digits and .-_)")
-    if not 1 <= port <= 65535:
-        raise node.error(f"port must be 1..65535, got {port}")
-    return host, port
+    return TOP.parse(root.without(*extensions))
 
 
 def _is_loopback(host: str) -> bool:
@@ -201,15 +370,13 @@ def _is_loopback(host: str) -> bool:
 
 def parse_api(node: Node) -> ApiConfig:
     """The `api` section; a non-loopback listen address requires a token."""
-    e = node.as_map({"listen", "token", "token_file"})
-    host, port = ("127.0.0.1", 9900)
-    if "listen" in e:
-        host, port = _listen(e["listen"])
-    token = _token(e["token"], e["token"].as_str()) if "token" in e else None
+    e = API.parse(node)
+    host, port = API.get(e, "listen", (_API.host, _API.port))
+    token = API.get(e, "token")
     if "token_file" in e:
         where = e["token_file"]
         try:
-            data = Path(where.as_path()).read_bytes()
+            data = Path(API.get(e, "token_file")).read_bytes()
         except OSError as exc:
             raise where.error(f"cannot read token file: {exc.strerror}") from None
         try:
@@ -222,55 +389,26 @@ def parse_api(node: Node) -> ApiConfig:
     return ApiConfig(host=host, port=port, token=token or None)
 
 
-def _token(node: Node, text: str) -> str:
-    """A bearer token, without the blanks around it (a token file's newline); a token
-    of only blanks would let no one in, or, checked as unset, everyone."""
-    token = text.strip()
-    if not token:
-        raise node.error("the token is empty or blank")
-    if not token.isprintable():
-        raise node.error("the token holds control characters")
-    return token
-
-
-def _listen(node: Node) -> tuple[str, int]:
-    text = node.as_str()
-    if re.fullmatch(r".*:0", text):  # port 0: let the kernel choose (tests, demos)
-        host, _ = parse_address(node.derive(text[:-1] + "1"))
-        return host, 0
-    return parse_address(node)
-
-
 def _telemetry(node: Node) -> TelemetryConfig:
-    e = node.as_map({"service_name", "resource", "traces", "metrics"})
-    traces = TracesConfig()
+    e = TELEMETRY.parse(node)
+    traces = _TRACES
     if "traces" in e:
-        t = e["traces"].as_map({"exporter", "endpoint", "headers", "timeout", "sample_ok"})
-        exporter = t["exporter"].as_str() if "exporter" in t else "none"
-        if exporter not in ("none", "console", "otlp"):
-            raise t["exporter"].error(f"expected none, console or otlp; got {exporter!r}")
+        t = TRACES.parse(e["traces"])
+        exporter = TRACES.get(t, "exporter")
         needs = missing("otlp", "the otlp exporter") if exporter == "otlp" else None
         if needs:
             raise t["exporter"].error(needs)
-        endpoint = t["endpoint"].as_url() if "endpoint" in t else traces.endpoint
+        endpoint = TRACES.get(t, "endpoint")
         traces = TracesConfig(
-            exporter=exporter,  # type: ignore[arg-type]
-            endpoint=endpoint, headers=_string_map(t.get("headers")),
-            timeout=t["timeout"].as_duration() if "timeout" in t else traces.timeout,
-            sample_ok=t["sample_ok"].as_float(0, 1) if "sample_ok" in t else traces.sample_ok,
-        )
-    prometheus = True
-    if "metrics" in e:
-        m = e["metrics"].as_map({"prometheus"})
-        prometheus = m["prometheus"].as_bool() if "prometheus" in m else True
+            exporter=exporter, endpoint=endpoint,
+            headers=tuple(TRACES.get(t, "headers", {}).items()),
+            timeout=TRACES.get(t, "timeout"), sample_ok=TRACES.get(t, "sample_ok"))
+    prometheus = METRICS.get(METRICS.parse(e["metrics"]) if "metrics" in e else {},
+                             "prometheus")
     return TelemetryConfig(
-        service_name=e["service_name"].as_str() if "service_name" in e else "sentinel",
-        resource=_string_map(e.get("resource")), traces=traces, prometheus=prometheus)
-
-
-def _string_map(node: Node | None) -> tuple[tuple[str, str], ...]:
-    """A mapping of strings (OTLP headers, resource attributes) as pairs."""
-    return tuple((k, v.as_str()) for k, v in node.items()) if node is not None else ()
+        service_name=TELEMETRY.get(e, "service_name"),
+        resource=tuple(TELEMETRY.get(e, "resource", {}).items()), traces=traces,
+        prometheus=prometheus)
 
 
 def _sinks(node: Node | None, kinds: SinkKinds, errors: _Collector
@@ -284,9 +422,8 @@ def _sinks(node: Node | None, kinds: SinkKinds, errors: _Collector
         out[name] = None
         with errors.guard():
             e = entry.as_map()
-            if "type" not in e:
-                raise entry.error("a sink needs `type`")
-            kind = e["type"].as_str()
+            SINK.require(entry, e)
+            kind = SINK.get(e, "type")
             if kind not in kinds:
                 raise e["type"].error(f"unknown sink type {kind!r}; expected one of: "
                                       f"{', '.join(sorted(kinds))}")
@@ -298,7 +435,7 @@ def _sinks(node: Node | None, kinds: SinkKinds, errors: _Collector
 def _defaults(node: Node | None) -> Mapping[str, Node]:
     if node is None:
         return {}
-    return node.as_map(SERVICE_KEYS - {"backends"})
+    return DEFAULTS.parse(node)
 
 
 def _services(node: Node | None, defaults: Mapping[str, Node],
@@ -316,46 +453,57 @@ def _services(node: Node | None, defaults: Mapping[str, Node],
 
 def _service(name: str, node: Node, defaults: Mapping[str, Node],
              sinks: Mapping[str, SinkConfig | None], kinds: SinkKinds) -> ServiceConfig:
-    own = node.as_map(SERVICE_KEYS)
+    own = SERVICE.parse(node)
     errors = _Collector()
-    if "backends" not in own:
-        raise node.error("a service needs `backends`")
+    SERVICE.require(node, own)
     backends = errors.run(lambda: _backends(own["backends"])) or ()
-
-    def pick(key: str) -> Node | None:
-        return own.get(key) or defaults.get(key)
-
-    probe = errors.run(lambda: parse_probe(
-        merged(defaults.get("probe"), own.get("probe"), "type", TIMING_KEYS, "tcp")))
+    chosen = {**defaults, **own}
+    probing = errors.run(lambda: _probing(own, defaults))
+    agent = errors.run(lambda: parse_agent(chosen["agent"])) if "agent" in chosen else None
     breaker = errors.run(lambda: parse_breaker(
         merged(defaults.get("breaker"), own.get("breaker"), "kind", set(), "nginx")))
-    bindings = errors.run(lambda: _bindings(pick("sinks"), sinks, kinds)) or ()
+    bindings = errors.run(lambda: _bindings(chosen.get("sinks"), sinks, kinds)) or ()
     if backends:
         errors.run(lambda: _check_names(name, node, own["backends"], backends, bindings, sinks,
                                         kinds))
-    slow = pick("slow_start")
-    slow_start = errors.run(lambda: slow.as_duration(positive=False)) if slow else 0.0
-    min_up_node = pick("min_up")
-    min_up = errors.run(lambda: _min_up(min_up_node, name, len(backends))) if min_up_node \
-        else MinUp()
-    dampen_node = pick("dampen")
-    dampen = errors.run(lambda: _dampen(dampen_node)) if dampen_node else None
-    passive_node = pick("passive")
-    passive = (errors.run(lambda: parse_passive(passive_node, bindings, sinks))
-               if passive_node else None)
-    init_node = pick("init_state")
-    init_state = (errors.run(lambda: InitState(init_node.as_choice(tuple(InitState))))
-                  if init_node else InitState.FULLY_UP)
+    slow_start = errors.run(lambda: SERVICE.get(chosen, "slow_start"))
+    min_up = errors.run(lambda: _min_up(chosen, name, len(backends)))
+    dampen = errors.run(lambda: _dampen(chosen["dampen"])) if "dampen" in chosen else None
+    passive = (errors.run(lambda: parse_passive(chosen["passive"], bindings, sinks))
+               if "passive" in chosen else None)
+    init_state = errors.run(lambda: InitState(SERVICE.get(chosen, "init_state")))
     if errors.errors:
         raise ConfigErrors(errors.errors)
-    assert probe
+    assert probing
+    probe, checks, require = probing
     assert breaker
     assert min_up is not None
     assert slow_start is not None
     assert init_state is not None
     return ServiceConfig(name=name, backends=backends, probe=probe, breaker=breaker,
                          sinks=bindings, slow_start=slow_start, min_up=min_up, dampen=dampen,
-                         init_state=init_state, passive=passive)
+                         init_state=init_state, passive=passive, checks=checks,
+                         require=require, agent=agent)
+
+
+def _probing(own: Mapping[str, Node], defaults: Mapping[str, Node]
+             ) -> tuple[ProbeConfig, tuple[CheckConfig, ...], int]:
+    """The service's one `probe`, or its `checks` (the first of them as its `probe`) and
+    how many must pass. A service's own `probe` or `checks` wins over the defaults'; the
+    defaults' `probe` is merged under each check as under a `probe:`."""
+    if "probe" in own and "checks" in own:
+        raise own["checks"].key_error("give either `probe` or `checks`, not both")
+    base = defaults.get("probe")
+    checks_node = own.get("checks") or (None if "probe" in own else defaults.get("checks"))
+    if checks_node is None:
+        if "require" in own:
+            raise own["require"].key_error("`require` applies to `checks:`; this service "
+                                           "has one `probe`")
+        probe = parse_probe(merged(base, own.get("probe"), "type", TIMING.keys, "tcp"))
+        return probe, (), 1
+    checks, require = parse_checks(checks_node, base, own.get("require")
+                                   or defaults.get("require"))
+    return checks[0].probe, checks, require
 
 
 def _backends(node: Node) -> tuple[BackendConfig, ...]:
@@ -383,17 +531,13 @@ def _backend(item: Node) -> BackendConfig:
         host, port = parse_address(item)
         address = item.as_str().strip()
         return BackendConfig(name=address, address=address, host=host, port=port)
-    e = item.as_map(BACKEND_KEYS)
-    if "address" not in e:
-        raise item.error("a backend needs `address`")
-    host, port = parse_address(e["address"])
+    e = BACKEND.parse(item)
+    BACKEND.require(item, e)
+    host, port = BACKEND.get(e, "address")
     address = e["address"].as_str().strip()
-    return BackendConfig(
-        name=e["name"].as_str() if "name" in e else address,
-        address=address, host=host, port=port,
-        weight=e["weight"].as_int(1, 65535) if "weight" in e else 1,
-        backup=e["backup"].as_bool() if "backup" in e else False,
-    )
+    return BackendConfig(name=BACKEND.get(e, "name", address), address=address, host=host,
+                         port=port, weight=BACKEND.get(e, "weight"),
+                         backup=BACKEND.get(e, "backup"))
 
 
 def _bindings(node: Node | None, sinks: Mapping[str, SinkConfig | None], kinds: SinkKinds
@@ -402,9 +546,9 @@ def _bindings(node: Node | None, sinks: Mapping[str, SinkConfig | None], kinds: 
         return ()
     out = []
     for item in node.as_list():
-        ref = item.get("sink") if item.is_map else item
-        if ref is None:
-            raise item.error("expected a sink name or {sink: NAME, ...options}")
+        if item.is_map:
+            BINDING.require(item, item.as_map())
+        ref = item.as_map()["sink"] if item.is_map else item
         name = ref.as_str()
         if name not in sinks:
             known = ", ".join(sorted(sinks)) or "none defined"
@@ -438,26 +582,24 @@ def _check_names(service: str, node: Node, backends_node: Node,
         raise ConfigErrors(problems)
 
 
-def _min_up(node: Node, service: str, backends: int) -> MinUp:
-    if str(node.raw).strip().endswith("%"):
-        return MinUp(percent=node.as_share() * 100)
-    count = node.as_int(0)
-    if backends and count > backends:  # the guard would hold every dead backend up, always
-        raise node.error(f"min_up ({count}) is more than the {backends} "
-                         f"backend{'s' if backends != 1 else ''} of service {service}")
-    return MinUp(count=count)
+def _min_up(e: Mapping[str, Node], service: str, backends: int) -> MinUp:
+    min_up: MinUp = SERVICE.get(e, "min_up", MinUp())
+    count = min_up.count
+    if min_up.percent is None and backends and count > backends:
+        # the guard would hold every dead backend up, always
+        raise e["min_up"].error(f"min_up ({count}) is more than the {backends} "
+                                f"backend{'s' if backends != 1 else ''} of service {service}")
+    return min_up
 
 
 def _dampen(node: Node) -> DampenConfig:
-    e = node.as_map({"half_life", "suppress", "reuse", "max_suppress"})
-    d = DampenConfig()
-    half_life = e["half_life"].as_duration() if "half_life" in e else d.half_life
-    suppress = e["suppress"].as_float(1) if "suppress" in e else d.suppress
-    reuse = e["reuse"].as_float(1) if "reuse" in e else d.reuse
+    e = DAMPEN.parse(node)
+    half_life = DAMPEN.get(e, "half_life")
+    suppress = DAMPEN.get(e, "suppress")
+    reuse = DAMPEN.get(e, "reuse")
     if reuse >= suppress:
         raise (e.get("reuse") or node).error(
             f"reuse ({reuse:g}) must be below suppress ({suppress:g})")
-    max_suppress = (e["max_suppress"].as_duration() if "max_suppress" in e
-                    else 4 * half_life)
+    max_suppress = DAMPEN.get(e, "max_suppress", 4 * half_life)
     return DampenConfig(half_life=half_life, suppress=suppress, reuse=reuse,
                         max_suppress=max_suppress)

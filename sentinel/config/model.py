@@ -119,12 +119,23 @@ class WatchConfig:
 
 @dataclass(frozen=True, slots=True)
 class ProbeConfig:
-    """A service's probe: its kind, its timing and its kind-specific settings."""
+    """A service's probe: its kind, its timing and its kind-specific settings; `source`
+    the local IP address network probes connect from (None: the kernel's choice)."""
 
     type: ProbeType = "tcp"
     timing: Timing = field(default_factory=Timing)
     spec: ProbeSpec = field(default_factory=TcpSpec)
+    source: str | None = None
     watch: WatchConfig | None = None  # tcp and http only
+
+
+@dataclass(frozen=True, slots=True)
+class CheckConfig:
+    """One entry of a service's `checks:`: a probe with its own schedule, and its name
+    (the probe's type unless given) as reasons and /v1/state show it."""
+
+    name: str
+    probe: ProbeConfig
 
 
 # -- breakers ----------------------------------------------------------------
@@ -224,7 +235,10 @@ class DampenConfig:
 
 @dataclass(frozen=True, slots=True)
 class ServiceConfig:
-    """One service: its backends, how they are probed and judged, where published."""
+    """One service: its backends, how they are probed and judged, where published.
+
+    A service has either one `probe` or several `checks` (then `probe` is the first of
+    them), of which `require` must pass; `agent` is HAProxy's agent-check beside them."""
 
     name: str
     backends: tuple[BackendConfig, ...]
@@ -236,6 +250,14 @@ class ServiceConfig:
     dampen: DampenConfig | None = None
     init_state: InitState = InitState.FULLY_UP
     passive: PassiveConfig | None = None
+    checks: tuple[CheckConfig, ...] = ()  # `checks:`; empty for a service with one `probe`
+    require: int = 1  # how many of `checks` must pass (`all` is their number)
+    agent: ProbeConfig | None = None  # an `agent` probe config: its own timing, port, send
+
+    @property
+    def entries(self) -> tuple[CheckConfig, ...]:
+        """What probes each backend: the `checks`, or the one `probe` named by its type."""
+        return self.checks or (CheckConfig(self.probe.type, self.probe),)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,8 @@
-"""Parsing the `probe` and `breaker` sections, with `defaults` merged underneath."""
+"""Parsing the `probe` and `breaker` sections, with `defaults` merged underneath.
+
+`PROBE` and `BREAKER` are their field tables (see `sentinel.config.tables`): the keys
+each probe type and breaker kind takes, read here and walked by `sentinel schema`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 from collections.abc import Mapping
 from fractions import Fraction
 
@@ -19,6 +24,7 @@ from sentinel.config.model import (
     DEFAULT_EXPECT_STATUS,
     AgentSpec,
     BreakerConfig,
+    CheckConfig,
     CircuitBreakerConfig,
     DnsSpec,
     GrpcSpec,
@@ -34,26 +40,25 @@ from sentinel.config.model import (
     WatchConfig,
 )
 from sentinel.config.node import Node
+from sentinel.config.tables import (
+    PORT,
+    Bool,
+    Duration,
+    Field,
+    Int,
+    JsonSchema,
+    Rule,
+    Section,
+    Share,
+    Str,
+    Variants,
+    format_duration,
+    scalar,
+)
 from sentinel.errors import ConfigError
 
-TIMING_KEYS = {"type", "interval", "fast_interval", "down_interval", "timeout", "jitter"}
-PROBE_KEYS = {
-    "tcp": {"send", "expect", "tls", "sni", "verify", "watch"},
-    "http": {"method", "path", "host", "headers", "expect_status", "expect_body", "verify",
-             "watch"},
-    "https": {"method", "path", "host", "headers", "expect_status", "expect_body", "verify"},
-    "script": {"command"},
-    "grpc": {"service", "tls", "sni", "verify"},
-    "dns": {"name", "qtype", "expect_rcode", "expect_answer"},
-    "agent": {"agent_port", "agent_send"},
-}
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-BREAKER_KEYS = {
-    "nginx": {"max_fails", "fail_timeout", "passes", "window"},
-    "threshold": {"rise", "fall"},
-    "circuit": {"window", "min_calls", "failure_rate", "slow_call", "slow_rate", "open_for",
-                "max_open_for", "half_open_trials"},
-}
+_HOST = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 def merged(default: Node | None, own: Node | None, kind_key: str, shared: set[str],
@@ -71,81 +76,7 @@ def merged(default: Node | None, own: Node | None, kind_key: str, shared: set[st
     return anchor.derive({**base, **mine})
 
 
-def _kind(node: Node, key: str, default: str, table: dict[str, set[str]],
-          common: set[str]) -> str:
-    """The `key` (type/kind) of a section, checked against `table`, and then the
-    section's other keys against what that kind allows."""
-    kind_node = node.as_map().get(key)
-    kind = kind_node.as_str() if kind_node else default
-    if kind not in table:
-        raise (kind_node or node).error(f"expected one of {', '.join(table)}; got {kind!r}")
-    node.as_map(common | table[kind])
-    return kind
-
-
-def parse_probe(node: Node) -> ProbeConfig:
-    """A `probe` mapping (defaults already merged) to a ProbeConfig."""
-    entries = node.as_map()
-    ptype = _kind(node, "type", "tcp", PROBE_KEYS, TIMING_KEYS)
-    timing = _timing(entries)
-    spec: ProbeSpec
-    if ptype == "tcp":
-        spec = _tcp(entries)
-    elif ptype == "script":
-        spec = _script(entries, node)
-    elif ptype == "grpc":
-        spec = _grpc(entries)
-    elif ptype == "dns":
-        spec = _dns(entries, node)
-    elif ptype == "agent":
-        spec = _agent(entries)
-    else:
-        spec = _http(entries)
-    watch = _watch(entries["watch"], spec) if "watch" in entries else None
-    return ProbeConfig(type=ptype, timing=timing, spec=spec,  # type: ignore[arg-type]
-                       watch=watch)
-
-
-def _watch(node: Node, spec: ProbeSpec) -> WatchConfig | None:
-    """`watch: true | false | {keepalive: DURATION}` (tcp without TLS, http)."""
-    if node.is_map:
-        e = node.as_map({"keepalive"})
-        keepalive = e["keepalive"].as_duration() if "keepalive" in e else None
-        if keepalive is not None and keepalive < 1:
-            raise e["keepalive"].error("must be at least 1s (the kernel counts TCP "
-                                       "keepalive in whole seconds)")
-        watch: WatchConfig | None = WatchConfig(keepalive=keepalive)
-    else:
-        watch = WatchConfig() if node.as_bool() else None
-    if watch is not None and isinstance(spec, TcpSpec) and spec.tls:
-        raise node.error("not with `tls: true`: the held connection would be a TLS "
-                         "handshake never started, which servers time out and log")
-    return watch
-
-
-def _timing(e: Mapping[str, Node]) -> Timing:
-    interval = e["interval"].as_duration() if "interval" in e else 2.0
-    fast = e["fast_interval"].as_duration() if "fast_interval" in e else interval
-    down = e["down_interval"].as_duration() if "down_interval" in e else interval
-    timeout = e["timeout"].as_duration() if "timeout" in e else min(1.0, interval)
-    if timeout > interval:
-        where = e.get("timeout") or e.get("interval")
-        assert where is not None
-        raise where.error(f"timeout ({_fmt(timeout)}) must not be longer than interval "
-                          f"({_fmt(interval)})")
-    for key, value, effect in (
-            ("fast_interval", fast, "probing slows down after a failure"),
-            ("down_interval", down, "a recovery is seen that much later")):
-        if value > interval:  # `fast_interval: 200m`, meant as 200ms, took minutes to notice
-            e[key].warn(f"{key} ({_fmt(value)}) is longer than interval ({_fmt(interval)}): "
-                        f"{effect}")
-    jitter = float(e["jitter"].as_share(Fraction(1, 2))) if "jitter" in e else 0.0
-    return Timing(interval=interval, fast_interval=fast, down_interval=down, timeout=timeout,
-                  jitter=jitter)
-
-
-def _fmt(seconds: float) -> str:
-    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
+# -- values ---------------------------------------------------------------------
 
 
 def _regex(node: Node) -> str:
@@ -157,6 +88,14 @@ def _regex(node: Node) -> str:
     return text
 
 
+def _text_regex(node: Node) -> re.Pattern[str]:
+    return re.compile(_regex(node))
+
+
+def _bytes_regex(node: Node) -> re.Pattern[bytes]:
+    return re.compile(_regex(node).encode())
+
+
 def _bytes(node: Node) -> bytes:
     """Text with C-style escapes (`\\r\\n`, `\\x00`) as the bytes it spells."""
     try:
@@ -166,39 +105,6 @@ def _bytes(node: Node) -> bytes:
     except UnicodeEncodeError:  # `\u20ac`: a character, not a byte
         raise node.error("escapes above \\xff are not bytes; write the text itself "
                          "(sent as UTF-8) or \\xNN bytes") from None
-
-
-def _tcp(e: Mapping[str, Node]) -> TcpSpec:
-    send = _bytes(e["send"]) if "send" in e else None
-    expect = re.compile(_regex(e["expect"]).encode()) if "expect" in e else None
-    return TcpSpec(
-        send=send, expect=expect,
-        tls=e["tls"].as_bool() if "tls" in e else False,
-        sni=e["sni"].as_str() if "sni" in e else None,
-        verify=e["verify"].as_bool() if "verify" in e else True,
-    )
-
-
-def _http(e: Mapping[str, Node]) -> HttpSpec:
-    path = _http_text(e["path"], "a path", spaces=False) if "path" in e else "/"
-    if not path.startswith("/"):
-        raise e["path"].error(f"must start with '/', got {path!r}")
-    headers: tuple[tuple[str, str], ...] = ()
-    if "headers" in e:
-        headers = tuple((_token(value, name, "a header name", at_key=True),
-                         _http_text(value, "a header value", spaces=True))
-                        for name, value in e["headers"].items())
-    return HttpSpec(
-        method=_token(e["method"], e["method"].as_str(), "a method").upper() if "method" in e
-        else "GET",
-        path=path,
-        host=_http_text(e["host"], "a Host header", spaces=False) if "host" in e else None,
-        headers=headers,
-        expect_status=_statuses(e["expect_status"]) if "expect_status" in e
-        else DEFAULT_EXPECT_STATUS,
-        expect_body=re.compile(_regex(e["expect_body"])) if "expect_body" in e else None,
-        verify=e["verify"].as_bool() if "verify" in e else True,
-    )
 
 
 def _http_text(node: Node, what: str, *, spaces: bool) -> str:
@@ -222,6 +128,27 @@ def _token(node: Node, text: str, what: str, *, at_key: bool = False) -> str:
     return text
 
 
+def _method(node: Node) -> str:
+    return _token(node, node.as_str(), "a method").upper()
+
+
+def _path(node: Node) -> str:
+    path = _http_text(node, "a path", spaces=False)
+    if not path.startswith("/"):
+        raise node.error(f"must start with '/', got {path!r}")
+    return path
+
+
+def _host(node: Node) -> str:
+    return _http_text(node, "a Host header", spaces=False)
+
+
+def _headers(node: Node) -> tuple[tuple[str, str], ...]:
+    return tuple((_token(value, name, "a header name", at_key=True),
+                  _http_text(value, "a header value", spaces=True))
+                 for name, value in node.items())
+
+
 def _statuses(node: Node) -> tuple[StatusClass, ...]:
     items = node.as_list() if node.is_list else [node]
     out = []
@@ -237,6 +164,28 @@ def _statuses(node: Node) -> tuple[StatusClass, ...]:
     if not out:
         raise node.error("must list at least one status")
     return tuple(out)
+
+
+def parse_address(node: Node) -> tuple[str, int]:
+    """`host:port` or `[v6addr]:port` to (host, port)."""
+    text = node.as_str().strip()
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.%a-zA-Z]+)\]:(\d+)", text) or re.fullmatch(
+        r"([^:\[\]\s]+):(\d+)", text)
+    if not m:
+        hint = " (write IPv6 addresses as [addr]:port)" if text.count(":") > 1 else ""
+        raise node.error(f"expected host:port{hint}, got {text!r}")
+    host, port = m.group(1), int(m.group(2))
+    if text.startswith("["):
+        try:
+            ipaddress.IPv6Address(host.split("%")[0])
+        except ValueError:
+            raise node.error(f"invalid IPv6 address {host!r}") from None
+    elif not _HOST.match(host):  # `a;b:80` would end nginx's `server` line early
+        raise node.error(f"invalid host {host!r}: an IPv4 address or a DNS name (letters, "
+                         f"digits and .-_)")
+    if not 1 <= port <= 65535:
+        raise node.error(f"port must be 1..65535, got {port}")
+    return host, port
 
 
 def parse_command(node: Node) -> tuple[str, ...]:
@@ -281,52 +230,66 @@ def _missing(program: str) -> str | None:
     return None
 
 
-def _script(e: Mapping[str, Node], node: Node) -> ScriptSpec:
-    if "command" not in e:
-        raise node.error("a script probe needs `command`")
-    return ScriptSpec(command=parse_command(e["command"]))
+def parse_source(node: Node) -> str:
+    """A local IP address to connect from (HAProxy's `source`), in canonical form; local
+    means bindable here, checked by binding to it, so any 127.0.0.0/8 address counts."""
+    text = node.as_str()
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        raise node.error(f"expected an IP address of this host, got {text!r}") from None
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # the address is checked, no port is taken (probes bind the same way)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_BIND_ADDRESS_NO_PORT, 1)
+        try:
+            sock.bind((ip.compressed, 0))
+        except OSError as exc:
+            raise node.error(f"{ip.compressed} is not an address of this host (binding to "
+                             f"it failed: {exc.strerror or exc})") from None
+    return ip.compressed
 
 
-def _grpc(e: Mapping[str, Node]) -> GrpcSpec:
-    service = e["service"].raw if "service" in e else ""
+def _grpc_service(node: Node) -> str:
+    service = node.raw
     if not isinstance(service, str):  # "" (the server as a whole) is allowed, unlike as_str
-        raise e["service"].error(f"expected a gRPC service name, got {e['service'].describe()}")
-    return GrpcSpec(
-        service=service,
-        tls=e["tls"].as_bool() if "tls" in e else False,
-        sni=e["sni"].as_str() if "sni" in e else None,
-        verify=e["verify"].as_bool() if "verify" in e else True,
-    )
+        raise node.error(f"expected a gRPC service name, got {node.describe()}")
+    return service
 
 
-def _dns(e: Mapping[str, Node], node: Node) -> DnsSpec:
-    if "name" not in e:
-        raise node.error("a dns probe needs `name` (the name to query)")
-    name = e["name"].as_str()
+def _dns_name(node: Node) -> str:
+    name = node.as_str()
     try:
         dns.name.from_text(name)
     except dns.exception.DNSException as exc:
-        raise e["name"].error(f"not a DNS name: {name!r} ({exc})") from None
-    qtype = e["qtype"].as_str().upper() if "qtype" in e else "A"
+        raise node.error(f"not a DNS name: {name!r} ({exc})") from None
+    return name
+
+
+def _qtype(node: Node) -> str:
+    qtype = node.as_str().upper()
     try:
         rdtype = dns.rdatatype.from_text(qtype)
     except dns.exception.DNSException:
-        raise e["qtype"].error(f"unknown query type {qtype!r}; expected a record type "
-                               "such as A, AAAA, CNAME, MX, NS, SOA, SRV, TXT") from None
+        raise node.error(f"unknown query type {qtype!r}; expected a record type "
+                         "such as A, AAAA, CNAME, MX, NS, SOA, SRV, TXT") from None
     if dns.rdatatype.is_metatype(rdtype):  # AXFR, IXFR, ANY, OPT...: not a health question
-        raise e["qtype"].error(f"{qtype} is not a record type a probe can ask for")
-    rcode = e["expect_rcode"].as_str().upper() if "expect_rcode" in e else "NOERROR"
+        raise node.error(f"{qtype} is not a record type a probe can ask for")
+    return qtype
+
+
+def _rcode(node: Node) -> str:
+    rcode = node.as_str().upper()
     try:
         dns.rcode.from_text(rcode)
     except dns.exception.DNSException:
-        raise e["expect_rcode"].error(f"unknown rcode {rcode!r}; expected one of NOERROR, "
-                                      "NXDOMAIN, SERVFAIL, REFUSED, ...") from None
-    answer: re.Pattern[str] | frozenset[str] | None = None
-    if "expect_answer" in e:
-        node_answer = e["expect_answer"]
-        answer = (_addresses(node_answer) if node_answer.is_list
-                  else re.compile(_regex(node_answer)))
-    return DnsSpec(name=name, qtype=qtype, expect_rcode=rcode, expect_answer=answer)
+        raise node.error(f"unknown rcode {rcode!r}; expected one of NOERROR, "
+                         "NXDOMAIN, SERVFAIL, REFUSED, ...") from None
+    return rcode
+
+
+def _expect_answer(node: Node) -> re.Pattern[str] | frozenset[str]:
+    return _addresses(node) if node.is_list else _text_regex(node)
 
 
 def _addresses(node: Node) -> frozenset[str]:
@@ -342,35 +305,6 @@ def _addresses(node: Node) -> frozenset[str]:
     return frozenset(out)
 
 
-def _agent(e: Mapping[str, Node]) -> AgentSpec:
-    return AgentSpec(
-        agent_port=e["agent_port"].as_int(1, 65535) if "agent_port" in e else None,
-        agent_send=_bytes(e["agent_send"]) if "agent_send" in e else None,
-    )
-
-
-def parse_breaker(node: Node) -> BreakerConfig:
-    """A `breaker` mapping (defaults already merged) to one of the breaker configs."""
-    e = node.as_map()
-    kind = _kind(node, "kind", "nginx", BREAKER_KEYS, {"kind"})
-    if kind == "nginx":
-        window = e["window"].as_str() if "window" in e else "sliding"
-        if window not in ("sliding", "chained"):
-            raise e["window"].error(f"expected sliding or chained, got {window!r}")
-        return NginxBreakerConfig(
-            max_fails=e["max_fails"].as_int(0) if "max_fails" in e else 1,
-            fail_timeout=e["fail_timeout"].as_duration() if "fail_timeout" in e else 10.0,
-            passes=e["passes"].as_int(1) if "passes" in e else 1,
-            window=window,  # type: ignore[arg-type]
-        )
-    if kind == "threshold":
-        return ThresholdBreakerConfig(
-            rise=e["rise"].as_int(1) if "rise" in e else 2,
-            fall=e["fall"].as_int(1) if "fall" in e else 3,
-        )
-    return _circuit(e)
-
-
 def parse_rate(node: Node) -> float:
     """A rate in (0, 1], written as a fraction (0.5) or a percent (50%)."""
     rate = node.as_share()
@@ -379,25 +313,365 @@ def parse_rate(node: Node) -> float:
     return float(rate)  # the float nearest the exact rate: 7.2% compares as 0.072
 
 
+def _window(node: Node) -> str:
+    window = node.as_str()
+    if window not in ("sliding", "chained"):
+        raise node.error(f"expected sliding or chained, got {window!r}")
+    return window
+
+
+def _agent_type(node: Node) -> str:
+    if node.as_str() != "agent":
+        raise node.error(f"an agent block is of type agent, got {node.describe()}")
+    return "agent"
+
+
+def _require_word(node: Node) -> str | int:
+    if node.raw in ("all", "any"):
+        return str(node.raw)
+    if isinstance(node.raw, str):
+        raise node.error(f"expected all, any or a number of checks, got {node.describe()}")
+    return node.as_int(1)
+
+
+def _watch(node: Node) -> WatchConfig | None:
+    """`watch: true | false | {keepalive: DURATION}` (tcp without TLS, http)."""
+    if not node.is_map:
+        return WatchConfig() if node.as_bool() else None
+    keepalive: float | None = _WATCH_OPTIONS.get(_WATCH_OPTIONS.parse(node), "keepalive")
+    if keepalive is not None and keepalive < 1:
+        raise node.as_map()["keepalive"].error("must be at least 1s (the kernel counts TCP "
+                                               "keepalive in whole seconds)")
+    return WatchConfig(keepalive=keepalive)
+
+
+# -- what JSON Schema can say of those values -----------------------------------
+
+TEXT: JsonSchema = {"type": ["string", "number"]}
+REGEX: JsonSchema = {"type": ["string", "number"], "format": "regex"}
+COMMAND: JsonSchema = {"anyOf": [
+    {"type": "string", "pattern": r"\S"},
+    {"type": "array", "items": {"type": ["string", "number"]}, "minItems": 1}],
+    "description": "an argv list, or a string split as a shell would (never run by one)"}
+# "No character outside the set" rather than `^[set]*$`: Python's `$` also matches before
+# a final newline, which is the very character these keep out of a request.
+TOKEN: JsonSchema = {"type": "string", "minLength": 1,
+                     "not": {"pattern": "[^!#$%&'*+.^_`|~0-9A-Za-z-]"}}
+_VISIBLE: JsonSchema = {"type": "string", "not": {"pattern": "[^!-~]"}}
+RATE_TEXT = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*%?\s*$"
+RATE: JsonSchema = scalar({"type": "number", "exclusiveMinimum": 0, "maximum": 1}, RATE_TEXT)
+_STATUS = scalar({"type": "integer", "minimum": 100, "maximum": 599},
+                 r"^\s*([1-5][xX][xX]|[1-5]\d\d)\s*$")
+_ADDRESS = scalar({"type": "string", "pattern": r"^[0-9A-Fa-f:.]+$"})
+HOST = r"(\[[0-9A-Fa-f:.%a-zA-Z]+\]|[A-Za-z0-9_.-]+)"
+ADDRESS = Rule(parse_address, scalar({"type": "string", "pattern": rf"^\s*{HOST}:{PORT}\s*$"}))
+"""`host:port` or `[v6addr]:port`, as (host, port)."""
+
+# -- the tables -----------------------------------------------------------------
+
+PROBE_TYPES = ("tcp", "http", "https", "script", "grpc", "dns", "agent")
+_T = Timing()
+TIMING = Section(
+    Field("type", Str(), "the probe type: " + " | ".join(PROBE_TYPES)),
+    Field("interval", Duration(), "time between probes", _T.interval),
+    Field("fast_interval", Duration(), "after a failure, until the breaker settles "
+          "(default: interval)"),
+    Field("down_interval", Duration(), "while the backend is down (default: interval)"),
+    Field("timeout", Duration(), "a probe taking longer fails (default: the smaller of 1s "
+          "and interval); at most interval"),
+    Field("jitter", Share(Fraction(1, 2)), "each delay stretched by a random share in "
+          "+-jitter, up to 50%", Fraction(0)),
+)
+"""The keys every probe type takes; merged from `defaults` even when the type differs."""
+_TCP, _HTTP, _GRPC = TcpSpec(), HttpSpec(), GrpcSpec()
+_TLS = Field("tls", Bool(), "speak TLS", _TCP.tls)
+_SNI = Field("sni", Str(), "the TLS server name (default: the backend's host)")
+_VERIFY = Field("verify", Bool(), "verify the server's TLS certificate", _TCP.verify)
+_SOURCE = Field("source", Rule(parse_source, scalar({
+    "type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]})),
+                "the local IP address probes connect from (default: the kernel's choice)")
+HTTP = Section(
+    Field("method", Rule(_method, scalar(TOKEN)),
+          "the request method", _HTTP.method),
+    Field("path", Rule(_path, scalar({**_VISIBLE, "pattern": "^/"})),
+          "the request path: printable ASCII, percent-encode the rest", _HTTP.path),
+    Field("host", Rule(_host, scalar(_VISIBLE)),
+          "the Host header (default: the backend's address)"),
+    Field("headers", Rule(_headers, {
+        "type": ["object", "null"], "propertyNames": TOKEN,
+        "additionalProperties": scalar({"type": ["string", "number"],
+                                        "not": {"pattern": "[^\t -~]"}})}),
+          "request headers: name -> value"),
+    Field("expect_status", Rule(_statuses, {"anyOf": [
+        _STATUS, {"type": "array", "items": _STATUS, "minItems": 1}]}),
+          "healthy statuses: codes (301) or classes (2xx); default 2xx and 3xx"),
+    Field("expect_body", Rule(_text_regex, REGEX), "a regex the body must match"),
+    _VERIFY, _SOURCE,
+)
+_WATCH_OPTIONS = Section(Field("keepalive", Duration(), "TCP keepalive idle time on the "
+                               "held connection, at least 1s (default: off, so the "
+                               "connection carries nothing)"))
+_WATCH = Field("watch", Rule(_watch, {"anyOf": [
+    Bool().schema(), {**_WATCH_OPTIONS.schema(), "type": "object"}]}),
+               "hold one idle connection per backend; its loss brings the next probe "
+               "forward (not with tls)")
+PROBE = Variants("type", {
+    "tcp": Section(
+        Field("send", Rule(_bytes, TEXT), "bytes to send once connected (\\r\\n, \\xNN "
+              "escapes)"),
+        Field("expect", Rule(_bytes_regex, REGEX), "a regex on what is read back"),
+        _TLS, _SNI, _VERIFY, _SOURCE, _WATCH),
+    "http": Section(*HTTP, _WATCH),
+    "https": HTTP,
+    "script": Section(
+        Field("command", Rule(parse_command, COMMAND), "the check to run; exit 0 is "
+              "healthy, a `weight=N` line on stdout sets the weight",
+              required="a script probe needs `command`")),
+    "grpc": Section(
+        Field("service", Rule(_grpc_service, {"type": "string"}), "the service asked "
+              "about (\"\": the server as a whole)", _GRPC.service),
+        _TLS, _SNI, _VERIFY, _SOURCE),
+    "dns": Section(
+        Field("name", Rule(_dns_name, TEXT), "the name to query",
+              required="a dns probe needs `name` (the name to query)"),
+        Field("qtype", Rule(_qtype, scalar({"type": "string"})), "the record type asked "
+              "for", DnsSpec().qtype),
+        Field("expect_rcode", Rule(_rcode, scalar({"type": "string"})), "the rcode of a "
+              "healthy answer", DnsSpec().expect_rcode),
+        Field("expect_answer", Rule(_expect_answer, {"anyOf": [
+            REGEX, {"type": "array", "items": _ADDRESS, "minItems": 1}]}),
+              "a regex over the answer section, or the addresses it must hold"), _SOURCE),
+    "agent": Section(
+        Field("agent_port", Int(1, 65535), "the agent's port (default: the backend's)"),
+        Field("agent_send", Rule(_bytes, TEXT), "text sent to the agent first (escapes as "
+              "in tcp send)"), _SOURCE),
+}, common=TIMING, default="tcp", doc="how each backend is checked")
+CHECK = Variants("type", PROBE.variants, common=Section(
+    *TIMING, Field("name", Str(), "what reasons and /v1/state call this check (default: "
+                   "its type; two checks of one type need names)")),
+    default="tcp", doc="one of a service's checks: a probe with its own schedule",
+    merged_under_defaults=True)
+REQUIRE = Rule(_require_word, {"anyOf": [
+    {"enum": ["all", "any"]}, {"type": "integer", "minimum": 1}]})
+"""How many of a service's checks must pass: all, any or a number."""
+AGENT = Section(
+    Field("type", Rule(_agent_type, {"const": "agent"}),
+          "agent (the only type an agent block can be)"),
+    TIMING["interval"], TIMING["timeout"],
+    Field("port", Int(1, 65535), "the agent's port (default: the backend's)"),
+    Field("send", Rule(_bytes, TEXT), "text sent to the agent first (escapes as in tcp "
+          "send)"),
+    PROBE.variants["agent"]["agent_port"], PROBE.variants["agent"]["agent_send"], _SOURCE,
+    doc="HAProxy's agent-check beside the health probe: the agent's answers set the "
+        "backend's weight and admin state")
+_NGINX, _THRESHOLD, _CIRCUIT = NginxBreakerConfig(), ThresholdBreakerConfig(), \
+    CircuitBreakerConfig()
+BREAKER = Variants("kind", {
+    "nginx": Section(
+        Field("max_fails", Int(0), "failures within fail_timeout that take a backend down "
+              "(0: never)", _NGINX.max_fails),
+        Field("fail_timeout", Duration(), "the failure window, and how long a backend stays "
+              "down before a trial", _NGINX.fail_timeout),
+        Field("passes", Int(1), "successful trials that bring it back", _NGINX.passes),
+        Field("window", Rule(_window, scalar({"enum": ["sliding", "chained"]})),
+              "sliding (as nginx documents) or chained (as nginx's code does)",
+              _NGINX.window)),
+    "threshold": Section(
+        Field("rise", Int(1), "consecutive successes that bring a backend up", _THRESHOLD.rise),
+        Field("fall", Int(1), "consecutive failures that take it down", _THRESHOLD.fall)),
+    "circuit": Section(
+        Field("window", Duration(), "the sliding window calls are counted in",
+              _CIRCUIT.window),
+        Field("min_calls", Int(1), "calls in the window before the rates count",
+              _CIRCUIT.min_calls),
+        Field("failure_rate", Rule(parse_rate, RATE), "failed share that opens the circuit",
+              _CIRCUIT.failure_rate),
+        Field("slow_call", Duration(), "a call slower than this is slow (default: none)"),
+        Field("slow_rate", Rule(parse_rate, RATE), "slow share that opens the circuit",
+              _CIRCUIT.slow_rate),
+        Field("open_for", Duration(), "how long it stays open; doubles on each re-open",
+              _CIRCUIT.open_for),
+        Field("max_open_for", Duration(), "the most open_for doubles to (default: the larger "
+              "of 60s and open_for)"),
+        Field("half_open_trials", Int(1), "trial calls while half-open",
+              _CIRCUIT.half_open_trials)),
+}, common=Section(Field("kind", Str(), "the breaker kind: nginx | threshold | circuit")),
+    default="nginx", doc="how probe results turn a backend down and up")
+
+
+# -- reading the sections -------------------------------------------------------
+
+
+def parse_probe(node: Node) -> ProbeConfig:
+    """A `probe` mapping (defaults already merged) to a ProbeConfig."""
+    entries = node.as_map()
+    ptype = PROBE.parse(node)
+    timing = _timing(entries)
+    spec: ProbeSpec
+    if ptype == "tcp":
+        spec = _tcp(entries)
+    elif ptype == "script":
+        spec = _script(entries, node)
+    elif ptype == "grpc":
+        spec = _grpc(entries)
+    elif ptype == "dns":
+        spec = _dns(entries, node)
+    elif ptype == "agent":
+        spec = _agent(entries)
+    else:
+        spec = _http(entries)
+    source = parse_source(entries["source"]) if "source" in entries else None
+    watch = PROBE.variants[ptype].get(entries, "watch") if "watch" in entries else None
+    if watch is not None and isinstance(spec, TcpSpec) and spec.tls:
+        raise entries["watch"].error("not with `tls: true`: the held connection would be a "
+                                     "TLS handshake never started, which servers time out "
+                                     "and log")
+    return ProbeConfig(type=ptype, timing=timing, spec=spec,  # type: ignore[arg-type]
+                       source=source, watch=watch)
+
+
+def _timing(e: Mapping[str, Node]) -> Timing:
+    interval = TIMING.get(e, "interval")
+    fast = TIMING.get(e, "fast_interval", interval)
+    down = TIMING.get(e, "down_interval", interval)
+    timeout = TIMING.get(e, "timeout", min(1.0, interval))
+    if timeout > interval:
+        where = e.get("timeout") or e.get("interval")
+        assert where is not None
+        raise where.error(f"timeout ({format_duration(timeout)}) must not be longer than "
+                          f"interval ({format_duration(interval)})")
+    for key, value, effect in (
+            ("fast_interval", fast, "probing slows down after a failure"),
+            ("down_interval", down, "a recovery is seen that much later")):
+        if value > interval:  # `fast_interval: 200m`, meant as 200ms, took minutes to notice
+            e[key].warn(f"{key} ({format_duration(value)}) is longer than interval "
+                        f"({format_duration(interval)}): {effect}")
+    return Timing(interval=interval, fast_interval=fast, down_interval=down, timeout=timeout,
+                  jitter=float(TIMING.get(e, "jitter")))
+
+
+def _tcp(e: Mapping[str, Node]) -> TcpSpec:
+    tcp = PROBE.variants["tcp"]
+    return TcpSpec(send=tcp.get(e, "send"), expect=tcp.get(e, "expect"),
+                   tls=tcp.get(e, "tls"), sni=tcp.get(e, "sni"), verify=tcp.get(e, "verify"))
+
+
+def _http(e: Mapping[str, Node]) -> HttpSpec:
+    path = HTTP.get(e, "path")
+    headers = HTTP.get(e, "headers", ())
+    return HttpSpec(
+        method=HTTP.get(e, "method"), path=path, host=HTTP.get(e, "host"), headers=headers,
+        expect_status=HTTP.get(e, "expect_status", DEFAULT_EXPECT_STATUS),
+        expect_body=HTTP.get(e, "expect_body"), verify=HTTP.get(e, "verify"))
+
+
+def _script(e: Mapping[str, Node], node: Node) -> ScriptSpec:
+    script = PROBE.variants["script"]
+    script.require(node, e)
+    return ScriptSpec(command=script.get(e, "command"))
+
+
+def _grpc(e: Mapping[str, Node]) -> GrpcSpec:
+    grpc = PROBE.variants["grpc"]
+    return GrpcSpec(service=grpc.get(e, "service"), tls=grpc.get(e, "tls"),
+                    sni=grpc.get(e, "sni"), verify=grpc.get(e, "verify"))
+
+
+def _dns(e: Mapping[str, Node], node: Node) -> DnsSpec:
+    table = PROBE.variants["dns"]
+    table.require(node, e)
+    return DnsSpec(name=table.get(e, "name"), qtype=table.get(e, "qtype"),
+                   expect_rcode=table.get(e, "expect_rcode"),
+                   expect_answer=table.get(e, "expect_answer"))
+
+
+def _agent(e: Mapping[str, Node]) -> AgentSpec:
+    agent = PROBE.variants["agent"]
+    return AgentSpec(agent_port=agent.get(e, "agent_port"),
+                     agent_send=agent.get(e, "agent_send"))
+
+
+def parse_agent(node: Node) -> ProbeConfig:
+    """A service's `agent:` block (HAProxy's `agent-check` beside `check`): `interval`
+    and `timeout` of its own, `port` and `send` (or the agent probe's `agent_port` and
+    `agent_send`, so a `probe:` block moves here unchanged)."""
+    e = AGENT.parse(node)
+    AGENT.get(e, "type")
+    renamed: dict[str, Node] = {}
+    for short, long in (("port", "agent_port"), ("send", "agent_send")):
+        if short in e and long in e:
+            raise e[long].key_error(f"`{short}` and `{long}` are the same setting; give one")
+        if short in e or long in e:
+            renamed[long] = e[short] if short in e else e[long]
+    timing = {k: v for k, v in e.items() if k in ("interval", "timeout")}
+    source = parse_source(e["source"]) if "source" in e else None
+    return ProbeConfig(type="agent", timing=_timing(timing), spec=_agent(renamed),
+                       source=source)
+
+
+def parse_checks(node: Node, default: Node | None, require: Node | None
+                 ) -> tuple[tuple[CheckConfig, ...], int]:
+    """A service's `checks:` (each entry a probe section with an optional `name`, the
+    defaults' `probe` merged under it as under `probe:`) and `require`: `all`, `any`
+    or how many must pass."""
+    items = node.as_list()
+    if not items:
+        raise node.error("must list at least one check")
+    checks: list[CheckConfig] = []
+    names: dict[str, Node] = {}
+    for item in items:
+        item.as_map()
+        name_node = item.get("name")
+        probe = parse_probe(merged(default, item.without("name"), "type", TIMING.keys, "tcp"))
+        name = name_node.as_str() if name_node is not None else probe.type
+        if name in names:
+            where = name_node or item
+            raise where.error(f"two checks named {name!r}: give each a `name`")
+        names[name] = item
+        checks.append(CheckConfig(name, probe))
+    if require is None:
+        return tuple(checks), len(checks)
+    word = _require_word(require)
+    if word == "all":
+        return tuple(checks), len(checks)
+    if word == "any":
+        return tuple(checks), 1
+    assert isinstance(word, int)
+    if word > len(checks):
+        raise require.error(f"require ({word}) is more than the {len(checks)} check"
+                            f"{'s' if len(checks) != 1 else ''} listed")
+    return tuple(checks), word
+
+
+
+def parse_breaker(node: Node) -> BreakerConfig:
+    """A `breaker` mapping (defaults already merged) to one of the breaker configs."""
+    e = node.as_map()
+    kind = BREAKER.parse(node)
+    table = BREAKER.variants[kind]
+    if kind == "nginx":
+        window = table.get(e, "window")
+        return NginxBreakerConfig(
+            max_fails=table.get(e, "max_fails"), fail_timeout=table.get(e, "fail_timeout"),
+            passes=table.get(e, "passes"), window=window)
+    if kind == "threshold":
+        return ThresholdBreakerConfig(rise=table.get(e, "rise"), fall=table.get(e, "fall"))
+    return _circuit(e)
+
+
 def _circuit(e: Mapping[str, Node]) -> CircuitBreakerConfig:
-    d = CircuitBreakerConfig()
-    open_for = e["open_for"].as_duration() if "open_for" in e else d.open_for
-    max_open = e["max_open_for"].as_duration() if "max_open_for" in e else max(
-        d.max_open_for, open_for)
+    table = BREAKER.variants["circuit"]
+    open_for = table.get(e, "open_for")
+    max_open = table.get(e, "max_open_for", max(_CIRCUIT.max_open_for, open_for))
     if max_open < open_for:
-        raise e["max_open_for"].error(f"must be at least open_for ({_fmt(open_for)})")
+        raise e["max_open_for"].error(f"must be at least open_for ({format_duration(open_for)})")
     return CircuitBreakerConfig(
-        window=e["window"].as_duration() if "window" in e else d.window,
-        min_calls=e["min_calls"].as_int(1) if "min_calls" in e else d.min_calls,
-        failure_rate=parse_rate(e["failure_rate"]) if "failure_rate" in e else d.failure_rate,
-        slow_call=e["slow_call"].as_duration() if "slow_call" in e else None,
-        slow_rate=parse_rate(e["slow_rate"]) if "slow_rate" in e else d.slow_rate,
-        open_for=open_for,
-        max_open_for=max_open,
-        half_open_trials=e["half_open_trials"].as_int(1) if "half_open_trials" in e
-        else d.half_open_trials,
-    )
+        window=table.get(e, "window"), min_calls=table.get(e, "min_calls"),
+        failure_rate=table.get(e, "failure_rate"), slow_call=table.get(e, "slow_call"),
+        slow_rate=table.get(e, "slow_rate"),
+        open_for=open_for, max_open_for=max_open,
+        half_open_trials=table.get(e, "half_open_trials"))
 
 
-__all__ = ["ConfigError", "default_command", "merged", "parse_breaker", "parse_command",
-           "parse_probe"]
+__all__ = ["ConfigError", "default_command", "merged", "parse_agent", "parse_breaker",
+           "parse_checks", "parse_command", "parse_probe"]

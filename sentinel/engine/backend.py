@@ -1,9 +1,10 @@
 """One backend's runtime record: what the engine knows and publishes about it.
 
 The breaker decides health; this record adds what the shell tracks around
-it (admin override, script weight, the inputs of `sentinel.engine.decide`,
-timestamps, counters); `decide` derives the published state and weight from
-them. It does no I/O.
+it (admin override, script weight, its checks' schedules and latest results,
+its agent's answers, the inputs of `sentinel.engine.decide`, timestamps,
+counters); `decide` derives the published state and weight from them. It does
+no I/O.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from dataclasses import dataclass
 
 from sentinel.breakers.base import Breaker, Change, Transition
 from sentinel.breakers.dampen import Damper
-from sentinel.config.model import BackendConfig
-from sentinel.engine.decide import NO_INPUTS, Inputs, desired, healthy
+from sentinel.config.model import BackendConfig, ServiceConfig
+from sentinel.engine.combine import Combiner
+from sentinel.engine.decide import NO_INPUTS, Inputs, desired, healthy, with_agent
 from sentinel.model import BackendView, ProbeResult, ProbeSummary, State
+from sentinel.probes.agent import AgentState
 from sentinel.probes.base import Target
 from sentinel.timefmt import rfc3339
 
@@ -34,18 +37,39 @@ class LastProbe:
                 "latency_ms": round(self.latency_ms, 3)}
 
 
+class CheckSlot:
+    """One check of one backend (its `probe`, or one of its `checks`): when it is next
+    due and what it last answered. Probe groups and the probe loop schedule these."""
+
+    __slots__ = ("backend", "index", "last", "next_due")
+
+    def __init__(self, backend: BackendRuntime, index: int) -> None:
+        self.backend = backend
+        self.index = index  # in the service's `entries`
+        self.next_due: float | None = None  # Trio time this check is next due
+        self.last: LastProbe | None = None
+
+    @property
+    def target(self) -> Target:
+        """What the check is aimed at: its backend."""
+        return self.backend.target
+
+
 class BackendRuntime:
     """Mutable per-backend state owned by the engine's task for this backend."""
 
     __slots__ = (
+        "agent",
+        "agent_last",
         "breaker",
+        "checks",
+        "combiner",
         "config",
         "damper",
         "fails",
         "inputs",
         "last_ok",
         "last_probe",
-        "next_due",
         "override",
         "progress",
         "published",
@@ -58,18 +82,22 @@ class BackendRuntime:
         "verdict",
     )
 
-    def __init__(self, service: str, config: BackendConfig, breaker: Breaker,
+    def __init__(self, service: ServiceConfig, config: BackendConfig, breaker: Breaker,
                  since: str, last_ok: float | None = None) -> None:
-        self.service = service
+        self.service = service.name
         self.config = config
         self.breaker = breaker
-        self.target = Target(service, config.name, config.host, config.port)
+        self.target = Target(service.name, config.name, config.host, config.port)
         self.override: State | None = None
         self.script_weight: int | None = None
         self.ramp_weight: int | None = None  # slow start in progress: the ramp's weight
-        self.next_due: float | None = None  # Trio time this backend's next probe is due
         self.damper: Damper | None = None  # flap damping, when the service asks for it
         self.inputs: Inputs = NO_INPUTS  # cluster vote, self-suspicion, agent (`decide`)
+        self.checks: tuple[CheckSlot, ...] = ()
+        self.combiner = Combiner((), 1)
+        self.agent: AgentState | None = None  # what its agent said, with an `agent:` block
+        self.agent_last: LastProbe | None = None  # the agent's last check
+        self.probing(service)
         self.since = since
         self.fails = 0
         self.last_ok = last_ok
@@ -78,6 +106,26 @@ class BackendRuntime:
         self.verdict = ""  # why the breaker last changed its mind
         self.published: tuple[State, int] = self.desired()
         self.rendered: tuple[tuple[object, ...], dict[str, object]] | None = None  # `shown`
+
+    def probing(self, service: ServiceConfig) -> None:
+        """Match the checks and the agent to the service's config (at start and after a
+        reload): a check whose name stays keeps its schedule, an agent what it said
+        (unless the backend's weight changed, which its percentages scale)."""
+        names = tuple(e.name for e in service.entries)
+        if names != self.combiner.names:
+            kept: dict[str, CheckSlot] = dict(zip(self.combiner.names, self.checks,
+                                                  strict=True))
+            self.checks = tuple(kept.get(name) or CheckSlot(self, i)
+                                for i, name in enumerate(names))
+            for i, slot in enumerate(self.checks):
+                slot.index = i
+        if (names, service.require) != (self.combiner.names, self.combiner.require):
+            self.combiner = Combiner(names, service.require)
+        if service.agent is None:
+            self.agent = self.agent_last = None
+        elif self.agent is None or self.agent.configured_weight != self.config.weight:
+            self.agent = AgentState.initial(self.config.weight)
+        self.inputs = with_agent(self.inputs, self.agent)
 
     def record(self, result: ProbeResult, transition: Transition, wall: float) -> None:
         """Take in one probe result and the breaker's answer to it (runs every probe)."""
@@ -115,7 +163,26 @@ class BackendRuntime:
                 "progress": self.progress or None,
                 "override": self.override.value if self.override else None,
                 "damping": self.damper.describe() if self.damper else None,
-                "last_probe": self.last_probe.to_json() if self.last_probe else None}
+                "last_probe": self.last_probe.to_json() if self.last_probe else None,
+                **self._checks_json(), **self._agent_json()}
+
+    def _checks_json(self) -> dict[str, object]:
+        """`checks` for a backend with several: each one's last answer, by name."""
+        if len(self.checks) < 2:
+            return {}
+        return {"checks": [{"name": name, **(slot.last.to_json() if slot.last else {})}
+                           for name, slot in zip(self.combiner.names, self.checks,
+                                                 strict=True)]}
+
+    def _agent_json(self) -> dict[str, object]:
+        """`agent` for a backend with one: what its answers set, and its last check."""
+        agent = self.agent
+        if agent is None:
+            return {}
+        return {"agent": {"health": agent.health, "admin": agent.admin, "weight": agent.weight,
+                          "maxconn": agent.maxconn, "message": agent.message or None,
+                          "last_check": self.agent_last.to_json() if self.agent_last
+                          else None}}
 
 
     def shown(self, state: State, weight: int) -> dict[str, object]:
@@ -123,7 +190,8 @@ class BackendRuntime:
         at 10,000 backends rebuilds only those probed since it was last asked). Shared:
         never modify it."""
         key = (state, weight, self.last_probe, self.since, self.fails, self.progress,
-               self.override, self.breaker.health, self.config)
+               self.override, self.breaker.health, self.config, self.agent, self.agent_last,
+               tuple(slot.last for slot in self.checks))
         if self.rendered is None or self.rendered[0] != key:
             self.rendered = (key, self.to_json(state, weight))
         return self.rendered[1]

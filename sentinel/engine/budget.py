@@ -21,12 +21,22 @@ the ones since, so the change is tried only at those few probes (usually one).
 Waiting ten horizons instead took a minute for `interval: 100ms` with
 `fail_timeout: 1h`. A run that never repeats falls back to that: the change is
 tried at PHASES probes after ten horizons. Identical settings are computed once.
+
+Composite checks (`checks:`) run the same way with every check on its own
+schedule, all starting together: a death fails all of them at once, each new
+result is combined (`sentinel.engine.combine`) and a decided combination fed
+to the breaker, in the order the results come in. The settled state then also
+holds every check's next start and its result not yet used. An agent's
+`down` takes a backend out at once, so its budget is one agent interval plus
+its timeout (`Budget.agent`).
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import heapq
+import math
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -36,12 +46,13 @@ from sentinel.config.model import (
     BreakerConfig,
     CircuitBreakerConfig,
     NginxBreakerConfig,
-    ProbeConfig,
     ServiceConfig,
     ThresholdBreakerConfig,
     Timing,
 )
+from sentinel.engine.combine import Combiner, require_text, unjudged
 from sentinel.engine.schedule import next_due
+from sentinel.model import ProbeResult
 
 PHASES = 24  # probe starts in the settled old condition tried as the moment of change
 MAX_PROBES = 100_000  # after the change; a breaker that needs more is reported as "never"
@@ -49,27 +60,43 @@ MAX_PROBES = 100_000  # after the change; a breaker that needs more is reported 
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    """Seconds from death to removal and from recovery to return; None = never."""
+    """Seconds from death to removal and from recovery to return; None = never. `agent`:
+    from an agent's `down` to removal (and from its `up` to return), when there is one."""
 
     to_down: float | None
     to_up: float | None
+    agent: float | None = None
 
 
-def _horizon(svc: ServiceConfig) -> float:
-    """The longest period in the service's schedule and breaker."""
-    t = svc.probe.timing
-    longest = max(t.interval, t.fast_interval, t.down_interval)
-    b = svc.breaker
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a budget depends on: each check's timing, how many must pass, the breaker."""
+
+    timings: tuple[Timing, ...]
+    require: int
+    breaker: BreakerConfig
+
+    @classmethod
+    def of(cls, svc: ServiceConfig) -> Plan:
+        """The plan of a service's probing."""
+        return cls(tuple(e.probe.timing for e in svc.entries), svc.require, svc.breaker)
+
+
+def _horizon(plan: Plan) -> float:
+    """The longest period in the plan's schedules and breaker."""
+    b = plan.breaker
+    breaker = 0.0
     if isinstance(b, NginxBreakerConfig):
-        longest = max(longest, b.fail_timeout)
+        breaker = b.fail_timeout
     elif isinstance(b, CircuitBreakerConfig):
-        longest = max(longest, b.window, b.max_open_for)
-    return longest * (1.0 + t.jitter) + t.timeout
+        breaker = max(b.window, b.max_open_for)
+    return max(max(t.interval, t.fast_interval, t.down_interval, breaker) * (1.0 + t.jitter)
+               + t.timeout for t in plan.timings)
 
 
-def _counts(svc: ServiceConfig) -> int:
+def _counts(plan: Plan) -> int:
     """How many probes the breaker needs to flip both ways."""
-    b = svc.breaker
+    b = plan.breaker
     if isinstance(b, NginxBreakerConfig):
         return b.max_fails + b.passes
     if isinstance(b, ThresholdBreakerConfig):
@@ -77,48 +104,90 @@ def _counts(svc: ServiceConfig) -> int:
     return b.min_calls + b.half_open_trials
 
 
+_START, _END = 0, 1
+
+
 class _Run:
     """One backend probed from t=0 on the virtual clock, its breaker starting opposite
-    to `want` (settled in the old condition), failing probes taking `fail_latency`."""
+    to `want` (settled in the old condition), failing probes of check i taking
+    `fail_latency[i]`. Events (a check starting, a check's result coming in) are taken in
+    time order; the condition changes from old to new just after `change_at`."""
 
-    def __init__(self, svc: ServiceConfig, want: Health, fail_latency: float) -> None:
-        self.svc = svc
+    def __init__(self, plan: Plan, want: Health, fail_latency: tuple[float, ...]) -> None:
+        self.plan = plan
         self.want = want
-        self.breaker = make_breaker(svc.breaker, Health.DOWN if want is Health.UP else Health.UP)
+        self.breaker = make_breaker(plan.breaker,
+                                    Health.DOWN if want is Health.UP else Health.UP)
         self.fail_latency = fail_latency
-        self.due = 0.0
-        self.probes = 0
         self.old = want is Health.DOWN  # alive before a death, dead before a recovery
+        self.change_at = math.inf
+        self.checks = Combiner([str(i) for i in range(len(plan.timings))], plan.require)
+        self.single = len(plan.timings) == 1
+        # (time, tie-break, kind, check, started, alive): every check has one pending
+        self.events = [(0.0, i, _START, i, 0.0, True) for i in range(len(plan.timings))]
+        self.order = len(plan.timings)
+        self.starts = 0
 
-    def probe(self, alive: bool) -> tuple[float, float, Transition]:
-        """The next probe: (started, ended, transition)."""
-        timing = self.svc.probe.timing
-        started = self.due
-        latency = 0.0 if alive else self.fail_latency
-        now = started + latency
-        transition = self.breaker.observe(alive, now, latency)
-        self.due = next_due(timing, transition, self.breaker.retry_at(), started, now,
-                            timing.jitter)
-        self.probes += 1
-        return started, now, transition
+    def step(self) -> tuple[float, float, Transition | None]:
+        """Take the next event: (its time, the start of the probe, the transition) for
+        a result, (time, time, None) for a start."""
+        now, _, kind, i, started, alive = heapq.heappop(self.events)
+        if kind == _START:
+            alive = self.old if now <= self.change_at else not self.old
+            self._push(now + (0.0 if alive else self.fail_latency[i]), _END, i, now, alive)
+            self.starts += 1
+            return now, now, None
+        if self.single:  # one check is its own combination: no result object needed
+            transition = self.breaker.observe(alive, now, now - started)
+        else:
+            combined = self.checks.take(i, ProbeResult(ok=alive, latency=now - started))
+            transition = (unjudged(self.breaker) if combined is None
+                          else self.breaker.observe(combined.ok, now, combined.latency))
+        timing = self.plan.timings[i]
+        self._push(next_due(timing, transition, self.breaker.retry_at(), started, now,
+                            timing.jitter), _START, i, 0.0, True)
+        return now, started, transition
 
-    def branch(self, fail_latency: float) -> _Run:
+    def _push(self, time: float, kind: int, i: int, started: float, alive: bool) -> None:
+        self.order += 1
+        heapq.heappush(self.events, (time, self.order, kind, i, started, alive))
+
+    def start(self) -> float:
+        """Run to the next probe start (in the current condition); its time."""
+        while True:
+            now, _, transition = self.step()
+            if transition is None:
+                return now
+
+    def branch(self, fail_latency: tuple[float, ...]) -> _Run:
         """An independent copy from here on, its failing probes taking `fail_latency`."""
         twin = copy.copy(self)
         twin.breaker = copy.copy(self.breaker)
+        twin.events = list(self.events)
+        twin.checks = copy.copy(self.checks)
+        twin.checks.latest = list(self.checks.latest)
         twin.fail_latency = fail_latency
         return twin
 
-    def key(self, started: float) -> Hashable:
-        """The state the next probes depend on, relative to the last probe's start."""
-        return self.breaker.state_key(started), round(self.due - started, 9)
+    def key(self, now: float) -> Hashable:
+        """The state the next events depend on, relative to `now`."""
+        pending = tuple(sorted((e[3], e[2], round(e[0] - now, 9),
+                                round(e[4] - now, 9) if e[2] == _END else 0.0)
+                               for e in self.events))
+        if self.single:
+            return self.breaker.state_key(now), pending
+        latest = tuple(None if r is None else r.ok for r in self.checks.latest)
+        return self.breaker.state_key(now), pending, latest
 
     def time_to_flip(self, change_at: float) -> float | None:
         """The condition changes now, just after the probe that started at `change_at`:
         seconds until the breaker reaches `want`; None if it never does."""
-        limit = change_at + _horizon(self.svc) * (4 + _counts(self.svc))
+        self.change_at = change_at
+        limit = change_at + _horizon(self.plan) * (4 + _counts(self.plan))
         for _ in range(MAX_PROBES):
-            _, now, transition = self.probe(not self.old)
+            now, _, transition = self.step()
+            if transition is None:
+                continue
             if transition.change is Change.CHANGED and transition.health is self.want:
                 return now - change_at
             if now > limit:
@@ -126,18 +195,18 @@ class _Run:
         return None
 
 
-def _settle(svc: ServiceConfig, want: Health, fail_latency: float
+def _settle(plan: Plan, want: Health, fail_latency: tuple[float, ...]
             ) -> tuple[_Run, float, range]:
-    """Probes the old condition until it settles. Returns that run, the start of its last
-    probe, and the indexes of the probes to try the change just after: one period of the
-    settled run (the run stands at its end), or, for a run that does not settle, PHASES
-    probes once ten horizons have passed (the run stands at their first)."""
-    run = _Run(svc, want, fail_latency)
-    warm = 10 * _horizon(svc)
+    """Probes the old condition until it settles. Returns that run, the time of its last
+    probe start, and the indexes of the starts to try the change just after: one period
+    of the settled run (the run stands at its end), or, for a run that does not settle,
+    PHASES starts once ten horizons have passed (the run stands at their first)."""
+    run = _Run(plan, want, fail_latency)
+    warm = 10 * _horizon(plan)
     seen: dict[Hashable, int] = {}
     while True:
-        index = run.probes
-        started, _, _ = run.probe(run.old)
+        index = run.starts
+        started = run.start()
         if started >= warm:
             return run, started, range(index, index + PHASES)
         key = run.key(started)
@@ -147,20 +216,21 @@ def _settle(svc: ServiceConfig, want: Health, fail_latency: float
         seen[key] = index
 
 
-def _worst(svc: ServiceConfig, want: Health) -> float | None:
+def _worst(plan: Plan, want: Health) -> float | None:
     # Before a death the backend is alive and its probes take no time, whatever a failure
     # would take: one settled run serves both failure modes.
-    shared = _settle(svc, want, 0.0) if want is Health.DOWN else None
+    none = tuple(0.0 for _ in plan.timings)
+    shared = _settle(plan, want, none) if want is Health.DOWN else None
     worst = 0.0
-    for latency in {0.0, svc.probe.timing.timeout}:
-        settled, settled_at, changes = shared or _settle(svc, want, latency)
+    for latency in {none, tuple(t.timeout for t in plan.timings)}:
+        settled, settled_at, changes = shared or _settle(plan, want, latency)
         for change in changes:
-            if settled.probes == change + 1:  # the settled run stands there: branch off it
+            if settled.starts == change + 1:  # the settled run stands there: branch off it
                 run, change_at = settled.branch(latency), settled_at
             else:
-                run = _Run(svc, want, latency)
+                run = _Run(plan, want, latency)
                 for _ in range(change + 1):
-                    change_at, _, _ = run.probe(run.old)
+                    change_at = run.start()
             took = run.time_to_flip(change_at)
             if took is None:
                 return None
@@ -169,15 +239,28 @@ def _worst(svc: ServiceConfig, want: Health) -> float | None:
 
 
 def compute_budget(svc: ServiceConfig) -> Budget:
-    """The worst case over phases and failure modes, for both directions."""
-    return _budget(svc.probe.timing, svc.breaker)
+    """The worst case over phases and failure modes, for both directions; and the
+    agent's, which acts at its first answer after the change."""
+    budget = _budget(Plan.of(svc))
+    if svc.agent is None:
+        return budget
+    agent = svc.agent.timing
+    return Budget(budget.to_down, budget.to_up, agent.interval + agent.timeout)
 
 
 @functools.lru_cache(maxsize=1024)
-def _budget(timing: Timing, breaker: BreakerConfig) -> Budget:
+def _budget(plan: Plan) -> Budget:
     """A budget depends on nothing else: services alike in these are computed once."""
-    svc = ServiceConfig(name="", backends=(), probe=ProbeConfig(timing=timing), breaker=breaker)
-    return Budget(to_down=_worst(svc, Health.DOWN), to_up=_worst(svc, Health.UP))
+    return Budget(to_down=_worst(plan, Health.DOWN), to_up=_worst(plan, Health.UP))
+
+
+def probing(svc: ServiceConfig) -> str:
+    """How a service is probed, for `check`: `http probe`, `checks http, grpc (require
+    all)`."""
+    if not svc.checks:
+        return f"{svc.probe.type} probe"
+    names = ", ".join(c.name for c in svc.checks)
+    return f"checks {names} (require {require_text(svc.require, len(svc.checks))})"
 
 
 def describe(seconds: float | None) -> str:

@@ -13,17 +13,22 @@ One result, step by step (`decide`)::
 
     result -- LOCAL? -------> no breaker fed: the shell counts it, retries soon
       |                       (the checker's own trouble: out of fds, ports)
+    combine ----------------> with several `checks`, the result joins the others'
+      |                       (`sentinel.engine.combine`); undecided: no breaker fed,
+      |                       the check is scheduled by the breaker as it stands
     breaker.observe --------> Transition: UNCHANGED | PENDING | CHANGED, health, reason
       |
     flap damping -----------> a CHANGED down may start a hold, a quiet spell ends it
       |                       (log lines: "flapping, held down", "flap damping released")
     verdict() --------------> the health published from; THE SEAM for later inputs
       |                       (`Inputs`): self-suspicion holds a down up, the cluster's
-      |                       agreed verdict replaces the local one, then damping holds
+      |                       agreed verdict replaces the local one, an agent's down
+      |                       takes it down, then damping holds
     slow start -------------> a CHANGED up with `slow_start` starts a ramp at weight 1
       |
     desired() --------------> operator override > agent admin state > verdict; weight:
-      |                       agent > script > configured, capped by the ramp
+      |                       agent > script > configured, capped by the ramp; an
+      |                       agent's weight 0 is published as drain
     reason -----------------> why it moved: "<breaker reason>; last: <probe error>",
                               "flap damping released: ...", "weight 3 from script", ...
 
@@ -61,27 +66,31 @@ are the only readers, so the rest of the engine (panic guard, events, sinks,
   backend right after `decide` (holding the down the breaker just reached, or
   releasing one it held on this very probe), so the shell takes `reconsidered`
   instead of committing separately: the probe's own event keeps its probe and trace;
-- agent answers (`sentinel.probes.agent.AgentState`): `admin` (DRAIN or MAINT;
-  None for ready) and `weight`, below an operator's override, above a script's
-  weight.
+- agent answers (`sentinel.probes.agent.AgentState`, folded in by `with_agent`):
+  `admin` (DRAIN or MAINT; None for ready) and `weight`, below an operator's
+  override (sentinel keeps the operator's word; HAProxy is last-writer-wins),
+  above a script's weight; `agent_down` (down, fail, stopped) makes the verdict
+  down at once, as HAProxy sets the server's health to 0, and `up` lifts it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, NamedTuple
 
 from sentinel.breakers.base import Change, Health, Transition
 from sentinel.breakers.dampen import Damper
 from sentinel.config.model import InitState, ServiceConfig
+from sentinel.engine.combine import unjudged
 from sentinel.engine.slowstart import ramp as ramp_steps
 from sentinel.model import FailureKind, ProbeResult, ServiceView, State
 
 if TYPE_CHECKING:  # the runtimes import this module; they are read here, never imported
     from sentinel.engine.backend import BackendRuntime
     from sentinel.engine.statefile import SavedBackend
+    from sentinel.probes.agent import AgentState
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +102,18 @@ class Inputs:
     held: bool = False  # self-suspicion: a down verdict is held, kept published up
     admin: State | None = None  # the backend's agent asks for DRAIN or MAINT (None: ready)
     weight: int | None = None  # the backend's agent asks for this weight
+    agent_down: bool = False  # the backend's agent last said down, fail or stopped
 
 
 NO_INPUTS = Inputs()
+
+
+def with_agent(inputs: Inputs, agent: AgentState | None) -> Inputs:
+    """`inputs` with what the backend's agent has said (None: it has no agent)."""
+    if agent is None:
+        return replace(inputs, admin=None, weight=None, agent_down=False)
+    admin = None if agent.admin == "ready" else State(agent.admin)
+    return replace(inputs, admin=admin, weight=agent.weight, agent_down=agent.down)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +132,7 @@ class Decision(NamedTuple):
     is made per probe, and a frozen dataclass costs twice as much to build.)"""
 
     transition: Transition | None  # the breaker's answer; None: a LOCAL failure, not fed
+    fed: ProbeResult | None  # what the breaker saw (several checks: their combination)
     desired: tuple[State, int]  # the state and weight this backend should be published with
     publish: bool  # the verdict changed, or the desired state or weight moved: commit
     reason: str = ""  # why (for the event, the log line and the span); "" unless `publish`
@@ -126,12 +145,21 @@ class Decision(NamedTuple):
         return self.transition is not None and self.transition.change is Change.CHANGED
 
 
-def decide(backend: BackendRuntime, result: ProbeResult, now: float, slow_start: float
-           ) -> Decision:
+def decide(backend: BackendRuntime, result: ProbeResult, now: float, slow_start: float,
+           check: int | None = 0) -> Decision:
     """Feed `result` (taken at `now`, Trio time) to the backend's breaker and damper and
-    say what follows; `slow_start` is the service's ramp duration (0: none)."""
+    say what follows; `slow_start` is the service's ramp duration (0: none). The answer
+    of the backend's check number `check` is combined with its other checks first
+    (nothing is fed, `fed` None, while that is undecided); `check` None feeds `result`
+    as it is (a counted passive signal)."""
     if result.failure is FailureKind.LOCAL:  # the checker's own trouble, not the backend's
-        return Decision(None, backend.published, publish=False)
+        return Decision(None, None, backend.published, publish=False)
+    if check is not None:
+        combined = backend.combiner.take(check, result)
+        if combined is None:
+            return Decision(unjudged(backend.breaker), None, backend.published,
+                            publish=False)
+        result = combined
     transition = backend.breaker.observe(result.ok, now, result.latency)
     changed = transition.change is Change.CHANGED
     damper = backend.damper
@@ -148,9 +176,10 @@ def decide(backend: BackendRuntime, result: ProbeResult, now: float, slow_start:
     want = desired(backend.override, up, backend.inputs, script, ramp_weight,
                    backend.config.weight)
     if not changed and want == backend.published:  # the common case: every probe
-        return Decision(transition, want, publish=False, notes=notes)
+        return Decision(transition, result, want, publish=False, notes=notes)
     reason = _reason(transition, result, backend.published, want, damper)
-    return Decision(transition, want, publish=True, reason=reason, ramp=ramp, notes=notes)
+    return Decision(transition, result, want, publish=True, reason=reason, ramp=ramp,
+                    notes=notes)
 
 
 def reconsidered(backend: BackendRuntime, decision: Decision) -> Decision:
@@ -190,12 +219,13 @@ def _reason(transition: Transition, result: ProbeResult, published: tuple[State,
 
 def verdict(health: Health, suppressed: bool, inputs: Inputs) -> Health:
     """The health a backend is published from: its breaker's `health`, then the inputs
-    (self-suspicion's hold, the cluster's agreed verdict), then flap damping's hold."""
+    (self-suspicion's hold, the cluster's agreed verdict, the agent's down), then flap
+    damping's hold."""
     if inputs.held and health is Health.DOWN:
         health = Health.UP
     if inputs.agreed is not None:
         health = inputs.agreed
-    return Health.DOWN if suppressed else health
+    return Health.DOWN if suppressed or inputs.agent_down else health
 
 
 def healthy(backend: BackendRuntime) -> bool:
@@ -209,13 +239,17 @@ def desired(override: State | None, up: bool, inputs: Inputs, script_weight: int
             ramp_weight: int | None, configured_weight: int) -> tuple[State, int]:
     """The state and weight to publish: an operator's override first, then the agent's
     admin state, then the verdict (`up`); the weight is the agent's, else the script's,
-    else the configured one, capped by a slow start in progress."""
+    else the configured one, capped by a slow start in progress. An agent's weight 0 is
+    published as drain: no new traffic, as HAProxy treats a weight of 0, also in
+    balancers whose weights sentinel does not set at run time (nginx)."""
     if override is not None and override is not State.UP:
         return override, 0
     if inputs.admin is not None and inputs.admin is not State.UP:
         return inputs.admin, 0
     if not up:
         return State.DOWN, 0
+    if inputs.weight == 0:
+        return State.DRAIN, 0
     weight = (inputs.weight if inputs.weight is not None
               else script_weight if script_weight is not None else configured_weight)
     if ramp_weight is not None:

@@ -13,7 +13,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,7 +25,8 @@ from sentinel.breakers.base import Health
 from sentinel.breakers.dampen import Damper
 from sentinel.config.model import Config, ProbeConfig, ServiceConfig, SinkConfig
 from sentinel.engine import reload
-from sentinel.engine.backend import BackendRuntime, summary
+from sentinel.engine.agents import Agents
+from sentinel.engine.backend import BackendRuntime, CheckSlot, LastProbe, summary
 from sentinel.engine.commit import Commit, Committer, ServiceNote
 from sentinel.engine.decide import (
     Decision,
@@ -35,20 +36,23 @@ from sentinel.engine.decide import (
     ramp_step,
     reconsidered,
     starting,
+    with_agent,
 )
 from sentinel.engine.doubting import SelfDoubt
 from sentinel.engine.journal import Journal, RunBlocking
 from sentinel.engine.pacing import EngineStatistics, Pacing
 from sentinel.engine.probegroups import GroupKey, ProbeGroup, group_key
-from sentinel.engine.probeloop import ProbeLoop, accepts
+from sentinel.engine.probeloop import EpollPoller, Poller, ProbeLoop, accepts
 from sentinel.engine.schedule import next_due, retry_due, start_offset
 from sentinel.engine.service import ServiceRuntime
+from sentinel.engine.slots import Slots
 from sentinel.engine.statefile import SavedBackend, Verdicts, check_writable, load_state
 from sentinel.engine.streamhub import StreamHub
 from sentinel.model import Event, FailureKind, ProbeResult
 from sentinel.observe import NullObserver, Observer, ProbeRecord
 from sentinel.passive.base import BackendIndex, Signal
 from sentinel.passive.sources import run_sources
+from sentinel.probes.agent import AgentAnswer, describe
 from sentinel.probes.base import Probe, guarded_check
 from sentinel.probes.registry import make_probe
 from sentinel.sinks.base import Sink, SinkContext
@@ -72,8 +76,8 @@ class Engine:
                  wall: Callable[[], float] = time.time, shutdown_timeout: float = 10.0,
                  observer: Observer | None = None,
                  run_blocking: RunBlocking | None = None,
-                 probe_loop: bool = True) -> None:
-        """`probe_loop=False` runs every probe as its own task (see `sentinel.engine.probeloop`)."""
+                 poller: Callable[[], Poller] = EpollPoller) -> None:
+        """`poller` is the probe loop's I/O (tests pass a virtual network)."""
         self.config = config
         self.observer = observer or NullObserver()
         self.shutdown_timeout = shutdown_timeout
@@ -93,11 +97,13 @@ class Engine:
         # Every decision is carried out by one task, in order (`sentinel.engine.commit`)
         self.committer = Committer(self.journal, self.observer, wall, self.verdicts,
                                    self.hub.published)
-        self._in_flight = trio.CapacityLimiter(config.max_in_flight)
+        self._in_flight = Slots(config.max_in_flight)
+        self._agents = Agents(self._in_flight, self.agent_answered)
         self._rng = random.Random()
         self.groups: dict[GroupKey, ProbeGroup] = {}
-        self._loop = ProbeLoop(self, self._in_flight, wall) if probe_loop else None
+        self._loop = ProbeLoop(self, self._in_flight, wall, poller)
         self._probe_nursery: trio.Nursery | None = None
+        self._stopped = False  # stop() was called, maybe before probing began
         self._sink_nursery: trio.Nursery | None = None
         self._unprobed: set[BackendRuntime] = set()  # until the first round is done
         self._first_round = trio.Event()
@@ -126,7 +132,8 @@ class Engine:
         """A service runtime; backends start from their persisted verdicts."""
         backends = [self.make_backend(svc, b.name) for b in svc.backends]
         bindings = [(self.runners[b.sink], b.options) for b in svc.sinks]
-        runtime = ServiceRuntime(svc, self.probe_factory(svc.probe), backends, bindings)
+        probes = tuple(self.probe_factory(e.probe) for e in svc.entries)
+        runtime = ServiceRuntime(svc, probes, backends, bindings)
         initial = runtime.decided.view  # as persisted: no event at start
         runtime.panic = initial.panic
         for b, view in zip(backends, initial.backends, strict=True):
@@ -138,7 +145,7 @@ class Engine:
         config = next(b for b in svc.backends if b.name == name)
         prior = self.saved.backends.get(svc.name, {}).get(name)
         initial, override = starting(prior, svc.init_state)
-        backend = BackendRuntime(svc.name, config, make_breaker(svc.breaker, initial),
+        backend = BackendRuntime(svc, config, make_breaker(svc.breaker, initial),
                                  prior.since if prior else rfc3339(self.wall()),
                                  prior.last_ok if prior else None)
         if svc.dampen is not None:
@@ -165,14 +172,15 @@ class Engine:
                 async with trio.open_nursery() as probe_nursery:
                     self._probe_nursery = probe_nursery
                     await probe_nursery.start(self.committer.run)
-                    if self._loop is not None:
-                        await probe_nursery.start(self._loop.run)
+                    await probe_nursery.start(self._loop.run)
                     self.regroup()
                     self.restart_passive()
                     self.restart_doubt()
                     probe_nursery.start_soon(self.pacing.watch_lag, self._in_flight)
                     probe_nursery.start_soon(self.hub.run)
                     task_status.started()
+                    if self._stopped:  # stop() came while sinks were starting
+                        probe_nursery.cancel_scope.cancel()
                 # acks and verdicts since the last event: else a webhook event already
                 # delivered would be handed over again at the next start
                 await self.journal.flush(self.verdicts())
@@ -183,7 +191,9 @@ class Engine:
                 await self._close()
 
     def stop(self) -> None:
-        """Stop probing; `run` then drains sinks and returns."""
+        """Stop probing (or, before `run` has begun probing, never begin); `run` then
+        drains sinks and returns."""
+        self._stopped = True
         if self._probe_nursery is not None:
             self._probe_nursery.cancel_scope.cancel()
 
@@ -198,39 +208,46 @@ class Engine:
         backends keep their place in the schedule (`next_due`); new ones are spread
         evenly over their interval."""
         assert self._probe_nursery is not None
-        wanted: dict[GroupKey, list[BackendRuntime]] = {}
+        wanted: dict[GroupKey, list[CheckSlot]] = {}
         for svc in self.services.values():
+            entries = svc.config.entries
             for b in svc.backends:
-                key = group_key(svc.config, b.config.host, b.config.port, b.config.name)
-                wanted.setdefault(key, []).append(b)
+                for slot in b.checks:
+                    wanted.setdefault(group_key(entries[slot.index].probe, slot), []).append(slot)
         for key, group in list(self.groups.items()):
             if [id(m) for m in wanted.get(key, [])] != [id(m) for m in group.members]:
                 group.stop()
-                if self._loop is not None:
-                    self._loop.drop(group)
+                self._loop.drop(group)
                 del self.groups[key]
         fresh = [(key, members) for key, members in wanted.items() if key not in self.groups]
         start = trio.current_time()
         newcomers = [m for _, members in fresh for m in members if m.next_due is None]
         for index, member in enumerate(newcomers):
-            interval = self.services[member.service].config.probe.timing.interval
+            interval = self._entry(member).timing.interval
             member.next_due = start + start_offset(index, len(newcomers), interval)
         for key, members in fresh:
             group = self.groups[key] = ProbeGroup(key, members)
-            probe = self.services[members[0].service].probe
-            if self._loop is not None and accepts(probe, members[0].config.host):
+            probe = self._probe(members[0])
+            if accepts(probe):
                 self._loop.add(group, probe)
-            else:
-                if key[0].watch is not None:
-                    log.warning("%s/%s: watch is for backends the probe loop checks (IP "
-                                "literals); %s is probed without it", members[0].service,
-                                members[0].config.name, members[0].config.host)
+            else:  # never a watched one: `watch` is for plain tcp and http, the loop's
                 self._probe_nursery.start_soon(self._probe_loop, group)
+        self._agents.match(((b, svc.config.agent) for svc in self.services.values()
+                            for b in svc.backends if svc.config.agent is not None),
+                           self._probe_nursery)
         if not self._first_round.is_set():  # a reload may add or remove backends to wait for
             self._unprobed = {b for svc in self.services.values() for b in svc.backends
                               if b.last_probe is None}
             if not self._unprobed:
                 self._first_round.set()
+
+    def _entry(self, slot: CheckSlot) -> ProbeConfig:
+        """The config of the check `slot` runs."""
+        return self.services[slot.backend.service].config.entries[slot.index].probe
+
+    def _probe(self, slot: CheckSlot) -> Probe:
+        """The probe that runs `slot`'s check (a reload may replace it: read it each time)."""
+        return self.services[slot.backend.service].probes[slot.index]
 
     async def wait_first_round(self) -> None:
         """Return once every backend has a first probe result (systemd's READY=1)."""
@@ -255,7 +272,8 @@ class Engine:
     async def _close(self) -> None:
         with trio.move_on_after(5):
             for svc in self.services.values():
-                await svc.probe.aclose()
+                for probe in svc.probes:
+                    await probe.aclose()
             for runner in self.runners.values():
                 await runner.sink.aclose()
 
@@ -268,63 +286,70 @@ class Engine:
                 group.nap = None
                 due = min(due, group.due())
                 owner = group.members[0]
-                svc = self.services[owner.service]  # re-read: a reload may replace it
-                try:  # the timeout starts once a slot is free
-                    self._in_flight.acquire_nowait()
-                except trio.WouldBlock:
-                    await self._in_flight.acquire()
+                probe = self._probe(owner)
+                if not self._in_flight.take_nowait():  # the timeout starts once a slot is free
+                    await self._in_flight.take()
                 try:
                     started, start_unix = trio.current_time(), self.wall()
-                    self.probe_started(started - due)
-                    result = await guarded_check(svc.probe, owner.target)
+                    self.probes_started((started - due,))
+                    result = await guarded_check(probe, owner.target)
                 finally:
-                    self._in_flight.release()
+                    self._in_flight.give()
                 self.probe_done(group, result, started, trio.current_time(), start_unix)
 
-    def probe_started(self, lateness: float) -> None:
-        """Count a probe that started `lateness` seconds after it was due."""
-        self.pacing.probe_started(lateness)
+    def probes_started(self, lateness: Sequence[float]) -> None:
+        """Count probes that started these many seconds after they were due."""
+        self.pacing.probes_started(lateness)
 
     def probe_done(self, group: ProbeGroup, result: ProbeResult, started: float, now: float,
                    start_unix: float) -> None:
         """A result's hand-in (the probe loop's and the probe tasks'): decisions are made
         now; persisting and publishing them goes, in order, to the committer task."""
-        for backend in group.members:
-            commit = self._observe(backend, result, started, now, start_unix)
+        for slot in group.members:
+            commit = self._observe(slot, result, started, now, start_unix)
             if commit is not None:
                 self.committer.submit(commit)
 
-    def _observe(self, backend: BackendRuntime, result: ProbeResult, started: float,
+    def _observe(self, slot: CheckSlot, result: ProbeResult, started: float,
                  now: float, start_unix: float) -> Commit | None:
-        """Carry out what `decide` makes of one member's result, and schedule its next
-        probe. A LOCAL failure (the checker's own trouble) is counted and retried soon."""
+        """Carry out what `decide` makes of one member check's result (combined with the
+        backend's other checks), and schedule the check's next probe. A LOCAL failure (the
+        checker's own trouble) is counted and retried soon."""
+        backend = slot.backend
         svc = self.services[backend.service]
-        timing = svc.config.probe.timing
-        decision = decide(backend, result, now, svc.config.slow_start)
+        entry = svc.config.entries[slot.index].probe
+        timing = entry.timing
+        decision = decide(backend, result, now, svc.config.slow_start, slot.index)
         transition = decision.transition
         if transition is None:
             self.pacing.local_error(f"{backend.service}/{backend.config.name}", result.error)
-            backend.next_due = retry_due(timing, backend.breaker.health,
-                                         backend.breaker.retry_at(), now)
+            slot.next_due = retry_due(timing, backend.breaker.health,
+                                      backend.breaker.retry_at(), now)
             return None
+        slot.last = LastProbe(start_unix, result.ok, result.error, result.latency * 1000)
         spread = self._rng.uniform(-timing.jitter, timing.jitter)
         # scheduled before the result is taken: self-suspicion may bring it forward
-        backend.next_due = next_due(timing, transition, backend.breaker.retry_at(),
-                                    started, now, spread)
-        return self._take(svc, backend, result, decision, started, start_unix)
+        slot.next_due = next_due(timing, transition, backend.breaker.retry_at(),
+                                 started, now, spread)
+        return self._take(svc, backend, result, decision, started, start_unix, entry.type)
 
     def _take(self, svc: ServiceRuntime, backend: BackendRuntime, result: ProbeResult,
-              decision: Decision, started: float, start_unix: float) -> Commit | None:
+              decision: Decision, started: float, start_unix: float, probe_type: str
+              ) -> Commit | None:
         """Record a result (of a probe that started at `started`) and carry out its
         decision; when it publishes (a change of verdict, state or weight), the commit
         that emits, persists and publishes it. The common case (nothing changed) stays
-        cheap: it runs every probe."""
+        cheap: it runs every probe. `result` is what was probed (its span); what the
+        breaker was fed (`decision.fed`, for several checks their combination) is what
+        the backend records, what self-suspicion judges and what the event carries."""
         assert decision.transition is not None
-        backend.record(result, decision.transition, start_unix)
-        if self._unprobed:
-            self._unprobed.discard(backend)
-            if not self._unprobed:
-                self._first_round.set()
+        fed = decision.fed
+        if fed is not None:
+            backend.record(fed, decision.transition, start_unix)
+            if self._unprobed:
+                self._unprobed.discard(backend)
+                if not self._unprobed:
+                    self._first_round.set()
         for note in decision.notes:
             log.log(note.level, "%s/%s: %s", backend.service, backend.config.name, note.text)
         if decision.publish:  # the common case (nothing changed) stays cheap: every probe
@@ -332,19 +357,20 @@ class Engine:
                 self._start_ramp(backend, decision.ramp)
             if decision.changed:
                 backend.verdict = decision.reason
-        if self.doubt is not None:  # it may hold the down just reached, or release one
-            self.doubt.judge(backend, decision.transition, result.ok, started,
+        if self.doubt is not None and fed is not None:
+            # it may hold the down just reached, or release one it held
+            self.doubt.judge(backend, decision.transition, fed.ok, started,
                              trio.current_time())
             decision = reconsidered(backend, decision)
         publish, reason = decision.publish, decision.reason
         record = ProbeRecord(svc.config.name, backend.target.backend, backend.target.host,
-                             backend.target.port, svc.config.probe.type, result, start_unix,
+                             backend.target.port, probe_type, result, start_unix,
                              (backend.published[0].value, decision.desired[0].value, reason)
                              if publish else None)
         trace_id = self.observer.probe_finished(record)
-        if publish and backend in svc.backends:  # else a reload removed it
-            return self.committer.stage(svc, backend, reason,
-                                         summary(svc.config.probe.type, result), trace_id)
+        if publish and fed is not None and backend in svc.backends:  # else a reload removed it
+            return self.committer.stage(svc, backend, reason, summary(probe_type, fed),
+                                        trace_id)
         return None
 
     def _start_ramp(self, backend: BackendRuntime, steps: Steps) -> None:
@@ -425,11 +451,11 @@ class Engine:
             if current is None:
                 services[cfg.name] = self.make_service(cfg)
                 continue
-            services[cfg.name], old_probe = reload.carry_over(
+            services[cfg.name], old_probes = reload.carry_over(
                 current, cfg, self.runners, self.make_backend, self.probe_factory)
-            if old_probe is not None:
-                retired.append(old_probe)
-        retired.extend(svc.probe for name, svc in self.services.items() if name not in services)
+            retired.extend(old_probes)
+        retired.extend(probe for name, svc in self.services.items() if name not in services
+                       for probe in svc.probes)
         self.services = services
         self.config = new
         self._bind()
@@ -440,6 +466,26 @@ class Engine:
             await self.commit(svc, None, "reload")
         if retired:
             self.start_task(lambda: reload.close_later(retired))
+
+    # -- agents (sentinel.engine.agents runs their tasks) -------------------------------
+
+    async def agent_answered(self, backend: BackendRuntime, answer: AgentAnswer | None,
+                             result: ProbeResult) -> None:
+        """An agent check ended: fold the answer into the backend's AgentState and, when
+        that changes what is published, commit it (reason `agent: ...`). No answer (the
+        agent could not be reached, timed out, did not end its line) changes nothing, as
+        in HAProxy: connectivity is the probe's job."""
+        backend.agent_last = LastProbe(self.wall(), answer is not None, result.error,
+                                       result.latency * 1000)
+        svc = self.services.get(backend.service)
+        if answer is None or backend.agent is None or svc is None \
+                or backend not in svc.backends:
+            return
+        before = backend.desired()
+        backend.agent = backend.agent.apply(answer)
+        backend.inputs = with_agent(backend.inputs, backend.agent)
+        if backend.desired() != before:
+            await self.commit(svc, backend, describe(answer))
 
     # -- passive signals ----------------------------------------------------------
 
@@ -490,15 +536,16 @@ class Engine:
         result = ProbeResult(ok=False, latency=0.0, failure=FailureKind.PASSIVE,
                              detail=signal.reason)
         now = trio.current_time()
-        decision = decide(backend, result, now, svc.config.slow_start)
-        commit = self._take(svc, backend, result, decision, now, self.wall())
+        decision = decide(backend, result, now, svc.config.slow_start, None)
+        commit = self._take(svc, backend, result, decision, now, self.wall(),
+                            svc.config.probe.type)
         if commit is not None:
             self.committer.submit(commit)
 
     def watch_lost(self, group: ProbeGroup, hint: str) -> None:
         """A watched connection was lost (SPEC 9): probe the group's backends now (a hint:
         the probe decides); the breaker's fast_interval follows a failure."""
-        for backend in group.members:
+        for backend in dict.fromkeys(slot.backend for slot in group.members):
             if self.probe_now(backend):
                 log.info("%s/%s: %s; probing now", backend.service, backend.config.name, hint)
 
@@ -508,20 +555,23 @@ class Engine:
         schedule decides) unless `down_too`, or already due (a check of it may be in
         flight: its result is the answer)."""
         now = trio.current_time()
-        if (backend.breaker.health is Health.DOWN and not down_too) \
-                or backend.next_due is None or backend.next_due <= now:
+        if backend.breaker.health is Health.DOWN and not down_too:
             return False
-        svc = self.services[backend.service]
-        group = self.groups.get(group_key(svc.config, backend.config.host,
-                                          backend.config.port, backend.config.name))
-        if group is None or backend not in group.members:
-            return False
-        backend.next_due = now
-        if self._loop is not None and accepts(svc.probe, backend.config.host):
-            self._loop.hurry(group, svc.probe)
-        else:
-            group.hurry()
-        return True
+        hurried = False
+        for slot in backend.checks:  # every check of it
+            if slot.next_due is None or slot.next_due <= now:
+                continue
+            group = self.groups.get(group_key(self._entry(slot), slot))
+            if group is None or slot not in group.members:
+                continue
+            slot.next_due = now
+            probe = self._probe(slot)
+            if accepts(probe):
+                self._loop.hurry(group, probe)
+            else:
+                group.hurry()
+            hurried = True
+        return hurried
 
     # -- self-suspicion -----------------------------------------------------------
 
@@ -571,7 +621,7 @@ class Engine:
     def statistics(self) -> EngineStatistics:
         """Probe count, probes in flight, lateness and loop-lag percentiles, and the
         watched connections."""
-        watch = self._loop.watch_statistics() if self._loop is not None else None
+        watch = self._loop.watch_statistics()
         return self.pacing.statistics(self._in_flight, watch)
 
     def events_after(self, seq: int) -> list[Event]:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import trio
 
+from sentinel.engine.slots import Slots
 from sentinel.engine.watching import WatchStatistics
 from sentinel.telemetry.logs import Throttle
 
@@ -70,13 +72,14 @@ class Pacing:
         self._lag_ticks = 0
         self._lag_sum = 0.0
 
-    def probe_started(self, lateness: float) -> None:
-        """Count a probe that started `lateness` seconds after it was due."""
-        self._lateness.append(lateness)
+    def probes_started(self, lateness: Sequence[float]) -> None:
+        """Count probes that started these many seconds after they were due (the probe
+        loop reports each pass's at once)."""
+        self._lateness.extend(lateness)
         # an early start (the probe loop starts checks due within 5 ms together) is on
         # time, as in the percentiles
-        self._lateness_sum += max(lateness, 0.0)
-        self.probes += 1
+        self._lateness_sum += sum(late for late in lateness if late > 0.0)
+        self.probes += len(lateness)
 
     def local_error(self, backend: str, error: str) -> None:
         """Count a check of `backend` that the checker could not make for its own reasons
@@ -90,7 +93,7 @@ class Pacing:
                         "look at sentinel's file-descriptor limit, its connections and "
                         "this host's resources", backend, error, more)
 
-    def statistics(self, in_flight: trio.CapacityLimiter,
+    def statistics(self, in_flight: Slots,
                    watch: WatchStatistics | None = None) -> EngineStatistics:
         """Probe count, probes in flight, lateness and loop-lag percentiles, local errors,
         and `watch` (the probe loop's watched connections) as given."""
@@ -102,7 +105,7 @@ class Pacing:
                                 self._last_local, self._lateness_sum, self._lag_ticks,
                                 self._lag_sum, watch)
 
-    async def watch_lag(self, in_flight: trio.CapacityLimiter) -> None:
+    async def watch_lag(self, in_flight: Slots) -> None:
         """Measure event-loop lag (oversleep of a short sleep) and warn when probes run late."""
         last_warning = -math.inf
         ticks = 0

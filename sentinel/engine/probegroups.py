@@ -1,33 +1,34 @@
 """Probe sharing: identical probes to the same address run once.
 
-When several services probe the same host:port with the same probe
-settings, one task runs the probe and every member backend's breaker sees
-the result. Script probes are never shared: their environment names the
-service and backend.
+When several services (or several checks of one service) probe the same
+host:port with the same probe settings, one task runs the probe and every
+member check sees the result. Script probes are never shared: their
+environment names the service and backend.
 """
 
 from __future__ import annotations
 
 import trio
 
-from sentinel.config.model import ProbeConfig, ServiceConfig
-from sentinel.engine.backend import BackendRuntime
+from sentinel.config.model import ProbeConfig
+from sentinel.engine.backend import CheckSlot
 
 GroupKey = tuple[ProbeConfig, str, int, str]
 
 
-def group_key(svc: ServiceConfig, host: str, port: int, backend: str) -> GroupKey:
-    """What makes two probes the same probe."""
-    owner = f"{svc.name}/{backend}" if svc.probe.type == "script" else ""
-    return (svc.probe, host, port, owner)
+def group_key(probe: ProbeConfig, slot: CheckSlot) -> GroupKey:
+    """What makes two checks the same probe (`probe`: the slot's config)."""
+    backend = slot.backend
+    owner = f"{backend.service}/{backend.config.name}" if probe.type == "script" else ""
+    return (probe, backend.config.host, backend.config.port, owner)
 
 
 class ProbeGroup:
-    """The backends one probe task (or the probe loop) feeds, and the scope that stops it."""
+    """The checks one probe task (or the probe loop) feeds, and the scope that stops it."""
 
     __slots__ = ("key", "members", "nap", "scope", "stopped")
 
-    def __init__(self, key: GroupKey, members: list[BackendRuntime]) -> None:
+    def __init__(self, key: GroupKey, members: list[CheckSlot]) -> None:
         self.key = key
         self.members = members
         self.scope = trio.CancelScope()
@@ -47,4 +48,9 @@ class ProbeGroup:
 
     def due(self) -> float:
         """The earliest time any member wants its next probe."""
-        return min(m.next_due for m in self.members if m.next_due is not None)
+        members = self.members
+        if len(members) == 1:  # the common case, asked after every check
+            due = members[0].next_due
+            assert due is not None
+            return due
+        return min(m.next_due for m in members if m.next_due is not None)

@@ -9,23 +9,29 @@ for TCP, 216 ms for HTTP). Driven from here the same checks cost 57 and
 89 us at 1,000 backends, 36 and 60 us at 5,000, on time (p99 under 8 ms).
 HAProxy 2.6 spends about 26 and 45 us (README, Performance: Scale).
 
-How. Plain `tcp` and `http` checks of IP-literal backends (`accepts`) run
-here instead. The loop owns a `select.epoll` object and a heap of due probe
-groups (`Agenda`). Each pass, in a tight synchronous loop, it reads every
-ready socket and moves its check on (connect, send, read: the same
-`sentinel.probes.exchange` exchanges the per-task path feeds, so results and
-texts are the same), then times out checks past their deadline, then starts
-every group that is due and reads once more (a loopback connect is often
-complete when `connect_ex` returns). Then it awaits `wait_readable` on the
-epoll fd with a deadline of the next start or timeout, no sooner than BATCH
-from now: checks due within a few milliseconds of each other start in one
-pass and share the cost of one Trio wakeup. A check that started within
-BATCH of its due time counts its next interval from the due time, so the
-batching does not drift the schedule into ever bigger clumps.
+How. Every `tcp` (without TLS), `http` and `agent` check runs here
+(`accepts`). The loop owns a `Poller` (an epoll object and raw sockets) and a
+heap of due probe groups (`Agenda`). Each pass, in a tight synchronous loop,
+it reads every ready socket and moves its check on, following the check's
+pull-style exchange (`sentinel.probes.exchange`: connect, send, receive,
+done; the same steps the per-task driver follows, so results and texts are
+the same); then times out checks past their deadline; then starts every
+group that is due and reads once more (a loopback connect is often complete
+when `connect_ex` returns). Then it waits on the poller with a deadline of
+the next start or timeout, no sooner than BATCH from now: checks due within
+a few milliseconds of each other start in one pass and share the cost of
+one Trio wakeup. A check that started within BATCH of its due time counts
+its next interval from the due time, so the batching does not drift the
+schedule into ever bigger clumps.
+
+Host names are looked up ahead of their checks by a small resolver task
+(`sentinel.engine.names`); a check whose name has no valid answer yet waits
+for it within its timeout, without a socket. Only `https`, TLS `tcp` and
+`grpc`, `dns` and `script` checks keep a Trio task each (engine.py).
 
 Kept from the per-task path: probe groups are shared across services; the
-global in-flight cap (`max_in_flight`) is the engine's CapacityLimiter, taken
-per check without blocking: a due group that finds no slot stays due and is
+global in-flight cap (`max_in_flight`) is the engine's `Slots`, taken per
+check without blocking: a due group that finds no slot stays due and is
 retried BATCH later, so overload stretches intervals instead of failing
 checks; a check's timeout runs from when it really started, not from when it
 was due; lateness is reported to the engine at each start. Overload must not
@@ -38,10 +44,15 @@ synchronously (`LoopHost.probe_done`); the engine hands any commit (verdict,
 state or weight changed) to the committer's task (`sentinel.engine.commit`), so
 this loop never awaits persistence or sinks. Nothing a check does raises out of the loop: an
 exception from a probe's exchange (building its request, judging its answer)
-becomes that check's ERROR result (`crashed`), and the other checks go on.
+ends that check with the exchange's verdict on it, or its ERROR result
+(`crashed`) when even that fails, and the other checks go on.
 
-Host names need an async resolver: their checks stay on the per-task path,
-as do `https`, TLS `tcp` and `script` checks.
+The loop does its I/O only through the `Poller`, so tests give it a virtual
+network on trio's MockClock and the engine's timing tests run this path.
+
+Watched connections (`watch:`, `sentinel.engine.watching`) sit in the same
+poller beside the checks. The loop makes their `Watches` when the first one is
+added: without any, a pass pays one attribute test for them and nothing more.
 """
 
 from __future__ import annotations
@@ -53,34 +64,39 @@ import math
 import os
 import select
 import socket
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Protocol, TypeGuard
 
 import trio
 
+from sentinel.engine.names import NameKey, Names
 from sentinel.engine.probegroups import ProbeGroup
-from sentinel.engine.watching import Watches, WatchStatistics, close_held
+from sentinel.engine.slots import Slots
+from sentinel.engine.watching import Watches, WatchStatistics
 from sentinel.model import ProbeResult
 from sentinel.probes import rawsock
-from sentinel.probes.base import Probe, crashed
-from sentinel.probes.exchange import Exchange, LeanProbe
+from sentinel.probes.base import Probe, ResolveError, crashed
+from sentinel.probes.exchange import DONE, RECEIVE, Connect, Exchange, LeanProbe, Send
+from sentinel.probes.rawsock import Address
+from sentinel.probes.resolve import timed_out
 
 BATCH = 0.005  # checks due within 5 ms of each other start in one pass
-_CONNECTING, _SENDING, _READING = 0, 1, 2
+# What a running check waits for (`Running.step`).
+STARTING, RESOLVING, CONNECTING, SENDING, READING, FINISHED = range(6)
 
 
-def accepts(probe: Probe, host: str) -> TypeGuard[LeanProbe]:
-    """Whether checks of `probe` against `host` can run in the loop: a lean probe
-    (plain tcp, http) and an IP literal (a host name needs an async resolver)."""
-    return isinstance(probe, LeanProbe) and probe.lean and rawsock.literal(host) is not None
+def accepts(probe: Probe) -> TypeGuard[LeanProbe]:
+    """Whether checks of `probe` run in the loop: a lean probe (plain tcp, http, agent)."""
+    return isinstance(probe, LeanProbe) and probe.lean
 
 
 class LoopHost(Protocol):
     """What the loop reports to (the engine); also what its watches report to."""
 
-    def probe_started(self, lateness: float) -> None:
-        """A check started `lateness` seconds after it was due."""
+    def probes_started(self, lateness: Sequence[float]) -> None:
+        """Checks started these many seconds after they were due (one pass's)."""
 
     def probe_done(self, group: ProbeGroup, result: ProbeResult, started: float, now: float,
                    start_unix: float) -> None:
@@ -95,8 +111,9 @@ class Running:
     """One check in flight."""
 
     exchange: Exchange  # set by the loop once the check has its slot (building it may fail)
-    __slots__ = ("anchor", "deadline", "exchange", "group", "moved", "pending", "probe",
-                 "sock", "spared", "start_unix", "started", "step")
+    address: Address  # set once known (a host name's comes from the resolver task)
+    __slots__ = ("address", "anchor", "deadline", "exchange", "group", "moved", "pending",
+                 "probe", "sock", "spared", "start_unix", "started", "step")
 
     def __init__(self, group: ProbeGroup, probe: LeanProbe, started: float,
                  start_unix: float, anchor: float | None = None) -> None:
@@ -108,21 +125,26 @@ class Running:
         self.deadline = started + probe.timeout  # from the real start, not the due time
         self.moved = -1  # the loop pass that last moved this check on
         self.spared = False  # past its deadline once already, judged after the next poll
-        self.sock: socket.socket | None = None  # None until connecting, and once finished
-        self.step = _CONNECTING
+        self.sock: Sock | None = None  # once connecting, until finished
+        self.step = STARTING  # what it waits for: RESOLVING ... READING; or FINISHED
         self.pending = b""  # request bytes not yet sent
 
 
 class Agenda:
-    """When groups are due and when running checks time out (pure: times are passed in)."""
+    """When groups are due and when running checks time out (pure: times are passed in).
 
-    __slots__ = ("_deadlines", "_due", "_queued", "_seq")
+    Deadlines need no heap: checks with the same timeout time out in the order they
+    started, so each timeout has a queue in start order (`watch` appends).
+    """
+
+    __slots__ = ("_again", "_deadlines", "_due", "_queued", "_seq")
 
     def __init__(self) -> None:
         self._due: list[tuple[float, int, ProbeGroup, LeanProbe]] = []
-        self._deadlines: list[tuple[float, int, Running]] = []
         self._seq = itertools.count()  # ties break by insertion; groups are not comparable
         self._queued: dict[ProbeGroup, int] = {}  # group -> seq of its live entry in _due
+        self._deadlines: dict[float, deque[Running]] = {}  # by timeout, in start order
+        self._again: list[Running] = []  # spared once: judged at the next look
 
     def add(self, group: ProbeGroup, probe: LeanProbe) -> None:
         """Schedule `group`'s next check at its members' earliest `next_due` (an earlier
@@ -158,99 +180,221 @@ class Agenda:
         del self._queued[group]
 
     def watch(self, running: Running) -> None:
-        """Time `running` out at its deadline unless it finishes first."""
-        heapq.heappush(self._deadlines, (running.deadline, next(self._seq), running))
+        """Time `running` out at its deadline unless it finishes first (checks are
+        watched as they start)."""
+        queue = self._deadlines.get(running.probe.timeout)
+        if queue is None:
+            queue = self._deadlines[running.probe.timeout] = deque()
+        queue.append(running)
+
+    def spare(self, running: Running) -> None:
+        """Judge `running`, already past its deadline, again at the next look."""
+        self._again.append(running)
 
     def expired(self, now: float) -> Running | None:
         """A running check whose deadline has passed by `now` (finished ones are skipped)."""
-        deadlines = self._deadlines
-        while deadlines:
-            deadline, _, running = deadlines[0]
-            if running.sock is not None and deadline > now:
-                return None
-            heapq.heappop(deadlines)
-            if running.sock is not None:
+        while self._again:
+            running = self._again.pop()
+            if running.step != FINISHED:
                 return running
+        for queue in self._deadlines.values():
+            while queue and queue[0].step == FINISHED:
+                queue.popleft()
+            if queue and queue[0].deadline <= now:
+                return queue.popleft()
         return None
 
     def wake_at(self, now: float, batch: float) -> float:
         """When to look again: the next start or deadline, but not before `now + batch`,
         so that checks due close together share one pass."""
-        wake = math.inf
-        if self._due:
-            wake = self._due[0][0]
-        if self._deadlines:
-            wake = min(wake, self._deadlines[0][0])
+        wake = self._due[0][0] if self._due else math.inf
+        for queue in self._deadlines.values():
+            while queue and queue[0].step == FINISHED:
+                queue.popleft()
+            if queue:
+                wake = min(wake, queue[0].deadline)
         return max(wake, now + batch)
+
+
+class Sock(Protocol):
+    """What the loop asks of a socket (a `socket.socket` is one)."""
+
+    def fileno(self) -> int:
+        """The file descriptor the poller reports it by."""
+
+    def connect_ex(self, address: tuple[str, int], /) -> int:
+        """Start connecting; 0 or an errno (EINPROGRESS while under way)."""
+
+    def getsockopt(self, level: int, option: int, /) -> int:
+        """SO_ERROR: why the connect failed."""
+
+    def send(self, data: bytes, /) -> int:
+        """Send some of `data`; BlockingIOError when none fits."""
+
+    def recv(self, size: int, /) -> bytes:
+        """Read up to `size` bytes; b"" at EOF; BlockingIOError when none are there."""
+
+    def setsockopt(self, level: int, option: int, value: int, /) -> None:
+        """Set an option (a watched connection's TCP keepalive)."""
+
+    def close(self) -> None:
+        """Close (with an RST: SO_LINGER 0 is set when the socket is made)."""
+
+
+class Poller(Protocol):
+    """The loop's I/O edge: it makes the sockets and says which are ready. In production
+    `EpollPoller`; tests inject a virtual network that runs on trio's MockClock (as trio
+    lets tests inject sockets), so the engine's timing tests drive this loop."""
+
+    def socket(self, family: socket.AddressFamily, delay_ack: bool,
+               source: Address | None) -> Sock:
+        """A non-blocking TCP socket (see `rawsock.open_socket`); raises OSError."""
+
+    def register(self, fd: int, events: int) -> None:
+        """Watch `fd` for `events` (EPOLLIN, EPOLLOUT)."""
+
+    def modify(self, fd: int, events: int) -> None:
+        """Watch `fd` for other `events` instead."""
+
+    def poll(self, max_events: int) -> list[tuple[int, int]]:
+        """The ready (fd, events), without waiting. Closing a socket forgets its fd."""
+
+    async def wait(self) -> None:
+        """Return when `poll` may have something (the loop bounds the wait)."""
+
+    def close(self) -> None:
+        """Release the poller (the loop is done)."""
+
+
+class EpollPoller:
+    """Raw sockets (`sentinel.probes.rawsock`) and one epoll object."""
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+
+    def socket(self, family: socket.AddressFamily, delay_ack: bool,
+               source: Address | None) -> Sock:
+        """See `Poller.socket`."""
+        return rawsock.open_socket(family, delay_ack, source)
+
+    def register(self, fd: int, events: int) -> None:
+        """See `Poller.register`."""
+        self._epoll.register(fd, events)
+
+    def modify(self, fd: int, events: int) -> None:
+        """See `Poller.modify`."""
+        self._epoll.modify(fd, events)
+
+    def poll(self, max_events: int) -> list[tuple[int, int]]:
+        """See `Poller.poll`."""
+        return self._epoll.poll(0, max_events)
+
+    async def wait(self) -> None:
+        """Until the epoll fd is readable: some socket is ready."""
+        await trio.lowlevel.wait_readable(self._epoll.fileno())
+
+    def close(self) -> None:
+        """Close the epoll object."""
+        self._epoll.close()
 
 
 class ProbeLoop:
     """Runs lean checks for the groups `add`ed to it; see the module docstring."""
 
-    def __init__(self, host: LoopHost, limiter: trio.CapacityLimiter,
-                 wall: Callable[[], float], batch: float = BATCH) -> None:
+    def __init__(self, host: LoopHost, slots: Slots,
+                 wall: Callable[[], float], poller: Callable[[], Poller] = EpollPoller,
+                 batch: float = BATCH) -> None:
         self._host = host
-        self._limiter = limiter
+        self._slots = slots
         self._wall = wall
         self._batch = batch
         self._agenda = Agenda()
+        self._poller = poller()  # closed when `run` ends: a loop runs once
+        self._names = Names(self._answered)
         self._running: dict[int, Running] = {}  # by file descriptor
-        self._epoll = select.epoll()  # closed when `run` ends: a loop runs once
-        self._watches = Watches(self._epoll, host)  # `watch:` connections, same epoll
+        self._resolving: dict[NameKey, list[Running]] = {}  # checks waiting for a name
+        self._answers: list[NameKey] = []  # names looked up since the last pass
         self._sleep: trio.CancelScope | None = None  # the loop's wait, while it waits
         self._passes = 0
+        self._watches: Watches | None = None  # made for the first `watch:` group
 
     def add(self, group: ProbeGroup, probe: LeanProbe) -> None:
         """Probe `group` from its `next_due` on, until it is stopped (regroup); with
         `watch:` in its probe settings, hold a watched connection to it too."""
         self._agenda.add(group, probe)
+        host = group.members[0].target.host
+        if rawsock.literal(host) is None:
+            self._names.want((probe.resolver, host), group)
+        self._wake(group.due())
         config = group.key[0]
         if config.watch is not None:
-            self._watches.add(group, config, trio.current_time())
-        if self._sleep is not None:  # wake up in time for it
-            self._sleep.deadline = min(self._sleep.deadline, group.due(),
-                                       self._watches.wake_at())
+            if self._watches is None:
+                self._watches = Watches(self._poller, self._host)
+            self._watches.add(group, config, partial(self._address, probe, host),
+                              trio.current_time())
+            self._wake(self._watches.wake_at())
 
     def drop(self, group: ProbeGroup) -> None:
         """`group` was stopped (regroup): close its watched connection, if any (its
         checks end by themselves)."""
-        self._watches.drop(group)
+        if self._watches is not None:
+            self._watches.drop(group)
 
-    def watch_statistics(self) -> WatchStatistics:
-        """Watched connections held, lost and hinted (see `sentinel.engine.watching`)."""
-        return self._watches.statistics()
+    def watch_statistics(self) -> WatchStatistics | None:
+        """Watched connections held, lost and hinted (None: no group is watched)."""
+        return self._watches.statistics() if self._watches is not None else None
+
+    def _address(self, probe: LeanProbe, host: str) -> Address | ResolveError | None:
+        """Where `host` is now: an IP literal, or the resolver task's answer (None: no
+        valid answer yet)."""
+        return rawsock.literal(host) or self._names.answer((probe.resolver, host),
+                                                           trio.current_time())
 
     def hurry(self, group: ProbeGroup, probe: LeanProbe) -> None:
         """A member of `group` is due earlier (a passive signal): check it then."""
-        if self._agenda.hurry(group, probe) and self._sleep is not None:
-            self._sleep.deadline = min(self._sleep.deadline, group.due())
+        if self._agenda.hurry(group, probe):
+            self._wake(group.due())
 
     @property
     def in_flight(self) -> int:
-        """Checks with an open socket."""
-        return len(self._running)
+        """Checks started and not finished (with a socket open, or waiting for a name)."""
+        return len(self._running) + sum(len(w) for w in self._resolving.values())
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Probe until cancelled; open sockets are reset and their slots returned on exit."""
         try:
-            task_status.started()
-            while True:
-                self._pass()
-                now = trio.current_time()
-                wake = self._agenda.wake_at(now, self._batch)
-                watch_wake = self._watches.wake_at()
-                if watch_wake < wake:
-                    wake = max(watch_wake, now + self._batch)
-                with trio.move_on_at(wake) as self._sleep:
-                    await trio.lowlevel.wait_readable(self._epoll.fileno())
-                self._sleep = None
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self._names.run)
+                task_status.started()
+                while True:
+                    self._pass()
+                    now = trio.current_time()
+                    wake = self._agenda.wake_at(now, self._batch)
+                    if self._watches is not None:
+                        wake = min(wake, max(self._watches.wake_at(), now + self._batch))
+                    with trio.move_on_at(wake) as self._sleep:
+                        await self._poller.wait()
+                    self._sleep = None
         finally:
-            for running in list(self._running.values()):
-                self._close(running)
-                self._limiter.release_on_behalf_of(running)
-            self._watches.close()
-            self._epoll.close()
+            live = [*self._running.values(), *itertools.chain(*self._resolving.values())]
+            for running in live:
+                if running.step != FINISHED:
+                    self._close(running)
+                    self._slots.give()
+            if self._watches is not None:
+                self._watches.close()
+            self._poller.close()
+
+    def _wake(self, when: float) -> None:
+        if self._sleep is not None:
+            self._sleep.deadline = min(self._sleep.deadline, when)
+
+    def _answered(self, key: NameKey) -> None:
+        """A lookup of `key` ended (the resolver task): the next pass moves its checks on."""
+        if key in self._resolving:
+            self._answers.append(key)
+            self._wake(-math.inf)
 
     def _pass(self) -> None:
         """Advance ready checks, time out late ones, start due ones, and advance again:
@@ -258,8 +402,11 @@ class ProbeLoop:
         plain TCP check can finish in the pass that started it (one wakeup, not two)."""
         self._passes += 1
         self._advance_ready()
+        if self._answers:
+            self._resume()
         self._expire()
-        self._watches.tick(trio.current_time())
+        if self._watches is not None:
+            self._watches.tick(trio.current_time())
         if self._start_due():
             self._advance_ready()
 
@@ -275,119 +422,160 @@ class ProbeLoop:
             if late.moved == self._passes and not late.spared:
                 late.spared = True
                 spared.append(late)
+            elif late.step == RESOLVING:
+                host = late.group.members[0].target.host
+                self._resolving[(late.probe.resolver, host)].remove(late)
+                lookup = timed_out(host, late.probe.timeout)
+                self._end(late, partial(late.exchange.failed, lookup), now)
             else:
                 self._end(late, late.exchange.timed_out, now)
         for running in spared:
-            agenda.watch(running)
+            agenda.spare(running)
 
     def _advance_ready(self) -> None:
         # Every ready socket (the default is at most 1,023): a socket left unread here
         # would be judged against its deadline with its answer waiting.
-        events = self._epoll.poll(0, len(self._running) + len(self._watches) + 1)
+        watches = self._watches
+        events = self._poller.poll(len(self._running) + (len(watches) if watches else 0) + 1)
         now = trio.current_time()
         running_by_fd = self._running
-        for fd, mask in events:
+        for fd, flags in events:
             running = running_by_fd.get(fd)
             if running is not None:
-                self._step(running, now)
-            else:
-                self._watches.ready(fd, mask, now)
+                self._step(running, flags, now)
+            elif watches is not None:
+                watches.ready(fd, flags, now)
 
     def _start_due(self) -> int:
         """Start every due group that gets an in-flight slot; how many started."""
-        agenda = self._agenda
+        agenda, take_slot = self._agenda, self._slots.take_nowait
         now = trio.current_time()
-        started = 0
+        wall = self._wall()  # one reading for the pass: they start within it
+        lateness: list[float] = []
         while (head := agenda.next_due(now)) is not None:
+            if not take_slot():
+                break  # no slot: stays due, retried next pass (within `batch`)
             due, group, probe = head
+            agenda.take()
+            lateness.append(now - due)
             # The cadence counts from the due time when the check started within the
             # batch window of it (batching must not clump the schedule over time), from
             # the real start when later (an overloaded loop stretches intervals).
             anchor = due if now - due <= self._batch else now
-            running = Running(group, probe, now, self._wall(), anchor)
-            try:
-                self._limiter.acquire_on_behalf_of_nowait(running)
-            except trio.WouldBlock:
-                break  # no slot: stays due, retried next pass (within `batch`)
-            agenda.take()
-            self._host.probe_started(now - due)
-            try:
-                self._connect(running, now)
-            except Exception as exc:  # the probe could not even start: this check fails
-                self._close(running)
-                self._finish(running, crashed(exc, 0.0, group.members[0].target), now)
-            started += 1
-        return started
+            self._start(Running(group, probe, now, wall, anchor), now)
+        if lateness:
+            self._host.probes_started(lateness)
+        return len(lateness)
 
-    def _connect(self, running: Running, now: float) -> None:
-        """Build the check's exchange, open the socket and start connecting (non-blocking)."""
+    def _start(self, running: Running, now: float) -> None:
+        """Build the check's exchange and follow it (or wait for its host's address)."""
         target = running.group.members[0].target
-        address = rawsock.literal(target.host)
-        assert address is not None, "accepts() admits IP literals only"
-        family, ip = address
-        running.exchange = running.probe.exchange(target)
         try:
-            sock = rawsock.open_socket(family, running.exchange.connect_only)
-        except OSError as exc:  # out of file descriptors, say: the check fails, visibly
-            self._end(running, partial(running.exchange.failed, exc), now)
-            return
-        running.sock = sock
-        fd = sock.fileno()
-        self._running[fd] = running
-        try:
-            err = sock.connect_ex((ip, target.port))
-            if err not in (0, errno.EINPROGRESS):  # refused at once
-                raise OSError(err, os.strerror(err))
-            self._epoll.register(fd, select.EPOLLOUT)
-        except OSError as exc:
-            self._end(running, partial(running.exchange.failed, exc), now)
+            running.exchange = running.probe.exchange(target)
+        except Exception as exc:  # the probe could not even start: this check fails
+            self._finish(running, crashed(exc, 0.0, target), now)
             return
         self._agenda.watch(running)
+        address = rawsock.literal(target.host)
+        if address is None:
+            key = (running.probe.resolver, target.host)
+            answer = self._names.answer(key, now)
+            if answer is None:  # the resolver task has none yet: wait for it
+                running.step = RESOLVING
+                self._resolving.setdefault(key, []).append(running)
+                return
+            if isinstance(answer, ResolveError):
+                self._end(running, partial(running.exchange.failed, answer), now)
+                return
+            address = answer
+        running.address = address
+        self._step(running, 0, now)
 
-    def _step(self, running: Running, now: float) -> None:
-        """The socket is ready: move the check on, and finish it when it has a result."""
+    def _resume(self) -> None:
+        """Move on the checks waiting for names the resolver task has answered since."""
+        now = trio.current_time()
+        answers, self._answers = self._answers, []
+        for key in answers:
+            for running in self._resolving.pop(key, []):
+                answer = self._names.answer(key, now)
+                if answer is None:  # no answer yet (a lookup that got none): wait on
+                    self._resolving.setdefault(key, []).append(running)
+                elif isinstance(answer, ResolveError):
+                    self._end(running, partial(running.exchange.failed, answer), now)
+                else:
+                    running.address = answer
+                    self._step(running, 0, now)
+
+    def _step(self, running: Running, flags: int, now: float) -> None:
+        """Finish the I/O the check was waiting for (its socket is ready: `flags`), then
+        follow its exchange until it must wait again or is done, and finish it then. An
+        exception ends it with the exchange's verdict on that exception."""
         running.moved = self._passes
+        sock, exchange, step = running.sock, running.exchange, running.step
         try:
-            result = self._advance(running, now)
-        except Exception as exc:  # the edge: the exchange translates it
-            self._end(running, partial(running.exchange.failed, exc), now)
-            return
-        if result is not None:
-            self._finish(running, result, now)
-
-    def _advance(self, running: Running, now: float) -> ProbeResult | None:
-        sock, exchange = running.sock, running.exchange
-        assert sock is not None
-        if running.step == _CONNECTING:
-            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err:
-                raise OSError(err, os.strerror(err))
-            exchange.connected()
-            running.pending = exchange.request
-            running.step = _SENDING
-        if running.step == _SENDING:
-            if running.pending:
+            if step == CONNECTING:
+                if flags & select.EPOLLERR:  # else connected: no SO_ERROR to ask for
+                    assert sock is not None
+                    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    raise OSError(err, os.strerror(err))
+            elif step == SENDING:
+                assert sock is not None
                 try:
                     sent = sock.send(running.pending)
                 except BlockingIOError:
-                    return None
+                    return
                 running.pending = running.pending[sent:]
                 if running.pending:
-                    return None
-            if not exchange.sent():
-                return exchange.result(now - running.started)
-            running.step = _READING
-            self._epoll.modify(sock.fileno(), select.EPOLLIN)
-            return None
-        try:
-            data = sock.recv(rawsock.RECV_SIZE)
-        except BlockingIOError:
-            return None
-        if not data:
-            exchange.eof()
-        elif not exchange.feed(data):
-            return None
-        return exchange.result(now - running.started)
+                    return
+            elif step == READING:
+                assert sock is not None
+                try:
+                    data = sock.recv(rawsock.RECV_SIZE)
+                except BlockingIOError:
+                    return
+                exchange.receive(data)
+            while (need := exchange.next_step()) is not DONE:
+                if need is RECEIVE:
+                    assert sock is not None, "RECEIVE before Connect"
+                    if running.step != READING:
+                        self._poller.modify(sock.fileno(), select.EPOLLIN)
+                        running.step = READING
+                    return
+                if isinstance(need, Send):
+                    assert sock is not None, "Send before Connect"
+                    try:
+                        sent = sock.send(need.data)
+                    except BlockingIOError:
+                        sent = 0
+                    if sent < len(need.data):
+                        running.pending = need.data[sent:]
+                        if running.step != SENDING:
+                            self._poller.modify(sock.fileno(), select.EPOLLOUT)
+                            running.step = SENDING
+                        return
+                else:
+                    assert isinstance(need, Connect)
+                    self._connect(running, need)
+                    return
+            result = exchange.result(now - running.started)
+        except Exception as exc:  # the edge: the exchange translates it
+            self._end(running, partial(exchange.failed, exc), now)
+            return
+        self._finish(running, result, now)
+
+    def _connect(self, running: Running, step: Connect) -> None:
+        """Open the check's socket and start connecting (non-blocking); raises OSError."""
+        assert running.sock is None, "one connection per check"
+        family, ip = running.address
+        sock = self._poller.socket(family, step.delay_ack, step.source)
+        fd = sock.fileno()
+        running.sock = sock
+        self._running[fd] = running
+        err = sock.connect_ex((ip, step.port))
+        if err and err != errno.EINPROGRESS:  # refused at once
+            raise OSError(err, os.strerror(err))
+        self._poller.register(fd, select.EPOLLOUT)
+        running.step = CONNECTING
 
     def _end(self, running: Running, verdict: Callable[[float], ProbeResult],
              now: float) -> None:
@@ -403,14 +591,18 @@ class ProbeLoop:
     def _finish(self, running: Running, result: ProbeResult, now: float) -> None:
         """Close, return the slot, and hand the result over (unless the group was stopped)."""
         self._close(running)
-        self._limiter.release_on_behalf_of(running)
+        self._slots.give()
         group = running.group
-        if group.stopped:
-            return
-        if result.ok:
-            self._watches.probe_passed(group, now)
-        self._host.probe_done(group, result, running.anchor, now, running.start_unix)
-        self._agenda.add(group, running.probe)
+        if not group.stopped:
+            if result.ok and self._watches is not None:
+                self._watches.probe_passed(group, now)
+            self._host.probe_done(group, result, running.anchor, now, running.start_unix)
+            self._agenda.add(group, running.probe)
 
     def _close(self, running: Running) -> None:
-        close_held(running, self._running)
+        running.step = FINISHED
+        sock = running.sock
+        if sock is not None:
+            del self._running[sock.fileno()]
+            sock.close()  # an RST (SO_LINGER 0); also leaves the poller's set
+            running.sock = None

@@ -62,12 +62,17 @@ def restart_only(old: Config, new: Config) -> None:
 
 def carry_over(current: ServiceRuntime, cfg: ServiceConfig, runners: Mapping[str, SinkRunner],
                make_backend: Callable[[ServiceConfig, str], BackendRuntime],
-               make_probe: Callable[[ProbeConfig], Probe]) -> tuple[ServiceRuntime, Probe | None]:
+               make_probe: Callable[[ProbeConfig], Probe]
+               ) -> tuple[ServiceRuntime, list[Probe]]:
     """The new runtime of a service that exists before and after the reload, and its old
-    probe when the new config replaced it (to close once checks in flight are done)."""
-    probe, retired = current.probe, None
-    if current.config.probe != cfg.probe:
-        retired, probe = probe, make_probe(cfg.probe)
+    probes the new config replaced (to close once checks in flight are done): a check
+    whose config is unchanged keeps its probe."""
+    kept = list(zip((e.probe for e in current.config.entries), current.probes, strict=True))
+    probes: list[Probe] = []
+    for entry in cfg.entries:
+        same = next((i for i, (old, _) in enumerate(kept) if old == entry.probe), None)
+        probes.append(kept.pop(same)[1] if same is not None else make_probe(entry.probe))
+    retired = [probe for _, probe in kept]
     by_name = {b.config.name: b for b in current.backends}
     backends: list[BackendRuntime] = []
     for b in cfg.backends:
@@ -77,6 +82,7 @@ def carry_over(current: ServiceRuntime, cfg: ServiceConfig, runners: Mapping[str
             prev.target = Target(cfg.name, b.name, b.host, b.port)
             if current.config.breaker != cfg.breaker:
                 prev.breaker = make_breaker(cfg.breaker, prev.breaker.health)
+            prev.probing(cfg)
             backends.append(prev)
         else:
             fresh = make_backend(cfg, b.name)
@@ -85,7 +91,7 @@ def carry_over(current: ServiceRuntime, cfg: ServiceConfig, runners: Mapping[str
                 fresh.published = prev.published
             backends.append(fresh)
     bindings = [(runners[b.sink], b.options) for b in cfg.sinks]
-    svc = ServiceRuntime(cfg, probe, backends, bindings)
+    svc = ServiceRuntime(cfg, tuple(probes), backends, bindings)
     svc.panic = current.panic
     return svc, retired
 

@@ -1,4 +1,4 @@
-"""One service's runtime: its backends, its probe, its sinks, and what was last decided
+"""One service's runtime: its backends, its probes, its sinks, and what was last decided
 (the panic guard that decides it is `sentinel.engine.decide.guard`)."""
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from sentinel.sinks.runner import SinkRunner
 class ServiceRuntime:
     """Everything the engine keeps for one service."""
 
-    __slots__ = ("_chunks", "backends", "bindings", "config", "decided", "panic", "probe")
+    __slots__ = ("_chunks", "backends", "bindings", "config", "decided", "panic", "probes")
 
-    def __init__(self, config: ServiceConfig, probe: Probe, backends: list[BackendRuntime],
+    def __init__(self, config: ServiceConfig, probes: tuple[Probe, ...],
+                 backends: list[BackendRuntime],
                  bindings: list[tuple[SinkRunner, object]]) -> None:
         self.config = config
-        self.probe = probe
+        self.probes = probes  # one per entry of `config.entries`
         self.backends = backends
         self.bindings = bindings
         self.panic = False

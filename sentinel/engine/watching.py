@@ -1,12 +1,13 @@
 """Watched connections in the probe loop: the sockets behind `sentinel.engine.watch`.
 
-The probe loop owns one epoll object; each watched backend's idle connection is
-registered in it beside the running checks (EPOLLIN | EPOLLRDHUP), so a held
-connection costs no task and no wakeup, and a close or reset wakes the loop like
-any ready check. `Watches` moves each connection through its `Watch` (connect
-when due, held, lost, reconnect) and tells the host when a loss is a hint: the
-host probes the group's members at once. Only IP literals are watched (the probe
-loop's own rule). A stopped group's connection is closed by `drop`.
+The probe loop owns one poller (an epoll object in production); each watched
+backend's idle connection is registered in it beside the running checks (EPOLLIN |
+EPOLLRDHUP), so a held connection costs no task and no wakeup, and a close or
+reset wakes the loop like any ready check. `Watches` moves each connection through
+its `Watch` (connect when due, held, lost, reconnect) and tells the host when a
+loss is a hint: the host probes the group's members at once. A host name is
+connected to at the address the loop's resolver task last found for it. A stopped
+group's connection is closed by `drop`.
 
 What the backend sees: one connection, opened and then left alone (no payload;
 TCP keepalive only with `watch: {keepalive: ...}`); closed with an RST when sentinel
@@ -23,33 +24,25 @@ import os
 import random
 import select
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sentinel.config.model import ProbeConfig
 from sentinel.engine.probegroups import ProbeGroup
 from sentinel.engine.watch import QUIET, Phase, Watch
 from sentinel.probes import rawsock
-from sentinel.probes.base import classify
+from sentinel.probes.base import ResolveError, classify
+from sentinel.probes.rawsock import Address
 from sentinel.sinks.runner import Backoff
+
+if TYPE_CHECKING:  # the probe loop imports this module
+    from sentinel.engine.probeloop import Poller, Sock
 
 _HELD = select.EPOLLIN | select.EPOLLRDHUP
 KEEPALIVE_PROBES = 3  # unanswered keepalive probes before the kernel resets the connection
-
-
-class Holder(Protocol):
-    """Something that owns a socket registered in the loop's epoll (a check, a watch)."""
-
-    sock: socket.socket | None
-
-
-def close_held(holder: Holder, by_fd: dict[int, Any]) -> None:
-    """Close `holder`'s socket with an RST (it leaves the epoll set) and forget its fd."""
-    sock = holder.sock
-    if sock is not None:
-        del by_fd[sock.fileno()]
-        rawsock.close_rst(sock)
-        holder.sock = None
+Where = Callable[[], Address | ResolveError | None]
+"""Where a watched backend is now (see `ProbeLoop._address`); None: not known yet."""
 
 
 class WatchHost(Protocol):
@@ -78,24 +71,26 @@ class WatchStatistics:
 class Watched:
     """One group's watched connection: its policy, its socket, its timer."""
 
-    __slots__ = ("address", "group", "keepalive", "sock", "timer", "watch")
+    __slots__ = ("group", "keepalive", "port", "sock", "source", "timer", "watch", "where")
 
-    def __init__(self, group: ProbeGroup, watch: Watch, address: tuple[socket.AddressFamily,
-                 str, int], keepalive: float | None) -> None:
+    def __init__(self, group: ProbeGroup, watch: Watch, where: Where, port: int,
+                 keepalive: float | None, source: Address | None) -> None:
         self.group = group
         self.watch = watch
-        self.address = address
+        self.where = where
+        self.port = port
         self.keepalive = keepalive
-        self.sock: socket.socket | None = None
+        self.source = source
+        self.sock: Sock | None = None
         self.timer = -1  # the seq of its live entry in the timer heap
 
 
 class Watches:
     """Every watched connection of one probe loop."""
 
-    def __init__(self, epoll: select.epoll, host: WatchHost,
+    def __init__(self, poller: Poller, host: WatchHost,
                  rng: random.Random | None = None) -> None:
-        self._epoll = epoll
+        self._poller = poller
         self._host = host
         self._rng = rng or random.Random()
         self._by_fd: dict[int, Watched] = {}
@@ -109,18 +104,16 @@ class Watches:
         """Open sockets (held or connecting)."""
         return len(self._by_fd)
 
-    def add(self, group: ProbeGroup, config: ProbeConfig, now: float) -> None:
-        """Watch `group`'s backend (its first member's address, an IP literal) from now."""
+    def add(self, group: ProbeGroup, config: ProbeConfig, where: Where, now: float) -> None:
+        """Watch `group`'s backend (its first member's port, at `where`) from now."""
         assert config.watch is not None
-        target = group.members[0].target
-        literal = rawsock.literal(target.host)
-        assert literal is not None, "the probe loop takes IP literals only"
         backoff = Backoff(initial=config.timing.interval,
                           maximum=max(config.timing.interval, QUIET))
         watch = Watch(config.timing.interval, config.timing.timeout,
                       lambda n: backoff.delay(n, self._rng))
-        watched = self._by_group[group] = Watched(group, watch, (*literal, target.port),
-                                                  config.watch.keepalive)
+        source = rawsock.literal(config.source) if config.source is not None else None
+        watched = self._by_group[group] = Watched(
+            group, watch, where, group.members[0].target.port, config.watch.keepalive, source)
         self._schedule(watched)
         self.tick(now)
 
@@ -137,7 +130,7 @@ class Watches:
         if watched is None:
             return False
         if watched.watch.phase is Phase.CONNECTING:
-            self._connect_done(watched, now)
+            self._connect_done(watched, mask, now)
         else:
             self._readable(watched, now)
         return True
@@ -190,10 +183,14 @@ class Watches:
         heapq.heappush(self._timers, (due, watched.timer, watched))
 
     def _connect(self, watched: Watched, now: float) -> None:
-        family, ip, port = watched.address
+        address = watched.where()
         watched.watch.connect(now)
+        if not isinstance(address, tuple):  # the probes say what is wrong with the name
+            self._failed(watched, now, "its name unresolved")
+            return
+        family, ip = address
         try:
-            sock = rawsock.open_socket(family, delay_ack=False)
+            sock = self._poller.socket(family, False, watched.source)
         except OSError as exc:
             self._failed(watched, now, classify(exc)[1])
             return
@@ -206,29 +203,25 @@ class Watches:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, seconds)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, seconds)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
-            err = sock.connect_ex((ip, port))
+            err = sock.connect_ex((ip, watched.port))
             if err not in (0, errno.EINPROGRESS):
                 raise OSError(err, os.strerror(err))
-            self._epoll.register(sock.fileno(), select.EPOLLOUT)
+            self._poller.register(sock.fileno(), select.EPOLLOUT)
         except OSError as exc:
             self._close(watched)
             self._failed(watched, now, classify(exc)[1])
             return
         self._schedule(watched)  # the connect's timeout
 
-    def _connect_done(self, watched: Watched, now: float) -> None:
+    def _connect_done(self, watched: Watched, mask: int, now: float) -> None:
         sock = watched.sock
         assert sock is not None
-        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
+        if mask & select.EPOLLERR:  # else connected: no SO_ERROR to ask for
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             self._close(watched)
             self._failed(watched, now, classify(OSError(err, os.strerror(err)))[1])
             return
-        try:
-            sock.getpeername()
-        except OSError:  # still connecting: an event meant for the fd's previous socket
-            return
-        self._epoll.modify(sock.fileno(), _HELD)
+        self._poller.modify(sock.fileno(), _HELD)
         watched.watch.connected(now)
         self._schedule(watched)
 
@@ -264,4 +257,8 @@ class Watches:
         self._host.watch_lost(watched.group, f"watched connection {hint}")
 
     def _close(self, watched: Watched) -> None:
-        close_held(watched, self._by_fd)
+        sock = watched.sock
+        if sock is not None:
+            del self._by_fd[sock.fileno()]
+            sock.close()  # an RST (SO_LINGER 0); also leaves the poller's set
+            watched.sock = None

@@ -46,7 +46,7 @@ from functools import partial
 from sentinel.config.model import AgentSpec, ProbeConfig
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes import exchange as lean
-from sentinel.probes.base import Target, classify, failed
+from sentinel.probes.base import Target, classify, failed, source_address
 from sentinel.probes.resolve import Resolver, default_resolver
 from sentinel.probes.tcp import no_answer, quote
 
@@ -214,16 +214,15 @@ def describe(answer: AgentAnswer) -> str:
 
 # -- asking the agent ---------------------------------------------------------------------
 
-class AgentExchange:
-    """One agent check as a `lean.Exchange`: send `agent_send`, read up to the line's end."""
+class AgentExchange(lean.Conversation):
+    """One agent check (see `lean.Conversation`): send `agent_send`, read up to the
+    line's end."""
 
-    __slots__ = ("_timeout", "answer", "broken", "connect_only", "phase", "received",
-                 "request")
+    __slots__ = ("_timeout", "answer", "broken", "phase", "received")
 
-    def __init__(self, spec: AgentSpec, timeout: float) -> None:
-        self.request = spec.agent_send or b""
+    def __init__(self, timeout: float, connect: lean.Connect, send: lean.Send | None) -> None:
+        super().__init__(connect, send)
         self._timeout = timeout
-        self.connect_only = False
         self.phase = "connect"
         self.received = bytearray()
         self.answer: AgentAnswer | None = None
@@ -285,17 +284,26 @@ class AgentProbe:
             raise TypeError(f"AgentProbe needs an AgentSpec, got {type(config.spec).__name__}")
         self._spec = config.spec
         self.timeout = config.timing.timeout
-        self._resolver = resolver or default_resolver()
+        self.resolver = resolver or default_resolver()
+        self.lean = True
+        self._source = source_address(config)
+        self._send = lean.Send(self._spec.agent_send) if self._spec.agent_send else None
+        self._connects: dict[int, lean.Connect] = {}
 
-    def agent(self, target: Target) -> Target:
-        """Where the agent of `target` listens."""
-        return replace(target, port=self._spec.agent_port or target.port)
+    def exchange(self, target: Target) -> AgentExchange:
+        """A fresh exchange for one check of `target`'s agent (the probe loop follows
+        these too)."""
+        port = self._spec.agent_port or target.port
+        connect = self._connects.get(port)
+        if connect is None:
+            connect = self._connects[port] = lean.Connect(port, source=self._source)
+        return AgentExchange(self.timeout, connect, self._send)
 
     async def ask(self, target: Target) -> tuple[AgentAnswer | None, ProbeResult]:
         """The agent's answer (None when there was none) and the check's result."""
-        exchange = AgentExchange(self._spec, self.timeout)
-        result = await lean.check(exchange, target.host, self.timeout, self._resolver,
-                                  partial(lean.drive, exchange, self.agent(target).port))
+        exchange = self.exchange(target)
+        result = await lean.check(exchange, target.host, self.timeout, self.resolver,
+                                  partial(lean.drive_raw, exchange))
         return exchange.answer, result
 
     async def check(self, target: Target) -> ProbeResult:

@@ -20,7 +20,9 @@ from typing import Protocol
 
 import trio
 
+from sentinel.config.model import ProbeConfig
 from sentinel.model import FailureKind, ProbeResult
+from sentinel.probes.rawsock import Address, literal
 from sentinel.telemetry.logs import Throttle
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,16 @@ class Target:
     backend: str
     host: str
     port: int
+
+
+def source_address(config: ProbeConfig) -> Address | None:
+    """The probe's `source`: the local address its checks connect from, or None."""
+    if config.source is None:
+        return None
+    address = literal(config.source)
+    if address is None:  # the loader accepts IP addresses only
+        raise ValueError(f"source must be an IP address, got {config.source!r}")
+    return address
 
 
 class Probe(Protocol):

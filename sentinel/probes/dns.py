@@ -30,7 +30,8 @@ from sentinel.config.model import DnsSpec, ProbeConfig
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes import exchange as lean
 from sentinel.probes.base import Target, classify, failed
-from sentinel.probes.resolve import Address, Resolver, default_resolver
+from sentinel.probes.rawsock import Address
+from sentinel.probes.resolve import Resolver, default_resolver
 
 SHOWN = 120  # how much of the answer section a failure detail quotes
 OVER_TCP = "answer over TCP (truncated over UDP)"
@@ -121,6 +122,7 @@ class DnsProbe:
         self._resolver = resolver or default_resolver()
         self._backend = dns.asyncbackend.get_backend("trio")
         self._rdtype = dns.rdatatype.from_text(self._spec.qtype)
+        self._source = config.source
 
     async def check(self, target: Target) -> ProbeResult:
         """Probe `target` once; failures come back as a result, cancellation propagates."""
@@ -138,5 +140,5 @@ class DnsProbe:
         # check cannot be taken for this one's.
         message = dns.message.make_query(self._spec.name, self._rdtype)
         query.response, query.over_tcp = await dns.asyncquery.udp_with_fallback(
-            message, where, port=target.port, backend=self._backend)
+            message, where, port=target.port, source=self._source, backend=self._backend)
 

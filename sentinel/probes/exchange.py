@@ -1,22 +1,28 @@
-"""Lean checks as sans-I/O exchanges, and the Trio driver that runs one check.
+"""Lean checks as pull-style sans-I/O exchanges, and the Trio driver that runs one check.
 
-A lean probe (plain `tcp`, `http`) describes one check as an `Exchange`: the
-bytes to send once connected, then a feed of what comes back, ending in a
-`ProbeResult`. The exchange decides; a driver does the I/O. Two drivers run
-the same exchanges:
+A lean probe (`tcp`, `http`, `agent`) describes one check as an `Exchange`
+that says what it needs next, as h11's `next_event()` does: `Connect` (to
+this port, from this source address, with a delayed ACK or not), `Send`
+these bytes, `RECEIVE` (the driver then hands it what came with `receive`,
+b"" when the peer closed), or `DONE`; then it gives its verdict. The
+exchange decides; a driver does the I/O and asks again. Two drivers follow
+the same exchanges, so the sequence of a check is written once:
 
-- `check` + `drive` here: one Trio task per check on a raw socket
-  (`rawsock`), which is what `probe.check(target)` does (host names are
-  resolved first, within the check's timeout: `sentinel.probes.resolve`);
-- `sentinel.engine.probeloop`: one epoll loop driving every due check at once.
+- `follow` here: one Trio task per check, on a raw socket (`rawsock`; host
+  names resolved first, within the check's timeout: `sentinel.probes.resolve`)
+  or on a trio stream (TLS);
+- `sentinel.engine.probeloop`: one epoll loop advancing every due check.
 
-Because both feed the same exchange, a check gives the same result, failure
-kind and text on either path.
+A check therefore gives the same result, failure kind and text on either
+path. `Conversation` is the one sequence the three kinds share (connect,
+send the request if there is one, read until the answer is complete).
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Protocol, runtime_checkable
 
@@ -25,15 +31,44 @@ import trio
 from sentinel.model import ProbeResult
 from sentinel.probes import rawsock
 from sentinel.probes.base import Target
-from sentinel.probes.resolve import Address, Resolver
+from sentinel.probes.rawsock import Address
+from sentinel.probes.resolve import Resolver
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    """Connect to `port` (of the target's address), from `source` when set; `delay_ack`
+    for a check that ends at the handshake (see `rawsock`)."""
+
+    port: int
+    delay_ack: bool = False
+    source: Address | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send all of `data`."""
+
+    data: bytes
+
+
+class Need(enum.Enum):
+    """The steps that carry nothing: read once and `receive` it, or stop and judge."""
+
+    RECEIVE = "receive"
+    DONE = "done"
+
+
+RECEIVE, DONE = Need.RECEIVE, Need.DONE
+Step = Connect | Send | Need
 
 
 class Verdicts(Protocol):
-    """What `check` asks of a check when it ends: the exchange's three verdicts (also
-    met by checks that are not exchanges, such as a gRPC call)."""
+    """What a driver asks of a check when it ends: the exchange's three verdicts (also
+    met by checks that are not exchanges, such as a gRPC call or a DNS query)."""
 
     def result(self, latency: float) -> ProbeResult:
-        """The verdict once the check is complete."""
+        """The verdict once the check is DONE."""
 
     def timed_out(self, latency: float) -> ProbeResult:
         """The verdict when the timeout ended the check."""
@@ -43,40 +78,121 @@ class Verdicts(Protocol):
 
 
 class Exchange(Verdicts, Protocol):
-    """One check's conversation, without I/O.
+    """One check's conversation, without I/O: the driver does each step `next_step`
+    returns and asks again, until DONE. An exception from a step (the socket's, or one
+    raised by `receive`) ends the check with `failed`; the timeout with `timed_out`."""
 
-    The driver connects (with a delayed ACK when `connect_only`), calls
-    `connected()`, sends `request`, calls `sent()`, and while that said a reply
-    is wanted feeds what it reads (`feed` until it returns True, or `eof`).
-    Then it asks for `result`; a driver that gave up asks for `timed_out`, and
-    one that hit an exception (from the socket or from `feed`/`eof`) for `failed`.
-    """
+    def next_step(self) -> Step:
+        """What the check needs next."""
 
-    request: bytes  # sent once connected; b"" for nothing
-    connect_only: bool  # nothing sent, nothing read: healthy once the handshake is done
+    def receive(self, data: bytes) -> None:
+        """The bytes one RECEIVE read; b"" when the peer closed."""
+
+
+@runtime_checkable
+class LeanProbe(Protocol):
+    """A probe whose checks are exchanges (the probe loop takes these)."""
+
+    lean: bool  # False: this probe's checks need trio streams (TLS)
+    timeout: float
+    resolver: Resolver  # for host names: the probe loop resolves through it too
+
+    def exchange(self, target: Target) -> Exchange:
+        """A fresh exchange for one check of `target`."""
+
+
+_CONNECT, _SEND, _SENT, _READ, _DONE = range(5)
+
+
+class Conversation:
+    """The sequence `tcp`, `http` and `agent` share: `connect`, send `request` (if any),
+    then RECEIVE while `sent()` said a reply is wanted, until `feed` has what it needs or
+    the peer closes (`eof`). Subclasses give the hooks and the verdicts."""
+
+    __slots__ = ("_at", "connect", "request")
+
+    def __init__(self, connect: Connect, request: Send | None) -> None:
+        self.connect = connect
+        self.request = request
+        self._at = _CONNECT
+
+    def next_step(self) -> Step:
+        """Connect, then send, then receive until done (see the class docstring)."""
+        at = self._at
+        if at == _READ:
+            return RECEIVE
+        if at == _CONNECT:
+            self._at = _SEND
+            return self.connect
+        if at == _SEND:
+            self.connected()
+            self._at = _SENT
+            if self.request is not None:
+                return self.request
+            at = _SENT
+        if at == _SENT and self.sent():
+            self._at = _READ
+            return RECEIVE
+        self._at = _DONE
+        return DONE
+
+    def receive(self, data: bytes) -> None:
+        """Feed what was read; the peer closing ends the reading."""
+        if not data:
+            self._at = _DONE
+            self.eof()
+        elif self.feed(data):
+            self._at = _DONE
 
     def connected(self) -> None:
         """The connection is up (and, for TLS, the handshake done)."""
 
     def sent(self) -> bool:
         """The request is out; True when a reply must be read."""
+        return False
 
     def feed(self, data: bytes) -> bool:
         """Take the next bytes read; True when the check has what it needs."""
+        return True
 
     def eof(self) -> None:
         """The peer closed before `feed` was satisfied."""
 
 
-@runtime_checkable
-class LeanProbe(Protocol):
-    """A probe whose checks can run as exchanges (the probe loop takes these)."""
+class Channel(Protocol):
+    """A connected byte stream as `follow` uses it (a trio stream is one)."""
 
-    lean: bool  # False: this probe's checks need streams (TLS)
-    timeout: float
+    async def send_all(self, data: bytes) -> None:
+        """Send all of `data`."""
 
-    def exchange(self, target: Target) -> Exchange:
-        """A fresh exchange for one check of `target`."""
+    async def receive_some(self) -> bytes | bytearray:
+        """The next bytes; b"" at EOF."""
+
+    async def aclose(self) -> None:
+        """Close (`follow` closes forcefully: no goodbye is awaited)."""
+
+
+async def follow(exchange: Exchange, connect: Callable[[Connect], Awaitable[Channel]]
+                 ) -> None:
+    """Do what `exchange` asks until it is DONE: the per-task driver. `connect` opens
+    the channel a Connect step asks for; the channel is closed however this ends."""
+    channel: Channel | None = None
+    try:
+        while (step := exchange.next_step()) is not DONE:
+            if step is RECEIVE:
+                assert channel is not None, "RECEIVE before Connect"
+                exchange.receive(bytes(await channel.receive_some()))
+            elif isinstance(step, Send):
+                assert channel is not None, "Send before Connect"
+                await channel.send_all(step.data)
+            else:
+                assert isinstance(step, Connect)
+                channel = await connect(step)
+    finally:
+        if channel is not None:
+            with trio.CancelScope() as scope:  # forcefully: no goodbye is awaited
+                scope.cancel()
+                await channel.aclose()
 
 
 async def check(exchange: Verdicts, host: str, within: float, resolver: Resolver,
@@ -98,28 +214,19 @@ async def check(exchange: Verdicts, host: str, within: float, resolver: Resolver
     return exchange.result(latency)
 
 
-async def converse(exchange: Exchange, send_all: Callable[[bytes], Awaitable[None]],
-                   receive_some: Callable[[], Awaitable[bytes | bytearray]]) -> None:
-    """Send the request and feed the reply over any connected transport."""
-    exchange.connected()
-    if exchange.request:
-        await send_all(exchange.request)
-    if not exchange.sent():
-        return
-    while True:
-        data = await receive_some()
-        if not data:
-            exchange.eof()
-            return
-        if exchange.feed(bytes(data)):
-            return
+async def check_raw(probe: LeanProbe, target: Target) -> ProbeResult:
+    """One check of `target` by `probe` in this task, on a raw socket."""
+    exchange = probe.exchange(target)
+    return await check(exchange, target.host, probe.timeout, probe.resolver,
+                       partial(drive_raw, exchange))
 
 
-async def drive(exchange: Exchange, port: int, address: Address) -> None:
-    """One check of `address`, `port` on a raw socket, closed with an RST (see `rawsock`)."""
-    sock = await rawsock.connect(address, port, delay_ack=exchange.connect_only)
-    try:
-        await converse(exchange, partial(rawsock.send_all, sock),
-                       partial(rawsock.recv_some, sock))
-    finally:
-        rawsock.close_rst(sock)
+async def drive_raw(exchange: Exchange, address: Address) -> None:
+    """Follow `exchange` on raw sockets to `address` (resolved already)."""
+
+    async def connect(step: Connect) -> Channel:
+        sock = await rawsock.connect(address, step.port, delay_ack=step.delay_ack,
+                                     source=step.source)
+        return rawsock.RawChannel(sock)
+
+    await follow(exchange, connect)

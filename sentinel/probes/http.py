@@ -7,17 +7,15 @@ not followed) with a `send` and a few `recv`s on a non-blocking socket,
 closed with an RST like HAProxy's checks. HTTPS keeps going through httpx
 (`sentinel.probes.https`); both paths share the verdict functions, so the
 same answer gives the same result and text. A check is an `HttpExchange`
-(`sentinel.probes.exchange`), run by a Trio task or by the probe loop.
+(`sentinel.probes.exchange`), followed by a Trio task or by the probe loop.
 """
 
 from __future__ import annotations
 
-from functools import partial
-
 from sentinel.config.model import HttpSpec, ProbeConfig
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes import exchange as lean
-from sentinel.probes.base import Target, classify, failed
+from sentinel.probes.base import Target, classify, failed, source_address
 from sentinel.probes.http1 import ProtocolError, ResponseReader
 from sentinel.probes.https import USER_AGENT, body_verdict, status_verdict
 from sentinel.probes.resolve import Resolver, default_resolver
@@ -30,58 +28,55 @@ class LeanHttpProbe:
         if not isinstance(config.spec, HttpSpec):
             raise TypeError(f"LeanHttpProbe needs an HttpSpec, got {type(config.spec).__name__}")
         self._spec = config.spec
-        self._resolver = resolver or default_resolver()
+        self.resolver = resolver or default_resolver()
         self.timeout = config.timing.timeout
         self.lean = True
-        self._requests: dict[tuple[str, int], bytes] = {}
+        self._source = source_address(config)
+        self._steps: dict[tuple[str, int], tuple[lean.Connect, lean.Send]] = {}
 
     def request(self, target: Target) -> bytes:
-        """The request bytes for `target` (built once per target)."""
-        key = (target.host, target.port)
-        cached = self._requests.get(key)
-        if cached is None:
-            spec = self._spec
-            host = spec.host or (f"[{target.host}]" if ":" in target.host else target.host)
-            headers = {"host": ("Host", host if spec.host else f"{host}:{target.port}"),
-                       "user-agent": ("User-Agent", USER_AGENT),
-                       "accept-encoding": ("Accept-Encoding", "identity"),
-                       "connection": ("Connection", "close")}
-            for name, value in spec.headers:  # configured names replace the defaults
-                headers[name.lower()] = (name, value)
-            lines = [f"{spec.method} {spec.path} HTTP/1.1"]
-            lines += [f"{name}: {value}" for name, value in headers.values()]
-            cached = self._requests[key] = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        return cached
+        """The request bytes for `target`."""
+        spec = self._spec
+        host = spec.host or (f"[{target.host}]" if ":" in target.host else target.host)
+        headers = {"host": ("Host", host if spec.host else f"{host}:{target.port}"),
+                   "user-agent": ("User-Agent", USER_AGENT),
+                   "accept-encoding": ("Accept-Encoding", "identity"),
+                   "connection": ("Connection", "close")}
+        for name, value in spec.headers:  # configured names replace the defaults
+            headers[name.lower()] = (name, value)
+        lines = [f"{spec.method} {spec.path} HTTP/1.1"]
+        lines += [f"{name}: {value}" for name, value in headers.values()]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     def exchange(self, target: Target) -> HttpExchange:
-        """A fresh exchange for one check (the probe loop feeds these too)."""
-        return HttpExchange(self._spec, self.timeout, self.request(target))
+        """A fresh exchange for one check (the probe loop follows these too); its steps
+        are built once per target."""
+        key = (target.host, target.port)
+        steps = self._steps.get(key)
+        if steps is None:
+            steps = self._steps[key] = (lean.Connect(target.port, source=self._source),
+                                        lean.Send(self.request(target)))
+        return HttpExchange(self._spec, self.timeout, *steps)
 
     async def check(self, target: Target) -> ProbeResult:
         """Probe `target` once; failures come back as a result, cancellation propagates."""
-        exchange = self.exchange(target)
-        return await lean.check(exchange, target.host, self.timeout, self._resolver,
-                                partial(lean.drive, exchange, target.port))
+        return await lean.check_raw(self, target)
 
     async def aclose(self) -> None:
         """Nothing is pooled; present for the Probe protocol."""
 
 
-class HttpExchange:
-    """One request and its response, judged by status and body; see `lean.Exchange`."""
+class HttpExchange(lean.Conversation):
+    """One request and its response, judged by status and body; see `lean.Conversation`."""
 
-    __slots__ = ("_reader", "_spec", "_timeout", "request")
+    __slots__ = ("_reader", "_spec", "_timeout")
 
-    connect_only = False
-
-    def __init__(self, spec: HttpSpec, timeout: float, request: bytes) -> None:
+    def __init__(self, spec: HttpSpec, timeout: float, connect: lean.Connect,
+                 request: lean.Send) -> None:
+        super().__init__(connect, request)
         self._spec = spec
         self._timeout = timeout
-        self.request = request
         self._reader = ResponseReader(want_body=spec.expect_body is not None)
-
-    def connected(self) -> None:
-        """Nothing to note: the request goes out next."""
 
     def sent(self) -> bool:
         """A response is always read."""

@@ -110,11 +110,13 @@ class HttpProbe:
         if self._spec.host:
             self._headers["Host"] = self._spec.host
         self._client = httpx.AsyncClient(
-            verify=ssl_context or self._spec.verify,
             follow_redirects=False,
             timeout=httpx.Timeout(self._timeout),
-            limits=httpx.Limits(max_keepalive_connections=0),
             trust_env=False,  # no HTTP_PROXY detour: the backend itself is probed
+            transport=httpx.AsyncHTTPTransport(
+                verify=ssl_context or self._spec.verify,
+                limits=httpx.Limits(max_keepalive_connections=0),
+                local_address=config.source),
         )
 
     def url(self, target: Target, ip: str | None = None) -> str:

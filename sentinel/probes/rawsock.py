@@ -5,20 +5,26 @@ in a stream: right for applications, but several times the CPU a health
 check needs. Here a probe is one non-blocking socket: `connect_ex`, one
 wait for writability, `SO_ERROR`, and for HTTP a `send` and a few `recv`s.
 
-Probes close like HAProxy's: `SO_LINGER` 0 makes `close()` send an RST, so
-the checker leaves no TIME_WAIT behind (thousands of backends probed every
-second would otherwise pin tens of thousands of sockets in TIME_WAIT).
+Probes close like HAProxy's: `SO_LINGER` 0, set when the socket is made,
+makes `close()` send an RST, so the checker leaves no TIME_WAIT behind
+(thousands of backends probed every second would otherwise pin tens of
+thousands of sockets in TIME_WAIT).
 
 A connect-only check also delays its ACK, as HAProxy's plain TCP check does
 (`TCP_QUICKACK` off before `connect`): the SYN-ACK proves the port listens,
 and the RST goes out before the handshake's last ACK, so the backend's
 kernel drops the half-open connection and its application never sees it.
 On loopback this cuts the checker's CPU per check by about a quarter.
+
+With a `source` address the socket is bound to it before connecting
+(`IP_BIND_ADDRESS_NO_PORT`: the port is still picked at connect time, so
+source-bound checks do not use up the local ports the way `bind(port 0)`
+alone would).
 """
 
 from __future__ import annotations
 
-import contextlib
+import _socket
 import errno
 import ipaddress
 import os
@@ -28,12 +34,13 @@ from functools import lru_cache
 
 import trio
 
+Address = tuple[socket.AddressFamily, str]  # (family, IP) to connect to or from
 _RST = struct.pack("ii", 1, 0)
 RECV_SIZE = 65536
 
 
 @lru_cache(maxsize=65536)
-def literal(host: str) -> tuple[socket.AddressFamily, str] | None:
+def literal(host: str) -> Address | None:
     """The family of an IP literal and its canonical text, or None for a host name
     (resolved per check: `sentinel.probes.resolve`)."""
     try:
@@ -43,24 +50,47 @@ def literal(host: str) -> tuple[socket.AddressFamily, str] | None:
     return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), str(ip)
 
 
-def open_socket(family: socket.AddressFamily, delay_ack: bool) -> socket.socket:
-    """A non-blocking TCP socket (one syscall: no separate fcntl); `delay_ack` for a
-    connect-only check (see the module docstring)."""
-    sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-    if delay_ack:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+def open_socket(family: socket.AddressFamily, delay_ack: bool,
+                source: Address | None = None) -> _socket.socket:
+    """A non-blocking TCP socket (no separate fcntl) that closes with an RST;
+    `delay_ack` for a connect-only check, `source` the local address to connect from
+    (see the module docstring). Raises OSError; a source of the other address family
+    is EAFNOSUPPORT."""
+    # The C socket type: socket.socket's Python layer adds a call on open and on close.
+    sock = _socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RST)
+        if delay_ack:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+        if source is not None:
+            bind_source(sock, family, source)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
-async def connect(address: tuple[socket.AddressFamily, str], port: int, *,
-                  delay_ack: bool = False) -> socket.socket:
-    """A socket connected to `address` (family, IP: resolved by the caller) and `port`,
-    non-blocking; raises OSError (with errno) on failure.
+def bind_source(sock: _socket.socket, family: socket.AddressFamily,
+                source: Address) -> None:
+    """Bind `sock` (of `family`) to the `source` address, its port left to connect."""
+    if source[0] != family:
+        versions = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
+        raise OSError(errno.EAFNOSUPPORT, f"source address {source[1]} is "
+                      f"{versions[source[0]]}; the backend's address is {versions[family]}")
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_BIND_ADDRESS_NO_PORT, 1)
+    sock.bind((source[1], 0))
 
-    The caller owns the socket and must `close_rst` it, also on cancellation.
+
+async def connect(address: Address, port: int, *,
+                  delay_ack: bool = False,
+                  source: Address | None = None) -> _socket.socket:
+    """A socket connected to `address` (family, IP: resolved by the caller) and `port`,
+    from `source` when given, non-blocking; raises OSError (with errno) on failure.
+
+    The caller owns the socket and must close it, also on cancellation.
     """
     family, ip = address
-    sock = open_socket(family, delay_ack)
+    sock = open_socket(family, delay_ack, source)
     try:
         err = sock.connect_ex((ip, port))
         if err == errno.EINPROGRESS:
@@ -74,14 +104,7 @@ async def connect(address: tuple[socket.AddressFamily, str], port: int, *,
     return sock
 
 
-def close_rst(sock: socket.socket) -> None:
-    """Close with an RST (SO_LINGER 0): no TIME_WAIT on the checker's side."""
-    with contextlib.suppress(OSError):  # already reset by the peer: a plain close is as quiet
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RST)
-    sock.close()
-
-
-async def send_all(sock: socket.socket, data: bytes) -> None:
+async def send_all(sock: _socket.socket, data: bytes) -> None:
     """Send `data` (a probe request: usually one `send` call)."""
     view = memoryview(data)
     while view:
@@ -93,7 +116,7 @@ async def send_all(sock: socket.socket, data: bytes) -> None:
         view = view[sent:]
 
 
-async def recv_some(sock: socket.socket) -> bytes:
+async def recv_some(sock: _socket.socket) -> bytes:
     """The next bytes from the peer; b"" at EOF. Raises OSError on a reset."""
     while True:
         await trio.lowlevel.wait_readable(sock)
@@ -101,3 +124,25 @@ async def recv_some(sock: socket.socket) -> bytes:
             return sock.recv(RECV_SIZE)
         except BlockingIOError:
             continue
+
+
+class RawChannel:
+    """A connected raw socket as a byte channel (`sentinel.probes.exchange.follow`),
+    closed with an RST."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: _socket.socket) -> None:
+        self.sock = sock
+
+    async def send_all(self, data: bytes) -> None:
+        """Send all of `data`."""
+        await send_all(self.sock, data)
+
+    async def receive_some(self) -> bytes:
+        """The next bytes; b"" at EOF."""
+        return await recv_some(self.sock)
+
+    async def aclose(self) -> None:
+        """Close with an RST (no TIME_WAIT)."""
+        self.sock.close()

@@ -22,6 +22,11 @@ Answers are cached for their TTL (at least MIN_TTL, at most MAX_TTL), a
 missing name or a failing server for NEGATIVE_TTL; a lookup that timed out
 is not cached, so the next check asks again. Concurrent checks of one name
 share one query, and at most MAX_QUERIES run at once.
+
+Per-task checks call `resolve` as they start. The probe loop cannot wait on
+a lookup, so its resolver task (`sentinel.engine.names`) calls `lookup`
+instead, which also says until when the answer holds, and refreshes names
+ahead of the TTL's end (`fresh=True` skips the cache).
 """
 
 from __future__ import annotations
@@ -42,8 +47,7 @@ import trio
 
 from sentinel.probes import rawsock
 from sentinel.probes.base import ResolveError
-
-Address = tuple[socket.AddressFamily, str]  # (family, IP) to connect to
+from sentinel.probes.rawsock import Address
 
 MIN_TTL = 1.0  # a TTL of 0 would mean one query per check
 MAX_TTL = 3600.0
@@ -80,33 +84,42 @@ class Resolver:
     async def resolve(self, host: str, deadline: float) -> Address:
         """The address to connect to for `host`; ResolveError when it does not resolve,
         or not by `deadline` (Trio time)."""
+        _, answer = await self.lookup(host, deadline)
+        if isinstance(answer, str):
+            raise ResolveError(socket.EAI_NONAME, answer)
+        return answer
+
+    async def lookup(self, host: str, deadline: float, *, fresh: bool = False
+                     ) -> tuple[float, Address | str]:
+        """Until when (Trio time) `host`'s answer holds, and the answer: its address, or
+        why it has none (NXDOMAIN, failing servers). `fresh` skips the cache (a refresh
+        ahead of the TTL's end). ResolveError when no answer came by `deadline`."""
         address = rawsock.literal(host)
         if address is not None:
-            return address
+            return math.inf, address
         start = trio.current_time()
         run = self._state()
         name = host.lower().rstrip(".")
         listed = self._from_hosts(run, name)
         if listed is not None:
-            return listed
+            return start + HOSTS_CHECK, listed
         while True:
-            cached = run.cache.get(name)
+            cached = None if fresh else run.cache.get(name)
             if cached is not None and cached[0] > trio.current_time():
-                if isinstance(cached[1], str):
-                    raise ResolveError(socket.EAI_NONAME, cached[1])
-                return cached[1]
+                return cached
             pending = run.pending.get(name)
             if pending is None:
                 break
             with trio.move_on_at(deadline) as scope:  # another check is asking: share it
                 await pending.wait()
             if scope.cancelled_caught:
-                raise _timed_out(host, deadline - start)
+                raise timed_out(host, deadline - start)
+            fresh = False  # the query just shared is as fresh as it gets
         run.pending[name] = event = trio.Event()
         try:
             with trio.move_on_at(deadline):
                 return await self._query(run, host, name)
-            raise _timed_out(host, deadline - start)
+            raise timed_out(host, deadline - start)
         finally:
             del run.pending[name]
             event.set()
@@ -119,7 +132,8 @@ class Resolver:
             self._run.set(state)
             return state
 
-    async def _query(self, run: _Run, host: str, name: str) -> Address:
+    async def _query(self, run: _Run, host: str, name: str
+                     ) -> tuple[float, Address | str]:
         """Ask the name servers (A, then AAAA), cache the answer or the failure."""
         try:
             async with run.queries:
@@ -133,25 +147,26 @@ class Resolver:
                                                     lifetime=LIFETIME)
                     family = socket.AF_INET6
         except dns.resolver.NXDOMAIN:
-            raise self._fail(run, name, f"resolve {host}: no such name (NXDOMAIN)") from None
+            return self._cache(run, name, NEGATIVE_TTL, f"resolve {host}: no such name "
+                               "(NXDOMAIN)")
         except dns.resolver.NoNameservers as exc:
-            raise self._fail(run, name, f"resolve {host}: no name server answered "
-                             f"({_first_error(exc)})") from None
+            return self._cache(run, name, NEGATIVE_TTL, f"resolve {host}: no name server "
+                               f"answered ({_first_error(exc)})")
         except dns.exception.Timeout:
             raise ResolveError(socket.EAI_AGAIN, f"resolve {host} timed out after "
                                f"{LIFETIME:.0f}s") from None
         except dns.exception.DNSException as exc:
-            raise self._fail(run, name, f"resolve {host}: {exc}") from None
+            return self._cache(run, name, NEGATIVE_TTL, f"resolve {host}: {exc}")
         if answer.rrset is None:
-            raise self._fail(run, name, f"resolve {host}: no address (no A or AAAA record)")
-        address = (family, str(answer.rrset[0].address))
+            return self._cache(run, name, NEGATIVE_TTL,
+                               f"resolve {host}: no address (no A or AAAA record)")
         ttl = min(max(float(answer.rrset.ttl), MIN_TTL), MAX_TTL)
-        run.cache[name] = (trio.current_time() + ttl, address)
-        return address
+        return self._cache(run, name, ttl, (family, str(answer.rrset[0].address)))
 
-    def _fail(self, run: _Run, name: str, reason: str) -> ResolveError:
-        run.cache[name] = (trio.current_time() + NEGATIVE_TTL, reason)
-        return ResolveError(socket.EAI_NONAME, reason)
+    def _cache(self, run: _Run, name: str, ttl: float, answer: Address | str
+               ) -> tuple[float, Address | str]:
+        entry = run.cache[name] = (trio.current_time() + ttl, answer)
+        return entry
 
     def _resolver(self) -> dns.asyncresolver.Resolver:
         if self._dns is None:
@@ -210,7 +225,7 @@ def read_hosts(path: Path) -> dict[str, Address]:
     return found
 
 
-def _timed_out(host: str, budget: float) -> ResolveError:
+def timed_out(host: str, budget: float) -> ResolveError:
     """The check's deadline came during the lookup of `host`, which had `budget` seconds
     (the check's timeout: a lookup starts with its check)."""
     return ResolveError(socket.EAI_AGAIN, f"resolve {host} timed out after "

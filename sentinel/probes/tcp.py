@@ -5,25 +5,25 @@ connect within the timeout, do the TLS handshake if asked, send `send`, then
 read until `expect` matches, the peer closes, or the timeout ends. Host names
 are resolved at probe time, within the timeout (`sentinel.probes.resolve`).
 
-Plain TCP checks take the lean path (`sentinel.probes.rawsock`): one raw
-non-blocking socket closed with an RST, like HAProxy's, so the checker
-leaves no TIME_WAIT. TLS checks go through trio's streams (`lean=False`
-forces that path; the tests run both against the same servers). Both feed
-one `TcpExchange` (`sentinel.probes.exchange`), as does the probe loop.
+A check is a `TcpExchange` (`sentinel.probes.exchange`). Plain TCP checks
+run it on a raw non-blocking socket closed with an RST, like HAProxy's, so
+the checker leaves no TIME_WAIT (`sentinel.probes.rawsock`; in a running
+engine the probe loop drives them); TLS checks follow the same exchange over
+a trio stream (`check_streams`).
 """
 
 from __future__ import annotations
 
 import ssl
-from functools import partial
 
 import trio
 
 from sentinel.config.model import ProbeConfig, TcpSpec
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes import exchange as lean
-from sentinel.probes.base import Target, classify, failed
-from sentinel.probes.resolve import Address, Resolver, default_resolver
+from sentinel.probes.base import Target, classify, failed, source_address
+from sentinel.probes.rawsock import Address
+from sentinel.probes.resolve import Resolver, default_resolver
 
 READ_CAP = 64 * 1024  # give up on `expect` after this many bytes without a match
 SHOWN = 64  # how much of what was read a failure detail quotes
@@ -61,73 +61,92 @@ class TcpProbe:
     """
 
     def __init__(self, config: ProbeConfig, *, ssl_context: ssl.SSLContext | None = None,
-                 lean: bool = True, resolver: Resolver | None = None) -> None:
+                 resolver: Resolver | None = None) -> None:
         if not isinstance(config.spec, TcpSpec):
             raise TypeError(f"TcpProbe needs a TcpSpec, got {type(config.spec).__name__}")
         self._spec = config.spec
-        self._resolver = resolver or default_resolver()
+        self.resolver = resolver or default_resolver()
         self.timeout = config.timing.timeout
-        self.lean = lean and not self._spec.tls  # raw sockets unless TLS is needed
+        self.lean = not self._spec.tls  # raw sockets unless TLS is needed
+        self._source = source_address(config)
+        self._send = lean.Send(self._spec.send) if self._spec.send else None
+        self._quiet = self._send is None and self._spec.expect is None  # connect-only
+        self._connects: dict[int, lean.Connect] = {}
         # Built once: loading the trust store on every check would cost more than the check.
         self._ssl: ssl.SSLContext | None = None
         if self._spec.tls:
             self._ssl = ssl_context or client_context(self._spec.verify)
 
     def exchange(self, target: Target) -> TcpExchange:
-        """A fresh exchange for one check (both paths and the probe loop feed one)."""
-        return TcpExchange(self._spec, self.timeout)
+        """A fresh exchange for one check (both paths and the probe loop follow one)."""
+        connect = self._connects.get(target.port)
+        if connect is None:
+            connect = self._connects[target.port] = lean.Connect(
+                target.port, delay_ack=self._quiet, source=self._source)
+        return TcpExchange(self._spec, self.timeout, connect, self._send)
 
     async def check(self, target: Target) -> ProbeResult:
         """Probe `target` once; failures come back as a result, cancellation propagates."""
+        if self.lean:
+            return await lean.check_raw(self, target)
+        return await self.check_streams(target)
+
+    async def check_streams(self, target: Target) -> ProbeResult:
+        """One check following the exchange over trio's streams: the TLS path (and, for
+        a plain probe, the reference the raw-socket path is tested against)."""
         exchange = self.exchange(target)
-        drive = (partial(lean.drive, exchange, target.port) if self.lean
-                 else partial(self._run_stream, target, exchange))
-        return await lean.check(exchange, target.host, self.timeout, self._resolver, drive)
+
+        async def drive(address: Address) -> None:
+            async def connect(step: lean.Connect) -> lean.Channel:
+                return await self.open_stream(target, exchange, address, step)
+
+            await lean.follow(exchange, connect)
+
+        return await lean.check(exchange, target.host, self.timeout, self.resolver, drive)
 
     async def aclose(self) -> None:
         """Nothing is pooled; present for the Probe protocol."""
 
-    async def _run_stream(self, target: Target, exchange: TcpExchange, address: Address
-                          ) -> None:
-        """Through trio's streams: needed for TLS, kept as the reference path. `address`
-        is resolved already; a host name stays the TLS server name."""
-        stream: trio.abc.Stream = await trio.open_tcp_stream(address[1], target.port)
+    async def open_stream(self, target: Target, exchange: TcpExchange, address: Address,
+                          step: lean.Connect) -> trio.abc.Stream:
+        """The Connect step through trio's streams, with the TLS handshake when `tls`.
+        `address` is resolved already; a host name stays the TLS server name."""
+        source = step.source[1] if step.source else None
+        stream: trio.abc.Stream = await trio.open_tcp_stream(address[1], step.port,
+                                                             local_address=source)
+        if self._ssl is None:
+            return stream
+        exchange.phase = "tls handshake"
+        tls = trio.SSLStream(stream, self._ssl, server_hostname=self._spec.sni or target.host)
         try:
-            if self._ssl is not None:
-                exchange.phase = "tls handshake"
-                stream = trio.SSLStream(
-                    stream, self._ssl, server_hostname=self._spec.sni or target.host
-                )
-                await stream.do_handshake()
-            await lean.converse(exchange, stream.send_all,
-                                partial(stream.receive_some, READ_CAP))
-        finally:
-            # No TLS close_notify wait: the peer's manners are not what is being checked.
+            await tls.do_handshake()
+        except BaseException:
             await trio.aclose_forcefully(stream)
+            raise
+        return tls
 
 
-class TcpExchange:
-    """One check's progress (`phase`, what was read) and verdict; see `lean.Exchange`.
+class TcpExchange(lean.Conversation):
+    """One check's progress (`phase`, what was read) and verdict; see `lean.Conversation`.
 
     After the `send` bytes, input is read until `expect` matches, the peer
     closes, or READ_CAP bytes came without a match.
     """
 
-    __slots__ = ("_expect", "_timeout", "connect_only", "mismatch", "phase", "received",
-                 "request")
+    __slots__ = ("_expect", "_timeout", "mismatch", "phase", "received")
 
-    def __init__(self, spec: TcpSpec, timeout: float) -> None:
-        self.request = spec.send or b""
+    def __init__(self, spec: TcpSpec, timeout: float, connect: lean.Connect,
+                 send: lean.Send | None) -> None:
+        super().__init__(connect, send)
         self._expect = spec.expect
         self._timeout = timeout
-        self.connect_only = not self.request and self._expect is None
         self.phase = "connect"
         self.received = bytearray()
         self.mismatch = ""
 
     def connected(self) -> None:
         """Connected: the send phase starts (if there is anything to send)."""
-        if self.request:
+        if self.request is not None:
             self.phase = "send"
 
     def sent(self) -> bool:

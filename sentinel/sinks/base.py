@@ -26,6 +26,7 @@ import trio
 
 from sentinel.config.load import NameProblem
 from sentinel.config.model import Config
+from sentinel.config.tables import Section
 from sentinel.errors import SinkUnavailable
 from sentinel.model import Event, ServiceView
 
@@ -202,6 +203,9 @@ class SinkContext:
     config: Callable[[], Config | None] = field(default=lambda: None)  # as reloaded
 
 
+NO_KEYS = Section()
+
+
 def no_name_rules(binding: object, service: str, backends: Sequence[str]
                   ) -> list[NameProblem]:
     """For sink kinds that write names nowhere a balancer parses them."""
@@ -217,6 +221,8 @@ class SinkKind:
     check_names(binding, service, backends) says which of a service's names the
     target cannot take (nginx upstream names, HAProxy backend and server names),
     given the binding's name overrides; create(name, options, ctx) builds the sink.
+    `options` and `binding` are the field tables the two parsers read, which
+    `sentinel schema` walks (none: the kind takes no keys there).
     """
 
     name: str
@@ -224,6 +230,8 @@ class SinkKind:
     parse_binding: Callable[..., object]
     create: Callable[[str, object, SinkContext], Sink]
     check_names: Callable[[object, str, Sequence[str]], list[NameProblem]] = no_name_rules
+    options: Section = NO_KEYS
+    binding: Section = NO_KEYS
 
 
 class RecordingSink:

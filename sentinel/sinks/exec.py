@@ -12,7 +12,8 @@ import logging
 from dataclasses import dataclass
 
 from sentinel.config.node import Node
-from sentinel.config.sections import parse_command
+from sentinel.config.sections import COMMAND, parse_command
+from sentinel.config.tables import Duration, Field, Rule, Section
 from sentinel.errors import SinkRejected, SinkUnavailable
 from sentinel.model import Event
 from sentinel.process import run_command
@@ -30,14 +31,19 @@ class ExecOptions:
     timeout: float = 10.0
 
 
+OPTIONS = Section(
+    Field("command", Rule(parse_command, COMMAND), "run per event, with "
+          + " ".join(f"{{{p}}}" for p in PLACEHOLDERS) + " replaced in each argument",
+          required="an exec sink needs `command`"),
+    Field("timeout", Duration(), "a run taking longer is killed with its process group",
+          ExecOptions(command=()).timeout))
+
+
 def parse_options(node: Node) -> ExecOptions:
     """`{type: exec, command: [...], timeout: 10s}`."""
-    e = node.as_map({"command", "timeout"})
-    if "command" not in e:
-        raise node.error("an exec sink needs `command`")
-    command = parse_command(e["command"])
-    return ExecOptions(command=command,
-                       timeout=e["timeout"].as_duration() if "timeout" in e else 10.0)
+    e = OPTIONS.parse(node)
+    OPTIONS.require(node, e)
+    return ExecOptions(command=OPTIONS.get(e, "command"), timeout=OPTIONS.get(e, "timeout"))
 
 
 def parse_binding(node: Node) -> None:
@@ -96,4 +102,4 @@ def _create(name: str, options: object, ctx: SinkContext) -> ExecSink:
 
 
 KIND = SinkKind(name="exec", parse_options=parse_options, parse_binding=parse_binding,
-                create=_create)
+                create=_create, options=OPTIONS)

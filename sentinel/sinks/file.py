@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import trio
 
 from sentinel.config.node import Node
+from sentinel.config.tables import Field, FilePath, Section
 from sentinel.errors import SinkUnavailable
 from sentinel.files import write_atomic
 from sentinel.sinks.base import SinkContext, SinkKind, Update
@@ -23,12 +24,16 @@ class FileOptions:
     path: str
 
 
+OPTIONS = Section(
+    Field("path", FilePath(), "where the state document is written",
+          required="a file sink needs `path`"))
+
+
 def parse_options(node: Node) -> FileOptions:
     """`{type: file, path: ...}`."""
-    e = node.as_map({"path"})
-    if "path" not in e:
-        raise node.error("a file sink needs `path`")
-    return FileOptions(path=e["path"].as_path())
+    e = OPTIONS.parse(node)
+    OPTIONS.require(node, e)
+    return FileOptions(path=OPTIONS.get(e, "path"))
 
 
 def parse_binding(node: Node) -> None:
@@ -62,4 +67,4 @@ def _create(name: str, options: object, ctx: SinkContext) -> FileSink:
 
 
 KIND = SinkKind(name="file", parse_options=parse_options, parse_binding=parse_binding,
-                create=_create)
+                create=_create, options=OPTIONS)

@@ -94,6 +94,30 @@ def test_check_prints_ok_and_budgets(tmp_path: Path) -> None:
     ]
 
 
+def test_check_names_checks_and_agent(tmp_path: Path) -> None:
+    """A composite service is described by its checks and `require`; an agent adds its
+    budget (interval + timeout), in text and in JSON."""
+    write_config(tmp_path, textwrap.dedent("""\
+        services:
+          # Both checks fail at 1.5 after a death just past t=0, and again at 2.5: fall 3.
+          web:
+            backends: [127.0.0.1:1]
+            checks:
+              - {type: tcp, interval: 1s, timeout: 500ms}
+              - {type: http, interval: 1s, timeout: 500ms}
+            breaker: {kind: threshold, fall: 3, rise: 2}
+            agent: {port: 9777, interval: 500ms, timeout: 200ms}
+        """))
+    done = run_sentinel("check", "-c", "sentinel.yaml", cwd=tmp_path)
+    assert done.stdout.splitlines()[1] == (
+        "  web: 1 backend, checks tcp, http (require all); worst case death -> removal 2.5s, "
+        "recovery -> return 2.0s; agent down/up -> out/in 700ms")
+    done = run_sentinel("check", "-c", "sentinel.yaml", "--format", "json", cwd=tmp_path)
+    service = json.loads(done.stdout)["services"][0]
+    assert {k: service[k] for k in ("checks", "to_down_seconds", "agent_seconds")} == {
+        "checks": ["tcp", "http"], "to_down_seconds": 2.5, "agent_seconds": 0.7}
+
+
 def test_nginx_window_too_short_is_never(tmp_path: Path) -> None:
     """max_fails 3 within 1s cannot happen with failures 2s apart: removal is `never`."""
     path = write_config(tmp_path, textwrap.dedent("""\

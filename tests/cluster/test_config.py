@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 import trustme
+import yaml
 
 from sentinel.cluster.config import ClusterConfig, EtcdTls
 from sentinel.errors import ConfigErrors
 from sentinel.sinks.registry import load_config
-from tests.config import run_sentinel, write_config
+from tests.config import check_schema_verdict, run_sentinel, write_config
 
 SERVICES = """\
 services:
@@ -79,7 +80,7 @@ def test_no_cluster_section(tmp_path: Path) -> None:
     assert load_config(write_config(tmp_path, SERVICES), env={}).cluster is None
 
 
-@pytest.mark.parametrize(("cluster", "expected"), [
+MISTAKES = [
     ("node: lb1\n", ["sentinel.yaml:5:3: cluster: cluster needs `etcd`"]),
     ("etcd: []\nnode: lb1\n", ["sentinel.yaml:5:9: cluster.etcd: needs at least one endpoint"]),
     ("etcd: [127.0.0.1:2379]\nnode: lb1\n",
@@ -119,12 +120,32 @@ def test_no_cluster_section(tmp_path: Path) -> None:
      ["sentinel.yaml:5:10: cluster.etcd[0]: expected http://host:port or https://host:port, "
       "got 'ftp://h:1'",
       "sentinel.yaml:7:11: cluster.quorum: must be at least 1, got 0"]),
-], ids=["no-etcd", "empty-etcd", "no-scheme", "bad-port", "path", "mixed", "empty-node",
-        "slash-node", "fractional-ttl", "probers-word", "probers-zero", "quorum-above",
-        "user-alone", "missing-ca", "unknown-key", "two-at-once"])
+]
+IDS = ["no-etcd", "empty-etcd", "no-scheme", "bad-port", "path", "mixed", "empty-node",
+       "slash-node", "fractional-ttl", "probers-word", "probers-zero", "quorum-above",
+       "user-alone", "missing-ca", "unknown-key", "two-at-once"]
+# Why `sentinel schema` cannot refuse a mistake; it refuses the others.
+ACROSS_FIELDS = "a rule across fields"
+LOADER_ONLY = {"mixed": "a rule across the list's items", "fractional-ttl": "whole seconds of "
+               "a duration written in any unit", "quorum-above": ACROSS_FIELDS,
+               "user-alone": ACROSS_FIELDS, "missing-ca": "about this machine: the file must "
+               "exist"}
+
+
+@pytest.mark.parametrize(("cluster", "expected"), MISTAKES, ids=IDS)
 def test_errors(tmp_path: Path, cluster: str, expected: list[str]) -> None:
     """Each mistake gives its file:line:col: key.path: message line; all are reported."""
     assert errors(tmp_path, cluster) == expected
+
+
+@pytest.mark.parametrize(("case", "cluster", "expected"),
+                         [(i, *m) for i, m in zip(IDS, MISTAKES, strict=True)], ids=IDS)
+def test_schema_refuses_what_it_can(case: str, cluster: str, expected: list[str]) -> None:
+    """`sentinel schema` refuses each mistake at its key path, unless only the loader can
+    see it (LOADER_ONLY says why)."""
+    document = yaml.safe_load(SERVICES + "cluster:\n" + textwrap.indent(cluster, "  "))
+    first, *more = (line.split(": ")[1] for line in expected)
+    check_schema_verdict(document, first, LOADER_ONLY.get(case, ""), *more)
 
 
 def test_tls(tmp_path: Path) -> None:

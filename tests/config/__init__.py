@@ -1,16 +1,24 @@
 """Tests for the configuration loader and the `sentinel` command line.
 
 `run_sentinel` runs the real console entry point (`python -m sentinel`) as a
-subprocess, so exit codes, stdout and stderr are what an operator sees.
+subprocess, so exit codes, stdout and stderr are what an operator sees;
+`schema_validator` checks documents against the schema `sentinel schema` prints.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+
+import jsonschema
+
+from sentinel.config.schema import config_schema
+from sentinel.errors import ConfigErrors
+from sentinel.sinks.registry import SINK_KINDS, load_config
 
 COMMAND_TIMEOUT = 30.0
 
@@ -28,3 +36,37 @@ def write_config(directory: Path, text: str, name: str = "sentinel.yaml") -> Pat
     path = directory / name
     path.write_text(text, encoding="utf-8")
     return path
+
+
+@functools.cache
+def schema_validator() -> jsonschema.Draft202012Validator:
+    """A validator for the schema `sentinel schema` prints, checking formats (regexes) too."""
+    schema = config_schema(SINK_KINDS)
+    return jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+
+
+def check_schema_verdict(document: object, key_path: str, loader_only: str,
+                         *more: str) -> None:
+    """The schema refuses `document` at the loader's `key_path` (`services.web.probe`,
+    `backends[1]`) or a parent of it (or at one of `more`, when the loader reports several
+    mistakes); or, for a mistake only the loader can see (`loader_only` says why), accepts
+    it, so a mark that is no longer true fails."""
+    best = jsonschema.exceptions.best_match(schema_validator().iter_errors(document))
+    if loader_only:
+        assert best is None, best.message
+        return
+    assert best is not None, "the schema accepts it"
+    where = "".join(f"[{step}]" if isinstance(step, int) else f".{step}"
+                    for step in best.absolute_path).removeprefix(".")
+    assert where == "" or any(path == where or path.startswith((where + ".", where + "["))
+                              for path in (key_path, *more)), (where, best.message)
+
+
+def error_lines(path: Path) -> list[str]:
+    """The `file:line:col: key.path: message` lines loading `path` fails with."""
+    try:
+        load_config(path)
+    except ConfigErrors as caught:
+        return [str(e) for e in caught.errors]
+    raise AssertionError(f"{path} loaded without errors")

@@ -7,11 +7,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sentinel.config.model import Config, InitState, PassiveConfig, SuspectConfig, WatchConfig
 from sentinel.errors import ConfigErrors
 from sentinel.sinks.registry import load_config
-from tests.config import write_config
+from tests.config import check_schema_verdict, write_config
 
 
 def load(tmp_path: Path, text: str) -> Config:
@@ -82,59 +83,84 @@ def test_canaries_suspect_and_passive_load(tmp_path: Path) -> None:
     assert load(tmp_path, "services: {a: {backends: [127.0.0.1:80]}}\n").suspect is None
 
 
-@pytest.mark.parametrize(("text", "expected"), [
+# (config, the loader's error, why the schema cannot refuse it: "" when it does)
+TOP_MISTAKES = [
     ("canaries: []\n",
-     "sentinel.yaml:1:11: canaries: must list at least one canary (or leave `canaries` out)"),
+     "sentinel.yaml:1:11: canaries: must list at least one canary (or leave `canaries` out)",
+     ""),
     ("canaries: [10.0.0.1:53, {name: 10.0.0.1:53, address: 10.0.0.2:53}]\n",
-     "sentinel.yaml:1:32: canaries[1].name: duplicate canary name '10.0.0.1:53'"),
-    ("canaries: [{name: gw}]\n", "sentinel.yaml:1:12: canaries[0]: a canary needs `address`"),
+     "sentinel.yaml:1:32: canaries[1].name: duplicate canary name '10.0.0.1:53'",
+     "names unique across the list, an address standing for a name"),
+    ("canaries: [{name: gw}]\n", "sentinel.yaml:1:12: canaries[0]: a canary needs `address`",
+     ""),
     ("canaries: [{address: 10.0.0.1:53, probe: {type: udp}}]\n",
      "sentinel.yaml:1:49: canaries[0].probe.type: expected one of tcp, http, https, script, "
-     "grpc, dns, agent; got 'udp'"),
+     "grpc, dns, agent; got 'udp'", ""),
     ("suspect: {mass_failure: 100%}\n",
      "sentinel.yaml:1:25: suspect.mass_failure: must be below 100% (more than all backends "
-     "never turn down)"),
+     "never turn down)", "a percent written as text is bounded by the loader"),
     ("suspect: {max_suspect: 0}\n",
      "sentinel.yaml:1:24: suspect.max_suspect: 0 (only a passing canary ends a suspicion) "
-     "needs `canaries`"),
+     "needs `canaries`", "a rule across sections"),
     ("suspect: {maxsuspect: 1s}\n",
      "sentinel.yaml:1:11: suspect.maxsuspect: unknown key 'maxsuspect'; expected one of: "
-     "mass_failure, max_suspect, window"),
-])
+     "mass_failure, max_suspect, window", ""),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), [m[:2] for m in TOP_MISTAKES])
 def test_top_level_detection_mistakes(tmp_path: Path, text: str, expected: str) -> None:
     """Each canaries/suspect mistake is one positioned line."""
     assert errors(tmp_path, text) == [expected]
 
 
-@pytest.mark.parametrize(("passive", "expected"), [
+REFERENCE = "a reference to a sink defined elsewhere, and its kind"
+PASSIVE_MISTAKES = [
     ("{nginx_error_log: /nonexistent/dir/error.log}",
      "sentinel.yaml:6:32: services.web.passive.nginx_error_log: directory '/nonexistent/dir' "
-     "does not exist"),
+     "does not exist", "about this machine: the directory must exist"),
     ("{haproxy: nope}",
      "sentinel.yaml:6:24: services.web.passive.haproxy: undefined sink 'nope'; expected a "
-     "haproxy sink (lb)"),
+     "haproxy sink (lb)", REFERENCE),
     ("{haproxy: out}",
      "sentinel.yaml:6:24: services.web.passive.haproxy: file sink 'out'; expected a haproxy "
-     "sink (lb)"),
+     "sink (lb)", REFERENCE),
     ("{haproxy: {sink: lb}}",
      "sentinel.yaml:6:31: services.web.passive.haproxy.sink: this service does not publish "
-     "to 'lb': add it to its `sinks` (its backend and server names are read from there)"),
+     "to 'lb': add it to its `sinks` (its backend and server names are read from there)",
+     REFERENCE),
     ("{count: maybe}",
-     "sentinel.yaml:6:22: services.web.passive.count: expected true or false, got 'maybe'"),
+     "sentinel.yaml:6:22: services.web.passive.count: expected true or false, got 'maybe'",
+     ""),
     ("{tail: x}",
      "sentinel.yaml:6:15: services.web.passive.tail: unknown key 'tail'; expected one of: "
-     "count, haproxy, nginx_error_log"),
-])
-def test_passive_mistakes(tmp_path: Path, passive: str, expected: str) -> None:
-    """Each passive mistake is one positioned line."""
-    assert errors(tmp_path, f"""\
+     "count, haproxy, nginx_error_log", ""),
+]
+
+
+def _with_passive(passive: str) -> str:
+    return textwrap.dedent(f"""\
         sinks: {{lb: {{type: haproxy, socket: /run/h.sock}}, out: {{type: file, path: x}}}}
         services:
           web:
             backends: [127.0.0.1:80]
             sinks: [out]
             passive: {passive}
-        """) == [expected]
+        """)
+
+
+@pytest.mark.parametrize(("passive", "expected"), [m[:2] for m in PASSIVE_MISTAKES])
+def test_passive_mistakes(tmp_path: Path, passive: str, expected: str) -> None:
+    """Each passive mistake is one positioned line."""
+    assert errors(tmp_path, _with_passive(passive)) == [expected]
+
+
+@pytest.mark.parametrize(("text", "expected", "loader_only"), [
+    *TOP_MISTAKES, *((_with_passive(p), e, why) for p, e, why in PASSIVE_MISTAKES)])
+def test_schema_refuses_what_it_can(text: str, expected: str, loader_only: str) -> None:
+    """The schema refuses each detection mistake at its key path, unless only the loader
+    can see it (`loader_only` says why)."""
+    check_schema_verdict(yaml.safe_load(text), expected.split(": ")[1], loader_only)
 
 
 def test_watch_on_tcp_and_http_probes(tmp_path: Path) -> None:
@@ -151,22 +177,41 @@ def test_watch_on_tcp_and_http_probes(tmp_path: Path) -> None:
         WatchConfig(), WatchConfig(keepalive=30.0), None, None]
 
 
-@pytest.mark.parametrize(("probe", "expected"), [
+# (probe, the loader's error, why the schema cannot refuse it: "" when it does)
+WATCH_MISTAKES = [
     ("{type: tcp, tls: true, watch: true}",
      "sentinel.yaml:2:70: services.a.probe.watch: not with `tls: true`: the held "
-     "connection would be a TLS handshake never started, which servers time out and log"),
+     "connection would be a TLS handshake never started, which servers time out and log",
+     "a rule across two fields"),
     ("{type: tcp, watch: {keepalive: 500ms}}",
      "sentinel.yaml:2:71: services.a.probe.watch.keepalive: must be at least 1s (the "
-     "kernel counts TCP keepalive in whole seconds)"),
+     "kernel counts TCP keepalive in whole seconds)",
+     "a lower bound on a duration written as text"),
     ("{type: https, watch: true}",
-     "sentinel.yaml:2:54: services.a.probe.watch: unknown key 'watch'"),
+     "sentinel.yaml:2:54: services.a.probe.watch: unknown key 'watch'", ""),
     ("{type: tcp, watch: sometimes}",
-     "sentinel.yaml:2:59: services.a.probe.watch: expected true or false, got 'sometimes'"),
-])
-def test_watch_mistakes(tmp_path: Path, probe: str, expected: str) -> None:
-    """watch is for tcp (without TLS) and http; keepalive in whole seconds."""
-    found = errors(tmp_path, f"""\
+     "sentinel.yaml:2:59: services.a.probe.watch: expected true or false, got 'sometimes'",
+     ""),
+]
+
+
+def _with_probe(probe: str) -> str:
+    return textwrap.dedent(f"""\
         services:
           a: {{backends: [127.0.0.1:80], probe: {probe}}}
         """)
+
+
+@pytest.mark.parametrize(("probe", "expected"), [m[:2] for m in WATCH_MISTAKES])
+def test_watch_mistakes(tmp_path: Path, probe: str, expected: str) -> None:
+    """watch is for tcp (without TLS) and http; keepalive in whole seconds."""
+    found = errors(tmp_path, _with_probe(probe))
     assert [e.split("; expected one of")[0] for e in found] == [expected]
+
+
+@pytest.mark.parametrize(("probe", "expected", "loader_only"), WATCH_MISTAKES)
+def test_schema_refuses_watch_mistakes(probe: str, expected: str, loader_only: str) -> None:
+    """The schema refuses each watch mistake at its key path, unless only the loader can
+    see it (`loader_only` says why)."""
+    check_schema_verdict(yaml.safe_load(_with_probe(probe)), expected.split(": ")[1],
+                         loader_only)

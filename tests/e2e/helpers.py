@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -50,10 +50,25 @@ def skip_or_fail(reason: str) -> NoReturn:
 
 
 def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that was free a moment ago (bound to port 0, then released)."""
+    """A TCP port that was free a moment ago (bound to port 0, then released): another
+    process may take it before it is used. For a port nothing listens on, use
+    `refused_ports`; a server in this process binds port 0 itself."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def refused_ports(count: int = 1, host: str = LOOPBACK) -> Iterator[list[int]]:
+    """`count` TCP ports bound but not listening until the block ends: connecting to one
+    is refused, and no other process can take it meanwhile."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((host, 0))
+            ports.append(int(sock.getsockname()[1]))
+        yield ports
 
 
 def port_open(port: int, host: str = LOOPBACK) -> bool:

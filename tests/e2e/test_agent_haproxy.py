@@ -1,6 +1,7 @@
-"""The agent-check proof: one agent steps through answers; a real HAProxy (`agent-check`)
-and sentinel's agent parser must end up with the same weight, admin state, maxconn and
-up/down after every step."""
+"""The agent-check proof: one agent server steps through answers; a real HAProxy
+(`agent-check`) and `sentinel run` (an `agent:` block beside its health probe) both ask
+it, and after every step sentinel publishes (GET /v1/state) the admin state and weight
+HAProxy shows in `show servers state`, and the maxconn it shows in `show stat`."""
 
 from __future__ import annotations
 
@@ -8,16 +9,25 @@ import socket
 import socketserver
 import threading
 from collections.abc import Iterator
+from datetime import datetime
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
-import trio
+import yaml
 
-from sentinel.config.model import AgentSpec, ProbeConfig, Timing
-from sentinel.probes.agent import AgentProbe, AgentState
-from sentinel.probes.base import Target
-from tests.e2e.balancers import start_haproxy
-from tests.e2e.helpers import LOOPBACK, Processes, free_port, start_backend, wait_until
+from sentinel.sinks.haproxy.runtime_api import ServerState
+from tests.e2e.balancers import HAProxy, start_haproxy
+from tests.e2e.helpers import (
+    LOOPBACK,
+    Processes,
+    SentinelApi,
+    free_port,
+    start_backend,
+    start_sentinel,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 WEIGHT = 10  # HAProxy's `weight` and sentinel's configured weight
@@ -36,7 +46,7 @@ STEPS = [
     "maxconn:30 20%",
     "50%x up 90%",  # the last weight word wins
     "stopped\t#\tupgrading",
-    "UP READY 0%",
+    "UP READY 0%",  # weight 0: HAProxy keeps it up and ready with no weight; sentinel drains
     "drain fail 40%",
     "up ready 100% maxconn:7",
     # `weight:N` is HAProxy 3.1's; the HAProxy these tests run (Debian's 2.6) ignores it.
@@ -44,7 +54,8 @@ STEPS = [
 
 
 class Agent(socketserver.ThreadingTCPServer):
-    """An agent answering `answer` to every connection, counting them."""
+    """One agent for both: reads what the client sends first (`haproxy` or `sentinel`,
+    their agent-send strings), answers `answer` and a newline, and counts per client."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -52,7 +63,7 @@ class Agent(socketserver.ThreadingTCPServer):
     def __init__(self) -> None:
         super().__init__((LOOPBACK, 0), AgentHandler)
         self.answer = "up"
-        self.served = 0
+        self.asked = {"haproxy": 0, "sentinel": 0}
         self.lock = threading.Lock()
 
     @property
@@ -61,73 +72,103 @@ class Agent(socketserver.ThreadingTCPServer):
         return int(self.server_address[1])
 
     def switch(self, answer: str) -> None:
-        """Answer `answer` from now on; the count starts again."""
+        """Answer `answer` from now on; the counts start again."""
         with self.lock:
-            self.answer, self.served = answer, 0
+            self.answer = answer
+            self.asked = dict.fromkeys(self.asked, 0)
 
 
 class AgentHandler(socketserver.BaseRequestHandler):
-    """Write the current answer and a newline, then close."""
+    """Read the client's agent-send, write the current answer and a newline, close."""
 
     def handle(self) -> None:
         """One agent exchange."""
         server = self.server
         assert isinstance(server, Agent)
+        who = self.request.recv(64).strip().decode(errors="replace")
         with server.lock:
             answer = server.answer
         self.request.sendall(answer.encode() + b"\n")
         self.request.shutdown(socket.SHUT_WR)
         with server.lock:
-            server.served += 1
+            if who in server.asked:
+                server.asked[who] += 1
 
 
 @pytest.fixture
-def agents() -> Iterator[tuple[Agent, Agent]]:
-    """Two agents saying the same things: HAProxy asks one, sentinel the other, so the
-    first one's count is HAProxy's alone."""
-    pair = Agent(), Agent()
-    threads = [threading.Thread(target=a.serve_forever, daemon=True) for a in pair]
-    for t in threads:
-        t.start()
+def agent() -> Iterator[Agent]:
+    """The agent, serving in a thread until the test ends."""
+    server = Agent()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
     try:
-        yield pair
+        yield server
     finally:
-        for a in pair:
-            a.shutdown()
-            a.server_close()
-        for t in threads:
-            t.join(timeout=5)
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def expected(server: ServerState, maxconn: str) -> dict[str, object]:
+    """What sentinel should publish for what HAProxy shows: its admin state first (as
+    sentinel keeps drain and maint above the verdict), then down, then up; a weight of
+    0 is published as drain (HAProxy keeps such a server up and ready, taking no new
+    traffic). The agent's weight is HAProxy's in every state."""
+    state = ("maint" if server.admin == "maint" else "drain" if server.admin == "drain"
+             else "down" if server.op_state == 0 else "drain" if server.weight == 0
+             else "up")
+    return {"state": state, "weight": server.weight if state == "up" else 0,
+            "agent_weight": server.weight, "maxconn": int(maxconn) if maxconn else None}
+
+
+def published(entry: dict[str, Any]) -> dict[str, object]:
+    """Sentinel's backend entry of GET /v1/state in the same terms."""
+    return {"state": entry["state"], "weight": entry["weight"],
+            "agent_weight": entry["agent"]["weight"], "maxconn": entry["agent"]["maxconn"]}
+
+
+def answered_twice(api: SentinelApi, since: datetime, seen: set[str]) -> bool:
+    """Whether two of sentinel's agent checks that took an answer ended after `since` (the
+    end times seen so far are kept in `seen`): the second began after the first ended,
+    so after `since`, and took the answer given since then."""
+    last = api.backend("web", "s1")["agent"]["last_check"]
+    if last and last["ok"] and datetime.fromisoformat(last["time"]) > since:
+        seen.add(last["time"])
+    return len(seen) >= 2
 
 
 def test_haproxy_and_sentinel_agree(processes: Processes, tmp_path: Path,
-                                    agents: tuple[Agent, Agent]) -> None:
-    """After each answer, sentinel's AgentState equals what `show servers state` and
-    `show stat` report for the server."""
-    for_haproxy, for_sentinel = agents
+                                    agent: Agent) -> None:
+    """After each answer, sentinel publishes what `show servers state` and `show stat`
+    report for the server."""
     backend = free_port()
     start_backend(processes, backend, "web1")
     section = (f"backend be_agent\n    balance roundrobin\n"
                f"    server s1 {LOOPBACK}:{backend} weight {WEIGHT} check inter 100ms "
-               f"agent-check agent-port {for_haproxy.port} agent-inter 100ms\n")
-    haproxy = start_haproxy(processes, tmp_path / "haproxy", [section])
-    probe = AgentProbe(ProbeConfig(type="agent", timing=Timing(timeout=2.0),
-                                   spec=AgentSpec(agent_port=for_sentinel.port)))
-    target = Target("web", "web1", LOOPBACK, backend)
-    state = AgentState.initial(WEIGHT)
+               f"agent-check agent-port {agent.port} agent-inter 100ms "
+               f'agent-send "haproxy\\n"\n')
+    haproxy: HAProxy = start_haproxy(processes, tmp_path / "haproxy", [section])
+    state = tmp_path / "state"
+    config = tmp_path / "sentinel.yaml"
+    config.write_text(yaml.safe_dump({
+        "version": 1, "state_dir": str(state), "api": {"listen": "127.0.0.1:0"},
+        "services": {"web": {
+            "backends": [{"name": "s1", "address": f"{LOOPBACK}:{backend}",
+                          "weight": WEIGHT}],
+            "probe": {"type": "tcp", "interval": "200ms"},
+            "breaker": {"kind": "threshold", "rise": 1, "fall": 1},
+            "agent": {"port": agent.port, "send": "sentinel\\n", "interval": "100ms"}}}}))
+    api = SentinelApi(start_sentinel(processes, config, state)[1])
     for answer in STEPS:
-        for_haproxy.switch(answer)
-        for_sentinel.switch(answer)
+        switched = datetime.now().astimezone()
+        agent.switch(answer)
         # The second connection after the switch starts only after HAProxy handled the
-        # first one's answer (one agent check at a time per server).
-        wait_until(lambda: for_haproxy.served >= 2, what=f"HAProxy asking after {answer!r}")
-        got, result = trio.run(probe.ask, target)
-        assert got is not None, result.detail
-        state = state.apply(got)
+        # first one's answer (one agent check at a time per server); so for sentinel.
+        wait_until(lambda: agent.asked["haproxy"] >= 2, what=f"HAProxy asking after {answer!r}")
+        wait_until(partial(answered_twice, api, switched, set()),
+                   what=f"sentinel asking after {answer!r}")
         server = haproxy.servers("be_agent")["s1"]
-        shown = {"admin": server.admin, "weight": server.weight,
-                 "down": server.op_state == 0,
-                 "maxconn": haproxy.stat("be_agent", "s1", "slim") or None}
-        ours = {"admin": state.admin, "weight": state.weight,
-                "down": state.down or state.admin == "maint",
-                "maxconn": str(state.maxconn) if state.maxconn is not None else None}
-        assert ours == shown, f"after {answer!r}: {state.message}"
+        shown = expected(server, haproxy.stat("be_agent", "s1", "slim"))
+        entry = api.backend("web", "s1")
+        assert published(entry) == shown, f"after {answer!r}: {entry['agent']['message']}"
+    assert agent.asked["sentinel"] >= 2  # sentinel's `send` reached the agent

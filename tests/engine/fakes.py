@@ -1,8 +1,15 @@
-"""Fakes for engine tests: a probe whose answers the test controls, and config builders."""
+"""Fakes for engine tests: a lean probe whose answers the test controls, the virtual network
+the probe loop runs it on (a MockClock `Poller`), and config builders."""
 
 from __future__ import annotations
 
+import errno
+import itertools
+import math
+import select
+import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
@@ -21,7 +28,10 @@ from sentinel.config.model import (
     Timing,
 )
 from sentinel.model import FailureKind, ProbeResult
-from sentinel.probes.base import Target
+from sentinel.probes.base import Probe, ResolveError, Target, classify, failed
+from sentinel.probes.exchange import Connect, Conversation
+from sentinel.probes.rawsock import Address
+from sentinel.probes.resolve import default_resolver
 
 
 async def run_inline(fn: Callable[..., None], *args: object) -> None:
@@ -30,24 +40,159 @@ async def run_inline(fn: Callable[..., None], *args: object) -> None:
     fn(*args)
 
 
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """What a connect to a pretend address meets: accepted (or, `refused`, reset) after
+    `after` seconds; once a request came, `reply` after `reply_after` seconds (None: no
+    answer ever), then the peer closes."""
+
+    refused: bool = False
+    after: float = 0.0
+    reply: bytes | None = None
+    reply_after: float = 0.0
+
+
+class VirtualSocket:
+    """A pretend non-blocking TCP socket (the probe loop's `Sock`) on the virtual clock."""
+
+    def __init__(self, network: VirtualNetwork, fd: int) -> None:
+        self.network = network
+        self.fd = fd
+        self.peer: Peer | None = None
+        self.connected_at = math.inf
+        self.reply_at = math.inf
+        self.sent = b""
+        self.replied = False
+        self.interest = 0
+
+    def fileno(self) -> int:
+        """Its pretend descriptor."""
+        return self.fd
+
+    def connect_ex(self, address: tuple[str, int], /) -> int:
+        """Start connecting: the network's `peer` says what answers, and when."""
+        self.peer = self.network.peer(*address)
+        self.network.connects.append((trio.current_time(), address))
+        self.connected_at = trio.current_time() + self.peer.after
+        return errno.EINPROGRESS
+
+    def getsockopt(self, level: int, option: int, /) -> int:
+        """SO_ERROR: refused or not."""
+        assert (level, option) == (socket.SOL_SOCKET, socket.SO_ERROR)
+        return errno.ECONNREFUSED if self.peer and self.peer.refused else 0
+
+    def send(self, data: bytes, /) -> int:
+        """Everything fits; the first request starts the peer's reply clock."""
+        if not self.sent and self.peer and self.peer.reply is not None:
+            self.reply_at = trio.current_time() + self.peer.reply_after
+        self.sent += data
+        return len(data)
+
+    def recv(self, size: int, /) -> bytes:
+        """The reply once it is due, then EOF."""
+        if self.reply_at > trio.current_time():
+            raise BlockingIOError
+        if self.replied:
+            return b""
+        self.replied = True
+        assert self.peer is not None
+        assert self.peer.reply is not None
+        return self.peer.reply[:size]
+
+    def close(self) -> None:
+        """Gone from the network."""
+        self.network.sockets.pop(self.fd, None)
+
+    def ready_at(self) -> tuple[float, int]:
+        """When its watched events are ready, and which."""
+        assert self.peer is not None
+        if self.peer.refused:
+            return self.connected_at, select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP
+        if self.interest & select.EPOLLOUT:
+            return self.connected_at, select.EPOLLOUT
+        if self.interest & select.EPOLLIN:
+            return self.reply_at, select.EPOLLIN
+        return math.inf, 0
+
+
+class VirtualNetwork:
+    """The probe loop's `Poller` over pretend sockets on trio's MockClock: `peer(ip, port)`
+    says what each connect meets. Records every connect (time, (ip, port))."""
+
+    def __init__(self, peer: Callable[[str, int], Peer]) -> None:
+        self.peer = peer
+        self.sockets: dict[int, VirtualSocket] = {}
+        self.connects: list[tuple[float, tuple[str, int]]] = []
+        self._fds = itertools.count(1000)
+
+    def socket(self, family: socket.AddressFamily, delay_ack: bool,
+               source: Address | None) -> VirtualSocket:
+        """A new pretend socket."""
+        sock = VirtualSocket(self, next(self._fds))
+        self.sockets[sock.fd] = sock
+        return sock
+
+    def register(self, fd: int, events: int) -> None:
+        """Watch `fd`."""
+        self.sockets[fd].interest = events
+
+    def modify(self, fd: int, events: int) -> None:
+        """Watch `fd` for other events."""
+        self.sockets[fd].interest = events
+
+    def poll(self, max_events: int) -> list[tuple[int, int]]:
+        """The sockets whose watched events are due by now."""
+        now = trio.current_time()
+        ready = [(fd, flags) for fd, sock in self.sockets.items() if sock.interest
+                 for at, flags in [sock.ready_at()] if at <= now]
+        return ready[:max_events]
+
+    async def wait(self) -> None:
+        """Sleep until the next socket is due."""
+        due = [sock.ready_at()[0] for sock in self.sockets.values() if sock.interest]
+        await trio.sleep_until(min(due, default=math.inf))
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
 class FakeProbe:
-    """Answers from `alive[(host, port)]` (default alive); records (time, target) per call.
+    """A lean probe whose checks are plain connects over a `VirtualNetwork` (`poller`):
+    `alive[(host, port)]` (default alive) decides whether a connect is accepted or, after
+    `fail_latency` seconds, refused; `weights` adds a weight to a passing result (as a
+    script probe's `weight=N`). Records (time, target) per check. `lean = False` makes
+    the engine run it as a task per group instead (`check`, scripted the same way)."""
 
-    A dead target answers after `fail_latency` seconds (0: refused at once).
-    """
-
-    def __init__(self, fail_latency: float = 0.0) -> None:
+    def __init__(self, fail_latency: float = 0.0, timeout: float = 10.0) -> None:
         self.alive: dict[tuple[str, int], bool] = {}
         self.weights: dict[tuple[str, int], int] = {}
         self.calls: list[tuple[float, Target]] = []
         self.fail_latency = fail_latency
+        self.timeout = timeout
+        self.lean = True
+        self.resolver = default_resolver()
 
     def factory(self) -> Callable[[ProbeConfig], FakeProbe]:
         """A probe_factory for Engine that always returns this probe."""
         return lambda _config: self
 
+    def poller(self) -> VirtualNetwork:
+        """The network this probe's checks meet (pass as Engine's `poller`)."""
+        return VirtualNetwork(self.peer)
+
+    def peer(self, host: str, port: int) -> Peer:
+        """Alive: accepted at once; dead: refused after `fail_latency`."""
+        if self.alive.get((host, port), True):
+            return Peer()
+        return Peer(refused=True, after=self.fail_latency)
+
+    def exchange(self, target: Target) -> FakeExchange:
+        """One check of `target`: a connect."""
+        self.calls.append((trio.current_time(), target))
+        return FakeExchange(target.port, self.weights.get((target.host, target.port)))
+
     async def check(self, target: Target) -> ProbeResult:
-        """Answer from the scripted state."""
+        """The per-task check: answer from the scripted state."""
         self.calls.append((trio.current_time(), target))
         key = (target.host, target.port)
         if self.alive.get(key, True):
@@ -62,6 +207,68 @@ class FakeProbe:
 
     async def aclose(self) -> None:
         """Nothing to release."""
+
+
+class FakeExchange(Conversation):
+    """A connect-only check whose pass carries `weight` (see FakeProbe)."""
+
+    __slots__ = ("weight",)
+
+    def __init__(self, port: int, weight: int | None) -> None:
+        super().__init__(Connect(port, delay_ack=True), None)
+        self.weight = weight
+
+    def result(self, latency: float) -> ProbeResult:
+        """Connected: healthy."""
+        return ProbeResult(ok=True, latency=latency, weight=self.weight)
+
+    def timed_out(self, latency: float) -> ProbeResult:
+        """No connect in time."""
+        return failed(FailureKind.TIMEOUT, "timed out", latency)
+
+    def failed(self, exc: Exception, latency: float) -> ProbeResult:
+        """Refused, as the edge table says it."""
+        return failed(*classify(exc), latency)
+
+
+class ScriptedResolver:
+    """A resolver (`lookup`, as the probe loop's resolver task asks it) whose answers a
+    test scripts: `answers[host] = (delay, ttl, address or negative reason)`; a host
+    without one is never answered (a lookup ends at its deadline, EAI_AGAIN). Records
+    each lookup as (time, host, fresh)."""
+
+    def __init__(self, answers: dict[str, tuple[float, float, Address | str]]) -> None:
+        self.answers = answers
+        self.asked: list[tuple[float, str, bool]] = []
+
+    async def lookup(self, host: str, deadline: float, *, fresh: bool = False
+                     ) -> tuple[float, Address | str]:
+        """The scripted answer after its delay, valid for its TTL."""
+        self.asked.append((trio.current_time(), host, fresh))
+        if host not in self.answers:
+            await trio.sleep_until(deadline)
+            raise ResolveError(socket.EAI_AGAIN, f"resolve {host} timed out")
+        delay, ttl, answer = self.answers[host]
+        await trio.sleep(delay)
+        return trio.current_time() + ttl, answer
+
+
+class PerTask:
+    """A real probe as the engine runs non-lean ones (a Trio task per probe group): only
+    `check`, no exchange. Records the host of each check in `checked`."""
+
+    def __init__(self, inner: Probe, checked: list[str] | None = None) -> None:
+        self.inner = inner
+        self.checked = checked if checked is not None else []
+
+    async def check(self, target: Target) -> ProbeResult:
+        """The inner probe's check, recorded."""
+        self.checked.append(target.host)
+        return await self.inner.check(target)
+
+    async def aclose(self) -> None:
+        """Close the inner probe."""
+        await self.inner.aclose()
 
 
 def service(name: str, ports: list[int], *, interval: float = 1.0, fast: float | None = None,

@@ -16,6 +16,7 @@ from sentinel.breakers import Change, Health, Transition, make_breaker
 from sentinel.config.model import (
     BackendConfig,
     BreakerConfig,
+    CheckConfig,
     CircuitBreakerConfig,
     NginxBreakerConfig,
     ProbeConfig,
@@ -23,7 +24,7 @@ from sentinel.config.model import (
     ThresholdBreakerConfig,
     Timing,
 )
-from sentinel.engine.budget import PHASES, _counts, _horizon, compute_budget
+from sentinel.engine.budget import PHASES, Plan, _counts, _horizon, compute_budget
 from sentinel.engine.schedule import next_due
 
 
@@ -114,9 +115,9 @@ def _reference(svc: ServiceConfig, want: Health) -> float | None:
     worst = 0.0
     for latency in {0.0, svc.probe.timing.timeout}:
         points = [s for s, _, _ in itertools.islice(
-            (p for p in probes(math.inf, latency) if p[0] >= 10 * _horizon(svc)), PHASES)]
+            (p for p in probes(math.inf, latency) if p[0] >= 10 * _horizon(Plan.of(svc))), PHASES)]
         for change_at in points:
-            limit = change_at + _horizon(svc) * (4 + _counts(svc))
+            limit = change_at + _horizon(Plan.of(svc)) * (4 + _counts(Plan.of(svc)))
             for started, now, transition in probes(change_at, latency):
                 if started <= change_at:
                     continue
@@ -185,3 +186,50 @@ def test_services_alike_are_computed_once() -> None:
     a = service(Timing(interval=0.5), ThresholdBreakerConfig(fall=5))
     b = dataclasses.replace(a, name="other", backends=())
     assert compute_budget(a) is compute_budget(b)
+
+
+def composite(breaker: BreakerConfig, *timings: Timing, require: int = 0) -> ServiceConfig:
+    """One backend probed by one check per timing (tcp), `require` of them (all if 0)."""
+    checks = tuple(CheckConfig(f"c{i}", ProbeConfig(timing=t)) for i, t in enumerate(timings))
+    return dataclasses.replace(service(timings[0], breaker), checks=checks,
+                               require=require or len(checks))
+
+
+SECOND = Timing(interval=1, fast_interval=1, down_interval=1, timeout=0.5)
+
+
+@pytest.mark.parametrize(("svc", "to_down", "to_up"), [
+    # Both fail at 1.5 after a death just past t=0 (two failures), again at 2.5: fall 3.
+    (composite(ThresholdBreakerConfig(), SECOND, SECOND), 2.5, 2.0),
+    # `any`: a failure needs both checks failing anew, so the 3s check sets the pace.
+    (composite(ThresholdBreakerConfig(), SECOND,
+               Timing(interval=3, fast_interval=3, down_interval=3, timeout=0.5), require=1),
+     9.5, 2.0),
+    # The first trial after fail_timeout waits for two fresh passes, not stale failures.
+    (composite(NginxBreakerConfig(), SECOND, Timing(interval=2, timeout=0.5), SECOND,
+               require=2), 1.5, 10.5),
+], ids=["all-alike", "any-slow-second", "nginx-two-of-three"])
+def test_composite_budgets(svc: ServiceConfig, to_down: float, to_up: float) -> None:
+    """Composite checks run each on its own schedule, combined into the breaker."""
+    budget = compute_budget(svc)
+    assert (budget.to_down, budget.to_up) == (pytest.approx(to_down, abs=1e-6),
+                                              pytest.approx(to_up, abs=1e-6))
+
+
+@pytest.mark.parametrize(("timing", "breaker"), [case[1:3] for case in PINNED[:6]],
+                         ids=[case[0] for case in PINNED[:6]])
+def test_one_check_is_the_probe(timing: Timing, breaker: BreakerConfig) -> None:
+    """`checks:` with one entry has the budget of that entry as `probe:`."""
+    alone = compute_budget(service(timing, breaker))
+    assert compute_budget(composite(breaker, timing)) == alone
+
+
+def test_agent_budget() -> None:
+    """An agent's down (or up) acts within one agent interval plus its timeout; the
+    probe's budgets are unchanged by it."""
+    agent = ProbeConfig(type="agent", timing=Timing(interval=0.5, timeout=0.2))
+    plain = service(Timing(), ThresholdBreakerConfig())
+    budget = compute_budget(dataclasses.replace(plain, agent=agent))
+    assert budget.agent == pytest.approx(0.7)
+    assert (budget.to_down, budget.to_up) == (compute_budget(plain).to_down,
+                                              compute_budget(plain).to_up)

@@ -65,8 +65,9 @@ async def test_each_event_carries_its_own_transition_while_commits_lag(
     rec = TimedSink("rec")
     svc = service("s", [9001, 9002], interval=1000.0,
                   breaker=NginxBreakerConfig(max_fails=1, fail_timeout=0.5))
+    probe = FakeProbe()
     engine = Engine(config(tmp_path, svc), sinks={"rec": rec},
-                    probe_factory=FakeProbe().factory(), run_blocking=slow_disk(2.0),
+                    probe_factory=probe.factory(), poller=probe.poller, run_blocking=slow_disk(2.0),
                     observer=Tracing(), wall=lambda: WALL_BASE + trio.current_time())
 
     async def feed(at: float, port: int, result: ProbeResult) -> None:
@@ -109,7 +110,7 @@ async def test_events_are_served_only_once_they_are_on_disk(
     probe = FakeProbe()
     probe.alive[("127.0.0.1", 9001)] = False
     engine = Engine(config(tmp_path, service("s", [9001])), sinks={"rec": TimedSink("rec")},
-                    probe_factory=probe.factory(), run_blocking=gated)
+                    probe_factory=probe.factory(), poller=probe.poller, run_blocking=gated)
     async with trio.open_nursery() as nursery:
         await nursery.start(engine.run)
         await trio.sleep(0.5)
@@ -131,7 +132,7 @@ async def test_state_saves_do_not_wait_for_trio_shared_worker_threads(tmp_path: 
     probe = FakeProbe()
     probe.alive[("127.0.0.1", 9001)] = False
     engine = Engine(config(tmp_path, service("s", [9001])), sinks={"rec": TimedSink("rec")},
-                    probe_factory=probe.factory())
+                    probe_factory=probe.factory(), poller=probe.poller)
 
     def saved_seq() -> int:
         path = tmp_path / "state.json"
@@ -175,6 +176,7 @@ async def test_a_full_state_dir_delays_nothing_and_is_caught_up_when_space_retur
     probe.alive[("127.0.0.1", 9001)] = False
     svc = service("s", [9001], breaker=NginxBreakerConfig(max_fails=1, fail_timeout=2.0))
     engine = Engine(config(tmp_path, svc), sinks={"rec": rec}, probe_factory=probe.factory(),
+                    poller=probe.poller,
                     run_blocking=disk)
     with caplog.at_level(logging.INFO, logger="sentinel.engine.journal"):
         async with trio.open_nursery() as nursery:
@@ -214,6 +216,7 @@ async def test_a_backend_the_panic_guard_stops_holding_up_says_why(
     svc = service("s", [9001, 9002, 9003], interval=1.0, min_up=1,
                   breaker=ThresholdBreakerConfig(fall=1, rise=2))
     engine = Engine(config(tmp_path, svc), sinks={"rec": rec}, probe_factory=probe.factory(),
+                    poller=probe.poller,
                     run_blocking=run_inline, wall=lambda: WALL_BASE + trio.current_time())
     async with trio.open_nursery() as nursery:
         await nursery.start(engine.run)  # probes at offsets 0, 1/3 and 2/3 of a second

@@ -9,11 +9,12 @@ from dataclasses import replace
 import pytest
 
 from sentinel.breakers import make_breaker
-from sentinel.breakers.base import Change, Health
+from sentinel.breakers.base import Change, Health, Transition
 from sentinel.breakers.dampen import Damper
 from sentinel.config.model import (
     BackendConfig,
     BreakerConfig,
+    CheckConfig,
     DampenConfig,
     InitState,
     MinUp,
@@ -33,9 +34,11 @@ from sentinel.engine.decide import (
     decide,
     ramp_step,
     starting,
+    with_agent,
 )
 from sentinel.engine.statefile import SavedBackend
 from sentinel.model import FailureKind, ProbeResult, State
+from sentinel.probes.agent import AgentState, parse_line
 
 OK = ProbeResult(ok=True, latency=0.001)
 REFUSED = ProbeResult(ok=False, latency=0.001, failure=FailureKind.CONNECT,
@@ -48,7 +51,8 @@ def backend(name: str = "a", *, weight: int = 1,
             initial: Health | InitState = Health.UP) -> BackendRuntime:
     """A backend runtime on 127.0.0.1 with a fresh breaker."""
     config = BackendConfig(name, "127.0.0.1:80", "127.0.0.1", 80, weight=weight)
-    return BackendRuntime("web", config, make_breaker(breaker, initial), since="t0")
+    return BackendRuntime(ServiceConfig("web", (config,)), config,
+                          make_breaker(breaker, initial), since="t0")
 
 
 def carry_out(b: BackendRuntime, d: Decision) -> Decision:
@@ -159,6 +163,10 @@ def test_an_override_outranks_the_verdict() -> None:
                  id="agreed down wins"),
     pytest.param(Inputs(admin=State.DRAIN), Health.UP, (State.DRAIN, 0), id="agent drain"),
     pytest.param(Inputs(weight=2), Health.UP, (State.UP, 2), id="agent weight"),
+    pytest.param(Inputs(weight=0), Health.UP, (State.DRAIN, 0), id="agent weight 0 drains"),
+    pytest.param(Inputs(agent_down=True), Health.UP, (State.DOWN, 0), id="agent down"),
+    pytest.param(Inputs(agent_down=True, held=True), Health.DOWN, (State.DOWN, 0),
+                 id="no hold for an agent's down"),
     pytest.param(Inputs(), Health.DOWN, (State.DOWN, 0), id="no inputs: local verdict"),
 ])
 def test_inputs_plug_in_between_breaker_and_publish(inputs: Inputs, health: Health,
@@ -181,6 +189,39 @@ def test_an_operator_override_outranks_the_agent_and_damping_outranks_the_vote()
     b.damper.suppressed = True
     b.inputs = Inputs(agreed=Health.UP)
     assert b.desired() == (State.DOWN, 0)
+
+
+def test_an_agent_state_becomes_inputs() -> None:
+    """`with_agent` carries an AgentState's admin state, weight and down into `Inputs`,
+    keeping the other inputs; None (no agent any more) clears them."""
+    held = Inputs(held=True)
+    state = AgentState.initial(10).apply(parse_line("drain 50% down"))
+    assert with_agent(held, state) == Inputs(held=True, admin=State.DRAIN, weight=5,
+                                             agent_down=True)
+    assert with_agent(held, AgentState.initial(10)) == Inputs(held=True, weight=10)
+    assert with_agent(with_agent(held, state), None) == held
+
+
+def test_a_check_of_several_is_combined_before_the_breaker() -> None:
+    """With two checks (require all) the first answer feeds nothing (undecided: the
+    breaker as it stands schedules), the second feeds their combination; a counted
+    passive signal (`check` None) is fed as it is."""
+    config = BackendConfig("a", "127.0.0.1:80", "127.0.0.1", 80)
+    probe = ProbeConfig("tcp", Timing(), TcpSpec())
+    svc = ServiceConfig("web", (config,), probe, ONE_STRIKE,
+                        checks=(CheckConfig("tcp", probe), CheckConfig("raw", probe)),
+                        require=2)
+    b = BackendRuntime(svc, config, make_breaker(ONE_STRIKE, Health.UP), since="t0")
+    first = decide(b, OK, 0.0, 0.0, 0)
+    assert (first.fed, first.publish, first.transition) == (
+        None, False, Transition(Change.UNCHANGED, Health.UP))
+    second = carry_out(b, decide(b, REFUSED, 1.0, 0.0, 1))
+    assert second.fed is not None
+    assert (second.desired, second.reason) == (
+        (State.DOWN, 0), "1 consecutive failure; last: raw: connection refused "
+                         "(1 of 2 passing, require all)")
+    passive = ProbeResult(ok=True, latency=0.0)
+    assert decide(b, passive, 2.0, 0.0, None).fed is passive
 
 
 def test_a_ramp_cut_short_by_a_down_stops() -> None:

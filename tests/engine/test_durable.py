@@ -54,7 +54,7 @@ async def test_durable_sink_gets_events_before_the_runner_and_they_are_released(
     probe = FakeProbe()
     probe.alive[("127.0.0.1", 9001)] = False
     engine = Engine(config(tmp_path, service("s", [9001])), sinks={"rec": sink},
-                    probe_factory=probe.factory(), run_blocking=run_inline)
+                    probe_factory=probe.factory(), poller=probe.poller, run_blocking=run_inline)
     await run_for(engine, 1.5)
     assert [e.seq for e in sink.accepted] == [1]
     assert held(tmp_path) == []
@@ -69,7 +69,7 @@ async def test_events_a_durable_sink_missed_are_handed_over_at_the_next_start(
     probe = FakeProbe()
     probe.alive[("127.0.0.1", 9001)] = False
     cfg = config(tmp_path, service("s", [9001]))
-    engine = Engine(cfg, sinks={"rec": first}, probe_factory=probe.factory(),
+    engine = Engine(cfg, sinks={"rec": first}, probe_factory=probe.factory(), poller=probe.poller,
                     run_blocking=run_inline)
     await run_for(engine, 1.5)
     assert first.accepted == []
@@ -78,6 +78,7 @@ async def test_events_a_durable_sink_missed_are_handed_over_at_the_next_start(
 
     second = Outboxish()
     restarted = Engine(cfg, sinks={"rec": second}, probe_factory=probe.factory(),
+                       poller=probe.poller,
                        run_blocking=run_inline)
     await run_for(restarted, 0.5)
     assert [(e.seq, e.id, e.to_state) for e in second.accepted] == [(1, lost_id, "down")]

@@ -30,7 +30,8 @@ def make_engine(state_dir: Path, probe: FakeProbe, sinks: Mapping[str, Sink],
                 *services: ServiceConfig) -> Engine:
     """An Engine over FakeProbe whose wall clock follows the virtual clock."""
     cfg = config(state_dir, *services, sinks=tuple(sinks))
-    return Engine(cfg, sinks=sinks, probe_factory=probe.factory(), run_blocking=run_inline,
+    return Engine(cfg, sinks=sinks, probe_factory=probe.factory(),
+                  poller=probe.poller, run_blocking=run_inline,
                   wall=lambda: WALL_BASE + trio.current_time())
 
 
@@ -114,6 +115,20 @@ async def test_nginx_breaker_goes_down_after_max_fails_and_recovers_on_trial(
     assert (up.seq, up.from_state, up.to_state, up.weight) == (2, "down", "up", 1)
     assert up.reason == "1/1 trial probes passed"
     assert states(engine, "s") == {"b9001": ("up", 1)}
+
+
+async def test_a_stop_before_probing_began_is_kept(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """stop() before run() has started probing (a SIGTERM just after the API came up)
+    still ends run(): the sinks get the start's view, then it returns instead of
+    probing on. The stop had been dropped, and `sentinel run` ignored that SIGTERM."""
+    probe, rec = FakeProbe(), TimedSink()
+    engine = make_engine(tmp_path, probe, {"rec": rec}, service("s", [9001]))
+    engine.stop()
+    with trio.fail_after(60):
+        await engine.run()
+    assert len(rec.applied) == 1
+    assert probe.times(9001) == []
 
 
 async def test_seq_is_persisted_and_continued_by_a_new_engine(

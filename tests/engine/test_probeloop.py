@@ -12,7 +12,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
 
 import pytest
@@ -21,21 +21,40 @@ import trio.testing
 
 from sentinel.breakers import make_breaker
 from sentinel.config.model import (
+    AgentSpec,
     BackendConfig,
+    DnsSpec,
+    GrpcSpec,
     HttpSpec,
     NginxBreakerConfig,
     ProbeConfig,
+    ScriptSpec,
+    ServiceConfig,
     TcpSpec,
     Timing,
 )
 from sentinel.engine.backend import BackendRuntime
 from sentinel.engine.probegroups import ProbeGroup
-from sentinel.engine.probeloop import Agenda, ProbeLoop, Running, accepts
+from sentinel.engine.probeloop import (
+    FINISHED,
+    Agenda,
+    EpollPoller,
+    Poller,
+    ProbeLoop,
+    Running,
+    accepts,
+)
+from sentinel.engine.slots import Slots
 from sentinel.model import FailureKind, ProbeResult
+from sentinel.probes.agent import AgentProbe
 from sentinel.probes.base import Target
+from sentinel.probes.dns import DnsProbe
+from sentinel.probes.grpc import GrpcProbe
 from sentinel.probes.http import LeanHttpProbe
 from sentinel.probes.https import HttpProbe
+from sentinel.probes.script import ScriptProbe
 from sentinel.probes.tcp import TcpProbe
+from tests.engine.fakes import Peer, ScriptedResolver, VirtualNetwork
 from tests.probes.conftest import Handler, Serve, banner, hang_up, pong, reset, silent
 from tests.probes.test_lean_parity import (
     CHUNKED,
@@ -51,12 +70,13 @@ TCP_CONFIG = ProbeConfig("tcp", Timing(timeout=0.5), TcpSpec())
 TCP = TcpProbe(TCP_CONFIG)
 
 
-def group(port: int, next_due: float) -> ProbeGroup:
+def group(port: int, next_due: float, host: str = "127.0.0.1") -> ProbeGroup:
     """A one-member group due at `next_due`."""
-    config = BackendConfig(f"b{port}", f"127.0.0.1:{port}", "127.0.0.1", port)
-    member = BackendRuntime("svc", config, make_breaker(NginxBreakerConfig()), since="")
-    member.next_due = next_due
-    return ProbeGroup((TCP_CONFIG, "127.0.0.1", port, ""), [member])
+    config = BackendConfig(f"b{port}", f"{host}:{port}", host, port)
+    svc = ServiceConfig("svc", (config,), TCP_CONFIG)
+    member = BackendRuntime(svc, config, make_breaker(NginxBreakerConfig()), since="")
+    member.checks[0].next_due = next_due
+    return ProbeGroup((TCP_CONFIG, host, port, ""), [member.checks[0]])
 
 
 def test_groups_come_due_in_time_order() -> None:
@@ -99,7 +119,6 @@ def test_deadline_runs_from_the_real_start() -> None:
     agenda = Agenda()
     g = group(1, 1.0)
     running = Running(g, TCP, started=1.3, start_unix=0.0)  # due at 1.0, started 0.3 s late
-    running.sock = object()  # type: ignore[assignment]  # in flight
     agenda.watch(running)
     assert running.deadline == pytest.approx(1.8)
     assert agenda.wake_at(1.3, 0.005) == pytest.approx(1.8)
@@ -112,21 +131,23 @@ def test_finished_checks_never_expire() -> None:
     """A check that finished before its deadline is skipped when the deadline passes."""
     agenda = Agenda()
     running = Running(group(1, 0.0), TCP, started=0.0, start_unix=0.0)
-    running.sock = None  # finished
+    running.step = FINISHED
     agenda.watch(running)
     assert agenda.expired(5.0) is None
 
 
-def test_only_lean_checks_of_ip_literals_are_accepted() -> None:
-    """Plain tcp and http checks of IP literals run in the loop; TLS, https and names do not."""
-    http = ProbeConfig("http", Timing(), HttpSpec())
-    assert accepts(TCP, "127.0.0.1")
-    assert accepts(TCP, "::1")
-    assert accepts(LeanHttpProbe(http), "10.0.0.7")
-    assert not accepts(TCP, "localhost")
-    assert not accepts(TcpProbe(ProbeConfig("tcp", Timing(), TcpSpec(tls=True))), "127.0.0.1")
-    assert not accepts(TcpProbe(TCP_CONFIG, lean=False), "127.0.0.1")
-    assert not accepts(HttpProbe(ProbeConfig("https", Timing(), HttpSpec())), "127.0.0.1")
+def test_tcp_http_and_agent_checks_run_in_the_loop() -> None:
+    """Plain tcp, http and agent checks run in the loop (host names too: the resolver task
+    answers them); TLS tcp, https, grpc, dns and script checks keep a task each."""
+    assert accepts(TCP)
+    assert accepts(LeanHttpProbe(ProbeConfig("http", Timing(), HttpSpec())))
+    assert accepts(AgentProbe(ProbeConfig("agent", Timing(), AgentSpec())))
+    for kept in (TcpProbe(ProbeConfig("tcp", Timing(), TcpSpec(tls=True))),
+                 HttpProbe(ProbeConfig("https", Timing(), HttpSpec())),
+                 GrpcProbe(ProbeConfig("grpc", Timing(), GrpcSpec())),
+                 DnsProbe(ProbeConfig("dns", Timing(), DnsSpec(name="example.com"))),
+                 ScriptProbe(ProbeConfig("script", Timing(), ScriptSpec(("true",))))):
+        assert not accepts(kept)
 
 
 # -- the loop's I/O, against real loopback servers -------------------------------------
@@ -141,9 +162,9 @@ class Host:
         self.expect = expect
         self.done = trio.Event()
 
-    def probe_started(self, lateness: float) -> None:
-        """Record how late a check started."""
-        self.lateness.append(lateness)
+    def probes_started(self, lateness: Sequence[float]) -> None:
+        """Record how late checks started."""
+        self.lateness.extend(lateness)
 
     def probe_done(self, group: ProbeGroup, result: ProbeResult, started: float, now: float,
                    start_unix: float) -> None:
@@ -157,26 +178,27 @@ class Host:
 async def loop_checks(checks: list[tuple[TcpProbe | LeanHttpProbe, int]], slots: int = 64,
                       due: float | None = None,
                       during: Callable[[], Awaitable[None]] | None = None,
+                      poller: Callable[[], Poller] = EpollPoller, host: str = "127.0.0.1",
                       ) -> tuple[list[tuple[ProbeResult, float]], Host]:
-    """Run one loop check per (probe, port), all due at `due` (default now): each
-    (result, time its interval counts from), in the order of `checks`, and the host that
-    saw them. `during` runs beside the loop (to block it, say)."""
-    host = Host(len(checks))
-    loop = ProbeLoop(host, trio.CapacityLimiter(slots), time.time)
+    """Run one loop check per (probe, port) of `host`, all due at `due` (default now):
+    each (result, time its interval counts from), in the order of `checks`, and the host
+    that saw them. `during` runs beside the loop (to block it, say)."""
+    seen = Host(len(checks))
+    loop = ProbeLoop(seen, Slots(slots), time.time, poller)
     async with trio.open_nursery() as nursery:
         await nursery.start(loop.run)
         now = trio.current_time() if due is None else due
         if during is not None:
             nursery.start_soon(during)
-        groups = [group(port, now) for _, port in checks]
+        groups = [group(port, now, host) for _, port in checks]
         for (probe, _), g in zip(checks, groups, strict=True):
             loop.add(g, probe)
         with trio.fail_after(30):
-            await host.done.wait()
+            await seen.done.wait()
         assert loop.in_flight == 0
         nursery.cancel_scope.cancel()
-    by_group = {id(g): (result, started) for g, result, started in host.results}
-    return [by_group[id(g)] for g in groups], host
+    by_group = {id(g): (result, started) for g, result, started in seen.results}
+    return [by_group[id(g)] for g in groups], seen
 
 
 def tcp(**spec: object) -> TcpProbe:
@@ -229,24 +251,21 @@ async def test_loop_and_task_paths_agree(serve: Serve, refused_port: int) -> Non
             task_result.ok, task_result.failure, task_result.detail), name
 
 
-async def test_cap_makes_checks_wait_and_timeouts_run_from_the_real_start(serve: Serve) -> None:
+async def test_cap_makes_checks_wait_and_timeouts_run_from_the_real_start(
+        autojump_clock: trio.testing.MockClock) -> None:
     """With one slot and three hanging checks due at once, they run one after another;
     each gets its whole timeout from its own start, and the waiting shows as lateness."""
-    port = await serve(silent)
+    silence = VirtualNetwork(lambda ip, port: Peer())  # accepts, never answers
     probe = tcp(expect=re.compile(rb"never"))  # connects, then waits for an answer
-    due = trio.current_time()
-    results, host = await loop_checks([(probe, port)] * 3, slots=1, due=due)
-    starts = sorted(started for _, started in results)
-    assert starts[0] == due  # on time: the next interval counts from the due time
+    results, host = await loop_checks([(probe, 9)] * 3, slots=1, due=0.0,
+                                      poller=lambda: silence)
+    assert sorted(started for _, started in results) == pytest.approx(
+        [0.0, TIMEOUT, 2 * TIMEOUT])
     for result, _ in results:
         assert result.failure is FailureKind.TIMEOUT
         assert result.detail == f"no answer within {TIMEOUT * 1000:.0f}ms (expect)"
-        assert TIMEOUT <= result.latency < TIMEOUT + 0.15  # not stretched by the wait
-    assert starts[1] - starts[0] >= TIMEOUT - 0.01
-    assert starts[2] - starts[1] >= TIMEOUT - 0.01
-    lateness = sorted(host.lateness)
-    assert lateness[0] < 0.1
-    assert lateness[2] >= 2 * TIMEOUT - 0.02
+        assert result.latency == pytest.approx(TIMEOUT)  # not stretched by the wait
+    assert sorted(host.lateness) == pytest.approx([0.0, TIMEOUT, 2 * TIMEOUT])
 
 
 async def test_loop_checks_leave_no_time_wait(serve: Serve) -> None:
@@ -361,3 +380,31 @@ async def test_a_check_that_raises_fails_alone_and_is_logged_once(
     assert good.ok
     logged = [r for r in caplog.records if "UnicodeEncodeError" in r.getMessage()]
     assert len(logged) == 1
+
+
+# -- host names: the resolver task, on the virtual network -------------------------------
+
+
+async def test_a_check_waits_for_its_name_within_its_timeout(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """A name answered 0.3 s after the check starts: the check connects then and passes
+    (its latency counts the wait); one never answered fails at its deadline as `dns`,
+    as a per-task check does; NXDOMAIN fails at once with its reason."""
+    names = ScriptedResolver({"slow.test": (0.3, 60.0, (socket.AF_INET, "10.0.0.1")),
+                              "gone.test": (0.01, 5.0, "resolve gone.test: no such name "
+                                                       "(NXDOMAIN)")})
+    network = VirtualNetwork(lambda ip, port: Peer())
+    probe = TcpProbe(TCP_CONFIG, resolver=names)  # type: ignore[arg-type]
+    [(slow, _)], _ = await loop_checks([(probe, 80)], host="slow.test", due=0.0,
+                                       poller=lambda: network)
+    assert (slow.ok, slow.latency) == (True, pytest.approx(0.3))
+    assert network.connects == [(pytest.approx(0.3), ("10.0.0.1", 80))]
+    [(silent_name, _)], _ = await loop_checks([(probe, 80)], host="mute.test",
+                                              poller=lambda: network)
+    assert (silent_name.failure, silent_name.detail) == (
+        FailureKind.DNS, "resolve mute.test timed out after 500ms")
+    assert silent_name.latency == pytest.approx(0.5)
+    [(gone, _)], _ = await loop_checks([(probe, 80)], host="gone.test",
+                                       poller=lambda: network)
+    assert (gone.failure, gone.detail) == (FailureKind.DNS,
+                                           "resolve gone.test: no such name (NXDOMAIN)")

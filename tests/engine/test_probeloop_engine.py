@@ -1,6 +1,6 @@
 """An engine running its lean probes in the probe loop publishes what an engine running
-every probe as its own task publishes, against the same real loopback servers; a reload
-moves the loop's checks as it moves probe tasks."""
+every probe as its own task (the test helper `PerTask`) publishes, against the same real
+loopback servers; a reload moves the loop's checks as it moves probe tasks."""
 
 from __future__ import annotations
 
@@ -15,29 +15,29 @@ from sentinel.config.model import BackendConfig, HttpSpec, ProbeConfig, Timing
 from sentinel.engine.engine import Engine
 from sentinel.model import ProbeResult
 from sentinel.probes.base import Probe, Target
-from sentinel.probes.exchange import Exchange
+from sentinel.probes.exchange import Exchange, LeanProbe
 from sentinel.probes.registry import make_probe
 from sentinel.sinks.base import RecordingSink
-from tests.engine.fakes import config, service
+from tests.engine.fakes import PerTask, config, service
 from tests.probes.conftest import HttpServer, Serve, silent, until
 
 FAST = Timing(interval=0.1, fast_interval=0.1, down_interval=0.1, timeout=0.1)
 
 
 class Counting:
-    """A real probe that records which hosts went through `check` (the loop uses
-    `exchange` instead, so only per-task checks are counted)."""
+    """A real lean probe that records the hosts checked through `check` (the loop follows
+    `exchange` instead, so only checks run by tasks are counted)."""
 
-    def __init__(self, inner: Probe, checked: list[str]) -> None:
+    def __init__(self, inner: LeanProbe, checked: list[str]) -> None:
         self.inner = inner
-        self.lean: bool = getattr(inner, "lean", False)
-        self.timeout: float = getattr(inner, "timeout", 1.0)
+        self.lean = inner.lean
+        self.timeout = inner.timeout
+        self.resolver = inner.resolver
         self.checked = checked
 
     def exchange(self, target: Target) -> Exchange:
         """The inner probe's exchange."""
-        exchange: Exchange = self.inner.exchange(target)  # type: ignore[attr-defined]
-        return exchange
+        return self.inner.exchange(target)
 
     async def check(self, target: Target) -> ProbeResult:
         """The inner probe's check, counted."""
@@ -47,6 +47,15 @@ class Counting:
     async def aclose(self) -> None:
         """Close the inner probe."""
         await self.inner.aclose()
+
+
+def wrapped(loop: bool, checked: list[str]) -> Callable[[ProbeConfig], Probe]:
+    """A probe factory: real probes, counted, in the loop (`loop`) or each as a task."""
+    def make(config: ProbeConfig) -> Probe:
+        probe = make_probe(config)
+        assert isinstance(probe, LeanProbe)
+        return Counting(probe, checked) if loop else PerTask(probe, checked)
+    return make
 
 
 async def run_engine(state_dir: Path, loop: bool, web_ports: list[int], db_port: int,
@@ -60,8 +69,8 @@ async def run_engine(state_dir: Path, loop: bool, web_ports: list[int], db_port:
     db = replace(db, backends=(*db.backends, named))
     checked: list[str] = []
     rec = RecordingSink()
-    engine = Engine(config(state_dir, web, db), sinks={"rec": rec}, probe_loop=loop,
-                    probe_factory=lambda c: Counting(make_probe(c), checked))
+    engine = Engine(config(state_dir, web, db), sinks={"rec": rec},
+                    probe_factory=wrapped(loop, checked))
     async with trio.open_nursery() as nursery:
         await nursery.start(engine.run)
         await trio.sleep(0.6)
@@ -80,8 +89,8 @@ async def run_engine(state_dir: Path, loop: bool, web_ports: list[int], db_port:
 async def test_engine_publishes_the_same_with_and_without_the_loop(
         serve: Serve, http_server: Callable[..., Awaitable[HttpServer]], refused_port: int,
         tmp_path: Path) -> None:
-    """Same states, last results and events on both paths; in the loop engine only the
-    host-name backend is checked by a task."""
+    """Same states, last results and events on both paths; the loop engine checks every
+    backend in the loop, the host-name one too."""
     ok, busy = await http_server(), await http_server(status=503)
     db_port = await serve(silent)
     ports = [ok.port, busy.port]
@@ -93,8 +102,8 @@ async def test_engine_publishes_the_same_with_and_without_the_loop(
         f"web/b{ok.port}": "up", f"web/b{busy.port}": "down", f"web/b{refused_port}": "down",
         f"db/b{db_port}": "up", f"db/b{refused_port}": "down", "db/named": "up"}
     assert f"db/b{refused_port} up->down: 1 failure within 10s; last: connection refused" in events
-    assert set(in_loop[2]) == {"localhost"}  # IP literals ran in the loop
-    assert "127.0.0.1" in by_task[2]
+    assert in_loop[2] == []  # no check ran as a task
+    assert {"127.0.0.1", "localhost"} <= set(by_task[2])
 
 
 async def test_reload_moves_groups_in_the_loop(serve: Serve, tmp_path: Path) -> None:
@@ -108,11 +117,11 @@ async def test_reload_moves_groups_in_the_loop(serve: Serve, tmp_path: Path) -> 
         await nursery.start(engine.run)
         await trio.sleep(0.3)
         kept, gone = engine.services["db"].backends
-        group = next(g for g in engine.groups.values() if g.members == [kept])
+        group = next(g for g in engine.groups.values() if g.members == [kept.checks[0]])
         await engine.reload(after)
         assert engine.services["db"].backends[0] is kept
         # the same group, never re-added: it keeps its place in the schedule
-        assert next(g for g in engine.groups.values() if kept in g.members) is group
+        assert next(g for g in engine.groups.values() if kept.checks[0] in g.members) is group
         assert gone.last_probe is not None
         last_gone = gone.last_probe.time
         await trio.sleep(0.3)
@@ -138,7 +147,7 @@ async def test_a_probe_that_raises_fails_its_backend_only(
                   probe=ProbeConfig("http", FAST, HttpSpec(headers=(("X-Price", "10 \u20ac"),))))
     good = service("good", [ok.port], interval=0.1, timeout=0.1)
     engine = Engine(config(tmp_path, bad, good), sinks={"rec": RecordingSink()},
-                    probe_loop=loop)
+                    probe_factory=wrapped(loop, []))
     async with trio.open_nursery() as nursery:
         await nursery.start(engine.run)
         broken, fine = (engine.services[name].backends[0] for name in ("bad", "good"))

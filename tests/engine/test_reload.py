@@ -189,7 +189,9 @@ async def test_invalid_or_missing_file_is_refused_with_its_errors_and_changes_no
     if text is not None:
         path.write_text(text)
     cfg = config(tmp_path, service("s", [9001]))
-    engine = Engine(cfg, sinks={"rec": RecordingSink()}, probe_factory=FakeProbe().factory())
+    probe = FakeProbe()
+    engine = Engine(cfg, sinks={"rec": RecordingSink()}, probe_factory=probe.factory(),
+                    poller=probe.poller)
     services = dict(engine.services)
     with caplog.at_level(logging.ERROR, logger="sentinel.engine.reload"):
         errors = await engine.reload_from_file(str(path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -30,10 +31,27 @@ async def test_identical_probes_from_two_services_run_once(
     probe = FakeProbe()
     cfg = config(tmp_path, service("a", [9001]), service("b", [9001]))
     engine = Engine(cfg, sinks={"rec": RecordingSink()}, probe_factory=probe.factory(),
+                    poller=probe.poller,
                     run_blocking=run_inline)
     await run_for(engine, 3.5)
     assert len(probe.times(9001)) == 4  # t = 0, 1, 2, 3: once per interval, not twice
     assert set(engine.services) == {"a", "b"}
+
+
+@pytest.mark.trio
+async def test_probes_from_different_sources_are_not_shared(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """Two services probing one address with the same settings but another `source` address
+    each run their own probe (the source is part of what makes two probes the same)."""
+    probe = FakeProbe()
+    a = service("a", [9001])
+    b = replace(a, name="b", probe=replace(a.probe, source="127.0.0.2"))
+    engine = Engine(config(tmp_path, a, b), sinks={"rec": RecordingSink()},
+                    probe_factory=probe.factory(), poller=probe.poller, run_blocking=run_inline)
+    await run_for(engine, 3.25)
+    assert len(engine.groups) == 2
+    # a's at 0, 1, 2, 3 and b's half an interval later (first probes are spread)
+    assert probe.times(9001) == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0])
 
 
 @pytest.mark.trio
@@ -44,7 +62,7 @@ async def test_shared_failure_reaches_every_service(
     probe.alive[("127.0.0.1", 9001)] = False
     rec = RecordingSink()
     cfg = config(tmp_path, service("a", [9001]), service("b", [9001]))
-    engine = Engine(cfg, sinks={"rec": rec}, probe_factory=probe.factory(),
+    engine = Engine(cfg, sinks={"rec": rec}, probe_factory=probe.factory(), poller=probe.poller,
                     run_blocking=run_inline)
     await run_for(engine, 0.5)
     for name in ("a", "b"):
@@ -61,7 +79,7 @@ async def test_in_flight_cap_delays_probes_instead_of_failing_them(
     probe.alive[("127.0.0.1", 9001)] = False  # hangs 0.5 s each time
     rec = RecordingSink()
     cfg = config(tmp_path, service("s", [9001, 9002, 9003], interval=1.0), max_in_flight=1)
-    engine = Engine(cfg, sinks={"rec": rec}, probe_factory=probe.factory(),
+    engine = Engine(cfg, sinks={"rec": rec}, probe_factory=probe.factory(), poller=probe.poller,
                     run_blocking=run_inline)
     await run_for(engine, 3.0)
     view = rec.latest("s")
@@ -80,6 +98,7 @@ async def test_jitter_spreads_delays_within_bounds(
     probe = FakeProbe()
     cfg = config(tmp_path, service("s", [9001], interval=1.0, jitter=0.2))
     engine = Engine(cfg, sinks={"rec": RecordingSink()}, probe_factory=probe.factory(),
+                    poller=probe.poller,
                     run_blocking=run_inline)
     await run_for(engine, 30.0)
     times = probe.times(9001)
@@ -96,6 +115,7 @@ async def test_slow_start_ramps_weight_after_recovery(
     rec = RecordingSink()
     svc = service("s", [9001], interval=1.0, slow_start=10.0, weight=10)
     engine = Engine(config(tmp_path, svc), sinks={"rec": rec}, probe_factory=probe.factory(),
+                    poller=probe.poller,
                     run_blocking=run_inline)
 
     async def script() -> None:

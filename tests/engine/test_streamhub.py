@@ -36,8 +36,9 @@ def parse(batch: list[bytes]) -> list[tuple[str, dict[str, object]]]:
 
 def engine_for(tmp_path: Path, cfg: Config, probe: FakeProbe | None = None) -> Engine:
     """An engine over `cfg` with a recording sink, disk writes inline (MockClock)."""
+    probe = probe or FakeProbe()
     return Engine(cfg, sinks={"rec": RecordingSink()},
-                  probe_factory=(probe or FakeProbe()).factory(), run_blocking=run_inline)
+                  probe_factory=probe.factory(), poller=probe.poller, run_blocking=run_inline)
 
 
 @asynccontextmanager

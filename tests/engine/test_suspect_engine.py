@@ -33,7 +33,8 @@ def engine_for(tmp_path: Path, probe: FakeProbe, rec: TimedSink, *,
                 for p in PORTS]
     cfg: Config = replace(config(tmp_path, *services), canaries=canaries, suspect=suspect)
     return Engine(cfg, sinks={"rec": rec}, probe_factory=probe.factory(),
-                  run_blocking=run_inline, wall=lambda: WALL_BASE + trio.current_time())
+                  poller=probe.poller, run_blocking=run_inline,
+                  wall=lambda: WALL_BASE + trio.current_time())
 
 
 def down_events(rec: TimedSink) -> list[tuple[float, str]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -18,6 +18,7 @@ from sentinel.config.model import (
     BackendConfig,
     NginxBreakerConfig,
     ProbeConfig,
+    ServiceConfig,
     TcpSpec,
     Timing,
     WatchConfig,
@@ -25,6 +26,8 @@ from sentinel.config.model import (
 from sentinel.engine.backend import BackendRuntime
 from sentinel.engine.probegroups import ProbeGroup
 from sentinel.engine.probeloop import ProbeLoop
+from sentinel.engine.slots import Slots
+from sentinel.engine.watching import WatchStatistics
 from sentinel.model import ProbeResult
 from sentinel.probes.tcp import TcpProbe
 from tests.probes.conftest import until
@@ -87,7 +90,7 @@ class Host:
     def __init__(self) -> None:
         self.hints: list[str] = []
 
-    def probe_started(self, lateness: float) -> None:
+    def probes_started(self, lateness: Sequence[float]) -> None:
         """Not expected."""
 
     def probe_done(self, group: ProbeGroup, result: ProbeResult, started: float, now: float,
@@ -104,17 +107,25 @@ def watched_group(port: int, interval: float = 0.2, timeout: float = 0.1
     """A group over 127.0.0.1:`port` with `watch: true`, never due for a probe."""
     config = ProbeConfig("tcp", Timing(interval=interval, timeout=timeout), TcpSpec(),
                          watch=WatchConfig())
-    backend = BackendRuntime("svc", BackendConfig("b", f"127.0.0.1:{port}", "127.0.0.1", port),
-                             make_breaker(NginxBreakerConfig()), since="")
-    backend.next_due = float("inf")
-    return ProbeGroup((config, "127.0.0.1", port, ""), [backend]), TcpProbe(config)
+    backend = BackendConfig("b", f"127.0.0.1:{port}", "127.0.0.1", port)
+    member = BackendRuntime(ServiceConfig("svc", (backend,), config), backend,
+                            make_breaker(NginxBreakerConfig()), since="")
+    member.checks[0].next_due = float("inf")
+    return ProbeGroup((config, "127.0.0.1", port, ""), [member.checks[0]]), TcpProbe(config)
 
 
 async def start_loop(nursery: trio.Nursery, host: Host) -> ProbeLoop:
     """A running probe loop."""
-    loop = ProbeLoop(host, trio.CapacityLimiter(8), lambda: 0.0)
+    loop = ProbeLoop(host, Slots(8), lambda: 0.0)
     await nursery.start(loop.run)
     return loop
+
+
+def stats(loop: ProbeLoop) -> WatchStatistics:
+    """The loop's watched connections (it has some)."""
+    found = loop.watch_statistics()
+    assert found is not None
+    return found
 
 
 async def test_a_crash_is_a_hint(nursery: trio.Nursery, backend: Backend) -> None:
@@ -124,7 +135,7 @@ async def test_a_crash_is_a_hint(nursery: trio.Nursery, backend: Backend) -> Non
     loop = await start_loop(nursery, host)
     group, probe = watched_group(backend.port)
     loop.add(group, probe)
-    await until(lambda: backend.held and loop.watch_statistics().held == 1)
+    await until(lambda: backend.held and stats(loop).held == 1)
     backend.crash()
     await until(lambda: host.hints)
     assert host.hints == ["watched connection closed by the backend, then connection refused"]
@@ -143,7 +154,7 @@ async def test_idle_closes_and_resets_by_a_live_server_are_quiet(
         await until(lambda r=round_: backend.accepted == r and backend.held)
         await trio.sleep(0.15)  # past the 0.1 s timeout: not a reconnect cut short
         backend.close_held(reset=reset)
-    await until(lambda: loop.watch_statistics().lost == 3 and backend.accepted == 4)
+    await until(lambda: stats(loop).lost == 3 and backend.accepted == 4)
     assert host.hints == []
 
 
@@ -176,4 +187,4 @@ async def test_a_dropped_group_closes_its_connection(
     loop.drop(group)
     with trio.fail_after(10), contextlib.suppress(ConnectionResetError):  # closed with an RST
         assert await backend.held[0].recv(1) == b""
-    assert loop.watch_statistics().watched == 0
+    assert stats(loop).watched == 0

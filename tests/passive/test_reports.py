@@ -97,8 +97,10 @@ async def test_the_route_needs_the_token_and_hands_signals_to_the_engine(
     """Served for real: 401 without the token, 422 for an unknown backend (no probe
     brought forward), 413 for a big body, 200 for a good one, whose backend is probed
     at once."""
+    probe = FakeProbe()
     engine = Engine(config(tmp_path, service("web", [9001], interval=30.0)),
-                    sinks={"rec": RecordingSink()}, probe_factory=FakeProbe().factory())
+                    sinks={"rec": RecordingSink()}, probe_factory=probe.factory(),
+                    poller=probe.poller)
     seen: list[Signal] = []
     engine.passive = seen.extend  # type: ignore[method-assign]
     good = {"reports": [{"service": "web", "backend": "b9001", "ok": False}]}

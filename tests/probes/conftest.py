@@ -17,6 +17,8 @@ import pytest
 import trio
 import trustme
 
+from tests.e2e.helpers import refused_ports
+
 Handler = Callable[[trio.abc.Stream], Awaitable[None]]
 Serve = Callable[..., Awaitable[int]]
 
@@ -98,9 +100,8 @@ async def hang_up(stream: trio.abc.Stream) -> None:
 @pytest.fixture
 def refused_port() -> Iterator[int]:
     """A port bound but not listening: connecting to it is refused, and nobody else gets it."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
+    with refused_ports() as [port]:
+        yield port
 
 
 @pytest.fixture(scope="session")

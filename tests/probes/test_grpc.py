@@ -13,6 +13,7 @@ from pathlib import Path
 import h2.config
 import h2.connection
 import h2.events
+import hpack
 import pytest
 import trio
 import trustme
@@ -20,7 +21,23 @@ import trustme
 from sentinel.config.model import GrpcSpec, ProbeConfig, Timing
 from sentinel.model import FailureKind
 from sentinel.probes.base import Target
-from sentinel.probes.grpc import GrpcProbe, Malformed, decode_status, encode_request
+from sentinel.probes.grpc import (
+    CONTINUATION,
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    GOAWAY,
+    HEADERS,
+    PADDED,
+    PRIORITY,
+    PUSH_PROMISE,
+    SETTINGS,
+    GrpcProbe,
+    Malformed,
+    decode_status,
+    encode_request,
+    frame,
+)
 from sentinel.probes.registry import make_probe
 
 from .conftest import Serve, silent
@@ -250,6 +267,91 @@ async def test_answers(serve: Serve, answer: Answer, kind: FailureKind | None,
     port = await serve(serve_h2(answer))
     result = await probe(service="web").check(at(port))
     assert (result.failure, result.detail) == (kind, detail)
+
+
+async def test_ping_answered(serve: Serve) -> None:
+    """A server that pings first and answers only once its PING is acknowledged (as
+    grpcio's BDP probe may) gets its ack, and the check passes."""
+
+    async def handle(stream: trio.abc.Stream) -> None:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        conn.ping(b"12345678")
+        await stream.send_all(conn.data_to_send())
+        ended, acked = 0, False
+        while data := await stream.receive_some(65536):
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.StreamEnded):
+                    ended = event.stream_id
+                acked = acked or isinstance(event, h2.events.PingAckReceived)
+            if ended and acked:
+                message(b"\x00\x00\x00\x00\x02\x08\x01", ended, conn)
+                ended = 0
+            await stream.send_all(conn.data_to_send())
+
+    result = await probe().check(at(await serve(handle)))
+    assert result.ok, result.detail
+
+
+def raw(*frames: bytes) -> Callable[[trio.abc.Stream], Awaitable[None]]:
+    """A handler that reads the request, then sends `frames` as they are, then waits."""
+
+    async def handle(stream: trio.abc.Stream) -> None:
+        await stream.receive_some(65536)
+        await stream.send_all(b"".join(frames))
+        await stream.receive_some(65536)
+
+    return handle
+
+
+OPEN = frame(SETTINGS, 0, 0, b"")
+HEAD = hpack.Encoder().encode([(":status", "200"), ("content-type", "application/grpc")])
+TRAILER = hpack.Encoder().encode([("grpc-status", "0")])
+BODY = b"\x00\x00\x00\x00\x02\x08\x01"
+
+
+async def test_continuation_padding_and_priority(serve: Serve) -> None:
+    """Headers split over CONTINUATION frames, padded HEADERS and DATA and a HEADERS
+    frame carrying a priority are all read as what they carry."""
+    padded_head = bytes([3]) + bytes(5) + HEAD[:4] + bytes(3)  # pad length, priority, part
+    port = await serve(raw(OPEN, frame(HEADERS, PADDED | PRIORITY, 1, padded_head),
+                           frame(CONTINUATION, END_HEADERS, 1, HEAD[4:]),
+                           frame(DATA, PADDED, 1, bytes([2]) + BODY + bytes(2)),
+                           frame(HEADERS, END_HEADERS | END_STREAM, 1, TRAILER)))
+    result = await probe().check(at(port))
+    assert result.ok, result.detail
+
+
+async def test_goaway(serve: Serve) -> None:
+    """A GOAWAY before the answer is a RESET naming its error code and debug text."""
+    port = await serve(raw(OPEN, frame(GOAWAY, 0, 0, bytes(4) + b"\x00\x00\x00\x0bslow")))
+    result = await probe().check(at(port))
+    assert (result.failure, result.detail) == (
+        FailureKind.RESET, "server sent GOAWAY (ENHANCE_YOUR_CALM): b'slow'")
+
+
+@pytest.mark.parametrize(("frames", "detail"), [
+    ((OPEN, frame(DATA, 0, 1, BODY)), "DATA before the response headers"),
+    ((OPEN, b"\x00\x50\x00\x00\x00\x00\x00\x00\x01"),
+     "a frame of 20480 bytes, over the 16384 allowed"),
+    ((OPEN, frame(PUSH_PROMISE, END_HEADERS, 1, bytes(4))),
+     "PUSH_PROMISE, though server push is off"),
+    ((OPEN, frame(HEADERS, END_HEADERS, 3, HEAD)), "a frame of type 1 on stream 3"),
+    ((OPEN, frame(HEADERS, 0, 1, HEAD), frame(DATA, 0, 1, BODY)),
+     "a header block without its CONTINUATION"),
+    ((OPEN, frame(HEADERS, END_HEADERS, 1, b"\x80")),
+     "undecodable header block (Invalid table index 0)"),
+    ((OPEN, frame(HEADERS, END_HEADERS | PADDED, 1, b"\xff" + HEAD)),
+     "padding longer than the frame"),
+    ((frame(SETTINGS, 0, 0, b"\x00"),), "a malformed SETTINGS frame"),
+    ((OPEN, frame(HEADERS, END_HEADERS, 1, HEAD), frame(HEADERS, END_HEADERS, 1, TRAILER)),
+     "trailers that do not end the stream"),
+])
+async def test_malformed_frames(serve: Serve, frames: tuple[bytes, ...], detail: str) -> None:
+    """Each framing mistake is a PROTOCOL failure naming it."""
+    result = await probe().check(at(await serve(raw(*frames))))
+    assert result.failure is FailureKind.PROTOCOL
+    assert result.detail.startswith(f"malformed HTTP/2: {detail}"), result.detail
 
 
 async def test_not_http2(serve: Serve) -> None:

@@ -104,9 +104,8 @@ async def test_http_refused_agrees(refused_port: int) -> None:
 
 async def tcp_both(port: int, spec: TcpSpec) -> tuple[ProbeResult, ProbeResult]:
     """(lean, trio-stream) results for one TCP check of `port`."""
-    config = ProbeConfig("tcp", Timing(timeout=TIMEOUT), spec)
-    return (await TcpProbe(config, lean=True).check(at(port)),
-            await TcpProbe(config, lean=False).check(at(port)))
+    probe = TcpProbe(ProbeConfig("tcp", Timing(timeout=TIMEOUT), spec))
+    return await probe.check(at(port)), await probe.check_streams(at(port))
 
 
 @pytest.mark.parametrize(("handler", "spec", "ok", "kind"), [
@@ -155,14 +154,14 @@ async def test_lean_tcp_leaves_no_time_wait(serve: Serve) -> None:
     """20 lean TCP checks leave no TIME_WAIT socket; the stream path leaves some behind."""
     lean_port = await serve(hang_up)  # closes once the client has left
     before = time_waits(lean_port)
-    config = ProbeConfig("tcp", Timing(timeout=TIMEOUT), TcpSpec())
+    probe = TcpProbe(ProbeConfig("tcp", Timing(timeout=TIMEOUT), TcpSpec()))
     for _ in range(20):
-        assert (await TcpProbe(config, lean=True).check(at(lean_port))).ok
+        assert (await probe.check(at(lean_port))).ok
     await trio.sleep(0.05)
     assert new_time_waits(lean_port, before) == 0
     stream_port = await serve(hang_up)
     before = time_waits(stream_port)
     for _ in range(20):
-        assert (await TcpProbe(config, lean=False).check(at(stream_port))).ok
+        assert (await probe.check_streams(at(stream_port))).ok
     await trio.sleep(0.05)
     assert new_time_waits(stream_port, before) > 0

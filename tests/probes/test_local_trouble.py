@@ -19,10 +19,11 @@ from sentinel.config.model import ProbeConfig, ScriptSpec, Timing
 from sentinel.engine.engine import Engine
 from sentinel.model import FailureKind, State
 from sentinel.probes.base import Target, classify, spawn_trouble
+from sentinel.probes.registry import make_probe
 from sentinel.probes.script import ScriptProbe
 from sentinel.sinks.base import RecordingSink
 from sentinel.telemetry.metrics import Metrics
-from tests.engine.fakes import config, service
+from tests.engine.fakes import PerTask, config, service
 from tests.telemetry.helpers import parse_metrics, sample
 
 from .conftest import Serve, silent, until
@@ -69,7 +70,8 @@ async def test_out_of_fds_no_backend_goes_down(serve: Serve, tmp_path: Path, loo
     to a breaker: all stay up. With fds back, they are probed and pass again."""
     ports = [await serve(silent) for _ in range(3)]
     engine = Engine(config(tmp_path, service("db", ports, interval=0.05, timeout=0.5)),
-                    sinks={"rec": RecordingSink()}, probe_loop=loop)
+                    sinks={"rec": RecordingSink()},
+                    probe_factory=lambda c: make_probe(c) if loop else PerTask(make_probe(c)))
     metrics = Metrics()
     metrics.watch(engine)
     async with trio.open_nursery() as nursery:

@@ -25,7 +25,7 @@ import trustme
 from sentinel.config.model import BackendConfig, HttpSpec, ProbeConfig, TcpSpec, Timing
 from sentinel.engine.engine import Engine
 from sentinel.model import FailureKind
-from sentinel.probes.base import ResolveError, Target
+from sentinel.probes.base import Probe, ResolveError, Target
 from sentinel.probes.http import LeanHttpProbe
 from sentinel.probes.https import HttpProbe
 from sentinel.probes.resolve import HOSTS_CHECK, NEGATIVE_TTL, Resolver, read_hosts
@@ -171,17 +171,20 @@ async def test_hosts_file_comes_first(black_hole: int, tmp_path: Path,
     assert read_hosts(tmp_path / "missing") == {}
 
 
+def every_path(names: Resolver, timeout: float) -> list[Probe]:
+    """A probe of each kind that resolves names: tcp, TLS tcp, lean http, https."""
+    timing = Timing(timeout=timeout)
+    return [TcpProbe(ProbeConfig("tcp", timing, TcpSpec()), resolver=names),
+            TcpProbe(ProbeConfig("tcp", timing, TcpSpec(tls=True)), resolver=names),
+            LeanHttpProbe(ProbeConfig("http", timing, HttpSpec()), resolver=names),
+            HttpProbe(ProbeConfig("https", timing, HttpSpec()), resolver=names)]
+
+
 async def test_a_resolver_that_never_answers_fails_checks_at_their_deadline(
-        black_hole: int) -> None:
-    """With a name server that never answers, checks of names fail as DNS at their
-    timeout, on every path; meanwhile no worker thread is taken (state saves and sinks
-    use that pool) and one runs at once."""
-    names = resolver(black_hole)
-    timing = Timing(timeout=0.3)
-    probes = [TcpProbe(ProbeConfig("tcp", timing, TcpSpec()), resolver=names),
-              TcpProbe(ProbeConfig("tcp", timing, TcpSpec(tls=True)), resolver=names),
-              LeanHttpProbe(ProbeConfig("http", timing, HttpSpec()), resolver=names),
-              HttpProbe(ProbeConfig("https", timing, HttpSpec()), resolver=names)]
+        black_hole: int, autojump_clock: trio.testing.MockClock) -> None:
+    """With a name server that never answers, checks of names fail as DNS exactly at
+    their timeout, on every path, the reason naming the timeout."""
+    probes = every_path(resolver(black_hole), 0.3)
     results = {}
 
     async def check(index: int) -> None:
@@ -192,14 +195,26 @@ async def test_a_resolver_that_never_answers_fails_checks_at_their_deadline(
     async with trio.open_nursery() as nursery:
         for index in range(60):
             nursery.start_soon(check, index)
-        await trio.sleep(0.05)  # every lookup is waiting on the black hole now
-        assert trio.to_thread.current_default_thread_limiter().borrowed_tokens == 0
-        with trio.fail_after(0.2):
-            await trio.to_thread.run_sync(lambda: None)
+    assert len(results) == 60
     for index, (result, took) in results.items():
         assert result.failure is FailureKind.DNS
         assert result.detail == f"resolve n{index}.test timed out after 300ms"
-        assert 0.3 <= took < 1.3
+        assert took == pytest.approx(0.3)
+    await probes[3].aclose()
+
+
+async def test_lookups_that_never_answer_take_no_worker_thread(black_hole: int) -> None:
+    """While 60 checks of names wait on a name server that never answers, no worker thread
+    is taken (state saves and sinks use that pool) and one runs at once."""
+    probes = every_path(resolver(black_hole), 30.0)
+    async with trio.open_nursery() as nursery:
+        for index in range(60):
+            nursery.start_soon(probes[index % 4].check, Target("svc", "b", f"n{index}.test", 80))
+        await trio.testing.wait_all_tasks_blocked()  # every lookup is waiting now
+        assert trio.to_thread.current_default_thread_limiter().borrowed_tokens == 0
+        with trio.fail_after(10):  # lookups holding the pool would hold it for 30 s
+            await trio.to_thread.run_sync(lambda: None)
+        nursery.cancel_scope.cancel()
     await probes[3].aclose()
 
 
@@ -241,9 +256,29 @@ async def test_a_dead_ip_backend_is_published_while_lookups_hang(
     dead = service("ip", [refused_port], interval=1.0, timeout=5.0)
     sink = RecordingSink()
     engine = Engine(config(tmp_path, slow, dead), sinks={"rec": sink},
-                    probe_factory=partial(TcpProbe, resolver=names), probe_loop=False)
+                    probe_factory=partial(TcpProbe, resolver=names))
     async with trio.open_nursery() as nursery:
         await nursery.start(engine.run)
         await until(lambda: any(e.to_state == "down" for u in sink.updates for e in u.events))
         assert [b.last_probe for b in engine.services["named"].backends if b.last_probe] == []
         engine.stop()
+
+
+async def test_a_named_backend_in_the_probe_loop_is_checked_at_its_address(
+        dns_server: DnsServer, serve: Serve, tmp_path: Path) -> None:
+    """A backend given by a name the DNS server answers (TTL 30 s) is checked in the probe
+    loop at the address looked up once, ahead of its checks, not once per check."""
+    dns_server.records[("web.test", "A")] = ("127.0.0.1", 30)
+    port = await serve(silent)
+    svc = replace(service("web", [], interval=0.05, timeout=0.5),
+                  backends=(BackendConfig("web", f"web.test:{port}", "web.test", port),))
+    engine = Engine(config(tmp_path, svc), sinks={"rec": RecordingSink()},
+                    probe_factory=partial(TcpProbe, resolver=resolver(dns_server.port)))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        await until(lambda: engine.statistics().probes >= 10)
+        engine.stop()
+    [backend] = engine.services["web"].backends
+    assert backend.last_probe is not None
+    assert backend.last_probe.ok
+    assert dns_server.queries == Counter({("web.test", "A"): 1})

@@ -133,7 +133,7 @@ async def test_engine_file_sink_holds_the_state_document(tmp_path: Path) -> None
                  sinks=(SinkConfig("f", "file", FileOptions(str(target))),),
                  services=(service("web", [9002, 9001], interval=20.0, sinks=("f",)),))
     written = FileWatch(target, seq=1)
-    engine = Engine(cfg, probe_factory=probe.factory(), observer=written)
+    engine = Engine(cfg, probe_factory=probe.factory(), poller=probe.poller, observer=written)
     async with trio.open_nursery() as nursery:
         await nursery.start(engine.run)
         with trio.fail_after(5):

@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sentinel.config.model import TelemetryConfig, TracesConfig
 from sentinel.telemetry.traces import Telemetry
 from tests.e2e.conftest import processes  # noqa: F401  (killed and reaped by PID)
+from tests.probes.conftest import refused_port  # noqa: F401  (a port nobody listens on)
 
 MakeTelemetry = Callable[..., Telemetry]
 

@@ -13,8 +13,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sentinel.api import Api, serve_api
 from sentinel.config.model import ApiConfig, TelemetryConfig
 from sentinel.engine.engine import Engine
+from sentinel.model import ProbeResult
+from sentinel.observe import ProbeRecord
 from sentinel.sinks.base import RecordingSink
-from sentinel.telemetry.metrics import CONTENT_TYPE
+from sentinel.telemetry.metrics import CONTENT_TYPE, Metrics
 from sentinel.telemetry.traces import Telemetry
 from tests.engine.fakes import FakeProbe, config, run_inline, service
 from tests.engine.test_engine import WALL_BASE, run_for, toggles
@@ -26,6 +28,7 @@ def watched_engine(tmp_path: Path, probe: FakeProbe, telemetry: Telemetry) -> En
     """Service `web` (b9001, b9002; nginx breaker, max_fails 1) observed by `telemetry`."""
     engine = Engine(config(tmp_path, service("web", [9001, 9002])),
                     sinks={"rec": RecordingSink("rec")}, probe_factory=probe.factory(),
+                    poller=probe.poller,
                     run_blocking=run_inline, observer=telemetry,
                     wall=lambda: WALL_BASE + trio.current_time())
     telemetry.watch(engine)
@@ -133,7 +136,7 @@ async def test_series_of_what_a_reload_removed_disappear(
     engine = Engine(config(tmp_path, service("web", [9001, 9002], sinks=("rec", "old")),
                            service("api", [9003], sinks=("old",)), sinks=("rec", "old")),
                     sinks={"rec": RecordingSink("rec"), "old": RecordingSink("old")},
-                    probe_factory=probe.factory(), run_blocking=run_inline,
+                    probe_factory=probe.factory(), poller=probe.poller, run_blocking=run_inline,
                     observer=telemetry, wall=lambda: WALL_BASE + trio.current_time())
     telemetry.watch(engine)
     assert telemetry.metrics is not None
@@ -218,3 +221,19 @@ async def test_lateness_and_loop_lag_are_summaries(
             sample(m, "sentinel_probe_lateness_seconds_sum")) == (5, 0)  # 0, 0.5, 1, 1.5, 2
     assert sample(m, "sentinel_event_loop_lag_seconds_count") == 20  # a tick per 100 ms
     assert sample(m, "sentinel_event_loop_lag_seconds_sum") == pytest.approx(0, abs=1e-9)
+
+
+async def test_probe_durations_land_in_cumulative_buckets() -> None:
+    """Latencies of 0.4 ms, exactly 1 ms, 30 ms and 20 s: each counted in every bucket at
+    or above it (a bound is inclusive), the last only in +Inf; count and sum add up."""
+    metrics = Metrics()
+    for latency in (0.0004, 0.001, 0.03, 20.0):
+        metrics.observe_probe(ProbeRecord("web", "b1", "127.0.0.1", 80, "tcp",
+                                          ProbeResult(ok=True, latency=latency), 0.0, None))
+    m = parse_metrics((await metrics.render())[0].decode())
+    labels = {"service": "web", "backend": "b1", "type": "tcp", "result": "ok"}
+    buckets = {le: sample(m, "sentinel_probe_duration_seconds_bucket", le=le, **labels)
+               for le in ("0.0005", "0.001", "0.025", "0.05", "10.0", "+Inf")}
+    assert buckets == {"0.0005": 1, "0.001": 2, "0.025": 2, "0.05": 3, "10.0": 3, "+Inf": 4}
+    assert sample(m, "sentinel_probe_duration_seconds_count", **labels) == 4
+    assert sample(m, "sentinel_probe_duration_seconds_sum", **labels) == pytest.approx(20.0314)

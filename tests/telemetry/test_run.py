@@ -1,6 +1,6 @@
 """`sentinel run` as a subprocess with telemetry on: a real OTLP/HTTP receiver on loopback
 gets the probe spans and the transition of a killed backend, /metrics follows it, and a
-collector that hangs delays no probe."""
+collector that hangs holds up no probe."""
 
 from __future__ import annotations
 
@@ -17,11 +17,12 @@ import pytest
 from tests.e2e.helpers import (
     Processes,
     free_port,
+    refused_ports,
     start_backend,
     start_sentinel,
     wait_until,
 )
-from tests.telemetry.helpers import parse_metrics, sample
+from tests.telemetry.helpers import Samples, parse_metrics, sample
 from tests.telemetry.otlp_receiver import OtlpReceiver
 
 pytestmark = pytest.mark.e2e
@@ -133,14 +134,15 @@ def test_receiver_gets_probe_spans_and_the_transition_of_a_killed_backend(
     assert logged["trace_id"] == trace_id
 
 
-def test_metrics_after_a_real_backend_goes_down(processes: Processes, tmp_path: Path) -> None:
+def test_metrics_after_a_real_backend_goes_down(processes: Processes, tmp_path: Path,
+                                                refused_port: int) -> None:
     """GET /metrics (no token needed) parsed with prometheus_client's parser: the killed
     backend is up 0 with weight 0 and one transition to down, refused probes are in
     the histogram, the file sink's applies are counted with a last-success time."""
     web1, web2 = free_port(), free_port()
     backend = start_backend(processes, web1, "web1")
     start_backend(processes, web2, "web2")
-    config, state = write_config(tmp_path, f"http://127.0.0.1:{free_port()}", 0.0, web1,
+    config, state = write_config(tmp_path, f"http://127.0.0.1:{refused_port}", 0.0, web1,
                                  web2)
     _, url = start_sentinel(processes, config, state)
 
@@ -182,7 +184,7 @@ version: 1
 state_dir: {state}
 api: {{listen: "127.0.0.1:0"}}
 telemetry:
-  traces: {{exporter: otlp, endpoint: "{endpoint}", timeout: 1s, sample_ok: 1.0}}
+  traces: {{exporter: otlp, endpoint: "{endpoint}", timeout: 5s, sample_ok: 1.0}}
 services:
   dead:
     probe: {{type: tcp, interval: 100ms, fast_interval: 100ms, down_interval: 100ms,
@@ -195,27 +197,32 @@ services:
 
 def test_a_hanging_collector_does_not_delay_probes(processes: Processes, tmp_path: Path
                                                    ) -> None:
-    """A collector that takes every export past its 1 s timeout: 20 refused backends probed
-    every 100 ms (every probe a kept span) still run at 200 probes/s, on time, while
-    the failed exports are counted."""
-    with OtlpReceiver(delay=3.0) as hanging:
+    """A collector that holds every export past its 5 s timeout: while the first export is
+    held, 20 refused backends probed every 100 ms (every probe a kept span) go on being
+    probed, round after round; then the failed export is counted. (The probe rate and
+    lateness with such a collector are measured by bench/telemetry_bench.py.)"""
+    with OtlpReceiver(delay=60.0) as hanging, refused_ports(20) as dead:
         state = tmp_path / "state"
-        backends = "\n".join(f"      - {{name: d{i}, address: \"127.0.0.1:{free_port()}\"}}"
-                             for i in range(20))
+        backends = "\n".join(f"      - {{name: d{i}, address: \"127.0.0.1:{port}\"}}"
+                             for i, port in enumerate(dead))
         config = tmp_path / "sentinel.yaml"
         config.write_text(HANG_CONFIG.format(state=state, endpoint=hanging.url,
                                              backends=backends))
         _, url = start_sentinel(processes, config, state)
-        time.sleep(1.5)  # the first batches are on their way into the hanging collector
-        first = httpx.get(f"{url}/v1/state", timeout=2).json()["engine"]
-        started = time.monotonic()
-        time.sleep(3.0)
-        doc = httpx.get(f"{url}/v1/state", timeout=2).json()["engine"]
-        elapsed = time.monotonic() - started
-        m = wait_until(lambda: (m := parse_metrics(httpx.get(f"{url}/metrics", timeout=2).text))
-                       and (sample(m, "sentinel_trace_spans_total", result="failed") or 0) > 0
-                       and m, timeout=10, what="a failed export counted")
-    rate = (doc["probes"] - first["probes"]) / elapsed
-    assert rate >= 200 * 0.85, f"{rate:.0f} probes/s"
-    assert doc["lateness_ms"]["p99"] < 50
-    assert sample(m, "sentinel_trace_spans_total", result="exported") == 0
+
+        def scrape() -> Samples:
+            return parse_metrics(httpx.get(f"{url}/metrics", timeout=5).text)
+
+        def spans(m: Samples, result: str) -> float:
+            return sample(m, "sentinel_trace_spans_total", result=result) or 0
+
+        wait_until(lambda: hanging.requests, timeout=30, what="an export in the collector")
+        before = sample(scrape(), "sentinel_probes_total") or 0
+        # Two more rounds of every backend, each probe a span for the stuck exporter:
+        m = wait_until(lambda: (m := scrape()) and (sample(m, "sentinel_probes_total") or 0)
+                       >= before + 40 and m, timeout=30, what="two more rounds of probes")
+        # ... and they ran while the first export was still in flight: none has ended.
+        assert (spans(m, "failed"), spans(m, "exported")) == (0, 0)
+        m = wait_until(lambda: (m := scrape()) and spans(m, "failed") > 0 and m, timeout=30,
+                       what="the failed export counted")
+    assert spans(m, "exported") == 0

@@ -31,6 +31,7 @@ import trio
 
 from sentinel.config.load import NameProblem
 from sentinel.config.node import Node
+from sentinel.config.tables import Duration, Field, FilePath, Rule, Section, scalar
 from sentinel.errors import SinkError, SinkRejected
 from sentinel.model import BackendView, ServiceView, State
 from sentinel.sinks.base import SinkContext, SinkHealth, SinkKind, Update
@@ -63,32 +64,52 @@ class HAProxyBinding:
     servers: Mapping[str, str] = field(default_factory=dict)  # sentinel name -> HAProxy name
 
 
+def _servers(node: Node) -> dict[str, str]:
+    servers = {key: value.as_str() for key, value in node.items()}
+    for key, value in servers.items():
+        if not HAPROXY_NAME.match(value):
+            raise node.as_map()[key].error(f"not a HAProxy server name: {value!r} "
+                                           f"({NAME_RULE})")
+    return servers
+
+
+def _backend(node: Node) -> str:
+    backend = node.as_str()
+    if not HAPROXY_NAME.match(backend):
+        raise node.error(f"not a HAProxy backend name: {backend!r} ({NAME_RULE})")
+    return backend
+
+
+_D = HAProxyOptions(socket="")
+_NAME = scalar({"type": "string", "pattern": HAPROXY_NAME.pattern})
+OPTIONS = Section(
+    Field("socket", FilePath(), "HAProxy's runtime API: a unix socket path or host:port",
+          required="a haproxy sink needs `socket` (a unix socket path or host:port)"),
+    Field("timeout", Duration(), "per runtime API command", _D.timeout),
+    Field("resync", Duration(), "how often HAProxy's state is read back and drift repaired",
+          _D.resync),
+    Field("watch", Duration(), "how often `show info` is read to notice a reload or restart",
+          _D.watch))
+BINDING = Section(
+    Field("backend", Rule(_backend, _NAME), "the HAProxy backend (default: the service's "
+          "name)"),
+    Field("servers", Rule(_servers, {"type": ["object", "null"], "additionalProperties": _NAME}),
+          "HAProxy server names by sentinel backend name (default: the same names)"))
+
+
 def parse_options(node: Node) -> HAProxyOptions:
     """`{type: haproxy, socket: /run/haproxy/admin.sock | host:port, timeout, resync, watch}`."""
-    e = node.as_map({"socket", "timeout", "resync", "watch"})
-    if "socket" not in e:
-        raise node.error("a haproxy sink needs `socket` (a unix socket path or host:port)")
-    d = HAProxyOptions(socket="")
-    return HAProxyOptions(
-        socket=e["socket"].as_path(),
-        timeout=e["timeout"].as_duration() if "timeout" in e else d.timeout,
-        resync=e["resync"].as_duration() if "resync" in e else d.resync,
-        watch=e["watch"].as_duration() if "watch" in e else d.watch)
+    e = OPTIONS.parse(node)
+    OPTIONS.require(node, e)
+    return HAProxyOptions(socket=OPTIONS.get(e, "socket"), timeout=OPTIONS.get(e, "timeout"),
+                          resync=OPTIONS.get(e, "resync"), watch=OPTIONS.get(e, "watch"))
 
 
 def parse_binding(node: Node) -> HAProxyBinding:
     """`{sink: NAME, backend: HAPROXY_BACKEND, servers: {web1: srv1, ...}}`."""
-    e = node.as_map({"backend", "servers"})
-    servers = {key: value.as_str() for key, value in e["servers"].items()} \
-        if "servers" in e else {}
-    for key, value in servers.items():
-        if not HAPROXY_NAME.match(value):
-            raise e["servers"].as_map()[key].error(f"not a HAProxy server name: {value!r} "
-                                                   f"({NAME_RULE})")
-    backend = e["backend"].as_str() if "backend" in e else None
-    if backend is not None and not HAPROXY_NAME.match(backend):
-        raise e["backend"].error(f"not a HAProxy backend name: {backend!r} ({NAME_RULE})")
-    return HAProxyBinding(backend=backend, servers=servers)
+    e = BINDING.parse(node)
+    servers = BINDING.get(e, "servers", {})
+    return HAProxyBinding(backend=BINDING.get(e, "backend"), servers=servers)
 
 
 def check_names(binding: object, service: str, backends: Sequence[str]) -> list[NameProblem]:
@@ -241,4 +262,4 @@ def _create(name: str, options: object, ctx: SinkContext) -> HAProxySink:
 
 
 KIND = SinkKind(name="haproxy", parse_options=parse_options, parse_binding=parse_binding,
-                create=_create, check_names=check_names)
+                create=_create, check_names=check_names, options=OPTIONS, binding=BINDING)

@@ -21,7 +21,8 @@ from typing import Literal, TypeVar
 
 from sentinel.config.model import Config
 from sentinel.config.node import Node
-from sentinel.config.sections import default_command, parse_command
+from sentinel.config.sections import COMMAND, default_command, parse_command
+from sentinel.config.tables import Duration, Field, Int, Rule, Section, scalar
 from sentinel.sinks.ipvs.table import (
     FORWARDS,
     SCHEDULERS,
@@ -59,66 +60,106 @@ class IpvsBinding:
     l_threshold: int = 0
 
 
-def parse_options(node: Node) -> IpvsOptions:
-    """`{type: ipvs, command: [...], driver: ipvsadm, resync: 30s, timeout: 10s}`."""
-    e = node.as_map({"command", "driver", "resync", "timeout"})
-    if "driver" in e and e["driver"].as_str() != "ipvsadm":
-        raise e["driver"].error(f"unknown driver {e['driver'].describe()}; this build has "
-                                f"`ipvsadm` (netlink is not available)")
-    d = IpvsOptions()
-    return IpvsOptions(
-        command=parse_command(e["command"]) if "command" in e
-        else default_command(node, "command", d.command),
-        timeout=e["timeout"].as_duration() if "timeout" in e else d.timeout,
-        resync=e["resync"].as_duration() if "resync" in e else d.resync)
-
-
-def parse_binding(node: Node) -> IpvsBinding:
-    """A service's `{sink: NAME, virtual: ..., scheduler: ..., ...}`."""
-    e = node.as_map({"virtual", "scheduler", "flags", "persistent", "forward", "on_down",
-                     "drain_timeout", "u_threshold", "l_threshold"})
-    if "virtual" not in e:
-        raise node.error("an ipvs binding needs `virtual` (tcp:VIP:PORT, udp:VIP:PORT or "
-                         "fwmark:N)")
-    try:
-        virtual = parse_virtual(e["virtual"].as_str())
-    except ValueError as exc:
-        raise e["virtual"].error(str(exc)) from None
-    scheduler = _choice(e.get("scheduler"), SCHEDULERS, "wlc")
-    flags = frozenset[int]()
-    if "flags" in e:
-        node_flags = e["flags"]
-        names = [item.as_str() for item in node_flags.as_list()] if node_flags.is_list else [
-            part.strip() for part in node_flags.as_str().split(",") if part.strip()]
-        try:
-            flags = parse_flags(scheduler, names)
-        except ValueError as exc:
-            raise node_flags.error(str(exc)) from None
-    persistent = None
-    if "persistent" in e:
-        seconds = e["persistent"].as_duration()
-        persistent = max(1, round(seconds))
-    upper = e["u_threshold"].as_int(0, 2**31 - 1) if "u_threshold" in e else 0
-    lower = e["l_threshold"].as_int(0, 2**31 - 1) if "l_threshold" in e else 0
-    if lower > upper:
-        raise e["l_threshold"].error(f"must not exceed u_threshold ({upper}); the kernel "
-                                     f"refuses it")
-    return IpvsBinding(
-        virtual=virtual, spec=ServiceSpec(scheduler, flags, persistent),
-        forward=_choice(e.get("forward"), tuple(FORWARDS), "dr"),
-        on_down=_choice(e.get("on_down"), ON_DOWN, "weight0"),
-        drain_timeout=e["drain_timeout"].as_duration() if "drain_timeout" in e else 60.0,
-        u_threshold=upper, l_threshold=lower)
-
-
-def _choice(node: Node | None, allowed: tuple[T, ...], default: T) -> T:
-    if node is None:
-        return default
+def _choice(node: Node, allowed: tuple[T, ...]) -> T:
     value = node.as_str()
     for option in allowed:
         if value == option:
             return option
     raise node.error(f"expected one of {', '.join(allowed)}; got {node.describe()}")
+
+
+def _driver(node: Node) -> str:
+    if node.as_str() != "ipvsadm":
+        raise node.error(f"unknown driver {node.describe()}; this build has `ipvsadm` "
+                         f"(netlink is not available)")
+    return "ipvsadm"
+
+
+def _virtual(node: Node) -> Virtual:
+    try:
+        return parse_virtual(node.as_str())
+    except ValueError as exc:
+        raise node.error(str(exc)) from None
+
+
+def _flag_names(node: Node) -> list[str]:
+    """A list of flag names, or one string of them separated by commas."""
+    if node.is_list:
+        return [item.as_str() for item in node.as_list()]
+    return [part.strip() for part in node.as_str().split(",") if part.strip()]
+
+
+_O, _B = IpvsOptions(), IpvsBinding(virtual=Virtual("fwmark", fwmark=1))
+_FORWARDS = tuple(FORWARDS)
+_VIRTUAL = (r"^\s*(([Tt][Cc][Pp]|[Uu][Dd][Pp]|[Ss][Cc][Tt][Pp]):(\[[0-9A-Fa-f:.]+\]|[0-9.]+)"
+            r":\d+|[Ff][Ww][Mm][Aa][Rr][Kk]:\d+(/ipv[46])?)\s*$")
+_FLAG = {"type": "string", "pattern": r"^(flag-[123]|[sm]h-(fallback|port))$"}
+_THRESHOLD = Int(0, 2**31 - 1)
+OPTIONS = Section(
+    Field("command", Rule(parse_command, COMMAND), "the ipvsadm to run", _O.command),
+    Field("driver", Rule(_driver, scalar({"const": "ipvsadm"})), "how the kernel's table "
+          "is changed: ipvsadm (the only one in this build)", "ipvsadm"),
+    Field("resync", Duration(), "how often the kernel's table is read back and drift "
+          "repaired", _O.resync),
+    Field("timeout", Duration(), "per ipvsadm call", _O.timeout))
+BINDING = Section(
+    Field("virtual", Rule(_virtual, scalar({"type": "string", "pattern": _VIRTUAL})),
+          "the virtual service: tcp:VIP:PORT, udp:..., sctp:... (IPv6 in brackets) or "
+          "fwmark:N (fwmark:N/ipv6)",
+          required="an ipvs binding needs `virtual` (tcp:VIP:PORT, udp:VIP:PORT or "
+                   "fwmark:N)"),
+    Field("scheduler", Rule(lambda n: _choice(n, SCHEDULERS), scalar({"enum": list(SCHEDULERS)})),
+          "ipvsadm -s", _B.spec.scheduler),
+    Field("flags", Rule(_flag_names, {"anyOf": [
+        {"type": "string"}, {"type": "array", "items": _FLAG}]}),
+          "scheduler flags (ipvsadm -b): a list, or names separated by commas"),
+    Field("persistent", Duration(), "persistence timeout, in whole seconds (ipvsadm -p)"),
+    Field("forward", Rule(lambda n: _choice(n, _FORWARDS), scalar({"enum": list(_FORWARDS)})),
+          "dr (-g), nat (-m) or tun (-i)", _B.forward),
+    Field("on_down", Rule(lambda n: _choice(n, ON_DOWN), scalar({"enum": list(ON_DOWN)})),
+          "weight0: a down real server keeps its connections at weight 0; remove: it is "
+          "deleted; drain_then_remove: deleted after drain_timeout", _B.on_down),
+    Field("drain_timeout", Duration(), "drain_then_remove waits this long", _B.drain_timeout),
+    Field("u_threshold", _THRESHOLD, "real server's upper connection threshold (0: none)",
+          _B.u_threshold),
+    Field("l_threshold", _THRESHOLD, "its lower threshold; at most u_threshold",
+          _B.l_threshold))
+
+
+def parse_options(node: Node) -> IpvsOptions:
+    """`{type: ipvs, command: [...], driver: ipvsadm, resync: 30s, timeout: 10s}`."""
+    e = OPTIONS.parse(node)
+    OPTIONS.get(e, "driver")
+    return IpvsOptions(
+        command=OPTIONS.get(e, "command") if "command" in e
+        else default_command(node, "command", _O.command),
+        timeout=OPTIONS.get(e, "timeout"), resync=OPTIONS.get(e, "resync"))
+
+
+def parse_binding(node: Node) -> IpvsBinding:
+    """A service's `{sink: NAME, virtual: ..., scheduler: ..., ...}`."""
+    e = BINDING.parse(node)
+    BINDING.require(node, e)
+    virtual = BINDING.get(e, "virtual")
+    scheduler = BINDING.get(e, "scheduler")
+    flags = frozenset[int]()
+    if "flags" in e:
+        try:
+            flags = parse_flags(scheduler, BINDING.get(e, "flags"))
+        except ValueError as exc:
+            raise e["flags"].error(str(exc)) from None
+    persistent = None
+    if "persistent" in e:
+        persistent = max(1, round(BINDING.get(e, "persistent")))
+    upper = BINDING.get(e, "u_threshold")
+    lower = BINDING.get(e, "l_threshold")
+    if lower > upper:
+        raise e["l_threshold"].error(f"must not exceed u_threshold ({upper}); the kernel "
+                                     f"refuses it")
+    return IpvsBinding(
+        virtual=virtual, spec=ServiceSpec(scheduler, flags, persistent),
+        forward=BINDING.get(e, "forward"), on_down=BINDING.get(e, "on_down"),
+        drain_timeout=BINDING.get(e, "drain_timeout"), u_threshold=upper, l_threshold=lower)
 
 
 def warnings(config: Config, sysctl_dir: Path = SYSCTL_DIR) -> list[str]:

@@ -46,7 +46,14 @@ from sentinel.files import write_atomic
 from sentinel.model import BackendView, ServiceView, State
 from sentinel.sinks.base import SinkContext, SinkHealth, SinkKind, Update
 from sentinel.sinks.ipvs.ipvsadm import Ipvsadm
-from sentinel.sinks.ipvs.options import IpvsBinding, IpvsOptions, parse_binding, parse_options
+from sentinel.sinks.ipvs.options import (
+    BINDING,
+    OPTIONS,
+    IpvsBinding,
+    IpvsOptions,
+    parse_binding,
+    parse_options,
+)
 from sentinel.sinks.ipvs.table import (
     DesiredService,
     RealKey,
@@ -451,4 +458,4 @@ def _create(name: str, options: object, ctx: SinkContext) -> IpvsSink:
 
 
 KIND = SinkKind(name="ipvs", parse_options=parse_options, parse_binding=parse_binding,
-                create=_create)
+                create=_create, options=OPTIONS, binding=BINDING)

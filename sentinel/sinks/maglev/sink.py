@@ -27,6 +27,7 @@ from pathlib import Path
 import trio
 
 from sentinel.config.node import Node
+from sentinel.config.tables import Duration, Field, FilePath, Rule, Section, scalar
 from sentinel.errors import SinkUnavailable
 from sentinel.extras import missing
 from sentinel.files import write_atomic
@@ -47,7 +48,6 @@ from sentinel.sinks.maglev.table import (
 )
 
 log = logging.getLogger(__name__)
-OPTION_KEYS = {"table_size", "dir", "mode", "on_empty", "min_interval"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,24 +79,38 @@ def _choice(node: Node, allowed: tuple[str, ...]) -> str:
     return value
 
 
+_D = MaglevOptions()
+_MODES, _ON_EMPTY = tuple(Mode), ("keep", "clear")
+OPTIONS = Section(
+    Field("table_size", Rule(parse_table_size, scalar(
+        {"type": "integer", "minimum": 2, "maximum": MAX_TABLE_SIZE}, r"^\s*\d+\s*$")),
+          "slots in the lookup table: a prime, at least 100 times the backends for an even "
+          "spread", _D.table_size),
+    Field("dir", FilePath(), "where the table files go, relative to this file (default: "
+          "STATE_DIR/maglev)"),
+    Field("mode", Rule(lambda n: _choice(n, _MODES), scalar({"enum": list(_MODES)})),
+          "stable: only a failed backend's slots move; fresh: the table is rebuilt from the "
+          "live backends", _D.mode),
+    Field("on_empty", Rule(lambda n: _choice(n, _ON_EMPTY), scalar({"enum": list(_ON_EMPTY)})),
+          "with no backend up: keep the last table, or clear it", _D.on_empty),
+    Field("min_interval", Duration(positive=False), "tables are written at most this often",
+          _D.min_interval))
+
+
 def parse_options(node: Node) -> MaglevOptions:
     """`{type: maglev, table_size: 65537, dir: ..., mode: stable|fresh, on_empty:
     keep|clear, min_interval: 100ms}`; a relative `dir` is relative to the config file."""
-    e = node.as_map(OPTION_KEYS)
+    e = OPTIONS.parse(node)
     needs = missing("maglev", "the maglev sink")
     if needs:
         raise node.error(needs)
     directory = None
     if "dir" in e:
-        directory = str(Path(node.file).resolve().parent / e["dir"].as_path())
+        directory = str(Path(node.file).resolve().parent / OPTIONS.get(e, "dir"))
     return MaglevOptions(
-        table_size=parse_table_size(e["table_size"]) if "table_size" in e
-        else DEFAULT_TABLE_SIZE,
-        dir=directory,
-        mode=Mode(_choice(e["mode"], ("stable", "fresh"))) if "mode" in e else Mode.STABLE,
-        on_empty=_choice(e["on_empty"], ("keep", "clear")) if "on_empty" in e else "keep",
-        min_interval=e["min_interval"].as_duration(positive=False) if "min_interval" in e
-        else 0.1)
+        table_size=OPTIONS.get(e, "table_size"), dir=directory,
+        mode=Mode(OPTIONS.get(e, "mode")), on_empty=OPTIONS.get(e, "on_empty"),
+        min_interval=OPTIONS.get(e, "min_interval"))
 
 
 def parse_binding(node: Node) -> None:
@@ -217,4 +231,4 @@ def _create(name: str, options: object, ctx: SinkContext) -> MaglevSink:
 
 
 KIND = SinkKind(name="maglev", parse_options=parse_options, parse_binding=parse_binding,
-                create=_create)
+                create=_create, options=OPTIONS)

@@ -40,7 +40,8 @@ import trio
 
 from sentinel.config.load import NameProblem
 from sentinel.config.node import Node
-from sentinel.config.sections import default_command, parse_command
+from sentinel.config.sections import COMMAND, default_command, parse_command
+from sentinel.config.tables import Bool, Duration, Field, FilePath, Rule, Section, scalar
 from sentinel.errors import SinkError, SinkRejected, SinkUnavailable
 from sentinel.files import write_atomic
 from sentinel.model import ServiceView
@@ -60,9 +61,6 @@ from sentinel.sinks.nginx.render import (
 from sentinel.sinks.services import forget_removed
 
 log = logging.getLogger(__name__)
-OPTION_KEYS = {"file", "context", "mode", "test", "reload", "pid_file", "verify",
-               "verify_timeout", "min_reload_interval", "timeout"}
-BINDING_KEYS = {"upstream", "params", "directives"}
 _BLOCK = re.compile(r"^upstream (\S+) \{  # service (\S+)\n.*?^\}\n", re.MULTILINE | re.DOTALL)
 VERIFY_POLL = 0.02
 # The lines of `nginx -t` that say why; its last line only says "test failed".
@@ -86,46 +84,86 @@ class NginxOptions:
     timeout: float = 10.0  # per command
 
 
+def _choice(node: Node, allowed: tuple[str, ...]) -> str:
+    value = node.as_str()
+    if value not in allowed:
+        raise node.error(f"must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _words(node: Node) -> tuple[str, ...]:
+    try:
+        return check_words(node.as_str())
+    except ValueError as exc:
+        raise node.error(str(exc)) from None
+
+
+def _upstream(node: Node) -> str:
+    name = node.as_str()
+    if not UPSTREAM_NAME.match(name):
+        raise node.error(f"not a valid nginx upstream name: {name!r}")
+    return name
+
+
+def _directives(node: Node) -> tuple[str, ...]:
+    items = node.as_list() if node.is_list else [node]
+    return tuple(" ".join(_words(item)) for item in items)
+
+
+_D = NginxOptions(file="")
+_WORDS = {"type": "string", "not": {"pattern": r"[;{}#'\"\\]"}}  # words: no such character
+OPTIONS = Section(
+    Field("file", FilePath(), "the file of upstream blocks sentinel writes (nginx.conf "
+          "includes it)", required="an nginx sink needs `file`"),
+    Field("context", Rule(lambda n: _choice(n, CONTEXTS), scalar({"enum": list(CONTEXTS)})),
+          "the nginx block that includes the file", _D.context),
+    Field("mode", Rule(lambda n: _choice(n, MODES), scalar({"enum": list(MODES)})),
+          "down: a dead backend is listed as `down`; remove: it is left out", _D.mode),
+    Field("test", Rule(parse_command, COMMAND), "checks the new file; on failure the "
+          "previous one is put back", _D.test),
+    Field("reload", Rule(parse_command, COMMAND), "makes nginx load the file", _D.reload),
+    Field("pid_file", FilePath(), "nginx's master PID file, read to verify a reload",
+          _D.pid_file),
+    Field("verify", Bool(), "verify each reload by waiting for new workers", True),
+    Field("verify_timeout", Duration(), "how long a reload may take to show new workers",
+          _D.verify_timeout),
+    Field("min_reload_interval", Duration(positive=False), "reloads at most this often; a "
+          "burst of changes waits and is merged", _D.min_reload_interval),
+    Field("timeout", Duration(), "per command", _D.timeout))
+BINDING = Section(
+    Field("upstream", Rule(_upstream, scalar({"type": "string",
+                                              "pattern": UPSTREAM_NAME.pattern})),
+          "the upstream's name (default: the service's)"),
+    Field("params", Rule(_words, scalar(_WORDS)), "extra server parameters, such as "
+          "max_fails=0 max_conns=100"),
+    Field("directives", Rule(_directives, {"anyOf": [
+        scalar(_WORDS), {"type": "array", "items": scalar(_WORDS)}]}),
+          "lines inside the upstream block, such as least_conn"))
+
+
 def parse_options(node: Node) -> NginxOptions:
     """`{type: nginx, file: ..., context: http|stream, mode: down|remove, test, reload, ...}`."""
-    e = node.as_map(OPTION_KEYS)
-    if "file" not in e:
-        raise node.error("an nginx sink needs `file`")
-    defaults = NginxOptions(file="")
-    verify = e["verify"].as_bool() if "verify" in e else True
+    e = OPTIONS.parse(node)
+    OPTIONS.require(node, e)
+    verify = OPTIONS.get(e, "verify")
     return NginxOptions(
-        file=e["file"].as_path(),
-        context=_choice(e.get("context"), CONTEXTS, defaults.context),
-        mode=_choice(e.get("mode"), MODES, defaults.mode),
-        test=parse_command(e["test"]) if "test" in e
-        else default_command(node, "test", defaults.test),
-        reload=parse_command(e["reload"]) if "reload" in e
-        else default_command(node, "reload", defaults.reload),
-        pid_file=(e["pid_file"].as_path() if "pid_file" in e else defaults.pid_file)
-        if verify else None,
-        verify_timeout=e["verify_timeout"].as_duration() if "verify_timeout" in e
-        else defaults.verify_timeout,
-        min_reload_interval=e["min_reload_interval"].as_duration(positive=False)
-        if "min_reload_interval" in e else defaults.min_reload_interval,
-        timeout=e["timeout"].as_duration() if "timeout" in e else defaults.timeout)
+        file=OPTIONS.get(e, "file"), context=OPTIONS.get(e, "context"),
+        mode=OPTIONS.get(e, "mode"),
+        test=OPTIONS.get(e, "test") if "test" in e
+        else default_command(node, "test", _D.test),
+        reload=OPTIONS.get(e, "reload") if "reload" in e
+        else default_command(node, "reload", _D.reload),
+        pid_file=OPTIONS.get(e, "pid_file") if verify else None,
+        verify_timeout=OPTIONS.get(e, "verify_timeout"),
+        min_reload_interval=OPTIONS.get(e, "min_reload_interval"),
+        timeout=OPTIONS.get(e, "timeout"))
 
 
 def parse_binding(node: Node) -> UpstreamOptions:
     """`{sink: NAME, upstream: NAME, params: "max_fails=0 max_conns=100", directives: [...]}`."""
-    e = node.as_map(BINDING_KEYS)
-    name = None
-    if "upstream" in e:
-        name = e["upstream"].as_str()
-        if not UPSTREAM_NAME.match(name):
-            raise e["upstream"].error(f"not a valid nginx upstream name: {name!r}")
-    params: tuple[str, ...] = ()
-    if "params" in e:
-        params = _words(e["params"])
-    directives: list[str] = []
-    if "directives" in e:
-        items = e["directives"].as_list() if e["directives"].is_list else [e["directives"]]
-        directives = [" ".join(_words(item)) for item in items]
-    return UpstreamOptions(name=name, params=params, directives=tuple(directives))
+    e = BINDING.parse(node)
+    return UpstreamOptions(name=BINDING.get(e, "upstream"), params=BINDING.get(e, "params", ()),
+                           directives=BINDING.get(e, "directives", ()))
 
 
 def check_names(binding: object, service: str, backends: Sequence[str]) -> list[NameProblem]:
@@ -136,22 +174,6 @@ def check_names(binding: object, service: str, backends: Sequence[str]) -> list[
         return [(None, f"{service!r} is not a valid nginx upstream name (letters, digits and "
                        f"_.:-); set `upstream:` in the binding or rename the service")]
     return []
-
-
-def _words(node: Node) -> tuple[str, ...]:
-    try:
-        return check_words(node.as_str())
-    except ValueError as exc:
-        raise node.error(str(exc)) from None
-
-
-def _choice(node: Node | None, allowed: tuple[str, ...], default: str) -> str:
-    if node is None:
-        return default
-    value = node.as_str()
-    if value not in allowed:
-        raise node.error(f"must be one of {', '.join(allowed)}, got {value!r}")
-    return value
 
 
 class NginxSink:
@@ -321,4 +343,4 @@ def _create(name: str, options: object, ctx: SinkContext) -> NginxSink:
 
 
 KIND = SinkKind(name="nginx", parse_options=parse_options, parse_binding=parse_binding,
-                create=_create, check_names=check_names)
+                create=_create, check_names=check_names, options=OPTIONS, binding=BINDING)

@@ -33,6 +33,7 @@ import httpx
 import trio
 
 from sentinel.config.node import Node
+from sentinel.config.tables import Duration, Field, Int, Rule, Section, Url, scalar
 from sentinel.model import Event
 from sentinel.sinks.base import SinkContext, SinkHealth, SinkKind, Update
 from sentinel.sinks.webhook.outbox import Counts, Entry, NewEvent, Outbox
@@ -47,8 +48,6 @@ from sentinel.sinks.webhook.signing import (
 )
 
 log = logging.getLogger(__name__)
-KEYS = {"url", "secret", "timeout", "initial_delay", "max_delay", "give_up_after",
-        "max_pending", "max_age", "concurrency"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,36 +65,51 @@ class WebhookOptions:
     concurrency: int = 8
 
 
-def parse_options(node: Node) -> WebhookOptions:
-    """`{type: webhook, url: ..., secret: whsec_... | [whsec_..., ...], ...}`."""
-    e = node.as_map(KEYS)
-    for required in ("url", "secret"):
-        if required not in e:
-            raise node.error(f"a webhook sink needs `{required}`")
-    url = e["url"].as_url()
-    secret_nodes = e["secret"].as_list() if e["secret"].is_list else [e["secret"]]
-    if not secret_nodes:
-        raise e["secret"].error("needs at least one whsec_ secret")
-    for item in secret_nodes:
+def _secrets(node: Node) -> tuple[str, ...]:
+    """One `whsec_` secret, or several while rotating (each is signed with)."""
+    items = node.as_list() if node.is_list else [node]
+    if not items:
+        raise node.error("needs at least one whsec_ secret")
+    for item in items:
         try:
             decode_secret(item.as_str(), signing=True)
         except SignatureError as exc:
             raise item.error(str(exc)) from None
-    d = WebhookOptions(url, tuple(n.as_str() for n in secret_nodes))
+    return tuple(item.as_str() for item in items)
 
-    def duration(key: str, default: float) -> float:
-        return e[key].as_duration() if key in e else default
 
-    def count(key: str, default: int) -> int:
-        return e[key].as_int(1, 10_000_000) if key in e else default
+_D = WebhookOptions(url="", secrets=())
+_SECRET = scalar({"type": "string", "pattern": r"^whsec_[A-Za-z0-9+/]+=*$"})
+_COUNT = Int(1, 10_000_000)
+OPTIONS = Section(
+    Field("url", Url(), "where events are POSTed", required="a webhook sink needs `url`"),
+    Field("secret", Rule(_secrets, {"anyOf": [
+        _SECRET, {"type": "array", "items": _SECRET, "minItems": 1}]}),
+          "whsec_ + base64 key (Standard Webhooks); a list while rotating",
+          required="a webhook sink needs `secret`"),
+    Field("timeout", Duration(), "per attempt", _D.timeout),
+    Field("initial_delay", Duration(), "first retry backoff (full jitter, doubling)",
+          _D.initial_delay),
+    Field("max_delay", Duration(), "the longest backoff", _D.max_delay),
+    Field("give_up_after", Duration(), "an event still failing this long after it was "
+          "queued is dead-lettered", _D.give_up_after),
+    Field("max_pending", _COUNT, "outbox bound (dead letters count): the oldest are "
+          "dropped, dead letters first", _D.max_pending),
+    Field("max_age", Duration(), "entries older than this are dropped", _D.max_age),
+    Field("concurrency", _COUNT, "attempts in flight (to different backends)",
+          _D.concurrency))
 
+
+def parse_options(node: Node) -> WebhookOptions:
+    """`{type: webhook, url: ..., secret: whsec_... | [whsec_..., ...], ...}`."""
+    e = OPTIONS.parse(node)
+    OPTIONS.require(node, e)
     return WebhookOptions(
-        d.url, d.secrets, timeout=duration("timeout", d.timeout),
-        initial_delay=duration("initial_delay", d.initial_delay),
-        max_delay=duration("max_delay", d.max_delay),
-        give_up_after=duration("give_up_after", d.give_up_after),
-        max_pending=count("max_pending", d.max_pending), max_age=duration("max_age", d.max_age),
-        concurrency=count("concurrency", d.concurrency))
+        OPTIONS.get(e, "url"), OPTIONS.get(e, "secret"), timeout=OPTIONS.get(e, "timeout"),
+        initial_delay=OPTIONS.get(e, "initial_delay"), max_delay=OPTIONS.get(e, "max_delay"),
+        give_up_after=OPTIONS.get(e, "give_up_after"),
+        max_pending=OPTIONS.get(e, "max_pending"), max_age=OPTIONS.get(e, "max_age"),
+        concurrency=OPTIONS.get(e, "concurrency"))
 
 
 def parse_binding(node: Node) -> None:
@@ -426,4 +440,4 @@ def _create(name: str, options: object, ctx: SinkContext) -> WebhookSink:
 
 
 KIND = SinkKind(name="webhook", parse_options=parse_options, parse_binding=parse_binding,
-                create=_create)
+                create=_create, options=OPTIONS)

@@ -113,11 +113,27 @@ def weights(entry: ServiceEntry | None) -> dict[str, int]:
             for (a, p), r in entry.reals.items()}
 
 
+def read_back(vm: Vm, virtual: str, since: int = 0) -> list[ServiceEntry]:
+    """Every entry for `virtual` that the sink read from the kernel (its listings
+    forwarded through the VM from call `since` on), in order: the table as the sink saw
+    it after each of its edits, however fast or slow the test's own reads are."""
+    target = parse_virtual(virtual)
+    entries = []
+    for argv, outcome in vm.forwarded[since:]:
+        if argv[1:3] == ["-L", "-n"] and "--thresholds" not in argv and outcome.returncode == 0:
+            entry = parse_listing(outcome.stdout).get(target)
+            if entry is not None:
+                entries.append(entry)
+    return entries
+
+
 async def wait_for(vm: Vm, virtual: str, check: Callable[[ServiceEntry | None], bool],
-                   *, within: float = 10.0, what: str = "the table"
+                   *, within: float = 60.0, what: str = "the table"
                    ) -> ServiceEntry | None:
     """Poll the kernel's entry for `virtual` until `check` holds (AssertionError after
-    `within` seconds, naming `what` and the last entry seen)."""
+    `within` seconds, naming `what` and the last entry seen). The bound is generous:
+    QEMU emulates the CPU in software, and on a loaded machine each command into the
+    VM (the sink's and these reads) can take seconds."""
     target = parse_virtual(virtual)
     entry = None
     with trio.move_on_after(within):

@@ -57,6 +57,9 @@ class Vm:
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        # Every call forwarded from outside (the sink under test), in order: what the
+        # sink read from the kernel and when, without racing it with reads of our own.
+        self.forwarded: list[tuple[list[str], Outcome]] = []
 
     @property
     def command(self) -> list[str]:
@@ -210,6 +213,7 @@ class Vm:
                 if lines:
                     command = shlex.join(["printf", PRINTF_LINES, *lines]) + " | " + command
                 outcome = self.run(command)
+                self.forwarded.append((list(request["argv"]), outcome))
                 reply = {"returncode": outcome.returncode,
                          "stdout": base64.b64encode(outcome.stdout.encode()).decode(),
                          "stderr": base64.b64encode(outcome.stderr.encode()).decode()}

@@ -201,8 +201,9 @@ async def test_api_serves_the_table_as_json_and_bin(tmp_path: Path) -> None:
     service is 404."""
     ring = sink(tmp_path)
     await ring.apply(Update(view()))
+    probe = FakeProbe()
     engine = Engine(config(tmp_path, service("web", PORTS, sinks=("ring",)), sinks=("ring",)),
-                    sinks={"ring": ring}, probe_factory=FakeProbe().factory())
+                    sinks={"ring": ring}, probe_factory=probe.factory(), poller=probe.poller)
     doc, table = on_disk(tmp_path)
     async with trio.open_nursery() as nursery:
         url = await nursery.start(serve_api, Api(engine), ApiConfig(host="127.0.0.1", port=0),

@@ -23,6 +23,7 @@ from sentinel.sinks.webhook.sink import (
 )
 from sentinel.timefmt import rfc3339, uuid7
 from tests.e2e.conftest import processes  # noqa: F401 - the e2e fixture, shared here
+from tests.probes.conftest import refused_port  # noqa: F401 - shared here too
 from tests.sinks.webhook.receiver import Receiver
 
 SECRET = "whsec_" + base64.b64encode(b"sentinel-test-key-0123456789abcd").decode()
@@ -47,10 +48,12 @@ MakeSink = Callable[..., Awaitable[WebhookSink]]
 
 
 async def until(sink: WebhookSink, done: Callable[[DeliveryStatistics], bool],
-                interval: float = 0.02) -> DeliveryStatistics:
-    """Poll the sink's statistics until `done` holds (bound it with trio.fail_after)."""
-    while not done(stats := sink.statistics()):  # noqa: ASYNC110 - polling counters
-        await trio.sleep(interval)
+                interval: float = 0.02, within: float = 10.0) -> DeliveryStatistics:
+    """Poll the sink's statistics until `done` holds; TooSlowError after `within` seconds
+    (of Trio's clock: virtual ones under a MockClock)."""
+    with trio.fail_after(within):
+        while not done(stats := sink.statistics()):  # noqa: ASYNC110 - polling counters
+            await trio.sleep(interval)
     return stats
 
 

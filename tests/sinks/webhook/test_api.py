@@ -12,7 +12,6 @@ import trio
 from sentinel.api import Api, serve_api
 from sentinel.config.model import ApiConfig
 from sentinel.engine.engine import Engine
-from tests.e2e.helpers import free_port
 from tests.engine.fakes import FakeProbe, config, service
 from tests.sinks.webhook.conftest import MakeSink, event, until, update
 from tests.sinks.webhook.receiver import Receiver, Reply
@@ -22,12 +21,13 @@ TOKEN = "s3cret"
 
 
 async def test_outbox_endpoints_list_retry_and_purge_behind_the_token(
-        tmp_path: Path, make_sink: MakeSink, nursery: trio.Nursery) -> None:
+        tmp_path: Path, make_sink: MakeSink, nursery: trio.Nursery, refused_port: int) -> None:
     """Without the token 401; with it, the list shows pending entries and their last
     error, retry resets attempts, purge --all drops; unknown sinks are 404."""
-    sink = await make_sink(f"http://127.0.0.1:{free_port()}/hook", initial_delay=30.0)
+    sink = await make_sink(f"http://127.0.0.1:{refused_port}/hook", initial_delay=30.0)
+    probe = FakeProbe()
     engine = Engine(config(tmp_path / "engine", service("web", [9001])), sinks={"rec": sink},
-                    probe_factory=FakeProbe().factory())
+                    probe_factory=probe.factory(), poller=probe.poller)
     url = await nursery.start(serve_api, Api(engine, TOKEN),
                               ApiConfig(host="127.0.0.1", port=0), tmp_path)
     first, second = event(), event()
@@ -71,8 +71,9 @@ async def test_a_refused_outbox_post_changes_nothing(
     # one failed attempt, then none for an hour: the entry changes only if retried or purged
     receiver.script = lambda r, seen: Reply(503, (("retry-after", "3600"),))
     sink = await make_sink(receiver.url)
+    probe = FakeProbe()
     engine = Engine(config(tmp_path / "engine", service("web", [9001])), sinks={"rec": sink},
-                    probe_factory=FakeProbe().factory())
+                    probe_factory=probe.factory(), poller=probe.poller)
     api = CountingApi(engine, TOKEN)
     url = await nursery.start(serve_api, api, ApiConfig(host="127.0.0.1", port=0), tmp_path)
     await sink.apply(update(event()))
@@ -103,13 +104,14 @@ async def test_a_refused_outbox_post_changes_nothing(
     ({"sink": ["rec", "nope"]}, "no webhook sink nope"),
 ])
 async def test_outbox_list_refuses_malformed_values(
-        tmp_path: Path, make_sink: MakeSink, nursery: trio.Nursery,
+        tmp_path: Path, make_sink: MakeSink, nursery: trio.Nursery, refused_port: int,
         query: dict[str, str], error: str) -> None:
     """GET /v1/outbox with a value it cannot take answers 4xx with a message (a
     5,000-digit limit was a 500)."""
-    sink = await make_sink(f"http://127.0.0.1:{free_port()}/hook")
+    sink = await make_sink(f"http://127.0.0.1:{refused_port}/hook")
+    probe = FakeProbe()
     engine = Engine(config(tmp_path / "engine", service("web", [9001])), sinks={"rec": sink},
-                    probe_factory=FakeProbe().factory())
+                    probe_factory=probe.factory(), poller=probe.poller)
     url = await nursery.start(serve_api, Api(engine), ApiConfig(host="127.0.0.1", port=0),
                               tmp_path)
     async with httpx.AsyncClient(base_url=url) as client:

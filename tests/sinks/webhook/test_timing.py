@@ -58,8 +58,7 @@ async def test_retries_follow_full_jitter_exponential_backoff(
                                         "transport": answering([500] * 6, times)})
     start = trio.current_time()
     await sink.apply(update(event()))
-    with trio.fail_after(1000):
-        await until(sink, lambda s: s.delivered >= 1, 1)
+    await until(sink, lambda s: s.delivered >= 1, 1, within=1000)
     predict = random.Random(5)
     expected = [start]
     for attempt in range(1, 7):
@@ -70,17 +69,45 @@ async def test_retries_follow_full_jitter_exponential_backoff(
 
 @pytest.mark.trio
 @pytest.mark.parametrize("clock", [trio.testing.MockClock(autojump_threshold=0)])
-async def test_503_retry_after_sets_the_next_attempt(make_sink: MakeSink,
-                                                     clock: trio.testing.MockClock) -> None:
-    """503 with Retry-After: 42 is retried exactly 42 s later, whatever the backoff says."""
+@pytest.mark.parametrize("status", [503, 429])
+async def test_retry_after_sets_the_next_attempt(make_sink: MakeSink,
+                                                 clock: trio.testing.MockClock,
+                                                 status: int) -> None:
+    """503 or 429 with Retry-After: 42 is retried exactly 42 s later, whatever the backoff
+    says."""
     times: list[float] = []
-    transport = answering([503], times, lambda n: {"retry-after": "42"} if n == 0 else {})
+    transport = answering([status], times, lambda n: {"retry-after": "42"} if n == 0 else {})
     sink = await make_sink("http://receiver.invalid/hook", initial_delay=0.5,
                            sink_kwargs={"wall": wall, "offload": inline, "transport": transport})
     await sink.apply(update(event()))
-    with trio.fail_after(1000):
-        await until(sink, lambda s: s.delivered >= 1, 1)
+    await until(sink, lambda s: s.delivered >= 1, 1, within=1000)
     assert times[1] - times[0] == pytest.approx(42.0, abs=1e-6)
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("clock", [trio.testing.MockClock(autojump_threshold=0)])
+async def test_a_slow_answer_is_abandoned_at_the_timeout(make_sink: MakeSink,
+                                                       clock: trio.testing.MockClock) -> None:
+    """An answer that would take 1 s is given up exactly `timeout` (0.2 s) after its
+    attempt began, and the retry follows the backoff drawn from then."""
+    times: list[float] = []
+
+    async def slow_first(request: httpx.Request) -> httpx.Response:
+        times.append(trio.current_time())
+        if len(times) == 1:
+            await trio.sleep(1.0)
+        return httpx.Response(200)
+
+    sink = await make_sink("http://receiver.invalid/hook", timeout=0.2, initial_delay=1.0,
+                           max_delay=8.0,
+                           sink_kwargs={"wall": wall, "offload": inline, "rng": random.Random(5),
+                                        "transport": httpx.MockTransport(slow_first)})
+    start = trio.current_time()
+    await sink.apply(update(event()))
+    await until(sink, lambda s: s.delivered >= 1, 1, within=1000)
+    retry = start + 0.2 + backoff(1, 1.0, 8.0, random.Random(5))
+    assert times == pytest.approx([start, retry], abs=1e-6)
+    assert sink.statistics().last_error == "timed out after 0.2s"
 
 
 @pytest.mark.trio
@@ -96,8 +123,7 @@ async def test_last_attempt_at_the_give_up_age_then_dead_letter(
                                         "transport": answering([502] * 99, times)})
     start = trio.current_time()
     await sink.apply(update(event()))
-    with trio.fail_after(10_000):
-        await until(sink, lambda s: s.outbox.dead >= 1, 5)
+    await until(sink, lambda s: s.outbox.dead >= 1, 5, within=10_000)
     assert times[-1] - start == pytest.approx(300.0, abs=1e-6)
     assert all(b - a <= 60.0 + 1e-6 for a, b in itertools.pairwise(times))
     [dead] = await sink.entries(dead=True, limit=1)
