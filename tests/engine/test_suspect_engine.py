@@ -152,6 +152,26 @@ async def test_no_panic_while_downs_are_held(
     assert states(engine, "s9001") == {"b9001": ("up", 1), "b9101": ("up", 1)}
 
 
+async def test_a_service_losing_all_its_backends_panics_and_nothing_is_held(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """Canaries pass; both backends of s9002 (min_up 1) die at 2.1: the first down
+    (2.25) is vouched for by the canary and published; the second (2.375) would leave
+    none up, so the panic guard keeps it published up and says so. Sentinel does not
+    suspect itself: no `suspect` event, nothing held."""
+    probe, rec = FakeProbe(), TimedSink()
+    engine = engine_for(tmp_path, probe, rec, per_service=2, min_up=1)
+    await run_for(engine, 4.0, toggles((2.1, 9002, False), (2.1, 9102, False)), probe)
+    assert [(t, e.service, e.backend, e.from_state, e.to_state) for t, u in rec.applied
+            for e in u.events] == [(2.25, "s9002", "b9002", "up", "down"),
+                                   (2.375, "s9002", "", "normal", "panic")]
+    assert states(engine, "s9002") == {"b9002": ("down", 0), "b9102": ("up", 1)}
+    assert engine.state_document()["suspect"] is None
+    assert [b.config.name for svc in engine.services.values() for b in svc.backends
+            if b.inputs.held] == []
+    assert [t for t, target in probe.calls if target.port == CANARY_PORT] == [0.0, 2.25,
+                                                                               2.375]
+
+
 async def test_an_admin_override_wins_over_a_held_down(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """While suspect, a held backend an operator drains is published `drain`; `ready`
