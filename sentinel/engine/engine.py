@@ -517,8 +517,9 @@ class Engine:
     def passive(self, signals: Iterable[Signal]) -> None:
         """Passive failures (SPEC 10): each triggers an immediate probe of its backend
         (passive triggers, active confirms); with `passive: {count: true}` it is also
-        fed to the breaker as a failure, as nginx's max_fails counts real requests.
-        A stub until the engine's pure decision takes passive inputs."""
+        fed to the breaker as a failure, as nginx's max_fails counts real requests
+        (through `decide`, as a probe's result is, so self-suspicion judges it too).
+        A signal for a backend a reload has removed since it was read is dropped."""
         for signal in signals:
             svc = self.services.get(signal.service)
             backend = next((b for b in svc.backends if b.config.name == signal.backend),
