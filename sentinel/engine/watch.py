@@ -128,6 +128,7 @@ class Watch:
     def _failed(self, now: float, hint: str | None) -> str | None:
         self._strikes = 0  # whatever closed the connection, it was no idle close
         self._lost_age = math.inf  # nor is the next connect's success one
+        self._checking = False  # one hint per loss: retries while it is down are quiet
         self.phase = Phase.WAITING
         self._fails += 1
         self.due = max(now + self._backoff(self._fails),

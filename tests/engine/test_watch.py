@@ -22,7 +22,8 @@ def held(w: Watch, at: float) -> Watch:
 
 def test_a_crash_is_a_hint_once_the_reconnect_is_refused() -> None:
     """Closed after 3.2 s of holding: reconnect at once as a check; refused -> the hint
-    names both; the next try is an interval after that connect, or later."""
+    names both; the next try is an interval after that connect, or later, and is no
+    hint when refused again (the probes judge a down backend)."""
     w = held(watch(), 0.0)
     assert w.lost(3.2, "closed") is None
     assert (w.phase, w.due) == (Phase.WAITING, 3.2)
@@ -30,6 +31,8 @@ def test_a_crash_is_a_hint_once_the_reconnect_is_refused() -> None:
     assert w.refused(3.2, "connection refused") == (
         "closed by the backend, then connection refused")
     assert w.due == 4.2
+    w.connect(4.2)
+    assert w.refused(4.2, "connection refused") is None  # one hint per loss
 
 
 def test_the_first_connect_failing_is_no_hint() -> None:
