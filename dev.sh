@@ -30,6 +30,9 @@ ensure_system_packages() {
     command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
     # The self-suspicion test blackholes a network namespace's link with nft (nftables).
     command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
+    # The docs' IPVS example is loaded by a test, and the loader checks that the sink's
+    # default command exists (the IPVS tests themselves run ipvsadm inside a VM).
+    command -v ipvsadm >/dev/null 2>&1 || [ -x /usr/sbin/ipvsadm ] || missing+=(ipvsadm)
     # systemd-analyze checks examples/systemd/sentinel.service; promtool (Debian's
     # prometheus package, 19 MB, the only one that ships it) checks /metrics and the alerts.
     command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)

@@ -3,7 +3,6 @@ mistake's positioned error."""
 
 from __future__ import annotations
 
-import re
 import textwrap
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from sentinel.config.model import AgentSpec, CheckConfig, ServiceConfig, Timing
 from sentinel.sinks.registry import load_config
 from tests.config import error_lines, write_config
+from tests.snippets import config_snippets
 
 HEAD = """\
 services:
@@ -76,6 +76,9 @@ def test_agent_block_loads(tmp_path: Path) -> None:
     plain = load(tmp_path, "agent: {}\n").agent
     assert plain is not None
     assert (plain.spec, plain.timing) == (AgentSpec(), Timing(2.0, 2.0, 2.0, 1.0))
+    sourced = load(tmp_path, "agent: {port: 9777, source: 127.0.0.2}\n").agent
+    assert sourced is not None
+    assert (sourced.source, plain.source) == ("127.0.0.2", None)
 
 
 CASES = [
@@ -121,12 +124,11 @@ def test_error_line(tmp_path: Path, service: str, expected: str) -> None:
     assert error_lines(path) == [f"{path}:{expected}"]
 
 
-def test_readme_examples_load(tmp_path: Path) -> None:
-    """The README's composite-checks and agent-beside-a-probe examples are valid configs."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.DOTALL)
+def test_doc_examples_load(tmp_path: Path) -> None:
+    """The docs' composite-checks and agent-beside-a-probe examples are valid configs."""
+    blocks = [block for _, block in config_snippets()]
     composite = next(b for b in blocks if "    checks:\n" in b)
-    beside = next(b for b in blocks if "    agent: {port:" in b)
+    beside = next(b for b in blocks if "    agent: {port: 9777" in b)
     cart = load_config(write_config(tmp_path, composite, "checks.yaml")).services[0]
     assert ([c.name for c in cart.checks], cart.require) == (["http", "grpc", "redis"], 2)
     app = load_config(write_config(tmp_path, beside, "agent.yaml")).services[0]

@@ -13,6 +13,7 @@ import yaml
 from sentinel.config.model import AgentSpec, DnsSpec, GrpcSpec
 from sentinel.sinks.registry import load_config
 from tests.config import check_schema_verdict, error_lines, run_sentinel, write_config
+from tests.snippets import config_snippets
 
 HEAD = """\
 services:
@@ -142,10 +143,9 @@ def test_check_exits_2(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_readme_examples_load(tmp_path: Path) -> None:
-    """The README's grpc, dns and agent examples are valid configs of their kind."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.DOTALL)
+def test_doc_examples_load(tmp_path: Path) -> None:
+    """The docs' grpc, dns and agent examples are valid configs of their kind."""
+    blocks = [block for _, block in config_snippets()]
     found = {}
     for kind in ("grpc", "dns", "agent"):
         block = next(b for b in blocks if re.search(rf"type: {kind}\b", b))

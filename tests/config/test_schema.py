@@ -5,7 +5,6 @@ The bad configs of the error tests are checked against it in test_errors.py."""
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,10 +28,9 @@ from sentinel.config.tables import (
 )
 from sentinel.sinks.registry import SINK_KINDS
 from tests.config import run_sentinel, schema_validator
+from tests.snippets import config_snippets
 
 ROOT = Path(__file__).resolve().parents[2]
-# Another program's file shown in the docs, named on its first line (`# prometheus.yml`).
-OTHER_FILE = re.compile(r"#\s*(?!sentinel\.ya?ml\b)[\w.-]+\.ya?ml\b")
 
 
 def test_schema_is_valid_draft_2020_12() -> None:
@@ -59,20 +57,7 @@ def test_example_configs_validate(path: Path) -> None:
     _assert_valid(yaml.safe_load(path.read_text()))
 
 
-def _snippets() -> Iterator[tuple[str, str]]:
-    """Each ```yaml block of README.md and docs/ that is a sentinel configuration."""
-    for page in [ROOT / "README.md", *sorted(ROOT.glob("docs/**/*.md"))]:
-        text = page.read_text()
-        for match in re.finditer(r"^( *)```yaml\n(.*?)^\1```", text, re.MULTILINE | re.DOTALL):
-            indent, block = match.group(1), match.group(2)
-            if OTHER_FILE.match(block):
-                continue
-            line = text.count("\n", 0, match.start()) + 1
-            block = "".join(row.removeprefix(indent) for row in block.splitlines(True))
-            yield f"{page.relative_to(ROOT)}:{line}", block
-
-
-SNIPPETS = list(_snippets())
+SNIPPETS = list(config_snippets())
 
 
 def test_the_docs_hold_config_snippets() -> None:

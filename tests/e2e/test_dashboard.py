@@ -126,3 +126,35 @@ def test_the_page_is_served_from_the_package_with_a_strict_policy(
         assert served.headers["content-type"].startswith(kind)
     for path in ("/dashboard/../api.py", "/dashboard/", "/dashboard/nope.js", "/index.html"):
         assert httpx.get(api.url + path, timeout=5).status_code == 404, path
+
+
+def badges(driver: webdriver.Chrome, service: str) -> list[str]:
+    """The badge words of a service's header row, read in one script call."""
+    found = driver.execute_script(
+        "const r = document.querySelector(`.row.svc[data-service='${arguments[0]}']`);"
+        "return r ? [...r.querySelectorAll('.badge')].map(b => b.innerText) : [];", service)
+    return [str(word) for word in found]
+
+
+def test_the_panic_badge_follows_the_guard(
+        processes: Processes, site: Site, tmp_path: Path) -> None:
+    """With `min_up: 2` of two backends, a killed backend puts the service in panic: its
+    header shows PANIC (beside the word, never colour alone) while the guard holds, and
+    the badge goes once the backend is back."""
+    backends = start_backends(processes, site, "web1", "web2")
+    site.write({"web": ["web1", "web2"]}, min_up="2")
+    _, api = site.start(processes)
+    wait_until(lambda: states(api, "web") == {"web1": "up", "web2": "up"}, what="all up")
+    with open_browser(processes, tmp_path / "profile") as driver:
+        driver.get(api.url + "/")
+        give_token(driver, site.token)
+        WebDriverWait(driver, 10).until(lambda d: badges(d, "web") == [])
+        processes.kill(backends["web2"])
+        wait_until(lambda: [e for e in api.events() if e["to"] == "panic"],
+                   what="web in panic")
+        WebDriverWait(driver, 2).until(lambda d: "PANIC" in badges(d, "web"))
+        shot(driver, tmp_path / "screens", "panic")
+        start_backend(processes, site.ports["web2"], "web2")
+        wait_until(lambda: [e for e in api.events() if e["from"] == "panic"],
+                   what="web out of panic")
+        WebDriverWait(driver, 2).until(lambda d: "PANIC" not in badges(d, "web"))

@@ -165,6 +165,25 @@ async def test_tls(tmp_path: Path, ca: trustme.CA, client_trusting_ca: ssl.SSLCo
         server.kill()
 
 
+async def test_sni_names_the_certificate_when_probing_by_address(
+        tmp_path: Path, ca: trustme.CA, client_trusting_ca: ssl.SSLContext) -> None:
+    """A certificate issued for a name only: probed by its IP address, verification fails
+    against the address; with `sni:` the probe asks for and verifies that name."""
+    cert = ca.issue_cert("health.example")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    server = ReferenceServer(str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))
+    try:
+        by_address = await probe(tls=True, ssl_context=client_trusting_ca).check(
+            at(server.port))
+        assert by_address.failure is FailureKind.TLS, by_address.detail
+        named = await probe(tls=True, sni="health.example",
+                            ssl_context=client_trusting_ca).check(at(server.port))
+        assert named.ok, named.detail
+    finally:
+        server.kill()
+
+
 async def test_make_probe_builds_grpc() -> None:
     """The registry knows `grpc`."""
     config = ProbeConfig(type="grpc", timing=Timing(), spec=GrpcSpec(service="x"))
