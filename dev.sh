@@ -28,6 +28,8 @@ ensure_system_packages() {
     command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
     # The cluster tests start a real etcd (3.4, the v3 JSON gateway) on loopback.
     command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+    # The self-suspicion test blackholes a network namespace's link with nft (nftables).
+    command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
     # The docs' IPVS example is loaded by a test, and the loader checks that the sink's
     # default command exists (the IPVS tests themselves run ipvsadm inside a VM).
     command -v ipvsadm >/dev/null 2>&1 || [ -x /usr/sbin/ipvsadm ] || missing+=(ipvsadm)

@@ -35,6 +35,7 @@ CORES = [
     pytest.param("sentinel.probes.http1", id="the HTTP/1 reader"),
     pytest.param("sentinel.engine.decide", id="the decision (engine.decide)"),
     pytest.param("sentinel.engine.suspect", id="engine.suspect"),
+    pytest.param("sentinel.engine.watch", id="engine.watch (watched connections' policy)"),
     pytest.param("sentinel.engine.combine", id="the composite-check combiner"),
     pytest.param("sentinel.passive.reports", id="passive.reports"),
 ]

@@ -37,6 +37,9 @@ def render_table(doc: dict[str, Any],
     for i, r in enumerate(rows):
         line = "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
         lines.append(mark(r[0], r[1], line) if i else line)
+    suspect = doc.get("suspect")
+    if suspect:  # SPEC 11: every down is held back while this shows
+        lines.append(f"SUSPECT since {suspect['since']}: {suspect['reason']} (downs are held)")
     for name, sink in sorted(doc.get("sinks", {}).items()):
         state = "ok" if sink["ok"] else f"FAILING: {sink['last_error']}"
         deliveries = sink.get("deliveries")  # a webhook sink's outbox

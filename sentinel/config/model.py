@@ -110,6 +110,14 @@ ProbeType = Literal["tcp", "http", "https", "script", "grpc", "dns", "agent"]
 
 
 @dataclass(frozen=True, slots=True)
+class WatchConfig:
+    """`watch:` (tcp, http; SPEC 9): one idle connection held per backend, whose loss
+    brings the next probe forward (`sentinel.engine.watch`)."""
+
+    keepalive: float | None = None  # TCP keepalive idle time; None: off (no traffic at all)
+
+
+@dataclass(frozen=True, slots=True)
 class ProbeConfig:
     """A service's probe: its kind, its timing and its kind-specific settings; `source`
     the local IP address network probes connect from (None: the kernel's choice)."""
@@ -118,6 +126,7 @@ class ProbeConfig:
     timing: Timing = field(default_factory=Timing)
     spec: ProbeSpec = field(default_factory=TcpSpec)
     source: str | None = None
+    watch: WatchConfig | None = None  # tcp and http only
 
 
 @dataclass(frozen=True, slots=True)

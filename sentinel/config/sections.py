@@ -37,6 +37,7 @@ from sentinel.config.model import (
     TcpSpec,
     ThresholdBreakerConfig,
     Timing,
+    WatchConfig,
 )
 from sentinel.config.node import Node
 from sentinel.config.tables import (
@@ -333,6 +334,17 @@ def _require_word(node: Node) -> str | int:
     return node.as_int(1)
 
 
+def _watch(node: Node) -> WatchConfig | None:
+    """`watch: true | false | {keepalive: DURATION}` (tcp without TLS, http)."""
+    if not node.is_map:
+        return WatchConfig() if node.as_bool() else None
+    keepalive: float | None = _WATCH_OPTIONS.get(_WATCH_OPTIONS.parse(node), "keepalive")
+    if keepalive is not None and keepalive < 1:
+        raise node.as_map()["keepalive"].error("must be at least 1s (the kernel counts TCP "
+                                               "keepalive in whole seconds)")
+    return WatchConfig(keepalive=keepalive)
+
+
 # -- what JSON Schema can say of those values -----------------------------------
 
 TEXT: JsonSchema = {"type": ["string", "number"]}
@@ -396,13 +408,20 @@ HTTP = Section(
     Field("expect_body", Rule(_text_regex, REGEX), "a regex the body must match"),
     _VERIFY, _SOURCE,
 )
+_WATCH_OPTIONS = Section(Field("keepalive", Duration(), "TCP keepalive idle time on the "
+                               "held connection, at least 1s (default: off, so the "
+                               "connection carries nothing)"))
+_WATCH = Field("watch", Rule(_watch, {"anyOf": [
+    Bool().schema(), {**_WATCH_OPTIONS.schema(), "type": "object"}]}),
+               "hold one idle connection per backend; its loss brings the next probe "
+               "forward (not with tls)")
 PROBE = Variants("type", {
     "tcp": Section(
         Field("send", Rule(_bytes, TEXT), "bytes to send once connected (\\r\\n, \\xNN "
               "escapes)"),
         Field("expect", Rule(_bytes_regex, REGEX), "a regex on what is read back"),
-        _TLS, _SNI, _VERIFY, _SOURCE),
-    "http": HTTP,
+        _TLS, _SNI, _VERIFY, _SOURCE, _WATCH),
+    "http": Section(*HTTP, _WATCH),
     "https": HTTP,
     "script": Section(
         Field("command", Rule(parse_command, COMMAND), "the check to run; exit 0 is "
@@ -502,8 +521,13 @@ def parse_probe(node: Node) -> ProbeConfig:
     else:
         spec = _http(entries)
     source = parse_source(entries["source"]) if "source" in entries else None
+    watch = PROBE.variants[ptype].get(entries, "watch") if "watch" in entries else None
+    if watch is not None and isinstance(spec, TcpSpec) and spec.tls:
+        raise entries["watch"].error("not with `tls: true`: the held connection would be a "
+                                     "TLS handshake never started, which servers time out "
+                                     "and log")
     return ProbeConfig(type=ptype, timing=timing, spec=spec,  # type: ignore[arg-type]
-                       source=source)
+                       source=source, watch=watch)
 
 
 def _timing(e: Mapping[str, Node]) -> Timing:

@@ -44,6 +44,17 @@ from sentinel.timefmt import rfc3339
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceNote:
+    """A service-level change beside the panic guard's, numbered with a commit's events
+    (self-suspicion: `normal` -> `suspect` and back, SPEC 11). Entering a state comes
+    before the commit's backend events, leaving it after them, as for panic."""
+
+    from_state: str
+    to_state: str
+    reason: str
+
+
 @dataclass(eq=False, slots=True)
 class Commit:
     """What one decision asks to persist and publish: the service's view as decided and
@@ -73,14 +84,18 @@ class Committer:
         self._running = False
 
     def stage(self, svc: ServiceRuntime, backend: BackendRuntime | None, reason: str,
-              probe: ProbeSummary | None = None, trace_id: str | None = None, *,
+              probe: ProbeSummary | None = None, trace_id: str | None = None,
+              note: ServiceNote | None = None, *,
               reasons: Mapping[str, str] | None = None) -> Commit:
         """Number what changed, now: one event per backend whose published state or weight
         moved (`reason`, `probe` and `trace_id` belong to `backend`; `reasons` gives
-        several backends theirs), and one when panic starts or ends
-        (`sentinel.engine.decide.changes` says what and why)."""
+        several backends theirs), one when panic starts or ends
+        (`sentinel.engine.decide.changes` says what and why), and `note`'s."""
         outcome = changes(svc.config, svc.backends, svc.panic, backend, reason, reasons)
         events: list[Event] = []
+        entering = note is not None and note.from_state == "normal"
+        if note is not None and entering:
+            events.append(self._service_event(svc, note))
         if outcome.panic is not None and outcome.panic.starts:
             svc.panic = True
             events.append(self._panic_event(svc, outcome.panic))
@@ -101,6 +116,8 @@ class Committer:
         if outcome.panic is not None and not outcome.panic.starts:
             svc.panic = False
             events.append(self._panic_event(svc, outcome.panic))
+        if note is not None and not entering:
+            events.append(self._service_event(svc, note))
         for event in events:
             self._observer.event_emitted(event)
         self._journal.hold(events)
@@ -186,9 +203,13 @@ class Committer:
             await self._journal.persist(self._verdicts())
 
     def _panic_event(self, svc: ServiceRuntime, panic: Panic) -> Event:
-        name = svc.config.name
         from_state, to_state = ("normal", "panic") if panic.starts else ("panic", "normal")
-        log.warning("%s: %s -> %s: %s", name, from_state, to_state, panic.reason)
+        return self._service_event(svc, ServiceNote(from_state, to_state, panic.reason))
+
+    def _service_event(self, svc: ServiceRuntime, note: ServiceNote) -> Event:
+        """A service-level event (`"backend": ""`, SPEC 4), logged as a warning."""
+        name = svc.config.name
+        log.warning("%s: %s -> %s: %s", name, note.from_state, note.to_state, note.reason)
         return self._journal.new_event(service=name, backend="", address="",
-                                      from_state=from_state, to_state=to_state, weight=0,
-                                      reason=panic.reason)
+                                      from_state=note.from_state, to_state=note.to_state,
+                                      weight=0, reason=note.reason)

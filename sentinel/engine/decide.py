@@ -60,8 +60,12 @@ are the only readers, so the rest of the engine (panic guard, events, sinks,
 - the cluster vote (`sentinel.cluster.vote.tally`): `agreed`, the ballot's state
   as a Health, replaces the local verdict (flap damping, overrides and the panic
   guard then apply to it as to a local verdict);
-- self-suspicion (`sentinel.engine.suspect.Doubt`): `held` keeps a down verdict
-  published up (its `hold` and `restore`); clearing it publishes the down;
+- self-suspicion (`sentinel.engine.suspect.Doubt`, its shell
+  `sentinel.engine.doubting`): `held` keeps a down verdict published up (its `hold`
+  and `restore`); clearing it publishes the down. It judges each result of a
+  backend right after `decide` (holding the down the breaker just reached, or
+  releasing one it held on this very probe), so the shell takes `reconsidered`
+  instead of committing separately: the probe's own event keeps its probe and trace;
 - agent answers (`sentinel.probes.agent.AgentState`, folded in by `with_agent`):
   `admin` (DRAIN or MAINT; None for ready) and `weight`, below an operator's
   override (sentinel keeps the operator's word; HAProxy is last-writer-wins),
@@ -188,6 +192,17 @@ def feed(backend: BackendRuntime, result: ProbeResult, check: int | None
     if combined is None:
         return Decision(unjudged(backend.breaker), None, backend.published, publish=False)
     return combined
+
+
+def reconsidered(backend: BackendRuntime, decision: Decision) -> Decision:
+    """`decision` again after an input's owner changed `backend.inputs` on the same result
+    (self-suspicion holding the down the breaker just reached, or releasing one it held):
+    publish when what is desired moved; a released down's reason is its breaker's verdict."""
+    want = backend.desired()
+    if decision.publish or want == backend.published:
+        return decision._replace(desired=want)
+    return decision._replace(desired=want, publish=True, reason=backend.verdict or (
+        f"{backend.published[0].value} -> {want[0].value}"))
 
 
 def dampen(damper: Damper, transition: Transition, now: float) -> tuple[Note, ...]:

@@ -28,16 +28,18 @@ from sentinel.engine import reload
 from sentinel.engine.agents import Agents
 from sentinel.engine.backend import BackendRuntime, CheckSlot, LastProbe, summary
 from sentinel.engine.cluster import ClusterMode
-from sentinel.engine.commit import Commit, Committer
+from sentinel.engine.commit import Commit, Committer, ServiceNote
 from sentinel.engine.decide import (
     Decision,
     Steps,
     admin,
     decide,
     ramp_step,
+    reconsidered,
     starting,
     with_agent,
 )
+from sentinel.engine.doubting import SelfDoubt
 from sentinel.engine.journal import Journal, RunBlocking
 from sentinel.engine.pacing import EngineStatistics, Pacing
 from sentinel.engine.probegroups import GroupKey, ProbeGroup, group_key
@@ -112,6 +114,7 @@ class Engine:
         # Several sentinels agreeing through etcd (SPEC 12); None: this one decides alone
         self.cluster: ClusterMode | None = (
             ClusterMode(self, config.cluster, api_url) if config.cluster is not None else None)
+        self.doubt: SelfDoubt | None = None  # self-suspicion, when configured (SPEC 11)
 
     def make_runner(self, sink: SinkConfig) -> SinkRunner:
         """A runner for a configured sink (or the override a test passed in)."""
@@ -162,9 +165,6 @@ class Engine:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Probe and publish until `stop()`; then let sinks finish within shutdown_timeout."""
-        if self.config.canaries or self.config.suspect is not None:
-            log.warning("canaries and suspect are checked but not acted on yet: self-suspicion "
-                        "is not wired into publishing in this version")
         try:
             async with trio.open_nursery() as sink_nursery:
                 self._sink_nursery = sink_nursery
@@ -183,6 +183,7 @@ class Engine:
                     await probe_nursery.start(self._loop.run)
                     self.regroup()
                     self.restart_passive()
+                    self.restart_doubt()
                     probe_nursery.start_soon(self.pacing.watch_lag, self._in_flight)
                     probe_nursery.start_soon(self.hub.run)
                     task_status.started()
@@ -234,6 +235,7 @@ class Engine:
         for key, group in list(self.groups.items()):
             if [id(m) for m in wanted.get(key, [])] != [id(m) for m in group.members]:
                 group.stop()
+                self._loop.drop(group)
                 del self.groups[key]
         fresh = [(key, members) for key, members in wanted.items() if key not in self.groups]
         start = trio.current_time()
@@ -246,7 +248,7 @@ class Engine:
             probe = self._probe(members[0])
             if accepts(probe):
                 self._loop.add(group, probe)
-            else:
+            else:  # never a watched one: `watch` is for plain tcp and http, the loop's
                 self._probe_nursery.start_soon(self._probe_loop, group)
         self._agents.match(((b, svc.config.agent) for svc in self.services.values()
                             for b in svc.backends if svc.config.agent is not None),
@@ -343,11 +345,11 @@ class Engine:
                                       backend.breaker.retry_at(), now)
             return None
         slot.last = LastProbe(start_unix, result.ok, result.error, result.latency * 1000)
-        commit = self._take(svc, backend, result, decision, start_unix, entry.type)
         spread = self._rng.uniform(-timing.jitter, timing.jitter)
+        # scheduled before the result is taken: self-suspicion may bring it forward
         slot.next_due = next_due(timing, transition, backend.breaker.retry_at(),
                                  started, now, spread)
-        return commit
+        return self._take(svc, backend, result, decision, started, start_unix, entry.type)
 
     def _decide(self, svc: ServiceRuntime, backend: BackendRuntime, result: ProbeResult,
                 now: float, check: int | None) -> Decision:
@@ -359,12 +361,14 @@ class Engine:
         return decide(backend, result, now, svc.config.slow_start, check)
 
     def _take(self, svc: ServiceRuntime, backend: BackendRuntime, result: ProbeResult,
-              decision: Decision, start_unix: float, probe_type: str) -> Commit | None:
-        """Record a result and carry out its decision; when it publishes (a change of
-        verdict, state or weight), the commit that emits, persists and publishes it. The
-        common case (nothing changed) stays cheap: it runs every probe. `result` is what
-        was probed (its span); what the breaker was fed (`decision.fed`, for several
-        checks their combination) is what the backend records and the event carries."""
+              decision: Decision, started: float, start_unix: float, probe_type: str
+              ) -> Commit | None:
+        """Record a result (of a probe that started at `started`) and carry out its
+        decision; when it publishes (a change of verdict, state or weight), the commit
+        that emits, persists and publishes it. The common case (nothing changed) stays
+        cheap: it runs every probe. `result` is what was probed (its span); what the
+        breaker was fed (`decision.fed`, for several checks their combination) is what
+        the backend records, what self-suspicion judges and what the event carries."""
         assert decision.transition is not None
         fed = decision.fed
         if fed is not None:
@@ -375,12 +379,17 @@ class Engine:
                     self._first_round.set()
         for note in decision.notes:
             log.log(note.level, "%s/%s: %s", backend.service, backend.config.name, note.text)
-        publish, reason = decision.publish, decision.reason
-        if publish:  # the common case (nothing changed) stays cheap: it runs every probe
+        if decision.publish:  # the common case (nothing changed) stays cheap: every probe
             if decision.ramp:
                 self.start_ramp(backend, decision.ramp)
             if decision.changed:
-                backend.verdict = reason
+                backend.verdict = decision.reason
+        if self.doubt is not None and fed is not None:
+            # it may hold the down just reached, or release one it held
+            self.doubt.judge(backend, decision.transition, fed.ok, started,
+                             trio.current_time())
+            decision = reconsidered(backend, decision)
+        publish, reason = decision.publish, decision.reason
         record = ProbeRecord(svc.config.name, backend.target.backend, backend.target.host,
                              backend.target.port, probe_type, result, start_unix,
                              (backend.published[0].value, decision.desired[0].value, reason)
@@ -485,6 +494,7 @@ class Engine:
         self._bind()
         self.regroup()
         self.restart_passive()
+        self.restart_doubt()
         for svc in services.values():  # the panic guard may see it differently now
             await self.commit(svc, None, "reload")
         if retired:
@@ -540,8 +550,9 @@ class Engine:
     def passive(self, signals: Iterable[Signal]) -> None:
         """Passive failures (SPEC 10): each triggers an immediate probe of its backend
         (passive triggers, active confirms); with `passive: {count: true}` it is also
-        fed to the breaker as a failure, as nginx's max_fails counts real requests.
-        A stub until the engine's pure decision takes passive inputs."""
+        fed to the breaker as a failure, as nginx's max_fails counts real requests
+        (through `decide`, as a probe's result is, so self-suspicion judges it too).
+        A signal for a backend a reload has removed since it was read is dropped."""
         for signal in signals:
             svc = self.services.get(signal.service)
             backend = next((b for b in svc.backends if b.config.name == signal.backend),
@@ -558,18 +569,27 @@ class Engine:
                        signal: Signal) -> None:
         result = ProbeResult(ok=False, latency=0.0, failure=FailureKind.PASSIVE,
                              detail=signal.reason)
-        decision = self._decide(svc, backend, result, trio.current_time(), None)
-        commit = self._take(svc, backend, result, decision, self.wall(), svc.config.probe.type)
+        now = trio.current_time()
+        decision = self._decide(svc, backend, result, now, None)
+        commit = self._take(svc, backend, result, decision, now, self.wall(),
+                            svc.config.probe.type)
         if commit is not None:
             self.committer.submit(commit)
 
-    def probe_now(self, backend: BackendRuntime) -> bool:
+    def watch_lost(self, group: ProbeGroup, hint: str) -> None:
+        """A watched connection was lost (SPEC 9): probe the group's backends now (a hint:
+        the probe decides); the breaker's fast_interval follows a failure."""
+        for backend in dict.fromkeys(slot.backend for slot in group.members):
+            if self.probe_now(backend):
+                log.info("%s/%s: %s; probing now", backend.service, backend.config.name, hint)
+
+    def probe_now(self, backend: BackendRuntime, *, down_too: bool = False) -> bool:
         """Probe `backend` at once instead of at its `next_due`; True when that brought
         a probe forward. Nothing when it is down (already out of rotation: its breaker's
-        schedule decides) or already due (a check of it may be in flight: its result is
-        the answer)."""
+        schedule decides) unless `down_too`, or already due (a check of it may be in
+        flight: its result is the answer)."""
         now = trio.current_time()
-        if backend.breaker.health is Health.DOWN:
+        if backend.breaker.health is Health.DOWN and not down_too:
             return False
         hurried = False
         for slot in backend.checks:  # every check of it
@@ -587,18 +607,60 @@ class Engine:
             hurried = True
         return hurried
 
+    # -- self-suspicion -----------------------------------------------------------
+
+    def restart_doubt(self) -> None:
+        """Run self-suspicion (SPEC 11) when `canaries:` or `suspect:` is configured; after
+        a reload with the same settings only the backend count changes, with new ones
+        the downs held so far are judged again, and without any they are released."""
+        wanted = (self.config.canaries, self.config.suspect)
+        old = self.doubt
+        if old is not None and old.settings == wanted:
+            old.resize(self.services.values())
+            return
+        held = [b for svc in self.services.values() for b in svc.backends if b.inputs.held]
+        if old is not None:
+            old.stop()
+        for b in held:
+            b.inputs = replace(b.inputs, held=False)
+        self.doubt = None
+        if not self.config.canaries and self.config.suspect is None:
+            return
+        if self.cluster is not None:  # one member's own trouble is outvoted (SPEC 12)
+            log.warning("canaries and suspect are not used in a cluster: a down needs "
+                        "quorum of a backend's probers, so one member's own network "
+                        "trouble takes nothing down")
+            return
+        self.doubt = SelfDoubt(self.config, self, self.probe_factory, self.wall)
+        self.start_task(self.doubt.run)
+        self.doubt.adopt(held)
+
+    def recommit(self, svc: ServiceRuntime, backend: BackendRuntime | None, reason: str,
+                 note: ServiceNote | None = None) -> None:
+        """Decide `svc`'s view now (self-suspicion's holds, releases and service events)
+        and carry it out in order with every other decision."""
+        self.committer.submit(self.committer.stage(svc, backend, reason, note=note))
+
+    def recheck(self, backend: BackendRuntime) -> None:
+        """Probe `backend` now, even while its breaker is down (a down held while
+        sentinel suspected itself is judged again once the suspicion ends)."""
+        self.probe_now(backend, down_too=True)
+
     # -- looking in -------------------------------------------------------------
 
     def verdicts(self) -> Verdicts:
         """Every backend's verdict as the state file keeps it (handed to the journal)."""
         return {name: {b.config.name: SavedBackend(
-                    b.health.value, b.since, b.last_ok,
+                    # a held down is saved up: a restart must not drain what suspicion held
+                    (Health.UP if b.inputs.held else b.health).value, b.since, b.last_ok,
                     b.override.value if b.override else None) for b in svc.backends}
                 for name, svc in self.services.items()}
 
     def statistics(self) -> EngineStatistics:
-        """Probe count, probes in flight, and lateness and loop-lag percentiles."""
-        return self.pacing.statistics(self._in_flight)
+        """Probe count, probes in flight, lateness and loop-lag percentiles, and the
+        watched connections."""
+        watch = self._loop.watch_statistics()
+        return self.pacing.statistics(self._in_flight, watch)
 
     def events_after(self, seq: int) -> list[Event]:
         """Held events after `seq`, oldest first (GET /v1/events)."""
@@ -649,4 +711,6 @@ class Engine:
             "persistence": self.journal.statistics().to_json()}
         if self.cluster is not None:
             doc["cluster"] = self.cluster.status_json()
+        if self.doubt is not None:
+            doc["suspect"] = self.doubt.statistics().to_json()
         return doc

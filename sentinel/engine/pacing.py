@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import trio
 
 from sentinel.engine.slots import Slots
+from sentinel.engine.watching import WatchStatistics
 from sentinel.telemetry.logs import Throttle
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,12 @@ class EngineStatistics:
     lateness_sum: float = 0.0  # seconds, over every probe since start (Prometheus summary)
     loop_lag_ticks: int = 0
     loop_lag_sum: float = 0.0  # seconds, over every tick since start
+    watch: WatchStatistics | None = None  # watched connections (`watch:`), if any
 
     def to_json(self) -> dict[str, object]:
-        """The `engine` object of the state document."""
+        """The `engine` object of the state document (`watch` only where it is used)."""
+        watch = ({"watch": self.watch.to_json()} if self.watch is not None
+                 and self.watch.watched else {})
         return {"probes": self.probes, "in_flight": self.in_flight,
                 "local_errors": self.local_errors,
                 "last_local_error": self.last_local_error or None,
@@ -51,7 +55,7 @@ class EngineStatistics:
                                 "p99": round(self.lateness_p99_ms, 3),
                                 "max": round(self.lateness_max_ms, 3)},
                 "loop_lag_ms": {"p99": round(self.loop_lag_p99_ms, 3),
-                                "max": round(self.loop_lag_max_ms, 3)}}
+                                "max": round(self.loop_lag_max_ms, 3)}, **watch}
 
 
 class Pacing:
@@ -89,15 +93,17 @@ class Pacing:
                         "look at sentinel's file-descriptor limit, its connections and "
                         "this host's resources", backend, error, more)
 
-    def statistics(self, in_flight: Slots) -> EngineStatistics:
-        """Probe count, probes in flight, lateness and loop-lag percentiles, local errors."""
+    def statistics(self, in_flight: Slots,
+                   watch: WatchStatistics | None = None) -> EngineStatistics:
+        """Probe count, probes in flight, lateness and loop-lag percentiles, local errors,
+        and `watch` (the probe loop's watched connections) as given."""
         late = percentiles(self._lateness)
         lag = percentiles(self._loop_lag)
         return EngineStatistics(self.probes, in_flight.borrowed_tokens,
                                 int(in_flight.total_tokens), late[0.5], late[0.99],
                                 late[1.0], lag[0.99], lag[1.0], self.local_errors,
                                 self._last_local, self._lateness_sum, self._lag_ticks,
-                                self._lag_sum)
+                                self._lag_sum, watch)
 
     async def watch_lag(self, in_flight: Slots) -> None:
         """Measure event-loop lag (oversleep of a short sleep) and warn when probes run late."""

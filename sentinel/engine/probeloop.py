@@ -49,6 +49,10 @@ ends that check with the exchange's verdict on it, or its ERROR result
 
 The loop does its I/O only through the `Poller`, so tests give it a virtual
 network on trio's MockClock and the engine's timing tests run this path.
+
+Watched connections (`watch:`, `sentinel.engine.watching`) sit in the same
+poller beside the checks. The loop makes their `Watches` when the first one is
+added: without any, a pass pays one attribute test for them and nothing more.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ import trio
 from sentinel.engine.names import NameKey, Names
 from sentinel.engine.probegroups import ProbeGroup
 from sentinel.engine.slots import Slots
+from sentinel.engine.watching import Watches, WatchStatistics
 from sentinel.model import ProbeResult
 from sentinel.probes import rawsock
 from sentinel.probes.base import Probe, ResolveError, crashed
@@ -88,7 +93,7 @@ def accepts(probe: Probe) -> TypeGuard[LeanProbe]:
 
 
 class LoopHost(Protocol):
-    """What the loop reports to (the engine)."""
+    """What the loop reports to (the engine); also what its watches report to."""
 
     def probes_started(self, lateness: Sequence[float]) -> None:
         """Checks started these many seconds after they were due (one pass's)."""
@@ -97,6 +102,9 @@ class LoopHost(Protocol):
                    start_unix: float) -> None:
         """A check finished: judge it and set its members' `next_due` (sync, no await),
         counting the interval from `started` (the due time, if the check was on time)."""
+
+    def watch_lost(self, group: ProbeGroup, hint: str) -> None:
+        """`group`'s watched connection was lost (`hint` says how): probe it now."""
 
 
 class Running:
@@ -226,6 +234,9 @@ class Sock(Protocol):
     def recv(self, size: int, /) -> bytes:
         """Read up to `size` bytes; b"" at EOF; BlockingIOError when none are there."""
 
+    def setsockopt(self, level: int, option: int, value: int, /) -> None:
+        """Set an option (a watched connection's TCP keepalive)."""
+
     def close(self) -> None:
         """Close (with an RST: SO_LINGER 0 is set when the socket is made)."""
 
@@ -305,14 +316,39 @@ class ProbeLoop:
         self._answers: list[NameKey] = []  # names looked up since the last pass
         self._sleep: trio.CancelScope | None = None  # the loop's wait, while it waits
         self._passes = 0
+        self._watches: Watches | None = None  # made for the first `watch:` group
 
     def add(self, group: ProbeGroup, probe: LeanProbe) -> None:
-        """Probe `group` from its `next_due` on, until it is stopped (regroup)."""
+        """Probe `group` from its `next_due` on, until it is stopped (regroup); with
+        `watch:` in its probe settings, hold a watched connection to it too."""
         self._agenda.add(group, probe)
         host = group.members[0].target.host
         if rawsock.literal(host) is None:
             self._names.want((probe.resolver, host), group)
         self._wake(group.due())
+        config = group.key[0]
+        if config.watch is not None:
+            if self._watches is None:
+                self._watches = Watches(self._poller, self._host)
+            self._watches.add(group, config, partial(self._address, probe, host),
+                              trio.current_time())
+            self._wake(self._watches.wake_at())
+
+    def drop(self, group: ProbeGroup) -> None:
+        """`group` was stopped (regroup): close its watched connection, if any (its
+        checks end by themselves)."""
+        if self._watches is not None:
+            self._watches.drop(group)
+
+    def watch_statistics(self) -> WatchStatistics | None:
+        """Watched connections held, lost and hinted (None: no group is watched)."""
+        return self._watches.statistics() if self._watches is not None else None
+
+    def _address(self, probe: LeanProbe, host: str) -> Address | ResolveError | None:
+        """Where `host` is now: an IP literal, or the resolver task's answer (None: no
+        valid answer yet)."""
+        return rawsock.literal(host) or self._names.answer((probe.resolver, host),
+                                                           trio.current_time())
 
     def hurry(self, group: ProbeGroup, probe: LeanProbe) -> None:
         """A member of `group` is due earlier (a passive signal): check it then."""
@@ -333,7 +369,10 @@ class ProbeLoop:
                 task_status.started()
                 while True:
                     self._pass()
-                    wake = self._agenda.wake_at(trio.current_time(), self._batch)
+                    now = trio.current_time()
+                    wake = self._agenda.wake_at(now, self._batch)
+                    if self._watches is not None:
+                        wake = min(wake, max(self._watches.wake_at(), now + self._batch))
                     with trio.move_on_at(wake) as self._sleep:
                         await self._poller.wait()
                     self._sleep = None
@@ -343,6 +382,8 @@ class ProbeLoop:
                 if running.step != FINISHED:
                     self._close(running)
                     self._slots.give()
+            if self._watches is not None:
+                self._watches.close()
             self._poller.close()
 
     def _wake(self, when: float) -> None:
@@ -364,6 +405,8 @@ class ProbeLoop:
         if self._answers:
             self._resume()
         self._expire()
+        if self._watches is not None:
+            self._watches.tick(trio.current_time())
         if self._start_due():
             self._advance_ready()
 
@@ -392,13 +435,16 @@ class ProbeLoop:
     def _advance_ready(self) -> None:
         # Every ready socket (the default is at most 1,023): a socket left unread here
         # would be judged against its deadline with its answer waiting.
-        events = self._poller.poll(len(self._running) + 1)
+        watches = self._watches
+        events = self._poller.poll(len(self._running) + (len(watches) if watches else 0) + 1)
         now = trio.current_time()
         running_by_fd = self._running
         for fd, flags in events:
             running = running_by_fd.get(fd)
             if running is not None:
                 self._step(running, flags, now)
+            elif watches is not None:
+                watches.ready(fd, flags, now)
 
     def _start_due(self) -> int:
         """Start every due group that gets an in-flight slot; how many started."""
@@ -548,6 +594,8 @@ class ProbeLoop:
         self._slots.give()
         group = running.group
         if not group.stopped:
+            if result.ok and self._watches is not None:
+                self._watches.probe_passed(group, now)
             self._host.probe_done(group, result, running.anchor, now, running.start_unix)
             self._agenda.add(group, running.probe)
 

@@ -28,6 +28,10 @@ when a canary that started after it began passes, or `max_suspect` after it
 began (0: only canaries end it). Evidence gathered around a suspicion is
 void: every down still held when it ends is re-probed (`recheck`), and only
 a backend that fails again is published, through the canary gate as usual.
+A probe that started before the suspicion ended (one in flight through the
+outage, timing out just after it) is no such evidence: after its failure, or
+a breaker turning down on it, the backend is held with void evidence and
+re-probed.
 So a checker whose network came back does not then drain everything its
 breakers marked down during the outage (a backend that is really dead fails
 its recheck and goes, one probe and one canary round trip later).
@@ -56,6 +60,7 @@ max_suspect: 60s}`, 3 services of 2 backends (6)::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -132,6 +137,7 @@ class _State:
     suspect: Suspicion | None = None
     affected: set[str] = field(default_factory=set)  # services with a down held while suspect
     trusting: bool = False  # max_suspect ran out: believe probes until a canary passes
+    void_before: float = -math.inf  # probes that started earlier are no evidence (it ended)
 
 
 class Doubt:
@@ -192,6 +198,9 @@ class Doubt:
         if s.suspect is not None:
             s.held[key] = started
             return self._join((key,))
+        if started < s.void_before:  # judged on a probe from the suspicion: no evidence
+            s.held[key] = None
+            return Outcome(hold=(key,), recheck=(key,))
         if self._gate_open():
             s.published.add(key)
             return Outcome(publish=(key,))
@@ -210,6 +219,8 @@ class Doubt:
         if ok:
             s.held[key] = None
             return NOTHING
+        if started < s.void_before:
+            return Outcome(recheck=(key,))  # a probe from the suspicion: probe again
         if s.held[key] is not None:
             return NOTHING  # the first failing probe since the evidence was void counts
         s.held[key] = started
@@ -245,7 +256,7 @@ class Doubt:
         if s.suspect is not None:
             if started < s.suspect.since:
                 return NOTHING  # vouches for a time before the suspicion began
-            return self._end(f"canary {name} passed")
+            return self._end(f"canary {name} passed", now)
         s.trusting = False
         return self._release(started, now)
 
@@ -257,7 +268,7 @@ class Doubt:
         assert self.rule is not None
         self._s.trusting = bool(self.canary_names)
         return self._end(f"max_suspect {self.rule.max_suspect:g}s ran out; believing the "
-                         "probes again")
+                         "probes again", now)
 
     # -- rules --------------------------------------------------------------------------
 
@@ -337,11 +348,12 @@ class Doubt:
             return f"; until {rule.max_suspect:g}s pass{names}"
         return "; until a canary passes"
 
-    def _end(self, why: str) -> Outcome:
+    def _end(self, why: str, now: float) -> Outcome:
         s = self._s
         assert s.suspect is not None
         services = tuple(sorted(s.affected))
         s.suspect = None
+        s.void_before = now
         s.affected = set()
         s.turned.clear()  # the downs that made the suspicion are not counted twice
         recheck = tuple(sorted(s.held))
@@ -354,8 +366,11 @@ class Doubt:
     def _release(self, started: float, now: float) -> Outcome:
         """A canary passed (not suspect): publish the held downs it vouches for."""
         s = self._s
+        # a tie counts as after: on a virtual clock a zero-latency probe and the canary
+        # asked for by its result start at the same instant, and waiting for a strictly
+        # later canary would ask again at that instant forever
         covered = tuple(sorted(k for k, at in s.held.items()
-                               if at is not None and at < started))
+                               if at is not None and at <= started))
         for key in covered:
             del s.held[key]
             s.published.add(key)

@@ -39,6 +39,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from sentinel import __version__
+from sentinel.engine.suspect import Cause
 from sentinel.model import Event, State
 from sentinel.observe import ProbeRecord
 
@@ -157,6 +158,7 @@ class Metrics:
         yield self.probe_histogram()
         if self._engine is not None:
             yield from _engine_series(self._engine)
+            yield from _suspect_series(self._engine)
             yield from _outbox_series(self._engine)
             if self._engine.cluster is not None:
                 yield from _cluster_series(self._engine.cluster.node.statistics())
@@ -248,6 +250,28 @@ def _summary(name: str, documentation: str, quantiles_ms: dict[str, float], coun
     summary.add_sample(f"{name}_count", {}, count)
     summary.add_sample(f"{name}_sum", {}, total)
     return summary
+
+
+def _suspect_series(engine: Engine) -> Iterator[Metric]:
+    """Self-suspicion (SPEC 11), when configured: why sentinel doubts itself, how many
+    downs it holds back, and each canary's last answer."""
+    if engine.doubt is None:
+        return
+    stats = engine.doubt.statistics()
+    suspect = GaugeMetricFamily("sentinel_suspect", "1 while sentinel suspects its own "
+                                "network and holds every down, by cause (canaries, "
+                                "mass_failure).", labels=["cause"])
+    for cause in Cause:
+        suspect.add_metric([cause.name.lower()], int(stats.cause() is cause))
+    yield suspect
+    yield GaugeMetricFamily("sentinel_suspect_held", "Backends whose down verdict "
+                            "self-suspicion holds back (published up).", value=stats.held)
+    canary_up = GaugeMetricFamily("sentinel_canary_up", "1 when the canary's last probe "
+                                  "passed (absent before its first).", labels=["canary"])
+    for name, last in stats.canaries:
+        if last is not None:
+            canary_up.add_metric([name], int(last.ok))
+    yield canary_up
 
 
 def _outbox_series(engine: Engine) -> Iterator[Metric]:

@@ -24,6 +24,7 @@ from sentinel.config.model import (
     DampenConfig,
     ServiceConfig,
     SinkConfig,
+    SuspectConfig,
     ThresholdBreakerConfig,
 )
 from sentinel.engine.engine import Engine
@@ -363,3 +364,18 @@ async def test_a_member_of_another_configuration_neither_leads_nor_follows(
             assert [e for u in (*odd.notes.updates, *odd.local.updates) for e in u.events] == []
             assert odd.cluster()["mismatched"] == sorted(m.name for m in rest)
             odd.stop()
+
+
+async def test_self_suspicion_is_not_run_in_a_cluster(
+        etcd: EtcdServer, prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+        ) -> None:
+    """With `suspect:` and `cluster:` the member runs no self-suspicion (a down needs a
+    quorum of probers, so its own trouble is outvoted) and says so."""
+    base = config(tmp_path, service("web", PORTS))
+    engine = Engine(replace(base, suspect=SuspectConfig(),
+                            cluster=cluster_config(etcd, prefix, "n1")),
+                    sinks={"rec": RecordingSink("rec")}, probe_factory=FakeProbe().factory(),
+                    run_blocking=run_inline)
+    engine.restart_doubt()
+    assert engine.doubt is None
+    assert "canaries and suspect are not used in a cluster" in caplog.text

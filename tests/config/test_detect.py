@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sentinel.config.model import Config, InitState, PassiveConfig, SuspectConfig
+from sentinel.config.model import Config, InitState, PassiveConfig, SuspectConfig, WatchConfig
 from sentinel.errors import ConfigErrors
 from sentinel.sinks.registry import load_config
 from tests.config import check_schema_verdict, write_config
@@ -161,3 +161,57 @@ def test_schema_refuses_what_it_can(text: str, expected: str, loader_only: str) 
     """The schema refuses each detection mistake at its key path, unless only the loader
     can see it (`loader_only` says why)."""
     check_schema_verdict(yaml.safe_load(text), expected.split(": ")[1], loader_only)
+
+
+def test_watch_on_tcp_and_http_probes(tmp_path: Path) -> None:
+    """`watch: true`, or a block with `keepalive`; off by default and with `false`."""
+    config = load(tmp_path, """\
+        defaults: {probe: {type: http, watch: true}}
+        services:
+          a: {backends: [127.0.0.1:80]}
+          b: {backends: [127.0.0.1:81], probe: {type: tcp, watch: {keepalive: 30s}}}
+          c: {backends: [127.0.0.1:82], probe: {watch: false}}
+          d: {backends: [127.0.0.1:83], probe: {type: tcp}}
+        """)
+    assert [s.probe.watch for s in config.services] == [
+        WatchConfig(), WatchConfig(keepalive=30.0), None, None]
+
+
+# (probe, the loader's error, why the schema cannot refuse it: "" when it does)
+WATCH_MISTAKES = [
+    ("{type: tcp, tls: true, watch: true}",
+     "sentinel.yaml:2:70: services.a.probe.watch: not with `tls: true`: the held "
+     "connection would be a TLS handshake never started, which servers time out and log",
+     "a rule across two fields"),
+    ("{type: tcp, watch: {keepalive: 500ms}}",
+     "sentinel.yaml:2:71: services.a.probe.watch.keepalive: must be at least 1s (the "
+     "kernel counts TCP keepalive in whole seconds)",
+     "a lower bound on a duration written as text"),
+    ("{type: https, watch: true}",
+     "sentinel.yaml:2:54: services.a.probe.watch: unknown key 'watch'", ""),
+    ("{type: tcp, watch: sometimes}",
+     "sentinel.yaml:2:59: services.a.probe.watch: expected true or false, got 'sometimes'",
+     ""),
+]
+
+
+def _with_probe(probe: str) -> str:
+    return textwrap.dedent(f"""\
+        services:
+          a: {{backends: [127.0.0.1:80], probe: {probe}}}
+        """)
+
+
+@pytest.mark.parametrize(("probe", "expected"), [m[:2] for m in WATCH_MISTAKES])
+def test_watch_mistakes(tmp_path: Path, probe: str, expected: str) -> None:
+    """watch is for tcp (without TLS) and http; keepalive in whole seconds."""
+    found = errors(tmp_path, _with_probe(probe))
+    assert [e.split("; expected one of")[0] for e in found] == [expected]
+
+
+@pytest.mark.parametrize(("probe", "expected", "loader_only"), WATCH_MISTAKES)
+def test_schema_refuses_watch_mistakes(probe: str, expected: str, loader_only: str) -> None:
+    """The schema refuses each watch mistake at its key path, unless only the loader can
+    see it (`loader_only` says why)."""
+    check_schema_verdict(yaml.safe_load(_with_probe(probe)), expected.split(": ")[1],
+                         loader_only)

@@ -22,7 +22,7 @@ TOP_KEYS = ("api, canaries, cluster, defaults, max_in_flight, services, shutdown
 SERVICE_KEYS = ("agent, backends, breaker, checks, dampen, init_state, min_up, passive, probe, "
                 "require, sinks, slow_start")
 HTTP_KEYS = ("down_interval, expect_body, expect_status, fast_interval, headers, host, "
-             "interval, jitter, method, path, source, timeout, type, verify")
+             "interval, jitter, method, path, source, timeout, type, verify, watch")
 DURATION = "expected a duration such as 250ms, 2s, 1m, 1h or a number of seconds"
 
 

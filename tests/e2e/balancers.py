@@ -204,27 +204,29 @@ class Nginx:
         return out
 
 
-def start_nginx(procs: Processes, dir: Path, first: ServiceView) -> Nginx:
+def start_nginx(procs: Processes, dir: Path, first: ServiceView, *,
+                template: str = NGINX_CONF, name: str = "nginx") -> Nginx:
     """nginx in the foreground on loopback free ports, its upstream files first rendered
-    from `first`."""
+    from `first`; `template` is NGINX_CONF or a variant of it (the failover benchmark's),
+    `name` its log's."""
     binary = require_binary("nginx")
     (dir / "tmp").mkdir(parents=True, exist_ok=True)
     load_stream = stream_module(binary)
     nginx = Nginx(binary, dir, free_port(), None if load_stream is None else free_port())
-    text = NGINX_CONF.format(load_stream=load_stream or "", dir=dir, ip=LOOPBACK,
-                             http_port=nginx.http_port)
+    text = template.format(load_stream=load_stream or "", dir=dir, ip=LOOPBACK,
+                           http_port=nginx.http_port)
     if nginx.stream_port is not None:
         text += NGINX_STREAM.format(dir=dir, ip=LOOPBACK, stream_port=nginx.stream_port)
     nginx.conf.write_text(text)
     for context in ("http", "stream"):
         nginx.include(context).write_text(render_file([render_upstream(first)], sink="first",
                                                       context=context))
-    proc = procs.start(nginx.command("-g", "daemon off;"), "nginx")
+    proc = procs.start(nginx.command("-g", "daemon off;"), name)
     ports = [p for p in (nginx.http_port, nginx.stream_port) if p is not None]
     wait_until(lambda: proc.poll() is not None or (
         all(port_open(p) for p in ports) and nginx.pid_file.exists()), what="nginx listening")
     if proc.poll() is not None:
-        raise AssertionError(f"nginx exited: {procs.log('nginx').read_text()}")
+        raise AssertionError(f"nginx exited: {procs.log(name).read_text()}")
     return nginx
 
 

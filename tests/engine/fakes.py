@@ -59,8 +59,10 @@ class VirtualSocket:
         self.network = network
         self.fd = fd
         self.peer: Peer | None = None
+        self.address: tuple[str, int] | None = None
         self.connected_at = math.inf
         self.reply_at = math.inf
+        self.closed_at = math.inf  # the peer closed the connection (`VirtualNetwork.crash`)
         self.sent = b""
         self.replied = False
         self.interest = 0
@@ -72,6 +74,7 @@ class VirtualSocket:
     def connect_ex(self, address: tuple[str, int], /) -> int:
         """Start connecting: the network's `peer` says what answers, and when."""
         self.peer = self.network.peer(*address)
+        self.address = address
         self.network.connects.append((trio.current_time(), address))
         self.connected_at = trio.current_time() + self.peer.after
         return errno.EINPROGRESS
@@ -81,6 +84,9 @@ class VirtualSocket:
         assert (level, option) == (socket.SOL_SOCKET, socket.SO_ERROR)
         return errno.ECONNREFUSED if self.peer and self.peer.refused else 0
 
+    def setsockopt(self, level: int, option: int, value: int, /) -> None:
+        """Options change nothing here."""
+
     def send(self, data: bytes, /) -> int:
         """Everything fits; the first request starts the peer's reply clock."""
         if not self.sent and self.peer and self.peer.reply is not None:
@@ -89,7 +95,9 @@ class VirtualSocket:
         return len(data)
 
     def recv(self, size: int, /) -> bytes:
-        """The reply once it is due, then EOF."""
+        """The reply once it is due, then EOF; EOF once the peer closed."""
+        if self.closed_at <= trio.current_time():
+            return b""
         if self.reply_at > trio.current_time():
             raise BlockingIOError
         if self.replied:
@@ -111,7 +119,7 @@ class VirtualSocket:
         if self.interest & select.EPOLLOUT:
             return self.connected_at, select.EPOLLOUT
         if self.interest & select.EPOLLIN:
-            return self.reply_at, select.EPOLLIN
+            return min(self.reply_at, self.closed_at), select.EPOLLIN
         return math.inf, 0
 
 
@@ -124,6 +132,15 @@ class VirtualNetwork:
         self.sockets: dict[int, VirtualSocket] = {}
         self.connects: list[tuple[float, tuple[str, int]]] = []
         self._fds = itertools.count(1000)
+        self._changed = trio.Event()  # a `crash` wakes `wait`
+
+    def crash(self, ip: str, port: int) -> None:
+        """What a killed process's kernel does: every connection to (ip, port) is closed
+        now (further connects meet whatever `peer` says)."""
+        for sock in self.sockets.values():
+            if sock.address == (ip, port):
+                sock.closed_at = min(sock.closed_at, trio.current_time())
+        self._changed.set()
 
     def socket(self, family: socket.AddressFamily, delay_ack: bool,
                source: Address | None) -> VirtualSocket:
@@ -148,9 +165,11 @@ class VirtualNetwork:
         return ready[:max_events]
 
     async def wait(self) -> None:
-        """Sleep until the next socket is due."""
+        """Sleep until the next socket is due, or a `crash`."""
         due = [sock.ready_at()[0] for sock in self.sockets.values() if sock.interest]
-        await trio.sleep_until(min(due, default=math.inf))
+        self._changed = trio.Event()
+        with trio.move_on_at(min(due, default=math.inf)):
+            await self._changed.wait()
 
     def close(self) -> None:
         """Nothing to release."""
@@ -171,6 +190,7 @@ class FakeProbe:
         self.timeout = timeout
         self.lean = True
         self.resolver = default_resolver()
+        self.network = VirtualNetwork(self.peer)  # the latest `poller`
 
     def factory(self) -> Callable[[ProbeConfig], FakeProbe]:
         """A probe_factory for Engine that always returns this probe."""
@@ -178,7 +198,13 @@ class FakeProbe:
 
     def poller(self) -> VirtualNetwork:
         """The network this probe's checks meet (pass as Engine's `poller`)."""
-        return VirtualNetwork(self.peer)
+        self.network = VirtualNetwork(self.peer)
+        return self.network
+
+    def kill(self, host: str, port: int) -> None:
+        """The backend's process dies: refused from now on, its connections closed."""
+        self.alive[(host, port)] = False
+        self.network.crash(host, port)
 
     def peer(self, host: str, port: int) -> Peer:
         """Alive: accepted at once; dead: refused after `fail_latency`."""

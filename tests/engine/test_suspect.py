@@ -205,6 +205,23 @@ def test_without_canaries_published_downs_are_restored_and_max_suspect_ends_it()
     assert d.holding(A2)
 
 
+def test_a_probe_from_before_the_end_of_a_suspicion_is_no_evidence() -> None:
+    """Seen with a blackholed checker: a probe in flight through the outage times out
+    just after a canary ended the suspicion. Its failure publishes nothing, nor does a
+    breaker turning down on it: held and re-probed; a probe started after the end
+    counts."""
+    d = Doubt(("gw",), RULE, total=8)
+    d.canary("gw", False, 1.0, 1.1)
+    assert d.down(A1, 1.2, 1.3).hold == (A1,)
+    assert d.canary("gw", True, 5.0, 5.1).recheck == (A1,)
+    assert d.probe(A1, False, 5.0, 5.15) == Outcome(recheck=(A1,))
+    assert d.down(B1, 5.05, 5.2) == Outcome(hold=(B1,), recheck=(B1,))
+    assert d.canary("gw", True, 5.3, 5.4) == NOTHING
+    assert d.probe(A1, False, 5.5, 5.6) == Outcome(probe_canaries=True)
+    assert d.probe(B1, False, 5.5, 5.6) == NOTHING
+    assert d.canary("gw", True, 5.7, 5.8).publish == (A1, B1)
+
+
 def test_one_service_failing_entirely_is_not_a_mass_failure() -> None:
     """Every backend of one service down is that service's outage, not the checker's."""
     d = Doubt((), RULE, total=3)
