@@ -17,7 +17,11 @@ place. After a lapse (the member was paused, or lost etcd for longer than
 the TTL) it logs so, counts it, grants a new lease and registers again.
 
 Registration is a put-if-absent: a second live member with the same node
-name is refused (and reported) until the first one's lease ends. Members
+name is refused (and reported) until the first one's lease ends. The record
+is rewritten in place (still under the lease) only when what it says
+changes: whether this member suspects itself (SPEC 11, `suspect`), which the
+leader follows through its member list to keep that member's down votes out
+of the tally. Members
 whose configuration hash differs from this one's are reported, never
 silently mixed.
 """
@@ -29,7 +33,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import trio
 
@@ -60,11 +64,17 @@ class MemberInfo:
     version: str
     config_sha256: str
     lease: int = 0
+    suspect: str | None = None  # why this member suspects itself (SPEC 11), or None
 
     def to_json(self) -> dict[str, object]:
         """The registration document (and the /v1/state entry)."""
         return {"node": self.node, "zone": self.zone, "api": self.api_url,
-                "version": self.version, "config_sha256": self.config_sha256}
+                "version": self.version, "config_sha256": self.config_sha256,
+                "suspect": self.suspect}
+
+    def encode(self) -> bytes:
+        """The registration document as stored in etcd."""
+        return json.dumps(self.to_json(), sort_keys=True).encode()
 
     @classmethod
     def from_kv(cls, kv: KeyValue) -> MemberInfo:
@@ -73,7 +83,8 @@ class MemberInfo:
             doc = json.loads(kv.value)
             return cls(node=str(doc["node"]), zone=doc.get("zone"), api_url=str(doc["api"]),
                        version=str(doc["version"]), config_sha256=str(doc["config_sha256"]),
-                       lease=kv.lease)
+                       lease=kv.lease,
+                       suspect=str(doc["suspect"]) if doc.get("suspect") else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{kv.key}: not a member registration: {exc!r}") from None
 
@@ -127,6 +138,15 @@ class Membership:
         self._error = "not registered yet"
         self._registrations = self._renewals = self._lapses = 0
         self._warned_hashes: set[tuple[str, str]] = set()
+        self._recorded = b""  # the registration document etcd holds under the lease
+        self._record_changed = trio.Event()
+
+    def suspect(self, reason: str | None) -> None:
+        """This member suspects itself (`reason`) or no longer does (None): its record
+        says so, rewritten under the lease (never blocks; written by the session)."""
+        if reason != self.me.suspect:
+            self.me = replace(self.me, suspect=reason)
+            self._record_changed.set()
 
     def statistics(self) -> MembershipStatistics:
         """A frozen snapshot."""
@@ -152,6 +172,7 @@ class Membership:
                     lease = await self._register()
                     async with trio.open_nursery() as term:
                         term.start_soon(self._keep_alive, lease, term.cancel_scope)
+                        term.start_soon(self._keep_record, lease)
                         if session is not None:
                             term.start_soon(session, lease)
         finally:
@@ -180,7 +201,7 @@ class Membership:
     async def _claim(self, lease: Lease) -> bool:
         """Put the member key unless another live member holds it (a retry after a lost
         answer finds its own lease on the key and counts as done)."""
-        doc = json.dumps(self.me.to_json(), sort_keys=True).encode()
+        doc = self.me.encode()
         for _ in range(3):
             try:
                 done = await self.client.txn([Compare(self.key, "CREATE", 0)],
@@ -190,9 +211,11 @@ class Membership:
                     raise
                 continue
             if done.succeeded:
+                self._recorded = doc
                 return True
             holder = done.ranges[0].kvs[0] if done.ranges[0].kvs else None
             if holder is not None and holder.lease == lease.id:
+                self._recorded = holder.value
                 return True
             if holder is not None and self._last_lease and holder.lease == self._last_lease.id:
                 # our own lapsed lease, which etcd has not yet expired: end it now
@@ -207,6 +230,29 @@ class Membership:
                                     f"member (api {other}); waiting for its lease to end")
                 return False
         raise EtcdError("registration: no clear answer after retries", maybe_applied=True)
+
+    async def _keep_record(self, lease: Lease) -> None:
+        """Rewrite the registration when what it says changed (only while the key is
+        still this lease's), retried with backoff while etcd is away."""
+        attempt = 0
+        while True:
+            doc = self.me.encode()
+            if doc == self._recorded:
+                self._record_changed = trio.Event()
+                await self._record_changed.wait()
+                continue
+            try:
+                # idempotent: repeating it after an unclear answer is harmless
+                await self.client.txn([Compare(self.key, "LEASE", lease.id)],
+                                      [Put(self.key, doc, lease.id)])
+            except EtcdError as exc:
+                log.info("cluster: could not update %s's record (%s); retrying",
+                         self.me.node, exc)
+                attempt += 1
+                await trio.sleep(self._backoff.delay(attempt, self._rng))
+                continue
+            attempt = 0
+            self._recorded = doc
 
     async def _keep_alive(self, lease: Lease, term: trio.CancelScope) -> None:
         """Renew every third of the TTL; on a lapse, end the term."""

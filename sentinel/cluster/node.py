@@ -35,9 +35,15 @@ reason), and once such a leader leads it takes the agreed state as it
 stands. This is what a rolling change of the file looks like: updated
 members wait, fail static, until the leader is one of them.
 
+Self-suspicion (SPEC 11): a member that suspects itself says so in its
+member record (`suspect`); the leader follows it through the member list and
+its down votes abstain in every tally (`suspects`) until the record says
+otherwise, when the members-changed path has every backend voted on again.
+
 `statistics()` is the `cluster` object of /v1/state; `ok` is false while this
-member is not registered, cannot follow etcd, or fewer members are live than
-a down vote needs, with the reason in `error`. A change of `ok` is logged.
+member is not registered, cannot follow etcd, or fewer members are live (and
+not suspect) than a down vote needs, with the reason in `error`. A change of
+`ok` is logged.
 """
 
 from __future__ import annotations
@@ -131,6 +137,7 @@ class ClusterStatistics:
     probers: int | None  # per backend (None: every member)
     quorum: int
     probing: int  # backends this member probes
+    suspects: tuple[str, ...]  # live members that suspect themselves (their downs abstain)
     revision: int  # of the agreed state this member follows
     lag_p50_ms: float  # agreed view written -> seen here, over recent views
     lag_p99_ms: float
@@ -147,7 +154,8 @@ class ClusterStatistics:
                 "node": m.node, "leader": self.leader, "leading": self.leading,
                 "following": self.following,
                 "members": [member.to_json() for member in m.members],
-                "mismatched": list(m.mismatched), "revision": self.revision,
+                "mismatched": list(m.mismatched), "suspects": list(self.suspects),
+                "revision": self.revision,
                 "probers": self.probers if self.probers is not None else "all",
                 "quorum": self.quorum, "probing": self.probing, "lease": m.lease,
                 "lapses": m.lapses, "terms": self.terms,
@@ -233,7 +241,20 @@ class ClusterNode:
         """The vote on one backend from its live probers' observations (SPEC 12)."""
         probers = self.probers(service, backend)
         seen = {node: o.state for node, o in self.observations.of(service, backend).items()}
-        return tally(seen, probers, self.config.quorum_for(len(probers)), current)
+        return tally(seen, probers, self.config.quorum_for(len(probers)), current,
+                     self.suspects())
+
+    def suspects(self) -> frozenset[str]:
+        """Live members of this configuration whose record says they suspect themselves
+        (SPEC 11): their down votes abstain."""
+        live = {m.node for m in self._live}
+        return frozenset(node for node, m in self._members.items()
+                         if m.suspect is not None and node in live)
+
+    def suspect(self, reason: str | None) -> None:
+        """This member suspects itself (`reason`) or no longer does (None): published in
+        its member record, written on change."""
+        self.membership.suspect(reason)
 
     def report(self, service: str, backend: str, state: State, reason: str) -> None:
         """This member's verdict on a backend it probes (written only when it changed)."""
@@ -435,11 +456,16 @@ class ClusterNode:
         mixed = self.mixed()
         if mixed:
             return False, mixed
-        able = len(self._live)
-        needed = self.config.quorum_for(min(able, self.config.probers or able))
+        live = len(self._live)
+        needed = self.config.quorum_for(min(live, self.config.probers or live))
+        suspects = self.suspects()
+        able = live - len(suspects)
         if able < needed:
-            return False, (f"only {able} member{'' if able == 1 else 's'} live, a down "
-                           f"vote needs {needed}: no backend can be voted down")
+            doubt = (f" ({', '.join(sorted(suspects))} "
+                     f"{'suspects itself' if len(suspects) == 1 else 'suspect themselves'})"
+                     if suspects else "")
+            return False, (f"only {able} member{'' if able == 1 else 's'} live{doubt}, "
+                           f"a down vote needs {needed}: no backend can be voted down")
         return True, ""
 
     async def _watch_ok(self) -> None:
@@ -475,6 +501,7 @@ class ClusterNode:
             terms=self._terms,
             membership=self.membership.statistics(), probers=self.config.probers,
             quorum=self.config.quorum_for(self.config.probers or len(self._live)),
-            probing=probing, revision=self.agreed.revision, lag_p50_ms=lag[0.5],
+            probing=probing, suspects=tuple(sorted(self.suspects())),
+            revision=self.agreed.revision, lag_p50_ms=lag[0.5],
             lag_p99_ms=lag[0.99], lag_count=self._lag_count, lag_sum=self._lag_sum,
             writer=self.writer.statistics(), etcd=self.client.statistics())

@@ -15,7 +15,10 @@ Every member:
   and HAProxy sinks the same view. A member that does not lead also takes
   the agreed states into its runtimes (what /v1/state shows, and where it
   starts from should it lead);
-- stores admin overrides in etcd instead of applying them itself.
+- stores admin overrides in etcd instead of applying them itself;
+- publishes in its member record whether it suspects itself (`suspect`, from
+  its self-suspicion shell, which in a cluster only detects: SPEC 11); the
+  leader's tally counts a suspect member's down votes as abstentions.
 
 The leader (`lead`, one term) starts from what etcd holds, resumes the
 deliveries of its `scope: leader` durable sinks (webhook) from the seq the
@@ -57,6 +60,7 @@ from sentinel.engine.commit import Commit, Committer
 from sentinel.engine.decide import Decision, Note, Published, dampen, feed
 from sentinel.engine.service import ServiceRuntime
 from sentinel.engine.slowstart import ramp
+from sentinel.engine.suspect import Suspicion
 from sentinel.model import Event, ProbeResult, ServiceView, State
 from sentinel.observe import NullObserver
 from sentinel.sinks.base import Update
@@ -151,6 +155,11 @@ class ClusterMode:
             self._reported.discard(key)
         self._probing = probing
         self._assigned = True
+
+    def suspect(self, suspicion: Suspicion | None) -> None:
+        """This member suspects itself, or no longer does (SPEC 11): its record says so,
+        and the leader stops counting its down votes, or counts them again."""
+        self.node.suspect(suspicion.reason if suspicion is not None else None)
 
     # -- ClusterHost: what the node reports ------------------------------------------
 

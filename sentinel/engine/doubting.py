@@ -18,6 +18,14 @@ what it answers carried out.
   warning saying what to check;
 - wakes when `max_suspect` runs out (`Doubt.wake_at`).
 
+In a cluster (SPEC 11's last sentence, SPEC 12) publishing is the leader's, from the
+vote: a member's shell is given `announce` and only detects. The canaries, the gate's
+requests for them, the mass-failure rule over this member's own verdicts (the backends
+it probes: `resize`), re-probes and the log run as above; holds, releases, restores and
+service events do not. Each start and end of a suspicion goes to `announce` instead
+(the member publishes it in its record; the leader then counts its down votes as
+abstentions).
+
 Precedence (SPEC 11, README "Doubting itself"): an admin override wins over a held
 down (`decide.desired`), a held down over its breaker (`decide.verdict`).
 """
@@ -97,7 +105,10 @@ class SelfDoubt:
 
     def __init__(self, config: Config, host: DoubtHost,
                  probe_factory: Callable[[ProbeConfig], Probe],
-                 wall: Callable[[], float]) -> None:
+                 wall: Callable[[], float],
+                 announce: Callable[[Suspicion | None], None] | None = None) -> None:
+        """`announce`: a cluster member's; detect only, and hand it each start (the
+        suspicion) and end (None) of a suspicion instead of holding any down."""
         self.settings = (config.canaries, config.suspect)
         self.doubt = Doubt(tuple(c.name for c in config.canaries), config.suspect,
                            total=sum(len(s.backends) for s in config.services))
@@ -106,6 +117,7 @@ class SelfDoubt:
                          for c in config.canaries]
         self._host = host
         self._wall = wall
+        self._announce = announce
         self._since_unix = 0.0
         self._index: tuple[object, dict[Key, BackendRuntime]] = (None, {})
         self._timer: trio.CancelScope | None = None
@@ -196,9 +208,10 @@ class SelfDoubt:
         for b in backends:
             self._carry_out(self.doubt.down((b.service, b.config.name), now, now), b)
 
-    def resize(self, services: Iterable[ServiceRuntime]) -> None:
-        """After a reload with the same settings: the backends there are now."""
-        keys = {(s.config.name, b.config.name) for s in services for b in s.backends}
+    def resize(self, backends: Iterable[BackendRuntime]) -> None:
+        """The backends whose verdicts it judges now (after a reload with the same
+        settings; in a cluster, after the assignment moved)."""
+        keys = {(b.service, b.config.name) for b in backends}
         self.doubt.resize(len(keys), keys)
 
     # -- carrying out ---------------------------------------------------------------------
@@ -206,6 +219,9 @@ class SelfDoubt:
     def _carry_out(self, outcome: Outcome, current: BackendRuntime | None = None) -> None:
         """Do what `outcome` asks; `current` is the backend whose probe is being judged
         (the engine publishes its own change)."""
+        if self._announce is not None:
+            self._detect(outcome, self._announce)
+            return
         for line in outcome.log:
             log.warning("%s", line)
         find = self._backend
@@ -232,8 +248,31 @@ class SelfDoubt:
         if outcome.ended:
             self._notify(outcome.services, outcome.ended,
                          ServiceNote("suspect", "normal", outcome.ended))
+        self._ask(outcome)
+
+    def _detect(self, outcome: Outcome, announce: Callable[[Suspicion | None], None]
+                ) -> None:
+        """`_carry_out` for a cluster member: no holds or events, the suspicion announced
+        (Doubt's own log lines speak of holding downs: this member holds none)."""
+        if outcome.began is not None:
+            self._since_unix = self._wall()
+            log.warning("sentinel suspects itself: %s; the cluster does not count its down "
+                        "votes until that ends; check this host's network%s",
+                        outcome.began.reason,
+                        " and the canaries themselves" if outcome.began.cause is
+                        Cause.CANARIES else " (interface, routes, firewall, resolver)")
+            announce(outcome.began)
+        elif outcome.ended:
+            log.warning("sentinel no longer suspects itself: %s; its down votes count "
+                        "again", outcome.ended)
+            announce(None)
+        self._ask(outcome)
+
+    def _ask(self, outcome: Outcome) -> None:
+        """The re-probes and canary probes `outcome` asks for; the timer moved to
+        `max_suspect`'s end."""
         for key in outcome.recheck:
-            if (b := find(key)) is not None:
+            if (b := self._backend(key)) is not None:
                 self._host.recheck(b)
         if outcome.probe_canaries:
             self.ask_canaries()

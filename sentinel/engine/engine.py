@@ -253,6 +253,8 @@ class Engine:
         self._agents.match(((b, svc.config.agent) for svc in self.services.values()
                             for b in svc.backends if svc.config.agent is not None),
                            self._probe_nursery)
+        if self.doubt is not None and mine is not None:  # the assignment may have moved
+            self.doubt.resize(self._judged())
         if not self._first_round.is_set():  # a reload may add or remove backends to wait for
             self._unprobed = {b for svc in self.services.values() for b in svc.backends
                               if b.last_probe is None and (mine is None or mine(b))}
@@ -612,11 +614,13 @@ class Engine:
     def restart_doubt(self) -> None:
         """Run self-suspicion (SPEC 11) when `canaries:` or `suspect:` is configured; after
         a reload with the same settings only the backend count changes, with new ones
-        the downs held so far are judged again, and without any they are released."""
+        the downs held so far are judged again, and without any they are released. A
+        cluster member only detects: its suspicion goes to the cluster (its down votes
+        abstain), the leader publishes."""
         wanted = (self.config.canaries, self.config.suspect)
         old = self.doubt
         if old is not None and old.settings == wanted:
-            old.resize(self.services.values())
+            old.resize(self._judged())
             return
         held = [b for svc in self.services.values() for b in svc.backends if b.inputs.held]
         if old is not None:
@@ -624,16 +628,22 @@ class Engine:
         for b in held:
             b.inputs = replace(b.inputs, held=False)
         self.doubt = None
+        announce = self.cluster.suspect if self.cluster is not None else None
+        if announce is not None:
+            announce(None)  # new settings, or none: a fresh start
         if not self.config.canaries and self.config.suspect is None:
             return
-        if self.cluster is not None:  # one member's own trouble is outvoted (SPEC 12)
-            log.warning("canaries and suspect are not used in a cluster: a down needs "
-                        "quorum of a backend's probers, so one member's own network "
-                        "trouble takes nothing down")
-            return
-        self.doubt = SelfDoubt(self.config, self, self.probe_factory, self.wall)
+        self.doubt = SelfDoubt(self.config, self, self.probe_factory, self.wall, announce)
+        self.doubt.resize(self._judged())
         self.start_task(self.doubt.run)
         self.doubt.adopt(held)
+
+    def _judged(self) -> list[BackendRuntime]:
+        """The backends whose verdicts self-suspicion judges: every one, or in a cluster
+        those this member probes (the mass-failure rule is over its own verdicts)."""
+        mine = self.cluster.probes if self.cluster is not None else None
+        return [b for svc in self.services.values() for b in svc.backends
+                if mine is None or mine(b)]
 
     def recommit(self, svc: ServiceRuntime, backend: BackendRuntime | None, reason: str,
                  note: ServiceNote | None = None) -> None:

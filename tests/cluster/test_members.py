@@ -5,7 +5,8 @@ dir, a probe whose answers the test sets per member (so one member can see
 a backend fail that the others see up), a local recording sink and a
 leader-scope one. This pins the engine's part: who probes what, the vote
 taking the breaker's place, every member's local sinks on the same view at
-the same seq, leader-scope sinks told once, overrides from any member.
+the same seq, leader-scope sinks told once, overrides from any member, a
+suspect member's down votes abstaining (SPEC 11).
 """
 
 from __future__ import annotations
@@ -20,15 +21,17 @@ import pytest
 import trio
 
 from sentinel.config.model import (
+    CanaryConfig,
     Config,
     DampenConfig,
+    ProbeConfig,
     ServiceConfig,
     SinkConfig,
-    SuspectConfig,
     ThresholdBreakerConfig,
+    Timing,
 )
 from sentinel.engine.engine import Engine
-from sentinel.model import ServiceView
+from sentinel.model import ServiceView, State
 from sentinel.sinks.base import RecordingSink
 from tests.cluster.etcd_server import EtcdServer
 from tests.cluster.helpers import cluster_config
@@ -37,6 +40,10 @@ from tests.engine.fakes import FakeProbe, config, run_inline, service
 
 pytestmark = pytest.mark.e2e
 PORTS = [9001, 9002, 9003, 9004, 9005, 9006]
+CANARY_PORT = 9099
+GW = CanaryConfig(name="gw", address=f"127.0.0.1:{CANARY_PORT}", host="127.0.0.1",
+                  port=CANARY_PORT, probe=ProbeConfig("tcp", Timing(
+                      interval=0.2, fast_interval=0.1, down_interval=0.2, timeout=0.05)))
 
 
 class Member:
@@ -88,14 +95,21 @@ class Member:
 
 
 def start_member(nursery: trio.Nursery, etcd: EtcdServer, prefix: str, tmp_path: Path,
-                 name: str, svc: ServiceConfig, config_sha256: str = "c0ffee") -> Member:
+                 name: str, svc: ServiceConfig, config_sha256: str = "c0ffee", *,
+                 probers: int | None = 2, canaries: tuple[CanaryConfig, ...] = (),
+                 alive: tuple[int, ...] = ()) -> Member:
     """A member `name` of `svc` (with a local and a leader-scope sink) running in
-    `nursery`, its configuration file's hash `config_sha256`."""
+    `nursery`, its configuration file's hash `config_sha256`, `probers` per backend
+    (None: all), quorum 2, with `canaries`; it sees the ports in `alive` refuse from the
+    start."""
     base = config(tmp_path / name, svc, sinks=("rec",))
     cfg = replace(base, sinks=(*base.sinks, SinkConfig("note", "exec", None, scope="leader")),
-                  cluster=cluster_config(etcd, prefix, name, probers=2, quorum=2,
+                  canaries=canaries,
+                  cluster=cluster_config(etcd, prefix, name, probers=probers, quorum=2,
                                          lease_ttl=1, config_sha256=config_sha256))
     member = Member(name, cfg)
+    for port in alive:
+        member.sees(port, alive=False)
 
     async def run() -> None:
         with member.scope:
@@ -108,16 +122,21 @@ def start_member(nursery: trio.Nursery, etcd: EtcdServer, prefix: str, tmp_path:
 @asynccontextmanager
 async def members(etcd: EtcdServer, prefix: str, tmp_path: Path, names: tuple[str, ...],
                   *, interval: float = 0.1, fast: float | None = None, min_up: int = 0,
-                  dampen: DampenConfig | None = None) -> AsyncIterator[dict[str, Member]]:
+                  dampen: DampenConfig | None = None, probers: int | None = 2,
+                  canaries: tuple[CanaryConfig, ...] = (),
+                  refused: dict[str, tuple[int, ...]] | None = None
+                  ) -> AsyncIterator[dict[str, Member]]:
     """Members `names` running until the block ends, once all are registered and one
-    leads."""
+    leads (`refused`: the ports each member sees refuse from the start)."""
     svc = replace(service("web", PORTS, interval=interval, fast=fast, timeout=0.05,
                           sinks=("rec", "note"), breaker=ThresholdBreakerConfig(fall=2, rise=2),
                           min_up=min_up), dampen=dampen)
     out: dict[str, Member] = {}
     async with trio.open_nursery() as nursery:
         for name in names:
-            out[name] = start_member(nursery, etcd, prefix, tmp_path, name, svc)
+            out[name] = start_member(nursery, etcd, prefix, tmp_path, name, svc,
+                                     probers=probers, canaries=canaries,
+                                     alive=(refused or {}).get(name, ()))
         await eventually(lambda: all(len(m.cluster()["members"]) == len(names)  # type: ignore[arg-type]
                                      and m.cluster()["leader"] for m in out.values()),
                          what="every member registered, a leader elected")
@@ -366,16 +385,62 @@ async def test_a_member_of_another_configuration_neither_leads_nor_follows(
             odd.stop()
 
 
-async def test_self_suspicion_is_not_run_in_a_cluster(
-        etcd: EtcdServer, prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
-        ) -> None:
-    """With `suspect:` and `cluster:` the member runs no self-suspicion (a down needs a
-    quorum of probers, so its own trouble is outvoted) and says so."""
-    base = config(tmp_path, service("web", PORTS))
-    engine = Engine(replace(base, suspect=SuspectConfig(),
-                            cluster=cluster_config(etcd, prefix, "n1")),
-                    sinks={"rec": RecordingSink("rec")}, probe_factory=FakeProbe().factory(),
-                    run_blocking=run_inline)
-    engine.restart_doubt()
-    assert engine.doubt is None
-    assert "canaries and suspect are not used in a cluster" in caplog.text
+def leader_of(nodes: dict[str, Member]) -> Member:
+    """The member that leads now."""
+    return next(m for m in nodes.values() if m.cluster()["leading"])
+
+
+async def test_two_of_three_down_votes_take_a_backend_down(
+        etcd: EtcdServer, prefix: str, tmp_path: Path) -> None:
+    """Every member probes every backend, quorum 2: two members seeing b9001 fail while
+    the third sees it up is a quorum, and it goes down everywhere (the baseline of the
+    suspicion test below)."""
+    async with members(etcd, prefix, tmp_path, ("n1", "n2", "n3"), probers=None) as nodes:
+        everyone_up = {f"b{p}": "up" for p in PORTS}
+        await eventually(lambda: agreed(nodes, everyone_up), what="all up")
+        for name in ("n1", "n2"):
+            nodes[name].sees(9001, alive=False)
+        await eventually(lambda: agreed(nodes, {**everyone_up, "b9001": "down"}),
+                         what="b9001 down everywhere")
+        assert nodes["n1"].entry("b9001")["observers"] == {"n1": "down", "n2": "down",
+                                                           "n3": "up"}
+
+
+async def test_a_suspect_members_down_vote_abstains_until_its_canary_passes(
+        etcd: EtcdServer, prefix: str, tmp_path: Path) -> None:
+    """n1's canary is refused, so n1 suspects itself and says so in its member record:
+    with n1 and n2 seeing b9001 fail and n3 seeing it up, n1's down abstains, one vote is
+    below quorum 2 and b9001 stays up everywhere; once n1's canary passes its down
+    counts again and b9001 goes down."""
+    async with members(etcd, prefix, tmp_path, ("n1", "n2", "n3"), probers=None,
+                       canaries=(GW,), refused={"n1": (CANARY_PORT,)}) as nodes:
+        everyone_up = {f"b{p}": "up" for p in PORTS}
+        await eventually(lambda: agreed(nodes, everyone_up), what="all up")
+        await eventually(lambda: all(m.cluster()["suspects"] == ["n1"]
+                                     for m in nodes.values()), what="n1 suspect everywhere")
+        suspect = nodes["n1"].engine.status_document()["suspect"]
+        assert isinstance(suspect, dict)
+        assert "every canary fails" in suspect["reason"]
+        assert nodes["n2"].engine.status_document()["suspect"] is None
+        shown = {m["node"]: m["suspect"] for m in nodes["n3"].cluster()["members"]}  # type: ignore[attr-defined]
+        assert shown["n2"] is None
+        assert "every canary fails" in shown["n1"]
+        for name in ("n1", "n2"):
+            nodes[name].sees(9001, alive=False)
+        leader = leader_of(nodes)
+        await eventually(lambda: leader.entry("b9001")["observers"] == {
+            "n1": "down", "n2": "down", "n3": "up"}, what="both downs at the leader")
+        ballot = leader.engine.cluster.node.tally("web", "b9001", State.UP)  # type: ignore[union-attr]
+        assert (ballot.state, ballot.down, ballot.abstained) == (State.UP, ("n2",), ("n1",))
+        assert "n1 suspects itself, not counted" in ballot.reason
+        await trio.sleep(0.5)  # the leader has voted on it meanwhile
+        assert agreed(nodes, everyone_up)
+        assert all(m.engine.journal.seq == 0 for m in nodes.values())
+        nodes["n1"].sees(CANARY_PORT, alive=True)
+        await eventually(lambda: agreed(nodes, {**everyone_up, "b9001": "down"}),
+                         what="b9001 down once n1 counts again")
+        assert all(m.cluster()["suspects"] == [] for m in nodes.values())
+        assert nodes["n1"].engine.status_document()["suspect"] is None
+        event = nodes["n3"].engine.events_after(0)[-1]
+        assert event.reason.startswith("2 of 3 probers say down (")
+        assert "n1" in event.reason

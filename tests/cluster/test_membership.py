@@ -58,7 +58,7 @@ async def test_register_list_and_leave(etcd: EtcdServer, prefix: str) -> None:
                 assert kv.lease == m2.lease.id
                 assert json.loads(kv.value) == {
                     "node": "n2", "zone": "b", "api": "http://127.0.0.1:99/n2",
-                    "version": "0.1.0", "config_sha256": "c0ffee"}
+                    "version": "0.1.0", "config_sha256": "c0ffee", "suspect": None}
                 assert m1.members["n2"].zone == "b"
                 inner.cancel_scope.cancel()
             assert await reader.get(prefix + "members/n2") is None
@@ -69,6 +69,39 @@ async def test_register_list_and_leave(etcd: EtcdServer, prefix: str) -> None:
             outer.cancel_scope.cancel()
     finally:
         await reader.aclose()
+
+
+async def test_suspicion_rewrites_the_record_under_the_lease(
+        etcd: EtcdServer, prefix: str) -> None:
+    """A member that suspects itself rewrites its record in place, under the same lease,
+    and the other member's list shows it; when it no longer does, the record says so
+    again (SPEC 11 in a cluster)."""
+    m1 = member(etcd, prefix, "n1")
+    m2 = member(etcd, prefix, "n2")
+    reader = EtcdClient([etcd.url], timeout=5)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(m1.run)
+            await nursery.start(m2.run)
+            await eventually(lambda: set(m1.members) == {"n1", "n2"}, what="both listed")
+            m2.suspect("every canary fails: gw (connection refused)")
+            await eventually(lambda: m1.members["n2"].suspect is not None,
+                             what="n2 suspect in n1's list")
+            kv = await reader.get(prefix + "members/n2")
+            assert kv is not None
+            assert m2.lease is not None
+            assert kv.lease == m2.lease.id
+            assert json.loads(kv.value)["suspect"] == "every canary fails: gw (connection " \
+                "refused)"
+            m2.suspect(None)
+            await eventually(lambda: m1.members["n2"].suspect is None,
+                             what="n2 no longer suspect in n1's list")
+            assert m2.statistics().registrations == 1
+            nursery.cancel_scope.cancel()
+    finally:
+        await reader.aclose()
+        for m in (m1, m2):
+            await m.client.aclose()
 
 
 async def test_renews_at_a_third_of_the_ttl(etcd: EtcdServer, prefix: str) -> None:
