@@ -38,8 +38,9 @@ def render_table(doc: dict[str, Any],
         line = "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
         lines.append(mark(r[0], r[1], line) if i else line)
     suspect = doc.get("suspect")
-    if suspect:  # SPEC 11: every down is held back while this shows
-        lines.append(f"SUSPECT since {suspect['since']}: {suspect['reason']} (downs are held)")
+    if suspect:  # SPEC 11: every down is held back (in a cluster: abstains) while this shows
+        effect = "its down votes are not counted" if "cluster" in doc else "downs are held"
+        lines.append(f"SUSPECT since {suspect['since']}: {suspect['reason']} ({effect})")
     for name, sink in sorted(doc.get("sinks", {}).items()):
         state = "ok" if sink["ok"] else f"FAILING: {sink['last_error']}"
         deliveries = sink.get("deliveries")  # a webhook sink's outbox
@@ -56,6 +57,8 @@ def _cluster_line(cluster: dict[str, Any]) -> str:
     health = "ok" if cluster.get("ok") else f"NOT OK: {cluster.get('error')}"
     odd = cluster.get("mismatched") or []
     other = f"; other configuration: {' '.join(odd)}" if odd else ""
+    doubting = cluster.get("suspects") or []
+    other += f"; suspect: {' '.join(doubting)}" if doubting else ""
     return (f"cluster: node {cluster.get('node')}, leader {cluster.get('leader') or 'none'}; "
             f"{health}; members {members}{other}; probers {cluster.get('probers')}, "
             f"quorum {cluster.get('quorum')}")

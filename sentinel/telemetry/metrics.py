@@ -310,6 +310,9 @@ def _cluster_series(stats: ClusterStatistics) -> Iterator[Metric]:
     yield GaugeMetricFamily("sentinel_cluster_mismatched_members", "Live members whose "
                             "configuration file differs from this one's.",
                             value=len(m.mismatched))
+    yield GaugeMetricFamily("sentinel_cluster_suspect_members", "Live members that suspect "
+                            "themselves (SPEC 11): their down votes are not counted.",
+                            value=len(stats.suspects))
     yield GaugeMetricFamily("sentinel_cluster_not_following", "1 while the leader runs "
                             "another configuration: this member's sinks stay on the last "
                             "agreed view it took.", value=int(not stats.following))

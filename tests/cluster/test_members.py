@@ -33,10 +33,12 @@ from sentinel.config.model import (
 from sentinel.engine.engine import Engine
 from sentinel.model import ServiceView, State
 from sentinel.sinks.base import RecordingSink
+from sentinel.telemetry.metrics import Metrics
 from tests.cluster.etcd_server import EtcdServer
 from tests.cluster.helpers import cluster_config
 from tests.e2e.balancers import eventually
 from tests.engine.fakes import FakeProbe, config, run_inline, service
+from tests.telemetry.helpers import Samples, parse_metrics, sample
 
 pytestmark = pytest.mark.e2e
 PORTS = [9001, 9002, 9003, 9004, 9005, 9006]
@@ -385,6 +387,13 @@ async def test_a_member_of_another_configuration_neither_leads_nor_follows(
             odd.stop()
 
 
+async def metrics_of(member: Member) -> Samples:
+    """The member's Prometheus metrics as scraped now."""
+    metrics = Metrics()
+    metrics.watch(member.engine)
+    return parse_metrics((await metrics.render())[0].decode())
+
+
 def leader_of(nodes: dict[str, Member]) -> Member:
     """The member that leads now."""
     return next(m for m in nodes.values() if m.cluster()["leading"])
@@ -423,6 +432,10 @@ async def test_a_suspect_members_down_vote_abstains_until_its_canary_passes(
         assert "every canary fails" in suspect["reason"]
         assert nodes["n2"].engine.status_document()["suspect"] is None
         shown = {m["node"]: m["suspect"] for m in nodes["n3"].cluster()["members"]}  # type: ignore[attr-defined]
+        own, other = await metrics_of(nodes["n1"]), await metrics_of(nodes["n3"])
+        assert sample(own, "sentinel_suspect", cause="canaries") == 1
+        assert sample(other, "sentinel_suspect", cause="canaries") == 0
+        assert sample(other, "sentinel_cluster_suspect_members") == 1
         assert shown["n2"] is None
         assert "every canary fails" in shown["n1"]
         for name in ("n1", "n2"):
