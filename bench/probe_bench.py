@@ -173,12 +173,15 @@ def backend_lines(ports: list[int]) -> str:
                      for i, p in enumerate(ports))
 
 
-def launch_sentinel(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    """`sentinel run -c CONFIG` (warnings only) in its own session, output to `log_path`."""
+def launch_sentinel(config: Path, log_path: Path, tree: Path = ROOT,
+                    python: str = sys.executable) -> subprocess.Popen[bytes]:
+    """`sentinel run -c CONFIG` (warnings only) in its own session, output to `log_path`;
+    the sentinel of checkout `tree` (run from there, so `-m sentinel` imports its code)
+    under interpreter `python`."""
     with open(log_path, "wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "sentinel", "--log-level", "warning", "run", "-c",
-             str(config)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            [python, "-m", "sentinel", "--log-level", "warning", "run", "-c",
+             str(config)], stdout=log, stderr=subprocess.STDOUT, cwd=tree,
             start_new_session=True)
 
 

@@ -1,7 +1,7 @@
 """Scale, side by side: sentinel and HAProxy 2.6 checking the same loopback fleet.
 
     .venv/bin/python bench/scale_bench.py [--cases tcp:100 http:5000 tcp:5000@100ms ...]
-                                          [--warmup 5] [--window 10]
+                                          [--warmup 5] [--window 10] [--before DIR]
 
 A case is MODE:N[@INTERVAL] (default interval 1s). For each case one fleet
 serves N ports on 127.0.0.1: nginx (C; 5,000 `listen` ports per nginx process,
@@ -20,6 +20,13 @@ neither steals the other's CPU):
   names the number, read from `show info`) and with `nbthread 1`, HAProxy at
   its cheapest CPU per check (no thread hand-offs). sentinel's "vs HAProxy"
   column gives both ratios.
+
+With `--before DIR` (another checkout of sentinel, say a git worktree of an
+older commit), that tree's sentinel runs each case too, right before this
+one's and under the same conditions ("sentinel before", its commit named
+under the table): before and after measured in one run, on one machine
+state. It runs under DIR/.venv/bin/python if that exists, else under this
+interpreter; either way from DIR, so `-m sentinel` imports DIR's code.
 
 Each runs `--warmup` seconds, then is measured over `--window` seconds: CPU
 seconds per second (utime + stime of the process and its threads from
@@ -52,7 +59,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -233,8 +242,8 @@ def active_opens() -> int:
 
 
 def measure_sentinel(case: Case, fleet: Fleet, workdir: Path, warmup: float,
-                     window: float) -> Row:
-    """A real `sentinel run` over the fleet, measured over `window`."""
+                     window: float, tree: Path = ROOT, label: str = "sentinel") -> Row:
+    """A real `sentinel run` of checkout `tree` over the fleet, measured over `window`."""
     state = workdir / "sentinel"
     backends = backend_lines(fleet.ports)
     config = workdir / "sentinel.yaml"
@@ -242,7 +251,9 @@ def measure_sentinel(case: Case, fleet: Fleet, workdir: Path, warmup: float,
         state=state, mode=case.mode, extra="path: /healthz, " if case.mode == "http" else "",
         interval=f"{case.interval_ms}ms", timeout=f"{case.timeout_ms}ms", backends=backends))
     log_path = workdir / "sentinel.log"
-    proc = launch_sentinel(config, log_path)
+    venv_python = tree / ".venv" / "bin" / "python"
+    proc = launch_sentinel(config, log_path, tree,
+                           str(venv_python) if venv_python.exists() else sys.executable)
     try:
         url = wait_for(state / "api.url", proc, timeout=60)
         time.sleep(warmup)
@@ -263,8 +274,8 @@ def measure_sentinel(case: Case, fleet: Fleet, workdir: Path, warmup: float,
     # holds shows as "at least" the downs among those it still has.
     downs = [e["reason"] for e in events if e["to"] == "down"]
     if downs:
-        print(f"{case}: sentinel downs, e.g. {Counter(downs).most_common(3)}", file=sys.stderr)
-    return Row(case, "sentinel", None, (checks1 - checks0) / (t1 - t0),
+        print(f"{case}: {label} downs, e.g. {Counter(downs).most_common(3)}", file=sys.stderr)
+    return Row(case, label, None, (checks1 - checks0) / (t1 - t0),
                (cpu1 - cpu0) / (t1 - t0),
                rss, late["p50"], late["p99"], len(downs), after["seq"] == len(events), warned)
 
@@ -338,10 +349,13 @@ def haproxy_stats(path: Path) -> list[dict[str, str]]:
     return [dict(zip(header, line.split(","), strict=False)) for line in lines[1:]]
 
 
+Measure = Callable[[Case, Fleet, Path, float, float], Row]
+
+
 # -- the table ----------------------------------------------------------------------------
 
 
-def table(rows: list[Row], window: float) -> str:
+def table(rows: list[Row], window: float, before: str | None = None) -> str:
     """The Markdown table the README carries."""
     threads = max((r.threads or 0 for r in rows), default=0)
     out = ["| probe | backends | interval | checker | checks/s (asked) | CPU s/s | "
@@ -351,7 +365,7 @@ def table(rows: list[Row], window: float) -> str:
     for r in rows:
         c = r.case
         ratio, late = "", "n/a"
-        if r.checker == "sentinel":
+        if r.threads is None:  # a sentinel row
             refs = sorted((h for h in rows if h.case == c and h.threads and h.checks_per_s),
                           key=lambda h: h.threads or 0)
             ratio = " / ".join(f"{r.us_per_check / h.us_per_check:.2f}x" for h in refs)
@@ -362,7 +376,10 @@ def table(rows: list[Row], window: float) -> str:
                    f"{r.checks_per_s:,.0f} ({asked:,.0f}) | {r.cpu_per_s:.3f} | "
                    f"{r.us_per_check:.0f} | {ratio} | {r.rss_mib:.1f} | {late} | "
                    f"{'' if r.downs_exact else '>= '}{r.false_downs} |")
-    return "\n".join(out) + f"\n\n(each row measured over a {window:g} s window)"
+    note = f"each row measured over a {window:g} s window"
+    if before:
+        note += f"; sentinel before: {before}"
+    return "\n".join(out) + f"\n\n({note})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,7 +390,11 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"MODE:N[@MSms] (default: {' '.join(DEFAULT_CASES)})")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
     parser.add_argument("--window", type=float, default=10.0, help="seconds measured")
+    parser.add_argument("--before", type=Path, metavar="DIR",
+                        help="another sentinel checkout to measure too, before this one")
     args = parser.parse_args(argv)
+    if args.before is not None and not (args.before / "sentinel" / "__main__.py").exists():
+        parser.error(f"--before {args.before}: not a sentinel checkout")
     if not 1 <= args.window <= 120 or not 0 <= args.warmup <= 60:
         parser.error("--window must be 1..120 s and --warmup 0..60 s")
     if os.environ.get(NETNS_ENV) != "1":  # run again in a private network namespace
@@ -381,15 +402,21 @@ def main(argv: list[str] | None = None) -> int:
         os.execvp("unshare", ["unshare", "--net", "--", sys.executable, __file__,
                               *(sys.argv[1:] if argv is None else argv)])
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    measures: list[Measure] = [measure_sentinel, measure_haproxy_one_thread, measure_haproxy]
+    before = None
+    if args.before is not None:
+        tree = args.before.resolve()
+        measures.insert(0, partial(measure_sentinel, tree=tree, label="sentinel before"))
+        before = subprocess.run(["git", "-C", str(tree), "log", "-1", "--format=%h %s"],
+                                capture_output=True, text=True).stdout.strip() or str(tree)
     rows: list[Row] = []
     for case in args.cases:
         with tempfile.TemporaryDirectory(prefix="sentinel-scale-") as tmp:
             workdir = Path(tmp)
             fleet = Fleet(case.n, workdir)
             try:
-                for measure in (measure_sentinel, measure_haproxy_one_thread,
-                                measure_haproxy):
-                    run_dir = workdir / measure.__name__
+                for i, measure in enumerate(measures):
+                    run_dir = workdir / f"run{i}"
                     run_dir.mkdir()
                     row = measure(case, fleet, run_dir, args.warmup, args.window)
                     print(f"{case}: {row.checker} {row.checks_per_s:.0f}/s "
@@ -398,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(row)
             finally:
                 fleet.close()
-    print(table(rows, args.window))
+    print(table(rows, args.window, before))
     return 0
 
 
