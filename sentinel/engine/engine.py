@@ -210,7 +210,7 @@ class Engine:
         assert self._probe_nursery is not None
         wanted: dict[GroupKey, list[CheckSlot]] = {}
         for svc in self.services.values():
-            entries = svc.config.entries
+            entries = svc.entries
             for b in svc.backends:
                 for slot in b.checks:
                     wanted.setdefault(group_key(entries[slot.index].probe, slot), []).append(slot)
@@ -243,7 +243,7 @@ class Engine:
 
     def _entry(self, slot: CheckSlot) -> ProbeConfig:
         """The config of the check `slot` runs."""
-        return self.services[slot.backend.service].config.entries[slot.index].probe
+        return self.services[slot.backend.service].entries[slot.index].probe
 
     def _probe(self, slot: CheckSlot) -> Probe:
         """The probe that runs `slot`'s check (a reload may replace it: read it each time)."""
@@ -317,7 +317,7 @@ class Engine:
         checker's own trouble) is counted and retried soon."""
         backend = slot.backend
         svc = self.services[backend.service]
-        entry = svc.config.entries[slot.index].probe
+        entry = svc.entries[slot.index].probe
         timing = entry.timing
         decision = decide(backend, result, now, svc.config.slow_start, slot.index)
         transition = decision.transition
