@@ -327,7 +327,8 @@ class Engine:
                                       backend.breaker.retry_at(), now)
             return None
         slot.last = LastProbe(start_unix, result.ok, result.error, result.latency * 1000)
-        spread = self._rng.uniform(-timing.jitter, timing.jitter)
+        jitter = timing.jitter  # 0 unless configured: no random number to draw then
+        spread = self._rng.uniform(-jitter, jitter) if jitter else 0.0
         # scheduled before the result is taken: self-suspicion may bring it forward
         slot.next_due = next_due(timing, transition, backend.breaker.retry_at(),
                                  started, now, spread)
