@@ -185,10 +185,15 @@ def launch_sentinel(config: Path, log_path: Path, tree: Path = ROOT,
             start_new_session=True)
 
 
+def cpu_times(pid: int) -> tuple[float, float]:
+    """utime and stime of `pid` (user and system CPU) in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of `pid` in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    return sum(cpu_times(pid))
 
 
 def peak_rss_mib(pid: int) -> float:

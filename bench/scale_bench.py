@@ -30,7 +30,7 @@ interpreter; either way from DIR, so `-m sentinel` imports DIR's code.
 
 Each runs `--warmup` seconds, then is measured over `--window` seconds: CPU
 seconds per second (utime + stime of the process and its threads from
-/proc/PID/stat), CPU per check, peak RSS (VmHWM), checks per second,
+/proc/PID/stat), CPU per check (and its user / system split), peak RSS (VmHWM), checks per second,
 schedule lateness p50/p99 (sentinel's `engine.lateness_ms` over its last
 8,192 probes, read once after the window: no API call is made inside it, as a
 `GET /v1/state` of thousands of backends holds sentinel's event loop for a
@@ -67,7 +67,7 @@ from pathlib import Path
 import httpx
 from probe_bench import (
     backend_lines,
-    cpu_seconds,
+    cpu_times,
     kill,
     launch_sentinel,
     peak_rss_mib,
@@ -156,6 +156,7 @@ class Row:
     threads: int | None  # HAProxy's; None for sentinel
     checks_per_s: float
     cpu_per_s: float
+    user_per_s: float  # of cpu_per_s, in user space (the rest in the kernel)
     rss_mib: float
     late_p50: float | None
     late_p99: float | None
@@ -167,6 +168,11 @@ class Row:
     def us_per_check(self) -> float:
         """CPU microseconds per check."""
         return self.cpu_per_s / self.checks_per_s * 1e6 if self.checks_per_s else 0.0
+
+    @property
+    def user_us_per_check(self) -> float:
+        """User-space CPU microseconds per check (the rest is system time)."""
+        return self.user_per_s / self.checks_per_s * 1e6 if self.checks_per_s else 0.0
 
 
 # -- the fleet ------------------------------------------------------------------------
@@ -259,9 +265,9 @@ def measure_sentinel(case: Case, fleet: Fleet, workdir: Path, warmup: float,
         time.sleep(warmup)
         # No API call inside the window: GET /v1/state with thousands of backends holds
         # the event loop for 100-250 ms here, which would show as lateness.
-        checks0, cpu0, t0 = active_opens(), cpu_seconds(proc.pid), time.monotonic()
+        checks0, cpu0, t0 = active_opens(), cpu_times(proc.pid), time.monotonic()
         time.sleep(window)
-        checks1, cpu1, t1 = active_opens(), cpu_seconds(proc.pid), time.monotonic()
+        checks1, cpu1, t1 = active_opens(), cpu_times(proc.pid), time.monotonic()
         warned = "probes are running late" in log_path.read_text()
         with httpx.Client(base_url=url, timeout=60) as client:
             after = client.get("/v1/state").json()
@@ -275,9 +281,10 @@ def measure_sentinel(case: Case, fleet: Fleet, workdir: Path, warmup: float,
     downs = [e["reason"] for e in events if e["to"] == "down"]
     if downs:
         print(f"{case}: {label} downs, e.g. {Counter(downs).most_common(3)}", file=sys.stderr)
-    return Row(case, label, None, (checks1 - checks0) / (t1 - t0),
-               (cpu1 - cpu0) / (t1 - t0),
-               rss, late["p50"], late["p99"], len(downs), after["seq"] == len(events), warned)
+    elapsed = t1 - t0
+    return Row(case, label, None, (checks1 - checks0) / elapsed,
+               (sum(cpu1) - sum(cpu0)) / elapsed, (cpu1[0] - cpu0[0]) / elapsed, rss,
+               late["p50"], late["p99"], len(downs), after["seq"] == len(events), warned)
 
 
 def measure_haproxy(case: Case, fleet: Fleet, workdir: Path, warmup: float,
@@ -298,9 +305,9 @@ def measure_haproxy(case: Case, fleet: Fleet, workdir: Path, warmup: float,
     try:
         wait_for_socket(d / "stats.sock", proc, timeout=60)
         time.sleep(warmup)
-        checks0, cpu0, t0 = active_opens(), cpu_seconds(proc.pid), time.monotonic()
+        checks0, cpu0, t0 = active_opens(), cpu_times(proc.pid), time.monotonic()
         time.sleep(window)
-        checks1, cpu1, t1 = active_opens(), cpu_seconds(proc.pid), time.monotonic()
+        checks1, cpu1, t1 = active_opens(), cpu_times(proc.pid), time.monotonic()
         rss = peak_rss_mib(proc.pid)
         stats = haproxy_stats(d / "stats.sock")
         threads = int(haproxy_command(d / "stats.sock", "show info").split(
@@ -311,8 +318,9 @@ def measure_haproxy(case: Case, fleet: Fleet, workdir: Path, warmup: float,
     downs = sum(int(row["chkdown"] or 0) for row in stats if row["svname"] != "BACKEND")
     label = ("HAProxy, nbthread 1" if nbthread == 1
              else f"HAProxy, {threads} thread{'' if threads == 1 else 's'}")
-    return Row(case, label, threads, (checks1 - checks0) / elapsed, (cpu1 - cpu0) / elapsed,
-               rss, None, None, downs, True, None)
+    return Row(case, label, threads, (checks1 - checks0) / elapsed,
+               (sum(cpu1) - sum(cpu0)) / elapsed, (cpu1[0] - cpu0[0]) / elapsed, rss,
+               None, None, downs, True, None)
 
 
 def measure_haproxy_one_thread(case: Case, fleet: Fleet, workdir: Path, warmup: float,
@@ -359,7 +367,7 @@ def table(rows: list[Row], window: float, before: str | None = None) -> str:
     """The Markdown table the README carries."""
     threads = max((r.threads or 0 for r in rows), default=0)
     out = ["| probe | backends | interval | checker | checks/s (asked) | CPU s/s | "
-           f"CPU us/check | vs HAProxy 1 / {threads} threads | peak RSS MiB | "
+           f"CPU us/check (user + sys) | vs HAProxy 1 / {threads} threads | peak RSS MiB | "
            "lateness p50 / p99 ms | false downs |",
            "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
@@ -374,7 +382,9 @@ def table(rows: list[Row], window: float, before: str | None = None) -> str:
         asked = c.n * 1000 / c.interval_ms
         out.append(f"| {c.mode} | {c.n:,} | {c.interval_ms} ms | {r.checker} | "
                    f"{r.checks_per_s:,.0f} ({asked:,.0f}) | {r.cpu_per_s:.3f} | "
-                   f"{r.us_per_check:.0f} | {ratio} | {r.rss_mib:.1f} | {late} | "
+                   f"{r.us_per_check:.0f} ({r.user_us_per_check:.0f} + "
+                   f"{r.us_per_check - r.user_us_per_check:.0f}) | {ratio} | "
+                   f"{r.rss_mib:.1f} | {late} | "
                    f"{'' if r.downs_exact else '>= '}{r.false_downs} |")
     note = f"each row measured over a {window:g} s window"
     if before:
