@@ -173,19 +173,27 @@ def backend_lines(ports: list[int]) -> str:
                      for i, p in enumerate(ports))
 
 
-def launch_sentinel(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    """`sentinel run -c CONFIG` (warnings only) in its own session, output to `log_path`."""
+def launch_sentinel(config: Path, log_path: Path, tree: Path = ROOT,
+                    python: str = sys.executable) -> subprocess.Popen[bytes]:
+    """`sentinel run -c CONFIG` (warnings only) in its own session, output to `log_path`;
+    the sentinel of checkout `tree` (run from there, so `-m sentinel` imports its code)
+    under interpreter `python`."""
     with open(log_path, "wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "sentinel", "--log-level", "warning", "run", "-c",
-             str(config)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            [python, "-m", "sentinel", "--log-level", "warning", "run", "-c",
+             str(config)], stdout=log, stderr=subprocess.STDOUT, cwd=tree,
             start_new_session=True)
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """utime and stime of `pid` (user and system CPU) in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
 
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of `pid` in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    return sum(cpu_times(pid))
 
 
 def peak_rss_mib(pid: int) -> float:

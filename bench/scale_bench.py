@@ -1,7 +1,7 @@
 """Scale, side by side: sentinel and HAProxy 2.6 checking the same loopback fleet.
 
     .venv/bin/python bench/scale_bench.py [--cases tcp:100 http:5000 tcp:5000@100ms ...]
-                                          [--warmup 5] [--window 10]
+                                          [--warmup 5] [--window 10] [--before DIR]
 
 A case is MODE:N[@INTERVAL] (default interval 1s). For each case one fleet
 serves N ports on 127.0.0.1: nginx (C; 5,000 `listen` ports per nginx process,
@@ -21,9 +21,16 @@ neither steals the other's CPU):
   its cheapest CPU per check (no thread hand-offs). sentinel's "vs HAProxy"
   column gives both ratios.
 
+With `--before DIR` (another checkout of sentinel, say a git worktree of an
+older commit), that tree's sentinel runs each case too, right before this
+one's and under the same conditions ("sentinel before", its commit named
+under the table): before and after measured in one run, on one machine
+state. It runs under DIR/.venv/bin/python if that exists, else under this
+interpreter; either way from DIR, so `-m sentinel` imports DIR's code.
+
 Each runs `--warmup` seconds, then is measured over `--window` seconds: CPU
 seconds per second (utime + stime of the process and its threads from
-/proc/PID/stat), CPU per check, peak RSS (VmHWM), checks per second,
+/proc/PID/stat), CPU per check (and its user / system split), peak RSS (VmHWM), checks per second,
 schedule lateness p50/p99 (sentinel's `engine.lateness_ms` over its last
 8,192 probes, read once after the window: no API call is made inside it, as a
 `GET /v1/state` of thousands of backends holds sentinel's event loop for a
@@ -52,13 +59,15 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import httpx
 from probe_bench import (
     backend_lines,
-    cpu_seconds,
+    cpu_times,
     kill,
     launch_sentinel,
     peak_rss_mib,
@@ -147,6 +156,7 @@ class Row:
     threads: int | None  # HAProxy's; None for sentinel
     checks_per_s: float
     cpu_per_s: float
+    user_per_s: float  # of cpu_per_s, in user space (the rest in the kernel)
     rss_mib: float
     late_p50: float | None
     late_p99: float | None
@@ -158,6 +168,11 @@ class Row:
     def us_per_check(self) -> float:
         """CPU microseconds per check."""
         return self.cpu_per_s / self.checks_per_s * 1e6 if self.checks_per_s else 0.0
+
+    @property
+    def user_us_per_check(self) -> float:
+        """User-space CPU microseconds per check (the rest is system time)."""
+        return self.user_per_s / self.checks_per_s * 1e6 if self.checks_per_s else 0.0
 
 
 # -- the fleet ------------------------------------------------------------------------
@@ -234,8 +249,8 @@ def active_opens() -> int:
 
 
 def measure_sentinel(case: Case, fleet: Fleet, workdir: Path, warmup: float,
-                     window: float) -> Row:
-    """A real `sentinel run` over the fleet, measured over `window`."""
+                     window: float, tree: Path = ROOT, label: str = "sentinel") -> Row:
+    """A real `sentinel run` of checkout `tree` over the fleet, measured over `window`."""
     state = workdir / "sentinel"
     backends = backend_lines(fleet.ports)
     config = workdir / "sentinel.yaml"
@@ -243,15 +258,17 @@ def measure_sentinel(case: Case, fleet: Fleet, workdir: Path, warmup: float,
         state=state, mode=case.mode, extra="path: /healthz, " if case.mode == "http" else "",
         interval=f"{case.interval_ms}ms", timeout=f"{case.timeout_ms}ms", backends=backends))
     log_path = workdir / "sentinel.log"
-    proc = launch_sentinel(config, log_path)
+    venv_python = tree / ".venv" / "bin" / "python"
+    proc = launch_sentinel(config, log_path, tree,
+                           str(venv_python) if venv_python.exists() else sys.executable)
     try:
         url = wait_for(state / "api.url", proc, timeout=60)
         time.sleep(warmup)
         # No API call inside the window: GET /v1/state with thousands of backends holds
         # the event loop for 100-250 ms here, which would show as lateness.
-        checks0, cpu0, t0 = active_opens(), cpu_seconds(proc.pid), time.monotonic()
+        checks0, cpu0, t0 = active_opens(), cpu_times(proc.pid), time.monotonic()
         time.sleep(window)
-        checks1, cpu1, t1 = active_opens(), cpu_seconds(proc.pid), time.monotonic()
+        checks1, cpu1, t1 = active_opens(), cpu_times(proc.pid), time.monotonic()
         warned = "probes are running late" in log_path.read_text()
         with httpx.Client(base_url=url, timeout=60) as client:
             after = client.get("/v1/state").json()
@@ -264,10 +281,11 @@ def measure_sentinel(case: Case, fleet: Fleet, workdir: Path, warmup: float,
     # holds shows as "at least" the downs among those it still has.
     downs = [e["reason"] for e in events if e["to"] == "down"]
     if downs:
-        print(f"{case}: sentinel downs, e.g. {Counter(downs).most_common(3)}", file=sys.stderr)
-    return Row(case, "sentinel", None, (checks1 - checks0) / (t1 - t0),
-               (cpu1 - cpu0) / (t1 - t0),
-               rss, late["p50"], late["p99"], len(downs), after["seq"] == len(events), warned)
+        print(f"{case}: {label} downs, e.g. {Counter(downs).most_common(3)}", file=sys.stderr)
+    elapsed = t1 - t0
+    return Row(case, label, None, (checks1 - checks0) / elapsed,
+               (sum(cpu1) - sum(cpu0)) / elapsed, (cpu1[0] - cpu0[0]) / elapsed, rss,
+               late["p50"], late["p99"], len(downs), after["seq"] == len(events), warned)
 
 
 def measure_haproxy(case: Case, fleet: Fleet, workdir: Path, warmup: float,
@@ -288,9 +306,9 @@ def measure_haproxy(case: Case, fleet: Fleet, workdir: Path, warmup: float,
     try:
         wait_for_socket(d / "stats.sock", proc, timeout=60)
         time.sleep(warmup)
-        checks0, cpu0, t0 = active_opens(), cpu_seconds(proc.pid), time.monotonic()
+        checks0, cpu0, t0 = active_opens(), cpu_times(proc.pid), time.monotonic()
         time.sleep(window)
-        checks1, cpu1, t1 = active_opens(), cpu_seconds(proc.pid), time.monotonic()
+        checks1, cpu1, t1 = active_opens(), cpu_times(proc.pid), time.monotonic()
         rss = peak_rss_mib(proc.pid)
         stats = haproxy_stats(d / "stats.sock")
         threads = int(haproxy_command(d / "stats.sock", "show info").split(
@@ -301,8 +319,9 @@ def measure_haproxy(case: Case, fleet: Fleet, workdir: Path, warmup: float,
     downs = sum(int(row["chkdown"] or 0) for row in stats if row["svname"] != "BACKEND")
     label = ("HAProxy, nbthread 1" if nbthread == 1
              else f"HAProxy, {threads} thread{'' if threads == 1 else 's'}")
-    return Row(case, label, threads, (checks1 - checks0) / elapsed, (cpu1 - cpu0) / elapsed,
-               rss, None, None, downs, True, None)
+    return Row(case, label, threads, (checks1 - checks0) / elapsed,
+               (sum(cpu1) - sum(cpu0)) / elapsed, (cpu1[0] - cpu0[0]) / elapsed, rss,
+               None, None, downs, True, None)
 
 
 def measure_haproxy_one_thread(case: Case, fleet: Fleet, workdir: Path, warmup: float,
@@ -339,20 +358,23 @@ def haproxy_stats(path: Path) -> list[dict[str, str]]:
     return [dict(zip(header, line.split(","), strict=False)) for line in lines[1:]]
 
 
+Measure = Callable[[Case, Fleet, Path, float, float], Row]
+
+
 # -- the table ----------------------------------------------------------------------------
 
 
-def table(rows: list[Row], window: float) -> str:
+def table(rows: list[Row], window: float, before: str | None = None) -> str:
     """The Markdown table the README carries."""
     threads = max((r.threads or 0 for r in rows), default=0)
     out = ["| probe | backends | interval | checker | checks/s (asked) | CPU s/s | "
-           f"CPU us/check | vs HAProxy 1 / {threads} threads | peak RSS MiB | "
+           f"CPU us/check (user + sys) | vs HAProxy 1 / {threads} threads | peak RSS MiB | "
            "lateness p50 / p99 ms | false downs |",
            "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         c = r.case
         ratio, late = "", "n/a"
-        if r.checker == "sentinel":
+        if r.threads is None:  # a sentinel row
             refs = sorted((h for h in rows if h.case == c and h.threads and h.checks_per_s),
                           key=lambda h: h.threads or 0)
             ratio = " / ".join(f"{r.us_per_check / h.us_per_check:.2f}x" for h in refs)
@@ -361,9 +383,14 @@ def table(rows: list[Row], window: float) -> str:
         asked = c.n * 1000 / c.interval_ms
         out.append(f"| {c.mode} | {c.n:,} | {c.interval_ms} ms | {r.checker} | "
                    f"{r.checks_per_s:,.0f} ({asked:,.0f}) | {r.cpu_per_s:.3f} | "
-                   f"{r.us_per_check:.0f} | {ratio} | {r.rss_mib:.1f} | {late} | "
+                   f"{r.us_per_check:.0f} ({r.user_us_per_check:.0f} + "
+                   f"{r.us_per_check - r.user_us_per_check:.0f}) | {ratio} | "
+                   f"{r.rss_mib:.1f} | {late} | "
                    f"{'' if r.downs_exact else '>= '}{r.false_downs} |")
-    return "\n".join(out) + f"\n\n(each row measured over a {window:g} s window)"
+    note = f"each row measured over a {window:g} s window"
+    if before:
+        note += f"; sentinel before: {before}"
+    return "\n".join(out) + f"\n\n({note})"
 
 
 def in_private_netns(marker: str, script: str, argv: list[str] | None) -> None:
@@ -385,19 +412,29 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"MODE:N[@MSms] (default: {' '.join(DEFAULT_CASES)})")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
     parser.add_argument("--window", type=float, default=10.0, help="seconds measured")
+    parser.add_argument("--before", type=Path, metavar="DIR",
+                        help="another sentinel checkout to measure too, before this one")
     args = parser.parse_args(argv)
+    if args.before is not None and not (args.before / "sentinel" / "__main__.py").exists():
+        parser.error(f"--before {args.before}: not a sentinel checkout")
     if not 1 <= args.window <= 120 or not 0 <= args.warmup <= 60:
         parser.error("--window must be 1..120 s and --warmup 0..60 s")
     in_private_netns(NETNS_ENV, __file__, argv)
+    measures: list[Measure] = [measure_sentinel, measure_haproxy_one_thread, measure_haproxy]
+    before = None
+    if args.before is not None:
+        tree = args.before.resolve()
+        measures.insert(0, partial(measure_sentinel, tree=tree, label="sentinel before"))
+        before = subprocess.run(["git", "-C", str(tree), "log", "-1", "--format=%h %s"],
+                                capture_output=True, text=True).stdout.strip() or str(tree)
     rows: list[Row] = []
     for case in args.cases:
         with tempfile.TemporaryDirectory(prefix="sentinel-scale-") as tmp:
             workdir = Path(tmp)
             fleet = Fleet(case.n, workdir)
             try:
-                for measure in (measure_sentinel, measure_haproxy_one_thread,
-                                measure_haproxy):
-                    run_dir = workdir / measure.__name__
+                for i, measure in enumerate(measures):
+                    run_dir = workdir / f"run{i}"
                     run_dir.mkdir()
                     row = measure(case, fleet, run_dir, args.warmup, args.window)
                     print(f"{case}: {row.checker} {row.checks_per_s:.0f}/s "
@@ -406,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(row)
             finally:
                 fleet.close()
-    print(table(rows, args.window))
+    print(table(rows, args.window, before))
     return 0
 
 

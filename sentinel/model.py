@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class FailureKind(StrEnum):
@@ -24,9 +24,10 @@ class FailureKind(StrEnum):
     PASSIVE = "passive"  # real traffic failed (a balancer's log or counters, a report)
 
 
-@dataclass(frozen=True, slots=True)
-class ProbeResult:
-    """The outcome of one probe. `latency` is in seconds; `weight` comes from a script."""
+class ProbeResult(NamedTuple):
+    """The outcome of one probe. `latency` is in seconds; `weight` comes from a script.
+    (Frozen, as a NamedTuple: one is made per probe, and a frozen dataclass costs more
+    than twice as much to build.)"""
 
     ok: bool
     latency: float

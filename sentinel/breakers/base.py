@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass
 from enum import Enum, StrEnum
-from typing import Protocol
+from typing import Final, Protocol
 
 from sentinel.config.model import InitState
 
@@ -42,6 +42,11 @@ class Transition:
     health: Health
     reason: str = ""
 
+
+# The settled answers, built once: most observations give one of them (every probe of a
+# healthy backend), and a frozen dataclass is not free to build.
+STEADY_UP: Final = Transition(Change.UNCHANGED, Health.UP)
+STEADY_DOWN: Final = Transition(Change.UNCHANGED, Health.DOWN)
 
 def start_state(initial: Health | InitState) -> InitState:
     """Where a breaker starts: a verdict restored from disk (a Health) starts fully

@@ -56,7 +56,14 @@ from collections.abc import Hashable
 from dataclasses import dataclass, replace
 from typing import Final
 
-from sentinel.breakers.base import Change, Health, Transition, first_probe_reason, relative
+from sentinel.breakers.base import (
+    STEADY_UP,
+    Change,
+    Health,
+    Transition,
+    first_probe_reason,
+    relative,
+)
 from sentinel.breakers.cycle import CycleBreaker, Move, Phase, secs
 from sentinel.config.model import CircuitBreakerConfig, InitState
 
@@ -171,7 +178,7 @@ class CircuitBreaker(CycleBreaker):
         progress = self.progress()
         if progress:
             return Transition(Change.PENDING, Health.UP, progress)
-        return Transition(Change.UNCHANGED, Health.UP)
+        return STEADY_UP
 
     def _trip_reason(self) -> str:
         cfg = self._config

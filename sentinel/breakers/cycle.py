@@ -16,7 +16,7 @@ from enum import Enum
 from typing import Final, Self
 
 from sentinel.breakers.base import (
-    Change,
+    STEADY_DOWN,
     Health,
     IllegalTransition,
     Transition,
@@ -121,6 +121,6 @@ class CycleBreaker:
         if self._state is Phase.OPEN:
             assert self._retry_at is not None
             if now < self._retry_at:
-                return Transition(Change.UNCHANGED, Health.DOWN)
+                return STEADY_DOWN
             self._fire(Move.COOLED)
         return None

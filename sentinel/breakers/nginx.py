@@ -59,7 +59,14 @@ from collections.abc import Hashable
 from dataclasses import replace
 from typing import Final
 
-from sentinel.breakers.base import Change, Health, Transition, first_probe_reason, relative
+from sentinel.breakers.base import (
+    STEADY_UP,
+    Change,
+    Health,
+    Transition,
+    first_probe_reason,
+    relative,
+)
 from sentinel.breakers.cycle import CycleBreaker, Move, Phase, secs
 from sentinel.config.model import InitState, NginxBreakerConfig
 
@@ -127,7 +134,7 @@ class NginxBreaker(CycleBreaker):
     def _count(self, ok: bool, now: float) -> Transition:
         cfg = self._config
         if cfg.max_fails == 0:
-            return Transition(Change.UNCHANGED, Health.UP)
+            return STEADY_UP
         fails = self._failures
         if cfg.window == "sliding":
             while fails and now - fails[0] > cfg.fail_timeout:
@@ -140,7 +147,7 @@ class NginxBreaker(CycleBreaker):
             fails.append(now)
         if fails:
             return Transition(Change.PENDING, Health.UP, self.progress())
-        return Transition(Change.UNCHANGED, Health.UP)
+        return STEADY_UP
 
     def _trip(self, now: float) -> Transition:
         cfg = self._config

@@ -88,9 +88,12 @@ class Combiner:
     def take(self, index: int, result: ProbeResult) -> ProbeResult | None:
         """Check `index` answered `result`: the combined result (the results it rests on
         are used up), or None while undecided."""
-        self.latest[index] = result
-        combined = combine(self.names, self.latest, self.require, index)
-        if combined is not None and len(self.latest) > 1:
+        latest = self.latest
+        latest[index] = result
+        if len(latest) == 1:  # one check combines to itself (the common case: every probe)
+            return result
+        combined = combine(self.names, latest, self.require, index)
+        if combined is not None:
             self.latest = [None] * len(self.names)
         return combined
 

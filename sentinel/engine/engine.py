@@ -226,7 +226,7 @@ class Engine:
             self.cluster.reassign()
         mine = self.cluster.probes if self.cluster is not None else None
         for svc in self.services.values():
-            entries = svc.config.entries
+            entries = svc.entries
             for b in svc.backends:
                 if mine is not None and not mine(b):
                     continue  # another member probes it
@@ -263,7 +263,7 @@ class Engine:
 
     def _entry(self, slot: CheckSlot) -> ProbeConfig:
         """The config of the check `slot` runs."""
-        return self.services[slot.backend.service].config.entries[slot.index].probe
+        return self.services[slot.backend.service].entries[slot.index].probe
 
     def _probe(self, slot: CheckSlot) -> Probe:
         """The probe that runs `slot`'s check (a reload may replace it: read it each time)."""
@@ -337,7 +337,7 @@ class Engine:
         checker's own trouble) is counted and retried soon."""
         backend = slot.backend
         svc = self.services[backend.service]
-        entry = svc.config.entries[slot.index].probe
+        entry = svc.entries[slot.index].probe
         timing = entry.timing
         decision = self._decide(svc, backend, result, now, slot.index)
         transition = decision.transition
@@ -347,7 +347,8 @@ class Engine:
                                       backend.breaker.retry_at(), now)
             return None
         slot.last = LastProbe(start_unix, result.ok, result.error, result.latency * 1000)
-        spread = self._rng.uniform(-timing.jitter, timing.jitter)
+        jitter = timing.jitter  # 0 unless configured: no random number to draw then
+        spread = self._rng.uniform(-jitter, jitter) if jitter else 0.0
         # scheduled before the result is taken: self-suspicion may bring it forward
         slot.next_due = next_due(timing, transition, backend.breaker.retry_at(),
                                  started, now, spread)

@@ -17,13 +17,16 @@ from sentinel.sinks.runner import SinkRunner
 class ServiceRuntime:
     """Everything the engine keeps for one service."""
 
-    __slots__ = ("_chunks", "backends", "bindings", "config", "decided", "panic", "probes")
+    __slots__ = ("_chunks", "backends", "bindings", "config", "decided", "entries", "panic",
+                 "probes")
 
     def __init__(self, config: ServiceConfig, probes: tuple[Probe, ...],
                  backends: list[BackendRuntime],
                  bindings: list[tuple[SinkRunner, object]]) -> None:
         self.config = config
-        self.probes = probes  # one per entry of `config.entries`
+        # `config.entries` builds its tuple when asked; the engine asks after every probe
+        self.entries = config.entries
+        self.probes = probes  # one per entry of `entries`
         self.backends = backends
         self.bindings = bindings
         self.panic = False

@@ -4,7 +4,6 @@ engine; times are plain numbers."""
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 import pytest
 
@@ -124,7 +123,7 @@ def test_a_failed_first_probe_under_init_state_up_says_so() -> None:
 def test_a_script_weight_publishes_with_its_source() -> None:
     """A weight from a script moves the published weight, saying where it came from."""
     b = backend(weight=5)
-    d = decide(b, replace(OK, weight=3), 0.0, 0.0)
+    d = decide(b, OK._replace(weight=3), 0.0, 0.0)
     assert (d.publish, d.desired, d.reason) == (True, (State.UP, 3), "weight 3 from script")
 
 

@@ -93,6 +93,28 @@ def test_groups_come_due_in_time_order() -> None:
     assert agenda.next_due(2.5) == (2.0, late, TCP)
 
 
+def test_groups_added_out_of_order_still_come_due_in_order() -> None:
+    """Groups added in time order (the common case) and out of it (a hurry, a shorter
+    interval) interleave: each take gives the earliest due, ties in the order added."""
+    agenda = Agenda()
+    dues = [1.0, 2.0, 3.0, 1.5, 3.0, 0.5, 4.0, 3.0, 2.5, 5.0, 0.5]
+    groups = [group(port, due) for port, due in enumerate(dues, start=1)]
+    for g in groups[:6]:
+        agenda.add(g, TCP)
+    taken = []
+    for g in groups[6:]:  # take one, add one: both structures fill and drain
+        head = agenda.next_due(math.inf)
+        assert head is not None
+        agenda.take()
+        taken.append(head[1])
+        agenda.add(g, TCP)
+    while (head := agenda.next_due(math.inf)) is not None:
+        agenda.take()
+        taken.append(head[1])
+    order = [groups.index(g) for g in taken]
+    assert order == [5, 0, 3, 1, 8, 10, 2, 4, 7, 6, 9]
+
+
 def test_stopped_groups_are_dropped() -> None:
     """A group a regroup stopped is never started."""
     agenda = Agenda()
