@@ -26,12 +26,12 @@ import trio
 from sentinel.config.model import ApiConfig
 from sentinel.dashboard import dashboard_file
 from sentinel.engine.streamhub import StreamHub
-from sentinel.errors import EtcdError, StartupError
+from sentinel.errors import BadRequest, EtcdError, StartupError
 from sentinel.files import write_atomic
 from sentinel.limits import API_MAX
 from sentinel.model import Event
 from sentinel.passive.base import BackendIndex, Signal
-from sentinel.passive.reports import ReportError, parse_reports
+from sentinel.passive.reports import parse_reports
 from sentinel.stream import PATH as STREAM_PATH
 from sentinel.stream import Refusal, open_stream, serve_stream
 
@@ -98,10 +98,6 @@ class Response:
         self.headers = headers
         self.body = body if isinstance(body, bytes) else (
             json.dumps(body, indent=None, separators=(",", ":")).encode() + b"\n")
-
-
-class BadRequest(ValueError):
-    """A request the API answers 400 with this message, having changed nothing."""
 
 
 def wrong_method(method: str, allowed: str, path: str) -> Response | None:
@@ -231,8 +227,8 @@ class Api:
         """Answer one request (HEAD comes here as GET; `body`: a POST's, whole)."""
         try:
             return await self._route(method, path, query, headers, body)
-        except BadRequest as exc:
-            return Response(400, {"error": str(exc)})
+        except BadRequest as refused:
+            return Response(refused.status, refused.body)
 
     async def _route(self, method: str, path: str, query: str, headers: dict[bytes, bytes],
                      body: bytes) -> Response:
@@ -301,10 +297,7 @@ class Api:
 
     def _reports(self, body: bytes) -> Response:
         """POST /v1/reports (SPEC 10): all or nothing."""
-        try:
-            accepted = parse_reports(body, self.source.backend_index(), time.time())
-        except ReportError as refused:
-            return Response(refused.status, refused.body)
+        accepted = parse_reports(body, self.source.backend_index(), time.time())
         self.source.passive(accepted.signals)
         return Response(200, accepted.to_json())
 

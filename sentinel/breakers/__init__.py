@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from sentinel.breakers.base import Breaker, Change, Health, IllegalTransition, Transition
+from sentinel.breakers.base import Breaker, Change, Health, Transition
 from sentinel.breakers.circuit import CircuitBreaker
 from sentinel.breakers.nginx import NginxBreaker
 from sentinel.breakers.threshold import ThresholdBreaker
@@ -27,7 +27,6 @@ __all__ = [
     "Change",
     "CircuitBreaker",
     "Health",
-    "IllegalTransition",
     "NginxBreaker",
     "ThresholdBreaker",
     "Transition",

@@ -68,10 +68,6 @@ def first_probe_reason(start: InitState, why: str = "") -> str:
     return f"first probe {verb} (init_state: {start})"
 
 
-class IllegalTransition(RuntimeError):
-    """A move the breaker's transition table does not allow; nothing changed."""
-
-
 class Breaker(Protocol):
     """One backend's breaker. Implementations live one per file in this package."""
 

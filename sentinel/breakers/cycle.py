@@ -18,12 +18,12 @@ from typing import Final, Self
 from sentinel.breakers.base import (
     STEADY_DOWN,
     Health,
-    IllegalTransition,
     Transition,
     fragile,
     start_state,
 )
 from sentinel.config.model import InitState
+from sentinel.errors import IllegalTransition
 
 
 class Phase(Enum):

@@ -52,13 +52,13 @@ from collections.abc import Hashable
 from sentinel.breakers.base import (
     Change,
     Health,
-    IllegalTransition,
     Transition,
     first_probe_reason,
     fragile,
     start_state,
 )
 from sentinel.config.model import InitState, ThresholdBreakerConfig
+from sentinel.errors import IllegalTransition
 
 
 class ThresholdBreaker:

@@ -25,10 +25,10 @@ import httpx
 
 from sentinel.api import Response, choice, integer, parse_query, wrong_method
 from sentinel.config.model import Config
-from sentinel.errors import ConfigError, StateError
+from sentinel.errors import ConfigError, OutboxLocked, SignatureError, StateError
 from sentinel.sinks.registry import load_config
-from sentinel.sinks.webhook.outbox import Counts, Entry, Outbox, OutboxLocked
-from sentinel.sinks.webhook.signing import SignatureError, decode_secret, headers
+from sentinel.sinks.webhook.outbox import Counts, Entry, Outbox
+from sentinel.sinks.webhook.signing import decode_secret, headers
 from sentinel.sinks.webhook.sink import WebhookSink, outbox_path
 from sentinel.timefmt import rfc3339, uuid7
 

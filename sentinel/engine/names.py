@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import trio
 
 from sentinel.engine.probegroups import ProbeGroup
-from sentinel.probes.base import ResolveError
+from sentinel.errors import ResolveError
 from sentinel.probes.rawsock import Address
 from sentinel.probes.resolve import NEGATIVE_TTL, Resolver
 

@@ -75,9 +75,10 @@ from sentinel.engine.names import NameKey, Names
 from sentinel.engine.probegroups import ProbeGroup
 from sentinel.engine.slots import Slots
 from sentinel.engine.watching import Watches, WatchStatistics
+from sentinel.errors import ResolveError
 from sentinel.model import ProbeResult
 from sentinel.probes import rawsock
-from sentinel.probes.base import Probe, ResolveError, crashed
+from sentinel.probes.base import Probe, crashed
 from sentinel.probes.exchange import DONE, RECEIVE, Connect, Exchange, LeanProbe, Send
 from sentinel.probes.rawsock import Address
 from sentinel.probes.resolve import timed_out

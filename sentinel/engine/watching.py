@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING, Protocol
 from sentinel.config.model import ProbeConfig
 from sentinel.engine.probegroups import ProbeGroup
 from sentinel.engine.watch import QUIET, Phase, Watch
+from sentinel.errors import ResolveError
 from sentinel.probes import rawsock
-from sentinel.probes.base import ResolveError, classify
+from sentinel.probes.base import classify
 from sentinel.probes.rawsock import Address
 from sentinel.sinks.runner import Backoff
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sentinel.errors import BadRequest
 from sentinel.passive.base import BackendIndex, Key, Signal
 
 MAX_BODY = 64 * 1024  # bytes; larger bodies are refused with 413 before being read
@@ -29,15 +30,6 @@ MAX_REPORTS = 1000
 MAX_TEXT = 200  # characters kept of `error` and `source`
 MAX_AGE = 60.0  # seconds: older reports are ignored
 KEYS = {"service", "backend", "address", "ok", "error", "time", "source"}
-
-
-class ReportError(Exception):
-    """A refused request: the HTTP status and the JSON answer."""
-
-    def __init__(self, status: int, body: dict[str, object]) -> None:
-        super().__init__(body.get("error"))
-        self.status = status
-        self.body = body
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,19 +48,19 @@ class Accepted:
 
 def parse_reports(body: bytes, index: BackendIndex, now: float) -> Accepted:
     """Check a request body against the running config's backends (`index`); `now` is
-    Unix time. Raises ReportError (400 malformed, 413 too large, 422 unknown backends)."""
+    Unix time. Raises BadRequest (400 malformed, 413 too large, 422 unknown backends)."""
     if len(body) > MAX_BODY:
-        raise ReportError(413, {"error": f"body over {MAX_BODY} bytes"})
+        raise BadRequest(f"body over {MAX_BODY} bytes", status=413)
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ReportError(400, {"error": f"not JSON: {exc}"}) from None
+        raise BadRequest(f"not JSON: {exc}") from None
     if not isinstance(doc, dict) or set(doc) != {"reports"} or not isinstance(
             doc["reports"], list):
-        raise ReportError(400, {"error": 'expected {"reports": [...]}'})
+        raise BadRequest('expected {"reports": [...]}')
     reports: list[Any] = doc["reports"]
     if len(reports) > MAX_REPORTS:
-        raise ReportError(413, {"error": f"more than {MAX_REPORTS} reports"})
+        raise BadRequest(f"more than {MAX_REPORTS} reports", status=413)
     problems: list[str] = []
     unknown: list[str] = []
     signals: list[Signal] = []
@@ -89,10 +81,10 @@ def parse_reports(body: bytes, index: BackendIndex, now: float) -> Accepted:
         else:
             signals.extend(Signal(svc, backend, source, error) for svc, backend in keys)
     if problems:
-        raise ReportError(400, {"error": "; ".join(problems[:10])})
+        raise BadRequest("; ".join(problems[:10]))
     if unknown:
-        raise ReportError(422, {"error": f"unknown backends: {', '.join(unknown)}",
-                                "unknown": unknown})
+        raise BadRequest(f"unknown backends: {', '.join(unknown)}", status=422,
+                         extra={"unknown": unknown})
     return Accepted(tuple(signals), successes, stale)
 
 

@@ -21,17 +21,13 @@ from typing import Protocol
 import trio
 
 from sentinel.config.model import ProbeConfig
+from sentinel.errors import ResolveError
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes.rawsock import Address, literal
 from sentinel.telemetry.logs import Throttle
 
 log = logging.getLogger(__name__)
 _crashes = Throttle()  # once per distinct error: the traceback is the news, not the count
-
-
-class ResolveError(socket.gaierror):
-    """A host name did not resolve (in time); `strerror` is the reason, as the DNS
-    failure's text (see `sentinel.probes.resolve`)."""
 
 
 @dataclass(frozen=True, slots=True)

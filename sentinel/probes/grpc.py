@@ -35,6 +35,7 @@ import hpack
 import trio
 
 from sentinel.config.model import GrpcSpec, ProbeConfig
+from sentinel.errors import BadFrame, ProtocolError
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes import exchange as lean
 from sentinel.probes import rawsock
@@ -59,10 +60,6 @@ GRPC_STATUS = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEE
                "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
 
 
-class Malformed(Exception):
-    """The answer is not a well-formed gRPC message (a PROTOCOL failure)."""
-
-
 # -- the two messages: protobuf by hand ---------------------------------------------------
 
 def _varint(value: int) -> bytes:
@@ -78,9 +75,9 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         if pos >= len(data):
-            raise Malformed("truncated varint")
+            raise ProtocolError("truncated varint")
         if shift > 63:
-            raise Malformed("varint longer than 10 bytes")
+            raise ProtocolError("varint longer than 10 bytes")
         byte = data[pos]
         value |= (byte & 0x7F) << shift
         pos, shift = pos + 1, shift + 7
@@ -97,13 +94,13 @@ def encode_request(service: str) -> bytes:
 
 def decode_status(body: bytes) -> int:
     """The `status` (field 1) of a HealthCheckResponse; unknown fields are skipped, a
-    missing status is UNKNOWN (proto3's default). Raises Malformed."""
+    missing status is UNKNOWN (proto3's default). Raises ProtocolError."""
     status, pos = 0, 0
     while pos < len(body):
         key, pos = _read_varint(body, pos)
         field, wire = key >> 3, key & 7
         if field == 0:
-            raise Malformed("field number 0")
+            raise ProtocolError("field number 0")
         if wire == 0:
             value, pos = _read_varint(body, pos)
             if field == 1:
@@ -114,21 +111,21 @@ def decode_status(body: bytes) -> int:
             length, pos = _read_varint(body, pos)
             pos += length
         else:
-            raise Malformed(f"wire type {wire}")
+            raise ProtocolError(f"wire type {wire}")
         if pos > len(body):
-            raise Malformed("truncated field")
+            raise ProtocolError("truncated field")
     return status
 
 
 def unframe(data: bytes) -> bytes:
     """The one message in a unary response's DATA (5-byte gRPC prefix + body)."""
     if len(data) < 5:
-        raise Malformed(f"{len(data)} bytes, shorter than a message prefix")
+        raise ProtocolError(f"{len(data)} bytes, shorter than a message prefix")
     compressed, length = struct.unpack_from(">BI", data)
     if compressed:
-        raise Malformed("compressed message (no compression was offered)")
+        raise ProtocolError("compressed message (no compression was offered)")
     if len(data) != 5 + length:
-        raise Malformed(f"prefix says {length} bytes, got {len(data) - 5}")
+        raise ProtocolError(f"prefix says {length} bytes, got {len(data) - 5}")
     return data[5:]
 
 
@@ -155,10 +152,6 @@ END_HEADERS, PADDED, PRIORITY = 0x4, 0x8, 0x20
 MAX_FRAME = 16384  # SETTINGS_MAX_FRAME_SIZE as we leave it: a longer frame is an error
 STREAM = 1  # the call's stream: the first one a client opens
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-
-class BadFrame(Malformed):
-    """The answer is not well-formed HTTP/2 (a frame, a header block)."""
 
 
 def frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
@@ -368,7 +361,7 @@ class GrpcCall:
                                         + (f": {message}" if message else ""))
         try:
             serving = decode_status(unframe(bytes(self._data)))
-        except Malformed as exc:
+        except ProtocolError as exc:
             return FailureKind.PROTOCOL, f"malformed HealthCheckResponse: {exc}"
         if serving == SERVING:
             return None
@@ -387,7 +380,7 @@ class GrpcCall:
             if self._first and self._headers is None:
                 detail += f" (got {quote(self._first)})"
             return failed(FailureKind.PROTOCOL, detail, latency)
-        if isinstance(exc, Malformed):
+        if isinstance(exc, ProtocolError):
             return failed(FailureKind.PROTOCOL, str(exc), latency)
         return failed(*classify(exc), latency)
 
@@ -461,7 +454,7 @@ class GrpcProbe:
                                  self._ssl, server_hostname=self._spec.sni or target.host)
             await tls.do_handshake()
             if tls.selected_alpn_protocol() != "h2":
-                raise Malformed("the server did not agree to HTTP/2 (ALPN h2)")
+                raise ProtocolError("the server did not agree to HTTP/2 (ALPN h2)")
             await _converse(call, tls.send_all, partial(tls.receive_some, READ_SIZE))
         finally:
             sock.close()  # with an RST: rawsock sets SO_LINGER 0

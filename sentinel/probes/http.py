@@ -13,10 +13,11 @@ same answer gives the same result and text. A check is an `HttpExchange`
 from __future__ import annotations
 
 from sentinel.config.model import HttpSpec, ProbeConfig
+from sentinel.errors import NoResponse, ProtocolError
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes import exchange as lean
 from sentinel.probes.base import Target, classify, failed, source_address
-from sentinel.probes.http1 import ProtocolError, ResponseReader
+from sentinel.probes.http1 import ResponseReader
 from sentinel.probes.https import USER_AGENT, body_verdict, status_verdict
 from sentinel.probes.resolve import Resolver, default_resolver
 
@@ -117,7 +118,6 @@ class HttpExchange(lean.Conversation):
         """A close before any answer is a RESET (as httpx reports it), other unreadable
         answers PROTOCOL; foreign errors go through the edge table in `base`."""
         if isinstance(exc, ProtocolError):
-            kind = (FailureKind.RESET if "without a response" in str(exc)
-                    else FailureKind.PROTOCOL)
+            kind = FailureKind.RESET if isinstance(exc, NoResponse) else FailureKind.PROTOCOL
             return failed(kind, str(exc), latency)
         return failed(*classify(exc), latency)

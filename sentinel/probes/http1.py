@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import re
 
+from sentinel.errors import NoResponse, ProtocolError
+
 BODY_CAP = 64 * 1024
 HEAD_CAP = 64 * 1024
 LINE_CAP = 4096  # a chunk-size line, extensions included
 _SIZE_LINE, _CHUNK_END = -1, -2  # chunked states: a size line, the CRLF after the data
 _STATUS = re.compile(rb"HTTP/1\.[01] (\d{3})(?: [^\r\n]*)?")
-
-
-class ProtocolError(Exception):
-    """The peer's answer is not an HTTP/1.x response we can read."""
 
 
 class ResponseReader:
@@ -61,8 +59,9 @@ class ResponseReader:
         if self.done:
             return
         if not self.status:
-            raise ProtocolError("server closed the connection without a response"
-                                if not self._buf else "connection closed mid-headers")
+            if not self._buf:
+                raise NoResponse("server closed the connection without a response")
+            raise ProtocolError("connection closed mid-headers")
         if self._length is None and not self._chunked:
             self.done = True
             return

@@ -45,8 +45,8 @@ import dns.rdatatype
 import dns.resolver
 import trio
 
+from sentinel.errors import ResolveError
 from sentinel.probes import rawsock
-from sentinel.probes.base import ResolveError
 from sentinel.probes.rawsock import Address
 
 MIN_TTL = 1.0  # a TTL of 0 would mean one query per check

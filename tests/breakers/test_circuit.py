@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from sentinel.breakers import Change, Health, Transition, make_breaker
-from sentinel.breakers.base import IllegalTransition
 from sentinel.breakers.circuit import CircuitBreaker
 from sentinel.config.model import CircuitBreakerConfig
+from sentinel.errors import IllegalTransition
 
 UNCHANGED_UP = Transition(Change.UNCHANGED, Health.UP)
 UNCHANGED_DOWN = Transition(Change.UNCHANGED, Health.DOWN)

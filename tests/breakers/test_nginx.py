@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from sentinel.breakers import Change, Health, Transition, make_breaker
-from sentinel.breakers.base import IllegalTransition
 from sentinel.breakers.nginx import NginxBreaker
 from sentinel.config.model import NginxBreakerConfig
+from sentinel.errors import IllegalTransition
 
 UNCHANGED_UP = Transition(Change.UNCHANGED, Health.UP)
 UNCHANGED_DOWN = Transition(Change.UNCHANGED, Health.DOWN)

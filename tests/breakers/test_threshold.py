@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from sentinel.breakers import Change, Health, Transition, make_breaker
-from sentinel.breakers.base import IllegalTransition
 from sentinel.breakers.threshold import ThresholdBreaker
 from sentinel.config.model import ThresholdBreakerConfig
+from sentinel.errors import IllegalTransition
 
 
 def test_module_timeline() -> None:

@@ -27,8 +27,9 @@ from sentinel.config.model import (
     TcpSpec,
     Timing,
 )
+from sentinel.errors import ResolveError
 from sentinel.model import FailureKind, ProbeResult
-from sentinel.probes.base import Probe, ResolveError, Target, classify, failed
+from sentinel.probes.base import Probe, Target, classify, failed
 from sentinel.probes.exchange import Connect, Conversation
 from sentinel.probes.rawsock import Address
 from sentinel.probes.resolve import default_resolver

@@ -13,7 +13,7 @@ import trio.testing
 from sentinel.config.model import ProbeConfig
 from sentinel.engine.names import LOOKUP_LIMIT, NameKey, Names
 from sentinel.engine.probegroups import ProbeGroup
-from sentinel.probes.base import ResolveError
+from sentinel.errors import ResolveError
 from tests.engine.fakes import ScriptedResolver
 
 WEB = (socket.AF_INET, "10.0.0.1")

@@ -14,8 +14,9 @@ import trio
 from sentinel.api import Api, serve_api
 from sentinel.config.model import ApiConfig, BackendConfig, ServiceConfig
 from sentinel.engine.engine import Engine
+from sentinel.errors import BadRequest
 from sentinel.passive.base import BackendIndex, Signal
-from sentinel.passive.reports import MAX_BODY, Accepted, ReportError, parse_reports
+from sentinel.passive.reports import MAX_BODY, Accepted, parse_reports
 from sentinel.sinks.base import RecordingSink
 from tests.engine.fakes import FakeProbe, config, service
 
@@ -33,7 +34,7 @@ def parse(doc: object) -> Accepted:
 def refused(doc: object | bytes) -> tuple[int, dict[str, object]]:
     """The status and answer of a refused body."""
     body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
-    with pytest.raises(ReportError) as caught:
+    with pytest.raises(BadRequest) as caught:
         parse_reports(body, INDEX, NOW)
     return caught.value.status, caught.value.body
 

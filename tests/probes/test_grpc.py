@@ -19,6 +19,7 @@ import trio
 import trustme
 
 from sentinel.config.model import GrpcSpec, ProbeConfig, Timing
+from sentinel.errors import ProtocolError
 from sentinel.model import FailureKind
 from sentinel.probes.base import Target
 from sentinel.probes.grpc import (
@@ -33,7 +34,6 @@ from sentinel.probes.grpc import (
     PUSH_PROMISE,
     SETTINGS,
     GrpcProbe,
-    Malformed,
     decode_status,
     encode_request,
     frame,
@@ -413,5 +413,5 @@ def test_request_encoding_round_trips() -> None:
 
 def test_decoder_rejects_bad_wire_types() -> None:
     """Wire types 3, 4, 6 and 7 (groups, reserved) are malformed."""
-    with pytest.raises(Malformed, match="wire type 3"):
+    with pytest.raises(ProtocolError, match="wire type 3"):
         decode_status(b"\x0b")

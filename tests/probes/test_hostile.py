@@ -16,11 +16,12 @@ import pytest
 import trio
 
 from sentinel.config.model import HttpSpec, ProbeConfig, TcpSpec, Timing
+from sentinel.errors import ProtocolError
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes import exchange as lean
 from sentinel.probes.base import Target
 from sentinel.probes.http import HttpExchange, LeanHttpProbe
-from sentinel.probes.http1 import BODY_CAP, LINE_CAP, ProtocolError, ResponseReader
+from sentinel.probes.http1 import BODY_CAP, LINE_CAP, ResponseReader
 from sentinel.probes.https import HttpProbe
 from sentinel.probes.rawsock import RECV_SIZE
 from sentinel.probes.resolve import default_resolver

@@ -24,8 +24,9 @@ import trustme
 
 from sentinel.config.model import BackendConfig, HttpSpec, ProbeConfig, TcpSpec, Timing
 from sentinel.engine.engine import Engine
+from sentinel.errors import ResolveError
 from sentinel.model import FailureKind
-from sentinel.probes.base import Probe, ResolveError, Target
+from sentinel.probes.base import Probe, Target
 from sentinel.probes.http import LeanHttpProbe
 from sentinel.probes.https import HttpProbe
 from sentinel.probes.resolve import HOSTS_CHECK, NEGATIVE_TTL, Resolver, read_hosts

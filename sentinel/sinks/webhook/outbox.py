@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sentinel.errors import StateError
+from sentinel.errors import OutboxLocked, StateError
 from sentinel.timefmt import rfc3339
 
 log = logging.getLogger(__name__)
@@ -53,10 +53,6 @@ CREATE TABLE IF NOT EXISTS entries (
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 COLUMNS = "id, key, event_id, seq, body, created, attempts, next_attempt, last_error, dead"
-
-
-class OutboxLocked(StateError):
-    """Another process (normally a running sentinel) holds the outbox file."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +139,8 @@ class Outbox:
             problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
         except sqlite3.OperationalError as exc:
             conn.close()
-            if "locked" in str(exc) or "busy" in str(exc):
+            # SQLite's code, not its message: extended codes keep the primary in the low byte
+            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 raise OutboxLocked(
                     f"outbox {path} is locked by another process (is another sentinel "
                     f"running with this state_dir?)") from exc

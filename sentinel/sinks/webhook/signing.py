@@ -28,12 +28,10 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import Enum
 
+from sentinel.errors import SignatureError
+
 PREFIX = "whsec_"
 TOLERANCE = 300.0  # seconds: the replay window the published libraries use
-
-
-class SignatureError(ValueError):
-    """A secret cannot be decoded, or a message does not verify."""
 
 
 def decode_secret(secret: str, *, signing: bool = False) -> bytes:

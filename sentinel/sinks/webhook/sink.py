@@ -34,12 +34,12 @@ import trio
 
 from sentinel.config.node import Node
 from sentinel.config.tables import Duration, Field, Int, Rule, Section, Url, scalar
+from sentinel.errors import SignatureError
 from sentinel.model import Event
 from sentinel.sinks.base import SinkContext, SinkHealth, SinkKind, Update
 from sentinel.sinks.webhook.outbox import Counts, Entry, NewEvent, Outbox
 from sentinel.sinks.webhook.signing import (
     Outcome,
-    SignatureError,
     Verdict,
     backoff,
     classify,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.errors import StateError
-from sentinel.sinks.webhook.outbox import NewEvent, Outbox, OutboxLocked
+from sentinel.errors import OutboxLocked, StateError
+from sentinel.sinks.webhook.outbox import NewEvent, Outbox
 from tests.config import run_sentinel, write_config
 from tests.e2e.helpers import wait_until
 from tests.sinks.webhook.conftest import SECRET

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from sentinel.sinks.webhook.signing import SignatureError, decode_secret, headers, sign, verify
+from sentinel.errors import SignatureError
+from sentinel.sinks.webhook.signing import decode_secret, headers, sign, verify
 from tests.sinks.webhook.conftest import OTHER_SECRET, SECRET
 
 BODY = b'{"id":"msg_1","to":"down"}'
