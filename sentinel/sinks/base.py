@@ -17,7 +17,9 @@ name.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -247,6 +249,23 @@ class SinkKind:
     scope: SinkScope = "local"
     options: Section = NO_KEYS
     binding: Section = NO_KEYS
+
+
+@contextmanager
+def unavailable(target: str, *, time_limit: float = math.inf) -> Iterator[None]:
+    """The one place sinks map failing to reach their target: in the block, an OSError
+    (a command that is missing, a socket that refuses, a full disk; a TimeoutError is
+    one, so a command's own time limit is raised as that), a broken connection, or
+    `time_limit` seconds passing becomes SinkUnavailable("TARGET: why"), which the
+    runner retries. The original stays chained as the cause."""
+    try:
+        with trio.fail_after(time_limit):
+            yield
+    except trio.TooSlowError:
+        raise SinkUnavailable(f"{target}: no answer within {time_limit:g}s") from None
+    except (OSError, trio.BrokenResourceError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise SinkUnavailable(f"{target}: {why}") from exc
 
 
 class RecordingSink:

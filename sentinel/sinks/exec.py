@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from sentinel.config.node import Node
 from sentinel.config.sections import COMMAND, parse_command
 from sentinel.config.tables import Duration, Field, Rule, Section
-from sentinel.errors import SinkRejected, SinkUnavailable
+from sentinel.errors import SinkRejected
 from sentinel.model import Event
 from sentinel.process import run_command
-from sentinel.sinks.base import SinkContext, SinkKind, Update
+from sentinel.sinks.base import SinkContext, SinkKind, Update, unavailable
 
 log = logging.getLogger(__name__)
 PLACEHOLDERS = ("service", "backend", "address", "from", "to", "weight")
@@ -78,10 +78,8 @@ class ExecSink:
             if event.seq <= self._done_seq.get(service, 0):
                 continue
             argv = render_argv(self._options.command, event)
-            try:
+            with unavailable(argv[0]):
                 outcome = await run_command(argv, time_limit=self._options.timeout)
-            except OSError as exc:
-                raise SinkUnavailable(f"{argv[0]}: {exc.strerror or exc}") from exc
             for stream, data in (("stdout", outcome.stdout), ("stderr", outcome.stderr)):
                 if data.strip():
                     log.info("%s %s: %s", self.name, stream,

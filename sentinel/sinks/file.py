@@ -12,9 +12,8 @@ import trio
 
 from sentinel.config.node import Node
 from sentinel.config.tables import Field, FilePath, Section
-from sentinel.errors import SinkUnavailable
 from sentinel.files import write_atomic
-from sentinel.sinks.base import SinkContext, SinkKind, Update
+from sentinel.sinks.base import SinkContext, SinkKind, Update, unavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +51,8 @@ class FileSink:
     async def apply(self, update: Update) -> None:
         """Write the current state document (it already holds `update.view`)."""
         data = json.dumps(self._ctx.state_document(), indent=2, sort_keys=True).encode() + b"\n"
-        try:
+        with unavailable(f"cannot write {self._path}"):  # retried with backoff, not a crash
             await trio.to_thread.run_sync(write_atomic, self._path, data)
-        except OSError as exc:  # a sink error, retried with backoff, not a crash
-            raise SinkUnavailable(f"cannot write {self._path}: {exc.strerror or exc}") from exc
 
     async def aclose(self) -> None:
         """Nothing to release."""

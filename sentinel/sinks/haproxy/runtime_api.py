@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import trio
 
-from sentinel.errors import SinkRejected, SinkUnavailable
+from sentinel.errors import SinkRejected
+from sentinel.sinks.base import unavailable
 
 ADMIN_FMAINT = 0x01
 ADMIN_FDRAIN = 0x08
@@ -116,22 +117,15 @@ class RuntimeApi:
         """Send one command, return the whole answer."""
         if "\n" in line or ";" in line:
             raise ValueError(f"one command per call: {line!r}")
-        try:
-            with trio.fail_after(self.timeout):
-                stream = await self._connect()
-                async with stream:
-                    await stream.send_all(line.encode() + b"\n")
-                    answer = bytearray()
-                    while chunk := await stream.receive_some(65536):
-                        answer += chunk
-                        if len(answer) > READ_LIMIT:
-                            raise SinkRejected(f"haproxy: answer to {line!r} is too long")
-        except trio.TooSlowError:
-            raise SinkUnavailable(f"haproxy socket {self.address}: no answer within "
-                                  f"{self.timeout:g}s") from None
-        except (OSError, trio.BrokenResourceError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-            raise SinkUnavailable(f"haproxy socket {self.address}: {reason}") from exc
+        with unavailable(f"haproxy socket {self.address}", time_limit=self.timeout):
+            stream = await self._connect()
+            async with stream:
+                await stream.send_all(line.encode() + b"\n")
+                answer = bytearray()
+                while chunk := await stream.receive_some(65536):
+                    answer += chunk
+                    if len(answer) > READ_LIMIT:
+                        raise SinkRejected(f"haproxy: answer to {line!r} is too long")
         return answer.decode(errors="replace")
 
     async def _connect(self) -> trio.abc.Stream:

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 import trio
 
-from sentinel.errors import SinkRejected, SinkUnavailable
+from sentinel.errors import SinkRejected
+from sentinel.sinks.base import unavailable
 from sentinel.sinks.ipvs.table import ServiceEntry, Table, Virtual, parse_listing, parse_thresholds
 
 SHOWN = 600  # characters of ipvsadm's output quoted in an error
@@ -74,15 +75,9 @@ class Ipvsadm:
                        ) -> subprocess.CompletedProcess[bytes]:
         argv = [*self.command, *args]
         self.calls += 1
-        try:
-            with trio.fail_after(self.timeout):
-                return await trio.run_process(argv, stdin=stdin, capture_stdout=True,
-                                              capture_stderr=True, check=False)
-        except trio.TooSlowError:
-            raise SinkUnavailable(f"{self._name(*args)} timed out after "
-                                  f"{self.timeout:g}s") from None
-        except OSError as exc:
-            raise SinkUnavailable(f"{argv[0]}: {exc.strerror or exc}") from exc
+        with unavailable(self._name(*args), time_limit=self.timeout):
+            return await trio.run_process(argv, stdin=stdin, capture_stdout=True,
+                                          capture_stderr=True, check=False)
 
     def _parse(self, listing: str | None) -> Table:
         try:

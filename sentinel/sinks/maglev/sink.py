@@ -28,11 +28,10 @@ import trio
 
 from sentinel.config.node import Node
 from sentinel.config.tables import Duration, Field, FilePath, Rule, Section, scalar
-from sentinel.errors import SinkUnavailable
 from sentinel.extras import missing
 from sentinel.files import write_atomic
 from sentinel.model import ServiceView, State
-from sentinel.sinks.base import SinkContext, SinkKind, Update
+from sentinel.sinks.base import SinkContext, SinkKind, Update, unavailable
 from sentinel.sinks.maglev.table import (
     DEFAULT_TABLE_SIZE,
     MAX_TABLE_SIZE,
@@ -176,10 +175,8 @@ class MaglevSink:
             await trio.sleep_until(due)
         self._built_at[service] = trio.current_time()
         previous = self._published.get(service)
-        try:
+        with unavailable(str(self._dir)):
             published = await trio.to_thread.run_sync(self._converge, update.view, previous)
-        except OSError as exc:
-            raise SinkUnavailable(f"{self._dir}: {exc.strerror or exc}") from exc
         self._published[service] = published
 
     def _converge(self, view: ServiceView, previous: Published | None) -> Published:

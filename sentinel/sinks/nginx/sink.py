@@ -46,7 +46,7 @@ from sentinel.errors import SinkError, SinkRejected, SinkUnavailable
 from sentinel.files import write_atomic
 from sentinel.model import ServiceView
 from sentinel.process import ProcessOutcome, run_command
-from sentinel.sinks.base import SinkContext, SinkKind, Update
+from sentinel.sinks.base import SinkContext, SinkKind, Update, unavailable
 from sentinel.sinks.nginx.render import (
     CONTEXTS,
     MODES,
@@ -277,12 +277,10 @@ class NginxSink:
 
     async def _command(self, what: str, argv: Sequence[str],
                        error: type[SinkError]) -> None:
-        try:
+        with unavailable(f"{what} command {argv[0]}"):
             outcome = await self._run(argv, time_limit=self._options.timeout)
-        except OSError as exc:
-            raise SinkUnavailable(f"{what} command {argv[0]}: {exc.strerror or exc}") from exc
-        if outcome.timed_out:
-            raise SinkUnavailable(f"{what} command timed out after {self._options.timeout:g}s")
+            if outcome.timed_out:
+                raise TimeoutError(f"timed out after {self._options.timeout:g}s")
         if outcome.returncode != 0:
             raise error(f"{what} command failed ({outcome.describe_exit(NGINX_WHY)}); "
                         f"restored the previous {self._path.name}")
