@@ -54,12 +54,12 @@ from urllib.parse import quote, unquote
 
 import trio
 
+from sentinel.backoff import Backoff
 from sentinel.cluster.etcd import Compare, Delete, EtcdClient, Get, Op, Put, prefix_end
 from sentinel.cluster.membership import Lease
 from sentinel.cluster.mirror import Changes
 from sentinel.errors import EtcdError, NotLeader
 from sentinel.model import Event
-from sentinel.sinks.runner import Backoff
 
 log = logging.getLogger(__name__)
 MAX_OPS = 120  # keys per transaction, + events, seq and trim: under etcd's default 128

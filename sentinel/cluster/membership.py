@@ -37,11 +37,11 @@ from dataclasses import dataclass, replace
 
 import trio
 
+from sentinel.backoff import Backoff
 from sentinel.cluster.config import ClusterConfig
 from sentinel.cluster.etcd import Compare, EtcdClient, Get, KeyValue, Put
 from sentinel.cluster.mirror import Changes, PrefixMirror
 from sentinel.errors import EtcdError
-from sentinel.sinks.runner import Backoff
 
 log = logging.getLogger(__name__)
 

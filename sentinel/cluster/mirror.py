@@ -29,9 +29,9 @@ from collections.abc import Callable, Mapping
 
 import trio
 
+from sentinel.backoff import Backoff
 from sentinel.cluster.etcd import EtcdClient, KeyValue, WatchEvent, prefix_end
 from sentinel.errors import EtcdCompacted, EtcdError
-from sentinel.sinks.runner import Backoff
 
 log = logging.getLogger(__name__)
 Changes = Mapping[str, KeyValue | None]

@@ -58,6 +58,7 @@ from typing import Protocol
 
 import trio
 
+from sentinel.backoff import Backoff
 from sentinel.cluster.assign import Member, probers_for
 from sentinel.cluster.config import ClusterConfig
 from sentinel.cluster.etcd import EtcdClient, EtcdStatistics
@@ -84,7 +85,6 @@ from sentinel.cluster.vote import Ballot, tally
 from sentinel.engine.pacing import percentiles
 from sentinel.errors import EtcdError, NotLeader
 from sentinel.model import State
-from sentinel.sinks.runner import Backoff
 from sentinel.timefmt import rfc3339
 
 log = logging.getLogger(__name__)

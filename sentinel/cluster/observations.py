@@ -28,12 +28,12 @@ from urllib.parse import quote, unquote
 
 import trio
 
+from sentinel.backoff import Backoff
 from sentinel.cluster.etcd import Delete, EtcdClient, KeyValue, Op, Put
 from sentinel.cluster.membership import Lease
 from sentinel.cluster.mirror import Changes, PrefixMirror
 from sentinel.errors import EtcdError
 from sentinel.model import State
-from sentinel.sinks.runner import Backoff
 
 log = logging.getLogger(__name__)
 MAX_OPS = 100  # per transaction (etcd's default limit is 128)

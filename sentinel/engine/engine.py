@@ -20,6 +20,7 @@ from pathlib import Path
 import trio
 import trio.lowlevel
 
+from sentinel.backoff import Backoff
 from sentinel.breakers import make_breaker
 from sentinel.breakers.base import Health
 from sentinel.breakers.dampen import Damper
@@ -58,7 +59,7 @@ from sentinel.probes.base import Probe, guarded_check
 from sentinel.probes.registry import make_probe
 from sentinel.sinks.base import Sink, SinkContext
 from sentinel.sinks.registry import SINK_KINDS
-from sentinel.sinks.runner import Backoff, SinkRunner
+from sentinel.sinks.runner import SinkRunner
 from sentinel.timefmt import rfc3339
 
 log = logging.getLogger(__name__)

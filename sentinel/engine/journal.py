@@ -40,7 +40,7 @@ from sentinel.model import Event, ProbeSummary
 from sentinel.timefmt import rfc3339, uuid7
 
 if TYPE_CHECKING:  # at run time the engine hands one in: sinks import this module
-    from sentinel.sinks.runner import Backoff
+    from sentinel.backoff import Backoff
 
 log = logging.getLogger(__name__)
 RunBlocking = Callable[[Callable[[Path, SavedState], None], Path, SavedState], Awaitable[None]]

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from sentinel.backoff import Backoff
 from sentinel.config.model import ProbeConfig
 from sentinel.engine.probegroups import ProbeGroup
 from sentinel.engine.watch import QUIET, Phase, Watch
@@ -35,7 +36,6 @@ from sentinel.errors import ResolveError
 from sentinel.probes import rawsock
 from sentinel.probes.base import classify
 from sentinel.probes.rawsock import Address
-from sentinel.sinks.runner import Backoff
 
 if TYPE_CHECKING:  # the probe loop imports this module
     from sentinel.engine.probeloop import Poller, Sock

@@ -5,8 +5,8 @@ coalescing with anything still pending (the newest view wins, events
 accumulate). The runner's own task applies pending updates one service at a
 time, each bounded by `apply_timeout`; a failure (or a hang, cut off by the
 timeout) puts the update back and schedules that service's retry with
-exponential backoff and full jitter, while other services of the same sink
-go on. Probing never waits for a sink.
+exponential backoff and equal jitter (`sentinel.backoff`), while other
+services of the same sink go on. Probing never waits for a sink.
 """
 
 from __future__ import annotations
@@ -21,24 +21,12 @@ from typing import Any
 
 import trio
 
+from sentinel.backoff import Backoff
 from sentinel.errors import SinkError
 from sentinel.observe import NullObserver, Observer
 from sentinel.sinks.base import Capabilities, Sink, Update
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff with "equal jitter": a random wait in [ceiling/2, ceiling]."""
-
-    initial: float = 0.5
-    maximum: float = 30.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """The wait before retry number `attempt` (1-based)."""
-        ceiling = min(self.maximum, self.initial * math.pow(2, attempt - 1))
-        return rng.uniform(ceiling / 2, ceiling)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import trio
 
+from sentinel.backoff import Backoff
 from sentinel.errors import SinkRejected, SinkUnavailable
 from sentinel.sinks.exec import ExecOptions, ExecSink
-from sentinel.sinks.runner import Backoff, SinkRunner
+from sentinel.sinks.runner import SinkRunner
 from tests.sinks.webhook.conftest import event, update
 
 RECORD = "import json, sys; open(sys.argv[1], 'a').write(json.dumps(sys.argv[2:]) + '\\n')"

@@ -9,9 +9,10 @@ import pytest
 import trio
 import trio.testing
 
+from sentinel.backoff import Backoff
 from sentinel.model import BackendView, Event, ServiceView, State
 from sentinel.sinks.base import Update
-from sentinel.sinks.runner import Backoff, SinkRunner
+from sentinel.sinks.runner import SinkRunner
 from tests.sinks.fakes import TimedSink
 
 SEED = 1234
@@ -107,15 +108,6 @@ async def test_failures_are_retried_with_exponential_backoff(
     assert [e.seq for e in applied.events] == [1]
     stats = runner.statistics()
     assert (stats.ok, stats.failures, stats.applied, stats.last_error) == (True, 3, 1, "")
-
-
-def test_backoff_doubles_within_equal_jitter_bounds_up_to_the_maximum() -> None:
-    """delay(n) lies in [c/2, c] with c = min(maximum, initial * 2**(n-1))."""
-    backoff, rng = Backoff(initial=0.5, maximum=30.0), random.Random(SEED)
-    for attempt in range(1, 12):
-        ceiling = min(30.0, 0.5 * 2 ** (attempt - 1))
-        for _ in range(50):
-            assert ceiling / 2 <= backoff.delay(attempt, rng) <= ceiling
 
 
 async def test_update_published_during_backoff_is_merged_into_the_retry(

@@ -11,8 +11,8 @@ a receiver's five-minute replay window, while the id stays the event's id.
 Answers (`classify`, pure): any 2xx is delivered; 5xx, 408 and 429 are
 retried (429 and 503 after Retry-After when given), as are redirects, which
 are not followed; any other 4xx is permanent. Retries wait by exponential
-backoff with full jitter (AWS Architecture Blog, "Exponential Backoff and
-Jitter"): uniform in [0, min(max, initial * 2^(n-1))].
+backoff with full jitter (`sentinel.backoff`): uniform in
+[0, min(max, initial * 2^(n-1))].
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import math
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -135,7 +133,3 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     except (TypeError, ValueError, IndexError):
         return None
 
-
-def backoff(attempts: int, initial: float, maximum: float, rng: random.Random) -> float:
-    """Full jitter: uniform in [0, min(maximum, initial * 2^(attempts-1))]."""
-    return rng.uniform(0.0, min(maximum, initial * math.pow(2, min(attempts - 1, 60))))

@@ -32,6 +32,7 @@ from typing import Any, Protocol, TypeVar
 import httpx
 import trio
 
+from sentinel.backoff import FULL_JITTER, Backoff
 from sentinel.config.node import Node
 from sentinel.config.tables import Duration, Field, Int, Rule, Section, Url, scalar
 from sentinel.errors import SignatureError
@@ -41,7 +42,6 @@ from sentinel.sinks.webhook.outbox import Counts, Entry, NewEvent, Outbox
 from sentinel.sinks.webhook.signing import (
     Outcome,
     Verdict,
-    backoff,
     classify,
     decode_secret,
     headers,
@@ -172,6 +172,7 @@ class WebhookSink:
         self._keys = [decode_secret(s) for s in options.secrets]
         self._wall = wall
         self._rng = rng or random.Random()
+        self._backoff = Backoff(options.initial_delay, options.max_delay, FULL_JITTER)
         self._transport = transport
         self._offload: Offload = offload or in_thread
         self._queues: dict[str, deque[Entry]] = {}
@@ -306,8 +307,8 @@ class WebhookSink:
             now, attempts = self._wall(), entry.attempts + 1
             deadline = entry.created + self.options.give_up_after
             if outcome.verdict is Verdict.RETRY and now < deadline:
-                delay = outcome.retry_after if outcome.retry_after is not None else backoff(
-                    attempts, self.options.initial_delay, self.options.max_delay, self._rng)
+                delay = outcome.retry_after if outcome.retry_after is not None else \
+                    self._backoff.delay(attempts, self._rng)
                 queue[0] = replace(entry, attempts=attempts, last_error=outcome.error,
                                    next_attempt=min(now + delay, deadline))
                 self._updates[entry.id] = queue[0]

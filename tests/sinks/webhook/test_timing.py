@@ -17,7 +17,7 @@ import pytest
 import trio
 import trio.testing
 
-from sentinel.sinks.webhook.signing import backoff
+from sentinel.backoff import FULL_JITTER, Backoff
 from tests.sinks.webhook.conftest import MakeSink, event, until, update
 
 EPOCH = 1_700_000_000.0
@@ -62,7 +62,7 @@ async def test_retries_follow_full_jitter_exponential_backoff(
     predict = random.Random(5)
     expected = [start]
     for attempt in range(1, 7):
-        expected.append(expected[-1] + backoff(attempt, 1.0, 8.0, predict))
+        expected.append(expected[-1] + Backoff(1.0, 8.0, FULL_JITTER).delay(attempt, predict))
     assert times == pytest.approx(expected, abs=1e-6)
     assert max(b - a for a, b in itertools.pairwise(times)) <= 8.0
 
@@ -105,7 +105,7 @@ async def test_a_slow_answer_is_abandoned_at_the_timeout(make_sink: MakeSink,
     start = trio.current_time()
     await sink.apply(update(event()))
     await until(sink, lambda s: s.delivered >= 1, 1, within=1000)
-    retry = start + 0.2 + backoff(1, 1.0, 8.0, random.Random(5))
+    retry = start + 0.2 + Backoff(1.0, 8.0, FULL_JITTER).delay(1, random.Random(5))
     assert times == pytest.approx([start, retry], abs=1e-6)
     assert sink.statistics().last_error == "timed out after 0.2s"
 
