@@ -1,6 +1,7 @@
 """Running an argv without a shell, bounded in time, killing everything it started.
 
-Shared by the script probe and the exec sink. The child leads its own
+Every command sentinel runs goes through `run_command`: the script probe, the
+exec sink, nginx's test and reload, ipvsadm. The child leads its own
 session (start_new_session), so its process group is the unit of cleanup:
 on timeout or cancellation the whole group is SIGKILLed (a `sleep 30 &`
 inside a script dies too, as keepalived does for MISC_CHECK), and after a
@@ -76,22 +77,27 @@ class ProcessOutcome:
 
 
 async def run_command(argv: Sequence[str], *, time_limit: float,
-                      env: Mapping[str, str] | None = None) -> ProcessOutcome:
-    """Run `argv` (no shell) for at most `time_limit` seconds, keeping the last 64 KiB
-    of each output stream. Raises OSError when the program cannot be started."""
+                      env: Mapping[str, str] | None = None, stdin: bytes = b"",
+                      output_cap: int = OUTPUT_CAP) -> ProcessOutcome:
+    """Run `argv` (no shell) for at most `time_limit` seconds, with `stdin` as its
+    standard input, keeping the last `output_cap` bytes of each output stream (the
+    default, 64 KiB, holds a script's verdict; a listing to parse wants it whole).
+    Raises OSError when the program cannot be started."""
     run = f"{os.getpid()}.{next(_runs)}"
     marked = dict(os.environ if env is None else env)
     marked[MARK] = run
     proc = await trio.lowlevel.open_process(
-        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True, env=marked)
+        list(argv), stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=marked)
     stdout, stderr = bytearray(), bytearray()
     code: int | None = None
     try:
         with trio.move_on_after(time_limit):
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_drain, proc.stdout, stdout)
-                nursery.start_soon(_drain, proc.stderr, stderr)
+                if proc.stdin is not None:
+                    nursery.start_soon(_feed, proc.stdin, stdin)
+                nursery.start_soon(_drain, proc.stdout, stdout, output_cap)
+                nursery.start_soon(_drain, proc.stderr, stderr, output_cap)
                 code = await proc.wait()
                 _kill_run(proc, run)  # stragglers would hold the pipes open until the limit
     finally:
@@ -99,7 +105,7 @@ async def run_command(argv: Sequence[str], *, time_limit: float,
             _kill_run(proc, run)
         with trio.CancelScope(shield=True):
             await proc.wait()  # reap: prompt after SIGKILL
-            for pipe in (proc.stdout, proc.stderr):
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
                 if pipe is not None:
                     await pipe.aclose()
     return ProcessOutcome(code, bytes(stdout), bytes(stderr))
@@ -145,11 +151,21 @@ def _sweep(run: str, first: int) -> int:
     return found
 
 
-async def _drain(stream: trio.abc.ReceiveStream | None, tail: bytearray) -> None:
-    """Read `stream` to EOF, keeping only its last OUTPUT_CAP bytes in `tail`."""
+async def _feed(stream: trio.abc.SendStream, data: bytes) -> None:
+    """Write `data` to the child's standard input and close it (EOF)."""
+    try:
+        await stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the child exited, or closed its input, without reading it all: its exit says
+    finally:
+        await stream.aclose()
+
+
+async def _drain(stream: trio.abc.ReceiveStream | None, tail: bytearray, cap: int) -> None:
+    """Read `stream` to EOF, keeping only its last `cap` bytes in `tail`."""
     if stream is None:
         return
     while chunk := await stream.receive_some(OUTPUT_CAP):
         tail += chunk
-        if len(tail) > OUTPUT_CAP:
-            del tail[:-OUTPUT_CAP]
+        if len(tail) > cap:
+            del tail[:-cap]

@@ -107,14 +107,6 @@ def start_time(pid: int) -> str:
         return ""
 
 
-def alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 class Processes:
     """The processes one test started; each is killed and reaped by PID at the end."""
 

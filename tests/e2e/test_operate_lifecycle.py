@@ -13,13 +13,13 @@ import pytest
 
 from tests.e2e.helpers import (
     Processes,
-    alive,
     read_json,
     run_cli,
     signal_and_wait,
     wait_until,
 )
 from tests.e2e.site import Site, quiet_for, start_backends, states, summary, view
+from tests.processes import alive
 
 pytestmark = pytest.mark.e2e
 

@@ -15,12 +15,12 @@ import pytest
 
 from tests.e2e.helpers import (
     Processes,
-    alive,
     free_port,
     start_backend,
     start_sentinel,
     wait_until,
 )
+from tests.processes import alive
 
 pytestmark = pytest.mark.e2e
 

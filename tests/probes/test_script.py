@@ -17,6 +17,7 @@ from sentinel.model import FailureKind
 from sentinel.probes.base import Target
 from sentinel.probes.registry import make_probe
 from sentinel.probes.script import ScriptProbe, parse_weight
+from tests.processes import alive, wait_gone
 
 TARGET = Target(service="web", backend="web1", host="10.0.0.11", port=8080)
 Script = Callable[[str], Path]
@@ -48,19 +49,6 @@ def probe(*argv: str | Path, timeout: float = 2.0, service_env: bool = True) -> 
     return ScriptProbe(config, service_env=service_env)
 
 
-def alive(pid: int) -> bool:
-    """Whether `pid` still runs; a zombie counts as gone (PID 1 may be slow to reap orphans)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        stat_line = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat_line.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 @pytest.fixture
 def pids() -> Iterator[list[int]]:
     """PIDs a test's scripts reported; any still running `sleep` are killed after the test."""
@@ -71,15 +59,6 @@ def pids() -> Iterator[list[int]]:
         with contextlib.suppress(OSError):
             if alive(pid) and b"sleep" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 os.kill(pid, signal.SIGKILL)
-
-
-async def wait_gone(pids: list[int]) -> list[int]:
-    """Give SIGKILL a moment to land, 10 s at most (polling: no event reports another's
-    child dying); those still alive then."""
-    with trio.move_on_after(10):
-        while any(alive(p) for p in pids):  # noqa: ASYNC110 - polled, see above
-            await trio.sleep(0.02)
-    return [p for p in pids if alive(p)]
 
 
 async def test_exit_zero_is_ok(script: Script) -> None:

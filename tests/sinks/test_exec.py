@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from sentinel.backoff import Backoff
 from sentinel.errors import SinkRejected, SinkUnavailable
 from sentinel.sinks.exec import ExecOptions, ExecSink
 from sentinel.sinks.runner import SinkRunner
+from tests.processes import wait_gone
 from tests.sinks.webhook.conftest import event, update
 
 RECORD = "import json, sys; open(sys.argv[1], 'a').write(json.dumps(sys.argv[2:]) + '\\n')"
@@ -44,10 +44,7 @@ async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     sink = ExecSink("page", ExecOptions(("/bin/sh", "-c", script), timeout=0.3))
     with trio.fail_after(10), pytest.raises(SinkRejected, match=r"timed out after 0\.3s"):
         await sink.apply(update(event()))
-    child = int(pid_file.read_text())
-    with trio.fail_after(5):
-        while _alive(child):  # noqa: ASYNC110 - nothing to wait on but the PID
-            await trio.sleep(0.02)
+    assert await wait_gone([int(pid_file.read_text())]) == []
 
 
 async def test_non_zero_exit_is_rejected_with_its_last_line(tmp_path: Path) -> None:
@@ -86,11 +83,3 @@ async def test_failures_are_retried_with_backoff_and_done_events_not_rerun(
     assert runner.statistics().failures == 2
     assert caplog.text.count("page stdout: run web1") == 1
     assert caplog.text.count("page stdout: run web2") == 3
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True

@@ -1,27 +1,26 @@
 """The `ipvsadm` driver of the ipvs sink: reads the kernel's table, applies edits.
 
 Each call runs the configured command (default `ipvsadm`; any argv, e.g. a
-wrapper that reaches another network namespace) with `trio.run_process`, no
-shell, bounded by `timeout`. Reading takes two listings, because no single
-one shows everything: `-L -n` (forwarding, weight, connection counters) and
-`-L -n --thresholds` (upper and lower connection thresholds). Edits go in one
-`ipvsadm -R` call, one edit per line on its standard input: ipvsadm carries on
-past a failing line and reports it on stderr, and the sink's read-back tells
-what did not take.
+wrapper that reaches another network namespace) through `sentinel.process`:
+no shell, bounded by `timeout`, its process group killed when it runs over.
+Reading takes two listings, because no single one shows everything: `-L -n`
+(forwarding, weight, connection counters) and `-L -n --thresholds` (upper and
+lower connection thresholds). Edits go in one `ipvsadm -R` call, one edit per
+line on its standard input: ipvsadm carries on past a failing line and
+reports it on stderr, and the sink's read-back tells what did not take.
 """
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Sequence
 
-import trio
-
 from sentinel.errors import SinkRejected
+from sentinel.process import ProcessOutcome, run_command
 from sentinel.sinks.base import unavailable
 from sentinel.sinks.ipvs.table import ServiceEntry, Table, Virtual, parse_listing, parse_thresholds
 
 SHOWN = 600  # characters of ipvsadm's output quoted in an error
+LISTING_CAP = 64 * 1024 * 1024  # a listing is parsed whole: ~60 bytes a real server
 
 
 class Ipvsadm:
@@ -71,13 +70,14 @@ class Ipvsadm:
                                f"{_text(result.stderr)}")
         return result.stdout.decode(errors="replace")
 
-    async def _process(self, args: Sequence[str], stdin: bytes
-                       ) -> subprocess.CompletedProcess[bytes]:
-        argv = [*self.command, *args]
+    async def _process(self, args: Sequence[str], stdin: bytes) -> ProcessOutcome:
         self.calls += 1
-        with unavailable(self._name(*args), time_limit=self.timeout):
-            return await trio.run_process(argv, stdin=stdin, capture_stdout=True,
-                                          capture_stderr=True, check=False)
+        with unavailable(self._name(*args)):
+            outcome = await run_command([*self.command, *args], time_limit=self.timeout,
+                                        stdin=stdin, output_cap=LISTING_CAP)
+            if outcome.timed_out:
+                raise TimeoutError(f"timed out after {self.timeout:g}s")
+        return outcome
 
     def _parse(self, listing: str | None) -> Table:
         try:
