@@ -1,4 +1,5 @@
-"""Time as text: RFC 3339 timestamps and time-ordered UUIDs (RFC 9562 version 7)."""
+"""Time as text: RFC 3339 timestamps, time-ordered UUIDs (RFC 9562 version 7), and
+durations as a config writes them ("250ms", "2s")."""
 
 from __future__ import annotations
 
@@ -32,3 +33,14 @@ def _utc_second(unix: int) -> str:
     """`unix` as YYYY-MM-DDTHH:MM:SS: strftime is most of rfc3339's cost, and the state
     document at 10,000 backends formats many times within the same few seconds."""
     return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def duration(seconds: float | None, *, rounded: bool = False) -> str:
+    """`250ms` below a second, `2.5s` from one up, exact as a config writes it. With
+    `rounded`, a computed duration to the millisecond or the tenth of a second (`350ms`,
+    `3.4s`, not `3.41667s`). None is `never` (a detection budget that never ends)."""
+    if seconds is None:
+        return "never"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms" if rounded else f"{seconds * 1000:g}ms"
+    return f"{seconds:.1f}s" if rounded else f"{seconds:g}s"

@@ -6,9 +6,10 @@ import json
 import sys
 
 from sentinel.cli import EXIT_OK, EXIT_USAGE
-from sentinel.engine.budget import compute_budget, describe, probing
+from sentinel.engine.budget import compute_budget, probing
 from sentinel.errors import ConfigError, ConfigErrors
 from sentinel.sinks.registry import load_config
+from sentinel.timefmt import duration
 
 
 def errors_of(exc: ConfigError) -> list[ConfigError]:
@@ -50,11 +51,11 @@ def check(path: str, fmt: str) -> int:
     print(f"{path}: ok")
     for svc, budget in budgets:
         backends = f"{len(svc.backends)} backend{'' if len(svc.backends) == 1 else 's'}"
-        agent = (f"; agent down/up -> out/in {describe(budget.agent)}"
+        agent = (f"; agent down/up -> out/in {duration(budget.agent, rounded=True)}"
                  if budget.agent is not None else "")
         print(f"  {svc.name}: {backends}, {probing(svc)}; "
-              f"worst case death -> removal {describe(budget.to_down)}, "
-              f"recovery -> return {describe(budget.to_up)}{agent}")
+              f"worst case death -> removal {duration(budget.to_down, rounded=True)}, "
+              f"recovery -> return {duration(budget.to_up, rounded=True)}{agent}")
     if config.cluster is not None:
         print(f"  {config.cluster.describe_budget()}")
     for warning in warnings:

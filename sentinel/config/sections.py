@@ -52,10 +52,10 @@ from sentinel.config.tables import (
     Share,
     Str,
     Variants,
-    format_duration,
     scalar,
 )
 from sentinel.errors import ConfigError
+from sentinel.timefmt import duration
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HOST = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -538,14 +538,14 @@ def _timing(e: Mapping[str, Node]) -> Timing:
     if timeout > interval:
         where = e.get("timeout") or e.get("interval")
         assert where is not None
-        raise where.error(f"timeout ({format_duration(timeout)}) must not be longer than "
-                          f"interval ({format_duration(interval)})")
+        raise where.error(f"timeout ({duration(timeout)}) must not be longer than "
+                          f"interval ({duration(interval)})")
     for key, value, effect in (
             ("fast_interval", fast, "probing slows down after a failure"),
             ("down_interval", down, "a recovery is seen that much later")):
         if value > interval:  # `fast_interval: 200m`, meant as 200ms, took minutes to notice
-            e[key].warn(f"{key} ({format_duration(value)}) is longer than interval "
-                        f"({format_duration(interval)}): {effect}")
+            e[key].warn(f"{key} ({duration(value)}) is longer than interval "
+                        f"({duration(interval)}): {effect}")
     return Timing(interval=interval, fast_interval=fast, down_interval=down, timeout=timeout,
                   jitter=float(TIMING.get(e, "jitter")))
 
@@ -664,7 +664,7 @@ def _circuit(e: Mapping[str, Node]) -> CircuitBreakerConfig:
     open_for = table.get(e, "open_for")
     max_open = table.get(e, "max_open_for", max(_CIRCUIT.max_open_for, open_for))
     if max_open < open_for:
-        raise e["max_open_for"].error(f"must be at least open_for ({format_duration(open_for)})")
+        raise e["max_open_for"].error(f"must be at least open_for ({duration(open_for)})")
     return CircuitBreakerConfig(
         window=table.get(e, "window"), min_calls=table.get(e, "min_calls"),
         failure_rate=table.get(e, "failure_rate"), slow_call=table.get(e, "slow_call"),

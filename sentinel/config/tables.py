@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 
 from sentinel.config.node import MAX_DURATION, Node
 from sentinel.errors import ConfigError
+from sentinel.timefmt import duration
 
 T = TypeVar("T")
 JsonSchema = dict[str, Any]
@@ -55,11 +56,6 @@ def scalar(native: JsonSchema, text: str | None = None) -> JsonSchema:
     whole text must match), or text with a `${VAR}` in it."""
     forms = [native] if text is None else [native, {"type": "string", "pattern": text}]
     return {"anyOf": [*forms, ENV]}
-
-
-def format_duration(seconds: float) -> str:
-    """A duration as an operator writes it: 250ms, 2s."""
-    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
 
 
 class Shape:
@@ -413,7 +409,7 @@ class Duration(Kind[float]):
 
     def dump(self, value: object) -> object:
         """250ms, 2s."""
-        return format_duration(value) if isinstance(value, float | int) else value
+        return duration(value) if isinstance(value, float | int) else value
 
     def schema(self) -> JsonSchema:
         """`#/$defs/duration` (or `duration_or_zero`)."""

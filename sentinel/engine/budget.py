@@ -262,9 +262,3 @@ def probing(svc: ServiceConfig) -> str:
     names = ", ".join(c.name for c in svc.checks)
     return f"checks {names} (require {require_text(svc.require, len(svc.checks))})"
 
-
-def describe(seconds: float | None) -> str:
-    """`1.2s`, `350ms` or `never`."""
-    if seconds is None:
-        return "never"
-    return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.1f}s"
