@@ -13,7 +13,7 @@ import trio
 
 from sentinel.engine.slots import Slots
 from sentinel.engine.watching import WatchStatistics
-from sentinel.telemetry.logs import Throttle
+from sentinel.throttle import Throttle
 
 log = logging.getLogger(__name__)
 LATENESS_SAMPLES = 8192  # recent probes whose start lateness the percentiles cover

@@ -24,7 +24,7 @@ from sentinel.config.model import ProbeConfig
 from sentinel.errors import ResolveError
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes.rawsock import Address, literal
-from sentinel.telemetry.logs import Throttle
+from sentinel.throttle import Throttle
 
 log = logging.getLogger(__name__)
 _crashes = Throttle()  # once per distinct error: the traceback is the news, not the count

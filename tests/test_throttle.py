@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sentinel.telemetry.logs import Throttle
+from sentinel.throttle import Throttle
 
 
 def test_throttle_lets_one_line_per_key_through_per_period() -> None:
