@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from sentinel.api import Api  # noqa: E402
 from sentinel.engine.backend import LastProbe  # noqa: E402
 from sentinel.engine.engine import Engine  # noqa: E402
-from sentinel.sinks.base import RecordingSink  # noqa: E402
+from sentinel.sinks.memory import RecordingSink  # noqa: E402
 from tests.engine.fakes import FakeProbe, config, service  # noqa: E402
 
 

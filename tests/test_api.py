@@ -18,7 +18,7 @@ import trio
 from sentinel.api import MAX_BODY, URL_FILE, Api, Receive, Scope, Send, serve_api
 from sentinel.config.model import ApiConfig
 from sentinel.engine.engine import Engine
-from sentinel.sinks.base import RecordingSink
+from sentinel.sinks.memory import RecordingSink
 from tests.engine.fakes import FakeProbe, config, service
 
 TOKEN = "s3cret"

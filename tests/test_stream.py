@@ -19,7 +19,7 @@ from sentinel.cli.watch import SseMessage, read_sse
 from sentinel.config.model import ApiConfig
 from sentinel.engine.engine import Engine
 from sentinel.engine.streamhub import StreamLimits
-from sentinel.sinks.base import RecordingSink
+from sentinel.sinks.memory import RecordingSink
 from tests.engine.fakes import FakeProbe, config, service
 
 TOKEN = "s3cret"

@@ -32,7 +32,7 @@ from sentinel.config.model import (
 )
 from sentinel.engine.engine import Engine
 from sentinel.model import ServiceView, State
-from sentinel.sinks.base import RecordingSink
+from sentinel.sinks.memory import RecordingSink
 from sentinel.telemetry.metrics import Metrics
 from tests.cluster.etcd_server import EtcdServer
 from tests.cluster.helpers import cluster_config

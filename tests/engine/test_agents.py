@@ -15,7 +15,7 @@ import trio
 from sentinel.config.model import AgentSpec, ProbeConfig, ThresholdBreakerConfig, Timing
 from sentinel.engine.engine import Engine
 from sentinel.model import Event
-from sentinel.sinks.base import RecordingSink
+from sentinel.sinks.memory import RecordingSink
 from tests.engine.fakes import FakeProbe, config, service
 from tests.probes.conftest import Serve, until
 

@@ -21,7 +21,7 @@ from sentinel.config.model import (
 )
 from sentinel.engine.engine import Engine
 from sentinel.engine.probeloop import accepts
-from sentinel.sinks.base import RecordingSink
+from sentinel.sinks.memory import RecordingSink
 from tests.engine.fakes import FakeProbe, config, run_inline, service
 from tests.engine.test_engine import WALL_BASE, Script, run_for, states
 from tests.probes.conftest import HttpServer, until

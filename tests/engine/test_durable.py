@@ -12,7 +12,8 @@ import trio.testing
 
 from sentinel.engine.engine import Engine
 from sentinel.model import Event
-from sentinel.sinks.base import DurableSink, RecordingSink
+from sentinel.sinks.base import DurableSink
+from sentinel.sinks.memory import RecordingSink
 from tests.engine.fakes import FakeProbe, config, run_inline, service
 
 

@@ -17,7 +17,7 @@ from sentinel.model import ProbeResult
 from sentinel.probes.base import Probe, Target
 from sentinel.probes.exchange import Exchange, LeanProbe
 from sentinel.probes.registry import make_probe
-from sentinel.sinks.base import RecordingSink
+from sentinel.sinks.memory import RecordingSink
 from tests.engine.fakes import PerTask, config, service
 from tests.probes.conftest import HttpServer, Serve, silent, until
 

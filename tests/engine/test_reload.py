@@ -17,7 +17,7 @@ import trio.testing
 from sentinel.config.model import ThresholdBreakerConfig
 from sentinel.engine.engine import Engine
 from sentinel.model import State
-from sentinel.sinks.base import RecordingSink
+from sentinel.sinks.memory import RecordingSink
 from tests.e2e.helpers import Processes, run_cli, wait_until
 from tests.e2e.site import Site, make_site, start_backends
 from tests.e2e.site import states as api_states

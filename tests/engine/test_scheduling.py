@@ -12,7 +12,7 @@ import trio.testing
 
 from sentinel.engine.engine import Engine
 from sentinel.model import State
-from sentinel.sinks.base import RecordingSink
+from sentinel.sinks.memory import RecordingSink
 from tests.engine.fakes import FakeProbe, config, run_inline, service
 
 

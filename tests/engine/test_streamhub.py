@@ -16,7 +16,7 @@ import trio.testing
 from sentinel.config.model import Config
 from sentinel.engine.engine import Engine
 from sentinel.engine.streamhub import HEARTBEAT, StreamLimits, Subscription
-from sentinel.sinks.base import RecordingSink
+from sentinel.sinks.memory import RecordingSink
 from tests.engine.fakes import FakeProbe, config, run_inline, service
 
 Message = tuple[float, str, dict[str, object]]  # virtual time, kind, data

@@ -17,7 +17,7 @@ from sentinel.engine.engine import Engine
 from sentinel.errors import BadRequest
 from sentinel.passive.base import BackendIndex, Signal
 from sentinel.passive.reports import MAX_BODY, Accepted, parse_reports
-from sentinel.sinks.base import RecordingSink
+from sentinel.sinks.memory import RecordingSink
 from tests.engine.fakes import FakeProbe, config, service
 
 NOW = 1_795_536_030.0  # 2026-11-24T16:00:30Z

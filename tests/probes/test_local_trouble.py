@@ -21,7 +21,7 @@ from sentinel.model import FailureKind, State
 from sentinel.probes.base import Target, classify, spawn_trouble
 from sentinel.probes.registry import make_probe
 from sentinel.probes.script import ScriptProbe
-from sentinel.sinks.base import RecordingSink
+from sentinel.sinks.memory import RecordingSink
 from sentinel.telemetry.metrics import Metrics
 from tests.engine.fakes import PerTask, config, service
 from tests.telemetry.helpers import parse_metrics, sample

@@ -31,7 +31,7 @@ from sentinel.probes.http import LeanHttpProbe
 from sentinel.probes.https import HttpProbe
 from sentinel.probes.resolve import HOSTS_CHECK, NEGATIVE_TTL, Resolver, read_hosts
 from sentinel.probes.tcp import TcpProbe
-from sentinel.sinks.base import RecordingSink
+from sentinel.sinks.memory import RecordingSink
 from tests.engine.fakes import config, service
 
 from .conftest import HttpServer, Serve, silent, until

@@ -33,7 +33,7 @@ from sentinel.probes.grpc import GrpcProbe
 from sentinel.probes.https import HttpProbe
 from sentinel.probes.registry import make_probe
 from sentinel.probes.tcp import TcpProbe
-from sentinel.sinks.base import RecordingSink
+from sentinel.sinks.memory import RecordingSink
 from tests.engine.fakes import config, service
 
 from .conftest import Serve, until

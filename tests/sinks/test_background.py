@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from sentinel.sinks.base import RecordingSink
+from sentinel.sinks.memory import RecordingSink
 from sentinel.sinks.runner import SinkRunner
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sentinel.sinks.base import Capabilities, RecordingSink
+from sentinel.sinks.base import Capabilities
+from sentinel.sinks.memory import RecordingSink
 from sentinel.sinks.nginx.sink import NginxOptions, NginxSink
 from sentinel.sinks.runner import SinkRunner
 from sentinel.sinks.webhook.outbox import Outbox

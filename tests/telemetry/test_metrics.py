@@ -15,7 +15,7 @@ from sentinel.config.model import ApiConfig, TelemetryConfig
 from sentinel.engine.engine import Engine
 from sentinel.model import ProbeResult
 from sentinel.observe import ProbeRecord
-from sentinel.sinks.base import RecordingSink
+from sentinel.sinks.memory import RecordingSink
 from sentinel.telemetry.metrics import CONTENT_TYPE, Metrics
 from sentinel.telemetry.traces import Telemetry
 from tests.engine.fakes import FakeProbe, config, run_inline, service
