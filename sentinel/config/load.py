@@ -30,6 +30,7 @@ from sentinel.config.detect import (
     parse_suspect,
 )
 from sentinel.config.model import (
+    EXPORTERS,
     ApiConfig,
     BackendConfig,
     CheckConfig,
@@ -159,11 +160,6 @@ def _listen(node: Node) -> tuple[str, int]:
     return parse_address(node)
 
 
-def _exporter(node: Node) -> str:
-    exporter = node.as_str()
-    if exporter not in ("none", "console", "otlp"):
-        raise node.error(f"expected none, console or otlp; got {exporter!r}")
-    return exporter
 
 
 def _min_up_value(node: Node) -> MinUp:
@@ -185,7 +181,7 @@ API = Section(
     Field("token_file", FilePath(), "a file holding the token"),
     doc="the HTTP API")
 TRACES = Section(
-    Field("exporter", Rule(_exporter, scalar({"enum": ["none", "console", "otlp"]})),
+    Field("exporter", Choice(EXPORTERS),
           "none | console (JSON on stdout) | otlp (needs the otlp extra)", _TRACES.exporter),
     Field("endpoint", Url(), "OTLP/HTTP base URL; /v1/traces is appended unless there",
           _TRACES.endpoint),

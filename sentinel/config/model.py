@@ -141,6 +141,10 @@ class CheckConfig:
 # -- breakers ----------------------------------------------------------------
 
 
+NginxWindow = Literal["sliding", "chained"]
+NGINX_WINDOWS: tuple[NginxWindow, ...] = ("sliding", "chained")
+
+
 @dataclass(frozen=True, slots=True)
 class NginxBreakerConfig:
     """nginx's max_fails/fail_timeout; `window: chained` is nginx's own code."""
@@ -148,7 +152,7 @@ class NginxBreakerConfig:
     max_fails: int = 1
     fail_timeout: float = 10.0
     passes: int = 1
-    window: Literal["sliding", "chained"] = "sliding"
+    window: NginxWindow = "sliding"
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,11 +305,15 @@ class ApiConfig:
         return f"{host}:{self.port}"
 
 
+Exporter = Literal["none", "console", "otlp"]
+EXPORTERS: tuple[Exporter, ...] = ("none", "console", "otlp")
+
+
 @dataclass(frozen=True, slots=True)
 class TracesConfig:
     """Trace export settings."""
 
-    exporter: Literal["none", "console", "otlp"] = "none"
+    exporter: Exporter = "none"
     endpoint: str = "http://127.0.0.1:4318"  # OTLP/HTTP base URL; /v1/traces is appended
     headers: tuple[tuple[str, str], ...] = ()  # sent with every export (e.g. an API key)
     timeout: float = 10.0  # one export, retries included

@@ -17,12 +17,14 @@ import re
 from collections.abc import Iterator, Mapping
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
 
 from sentinel.errors import ConfigError, Mark
+
+Word = TypeVar("Word", bound=str)  # a choice's words: str, a Literal, a StrEnum
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -176,12 +178,14 @@ class Node:
                              f"{self.describe()}")
         return text
 
-    def as_choice(self, allowed: tuple[str, ...]) -> str:
-        """One of the strings in `allowed`."""
+    def as_choice(self, allowed: tuple[Word, ...]) -> Word:
+        """One of the words in `allowed`, returned as that very item (so a Literal or an
+        enum member keeps its type): the one parser of a choice of words."""
         value = self.as_str()
-        if value not in allowed:
-            raise self.error(f"expected one of {', '.join(allowed)}; got {self.describe()}")
-        return value
+        for option in allowed:
+            if value == option:
+                return option
+        raise self.error(f"expected one of {', '.join(allowed)}; got {self.describe()}")
 
     def as_bool(self) -> bool:
         """true/false."""

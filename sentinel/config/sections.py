@@ -22,6 +22,7 @@ import dns.rdatatype
 
 from sentinel.config.model import (
     DEFAULT_EXPECT_STATUS,
+    NGINX_WINDOWS,
     AgentSpec,
     BreakerConfig,
     CheckConfig,
@@ -43,6 +44,7 @@ from sentinel.config.node import Node
 from sentinel.config.tables import (
     PORT,
     Bool,
+    Choice,
     Duration,
     Field,
     Int,
@@ -313,13 +315,6 @@ def parse_rate(node: Node) -> float:
     return float(rate)  # the float nearest the exact rate: 7.2% compares as 0.072
 
 
-def _window(node: Node) -> str:
-    window = node.as_str()
-    if window not in ("sliding", "chained"):
-        raise node.error(f"expected sliding or chained, got {window!r}")
-    return window
-
-
 def _agent_type(node: Node) -> str:
     if node.as_str() != "agent":
         raise node.error(f"an agent block is of type agent, got {node.describe()}")
@@ -473,7 +468,7 @@ BREAKER = Variants("kind", {
         Field("fail_timeout", Duration(), "the failure window, and how long a backend stays "
               "down before a trial", _NGINX.fail_timeout),
         Field("passes", Int(1), "successful trials that bring it back", _NGINX.passes),
-        Field("window", Rule(_window, scalar({"enum": ["sliding", "chained"]})),
+        Field("window", Choice(NGINX_WINDOWS),
               "sliding (as nginx documents) or chained (as nginx's code does)",
               _NGINX.window)),
     "threshold": Section(

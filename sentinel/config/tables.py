@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Generic, TypeVar
 
-from sentinel.config.node import MAX_DURATION, Node
+from sentinel.config.node import MAX_DURATION, Node, Word
 from sentinel.errors import ConfigError
 from sentinel.timefmt import duration
 
@@ -202,10 +202,9 @@ class Variants(Kind[str]):
         """The section's variant, checked against the table, and then its other keys
         against what that variant allows."""
         kind_node = node.as_map().get(self.key)
-        kind = kind_node.as_str() if kind_node else self.default
-        if kind not in self.variants:
-            raise (kind_node or node).error(
-                f"expected one of {', '.join(self.variants)}; got {kind!r}")
+        kind = kind_node.as_choice(tuple(self.variants)) if kind_node else self.default
+        if kind is None:
+            raise node.error(f"`{self.key}` is required: one of {', '.join(self.variants)}")
         node.as_map(self.keys(kind))
         return kind
 
@@ -309,13 +308,13 @@ URL_PATTERN = rf"^https?://([^\s/?#@]*@)?{URL_HOST}(:\d*)?([/?#]\S*)?$"
 
 
 @dataclass(frozen=True, slots=True)
-class Choice(Kind[str]):
-    """One of a few words."""
+class Choice(Kind[Word]):
+    """One of a few words (str, a Literal, a StrEnum: the word parsed keeps its type)."""
 
-    options: tuple[str, ...]
+    options: tuple[Word, ...]
 
-    def parse(self, node: Node) -> str:
-        """The word, if it is one of the options."""
+    def parse(self, node: Node) -> Word:
+        """The word, if it is one of the options (`Node.as_choice`)."""
         return node.as_choice(self.options)
 
     def schema(self) -> JsonSchema:

@@ -8,6 +8,7 @@ from fractions import Fraction
 
 import pytest
 
+from sentinel.config.model import InitState
 from sentinel.config.node import Node, load_yaml
 from sentinel.errors import ConfigError
 
@@ -188,3 +189,11 @@ def test_bad_share(value: object, message: str) -> None:
     """Out of range, not a number, or a boolean: an error quoting the value."""
     with pytest.raises(ConfigError, match=re.escape(f"f.yaml:3:7: a.b: {message}")):
         _scalar(value).as_share(Fraction(1, 2))
+
+
+def test_a_choice_returns_the_allowed_item_itself() -> None:
+    """`as_choice` gives back the item of `allowed` (an enum member stays one) and names
+    every allowed word when the value is none of them."""
+    assert load_yaml("up", "s.yaml").as_choice(tuple(InitState)) is InitState.UP
+    with pytest.raises(ConfigError, match=r"^s\.yaml:1:1: expected one of a, b; got 'c'$"):
+        load_yaml("c", "s.yaml").as_choice(("a", "b"))

@@ -55,7 +55,8 @@ def test_defaults_trace_nothing_and_serve_metrics(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("telemetry", "message"), [
-    ("  traces: {exporter: jaeger}", "telemetry.traces.exporter: expected none, console or otlp"),
+    ("  traces: {exporter: jaeger}",
+     "telemetry.traces.exporter: expected one of none, console, otlp; got 'jaeger'"),
     ("  traces: {endpoint: 127.0.0.1:4318}",
      "telemetry.traces.endpoint: expected an http:// or https:// URL"),
     ("  traces: {sample_ok: 1.5}", "telemetry.traces.sample_ok"),

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
 from sentinel.config.model import Config
 from sentinel.config.node import Node
 from sentinel.config.sections import COMMAND, default_command, parse_command
-from sentinel.config.tables import Duration, Field, Int, Rule, Section, scalar
+from sentinel.config.tables import Choice, Duration, Field, Int, Rule, Section, scalar
 from sentinel.sinks.ipvs.table import (
     FORWARDS,
     SCHEDULERS,
@@ -35,7 +35,6 @@ from sentinel.sinks.ipvs.table import (
 OnDown = Literal["weight0", "remove", "drain_then_remove"]
 ON_DOWN: tuple[OnDown, ...] = ("weight0", "remove", "drain_then_remove")
 SYSCTL_DIR = Path("/proc/sys/net/ipv4/vs")
-T = TypeVar("T", bound=str)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +57,6 @@ class IpvsBinding:
     drain_timeout: float = 60.0
     u_threshold: int = 0
     l_threshold: int = 0
-
-
-def _choice(node: Node, allowed: tuple[T, ...]) -> T:
-    value = node.as_str()
-    for option in allowed:
-        if value == option:
-            return option
-    raise node.error(f"expected one of {', '.join(allowed)}; got {node.describe()}")
 
 
 def _driver(node: Node) -> str:
@@ -108,15 +99,15 @@ BINDING = Section(
           "fwmark:N (fwmark:N/ipv6)",
           required="an ipvs binding needs `virtual` (tcp:VIP:PORT, udp:VIP:PORT or "
                    "fwmark:N)"),
-    Field("scheduler", Rule(lambda n: _choice(n, SCHEDULERS), scalar({"enum": list(SCHEDULERS)})),
+    Field("scheduler", Choice(SCHEDULERS),
           "ipvsadm -s", _B.spec.scheduler),
     Field("flags", Rule(_flag_names, {"anyOf": [
         {"type": "string"}, {"type": "array", "items": _FLAG}]}),
           "scheduler flags (ipvsadm -b): a list, or names separated by commas"),
     Field("persistent", Duration(), "persistence timeout, in whole seconds (ipvsadm -p)"),
-    Field("forward", Rule(lambda n: _choice(n, _FORWARDS), scalar({"enum": list(_FORWARDS)})),
+    Field("forward", Choice(_FORWARDS),
           "dr (-g), nat (-m) or tun (-i)", _B.forward),
-    Field("on_down", Rule(lambda n: _choice(n, ON_DOWN), scalar({"enum": list(ON_DOWN)})),
+    Field("on_down", Choice(ON_DOWN),
           "weight0: a down real server keeps its connections at weight 0; remove: it is "
           "deleted; drain_then_remove: deleted after drain_timeout", _B.on_down),
     Field("drain_timeout", Duration(), "drain_then_remove waits this long", _B.drain_timeout),

@@ -27,7 +27,7 @@ from pathlib import Path
 import trio
 
 from sentinel.config.node import Node
-from sentinel.config.tables import Duration, Field, FilePath, Rule, Section, scalar
+from sentinel.config.tables import Choice, Duration, Field, FilePath, Rule, Section, scalar
 from sentinel.extras import missing
 from sentinel.files import write_atomic
 from sentinel.model import ServiceView, State
@@ -71,13 +71,6 @@ def parse_table_size(node: Node) -> int:
     return size
 
 
-def _choice(node: Node, allowed: tuple[str, ...]) -> str:
-    value = node.as_str()
-    if value not in allowed:
-        raise node.error(f"expected {' or '.join(allowed)}, got {value!r}")
-    return value
-
-
 _D = MaglevOptions()
 _MODES, _ON_EMPTY = tuple(Mode), ("keep", "clear")
 OPTIONS = Section(
@@ -87,10 +80,10 @@ OPTIONS = Section(
           "spread", _D.table_size),
     Field("dir", FilePath(), "where the table files go, relative to this file (default: "
           "STATE_DIR/maglev)"),
-    Field("mode", Rule(lambda n: _choice(n, _MODES), scalar({"enum": list(_MODES)})),
+    Field("mode", Choice(_MODES),
           "stable: only a failed backend's slots move; fresh: the table is rebuilt from the "
           "live backends", _D.mode),
-    Field("on_empty", Rule(lambda n: _choice(n, _ON_EMPTY), scalar({"enum": list(_ON_EMPTY)})),
+    Field("on_empty", Choice(_ON_EMPTY),
           "with no backend up: keep the last table, or clear it", _D.on_empty),
     Field("min_interval", Duration(positive=False), "tables are written at most this often",
           _D.min_interval))

@@ -41,7 +41,7 @@ import trio
 from sentinel.config.load import NameProblem
 from sentinel.config.node import Node
 from sentinel.config.sections import COMMAND, default_command, parse_command
-from sentinel.config.tables import Bool, Duration, Field, FilePath, Rule, Section, scalar
+from sentinel.config.tables import Bool, Choice, Duration, Field, FilePath, Rule, Section, scalar
 from sentinel.errors import SinkError, SinkRejected, SinkUnavailable
 from sentinel.files import write_atomic
 from sentinel.model import ServiceView
@@ -84,13 +84,6 @@ class NginxOptions:
     timeout: float = 10.0  # per command
 
 
-def _choice(node: Node, allowed: tuple[str, ...]) -> str:
-    value = node.as_str()
-    if value not in allowed:
-        raise node.error(f"must be one of {', '.join(allowed)}, got {value!r}")
-    return value
-
-
 def _words(node: Node) -> tuple[str, ...]:
     try:
         return check_words(node.as_str())
@@ -115,9 +108,9 @@ _WORDS = {"type": "string", "not": {"pattern": r"[;{}#'\"\\]"}}  # words: no suc
 OPTIONS = Section(
     Field("file", FilePath(), "the file of upstream blocks sentinel writes (nginx.conf "
           "includes it)", required="an nginx sink needs `file`"),
-    Field("context", Rule(lambda n: _choice(n, CONTEXTS), scalar({"enum": list(CONTEXTS)})),
+    Field("context", Choice(CONTEXTS),
           "the nginx block that includes the file", _D.context),
-    Field("mode", Rule(lambda n: _choice(n, MODES), scalar({"enum": list(MODES)})),
+    Field("mode", Choice(MODES),
           "down: a dead backend is listed as `down`; remove: it is left out", _D.mode),
     Field("test", Rule(parse_command, COMMAND), "checks the new file; on failure the "
           "previous one is put back", _D.test),

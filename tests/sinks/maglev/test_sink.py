@@ -73,8 +73,8 @@ def test_a_non_prime_table_size_names_the_nearest_primes(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(("ring", "message"), [
-    ("mode: sticky", "sinks.ring.mode: expected stable or fresh, got 'sticky'"),
-    ("on_empty: drop", "sinks.ring.on_empty: expected keep or clear, got 'drop'"),
+    ("mode: sticky", "sinks.ring.mode: expected one of stable, fresh; got 'sticky'"),
+    ("on_empty: drop", "sinks.ring.on_empty: expected one of keep, clear; got 'drop'"),
     ("size: 7", "unknown key 'size'"),
     ("table_size: 1", "sinks.ring.table_size: must be 2..16777216, got 1"),
 ])

@@ -73,8 +73,8 @@ def test_options_default_to_nginx_commands_with_verification() -> None:
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("{file: x, mode: drop}", "mode: must be one of down, remove"),
-    ("{file: x, context: mail}", "context: must be one of http, stream"),
+    ("{file: x, mode: drop}", "mode: expected one of down, remove; got 'drop'"),
+    ("{file: x, context: mail}", "context: expected one of http, stream; got 'mail'"),
     ("{file: x, test: /no/such/nginx}", "test: command not found"),
     ("{mode: down}", "an nginx sink needs `file`"),
     ("{file: x, reload_cmd: x}", "unknown key 'reload_cmd'"),
