@@ -80,6 +80,7 @@ from sentinel.config.tables import (
     Ref,
     Rule,
     Section,
+    Share,
     Str,
     Url,
     scalar,
@@ -163,8 +164,8 @@ def _listen(node: Node) -> tuple[str, int]:
 
 
 def _min_up_value(node: Node) -> MinUp:
-    if str(node.raw).strip().endswith("%"):
-        return MinUp(percent=node.as_share() * 100)
+    if node.is_percent:
+        return MinUp(share=node.as_share())
     return MinUp(count=node.as_int(0))
 
 
@@ -187,7 +188,8 @@ TRACES = Section(
           _TRACES.endpoint),
     Field("headers", MapOf(Str()), "sent with every export"),
     Field("timeout", Duration(), "one export request, retries included", _TRACES.timeout),
-    Field("sample_ok", Float(0, 1), "share of successful probes traced", _TRACES.sample_ok))
+    Field("sample_ok", Share(), "share of successful probes traced (0.1 or 10%)",
+          _TRACES.sample_ok))
 METRICS = Section(
     Field("prometheus", Bool(), "GET /metrics on the API port", _TELEMETRY.prometheus))
 TELEMETRY = Section(
@@ -407,7 +409,7 @@ def _telemetry(node: Node) -> TelemetryConfig:
         traces = TracesConfig(
             exporter=exporter, endpoint=endpoint,
             headers=tuple(TRACES.get(t, "headers", {}).items()),
-            timeout=TRACES.get(t, "timeout"), sample_ok=TRACES.get(t, "sample_ok"))
+            timeout=TRACES.get(t, "timeout"), sample_ok=float(TRACES.get(t, "sample_ok")))
     prometheus = METRICS.get(METRICS.parse(e["metrics"]) if "metrics" in e else {},
                              "prometheus")
     return TelemetryConfig(
@@ -592,7 +594,7 @@ def _check_names(service: str, node: Node, backends_node: Node,
 def _min_up(e: Mapping[str, Node], service: str, backends: int) -> MinUp:
     min_up: MinUp = SERVICE.get(e, "min_up", MinUp())
     count = min_up.count
-    if min_up.percent is None and backends and count > backends:
+    if min_up.share is None and backends and count > backends:
         # the guard would hold every dead backend up, always
         raise e["min_up"].error(f"min_up ({count}) is more than the {backends} "
                                 f"backend{'s' if backends != 1 else ''} of service {service}")

@@ -218,12 +218,12 @@ class MinUp:
     """The panic guard: never publish fewer than this many backends up."""
 
     count: int = 0
-    percent: Fraction | None = None  # exact: 7.2% of 1,000 backends is 72, not 73
+    share: Fraction | None = None  # exact: 7.2% of 1,000 backends is 72, not 73
 
     def required(self, total: int) -> int:
         """How many of `total` backends must stay published up."""
-        if self.percent is not None:
-            return min(total, math.ceil(self.percent * total / 100))
+        if self.share is not None:
+            return min(total, math.ceil(self.share * total))
         return min(total, self.count)
 
 

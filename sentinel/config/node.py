@@ -218,9 +218,16 @@ class Node:
         _check_range(self, number, low, high)
         return number
 
+    @property
+    def is_percent(self) -> bool:
+        """True for a value written as a percent (`25%`): a count-or-share key (`min_up`)
+        asks before choosing how to read it."""
+        return isinstance(self._value, str) and self._value.strip().endswith("%")
+
     def as_share(self, high: Fraction = Fraction(1)) -> Fraction:
         """A share within 0..`high`, written as a fraction (0.25) or a percent (25%), read
-        exactly: 7.2% is 72/1000, where 7.2 / 100 in floats is 0.07200000000000001."""
+        exactly: 7.2% is 72/1000, where 7.2 / 100 in floats is 0.07200000000000001. The
+        one parser of a percent-or-fraction."""
         v = self._value
         text = "" if isinstance(v, bool) or v is None else str(v).strip()
         try:
@@ -228,7 +235,7 @@ class Node:
         except (InvalidOperation, ValueError, OverflowError):  # "abc", NaN, Infinity
             raise self.error(f"expected a fraction (0.25) or a percent (25%), got "
                              f"{self.describe()}") from None
-        if text.endswith("%"):
+        if self.is_percent:
             share /= 100
         if not 0 <= share <= high:
             raise self.error(f"must be 0..{float(high):g} ({float(high * 100):g}%), got "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import textwrap
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -135,7 +136,7 @@ def test_service_merged_over_defaults(config: Config) -> None:
         breaker=NginxBreakerConfig(max_fails=3, fail_timeout=10.0, passes=2),
         sinks=(SinkBinding("state_file"), SinkBinding("page")),
         slow_start=3600.0,
-        min_up=MinUp(percent=50.0),
+        min_up=MinUp(share=Fraction(1, 2)),
     )
 
 

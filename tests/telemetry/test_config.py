@@ -26,6 +26,11 @@ def load(tmp_path: Path, telemetry: str) -> TelemetryConfig:
     return load_config(path, env={"OTLP_KEY": "k3y"}).telemetry
 
 
+def test_sample_ok_is_a_share_like_every_rate(tmp_path: Path) -> None:
+    """sample_ok takes a percent as failure_rate and jitter do: 12.5% is 0.125."""
+    assert load(tmp_path, "  traces: {sample_ok: 12.5%}").traces.sample_ok == 0.125
+
+
 def test_full_telemetry_section(tmp_path: Path) -> None:
     """Every key: service name, resource attributes, OTLP endpoint, headers (with ${VAR}),
     timeout as a duration, sample_ok, prometheus off."""
