@@ -33,9 +33,10 @@ from pathlib import Path
 
 import trio
 
+from sentinel.addresses import canonical
 from sentinel.config.node import Node
 from sentinel.errors import ConfigError
-from sentinel.sinks.maglev.table import NO_BACKEND, canonical_key, lookup, read_files
+from sentinel.sinks.maglev.table import NO_BACKEND, lookup, read_files
 
 WAIT_FOR_TABLE = 10.0  # seconds a flow waits for a table that gives it a live backend
 
@@ -107,7 +108,7 @@ class Forwarder:
     async def serve_flow(self, client: trio.SocketStream) -> None:
         """Relay one client connection, re-hashing it whenever the table moves its slot."""
         host, port = client.socket.getpeername()[:2]
-        flow = Flow(self, client, canonical_key(host, port))
+        flow = Flow(self, client, canonical(host, port))
         try:
             async with trio.open_nursery() as nursery:
                 async for data in client:

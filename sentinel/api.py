@@ -23,6 +23,7 @@ from urllib.parse import parse_qs
 
 import trio
 
+from sentinel.addresses import join
 from sentinel.config.model import ApiConfig
 from sentinel.dashboard import dashboard_file
 from sentinel.engine.streamhub import StreamHub
@@ -214,7 +215,7 @@ class Api:
             return Response(401, {"error": "missing or wrong bearer token"})
         client = scope.get("client")
         opened = open_stream(self.source.hub, scope.get("query_string", b"").decode(),
-                             headers, f"{client[0]}:{client[1]}" if client else "")
+                             headers, join(client[0], client[1]) if client else "")
         if isinstance(opened, Refusal):
             return Response(opened.status, {"error": opened.error})
         sub, first = opened
@@ -336,8 +337,7 @@ def listen(config: ApiConfig) -> socket.socket:
 def base_url(sock: socket.socket) -> str:
     """The API's base URL on a bound socket (a wildcard address as loopback)."""
     host, port = sock.getsockname()[:2]
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}".replace(
-        "0.0.0.0", "127.0.0.1")
+    return f"http://{join(host, port)}".replace("0.0.0.0", "127.0.0.1")
 
 
 async def serve_api(app: Api, config: ApiConfig, state_dir: Path, *,

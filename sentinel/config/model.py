@@ -13,6 +13,7 @@ from enum import StrEnum
 from fractions import Fraction
 from typing import Literal
 
+from sentinel.addresses import join
 from sentinel.cluster.config import ClusterConfig
 
 # -- probes ------------------------------------------------------------------
@@ -301,8 +302,7 @@ class ApiConfig:
     @property
     def listen(self) -> str:
         """host:port as Hypercorn binds it."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return join(self.host, self.port)
 
 
 Exporter = Literal["none", "console", "otlp"]

@@ -20,6 +20,7 @@ import dns.name
 import dns.rcode
 import dns.rdatatype
 
+from sentinel.addresses import ip_literal, split, without_zone
 from sentinel.config.model import (
     DEFAULT_EXPECT_STATUS,
     NGINX_WINDOWS,
@@ -171,17 +172,14 @@ def _statuses(node: Node) -> tuple[StatusClass, ...]:
 def parse_address(node: Node) -> tuple[str, int]:
     """`host:port` or `[v6addr]:port` to (host, port)."""
     text = node.as_str().strip()
-    m = re.fullmatch(r"\[([0-9A-Fa-f:.%a-zA-Z]+)\]:(\d+)", text) or re.fullmatch(
-        r"([^:\[\]\s]+):(\d+)", text)
-    if not m:
+    try:
+        host, port = split(text)
+    except ValueError:
         hint = " (write IPv6 addresses as [addr]:port)" if text.count(":") > 1 else ""
-        raise node.error(f"expected host:port{hint}, got {text!r}")
-    host, port = m.group(1), int(m.group(2))
+        raise node.error(f"expected host:port{hint}, got {text!r}") from None
     if text.startswith("["):
-        try:
-            ipaddress.IPv6Address(host.split("%")[0])
-        except ValueError:
-            raise node.error(f"invalid IPv6 address {host!r}") from None
+        if not isinstance(ip_literal(without_zone(host)), ipaddress.IPv6Address):
+            raise node.error(f"invalid IPv6 address {host!r}")
     elif not _HOST.match(host):  # `a;b:80` would end nginx's `server` line early
         raise node.error(f"invalid host {host!r}: an IPv4 address or a DNS name (letters, "
                          f"digits and .-_)")

@@ -3,10 +3,10 @@ is mapped back to the backends configured at it (`BackendIndex`)."""
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from sentinel.addresses import canonical, without_zone
 from sentinel.config.model import ServiceConfig
 
 Key = tuple[str, str]  # (service, backend)
@@ -25,16 +25,6 @@ class Signal:
     def reason(self) -> str:
         """How reasons and logs name it: `passive: nginx error log: upstream timed out`."""
         return f"passive: {self.source}: {self.error}"
-
-
-def address_key(host: str, port: int) -> str:
-    """`host:port` as balancers log it: IP literals in canonical form (IPv6 bracketed and
-    compressed), host names lower-cased."""
-    try:
-        ip = ipaddress.ip_address(host.split("%")[0])
-    except ValueError:
-        return f"{host.lower()}:{port}"
-    return f"[{ip.compressed}]:{port}" if ip.version == 6 else f"{ip}:{port}"
 
 
 class BackendIndex:
@@ -57,7 +47,7 @@ class BackendIndex:
             keys = [(svc.name, b.name) for b in svc.backends]
             self._keys.update(keys)
             for b in svc.backends:
-                self._by_address.setdefault(address_key(b.host, b.port), []).append(
+                self._by_address.setdefault(_key(b.host, b.port), []).append(
                     (svc.name, b.name))
             self._by_upstream.setdefault(svc.name, []).extend(keys)
         for upstream, service in names.items():
@@ -70,11 +60,16 @@ class BackendIndex:
 
     def at(self, address: str) -> list[Key]:
         """The backends at `host:port` (as a balancer wrote it); [] when none."""
-        host, _, port = address.rpartition(":")
+        host, _, port = address.rpartition(":")  # also `::1:80`, unbracketed, as it was
         if not port.isdigit():
             return []
-        return self._by_address.get(address_key(host.strip("[]"), int(port)), [])
+        return self._by_address.get(_key(host, int(port)), [])
 
     def upstream(self, name: str) -> list[Key]:
         """Every backend of the service a balancer's upstream `name` stands for."""
         return self._by_upstream.get(name, [])
+
+
+def _key(host: str, port: int) -> str:
+    """The canonical address, zone left out: balancers log link-local IPv6 without it."""
+    return canonical(without_zone(host), port)

@@ -34,6 +34,7 @@ from urllib.parse import unquote
 import hpack
 import trio
 
+from sentinel.addresses import join
 from sentinel.config.model import GrpcSpec, ProbeConfig
 from sentinel.errors import BadFrame, ProtocolError
 from sentinel.model import FailureKind, ProbeResult
@@ -420,8 +421,7 @@ class GrpcProbe:
 
     def call(self, target: Target) -> GrpcCall:
         """A fresh call for one check of `target` (its request bytes built once)."""
-        host = f"[{target.host}]" if ":" in target.host else target.host
-        authority = f"{host}:{target.port}"
+        authority = join(target.host, target.port)
         request = self._requests.get(authority)
         if request is None:
             request = self._requests[authority] = request_bytes(self._spec, authority,

@@ -12,6 +12,7 @@ same answer gives the same result and text. A check is an `HttpExchange`
 
 from __future__ import annotations
 
+from sentinel.addresses import bracketed
 from sentinel.config.model import HttpSpec, ProbeConfig
 from sentinel.errors import NoResponse, ProtocolError
 from sentinel.model import FailureKind, ProbeResult
@@ -42,7 +43,7 @@ class LeanHttpProbe:
     def request(self, target: Target) -> bytes:
         """The request bytes for `target`."""
         spec = self._spec
-        host = spec.host or (f"[{target.host}]" if ":" in target.host else target.host)
+        host = spec.host or bracketed(target.host)
         headers = {"host": ("Host", host if spec.host else f"{host}:{target.port}"),
                    "user-agent": ("User-Agent", USER_AGENT),
                    "accept-encoding": ("Accept-Encoding", "identity"),

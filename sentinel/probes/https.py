@@ -16,6 +16,7 @@ import ssl
 import httpx
 import trio
 
+from sentinel.addresses import bracketed, join
 from sentinel.config.model import HttpSpec, ProbeConfig, StatusClass
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes.base import Target, classify, failed
@@ -121,9 +122,7 @@ class HttpProbe:
 
     def url(self, target: Target, ip: str | None = None) -> str:
         """The URL requested for `target`, at `ip` when given (IPv6 literals bracketed)."""
-        host = ip or target.host
-        host = f"[{host}]" if ":" in host else host
-        return f"{self._scheme}://{host}:{target.port}{self._spec.path}"
+        return f"{self._scheme}://{join(ip or target.host, target.port)}{self._spec.path}"
 
     async def check(self, target: Target) -> ProbeResult:
         """Probe `target` once; failures come back as a result, cancellation propagates."""
@@ -160,8 +159,8 @@ class HttpProbe:
             if not spec.host:
                 headers = self._headers.copy()
                 default = 443 if self._scheme == "https" else 80
-                headers["Host"] = (target.host if target.port == default
-                                   else f"{target.host}:{target.port}")
+                headers["Host"] = (bracketed(target.host) if target.port == default
+                                   else join(target.host, target.port))
         request = self._client.build_request(spec.method, self.url(target, ip), headers=headers,
                                              extensions=extensions)
         response = await self._client.send(request, stream=True)

@@ -16,18 +16,17 @@ where `srv_admin_state` is a bit set (haproxy `include/haproxy/server-t.h`):
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import trio
 
+from sentinel.addresses import split
 from sentinel.errors import SinkRejected
 from sentinel.sinks.base import unavailable
 
 ADMIN_FMAINT = 0x01
 ADMIN_FDRAIN = 0x08
 READ_LIMIT = 4 * 1024 * 1024
-_TCP = re.compile(r"^(?:\[([0-9A-Fa-f:.]+)\]|([^/\[\]:]+)):(\d+)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +99,16 @@ def parse_servers_state(text: str) -> list[ServerState]:
     return out
 
 
+def _tcp_address(address: str) -> tuple[str, int] | None:
+    """(host, port) for `host:port` or `[IPv6]:port`; None for a unix socket's path."""
+    if "/" in address:
+        return None
+    try:
+        return split(address)
+    except ValueError:
+        return None
+
+
 def _first_line(text: str) -> str:
     return next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
 
@@ -110,8 +119,7 @@ class RuntimeApi:
     def __init__(self, address: str, *, timeout: float = 2.0) -> None:
         self.address = address
         self.timeout = timeout
-        match = _TCP.match(address)
-        self._tcp = (match.group(1) or match.group(2), int(match.group(3))) if match else None
+        self._tcp = _tcp_address(address)
 
     async def command(self, line: str) -> str:
         """Send one command, return the whole answer."""

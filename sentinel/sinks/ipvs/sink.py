@@ -40,6 +40,7 @@ from typing import Any
 
 import trio
 
+from sentinel.addresses import join
 from sentinel.config.model import Config
 from sentinel.errors import SinkError, SinkRejected
 from sentinel.files import write_atomic
@@ -64,7 +65,6 @@ from sentinel.sinks.ipvs.table import (
     diff,
     drain_finished,
     drift,
-    join_address,
     normalise_ip,
     parse_virtual,
 )
@@ -272,7 +272,7 @@ class IpvsSink:
                 raise SinkRejected(f"{virtual}: cannot delete the virtual service it created "
                                    f"and no service names any more; ipvsadm said: "
                                    f"{complaints or 'nothing'}")
-            reals = ", ".join(join_address(*key) for key in sorted(entry.reals)) or "none"
+            reals = ", ".join(join(*key) for key in sorted(entry.reals)) or "none"
             log.warning("%s: deleted %s: it created it and no service names it any more "
                         "(real servers: %s)", self.name, virtual, reals)
         await self._owned.forget(virtual)
@@ -392,7 +392,7 @@ class IpvsSink:
             if key in names:
                 raise SinkRejected(
                     f"{virtual}: backends {names[key]!r} and {backend.name!r} are the same "
-                    f"real server {join_address(*key)} (with forward {binding.forward} the "
+                    f"real server {join(*key)} (with forward {binding.forward} the "
                     f"kernel uses the service's port)")
             names[key] = backend.name
             weight = _weight(backend, binding)

@@ -30,6 +30,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+from sentinel.addresses import join
+
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf",
               "mh")
 FORWARDS = {"dr": "-g", "nat": "-m", "tun": "-i"}
@@ -59,7 +61,7 @@ class Virtual:
         """How ipvsadm names this service (`-t 10.0.0.1:80`, `-f 7 -6`)."""
         if self.protocol == "fwmark":
             return ("-f", str(self.fwmark), "-6") if self.ipv6 else ("-f", str(self.fwmark))
-        return (_PROTOCOL_OPTION[self.protocol], join_address(self.address, self.port))
+        return (_PROTOCOL_OPTION[self.protocol], join(self.address, self.port))
 
     def real_port(self, forward: str, port: int) -> int:
         """The port the kernel keeps for a real server: forced to ours except with nat."""
@@ -68,7 +70,7 @@ class Virtual:
     def __str__(self) -> str:
         if self.protocol == "fwmark":
             return f"fwmark:{self.fwmark}/ipv6" if self.ipv6 else f"fwmark:{self.fwmark}"
-        return f"{self.protocol}:{join_address(self.address, self.port)}"
+        return f"{self.protocol}:{join(self.address, self.port)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +119,7 @@ class RealServer:
 
     def describe(self) -> str:
         """`127.0.0.2:80 dr weight 3` (thresholds when set)."""
-        text = f"{join_address(*self.key)} {self.forward} weight {self.weight}"
+        text = f"{join(*self.key)} {self.forward} weight {self.weight}"
         if self.u_threshold or self.l_threshold:
             text += f" thresholds {self.u_threshold}/{self.l_threshold}"
         return text
@@ -152,11 +154,6 @@ class DesiredService:
 def normalise_ip(text: str) -> str:
     """An IP literal in the form ipvsadm prints it (IPv6 compressed); ValueError if not one."""
     return ipaddress.ip_address(text.strip("[]")).compressed
-
-
-def join_address(address: str, port: int) -> str:
-    """`10.0.0.1:80` or `[2001:db8::1]:80`."""
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def split_address(text: str) -> RealKey:
@@ -368,14 +365,14 @@ def diff(desired: DesiredService, actual: ServiceEntry | None) -> list[tuple[str
     have = actual.reals if actual else {}
     changed, added = [], []
     for key, want in desired.reals.items():
-        real_argv = (*virtual, "-r", join_address(*key), FORWARDS[want.forward],
+        real_argv = (*virtual, "-r", join(*key), FORWARDS[want.forward],
                      "-w", str(want.weight), "-x", str(want.u_threshold),
                      "-y", str(want.l_threshold))
         if key not in have:
             added.append(("-a", *real_argv))
         elif not have[key].same_settings(want):
             changed.append(("-e", *real_argv))
-    removed = [("-d", *virtual, "-r", join_address(*key))
+    removed = [("-d", *virtual, "-r", join(*key))
                for key in sorted(desired.absent) if key in have and key not in desired.reals]
     return edits + changed + added + removed
 
@@ -393,7 +390,7 @@ def drift(before: ServiceEntry, after: ServiceEntry | None, owned: Iterable[Real
     for key in sorted(owned):
         old, new = before.reals.get(key), after.reals.get(key)
         if old is not None and new is None:
-            notes.append(f"real server {join_address(*key)} was deleted")
+            notes.append(f"real server {join(*key)} was deleted")
         elif old is None and new is not None:
             notes.append(f"real server {new.describe()} was added")
         elif old is not None and new is not None and not old.same_settings(new):

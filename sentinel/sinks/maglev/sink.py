@@ -26,6 +26,7 @@ from pathlib import Path
 
 import trio
 
+from sentinel.addresses import canonical
 from sentinel.config.node import Node
 from sentinel.config.tables import Choice, Duration, Field, FilePath, Rule, Section, scalar
 from sentinel.extras import missing
@@ -39,7 +40,6 @@ from sentinel.sinks.maglev.table import (
     Mode,
     Table,
     build,
-    canonical_key,
     is_prime,
     nearest_primes,
     read_files,
@@ -112,7 +112,7 @@ def parse_binding(node: Node) -> None:
 
 def members_of(view: ServiceView) -> list[Member]:
     """The view's backends as table members."""
-    return [Member(name=b.name, key=canonical_key(b.host, b.port), weight=b.weight,
+    return [Member(name=b.name, key=canonical(b.host, b.port), weight=b.weight,
                    configured_weight=b.configured_weight, up=b.state is State.UP,
                    backup=b.backup, address=b.address) for b in view.backends]
 

@@ -47,13 +47,14 @@ from __future__ import annotations
 
 import array
 import hashlib
-import ipaddress
 import json
 import sys
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from sentinel.addresses import canonical, split
 
 if TYPE_CHECKING:  # NumPy is the `maglev` extra: imported where tables are built, so the
     import numpy as np  # contract (hashes, keys, files, lookup) and sentinel's other
@@ -85,22 +86,14 @@ def hash64(seed: bytes, text: str) -> int:
     return int.from_bytes(hashlib.sha256(seed + text.encode()).digest()[:8], "little")
 
 
-def canonical_key(host: str, port: int) -> str:
-    """`host:port` as the hashes see it: IP literals compressed, IPv6 bracketed."""
-    host = host.strip().strip("[]").lower()
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return f"{host}:{port}"
-    return f"[{ip.compressed}]:{port}" if ip.version == 6 else f"{ip.compressed}:{port}"
-
-
 def key_of(text: str) -> str:
-    """A backend or client key given as text: canonical when it is `host:port`, else as is."""
-    host, sep, port = text.strip().rpartition(":")
-    if sep and port.isdigit() and host and (host.startswith("[") or ":" not in host):
-        return canonical_key(host, int(port))
-    return text.strip()
+    """A backend or client key given as text: canonical (`sentinel.addresses.canonical`,
+    the backend key of the contract) when it is `host:port`, else as is."""
+    try:
+        host, port = split(text)
+    except ValueError:
+        return text.strip()
+    return canonical(host, port)
 
 
 def permutation_params(key: str, size: int) -> tuple[int, int]:

@@ -121,17 +121,6 @@ def test_golden_table_pins_the_whole_algorithm() -> None:
         "87632f88f5753a10ded96ce096679171708265b9d6e38f4b630af1fc00bc2678")
 
 
-@pytest.mark.parametrize(("host", "port", "key"), [
-    ("10.0.0.1", 80, "10.0.0.1:80"),
-    ("2001:DB8:0:0::1", 443, "[2001:db8::1]:443"),
-    ("[::1]", 8080, "[::1]:8080"),
-    ("Web.Example", 8080, "web.example:8080"),
-])
-def test_canonical_backend_keys(host: str, port: int, key: str) -> None:
-    """Keys: IP literals compressed, IPv6 bracketed, names lower-cased."""
-    assert maglev.canonical_key(host, port) == key
-
-
 def test_key_of_canonicalises_addresses_and_keeps_plain_names() -> None:
     """Text that is host:port is canonicalised; anything else is used as given."""
     assert maglev.key_of("[2001:DB8:0::1]:443") == "[2001:db8::1]:443"
