@@ -35,8 +35,9 @@ import trio
 from sentinel.model import Event, ServiceView
 from sentinel.sinks.base import Update
 from sentinel.sinks.runner import SinkRunner
+from sentinel.sinks.webhook.options import WebhookOptions
 from sentinel.sinks.webhook.outbox import Outbox
-from sentinel.sinks.webhook.sink import WebhookOptions, WebhookSink, outbox_path
+from sentinel.sinks.webhook.sink import WebhookSink, outbox_path
 from sentinel.timefmt import rfc3339, uuid7
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()

@@ -22,7 +22,7 @@ from sentinel.cli import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from sentinel.config.node import Node
 from sentinel.errors import ConfigError
 from sentinel.extras import missing
-from sentinel.sinks.maglev.sink import parse_table_size
+from sentinel.sinks.maglev.options import parse_table_size
 from sentinel.sinks.maglev.table import (
     DEFAULT_TABLE_SIZE,
     NO_BACKEND,

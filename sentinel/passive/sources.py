@@ -15,7 +15,7 @@ from sentinel.config.model import Config, ServiceConfig
 from sentinel.passive.base import BackendIndex, Key, Signal
 from sentinel.passive.haproxy_stats import Server, StatsSource, poll_stats
 from sentinel.passive.nginx_log import follow
-from sentinel.sinks.haproxy.sink import HAProxyBinding, HAProxyOptions
+from sentinel.sinks.haproxy.options import HAProxyBinding, HAProxyOptions
 from sentinel.sinks.nginx.render import UpstreamOptions
 
 

@@ -13,7 +13,8 @@ import trio
 
 from sentinel.model import BackendView, ServiceView, State
 from sentinel.sinks.base import Update
-from sentinel.sinks.nginx.sink import NginxOptions, NginxSink
+from sentinel.sinks.nginx.options import NginxOptions
+from sentinel.sinks.nginx.sink import NginxSink
 from sentinel.sinks.registry import load_config
 from tests.e2e.balancers import stream_module
 from tests.e2e.helpers import ROOT, require_binary, skip_or_fail

@@ -17,7 +17,8 @@ import trio
 
 from sentinel.errors import SinkRejected
 from sentinel.sinks.base import Update
-from sentinel.sinks.haproxy.sink import HAProxyBinding, HAProxyOptions, HAProxySink
+from sentinel.sinks.haproxy.options import HAProxyBinding, HAProxyOptions
+from sentinel.sinks.haproxy.sink import HAProxySink
 from tests.e2e.balancers import (
     HAProxy,
     event_to,

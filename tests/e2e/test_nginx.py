@@ -12,8 +12,9 @@ import pytest
 
 from sentinel.errors import SinkRejected
 from sentinel.sinks.base import Update
+from sentinel.sinks.nginx.options import NginxOptions
 from sentinel.sinks.nginx.render import UpstreamOptions
-from sentinel.sinks.nginx.sink import NginxOptions, NginxSink
+from sentinel.sinks.nginx.sink import NginxSink
 from tests.e2e.balancers import (
     Nginx,
     event_to,

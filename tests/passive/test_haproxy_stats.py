@@ -22,7 +22,7 @@ from sentinel.config.model import (
 from sentinel.passive.base import Signal
 from sentinel.passive.haproxy_stats import grown, parse_stat, poll_stats
 from sentinel.passive.sources import haproxy_stats
-from sentinel.sinks.haproxy.sink import HAProxyBinding, HAProxyOptions
+from sentinel.sinks.haproxy.options import HAProxyBinding, HAProxyOptions
 from tests.e2e.balancers import start_haproxy
 from tests.e2e.helpers import (
     LOOPBACK,

@@ -6,10 +6,12 @@ from pathlib import Path
 
 from sentinel.sinks.base import Capabilities
 from sentinel.sinks.memory import RecordingSink
-from sentinel.sinks.nginx.sink import NginxOptions, NginxSink
+from sentinel.sinks.nginx.options import NginxOptions
+from sentinel.sinks.nginx.sink import NginxSink
 from sentinel.sinks.runner import SinkRunner
+from sentinel.sinks.webhook.options import WebhookOptions
 from sentinel.sinks.webhook.outbox import Outbox
-from sentinel.sinks.webhook.sink import WebhookOptions, WebhookSink
+from sentinel.sinks.webhook.sink import WebhookSink
 
 
 def names(can: Capabilities) -> set[str]:

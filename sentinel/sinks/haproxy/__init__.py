@@ -1,1 +1,2 @@
-"""The `haproxy` sink (`sink`) and its runtime-API client (`runtime_api`)."""
+"""The `haproxy` sink (`sink`), its options (`options`) and its runtime-API client
+(`runtime_api`)."""

@@ -1,1 +1,2 @@
-"""The `nginx` sink (`sink`) and its pure upstream renderer (`render`)."""
+"""The `nginx` sink (`sink`), its options (`options`) and its pure upstream renderer
+(`render`)."""

@@ -1,5 +1,5 @@
 """The `webhook` sink: signed events kept in a durable outbox until delivered.
 
-`sink` delivers, `outbox` is the SQLite outbox, `signing` Standard Webhooks
-signing and what a receiver's answer means.
+`sink` delivers, `options` parses its options, `outbox` is the SQLite outbox,
+`signing` Standard Webhooks signing and what a receiver's answer means.
 """

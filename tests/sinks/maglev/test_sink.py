@@ -18,7 +18,8 @@ from sentinel.engine.engine import Engine
 from sentinel.errors import ConfigErrors, SinkUnavailable
 from sentinel.model import BackendView, ServiceView, State
 from sentinel.sinks.base import SinkContext, Update
-from sentinel.sinks.maglev.sink import MaglevOptions, MaglevSink
+from sentinel.sinks.maglev.options import MaglevOptions
+from sentinel.sinks.maglev.sink import MaglevSink
 from sentinel.sinks.maglev.table import NO_BACKEND, Mode
 from sentinel.sinks.registry import load_config
 from tests.engine.fakes import FakeProbe, config, service

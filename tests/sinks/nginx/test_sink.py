@@ -21,8 +21,9 @@ from sentinel.errors import ConfigError, SinkRejected, SinkUnavailable
 from sentinel.model import State
 from sentinel.process import ProcessOutcome
 from sentinel.sinks.base import Update
+from sentinel.sinks.nginx.options import NginxOptions, parse_binding, parse_options
 from sentinel.sinks.nginx.render import UpstreamOptions, body_of, render_file, render_upstream
-from sentinel.sinks.nginx.sink import NginxOptions, NginxSink, parse_binding, parse_options
+from sentinel.sinks.nginx.sink import NginxSink
 from tests.sinks.views import backend, view
 
 WEB = view("web", backend("web1", 1), backend("web2", 2))

@@ -14,13 +14,9 @@ import trio
 
 from sentinel.model import Event, ServiceView
 from sentinel.sinks.base import Update
+from sentinel.sinks.webhook.options import WebhookOptions
 from sentinel.sinks.webhook.outbox import Outbox
-from sentinel.sinks.webhook.sink import (
-    DeliveryStatistics,
-    WebhookOptions,
-    WebhookSink,
-    outbox_path,
-)
+from sentinel.sinks.webhook.sink import DeliveryStatistics, WebhookSink, outbox_path
 from sentinel.timefmt import rfc3339, uuid7
 from tests.e2e.conftest import processes  # noqa: F401 - the e2e fixture, shared here
 from tests.probes.conftest import refused_port  # noqa: F401 - shared here too
