@@ -38,6 +38,16 @@ CORES = [
     pytest.param("sentinel.engine.watch", id="engine.watch (watched connections' policy)"),
     pytest.param("sentinel.engine.combine", id="the composite-check combiner"),
     pytest.param("sentinel.passive.reports", id="passive.reports"),
+    pytest.param("sentinel.sinks.nginx.options", id="nginx sink options"),
+    pytest.param("sentinel.sinks.haproxy.options", id="haproxy sink options"),
+    pytest.param("sentinel.sinks.maglev.options", id="maglev sink options"),
+    pytest.param("sentinel.sinks.webhook.options", id="webhook sink options"),
+    pytest.param("sentinel.sinks.ipvs.options", id="ipvs sink options"),
+    pytest.param("sentinel.errors", id="the exceptions"),
+    pytest.param("sentinel.addresses", id="addresses"),
+    pytest.param("sentinel.backoff", id="the backoff"),
+    pytest.param("sentinel.throttle", id="the log throttle"),
+    pytest.param("sentinel.timefmt", id="time formats"),
 ]
 
 
