@@ -16,7 +16,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs
@@ -33,6 +33,9 @@ from sentinel.limits import API_MAX
 from sentinel.model import Event
 from sentinel.passive.base import BackendIndex, Signal
 from sentinel.passive.reports import parse_reports
+from sentinel.sinks.runner import SinkRunner
+from sentinel.sinks.webhook import admin as outbox_admin
+from sentinel.sinks.webhook.sink import WebhookSink
 from sentinel.stream import PATH as STREAM_PATH
 from sentinel.stream import Refusal, open_stream, serve_stream
 
@@ -52,6 +55,11 @@ class StateSource(Protocol):
     """What the API reads from the running engine."""
 
     hub: StreamHub  # GET /v1/stream
+
+    @property
+    def runners(self) -> Mapping[str, SinkRunner]:
+        """The running sinks, by name (/v1/outbox acts on the webhook ones)."""
+        ...
 
     async def state_json(self) -> bytes:
         """GET /v1/state, rendered."""
@@ -82,6 +90,8 @@ class StateSource(Protocol):
 Reloader = Callable[[], Awaitable[list[str]]]
 MetricsRenderer = Callable[[], Awaitable[tuple[bytes, str]]]  # body, content type
 ADMIN_ACTIONS = ("drain", "maint", "ready")
+OUTBOX_ACTIONS: dict[str, outbox_admin.Action] = {
+    "/v1/outbox": "list", "/v1/outbox/retry": "retry", "/v1/outbox/purge": "purge"}
 MAX_BODY = 64 * 1024  # the largest request body read (POST /v1/reports takes the most)
 MAX_QUERY_FIELDS = 100
 SHOWN = 40  # longest client value quoted in an error
@@ -236,9 +246,7 @@ class Api:
         if path.startswith("/v1/outbox"):  # webhook deliveries: list, retry, purge
             if not self._authorized(headers):
                 return Response(401, {"error": "missing or wrong bearer token"})
-            from sentinel.cli.outbox import outbox_endpoint
-
-            return await outbox_endpoint(self.source, method, path, query)
+            return await self._outbox(method, path, query)
         parts = path.strip("/").split("/")
         admin = len(parts) == 5 and parts[:2] == ["v1", "backends"] and parts[4] in ADMIN_ACTIONS
         if admin or (path == "/v1/reload" and self.reload is not None):
@@ -278,6 +286,29 @@ class Api:
             events = self.source.events_after(after)
             return Response(200, {"events": [e.to_json() for e in events]})
         return self._maglev(path.removeprefix("/v1/maglev/"), query)
+
+    async def _outbox(self, method: str, path: str, query: str) -> Response:
+        """GET /v1/outbox, POST /v1/outbox/retry, POST /v1/outbox/purge against the running
+        webhook sinks; `?sink=NAME&id=EVENT_ID` (repeatable) narrow it, `state=dead` lists
+        dead letters only, `all=true` purges pending events too."""
+        action = OUTBOX_ACTIONS.get(path)
+        if action is None:
+            return Response(404, {"error": f"no such endpoint: {path}"})
+        if refused := wrong_method(method, "GET" if action == "list" else "POST", path):
+            return refused
+        sinks = {n: r.sink for n, r in self.source.runners.items()
+                 if isinstance(r.sink, WebhookSink)}
+        # Every value is checked before anything is retried or purged. The CLI sends the
+        # same parameters to each action (limit always), so each takes them all.
+        params = parse_query(query, outbox_admin.PARAMS, repeatable=("sink", "id"))
+        names = params.get("sink", list(sinks))
+        if unknown := [n for n in names if n not in sinks]:
+            return Response(404, {"error": f"no webhook sink {', '.join(unknown)}"})
+        request = outbox_admin.Request(
+            action, params.get("id"), dead=choice(params, "state", ("all", "dead")) == "dead",
+            pending_too=choice(params, "all", ("false", "true")) == "true",
+            limit=integer(params, "limit", 100, limits=(0, 10_000_000)))
+        return Response(200, await outbox_admin.act_on_sinks(sinks, names, request))
 
     async def _override(self, service: str, backend: str, action: str) -> Response:
         try:

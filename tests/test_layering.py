@@ -3,10 +3,14 @@ so that nothing another test imported can hide a dependency."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+import sentinel
 
 # The module that first imports trio is named in the failure, found by a meta-path
 # hook that is set before the core is imported.
@@ -98,3 +102,19 @@ def test_config_imports_no_sink() -> None:
     done = subprocess.run([sys.executable, "-c", CONFIG_ALONE], capture_output=True,
                           text=True, timeout=60, check=False)
     assert (done.returncode, done.stdout.strip()) == (0, ""), done.stderr
+
+
+def test_nothing_outside_the_cli_imports_a_cli_module() -> None:
+    """The API and the engine serve the CLI, never the other way round: no module outside
+    `sentinel/cli/` imports one inside it, not even lazily within a function."""
+    root = Path(sentinel.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        if path.is_relative_to(root / "cli") or path.name == "__main__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [
+                alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            offenders += [f"{path.relative_to(root)}: {name}" for name in names
+                          if name == "sentinel.cli" or name.startswith("sentinel.cli.")]
+    assert offenders == []

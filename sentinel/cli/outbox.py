@@ -1,14 +1,8 @@
-"""Seeing and fixing webhook deliveries: `sentinel outbox list|retry|purge`, the matching
-`/v1/outbox` API endpoints, and `sentinel webhook test URL`.
+"""`sentinel outbox list|retry|purge` and `sentinel webhook test URL`.
 
-The CLI opens each webhook sink's outbox file itself when no instance runs.
-A running sentinel holds the file's lock, so the CLI then asks it over the
-API instead (the running sink must hear of a retry or a purge anyway).
-Both paths answer with the same document:
-
-    {"sinks": {NAME: {"pending": n, "dead": n, "dropped": n, "entries": [...]}}}
-
-where retry and purge list the entries they touched.
+The outbox commands act on the files themselves when no instance runs, and
+through the running instance's `/v1/outbox` otherwise: both ways are in
+`sentinel.sinks.webhook.admin`, which the API shares.
 """
 
 from __future__ import annotations
@@ -23,18 +17,11 @@ from typing import Any
 
 import httpx
 
-from sentinel.api import Response, choice, integer, parse_query, wrong_method
-from sentinel.config.model import Config
 from sentinel.errors import ConfigError, OutboxLocked, SignatureError, StateError
 from sentinel.sinks.registry import load_config
-from sentinel.sinks.webhook.outbox import Counts, Entry, Outbox
+from sentinel.sinks.webhook.admin import ACTIONS, Doc, Request, act_on_files
 from sentinel.sinks.webhook.signing import decode_secret, headers
-from sentinel.sinks.webhook.sink import WebhookSink, outbox_path
 from sentinel.timefmt import rfc3339, uuid7
-
-ACTIONS = ("list", "retry", "purge")
-OUTBOX_PARAMS = ("sink", "id", "state", "all", "limit")
-Doc = dict[str, Any]
 
 
 def add_commands(sub: Any, common: argparse.ArgumentParser,
@@ -80,8 +67,10 @@ def run_outbox(args: argparse.Namespace, api_url: Callable[[], str],
               f"that name (webhook sinks: {', '.join(webhooks)})", file=sys.stderr)
         return 2
     names = [args.sink] if args.sink is not None else webhooks
+    request = Request(args.action, args.ids or None, dead=args.dead, pending_too=args.all,
+                      limit=args.limit)
     try:
-        doc = _direct(config, names, args)
+        doc = act_on_files(Path(config.state_dir), names, request)
     except OutboxLocked:
         try:
             doc = _via_api(api_url(), token(), names, args)
@@ -94,28 +83,6 @@ def run_outbox(args: argparse.Namespace, api_url: Callable[[], str],
         return 1
     print(json.dumps(doc, indent=2) if args.json else _table(doc, args.action))
     return 0
-
-
-def _direct(config: Config, names: list[str], args: argparse.Namespace) -> Doc:
-    sinks: Doc = {}
-    for name in names:
-        outbox = Outbox.open(outbox_path(Path(config.state_dir), name))
-        try:
-            touched = _act(outbox, args.action, args.ids or None, dead=args.dead,
-                           pending_too=args.all, limit=args.limit)
-            sinks[name] = sink_doc(outbox.counts(), touched)
-        finally:
-            outbox.close()
-    return {"sinks": sinks}
-
-
-def _act(outbox: Outbox, action: str, ids: list[str] | None, *, dead: bool, pending_too: bool,
-         limit: int) -> list[Entry]:
-    if action == "retry":
-        return outbox.retry(ids, time.time())
-    if action == "purge":
-        return outbox.purge(ids, pending_too=pending_too)
-    return outbox.entries(dead=True if dead else None, event_ids=ids, limit=limit)
 
 
 def _via_api(api: str, token: str | None, names: list[str], args: argparse.Namespace) -> Doc:
@@ -134,12 +101,6 @@ def _via_api(api: str, token: str | None, names: list[str], args: argparse.Names
     return doc
 
 
-def sink_doc(counts: Counts, entries: list[Entry], extra: Doc | None = None) -> Doc:
-    """One sink's part of the outbox document."""
-    return {"pending": counts.pending, "dead": counts.dead, "dropped": counts.dropped,
-            **(extra or {}), "entries": [e.to_json() for e in entries]}
-
-
 def _table(doc: Doc, action: str) -> str:
     lines = []
     done = {"list": "", "retry": "; retried {}", "purge": "; purged {}"}[action]
@@ -152,49 +113,6 @@ def _table(doc: Doc, action: str) -> str:
                          f"{event['from']}->{event['to']}  attempts {e['attempts']}  "
                          f"{e['last_error'] or ''}".rstrip())
     return "\n".join(lines)
-
-
-# -- the API side ----------------------------------------------------------------------
-
-
-async def outbox_endpoint(source: object, method: str, path: str, query: str) -> Response:
-    """GET /v1/outbox, POST /v1/outbox/retry, POST /v1/outbox/purge against the running
-    webhook sinks; `?sink=NAME&id=EVENT_ID` (repeatable) narrow it, `state=dead` lists
-    dead letters only, `all=true` purges pending events too."""
-    runners = getattr(source, "runners", {})
-    sinks = {n: r.sink for n, r in runners.items() if isinstance(r.sink, WebhookSink)}
-    action = {"/v1/outbox": ("GET", "list"), "/v1/outbox/retry": ("POST", "retry"),
-              "/v1/outbox/purge": ("POST", "purge")}.get(path)
-    if action is None:
-        return Response(404, {"error": f"no such endpoint: {path}"})
-    if refused := wrong_method(method, action[0], path):
-        return refused
-    # Every value is checked before anything is retried or purged. The CLI sends the
-    # same parameters to each action (limit always), so each takes them all.
-    params = parse_query(query, OUTBOX_PARAMS, repeatable=("sink", "id"))
-    names = params.get("sink", list(sinks))
-    if unknown := [n for n in names if n not in sinks]:
-        return Response(404, {"error": f"no webhook sink {', '.join(unknown)}"})
-    ids = params.get("id")
-    dead = choice(params, "state", ("all", "dead")) == "dead"
-    pending_too = choice(params, "all", ("false", "true")) == "true"
-    limit = integer(params, "limit", 100, limits=(0, 10_000_000))
-    out: Doc = {}
-    for name in names:
-        sink = sinks[name]
-        if action[1] == "retry":
-            touched = await sink.retry(ids)
-        elif action[1] == "purge":
-            touched = await sink.purge(ids, pending_too=pending_too)
-        else:
-            touched = [e for e in await sink.entries(dead=True if dead else None,
-                                                      limit=-1 if ids else limit)
-                       if ids is None or e.event_id in ids]
-        stats = sink.statistics()
-        extra = {k: v for k, v in stats.to_json().items()
-                 if k not in ("pending", "dead", "dropped")}
-        out[name] = sink_doc(stats.outbox, touched, extra)
-    return Response(200, {"sinks": out})
 
 
 # -- sentinel webhook test -----------------------------------------------------------
