@@ -32,7 +32,7 @@ import trio
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from sentinel.api import Api  # noqa: E402
+from sentinel.api.app import Api  # noqa: E402
 from sentinel.engine.backend import LastProbe  # noqa: E402
 from sentinel.engine.engine import Engine  # noqa: E402
 from sentinel.sinks.memory import RecordingSink  # noqa: E402

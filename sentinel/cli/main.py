@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sentinel.api import URL_FILE
+from sentinel.api.app import URL_FILE
 from sentinel.cli import EXIT_FAIL, EXIT_USAGE
 from sentinel.errors import ConfigError
 from sentinel.sinks.registry import load_config

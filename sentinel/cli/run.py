@@ -16,7 +16,7 @@ from pathlib import Path
 
 import trio
 
-from sentinel.api import Api, base_url, listen, serve_api
+from sentinel.api.app import Api, base_url, listen, serve_api
 from sentinel.cli import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from sentinel.cli.check import errors_of
 from sentinel.config.model import Config

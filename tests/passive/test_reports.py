@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trio
 
-from sentinel.api import Api, serve_api
+from sentinel.api.app import Api, serve_api
 from sentinel.config.model import ApiConfig, BackendConfig, ServiceConfig
 from sentinel.engine.engine import Engine
 from sentinel.errors import BadRequest

@@ -10,7 +10,7 @@ import trio
 import trio.testing
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from sentinel.api import Api, serve_api
+from sentinel.api.app import Api, serve_api
 from sentinel.config.model import ApiConfig, TelemetryConfig
 from sentinel.engine.engine import Engine
 from sentinel.model import ProbeResult

@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from sentinel.api import Api, serve_api
+from sentinel.api.app import Api, serve_api
 from sentinel.config.model import ApiConfig
 from sentinel.engine.engine import Engine
 from sentinel.errors import ConfigErrors, SinkUnavailable

@@ -24,6 +24,8 @@ from urllib.parse import parse_qs
 import trio
 
 from sentinel.addresses import join
+from sentinel.api.stream import PATH as STREAM_PATH
+from sentinel.api.stream import Refusal, open_stream, serve_stream
 from sentinel.config.model import ApiConfig
 from sentinel.dashboard import dashboard_file
 from sentinel.engine.streamhub import StreamHub
@@ -36,8 +38,6 @@ from sentinel.passive.reports import parse_reports
 from sentinel.sinks.runner import SinkRunner
 from sentinel.sinks.webhook import admin as outbox_admin
 from sentinel.sinks.webhook.sink import WebhookSink
-from sentinel.stream import PATH as STREAM_PATH
-from sentinel.stream import Refusal, open_stream, serve_stream
 
 log = logging.getLogger(__name__)
 Scope = MutableMapping[str, Any]

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import trio
 
-from sentinel.api import Api, serve_api
+from sentinel.api.app import Api, serve_api
 from sentinel.cli.watch import SseMessage, read_sse
 from sentinel.config.model import ApiConfig
 from sentinel.engine.engine import Engine

@@ -11,17 +11,17 @@ when the engine stops.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 import trio
 
 from sentinel.engine.streamhub import StreamHub, Subscription, event_message
 
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+if TYPE_CHECKING:  # the app imports this module to hand it stream requests
+    from sentinel.api.app import Receive, Send
+
 PATH = "/v1/stream"
 RETRY_MS = 1000  # how soon an EventSource reconnects after the stream ends
 HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"),

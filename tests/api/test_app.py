@@ -15,7 +15,7 @@ import httpx
 import pytest
 import trio
 
-from sentinel.api import MAX_BODY, URL_FILE, Api, Receive, Scope, Send, serve_api
+from sentinel.api.app import MAX_BODY, URL_FILE, Api, Receive, Scope, Send, serve_api
 from sentinel.config.model import ApiConfig
 from sentinel.engine.engine import Engine
 from sentinel.sinks.memory import RecordingSink
