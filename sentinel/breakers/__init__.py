@@ -1,7 +1,6 @@
 """Breakers: pure state machines turning probe results into UP/DOWN verdicts.
 
-One file per kind, registered here by config type (`make_breaker`) and by
-config name (`BREAKER_KINDS`, which the config loader uses for `kind:`).
+One file per kind, registered here by config type (`make_breaker`).
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from sentinel.config.model import (
 )
 
 __all__ = [
-    "BREAKER_KINDS",
     "Breaker",
     "Change",
     "CircuitBreaker",
@@ -32,13 +30,6 @@ __all__ = [
     "Transition",
     "make_breaker",
 ]
-
-BREAKER_KINDS: Final[dict[str, type[BreakerConfig]]] = {
-    "nginx": NginxBreakerConfig,
-    "threshold": ThresholdBreakerConfig,
-    "circuit": CircuitBreakerConfig,
-}
-"""Config name (`breaker: {kind: ...}`) -> config class."""
 
 _BREAKERS: Final[dict[type[BreakerConfig], Callable[[Any, Health | InitState], Breaker]]] = {
     NginxBreakerConfig: NginxBreaker,

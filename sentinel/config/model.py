@@ -368,10 +368,3 @@ class Config:
     warnings: tuple[str, ...] = field(default=(), compare=False)
     canaries: tuple[CanaryConfig, ...] = ()
     suspect: SuspectConfig | None = None
-
-    def service(self, name: str) -> ServiceConfig:
-        """The service called `name` (KeyError when there is none)."""
-        for svc in self.services:
-            if svc.name == name:
-                return svc
-        raise KeyError(name)

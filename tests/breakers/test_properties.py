@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sentinel.breakers import BREAKER_KINDS, Change, Health, make_breaker
+from sentinel.breakers import Change, Health, make_breaker
 from sentinel.breakers.base import Breaker
 from sentinel.breakers.circuit import CircuitBreaker
 from sentinel.breakers.nginx import NginxBreaker
@@ -19,6 +19,8 @@ from sentinel.config.model import (
     NginxBreakerConfig,
     ThresholdBreakerConfig,
 )
+from sentinel.config.node import load_yaml
+from sentinel.config.sections import BREAKER, parse_breaker
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,8 +168,9 @@ def test_threshold_retry_at_is_always_none(
 
 
 def test_every_kind_name_builds_its_breaker() -> None:
-    """BREAKER_KINDS and make_breaker agree: each config name builds the matching breaker."""
+    """The config loader and make_breaker agree: each `kind:` builds the matching breaker."""
     expected = {"nginx": NginxBreaker, "threshold": ThresholdBreaker, "circuit": CircuitBreaker}
-    assert set(BREAKER_KINDS) == set(expected)
-    for name, config_class in BREAKER_KINDS.items():
-        assert isinstance(make_breaker(config_class()), expected[name])
+    assert set(BREAKER.variants) == set(expected)
+    for name, breaker in expected.items():
+        config = parse_breaker(load_yaml(f"{{kind: {name}}}", "sentinel.yaml"))
+        assert isinstance(make_breaker(config), breaker)

@@ -21,7 +21,7 @@ import pytest
 from sentinel.config.model import ProbeConfig, ServiceConfig, ThresholdBreakerConfig, Timing
 from sentinel.engine.budget import compute_budget
 from sentinel.sinks.registry import load_config
-from tests.config import COMMAND_TIMEOUT, run_sentinel, write_config
+from tests.config import COMMAND_TIMEOUT, run_sentinel, service_named, write_config
 from tests.e2e.helpers import Processes, start_sentinel
 
 # Budgets worked out by hand from sentinel/engine/schedule.py's rules: the next probe starts
@@ -127,7 +127,7 @@ def test_nginx_window_too_short_is_never(tmp_path: Path) -> None:
             probe: {interval: 2s, timeout: 1s}
             breaker: {kind: nginx, max_fails: 3, fail_timeout: 1s}
         """))
-    assert compute_budget(load_config(path).service("web")).to_down is None
+    assert compute_budget(service_named(load_config(path), "web")).to_down is None
 
 
 @pytest.mark.parametrize(("interval", "fast", "down", "timeout", "fall", "rise"), [

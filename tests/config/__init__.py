@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jsonschema
 
+from sentinel.config.model import Config, ServiceConfig
 from sentinel.config.schema import config_schema
 from sentinel.errors import ConfigErrors
 from sentinel.sinks.registry import SINK_KINDS, load_config
@@ -70,3 +71,9 @@ def error_lines(path: Path) -> list[str]:
     except ConfigErrors as caught:
         return [str(e) for e in caught.errors]
     raise AssertionError(f"{path} loaded without errors")
+
+
+def service_named(config: Config, name: str) -> ServiceConfig:
+    """The one service of `config` called `name`."""
+    [svc] = [s for s in config.services if s.name == name]
+    return svc

@@ -12,7 +12,7 @@ import yaml
 from sentinel.config.model import Config, InitState, PassiveConfig, SuspectConfig, WatchConfig
 from sentinel.errors import ConfigErrors
 from sentinel.sinks.registry import load_config
-from tests.config import check_schema_verdict, write_config
+from tests.config import check_schema_verdict, service_named, write_config
 
 
 def load(tmp_path: Path, text: str) -> Config:
@@ -76,10 +76,10 @@ def test_canaries_suspect_and_passive_load(tmp_path: Path) -> None:
     assert (gw.name, gw.host, gw.port, gw.probe.type) == ("10.0.0.1:53", "10.0.0.1", 53, "tcp")
     assert (up.name, up.host, up.port, up.probe.type) == ("up", "::1", 443, "http")
     assert config.suspect == SuspectConfig(mass_failure=0.4, window=6.0, max_suspect=0.0)
-    assert config.service("web").passive == PassiveConfig(
+    assert service_named(config, "web").passive == PassiveConfig(
         nginx_error_log=f"{tmp_path}/log/error.log", haproxy="lb", haproxy_interval=0.5,
         count=True)
-    assert config.service("db").passive is None
+    assert service_named(config, "db").passive is None
     assert load(tmp_path, "services: {a: {backends: [127.0.0.1:80]}}\n").suspect is None
 
 

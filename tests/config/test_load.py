@@ -33,7 +33,7 @@ from sentinel.config.model import (
 from sentinel.sinks.exec import ExecOptions
 from sentinel.sinks.file import FileOptions
 from sentinel.sinks.registry import load_config
-from tests.config import write_config
+from tests.config import service_named, write_config
 
 FULL = """\
     version: 1
@@ -118,7 +118,7 @@ def test_sinks(config: Config) -> None:
 def test_service_merged_over_defaults(config: Config) -> None:
     """`web` keeps the default probe type and path, overrides the rest; the breaker merges
     key by key; sinks by name and by {sink: NAME}; addresses IPv4, [IPv6], host name."""
-    assert config.service("web") == ServiceConfig(
+    assert service_named(config, "web") == ServiceConfig(
         name="web",
         backends=(
             BackendConfig("web1", "10.0.0.11:8080", "10.0.0.11", 8080, weight=5),
@@ -143,7 +143,7 @@ def test_service_merged_over_defaults(config: Config) -> None:
 def test_kind_change_drops_kind_specific_defaults(config: Config) -> None:
     """`cache` switches to tcp and threshold: the default http path/expect_status and
     nginx max_fails are dropped, the shared timeout and the default min_up stay."""
-    cache = config.service("cache")
+    cache = service_named(config, "cache")
     assert cache.backends == (BackendConfig("10.0.0.20:6379", "10.0.0.20:6379",
                                             "10.0.0.20", 6379),)
     assert cache.probe == ProbeConfig(
@@ -158,7 +158,7 @@ def test_kind_change_drops_kind_specific_defaults(config: Config) -> None:
 def test_script_and_circuit(config: Config) -> None:
     """`job`: a command string split with shlex, a bare-number timeout, a circuit breaker
     with a percent rate, and its own min_up count."""
-    job = config.service("job")
+    job = service_named(config, "job")
     assert job.probe == ProbeConfig(
         type="script",
         timing=Timing(interval=5.0, fast_interval=5.0, down_interval=5.0, timeout=2.5),
@@ -171,14 +171,14 @@ def test_script_and_circuit(config: Config) -> None:
 def test_values_are_frozen(config: Config) -> None:
     """Config values cannot be changed after loading."""
     with pytest.raises(dataclasses.FrozenInstanceError):
-        config.service("web").probe.timing.interval = 9.0  # type: ignore[misc]
+        service_named(config, "web").probe.timing.interval = 9.0  # type: ignore[misc]
 
 
 def test_env_default_yields_to_environment(tmp_path: Path) -> None:
     """`${VAR:-default}` takes the environment's value when VAR is set."""
     config = load_config(write_config(tmp_path, textwrap.dedent(FULL)),
                          env={**ENV, "VHOST": "api.example.org"})
-    spec = config.service("web").probe.spec
+    spec = service_named(config, "web").probe.spec
     assert isinstance(spec, HttpSpec)
     assert spec.host == "api.example.org"
 
@@ -189,7 +189,7 @@ def test_defaults_only(tmp_path: Path) -> None:
     config = load_config(write_config(tmp_path, "services: {a: {backends: [127.0.0.1:1]}}\n"))
     assert config.state_dir == str(tmp_path.resolve() / "state")
     assert config.api == ApiConfig()
-    svc = config.service("a")
+    svc = service_named(config, "a")
     assert svc.probe == ProbeConfig("tcp", Timing(2.0, 2.0, 2.0, 1.0), TcpSpec())
     assert svc.breaker == NginxBreakerConfig()
     assert svc.min_up == MinUp()
@@ -208,7 +208,7 @@ def test_implicit_kind_in_defaults(tmp_path: Path) -> None:
             probe: {type: http}
             breaker: {kind: threshold}
         """)))
-    web = config.service("web")
+    web = service_named(config, "web")
     assert web.probe == ProbeConfig("http", Timing(3.0, 3.0, 3.0, 1.0), HttpSpec())
     assert web.breaker == ThresholdBreakerConfig()
 

@@ -17,10 +17,10 @@ from sentinel.sinks.ipvs.table import (
     drift,
     parse_flags,
     parse_listing,
-    parse_save,
     parse_thresholds,
     parse_virtual,
 )
+from tests.sinks.ipvs.saved import parse_save
 
 SAMPLES = Path(__file__).with_name("samples")
 WEB = Virtual("tcp", "10.0.0.1", 80)
