@@ -15,10 +15,11 @@ import httpx
 import pytest
 import trio
 
-from sentinel.api.app import MAX_BODY, URL_FILE, Api, Receive, Scope, Send, serve_api
+from sentinel.api.app import MAX_BODY, URL_FILE, serve_api
 from sentinel.config.model import ApiConfig
 from sentinel.engine.engine import Engine
 from sentinel.sinks.memory import RecordingSink
+from tests.api.clients import BROKEN_CHUNK, CountingApi, send_raw
 from tests.engine.fakes import FakeProbe, config, service
 
 TOKEN = "s3cret"
@@ -27,29 +28,7 @@ EVENT_KEYS = {"id", "seq", "time", "service", "backend", "address", "from", "to"
 Serve = Callable[..., AbstractAsyncContextManager[tuple[httpx.AsyncClient, Engine]]]
 
 
-class CountingApi(Api):
-    """The real Api, counting the requests it has finished handling, so a test can wait
-    for the handler itself (not only for an answer the server may send before it ends)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.handled = 0
-        self._changed = trio.Event()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Handle the request, then count it."""
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            if scope["type"] == "http":
-                self.handled += 1
-                self._changed.set()
-                self._changed = trio.Event()
-
-    async def wait_handled(self, count: int) -> None:
-        """Until `count` requests have been handled (bound it with trio.fail_after)."""
-        while self.handled < count:
-            await self._changed.wait()
 
 
 @pytest.fixture
@@ -73,20 +52,6 @@ def serve(tmp_path: Path) -> Serve:
             nursery.cancel_scope.cancel()
 
     return start
-
-
-async def send_raw(client: httpx.AsyncClient, request: bytes) -> bytes:
-    """Send `request` as it is on a fresh connection to the API; everything answered
-    until the server closes."""
-    url = client.base_url
-    stream = await trio.open_tcp_stream(url.host, url.port or 80)
-    async with stream:
-        await stream.send_all(request)
-        answer = b""
-        with trio.fail_after(5):
-            while chunk := await stream.receive_some():
-                answer += chunk
-    return answer
 
 
 async def test_state_document_has_the_spec_shape(serve: Serve, tmp_path: Path) -> None:
@@ -233,9 +198,6 @@ async def test_admin_override_needs_the_token_and_a_known_backend(serve: Serve) 
     assert [e["to"] for e in done.json()["events"]] == ["drain"]
     assert state["services"]["web"]["backends"][0]["state"] == "drain"
     assert engine.journal.seq == 1
-
-
-BROKEN_CHUNK = b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"  # "zz" is no chunk size
 
 
 @pytest.mark.parametrize("path", ["/v1/backends/web/b9001/drain", "/v1/backends/web/b9001/maint",

@@ -17,7 +17,7 @@ from sentinel.config.model import (
     NginxBreakerConfig,
     ThresholdBreakerConfig,
 )
-from tests.breakers.test_properties import (
+from tests.breakers.strategies import (
     Probe,
     circuits,
     nginxes,

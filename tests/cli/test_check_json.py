@@ -7,9 +7,9 @@ import json
 import textwrap
 from pathlib import Path
 
-from tests.cli.test_main import BUDGET_CONFIG
+from tests.cli import BUDGET_CONFIG
 from tests.config import run_sentinel, write_config
-from tests.sinks.ipvs.test_options import config_file
+from tests.sinks.ipvs import config_file
 
 BAD = """\
 version: 1

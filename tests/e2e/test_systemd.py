@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from tests.e2e.helpers import ROOT, Processes, require_binary, signal_and_wait
-from tests.test_systemd import NotifyListener
+from tests.notify import NotifyListener
 
 pytestmark = pytest.mark.e2e
 SLOW_ANSWER = 1.0  # the slow backend's delay: READY must wait for it

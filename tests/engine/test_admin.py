@@ -12,8 +12,8 @@ import trio.testing
 from sentinel.breakers.base import Health
 from sentinel.config.model import ThresholdBreakerConfig
 from sentinel.engine.engine import Engine
+from tests.engine.drive import Script, make_engine, run_for, states, toggles
 from tests.engine.fakes import FakeProbe, service
-from tests.engine.test_engine import Script, make_engine, run_for, states, toggles
 from tests.sinks.fakes import TimedSink
 
 

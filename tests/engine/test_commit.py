@@ -22,8 +22,8 @@ from sentinel.engine.engine import Engine
 from sentinel.engine.statefile import SavedState
 from sentinel.model import Event, FailureKind, ProbeResult
 from sentinel.observe import NullObserver, ProbeRecord
+from tests.engine.drive import WALL_BASE
 from tests.engine.fakes import FakeProbe, config, run_inline, service
-from tests.engine.test_engine import WALL_BASE
 from tests.sinks.fakes import TimedSink
 
 OK = ProbeResult(ok=True, latency=0.001)

@@ -22,8 +22,8 @@ from sentinel.config.model import (
 from sentinel.engine.engine import Engine
 from sentinel.engine.probeloop import accepts
 from sentinel.sinks.memory import RecordingSink
+from tests.engine.drive import WALL_BASE, Script, run_for, states
 from tests.engine.fakes import FakeProbe, config, run_inline, service
-from tests.engine.test_engine import WALL_BASE, Script, run_for, states
 from tests.probes.conftest import HttpServer, until
 from tests.sinks.fakes import TimedSink
 

@@ -10,8 +10,8 @@ import trio.testing
 
 from sentinel.config.model import DampenConfig, ThresholdBreakerConfig
 from sentinel.model import State
+from tests.engine.drive import make_engine, run_for, toggles
 from tests.engine.fakes import FakeProbe, service
-from tests.engine.test_engine import make_engine, run_for, toggles
 from tests.sinks.fakes import TimedSink
 
 DAMPEN = DampenConfig(half_life=60.0, suppress=2000.0, reuse=750.0, max_suppress=240.0)

@@ -14,6 +14,7 @@ from sentinel.engine.engine import Engine
 from sentinel.model import Event
 from sentinel.sinks.base import DurableSink
 from sentinel.sinks.memory import RecordingSink
+from tests.engine.drive import run_for
 from tests.engine.fakes import FakeProbe, config, run_inline, service
 
 
@@ -31,13 +32,6 @@ class Outboxish(RecordingSink):
             raise OSError("disk full")
         self.accepted.extend(events)
 
-
-async def run_for(engine: Engine, seconds: float) -> None:
-    """Run `engine` for `seconds` of virtual time."""
-    async with trio.open_nursery() as nursery:
-        await nursery.start(engine.run)
-        await trio.sleep(seconds)
-        engine.stop()
 
 
 def held(state_dir: Path) -> list[int]:

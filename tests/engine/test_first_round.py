@@ -7,8 +7,8 @@ from pathlib import Path
 import trio
 import trio.testing
 
+from tests.engine.drive import make_engine
 from tests.engine.fakes import FakeProbe, config, service
-from tests.engine.test_engine import make_engine
 from tests.sinks.fakes import TimedSink
 
 

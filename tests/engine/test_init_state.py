@@ -12,8 +12,8 @@ import trio.testing
 
 from sentinel.config.model import InitState, NginxBreakerConfig, ServiceConfig
 from sentinel.model import State
+from tests.engine.drive import make_engine, run_for, states
 from tests.engine.fakes import FakeProbe, service
-from tests.engine.test_engine import make_engine, run_for, states
 from tests.sinks.fakes import TimedSink
 
 BREAKER = NginxBreakerConfig(max_fails=3, fail_timeout=10.0, passes=2)

@@ -12,39 +12,29 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from functools import partial
 
 import pytest
 import trio
 import trio.testing
 
-from sentinel.breakers import make_breaker
 from sentinel.config.model import (
     AgentSpec,
-    BackendConfig,
     DnsSpec,
     GrpcSpec,
     HttpSpec,
-    NginxBreakerConfig,
     ProbeConfig,
     ScriptSpec,
-    ServiceConfig,
     TcpSpec,
     Timing,
 )
-from sentinel.engine.backend import BackendRuntime
-from sentinel.engine.probegroups import ProbeGroup
 from sentinel.engine.probeloop import (
     FINISHED,
     Agenda,
-    EpollPoller,
-    Poller,
-    ProbeLoop,
     Running,
     accepts,
 )
-from sentinel.engine.slots import Slots
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes.agent import AgentProbe
 from sentinel.probes.base import Target
@@ -55,8 +45,9 @@ from sentinel.probes.https import HttpProbe
 from sentinel.probes.script import ScriptProbe
 from sentinel.probes.tcp import TcpProbe
 from tests.engine.fakes import Peer, ScriptedResolver, VirtualNetwork
+from tests.engine.loop import TCP_CONFIG, group, loop_checks
 from tests.probes.conftest import Handler, Serve, banner, hang_up, pong, reset, silent
-from tests.probes.test_lean_parity import (
+from tests.probes.peers import (
     CHUNKED,
     OK_BODY,
     TIMEOUT,
@@ -66,17 +57,7 @@ from tests.probes.test_lean_parity import (
     trickle,
 )
 
-TCP_CONFIG = ProbeConfig("tcp", Timing(timeout=0.5), TcpSpec())
 TCP = TcpProbe(TCP_CONFIG)
-
-
-def group(port: int, next_due: float, host: str = "127.0.0.1") -> ProbeGroup:
-    """A one-member group due at `next_due`."""
-    config = BackendConfig(f"b{port}", f"{host}:{port}", host, port)
-    svc = ServiceConfig("svc", (config,), TCP_CONFIG)
-    member = BackendRuntime(svc, config, make_breaker(NginxBreakerConfig()), since="")
-    member.checks[0].next_due = next_due
-    return ProbeGroup((TCP_CONFIG, host, port, ""), [member.checks[0]])
 
 
 def test_groups_come_due_in_time_order() -> None:
@@ -173,54 +154,6 @@ def test_tcp_http_and_agent_checks_run_in_the_loop() -> None:
 
 
 # -- the loop's I/O, against real loopback servers -------------------------------------
-
-
-class Host:
-    """A LoopHost that records each result (with its start time) and probes each group once."""
-
-    def __init__(self, expect: int) -> None:
-        self.results: list[tuple[ProbeGroup, ProbeResult, float]] = []
-        self.lateness: list[float] = []
-        self.expect = expect
-        self.done = trio.Event()
-
-    def probes_started(self, lateness: Sequence[float]) -> None:
-        """Record how late checks started."""
-        self.lateness.extend(lateness)
-
-    def probe_done(self, group: ProbeGroup, result: ProbeResult, started: float, now: float,
-                   start_unix: float) -> None:
-        """Record the result; the group is not due again."""
-        group.members[0].next_due = math.inf
-        self.results.append((group, result, started))
-        if len(self.results) == self.expect:
-            self.done.set()
-
-
-async def loop_checks(checks: list[tuple[TcpProbe | LeanHttpProbe, int]], slots: int = 64,
-                      due: float | None = None,
-                      during: Callable[[], Awaitable[None]] | None = None,
-                      poller: Callable[[], Poller] = EpollPoller, host: str = "127.0.0.1",
-                      ) -> tuple[list[tuple[ProbeResult, float]], Host]:
-    """Run one loop check per (probe, port) of `host`, all due at `due` (default now):
-    each (result, time its interval counts from), in the order of `checks`, and the host
-    that saw them. `during` runs beside the loop (to block it, say)."""
-    seen = Host(len(checks))
-    loop = ProbeLoop(seen, Slots(slots), time.time, poller)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(loop.run)
-        now = trio.current_time() if due is None else due
-        if during is not None:
-            nursery.start_soon(during)
-        groups = [group(port, now, host) for _, port in checks]
-        for (probe, _), g in zip(checks, groups, strict=True):
-            loop.add(g, probe)
-        with trio.fail_after(30):
-            await seen.done.wait()
-        assert loop.in_flight == 0
-        nursery.cancel_scope.cancel()
-    by_group = {id(g): (result, started) for g, result, started in seen.results}
-    return [by_group[id(g)] for g in groups], seen
 
 
 def tcp(**spec: object) -> TcpProbe:

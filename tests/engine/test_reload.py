@@ -21,8 +21,8 @@ from sentinel.sinks.memory import RecordingSink
 from tests.e2e.helpers import Processes, run_cli, wait_until
 from tests.e2e.site import Site, make_site, start_backends
 from tests.e2e.site import states as api_states
+from tests.engine.drive import make_engine, run_for, states, toggles
 from tests.engine.fakes import FakeProbe, config, service
-from tests.engine.test_engine import make_engine, run_for, states, toggles
 from tests.sinks.fakes import TimedSink
 
 GOOD = """\

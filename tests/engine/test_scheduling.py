@@ -13,15 +13,8 @@ import trio.testing
 from sentinel.engine.engine import Engine
 from sentinel.model import State
 from sentinel.sinks.memory import RecordingSink
+from tests.engine.drive import run_for
 from tests.engine.fakes import FakeProbe, config, run_inline, service
-
-
-async def run_for(engine: Engine, seconds: float) -> None:
-    """Run the engine for `seconds` of (virtual) time, then stop it."""
-    async with trio.open_nursery() as nursery:
-        await nursery.start(engine.run)
-        await trio.sleep(seconds)
-        engine.stop()
 
 
 @pytest.mark.trio

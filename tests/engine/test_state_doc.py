@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from sentinel.engine import engine as engine_module
 from sentinel.model import State
 from sentinel.timefmt import rfc3339
+from tests.engine.drive import make_engine
 from tests.engine.fakes import FakeProbe, service
-from tests.engine.test_engine import make_engine
 from tests.sinks.fakes import TimedSink
 
 

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from sentinel.engine.statefile import FILENAME, SavedBackend, SavedState, load_state, save_state
 from sentinel.model import Event, State
 from sentinel.timefmt import rfc3339, uuid7
+from tests.engine.drive import make_engine, run_for, states
 from tests.engine.fakes import FakeProbe, service
-from tests.engine.test_engine import make_engine, run_for, states
 from tests.sinks.fakes import TimedSink
 
 EVENT = Event(id=uuid7(1_790_000_000_000), seq=42, time=rfc3339(1_790_000_000.0), service="web",

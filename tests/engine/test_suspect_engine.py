@@ -12,8 +12,8 @@ import trio.testing
 
 from sentinel.config.model import CanaryConfig, Config, ProbeConfig, SuspectConfig, Timing
 from sentinel.engine.engine import Engine
+from tests.engine.drive import WALL_BASE, run_for, states, toggles
 from tests.engine.fakes import FakeProbe, config, run_inline, service
-from tests.engine.test_engine import WALL_BASE, run_for, states, toggles
 from tests.sinks.fakes import TimedSink
 
 CANARY_PORT = 9999

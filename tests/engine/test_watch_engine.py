@@ -13,8 +13,8 @@ import trio.testing
 
 from sentinel.config.model import NginxBreakerConfig, ServiceConfig, WatchConfig
 from sentinel.engine.watching import WatchStatistics
+from tests.engine.drive import make_engine, run_for
 from tests.engine.fakes import FakeProbe, service
-from tests.engine.test_engine import make_engine, run_for
 from tests.sinks.fakes import TimedSink
 
 

@@ -15,8 +15,8 @@ from sentinel.config.model import NginxBreakerConfig, PassiveConfig
 from sentinel.engine.engine import Engine
 from sentinel.passive.base import Signal
 from sentinel.sinks.memory import RecordingSink
+from tests.engine.drive import make_engine, run_for
 from tests.engine.fakes import FakeProbe, config, service
-from tests.engine.test_engine import make_engine, run_for
 from tests.probes.conftest import Serve, until
 from tests.sinks.fakes import TimedSink
 

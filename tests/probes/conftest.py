@@ -1,24 +1,37 @@
 """Real loopback servers for the probe tests, all on 127.0.0.1 port 0.
 
 Servers run in pytest-trio's `nursery` fixture, which is cancelled when the
-test ends, so nothing outlives its test.
+test ends, so nothing outlives its test. dnsmasq (the dns probe) and grpcio's
+reference health server (the grpc probe) run as processes, killed by PID.
 """
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 import struct
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 import pytest
 import trio
 import trustme
 
-from tests.e2e.helpers import refused_ports
+from tests.e2e.helpers import (
+    Processes,
+    free_port,
+    port_open,
+    refused_ports,
+    require_binary,
+    wait_until,
+)
 
+ROOT = Path(__file__).resolve().parents[2]
 Handler = Callable[[trio.abc.Stream], Awaitable[None]]
 Serve = Callable[..., Awaitable[int]]
 
@@ -175,3 +188,98 @@ def http_server(serve: Serve) -> Callable[..., Awaitable[HttpServer]]:
         return server
 
     return start
+
+
+# -- dnsmasq, for the dns probe ---------------------------------------------------------
+
+# 40 TXT strings of ~45 bytes: over 512 bytes, so a plain UDP answer is truncated.
+BIG = [f"--txt-record=big.test,padding-{i:02d}-{'x' * 32}" for i in range(40)]
+
+
+@pytest.fixture
+def dead_port() -> Iterator[int]:
+    """A UDP port nobody listens on (bound, never read: it stays ours)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def servfail_upstream() -> Iterator[socket.socket]:
+    """A UDP socket the test answers from (see `answer_servfail`)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock
+
+
+@pytest.fixture
+def dnsmasq(tmp_path: Path, dead_port: int, servfail_upstream: socket.socket) -> Iterator[int]:
+    """dnsmasq on a free loopback port (UDP and TCP): ok.test A 192.0.2.1, big.test's
+    TXT records too big for UDP, other *.test names NXDOMAIN, dead.example forwarded to
+    a port that never answers, fail.example to `servfail_upstream`."""
+    binary = require_binary("dnsmasq")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    procs = Processes(logs)
+    port = free_port()
+    upstream = servfail_upstream.getsockname()[1]
+    try:
+        proc = procs.start([
+            binary, "--keep-in-foreground", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
+            "--pid-file=", "--bind-interfaces", "--listen-address=127.0.0.1", f"--port={port}",
+            "--log-facility=-", "--log-queries",
+            "--local=/test/", "--address=/ok.test/192.0.2.1", *BIG,
+            f"--server=/dead.example/127.0.0.1#{dead_port}",
+            f"--server=/fail.example/127.0.0.1#{upstream}",
+        ], "dnsmasq")
+        wait_until(lambda: proc.poll() is not None or port_open(port), what="dnsmasq")
+        if proc.poll() is not None:
+            raise AssertionError(f"dnsmasq exited: {procs.log('dnsmasq').read_text()}")
+        yield port
+    finally:
+        procs.close()
+
+
+# -- grpcio's reference health server, for the grpc probe --------------------------------
+
+class ReferenceServer:
+    """grpcio's health server in a subprocess, driven over its stdin (see grpc_server.py)."""
+
+    def __init__(self, *tls: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.probes.grpc_server", *(["--tls", *tls] if tls else [])],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT, start_new_session=True)
+        self.port = int(self._line())
+
+    def _line(self, timeout: float = 15.0) -> str:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise AssertionError(f"grpc server said nothing within {timeout:g}s")
+        line = self.proc.stdout.readline().decode().strip()
+        if not line:
+            raise AssertionError(f"grpc server exited: {self.proc.wait(timeout=5)}")
+        return line
+
+    def command(self, line: str) -> None:
+        """Send one command and wait for its `ok`."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+        assert self._line() == "ok"
+
+    def kill(self) -> None:
+        """Kill by PID and reap."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def grpc_server() -> Iterator[ReferenceServer]:
+    """A running reference server; killed by PID when the test ends."""
+    server = ReferenceServer()
+    try:
+        yield server
+    finally:
+        server.kill()

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Iterator
-from pathlib import Path
 
 import dns.message
 import dns.rcode
-import pytest
 import trio
 
 from sentinel.config.model import DnsSpec, ProbeConfig, Timing
@@ -18,10 +15,6 @@ from sentinel.model import FailureKind
 from sentinel.probes.base import Target
 from sentinel.probes.dns import OVER_TCP, DnsProbe
 from sentinel.probes.registry import make_probe
-from tests.e2e.helpers import Processes, free_port, port_open, require_binary, wait_until
-
-# 40 TXT strings of ~45 bytes: over 512 bytes, so a plain UDP answer is truncated.
-BIG = [f"--txt-record=big.test,padding-{i:02d}-{'x' * 32}" for i in range(40)]
 
 
 def probe(timeout: float = 1.0, **spec: object) -> DnsProbe:
@@ -34,50 +27,6 @@ def probe(timeout: float = 1.0, **spec: object) -> DnsProbe:
 def at(port: int, host: str = "127.0.0.1") -> Target:
     """The target for a loopback port."""
     return Target(service="svc", backend="b1", host=host, port=port)
-
-
-@pytest.fixture
-def dead_port() -> Iterator[int]:
-    """A UDP port nobody listens on (bound, never read: it stays ours)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
-
-
-@pytest.fixture
-def servfail_upstream() -> Iterator[socket.socket]:
-    """A UDP socket the test answers from (see `answer_servfail`)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock
-
-
-@pytest.fixture
-def dnsmasq(tmp_path: Path, dead_port: int, servfail_upstream: socket.socket) -> Iterator[int]:
-    """dnsmasq on a free loopback port (UDP and TCP): ok.test A 192.0.2.1, big.test's
-    TXT records too big for UDP, other *.test names NXDOMAIN, dead.example forwarded to
-    a port that never answers, fail.example to `servfail_upstream`."""
-    binary = require_binary("dnsmasq")
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    procs = Processes(logs)
-    port = free_port()
-    upstream = servfail_upstream.getsockname()[1]
-    try:
-        proc = procs.start([
-            binary, "--keep-in-foreground", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
-            "--pid-file=", "--bind-interfaces", "--listen-address=127.0.0.1", f"--port={port}",
-            "--log-facility=-", "--log-queries",
-            "--local=/test/", "--address=/ok.test/192.0.2.1", *BIG,
-            f"--server=/dead.example/127.0.0.1#{dead_port}",
-            f"--server=/fail.example/127.0.0.1#{upstream}",
-        ], "dnsmasq")
-        wait_until(lambda: proc.poll() is not None or port_open(port), what="dnsmasq")
-        if proc.poll() is not None:
-            raise AssertionError(f"dnsmasq exited: {procs.log('dnsmasq').read_text()}")
-        yield port
-    finally:
-        procs.close()
 
 
 async def test_noerror_answer(dnsmasq: int) -> None:

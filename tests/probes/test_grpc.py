@@ -3,11 +3,8 @@ and against a hand-written HTTP/2 server that answers wrongly on purpose."""
 
 from __future__ import annotations
 
-import select
 import ssl
-import subprocess
-import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import h2.config
@@ -40,9 +37,7 @@ from sentinel.probes.grpc import (
 )
 from sentinel.probes.registry import make_probe
 
-from .conftest import Serve, silent
-
-ROOT = Path(__file__).resolve().parents[2]
+from .conftest import ReferenceServer, Serve, silent
 
 
 def probe(timeout: float = 2.0, ssl_context: ssl.SSLContext | None = None,
@@ -56,51 +51,6 @@ def probe(timeout: float = 2.0, ssl_context: ssl.SSLContext | None = None,
 def at(port: int, host: str = "127.0.0.1") -> Target:
     """The target for a loopback port."""
     return Target(service="svc", backend="b1", host=host, port=port)
-
-
-# -- the reference server ---------------------------------------------------------------
-
-class ReferenceServer:
-    """grpcio's health server in a subprocess, driven over its stdin (see grpc_server.py)."""
-
-    def __init__(self, *tls: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.probes.grpc_server", *(["--tls", *tls] if tls else [])],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT, start_new_session=True)
-        self.port = int(self._line())
-
-    def _line(self, timeout: float = 15.0) -> str:
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            raise AssertionError(f"grpc server said nothing within {timeout:g}s")
-        line = self.proc.stdout.readline().decode().strip()
-        if not line:
-            raise AssertionError(f"grpc server exited: {self.proc.wait(timeout=5)}")
-        return line
-
-    def command(self, line: str) -> None:
-        """Send one command and wait for its `ok`."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line.encode() + b"\n")
-        self.proc.stdin.flush()
-        assert self._line() == "ok"
-
-    def kill(self) -> None:
-        """Kill by PID and reap."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-
-
-@pytest.fixture
-def grpc_server() -> Iterator[ReferenceServer]:
-    """A running reference server; killed by PID when the test ends."""
-    server = ReferenceServer()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 async def test_serving_and_not_serving(grpc_server: ReferenceServer) -> None:

@@ -26,10 +26,10 @@ from sentinel.probes.https import HttpProbe
 from sentinel.probes.rawsock import RECV_SIZE
 from sentinel.probes.resolve import default_resolver
 from sentinel.probes.tcp import TcpProbe
-from tests.engine.test_probeloop import loop_checks
+from tests.engine.loop import loop_checks
+from tests.probes.peers import CHUNKED
 
 from .conftest import Serve, read_head
-from .test_lean_parity import CHUNKED
 
 TIMEOUT = 0.5
 HUGE_CHUNK = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFF\r\n"

@@ -16,8 +16,7 @@ from sentinel.config.model import AgentSpec, DnsSpec, GrpcSpec
 from sentinel.errors import ConfigError
 from tests.config import run_sentinel
 
-from .test_dns import dead_port, dnsmasq, servfail_upstream  # noqa: F401 (fixtures)
-from .test_grpc import ReferenceServer, grpc_server  # noqa: F401 (fixture)
+from .conftest import ReferenceServer
 
 
 @pytest.mark.parametrize(("url", "kind", "spec", "port"), [
@@ -47,7 +46,7 @@ def test_bad_urls(url: str, message: str) -> None:
         parse_probe_url(url, 1.0)
 
 
-def test_probe_grpc(grpc_server: ReferenceServer, tmp_path: Path) -> None:  # noqa: F811
+def test_probe_grpc(grpc_server: ReferenceServer, tmp_path: Path) -> None:
     """`sentinel probe grpc://...`: SERVING exits 0, NOT_SERVING exits 1 naming it."""
     url = f"grpc://127.0.0.1:{grpc_server.port}/web"
     grpc_server.command("set web SERVING")
@@ -59,7 +58,7 @@ def test_probe_grpc(grpc_server: ReferenceServer, tmp_path: Path) -> None:  # no
     assert done.stdout.startswith(f"{url}: unhealthy (body): service 'web' is NOT_SERVING in ")
 
 
-def test_probe_dns(dnsmasq: int, tmp_path: Path) -> None:  # noqa: F811
+def test_probe_dns(dnsmasq: int, tmp_path: Path) -> None:
     """`sentinel probe dns://...`: an answer exits 0, NXDOMAIN exits 1, a bad qtype 2."""
     base = f"dns://127.0.0.1:{dnsmasq}"
     assert run_sentinel("probe", f"{base}/ok.test?qtype=A", cwd=tmp_path).returncode == 0

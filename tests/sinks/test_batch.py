@@ -10,7 +10,7 @@ import trio.testing
 from sentinel.errors import SinkRejected
 from sentinel.sinks.base import BatchSink, Update
 from sentinel.sinks.runner import SinkRunner
-from tests.sinks.test_runner import update
+from tests.sinks.views import update
 
 
 class Batcher:

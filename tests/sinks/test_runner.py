@@ -10,24 +10,13 @@ import trio
 import trio.testing
 
 from sentinel.backoff import Backoff
-from sentinel.model import BackendView, Event, ServiceView, State
+from sentinel.model import State
 from sentinel.sinks.base import Update
 from sentinel.sinks.runner import SinkRunner
 from tests.sinks.fakes import TimedSink
+from tests.sinks.views import update
 
 SEED = 1234
-
-
-def update(service: str, *seqs: int, state: State = State.UP) -> Update:
-    """A one-backend view of `service` carrying events numbered `seqs`."""
-    backend = BackendView(name="b1", address="127.0.0.1:1", host="127.0.0.1", port=1,
-                          state=state, weight=1 if state is State.UP else 0,
-                          configured_weight=1)
-    events = tuple(Event(id=f"id-{s}", seq=s, time="2026-01-01T00:00:00.000Z",
-                         service=service, backend="b1", address="127.0.0.1:1",
-                         from_state="up", to_state=state.value, weight=0, reason="test")
-                   for s in seqs)
-    return Update(ServiceView(service, (backend,)), events)
 
 
 def seqs(applied: list[tuple[float, Update]]) -> list[tuple[float, str, list[int]]]:

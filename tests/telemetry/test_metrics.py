@@ -18,8 +18,8 @@ from sentinel.observe import ProbeRecord
 from sentinel.sinks.memory import RecordingSink
 from sentinel.telemetry.metrics import CONTENT_TYPE, Metrics
 from sentinel.telemetry.traces import Telemetry
+from tests.engine.drive import WALL_BASE, run_for, toggles
 from tests.engine.fakes import FakeProbe, config, run_inline, service
-from tests.engine.test_engine import WALL_BASE, run_for, toggles
 from tests.telemetry.conftest import MakeTelemetry
 from tests.telemetry.helpers import Samples, parse_metrics, sample
 

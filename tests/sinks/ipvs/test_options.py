@@ -11,7 +11,8 @@ from sentinel.errors import ConfigError, ConfigErrors
 from sentinel.sinks.ipvs.options import IpvsBinding, parse_binding, warnings
 from sentinel.sinks.ipvs.table import ServiceSpec, Virtual
 from sentinel.sinks.registry import load_config
-from tests.config import run_sentinel, write_config
+from tests.config import run_sentinel
+from tests.sinks.ipvs import config_file
 
 
 def binding(text: str) -> IpvsBinding:
@@ -44,24 +45,6 @@ def test_binding_errors(text: str, message: str) -> None:
     """Each mistake is a ConfigError that says what is wrong."""
     with pytest.raises(ConfigError, match=message):
         binding(text)
-
-
-CONFIG = """\
-version: 1
-state_dir: {state}
-sinks:
-  lvs: {{type: ipvs, command: [/bin/true], resync: 5s{driver}}}
-services:
-  web:
-    backends: [127.0.0.1:8080]
-    sinks: [{{sink: lvs, {binding}}}]
-"""
-
-
-def config_file(tmp_path: Path, binding_text: str, driver: str = "") -> Path:
-    """A config with one service bound to an ipvs sink."""
-    return write_config(tmp_path, CONFIG.format(state=tmp_path / "state", binding=binding_text,
-                                                driver=driver))
 
 
 def set_sysctls(directory: Path, **values: int) -> Path:

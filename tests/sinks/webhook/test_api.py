@@ -12,7 +12,7 @@ import trio
 from sentinel.api.app import Api, serve_api
 from sentinel.config.model import ApiConfig
 from sentinel.engine.engine import Engine
-from tests.api.test_app import BROKEN_CHUNK, CountingApi, send_raw
+from tests.api.clients import BROKEN_CHUNK, CountingApi, send_raw
 from tests.engine.fakes import FakeProbe, config, service
 from tests.sinks.webhook.conftest import MakeSink, event, until, update
 from tests.sinks.webhook.receiver import Receiver, Reply
