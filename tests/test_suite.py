@@ -1,10 +1,37 @@
 """The suite's own shape: tests share helpers through helper modules and fixtures, never
-by importing another test module."""
+by importing another test module; logging is put back after a test that set it up."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+TWO_TESTS = """
+import logging
+from sentinel.telemetry.logs import setup_logging
+
+def test_a_command_sets_up_logging_in_process(capsys):
+    setup_logging("info")  # what `sentinel ...` does first: on capsys's stderr, closed after
+    logging.getLogger("sentinel").info("first")
+
+def test_a_later_test_logs():
+    logging.getLogger("sentinel").warning("second")
+"""
+
+
+def test_logging_set_up_by_one_test_does_not_outlive_it(pytester: pytest.Pytester) -> None:
+    """With the root conftest, a later test's log line goes nowhere closed: no "I/O
+    operation on closed file" traceback (without it, `--- Logging error ---` and that
+    traceback in the later test's output)."""
+    pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text())
+    pytester.makepyfile(TWO_TESTS)
+    result = pytester.runpytest_subprocess("-rP", "-p", "no:cacheprovider")  # -rP: the output
+    result.assert_outcomes(passed=2)
+    assert "Logging error" not in result.stderr.str() + result.stdout.str()
 
 
 def test_no_test_module_imports_another() -> None:

@@ -8,6 +8,8 @@ import sys
 
 from sentinel.timefmt import rfc3339
 
+NOISY = ("httpx", "httpcore", "hpack", "hypercorn")  # libraries held at WARNING or above
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line."""
@@ -34,5 +36,5 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("httpx", "httpcore", "hpack", "hypercorn"):
+    for noisy in NOISY:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
