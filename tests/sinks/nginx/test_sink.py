@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -216,50 +216,83 @@ children = [subprocess.Popen(["sleep", "60"])]
 def hup(*_):
     if sys.argv[1] == "reloads":
         children.append(subprocess.Popen(["sleep", "60"]))
+        print("forked", children[-1].pid, flush=True)
 signal.signal(signal.SIGHUP, hup)
 open(sys.argv[2], "w").write("%d\\n" % __import__("os").getpid())
-print("ready", flush=True)
+print("ready", children[0].pid, flush=True)
 while True:
     time.sleep(1)
 """
 
 
+@dataclass
+class Master:
+    """A fake nginx master: its pid file, its PID, and the lines it prints (`ready
+    CHILD` once it runs, `forked CHILD` for each worker a SIGHUP made it fork)."""
+
+    pid_file: Path
+    pid: int
+    stdout: trio.abc.ReceiveStream
+    buffer: bytes = b""
+
+    async def line(self) -> str:
+        """The next line it printed (waiting for it)."""
+        while b"\n" not in self.buffer:
+            data = await self.stdout.receive_some()
+            assert data, "the master exited"
+            self.buffer += data
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode()
+
+
 @contextlib.asynccontextmanager
-async def fake_master(tmp_path: Path, behaviour: str) -> AsyncIterator[tuple[Path, int]]:
+async def fake_master(tmp_path: Path, behaviour: str) -> AsyncIterator[Master]:
     """A process that, like an nginx master, forks a new child on SIGHUP ("reloads") or
-    keeps its children ("refuses"); yields its pid file and PID; killed with its group."""
+    keeps its children ("refuses"), once its pid file is written and its first child runs;
+    killed with its group."""
     pid_file = tmp_path / "master.pid"
     proc = await trio.lowlevel.open_process(
         [sys.executable, "-c", MASTER, behaviour, str(pid_file)], start_new_session=True,
         stdout=subprocess.PIPE)
-    stdout = proc.stdout
-    assert stdout is not None
+    assert proc.stdout is not None
+    master = Master(pid_file, proc.pid, proc.stdout)
     try:
-        with trio.fail_after(5):  # says so once its pid file is written and its child runs
-            assert (await stdout.receive_some()).startswith(b"ready")
-        yield pid_file, proc.pid
+        with trio.fail_after(5):
+            assert (await master.line()).startswith("ready ")
+        yield master
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         with trio.CancelScope(shield=True):
             await proc.wait()
-            await stdout.aclose()
+            await proc.stdout.aclose()
 
 
-async def test_a_reload_that_forks_new_workers_is_verified(tmp_path: Path) -> None:
-    """New children of the master after the reload count as a configuration loaded."""
-    async with fake_master(tmp_path, "reloads") as (pid_file, pid):
-        sink = NginxSink("edge", options(tmp_path / "up.conf", pid_file=str(pid_file),
-                                         reload=("kill", "-HUP", str(pid))))
+async def test_a_reload_that_forks_new_workers_is_verified(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """New children of the master after the reload count as a configuration loaded: the
+    apply succeeds and logs the reload, the new file stays, and a new worker was forked."""
+    caplog.set_level(logging.INFO, logger="sentinel.sinks.nginx")
+    path = tmp_path / "up.conf"
+    async with fake_master(tmp_path, "reloads") as master:
+        sink = NginxSink("edge", options(path, pid_file=str(master.pid_file),
+                                         reload=("kill", "-HUP", str(master.pid))))
         await sink.apply(Update(WEB))
+        with trio.fail_after(5):
+            forked = await master.line()
+    assert forked.startswith("forked ")
+    assert body_of(path.read_text()) == render_upstream(WEB)
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, f"edge: nginx reloaded {path}, generation 1")]
 
 
 async def test_a_reload_nginx_ignored_restores_the_file(tmp_path: Path) -> None:
     """A master that keeps its old workers (nginx's answer to a config it cannot load,
     with exit 0 from `nginx -s reload`) fails the apply and restores the file."""
     path = tmp_path / "up.conf"
-    async with fake_master(tmp_path, "refuses") as (pid_file, pid):
-        sink = NginxSink("edge", options(path, pid_file=str(pid_file), verify_timeout=0.5,
-                                         reload=("kill", "-HUP", str(pid))))
+    async with fake_master(tmp_path, "refuses") as master:
+        sink = NginxSink("edge", options(path, pid_file=str(master.pid_file),
+                                         verify_timeout=0.5,
+                                         reload=("kill", "-HUP", str(master.pid))))
         with pytest.raises(SinkRejected, match="nginx kept its old configuration"):
             await sink.apply(Update(WEB))
     assert not path.exists()
