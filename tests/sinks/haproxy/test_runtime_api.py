@@ -139,11 +139,16 @@ async def test_a_set_answered_with_text_is_an_error(
 
 async def test_an_empty_answer_to_a_set_is_success(
         haproxy_like: Callable[[Answer], Awaitable[str]]) -> None:
-    """HAProxy's blank line after a set that worked is no error."""
+    """HAProxy's blank line after a set that worked is no error: the set returns, and the
+    socket received that one command line."""
+    seen: list[bytes] = []
+
     async def answer(line: bytes) -> bytes:
+        seen.append(line)
         return b"\n"
 
     await RuntimeApi(await haproxy_like(answer)).set("set server web/web1 weight 3")
+    assert seen == [b"set server web/web1 weight 3\n"]
 
 
 async def test_a_silent_socket_times_out(
