@@ -9,7 +9,6 @@ import pytest
 import trio
 import trio.testing
 
-from sentinel.backoff import Backoff
 from sentinel.model import State
 from sentinel.sinks.base import Update
 from sentinel.sinks.runner import SinkRunner
@@ -81,19 +80,17 @@ async def test_services_are_not_merged_with_each_other(
 
 async def test_failures_are_retried_with_exponential_backoff(
         nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
-    """Three failures: retries wait Backoff.delay(1), (2), (3) drawn from the runner's rng."""
+    """Three failures: each retry waits an equal-jitter draw from the runner's seeded rng,
+    in [0.25, 0.5], [0.5, 1], then [1, 2] s (the default Backoff: 0.5 s doubling)."""
     sink = TimedSink()
     sink.fail_next = 3
     runner = await start(nursery, sink)
     runner.publish(update("web", 1))
     await runner.wait_idle()
-    rng, backoff = random.Random(SEED), Backoff()
-    expected = [0.0]
-    for attempt in (1, 2, 3):
-        expected.append(expected[-1] + backoff.delay(attempt, rng))
-    assert sink.calls == pytest.approx(expected)
+    expected = [0.0, 0.491613, 1.211980, 2.219471]  # waits 0.491613, 0.720366, 1.007491
+    assert sink.calls == pytest.approx(expected, abs=1e-6)
     [(when, applied)] = sink.applied
-    assert when == pytest.approx(expected[-1])
+    assert when == pytest.approx(expected[-1], abs=1e-6)
     assert [e.seq for e in applied.events] == [1]
     stats = runner.statistics()
     assert (stats.ok, stats.failures, stats.applied, stats.last_error) == (True, 3, 1, "")

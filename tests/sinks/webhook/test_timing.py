@@ -17,7 +17,6 @@ import pytest
 import trio
 import trio.testing
 
-from sentinel.backoff import FULL_JITTER, Backoff
 from tests.sinks.webhook.conftest import MakeSink, event, until, update
 
 EPOCH = 1_700_000_000.0
@@ -50,8 +49,8 @@ def answering(statuses: list[int], times: list[float],
 @pytest.mark.parametrize("clock", [trio.testing.MockClock(autojump_threshold=0)])
 async def test_retries_follow_full_jitter_exponential_backoff(
         make_sink: MakeSink, clock: trio.testing.MockClock) -> None:
-    """Each retry waits exactly the full-jitter draw for its attempt number, capped at
-    max_delay: the same seeded generator predicts every attempt's virtual time."""
+    """Each retry waits a full-jitter draw below its ceiling (1, 2, 4, then max_delay 8 s):
+    with the generator seeded, every attempt's virtual time is pinned."""
     times: list[float] = []
     sink = await make_sink("http://receiver.invalid/hook", initial_delay=1.0, max_delay=8.0,
                            sink_kwargs={"wall": wall, "offload": inline, "rng": random.Random(5),
@@ -59,11 +58,10 @@ async def test_retries_follow_full_jitter_exponential_backoff(
     start = trio.current_time()
     await sink.apply(update(event()))
     await until(sink, lambda s: s.delivered >= 1, 1, within=1000)
-    predict = random.Random(5)
-    expected = [start]
-    for attempt in range(1, 7):
-        expected.append(expected[-1] + Backoff(1.0, 8.0, FULL_JITTER).delay(attempt, predict))
-    assert times == pytest.approx(expected, abs=1e-6)
+    # waits 0.622902, 1.483574, 3.180774, 7.539602, 5.919189, 7.378600: Random(5)'s
+    # uniform draws in [0, 1], [0, 2], [0, 4], then [0, 8]
+    expected = [0.0, 0.622902, 2.106476, 5.287250, 12.826852, 18.746041, 26.124641]
+    assert times == pytest.approx([start + t for t in expected], abs=1e-6)
     assert max(b - a for a, b in itertools.pairwise(times)) <= 8.0
 
 
@@ -105,8 +103,8 @@ async def test_a_slow_answer_is_abandoned_at_the_timeout(make_sink: MakeSink,
     start = trio.current_time()
     await sink.apply(update(event()))
     await until(sink, lambda s: s.delivered >= 1, 1, within=1000)
-    retry = start + 0.2 + Backoff(1.0, 8.0, FULL_JITTER).delay(1, random.Random(5))
-    assert times == pytest.approx([start, retry], abs=1e-6)
+    # the first full-jitter wait Random(5) draws in [0, 1] s: 0.622902
+    assert times == pytest.approx([start, start + 0.2 + 0.622902], abs=1e-6)
     assert sink.statistics().last_error == "timed out after 0.2s"
 
 
