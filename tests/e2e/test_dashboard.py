@@ -9,7 +9,6 @@ from pathlib import Path
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -52,15 +51,14 @@ def give_token(driver: webdriver.Chrome, token: str) -> None:
 
 
 def press(driver: webdriver.Chrome, label: str) -> None:
-    """Click the row button labelled `label`. The page rebuilds a row (its buttons too)
-    whenever the row's entry changes, every probe, so the button found may be replaced
-    before the click reaches it (stale): find it again until a click lands."""
-    def landed(d: webdriver.Chrome) -> bool:
-        d.find_element(By.CSS_SELECTOR, f'[aria-label="{label}"]').click()
-        return True
-
-    WebDriverWait(driver, PATIENCE, ignored_exceptions=(StaleElementReferenceException,)
-                  ).until(landed)
+    """Click the row button labelled `label`, found once and clicked after the row has
+    been redrawn by a probe result: the page keeps a row's buttons across its updates, so
+    a click that lands during a redraw still reaches its button (never stale)."""
+    button = driver.find_element(By.CSS_SELECTOR, f'[aria-label="{label}"]')
+    lat = "return arguments[0].closest('.row').querySelector('.c-lat').innerHTML"
+    before = driver.execute_script(lat, button)
+    WebDriverWait(driver, PATIENCE).until(lambda d: d.execute_script(lat, button) != before)
+    button.click()
 
 
 def notice(driver: webdriver.Chrome) -> str:
