@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,14 @@ import pytest
 
 from tests.e2e.helpers import Processes
 from tests.e2e.site import Site, make_site
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give SIGINT back its default. A shell without job control starts a background
+    command (`./dev.sh test &`) with SIGINT ignored, every process a test starts would
+    inherit that, and a test that stops one with SIGINT (Ctrl-C) would wait in vain."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

@@ -193,11 +193,12 @@ def test_sigterm_lets_an_in_flight_sink_command_finish_then_exits_0(
 
 def test_second_signal_stops_at_once_while_a_sink_command_hangs(
         processes: Processes, site: Site) -> None:
-    """An exec sink running `sleep 60` (shutdown_timeout 20s): after SIGTERM probing stops
-    and sentinel waits; a second signal (SIGINT) ends it within seconds and kills the command."""
-    script, pids = site.script("hang", "exec sleep 60")
-    site.write({"web": ["web1"]}, shutdown="20s",
-               sinks={"stuck": f'{{type: exec, command: [{script}], timeout: 30s}}'})
+    """An exec sink running `sleep 600` (shutdown_timeout 120s): after SIGTERM probing stops
+    and sentinel waits; a second signal (SIGINT) ends it long before the grace is over and
+    kills the command."""
+    script, pids = site.script("hang", "exec sleep 600")
+    site.write({"web": ["web1"]}, shutdown="120s",
+               sinks={"stuck": f'{{type: exec, command: [{script}], timeout: 300s}}'})
     start_backends(processes, site, "web1")
     proc, api = site.start(processes)
     wait_until(lambda: site.doc_backends("web") == {"web1": "up"}, what="web1 up")
@@ -212,8 +213,7 @@ def test_second_signal_stops_at_once_while_a_sink_command_hangs(
     probes = api.probes()
     time.sleep(1.0)  # two and a half probe intervals
     assert (api.probes(), proc.poll()) == (probes, None), "still probing, or not waiting"
-    sent = time.monotonic()
-    assert signal_and_wait(proc, signal.SIGINT, timeout=5) == 0
-    assert time.monotonic() - sent < 3
+    # a safety net a loaded machine cannot miss, yet far inside the 120 s grace
+    assert signal_and_wait(proc, signal.SIGINT, timeout=30) == 0
     assert "second signal: stopping now" in processes.log("sentinel").read_text()
-    wait_until(lambda: not alive(hung), timeout=5, what="the hanging command to be killed")
+    wait_until(lambda: not alive(hung), timeout=15, what="the hanging command to be killed")

@@ -4,18 +4,15 @@ sink's document and the API following them, a hanging exec sink delaying nothing
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.e2e.helpers import (
     Processes,
+    SentinelApi,
     free_port,
+    signal_and_wait,
     start_backend,
     start_sentinel,
     wait_until,
@@ -26,7 +23,7 @@ pytestmark = pytest.mark.e2e
 
 HANG_SCRIPT = """#!/bin/sh
 echo $$ >> {pids}
-exec sleep 60
+exec sleep 600
 """
 
 CONFIG = """\
@@ -36,9 +33,9 @@ shutdown_timeout: 2s
 api: {{listen: "127.0.0.1:0"}}
 sinks:
   doc: {{type: file, path: {doc}}}
-  stuck: {{type: exec, command: [{hang}, "{{backend}}", "{{to}}"], timeout: 30s}}
+  stuck: {{type: exec, command: [{hang}, "{{backend}}", "{{to}}"], timeout: 300s}}
 defaults:
-  probe: {{interval: 200ms, fast_interval: 100ms, down_interval: 200ms, timeout: 150ms}}
+  probe: {{interval: 400ms, fast_interval: 100ms, down_interval: 200ms, timeout: 400ms}}
   breaker: {{kind: nginx, max_fails: 2, fail_timeout: 1s}}
 services:
   web:
@@ -63,16 +60,9 @@ def file_state(doc: Path, service: str, backend: str) -> str | None:
     return str(next(b["state"] for b in backends if b["name"] == backend))
 
 
-def api_state(url: str, service: str, backend: str) -> str:
-    """A backend's state in GET /v1/state."""
-    backends = httpx.get(f"{url}/v1/state", timeout=2).json()["services"][service]["backends"]
-    return str(next(b["state"] for b in backends if b["name"] == backend))
-
-
-def transitions(url: str, backend: str) -> list[tuple[str, str]]:
+def transitions(api: SentinelApi, backend: str) -> list[tuple[str, str]]:
     """(from, to) of the backend's events in GET /v1/events, oldest first."""
-    events = httpx.get(f"{url}/v1/events", params={"after": 0}, timeout=2).json()["events"]
-    return [(e["from"], e["to"]) for e in events if e["backend"] == backend]
+    return [(e["from"], e["to"]) for e in api.events() if e["backend"] == backend]
 
 
 def test_failover_and_recovery_through_file_sink_and_api(
@@ -87,34 +77,29 @@ def test_failover_and_recovery_through_file_sink_and_api(
     config = tmp_path / "sentinel.yaml"
     config.write_text(CONFIG.format(state=tmp_path / "state", doc=doc, hang=hang, **ports))
     sentinel, url = start_sentinel(processes, config, tmp_path / "state")
+    api = SentinelApi(url)
     wait_until(lambda: file_state(doc, "web", "web1") == "up", what="web1 up in the file")
 
     processes.kill(backends["job1"])  # the exec sink now runs a command that hangs
     hung = wait_until(lambda: pids.exists() and int(pids.read_text().split()[0]),
-                      what="the exec sink's hanging command")
+                      timeout=30, what="the exec sink's hanging command")
     processes.adopt(hung)
 
-    killed_at = time.monotonic()
+    # The file sink publishing while the command still hangs (the exec sink would kill it
+    # after its 300 s timeout) shows the hang delays nothing; the bounds are safety nets.
     processes.kill(backends["web1"])
-    wait_until(lambda: file_state(doc, "web", "web1") == "down", timeout=5,
+    wait_until(lambda: file_state(doc, "web", "web1") == "down", timeout=60,
                what="web1 down in the file")
-    detected = time.monotonic() - killed_at
     assert alive(hung), "the exec sink should still be hanging"
-    assert detected < 3.0, f"file sink took {detected:.1f}s while the exec sink hung"
-    assert api_state(url, "web", "web1") == "down"
-    assert api_state(url, "web", "web2") == "up"
-    assert transitions(url, "web1") == [("up", "down")]
+    assert api.backend("web", "web1")["state"] == "down"
+    assert api.backend("web", "web2")["state"] == "up"
+    assert transitions(api, "web1") == [("up", "down")]
 
     backends["web1"] = start_backend(processes, ports["web1"], "web1")
-    wait_until(lambda: file_state(doc, "web", "web1") == "up", timeout=5,
+    wait_until(lambda: file_state(doc, "web", "web1") == "up", timeout=60,
                what="web1 up again in the file")
-    assert api_state(url, "web", "web1") == "up"
-    assert transitions(url, "web1") == [("up", "down"), ("down", "up")]
+    assert api.backend("web", "web1")["state"] == "up"
+    assert transitions(api, "web1") == [("up", "down"), ("down", "up")]
 
-    os.kill(sentinel.pid, signal.SIGTERM)
-    try:
-        code = sentinel.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pytest.fail("sentinel did not stop within 10s of SIGTERM")
-    assert code == 0, processes.log("sentinel").read_text()
-    wait_until(lambda: not alive(hung), timeout=5, what="the hanging command to be killed")
+    assert signal_and_wait(sentinel) == 0, processes.log("sentinel").read_text()
+    wait_until(lambda: not alive(hung), timeout=15, what="the hanging command to be killed")

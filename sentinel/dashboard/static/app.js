@@ -326,13 +326,19 @@
         .filter(Boolean).join('; ');
       const since = el('span', 'c-since', ago(e.since));
       since.title = e.since || '';
-      const actions = el('span', 'c-act');
-      for (const action of ['drain', 'maint', 'ready']) {
-        const b = el('button', 'act', action);
-        b.type = 'button';
-        b.setAttribute('aria-label', `${action} ${rec.service}/${rec.name}`);
-        b.addEventListener('click', () => act(rec.service, rec.name, action));
-        actions.append(b);
+      // The buttons outlive the row's updates (a probe result redraws the rest): a click
+      // that lands while the row is redrawn still reaches its button.
+      let actions = node.querySelector('.c-act');
+      if (!actions || actions.dataset.key !== row.key) {
+        actions = el('span', 'c-act');
+        actions.dataset.key = row.key;
+        for (const action of ['drain', 'maint', 'ready']) {
+          const b = el('button', 'act', action);
+          b.type = 'button';
+          b.setAttribute('aria-label', `${action} ${rec.service}/${rec.name}`);
+          b.addEventListener('click', () => act(rec.service, rec.name, action));
+          actions.append(b);
+        }
       }
       const line = el('span', 'c-time');
       line.append(timeline(rec));

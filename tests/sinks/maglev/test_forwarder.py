@@ -82,6 +82,9 @@ def test_killing_a_backend_rehashes_only_its_flows(
     backends = {name: start_backend(processes, port, name)
                 for name, port in zip(NAMES, ports, strict=True)}
     config = tmp_path / "sentinel.yaml"
+    # A killed backend is refused at once, so fall 2 at fast_interval still sees it within
+    # a few hundred ms; the 1 s timeout and second failure keep a probe made late by a
+    # loaded machine from flapping a live backend (which would move its flows too).
     listed = ", ".join(f"{{name: {n}, address: 127.0.0.1:{p}}}"
                        for n, p in zip(NAMES, ports, strict=True))
     config.write_text(f"""version: 1
@@ -92,8 +95,8 @@ sinks:
 services:
   web:
     backends: [{listed}]
-    probe: {{type: tcp, interval: 100ms, timeout: 100ms}}
-    breaker: {{kind: threshold, fall: 1, rise: 1}}
+    probe: {{type: tcp, interval: 1s, fast_interval: 100ms, down_interval: 100ms, timeout: 1s}}
+    breaker: {{kind: threshold, fall: 2, rise: 1}}
     sinks: [ring]
 """)
     _, api = start_sentinel(processes, config, tmp_path / "state")
