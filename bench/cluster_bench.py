@@ -361,7 +361,7 @@ def haproxy(bench: Bench, warmup: float, window: float) -> Load:
 def tables(backends: int, loads: list[Load], cluster_kill: list[float],
            alone_kill: list[float], mass: tuple[int, float, float], trials: int,
            window: float) -> str:
-    """The README's tables."""
+    """The tables docs/performance.md carries."""
     out = [f"{backends:,} TCP backends at 1 s, three balancers; {window:g} s window.", "",
            "| set-up | checks/s | CPU s/s (3 processes) | vs 3 HAProxy | etcd CPU s/s | "
            "etcd writes/s | lease renewals/s | verdicts written | false events | "

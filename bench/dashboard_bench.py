@@ -158,7 +158,7 @@ def measure(n: int, services: int, loads: int, window: float, workdir: Path) -> 
 
 
 def table(rows: list[Row], window: float) -> str:
-    """The Markdown table the README carries."""
+    """The Markdown table docs/performance.md carries."""
     lines = ["| services x backends | /v1/state KiB | first paint ms, median (max) | "
              "/v1/state received ms | long tasks live | longest ms | JS heap MiB | "
              "sentinel CPU s/s, no page | with the page |",

@@ -261,7 +261,7 @@ def measure(mode: str, n: int, warmup: float, window: float, workdir: Path) -> R
 
 
 def table(rows: list[Row], window: float) -> str:
-    """The Markdown table the README carries."""
+    """The Markdown table docs/performance.md carries."""
     lines = ["| probe | backends | probes/s | up | CPU s/s | peak RSS MiB | "
              "lateness p50 ms | p99 ms | max ms |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]

@@ -365,7 +365,7 @@ Measure = Callable[[Case, Fleet, Path, float, float], Row]
 
 
 def table(rows: list[Row], window: float, before: str | None = None) -> str:
-    """The Markdown table the README carries."""
+    """The Markdown table docs/performance.md carries."""
     threads = max((r.threads or 0 for r in rows), default=0)
     out = ["| probe | backends | interval | checker | checks/s (asked) | CPU s/s | "
            f"CPU us/check (user + sys) | vs HAProxy 1 / {threads} threads | peak RSS MiB | "

@@ -125,7 +125,7 @@ def measure(case: str, n: int, warmup: float, window: float, workdir: Path,
 
 
 def table(samples: list[Sample], n: int, window: float, rounds: int) -> str:
-    """The Markdown table the README carries: medians per case, CPU relative to tracing
+    """The Markdown table docs/performance.md carries: medians per case, CPU relative to tracing
     off."""
     cases = [c for c in CASES if any(s.case == c for s in samples)]
     median = {c: statistics.median(s.cpu_per_s for s in samples if s.case == c)

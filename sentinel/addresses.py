@@ -54,7 +54,7 @@ def split(text: str) -> tuple[str, int]:
 def canonical(host: str, port: int) -> str:
     """`host:port` as addresses are compared and hashed: an IP literal in its compressed
     form (IPv6 bracketed), a host name lower-cased; brackets and blanks around `host`
-    are ignored. The Maglev hash's backend key (README, "The same table everywhere")."""
+    are ignored. The Maglev hash's backend key (docs/sinks.md, "The same table everywhere")."""
     host = host.strip().strip("[]").lower()
     ip = ip_literal(host)
     return join(ip.compressed, port) if ip is not None else f"{host}:{port}"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Three sentinels agreeing through etcd, on one machine (README: "Running several
+# Three sentinels agreeing through etcd, on one machine (docs/cluster.md: "Running several
 # sentinels"). Starts one etcd (data in a temporary directory), three HTTP backends and
 # three `sentinel run` members of examples/cluster/sentinel.yaml, then walks through:
 #   1. the cluster as `sentinel status` shows it (leader, members, who probes what);

@@ -26,7 +26,7 @@ service events do not. Each start and end of a suspicion goes to `announce` inst
 (the member publishes it in its record; the leader then counts its down votes as
 abstentions).
 
-Precedence (SPEC 11, README "Doubting itself"): an admin override wins over a held
+Precedence (SPEC 11, docs/detection.md, "Doubting itself"): an admin override wins over a held
 down (`decide.desired`), a held down over its breaker (`decide.verdict`).
 """
 

@@ -7,7 +7,7 @@ its timeout), and that is most of its cost. Measured in-process on this
 1,000 backends, and at 5,000 backends checks fell behind (p99 lateness 52 ms
 for TCP, 216 ms for HTTP). Driven from here the same checks cost 57 and
 89 us at 1,000 backends, 36 and 60 us at 5,000, on time (p99 under 8 ms).
-HAProxy 2.6 spends about 26 and 45 us (README, Performance: Scale).
+HAProxy 2.6 spends about 26 and 45 us (docs/performance.md, Scale).
 
 How. Every `tcp` (without TLS), `http` and `agent` check runs here
 (`accepts`). The loop owns a `Poller` (an epoll object and raw sockets) and a

@@ -17,7 +17,7 @@ reported. Lines of other kinds, and addresses sentinel does not probe, are
 ignored.
 
 Following. `follow` polls the file every `POLL` (50 ms), so a line is seen
-within one poll interval of being written (the README's passive benchmark
+within one poll interval of being written (docs/performance.md's passive benchmark
 measures it). Polling rather than inotify: rotation must be detected by
 comparing the path's inode with the open file's anyway, an nginx log is in
 the page cache, and 20 stat+read calls a second cost nothing next to a
