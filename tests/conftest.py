@@ -24,3 +24,12 @@ def restore_logging() -> Iterator[None]:
     root.setLevel(level)
     for name, saved in levels.items():
         logging.getLogger(name).setLevel(saved)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the real-time tests `slow`: every end-to-end test (real processes, balancers,
+    a browser) and every cluster test (a real etcd), so `-m 'not slow'` runs the rest in
+    a fraction of the time."""
+    for item in items:
+        if item.get_closest_marker("e2e") or "cluster" in item.path.parts:
+            item.add_marker(pytest.mark.slow)

@@ -45,3 +45,14 @@ def test_no_test_module_imports_another() -> None:
                     and node.module.rpartition(".")[2].startswith("test_"):
                 offenders.append(f"{path.relative_to(root)}: {node.module}")
     assert offenders == []
+
+
+def test_real_time_tests_are_marked_slow(pytester: pytest.Pytester) -> None:
+    """`-m 'not slow'` leaves out every end-to-end and cluster test and keeps the rest."""
+    tests = Path(__file__).parent
+    quick = pytester.runpytest_subprocess(
+        "--collect-only", "-q", "-p", "no:cacheprovider", "-m", "not slow",
+        str(tests / "e2e"), str(tests / "cluster"), str(tests / "breakers"))
+    kept = [line for line in quick.outlines if "::" in line]
+    assert kept
+    assert [line for line in kept if "breakers/" not in line] == []
