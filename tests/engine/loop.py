@@ -29,13 +29,14 @@ from sentinel.probes.tcp import TcpProbe
 TCP_CONFIG = ProbeConfig("tcp", Timing(timeout=0.5), TcpSpec())
 
 
-def group(port: int, next_due: float, host: str = "127.0.0.1") -> ProbeGroup:
-    """A one-member group due at `next_due`."""
+def group(port: int, next_due: float, host: str = "127.0.0.1",
+          probe: ProbeConfig = TCP_CONFIG) -> ProbeGroup:
+    """A one-member group due at `next_due`, probed as `probe` says (plain tcp)."""
     config = BackendConfig(f"b{port}", f"{host}:{port}", host, port)
-    svc = ServiceConfig("svc", (config,), TCP_CONFIG)
+    svc = ServiceConfig("svc", (config,), probe)
     member = BackendRuntime(svc, config, make_breaker(NginxBreakerConfig()), since="")
     member.checks[0].next_due = next_due
-    return ProbeGroup((TCP_CONFIG, host, port, ""), [member.checks[0]])
+    return ProbeGroup((probe, host, port, ""), [member.checks[0]])
 
 
 class Host:

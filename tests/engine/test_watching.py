@@ -5,6 +5,7 @@ resets by a live server are quiet, a dropped group's connection is closed."""
 from __future__ import annotations
 
 import contextlib
+import math
 import socket
 import struct
 from collections.abc import AsyncIterator, Sequence
@@ -13,23 +14,19 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 
-from sentinel.breakers import make_breaker
 from sentinel.config.model import (
-    BackendConfig,
-    NginxBreakerConfig,
     ProbeConfig,
-    ServiceConfig,
     TcpSpec,
     Timing,
     WatchConfig,
 )
-from sentinel.engine.backend import BackendRuntime
 from sentinel.engine.probegroups import ProbeGroup
 from sentinel.engine.probeloop import ProbeLoop
 from sentinel.engine.slots import Slots
 from sentinel.engine.watching import WatchStatistics
 from sentinel.model import ProbeResult
 from sentinel.probes.tcp import TcpProbe
+from tests.engine.loop import group
 from tests.probes.conftest import until
 
 LINGER_0 = struct.pack("ii", 1, 0)
@@ -107,11 +104,7 @@ def watched_group(port: int, interval: float = 0.2, timeout: float = 0.1
     """A group over 127.0.0.1:`port` with `watch: true`, never due for a probe."""
     config = ProbeConfig("tcp", Timing(interval=interval, timeout=timeout), TcpSpec(),
                          watch=WatchConfig())
-    backend = BackendConfig("b", f"127.0.0.1:{port}", "127.0.0.1", port)
-    member = BackendRuntime(ServiceConfig("svc", (backend,), config), backend,
-                            make_breaker(NginxBreakerConfig()), since="")
-    member.checks[0].next_due = float("inf")
-    return ProbeGroup((config, "127.0.0.1", port, ""), [member.checks[0]]), TcpProbe(config)
+    return group(port, math.inf, probe=config), TcpProbe(config)
 
 
 async def start_loop(nursery: trio.Nursery, host: Host) -> ProbeLoop:
