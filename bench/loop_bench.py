@@ -75,6 +75,7 @@ class PretendNetwork:
     def __init__(self) -> None:
         self.sockets: dict[int, PretendSocket] = {}
         self._fd = 1000
+        self._sleep = trio.CancelScope()  # the current `wait`'s
 
     def socket(self, family: object, delay_ack: bool, source: Address | None
                ) -> PretendSocket:
@@ -94,12 +95,17 @@ class PretendNetwork:
         ready = [(fd, s.interest) for fd, s in self.sockets.items() if s.interest]
         return ready[:max_events]
 
-    async def wait(self) -> None:
-        """At once while any socket is watched; else until the loop's deadline."""
+    async def wait(self, deadline: float) -> None:
+        """At once while any socket is watched; else until `deadline` (or a `hasten`)."""
         if any(s.interest for s in self.sockets.values()):
             await trio.lowlevel.checkpoint()
         else:
-            await trio.sleep_forever()
+            with trio.move_on_at(deadline) as self._sleep:
+                await trio.sleep_forever()
+
+    def hasten(self, when: float) -> None:
+        """Wake the current `wait` by `when`."""
+        self._sleep.deadline = min(self._sleep.deadline, when)
 
     def close(self) -> None:
         """Nothing to release."""

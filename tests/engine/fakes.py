@@ -134,6 +134,7 @@ class VirtualNetwork:
         self.connects: list[tuple[float, tuple[str, int]]] = []
         self._fds = itertools.count(1000)
         self._changed = trio.Event()  # a `crash` wakes `wait`
+        self._sleep = trio.CancelScope()  # the current `wait`'s
 
     def crash(self, ip: str, port: int) -> None:
         """What a killed process's kernel does: every connection to (ip, port) is closed
@@ -165,12 +166,16 @@ class VirtualNetwork:
                  for at, flags in [sock.ready_at()] if at <= now]
         return ready[:max_events]
 
-    async def wait(self) -> None:
-        """Sleep until the next socket is due, or a `crash`."""
+    async def wait(self, deadline: float) -> None:
+        """Sleep until the next socket is due, a `crash`, or `deadline` (or a `hasten`)."""
         due = [sock.ready_at()[0] for sock in self.sockets.values() if sock.interest]
         self._changed = trio.Event()
-        with trio.move_on_at(min(due, default=math.inf)):
+        with trio.move_on_at(min([*due, deadline])) as self._sleep:
             await self._changed.wait()
+
+    def hasten(self, when: float) -> None:
+        """Wake the current `wait` by `when`."""
+        self._sleep.deadline = min(self._sleep.deadline, when)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -32,9 +32,11 @@ from sentinel.config.model import (
 from sentinel.engine.probeloop import (
     FINISHED,
     Agenda,
+    ProbeLoop,
     Running,
     accepts,
 )
+from sentinel.engine.slots import Slots
 from sentinel.model import FailureKind, ProbeResult
 from sentinel.probes.agent import AgentProbe
 from sentinel.probes.base import Target
@@ -45,7 +47,7 @@ from sentinel.probes.https import HttpProbe
 from sentinel.probes.script import ScriptProbe
 from sentinel.probes.tcp import TcpProbe
 from tests.engine.fakes import Peer, ScriptedResolver, VirtualNetwork
-from tests.engine.loop import TCP_CONFIG, group, loop_checks
+from tests.engine.loop import TCP_CONFIG, Host, group, loop_checks
 from tests.probes.conftest import Handler, Serve, banner, hang_up, pong, reset, silent
 from tests.probes.peers import (
     CHUNKED,
@@ -107,14 +109,18 @@ def test_stopped_groups_are_dropped() -> None:
 
 
 def test_wake_batches_close_starts() -> None:
-    """The loop wakes at the next start or deadline, but never sooner than `batch` ahead."""
+    """The loop wakes at the next start, but not before the start pass after the last
+    one (`start_after`), or at the next deadline, but not sooner than `batch` ahead."""
     agenda = Agenda()
-    assert agenda.wake_at(10.0, 0.005) == math.inf  # nothing to do: wait for add()
+    assert agenda.wake_at(10.0, 0.005, 9.0) == math.inf  # nothing to do: wait for add()
     agenda.add(group(1, 10.001), TCP)
-    assert agenda.wake_at(10.0, 0.005) == pytest.approx(10.005)
+    assert agenda.wake_at(10.0, 0.005, 9.0) == pytest.approx(10.001)  # on time
+    assert agenda.wake_at(10.0, 0.005, 10.01) == pytest.approx(10.01)  # 2 x batch apart
     agenda.add(group(2, 10.5), TCP)
     agenda.take()
-    assert agenda.wake_at(10.0, 0.005) == pytest.approx(10.5)
+    assert agenda.wake_at(10.0, 0.005, 10.01) == pytest.approx(10.5)
+    agenda.watch(Running(group(3, 10.0), TCP, started=9.5, start_unix=0.0))  # times out at 10
+    assert agenda.wake_at(10.0, 0.005, 10.01) == pytest.approx(10.005)
 
 
 def test_deadline_runs_from_the_real_start() -> None:
@@ -124,7 +130,7 @@ def test_deadline_runs_from_the_real_start() -> None:
     running = Running(g, TCP, started=1.3, start_unix=0.0)  # due at 1.0, started 0.3 s late
     agenda.watch(running)
     assert running.deadline == pytest.approx(1.8)
-    assert agenda.wake_at(1.3, 0.005) == pytest.approx(1.8)
+    assert agenda.wake_at(1.3, 0.005, 1.3) == pytest.approx(1.8)
     assert agenda.expired(1.79) is None
     assert agenda.expired(1.8) is running
     assert agenda.expired(1.9) is None  # handed out once
@@ -221,6 +227,28 @@ async def test_cap_makes_checks_wait_and_timeouts_run_from_the_real_start(
         assert result.detail == f"no answer within {TIMEOUT * 1000:.0f}ms (expect)"
         assert result.latency == pytest.approx(TIMEOUT)  # not stretched by the wait
     assert sorted(host.lateness) == pytest.approx([0.0, TIMEOUT, 2 * TIMEOUT])
+
+
+async def test_start_passes_start_checks_within_batch_of_due_early_or_late(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """A start pass starts every check due within BATCH; the next comes 2 x BATCH later, so
+    a check starts up to BATCH early (lateness 0) or late; intervals count from due times."""
+    network = VirtualNetwork(lambda ip, port: Peer())  # accepts at once
+    dues = [1.0, 1.004, 1.006, 1.012, 1.0149, 1.03]
+    host = Host(len(dues))
+    loop = ProbeLoop(host, Slots(64), time.time, lambda: network, batch=0.005)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(loop.run)
+        for port, due in enumerate(dues, 9000):
+            loop.add(group(port, due), TCP)
+        with trio.fail_after(30):
+            await host.done.wait()
+        nursery.cancel_scope.cancel()
+    starts = {port: at for at, (_, port) in network.connects}
+    assert [starts[port] for port in range(9000, 9006)] == pytest.approx(
+        [1.0, 1.0, 1.01, 1.01, 1.01, 1.03])
+    assert sorted(host.lateness) == pytest.approx([0.0] * 5 + [0.004])
+    assert sorted(started for _, _, started in host.results) == pytest.approx(dues)
 
 
 async def test_loop_checks_leave_no_time_wait(serve: Serve) -> None:
