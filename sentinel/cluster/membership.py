@@ -21,9 +21,9 @@ name is refused (and reported) until the first one's lease ends. The record
 is rewritten in place (still under the lease) only when what it says
 changes: whether this member suspects itself (SPEC 11, `suspect`), which the
 leader follows through its member list to keep that member's down votes out
-of the tally. Members
-whose configuration hash differs from this one's are reported, never
-silently mixed.
+of the tally, and the configuration's hash after a reload brought another
+file. Members whose configuration hash differs from this one's are reported,
+never silently mixed.
 """
 
 from __future__ import annotations
@@ -137,15 +137,26 @@ class Membership:
         self._since: float | None = None
         self._error = "not registered yet"
         self._registrations = self._renewals = self._lapses = 0
-        self._warned_hashes: set[tuple[str, str]] = set()
+        self._warned_hashes: set[tuple[str, str, str]] = set()
         self._recorded = b""  # the registration document etcd holds under the lease
         self._record_changed = trio.Event()
 
     def suspect(self, reason: str | None) -> None:
         """This member suspects itself (`reason`) or no longer does (None): its record
         says so, rewritten under the lease (never blocks; written by the session)."""
-        if reason != self.me.suspect:
-            self.me = replace(self.me, suspect=reason)
+        self._rewrite(replace(self.me, suspect=reason))
+
+    def rehash(self, config_sha256: str) -> None:
+        """A reload brought another configuration file: the record carries its hash
+        (rewritten under the lease like `suspect`), and the members that differ from it
+        are warned of anew."""
+        self._rewrite(replace(self.me, config_sha256=config_sha256))
+        for info in self.members.values():
+            self._warn_mismatch(info)
+
+    def _rewrite(self, me: MemberInfo) -> None:
+        if me != self.me:
+            self.me = me
             self._record_changed.set()
 
     def statistics(self) -> MembershipStatistics:
@@ -156,8 +167,9 @@ class Membership:
             error=self._error or self._mirror.error, lease=self.lease.id if self.lease else 0,
             registrations=self._registrations, renewals=self._renewals, lapses=self._lapses,
             members=members,
-            mismatched=tuple(m.node for m in members
-                             if m.config_sha256 != self.me.config_sha256))
+            mismatched=tuple(m.node for m in members  # our own record: until rewritten
+                             if m.config_sha256 != self.me.config_sha256
+                             and m.node != self.me.node))
 
     async def run(self, session: Callable[[Lease], Awaitable[None]] | None = None, *,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -320,14 +332,19 @@ class Membership:
                 log.warning("cluster: ignoring %s", exc)
                 continue
             self.members[node] = info
-            mark = (node, info.config_sha256)
-            if info.config_sha256 != self.me.config_sha256 and mark not in self._warned_hashes:
-                self._warned_hashes.add(mark)
-                log.warning("cluster: member %s runs another configuration (sha256 %s, "
-                            "ours %s): compare the files", node, info.config_sha256[:12],
-                            self.me.config_sha256[:12])
+            self._warn_mismatch(info)
         if self._on_members is not None:
             self._on_members(self.members)
+
+    def _warn_mismatch(self, info: MemberInfo) -> None:
+        """Warn once per (member, its hash, ours) when a member runs another file."""
+        mark = (info.node, info.config_sha256, self.me.config_sha256)
+        if (info.config_sha256 != self.me.config_sha256 and info.node != self.me.node
+                and mark not in self._warned_hashes):
+            self._warned_hashes.add(mark)
+            log.warning("cluster: member %s runs another configuration (sha256 %s, "
+                        "ours %s): compare the files", info.node, info.config_sha256[:12],
+                        self.me.config_sha256[:12])
 
     def _set_ok(self, ok: bool, error: str) -> None:
         if ok != self._ok:

@@ -495,6 +495,8 @@ class Engine:
         self.services = services
         self.config = new
         self._bind()
+        if self.cluster is not None:  # before regrouping: the file may change who probes
+            self.cluster.reload(new.cluster)
         self.regroup()
         self.restart_passive()
         self.restart_doubt()
