@@ -21,7 +21,8 @@ name is refused (and reported) until the first one's lease ends. The record
 is rewritten in place (still under the lease) only when what it says
 changes: whether this member suspects itself (SPEC 11, `suspect`), which the
 leader follows through its member list to keep that member's down votes out
-of the tally, and the configuration's hash after a reload brought another
+of the tally (so no down observation is written while a suspicion is not in
+the record yet: `suspicion_unrecorded`), and the configuration's hash after a reload brought another
 file. Members whose configuration hash differs from this one's are reported,
 never silently mixed.
 """
@@ -118,7 +119,8 @@ class Membership:
 
     def __init__(self, client: EtcdClient, config: ClusterConfig, *, api_url: str,
                  version: str, on_members: Callable[[Mapping[str, MemberInfo]], None]
-                 | None = None, rng: random.Random | None = None) -> None:
+                 | None = None, on_recorded: Callable[[], None] | None = None,
+                 rng: random.Random | None = None) -> None:
         self.client = client
         self.config = config
         self.me = MemberInfo(node=config.node, zone=config.zone, api_url=api_url,
@@ -128,6 +130,7 @@ class Membership:
         self.lease: Lease | None = None
         self._last_lease: Lease | None = None
         self._on_members = on_members
+        self._on_recorded = on_recorded
         self._rng = rng or random.Random()
         self._backoff = Backoff(initial=0.2, maximum=float(config.lease_ttl))
         self._mirror = PrefixMirror(client, f"{config.prefix}members/",
@@ -139,6 +142,7 @@ class Membership:
         self._registrations = self._renewals = self._lapses = 0
         self._warned_hashes: set[tuple[str, str, str]] = set()
         self._recorded = b""  # the registration document etcd holds under the lease
+        self._recorded_suspect = False  # whether that document says this member is suspect
         self._record_changed = trio.Event()
 
     def suspect(self, reason: str | None) -> None:
@@ -153,6 +157,19 @@ class Membership:
         self._rewrite(replace(self.me, config_sha256=config_sha256))
         for info in self.members.values():
             self._warn_mismatch(info)
+
+    def suspicion_unrecorded(self) -> bool:
+        """True while this member suspects itself and the record etcd holds does not say
+        so yet: the leader would count its down votes, so none may be written until it
+        does (the observation writer asks)."""
+        return self.me.suspect is not None and not self._recorded_suspect
+
+    def _record(self, doc: bytes) -> None:
+        """etcd holds `doc` as this member's record (under the current lease)."""
+        self._recorded = doc
+        self._recorded_suspect = bool(json.loads(doc).get("suspect"))
+        if self._on_recorded is not None:
+            self._on_recorded()
 
     def _rewrite(self, me: MemberInfo) -> None:
         if me != self.me:
@@ -223,11 +240,11 @@ class Membership:
                     raise
                 continue
             if done.succeeded:
-                self._recorded = doc
+                self._record(doc)
                 return True
             holder = done.ranges[0].kvs[0] if done.ranges[0].kvs else None
             if holder is not None and holder.lease == lease.id:
-                self._recorded = holder.value
+                self._record(holder.value)
                 return True
             if holder is not None and self._last_lease and holder.lease == self._last_lease.id:
                 # our own lapsed lease, which etcd has not yet expired: end it now
@@ -264,7 +281,7 @@ class Membership:
                 await trio.sleep(self._backoff.delay(attempt, self._rng))
                 continue
             attempt = 0
-            self._recorded = doc
+            self._record(doc)
 
     async def _keep_alive(self, lease: Lease, term: trio.CancelScope) -> None:
         """Renew every third of the TTL; on a lapse, end the term."""

@@ -186,8 +186,11 @@ class ClusterNode:
                                  user=config.user, password=config.password)
         prefix, node, every = config.prefix, config.node, float(config.lease_ttl)
         self.membership = Membership(self.client, config, api_url=api_url, version=version,
-                                     on_members=self._members_changed)
-        self.writer = ObservationWriter(self.client, prefix, node)
+                                     on_members=self._members_changed,
+                                     on_recorded=lambda: self.writer.wake())
+        # no down vote before the suspicion that makes it abstain (SPEC 11)
+        self.writer = ObservationWriter(self.client, prefix, node,
+                                        hold_downs=self.membership.suspicion_unrecorded)
         self.observations = ObservationTable(self.client, prefix,
                                              on_change=host.observations_changed,
                                              check_every=every)

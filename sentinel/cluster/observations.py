@@ -13,6 +13,13 @@ what changed, latest verdict per backend, several per transaction, and
 retries while etcd is away. A new lease starts with nothing in etcd, so the
 writer then sends every current verdict again.
 
+A down verdict waits while `hold_downs` says so: while this member suspects
+itself and its member record does not say so yet (SPEC 11). The two are
+written by two tasks; without the wait the leader could count a down of a
+member whose suspicion (which makes it abstain) is still on its way, and
+publish one false down and its restore. The record is written first, then
+the downs (a failed write of either is retried in the same order).
+
 The leader follows the whole prefix (`ObservationTable`, a PrefixMirror)
 and is told which backends' observations changed, to vote on them again.
 """
@@ -90,10 +97,12 @@ class ObservationWriter:
     """This member's verdicts, written to etcd on change under its lease."""
 
     def __init__(self, client: EtcdClient, prefix: str, node: str, *,
+                 hold_downs: Callable[[], bool] | None = None,
                  backoff: Backoff | None = None, rng: random.Random | None = None) -> None:
         self.client = client
         self.prefix = prefix
         self.node = node
+        self._hold_downs = hold_downs
         self._desired: dict[str, Observation] = {}  # key -> verdict; absent: none
         self._written: dict[str, Observation] = {}  # what etcd holds under this lease
         self._dirty: set[str] = set()
@@ -119,6 +128,10 @@ class ObservationWriter:
         if self._desired.pop(key, None) is not None:
             self._mark(key)
 
+    def wake(self) -> None:
+        """What `hold_downs` says may have changed: look again at the held verdicts."""
+        self._wake.set()
+
     def statistics(self) -> WriterStatistics:
         """A frozen snapshot."""
         return WriterStatistics(writes=self._writes, transactions=self._transactions,
@@ -132,10 +145,12 @@ class ObservationWriter:
         self._dirty = set(self._desired)
         attempt = 0
         while True:
-            if not self._dirty:
+            ready = self._ready()
+            if not ready:
                 self._wake = trio.Event()
                 await self._wake.wait()
-            batch = sorted(self._dirty)[:MAX_OPS]
+                continue
+            batch = ready[:MAX_OPS]
             sent = {key: self._desired.get(key) for key in batch}
             ops: list[Op] = []
             for key, want in sent.items():
@@ -164,6 +179,14 @@ class ObservationWriter:
                     self._written[key] = want
                 if self._desired.get(key) == want:  # else reported again meanwhile
                     self._dirty.discard(key)
+
+    def _ready(self) -> list[str]:
+        """The changed keys to write now: all but the downs while `hold_downs` says so
+        (asked before every try, retries included)."""
+        if self._hold_downs is None or not self._hold_downs():
+            return sorted(self._dirty)
+        return sorted(key for key in self._dirty
+                      if (want := self._desired.get(key)) is None or want.state is not State.DOWN)
 
     def _mark(self, key: str) -> None:
         self._dirty.add(key)
