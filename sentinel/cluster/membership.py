@@ -66,6 +66,7 @@ class MemberInfo:
     config_sha256: str
     lease: int = 0
     suspect: str | None = None  # why this member suspects itself (SPEC 11), or None
+    revision: int = 0  # the record's mod revision in etcd (0: not read from etcd)
 
     def to_json(self) -> dict[str, object]:
         """The registration document (and the /v1/state entry)."""
@@ -85,7 +86,8 @@ class MemberInfo:
             return cls(node=str(doc["node"]), zone=doc.get("zone"), api_url=str(doc["api"]),
                        version=str(doc["version"]), config_sha256=str(doc["config_sha256"]),
                        lease=kv.lease,
-                       suspect=str(doc["suspect"]) if doc.get("suspect") else None)
+                       suspect=str(doc["suspect"]) if doc.get("suspect") else None,
+                       revision=kv.mod_revision)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{kv.key}: not a member registration: {exc!r}") from None
 
@@ -143,6 +145,7 @@ class Membership:
         self._warned_hashes: set[tuple[str, str, str]] = set()
         self._recorded = b""  # the registration document etcd holds under the lease
         self._recorded_suspect = False  # whether that document says this member is suspect
+        self.recorded_revision = 0  # its mod revision (observations are stamped with it)
         self._record_changed = trio.Event()
 
     def suspect(self, reason: str | None) -> None:
@@ -164,9 +167,11 @@ class Membership:
         does (the observation writer asks)."""
         return self.me.suspect is not None and not self._recorded_suspect
 
-    def _record(self, doc: bytes) -> None:
-        """etcd holds `doc` as this member's record (under the current lease)."""
+    def _record(self, doc: bytes, revision: int) -> None:
+        """etcd holds `doc` as this member's record (under the current lease), written
+        at `revision`."""
         self._recorded = doc
+        self.recorded_revision = revision
         self._recorded_suspect = bool(json.loads(doc).get("suspect"))
         if self._on_recorded is not None:
             self._on_recorded()
@@ -240,11 +245,11 @@ class Membership:
                     raise
                 continue
             if done.succeeded:
-                self._record(doc)
+                self._record(doc, done.revision)
                 return True
             holder = done.ranges[0].kvs[0] if done.ranges[0].kvs else None
             if holder is not None and holder.lease == lease.id:
-                self._record(holder.value)
+                self._record(holder.value, holder.mod_revision)
                 return True
             if holder is not None and self._last_lease and holder.lease == self._last_lease.id:
                 # our own lapsed lease, which etcd has not yet expired: end it now
@@ -272,8 +277,8 @@ class Membership:
                 continue
             try:
                 # idempotent: repeating it after an unclear answer is harmless
-                await self.client.txn([Compare(self.key, "LEASE", lease.id)],
-                                      [Put(self.key, doc, lease.id)])
+                done = await self.client.txn([Compare(self.key, "LEASE", lease.id)],
+                                             [Put(self.key, doc, lease.id)])
             except EtcdError as exc:
                 log.info("cluster: could not update %s's record (%s); retrying",
                          self.me.node, exc)
@@ -281,7 +286,9 @@ class Membership:
                 await trio.sleep(self._backoff.delay(attempt, self._rng))
                 continue
             attempt = 0
-            self._record(doc)
+            # not succeeded: the key is no longer this lease's (deleted by hand), nothing
+            # was written and the revision stays
+            self._record(doc, done.revision if done.succeeded else self.recorded_revision)
 
     async def _keep_alive(self, lease: Lease, term: trio.CancelScope) -> None:
         """Renew every third of the TTL; on a lapse, end the term."""

@@ -189,8 +189,7 @@ class ClusterNode:
                                      on_members=self._members_changed,
                                      on_recorded=lambda: self.writer.wake())
         # no down vote before the suspicion that makes it abstain (SPEC 11)
-        self.writer = ObservationWriter(self.client, prefix, node,
-                                        hold_downs=self.membership.suspicion_unrecorded)
+        self.writer = ObservationWriter(self.client, prefix, node, record=self.membership)
         self.observations = ObservationTable(self.client, prefix,
                                              on_change=host.observations_changed,
                                              check_every=every)
@@ -250,7 +249,10 @@ class ClusterNode:
     def tally(self, service: str, backend: str, current: State) -> Ballot:
         """The vote on one backend from its live probers' observations (SPEC 12)."""
         probers = self.probers(service, backend)
-        seen = {node: o.state for node, o in self.observations.of(service, backend).items()}
+        # a down whose author's record (maybe saying it suspects itself) this member has
+        # not seen yet is not counted until it has: as if not reported
+        seen = {node: o.state for node, o in self.observations.of(service, backend).items()
+                if o.counted(m.revision if (m := self._members.get(node)) else 0)}
         return tally(seen, probers, self.config.quorum_for(len(probers)), current,
                      self.suspects())
 

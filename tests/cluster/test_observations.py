@@ -10,7 +10,7 @@ import trio
 
 from sentinel.cluster.etcd import EtcdClient, KeyValue, prefix_end
 from sentinel.cluster.leader import AgreedChanges, AgreedState, Leader
-from sentinel.cluster.membership import Lease
+from sentinel.cluster.membership import Lease, MemberInfo
 from sentinel.cluster.node import ClusterNode
 from sentinel.cluster.observations import (
     Observation,
@@ -181,4 +181,32 @@ async def test_no_down_before_the_suspect_record_even_while_etcd_refuses_it(
                    and json.loads(kv.value)["suspect"] == "every canary fails"]
         assert records
         assert records[0].mod_revision < down.mod_revision
+        assert Observation.decode(down.value).record == records[-1].mod_revision
         nursery.cancel_scope.cancel()
+
+
+async def test_a_down_counts_once_its_authors_record_is_seen(
+        client: EtcdClient, etcd: EtcdServer, prefix: str) -> None:
+    """The leader follows members and observations through two watches: a down stamped
+    with a record revision of its author's that the member list has not shown yet (the
+    record, perhaps saying its author suspects itself, still on its way) is not counted,
+    as if not reported, until that record or a later one arrives."""
+    node = ClusterNode(cluster_config(etcd, prefix, "n1"), QuietHost(),
+                       api_url="http://n1", version="0")
+    lease = Lease(*await client.lease_grant(10))
+    n2 = MemberInfo("n2", None, "http://n2", "0", "c0ffee")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        first = await client.put(f"{prefix}members/n2", n2.encode(), lease=lease.id)
+        await eventually(lambda: "n2" in node.probers("web", "b1"), what="n2 a prober")
+        key = observation_key(prefix, "web", "b1", "n2")
+        ahead = Observation(DOWN, "refused", record=first + 1)  # a record not shown yet
+        await client.put(key, ahead.encode(), lease=lease.id)
+        await eventually(lambda: "n2" in node.observed("web", "b1"), what="n2's down")
+        ballot = node.tally("web", "b1", UP)
+        assert (ballot.down, "n2" in ballot.missing) == ((), True)
+        await client.put(f"{prefix}members/n2", n2.encode(), lease=lease.id)
+        await eventually(lambda: node.tally("web", "b1", UP).down == ("n2",),
+                         what="n2's down counted once its record is seen")
+        nursery.cancel_scope.cancel()
+    await client.lease_revoke(lease.id)
