@@ -87,6 +87,7 @@ class Term:
     node: str
     lease: int
     revision: int
+    config_sha256: str = ""  # the configuration the leader key names
 
 
 def _name(text: str) -> str:
@@ -209,7 +210,7 @@ class Election:
         self.client = client
         self.key = f"{prefix}leader"
         self.node = node
-        self.value = LeaderKey(node, config_sha256).encode()
+        self.config_sha256 = config_sha256  # what the next campaign writes (a reload sets it)
         self._recheck = recheck
         self._rng = rng or random.Random()
         self._backoff = Backoff(initial=0.2, maximum=recheck)
@@ -245,14 +246,16 @@ class Election:
 
     async def _try(self, lease: Lease) -> tuple[Term | None, int]:
         """One put-if-absent; (the term, 0) when won, else (None, the revision seen)."""
+        value = LeaderKey(self.node, self.config_sha256)
         done = await self.client.txn([Compare(self.key, "CREATE", 0)],
-                                     [Put(self.key, self.value, lease.id)],
+                                     [Put(self.key, value.encode(), lease.id)],
                                      [Get(self.key)])
         if done.succeeded:
-            return Term(self.node, lease.id, done.revision), 0
+            return Term(self.node, lease.id, done.revision, value.config_sha256), 0
         holders = done.ranges[0].kvs
         if holders and holders[0].lease == lease.id:  # ours: an earlier answer was lost
-            return Term(self.node, lease.id, holders[0].create_revision), 0
+            return Term(self.node, lease.id, holders[0].create_revision,
+                        LeaderKey.decode(holders[0].value).config_sha256), 0
         return None, done.revision
 
     async def _wait_deleted(self, revision: int) -> None:
@@ -262,8 +265,10 @@ class Election:
                     return
 
     async def resign(self, term: Term) -> None:
-        """Give up leadership now (only if the key is still this term's)."""
-        await self.client.txn([Compare(self.key, "CREATE", term.revision)],
+        """Give up leadership now (only if the key is still this term's and under its
+        lease: fenced, like every write of the term)."""
+        await self.client.txn([Compare(self.key, "CREATE", term.revision),
+                               Compare(self.key, "LEASE", term.lease)],
                               [Delete(self.key)])
 
 

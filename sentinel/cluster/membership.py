@@ -21,9 +21,10 @@ name is refused (and reported) until the first one's lease ends. The record
 is rewritten in place (still under the lease) only when what it says
 changes: whether this member suspects itself (SPEC 11, `suspect`), which the
 leader follows through its member list to keep that member's down votes out
-of the tally. Members
-whose configuration hash differs from this one's are reported, never
-silently mixed.
+of the tally (so no down observation is written while a suspicion is not in
+the record yet: `suspicion_unrecorded`), and the configuration's hash after a reload brought another
+file. Members whose configuration hash differs from this one's are reported,
+never silently mixed.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class MemberInfo:
     config_sha256: str
     lease: int = 0
     suspect: str | None = None  # why this member suspects itself (SPEC 11), or None
+    revision: int = 0  # the record's mod revision in etcd (0: not read from etcd)
 
     def to_json(self) -> dict[str, object]:
         """The registration document (and the /v1/state entry)."""
@@ -84,7 +86,8 @@ class MemberInfo:
             return cls(node=str(doc["node"]), zone=doc.get("zone"), api_url=str(doc["api"]),
                        version=str(doc["version"]), config_sha256=str(doc["config_sha256"]),
                        lease=kv.lease,
-                       suspect=str(doc["suspect"]) if doc.get("suspect") else None)
+                       suspect=str(doc["suspect"]) if doc.get("suspect") else None,
+                       revision=kv.mod_revision)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{kv.key}: not a member registration: {exc!r}") from None
 
@@ -118,7 +121,8 @@ class Membership:
 
     def __init__(self, client: EtcdClient, config: ClusterConfig, *, api_url: str,
                  version: str, on_members: Callable[[Mapping[str, MemberInfo]], None]
-                 | None = None, rng: random.Random | None = None) -> None:
+                 | None = None, on_recorded: Callable[[], None] | None = None,
+                 rng: random.Random | None = None) -> None:
         self.client = client
         self.config = config
         self.me = MemberInfo(node=config.node, zone=config.zone, api_url=api_url,
@@ -128,6 +132,7 @@ class Membership:
         self.lease: Lease | None = None
         self._last_lease: Lease | None = None
         self._on_members = on_members
+        self._on_recorded = on_recorded
         self._rng = rng or random.Random()
         self._backoff = Backoff(initial=0.2, maximum=float(config.lease_ttl))
         self._mirror = PrefixMirror(client, f"{config.prefix}members/",
@@ -137,15 +142,43 @@ class Membership:
         self._since: float | None = None
         self._error = "not registered yet"
         self._registrations = self._renewals = self._lapses = 0
-        self._warned_hashes: set[tuple[str, str]] = set()
+        self._warned_hashes: set[tuple[str, str, str]] = set()
         self._recorded = b""  # the registration document etcd holds under the lease
+        self._recorded_suspect = False  # whether that document says this member is suspect
+        self.recorded_revision = 0  # its mod revision (observations are stamped with it)
         self._record_changed = trio.Event()
 
     def suspect(self, reason: str | None) -> None:
         """This member suspects itself (`reason`) or no longer does (None): its record
         says so, rewritten under the lease (never blocks; written by the session)."""
-        if reason != self.me.suspect:
-            self.me = replace(self.me, suspect=reason)
+        self._rewrite(replace(self.me, suspect=reason))
+
+    def rehash(self, config_sha256: str) -> None:
+        """A reload brought another configuration file: the record carries its hash
+        (rewritten under the lease like `suspect`), and the members that differ from it
+        are warned of anew."""
+        self._rewrite(replace(self.me, config_sha256=config_sha256))
+        for info in self.members.values():
+            self._warn_mismatch(info)
+
+    def suspicion_unrecorded(self) -> bool:
+        """True while this member suspects itself and the record etcd holds does not say
+        so yet: the leader would count its down votes, so none may be written until it
+        does (the observation writer asks)."""
+        return self.me.suspect is not None and not self._recorded_suspect
+
+    def _record(self, doc: bytes, revision: int) -> None:
+        """etcd holds `doc` as this member's record (under the current lease), written
+        at `revision`."""
+        self._recorded = doc
+        self.recorded_revision = revision
+        self._recorded_suspect = bool(json.loads(doc).get("suspect"))
+        if self._on_recorded is not None:
+            self._on_recorded()
+
+    def _rewrite(self, me: MemberInfo) -> None:
+        if me != self.me:
+            self.me = me
             self._record_changed.set()
 
     def statistics(self) -> MembershipStatistics:
@@ -156,8 +189,9 @@ class Membership:
             error=self._error or self._mirror.error, lease=self.lease.id if self.lease else 0,
             registrations=self._registrations, renewals=self._renewals, lapses=self._lapses,
             members=members,
-            mismatched=tuple(m.node for m in members
-                             if m.config_sha256 != self.me.config_sha256))
+            mismatched=tuple(m.node for m in members  # our own record: until rewritten
+                             if m.config_sha256 != self.me.config_sha256
+                             and m.node != self.me.node))
 
     async def run(self, session: Callable[[Lease], Awaitable[None]] | None = None, *,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -211,11 +245,11 @@ class Membership:
                     raise
                 continue
             if done.succeeded:
-                self._recorded = doc
+                self._record(doc, done.revision)
                 return True
             holder = done.ranges[0].kvs[0] if done.ranges[0].kvs else None
             if holder is not None and holder.lease == lease.id:
-                self._recorded = holder.value
+                self._record(holder.value, holder.mod_revision)
                 return True
             if holder is not None and self._last_lease and holder.lease == self._last_lease.id:
                 # our own lapsed lease, which etcd has not yet expired: end it now
@@ -243,8 +277,8 @@ class Membership:
                 continue
             try:
                 # idempotent: repeating it after an unclear answer is harmless
-                await self.client.txn([Compare(self.key, "LEASE", lease.id)],
-                                      [Put(self.key, doc, lease.id)])
+                done = await self.client.txn([Compare(self.key, "LEASE", lease.id)],
+                                             [Put(self.key, doc, lease.id)])
             except EtcdError as exc:
                 log.info("cluster: could not update %s's record (%s); retrying",
                          self.me.node, exc)
@@ -252,7 +286,9 @@ class Membership:
                 await trio.sleep(self._backoff.delay(attempt, self._rng))
                 continue
             attempt = 0
-            self._recorded = doc
+            # not succeeded: the key is no longer this lease's (deleted by hand), nothing
+            # was written and the revision stays
+            self._record(doc, done.revision if done.succeeded else self.recorded_revision)
 
     async def _keep_alive(self, lease: Lease, term: trio.CancelScope) -> None:
         """Renew every third of the TTL; on a lapse, end the term."""
@@ -320,14 +356,19 @@ class Membership:
                 log.warning("cluster: ignoring %s", exc)
                 continue
             self.members[node] = info
-            mark = (node, info.config_sha256)
-            if info.config_sha256 != self.me.config_sha256 and mark not in self._warned_hashes:
-                self._warned_hashes.add(mark)
-                log.warning("cluster: member %s runs another configuration (sha256 %s, "
-                            "ours %s): compare the files", node, info.config_sha256[:12],
-                            self.me.config_sha256[:12])
+            self._warn_mismatch(info)
         if self._on_members is not None:
             self._on_members(self.members)
+
+    def _warn_mismatch(self, info: MemberInfo) -> None:
+        """Warn once per (member, its hash, ours) when a member runs another file."""
+        mark = (info.node, info.config_sha256, self.me.config_sha256)
+        if (info.config_sha256 != self.me.config_sha256 and info.node != self.me.node
+                and mark not in self._warned_hashes):
+            self._warned_hashes.add(mark)
+            log.warning("cluster: member %s runs another configuration (sha256 %s, "
+                        "ours %s): compare the files", info.node, info.config_sha256[:12],
+                        self.me.config_sha256[:12])
 
     def _set_ok(self, ok: bool, error: str) -> None:
         if ok != self._ok:

@@ -33,7 +33,11 @@ included): under another's, and between leaders, its sinks stay on the last
 agreed view it took (fail static; under another's, `ok` is false with the
 reason), and once such a leader leads it takes the agreed state as it
 stands. This is what a rolling change of the file looks like: updated
-members wait, fail static, until the leader is one of them.
+members wait, fail static, until the leader is one of them. A reload that
+brings another file (`rehash`) rewrites the member record, names the new
+hash in future campaigns and judges all of this again at once; a leader so
+reloaded ends its term and deletes its key (`_step_down`, fenced), so the
+files the members run pick the next leader.
 
 Self-suspicion (SPEC 11): a member that suspects itself says so in its
 member record (`suspect`); the leader follows it through the member list and
@@ -68,6 +72,7 @@ from sentinel.cluster.leader import (
     Election,
     Leader,
     LeaderKey,
+    Term,
     agreed_prefix,
     read_agreed,
 )
@@ -181,8 +186,10 @@ class ClusterNode:
                                  user=config.user, password=config.password)
         prefix, node, every = config.prefix, config.node, float(config.lease_ttl)
         self.membership = Membership(self.client, config, api_url=api_url, version=version,
-                                     on_members=self._members_changed)
-        self.writer = ObservationWriter(self.client, prefix, node)
+                                     on_members=self._members_changed,
+                                     on_recorded=lambda: self.writer.wake())
+        # no down vote before the suspicion that makes it abstain (SPEC 11)
+        self.writer = ObservationWriter(self.client, prefix, node, record=self.membership)
         self.observations = ObservationTable(self.client, prefix,
                                              on_change=host.observations_changed,
                                              check_every=every)
@@ -195,6 +202,8 @@ class ClusterNode:
         self.election = Election(self.client, prefix, node,
                                  config_sha256=config.config_sha256, recheck=every)
         self.leading: Leader | None = None
+        self._term = trio.CancelScope()  # the current (or last) term: a reload may end it
+        self._step_backoff = Backoff(initial=0.2, maximum=every)
         self._wall = wall
         self._rng = random.Random()
         self._me = Member(node, config.zone)
@@ -240,7 +249,10 @@ class ClusterNode:
     def tally(self, service: str, backend: str, current: State) -> Ballot:
         """The vote on one backend from its live probers' observations (SPEC 12)."""
         probers = self.probers(service, backend)
-        seen = {node: o.state for node, o in self.observations.of(service, backend).items()}
+        # a down whose author's record (maybe saying it suspects itself) this member has
+        # not seen yet is not counted until it has: as if not reported
+        seen = {node: o.state for node, o in self.observations.of(service, backend).items()
+                if o.counted(m.revision if (m := self._members.get(node)) else 0)}
         return tally(seen, probers, self.config.quorum_for(len(probers)), current,
                      self.suspects())
 
@@ -310,13 +322,17 @@ class ClusterNode:
         while True:
             term = await self.election.campaign(lease, self._wait_eligible)
             leader = Leader(self.client, self.config.prefix, term)
+            self._term = trio.CancelScope()
+            if term.config_sha256 != self.membership.me.config_sha256:
+                self._term.cancel()  # reloaded while campaigning: the key names the old file
             try:
-                state = await leader.load()
-                await self._wait_synced()
-                self.leading = leader
-                self._terms += 1
-                attempt = 0
-                await self.host.lead(leader, state)
+                with self._term:
+                    state = await leader.load()
+                    await self._wait_synced()
+                    self.leading = leader
+                    self._terms += 1
+                    attempt = 0
+                    await self.host.lead(leader, state)
             except NotLeader as exc:
                 log.warning("cluster: %s", exc)
             except EtcdError as exc:
@@ -325,8 +341,54 @@ class ClusterNode:
                 if self.leading is leader:
                     self.leading = None
                     self.host.term_ended()
+            if self._term.cancel_called:  # a reload changed the file: give the key up
+                await self._step_down(term)
+                continue  # campaigns again at once if eligible (its file the majority's)
             attempt += 1
             await trio.sleep(backoff.delay(attempt, self._rng))
+
+    async def _step_down(self, term: Term) -> None:
+        """End a term whose leader key names a file this member no longer runs: delete
+        the key (fenced by the term and its lease), retried until done or the lease ends
+        (which deletes it too), so the members pick a leader by the files they run."""
+        log.warning("cluster: %s steps down: it runs another configuration now (sha256 "
+                    "%s, the leader key says %s)", self.node,
+                    self.membership.me.config_sha256[:12], term.config_sha256[:12])
+        attempt = 0
+        while True:
+            try:
+                await self.election.resign(term)
+                break
+            except EtcdError as exc:
+                log.info("cluster: %s could not give up the leader key (%s); retrying",
+                         self.node, exc)
+            attempt += 1
+            await trio.sleep(self._step_backoff.delay(attempt, self._rng))
+        # campaigning before the deletion is seen would take the key straight back
+        while self._holds(term):
+            self._may_lead = trio.Event()
+            await self._may_lead.wait()
+
+    def _holds(self, term: Term) -> bool:
+        """True while this member sees the leader key of `term`."""
+        kv = self._leader_key.items.get(f"{self.config.prefix}leader")
+        return kv is not None and kv.create_revision == term.revision
+
+    def rehash(self, config_sha256: str) -> None:
+        """A reload brought a configuration file with this hash: the member record and
+        future campaigns carry it, who this member probes with, whether it follows the
+        leader and whether it may lead are judged again at once, and a term under the
+        old hash ends (`_step_down`). Never blocks."""
+        if config_sha256 == self.membership.me.config_sha256:
+            return
+        self.config = replace(self.config, config_sha256=config_sha256)
+        self.election.config_sha256 = config_sha256
+        self.membership.rehash(config_sha256)
+        self._term.cancel()  # a term led under the old file (a term won meanwhile checks)
+        if self.mixed():
+            self._held = True  # the agreed state is taken in whole once it follows again
+        self._members_changed(self.membership.members)
+        self._leader_changed({})
 
     async def _wait_synced(self) -> None:
         """A new leader votes only on complete copies of the observations and overrides."""
@@ -348,10 +410,15 @@ class ClusterNode:
 
     def _ineligible(self) -> str:
         """Why this member may not lead now ("" when it may)."""
+        held = self.leader_key()
+        if held is not None and held.node == self.node:
+            # this member's own key, left by a term that ended unclearly: campaigning
+            # finds it under its lease and leads again, or steps down if its file changed
+            return ""
         mixed = self.mixed()
         if mixed:
             return mixed
-        if self.leader_key() is not None:
+        if held is not None:
             return ""  # a leader of this configuration: campaign (it waits for the key)
         mine = self.membership.me.config_sha256
         counts = Counter(m.config_sha256 for m in self._members.values()

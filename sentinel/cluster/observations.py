@@ -2,7 +2,8 @@
 
 Each prober writes its verdict on each backend it probes as
 
-    PREFIX/observations/SERVICE/BACKEND/NODE = {"state": "up"|"down", "reason": "..."}
+    PREFIX/observations/SERVICE/BACKEND/NODE = {"state": "up"|"down", "reason": "...",
+                                                "record": REVISION}
 
 (SERVICE and BACKEND percent-encoded, so a "/" in a name cannot shift the
 path) under its lease, so a member that dies takes its observations with
@@ -12,6 +13,17 @@ waiting (`ObservationWriter.report` never blocks); the writer's task sends
 what changed, latest verdict per backend, several per transaction, and
 retries while etcd is away. A new lease starts with nothing in etcd, so the
 writer then sends every current verdict again.
+
+A down verdict waits while this member suspects itself and its member
+record does not say so yet (SPEC 11: `OwnRecord`). The two are written by
+two tasks; without the wait the leader could count a down of a member whose
+suspicion (which makes it abstain) is still on its way, and publish one
+false down and its restore. The record is written first, then the downs (a
+failed write of either is retried in the same order). The leader follows
+members and observations through two watches, which may deliver out of
+etcd's order, so each verdict also carries the revision of its author's
+record when it was written (`record`): the leader counts a down only once
+its member list holds that record or a later one (`counted`).
 
 The leader follows the whole prefix (`ObservationTable`, a PrefixMirror)
 and is told which backends' observations changed, to vote on them again.
@@ -23,7 +35,8 @@ import json
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Protocol
 from urllib.parse import quote, unquote
 
 import trio
@@ -46,20 +59,41 @@ class Observation:
 
     state: State
     reason: str = ""
+    record: int = 0  # the revision of the author's member record when written (0: unknown)
 
     def encode(self) -> bytes:
         """The value stored in etcd."""
-        return json.dumps({"state": self.state.value, "reason": self.reason},
-                          sort_keys=True).encode()
+        return json.dumps({"state": self.state.value, "reason": self.reason,
+                           "record": self.record}, sort_keys=True).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> Observation:
         """From the value stored in etcd (ValueError when it is not one)."""
         try:
             doc = json.loads(raw)
-            return cls(State(doc["state"]), str(doc.get("reason", "")))
+            return cls(State(doc["state"]), str(doc.get("reason", "")),
+                       int(doc.get("record", 0)))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not an observation: {exc!r}") from None
+
+    def counted(self, record_seen: int) -> bool:
+        """Whether a leader whose member list holds the author's record at revision
+        `record_seen` may count this verdict: a down only once it holds the record it was
+        written after (which may say the author suspects itself)."""
+        return self.state is not State.DOWN or self.record <= record_seen
+
+
+class OwnRecord(Protocol):
+    """This member's record in etcd, as the writer needs it (`Membership`)."""
+
+    @property
+    def recorded_revision(self) -> int:
+        """The revision at which etcd took the record last."""
+        ...
+
+    def suspicion_unrecorded(self) -> bool:
+        """True while this member suspects itself and its record does not say so yet."""
+        ...
 
 
 def observation_key(prefix: str, service: str, backend: str, node: str) -> str:
@@ -90,10 +124,12 @@ class ObservationWriter:
     """This member's verdicts, written to etcd on change under its lease."""
 
     def __init__(self, client: EtcdClient, prefix: str, node: str, *,
+                 record: OwnRecord | None = None,
                  backoff: Backoff | None = None, rng: random.Random | None = None) -> None:
         self.client = client
         self.prefix = prefix
         self.node = node
+        self._record = record
         self._desired: dict[str, Observation] = {}  # key -> verdict; absent: none
         self._written: dict[str, Observation] = {}  # what etcd holds under this lease
         self._dirty: set[str] = set()
@@ -119,6 +155,10 @@ class ObservationWriter:
         if self._desired.pop(key, None) is not None:
             self._mark(key)
 
+    def wake(self) -> None:
+        """The member record was written: look again at the held verdicts."""
+        self._wake.set()
+
     def statistics(self) -> WriterStatistics:
         """A frozen snapshot."""
         return WriterStatistics(writes=self._writes, transactions=self._transactions,
@@ -132,17 +172,20 @@ class ObservationWriter:
         self._dirty = set(self._desired)
         attempt = 0
         while True:
-            if not self._dirty:
+            ready = self._ready()
+            if not ready:
                 self._wake = trio.Event()
                 await self._wake.wait()
-            batch = sorted(self._dirty)[:MAX_OPS]
+                continue
+            batch = ready[:MAX_OPS]
             sent = {key: self._desired.get(key) for key in batch}
             ops: list[Op] = []
+            stamp = self._record.recorded_revision if self._record is not None else 0
             for key, want in sent.items():
                 if want is None and key in self._written:
                     ops.append(Delete(key))
                 elif want is not None and want != self._written.get(key):
-                    ops.append(Put(key, want.encode(), lease.id))
+                    ops.append(Put(key, replace(want, record=stamp).encode(), lease.id))
             try:
                 if ops:
                     # idempotent steps: repeating them after an unclear answer is harmless
@@ -164,6 +207,14 @@ class ObservationWriter:
                     self._written[key] = want
                 if self._desired.get(key) == want:  # else reported again meanwhile
                     self._dirty.discard(key)
+
+    def _ready(self) -> list[str]:
+        """The changed keys to write now: all but the downs while this member's suspicion
+        is not in its record yet (asked before every try, retries included)."""
+        if self._record is None or not self._record.suspicion_unrecorded():
+            return sorted(self._dirty)
+        return sorted(key for key in self._dirty
+                      if (want := self._desired.get(key)) is None or want.state is not State.DOWN)
 
     def _mark(self, key: str) -> None:
         self._dirty.add(key)

@@ -156,6 +156,14 @@ class ClusterMode:
         self._probing = probing
         self._assigned = True
 
+    def reload(self, new: ClusterConfig | None) -> None:
+        """A reload: the new file's hash goes to the cluster (the member record, future
+        campaigns; a term led under the old hash ends, and who follows and leads is
+        judged again). The rest of `cluster:` is kept as it was started
+        (`reload.restart_only` warns of it)."""
+        if new is not None:
+            self.node.rehash(new.config_sha256)
+
     def suspect(self, suspicion: Suspicion | None) -> None:
         """This member suspects itself, or no longer does (SPEC 11): its record says so,
         and the leader stops counting its down votes, or counts them again."""

@@ -5,18 +5,22 @@ Unchanged backends keep their breaker state and their place in the probe
 schedule; added ones start spread over their interval; removed ones stop.
 Changed probe or breaker settings take effect on the next probe (a new
 breaker starts from the backend's current verdict). Sinks whose settings
-changed are replaced. An invalid file changes nothing.
+changed are replaced. An invalid file changes nothing. In a cluster the new
+file's hash goes to the cluster (`ClusterMode.reload`); the rest of
+`cluster:` needs a restart.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 import trio
 
 from sentinel.breakers import make_breaker
-from sentinel.config.model import Config, ProbeConfig, ServiceConfig
+from sentinel.cluster.config import ClusterConfig
+from sentinel.config.model import BackendConfig, Config, ProbeConfig, ServiceConfig
 from sentinel.engine.backend import BackendRuntime
 from sentinel.engine.service import ServiceRuntime
 from sentinel.errors import ConfigError, ConfigErrors
@@ -55,13 +59,22 @@ async def load(path: str) -> Config | list[str]:
 
 
 def restart_only(old: Config, new: Config) -> None:
-    """Warn of changes a reload cannot apply."""
+    """Warn of changes a reload cannot apply. Of `cluster:` a reload applies only the
+    file's hash (a member claims the file it runs); etcd endpoints, node, prefix, lease,
+    probers and quorum stay as the member started."""
     if new.api != old.api or new.telemetry != old.telemetry or new.state_dir != old.state_dir:
         log.warning("api, telemetry and state_dir changes take effect after a restart")
+    if _without_hash(new.cluster) != _without_hash(old.cluster):
+        log.warning("cluster changes (other than the file's hash) take effect after a "
+                    "restart: this member keeps its cluster settings until then")
+
+
+def _without_hash(cluster: ClusterConfig | None) -> ClusterConfig | None:
+    return replace(cluster, config_sha256="") if cluster is not None else None
 
 
 def carry_over(current: ServiceRuntime, cfg: ServiceConfig, runners: Mapping[str, SinkRunner],
-               make_backend: Callable[[ServiceConfig, str], BackendRuntime],
+               make_backend: Callable[[ServiceConfig, BackendConfig], BackendRuntime],
                make_probe: Callable[[ProbeConfig], Probe]
                ) -> tuple[ServiceRuntime, list[Probe]]:
     """The new runtime of a service that exists before and after the reload, and its old
@@ -85,7 +98,7 @@ def carry_over(current: ServiceRuntime, cfg: ServiceConfig, runners: Mapping[str
             prev.probing(cfg)
             backends.append(prev)
         else:
-            fresh = make_backend(cfg, b.name)
+            fresh = make_backend(cfg, b)
             if prev is not None:  # same name, new address: keep the operator's override,
                 fresh.override = prev.override  # and diff against what sinks last saw
                 fresh.published = prev.published

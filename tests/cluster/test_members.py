@@ -457,3 +457,75 @@ async def test_a_suspect_members_down_vote_abstains_until_its_canary_passes(
         event = nodes["n3"].engine.events_after(0)[-1]
         assert event.reason.startswith("2 of 3 probers say down (")
         assert "n1" in event.reason
+
+
+async def reload_file(member: Member, config_sha256: str) -> None:
+    """Reload `member` with its configuration as a file whose hash is `config_sha256`."""
+    old = member.engine.config
+    assert old.cluster is not None
+    await member.engine.reload(replace(old, cluster=replace(old.cluster,
+                                                            config_sha256=config_sha256)))
+
+
+def registered(nodes: dict[str, Member], name: str, config_sha256: str) -> bool:
+    """Every member lists `name` with `config_sha256`, and only the members whose file
+    differs from it list `name` as mismatched."""
+    for m in nodes.values():
+        doc = m.cluster()
+        hashes = {e["node"]: e["config_sha256"] for e in doc["members"]}  # type: ignore[attr-defined]
+        mine = hashes[m.name]
+        if hashes.get(name) != config_sha256 or (name in doc["mismatched"]) != (  # type: ignore[operator]
+                m.name != name and mine != config_sha256):
+            return False
+    return True
+
+
+async def test_a_reload_to_another_file_carries_its_hash_and_moves_the_lead(
+        etcd: EtcdServer, prefix: str, tmp_path: Path) -> None:
+    """A member reloaded with a changed file registers its new hash (the others list it
+    as mismatched); the leader so reloaded gives up its key, a member of the majority's
+    file leads and the odd one holds; a reloaded follower holds too; once all three run
+    the new file they agree again under one leader."""
+    async with members(etcd, prefix, tmp_path, ("n1", "n2", "n3")) as nodes:
+        everyone_up = {f"b{p}": "up" for p in PORTS}
+        await eventually(lambda: agreed(nodes, everyone_up), what="all up")
+        first = leader_of(nodes)
+        terms = first.cluster()["terms"]
+        await reload_file(first, "beef")
+        await eventually(lambda: registered(nodes, first.name, "beef"),
+                         what="the leader's new hash in every member list")
+        rest = [m for m in nodes.values() if m is not first]
+        await eventually(lambda: any(m.cluster()["leading"] for m in rest)
+                         and all(m.cluster()["leader"] != first.name for m in nodes.values()),
+                         what="a member of the old file leads")
+        assert not first.cluster()["leading"]
+        assert first.cluster()["terms"] == terms  # stepped down, not elected again
+        await eventually(lambda: first.cluster()["following"] is False,
+                         what="the reloaded member holds")
+        for m in nodes.values():
+            m.sees(9001, alive=False)
+        await eventually(lambda: all(m.states().get("b9001") == "down" for m in rest),
+                         what="b9001 down on the old file's members")
+        assert first.states().get("b9001") == "up"  # held: nothing agreed reached it
+        second = next(m for m in rest if not m.cluster()["leading"])
+        await reload_file(second, "beef")
+        await eventually(lambda: registered(nodes, second.name, "beef"),
+                         what="the follower's new hash in every member list")
+        await eventually(lambda: second.cluster()["following"] is False,
+                         what="the reloaded follower holds")
+        last = leader_of(nodes)
+        assert last not in (first, second)
+        await reload_file(last, "beef")
+        await eventually(lambda: all(m.cluster()["ok"] and m.cluster()["following"]
+                                     and m.cluster()["mismatched"] == [] for m in nodes.values())
+                         and sum(bool(m.cluster()["leading"]) for m in nodes.values()) == 1
+                         and len({m.cluster()["leader"] for m in nodes.values()}) == 1,
+                         what="one leader of the new file, followed by all")
+        await eventually(lambda: agreed(nodes, {**everyone_up, "b9001": "down"}),
+                         what="the agreed state on every member again")
+        for m in nodes.values():
+            m.sees(9002, alive=False)
+        await eventually(lambda: agreed(nodes, {**everyone_up, "b9001": "down",
+                                                "b9002": "down"}),
+                         what="b9002 agreed down on all three")
+        assert len({m.engine.journal.seq for m in nodes.values()}) == 1

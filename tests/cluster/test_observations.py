@@ -3,11 +3,15 @@ leader's table, gone with the lease, rewritten under a new one."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import trio
 
-from sentinel.cluster.etcd import EtcdClient
-from sentinel.cluster.membership import Lease
+from sentinel.cluster.etcd import EtcdClient, KeyValue, prefix_end
+from sentinel.cluster.leader import AgreedChanges, AgreedState, Leader
+from sentinel.cluster.membership import Lease, MemberInfo
+from sentinel.cluster.node import ClusterNode
 from sentinel.cluster.observations import (
     Observation,
     ObservationTable,
@@ -17,6 +21,7 @@ from sentinel.cluster.observations import (
 )
 from sentinel.model import State
 from tests.cluster.etcd_server import EtcdServer
+from tests.cluster.helpers import cluster_config
 from tests.e2e.balancers import eventually
 
 pytestmark = pytest.mark.e2e
@@ -107,3 +112,101 @@ async def test_retries_while_etcd_is_away(own_etcd: EtcdServer) -> None:
             nursery.cancel_scope.cancel()
     finally:
         await client.aclose()
+
+
+class QuietHost:
+    """A ClusterHost that takes nothing in and leads by waiting."""
+
+    def members_changed(self) -> None:
+        """Nothing to regroup."""
+
+    def observations_changed(self, touched: set[tuple[str, str]]) -> None:
+        """Nothing to vote on."""
+
+    def overrides_changed(self, touched: set[tuple[str, str]]) -> None:
+        """No overrides here."""
+
+    def agreed_changed(self, changes: AgreedChanges) -> None:
+        """No sinks to follow it."""
+
+    async def lead(self, leader: Leader, state: AgreedState) -> None:
+        """A term that publishes nothing."""
+        await trio.sleep_forever()
+
+    def term_ended(self) -> None:
+        """Nothing to go back to."""
+
+
+async def test_no_down_before_the_suspect_record_even_while_etcd_refuses_it(
+        client: EtcdClient, etcd: EtcdServer, prefix: str) -> None:
+    """A member that starts suspecting itself writes no down observation until etcd
+    holds its record saying so (SPEC 11: the leader would count the down, then restore
+    it): while etcd refuses the record (its reason over etcd's request limit) the down
+    waits, other verdicts go on; once the record is written (retried) the down follows,
+    at a later revision."""
+    node = ClusterNode(cluster_config(etcd, prefix, "n1"), QuietHost(),
+                       api_url="http://n1", version="0")
+    seen: list[KeyValue] = []
+
+    async def follow(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                     ) -> None:
+        async with client.watch(prefix, prefix_end(prefix)) as stream:
+            task_status.started()
+            async for batch in stream:
+                seen.extend(e.kv for e in batch.events)
+
+    def written(backend: str, state: State) -> KeyValue | None:
+        key = observation_key(prefix, "web", backend, "n1")
+        return next((kv for kv in seen if kv.key == key
+                     and Observation.decode(kv.value).state is state), None)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(follow)
+        await nursery.start(node.run)
+        await eventually(lambda: node.membership.statistics().ok and node.leading,
+                         what="n1 registered and leading")
+        assert node.suspects() == frozenset()
+        refused = node.client.statistics().errors
+        node.suspect("x" * 2_000_000)
+        node.report("web", "b1", DOWN, "refused")
+        node.report("web", "b2", UP, "")
+        await eventually(lambda: written("b2", UP) is not None
+                         and node.client.statistics().errors > refused,
+                         what="b2's verdict written, the record refused")
+        assert written("b1", DOWN) is None
+        assert node.writer.statistics().pending == 1
+        node.suspect("every canary fails")  # a record etcd takes, on the next retry
+        down = await eventually(lambda: written("b1", DOWN), what="b1's down written")
+        records = [kv for kv in seen if kv.key == f"{prefix}members/n1"
+                   and json.loads(kv.value)["suspect"] == "every canary fails"]
+        assert records
+        assert records[0].mod_revision < down.mod_revision
+        assert Observation.decode(down.value).record == records[-1].mod_revision
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_down_counts_once_its_authors_record_is_seen(
+        client: EtcdClient, etcd: EtcdServer, prefix: str) -> None:
+    """The leader follows members and observations through two watches: a down stamped
+    with a record revision of its author's that the member list has not shown yet (the
+    record, perhaps saying its author suspects itself, still on its way) is not counted,
+    as if not reported, until that record or a later one arrives."""
+    node = ClusterNode(cluster_config(etcd, prefix, "n1"), QuietHost(),
+                       api_url="http://n1", version="0")
+    lease = Lease(*await client.lease_grant(10))
+    n2 = MemberInfo("n2", None, "http://n2", "0", "c0ffee")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        first = await client.put(f"{prefix}members/n2", n2.encode(), lease=lease.id)
+        await eventually(lambda: "n2" in node.probers("web", "b1"), what="n2 a prober")
+        key = observation_key(prefix, "web", "b1", "n2")
+        ahead = Observation(DOWN, "refused", record=first + 1)  # a record not shown yet
+        await client.put(key, ahead.encode(), lease=lease.id)
+        await eventually(lambda: "n2" in node.observed("web", "b1"), what="n2's down")
+        ballot = node.tally("web", "b1", UP)
+        assert (ballot.down, "n2" in ballot.missing) == ((), True)
+        await client.put(f"{prefix}members/n2", n2.encode(), lease=lease.id)
+        await eventually(lambda: node.tally("web", "b1", UP).down == ("n2",),
+                         what="n2's down counted once its record is seen")
+        nursery.cancel_scope.cancel()
+    await client.lease_revoke(lease.id)

@@ -14,7 +14,9 @@ import pytest
 import trio
 import trio.testing
 
+from sentinel.cluster.config import ClusterConfig
 from sentinel.config.model import ThresholdBreakerConfig
+from sentinel.engine import reload
 from sentinel.engine.engine import Engine
 from sentinel.model import State
 from sentinel.sinks.memory import RecordingSink
@@ -201,6 +203,30 @@ async def test_invalid_or_missing_file_is_refused_with_its_errors_and_changes_no
     assert engine.config is cfg
     assert engine.services == services
     assert engine.services["s"].backends[0].published == (State.UP, 1)
+
+
+def test_cluster_settings_but_the_hash_are_restart_only(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Of `cluster:` a reload applies the file's hash alone: a new hash is no warning; new
+    endpoints, lease, probers (or a section added or removed) warn that they wait for a
+    restart."""
+    base = config(tmp_path, service("s", [9001]))
+    member = ClusterConfig(endpoints=("http://127.0.0.1:2379",), node="n1",
+                           config_sha256="c0ffee")
+    old = replace(base, cluster=member)
+    changed = [replace(member, config_sha256="beef"),
+               replace(member, config_sha256="beef", lease_ttl=9),
+               replace(member, endpoints=("http://127.0.0.2:2379",)),
+               replace(member, probers=2), None]
+    warned = []
+    for cluster in changed:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="sentinel.engine.reload"):
+            reload.restart_only(old, replace(base, cluster=cluster))
+        warned.append([r.getMessage() for r in caplog.records])
+    restart = ("cluster changes (other than the file's hash) take effect after a restart: "
+               "this member keeps its cluster settings until then")
+    assert warned == [[], [restart], [restart], [restart], [restart]]
 
 
 # Mostly appended under an `x-` key (free for anchors), so each file's only fault is its own.
