@@ -113,8 +113,8 @@ class Running:
 
     exchange: Exchange  # set by the loop once the check has its slot (building it may fail)
     address: Address  # set once known (a host name's comes from the resolver task)
-    __slots__ = ("address", "anchor", "deadline", "exchange", "group", "moved", "pending",
-                 "probe", "sock", "spared", "start_unix", "started", "step")
+    __slots__ = ("address", "anchor", "deadline", "exchange", "fd", "group", "moved",
+                 "pending", "probe", "sock", "spared", "start_unix", "started", "step")
 
     def __init__(self, group: ProbeGroup, probe: LeanProbe, started: float,
                  start_unix: float, anchor: float | None = None) -> None:
@@ -127,8 +127,13 @@ class Running:
         self.moved = -1  # the loop pass that last moved this check on
         self.spared = False  # past its deadline once already, judged after the next poll
         self.sock: Sock | None = None  # once connecting, until finished
+        self.fd = -1  # the socket's descriptor, while it has one (asked for once)
         self.step = STARTING  # what it waits for: RESOLVING ... READING; or FINISHED
         self.pending = b""  # request bytes not yet sent
+
+
+Entry = tuple[float, int, ProbeGroup, LeanProbe]  # an Agenda entry: due, seq, group, probe
+Entries = deque[Entry] | list[Entry]  # the Agenda's queue or its heap
 
 
 class Agenda:
@@ -147,11 +152,12 @@ class Agenda:
     started, so each timeout has a queue in start order (`watch` appends).
     """
 
-    __slots__ = ("_again", "_deadlines", "_due", "_queued", "_run", "_seq")
+    __slots__ = ("_again", "_deadlines", "_due", "_next", "_queued", "_run", "_seq")
 
     def __init__(self) -> None:
-        self._due: list[tuple[float, int, ProbeGroup, LeanProbe]] = []
-        self._run: deque[tuple[float, int, ProbeGroup, LeanProbe]] = deque()  # sorted
+        self._due: list[Entry] = []
+        self._run: deque[Entry] = deque()  # sorted
+        self._next: Entries = self._run  # where the entry `next_due` returned is
         self._seq = itertools.count()  # ties break by insertion; groups are not comparable
         self._queued: dict[ProbeGroup, int] = {}  # group -> seq of its live entry
         self._deadlines: dict[float, deque[Running]] = {}  # by timeout, in start order
@@ -179,19 +185,27 @@ class Agenda:
     def next_due(self, now: float) -> tuple[float, ProbeGroup, LeanProbe] | None:
         """The earliest group due by `now`, left in place (`take` removes it); groups a
         regroup stopped, and entries a `hurry` replaced, are dropped on the way."""
-        while (entry := self._head()) is not None:
-            when, seq, group, probe = entry
-            if group.stopped or self._queued.get(group) != seq:
-                self._pop()
+        # Runs once per check: the earlier head is picked inline (entries compare by
+        # time, then seq: unique, so groups are never compared), and remembered for
+        # `take`, instead of looking for it again.
+        run, due, queued = self._run, self._due, self._queued
+        while run or due:
+            source = run if run and (not due or run[0] < due[0]) else due
+            when, seq, group, probe = source[0]
+            if group.stopped or queued.get(group) != seq:
+                self._pop_from(source)
                 if group.stopped:
-                    self._queued.pop(group, None)
+                    queued.pop(group, None)
                 continue
-            return (when, group, probe) if when <= now else None
+            if when > now:
+                return None
+            self._next = source
+            return when, group, probe
         return None
 
     def take(self) -> None:
         """Remove the group `next_due` returned: its check is starting."""
-        del self._queued[self._pop()[2]]
+        del self._queued[self._pop_from(self._next)[2]]
 
     def _head(self) -> tuple[float, int, ProbeGroup, LeanProbe] | None:
         """The earliest entry (of the queue's head and the heap's), or None."""
@@ -203,11 +217,10 @@ class Agenda:
         a, b = run[0], due[0]
         return a if a[0] < b[0] or (a[0] == b[0] and a[1] < b[1]) else b
 
-    def _pop(self) -> tuple[float, int, ProbeGroup, LeanProbe]:
-        """Remove and return the earliest entry (there is one)."""
-        run = self._run
-        if run and self._head() is run[0]:
-            return run.popleft()
+    def _pop_from(self, source: Entries) -> Entry:
+        """Remove and return the first entry of `source` (the queue or the heap)."""
+        if source is self._run:
+            return self._run.popleft()
         return heapq.heappop(self._due)
 
     def watch(self, running: Running) -> None:
@@ -480,28 +493,30 @@ class ProbeLoop:
 
     def _start_due(self) -> int:
         """Start every due group that gets an in-flight slot; how many started."""
-        agenda, take_slot = self._agenda, self._slots.take_nowait
-        now = trio.current_time()
+        # Methods bound once for the pass: this loop runs once per check.
+        agenda, take_slot, start = self._agenda, self._slots.take_nowait, self._start
+        next_due, take = agenda.next_due, agenda.take
+        now, batch = trio.current_time(), self._batch
         wall = self._wall()  # one reading for the pass: they start within it
         lateness: list[float] = []
-        while (head := agenda.next_due(now)) is not None:
+        late = lateness.append
+        while (head := next_due(now)) is not None:
             if not take_slot():
                 break  # no slot: stays due, retried next pass (within `batch`)
             due, group, probe = head
-            agenda.take()
-            lateness.append(now - due)
+            take()
+            late(now - due)
             # The cadence counts from the due time when the check started within the
             # batch window of it (batching must not clump the schedule over time), from
             # the real start when later (an overloaded loop stretches intervals).
-            anchor = due if now - due <= self._batch else now
-            self._start(Running(group, probe, now, wall, anchor), now)
+            start(Running(group, probe, now, wall, due if now - due <= batch else now), now)
         if lateness:
             self._host.probes_started(lateness)
         return len(lateness)
 
     def _start(self, running: Running, now: float) -> None:
         """Build the check's exchange and follow it (or wait for its host's address)."""
-        target = running.group.members[0].target
+        target = running.group.members[0].backend.target  # not the slot's property: hot
         try:
             running.exchange = running.probe.exchange(target)
         except Exception as exc:  # the probe could not even start: this check fails
@@ -570,7 +585,7 @@ class ProbeLoop:
                 if need is RECEIVE:
                     assert sock is not None, "RECEIVE before Connect"
                     if running.step != READING:
-                        self._poller.modify(sock.fileno(), select.EPOLLIN)
+                        self._poller.modify(running.fd, select.EPOLLIN)
                         running.step = READING
                     return
                 if isinstance(need, Send):
@@ -582,7 +597,7 @@ class ProbeLoop:
                     if sent < len(need.data):
                         running.pending = need.data[sent:]
                         if running.step != SENDING:
-                            self._poller.modify(sock.fileno(), select.EPOLLOUT)
+                            self._poller.modify(running.fd, select.EPOLLOUT)
                             running.step = SENDING
                         return
                 else:
@@ -600,7 +615,7 @@ class ProbeLoop:
         assert running.sock is None, "one connection per check"
         family, ip = running.address
         sock = self._poller.socket(family, step.delay_ack, step.source)
-        fd = sock.fileno()
+        fd = running.fd = sock.fileno()
         running.sock = sock
         self._running[fd] = running
         err = sock.connect_ex((ip, step.port))
@@ -635,6 +650,6 @@ class ProbeLoop:
         running.step = FINISHED
         sock = running.sock
         if sock is not None:
-            del self._running[sock.fileno()]
+            del self._running[running.fd]
             sock.close()  # an RST (SO_LINGER 0); also leaves the poller's set
             running.sock = None
