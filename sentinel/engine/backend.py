@@ -23,7 +23,7 @@ from sentinel.timefmt import rfc3339
 
 
 class LastProbe(NamedTuple):
-    """The most recent probe, for /v1/state. (Frozen, as a NamedTuple: two are made per
+    """The most recent probe, for /v1/state. (Frozen, as a NamedTuple: one is made per
     probe, and a frozen dataclass costs more than twice as much to build.)"""
 
     time: float  # Unix time; formatted only when shown
@@ -132,15 +132,16 @@ class BackendRuntime:
             self.agent = AgentState.initial(self.config.weight)
         self.inputs = with_agent(self.inputs, self.agent)
 
-    def record(self, result: ProbeResult, transition: Transition, wall: float) -> None:
-        """Take in one probe result and the breaker's answer to it (runs every probe)."""
+    def record(self, result: ProbeResult, transition: Transition, last: LastProbe) -> None:
+        """Take in one probe result, the breaker's answer to it and its record `last`
+        (runs every probe)."""
         self.fails = 0 if result.ok else self.fails + 1
         if result.ok:
-            self.last_ok = wall
+            self.last_ok = last.time
         if result.weight is not None:
             self.script_weight = result.weight
         self.progress = transition.reason if transition.change is Change.PENDING else ""
-        self.last_probe = LastProbe(wall, result.ok, result.error, result.latency * 1000)
+        self.last_probe = last
 
     @property
     def health(self) -> Health:

@@ -159,20 +159,27 @@ def decide(backend: BackendRuntime, result: ProbeResult, now: float, slow_start:
     transition = backend.breaker.observe(result.ok, now, result.latency)
     changed = transition.change is Change.CHANGED
     damper = backend.damper
-    notes = dampen(damper, transition, now) if damper is not None else ()
+    if damper is None:  # written out for the common case (this runs every probe)
+        notes: tuple[Note, ...] = ()
+        suppressed = False
+    else:
+        notes = dampen(damper, transition, now)
+        suppressed = damper.suppressed
     ramp: Steps = ()
     ramp_weight = backend.ramp_weight
     if changed and transition.health is Health.UP and slow_start > 0:
         steps = ramp_steps(backend.config.weight, slow_start)
         if len(steps) > 1:
             ramp, ramp_weight = tuple(steps), steps[0][1]
-    script = result.weight if result.weight is not None else backend.script_weight
-    suppressed = damper is not None and damper.suppressed
-    up = verdict(transition.health, suppressed, backend.inputs) is Health.UP
-    want = desired(backend.override, up, backend.inputs, script, ramp_weight,
-                   backend.config.weight)
+    script = result.weight
+    if script is None:
+        script = backend.script_weight
+    inputs = backend.inputs
+    up = verdict(transition.health, suppressed, inputs) is Health.UP
+    want = desired(backend.override, up, inputs, script, ramp_weight, backend.config.weight)
     if not changed and want == backend.published:  # the common case: every probe
-        return Decision(transition, result, want, publish=False, notes=notes)
+        # positional: a NamedTuple's keyword arguments cost a third more
+        return Decision(transition, result, want, False, "", (), notes)
     reason = _reason(transition, result, backend.published, want, damper)
     return Decision(transition, result, want, publish=True, reason=reason, ramp=ramp,
                     notes=notes)

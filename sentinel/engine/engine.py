@@ -347,13 +347,15 @@ class Engine:
             slot.next_due = retry_due(timing, backend.breaker.health,
                                       backend.breaker.retry_at(), now)
             return None
-        slot.last = LastProbe(start_unix, result.ok, result.error, result.latency * 1000)
+        last = slot.last = LastProbe(start_unix, result.ok, result.error,
+                                     result.latency * 1000)
         jitter = timing.jitter  # 0 unless configured: no random number to draw then
         spread = self._rng.uniform(-jitter, jitter) if jitter else 0.0
         # scheduled before the result is taken: self-suspicion may bring it forward
         slot.next_due = next_due(timing, transition, backend.breaker.retry_at(),
                                  started, now, spread)
-        return self._take(svc, backend, result, decision, started, start_unix, entry.type)
+        return self._take(svc, backend, result, decision, started, start_unix, entry.type,
+                          last)
 
     def _decide(self, svc: ServiceRuntime, backend: BackendRuntime, result: ProbeResult,
                 now: float, check: int | None) -> Decision:
@@ -365,18 +367,22 @@ class Engine:
         return decide(backend, result, now, svc.config.slow_start, check)
 
     def _take(self, svc: ServiceRuntime, backend: BackendRuntime, result: ProbeResult,
-              decision: Decision, started: float, start_unix: float, probe_type: str
-              ) -> Commit | None:
+              decision: Decision, started: float, start_unix: float, probe_type: str,
+              last: LastProbe | None = None) -> Commit | None:
         """Record a result (of a probe that started at `started`) and carry out its
         decision; when it publishes (a change of verdict, state or weight), the commit
         that emits, persists and publishes it. The common case (nothing changed) stays
         cheap: it runs every probe. `result` is what was probed (its span); what the
         breaker was fed (`decision.fed`, for several checks their combination) is what
-        the backend records, what self-suspicion judges and what the event carries."""
+        the backend records, what self-suspicion judges and what the event carries.
+        `last`: the check's record of `result`, if made already (the backend's is the same
+        when it was fed `result` itself: one is made, not two)."""
         assert decision.transition is not None
         fed = decision.fed
         if fed is not None:
-            backend.record(fed, decision.transition, start_unix)
+            if fed is not result or last is None:
+                last = LastProbe(start_unix, fed.ok, fed.error, fed.latency * 1000)
+            backend.record(fed, decision.transition, last)
             if self._unprobed:
                 self._unprobed.discard(backend)
                 if not self._unprobed:
