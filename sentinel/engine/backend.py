@@ -17,6 +17,7 @@ from sentinel.config.model import BackendConfig, ServiceConfig
 from sentinel.engine.combine import Combiner
 from sentinel.engine.decide import NO_INPUTS, Inputs, desired, healthy, with_agent
 from sentinel.model import BackendView, ProbeResult, ProbeSummary, State
+from sentinel.observe import ProbeCounter
 from sentinel.probes.agent import AgentState
 from sentinel.probes.base import Target
 from sentinel.timefmt import rfc3339
@@ -41,13 +42,15 @@ class CheckSlot:
     """One check of one backend (its `probe`, or one of its `checks`): when it is next
     due and what it last answered. Probe groups and the probe loop schedule these."""
 
-    __slots__ = ("backend", "index", "last", "next_due")
+    __slots__ = ("backend", "counted", "index", "last", "next_due")
 
     def __init__(self, backend: BackendRuntime, index: int) -> None:
         self.backend = backend
         self.index = index  # in the service's `entries`
         self.next_due: float | None = None  # Trio time this check is next due
         self.last: LastProbe | None = None
+        # Its probe type and what counts its probes (`Observer.probe_counter`), once asked
+        self.counted: tuple[str, ProbeCounter] | None = None
 
     @property
     def target(self) -> Target:
