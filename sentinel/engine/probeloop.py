@@ -133,7 +133,6 @@ class Running:
 
 
 Entry = tuple[float, int, ProbeGroup, LeanProbe]  # an Agenda entry: due, seq, group, probe
-Entries = deque[Entry] | list[Entry]  # the Agenda's queue or its heap
 
 
 class Agenda:
@@ -152,12 +151,11 @@ class Agenda:
     started, so each timeout has a queue in start order (`watch` appends).
     """
 
-    __slots__ = ("_again", "_deadlines", "_due", "_next", "_queued", "_run", "_seq")
+    __slots__ = ("_again", "_deadlines", "_due", "_queued", "_run", "_seq")
 
     def __init__(self) -> None:
         self._due: list[Entry] = []
         self._run: deque[Entry] = deque()  # sorted
-        self._next: Entries = self._run  # where the entry `next_due` returned is
         self._seq = itertools.count()  # ties break by insertion; groups are not comparable
         self._queued: dict[ProbeGroup, int] = {}  # group -> seq of its live entry
         self._deadlines: dict[float, deque[Running]] = {}  # by timeout, in start order
@@ -182,30 +180,29 @@ class Agenda:
         self.add(group, probe)
         return True
 
-    def next_due(self, now: float) -> tuple[float, ProbeGroup, LeanProbe] | None:
-        """The earliest group due by `now`, left in place (`take` removes it); groups a
-        regroup stopped, and entries a `hurry` replaced, are dropped on the way."""
+    def take_due(self, now: float) -> tuple[float, ProbeGroup, LeanProbe] | None:
+        """Remove and return the earliest group due by `now` (its check is starting), or
+        None; groups a regroup stopped, and entries a `hurry` replaced, are dropped on the
+        way."""
         # Runs once per check: the earlier head is picked inline (entries compare by
-        # time, then seq: unique, so groups are never compared), and remembered for
-        # `take`, instead of looking for it again.
+        # time, then seq: unique, so groups are never compared).
         run, due, queued = self._run, self._due, self._queued
         while run or due:
-            source = run if run and (not due or run[0] < due[0]) else due
-            when, seq, group, probe = source[0]
-            if group.stopped or queued.get(group) != seq:
-                self._pop_from(source)
-                if group.stopped:
-                    queued.pop(group, None)
-                continue
-            if when > now:
+            from_run = run and (not due or run[0] < due[0])
+            when, seq, group, probe = run[0] if from_run else due[0]
+            stale = group.stopped or queued.get(group) != seq
+            if when > now and not stale:
                 return None
-            self._next = source
-            return when, group, probe
+            if from_run:
+                run.popleft()
+            else:
+                heapq.heappop(due)
+            if not stale:
+                del queued[group]
+                return when, group, probe
+            if group.stopped:
+                queued.pop(group, None)
         return None
-
-    def take(self) -> None:
-        """Remove the group `next_due` returned: its check is starting."""
-        del self._queued[self._pop_from(self._next)[2]]
 
     def _head(self) -> tuple[float, int, ProbeGroup, LeanProbe] | None:
         """The earliest entry (of the queue's head and the heap's), or None."""
@@ -216,12 +213,6 @@ class Agenda:
             return due[0]
         a, b = run[0], due[0]
         return a if a[0] < b[0] or (a[0] == b[0] and a[1] < b[1]) else b
-
-    def _pop_from(self, source: Entries) -> Entry:
-        """Remove and return the first entry of `source` (the queue or the heap)."""
-        if source is self._run:
-            return self._run.popleft()
-        return heapq.heappop(self._due)
 
     def watch(self, running: Running) -> None:
         """Time `running` out at its deadline unless it finishes first (checks are
@@ -494,17 +485,19 @@ class ProbeLoop:
     def _start_due(self) -> int:
         """Start every due group that gets an in-flight slot; how many started."""
         # Methods bound once for the pass: this loop runs once per check.
-        agenda, take_slot, start = self._agenda, self._slots.take_nowait, self._start
-        next_due, take = agenda.next_due, agenda.take
+        take_due, take_slot, start = self._agenda.take_due, self._slots.take_nowait, self._start
         now, batch = trio.current_time(), self._batch
         wall = self._wall()  # one reading for the pass: they start within it
         lateness: list[float] = []
         late = lateness.append
-        while (head := next_due(now)) is not None:
-            if not take_slot():
-                break  # no slot: stays due, retried next pass (within `batch`)
+        # A slot first, then the group: a due group that finds no slot stays due, and is
+        # retried next pass (within `batch`).
+        while take_slot():
+            head = take_due(now)
+            if head is None:  # nothing (more) is due: the slot goes back
+                self._slots.give()
+                break
             due, group, probe = head
-            take()
             late(now - due)
             # The cadence counts from the due time when the check started within the
             # batch window of it (batching must not clump the schedule over time), from

@@ -109,7 +109,7 @@ class HttpExchange(lean.Conversation):
         if verdict is None and spec.expect_body is not None:
             verdict = body_verdict(spec, reader.body.decode("utf-8", errors="replace"))
         if verdict is None:
-            return ProbeResult(ok=True, latency=latency)
+            return ProbeResult(True, latency)  # positional: a third cheaper, on every check
         return failed(*verdict, latency)
 
     def timed_out(self, latency: float) -> ProbeResult:
