@@ -258,7 +258,7 @@ class Engine:
             self.doubt.resize(self._judged())
         if not self._first_round.is_set():  # a reload may add or remove backends to wait for
             self._unprobed = {b for svc in self.services.values() for b in svc.backends
-                              if b.last_probe is None and (mine is None or mine(b))}
+                              if b.last_result is None and (mine is None or mine(b))}
             if not self._unprobed:
                 self._first_round.set()
 
@@ -347,8 +347,7 @@ class Engine:
             slot.next_due = retry_due(timing, backend.breaker.health,
                                       backend.breaker.retry_at(), now)
             return None
-        last = slot.last = LastProbe(start_unix, result.ok, result.error,
-                                     result.latency * 1000)
+        slot.last_result, slot.last_time = result, start_unix
         counted = slot.counted
         if counted is None or counted[0] != entry.type:  # asked once, not looked up per probe
             counted = slot.counted = (entry.type, self.observer.probe_counter(
@@ -359,8 +358,7 @@ class Engine:
         # scheduled before the result is taken: self-suspicion may bring it forward
         slot.next_due = next_due(timing, transition, backend.breaker.retry_at(),
                                  started, now, spread)
-        return self._take(svc, backend, result, decision, started, start_unix, entry.type,
-                          last)
+        return self._take(svc, backend, result, decision, started, start_unix, entry.type)
 
     def _decide(self, svc: ServiceRuntime, backend: BackendRuntime, result: ProbeResult,
                 now: float, check: int | None) -> Decision:
@@ -372,22 +370,18 @@ class Engine:
         return decide(backend, result, now, svc.config.slow_start, check)
 
     def _take(self, svc: ServiceRuntime, backend: BackendRuntime, result: ProbeResult,
-              decision: Decision, started: float, start_unix: float, probe_type: str,
-              last: LastProbe | None = None) -> Commit | None:
+              decision: Decision, started: float, start_unix: float, probe_type: str
+              ) -> Commit | None:
         """Record a result (of a probe that started at `started`) and carry out its
         decision; when it publishes (a change of verdict, state or weight), the commit
         that emits, persists and publishes it. The common case (nothing changed) stays
         cheap: it runs every probe. `result` is what was probed (its span); what the
         breaker was fed (`decision.fed`, for several checks their combination) is what
-        the backend records, what self-suspicion judges and what the event carries.
-        `last`: the check's record of `result`, if made already (the backend's is the same
-        when it was fed `result` itself: one is made, not two)."""
+        the backend records, what self-suspicion judges and what the event carries."""
         assert decision.transition is not None
         fed = decision.fed
         if fed is not None:
-            if fed is not result or last is None:
-                last = LastProbe(start_unix, fed.ok, fed.error, fed.latency * 1000)
-            backend.record(fed, decision.transition, last)
+            backend.record(fed, decision.transition, start_unix)
             if self._unprobed:
                 self._unprobed.discard(backend)
                 if not self._unprobed:
