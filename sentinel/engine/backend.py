@@ -22,6 +22,10 @@ from sentinel.probes.agent import AgentState
 from sentinel.probes.base import Target
 from sentinel.timefmt import rfc3339
 
+# Enum members read on every probe, bound to module names once: in Python 3.11 reading
+# one through its class (`Change.CHANGED`) costs about 60 ns, an unspecialised lookup.
+_PENDING = Change.PENDING
+
 
 class LastProbe(NamedTuple):
     """The most recent probe, for /v1/state. A check's and a backend's are built when
@@ -158,7 +162,7 @@ class BackendRuntime:
             self.last_ok = wall
         if result.weight is not None:
             self.script_weight = result.weight
-        self.progress = transition.reason if transition.change is Change.PENDING else ""
+        self.progress = transition.reason if transition.change is _PENDING else ""
         self.last_result, self.last_time = result, wall
 
     @property
