@@ -437,22 +437,24 @@ class ProbeLoop:
         a loopback connect is often complete by the time `connect_ex` returns, so a
         plain TCP check can finish in the pass that started it (one wakeup, not two)."""
         self._passes += 1
-        self._advance_ready()
+        # The time is read once for each step that needs it (not in every helper): what
+        # was ready, timed out or watched; what starts; what finished as it started.
+        now = trio.current_time()
+        self._advance_ready(now)
         if self._answers:
             self._resume()
-        self._expire()
+        self._expire(now)
         if self._watches is not None:
-            self._watches.tick(trio.current_time())
-        if self._start_due():
-            self._advance_ready()
+            self._watches.tick(now)
+        if self._start_due(trio.current_time()):
+            self._advance_ready(trio.current_time())
 
-    def _expire(self) -> None:
+    def _expire(self, now: float) -> None:
         """Time out checks past their deadline, except those this pass just moved on: a
         check whose connect or request waited on a busy (or blocked) loop is judged
         after the next poll, so an overloaded checker does not fail healthy backends.
         Once only: the next time its deadline is judged, it ends."""
         agenda = self._agenda
-        now = trio.current_time()
         spared: list[Running] = []
         while (late := agenda.expired(now)) is not None:
             if late.moved == self._passes and not late.spared:
@@ -468,25 +470,24 @@ class ProbeLoop:
         for running in spared:
             agenda.spare(running)
 
-    def _advance_ready(self) -> None:
+    def _advance_ready(self, now: float) -> None:
         # Every ready socket (the default is at most 1,023): a socket left unread here
         # would be judged against its deadline with its answer waiting.
         watches = self._watches
         events = self._poller.poll(len(self._running) + (len(watches) if watches else 0) + 1)
-        now = trio.current_time()
-        running_by_fd = self._running
+        running_by_fd, step = self._running, self._step
         for fd, flags in events:
             running = running_by_fd.get(fd)
             if running is not None:
-                self._step(running, flags, now)
+                step(running, flags, now)
             elif watches is not None:
                 watches.ready(fd, flags, now)
 
-    def _start_due(self) -> int:
-        """Start every due group that gets an in-flight slot; how many started."""
+    def _start_due(self, now: float) -> int:
+        """Start every group due by `now` that gets an in-flight slot; how many started."""
         # Methods bound once for the pass: this loop runs once per check.
         take_due, take_slot, start = self._agenda.take_due, self._slots.take_nowait, self._start
-        now, batch = trio.current_time(), self._batch
+        batch = self._batch
         wall = self._wall()  # one reading for the pass: they start within it
         lateness: list[float] = []
         late = lateness.append
