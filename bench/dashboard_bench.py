@@ -34,12 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from probe_bench import cpu_seconds, kill, launch_sentinel, wait_for
+from probe_bench import ROOT, cpu_seconds, kill, launch_sentinel, wait_for
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync")
+sys.path.insert(0, str(ROOT))
+from tests.e2e.browser import open_browser
+from tests.e2e.helpers import Processes
+
 CONFIG_HEAD = """\
 version: 1
 state_dir: {state}
@@ -85,15 +86,6 @@ def config(state: Path, ports: list[int], services: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def browser(profile: Path) -> webdriver.Chrome:
-    """Headless Debian chromium with a fresh profile."""
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (*FLAGS, f"--user-data-dir={profile}", "--window-size=1366,900"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-
-
 def load(driver: webdriver.Chrome, url: str) -> tuple[float, float]:
     """Load the page; (first paint ms, /v1/state response end ms) after navigation start."""
     driver.get(url)
@@ -118,7 +110,7 @@ def cpu_over(pid: int, window: float) -> float:
 def measure(n: int, services: int, loads: int, window: float, workdir: Path) -> Row:
     """Run the fleet, sentinel and the browser for one case."""
     procs: list[subprocess.Popen[Any]] = []
-    driver = None
+    browsers = Processes(workdir)  # the browser's driver, killed by PID at the end
     try:
         fleet = subprocess.Popen([sys.executable, str(Path(__file__).with_name("probe_bench.py")),
                                   "--serve-fleet", str(n)], stdout=subprocess.PIPE,
@@ -140,18 +132,16 @@ def measure(n: int, services: int, loads: int, window: float, workdir: Path) -> 
                 time.sleep(0.5)
             size = len(client.get("/v1/state").content) / 1024
         cpu_idle = cpu_over(sentinel.pid, window)
-        driver = browser(workdir / f"profile-{services}")
-        procs.append(driver.service.process)  # type: ignore[attr-defined]
-        timings = [load(driver, url + "/") for _ in range(loads)]
-        driver.execute_script(OBSERVE)
-        cpu_streaming = cpu_over(sentinel.pid, window)
-        long = driver.execute_script("return window.benchLong")
-        heap = driver.execute_script("return performance.memory.usedJSHeapSize") / 2**20
+        with open_browser(browsers, workdir / f"profile-{services}", (1366, 900)) as driver:
+            timings = [load(driver, url + "/") for _ in range(loads)]
+            driver.execute_script(OBSERVE)
+            cpu_streaming = cpu_over(sentinel.pid, window)
+            long = driver.execute_script("return window.benchLong")
+            heap = driver.execute_script("return performance.memory.usedJSHeapSize") / 2**20
         return Row(services, n, size, [t[0] for t in timings], [t[1] for t in timings],
                    len(long), max(long, default=0.0), heap, cpu_idle, cpu_streaming)
     finally:
-        if driver is not None:
-            driver.quit()
+        browsers.close()
         for proc in reversed(procs):
             if proc.poll() is None:
                 kill(proc)

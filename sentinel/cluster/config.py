@@ -37,6 +37,7 @@ from sentinel.config.tables import (
     scalar,
 )
 from sentinel.errors import ConfigError, ConfigErrors
+from sentinel.timefmt import duration
 
 _NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MAX_LEASE_TTL = 3600
@@ -102,11 +103,12 @@ class ClusterConfig:
                    if self.probers is not None else "every member")
         quorum = (f"quorum {self.quorum}" if self.quorum is not None
                   else "a majority of them")
+        writes = duration(2 * self.call_timeout, rounded=True)
         return (f"cluster: each backend probed by {probers}, down on {quorum}; every budget "
                 f"above plus the agreement path (2 etcd writes, 2 watch deliveries: "
-                f"milliseconds when etcd is well, at most {2 * self.call_timeout:.1f}s when "
-                f"each write waits out its deadline); a prober lost at the same time adds up "
-                f"to {self.lease_ttl}s (lease_ttl) before another takes its backends over")
+                f"milliseconds when etcd is well, at most {writes} when each write waits out "
+                f"its deadline); a prober lost at the same time adds up to "
+                f"{duration(self.lease_ttl)} (lease_ttl) before another takes its backends over")
 
     def quorum_for(self, probers: int) -> int:
         """Down votes needed for a backend with `probers` live probers (`quorum`, or a

@@ -24,7 +24,7 @@ from sentinel.backoff import Backoff
 from sentinel.breakers import make_breaker
 from sentinel.breakers.base import Health
 from sentinel.breakers.dampen import Damper
-from sentinel.config.model import Config, ProbeConfig, ServiceConfig, SinkConfig
+from sentinel.config.model import BackendConfig, Config, ProbeConfig, ServiceConfig, SinkConfig
 from sentinel.engine import reload
 from sentinel.engine.agents import Agents
 from sentinel.engine.backend import BackendRuntime, CheckSlot, LastProbe, summary
@@ -136,7 +136,7 @@ class Engine:
 
     def make_service(self, svc: ServiceConfig) -> ServiceRuntime:
         """A service runtime; backends start from their persisted verdicts."""
-        backends = [self.make_backend(svc, b.name) for b in svc.backends]
+        backends = [self.make_backend(svc, b) for b in svc.backends]
         bindings = [(self.runners[b.sink], b.options) for b in svc.sinks]
         probes = tuple(self.probe_factory(e.probe) for e in svc.entries)
         runtime = ServiceRuntime(svc, probes, backends, bindings)
@@ -146,10 +146,9 @@ class Engine:
             b.published = (view.state, view.weight)
         return runtime
 
-    def make_backend(self, svc: ServiceConfig, name: str) -> BackendRuntime:
-        """A backend runtime from its persisted verdict, else from `init_state`."""
-        config = next(b for b in svc.backends if b.name == name)
-        prior = self.saved.backends.get(svc.name, {}).get(name)
+    def make_backend(self, svc: ServiceConfig, config: BackendConfig) -> BackendRuntime:
+        """A backend runtime of `svc` from its persisted verdict, else from `init_state`."""
+        prior = self.saved.backends.get(svc.name, {}).get(config.name)
         initial, override = starting(prior, svc.init_state)
         backend = BackendRuntime(svc, config, make_breaker(svc.breaker, initial),
                                  prior.since if prior else rfc3339(self.wall()),

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 import trio
 
 from sentinel.breakers import make_breaker
-from sentinel.config.model import Config, ProbeConfig, ServiceConfig
+from sentinel.config.model import BackendConfig, Config, ProbeConfig, ServiceConfig
 from sentinel.engine.backend import BackendRuntime
 from sentinel.engine.service import ServiceRuntime
 from sentinel.errors import ConfigError, ConfigErrors
@@ -61,7 +61,7 @@ def restart_only(old: Config, new: Config) -> None:
 
 
 def carry_over(current: ServiceRuntime, cfg: ServiceConfig, runners: Mapping[str, SinkRunner],
-               make_backend: Callable[[ServiceConfig, str], BackendRuntime],
+               make_backend: Callable[[ServiceConfig, BackendConfig], BackendRuntime],
                make_probe: Callable[[ProbeConfig], Probe]
                ) -> tuple[ServiceRuntime, list[Probe]]:
     """The new runtime of a service that exists before and after the reload, and its old
@@ -85,7 +85,7 @@ def carry_over(current: ServiceRuntime, cfg: ServiceConfig, runners: Mapping[str
             prev.probing(cfg)
             backends.append(prev)
         else:
-            fresh = make_backend(cfg, b.name)
+            fresh = make_backend(cfg, b)
             if prev is not None:  # same name, new address: keep the operator's override,
                 fresh.override = prev.override  # and diff against what sinks last saw
                 fresh.published = prev.published
