@@ -33,8 +33,8 @@ import trio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from sentinel.api.app import Api  # noqa: E402
-from sentinel.engine.backend import LastProbe  # noqa: E402
 from sentinel.engine.engine import Engine  # noqa: E402
+from sentinel.model import ProbeResult  # noqa: E402
 from sentinel.sinks.memory import RecordingSink  # noqa: E402
 from tests.engine.fakes import FakeProbe, config, service  # noqa: E402
 
@@ -82,9 +82,9 @@ async def measure(n: int, per_service: int, rounds: int, changed: bool
             nursery.start_soon(ticker.run)
             for round_ in range(rounds + 1):  # the first one warms the caches up
                 if changed or round_ == 0:
-                    now = time.time()
+                    now, result = time.time(), ProbeResult(ok=True, latency=0.0003)
                     for b in backends:
-                        b.last_probe = LastProbe(now, True, "", 0.3)
+                        b.last_result, b.last_time = result, now
                 await trio.sleep(0.01)
                 ticker.longest, ticker.armed = 0.0, True
                 began = time.thread_time()

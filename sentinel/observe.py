@@ -1,7 +1,11 @@
 """Hooks through which telemetry (traces, metrics) watches the engine.
 
-The engine and the sink runners call an `Observer` at three points; the
-default `NullObserver` does nothing, so the hot path pays one method call.
+The engine and the sink runners call an `Observer` at a few points; the
+default `NullObserver` does nothing. Every probe is counted, through the
+`ProbeCounter` its check asked for once and keeps; a `ProbeRecord` is built,
+and `probe_finished` called, only when the observer may record spans
+(`traced`): building one per probe, and finding the probe's series by its
+labels, was a sixth of the engine's time per check.
 """
 
 from __future__ import annotations
@@ -25,11 +29,27 @@ class ProbeRecord(NamedTuple):
     transition: tuple[str, str, str] | None = None  # (from, to, reason) when it changed
 
 
+class ProbeCounter(Protocol):
+    """Where the probes of one check are counted (telemetry's series for its labels)."""
+
+    def observe(self, result: ProbeResult) -> None:
+        """Count one probe's result."""
+        ...
+
+
 class Observer(Protocol):
     """What telemetry implements."""
 
+    traced: bool  # it may record spans: `probe_finished` is called for every probe
+
+    def probe_counter(self, service: str, backend: str, probe_type: str) -> ProbeCounter:
+        """What counts the `probe_type` probes of `backend` (a check asks once and keeps
+        it, asking again if its probe type changes)."""
+        ...
+
     def probe_finished(self, record: ProbeRecord) -> str | None:
-        """Called after every probe; returns the trace id of a recorded span, if any."""
+        """Called after every probe when `traced`; returns the trace id of a recorded
+        span, if any."""
         ...
 
     def event_emitted(self, event: Event) -> None:
@@ -42,8 +62,24 @@ class Observer(Protocol):
         ...
 
 
+class NullCounter:
+    """Counts nothing."""
+
+    def observe(self, result: ProbeResult) -> None:
+        """Ignored."""
+
+
+NULL_COUNTER = NullCounter()
+
+
 class NullObserver:
     """Observes nothing."""
+
+    traced = False
+
+    def probe_counter(self, service: str, backend: str, probe_type: str) -> ProbeCounter:
+        """A counter that counts nothing."""
+        return NULL_COUNTER
 
     def probe_finished(self, record: ProbeRecord) -> str | None:
         """No span, no trace id."""

@@ -153,8 +153,7 @@ class SelfDoubt:
             started, start_unix = trio.current_time(), self._wall()
             result = await guarded_check(canary.probe, canary.target)
             now = trio.current_time()
-            canary.last = LastProbe(start_unix, result.ok, result.error,
-                                    result.latency * 1000)
+            canary.last = LastProbe.of(start_unix, result)
             # a failing canary is probed at fast_interval: a checker whose network came
             # back learns it soon
             delay = timing.interval if result.ok else timing.fast_interval

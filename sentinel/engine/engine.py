@@ -257,7 +257,7 @@ class Engine:
             self.doubt.resize(self._judged())
         if not self._first_round.is_set():  # a reload may add or remove backends to wait for
             self._unprobed = {b for svc in self.services.values() for b in svc.backends
-                              if b.last_probe is None and (mine is None or mine(b))}
+                              if b.last_result is None and (mine is None or mine(b))}
             if not self._unprobed:
                 self._first_round.set()
 
@@ -346,7 +346,12 @@ class Engine:
             slot.next_due = retry_due(timing, backend.breaker.health,
                                       backend.breaker.retry_at(), now)
             return None
-        slot.last = LastProbe(start_unix, result.ok, result.error, result.latency * 1000)
+        slot.last_result, slot.last_time = result, start_unix
+        counted = slot.counted
+        if counted is None or counted[0] != entry.type:  # asked once, not looked up per probe
+            counted = slot.counted = (entry.type, self.observer.probe_counter(
+                backend.service, backend.config.name, entry.type))
+        counted[1].observe(result)
         jitter = timing.jitter  # 0 unless configured: no random number to draw then
         spread = self._rng.uniform(-jitter, jitter) if jitter else 0.0
         # scheduled before the result is taken: self-suspicion may bring it forward
@@ -393,11 +398,14 @@ class Engine:
                              trio.current_time())
             decision = reconsidered(backend, decision)
         publish, reason = decision.publish, decision.reason
-        record = ProbeRecord(svc.config.name, backend.target.backend, backend.target.host,
-                             backend.target.port, probe_type, result, start_unix,
-                             (backend.published[0].value, decision.desired[0].value, reason)
-                             if publish else None)
-        trace_id = self.observer.probe_finished(record)
+        trace_id = None
+        if self.observer.traced:  # else no span is recorded: no record is built
+            record = ProbeRecord(svc.config.name, backend.target.backend,
+                                 backend.target.host, backend.target.port, probe_type, result,
+                                 start_unix, (backend.published[0].value,
+                                              decision.desired[0].value, reason)
+                                 if publish else None)
+            trace_id = self.observer.probe_finished(record)
         if publish and fed is not None and backend in svc.backends:  # else a reload removed it
             return self.committer.stage(svc, backend, reason, summary(probe_type, fed),
                                         trace_id)
@@ -576,6 +584,8 @@ class Engine:
                              detail=signal.reason)
         now = trio.current_time()
         decision = self._decide(svc, backend, result, now, None)
+        self.observer.probe_counter(svc.config.name, backend.config.name,
+                                    svc.config.probe.type).observe(result)
         commit = self._take(svc, backend, result, decision, now, self.wall(),
                             svc.config.probe.type)
         if commit is not None:

@@ -124,8 +124,8 @@ class Running:
 
     exchange: Exchange  # set by the loop once the check has its slot (building it may fail)
     address: Address  # set once known (a host name's comes from the resolver task)
-    __slots__ = ("address", "anchor", "deadline", "exchange", "group", "moved", "pending",
-                 "probe", "sock", "spared", "start_unix", "started", "step")
+    __slots__ = ("address", "anchor", "deadline", "exchange", "fd", "group", "moved",
+                 "pending", "probe", "sock", "spared", "start_unix", "started", "step")
 
     def __init__(self, group: ProbeGroup, probe: LeanProbe, started: float,
                  start_unix: float, anchor: float | None = None) -> None:
@@ -138,8 +138,12 @@ class Running:
         self.moved = -1  # the loop pass that last moved this check on
         self.spared = False  # past its deadline once already, judged after the next poll
         self.sock: Sock | None = None  # once connecting, until finished
+        self.fd = -1  # the socket's descriptor, while it has one (asked for once)
         self.step = STARTING  # what it waits for: RESOLVING ... READING; or FINISHED
         self.pending = b""  # request bytes not yet sent
+
+
+Entry = tuple[float, int, ProbeGroup, LeanProbe]  # an Agenda entry: due, seq, group, probe
 
 
 class Agenda:
@@ -161,8 +165,8 @@ class Agenda:
     __slots__ = ("_again", "_deadlines", "_due", "_queued", "_run", "_seq")
 
     def __init__(self) -> None:
-        self._due: list[tuple[float, int, ProbeGroup, LeanProbe]] = []
-        self._run: deque[tuple[float, int, ProbeGroup, LeanProbe]] = deque()  # sorted
+        self._due: list[Entry] = []
+        self._run: deque[Entry] = deque()  # sorted
         self._seq = itertools.count()  # ties break by insertion; groups are not comparable
         self._queued: dict[ProbeGroup, int] = {}  # group -> seq of its live entry
         self._deadlines: dict[float, deque[Running]] = {}  # by timeout, in start order
@@ -187,22 +191,29 @@ class Agenda:
         self.add(group, probe)
         return True
 
-    def next_due(self, now: float) -> tuple[float, ProbeGroup, LeanProbe] | None:
-        """The earliest group due by `now`, left in place (`take` removes it); groups a
-        regroup stopped, and entries a `hurry` replaced, are dropped on the way."""
-        while (entry := self._head()) is not None:
-            when, seq, group, probe = entry
-            if group.stopped or self._queued.get(group) != seq:
-                self._pop()
-                if group.stopped:
-                    self._queued.pop(group, None)
-                continue
-            return (when, group, probe) if when <= now else None
+    def take_due(self, now: float) -> tuple[float, ProbeGroup, LeanProbe] | None:
+        """Remove and return the earliest group due by `now` (its check is starting), or
+        None; groups a regroup stopped, and entries a `hurry` replaced, are dropped on the
+        way."""
+        # Runs once per check: the earlier head is picked inline (entries compare by
+        # time, then seq: unique, so groups are never compared).
+        run, due, queued = self._run, self._due, self._queued
+        while run or due:
+            from_run = run and (not due or run[0] < due[0])
+            when, seq, group, probe = run[0] if from_run else due[0]
+            stale = group.stopped or queued.get(group) != seq
+            if when > now and not stale:
+                return None
+            if from_run:
+                run.popleft()
+            else:
+                heapq.heappop(due)
+            if not stale:
+                del queued[group]
+                return when, group, probe
+            if group.stopped:
+                queued.pop(group, None)
         return None
-
-    def take(self) -> None:
-        """Remove the group `next_due` returned: its check is starting."""
-        del self._queued[self._pop()[2]]
 
     def _head(self) -> tuple[float, int, ProbeGroup, LeanProbe] | None:
         """The earliest entry (of the queue's head and the heap's), or None."""
@@ -213,13 +224,6 @@ class Agenda:
             return due[0]
         a, b = run[0], due[0]
         return a if a[0] < b[0] or (a[0] == b[0] and a[1] < b[1]) else b
-
-    def _pop(self) -> tuple[float, int, ProbeGroup, LeanProbe]:
-        """Remove and return the earliest entry (there is one)."""
-        run = self._run
-        if run and self._head() is run[0]:
-            return run.popleft()
-        return heapq.heappop(self._due)
 
     def watch(self, running: Running) -> None:
         """Time `running` out at its deadline unless it finishes first (checks are
@@ -473,16 +477,20 @@ class ProbeLoop:
         """Advance ready checks, time out late ones, start due ones, and advance again:
         a loopback connect is often complete by the time `connect_ex` returns, so a
         plain TCP check can finish in the pass that started it (one wakeup, not two).
-        Returns the time the pass began (after its first poll)."""
+        Returns the time the pass began."""
         self._passes += 1
-        now = self._advance_ready()
+        # The time is read once for each step that needs it (not in every helper): what
+        # was ready, timed out or watched; what starts; what finished as it started.
+        now = trio.current_time()
+        self._advance_ready(now)
         if self._answers:
             self._resume()
         self._expire(now)
         if self._watches is not None:
             self._watches.tick(now)
-        if (now >= self._start_after or self._starved) and self._start_due(now):
-            self._advance_ready()
+        if (now >= self._start_after or self._starved) and self._start_due(
+                trio.current_time()):
+            self._advance_ready(trio.current_time())
         return now
 
     def _expire(self, now: float) -> None:
@@ -506,56 +514,63 @@ class ProbeLoop:
         for running in spared:
             agenda.spare(running)
 
-    def _advance_ready(self) -> float:
-        """Move on the checks whose sockets are ready; returns the time after the poll."""
+    def _advance_ready(self, now: float) -> None:
         # Every ready socket (the default is at most 1,023): a socket left unread here
         # would be judged against its deadline with its answer waiting.
         watches = self._watches
         events = self._poller.poll(len(self._running) + (len(watches) if watches else 0) + 1)
-        now = trio.current_time()
-        running_by_fd = self._running
+        running_by_fd, step = self._running, self._step
         for fd, flags in events:
             running = running_by_fd.get(fd)
             if running is not None:
-                self._step(running, flags, now)
+                step(running, flags, now)
             elif watches is not None:
                 watches.ready(fd, flags, now)
-        return now
 
     def _start_due(self, now: float) -> int:
         """A start pass: start every group due by `now + batch` that gets an in-flight
         slot; how many started. The next start pass comes no sooner than `2 * batch`
         from now, so that a check starts within `batch` of its due time, early or late,
         and busy loops wake for starts half as often as with late starts only."""
-        agenda, take_slot, batch = self._agenda, self._slots.take_nowait, self._batch
-        if agenda.next_due(now + batch) is None:
-            self._starved = False  # nothing waits for a slot
-            return 0  # a wake for something else: the next start pass may come at once
+        # Methods bound once for the pass: this loop runs once per check.
+        take_due, take_slot, start = self._agenda.take_due, self._slots.take_nowait, self._start
+        batch = self._batch
+        until = now + batch
+        # A slot first, then the group. No slot: whatever is due stays due, retried at
+        # every pass (a check of the loop's that ends frees one) and at the next start
+        # pass (one of a task's may).
+        self._starved = not take_slot()
+        if self._starved:
+            self._start_after = now + 2 * batch
+            return 0
+        head = take_due(until)
+        if head is None:  # a wake for something else: the next start pass may come at once
+            self._slots.give()
+            return 0
         self._start_after = now + 2 * batch
-        self._starved = False
         wall = self._wall()  # one reading for the pass: they start within it
         lateness: list[float] = []
-        while (head := agenda.next_due(now + batch)) is not None:
-            if not take_slot():
-                # No slot: stays due, retried at every pass (a check of the loop's that
-                # ends frees one) and at the next start pass (one of a task's may).
-                self._starved = True
-                break
+        late = lateness.append
+        while head is not None:
             due, group, probe = head
-            agenda.take()
-            lateness.append(now - due if now > due else 0.0)
+            late(now - due if now > due else 0.0)  # an early start is on time
             # The cadence counts from the due time when the check started within the
             # batch window of it (batching must not clump the schedule over time), from
             # the real start when later (an overloaded loop stretches intervals).
-            anchor = due if now - due <= batch else now
-            self._start(Running(group, probe, now, wall, anchor), now)
+            start(Running(group, probe, now, wall, due if now - due <= batch else now), now)
+            if not take_slot():
+                self._starved = True
+                break
+            head = take_due(until)
+            if head is None:  # nothing (more) is due: the slot goes back
+                self._slots.give()
         if lateness:
             self._host.probes_started(lateness)
         return len(lateness)
 
     def _start(self, running: Running, now: float) -> None:
         """Build the check's exchange and follow it (or wait for its host's address)."""
-        target = running.group.members[0].target
+        target = running.group.members[0].backend.target  # not the slot's property: hot
         try:
             running.exchange = running.probe.exchange(target)
         except Exception as exc:  # the probe could not even start: this check fails
@@ -624,7 +639,7 @@ class ProbeLoop:
                 if need is RECEIVE:
                     assert sock is not None, "RECEIVE before Connect"
                     if running.step != READING:
-                        self._poller.modify(sock.fileno(), select.EPOLLIN)
+                        self._poller.modify(running.fd, select.EPOLLIN)
                         running.step = READING
                     return
                 if isinstance(need, Send):
@@ -636,7 +651,7 @@ class ProbeLoop:
                     if sent < len(need.data):
                         running.pending = need.data[sent:]
                         if running.step != SENDING:
-                            self._poller.modify(sock.fileno(), select.EPOLLOUT)
+                            self._poller.modify(running.fd, select.EPOLLOUT)
                             running.step = SENDING
                         return
                 else:
@@ -654,7 +669,7 @@ class ProbeLoop:
         assert running.sock is None, "one connection per check"
         family, ip = running.address
         sock = self._poller.socket(family, step.delay_ack, step.source)
-        fd = sock.fileno()
+        fd = running.fd = sock.fileno()
         running.sock = sock
         self._running[fd] = running
         err = sock.connect_ex((ip, step.port))
@@ -689,6 +704,6 @@ class ProbeLoop:
         running.step = FINISHED
         sock = running.sock
         if sock is not None:
-            del self._running[sock.fileno()]
+            del self._running[running.fd]
             sock.close()  # an RST (SO_LINGER 0); also leaves the poller's set
             running.sock = None

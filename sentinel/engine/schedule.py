@@ -6,6 +6,10 @@ from __future__ import annotations
 from sentinel.breakers.base import Change, Health, Transition
 from sentinel.config.model import Timing
 
+# Enum members read on every probe, bound to module names once: in Python 3.11 reading
+# one through its class (`Change.CHANGED`) costs about 60 ns, an unspecialised lookup.
+_PENDING, _DOWN = Change.PENDING, Health.DOWN
+
 
 def next_due(timing: Timing, transition: Transition, retry_at: float | None,
              started: float, now: float, spread: float = 0.0) -> float:
@@ -17,14 +21,14 @@ def next_due(timing: Timing, transition: Transition, retry_at: float | None,
     the previous probe ended. Measured from the previous probe's start so
     the cadence does not drift by the probe's latency.
     """
-    if transition.change is Change.PENDING:
+    if transition.change is _PENDING:
         delay = timing.fast_interval
-    elif transition.health is Health.DOWN:
+    elif transition.health is _DOWN:
         delay = timing.down_interval
     else:
         delay = timing.interval
     due = max(started + delay * (1.0 + spread), now)
-    if retry_at is not None and transition.health is Health.DOWN:
+    if retry_at is not None and transition.health is _DOWN:
         due = max(due, retry_at)
     return due
 

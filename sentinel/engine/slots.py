@@ -18,16 +18,19 @@ class Slots:
     """`total_tokens` slots, `borrowed_tokens` of them taken (the names trio's
     CapacityLimiter gives the same figures)."""
 
-    __slots__ = ("_waiting", "borrowed_tokens", "total_tokens")
+    __slots__ = ("_parked", "_waiting", "borrowed_tokens", "total_tokens")
 
     def __init__(self, total: int) -> None:
         self.total_tokens = total
         self.borrowed_tokens = 0
         self._waiting = trio.lowlevel.ParkingLot()
+        # How many tasks are parked in `_waiting`: a plain int, as asking the lot itself
+        # (its `__bool__`, a Python call) on every take and give was a measurable share.
+        self._parked = 0
 
     def take_nowait(self) -> bool:
         """Take a slot if one is free and nobody waits for one; False otherwise."""
-        if self.borrowed_tokens < self.total_tokens and not self._waiting:
+        if self.borrowed_tokens < self.total_tokens and not self._parked:
             self.borrowed_tokens += 1
             return True
         return False
@@ -37,11 +40,17 @@ class Slots:
         if self.take_nowait():
             await trio.lowlevel.checkpoint()
             return
-        await self._waiting.park()  # woken by `give`, which hands its slot over
+        self._parked += 1
+        try:
+            await self._waiting.park()  # woken by `give`, which hands its slot over
+        except BaseException:  # cancelled while parked: it left the lot, no slot came
+            self._parked -= 1
+            raise
 
     def give(self) -> None:
         """Give a slot back: to the first waiting task if there is one."""
-        if self._waiting:
+        if self._parked:
+            self._parked -= 1  # counted out here: it is no longer parked once unparked
             self._waiting.unpark()
         else:
             self.borrowed_tokens -= 1

@@ -139,9 +139,10 @@ class _Seen:
 
 
 def _mark(b: BackendRuntime) -> tuple[object, ...]:
-    """What a backend's state entry depends on; a new `last_probe` object per probe makes
-    this cheap to compare (identity first)."""
-    return (b, b.config, b.last_probe, b.published, b.override, b.since, b.progress,
+    """What a backend's state entry depends on; a new result object per probe makes this
+    cheap to compare (identity first)."""
+    return (b, b.config, b.last_time, b.last_result, b.published, b.override, b.since,
+            b.progress,
             b.breaker.health, b.damper.suppressed if b.damper else None)
 
 

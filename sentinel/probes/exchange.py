@@ -102,6 +102,7 @@ class LeanProbe(Protocol):
 
 
 _CONNECT, _SEND, _SENT, _READ, _DONE = range(5)
+START = _CONNECT  # where a Conversation starts (for subclasses that set its fields)
 
 
 class Conversation:

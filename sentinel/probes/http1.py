@@ -86,6 +86,8 @@ class ResponseReader:
         self.status = int(m.group(1))
         for line in lines[1:]:
             name, _, value = line.partition(b":")
+            if len(name) < 14:  # shorter than both names sought: most lines (Date, Server)
+                continue
             key = name.strip().lower()
             if key == b"content-length":
                 try:

@@ -3,12 +3,13 @@
 Two kinds of series:
 
 - counted as things happen, from the Observer hooks: the probe latency
-  histogram, transitions and sink applies. `observe_probe` runs for every
-  probe, so the histogram is kept here as plain per-series bucket counts (a
+  histogram, transitions and sink applies. A probe is counted on every
+  check, so the histogram is kept here as plain per-series bucket counts (a
   bisect and two additions), not as a prometheus_client Histogram, whose
   `observe` takes a lock twice and scans the buckets: at 5,000 checks a
-  second that was a tenth of the probe loop's time. It is exposed at scrape
-  time as the same `_bucket`/`_count`/`_sum` series;
+  second that was a tenth of the probe loop's time. Each check keeps its
+  `ProbeSeries` (`probe_series`), so counting looks nothing up by labels. It
+  is exposed at scrape time as the same `_bucket`/`_count`/`_sum` series;
 - read at scrape time from the engine (`ScrapeCollector`): backend state and
   weight, panic, sink health, schedule lateness, the webhook outboxes and the
   trace exporter's queue. Nothing is kept for them between scrapes, so a
@@ -40,8 +41,7 @@ from prometheus_client.utils import floatToGoString
 
 from sentinel import __version__
 from sentinel.engine.suspect import Cause
-from sentinel.model import Event, State
-from sentinel.observe import ProbeRecord
+from sentinel.model import Event, ProbeResult, State
 
 if TYPE_CHECKING:
     from sentinel.cluster.node import ClusterStatistics
@@ -67,6 +67,25 @@ class TraceStatistics:
 TraceSource = Callable[[], TraceStatistics]
 
 
+class ProbeSeries:
+    """The probe histogram of one (service, backend, type): bucket counts and the sum of
+    latencies, by result (ok or the failure kind)."""
+
+    __slots__ = ("by_result",)
+
+    def __init__(self) -> None:
+        self.by_result: dict[str, tuple[list[int], list[float]]] = {}
+
+    def observe(self, result: ProbeResult) -> None:
+        """Count one probe (runs for every probe: keep it cheap)."""
+        outcome = "ok" if result.ok else (result.failure or "error")
+        series = self.by_result.get(outcome)
+        if series is None:
+            series = self.by_result[outcome] = ([0] * (len(PROBE_BUCKETS) + 1), [0.0])
+        series[0][bisect_left(PROBE_BUCKETS, result.latency)] += 1
+        series[1][0] += result.latency
+
+
 class Metrics:
     """Sentinel's Prometheus metrics; `watch` an engine before the first scrape."""
 
@@ -78,8 +97,8 @@ class Metrics:
         self._sink_applies = Counter(
             "sentinel_sink_apply", "Sink applies, by result (ok or error).",
             ["sink", "result"], registry=self.registry)
-        # (service, backend, type, result) -> a count per bucket (the last is +Inf), sum
-        self._probe_counts: dict[tuple[str, str, str, str], tuple[list[int], list[float]]] = {}
+        # (service, backend, type) -> by result, a count per bucket (the last is +Inf), sum
+        self._probe_series: dict[tuple[str, str, str], ProbeSeries] = {}
         self._transition_keys: set[tuple[str, str, str]] = set()
         self._sink_keys: set[tuple[str, str]] = set()
         self._engine: Engine | None = None
@@ -92,27 +111,25 @@ class Metrics:
         self._engine = engine
         self._traces = traces
 
-    def observe_probe(self, record: ProbeRecord) -> None:
-        """One finished probe (runs for every probe: keep it cheap)."""
-        result = record.result
-        key = (record.service, record.backend, record.probe_type,
-               "ok" if result.ok else (result.failure or "error"))
-        series = self._probe_counts.get(key)
+    def probe_series(self, service: str, backend: str, probe_type: str) -> ProbeSeries:
+        """Where the `probe_type` probes of `backend` are counted (made on first ask)."""
+        key = (service, backend, probe_type)
+        series = self._probe_series.get(key)
         if series is None:
-            series = self._probe_counts[key] = ([0] * (len(PROBE_BUCKETS) + 1), [0.0])
-        series[0][bisect_left(PROBE_BUCKETS, result.latency)] += 1
-        series[1][0] += result.latency
+            series = self._probe_series[key] = ProbeSeries()
+        return series
 
     def probe_histogram(self) -> Metric:
-        """`sentinel_probe_duration_seconds` from the counts kept by `observe_probe`."""
+        """`sentinel_probe_duration_seconds` from the counts kept by each `ProbeSeries`."""
         family = HistogramMetricFamily(
             "sentinel_probe_duration_seconds", "How long probes took, by outcome "
             "(result: ok or the failure kind).",
             labels=["service", "backend", "type", "result"])
         bounds = [*map(floatToGoString, PROBE_BUCKETS), "+Inf"]
-        for key, (counts, total) in list(self._probe_counts.items()):
-            family.add_metric(list(key), list(zip(bounds, accumulate(counts), strict=True)),
-                              total[0])
+        for key, series in list(self._probe_series.items()):
+            for outcome, (counts, total) in list(series.by_result.items()):
+                family.add_metric([*key, outcome],
+                                  list(zip(bounds, accumulate(counts), strict=True)), total[0])
         return family
 
     def observe_event(self, event: Event) -> None:
@@ -140,8 +157,8 @@ class Metrics:
         has (see the module docstring)."""
         live = {(name, b.config.name) for name, svc in list(engine.services.items())
                 for b in svc.backends}
-        for key in [k for k in self._probe_counts if k[:2] not in live]:
-            del self._probe_counts[key]
+        for key in [k for k in self._probe_series if k[:2] not in live]:
+            del self._probe_series[key]
         for tkey in [k for k in self._transition_keys if k[:2] not in live]:
             self._transition_keys.discard(tkey)
             self._transitions.remove(*tkey)

@@ -1,13 +1,15 @@
 """OpenTelemetry traces and the Observer that feeds traces and metrics: the one place
 spans open.
 
-The engine calls `Telemetry.probe_finished` after every probe, so that path is
-kept cheap: the metrics histogram is updated, then sampling is decided before
-anything is built. A failed probe or one that changed what is published is
-always kept; a successful one is kept at `sample_ok` (one `random()` call). Only
-a kept probe becomes a span: `sentinel.probe`, created after the fact with the
-probe's own start and end times, carrying a `sentinel.transition` span event
-when it changed something; its trace id goes into the event document.
+Every probe is counted in the metrics histogram through the series its check
+keeps (`probe_counter`). With a span exporter, the engine also calls
+`Telemetry.probe_finished` after every probe, so that path is kept cheap:
+sampling is decided before anything is built. A failed probe or one that
+changed what is published is always kept; a successful one is kept at
+`sample_ok` (one `random()` call). Only a kept probe becomes a span:
+`sentinel.probe`, created after the fact with the probe's own start and end
+times, carrying a `sentinel.transition` span event when it changed something;
+its trace id goes into the event document.
 
 Export runs on the SDK's BatchSpanProcessor worker thread, behind a gate that
 bounds the queue and counts what it drops (`BoundedSpanProcessor`): a collector
@@ -50,7 +52,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 from sentinel import __version__
 from sentinel.config.model import TelemetryConfig, TracesConfig
 from sentinel.model import Event
-from sentinel.observe import ProbeRecord
+from sentinel.observe import NULL_COUNTER, ProbeCounter, ProbeRecord
 from sentinel.telemetry.metrics import Metrics, TraceStatistics
 
 if TYPE_CHECKING:
@@ -219,6 +221,7 @@ class Telemetry:
         self._log_filter: SpanLogFilter | None = None
         if processor is None and config.traces.exporter != "none":
             self._processor = BoundedSpanProcessor(make_exporter(config.traces))
+        self.traced = self._processor is not None  # `probe_finished` gets every probe
         if self._processor is not None:
             # sampling is decided here, before a span is built: the SDK keeps all it gets
             self._provider = TracerProvider(resource=make_resource(config, state_dir),
@@ -243,10 +246,14 @@ class Telemetry:
 
     # -- Observer ----------------------------------------------------------------
 
+    def probe_counter(self, service: str, backend: str, probe_type: str) -> ProbeCounter:
+        """The probe histogram's series for these labels (nothing without metrics)."""
+        if self.metrics is None:
+            return NULL_COUNTER
+        return self.metrics.probe_series(service, backend, probe_type)
+
     def probe_finished(self, record: ProbeRecord) -> str | None:
-        """Count the probe; record a span if it is kept; its trace id, or None."""
-        if self.metrics is not None:
-            self.metrics.observe_probe(record)
+        """Record a span if the probe is kept; its trace id, or None."""
         if self._tracer is None:
             return None
         if _log_span.get() is not None:

@@ -34,6 +34,8 @@ REFUSED = ProbeResult(ok=False, latency=0.001, failure=FailureKind.CONNECT,
 class Tracing(NullObserver):
     """An observer that names each probe's trace after its backend and virtual start."""
 
+    traced = True
+
     def probe_finished(self, record: ProbeRecord) -> str | None:
         """`BACKEND@SECONDS`."""
         return f"{record.backend}@{round(record.start_unix - WALL_BASE, 3):g}"

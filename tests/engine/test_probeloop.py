@@ -63,17 +63,16 @@ TCP = TcpProbe(TCP_CONFIG)
 
 
 def test_groups_come_due_in_time_order() -> None:
-    """next_due hands out the earliest due group, and nothing before its time."""
+    """take_due hands out the earliest due group, and nothing before its time."""
     agenda = Agenda()
     late, early = group(1, 2.0), group(2, 1.0)
     agenda.add(late, TCP)
     agenda.add(early, TCP)
-    assert agenda.next_due(0.5) is None
-    assert agenda.next_due(1.0) == (1.0, early, TCP)
-    assert agenda.next_due(1.0) == (1.0, early, TCP)  # left in place until taken
-    agenda.take()
-    assert agenda.next_due(1.5) is None
-    assert agenda.next_due(2.5) == (2.0, late, TCP)
+    assert agenda.take_due(0.5) is None
+    assert agenda.take_due(1.0) == (1.0, early, TCP)
+    assert agenda.take_due(1.5) is None
+    assert agenda.take_due(2.5) == (2.0, late, TCP)
+    assert agenda.take_due(math.inf) is None
 
 
 def test_groups_added_out_of_order_still_come_due_in_order() -> None:
@@ -86,13 +85,11 @@ def test_groups_added_out_of_order_still_come_due_in_order() -> None:
         agenda.add(g, TCP)
     taken = []
     for g in groups[6:]:  # take one, add one: both structures fill and drain
-        head = agenda.next_due(math.inf)
+        head = agenda.take_due(math.inf)
         assert head is not None
-        agenda.take()
         taken.append(head[1])
         agenda.add(g, TCP)
-    while (head := agenda.next_due(math.inf)) is not None:
-        agenda.take()
+    while (head := agenda.take_due(math.inf)) is not None:
         taken.append(head[1])
     order = [groups.index(g) for g in taken]
     assert order == [5, 0, 3, 1, 8, 10, 2, 4, 7, 6, 9]
@@ -105,7 +102,7 @@ def test_stopped_groups_are_dropped() -> None:
     agenda.add(stopped, TCP)
     agenda.add(kept, TCP)
     stopped.stop()
-    assert agenda.next_due(2.0) == (1.5, kept, TCP)
+    assert agenda.take_due(2.0) == (1.5, kept, TCP)
 
 
 def test_wake_batches_close_starts() -> None:
@@ -117,7 +114,7 @@ def test_wake_batches_close_starts() -> None:
     assert agenda.wake_at(10.0, 0.005, 9.0) == pytest.approx(10.001)  # on time
     assert agenda.wake_at(10.0, 0.005, 10.01) == pytest.approx(10.01)  # 2 x batch apart
     agenda.add(group(2, 10.5), TCP)
-    agenda.take()
+    assert agenda.take_due(math.inf) is not None
     assert agenda.wake_at(10.0, 0.005, 10.01) == pytest.approx(10.5)
     agenda.watch(Running(group(3, 10.0), TCP, started=9.5, start_unix=0.0))  # times out at 10
     assert agenda.wake_at(10.0, 0.005, 10.01) == pytest.approx(10.005)

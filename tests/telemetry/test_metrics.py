@@ -14,7 +14,6 @@ from sentinel.api.app import Api, serve_api
 from sentinel.config.model import ApiConfig, TelemetryConfig
 from sentinel.engine.engine import Engine
 from sentinel.model import ProbeResult
-from sentinel.observe import ProbeRecord
 from sentinel.sinks.memory import RecordingSink
 from sentinel.telemetry.metrics import CONTENT_TYPE, Metrics
 from sentinel.telemetry.traces import Telemetry
@@ -228,8 +227,7 @@ async def test_probe_durations_land_in_cumulative_buckets() -> None:
     or above it (a bound is inclusive), the last only in +Inf; count and sum add up."""
     metrics = Metrics()
     for latency in (0.0004, 0.001, 0.03, 20.0):
-        metrics.observe_probe(ProbeRecord("web", "b1", "127.0.0.1", 80, "tcp",
-                                          ProbeResult(ok=True, latency=latency), 0.0, None))
+        metrics.probe_series("web", "b1", "tcp").observe(ProbeResult(ok=True, latency=latency))
     m = parse_metrics((await metrics.render())[0].decode())
     labels = {"service": "web", "backend": "b1", "type": "tcp", "result": "ok"}
     buckets = {le: sample(m, "sentinel_probe_duration_seconds_bucket", le=le, **labels)
