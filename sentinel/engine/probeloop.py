@@ -30,8 +30,10 @@ sooner than 2 x BATCH later. So a check starts within BATCH of its due time,
 early or late, and a busy loop wakes to start checks every 10 ms, not every
 5 ms. A check started early reports lateness 0; one started within BATCH of
 its due time counts its next interval from the due time, so the batching
-does not drift the schedule into ever bigger clumps. Deadlines are judged in
-batches too, at most BATCH after they pass.
+does not drift the schedule into ever bigger clumps. Each check's start time
+is read as it starts (its latency and timeout count from it, not from the
+start of a pass that starts dozens). Deadlines are judged in batches too, at
+most BATCH after they pass.
 
 Host names are looked up ahead of their checks by a small resolver task
 (`sentinel.engine.names`); a check whose name has no valid answer yet waits
@@ -551,13 +553,17 @@ class ProbeLoop:
         wall = self._wall()  # one reading for the pass: they start within it
         lateness: list[float] = []
         late = lateness.append
+        clock = trio.current_time
         while head is not None:
             due, group, probe = head
-            late(now - due if now > due else 0.0)  # an early start is on time
+            # Each check's own start time: its latency and timeout count from it, not
+            # from the start of a pass that starts dozens.
+            at = clock()
+            late(at - due if at > due else 0.0)  # an early start is on time
             # The cadence counts from the due time when the check started within the
             # batch window of it (batching must not clump the schedule over time), from
             # the real start when later (an overloaded loop stretches intervals).
-            start(Running(group, probe, now, wall, due if now - due <= batch else now), now)
+            start(Running(group, probe, at, wall, due if at - due <= batch else at), at)
             if not take_slot():
                 self._starved = True
                 break
