@@ -8,10 +8,15 @@ environment names the service and backend.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import trio
 
 from sentinel.config.model import ProbeConfig
 from sentinel.engine.backend import CheckSlot
+
+if TYPE_CHECKING:
+    from sentinel.probes.exchange import LeanProbe
 
 GroupKey = tuple[ProbeConfig, str, int, str]
 
@@ -26,7 +31,8 @@ def group_key(probe: ProbeConfig, slot: CheckSlot) -> GroupKey:
 class ProbeGroup:
     """The checks one probe task (or the probe loop) feeds, and the scope that stops it."""
 
-    __slots__ = ("key", "members", "nap", "scope", "stopped")
+    probe: LeanProbe  # the probe loop's: what its checks run (set as it is queued)
+    __slots__ = ("key", "members", "nap", "probe", "queued", "scope", "stopped")
 
     def __init__(self, key: GroupKey, members: list[CheckSlot]) -> None:
         self.key = key
@@ -34,6 +40,7 @@ class ProbeGroup:
         self.scope = trio.CancelScope()
         self.stopped = False  # a plain flag: the probe loop checks it on every check
         self.nap: trio.CancelScope | None = None  # its task's wait for `due()`, if waiting
+        self.queued: float | None = None  # the probe loop's: when its next check starts
 
     def hurry(self) -> None:
         """A member's `next_due` moved earlier: end its task's wait then (the probe loop's

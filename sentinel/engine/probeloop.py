@@ -11,7 +11,7 @@ HAProxy 2.6 spends about 26 and 45 us (docs/performance.md, Scale).
 
 How. Every `tcp` (without TLS), `http` and `agent` check runs here
 (`accepts`). The loop owns a `Poller` (an epoll object and raw sockets) and a
-heap of due probe groups (`Agenda`). Each pass, in a tight synchronous loop,
+agenda of due probe groups in buckets of BATCH (`Agenda`). Each pass, in a tight synchronous loop,
 it reads every ready socket and moves its check on, following the check's
 pull-style exchange (`sentinel.probes.exchange`: connect, send, receive,
 done; the same steps the per-task driver follows, so results and texts are
@@ -145,87 +145,103 @@ class Running:
         self.pending = b""  # request bytes not yet sent
 
 
-Entry = tuple[float, int, ProbeGroup, LeanProbe]  # an Agenda entry: due, seq, group, probe
-
-
 class Agenda:
     """When groups are due and when running checks time out (pure: times are passed in).
 
-    Due groups come out earliest first (ties in the order they were added). Most are
-    added in that order already: a check that ends is due again one interval after it
-    was due, later than every group added before it. Those go to a queue (`_run`, in
-    order: appending keeps it sorted); only a group due earlier than the last one
-    queued (a hurried one, another interval, a retry) goes to a heap (`_due`), and
-    the earlier of the two heads comes out first. At 5,000 backends a heap push and
-    pop for every check cost several microseconds (a pop walks a dozen entries
-    scattered in memory); the queue costs one append and one popleft.
+    Due groups wait in buckets of `width` seconds of due time (BATCH). A start pass
+    takes every group due within BATCH anyway, so the order inside a bucket does not
+    matter, and adding a group is one append: no heap. (Checks end out of start order,
+    so their next due times arrive out of order, and a heap paid a push and a pop, a
+    dozen tuple comparisons on entries scattered in memory, for most checks.) Buckets
+    come out earliest first (their numbers are on a small heap: one push per bucket,
+    not per check); the one holding the time a take reaches is split into what is due
+    and what is not.
+
+    A group knows when it is queued to start (`ProbeGroup.queued`; None while its check
+    runs), so an entry is only a pointer: a group is taken when an entry of it comes up
+    and it is queued by then, once per `add`; an entry left behind by a `hurry`, or of a
+    group already taken or stopped, is dropped when its bucket comes up.
 
     Deadlines need no heap: checks with the same timeout time out in the order they
     started, so each timeout has a queue in start order (`watch` appends).
     """
 
-    __slots__ = ("_again", "_deadlines", "_due", "_queued", "_run", "_seq")
+    __slots__ = ("_again", "_buckets", "_deadlines", "_keys", "_ready", "_width")
 
-    def __init__(self) -> None:
-        self._due: list[Entry] = []
-        self._run: deque[Entry] = deque()  # sorted
-        self._seq = itertools.count()  # ties break by insertion; groups are not comparable
-        self._queued: dict[ProbeGroup, int] = {}  # group -> seq of its live entry
+    def __init__(self, width: float = BATCH) -> None:
+        self._width = width
+        self._buckets: dict[int, list[ProbeGroup]] = {}  # by due // width
+        self._keys: list[int] = []  # the buckets' numbers, a heap
+        self._ready: list[ProbeGroup] = []  # out of their buckets, due: taken from the end
         self._deadlines: dict[float, deque[Running]] = {}  # by timeout, in start order
         self._again: list[Running] = []  # spared once: judged at the next look
 
     def add(self, group: ProbeGroup, probe: LeanProbe) -> None:
         """Schedule `group`'s next check at its members' earliest `next_due` (an earlier
         entry of the group, if any, is dropped when it comes up)."""
-        seq = self._queued[group] = next(self._seq)
-        entry = (group.due(), seq, group, probe)
-        run = self._run
-        if not run or entry[0] >= run[-1][0]:  # later seq too: the queue stays sorted
-            run.append(entry)
-        else:
-            heapq.heappush(self._due, entry)
+        group.queued = due = group.due()
+        group.probe = probe
+        if due == math.inf:  # never, unless hurried (a test's host says so)
+            return
+        key = int(due // self._width)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = []
+            heapq.heappush(self._keys, key)
+        bucket.append(group)
 
     def hurry(self, group: ProbeGroup, probe: LeanProbe) -> bool:
         """Re-schedule a waiting group at its (earlier) `due()`; False while its check
         runs (it is scheduled again when that ends)."""
-        if group not in self._queued:
+        if group.queued is None:
             return False
         self.add(group, probe)
         return True
 
-    def take_due(self, now: float) -> tuple[float, ProbeGroup, LeanProbe] | None:
-        """Remove and return the earliest group due by `now` (its check is starting), or
-        None; groups a regroup stopped, and entries a `hurry` replaced, are dropped on the
-        way."""
-        # Runs once per check: the earlier head is picked inline (entries compare by
-        # time, then seq: unique, so groups are never compared).
-        run, due, queued = self._run, self._due, self._queued
-        while run or due:
-            from_run = run and (not due or run[0] < due[0])
-            when, seq, group, probe = run[0] if from_run else due[0]
-            stale = group.stopped or queued.get(group) != seq
-            if when > now and not stale:
+    def take_due(self, until: float) -> tuple[float, ProbeGroup, LeanProbe] | None:
+        """Remove and return a group due by `until` (its check is starting), earliest
+        bucket first, or None; groups a regroup stopped are dropped on the way."""
+        ready, keys, width = self._ready, self._keys, self._width
+        last = until // width if until < math.inf else until  # the bucket `until` is in
+        split = False
+        while True:
+            # Runs once per check: an entry is taken if its group is queued by `until`
+            # (see the class docstring), with no other test.
+            while ready:
+                group = ready.pop()
+                due = group.queued
+                if due is not None and due <= until and not group.stopped:
+                    group.queued = None
+                    return due, group, group.probe
+            if not keys or keys[0] > last or split:
                 return None
-            if from_run:
-                run.popleft()
-            else:
-                heapq.heappop(due)
-            if not stale:
-                del queued[group]
-                return when, group, probe
-            if group.stopped:
-                queued.pop(group, None)
-        return None
+            key = heapq.heappop(keys)
+            bucket = self._buckets.pop(key)
+            if key == last:  # partly due: the rest stays, and is all that is left by `until`
+                split = True
+                later = [g for g in bucket if g.queued is not None and g.queued > until
+                         and g.queued // width == key]
+                if later:
+                    self._buckets[key] = later
+                    heapq.heappush(keys, key)
+            bucket.reverse()  # taken from the end: in the order added
+            ready = self._ready = bucket
 
-    def _head(self) -> tuple[float, int, ProbeGroup, LeanProbe] | None:
-        """The earliest entry (of the queue's head and the heap's), or None."""
-        run, due = self._run, self._due
-        if not due:
-            return run[0] if run else None
-        if not run:
-            return due[0]
-        a, b = run[0], due[0]
-        return a if a[0] < b[0] or (a[0] == b[0] and a[1] < b[1]) else b
+    def _head(self) -> float:
+        """The earliest due time of a queued group (inf: none); drops buckets holding
+        only left-behind entries."""
+        head = min((g.queued for g in self._ready if g.queued is not None and not g.stopped),
+                   default=math.inf)
+        keys, buckets = self._keys, self._buckets
+        while keys:
+            # Live entries of the first bucket are the earliest (a left-behind entry's
+            # group is queued later, or its entry is in `_ready`).
+            first = min((g.queued for g in buckets[keys[0]]
+                         if g.queued is not None and not g.stopped), default=None)
+            if first is not None:
+                return min(head, first)
+            del buckets[heapq.heappop(keys)]
+        return head
 
     def watch(self, running: Running) -> None:
         """Time `running` out at its deadline unless it finishes first (checks are
@@ -256,8 +272,7 @@ class Agenda:
         """When to look again: at the next start (its due time, but not before
         `start_after`) or deadline (not before `now + batch`: timeouts are judged in
         batches too)."""
-        head = self._head()
-        wake = max(head[0], start_after) if head is not None else math.inf
+        wake = max(self._head(), start_after)
         deadline = math.inf
         for queue in self._deadlines.values():
             while queue and queue[0].step == FINISHED:
@@ -383,7 +398,7 @@ class ProbeLoop:
         self._slots = slots
         self._wall = wall
         self._batch = batch
-        self._agenda = Agenda()
+        self._agenda = Agenda(batch)
         self._poller = poller()  # closed when `run` ends: a loop runs once
         self._names = Names(self._answered)
         self._running: dict[int, Running] = {}  # by file descriptor

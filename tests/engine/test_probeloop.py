@@ -95,6 +95,25 @@ def test_groups_added_out_of_order_still_come_due_in_order() -> None:
     assert order == [5, 0, 3, 1, 8, 10, 2, 4, 7, 6, 9]
 
 
+def test_a_take_splits_the_bucket_it_ends_in() -> None:
+    """Groups in one bucket of due time come out only once due by the take's time; a
+    hurried group comes out once, at its earlier time."""
+    agenda = Agenda(0.005)
+    first, second, hurried = group(1, 1.0001), group(2, 1.004), group(3, 1.5)
+    for g in (first, second, hurried):
+        agenda.add(g, TCP)
+    hurried.members[0].next_due = 1.002
+    assert agenda.hurry(hurried, TCP)
+    assert agenda.wake_at(0.0, 0.005, 0.0) == pytest.approx(1.0001)
+    taken = [agenda.take_due(1.003), agenda.take_due(1.003), agenda.take_due(1.003)]
+    assert sorted(head[1].key[2] for head in taken if head is not None) == [1, 3]
+    assert taken[2] is None
+    assert not agenda.hurry(hurried, TCP)  # running: scheduled again when it ends
+    assert agenda.wake_at(1.003, 0.005, 0.0) == pytest.approx(1.004)
+    assert agenda.take_due(1.004) == (1.004, second, TCP)
+    assert agenda.take_due(math.inf) is None  # the hurried group's old entry is dropped
+
+
 def test_stopped_groups_are_dropped() -> None:
     """A group a regroup stopped is never started."""
     agenda = Agenda()
