@@ -17,6 +17,7 @@ from sentinel.engine.backend import CheckSlot
 
 if TYPE_CHECKING:
     from sentinel.probes.exchange import LeanProbe
+    from sentinel.probes.rawsock import Address
 
 GroupKey = tuple[ProbeConfig, str, int, str]
 
@@ -31,8 +32,11 @@ def group_key(probe: ProbeConfig, slot: CheckSlot) -> GroupKey:
 class ProbeGroup:
     """The checks one probe task (or the probe loop) feeds, and the scope that stops it."""
 
-    probe: LeanProbe  # the probe loop's: what its checks run (set as it is queued)
-    __slots__ = ("key", "members", "nap", "probe", "queued", "scope", "stopped")
+    # The probe loop's: what its checks run (set as it is queued), and where they connect
+    # (its host as an IP literal, None for a name: the loop's resolver task answers).
+    probe: LeanProbe
+    address: Address | None
+    __slots__ = ("address", "key", "members", "nap", "probe", "queued", "scope", "stopped")
 
     def __init__(self, key: GroupKey, members: list[CheckSlot]) -> None:
         self.key = key

@@ -413,9 +413,10 @@ class ProbeLoop:
     def add(self, group: ProbeGroup, probe: LeanProbe) -> None:
         """Probe `group` from its `next_due` on, until it is stopped (regroup); with
         `watch:` in its probe settings, hold a watched connection to it too."""
-        self._agenda.add(group, probe)
         host = group.members[0].target.host
-        if rawsock.literal(host) is None:
+        group.address = rawsock.literal(host)  # once, not per check
+        self._agenda.add(group, probe)
+        if group.address is None:
             self._names.want((probe.resolver, host), group)
         self._wake(max(group.due(), self._start_after))
         config = group.key[0]
@@ -598,7 +599,7 @@ class ProbeLoop:
             self._finish(running, crashed(exc, 0.0, target), now)
             return
         self._agenda.watch(running)
-        address = rawsock.literal(target.host)
+        address = running.group.address
         if address is None:
             key = (running.probe.resolver, target.host)
             answer = self._names.answer(key, now)
