@@ -250,7 +250,7 @@ def _scheduler_series(engine: Engine) -> Iterator[Metric]:
                    "their schedule (quantiles over the recent probes).",
                    {"0.5": stats.lateness_p50_ms, "0.99": stats.lateness_p99_ms,
                     "1": stats.lateness_max_ms}, stats.probes, stats.lateness_sum)
-    yield _summary("sentinel_event_loop_lag_seconds", "Oversleep of a 100 ms timer "
+    yield _summary("sentinel_event_loop_lag_seconds", "Oversleep of a 500 ms timer "
                    "(quantiles over the last minute).",
                    {"0.99": stats.loop_lag_p99_ms, "1": stats.loop_lag_max_ms},
                    stats.loop_lag_ticks, stats.loop_lag_sum)
