@@ -123,6 +123,8 @@ class NginxBreaker(CycleBreaker):
             return gated
         fresh = self._fresh
         if fresh is None and self._state is _CLOSED:  # counting as usual: every probe when up
+            if ok and not self._failures:  # nothing counted, nothing to count: `_count`'s
+                return STEADY_UP  # answer, found without reading the config (every probe)
             return self._count(ok, now)
         self._fresh = None
         if self._state is Phase.TRIAL:

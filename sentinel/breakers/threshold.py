@@ -50,6 +50,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 
 from sentinel.breakers.base import (
+    STEADY_DOWN,
+    STEADY_UP,
     Change,
     Health,
     Transition,
@@ -107,9 +109,15 @@ class ThresholdBreaker:
         if self._last is not None and now < self._last:
             raise IllegalTransition(f"time went backwards: {now} < {self._last}")
         self._last = now
+        fresh, self._fresh = self._fresh, None
+        # Settled (up at the top of the counter, or down at 0) and told the same again:
+        # nothing moves. The common case, every probe: answered without a Transition built.
+        if ok and self._counter == self._top:
+            return STEADY_UP
+        if not ok and self._counter == 0:
+            return STEADY_DOWN
         cfg = self._config
         before = self.health
-        fresh, self._fresh = self._fresh, None
         if ok:
             if self._counter < self._top:
                 self._counter += 1

@@ -161,6 +161,10 @@ class Membership:
         for info in self.members.values():
             self._warn_mismatch(info)
 
+    async def read_at_least(self, revision: int) -> None:
+        """Return once the member list reflects etcd at `revision` or later."""
+        await self._mirror.read_at_least(revision)
+
     def suspicion_unrecorded(self) -> bool:
         """True while this member suspects itself and the record etcd holds does not say
         so yet: the leader would count its down votes, so none may be written until it

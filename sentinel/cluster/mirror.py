@@ -19,6 +19,14 @@ long it was cut off. While etcd cannot be reached the dict stays as it was
 A watch on a connection that silently died would idle forever, so while
 watching the mirror reads one key every `check_every` seconds; a failed
 read restarts the watch.
+
+A copy can be behind etcd without knowing it: its watch broke and waits
+out its backoff, or has not delivered yet. Where that matters (a new leader
+must not vote on observations older than the agreed state it starts from)
+`read_at_least(revision)` returns once the dict reflects etcd at that
+revision or later, by one fresh range read when it does not yet (asked of
+the mirror's own task, which stops a watch or a backoff for it; a failed
+read goes back to the backoff and is tried again when it ends).
 """
 
 from __future__ import annotations
@@ -50,7 +58,7 @@ class PrefixMirror:
         self.revision = 0  # the store revision the dict reflects
         self.ok = False
         self.error = "not synced yet"
-        self.resyncs = 0  # fresh range reads after the first (history was lost)
+        self.resyncs = 0  # range reads after the first because history was lost
         self._on_change = on_change
         self._check_every = check_every
         self._backoff = backoff or Backoff(initial=0.2, maximum=check_every)
@@ -58,10 +66,21 @@ class PrefixMirror:
         self._synced = trio.Event()
         self._warned = False  # a failure was logged; its end will be too
         self._attempt = 0  # failures in a row (the backoff's)
+        self._wanted = 0  # the revision callers of `read_at_least` wait for
+        self._reread = trio.Event()  # set: such a caller is waiting (wakes the run task)
+        self._advanced = trio.Event()  # set (and replaced) whenever `revision` moves
 
     async def wait_synced(self) -> None:
         """Return once the dict holds a complete read of the prefix."""
         await self._synced.wait()
+
+    async def read_at_least(self, revision: int) -> None:
+        """Return once the dict reflects etcd at `revision` or later (a fresh range read
+        when it does not yet; waits while etcd cannot answer)."""
+        self._wanted = max(self._wanted, revision)
+        while self.revision < revision:
+            self._reread.set()
+            await self._advanced.wait()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
@@ -69,22 +88,26 @@ class PrefixMirror:
         read was tried, whether etcd answered or not (a member starts fail-static)."""
         stale = True  # the dict needs a range read: the first, or history was lost
         while True:
-            if stale:
+            self._reread = trio.Event()
+            ready = not stale
+            if stale or self.revision < self._wanted:
                 try:
                     await self._read()
                 except EtcdError as exc:
                     self._failed(exc)
+                    ready = False
                 else:
-                    stale = False
+                    if stale and self._synced.is_set():
+                        self.resyncs += 1
+                    stale, ready = False, True
                     self._attempt = 0
-                    if not self._synced.is_set():
-                        self._synced.set()
+                    self._synced.set()
             if task_status is not trio.TASK_STATUS_IGNORED:
                 task_status.started()
                 task_status = trio.TASK_STATUS_IGNORED
-            if not stale:
+            if ready:
                 try:
-                    await self._follow()
+                    asked = await self._follow()
                 except EtcdCompacted:
                     log.info("etcd no longer holds the history of %s after revision %d "
                              "(compacted, or restored from an older snapshot); reading it "
@@ -93,8 +116,12 @@ class PrefixMirror:
                     continue
                 except EtcdError as exc:
                     self._failed(exc)
+                else:
+                    if asked:
+                        continue
             self._attempt += 1
-            await trio.sleep(self._backoff.delay(self._attempt, self._rng))
+            with trio.move_on_after(self._backoff.delay(self._attempt, self._rng)):
+                await self._reread.wait()  # a new caller waits: one try at once
 
     async def _read(self) -> None:
         found = await self.client.get_prefix(self.prefix)
@@ -103,13 +130,12 @@ class PrefixMirror:
             key: kv for key, kv in fresh.items()
             if (old := self.items.get(key)) is None or old.mod_revision != kv.mod_revision}
         changes.update((key, None) for key in self.items.keys() - fresh.keys())
-        if self._synced.is_set():
-            self.resyncs += 1
         self.items = fresh
         self.revision = found.revision
         self._following("read")
         if changes and self._on_change is not None:
             self._on_change(changes)
+        self._moved()
 
     def _following(self, how: str) -> None:
         """etcd answered: ok again (said once, when it was not)."""
@@ -119,9 +145,16 @@ class PrefixMirror:
             self._warned = False
         self.ok, self.error = True, ""
 
-    async def _follow(self) -> None:
-        """Apply watch batches until the watch or the liveness check fails."""
+    def _moved(self) -> None:
+        """`revision` moved: wake the callers of `read_at_least`."""
+        self._advanced.set()
+        self._advanced = trio.Event()
+
+    async def _follow(self) -> bool:
+        """Apply watch batches until the watch or the liveness check fails (raised), the
+        watch ends (False) or a fresh read is asked for (True)."""
         failure: EtcdError | None = None
+        asked = False
         async with trio.open_nursery() as nursery:
 
             async def watch() -> None:
@@ -150,10 +183,18 @@ class PrefixMirror:
                         nursery.cancel_scope.cancel()
                         return
 
+            async def reread() -> None:
+                nonlocal asked
+                await self._reread.wait()
+                asked = True
+                nursery.cancel_scope.cancel()
+
             nursery.start_soon(watch)
             nursery.start_soon(check)
+            nursery.start_soon(reread)
         if failure is not None:
             raise failure
+        return asked
 
     def _apply(self, events: tuple[WatchEvent, ...], revision: int) -> None:
         changes: dict[str, KeyValue | None] = {}
@@ -167,6 +208,7 @@ class PrefixMirror:
         self.revision = max(self.revision, revision)
         if changes and self._on_change is not None:
             self._on_change(changes)
+        self._moved()
 
     def _failed(self, exc: EtcdError) -> None:
         if not self._warned:

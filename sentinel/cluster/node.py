@@ -14,10 +14,13 @@ What runs, all under one nursery:
   seq), the admin overrides, every prober's observations, and the leader key
   (who leads, for /v1/state).
 - While this member leads, `ClusterHost.lead` runs the term: votes, numbers
-  and publishes. A term ends when a fenced write fails (`NotLeader`, or an
-  etcd error that leaves the outcome unknown) or the lease lapses; the node
-  then campaigns again (holding the key still, it wins at once and reads the
-  truth before going on).
+  and publishes. It starts once this member's copies of the members,
+  observations and overrides are at least as new as the agreed state the
+  term read (a copy may still be from before an etcd outage, its watch
+  waiting out a backoff: `_read_at_least`). A term ends when a fenced write
+  fails (`NotLeader`, or an etcd error that leaves the outcome unknown) or
+  the lease lapses; the node then campaigns again (holding the key still, it
+  wins at once and reads the truth before going on).
 
 Probe assignment (`probers`) is rendezvous hashing over the live members
 whose configuration hash is this member's own (a member with another file
@@ -328,7 +331,7 @@ class ClusterNode:
             try:
                 with self._term:
                     state = await leader.load()
-                    await self._wait_synced()
+                    await self._read_at_least(state.revision)
                     self.leading = leader
                     self._terms += 1
                     attempt = 0
@@ -390,10 +393,15 @@ class ClusterNode:
         self._members_changed(self.membership.members)
         self._leader_changed({})
 
-    async def _wait_synced(self) -> None:
-        """A new leader votes only on complete copies of the observations and overrides."""
-        await self.observations.mirror.wait_synced()
-        await self.overrides.mirror.wait_synced()
+    async def _read_at_least(self, revision: int) -> None:
+        """A new leader votes only on copies of the members, observations and overrides
+        at least as new as the agreed state it starts from (`revision`): a copy still
+        from before an etcd outage (its watch waiting out a backoff) would hold the ups
+        its probers wrote before a death the agreed state already shows, and a vote on
+        it would publish the dead backend up, and then down again."""
+        await self.membership.read_at_least(revision)
+        await self.observations.mirror.read_at_least(revision)
+        await self.overrides.mirror.read_at_least(revision)
         await self.agreed.wait_synced()
 
     async def _wait_eligible(self) -> None:

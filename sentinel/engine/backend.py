@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from sentinel.breakers.base import Breaker, Change, Health, Transition
 from sentinel.breakers.dampen import Damper
-from sentinel.config.model import BackendConfig, ServiceConfig
+from sentinel.config.model import BackendConfig, ProbeConfig, ServiceConfig, Timing
 from sentinel.engine.combine import Combiner
 from sentinel.engine.decide import NO_INPUTS, Inputs, desired, healthy, with_agent
 from sentinel.model import BackendView, ProbeResult, ProbeSummary, State
@@ -52,9 +52,16 @@ class LastProbe(NamedTuple):
 
 class CheckSlot:
     """One check of one backend (its `probe`, or one of its `checks`): when it is next
-    due and what it last answered. Probe groups and the probe loop schedule these."""
+    due and what it last answered. Probe groups and the probe loop schedule these.
 
-    __slots__ = ("backend", "counted", "index", "last_result", "last_time", "next_due")
+    What the engine reads of the check's config after every probe (its timing, its
+    probe type, what counts its probes) is kept here, set when the backend's checks are
+    matched to the config (`BackendRuntime.probing`, at start and on every reload):
+    finding it through the service and its entries by name was lookups and cache lines
+    per check."""
+
+    __slots__ = ("backend", "counter", "index", "last_result", "last_time", "next_due",
+                 "probe_type", "timing")
 
     def __init__(self, backend: BackendRuntime, index: int) -> None:
         self.backend = backend
@@ -62,8 +69,17 @@ class CheckSlot:
         self.next_due: float | None = None  # Trio time this check is next due
         self.last_result: ProbeResult | None = None  # its last answer (see `last`)
         self.last_time = 0.0  # when that probe started, Unix time
-        # Its probe type and what counts its probes (`Observer.probe_counter`), once asked
-        self.counted: tuple[str, ProbeCounter] | None = None
+        self.timing = Timing()  # its entry's (`configure`)
+        self.probe_type = ""  # its entry's probe type (`configure`)
+        # What counts its probes (`Observer.probe_counter`), asked at its first probe
+        # and again after its probe type changes
+        self.counter: ProbeCounter | None = None
+
+    def configure(self, index: int, probe: ProbeConfig) -> None:
+        """Its place in the service's `entries` and that entry's `probe`, as configured."""
+        self.index, self.timing = index, probe.timing
+        if probe.type != self.probe_type:
+            self.probe_type, self.counter = probe.type, None
 
     @property
     def target(self) -> Target:
@@ -102,6 +118,7 @@ class BackendRuntime:
         "script_weight",
         "service",
         "since",
+        "slow_start",
         "target",
         "verdict",
     )
@@ -121,6 +138,7 @@ class BackendRuntime:
         self.combiner = Combiner((), 1)
         self.agent: AgentState | None = None  # what its agent said, with an `agent:` block
         self.agent_last: LastProbe | None = None  # the agent's last check
+        self.slow_start = 0.0  # its service's ramp duration (0: none), read every probe
         self.probing(service)
         self.since = since
         self.fails = 0
@@ -139,14 +157,16 @@ class BackendRuntime:
         """Match the checks and the agent to the service's config (at start and after a
         reload): a check whose name stays keeps its schedule, an agent what it said
         (unless the backend's weight changed, which its percentages scale)."""
-        names = tuple(e.name for e in service.entries)
+        entries = service.entries
+        names = tuple(e.name for e in entries)
         if names != self.combiner.names:
             kept: dict[str, CheckSlot] = dict(zip(self.combiner.names, self.checks,
                                                   strict=True))
             self.checks = tuple(kept.get(name) or CheckSlot(self, i)
                                 for i, name in enumerate(names))
-            for i, slot in enumerate(self.checks):
-                slot.index = i
+        for i, (slot, entry) in enumerate(zip(self.checks, entries, strict=True)):
+            slot.configure(i, entry.probe)
+        self.slow_start = service.slow_start
         if (names, service.require) != (self.combiner.names, self.combiner.require):
             self.combiner = Combiner(names, service.require)
         if service.agent is None:

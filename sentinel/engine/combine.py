@@ -78,11 +78,14 @@ def combine(names: Sequence[str], latest: Sequence[ProbeResult | None], require:
 class Combiner:
     """One backend's checks: the results since the last verdict, combined as each comes."""
 
-    __slots__ = ("latest", "names", "require")
+    __slots__ = ("latest", "names", "require", "single")
 
     def __init__(self, names: Sequence[str], require: int) -> None:
         self.names = tuple(names)
         self.require = require
+        # One check: every result is the verdict's as it is; `decide` then skips `take`
+        # (`latest` matters only with several checks)
+        self.single = len(self.names) == 1
         self.latest: list[ProbeResult | None] = [None] * len(self.names)
 
     def take(self, index: int, result: ProbeResult) -> ProbeResult | None:

@@ -63,6 +63,8 @@ from sentinel.sinks.runner import SinkRunner
 from sentinel.timefmt import rfc3339
 
 log = logging.getLogger(__name__)
+# Read after every probe, bound once: an Enum member read through its class costs ~60 ns
+_DOWN = Health.DOWN
 # A refused state write is cheap to try again; a few seconds between tries bound how long
 # the state stays unsaved once space returns.
 PERSIST_RETRY = Backoff(initial=0.25, maximum=5.0)
@@ -241,7 +243,7 @@ class Engine:
         start = trio.current_time()
         newcomers = [m for _, members in fresh for m in members if m.next_due is None]
         for index, member in enumerate(newcomers):
-            interval = self._entry(member).timing.interval
+            interval = member.timing.interval
             member.next_due = start + start_offset(index, len(newcomers), interval)
         for key, members in fresh:
             group = self.groups[key] = ProbeGroup(key, members)
@@ -334,12 +336,11 @@ class Engine:
                  now: float, start_unix: float) -> Commit | None:
         """Carry out what `decide` makes of one member check's result (combined with the
         backend's other checks), and schedule the check's next probe. A LOCAL failure (the
-        checker's own trouble) is counted and retried soon."""
+        checker's own trouble) is counted and retried soon. (Runs every check: what it
+        reads of the config is kept on the slot and the backend, not found by name.)"""
         backend = slot.backend
-        svc = self.services[backend.service]
-        entry = svc.entries[slot.index].probe
-        timing = entry.timing
-        decision = self._decide(svc, backend, result, now, slot.index)
+        timing = slot.timing
+        decision = self._decide(backend, result, now, slot.index)
         transition = decision.transition
         if transition is None:
             self.pacing.local_error(f"{backend.service}/{backend.config.name}", result.error)
@@ -347,30 +348,30 @@ class Engine:
                                       backend.breaker.retry_at(), now)
             return None
         slot.last_result, slot.last_time = result, start_unix
-        counted = slot.counted
-        if counted is None or counted[0] != entry.type:  # asked once, not looked up per probe
-            counted = slot.counted = (entry.type, self.observer.probe_counter(
-                backend.service, backend.config.name, entry.type))
-        counted[1].observe(result)
+        counter = slot.counter
+        if counter is None:  # asked once (again if its probe type changes), kept on the slot
+            counter = slot.counter = self.observer.probe_counter(
+                backend.service, backend.config.name, slot.probe_type)
+        counter.observe(result)
         jitter = timing.jitter  # 0 unless configured: no random number to draw then
         spread = self._rng.uniform(-jitter, jitter) if jitter else 0.0
+        # `next_due` reads retry_at only while down: not asked of the breaker otherwise
+        retry_at = backend.breaker.retry_at() if transition.health is _DOWN else None
         # scheduled before the result is taken: self-suspicion may bring it forward
-        slot.next_due = next_due(timing, transition, backend.breaker.retry_at(),
-                                 started, now, spread)
-        return self._take(svc, backend, result, decision, started, start_unix, entry.type)
+        slot.next_due = next_due(timing, transition, retry_at, started, now, spread)
+        return self._take(backend, result, decision, started, start_unix, slot.probe_type)
 
-    def _decide(self, svc: ServiceRuntime, backend: BackendRuntime, result: ProbeResult,
-                now: float, check: int | None) -> Decision:
+    def _decide(self, backend: BackendRuntime, result: ProbeResult, now: float,
+                check: int | None) -> Decision:
         """`decide` (`check`: which of the backend's checks answered; None for a passive
         signal); in a cluster the breaker's verdict is only reported (the vote decides:
         `ClusterMode.observe`)."""
         if self.cluster is not None:
             return self.cluster.observe(backend, result, now, check)
-        return decide(backend, result, now, svc.config.slow_start, check)
+        return decide(backend, result, now, backend.slow_start, check)
 
-    def _take(self, svc: ServiceRuntime, backend: BackendRuntime, result: ProbeResult,
-              decision: Decision, started: float, start_unix: float, probe_type: str
-              ) -> Commit | None:
+    def _take(self, backend: BackendRuntime, result: ProbeResult, decision: Decision,
+              started: float, start_unix: float, probe_type: str) -> Commit | None:
         """Record a result (of a probe that started at `started`) and carry out its
         decision; when it publishes (a change of verdict, state or weight), the commit
         that emits, persists and publishes it. The common case (nothing changed) stays
@@ -400,15 +401,17 @@ class Engine:
         publish, reason = decision.publish, decision.reason
         trace_id = None
         if self.observer.traced:  # else no span is recorded: no record is built
-            record = ProbeRecord(svc.config.name, backend.target.backend,
-                                 backend.target.host, backend.target.port, probe_type, result,
-                                 start_unix, (backend.published[0].value,
-                                              decision.desired[0].value, reason)
-                                 if publish else None)
+            target = backend.target
+            record = ProbeRecord(target.service, target.backend, target.host, target.port,
+                                 probe_type, result, start_unix,
+                                 (backend.published[0].value, decision.desired[0].value,
+                                  reason) if publish else None)
             trace_id = self.observer.probe_finished(record)
-        if publish and fed is not None and backend in svc.backends:  # else a reload removed it
-            return self.committer.stage(svc, backend, reason, summary(probe_type, fed),
-                                        trace_id)
+        if publish and fed is not None:
+            svc = self.services.get(backend.service)
+            if svc is not None and backend in svc.backends:  # else a reload removed it
+                return self.committer.stage(svc, backend, reason, summary(probe_type, fed),
+                                            trace_id)
         return None
 
     def start_ramp(self, backend: BackendRuntime, steps: Steps) -> None:
@@ -583,10 +586,10 @@ class Engine:
         result = ProbeResult(ok=False, latency=0.0, failure=FailureKind.PASSIVE,
                              detail=signal.reason)
         now = trio.current_time()
-        decision = self._decide(svc, backend, result, now, None)
+        decision = self._decide(backend, result, now, None)
         self.observer.probe_counter(svc.config.name, backend.config.name,
                                     svc.config.probe.type).observe(result)
-        commit = self._take(svc, backend, result, decision, now, self.wall(),
+        commit = self._take(backend, result, decision, now, self.wall(),
                             svc.config.probe.type)
         if commit is not None:
             self.committer.submit(commit)

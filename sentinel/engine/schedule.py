@@ -27,9 +27,11 @@ def next_due(timing: Timing, transition: Transition, retry_at: float | None,
         delay = timing.down_interval
     else:
         delay = timing.interval
-    due = max(started + delay * (1.0 + spread), now)
-    if retry_at is not None and transition.health is _DOWN:
-        due = max(due, retry_at)
+    due = started + delay * (1.0 + spread)
+    if due < now:  # a comparison, not max(): this runs after every probe
+        due = now
+    if retry_at is not None and transition.health is _DOWN and retry_at > due:
+        due = retry_at
     return due
 
 

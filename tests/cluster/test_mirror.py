@@ -6,6 +6,7 @@ import httpx
 import pytest
 import trio
 
+from sentinel.backoff import Backoff
 from sentinel.cluster.etcd import EtcdClient, KeyValue, b64
 from sentinel.cluster.mirror import Changes, PrefixMirror
 from tests.cluster.etcd_server import EtcdServer
@@ -161,4 +162,37 @@ async def test_hung_etcd_is_noticed(own_etcd: EtcdServer) -> None:
             assert mirror.resyncs == 0
             nursery.cancel_scope.cancel()
     finally:
+        await client.aclose()
+
+
+async def test_read_at_least_does_not_wait_out_the_backoff(own_etcd: EtcdServer) -> None:
+    """A copy whose watch broke and waits out a long backoff is read afresh at once when
+    a caller needs it at least as new as a revision (a new leader: the agreed state it
+    starts from), and follows on from that read; a copy already that new is not read."""
+    client = EtcdClient([own_etcd.url], timeout=0.5)
+    await client.put("/p/a", b"1")
+    mirror = PrefixMirror(client, "/p/", check_every=0.5,
+                          backoff=Backoff(initial=60, maximum=60))
+    writer = EtcdClient([own_etcd.url], timeout=5.0)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(mirror.run)
+            own_etcd.stop()
+            await eventually(lambda: not mirror.ok, what="the mirror to notice")
+            own_etcd.start()
+            written = await writer.put("/p/b", b"1")
+            assert "/p/b" not in mirror.items  # a minute before the watch is tried again
+            with trio.fail_after(10):
+                await mirror.read_at_least(written)
+            assert mirror.ok
+            assert values(mirror) == {"/p/a": b"1", "/p/b": b"1"}
+            await writer.put("/p/c", b"1")
+            await eventually(lambda: "/p/c" in mirror.items, what="the watch after the read")
+            head = mirror.revision
+            with trio.fail_after(1):
+                await mirror.read_at_least(head)
+            assert mirror.revision == head
+            nursery.cancel_scope.cancel()
+    finally:
+        await writer.aclose()
         await client.aclose()

@@ -8,8 +8,9 @@ import json
 import pytest
 import trio
 
+from sentinel.backoff import Backoff
 from sentinel.cluster.etcd import EtcdClient, KeyValue, prefix_end
-from sentinel.cluster.leader import AgreedChanges, AgreedState, Leader
+from sentinel.cluster.leader import AgreedChanges, AgreedState, Election, Leader, ServiceChange
 from sentinel.cluster.membership import Lease, MemberInfo
 from sentinel.cluster.node import ClusterNode
 from sentinel.cluster.observations import (
@@ -19,6 +20,7 @@ from sentinel.cluster.observations import (
     observation_key,
     parse_key,
 )
+from sentinel.cluster.vote import Ballot
 from sentinel.model import State
 from tests.cluster.etcd_server import EtcdServer
 from tests.cluster.helpers import cluster_config
@@ -210,3 +212,62 @@ async def test_a_down_counts_once_its_authors_record_is_seen(
                          what="n2's down counted once its record is seen")
         nursery.cancel_scope.cancel()
     await client.lease_revoke(lease.id)
+
+
+class VotingHost(QuietHost):
+    """A QuietHost whose term, as it starts, votes once on web/b1 from the agreed state."""
+
+    def __init__(self) -> None:
+        self.node: ClusterNode | None = None
+        self.ballot: Ballot | None = None
+
+    async def lead(self, leader: Leader, state: AgreedState) -> None:
+        """Vote on b1 from its agreed state, then publish nothing."""
+        assert self.node is not None
+        current = State(state.backends["web"]["b1"]["state"])
+        self.ballot = self.node.tally("web", "b1", current)
+        await trio.sleep_forever()
+
+
+async def test_a_new_leader_votes_on_observations_no_older_than_its_term(
+        own_etcd: EtcdServer) -> None:
+    """After an etcd outage a member's copy of the observations may still be the one from
+    before it (its watch waiting out a backoff): elected then, it votes only once the copy
+    holds what etcd held when its term read the agreed state, so a backend agreed down
+    while its probers' old ups linger in that copy is not voted up (a false up, then down
+    again)."""
+    prefix = "/sentinel/flap/"
+    client = EtcdClient([own_etcd.url], timeout=5.0)
+    host = VotingHost()
+    node = host.node = ClusterNode(cluster_config(own_etcd, prefix, "n1"), host,
+                                   api_url="http://n1", version="0")
+    held = Lease(*await client.lease_grant(60))  # the leader key of n0, another member
+    term = await Election(client, prefix, "n0", config_sha256="c0ffee").campaign(held)
+    n2 = Lease(*await client.lease_grant(60))  # a prober that outlives the outage
+    await client.put(f"{prefix}members/n2",
+                     MemberInfo("n2", None, "http://n2", "0", "c0ffee").encode(), lease=n2.id)
+    key = observation_key(prefix, "web", "b1", "n2")
+    await client.put(key, Observation(UP).encode(), lease=n2.id)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            await eventually(lambda: node.probers("web", "b1") == ("n1", "n2")
+                             and node.observed("web", "b1") == {"n2": Observation(UP)},
+                             what="n1 following, n2 a prober saying up")
+            # this copy's watch, broken by the outage, waits a minute before it retries
+            node.observations.mirror._backoff = Backoff(initial=60, maximum=60)
+            own_etcd.stop()
+            await eventually(lambda: not node.observations.mirror.ok,
+                             what="n1 to notice the outage")
+            own_etcd.start()
+            await client.put(key, Observation(DOWN, "refused").encode(), lease=n2.id)
+            n0 = Leader(client, prefix, term)  # n0 publishes b1 down on that down
+            await n0.load()
+            await n0.publish([ServiceChange("web", {"b1": {"state": "down"}})])
+            assert node.observed("web", "b1") == {"n2": Observation(UP)}  # stale
+            await client.lease_revoke(held.id)  # n0 leaves: n1 is elected
+            ballot = await eventually(lambda: host.ballot, what="n1's first vote")
+            assert (ballot.state, ballot.down, ballot.missing) == (DOWN, ("n2",), ("n1",))
+            nursery.cancel_scope.cancel()
+    finally:
+        await client.aclose()
