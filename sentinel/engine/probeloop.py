@@ -10,9 +10,9 @@ for TCP, 216 ms for HTTP). Driven from here the same checks cost 57 and
 HAProxy 2.6 spends about 26 and 45 us (docs/performance.md, Scale).
 
 How. Every `tcp` (without TLS), `http` and `agent` check runs here
-(`accepts`). The loop owns a `Poller` (an epoll object and raw sockets) and a
-agenda of due probe groups in buckets of BATCH (`Agenda`). Each pass, in a tight synchronous loop,
-it reads every ready socket and moves its check on, following the check's
+(`accepts`). The loop owns a `Poller` (an epoll object and raw sockets) and an
+agenda of due probe groups in buckets of BATCH (`Agenda`). Each pass, in a
+tight synchronous loop, it reads every ready socket and moves its check on, following the check's
 pull-style exchange (`sentinel.probes.exchange`: connect, send, receive,
 done; the same steps the per-task driver follows, so results and texts are
 the same); then times out checks past their deadline; then starts every
