@@ -173,7 +173,7 @@ async def test_each_backend_probed_by_two_and_a_real_failure_agreed(
         assert len({m.view() for m in nodes.values()}) == 1  # the same view, field by field
         told = [(m.name, e.seq, e.backend, e.to_state) for m in nodes.values()
                 for u in m.notes.updates for e in u.events]
-        leader = next(m for m in nodes.values() if m.cluster()["leading"])
+        leader = await leader_of(nodes)
         assert told == [(leader.name, 1, "b9001", "down")]
 
 
@@ -298,7 +298,7 @@ async def test_leader_lost_a_successor_numbers_on(etcd: EtcdServer, prefix: str,
             m.sees(9004, alive=False)
         await eventually(lambda: all(m.states().get("b9004") == "down"
                                      for m in nodes.values()), what="b9004 down")
-        leader = next(m for m in nodes.values() if m.cluster()["leading"])
+        leader = await leader_of(nodes)
         leader.stop()
         rest = [m for m in nodes.values() if m is not leader]
         await eventually(lambda: any(m.cluster()["leading"] for m in rest)
@@ -333,7 +333,7 @@ async def test_flap_damping_holds_the_agreed_view_down_on_every_member(
                              what=f"b9003 {state}")
         for m in nodes.values():
             m.sees(9003, alive=True)
-        leader = next(m for m in nodes.values() if m.cluster()["leading"])
+        leader = await leader_of(nodes)
         await eventually(lambda: leader.entry("b9003")["health"] == "up",
                          what="the vote says up again")
         assert "(suppressed;" in str(leader.entry("b9003")["damping"])
@@ -369,7 +369,7 @@ async def test_a_member_of_another_configuration_neither_leads_nor_follows(
                 m.sees(9001, alive=False)
             await eventually(lambda: agreed(nodes, {**everyone_up, "b9001": "down"}),
                              what="b9001 down on n1..n3")
-            old = next(m for m in nodes.values() if m.cluster()["leading"])
+            old = await leader_of(nodes)
             old.stop()
             rest = [m for m in nodes.values() if m is not old]
             await eventually(lambda: any(m.cluster()["leading"] for m in rest),
@@ -394,9 +394,11 @@ async def metrics_of(member: Member) -> Samples:
     return parse_metrics((await metrics.render())[0].decode())
 
 
-def leader_of(nodes: dict[str, Member]) -> Member:
-    """The member that leads now."""
-    return next(m for m in nodes.values() if m.cluster()["leading"])
+async def leader_of(nodes: dict[str, Member]) -> Member:
+    """The member that leads, once one does (under load a term may be starting: a new
+    leader reads etcd afresh before it leads)."""
+    return await eventually(lambda: next((m for m in nodes.values() if m.cluster()["leading"]),
+                                         None), what="a leader")
 
 
 async def test_two_of_three_down_votes_take_a_backend_down(
@@ -440,7 +442,7 @@ async def test_a_suspect_members_down_vote_abstains_until_its_canary_passes(
         assert "every canary fails" in shown["n1"]
         for name in ("n1", "n2"):
             nodes[name].sees(9001, alive=False)
-        leader = leader_of(nodes)
+        leader = await leader_of(nodes)
         await eventually(lambda: leader.entry("b9001")["observers"] == {
             "n1": "down", "n2": "down", "n3": "up"}, what="both downs at the leader")
         ballot = leader.engine.cluster.node.tally("web", "b9001", State.UP)  # type: ignore[union-attr]
@@ -489,7 +491,7 @@ async def test_a_reload_to_another_file_carries_its_hash_and_moves_the_lead(
     async with members(etcd, prefix, tmp_path, ("n1", "n2", "n3")) as nodes:
         everyone_up = {f"b{p}": "up" for p in PORTS}
         await eventually(lambda: agreed(nodes, everyone_up), what="all up")
-        first = leader_of(nodes)
+        first = await leader_of(nodes)
         terms = first.cluster()["terms"]
         await reload_file(first, "beef")
         await eventually(lambda: registered(nodes, first.name, "beef"),
@@ -513,7 +515,7 @@ async def test_a_reload_to_another_file_carries_its_hash_and_moves_the_lead(
                          what="the follower's new hash in every member list")
         await eventually(lambda: second.cluster()["following"] is False,
                          what="the reloaded follower holds")
-        last = leader_of(nodes)
+        last = await leader_of(nodes)
         assert last not in (first, second)
         await reload_file(last, "beef")
         await eventually(lambda: all(m.cluster()["ok"] and m.cluster()["following"]
