@@ -83,7 +83,7 @@ class Combiner:
     def __init__(self, names: Sequence[str], require: int) -> None:
         self.names = tuple(names)
         self.require = require
-        # One check: every result is the verdict's as it is; `decide` then skips `take`
+        # One check: every result is the verdict's as it is; `decide.feed` then skips `take`
         # (`latest` matters only with several checks)
         self.single = len(self.names) == 1
         self.latest: list[ProbeResult | None] = [None] * len(self.names)

@@ -129,7 +129,6 @@ class Note:
 
 
 Steps = tuple[tuple[float, int], ...]  # a slow-start ramp: (offset from recovery, weight)
-_new_tuple = tuple.__new__
 
 
 class Decision(NamedTuple):
@@ -157,13 +156,10 @@ def decide(backend: BackendRuntime, result: ProbeResult, now: float, slow_start:
     of the backend's check number `check` is combined with its other checks first
     (nothing is fed, `fed` None, while that is undecided); `check` None feeds `result`
     as it is (a counted passive signal)."""
-    if result.failure is _LOCAL or not backend.combiner.single:
-        fed = feed(backend, result, check)
-        if isinstance(fed, Decision):
-            return fed
-        result = fed
-    # else `feed` would give `result` back as it is (one check combines to itself): not
-    # called for the common case, every probe
+    fed = feed(backend, result, check)
+    if isinstance(fed, Decision):
+        return fed
+    result = fed
     transition = backend.breaker.observe(result.ok, now, result.latency)
     changed = transition.change is _CHANGED
     damper = backend.damper
@@ -186,8 +182,8 @@ def decide(backend: BackendRuntime, result: ProbeResult, now: float, slow_start:
     up = verdict(transition.health, suppressed, inputs) is _UP
     want = desired(backend.override, up, inputs, script, ramp_weight, backend.config.weight)
     if not changed and want == backend.published:  # the common case: every probe
-        # built as the tuple it is: a NamedTuple's own constructor is one more call
-        return _new_tuple(Decision, (transition, result, want, False, "", (), notes))
+        # positional: a NamedTuple's keyword arguments cost a third more
+        return Decision(transition, result, want, False, "", (), notes)
     reason = _reason(transition, result, backend.published, want, damper)
     return Decision(transition, result, want, publish=True, reason=reason, ramp=ramp,
                     notes=notes)
@@ -201,7 +197,7 @@ def feed(backend: BackendRuntime, result: ProbeResult, check: int | None
     `observe` takes this step too.)"""
     if result.failure is _LOCAL:  # the checker's own trouble, not the backend's
         return Decision(None, None, backend.published, publish=False)
-    if check is None:
+    if check is None or backend.combiner.single:  # one check combines to itself
         return result
     combined = backend.combiner.take(check, result)
     if combined is None:

@@ -63,8 +63,6 @@ from sentinel.sinks.runner import SinkRunner
 from sentinel.timefmt import rfc3339
 
 log = logging.getLogger(__name__)
-# Read after every probe, bound once: an Enum member read through its class costs ~60 ns
-_DOWN = Health.DOWN
 # A refused state write is cheap to try again; a few seconds between tries bound how long
 # the state stays unsaved once space returns.
 PERSIST_RETRY = Backoff(initial=0.25, maximum=5.0)
@@ -355,10 +353,9 @@ class Engine:
         counter.observe(result)
         jitter = timing.jitter  # 0 unless configured: no random number to draw then
         spread = self._rng.uniform(-jitter, jitter) if jitter else 0.0
-        # `next_due` reads retry_at only while down: not asked of the breaker otherwise
-        retry_at = backend.breaker.retry_at() if transition.health is _DOWN else None
         # scheduled before the result is taken: self-suspicion may bring it forward
-        slot.next_due = next_due(timing, transition, retry_at, started, now, spread)
+        slot.next_due = next_due(timing, transition, backend.breaker.retry_at(), started,
+                                 now, spread)
         return self._take(backend, result, decision, started, start_unix, slot.probe_type)
 
     def _decide(self, backend: BackendRuntime, result: ProbeResult, now: float,
