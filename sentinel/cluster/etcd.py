@@ -25,6 +25,19 @@ Rules this client keeps:
   etcd's own clientv3 does.
 - With user/password the client authenticates and sends the token; an
   expired token is renewed once per call.
+- A store that was wiped or replaced is noticed here: every answer names
+  the cluster's ID and the store's revision. A key-value answer whose
+  revision is below the highest seen before the request was sent (reads are
+  linearizable: an answer is never older than one to an earlier request),
+  or an answer with another cluster ID, means the data this client saw is
+  gone (etcd started again on an empty or restored data dir, or another
+  cluster behind the endpoints). The client logs it once, counts it
+  (`resets`) and wakes `wait_reset`: the callers drop their leases and
+  copies and read everything afresh. (An etcd wiped and started again with
+  the same name, peer URL and cluster token keeps its cluster ID: the
+  revision gives it away, as long as the new store has not yet written past
+  the revision this client last saw; the leases lost with the store end the
+  members' terms in any case.)
 - `statistics()` counts calls, failures and their latency (for the metrics).
 """
 
@@ -32,6 +45,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import ssl
 import time
 from collections import deque
@@ -46,6 +60,7 @@ import trio
 from sentinel.engine.pacing import percentiles
 from sentinel.errors import EtcdCompacted, EtcdError
 
+log = logging.getLogger(__name__)
 UNAVAILABLE = 14  # gRPC codes etcd answers with
 UNAUTHENTICATED = 16
 _SAFE_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)  # the request never left
@@ -215,6 +230,8 @@ class EtcdStatistics:
     latency_p50_ms: float  # over the recent calls
     latency_p99_ms: float
     latency_max_ms: float
+    resets: int  # times the store was found wiped or replaced
+    last_reset: str  # why, the last time
 
 
 class EtcdClient:
@@ -238,12 +255,53 @@ class EtcdClient:
         self._last_error = ""
         self._latency: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._latency_sum = 0.0
+        self._cluster_id = ""  # of the store this client follows
+        self._high = 0  # the highest key-value revision seen in it
+        self.resets = 0
+        self._last_reset = ""
+        self._reset = trio.Event()  # set (and replaced) when the store is found reset
 
     def statistics(self) -> EtcdStatistics:
         """A frozen snapshot of the calls so far."""
         p = percentiles(self._latency)
         return EtcdStatistics(self._calls, self._errors, self._last_error, self._latency_sum,
-                              p[0.5], p[0.99], p[1.0])
+                              p[0.5], p[0.99], p[1.0], self.resets, self._last_reset)
+
+    async def wait_reset(self, seen: int) -> None:
+        """Return once the store has been found reset more than `seen` times (compare
+        with `resets`)."""
+        while self.resets <= seen:
+            await self._reset.wait()
+
+    def _check_store(self, endpoint: str, path: str, doc: dict[str, Any],
+                     sent: tuple[int, int]) -> None:
+        """Notice a wiped or replaced store from an answer's header (module docstring);
+        `sent`: (`resets`, the highest revision seen) when the request was sent (an
+        answer may be older than one to a request sent at the same time, never than one
+        before; a reset noticed meanwhile is not noticed again)."""
+        resets, floor = sent
+        header = doc.get("header")
+        if not isinstance(header, dict):
+            return
+        cluster_id, revision = str(header.get("cluster_id", "")), _revision(doc)
+        why = ""
+        if cluster_id and self._cluster_id and cluster_id != self._cluster_id:
+            why = f"cluster id {self._cluster_id} is now {cluster_id} (another etcd)"
+        elif (path.startswith("/v3/kv/") and revision and revision < floor
+              and resets == self.resets):
+            why = (f"store revision {revision} is below {floor} already seen (data "
+                   f"dir wiped, or restored from an older snapshot)")
+        self._cluster_id = cluster_id or self._cluster_id
+        if path.startswith("/v3/kv/"):
+            self._high = revision if why else max(self._high, revision)
+        if why:
+            self.resets += 1
+            self._last_reset = why
+            log.warning("etcd was wiped or replaced at %s: %s; what this member knew of the "
+                        "cluster is gone: registering again and reading it afresh",
+                        endpoint, why)
+            self._reset.set()
+            self._reset = trio.Event()
 
     async def aclose(self) -> None:
         """Close the connections."""
@@ -390,6 +448,7 @@ class EtcdClient:
                        idempotent: bool) -> dict[str, Any]:
         """Try each endpoint once, starting from the last one that answered."""
         errors: list[str] = []
+        sent = (self.resets, self._high)
         for _ in self.endpoints:
             endpoint = self.endpoints[self._current]
             try:
@@ -406,7 +465,9 @@ class EtcdClient:
                 errors.append(f"{endpoint}: {_describe(exc)}")
             else:
                 if response.status_code == 200:
-                    return _json(endpoint, path, response)
+                    doc = _json(endpoint, path, response)
+                    self._check_store(endpoint, path, doc, sent)
+                    return doc
                 error = _answer_error(endpoint, path, response)
                 if error.code != UNAVAILABLE:  # etcd answered: no other endpoint will differ
                     raise error

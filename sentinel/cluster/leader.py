@@ -9,8 +9,10 @@ the key and try again when it is deleted, once their caller says they may
 `sentinel.cluster.node`).
 
 A term is fenced by the leader key's create revision, which no later
-leader can share: every write of the leader is a transaction that first
-compares `create_revision(PREFIX/leader)` with its own, so a deposed leader
+leader can share, and its lease (a store wiped and started again reuses
+revisions, never a lease): every write of the leader is a transaction that
+first compares `create_revision(PREFIX/leader)` and its lease with its own,
+so a deposed leader
 (paused past its lease, partitioned) has its write refused atomically
 instead of landing after a successor's (`NotLeader`).
 
@@ -281,7 +283,8 @@ class Leader:
         self.prefix = prefix
         self.term = term
         self._keep = keep_events
-        self._fence = Compare(f"{prefix}leader", "CREATE", term.revision)
+        self._fence = (Compare(f"{prefix}leader", "CREATE", term.revision),
+                       Compare(f"{prefix}leader", "LEASE", term.lease))
         self._agreed = agreed_prefix(prefix)
         self._seq: int | None = None  # None: unknown until load()
         self._delivered: dict[str, int] = {}
@@ -352,6 +355,18 @@ class Leader:
         self._seq = last
         return numbered
 
+    async def number_on(self, seq: int) -> None:
+        """Make the cluster's seq `seq` when etcd holds less (a store wiped or restored
+        from an older snapshot forgot events the members have): events are numbered on
+        from it, never twice. Call `load` again afterwards."""
+        held = self._known_seq()
+        if seq > held:
+            log.warning("cluster: etcd holds seq %d, the members had %d (the store lost "
+                        "data): numbering on from %d", held, seq, seq)
+            await self._fenced([Put(f"{self._agreed}seq", str(seq).encode())],
+                               expect_seq=held)
+            self._seq = seq
+
     async def record_delivered(self, sink: str, seq: int) -> None:
         """Note that leader-scope sink `sink` delivered every event up to `seq`."""
         await self._fenced([Put(f"{self.prefix}delivered/{sink}", str(seq).encode())])
@@ -372,7 +387,7 @@ class Leader:
         return self._seq
 
     async def _fenced(self, ops: Sequence[Op], *, expect_seq: int | None = None) -> None:
-        compare = [self._fence]
+        compare = list(self._fence)
         seq_key = f"{self._agreed}seq"
         if expect_seq is not None:
             compare.append(Compare(seq_key, "VALUE", str(expect_seq).encode())
@@ -387,7 +402,8 @@ class Leader:
         if done.succeeded:
             return
         holder, seq_now = done.ranges[0].kvs, done.ranges[1].kvs
-        if not holder or holder[0].create_revision != self.term.revision:
+        if not holder or (holder[0].create_revision, holder[0].lease) != (
+                self.term.revision, self.term.lease):
             who = LeaderKey.decode(holder[0].value).node if holder else "nobody"
             raise NotLeader(f"{self.term.node} no longer leads (term {self.term.revision}); "
                             f"the leader key is {who}'s")

@@ -14,7 +14,10 @@ the last renewal it *sent* plus the TTL etcd answered, which is never later
 than etcd's own expiry (etcd starts its count when it receives the
 renewal), so a member has stopped acting before etcd lets another take its
 place. After a lapse (the member was paused, or lost etcd for longer than
-the TTL) it logs so, counts it, grants a new lease and registers again.
+the TTL) it logs so, counts it, grants a new lease and registers again. A
+store found wiped or replaced (`EtcdClient.resets`) holds neither the lease
+nor the record: the term ends at once the same way, without waiting for a
+renewal to be refused.
 
 Registration is a put-if-absent: a second live member with the same node
 name is refused (and reported) until the first one's lease ends. The record
@@ -147,6 +150,7 @@ class Membership:
         self._recorded_suspect = False  # whether that document says this member is suspect
         self.recorded_revision = 0  # its mod revision (observations are stamped with it)
         self._record_changed = trio.Event()
+        self.store_resets = 0  # the client's `resets` when the lease was registered
 
     def suspect(self, reason: str | None) -> None:
         """This member suspects itself (`reason`) or no longer does (None): its record
@@ -210,6 +214,7 @@ class Membership:
                     lease = await self._register()
                     async with trio.open_nursery() as term:
                         term.start_soon(self._keep_alive, lease, term.cancel_scope)
+                        term.start_soon(self._end_on_reset, lease, term.cancel_scope)
                         term.start_soon(self._keep_record, lease)
                         if session is not None:
                             term.start_soon(session, lease)
@@ -225,6 +230,7 @@ class Membership:
                 lease = Lease(*await self.client.lease_grant(self.config.lease_ttl))
                 if await self._claim(lease):
                     self.lease = self._last_lease = lease
+                    self.store_resets = self.client.resets  # the store that holds it
                     self._registrations += 1
                     self._set_ok(True, "")
                     log.info("cluster: %s registered (lease %x, ttl %ds)", self.me.node,
@@ -327,6 +333,11 @@ class Membership:
                 continue
             self._lapsed(lease, f"etcd did not answer within {lease.ttl}s", term)
             return
+
+    async def _end_on_reset(self, lease: Lease, term: trio.CancelScope) -> None:
+        """End the term when the store that held the lease is found wiped or replaced."""
+        await self.client.wait_reset(self.store_resets)
+        self._lapsed(lease, "etcd's store was wiped or replaced", term)
 
     def _lapsed(self, lease: Lease, why: str, term: trio.CancelScope) -> None:
         self._lapses += 1

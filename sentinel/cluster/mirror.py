@@ -16,6 +16,12 @@ it found. Either way a consumer sees every net change exactly once however
 long it was cut off. While etcd cannot be reached the dict stays as it was
 (fail static) and `ok` is false.
 
+When the client finds the store wiped or replaced (`EtcdClient.resets`),
+the copy is of keys that no longer exist and its revision means nothing in
+the new store: the mirror stops watching and reads the prefix afresh (the
+difference reported as above), and until it has `read_at_least` does not
+take the old revision for a new one.
+
 A watch on a connection that silently died would idle forever, so while
 watching the mirror reads one key every `check_every` seconds; a failed
 read restarts the watch.
@@ -69,6 +75,12 @@ class PrefixMirror:
         self._wanted = 0  # the revision callers of `read_at_least` wait for
         self._reread = trio.Event()  # set: such a caller is waiting (wakes the run task)
         self._advanced = trio.Event()  # set (and replaced) whenever `revision` moves
+        self.store_resets = 0  # the client's `resets` when the dict was last read
+
+    @property
+    def current(self) -> bool:
+        """False while the dict is a copy of a store since found wiped or replaced."""
+        return self.store_resets == self.client.resets
 
     async def wait_synced(self) -> None:
         """Return once the dict holds a complete read of the prefix."""
@@ -78,7 +90,7 @@ class PrefixMirror:
         """Return once the dict reflects etcd at `revision` or later (a fresh range read
         when it does not yet; waits while etcd cannot answer)."""
         self._wanted = max(self._wanted, revision)
-        while self.revision < revision:
+        while self.revision < revision or not self.current:
             self._reread.set()
             await self._advanced.wait()
 
@@ -89,6 +101,8 @@ class PrefixMirror:
         stale = True  # the dict needs a range read: the first, or history was lost
         while True:
             self._reread = trio.Event()
+            if not self.current:
+                stale = True  # the store was wiped or replaced: nothing to resume
             ready = not stale
             if stale or self.revision < self._wanted:
                 try:
@@ -125,10 +139,11 @@ class PrefixMirror:
 
     async def _read(self) -> None:
         found = await self.client.get_prefix(self.prefix)
+        self.store_resets = self.client.resets  # the answer is of the store as it is now
         fresh = {kv.key: kv for kv in found.kvs}
         changes: dict[str, KeyValue | None] = {
             key: kv for key, kv in fresh.items()
-            if (old := self.items.get(key)) is None or old.mod_revision != kv.mod_revision}
+            if self.items.get(key) != kv}  # whole: a reset store reuses revisions
         changes.update((key, None) for key in self.items.keys() - fresh.keys())
         self.items = fresh
         self.revision = found.revision
@@ -189,9 +204,16 @@ class PrefixMirror:
                 asked = True
                 nursery.cancel_scope.cancel()
 
+            async def reset() -> None:
+                nonlocal asked
+                await self.client.wait_reset(self.store_resets)
+                asked = True
+                nursery.cancel_scope.cancel()
+
             nursery.start_soon(watch)
             nursery.start_soon(check)
             nursery.start_soon(reread)
+            nursery.start_soon(reset)
         if failure is not None:
             raise failure
         return asked

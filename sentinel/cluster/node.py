@@ -20,7 +20,10 @@ What runs, all under one nursery:
   waiting out a backoff: `_read_at_least`). A term ends when a fenced write
   fails (`NotLeader`, or an etcd error that leaves the outcome unknown) or
   the lease lapses; the node then campaigns again (holding the key still, it
-  wins at once and reads the truth before going on).
+  wins at once and reads the truth before going on). A leader that finds
+  etcd holding a lower seq than this member has seen (the store was wiped,
+  or restored from an older snapshot) numbers on from the higher one
+  (`Leader.number_on`): a seq is never used twice.
 
 Probe assignment (`probers`) is rendezvous hashing over the live members
 whose configuration hash is this member's own (a member with another file
@@ -48,7 +51,8 @@ its down votes abstain in every tally (`suspects`) until the record says
 otherwise, when the members-changed path has every backend voted on again.
 
 `statistics()` is the `cluster` object of /v1/state; `ok` is false while this
-member is not registered, cannot follow etcd, or fewer members are live (and
+member is not registered, cannot follow etcd, has found etcd's store wiped or replaced
+and not yet registered and read everything again, or fewer members are live (and
 not suspect) than a down vote needs, with the reason in `error`. A change of
 `ok` is logged.
 """
@@ -171,6 +175,7 @@ class ClusterStatistics:
                                   "p99": round(self.lag_p99_ms, 3)},
                 "etcd": {"calls": self.etcd.calls, "errors": self.etcd.errors,
                          "last_error": self.etcd.last_error or None,
+                         "resets": self.etcd.resets,
                          "latency_ms": {"p50": round(self.etcd.latency_p50_ms, 3),
                                         "p99": round(self.etcd.latency_p99_ms, 3)}},
                 "observations": {"writes": self.writer.writes,
@@ -331,6 +336,9 @@ class ClusterNode:
             try:
                 with self._term:
                     state = await leader.load()
+                    if state.seq < self._passed_seq:  # the store lost data: number on
+                        await leader.number_on(self._passed_seq)
+                        state = await leader.load()
                     await self._read_at_least(state.revision)
                     self.leading = leader
                     self._terms += 1
@@ -521,6 +529,12 @@ class ClusterNode:
     def _health(self) -> tuple[bool, str]:
         """(ok, why not) now."""
         m = self.membership.statistics()
+        resets = self.client.resets
+        if resets and not (self.membership.store_resets == resets and m.ok and all(
+                mirror.current for mirror in (self.agreed, self.overrides.mirror,
+                                              self.observations.mirror, self._leader_key))):
+            return False, (f"etcd was wiped or replaced ({self.client.statistics().last_reset})"
+                           f": registering again and reading the cluster afresh")
         if not m.ok:
             return False, m.error or "not registered"
         for name, mirror in (("agreed state", self.agreed),

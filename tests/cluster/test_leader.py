@@ -269,3 +269,29 @@ async def test_a_losing_campaign_writes_nothing(client: EtcdClient, etcd: EtcdSe
         await client.lease_revoke(first_lease.id)
         with trio.fail_after(5):
             await won.wait()
+
+
+async def test_a_wiped_store_reusing_the_fence_revision_refuses_the_old_term(
+        own_etcd: EtcdServer) -> None:
+    """A store wiped and started again reuses revisions: a new leader key created at the
+    very revision of an old term's key does not let that term write (the fence compares
+    the lease too), and the old term learns it no longer leads."""
+    client = EtcdClient([own_etcd.url], timeout=5.0)
+    try:
+        for i in range(3):  # the old term's key at a revision the new store reaches
+            await client.put(f"/filler/{i}", b"x")
+        _, old = await elect(client, "/p/", "n1")
+        own_etcd.stop()
+        own_etcd.wipe()
+        own_etcd.start()
+        while (await client.put("/filler/next", b"x")) < old.revision - 1:
+            pass
+        _, new = await elect(client, "/p/", "n2")
+        assert new.revision == old.revision
+        stale = Leader(client, "/p/", old)
+        await stale.load()
+        with pytest.raises(NotLeader, match="the leader key is n2's"):
+            await stale.publish([change("web", "down", "b1")])
+        assert await client.get(f"{agreed_prefix('/p/')}seq") is None
+    finally:
+        await client.aclose()

@@ -11,6 +11,7 @@ suspect member's down votes abstaining (SPEC 11).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -35,7 +36,7 @@ from sentinel.model import ServiceView, State
 from sentinel.sinks.memory import RecordingSink
 from sentinel.telemetry.metrics import Metrics
 from tests.cluster.etcd_server import EtcdServer
-from tests.cluster.helpers import cluster_config
+from tests.cluster.helpers import client_for, cluster_config
 from tests.e2e.balancers import eventually
 from tests.engine.fakes import FakeProbe, config, run_inline, service
 from tests.telemetry.helpers import Samples, parse_metrics, sample
@@ -151,6 +152,17 @@ def agreed(nodes: dict[str, Member], expected: dict[str, str]) -> bool:
     return all(m.states() == expected for m in nodes.values() if not m.stopped)
 
 
+async def b9001_down(nodes: dict[str, Member]) -> dict[str, str]:
+    """Once all are up everywhere, every member sees b9001 fail: waits until it is agreed
+    down everywhere and returns that view ({backend: state})."""
+    await eventually(lambda: agreed(nodes, {f"b{p}": "up" for p in PORTS}), what="all up")
+    for m in nodes.values():
+        m.sees(9001, alive=False)
+    expected = {**{f"b{p}": "up" for p in PORTS}, "b9001": "down"}
+    await eventually(lambda: agreed(nodes, expected), what="b9001 down everywhere")
+    return expected
+
+
 async def test_each_backend_probed_by_two_and_a_real_failure_agreed(
         etcd: EtcdServer, prefix: str, tmp_path: Path) -> None:
     """With probers: 2 each backend is probed by two members only; a failure both of its
@@ -230,17 +242,12 @@ async def test_the_panic_guard_applies_to_the_agreed_view(
     """With min_up 5 of 6, two backends agreed down leave the one that last passed a
     probe published up: panic on every member, the same view and seq everywhere."""
     async with members(etcd, prefix, tmp_path, ("n1", "n2", "n3"), min_up=5) as nodes:
-        everyone_up = {f"b{p}": "up" for p in PORTS}
-        await eventually(lambda: agreed(nodes, everyone_up), what="all up")
-        for m in nodes.values():
-            m.sees(9001, alive=False)
-        await eventually(lambda: agreed(nodes, {**everyone_up, "b9001": "down"}),
-                         what="b9001 down")
+        down = await b9001_down(nodes)
         for m in nodes.values():
             m.sees(9006, alive=False)
         await eventually(lambda: all(m.view() is not None and m.view().panic  # type: ignore[union-attr]
                                      for m in nodes.values()), what="panic everywhere")
-        assert agreed(nodes, {**everyone_up, "b9001": "down"})  # b9006 held up
+        assert agreed(nodes, down)  # b9006 held up
         assert len({m.view() for m in nodes.values()}) == 1
         seq = {m.engine.journal.seq for m in nodes.values()}
         assert seq == {2}  # b9001 down, then panic starting (b9006 held up: no move)
@@ -531,3 +538,49 @@ async def test_a_reload_to_another_file_carries_its_hash_and_moves_the_lead(
                                                 "b9002": "down"}),
                          what="b9002 agreed down on all three")
         assert len({m.engine.journal.seq for m in nodes.values()}) == 1
+
+
+async def test_a_wiped_etcd_is_noticed_and_the_cluster_resyncs(
+        own_etcd: EtcdServer, prefix: str, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """etcd stopped, its data wiped, started again on the same port (its revision back at
+    1, the same cluster id): each member notices once, registers again, reads everything
+    afresh, a leader writes the whole agreed view into the new store and numbers on from
+    the seq the members know; the drain that lived only in the old store is gone, and no
+    backend flaps meanwhile (fail static)."""
+    caplog.set_level(logging.WARNING, logger="sentinel.cluster.etcd")
+    async with members(own_etcd, prefix, tmp_path, ("n1", "n2")) as nodes:
+        after = await b9001_down(nodes)  # the drain below lives only in the old store
+        follower = next(m for m in nodes.values() if not m.cluster()["leading"])
+        await follower.engine.set_override("web", "b9003", "drain")
+        before = {**after, "b9003": "drain"}
+        await eventually(lambda: agreed(nodes, before), what="b9003 drained everywhere")
+        seq = {m.engine.journal.seq for m in nodes.values()}
+        assert len(seq) == 1
+        heard = {name: len(m.local.updates) for name, m in nodes.items()}
+        own_etcd.stop()
+        await eventually(lambda: all(m.cluster()["ok"] is False for m in nodes.values()),
+                         what="every member sees etcd gone")
+        own_etcd.wipe()
+        own_etcd.start()
+        await eventually(lambda: agreed(nodes, after)
+                         and all(m.cluster()["ok"] for m in nodes.values()),
+                         what="the cluster resynced on the new store")
+        for name, m in nodes.items():
+            assert m.cluster()["etcd"]["resets"] == 1  # type: ignore[index]
+            assert m.cluster()["lapses"] >= 1  # type: ignore[operator]
+            later = [e for u in m.local.updates[heard[name]:] for e in u.events]
+            assert [(e.backend, e.to_state) for e in later] == [("b9003", "up")]
+            assert later[0].seq == max(seq) + 1  # numbered on, not from 1 again
+            shown = [{b.name: b.state.value for b in u.view.backends}
+                     for u in m.local.updates[heard[name]:]]
+            assert all(s["b9001"] == "down" for s in shown)  # no flap meanwhile
+        assert caplog.text.count("etcd was wiped or replaced") == len(nodes)
+        reader = client_for(cluster_config(own_etcd, prefix, "reader"))
+        try:
+            held = await reader.get_prefix(f"{prefix}agreed/backends/")
+            assert len(held.kvs) == len(PORTS)  # the whole agreed view, written afresh
+            assert len((await reader.get_prefix(f"{prefix}members/")).kvs) == len(nodes)
+            assert int((await reader.get(f"{prefix}agreed/seq")).value) == max(seq) + 1  # type: ignore[union-attr]
+        finally:
+            await reader.aclose()
