@@ -23,8 +23,9 @@ Rules this client keeps:
   elsewhere only when repeating it is harmless; a transaction is not
   (`EtcdError.maybe_applied` tells the caller to read before retrying), as
   etcd's own clientv3 does.
-- With user/password the client authenticates and sends the token; an
-  expired token is renewed once per call.
+- With user/password the client authenticates and sends the token; a
+  token etcd no longer takes (expired, older than a change of users or
+  roles, or lost in an etcd restart) is renewed once per call or watch.
 - A store that was wiped or replaced is noticed here: every answer names
   the cluster's ID and the store's revision. A key-value answer whose
   revision is below the highest seen before the request was sent (reads are
@@ -64,6 +65,11 @@ log = logging.getLogger(__name__)
 UNAVAILABLE = 14  # gRPC codes etcd answers with
 UNAUTHENTICATED = 16
 _SAFE_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)  # the request never left
+# etcd's words for a token it no longer takes (an expired simple token answers
+# UNAUTHENTICATED; a JWT older than a change of users or roles, or none at all, answers
+# INVALID_ARGUMENT with these), as etcd's clientv3 tells them apart
+_TOKEN_REFUSED = ("invalid auth token", "revision of auth store is old",
+                  "user name is empty")
 LATENCY_SAMPLES = 1024  # recent calls the latency percentiles cover
 
 
@@ -382,25 +388,47 @@ class EtcdClient:
         body = _range(key, range_end)
         if start_revision:
             body["start_revision"] = str(start_revision)
+        opened = await self._create_watch(body, renew=self._user is not None)
+        if opened is None:  # the token expired or is outdated: authenticate again, once
+            self._token = None
+            opened = await self._create_watch(body, renew=False)
+        assert opened is not None
+        response, stream = opened
+        try:
+            yield stream
+        finally:
+            await _close(response)
+
+    async def _create_watch(self, body: dict[str, Any], *, renew: bool
+                            ) -> tuple[httpx.Response, WatchStream] | None:
+        """A created watch: its answer and stream (within the timeout); None when etcd
+        refused the token and `renew` (the caller authenticates and tries again)."""
         with self._mapped("/v3/watch"):
             with trio.move_on_after(self.timeout) as scope:
                 endpoint, response = await self._open_watch({"create_request": body})
             if scope.cancelled_caught:
                 raise EtcdError(f"/v3/watch: no answer within {self.timeout:g}s "
                                 f"(last tried {self.endpoints[self._current]})")
-        try:
-            stream = WatchStream(endpoint, response.aiter_lines())
-            with trio.move_on_after(self.timeout) as scope:
-                first = await stream.next_result()
-            if scope.cancelled_caught:
-                raise EtcdError(f"{endpoint}/v3/watch: not created within {self.timeout:g}s")
-            if not first.get("created"):
-                raise EtcdError(f"{endpoint}/v3/watch: unexpected first answer {first}")
+            try:
+                stream = WatchStream(endpoint, response.aiter_lines())
+                with trio.move_on_after(self.timeout) as scope:
+                    first = await stream.next_result()
+                if scope.cancelled_caught:
+                    raise EtcdError(f"{endpoint}/v3/watch: not created within "
+                                    f"{self.timeout:g}s")
+                if not first.get("created"):
+                    raise EtcdError(f"{endpoint}/v3/watch: unexpected first answer {first}")
+                if first.get("canceled"):  # refused at once (an expired token, ...)
+                    refused = _canceled(f"{endpoint}/v3/watch", first)
+                    if renew and _token_refused(refused):
+                        await _close(response)
+                        return None
+                    raise refused
+            except BaseException:
+                await _close(response)
+                raise
             stream.created_revision = _revision(first)
-            yield stream
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                await response.aclose()
+            return response, stream
 
     async def _open_watch(self, request: dict[str, Any]) -> tuple[str, httpx.Response]:
         """The watch's streaming answer from the first endpoint that takes it."""
@@ -436,9 +464,9 @@ class EtcdClient:
                 try:
                     return await self._attempt(path, body, idempotent)
                 except EtcdError as exc:
-                    if exc.code != UNAUTHENTICATED or self._user is None:
+                    if self._user is None or not _token_refused(exc):
                         raise
-                    self._token = None  # expired or revoked: authenticate again, once
+                    self._token = None  # expired or outdated: authenticate again, once
                     return await self._attempt(path, body, idempotent)
             raise EtcdError(f"{path}: no answer within {self.timeout:g}s "
                             f"(last tried {self.endpoints[self._current]})",
@@ -479,7 +507,9 @@ class EtcdClient:
         response = await self._http.post(f"{endpoint}/v3/auth/authenticate",
                                          json={"name": self._user, "password": self._password})
         if response.status_code != 200:
-            raise _answer_error(endpoint, "/v3/auth/authenticate", response)
+            refused = _answer_error(endpoint, "/v3/auth/authenticate", response)
+            raise EtcdError(f"cannot authenticate to etcd as {self._user!r}: {refused} "
+                            f"(check cluster.user and cluster.password)", code=refused.code)
         self._token = str(_json(endpoint, "/v3/auth/authenticate", response)["token"])
 
     def _headers(self) -> dict[str, str]:
@@ -521,6 +551,26 @@ def _range(key: str, range_end: str | None) -> dict[str, Any]:
 
 def _revision(doc: dict[str, Any]) -> int:
     return int(doc.get("header", {}).get("revision", 0))
+
+
+def _token_refused(error: EtcdError) -> bool:
+    """True when etcd refused the token itself (expired, outdated by a change of users
+        or roles, or missing), which authenticating again cures; not a refused password."""
+    return error.code == UNAUTHENTICATED or any(
+        reason in str(error) for reason in _TOKEN_REFUSED)
+
+
+async def _close(response: httpx.Response) -> None:
+    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+        await response.aclose()
+
+
+def _canceled(where: str, result: dict[str, Any]) -> EtcdError:
+    """The error a watch answer that says `canceled` stands for."""
+    compacted = int(result.get("compact_revision", 0))
+    if compacted:
+        return EtcdCompacted(compacted)
+    return EtcdError(f"{where}: canceled: {result.get('cancel_reason') or 'no reason given'}")
 
 
 def _describe(exc: BaseException | None) -> str:
@@ -565,11 +615,7 @@ class WatchStream:
         """The next batch; a failed, ended or cancelled watch raises EtcdError."""
         result = await self.next_result()
         if result.get("canceled"):
-            compacted = int(result.get("compact_revision", 0))
-            if compacted:
-                raise EtcdCompacted(compacted)
-            raise EtcdError(f"{self._endpoint}/v3/watch: canceled: "
-                            f"{result.get('cancel_reason') or 'no reason given'}")
+            raise _canceled(f"{self._endpoint}/v3/watch", result)
         events = tuple(WatchEvent("delete" if e.get("type") == "DELETE" else "put",
                                   KeyValue.from_json(e["kv"]))
                        for e in result.get("events", ()))

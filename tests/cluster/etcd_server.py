@@ -17,13 +17,14 @@ import shutil
 import signal
 import ssl
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import trustme
 
+from sentinel.cluster.etcd import b64, prefix_end
 from tests.e2e.helpers import Processes, free_port, require_binary, wait_until
 
 
@@ -31,12 +32,14 @@ class EtcdServer:
     """One etcd process this test owns."""
 
     def __init__(self, procs: Processes, data_dir: Path, name: str = "etcd",
-                 ca: trustme.CA | None = None, host: str = "127.0.0.1") -> None:
+                 ca: trustme.CA | None = None, host: str = "127.0.0.1",
+                 flags: Sequence[str] = ()) -> None:
         self._procs = procs
         self._ca = ca  # with a CA: https, and clients must show a certificate it signed
         self._data_dir = data_dir
         self._name = name
         self._host = host  # the client address (peers stay on loopback)
+        self._flags = tuple(flags)  # more of etcd's options (its auth tokens, ...)
         self._binary = require_binary("etcd")
         self.client_port = free_port(host)
         self.peer_port = free_port()
@@ -82,6 +85,7 @@ class EtcdServer:
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
             "--initial-cluster", f"{self._name}={peer}",
             "--heartbeat-interval", "50", "--election-timeout", "500", *tls_flags,
+            *self._flags,
         ], self._name)
         proc = self._proc
 
@@ -141,17 +145,50 @@ class EtcdServer:
                            ("/v3/auth/enable", {})):
             httpx.post(f"{self.url}{path}", json=body, timeout=5).raise_for_status()
 
+    def add_user(self, user: str, password: str, prefix: str) -> None:
+        """A user (and a role of its name) that may read and write the keys under
+        `prefix`; before `enable_auth`."""
+        role = {"name": user, "perm": {"permType": "READWRITE", "key": b64(prefix),
+                                       "range_end": b64(prefix_end(prefix))}}
+        for path, body in (("/v3/auth/user/add", {"name": user, "password": password}),
+                           ("/v3/auth/role/add", {"name": user}),
+                           ("/v3/auth/role/grant", role),
+                           ("/v3/auth/user/grant", {"user": user, "role": user})):
+            httpx.post(f"{self.url}{path}", json=body, timeout=5).raise_for_status()
+
+    def token(self, user: str, password: str) -> str:
+        """A fresh auth token for `user`."""
+        answer = httpx.post(f"{self.url}/v3/auth/authenticate",
+                            json={"name": user, "password": password}, timeout=5)
+        answer.raise_for_status()
+        return str(answer.json()["token"])
+
+    def as_root(self, root: tuple[str, str], path: str, body: dict[str, object]) -> None:
+        """An auth-store call (`path` under /v3/auth/) made as the root user."""
+        answer = httpx.post(f"{self.url}/v3/auth/{path}", json=body, timeout=5,
+                            headers={"Authorization": self.token(*root)})
+        answer.raise_for_status()
+        assert "error" not in answer.json(), answer.text
+
+    def refuses(self, token: str, key: str) -> str:
+        """etcd's error for a read of `key` with `token` ("" when it takes it; a simple
+        token's TTL starts again when it is taken)."""
+        answer = httpx.post(f"{self.url}/v3/kv/range", json={"key": b64(key)}, timeout=5,
+                            headers={"Authorization": token})
+        return "" if answer.status_code == 200 else str(answer.json().get("message"))
+
 
 @contextmanager
-def running_etcd(base: Path, ca: trustme.CA | None = None, host: str = "127.0.0.1"
-                 ) -> Iterator[EtcdServer]:
+def running_etcd(base: Path, ca: trustme.CA | None = None, host: str = "127.0.0.1",
+                 flags: Sequence[str] = ()) -> Iterator[EtcdServer]:
     """A started etcd with its data and log under `base` (https with client certificates
-    when `ca` is given), its clients served on `host`, killed by PID at the end."""
+    when `ca` is given), its clients served on `host`, more of its options in `flags`,
+    killed by PID at the end."""
     logs = base / "logs"
     logs.mkdir(parents=True)
     procs = Processes(logs)
     try:
-        server = EtcdServer(procs, base / "data", ca=ca, host=host)
+        server = EtcdServer(procs, base / "data", ca=ca, host=host, flags=flags)
         server.start()
         yield server
     finally:

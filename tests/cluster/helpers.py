@@ -17,5 +17,6 @@ def cluster_config(etcd: EtcdServer, prefix: str, node: str, **options: Any) -> 
 
 
 def client_for(config: ClusterConfig) -> EtcdClient:
-    """A client with the member's endpoints and call deadline."""
-    return EtcdClient(config.endpoints, timeout=config.call_timeout)
+    """A client with the member's endpoints, call deadline and etcd user."""
+    return EtcdClient(config.endpoints, timeout=config.call_timeout, user=config.user,
+                      password=config.password)
