@@ -104,6 +104,12 @@ LAG_SAMPLES = 1024  # recent agreed views whose lag the percentiles cover
 OK_CHECK = 1.0  # seconds between looks at whether the cluster is ok (logged on change)
 
 
+def _said(group: BaseExceptionGroup[BaseException]) -> str:
+    """What the errors of a (possibly nested) group say, joined."""
+    return "; ".join(_said(e) if isinstance(e, BaseExceptionGroup) else str(e)
+                     for e in group.exceptions)
+
+
 class ClusterHost(Protocol):
     """What the node tells the engine. Every call but `lead` is synchronous and must
     not block: they run inside the followers' tasks."""
@@ -344,10 +350,11 @@ class ClusterNode:
                     self._terms += 1
                     attempt = 0
                     await self.host.lead(leader, state)
-            except NotLeader as exc:
-                log.warning("cluster: %s", exc)
-            except EtcdError as exc:
-                log.warning("cluster: %s stops leading for now: %s", self.node, exc)
+            # the term's writes fail inside the host's nursery: they arrive grouped
+            except* NotLeader as deposed:
+                log.warning("cluster: %s", _said(deposed))
+            except* EtcdError as failed:
+                log.warning("cluster: %s stops leading for now: %s", self.node, _said(failed))
             finally:
                 if self.leading is leader:
                     self.leading = None

@@ -584,3 +584,48 @@ async def test_a_wiped_etcd_is_noticed_and_the_cluster_resyncs(
             assert int((await reader.get(f"{prefix}agreed/seq")).value) == max(seq) + 1  # type: ignore[union-attr]
         finally:
             await reader.aclose()
+
+
+async def test_a_leader_between_terms_after_an_unclear_error_reloaded_steps_down(
+        etcd: EtcdServer, prefix: str, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A leader whose write fails with an etcd error (the seq it expected is not what
+    etcd holds: the outcome of its last write unknown) stops leading, and while it keeps
+    failing to start a term again, a reload brings another file: it does not lead again
+    under the old file's key but gives the key up, its record carries the new hash, and
+    a member of the old file leads once etcd's state is sound again."""
+    async with members(etcd, prefix, tmp_path, ("n1", "n2", "n3")) as nodes:
+        await eventually(lambda: agreed(nodes, {f"b{p}": "up" for p in PORTS}),
+                         what="all up")
+        first = await leader_of(nodes)
+        rest = [m for m in nodes.values() if m is not first]
+        writer = client_for(cluster_config(etcd, prefix, "writer"))
+        try:
+            seq = await writer.get(f"{prefix}agreed/seq")
+            await writer.put(f"{prefix}agreed/seq", b"garbled")
+            for m in nodes.values():
+                m.sees(9001, alive=False)
+            await eventually(lambda: "stops leading for now" in caplog.text
+                             and not first.cluster()["leading"],
+                             what="the leader's term ended by the error")
+            terms = first.cluster()["terms"]
+            await reload_file(first, "beef")
+            await eventually(lambda: registered(nodes, first.name, "beef"),
+                             what="the new hash in every member list")
+            await eventually(lambda: f"{first.name} steps down" in caplog.text
+                             and all(m.cluster()["leader"] != first.name
+                                     for m in nodes.values()),
+                             what="the old file's leader key given up")
+            if seq is None:  # sound again: as it was
+                await writer.delete(f"{prefix}agreed/seq")
+            else:
+                await writer.put(f"{prefix}agreed/seq", seq.value)
+            await eventually(lambda: all(m.states().get("b9001") == "down" for m in rest),
+                             what="a leader of the old file publishes b9001 down")
+            assert any(m.cluster()["leading"] for m in rest)
+            assert not first.cluster()["leading"]
+            assert first.cluster()["terms"] == terms  # never led again under the old key
+            assert first.cluster()["following"] is False
+            assert first.states().get("b9001") == "up"  # held: nothing agreed reached it
+        finally:
+            await writer.aclose()
