@@ -20,6 +20,17 @@ from tests.config import run_sentinel
 
 DURATION = "expected a duration such as 250ms, 2s, 1m, 1h or a number of seconds"
 SERVICE = b"services:\n  web:\n    backends: [127.0.0.1:80]\n"
+GOOD = textwrap.dedent("""\
+    x-probe: &p {type: http, path: /h, interval: 1s}
+    sinks:
+      out: {type: file, path: ./view.json}
+    services:
+      web:
+        backends: [127.0.0.1:80, {name: b, address: '[::1]:81', weight: 2}]
+        probe: {<<: *p, expect_status: [2xx]}
+        breaker: {kind: circuit, failure_rate: 50%, window: 10s}
+        sinks: [out]
+    """)  # a valid config the fuzz tests splice junk into
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,10 @@ CASES = [
          "in a double-quoted string"),
     Case("bad-int-tag", SERVICE + b"    min_up: !!int one\n",
          "{file}:4:13: services.web.min_up: 'one' cannot be read as an integer"),
+    Case("empty-int-tag", SERVICE + b"    min_up: !!int\n",
+         "{file}:4:13: services.web.min_up: '' cannot be read as an integer"),
+    Case("bad-bool-tag", SERVICE + b"    sticky: !!bool maybe\n",
+         "{file}:4:13: services.web.sticky: 'maybe' cannot be read as true or false"),
     Case("bad-float-tag", SERVICE + b"    slow_start: !!float abc\n",
          "{file}:4:17: services.web.slow_start: 'abc' cannot be read as a number"),
     Case("invalid-date", SERVICE + b"    slow_start: 2024-13-45\n",
@@ -125,18 +140,8 @@ def test_a_date_is_kept_as_written(tmp_path: Path) -> None:
 def test_any_bytes_anywhere_are_config_errors_only(tmp_path: Path, junk: bytes, at: int) -> None:
     """Random bytes spliced into a valid config: it loads, or every problem is a
     ConfigError; nothing else escapes."""
-    good = textwrap.dedent("""\
-        x-probe: &p {type: http, path: /h, interval: 1s}
-        sinks:
-          out: {type: file, path: ./view.json}
-        services:
-          web:
-            backends: [127.0.0.1:80, {name: b, address: '[::1]:81', weight: 2}]
-            probe: {<<: *p, expect_status: [2xx]}
-            breaker: {kind: circuit, failure_rate: 50%, window: 10s}
-            sinks: [out]
-        """).encode()
     path = tmp_path / "fuzz.yaml"
+    good = GOOD.encode()
     path.write_bytes(good[:at] + junk + good[at:])
     with contextlib.suppress(ConfigError):
         load_config(path)
