@@ -55,6 +55,9 @@ _TAG = "tag:yaml.org,2002:"
 _MERGE = _TAG + "merge"
 _SCALAR_TAGS = {_TAG + "str": "a string", _TAG + "int": "an integer", _TAG + "float": "a number",
                 _TAG + "bool": "true or false", _TAG + "null": "null"}
+# kept as the text: a string is its text, no setting is a date (2024-13-45 too), and `<<`
+# as a value is the word
+_AS_WRITTEN = {_TAG + "str", _TAG + "timestamp", _MERGE}
 _COLLECTION_TAGS: dict[type[yaml.Node], str] = {yaml.MappingNode: _TAG + "map",
                                                 yaml.SequenceNode: _TAG + "seq"}
 _constructor = yaml.SafeLoader("")
@@ -316,7 +319,8 @@ def load_yaml(source: str | bytes, file: str, env: Mapping[str, str] | None = No
         root = _compose(text, file)
     if root is None:
         return Node({}, file, 1, 1, "")
-    _AliasCheck(file).walk(root)
+    if "*" in text:  # an alias is written `*name`: without a `*` there is none to measure
+        _AliasCheck(file).walk(root)
     return _Wrapper(file, os.environ if env is None else env).wrap(root, "")
 
 
@@ -632,20 +636,19 @@ class _Wrapper:
         return str(target.value)  # as written: `010` stays 010, `yes` stays yes
 
     def _scalar(self, node: yaml.ScalarNode, path: str) -> Node:
-        where = self.mark(node, path)
         value: Any
-        if node.tag in (_TAG + "timestamp", _MERGE):
-            value = node.value  # no setting is a date: keep the text (2024-13-45 too)
+        if node.tag in _AS_WRITTEN:
+            value = node.value
         elif node.tag in _SCALAR_TAGS:
             try:
                 value = yaml.SafeLoader.yaml_constructors[node.tag](_constructor, node)
             # `!!int one`, 5,000 digits, `!!int` with nothing (IndexError), `!!bool no way`
             except (ValueError, OverflowError, IndexError, KeyError):
-                raise ConfigError(where, f"{_shorten(node.value, 40)} cannot be read as "
-                                         f"{_SCALAR_TAGS[node.tag]}") from None
+                raise ConfigError(self.mark(node, path), f"{_shorten(node.value, 40)} cannot "
+                                  f"be read as {_SCALAR_TAGS[node.tag]}") from None
         else:
-            raise ConfigError(where, f"unsupported YAML tag {_short(node.tag)}")
-        wrapped = self.node(value, where.line, where.column, path)
+            raise ConfigError(self.mark(node, path), f"unsupported YAML tag {_short(node.tag)}")
+        wrapped = self.node(value, node.start_mark.line + 1, node.start_mark.column + 1, path)
         if isinstance(value, str) and "${" in value:
             wrapped = wrapped.derive(_substitute(value, wrapped, self.env))
         return wrapped
