@@ -342,7 +342,7 @@ def _compose_fast(text: str) -> yaml.Node | None:
     parser = CParser(text)
     try:
         return _build(parser)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: libyaml failed with no error to tell
         return _UNTAKEN
     finally:
         parser.dispose()
