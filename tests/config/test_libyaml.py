@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sentinel.config import node
 from sentinel.config.node import MAX_DEPTH, Node, load_yaml
 from sentinel.errors import ConfigError
-from tests.config.test_hostile import CASES, GOOD
+from tests.config.hostile import CASES, GOOD, Case
 
 ROOT = Path(__file__).resolve().parents[2]
 # corners where two YAML parsers could part: each must load the same with both, or fail
@@ -107,7 +107,7 @@ def test_tricky_yaml_is_read_alike(text: str) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_hostile_yaml_is_refused_alike(case: Any) -> None:
+def test_hostile_yaml_is_refused_alike(case: Case) -> None:
     """Every hostile file of test_hostile is the same error either way."""
     fast, slow = _both(case.data)
     assert fast == slow
