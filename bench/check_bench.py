@@ -1,5 +1,5 @@
 """How long `sentinel check`'s work takes: hostile YAML refused, detection budgets for the
-settings that used to take a minute, and configs of 1,000 services.
+settings that used to take a minute, configs of 1,000 services and of 10,000 backends.
 
     .venv/bin/python bench/check_bench.py [--repeat 5]
 
@@ -21,6 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from probe_bench import CONFIG, backend_lines  # noqa: E402
 
 from sentinel.engine.budget import _budget, compute_budget  # noqa: E402
 from sentinel.errors import ConfigError  # noqa: E402
@@ -48,6 +50,12 @@ def _many(count: int, *, alike: bool) -> str:
     return text
 
 
+def _fleet(count: int) -> str:
+    """probe_bench's config (one service of `count` backends), as loop_bench loads it."""
+    return CONFIG.format(state="state", mode="tcp", extra="",
+                         backends=backend_lines(list(range(20000, 20000 + count))))
+
+
 CASES: dict[str, str] = {
     "alias bomb (10 levels of 9: 3.9e9 values)": _bomb(10),
     "nesting 100,000 levels deep": "services: " + "[" * 100_000 + "]" * 100_000 + "\n",
@@ -59,6 +67,8 @@ CASES: dict[str, str] = {
         "a", "{interval: 100ms, timeout: 50ms}", "{kind: circuit, window: 1h}"),
     "1,000 services, alike": _many(1000, alike=True),
     "1,000 services, each its own interval": _many(1000, alike=False),
+    "1,000 backends (probe_bench's config)": _fleet(1000),
+    "10,000 backends (probe_bench's config)": _fleet(10_000),
 }
 
 

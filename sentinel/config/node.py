@@ -1,7 +1,12 @@
 """YAML with positions: every value knows its file, line, column and key path.
 
 `load_yaml` composes the document with PyYAML (never constructing arbitrary
-objects), substitutes `${VAR}` from the environment in string scalars, and
+objects): libyaml's parser (in C, part of PyYAML's wheels) reads the text and
+a composer here builds the nodes without recursing; a document that parser or
+composer does not take as it is (a syntax error, nesting too deep, an undefined
+alias, a byte-order mark), or an install without libyaml, goes through PyYAML's
+pure-Python loader instead, so every error is PyYAML's own, as before. It
+then substitutes `${VAR}` from the environment in string scalars, and
 wraps everything in `Node`s whose accessors raise `ConfigError`s that say
 where the value is and what was expected. Whatever the bytes, a ConfigError
 with a position is the only way it fails: the text is checked (UTF-8, no
@@ -14,13 +19,27 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
+from yaml.events import (
+    AliasEvent,
+    CollectionEndEvent,
+    DocumentEndEvent,
+    ScalarEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+)
+from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+try:
+    from yaml._yaml import CParser  # libyaml's parser
+except ImportError:  # a PyYAML built without libyaml: the pure-Python loader only
+    CParser = None  # type: ignore[assignment,misc]
 
 from sentinel.errors import ConfigError, Mark
 
@@ -36,9 +55,21 @@ _TAG = "tag:yaml.org,2002:"
 _MERGE = _TAG + "merge"
 _SCALAR_TAGS = {_TAG + "str": "a string", _TAG + "int": "an integer", _TAG + "float": "a number",
                 _TAG + "bool": "true or false", _TAG + "null": "null"}
+# kept as the text: a string is its text, no setting is a date (2024-13-45 too), and `<<`
+# as a value is the word
+_AS_WRITTEN = {_TAG + "str", _TAG + "timestamp", _MERGE}
 _COLLECTION_TAGS: dict[type[yaml.Node], str] = {yaml.MappingNode: _TAG + "map",
                                                 yaml.SequenceNode: _TAG + "seq"}
 _constructor = yaml.SafeLoader("")
+# SafeLoader's implicit tags (int, bool, null...): (kind, value, implicit) -> tag
+_resolve: Callable[[type[yaml.Node], str | None, Any], str] = yaml.resolver.Resolver().resolve
+# text libyaml may read otherwise than PyYAML goes through the pure-Python loader
+_PYTHON_ONLY = re.compile(
+    yaml.reader.Reader.NON_PRINTABLE.pattern  # what PyYAML's reader refuses
+    + "|\ufeff"  # a byte-order mark: libyaml skips it, PyYAML counts it as a column
+    + "|\t"  # tabs: libyaml takes them as separators where PyYAML refuses them
+    + "|[|>][-+0-9]*#"  # a block scalar's header, then a comment with no space (`|#`)
+    + "|(?m:^%)")  # directives: libyaml takes `%YAML 1.1#`
 
 
 class Node:
@@ -283,23 +314,122 @@ def load_yaml(source: str | bytes, file: str, env: Mapping[str, str] | None = No
     of several merged mappings (`<<: [*a, *b]`) the first wins.
     """
     text = _decode(source, file) if isinstance(source, bytes) else source
+    root = _compose_fast(text)
+    if root is _UNTAKEN:
+        root = _compose(text, file)
+    if root is None:
+        return Node({}, file, 1, 1, "")
+    if "*" in text:  # an alias is written `*name`: without a `*` there is none to measure
+        _AliasCheck(file).walk(root)
+    return _Wrapper(file, os.environ if env is None else env).wrap(root, "")
+
+
+# -- reading the text ---------------------------------------------------------
+
+
+_UNTAKEN = ScalarNode("", "")  # what _compose_fast answers for a document it leaves
+
+
+def _compose_fast(text: str) -> yaml.Node | None:
+    """The document composed from libyaml's events, as `_Loader` composes it (the same
+    nodes, tags, positions and `_Alias`es), or `_UNTAKEN` when libyaml is missing or the
+    document is not a plain success: any error, nesting past MAX_DEPTH, an undefined or
+    repeated anchor, a second document. Those go to `_compose`, so every error a user
+    sees comes from one place. A loop with a stack, not recursion: libyaml's own
+    composer recurses in C, and a deep document would overflow the C stack."""
+    if CParser is None or _PYTHON_ONLY.search(text):
+        return _UNTAKEN
+    parser = CParser(text)
+    try:
+        return _build(parser)
+    except (yaml.YAMLError, ValueError):  # ValueError: libyaml failed with no error to tell
+        return _UNTAKEN
+    finally:
+        parser.dispose()
+
+
+def _build(parser: Any) -> yaml.Node | None:
+    """`_compose_fast`'s loop: one event at a time, the open collections on a stack."""
+    get = parser.get_event
+    get()  # StreamStartEvent
+    if isinstance(get(), StreamEndEvent):  # else a DocumentStartEvent
+        return None
+    anchors: dict[str, yaml.Node] = {}
+    open_: list[yaml.CollectionNode] = []  # the collections being filled, innermost last
+    keys: list[yaml.Node | None] = []  # per open collection: a mapping's key awaiting a value
+    root: yaml.Node | None = None
+    while not isinstance(event := get(), DocumentEndEvent):
+        if isinstance(event, CollectionEndEvent):
+            open_.pop().end_mark = event.end_mark
+            keys.pop()
+            continue
+        node = _node(event, anchors, open_, keys)
+        if node is None:
+            return _UNTAKEN
+        if not open_:
+            root = node
+        elif isinstance(open_[-1], SequenceNode):
+            open_[-1].value.append(node)
+        elif keys[-1] is None:
+            keys[-1] = node
+        else:
+            open_[-1].value.append((keys[-1], node))
+            keys[-1] = None
+        if isinstance(node, yaml.CollectionNode):
+            open_.append(node)
+            keys.append(None)
+    return root if isinstance(get(), StreamEndEvent) else _UNTAKEN
+
+
+def _node(event: Any, anchors: dict[str, yaml.Node], open_: list[yaml.CollectionNode],
+          keys: list[yaml.Node | None]) -> yaml.Node | None:
+    """The node an alias, scalar or collection start event opens, as `_Loader` composes
+    it; None when PyYAML might read that part of the text otherwise or refuse it."""
+    kind = type(event)
+    if kind is AliasEvent:
+        target = anchors.get(event.anchor)
+        return None if target is None else _Alias(target, event.anchor, event.start_mark)
+    if len(open_) >= MAX_DEPTH or event.anchor in anchors or event.tag is not None:
+        return None  # libyaml takes tags PyYAML refuses (`!a?`, `!+1`)
+    node: yaml.Node
+    if kind is ScalarEvent:
+        if not event.style and not _same_plain(event.value, open_, keys):
+            return None
+        node = ScalarNode(_resolve(ScalarNode, event.value, event.implicit), event.value,
+                          event.start_mark, event.end_mark, event.style)
+    else:
+        cls = SequenceNode if kind is SequenceStartEvent else MappingNode
+        node = cls(_resolve(cls, None, event.implicit), [], event.start_mark, None,
+                   event.flow_style)
+    if event.anchor is not None:
+        anchors[event.anchor] = node
+    return node
+
+
+def _same_plain(value: str, open_: list[yaml.CollectionNode], keys: list[yaml.Node | None]) -> bool:
+    """Whether PyYAML reads this plain scalar as libyaml did. In a flow collection
+    libyaml takes `a?b` where PyYAML ends `a` at the `?`. An empty one (`key:` with
+    nothing, `- ` , `---`) is placed after what precedes it by PyYAML and before what
+    follows by libyaml: alike only as a mapping's value, which takes its key's position
+    (unless the key is a merge, whose errors point at the value)."""
+    if not value:
+        key = keys[-1] if keys else None
+        return key is not None and key.tag != _MERGE
+    return "?" not in value or not (open_ and open_[-1].flow_style)
+
+
+def _compose(text: str, file: str) -> yaml.Node | None:
+    """The document composed by PyYAML's pure-Python loader; its errors as ConfigErrors."""
     try:
         loader = _Loader(text, file)  # the reader checks every character here
         try:
-            root = loader.get_single_node()
+            return loader.get_single_node()
         finally:
             loader.dispose()
     except yaml.reader.ReaderError as exc:
         raise _reader_error(exc, text, file) from None
     except yaml.MarkedYAMLError as exc:
         raise _syntax_error(exc, file) from None
-    if root is None:
-        return Node({}, file, 1, 1, "")
-    _AliasCheck(file).walk(root)
-    return _Wrapper(file, os.environ if env is None else env).wrap(root, "")
-
-
-# -- reading the text ---------------------------------------------------------
 
 
 def _decode(data: bytes, file: str) -> str:
@@ -506,19 +636,19 @@ class _Wrapper:
         return str(target.value)  # as written: `010` stays 010, `yes` stays yes
 
     def _scalar(self, node: yaml.ScalarNode, path: str) -> Node:
-        where = self.mark(node, path)
         value: Any
-        if node.tag in (_TAG + "timestamp", _MERGE):
-            value = node.value  # no setting is a date: keep the text (2024-13-45 too)
+        if node.tag in _AS_WRITTEN:
+            value = node.value
         elif node.tag in _SCALAR_TAGS:
             try:
                 value = yaml.SafeLoader.yaml_constructors[node.tag](_constructor, node)
-            except (ValueError, OverflowError):  # `!!int one`, 5,000 digits
-                raise ConfigError(where, f"{_shorten(node.value, 40)} cannot be read as "
-                                         f"{_SCALAR_TAGS[node.tag]}") from None
+            # `!!int one`, 5,000 digits, `!!int` with nothing (IndexError), `!!bool no way`
+            except (ValueError, OverflowError, IndexError, KeyError):
+                raise ConfigError(self.mark(node, path), f"{_shorten(node.value, 40)} cannot "
+                                  f"be read as {_SCALAR_TAGS[node.tag]}") from None
         else:
-            raise ConfigError(where, f"unsupported YAML tag {_short(node.tag)}")
-        wrapped = self.node(value, where.line, where.column, path)
+            raise ConfigError(self.mark(node, path), f"unsupported YAML tag {_short(node.tag)}")
+        wrapped = self.node(value, node.start_mark.line + 1, node.start_mark.column + 1, path)
         if isinstance(value, str) and "${" in value:
             wrapped = wrapped.derive(_substitute(value, wrapped, self.env))
         return wrapped

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import re
 import textwrap
 from fractions import Fraction
@@ -30,6 +32,7 @@ from sentinel.config.model import (
     Timing,
     TracesConfig,
 )
+from sentinel.errors import ConfigErrors
 from sentinel.sinks.exec import ExecOptions
 from sentinel.sinks.file import FileOptions
 from sentinel.sinks.registry import load_config
@@ -269,3 +272,20 @@ def test_percentages_are_exact(tmp_path: Path) -> None:
         assert (svc.breaker.failure_rate, svc.breaker.slow_rate) == (0.072, 0.072)
         assert svc.probe.timing.jitter == 0.072
         assert svc.min_up.required(1000) == 72
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+@pytest.mark.parametrize("text", ["services:\n  web:\n    backends: [127.0.0.1:80]\n",
+                                  "services: [\n"])
+def test_loading_leaves_the_gc_as_it_found_it(tmp_path: Path, text: str,
+                                              enabled: bool) -> None:
+    """The cyclic GC, off while a config is built, is on again after a load or a refused
+    one, unless the caller had it off."""
+    path = write_config(tmp_path, text)
+    (gc.enable if enabled else gc.disable)()
+    try:
+        with contextlib.suppress(ConfigErrors):
+            load_config(path)
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable()

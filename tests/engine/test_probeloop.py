@@ -6,6 +6,7 @@ the real start, no TIME_WAIT."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import re
 import selectors
@@ -30,11 +31,13 @@ from sentinel.config.model import (
     Timing,
 )
 from sentinel.engine.probeloop import (
+    BATCH,
     FINISHED,
     Agenda,
     ProbeLoop,
     Running,
     accepts,
+    start_time,
 )
 from sentinel.engine.slots import Slots
 from sentinel.model import FailureKind, ProbeResult
@@ -104,12 +107,12 @@ def test_a_take_splits_the_bucket_it_ends_in() -> None:
         agenda.add(g, TCP)
     hurried.members[0].next_due = 1.002
     assert agenda.hurry(hurried, TCP)
-    assert agenda.wake_at(0.0, 0.005, 0.0) == pytest.approx(1.0001)
+    assert agenda.head() == pytest.approx(1.0001)
     taken = [agenda.take_due(1.003), agenda.take_due(1.003), agenda.take_due(1.003)]
     assert sorted(head[1].key[2] for head in taken if head is not None) == [1, 3]
     assert taken[2] is None
     assert not agenda.hurry(hurried, TCP)  # running: scheduled again when it ends
-    assert agenda.wake_at(1.003, 0.005, 0.0) == pytest.approx(1.004)
+    assert agenda.head() == pytest.approx(1.004)
     assert agenda.take_due(1.004) == (1.004, second, TCP)
     assert agenda.take_due(math.inf) is None  # the hurried group's old entry is dropped
 
@@ -124,19 +127,22 @@ def test_stopped_groups_are_dropped() -> None:
     assert agenda.take_due(2.0) == (1.5, kept, TCP)
 
 
-def test_wake_batches_close_starts() -> None:
-    """The loop wakes at the next start, but not before the start pass after the last
-    one (`start_after`), or at the next deadline, but not sooner than `batch` ahead."""
+def test_a_start_pass_comes_gap_apart_unless_a_check_would_be_late() -> None:
+    """The next start pass comes when the check is due, but not before the pass GAP
+    after the last (`start_after`), unless that would start the check over `batch` late."""
+    assert start_time(10.001, 9.0, 0.005) == pytest.approx(10.001)  # on time
+    assert start_time(10.001, 10.004, 0.005) == pytest.approx(10.004)  # the next pass
+    assert start_time(10.001, 10.04, 0.005) == pytest.approx(10.006)  # sooner: 5 ms late
+    assert start_time(math.inf, 10.04, 0.005) == math.inf  # nothing due: wait for add()
+
+
+def test_deadlines_wake_the_loop_in_batches() -> None:
+    """The loop wakes for the next deadline, but not sooner than `batch` ahead."""
     agenda = Agenda()
-    assert agenda.wake_at(10.0, 0.005, 9.0) == math.inf  # nothing to do: wait for add()
-    agenda.add(group(1, 10.001), TCP)
-    assert agenda.wake_at(10.0, 0.005, 9.0) == pytest.approx(10.001)  # on time
-    assert agenda.wake_at(10.0, 0.005, 10.01) == pytest.approx(10.01)  # 2 x batch apart
-    agenda.add(group(2, 10.5), TCP)
-    assert agenda.take_due(math.inf) is not None
-    assert agenda.wake_at(10.0, 0.005, 10.01) == pytest.approx(10.5)
+    assert agenda.deadline_wake(10.0, 0.005) == math.inf
     agenda.watch(Running(group(3, 10.0), TCP, started=9.5, start_unix=0.0))  # times out at 10
-    assert agenda.wake_at(10.0, 0.005, 10.01) == pytest.approx(10.005)
+    assert agenda.deadline_wake(10.0, 0.005) == pytest.approx(10.005)
+    assert agenda.deadline_wake(9.0, 0.005) == pytest.approx(10.0)
 
 
 def test_deadline_runs_from_the_real_start() -> None:
@@ -146,7 +152,7 @@ def test_deadline_runs_from_the_real_start() -> None:
     running = Running(g, TCP, started=1.3, start_unix=0.0)  # due at 1.0, started 0.3 s late
     agenda.watch(running)
     assert running.deadline == pytest.approx(1.8)
-    assert agenda.wake_at(1.3, 0.005, 1.3) == pytest.approx(1.8)
+    assert agenda.deadline_wake(1.3, 0.005) == pytest.approx(1.8)
     assert agenda.expired(1.79) is None
     assert agenda.expired(1.8) is running
     assert agenda.expired(1.9) is None  # handed out once
@@ -236,35 +242,43 @@ async def test_cap_makes_checks_wait_and_timeouts_run_from_the_real_start(
     probe = tcp(expect=re.compile(rb"never"))  # connects, then waits for an answer
     results, host = await loop_checks([(probe, 9)] * 3, slots=1, due=0.0,
                                       poller=lambda: silence)
-    assert sorted(started for _, started in results) == pytest.approx(
-        [0.0, TIMEOUT, 2 * TIMEOUT])
+    starts = sorted(started for _, started in results)
+    assert starts[0] == 0.0
+    for earlier, later in itertools.pairwise(starts):  # a timeout is judged within BATCH
+        assert earlier + TIMEOUT - 1e-9 <= later <= earlier + TIMEOUT + BATCH
     for result, _ in results:
         assert result.failure is FailureKind.TIMEOUT
         assert result.detail == f"no answer within {TIMEOUT * 1000:.0f}ms (expect)"
-        assert result.latency == pytest.approx(TIMEOUT)  # not stretched by the wait
-    assert sorted(host.lateness) == pytest.approx([0.0, TIMEOUT, 2 * TIMEOUT])
+        # its whole timeout, not stretched by the wait (judged within BATCH of its end)
+        assert TIMEOUT - 1e-9 <= result.latency <= TIMEOUT + BATCH
+    assert sorted(host.lateness) == pytest.approx(starts)
 
 
-async def test_start_passes_start_checks_within_batch_of_due_early_or_late(
+async def test_start_passes_start_checks_up_to_gap_early_or_batch_late(
         autojump_clock: trio.testing.MockClock) -> None:
-    """A start pass starts every check due within BATCH; the next comes 2 x BATCH later, so
-    a check starts up to BATCH early (lateness 0) or late; intervals count from due times."""
+    """A start pass starts every check due within GAP - BATCH; the next comes GAP later,
+    or sooner for a check that would start over BATCH late. So a check starts up to
+    GAP - BATCH early (lateness 0) or BATCH late; intervals count from due times."""
     network = VirtualNetwork(lambda ip, port: Peer())  # accepts at once
-    dues = [1.0, 1.004, 1.006, 1.012, 1.0149, 1.03]
-    host = Host(len(dues))
-    loop = ProbeLoop(host, Slots(64), time.time, lambda: network, batch=0.005)
+    dues = [1.0, 1.004, 1.03, 1.0349, 1.036, 1.06, 1.2]
+    host = Host(len(dues) + 1)
+    loop = ProbeLoop(host, Slots(64), time.time, lambda: network, batch=0.005, gap=0.04)
     async with trio.open_nursery() as nursery:
         await nursery.start(loop.run)
         for port, due in enumerate(dues, 9000):
             loop.add(group(port, due), TCP)
+        await trio.sleep_until(1.041)  # after the second pass: due before the third
+        loop.add(group(9100, 1.05), TCP)
         with trio.fail_after(30):
             await host.done.wait()
         nursery.cancel_scope.cancel()
     starts = {port: at for at, (_, port) in network.connects}
-    assert [starts[port] for port in range(9000, 9006)] == pytest.approx(
-        [1.0, 1.0, 1.01, 1.01, 1.01, 1.03])
-    assert sorted(host.lateness) == pytest.approx([0.0] * 5 + [0.004])
-    assert sorted(started for _, _, started in host.results) == pytest.approx(dues)
+    assert [starts[port] for port in range(9000, 9007)] == pytest.approx(
+        [1.0, 1.0, 1.0, 1.0, 1.04, 1.04, 1.2])
+    assert starts[9100] == pytest.approx(1.055)  # not at 1.08: 5 ms late at most
+    assert sorted(host.lateness) == pytest.approx([0.0] * 6 + [0.004, 0.005])
+    assert sorted(started for _, _, started in host.results) == pytest.approx(
+        sorted([*dues, 1.05]))
 
 
 async def test_loop_checks_leave_no_time_wait(serve: Serve) -> None:
