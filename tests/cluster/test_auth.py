@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sentinel.cluster.etcd import EtcdClient
 from tests.cluster.etcd_server import EtcdServer, running_etcd
-from tests.cluster.test_membership import Sessions, member
+from tests.cluster.helpers import Sessions, member
 from tests.e2e.balancers import eventually
 
 pytestmark = pytest.mark.e2e

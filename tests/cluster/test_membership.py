@@ -9,34 +9,11 @@ import pytest
 import trio
 
 from sentinel.cluster.etcd import EtcdClient
-from sentinel.cluster.membership import Lease, Membership
 from tests.cluster.etcd_server import EtcdServer
-from tests.cluster.helpers import client_for, cluster_config
+from tests.cluster.helpers import Sessions, member
 from tests.e2e.balancers import eventually
 
 pytestmark = pytest.mark.e2e
-
-
-def member(etcd: EtcdServer, prefix: str, node: str, **options: object) -> Membership:
-    """A Membership for `node` with its own client."""
-    config = cluster_config(etcd, prefix, node, **options)
-    return Membership(client_for(config), config, api_url=f"http://127.0.0.1:99/{node}",
-                      version="0.1.0")
-
-
-class Sessions:
-    """Records the terms a member ran: each lease started and ended."""
-
-    def __init__(self) -> None:
-        self.started: list[int] = []
-        self.ended: list[int] = []
-
-    async def __call__(self, lease: Lease) -> None:
-        self.started.append(lease.id)
-        try:
-            await trio.sleep_forever()
-        finally:
-            self.ended.append(lease.id)
 
 
 async def test_register_list_and_leave(etcd: EtcdServer, prefix: str) -> None:
