@@ -35,7 +35,7 @@ Rules this client keeps:
   cluster behind the endpoints). The client logs it once, counts it
   (`resets`) and wakes `wait_reset`: the callers drop their leases and
   copies and read everything afresh. (An etcd wiped and started again with
-  the same name, peer URL and cluster token keeps its cluster ID: the
+  the same peer URLs and cluster token keeps its cluster ID: the
   revision gives it away, as long as the new store has not yet written past
   the revision this client last saw; the leases lost with the store end the
   members' terms in any case.)

@@ -33,7 +33,7 @@ class EtcdServer:
 
     def __init__(self, procs: Processes, data_dir: Path, name: str = "etcd",
                  ca: trustme.CA | None = None, host: str = "127.0.0.1",
-                 flags: Sequence[str] = ()) -> None:
+                 flags: Sequence[str] = (), ports: tuple[int, int] | None = None) -> None:
         self._procs = procs
         self._ca = ca  # with a CA: https, and clients must show a certificate it signed
         self._data_dir = data_dir
@@ -41,8 +41,8 @@ class EtcdServer:
         self._host = host  # the client address (peers stay on loopback)
         self._flags = tuple(flags)  # more of etcd's options (its auth tokens, ...)
         self._binary = require_binary("etcd")
-        self.client_port = free_port(host)
-        self.peer_port = free_port()
+        # (client, peer): another etcd's, to take its place once it has stopped
+        self.client_port, self.peer_port = ports or (free_port(host), free_port())
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -20,7 +20,7 @@ from sentinel.cluster.etcd import (
 )
 from sentinel.errors import EtcdCompacted, EtcdError
 from tests.cluster.etcd_server import EtcdServer, running_etcd
-from tests.e2e.helpers import free_port
+from tests.e2e.helpers import Processes, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -230,3 +230,37 @@ async def test_tls_with_client_certificate(tmp_path: Path) -> None:
         finally:
             await good.aclose()
             await anonymous.aclose()
+
+
+async def test_another_etcd_behind_the_endpoint_is_noticed_once(
+        own_etcd: EtcdServer, tmp_path: Path) -> None:
+    """Another etcd (another cluster ID) answering on the endpoint is a reset even when
+    its store is ahead of the revision the client saw: counted and said once, and the
+    waiters of `wait_reset` wake."""
+    client = EtcdClient([own_etcd.url], timeout=5.0)
+    (tmp_path / "other-logs").mkdir()
+    procs = Processes(tmp_path / "other-logs")
+    try:
+        await client.put("/k", b"1")
+        own_etcd.stop()
+        # the cluster ID derives from the peer URLs and the cluster token, not the name
+        other = EtcdServer(procs, tmp_path / "other", flags=["--initial-cluster-token=other"],
+                           ports=(own_etcd.client_port, own_etcd.peer_port))
+        other.start()
+        writer = EtcdClient([other.url], timeout=5.0)
+        try:
+            for _ in range(5):  # ahead of the revision the client saw
+                await writer.put("/elsewhere", b"x")
+        finally:
+            await writer.aclose()
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client.wait_reset, 0)
+                assert await client.get("/k") is None
+        assert await client.get("/k") is None
+        stats = client.statistics()
+        assert (stats.resets, client.resets) == (1, 1)
+        assert "cluster id" in stats.last_reset
+    finally:
+        procs.close()
+        await client.aclose()
