@@ -253,12 +253,15 @@ class Agenda:
         only left-behind entries."""
         head = min((g.queued for g in self._ready if g.queued is not None and not g.stopped),
                    default=math.inf)
-        keys, buckets = self._keys, self._buckets
+        keys, buckets, width = self._keys, self._buckets, self._width
         while keys:
-            # Live entries of the first bucket are the earliest (a left-behind entry's
-            # group is queued later, or its entry is in `_ready`).
-            first = min((g.queued for g in buckets[keys[0]]
-                         if g.queued is not None and not g.stopped), default=None)
+            key = keys[0]
+            # An entry is its group's own only in the bucket its queued time falls in:
+            # one left behind by a `hurry` points elsewhere, often later (once the
+            # hurried check ran, an interval on), and taken for the head it hid the
+            # groups due in the buckets after it: the loop overslept them.
+            first = min((g.queued for g in buckets[key] if g.queued is not None
+                         and not g.stopped and g.queued // width == key), default=None)
             if first is not None:
                 return min(head, first)
             del buckets[heapq.heappop(keys)]

@@ -117,6 +117,23 @@ def test_a_take_splits_the_bucket_it_ends_in() -> None:
     assert agenda.take_due(math.inf) is None  # the hurried group's old entry is dropped
 
 
+def test_an_entry_left_behind_by_a_hurry_does_not_hide_the_next_due_group() -> None:
+    """After a hurried group's check ran and it was queued an interval on, the entry its
+    hurry left behind does not pass for the head: the group due next still is."""
+    agenda = Agenda(0.005)
+    hurried, next_due = group(1, 1.0), group(2, 1.2)
+    agenda.add(hurried, TCP)
+    agenda.add(next_due, TCP)
+    hurried.members[0].next_due = 0.5
+    assert agenda.hurry(hurried, TCP)
+    assert agenda.take_due(0.5) == (0.5, hurried, TCP)
+    hurried.members[0].next_due = 1.5  # its check ended: the next one an interval on
+    agenda.add(hurried, TCP)
+    assert agenda.head() == pytest.approx(1.2)
+    assert agenda.take_due(1.2) == (1.2, next_due, TCP)
+    assert agenda.head() == pytest.approx(1.5)
+
+
 def test_stopped_groups_are_dropped() -> None:
     """A group a regroup stopped is never started."""
     agenda = Agenda()
