@@ -25,18 +25,20 @@ is a plain readiness wake.
 Batching. A wakeup costs far more than the few checks it carries (measured
 in `sentinel run` at 1,000 TCP backends: 60 to 140 us of CPU each, caches
 cold after the sleep), so checks are started in batches: start passes come
-GAP (40 ms) apart, and each starts every group due within GAP - BATCH
-(35 ms) from now. A pass comes sooner only when a check would otherwise start
-more than BATCH (5 ms) late (a short interval, a passive signal's hurry). So
-a check starts up to 35 ms early or 5 ms late, and a loop checking 1,000
-backends a second wakes 25 times a second to start them (in `sentinel run` at
-1,000 TCP backends, about a fifth less CPU per check than passes 10 ms apart). A
-check started early reports lateness 0; one started within BATCH of its due
-time counts its next interval from the due time, so the batching neither
-drifts the schedule into ever bigger clumps nor changes its rate. Each
-check's start time is read as it starts (its latency and timeout count from
-it, not from the start of a pass that starts dozens). Deadlines are judged in
-batches too, at most BATCH after they pass.
+GAP (10 ms) apart, and each starts every group due within GAP - BATCH (5 ms)
+from now. A pass comes sooner only when a check would otherwise start more
+than BATCH (5 ms) late (a passive signal's hurry, a group added between
+passes). So a check starts up to 5 ms early or late. A wider GAP saves
+wakeups (passes 40 ms apart cut CPU per check at 1,000 backends by 7-15%),
+but it slowed a cluster's agreement on a death by ~250 ms at p50 (a member
+told of another prober's down probes at once; measured, cause not yet
+found; docs/performance.md, "Scale"), so it is not used. A check started early reports
+lateness 0; one started within BATCH of its due time counts its next
+interval from the due time, so the batching neither drifts the schedule into
+ever bigger clumps nor changes its rate. Each check's start time is read as
+it starts (its latency and timeout count from it, not from the start of a
+pass that starts dozens). Deadlines are judged in batches too, at most BATCH
+after they pass.
 
 Host names are looked up ahead of their checks by a small resolver task
 (`sentinel.engine.names`); a check whose name has no valid answer yet waits
@@ -100,7 +102,7 @@ from sentinel.probes.rawsock import Address
 from sentinel.probes.resolve import timed_out
 
 BATCH = 0.005  # a check starts at most 5 ms late (and timeouts are judged in 5 ms batches)
-GAP = 0.040  # start passes this far apart: each starts the checks due within GAP - BATCH
+GAP = 0.010  # start passes this far apart: each starts the checks due within GAP - BATCH
 # What a running check waits for (`Running.step`).
 STARTING, RESOLVING, CONNECTING, SENDING, READING, FINISHED = range(6)
 
