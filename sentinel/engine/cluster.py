@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from sentinel.engine.engine import Engine
 
 log = logging.getLogger(__name__)
+_CHANGED = Change.CHANGED
 DELIVERY_MARK_EVERY = 1.0  # seconds between records of how far leader-scope sinks delivered
 DAMPING_CHECK = 1.0  # seconds between looks at suppressed backends while leading
 OVERRIDE_WAIT = 2.0  # lease_ttls an admin action waits to see its effect agreed
@@ -125,15 +126,17 @@ class ClusterMode:
             return fed
         result = fed
         transition = backend.breaker.observe(result.ok, now, result.latency)
+        # Runs for every check a member makes: the enum member is bound to a module name
+        # and the Decision built positionally (as `decide` does).
         key = (backend.service, backend.config.name)
-        if transition.change is Change.CHANGED or key not in self._reported:
+        if transition.change is _CHANGED or key not in self._reported:
             self._reported.add(key)
             state = State.UP if transition.health is Health.UP else State.DOWN
             reason = transition.reason
             if state is State.DOWN and result.error:
                 reason = f"{reason}; last: {result.error}"
             self.node.report(backend.service, backend.config.name, state, reason)
-        return Decision(transition, result, backend.published, publish=False)
+        return Decision(transition, result, backend.published, False)
 
     def reassign(self) -> None:
         """Match what this member probes to the assignment: a backend taken over starts a
