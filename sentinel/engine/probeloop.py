@@ -433,7 +433,6 @@ class ProbeLoop:
         self._start_after = -math.inf  # no start pass before then (GAP apart)...
         self._start_at = math.inf  # ...unless a check would start more than BATCH late
         self._starved = False  # ...or the last one found no free slot: every pass then
-        self._wide = True  # start passes start checks early (see `_start_due`)
         self._passes = 0
         self._watches: Watches | None = None  # made for the first `watch:` group
         # The run's clock, asked directly: trio.current_time() goes through two more
@@ -595,11 +594,7 @@ class ProbeLoop:
         # Methods bound once for the pass: this loop runs once per check.
         take_due, take_slot, start = self._agenda.take_due, self._slots.take_nowait, self._start
         batch, gap = self._batch, self._gap
-        # Early starts only while passes stay well under the in-flight cap: a pass that
-        # started more than half of it (tens of thousands of backends a second) is
-        # followed by one that starts only what is due within BATCH, so a burst never
-        # runs into the cap (checks left waiting for a slot would start a GAP late).
-        until = now + (gap - batch if self._wide else batch)
+        until = now + gap - batch
         # A slot first, then the group. No slot: whatever is due stays due, retried at
         # every pass (a check of the loop's that ends frees one) and at the next start
         # pass (one of a task's may).
@@ -632,7 +627,6 @@ class ProbeLoop:
             head = take_due(until)
             if head is None:  # nothing (more) is due: the slot goes back
                 self._slots.give()
-        self._wide = len(lateness) <= self._slots.total_tokens // 2
         if lateness:
             self._host.probes_started(lateness)
         return len(lateness)

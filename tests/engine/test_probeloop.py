@@ -298,26 +298,6 @@ async def test_start_passes_start_checks_up_to_gap_early_or_batch_late(
         sorted([*dues, 1.05]))
 
 
-async def test_after_a_pass_that_took_half_the_cap_the_next_starts_nothing_early(
-        autojump_clock: trio.testing.MockClock) -> None:
-    """A start pass that started more than half of `max_in_flight` is followed by one that
-    starts only what is due within BATCH (bursts stay under the cap); then early again."""
-    network = VirtualNetwork(lambda ip, port: Peer())  # accepts at once
-    dues = [1.0] * 5 + [1.06, 1.07]
-    host = Host(len(dues))
-    loop = ProbeLoop(host, Slots(8), time.time, lambda: network, batch=0.005, gap=0.04)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(loop.run)
-        for port, due in enumerate(dues, 9000):
-            loop.add(group(port, due), TCP)
-        with trio.fail_after(30):
-            await host.done.wait()
-        nursery.cancel_scope.cancel()
-    starts = {port: at for at, (_, port) in network.connects}
-    assert [starts[port] for port in range(9000, 9007)] == pytest.approx(
-        [1.0] * 5 + [1.06, 1.075])  # 1.07 not taken early at 1.06: at most 5 ms late
-
-
 async def test_loop_checks_leave_no_time_wait(serve: Serve) -> None:
     """Twenty TCP and twenty HTTP checks from the loop leave no TIME_WAIT on either port."""
     tcp_port, http_port = await serve(hang_up), await serve(reply(OK_BODY))
