@@ -6,7 +6,6 @@ the real start, no TIME_WAIT."""
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import re
 import selectors
@@ -31,7 +30,6 @@ from sentinel.config.model import (
     Timing,
 )
 from sentinel.engine.probeloop import (
-    BATCH,
     FINISHED,
     Agenda,
     ProbeLoop,
@@ -259,43 +257,41 @@ async def test_cap_makes_checks_wait_and_timeouts_run_from_the_real_start(
     probe = tcp(expect=re.compile(rb"never"))  # connects, then waits for an answer
     results, host = await loop_checks([(probe, 9)] * 3, slots=1, due=0.0,
                                       poller=lambda: silence)
-    starts = sorted(started for _, started in results)
-    assert starts[0] == 0.0
-    for earlier, later in itertools.pairwise(starts):  # a timeout is judged within BATCH
-        assert earlier + TIMEOUT - 1e-9 <= later <= earlier + TIMEOUT + BATCH
+    assert sorted(started for _, started in results) == pytest.approx(
+        [0.0, TIMEOUT, 2 * TIMEOUT])
     for result, _ in results:
         assert result.failure is FailureKind.TIMEOUT
         assert result.detail == f"no answer within {TIMEOUT * 1000:.0f}ms (expect)"
-        # its whole timeout, not stretched by the wait (judged within BATCH of its end)
-        assert TIMEOUT - 1e-9 <= result.latency <= TIMEOUT + BATCH
-    assert sorted(host.lateness) == pytest.approx(starts)
+        assert result.latency == pytest.approx(TIMEOUT)  # not stretched by the wait
+    assert sorted(host.lateness) == pytest.approx([0.0, TIMEOUT, 2 * TIMEOUT])
 
 
-async def test_start_passes_start_checks_up_to_gap_early_or_batch_late(
+async def test_start_passes_start_checks_within_batch_of_due_early_or_late(
         autojump_clock: trio.testing.MockClock) -> None:
-    """A start pass starts every check due within GAP - BATCH; the next comes GAP later,
-    or sooner for a check that would start over BATCH late. So a check starts up to
-    GAP - BATCH early (lateness 0) or BATCH late; intervals count from due times."""
+    """A start pass starts every check due within BATCH; the next comes GAP (2 x BATCH)
+    later, so a check starts up to BATCH early (lateness 0) or late; intervals count from
+    due times. A check due between passes that the next one would start over BATCH late
+    gets a pass of its own, BATCH after its due time."""
     network = VirtualNetwork(lambda ip, port: Peer())  # accepts at once
-    dues = [1.0, 1.004, 1.03, 1.0349, 1.036, 1.06, 1.2]
+    dues = [1.0, 1.004, 1.006, 1.012, 1.0149, 1.03]
     host = Host(len(dues) + 1)
-    loop = ProbeLoop(host, Slots(64), time.time, lambda: network, batch=0.005, gap=0.04)
+    loop = ProbeLoop(host, Slots(64), time.time, lambda: network, batch=0.005, gap=0.01)
     async with trio.open_nursery() as nursery:
         await nursery.start(loop.run)
         for port, due in enumerate(dues, 9000):
             loop.add(group(port, due), TCP)
-        await trio.sleep_until(1.041)  # after the second pass: due before the third
-        loop.add(group(9100, 1.05), TCP)
+        await trio.sleep_until(1.0101)  # after the pass at 1.01: the next is at 1.02
+        loop.add(group(9100, 1.0102), TCP)
         with trio.fail_after(30):
             await host.done.wait()
         nursery.cancel_scope.cancel()
     starts = {port: at for at, (_, port) in network.connects}
-    assert [starts[port] for port in range(9000, 9007)] == pytest.approx(
-        [1.0, 1.0, 1.0, 1.0, 1.04, 1.04, 1.2])
-    assert starts[9100] == pytest.approx(1.055)  # not at 1.08: 5 ms late at most
-    assert sorted(host.lateness) == pytest.approx([0.0] * 6 + [0.004, 0.005])
-    assert sorted(started for _, _, started in host.results) == pytest.approx(
-        sorted([*dues, 1.05]))
+    assert [starts[port] for port in range(9000, 9006)] == pytest.approx(
+        [1.0, 1.0, 1.01, 1.01, 1.01, 1.03])
+    assert starts[9100] == pytest.approx(1.0152)  # not at 1.02: 5 ms late at most
+    assert sorted(host.lateness) == pytest.approx([0.0] * 5 + [0.004, 0.005])
+    anchors = {g.key[2]: started for g, _, started in host.results}
+    assert [anchors[port] for port in range(9000, 9006)] == pytest.approx(dues)
 
 
 async def test_loop_checks_leave_no_time_wait(serve: Serve) -> None:
