@@ -277,9 +277,9 @@ class ClusterMode:
             if svc is not None:
                 self._follow(svc, self._agreed.get(name, {}))
         for name, svc in self.engine.services.items():
-            for held in svc.backends:  # no verdict in etcd (a new or wiped store): vote anew
-                if held.config.name not in state.backends.get(name, {}):
-                    held.inputs = replace(held.inputs, agreed=None)
+            for unvoted in svc.backends:  # no verdict in etcd (a new or wiped store)
+                if unvoted.config.name not in state.backends.get(name, {}):
+                    unvoted.inputs = replace(unvoted.inputs, agreed=None)  # vote anew
         for key, override in self.node.overrides.overrides.items():
             b = self._backend(key)
             if b is not None:

@@ -32,10 +32,10 @@ passes). So a check starts up to 5 ms early or late. A wider GAP saves
 wakeups (passes 40 ms apart cut CPU per check at 1,000 backends by 7-15%),
 but it slowed a cluster's agreement on a death by ~250 ms at p50 (a member
 told of another prober's down probes at once; measured, cause not yet
-found; docs/performance.md, "Scale"), so it is not used. A check started early reports
-lateness 0; one started within BATCH of its due time counts its next
-interval from the due time, so the batching neither drifts the schedule into
-ever bigger clumps nor changes its rate. Each check's start time is read as
+found; docs/performance.md, "Several sentinels"), so it is not used. A check
+started early reports lateness 0; one started within BATCH of its due time
+counts its next interval from the due time, so the batching neither drifts
+the schedule into ever bigger clumps nor changes its rate. Each check's start time is read as
 it starts (its latency and timeout count from it, not from the start of a
 pass that starts dozens). Deadlines are judged in batches too, at most BATCH
 after they pass.
@@ -546,9 +546,8 @@ class ProbeLoop:
         self._expire(now)
         if self._watches is not None:
             self._watches.tick(now)
-        if (now >= self._start_after or now >= self._start_at or self._starved
-                ) and self._start_due(
-                clock()):
+        starting = now >= self._start_after or now >= self._start_at or self._starved
+        if starting and self._start_due(clock()):
             self._advance_ready(clock())
         return now
 
@@ -589,7 +588,7 @@ class ProbeLoop:
     def _start_due(self, now: float) -> int:
         """A start pass: start every group due by `now + gap - batch` that gets an
         in-flight slot; how many started. The next start pass comes `gap` from now, or
-        sooner when a check would otherwise start more than `batch` late (`_start_time`),
+        sooner when a check would otherwise start more than `batch` late (`start_time`),
         so a check starts up to `gap - batch` early or `batch` late."""
         # Methods bound once for the pass: this loop runs once per check.
         take_due, take_slot, start = self._agenda.take_due, self._slots.take_nowait, self._start
