@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -250,6 +251,7 @@ class Engine:
                 self._loop.add(group, probe)
             else:  # never a watched one: `watch` is for plain tcp and http, the loop's
                 self._probe_nursery.start_soon(self._probe_loop, group)
+        self._pace_loop(wanted.values())
         self._agents.match(((b, svc.config.agent) for svc in self.services.values()
                             for b in svc.backends if svc.config.agent is not None),
                            self._probe_nursery)
@@ -260,6 +262,17 @@ class Engine:
                               if b.last_result is None and (mine is None or mine(b))}
             if not self._unprobed:
                 self._first_round.set()
+
+    def _pace_loop(self, groups: Iterable[list[CheckSlot]]) -> None:
+        """Tell the probe loop how often its checks come due (it spaces its start passes
+        for that): a check a (normal) interval per group, and the shortest interval."""
+        rate, shortest = 0.0, math.inf
+        for members in groups:
+            if accepts(self._probe(members[0])):
+                rate += 1 / min(m.timing.interval for m in members)
+                shortest = min(shortest, *(min(m.timing.interval, m.timing.fast_interval,
+                                               m.timing.down_interval) for m in members))
+        self._loop.pace(rate, shortest)
 
     def _entry(self, slot: CheckSlot) -> ProbeConfig:
         """The config of the check `slot` runs."""

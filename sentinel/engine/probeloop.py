@@ -24,21 +24,24 @@ is a plain readiness wake.
 
 Batching. A wakeup costs far more than the few checks it carries (measured
 in `sentinel run` at 1,000 TCP backends: 60 to 140 us of CPU each, caches
-cold after the sleep), so checks are started in batches: start passes come
-GAP (10 ms) apart, and each starts every group due within GAP - BATCH (5 ms)
-from now. A pass comes sooner only when a check would otherwise start more
-than BATCH (5 ms) late (a passive signal's hurry, a group added between
-passes). So a check starts up to 5 ms early or late. A wider GAP saves
-wakeups (passes 40 ms apart cut CPU per check at 1,000 backends by 7-15%),
-but it slowed a cluster's agreement on a death by ~250 ms at p50 (a member
-told of another prober's down probes at once; measured, cause not yet
-found; docs/performance.md, "Several sentinels"), so it is not used. A check
-started early reports lateness 0; one started within BATCH of its due time
-counts its next interval from the due time, so the batching neither drifts
-the schedule into ever bigger clumps nor changes its rate. Each check's start time is read as
-it starts (its latency and timeout count from it, not from the start of a
-pass that starts dozens). Deadlines are judged in batches too, at most BATCH
-after they pass.
+cold after the sleep), so checks are started in batches: each start pass
+starts every group due within its gap - BATCH (5 ms) from now, and the next
+comes a gap later. The gap is as wide as starts about PASS_CHECKS (100)
+checks a pass (`pass_gap`: 100 ms at 1,000 checks a second, 10 ms from
+10,000 on), but at most GAP_MOST (100 ms) and a quarter of the shortest
+interval, at least GAP (10 ms); the engine tells the loop its load at every
+regroup (`pace`). At 1,000 TCP backends this cut CPU per check by about a
+quarter against passes 10 ms apart; from 5,000 on passes are 10-20 ms apart
+anyway. A pass comes sooner when a check would otherwise start more than
+BATCH late (a hurry from a passive signal or a cluster peer's down, a group
+added between passes): a check starts at most BATCH late, and up to gap -
+BATCH early. A check started early reports lateness 0; one started within
+BATCH of its due time counts its next interval from the due time, so the
+batching neither drifts the schedule into ever bigger clumps nor changes its
+rate, and a backend's death is still seen one interval after it at most. Each
+check's start time is read as it starts (its latency and timeout count from
+it, not from the start of a pass that starts dozens). Deadlines are judged in
+batches too, at most BATCH after they pass.
 
 Host names are looked up ahead of their checks by a small resolver task
 (`sentinel.engine.names`); a check whose name has no valid answer yet waits
@@ -102,7 +105,9 @@ from sentinel.probes.rawsock import Address
 from sentinel.probes.resolve import timed_out
 
 BATCH = 0.005  # a check starts at most 5 ms late (and timeouts are judged in 5 ms batches)
-GAP = 0.010  # start passes this far apart: each starts the checks due within GAP - BATCH
+GAP = 0.010  # start passes at least this far apart: each starts what is due within gap - BATCH
+GAP_MOST = 0.100  # ...and at most this far (`pass_gap`): a check starts at most 95 ms early
+PASS_CHECKS = 100  # how many checks a start pass aims to start (`pass_gap`)
 # What a running check waits for (`Running.step`).
 STARTING, RESOLVING, CONNECTING, SENDING, READING, FINISHED = range(6)
 
@@ -124,9 +129,20 @@ def accepts(probe: Probe) -> TypeGuard[LeanProbe]:
 
 def start_time(due: float, start_after: float, batch: float) -> float:
     """When the start pass that starts a check due at `due` comes: the next one (no
-    sooner than `start_after`, GAP after the last), unless that would start the check
+    sooner than `start_after`, a gap after the last), unless that would start the check
     more than `batch` late; inf for a check never due."""
     return max(due, min(start_after, due + batch))
+
+
+def pass_gap(rate: float, shortest: float) -> float:
+    """How far apart start passes come when the loop's checks come due `rate` times a
+    second and the shortest interval of any of them (fast and down intervals included)
+    is `shortest`: far enough apart that a pass starts about PASS_CHECKS checks (a
+    wakeup costs more than a few checks), but at most GAP_MOST, at most a quarter of
+    the shortest interval (a check never starts much more than that early), and at
+    least GAP."""
+    wanted = PASS_CHECKS / rate if rate > 0 else GAP_MOST
+    return max(GAP, min(GAP_MOST, wanted, shortest / 4))
 
 
 class LoopHost(Protocol):
@@ -172,7 +188,7 @@ class Agenda:
     """When groups are due and when running checks time out (pure: times are passed in).
 
     Due groups wait in buckets of `width` seconds of due time (BATCH). A start pass
-    takes every group due within GAP - BATCH anyway, so the order inside a bucket does
+    takes every group due within gap - BATCH anyway, so the order inside a bucket does
     not matter, and adding a group is one append: no heap. (Checks end out of start order,
     so their next due times arrive out of order, and a heap paid a push and a pop, a
     dozen tuple comparisons on entries scattered in memory, for most checks.) Buckets
@@ -417,12 +433,13 @@ class ProbeLoop:
 
     def __init__(self, host: LoopHost, slots: Slots,
                  wall: Callable[[], float], poller: Callable[[], Poller] = EpollPoller,
-                 batch: float = BATCH, gap: float = GAP) -> None:
+                 batch: float = BATCH, gap: float | None = None) -> None:
         self._host = host
         self._slots = slots
         self._wall = wall
         self._batch = batch
-        self._gap = gap
+        self._fixed_gap = gap  # None: `pace` chooses it
+        self._gap = GAP if gap is None else gap
         self._agenda = Agenda(batch)
         self._poller = poller()  # closed when `run` ends: a loop runs once
         self._names = Names(self._answered)
@@ -430,7 +447,7 @@ class ProbeLoop:
         self._resolving: dict[NameKey, list[Running]] = {}  # checks waiting for a name
         self._answers: list[NameKey] = []  # names looked up since the last pass
         self._waiting = False  # in the poller's `wait`: an earlier deadline hastens it
-        self._start_after = -math.inf  # no start pass before then (GAP apart)...
+        self._start_after = -math.inf  # no start pass before then (gap apart)...
         self._start_at = math.inf  # ...unless a check would start more than BATCH late
         self._starved = False  # ...or the last one found no free slot: every pass then
         self._passes = 0
@@ -455,6 +472,18 @@ class ProbeLoop:
             self._watches.add(group, config, partial(self._address, probe, host),
                               trio.current_time())
             self._wake(self._watches.wake_at())
+
+    def pace(self, rate: float, shortest: float) -> None:
+        """The loop's checks come due `rate` times a second, the shortest interval being
+        `shortest` (after a regroup): space start passes for that (`pass_gap`), unless
+        the loop was made with a fixed gap."""
+        if self._fixed_gap is None:
+            self._gap = pass_gap(rate, shortest)
+
+    @property
+    def gap(self) -> float:
+        """How far apart start passes come now."""
+        return self._gap
 
     def drop(self, group: ProbeGroup) -> None:
         """`group` was stopped (regroup): close its watched connection, if any (its

@@ -35,6 +35,7 @@ from sentinel.engine.probeloop import (
     ProbeLoop,
     Running,
     accepts,
+    pass_gap,
     start_time,
 )
 from sentinel.engine.slots import Slots
@@ -149,6 +150,21 @@ def test_a_start_pass_comes_gap_apart_unless_a_check_would_be_late() -> None:
     assert start_time(10.001, 10.004, 0.005) == pytest.approx(10.004)  # the next pass
     assert start_time(10.001, 10.04, 0.005) == pytest.approx(10.006)  # sooner: 5 ms late
     assert start_time(math.inf, 10.04, 0.005) == math.inf  # nothing due: wait for add()
+
+
+def test_start_passes_are_spaced_to_start_about_a_hundred_checks_each() -> None:
+    """A wakeup costs more than a few checks, so passes come as far apart as starts a
+    hundred checks each: 100 ms apart at 1,000 checks a second, 50 at 2,000; never more
+    than 100 ms (a check starts at most 95 ms early), nor more than a quarter of the
+    shortest interval, nor less than 10 ms (at 10,000 a second and more)."""
+    assert pass_gap(1000, 1.0) == pytest.approx(0.1)
+    assert pass_gap(2000, 1.0) == pytest.approx(0.05)
+    assert pass_gap(10000, 1.0) == pytest.approx(0.01)
+    assert pass_gap(50000, 1.0) == pytest.approx(0.01)
+    assert pass_gap(10, 2.0) == pytest.approx(0.1)
+    assert pass_gap(0, math.inf) == pytest.approx(0.1)  # no lean checks (yet)
+    assert pass_gap(1000, 0.2) == pytest.approx(0.05)  # a fast_interval of 200 ms
+    assert pass_gap(1000, 0.02) == pytest.approx(0.01)
 
 
 def test_deadlines_wake_the_loop_in_batches() -> None:

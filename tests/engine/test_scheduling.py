@@ -85,6 +85,34 @@ async def test_in_flight_cap_delays_probes_instead_of_failing_them(
 
 
 @pytest.mark.trio
+@pytest.mark.parametrize(("fast", "passes", "early"), [(None, 25, 0.095), (0.2, 45, 0.045)])
+async def test_the_probe_loop_starts_a_thousand_checks_a_second_in_few_passes(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock, fast: float | None,
+        passes: int, early: float) -> None:
+    """1,000 backends every second: start passes come ~100 ms apart (about ten a second,
+    each starting ~100 checks), yet every backend is still checked once a second, never
+    more than 5 ms late, at most 95 ms early. With a fast_interval of 200 ms somewhere,
+    passes come at most 50 ms apart (a check starts at most 45 ms early)."""
+    probe = FakeProbe()
+    ports = list(range(10000, 11000))
+    services = [service("s", ports, interval=1.0)]
+    if fast is not None:
+        services.append(service("f", [9001], interval=1.0, fast=fast))
+    engine = Engine(config(tmp_path, *services), sinks={"rec": RecordingSink()},
+                    probe_factory=probe.factory(), poller=probe.poller, run_blocking=run_inline)
+    await run_for(engine, 4.0)
+    starts = [t for t, target in probe.calls if target.port in set(ports)]
+    assert len({round(t, 6) for t in starts if 1.0 <= t < 3.0}) <= passes
+    for port in ports:
+        times = probe.times(port)
+        assert len(times) in (3, 4, 5)
+        # due times a second apart, each started up to `early` early or 5 ms late
+        assert all(0.995 - early - 1e-9 <= b - a <= 1.005 + early + 1e-9
+                   for a, b in itertools.pairwise(times))
+    assert engine.statistics().lateness_max_ms <= 5.0 + 1e-6
+
+
+@pytest.mark.trio
 async def test_jitter_spreads_delays_within_bounds(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """With jitter 20%, each gap between probes lies within interval * (1 +- 0.2), not all equal."""
