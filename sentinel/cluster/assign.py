@@ -58,6 +58,16 @@ def probers_for(backend: str, members: Sequence[Member], count: int | None) -> t
     return tuple(chosen[:count])
 
 
+def probe_phase(backend: str, rank: int, probers: int) -> float:
+    """Where in each interval (a fraction from 0 to 1) the prober of rank `rank` (its
+    place in `probers_for`) checks `backend`: the backend's own offset (a hash, so
+    backends spread over the interval) plus rank / probers. A backend's probers take
+    turns evenly, so one of them sees a death within interval / probers, not all of
+    them within the same interval."""
+    digest = hashlib.blake2b(backend.encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") / 2**64 + rank / probers) % 1.0
+
+
 def assignment(backends: Iterable[str], members: Sequence[Member],
                count: int | None) -> dict[str, tuple[str, ...]]:
     """Every backend's probers (see `probers_for`)."""

@@ -61,12 +61,15 @@ class CheckSlot:
     per check."""
 
     __slots__ = ("backend", "counter", "index", "last_result", "last_time", "next_due",
-                 "probe_type", "timing")
+                 "phase", "probe_type", "timing")
 
     def __init__(self, backend: BackendRuntime, index: int) -> None:
         self.backend = backend
         self.index = index  # in the service's `entries`
         self.next_due: float | None = None  # Trio time this check is next due
+        # A cluster member's: where in each interval of wall-clock time (seconds into
+        # it) this member checks the backend while it is up (`schedule.on_phase`)
+        self.phase: float | None = None
         self.last_result: ProbeResult | None = None  # its last answer (see `last`)
         self.last_time = 0.0  # when that probe started, Unix time
         self.timing = Timing()  # its entry's (`configure`)

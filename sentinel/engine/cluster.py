@@ -46,6 +46,7 @@ import trio
 from sentinel import __version__
 from sentinel.breakers import make_breaker
 from sentinel.breakers.base import Change, Health, Transition
+from sentinel.cluster.assign import probe_phase
 from sentinel.cluster.config import ClusterConfig
 from sentinel.cluster.leader import (
     AgreedChanges,
@@ -141,15 +142,22 @@ class ClusterMode:
     def reassign(self) -> None:
         """Match what this member probes to the assignment: a backend taken over starts a
         fresh breaker from the agreed verdict; one handed over loses this member's
-        verdict in etcd."""
+        verdict in etcd. Each backend probed gets this member's turn in its interval
+        (`probe_phase` by its rank among the backend's probers)."""
         probing: set[BackendKey] = set()
         for name, svc in self.engine.services.items():
             for b in svc.backends:
                 key = (name, b.config.name)
                 b.probers = self.node.probers(*key)
                 if self.node.node not in b.probers:
+                    for slot in b.checks:
+                        slot.phase = None
                     continue
                 probing.add(key)
+                turn = probe_phase(f"{name}/{b.config.name}", b.probers.index(self.node.node),
+                                   len(b.probers))
+                for slot in b.checks:
+                    slot.phase = turn * slot.timing.interval
                 if self._assigned and key not in self._probing:
                     b.breaker = make_breaker(svc.config.breaker, b.health)
                     self._reported.discard(key)

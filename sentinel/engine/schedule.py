@@ -35,6 +35,17 @@ def next_due(timing: Timing, transition: Transition, retry_at: float | None,
     return due
 
 
+def on_phase(due: float, wall_offset: float, phase: float, interval: float) -> float:
+    """`due` moved to the nearest time whose wall-clock time (`due + wall_offset`) lies
+    `phase` seconds into an interval (counted from the Unix epoch), by at most half an
+    interval either way: how a cluster member keeps its turn at a backend (after a
+    hurried check, a recovery or a takeover, its next check goes back to its phase)."""
+    shift = (phase - (due + wall_offset)) % interval
+    if shift > interval / 2:
+        shift -= interval
+    return due + shift
+
+
 def retry_due(timing: Timing, health: Health, retry_at: float | None, now: float) -> float:
     """When to try again after a check the checker itself could not make (out of file
     descriptors, say): `fast_interval` from now, and no sooner than the breaker of a

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sentinel.cluster.assign import Member, assignment, probers_for, score
+from sentinel.cluster.assign import Member, assignment, probe_phase, probers_for, score
 
 BACKENDS = [f"web/10.0.{i // 250}.{i % 250}:80" for i in range(300)]
 nodes = st.lists(st.sampled_from([f"n{i}" for i in range(12)]), min_size=1, max_size=8,
@@ -27,6 +28,22 @@ def test_score_is_stable() -> None:
     assert score("n1", "web/web1") == 0xB78A9EAB77B7E834
     assert probers_for("web/web1", [Member("n1"), Member("n2"), Member("n3")], 1) == \
         probers_for("web/web1", [Member("n3"), Member("n1"), Member("n2")], 1)
+
+
+def test_the_probers_of_a_backend_take_even_turns() -> None:
+    """Two probers check a backend half an interval apart, three a third apart (so one
+    of them sees a death within interval / probers); the offset is pinned (every member
+    must agree on it) and spreads backends over the interval."""
+    assert probe_phase("web/web1", 0, 2) == probe_phase("web/web1", 0, 2)
+    for probers in (2, 3):
+        turns = sorted(probe_phase("web/web1", rank, probers) for rank in range(probers))
+        gaps = [b - a for a, b in zip(turns, [*turns[1:], turns[0] + 1], strict=True)]
+        assert gaps == pytest.approx([1 / probers] * probers)
+    assert probe_phase("web/web1", 0, 1) == pytest.approx(0xF42C4A996F7956B2 / 2**64)
+    firsts = [probe_phase(b, 0, 2) for b in BACKENDS]
+    assert all(0 <= f < 1 for f in firsts)
+    assert Counter(int(f * 4) for f in firsts).keys() == {0, 1, 2, 3}
+    assert all(40 <= n <= 110 for n in Counter(int(f * 4) for f in firsts).values())
 
 
 def test_all_means_every_member() -> None:

@@ -11,9 +11,10 @@ import trio
 import trio.testing
 
 from sentinel.engine.engine import Engine
+from sentinel.engine.schedule import on_phase
 from sentinel.model import State
 from sentinel.sinks.memory import RecordingSink
-from tests.engine.drive import run_for
+from tests.engine.drive import make_engine, run_for
 from tests.engine.fakes import FakeProbe, config, run_inline, service
 
 
@@ -110,6 +111,34 @@ async def test_the_probe_loop_starts_a_thousand_checks_a_second_in_few_passes(
         assert all(0.995 - early - 1e-9 <= b - a <= 1.005 + early + 1e-9
                    for a, b in itertools.pairwise(times))
     assert engine.statistics().lateness_max_ms <= 5.0 + 1e-6
+
+
+def test_a_due_time_moves_to_its_phase_by_at_most_half_an_interval() -> None:
+    """`on_phase`: the nearest time whose wall-clock time lies `phase` into an interval."""
+    assert on_phase(10.0, 1000.0, 0.3, 1.0) == pytest.approx(10.3)  # wall 1010.0 -> .3
+    assert on_phase(10.55, 1000.0, 0.3, 1.0) == pytest.approx(10.3)  # back, not on to 11.3
+    assert on_phase(10.3, 1000.0, 0.3, 1.0) == pytest.approx(10.3)  # on its phase already
+    assert on_phase(10.0, 1000.25, 0.5, 2.0) == pytest.approx(10.25)  # wall 1010.25: 0.25
+    assert on_phase(10.0, 1000.0, 0.9, 1.0) == pytest.approx(9.9)
+
+
+@pytest.mark.trio
+async def test_a_check_with_a_phase_keeps_its_turn_after_a_hurry(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """A cluster member checks a backend at its turn of each interval (`phase`, in wall
+    time: 0.3 s into each second here); a hurried check (another prober saw it die)
+    is an extra one: the next goes back to the turn instead of an interval after it."""
+    probe = FakeProbe()
+    engine = make_engine(tmp_path, probe, {"rec": RecordingSink()}, service("s", [9001]))
+    backend = engine.services["s"].backends[0]
+    backend.checks[0].phase = 0.3
+
+    async def hurry(_: FakeProbe) -> None:
+        await trio.sleep(2.55)
+        assert engine.probe_now(backend)
+
+    await run_for(engine, 4.5, hurry, probe)
+    assert probe.times(9001) == pytest.approx([0.0, 1.3, 2.3, 2.55, 3.3, 4.3])
 
 
 @pytest.mark.trio
