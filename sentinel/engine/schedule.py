@@ -36,14 +36,15 @@ def next_due(timing: Timing, transition: Transition, retry_at: float | None,
 
 
 def on_phase(due: float, wall_offset: float, phase: float, interval: float) -> float:
-    """`due` moved to the nearest time whose wall-clock time (`due + wall_offset`) lies
-    `phase` seconds into an interval (counted from the Unix epoch), by at most half an
-    interval either way: how a cluster member keeps its turn at a backend (after a
-    hurried check, a recovery or a takeover, its next check goes back to its phase)."""
-    shift = (phase - (due + wall_offset)) % interval
-    if shift > interval / 2:
-        shift -= interval
-    return due + shift
+    """The latest time at or before `due` whose wall-clock time (`t + wall_offset`) lies
+    `phase` seconds into an interval (counted from the Unix epoch): how a cluster member
+    keeps its turn at a backend. After a hurried check, a recovery or a takeover the
+    next check comes back to the turn, sooner than an interval on, never later (a
+    shift of under a millisecond is float noise: `due` is on its turn)."""
+    behind = (due + wall_offset - phase) % interval
+    if behind > interval - 0.001:
+        return due
+    return due - behind
 
 
 def retry_due(timing: Timing, health: Health, retry_at: float | None, now: float) -> float:

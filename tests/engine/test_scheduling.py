@@ -113,13 +113,15 @@ async def test_the_probe_loop_starts_a_thousand_checks_a_second_in_few_passes(
     assert engine.statistics().lateness_max_ms <= 5.0 + 1e-6
 
 
-def test_a_due_time_moves_to_its_phase_by_at_most_half_an_interval() -> None:
-    """`on_phase`: the nearest time whose wall-clock time lies `phase` into an interval."""
-    assert on_phase(10.0, 1000.0, 0.3, 1.0) == pytest.approx(10.3)  # wall 1010.0 -> .3
-    assert on_phase(10.55, 1000.0, 0.3, 1.0) == pytest.approx(10.3)  # back, not on to 11.3
-    assert on_phase(10.3, 1000.0, 0.3, 1.0) == pytest.approx(10.3)  # on its phase already
-    assert on_phase(10.0, 1000.25, 0.5, 2.0) == pytest.approx(10.25)  # wall 1010.25: 0.25
-    assert on_phase(10.0, 1000.0, 0.9, 1.0) == pytest.approx(9.9)
+def test_a_due_time_moves_back_to_its_phase_never_later() -> None:
+    """`on_phase`: the latest time at or before `due` whose wall-clock time lies `phase`
+    into an interval: a check comes back to its turn sooner, never later."""
+    assert on_phase(10.0, 1000.0, 0.3, 1.0) == pytest.approx(9.3)  # wall 1010.0 -> .3 back
+    assert on_phase(10.55, 1000.0, 0.3, 1.0) == pytest.approx(10.3)
+    assert on_phase(10.29, 1000.0, 0.3, 1.0) == pytest.approx(9.3)  # not on to 10.3
+    assert on_phase(10.3, 1000.0, 0.3, 1.0) == pytest.approx(10.3)  # on its turn already
+    assert on_phase(10.3 - 1e-9, 1000.0, 0.3, 1.0) == pytest.approx(10.3)  # float noise
+    assert on_phase(10.0, 1000.25, 0.5, 2.0) == pytest.approx(8.25)  # wall 1008.5: 0.5 into 2
 
 
 @pytest.mark.trio
@@ -127,7 +129,9 @@ async def test_a_check_with_a_phase_keeps_its_turn_after_a_hurry(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """A cluster member checks a backend at its turn of each interval (`phase`, in wall
     time: 0.3 s into each second here); a hurried check (another prober saw it die)
-    is an extra one: the next goes back to the turn instead of an interval after it."""
+    is an extra one: the next goes back to the turn instead of an interval after it.
+    The turn comes sooner than an interval on, never later: the first check (at 0)
+    is followed by one at 0.3."""
     probe = FakeProbe()
     engine = make_engine(tmp_path, probe, {"rec": RecordingSink()}, service("s", [9001]))
     backend = engine.services["s"].backends[0]
@@ -138,7 +142,7 @@ async def test_a_check_with_a_phase_keeps_its_turn_after_a_hurry(
         assert engine.probe_now(backend)
 
     await run_for(engine, 4.5, hurry, probe)
-    assert probe.times(9001) == pytest.approx([0.0, 1.3, 2.3, 2.55, 3.3, 4.3])
+    assert probe.times(9001) == pytest.approx([0.0, 0.3, 1.3, 2.3, 2.55, 3.3, 4.3])
 
 
 @pytest.mark.trio

@@ -3,7 +3,8 @@
     python tests/sinks/webhook/receiver_server.py PORT LOG CONTROL_DIR [HOST]
 
 Every POST is appended to LOG as one JSON line (`headers`, `body`, `status`)
-before it is answered. It answers 200 while CONTROL_DIR/accept exists, else
+before it is answered; one whose body ends early (its sender was killed while
+writing it) is dropped unanswered. It answers 200 while CONTROL_DIR/accept exists, else
 the status in CONTROL_DIR/status (503 without one); CONTROL_DIR/delay
 (seconds) slows every answer down.
 """
@@ -28,7 +29,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         """Record the request, wait `delay`, answer 200 or the refusal."""
-        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        length = int(self.headers.get("content-length", 0))
+        body = self.rfile.read(length)
+        if len(body) < length:  # the sender went away mid-request (killed): not a delivery
+            self.close_connection = True
+            return
         refusal = self.control / "status"
         status = 200 if (self.control / "accept").exists() else (
             int(refusal.read_text()) if refusal.exists() else 503)
