@@ -38,7 +38,8 @@ Rules this client keeps:
   the same peer URLs and cluster token keeps its cluster ID: the
   revision gives it away, as long as the new store has not yet written past
   the revision this client last saw; the leases lost with the store end the
-  members' terms in any case.)
+  members' terms in any case, and the registration that follows finds the
+  store's marker key changed: `found_store`.)
 - `statistics()` counts calls, failures and their latency (for the metrics).
 """
 
@@ -266,6 +267,8 @@ class EtcdClient:
         self.resets = 0
         self._last_reset = ""
         self._reset = trio.Event()  # set (and replaced) when the store is found reset
+        self._marker = ""  # the store's marker key, as the last registration found it
+        self._marker_resets = 0  # `resets` then
 
     def statistics(self) -> EtcdStatistics:
         """A frozen snapshot of the calls so far."""
@@ -301,13 +304,28 @@ class EtcdClient:
         if path.startswith("/v3/kv/"):
             self._high = revision if why else max(self._high, revision)
         if why:
-            self.resets += 1
-            self._last_reset = why
-            log.warning("etcd was wiped or replaced at %s: %s; what this member knew of the "
-                        "cluster is gone: registering again and reading it afresh",
-                        endpoint, why)
-            self._reset.set()
-            self._reset = trio.Event()
+            self._found_reset(endpoint, why)
+
+    def found_store(self, marker: str) -> None:
+        """The marker key of the store, as a registration found it (the sentinel that
+        first registered in the store wrote it, a random ID): another than the one found
+        before, with no reset noticed since, means the store was wiped or replaced, also
+        one that had written past every revision this client saw by the time it
+        answered (the revision check's blind spot, module docstring)."""
+        if self._marker and marker != self._marker and self._marker_resets == self.resets:
+            self._found_reset(self.endpoints[self._current],
+                              f"its marker {self._marker} is now {marker} (data dir wiped or "
+                              f"restored, or another etcd)")
+        self._marker, self._marker_resets = marker, self.resets
+
+    def _found_reset(self, endpoint: str, why: str) -> None:
+        """Count and log a wiped or replaced store, and wake `wait_reset`."""
+        self.resets += 1
+        self._last_reset = why
+        log.warning("etcd was wiped or replaced at %s: %s; what this member knew of the "
+                    "cluster is gone: registering again and reading it afresh", endpoint, why)
+        self._reset.set()
+        self._reset = trio.Event()
 
     async def aclose(self) -> None:
         """Close the connections."""

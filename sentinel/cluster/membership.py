@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -131,6 +132,7 @@ class Membership:
         self.me = MemberInfo(node=config.node, zone=config.zone, api_url=api_url,
                              version=version, config_sha256=config.config_sha256)
         self.key = f"{config.prefix}members/{config.node}"
+        self.store_key = f"{config.prefix}store"
         self.members: dict[str, MemberInfo] = {}
         self.lease: Lease | None = None
         self._last_lease: Lease | None = None
@@ -228,6 +230,7 @@ class Membership:
         while True:
             try:
                 lease = Lease(*await self.client.lease_grant(self.config.lease_ttl))
+                self.client.found_store(await self._mark_store())
                 if await self._claim(lease):
                     self.lease = self._last_lease = lease
                     self.store_resets = self.client.resets  # the store that holds it
@@ -241,6 +244,27 @@ class Membership:
                 self._set_ok(False, f"cannot register: {exc}")
             attempt += 1
             await trio.sleep(self._backoff.delay(attempt, self._rng))
+
+    async def _mark_store(self) -> str:
+        """The store's marker (`PREFIX/store`, a random ID put by the first member to
+        register in it and never changed): a wiped or replaced store has another one
+        (`EtcdClient.found_store`). Put-if-absent, so repeating it is harmless."""
+        mine = secrets.token_hex(8)
+        for _ in range(3):
+            try:
+                done = await self.client.txn([Compare(self.store_key, "CREATE", 0)],
+                                             [Put(self.store_key, mine.encode())],
+                                             [Get(self.store_key)])
+            except EtcdError as exc:
+                if not exc.maybe_applied:
+                    raise
+                continue
+            if done.succeeded:
+                return mine
+            held = done.ranges[0].kvs
+            if held:
+                return held[0].value.decode(errors="replace")
+        raise EtcdError("store marker: no clear answer after retries", maybe_applied=True)
 
     async def _claim(self, lease: Lease) -> bool:
         """Put the member key unless another live member holds it (a retry after a lost

@@ -18,9 +18,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
+from sentinel.cluster.etcd import b64
 from sentinel.config.model import (
     CanaryConfig,
     Config,
@@ -38,6 +40,7 @@ from sentinel.telemetry.metrics import Metrics
 from tests.cluster.etcd_server import EtcdServer
 from tests.cluster.helpers import client_for, cluster_config
 from tests.e2e.balancers import eventually
+from tests.e2e.helpers import free_port
 from tests.engine.fakes import FakeProbe, config, run_inline, service
 from tests.telemetry.helpers import Samples, parse_metrics, sample
 
@@ -540,6 +543,71 @@ async def test_a_reload_to_another_file_carries_its_hash_and_moves_the_lead(
         assert len({m.engine.journal.seq for m in nodes.values()}) == 1
 
 
+def store_revision(url: str) -> int:
+    """The revision of the store etcd at `url` holds."""
+    head = httpx.post(f"{url}/v3/kv/range", json={"key": b64("/")}, timeout=5)
+    return int(head.json()["header"]["revision"])
+
+
+def write_past(url: str, revision: int) -> None:
+    """Put keys outside every prefix until the store's revision is past `revision`."""
+    n = 0
+    while store_revision(url) <= revision:
+        for _ in range(50):
+            httpx.post(f"{url}/v3/kv/put", json={"key": b64(f"/filler/{n}"), "value": b64("x")},
+                       timeout=5).raise_for_status()
+            n += 1
+
+
+async def drained_then_etcd_gone(nodes: dict[str, Member], etcd: EtcdServer
+                                 ) -> tuple[dict[str, str], int, dict[str, int], int]:
+    """b9001 agreed down, then b9003 drained through a follower (the drain lives only in
+    this store), then etcd stopped, once every member saw it go: (the view without the
+    drain, the seq every member had, how many updates each had heard, the store's
+    revision when it stopped)."""
+    after = await b9001_down(nodes)
+    follower = next(m for m in nodes.values() if not m.cluster()["leading"])
+    await follower.engine.set_override("web", "b9003", "drain")
+    await eventually(lambda: agreed(nodes, {**after, "b9003": "drain"}),
+                     what="b9003 drained everywhere")
+    seq = {m.engine.journal.seq for m in nodes.values()}
+    assert len(seq) == 1
+    heard = {name: len(m.local.updates) for name, m in nodes.items()}
+    revision = store_revision(etcd.url)
+    etcd.stop()
+    await eventually(lambda: all(m.cluster()["ok"] is False for m in nodes.values()),
+                     what="every member sees etcd gone")
+    return after, seq.pop(), heard, revision
+
+
+async def resynced(nodes: dict[str, Member], etcd: EtcdServer, prefix: str,
+                   after: dict[str, str], seq: int, heard: dict[str, int]) -> None:
+    """Wait until every member is back on the new store with the drain gone, then check
+    how: each noticed the reset once and registered again; the drain's lifting is the one
+    event since, numbered on from `seq` (not from 1 again); b9001 never flapped (fail
+    static); the new store holds every member, the whole agreed view and the seq."""
+    await eventually(lambda: agreed(nodes, after)
+                     and all(m.cluster()["ok"] for m in nodes.values()),
+                     what="the cluster resynced on the new store")
+    for name, m in nodes.items():
+        assert m.cluster()["etcd"]["resets"] == 1  # type: ignore[index]
+        assert m.cluster()["lapses"] >= 1  # type: ignore[operator]
+        later = [e for u in m.local.updates[heard[name]:] for e in u.events]
+        assert [(e.backend, e.to_state) for e in later] == [("b9003", "up")]
+        assert later[0].seq == seq + 1
+        shown = [{b.name: b.state.value for b in u.view.backends}
+                 for u in m.local.updates[heard[name]:]]
+        assert all(s["b9001"] == "down" for s in shown)
+    reader = client_for(cluster_config(etcd, prefix, "reader"))
+    try:
+        held = await reader.get_prefix(f"{prefix}agreed/backends/")
+        assert len(held.kvs) == len(PORTS)
+        assert len((await reader.get_prefix(f"{prefix}members/")).kvs) == len(nodes)
+        assert int((await reader.get(f"{prefix}agreed/seq")).value) == seq + 1  # type: ignore[union-attr]
+    finally:
+        await reader.aclose()
+
+
 async def test_a_wiped_etcd_is_noticed_and_the_cluster_resyncs(
         own_etcd: EtcdServer, prefix: str, tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -550,40 +618,34 @@ async def test_a_wiped_etcd_is_noticed_and_the_cluster_resyncs(
     backend flaps meanwhile (fail static)."""
     caplog.set_level(logging.WARNING, logger="sentinel.cluster.etcd")
     async with members(own_etcd, prefix, tmp_path, ("n1", "n2")) as nodes:
-        after = await b9001_down(nodes)  # the drain below lives only in the old store
-        follower = next(m for m in nodes.values() if not m.cluster()["leading"])
-        await follower.engine.set_override("web", "b9003", "drain")
-        before = {**after, "b9003": "drain"}
-        await eventually(lambda: agreed(nodes, before), what="b9003 drained everywhere")
-        seq = {m.engine.journal.seq for m in nodes.values()}
-        assert len(seq) == 1
-        heard = {name: len(m.local.updates) for name, m in nodes.items()}
-        own_etcd.stop()
-        await eventually(lambda: all(m.cluster()["ok"] is False for m in nodes.values()),
-                         what="every member sees etcd gone")
+        after, seq, heard, _ = await drained_then_etcd_gone(nodes, own_etcd)
         own_etcd.wipe()
         own_etcd.start()
-        await eventually(lambda: agreed(nodes, after)
-                         and all(m.cluster()["ok"] for m in nodes.values()),
-                         what="the cluster resynced on the new store")
-        for name, m in nodes.items():
-            assert m.cluster()["etcd"]["resets"] == 1  # type: ignore[index]
-            assert m.cluster()["lapses"] >= 1  # type: ignore[operator]
-            later = [e for u in m.local.updates[heard[name]:] for e in u.events]
-            assert [(e.backend, e.to_state) for e in later] == [("b9003", "up")]
-            assert later[0].seq == max(seq) + 1  # numbered on, not from 1 again
-            shown = [{b.name: b.state.value for b in u.view.backends}
-                     for u in m.local.updates[heard[name]:]]
-            assert all(s["b9001"] == "down" for s in shown)  # no flap meanwhile
+        await resynced(nodes, own_etcd, prefix, after, seq, heard)
         assert caplog.text.count("etcd was wiped or replaced") == len(nodes)
-        reader = client_for(cluster_config(own_etcd, prefix, "reader"))
-        try:
-            held = await reader.get_prefix(f"{prefix}agreed/backends/")
-            assert len(held.kvs) == len(PORTS)  # the whole agreed view, written afresh
-            assert len((await reader.get_prefix(f"{prefix}members/")).kvs) == len(nodes)
-            assert int((await reader.get(f"{prefix}agreed/seq")).value) == max(seq) + 1  # type: ignore[union-attr]
-        finally:
-            await reader.aclose()
+
+
+async def test_a_wiped_etcd_written_past_what_members_saw_is_noticed_by_its_marker(
+        own_etcd: EtcdServer, prefix: str, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """etcd wiped and, before the members reach it again, written past every revision
+    they saw (another client's keys): no revision gives the wipe away, but the
+    registration after each member's lost lease finds the store's marker changed: each
+    member notices once and the cluster resyncs as after any wipe. (Without the marker
+    the cluster healed too, through the mirrors' periodic checks, but unnoticed: no log
+    line, no count in /v1/state.)"""
+    caplog.set_level(logging.WARNING, logger="sentinel.cluster.etcd")
+    async with members(own_etcd, prefix, tmp_path, ("n1", "n2")) as nodes:
+        after, seq, heard, revision = await drained_then_etcd_gone(nodes, own_etcd)
+        own_etcd.wipe()
+        port, own_etcd.client_port = own_etcd.client_port, free_port()  # out of their sight
+        own_etcd.start()
+        await trio.to_thread.run_sync(write_past, own_etcd.url, revision + 10)
+        own_etcd.stop()
+        own_etcd.client_port = port
+        own_etcd.start()
+        await resynced(nodes, own_etcd, prefix, after, seq, heard)
+        assert caplog.text.count("its marker") == len(nodes)
 
 
 async def test_a_leader_between_terms_after_an_unclear_error_reloaded_steps_down(
