@@ -370,7 +370,9 @@ class Engine:
         due = next_due(timing, transition, backend.breaker.retry_at(), started, now, spread)
         if (slot.phase is not None and transition.health is Health.UP
                 and transition.change is not Change.PENDING):  # a cluster member's turn
-            due = on_phase(due, self.wall() - now, slot.phase, timing.interval)
+            # both clocks read together: `now` may be a pass's start, milliseconds old
+            due = on_phase(due, self.wall() - trio.current_time(), slot.phase,
+                           timing.interval)
             if due < now:
                 due += timing.interval
         slot.next_due = due

@@ -35,14 +35,19 @@ def next_due(timing: Timing, transition: Transition, retry_at: float | None,
     return due
 
 
+PHASE_SLACK = 0.005  # a due time this close before its turn is on it (`on_phase`)
+
+
 def on_phase(due: float, wall_offset: float, phase: float, interval: float) -> float:
     """The latest time at or before `due` whose wall-clock time (`t + wall_offset`) lies
     `phase` seconds into an interval (counted from the Unix epoch): how a cluster member
     keeps its turn at a backend. After a hurried check, a recovery or a takeover the
-    next check comes back to the turn, sooner than an interval on, never later (a
-    shift of under a millisecond is float noise: `due` is on its turn)."""
+    next check comes back to the turn, sooner than an interval on, never later. A due
+    time up to PHASE_SLACK before its turn counts as on it: the two clocks are read a
+    little apart, and taking such a time for one just past the previous turn would
+    check again at once."""
     behind = (due + wall_offset - phase) % interval
-    if behind > interval - 0.001:
+    if behind > interval - PHASE_SLACK:
         return due
     return due - behind
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from sentinel.engine.engine import Engine
 from sentinel.engine.schedule import on_phase
 from sentinel.model import State
 from sentinel.sinks.memory import RecordingSink
-from tests.engine.drive import make_engine, run_for
+from tests.engine.drive import WALL_BASE, make_engine, run_for
 from tests.engine.fakes import FakeProbe, config, run_inline, service
 
 
@@ -121,6 +122,8 @@ def test_a_due_time_moves_back_to_its_phase_never_later() -> None:
     assert on_phase(10.29, 1000.0, 0.3, 1.0) == pytest.approx(9.3)  # not on to 10.3
     assert on_phase(10.3, 1000.0, 0.3, 1.0) == pytest.approx(10.3)  # on its turn already
     assert on_phase(10.3 - 1e-9, 1000.0, 0.3, 1.0) == pytest.approx(10.3)  # float noise
+    assert on_phase(10.297, 1000.0, 0.3, 1.0) == pytest.approx(10.297)  # 3 ms before: on it
+    assert on_phase(10.29, 1000.0, 0.3, 1.0) == pytest.approx(9.3)  # 10 ms before: not
     assert on_phase(10.0, 1000.25, 0.5, 2.0) == pytest.approx(8.25)  # wall 1008.5: 0.5 into 2
 
 
@@ -143,6 +146,26 @@ async def test_a_check_with_a_phase_keeps_its_turn_after_a_hurry(
 
     await run_for(engine, 4.5, hurry, probe)
     assert probe.times(9001) == pytest.approx([0.0, 0.3, 1.3, 2.3, 2.55, 3.3, 4.3])
+
+
+@pytest.mark.trio
+async def test_a_check_with_a_phase_is_made_once_an_interval_whatever_the_clocks_read(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """The wall clock read a few milliseconds after the loop's clock (a busy pass), by a
+    different amount each time: the check still comes once a second, on its turn (it
+    came twice in some seconds when a due time just before its turn was taken for one
+    just after the last turn)."""
+    probe = FakeProbe()
+    rng = random.Random(7)
+    cfg = config(tmp_path, service("s", [9001]))
+    engine = Engine(cfg, sinks={"rec": RecordingSink()}, probe_factory=probe.factory(),
+                    poller=probe.poller, run_blocking=run_inline,
+                    wall=lambda: WALL_BASE + trio.current_time() + rng.uniform(0, 0.004))
+    engine.services["s"].backends[0].checks[0].phase = 0.3
+    await run_for(engine, 30.5)
+    times = probe.times(9001)
+    assert len(times) == 32  # at 0, then at 0.3, 1.3, ... 30.3
+    assert all(abs(t % 1.0 - 0.3) < 0.01 for t in times[1:])
 
 
 @pytest.mark.trio
