@@ -23,7 +23,7 @@ import trio.lowlevel
 
 from sentinel.backoff import Backoff
 from sentinel.breakers import make_breaker
-from sentinel.breakers.base import Change, Health
+from sentinel.breakers.base import Health
 from sentinel.breakers.dampen import Damper
 from sentinel.config.model import BackendConfig, Config, ProbeConfig, ServiceConfig, SinkConfig
 from sentinel.engine import reload
@@ -46,7 +46,7 @@ from sentinel.engine.journal import Journal, RunBlocking
 from sentinel.engine.pacing import EngineStatistics, Pacing
 from sentinel.engine.probegroups import GroupKey, ProbeGroup, group_key
 from sentinel.engine.probeloop import EpollPoller, Poller, ProbeLoop, accepts
-from sentinel.engine.schedule import next_due, on_phase, retry_due, start_offset
+from sentinel.engine.schedule import next_due, retry_due, start_offset
 from sentinel.engine.service import ServiceRuntime
 from sentinel.engine.slots import Slots
 from sentinel.engine.statefile import SavedBackend, Verdicts, check_writable, load_state
@@ -367,15 +367,11 @@ class Engine:
         jitter = timing.jitter  # 0 unless configured: no random number to draw then
         spread = self._rng.uniform(-jitter, jitter) if jitter else 0.0
         # scheduled before the result is taken: self-suspicion may bring it forward
-        due = next_due(timing, transition, backend.breaker.retry_at(), started, now, spread)
-        if (slot.phase is not None and transition.health is Health.UP
-                and transition.change is not Change.PENDING):  # a cluster member's turn
-            # both clocks read together: `now` may be a pass's start, milliseconds old
-            due = on_phase(due, self.wall() - trio.current_time(), slot.phase,
-                           timing.interval)
-            if due < now:
-                due += timing.interval
-        slot.next_due = due
+        phase = slot.phase  # a cluster member's turn; its clocks read together (`now`
+        # may be a pass's start, milliseconds old)
+        offset = 0.0 if phase is None else self.wall() - trio.current_time()
+        slot.next_due = next_due(timing, transition, backend.breaker.retry_at(), started,
+                                 now, spread, phase, offset)
         return self._take(backend, result, decision, started, start_unix, slot.probe_type)
 
     def _decide(self, backend: BackendRuntime, result: ProbeResult, now: float,

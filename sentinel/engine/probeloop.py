@@ -480,11 +480,6 @@ class ProbeLoop:
         if self._fixed_gap is None:
             self._gap = pass_gap(rate, shortest)
 
-    @property
-    def gap(self) -> float:
-        """How far apart start passes come now."""
-        return self._gap
-
     def drop(self, group: ProbeGroup) -> None:
         """`group` was stopped (regroup): close its watched connection, if any (its
         checks end by themselves)."""

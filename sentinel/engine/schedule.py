@@ -12,14 +12,18 @@ _PENDING, _DOWN = Change.PENDING, Health.DOWN
 
 
 def next_due(timing: Timing, transition: Transition, retry_at: float | None,
-             started: float, now: float, spread: float = 0.0) -> float:
+             started: float, now: float, spread: float = 0.0, phase: float | None = None,
+             wall_offset: float = 0.0) -> float:
     """The time the next probe should start.
 
     `interval` while settled and up, `fast_interval` while the breaker counts
     towards a change, `down_interval` while down; never before the breaker
     can use the result (`retry_at`, e.g. nginx's fail_timeout), never before
     the previous probe ended. Measured from the previous probe's start so
-    the cadence does not drift by the probe's latency.
+    the cadence does not drift by the probe's latency. With a `phase` (a
+    cluster member's turn, `wall_offset` the wall clock's lead over the
+    clock of `started` and `now`), a settled, up backend's next probe comes
+    at the latest turn at or before that (`on_phase`), and after `now`.
     """
     if transition.change is _PENDING:
         delay = timing.fast_interval
@@ -27,6 +31,9 @@ def next_due(timing: Timing, transition: Transition, retry_at: float | None,
         delay = timing.down_interval
     else:
         delay = timing.interval
+        if phase is not None:
+            due = on_phase(started + delay * (1.0 + spread), wall_offset, phase, delay)
+            return due if due >= now else due + delay
     due = started + delay * (1.0 + spread)
     if due < now:  # a comparison, not max(): this runs after every probe
         due = now

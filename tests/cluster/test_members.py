@@ -608,44 +608,37 @@ async def resynced(nodes: dict[str, Member], etcd: EtcdServer, prefix: str,
         await reader.aclose()
 
 
+@pytest.mark.parametrize(("written_past", "notice"), [
+    (False, "is below"),  # the revision back near 1 gives it away
+    (True, "its marker"),  # written past it: the store marker does
+])
 async def test_a_wiped_etcd_is_noticed_and_the_cluster_resyncs(
         own_etcd: EtcdServer, prefix: str, tmp_path: Path,
-        caplog: pytest.LogCaptureFixture) -> None:
-    """etcd stopped, its data wiped, started again on the same port (its revision back at
-    1, the same cluster id): each member notices once, registers again, reads everything
-    afresh, a leader writes the whole agreed view into the new store and numbers on from
-    the seq the members know; the drain that lived only in the old store is gone, and no
-    backend flaps meanwhile (fail static)."""
-    caplog.set_level(logging.WARNING, logger="sentinel.cluster.etcd")
-    async with members(own_etcd, prefix, tmp_path, ("n1", "n2")) as nodes:
-        after, seq, heard, _ = await drained_then_etcd_gone(nodes, own_etcd)
-        own_etcd.wipe()
-        own_etcd.start()
-        await resynced(nodes, own_etcd, prefix, after, seq, heard)
-        assert caplog.text.count("etcd was wiped or replaced") == len(nodes)
-
-
-async def test_a_wiped_etcd_written_past_what_members_saw_is_noticed_by_its_marker(
-        own_etcd: EtcdServer, prefix: str, tmp_path: Path,
-        caplog: pytest.LogCaptureFixture) -> None:
-    """etcd wiped and, before the members reach it again, written past every revision
-    they saw (another client's keys): no revision gives the wipe away, but the
-    registration after each member's lost lease finds the store's marker changed: each
-    member notices once and the cluster resyncs as after any wipe. (Without the marker
-    the cluster healed too, through the mirrors' periodic checks, but unnoticed: no log
-    line, no count in /v1/state.)"""
+        caplog: pytest.LogCaptureFixture, written_past: bool, notice: str) -> None:
+    """etcd stopped, its data wiped, started again on the same port (the same cluster
+    id): each member notices once, registers again, reads everything afresh, a leader
+    writes the whole agreed view into the new store and numbers on from the seq the
+    members know; the drain that lived only in the old store is gone, and no backend
+    flaps meanwhile (fail static). Its revision back near 1 gives the wipe away; when
+    another client has written the new store past every revision the members saw
+    before they reach it (`written_past`), the registration after each member's lost
+    lease finds the store's marker changed. (Without the marker the cluster healed
+    from that too, through the mirrors' periodic checks, but unnoticed: no log line,
+    no count in /v1/state.)"""
     caplog.set_level(logging.WARNING, logger="sentinel.cluster.etcd")
     async with members(own_etcd, prefix, tmp_path, ("n1", "n2")) as nodes:
         after, seq, heard, revision = await drained_then_etcd_gone(nodes, own_etcd)
         own_etcd.wipe()
-        port, own_etcd.client_port = own_etcd.client_port, free_port()  # out of their sight
-        own_etcd.start()
-        await trio.to_thread.run_sync(write_past, own_etcd.url, revision + 10)
-        own_etcd.stop()
-        own_etcd.client_port = port
+        if written_past:
+            port, own_etcd.client_port = own_etcd.client_port, free_port()  # unseen
+            own_etcd.start()
+            await trio.to_thread.run_sync(write_past, own_etcd.url, revision + 10)
+            own_etcd.stop()
+            own_etcd.client_port = port
         own_etcd.start()
         await resynced(nodes, own_etcd, prefix, after, seq, heard)
-        assert caplog.text.count("its marker") == len(nodes)
+        assert caplog.text.count("etcd was wiped or replaced") == len(nodes)
+        assert caplog.text.count(notice) == len(nodes)
 
 
 async def test_a_leader_between_terms_after_an_unclear_error_reloaded_steps_down(
