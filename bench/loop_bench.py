@@ -35,17 +35,21 @@ from sentinel.telemetry.traces import Telemetry
 class PretendSocket:
     """Connected as soon as asked; answers RESPONSE to whatever is sent, then EOF."""
 
-    __slots__ = ("fd", "interest", "network", "sent")
+    __slots__ = ("connecting", "fd", "interest", "network", "sent")
 
     def __init__(self, network: PretendNetwork, fd: int) -> None:
         self.fd, self.network, self.interest, self.sent = fd, network, 0, False
+        self.connecting = False
 
     def fileno(self) -> int:
         """Its pretend descriptor."""
         return self.fd
 
     def connect_ex(self, address: tuple[str, int], /) -> int:
-        """Under way (ready at the next poll)."""
+        """Under way, and connected when asked again (as on loopback)."""
+        if self.connecting:
+            return 0
+        self.connecting = True
         return errno.EINPROGRESS
 
     def getsockopt(self, level: int, option: int, /) -> int:

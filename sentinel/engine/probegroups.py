@@ -36,7 +36,8 @@ class ProbeGroup:
     # (its host as an IP literal, None for a name: the loop's resolver task answers).
     probe: LeanProbe
     address: Address | None
-    __slots__ = ("address", "key", "members", "nap", "probe", "queued", "scope", "stopped")
+    __slots__ = ("address", "instant", "key", "members", "nap", "probe", "queued", "scope",
+                 "stopped")
 
     def __init__(self, key: GroupKey, members: list[CheckSlot]) -> None:
         self.key = key
@@ -45,6 +46,7 @@ class ProbeGroup:
         self.stopped = False  # a plain flag: the probe loop checks it on every check
         self.nap: trio.CancelScope | None = None  # its task's wait for `due()`, if waiting
         self.queued: float | None = None  # the probe loop's: when its next check starts
+        self.instant = True  # the probe loop's: its last connect completed within `connect`
 
     def hurry(self) -> None:
         """A member's `next_due` moved earlier: end its task's wait then (the probe loop's

@@ -16,8 +16,9 @@ tight synchronous loop, it reads every ready socket and moves its check on, foll
 pull-style exchange (`sentinel.probes.exchange`: connect, send, receive,
 done; the same steps the per-task driver follows, so results and texts are
 the same); then times out checks past their deadline; then starts every
-group that is due and reads once more (a loopback connect is often complete
-when `connect_ex` returns). Then it waits on the poller until the next start
+group that is due (a loopback connect is complete by the time `connect`
+returns: asked once more, such a check goes on at once, its socket never in
+the poller's set; `_connect`) and reads once more. Then it waits on the poller until the next start
 or timeout; the poller's epoll set holds a timer for that deadline
 (`sentinel.engine.timerfd`), so the wait needs no cancel scope and every wake
 is a plain readiness wake.
@@ -108,8 +109,9 @@ BATCH = 0.005  # a check starts at most 5 ms late (and timeouts are judged in 5 
 GAP = 0.010  # start passes at least this far apart: each starts what is due within gap - BATCH
 GAP_MOST = 0.100  # ...and at most this far (`pass_gap`): a check starts at most 95 ms early
 PASS_CHECKS = 100  # how many checks a start pass aims to start (`pass_gap`)
-# What a running check waits for (`Running.step`).
-STARTING, RESOLVING, CONNECTING, SENDING, READING, FINISHED = range(6)
+# What a running check waits for (`Running.step`); OPEN: connected within `connect`, its
+# socket not (yet) in the poller's set.
+STARTING, RESOLVING, OPEN, CONNECTING, SENDING, READING, FINISHED = range(7)
 
 
 # Whether a probe class is a LeanProbe, by class: an isinstance against a runtime Protocol
@@ -329,7 +331,8 @@ class Sock(Protocol):
         """The file descriptor the poller reports it by."""
 
     def connect_ex(self, address: tuple[str, int], /) -> int:
-        """Start connecting; 0 or an errno (EINPROGRESS while under way)."""
+        """Start connecting: 0 or an errno (EINPROGRESS: under way). Asked again: 0 (or
+        EISCONN) once connected, EALREADY while under way, or why it failed."""
 
     def getsockopt(self, level: int, option: int, /) -> int:
         """SO_ERROR: why the connect failed."""
@@ -556,8 +559,8 @@ class ProbeLoop:
 
     def _pass(self) -> float:
         """Advance ready checks, time out late ones, start due ones, and advance again:
-        a loopback connect is often complete by the time `connect_ex` returns, so a
-        plain TCP check can finish in the pass that started it (one wakeup, not two).
+        a connect that was not complete when asked (`_connect`) may be soon after, so
+        a plain TCP check can finish in the pass that started it (one wakeup, not two).
         Returns the time the pass began."""
         self._passes += 1
         # The time is read once for each step that needs it (not in every helper): what
@@ -697,10 +700,13 @@ class ProbeLoop:
         """Finish the I/O the check was waiting for (its socket is ready: `flags`), then
         follow its exchange until it must wait again or is done, and finish it then. An
         exception ends it with the exchange's verdict on that exception."""
-        running.moved = self._passes
+        passes = self._passes
+        moved, running.moved = running.moved, passes
         sock, exchange, step = running.sock, running.exchange, running.step
         try:
             if step == CONNECTING:
+                if moved == passes:  # connected in the pass that started it after all
+                    running.group.instant = True
                 if flags & select.EPOLLERR:  # else connected: no SO_ERROR to ask for
                     assert sock is not None
                     err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -725,8 +731,7 @@ class ProbeLoop:
                 if need is RECEIVE:
                     assert sock is not None, "RECEIVE before Connect"
                     if running.step != READING:
-                        self._poller.modify(running.fd, select.EPOLLIN)
-                        running.step = READING
+                        self._wait_for(running, select.EPOLLIN, READING)
                     return
                 if isinstance(need, Send):
                     assert sock is not None, "Send before Connect"
@@ -737,32 +742,58 @@ class ProbeLoop:
                     if sent < len(need.data):
                         running.pending = need.data[sent:]
                         if running.step != SENDING:
-                            self._poller.modify(running.fd, select.EPOLLOUT)
-                            running.step = SENDING
+                            self._wait_for(running, select.EPOLLOUT, SENDING)
                         return
                 else:
                     assert isinstance(need, Connect)
-                    self._connect(running, need)
-                    return
+                    if not self._connect(running, need):
+                        return
+                    sock = running.sock  # connected already: on with the exchange
             result = exchange.result(now - running.started)
         except Exception as exc:  # the edge: the exchange translates it
             self._end(running, partial(exchange.failed, exc), now)
             return
         self._finish(running, result, now)
 
-    def _connect(self, running: Running, step: Connect) -> None:
-        """Open the check's socket and start connecting (non-blocking); raises OSError."""
+    def _connect(self, running: Running, step: Connect) -> bool:
+        """Open the check's socket and start connecting (non-blocking); True when it is
+        connected already, False when the poller is to say when. Raises OSError.
+
+        A loopback connect (a backend on this host) is complete by the time `connect`
+        returns, so for a group whose last connect was (`ProbeGroup.instant`) the loop
+        asks once more (a second `connect`: 0 once connected, EALREADY while under way,
+        or the connect's error): one system call instead of the poller's two (adding
+        the socket to its set, and leaving it at close) and a pass of the loop."""
         assert running.sock is None, "one connection per check"
         family, ip = running.address
         sock = self._poller.socket(family, step.delay_ack, step.source)
         fd = running.fd = sock.fileno()
         running.sock = sock
         self._running[fd] = running
-        err = sock.connect_ex((ip, step.port))
-        if err and err != errno.EINPROGRESS:  # refused at once
+        address = (ip, step.port)
+        err = sock.connect_ex(address)
+        if err == errno.EINPROGRESS and running.group.instant:
+            err = sock.connect_ex(address)
+            if err == errno.EALREADY:  # under way: this group's connects take a while
+                running.group.instant = False
+                err = errno.EINPROGRESS
+        if not err or err == errno.EISCONN:
+            running.step = OPEN
+            return True
+        if err != errno.EINPROGRESS:  # refused
             raise OSError(err, os.strerror(err))
         self._poller.register(fd, select.EPOLLOUT)
         running.step = CONNECTING
+        return False
+
+    def _wait_for(self, running: Running, events: int, step: int) -> None:
+        """Have the poller say when `running`'s socket is ready for `events`; it waits
+        for `step` then."""
+        if running.step == OPEN:
+            self._poller.register(running.fd, events)
+        else:
+            self._poller.modify(running.fd, events)
+        running.step = step
 
     def _end(self, running: Running, verdict: Callable[[float], ProbeResult],
              now: float) -> None:

@@ -73,7 +73,14 @@ class VirtualSocket:
         return self.fd
 
     def connect_ex(self, address: tuple[str, int], /) -> int:
-        """Start connecting: the network's `peer` says what answers, and when."""
+        """Start connecting: the network's `peer` says what answers, and when. Asked
+        again (as a kernel answers): 0 once connected, EALREADY while under way,
+        ECONNREFUSED once refused."""
+        if self.peer is not None:
+            self.network.asked_again += 1
+            if self.connected_at > trio.current_time():
+                return errno.EALREADY
+            return errno.ECONNREFUSED if self.peer.refused else 0
         self.peer = self.network.peer(*address)
         self.address = address
         self.network.connects.append((trio.current_time(), address))
@@ -126,12 +133,15 @@ class VirtualSocket:
 
 class VirtualNetwork:
     """The probe loop's `Poller` over pretend sockets on trio's MockClock: `peer(ip, port)`
-    says what each connect meets. Records every connect (time, (ip, port))."""
+    says what each connect meets. Records every connect (time, (ip, port)), and counts
+    the connects asked about again and the sockets the poller was asked to watch."""
 
     def __init__(self, peer: Callable[[str, int], Peer]) -> None:
         self.peer = peer
         self.sockets: dict[int, VirtualSocket] = {}
         self.connects: list[tuple[float, tuple[str, int]]] = []
+        self.asked_again = 0
+        self.registered = 0
         self._fds = itertools.count(1000)
         self._changed = trio.Event()  # a `crash` wakes `wait`
         self._sleep = trio.CancelScope()  # the current `wait`'s
@@ -153,6 +163,7 @@ class VirtualNetwork:
 
     def register(self, fd: int, events: int) -> None:
         """Watch `fd`."""
+        self.registered += 1
         self.sockets[fd].interest = events
 
     def modify(self, fd: int, events: int) -> None:

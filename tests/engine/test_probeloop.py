@@ -29,6 +29,7 @@ from sentinel.config.model import (
     TcpSpec,
     Timing,
 )
+from sentinel.engine.probegroups import ProbeGroup
 from sentinel.engine.probeloop import (
     FINISHED,
     Agenda,
@@ -308,6 +309,49 @@ async def test_start_passes_start_checks_within_batch_of_due_early_or_late(
     assert sorted(host.lateness) == pytest.approx([0.0] * 5 + [0.004, 0.005])
     anchors = {g.key[2]: started for g, _, started in host.results}
     assert [anchors[port] for port in range(9000, 9006)] == pytest.approx(dues)
+
+
+class Recheck(Host):
+    """A LoopHost that checks each group again an interval (1 s) after each check, until
+    `expect` results came."""
+
+    def probe_done(self, group: ProbeGroup, result: ProbeResult, started: float, now: float,
+                   start_unix: float) -> None:
+        """Record the result; the group is due again a second on."""
+        super().probe_done(group, result, started, now, start_unix)
+        group.members[0].next_due = started + 1.0
+
+
+async def test_a_connect_done_within_connect_needs_no_poller(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """A connect complete when `connect` returns (a loopback backend's) is asked about
+    once more and goes on at once: the poller never sees its socket. A backend whose
+    connect takes a while is waited for in the poller from then on, without asking
+    twice, until a connect completes in the pass that started it."""
+    connect_takes = [0.0, 0.0, 0.05, 0.05, 0.0, 0.0]  # the seconds each check's connect takes
+    network = VirtualNetwork(lambda ip, port: Peer(after=connect_takes[len(network.connects)]))
+    host = Recheck(len(connect_takes))
+    seen: list[tuple[int, int]] = []  # after each check: (asked again, registered)
+
+    def record(group: ProbeGroup, result: ProbeResult, started: float, now: float,
+               start_unix: float) -> None:
+        Recheck.probe_done(host, group, result, started, now, start_unix)
+        seen.append((network.asked_again, network.registered))
+
+    host.probe_done = record  # type: ignore[method-assign]
+    loop = ProbeLoop(host, Slots(64), time.time, lambda: network)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(loop.run)
+        loop.add(group(9000, trio.current_time()), TCP)
+        with trio.fail_after(30):
+            await host.done.wait()
+        nursery.cancel_scope.cancel()
+    assert all(result.ok for _, result, _ in host.results)
+    assert seen == [(1, 0), (2, 0),  # at once: asked again, no poller
+                    (3, 1),  # under way when asked again: the poller says when
+                    (3, 2),  # not asked again; connected a while after its pass
+                    (3, 3),  # not asked again; connected in the pass that started it...
+                    (4, 3)]  # ...so the next one is asked about again, and needs no poller
 
 
 async def test_loop_checks_leave_no_time_wait(serve: Serve) -> None:
