@@ -88,6 +88,10 @@ class PretendNetwork:
         sock = self.sockets[self._fd] = PretendSocket(self, self._fd)
         return sock
 
+    def reuse(self, sock: PretendSocket, family: object, source: Address | None) -> None:
+        """Closed (a real poller would reset its connection and keep it)."""
+        sock.close()
+
     def register(self, fd: int, events: int) -> None:
         """Watch `fd`."""
         self.sockets[fd].interest = events

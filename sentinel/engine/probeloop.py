@@ -18,7 +18,8 @@ done; the same steps the per-task driver follows, so results and texts are
 the same); then times out checks past their deadline; then starts every
 group that is due (a loopback connect is complete by the time `connect`
 returns: asked once more, such a check goes on at once, its socket never in
-the poller's set; `_connect`) and reads once more. Then it waits on the poller until the next start
+the poller's set; `_connect`, and its socket is used again by the next check:
+`EpollPoller.reuse`) and reads once more. Then it waits on the poller until the next start
 or timeout; the poller's epoll set holds a timer for that deadline
 (`sentinel.engine.timerfd`), so the wait needs no cancel scope and every wake
 is a plain readiness wake.
@@ -78,6 +79,7 @@ added: without any, a pass pays one attribute test for them and nothing more.
 
 from __future__ import annotations
 
+import _socket
 import errno
 import heapq
 import itertools
@@ -88,6 +90,7 @@ import socket
 from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
+from socket import AddressFamily
 from typing import Protocol, TypeGuard, cast
 
 import trio
@@ -109,6 +112,7 @@ BATCH = 0.005  # a check starts at most 5 ms late (and timeouts are judged in 5 
 GAP = 0.010  # start passes at least this far apart: each starts what is due within gap - BATCH
 GAP_MOST = 0.100  # ...and at most this far (`pass_gap`): a check starts at most 95 ms early
 PASS_CHECKS = 100  # how many checks a start pass aims to start (`pass_gap`)
+IDLE_MOST = 16  # sockets kept for reuse, per family and source (`EpollPoller.reuse`)
 # What a running check waits for (`Running.step`); OPEN: connected within `connect`, its
 # socket not (yet) in the poller's set.
 STARTING, RESOLVING, OPEN, CONNECTING, SENDING, READING, FINISHED = range(7)
@@ -167,8 +171,10 @@ class Running:
 
     exchange: Exchange  # set by the loop once the check has its slot (building it may fail)
     address: Address  # set once known (a host name's comes from the resolver task)
+    source: Address | None  # set as it connects: the address it connects from, if given
     __slots__ = ("address", "anchor", "deadline", "exchange", "fd", "group", "moved",
-                 "pending", "probe", "sock", "spared", "start_unix", "started", "step")
+                 "pending", "probe", "sock", "source", "spared", "start_unix", "started",
+                 "step")
 
     def __init__(self, group: ProbeGroup, probe: LeanProbe, started: float,
                  start_unix: float, anchor: float | None = None) -> None:
@@ -359,6 +365,11 @@ class Poller(Protocol):
                source: Address | None) -> Sock:
         """A non-blocking TCP socket (see `rawsock.open_socket`); raises OSError."""
 
+    def reuse(self, sock: Sock, family: AddressFamily, source: Address | None) -> None:
+        """Done with `sock` (made for `family` and `source`), connected and never in the
+        poller's set: reset its connection and make another check's socket of it, or
+        close it."""
+
     def register(self, fd: int, events: int) -> None:
         """Watch `fd` for `events` (EPOLLIN, EPOLLOUT)."""
 
@@ -382,7 +393,9 @@ class Poller(Protocol):
 class EpollPoller:
     """Raw sockets (`sentinel.probes.rawsock`) and one epoll object, with a timer in its
     set for the deadline of a `wait` (`sentinel.engine.timerfd`: no cancel scope, so
-    every wake is a plain readiness wake)."""
+    every wake is a plain readiness wake). A socket done with is used again when it can
+    be (`reuse`; `rawsock.disconnect`): a check that connected within `connect` and
+    needed no poller hands its socket to the next, up to IDLE_MOST kept idle."""
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
@@ -390,11 +403,28 @@ class EpollPoller:
         self._epoll.register(self._timer.fd, select.EPOLLIN)
         self._fired = (self._timer.fd, select.EPOLLIN)  # what `poll` sees when it fires
         self._armed = math.inf  # the timer's deadline; NaN once it fired: arm again
+        self._idle: dict[tuple[int, Address | None], list[Sock]] = {}  # by (family, source)
 
     def socket(self, family: socket.AddressFamily, delay_ack: bool,
                source: Address | None) -> Sock:
-        """See `Poller.socket`."""
+        """See `Poller.socket`: an idle one if there is one."""
+        idle = self._idle.get((family, source))
+        if idle:
+            sock = idle.pop()
+            if delay_ack:  # the reset left it acknowledging at once
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+            return sock
         return rawsock.open_socket(family, delay_ack, source)
+
+    def reuse(self, sock: Sock, family: AddressFamily, source: Address | None) -> None:
+        """See `Poller.reuse`."""
+        idle = self._idle.get((family, source))
+        if idle is None:
+            idle = self._idle[(family, source)] = []
+        if len(idle) < IDLE_MOST and rawsock.disconnect(cast(_socket.socket, sock)):
+            idle.append(sock)
+        else:
+            sock.close()
 
     def register(self, fd: int, events: int) -> None:
         """See `Poller.register`."""
@@ -426,9 +456,13 @@ class EpollPoller:
             self._armed = when
 
     def close(self) -> None:
-        """Close the epoll object and the timer."""
+        """Close the epoll object, the timer and the idle sockets."""
         self._epoll.close()
         self._timer.close()
+        for idle in self._idle.values():
+            for sock in idle:
+                sock.close()
+        self._idle.clear()
 
 
 class ProbeLoop:
@@ -766,6 +800,7 @@ class ProbeLoop:
         the socket to its set, and leaving it at close) and a pass of the loop."""
         assert running.sock is None, "one connection per check"
         family, ip = running.address
+        running.source = step.source
         sock = self._poller.socket(family, step.delay_ack, step.source)
         fd = running.fd = sock.fileno()
         running.sock = sock
@@ -818,9 +853,12 @@ class ProbeLoop:
             self._agenda.add(group, running.probe)
 
     def _close(self, running: Running) -> None:
-        running.step = FINISHED
         sock = running.sock
         if sock is not None:
             del self._running[running.fd]
-            sock.close()  # an RST (SO_LINGER 0); also leaves the poller's set
+            if running.step == OPEN:  # connected, never in the poller's set: used again
+                self._poller.reuse(sock, running.address[0], running.source)
+            else:
+                sock.close()  # an RST (SO_LINGER 0); also leaves the poller's set
             running.sock = None
+        running.step = FINISHED

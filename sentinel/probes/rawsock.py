@@ -16,6 +16,16 @@ and the RST goes out before the handshake's last ACK, so the backend's
 kernel drops the half-open connection and its application never sees it.
 On loopback this cuts the checker's CPU per check by about a quarter.
 
+A socket whose check ended connected can be used again (`disconnect`): a
+`connect` to an AF_UNSPEC address resets the connection (an RST, as the close
+would send) and leaves the socket unconnected, its options and source address
+kept. The probe loop does that for checks that never needed its poller
+(`sentinel.engine.probeloop`): one system call, where closing and making a
+new socket cost three (the socket, its SO_LINGER, the close) and the
+kernel's work of allocating and freeing a socket. Python's `connect` takes no
+AF_UNSPEC address on an internet socket, hence a small ctypes binding to
+libc's, as `sentinel.engine.timerfd` has for timers.
+
 With a `source` address the socket is bound to it before connecting
 (`IP_BIND_ADDRESS_NO_PORT`: the port is still picked at connect time, so
 source-bound checks do not use up the local ports the way `bind(port 0)`
@@ -25,6 +35,7 @@ alone would).
 from __future__ import annotations
 
 import _socket
+import ctypes
 import errno
 import ipaddress
 import os
@@ -37,6 +48,13 @@ import trio
 Address = tuple[socket.AddressFamily, str]  # (family, IP) to connect to or from
 _RST = struct.pack("ii", 1, 0)
 RECV_SIZE = 65536
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_connect = _libc.connect
+_connect.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint]
+_connect.restype = ctypes.c_int
+_UNSPEC = ctypes.create_string_buffer(16)  # a sockaddr of family AF_UNSPEC (0)
+_UNSPEC_AT = ctypes.addressof(_UNSPEC)
 
 
 @lru_cache(maxsize=65536)
@@ -68,6 +86,17 @@ def open_socket(family: socket.AddressFamily, delay_ack: bool,
         sock.close()
         raise
     return sock
+
+
+def disconnect(sock: _socket.socket) -> bool:
+    """Reset `sock`'s connection (an RST) and leave it unconnected, to connect again
+    (see the module docstring); False when it cannot be, and it is to be closed."""
+    if _connect(sock.fileno(), _UNSPEC_AT, 16) != 0:
+        return False
+    # The reset leaves ECONNRESET pending on the socket; read, it is cleared (else the
+    # next connect's readiness would report it as an error).
+    sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    return True
 
 
 def bind_source(sock: _socket.socket, family: socket.AddressFamily,

@@ -161,6 +161,11 @@ class VirtualNetwork:
         self.sockets[sock.fd] = sock
         return sock
 
+    def reuse(self, sock: VirtualSocket, family: socket.AddressFamily,
+              source: Address | None) -> None:
+        """Closed, as every pretend socket is when done."""
+        sock.close()
+
     def register(self, fd: int, events: int) -> None:
         """Watch `fd`."""
         self.registered += 1

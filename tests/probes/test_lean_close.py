@@ -1,7 +1,12 @@
-"""How lean checks end: a connect-only check never reaches the backend's application."""
+"""How lean checks end: a connect-only check never reaches the backend's application,
+also when the probe loop hands its socket on to the next check."""
 
 from __future__ import annotations
 
+import _socket
+import contextlib
+import errno
+import selectors
 import socket
 from collections.abc import Iterator
 
@@ -9,8 +14,10 @@ import pytest
 import trio
 
 from sentinel.config.model import ProbeConfig, TcpSpec, Timing
+from sentinel.probes import rawsock
 from sentinel.probes.base import Target
 from sentinel.probes.tcp import TcpProbe
+from tests.engine.loop import loop_checks
 
 
 @pytest.fixture
@@ -52,3 +59,52 @@ async def test_send_check_completes_the_handshake(unaccepted: socket.socket) -> 
     assert (await probe.check(Target("s", "b", "127.0.0.1", port))).ok
     await trio.sleep(0.05)
     assert accepted(unaccepted) == 1
+
+
+async def test_loop_checks_on_a_reused_socket_answer_as_on_a_new_one(
+        unaccepted: socket.socket, refused_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe loop hands the socket of a connect-only check that connected within
+    `connect` to the next check: ten checks of a port nobody accepts on, a refused one,
+    ten more, make two sockets (the refused check's is closed). Each check answers as
+    on a new socket (the reset that freed it is not taken for the next one's error; the
+    refused one is refused), and none reaches accept(): a reused socket delays its last
+    handshake ACK again."""
+    made: list[socket.AddressFamily] = []
+    open_socket = rawsock.open_socket
+
+    def counted(family: socket.AddressFamily, delay_ack: bool,
+                source: rawsock.Address | None = None) -> _socket.socket:
+        made.append(family)
+        return open_socket(family, delay_ack, source)
+
+    monkeypatch.setattr(rawsock, "open_socket", counted)
+    port = unaccepted.getsockname()[1]
+    probe = TcpProbe(ProbeConfig("tcp", Timing(timeout=0.5), TcpSpec()))
+    ports = [port] * 10 + [refused_port] + [port] * 10
+    results, _ = await loop_checks([(probe, p) for p in ports])
+    assert [(r.ok, r.detail) for r, _ in results] == (
+        [(True, "")] * 10 + [(False, "connection refused")] + [(True, "")] * 10)
+    assert len(made) == 2
+    await trio.sleep(0.05)
+    assert accepted(unaccepted) == 0
+
+
+def test_a_disconnected_socket_is_clean_for_its_next_connect(unaccepted: socket.socket
+                                                              ) -> None:
+    """`disconnect` resets a connection and leaves nothing pending: the reset's own error
+    is cleared (the next connect's readiness would report it), and the socket connects
+    again, from a new local port."""
+    port = unaccepted.getsockname()[1]
+    sock = rawsock.open_socket(socket.AF_INET, delay_ack=True)
+    with contextlib.closing(sock):
+        ports = []
+        for _ in range(2):
+            assert sock.connect_ex(("127.0.0.1", port)) in (0, errno.EINPROGRESS)
+            with selectors.DefaultSelector() as ready:
+                ready.register(sock, selectors.EVENT_WRITE)
+                assert ready.select(timeout=5)
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+            ports.append(sock.getsockname()[1])
+            assert rawsock.disconnect(sock)
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        assert ports[0] != ports[1]

@@ -8,14 +8,16 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import resource
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import trio
 
-from sentinel.config.model import ProbeConfig, ScriptSpec, Timing
+from sentinel.config.model import ProbeConfig, ScriptSpec, ServiceConfig, TcpSpec, Timing
 from sentinel.engine.engine import Engine
 from sentinel.model import FailureKind, State
 from sentinel.probes.base import Target, classify, spawn_trouble
@@ -26,7 +28,7 @@ from sentinel.telemetry.metrics import Metrics
 from tests.engine.fakes import PerTask, config, service
 from tests.telemetry.helpers import parse_metrics, sample
 
-from .conftest import Serve, silent, until
+from .conftest import Serve, pong, silent, until
 
 
 @contextlib.contextmanager
@@ -62,15 +64,22 @@ def test_local_errors_are_classified_local() -> None:
     assert spawn_trouble(FileNotFoundError(errno.ENOENT, "no such file")) is None
 
 
+def ping_service(ports: list[int]) -> ServiceConfig:
+    """Three backends checked every 50 ms by `PING` and `+PONG` (max_fails 1): each check
+    needs a socket of its own (one that waited for an answer is not used again)."""
+    svc = service("db", ports, interval=0.05, timeout=0.5)
+    spec = TcpSpec(send=b"PING\r\n", expect=re.compile(rb"\+PONG"))
+    return replace(svc, probe=replace(svc.probe, spec=spec))
+
+
 @pytest.mark.parametrize("loop", [True, False])
 async def test_out_of_fds_no_backend_goes_down(serve: Serve, tmp_path: Path, loop: bool,
                                                caplog: pytest.LogCaptureFixture) -> None:
     """Out of fds, every check of three healthy backends (nginx breaker, max_fails 1) fails
     locally: counted in /v1/state's engine section and the metric, logged once, none fed
     to a breaker: all stay up. With fds back, they are probed and pass again."""
-    ports = [await serve(silent) for _ in range(3)]
-    engine = Engine(config(tmp_path, service("db", ports, interval=0.05, timeout=0.5)),
-                    sinks={"rec": RecordingSink()},
+    ports = [await serve(pong) for _ in range(3)]
+    engine = Engine(config(tmp_path, ping_service(ports)), sinks={"rec": RecordingSink()},
                     probe_factory=lambda c: make_probe(c) if loop else PerTask(make_probe(c)))
     metrics = Metrics()
     metrics.watch(engine)
@@ -97,6 +106,25 @@ async def test_out_of_fds_no_backend_goes_down(serve: Serve, tmp_path: Path, loo
     warnings = [r for r in caplog.records
                 if r.levelno == logging.WARNING and "not made" in r.getMessage()]
     assert len(warnings) == 1  # rate-limited: one line per kind every 10 s
+
+
+async def test_connect_only_checks_in_the_loop_go_on_out_of_fds(serve: Serve,
+                                                                tmp_path: Path) -> None:
+    """A plain TCP check of a backend on this host needs no new descriptor: the probe
+    loop hands its socket to the next check. Out of fds, such checks go on passing."""
+    ports = [await serve(silent) for _ in range(3)]
+    engine = Engine(config(tmp_path, service("db", ports, interval=0.05, timeout=0.5)),
+                    sinks={"rec": RecordingSink()})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        backends = engine.services["db"].backends
+        await until(lambda: all(b.last_probe and b.last_probe.ok for b in backends))
+        with out_of_fds():
+            last = max(b.last_probe.time for b in backends if b.last_probe)
+            await until(lambda: all(b.last_probe and b.last_probe.time > last
+                                    and b.last_probe.ok for b in backends))
+            assert engine.statistics().local_errors == 0
+        engine.stop()
 
 
 async def test_a_script_that_cannot_start_for_want_of_fds_fails_locally() -> None:
