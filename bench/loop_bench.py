@@ -88,7 +88,8 @@ class PretendNetwork:
         sock = self.sockets[self._fd] = PretendSocket(self, self._fd)
         return sock
 
-    def reuse(self, sock: PretendSocket, family: object, source: Address | None) -> None:
+    def reuse(self, sock: PretendSocket, family: object, source: Address | None,
+              registered: bool) -> None:
         """Closed (a real poller would reset its connection and keep it)."""
         sock.close()
 

@@ -18,11 +18,12 @@ done; the same steps the per-task driver follows, so results and texts are
 the same); then times out checks past their deadline; then starts every
 group that is due (a loopback connect is complete by the time `connect`
 returns: asked once more, such a check goes on at once, its socket never in
-the poller's set; `_connect`, and its socket is used again by the next check:
-`EpollPoller.reuse`) and reads once more. Then it waits on the poller until the next start
-or timeout; the poller's epoll set holds a timer for that deadline
-(`sentinel.engine.timerfd`), so the wait needs no cancel scope and every wake
-is a plain readiness wake.
+the poller's set; `_connect`) and reads once more. Then it waits on the
+poller until the next start or timeout; the poller's epoll set holds a timer
+for that deadline (`sentinel.engine.timerfd`), so the wait needs no cancel
+scope and every wake is a plain readiness wake. A check whose exchange ran to
+its end (whatever its verdict) hands its socket on to a later check
+(`EpollPoller.reuse`); one that ended on an error or its timeout closes it.
 
 Batching. A wakeup costs far more than the few checks it carries (measured
 in `sentinel run` at 1,000 TCP backends: 60 to 140 us of CPU each, caches
@@ -112,7 +113,7 @@ BATCH = 0.005  # a check starts at most 5 ms late (and timeouts are judged in 5 
 GAP = 0.010  # start passes at least this far apart: each starts what is due within gap - BATCH
 GAP_MOST = 0.100  # ...and at most this far (`pass_gap`): a check starts at most 95 ms early
 PASS_CHECKS = 100  # how many checks a start pass aims to start (`pass_gap`)
-IDLE_MOST = 16  # sockets kept for reuse, per family and source (`EpollPoller.reuse`)
+IDLE_MOST = 256  # sockets kept for reuse, per family and source (`EpollPoller.reuse`)
 # What a running check waits for (`Running.step`); OPEN: connected within `connect`, its
 # socket not (yet) in the poller's set.
 STARTING, RESOLVING, OPEN, CONNECTING, SENDING, READING, FINISHED = range(7)
@@ -365,10 +366,11 @@ class Poller(Protocol):
                source: Address | None) -> Sock:
         """A non-blocking TCP socket (see `rawsock.open_socket`); raises OSError."""
 
-    def reuse(self, sock: Sock, family: AddressFamily, source: Address | None) -> None:
-        """Done with `sock` (made for `family` and `source`), connected and never in the
-        poller's set: reset its connection and make another check's socket of it, or
-        close it."""
+    def reuse(self, sock: Sock, family: AddressFamily, source: Address | None,
+              registered: bool) -> None:
+        """Done with `sock` (made for `family` and `source`; `registered`: in the poller's
+        set), whose check ran to its end: reset its connection and make another check's
+        socket of it, or close it."""
 
     def register(self, fd: int, events: int) -> None:
         """Watch `fd` for `events` (EPOLLIN, EPOLLOUT)."""
@@ -393,9 +395,10 @@ class Poller(Protocol):
 class EpollPoller:
     """Raw sockets (`sentinel.probes.rawsock`) and one epoll object, with a timer in its
     set for the deadline of a `wait` (`sentinel.engine.timerfd`: no cancel scope, so
-    every wake is a plain readiness wake). A socket done with is used again when it can
-    be (`reuse`; `rawsock.disconnect`): a check that connected within `connect` and
-    needed no poller hands its socket to the next, up to IDLE_MOST kept idle."""
+    every wake is a plain readiness wake). A check that ran to its end hands its socket
+    to the next (`reuse`; `rawsock.disconnect`), up to IDLE_MOST kept idle: one
+    `connect` (and for a socket in the epoll set, leaving it) where the close and the
+    next socket and its SO_LINGER were."""
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
@@ -416,12 +419,18 @@ class EpollPoller:
             return sock
         return rawsock.open_socket(family, delay_ack, source)
 
-    def reuse(self, sock: Sock, family: AddressFamily, source: Address | None) -> None:
+    def reuse(self, sock: Sock, family: AddressFamily, source: Address | None,
+              registered: bool) -> None:
         """See `Poller.reuse`."""
         idle = self._idle.get((family, source))
         if idle is None:
             idle = self._idle[(family, source)] = []
-        if len(idle) < IDLE_MOST and rawsock.disconnect(cast(_socket.socket, sock)):
+        if len(idle) >= IDLE_MOST:
+            sock.close()
+            return
+        if registered:
+            self._epoll.unregister(sock.fileno())
+        if rawsock.disconnect(cast(_socket.socket, sock)):
             idle.append(sock)
         else:
             sock.close()
@@ -787,7 +796,7 @@ class ProbeLoop:
         except Exception as exc:  # the edge: the exchange translates it
             self._end(running, partial(exchange.failed, exc), now)
             return
-        self._finish(running, result, now)
+        self._finish(running, result, now, reuse=True)
 
     def _connect(self, running: Running, step: Connect) -> bool:
         """Open the check's socket and start connecting (non-blocking); True when it is
@@ -841,9 +850,11 @@ class ProbeLoop:
             result = crashed(exc, latency, running.group.members[0].target)
         self._finish(running, result, now)
 
-    def _finish(self, running: Running, result: ProbeResult, now: float) -> None:
-        """Close, return the slot, and hand the result over (unless the group was stopped)."""
-        self._close(running)
+    def _finish(self, running: Running, result: ProbeResult, now: float,
+                reuse: bool = False) -> None:
+        """Close (`reuse`: the exchange ran to its end, its socket serves another check),
+        return the slot, and hand the result over (unless the group was stopped)."""
+        self._close(running, reuse)
         self._slots.give()
         group = running.group
         if not group.stopped:
@@ -852,12 +863,13 @@ class ProbeLoop:
             self._host.probe_done(group, result, running.anchor, now, running.start_unix)
             self._agenda.add(group, running.probe)
 
-    def _close(self, running: Running) -> None:
+    def _close(self, running: Running, reuse: bool = False) -> None:
         sock = running.sock
         if sock is not None:
             del self._running[running.fd]
-            if running.step == OPEN:  # connected, never in the poller's set: used again
-                self._poller.reuse(sock, running.address[0], running.source)
+            if reuse:
+                self._poller.reuse(sock, running.address[0], running.source,
+                                   running.step != OPEN)
             else:
                 sock.close()  # an RST (SO_LINGER 0); also leaves the poller's set
             running.sock = None

@@ -162,7 +162,7 @@ class VirtualNetwork:
         return sock
 
     def reuse(self, sock: VirtualSocket, family: socket.AddressFamily,
-              source: Address | None) -> None:
+              source: Address | None, registered: bool) -> None:
         """Closed, as every pretend socket is when done."""
         sock.close()
 

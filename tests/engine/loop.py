@@ -61,6 +61,21 @@ class Host:
             self.done.set()
 
 
+class Recheck(Host):
+    """A LoopHost that checks each group again `interval` seconds after each check began,
+    until `expect` results came."""
+
+    def __init__(self, expect: int, interval: float = 1.0) -> None:
+        super().__init__(expect)
+        self.interval = interval
+
+    def probe_done(self, group: ProbeGroup, result: ProbeResult, started: float, now: float,
+                   start_unix: float) -> None:
+        """Record the result; the group is due again an interval on."""
+        super().probe_done(group, result, started, now, start_unix)
+        group.members[0].next_due = started + self.interval
+
+
 async def loop_checks(checks: list[tuple[TcpProbe | LeanHttpProbe, int]], slots: int = 64,
                       due: float | None = None,
                       during: Callable[[], Awaitable[None]] | None = None,

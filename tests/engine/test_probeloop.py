@@ -50,7 +50,7 @@ from sentinel.probes.https import HttpProbe
 from sentinel.probes.script import ScriptProbe
 from sentinel.probes.tcp import TcpProbe
 from tests.engine.fakes import Peer, ScriptedResolver, VirtualNetwork
-from tests.engine.loop import TCP_CONFIG, Host, group, loop_checks
+from tests.engine.loop import TCP_CONFIG, Host, Recheck, group, loop_checks
 from tests.probes.conftest import Handler, Serve, banner, hang_up, pong, reset, silent
 from tests.probes.peers import (
     CHUNKED,
@@ -309,17 +309,6 @@ async def test_start_passes_start_checks_within_batch_of_due_early_or_late(
     assert sorted(host.lateness) == pytest.approx([0.0] * 5 + [0.004, 0.005])
     anchors = {g.key[2]: started for g, _, started in host.results}
     assert [anchors[port] for port in range(9000, 9006)] == pytest.approx(dues)
-
-
-class Recheck(Host):
-    """A LoopHost that checks each group again an interval (1 s) after each check, until
-    `expect` results came."""
-
-    def probe_done(self, group: ProbeGroup, result: ProbeResult, started: float, now: float,
-                   start_unix: float) -> None:
-        """Record the result; the group is due again a second on."""
-        super().probe_done(group, result, started, now, start_unix)
-        group.members[0].next_due = started + 1.0
 
 
 async def test_a_connect_done_within_connect_needs_no_poller(

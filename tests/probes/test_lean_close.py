@@ -6,18 +6,25 @@ from __future__ import annotations
 import _socket
 import contextlib
 import errno
+import re
 import selectors
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
 import trio
 
-from sentinel.config.model import ProbeConfig, TcpSpec, Timing
+from sentinel.config.model import HttpSpec, ProbeConfig, TcpSpec, Timing
+from sentinel.engine.probeloop import ProbeLoop
+from sentinel.engine.slots import Slots
 from sentinel.probes import rawsock
 from sentinel.probes.base import Target
+from sentinel.probes.http import LeanHttpProbe
 from sentinel.probes.tcp import TcpProbe
-from tests.engine.loop import loop_checks
+from tests.engine.loop import Recheck, group, loop_checks
+from tests.probes.conftest import Serve, pong
+from tests.probes.peers import OK_BODY, reply
 
 
 @pytest.fixture
@@ -40,6 +47,21 @@ def accepted(sock: socket.socket) -> int:
             return count
         conn.close()
         count += 1
+
+
+def count_sockets(monkeypatch: pytest.MonkeyPatch) -> list[socket.AddressFamily]:
+    """The family of every new socket the probe loop makes from now on (the test's end
+    undoes the counting)."""
+    made: list[socket.AddressFamily] = []
+    open_socket = rawsock.open_socket
+
+    def counted(family: socket.AddressFamily, delay_ack: bool,
+                source: rawsock.Address | None = None) -> _socket.socket:
+        made.append(family)
+        return open_socket(family, delay_ack, source)
+
+    monkeypatch.setattr(rawsock, "open_socket", counted)
+    return made
 
 
 async def test_connect_only_check_is_never_accepted(unaccepted: socket.socket) -> None:
@@ -69,15 +91,7 @@ async def test_loop_checks_on_a_reused_socket_answer_as_on_a_new_one(
     on a new socket (the reset that freed it is not taken for the next one's error; the
     refused one is refused), and none reaches accept(): a reused socket delays its last
     handshake ACK again."""
-    made: list[socket.AddressFamily] = []
-    open_socket = rawsock.open_socket
-
-    def counted(family: socket.AddressFamily, delay_ack: bool,
-                source: rawsock.Address | None = None) -> _socket.socket:
-        made.append(family)
-        return open_socket(family, delay_ack, source)
-
-    monkeypatch.setattr(rawsock, "open_socket", counted)
+    made = count_sockets(monkeypatch)
     port = unaccepted.getsockname()[1]
     probe = TcpProbe(ProbeConfig("tcp", Timing(timeout=0.5), TcpSpec()))
     ports = [port] * 10 + [refused_port] + [port] * 10
@@ -108,3 +122,32 @@ def test_a_disconnected_socket_is_clean_for_its_next_connect(unaccepted: socket.
             assert rawsock.disconnect(sock)
             assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
         assert ports[0] != ports[1]
+
+
+@pytest.mark.parametrize("kind", ["http", "tcp send/expect"])
+async def test_a_check_that_read_its_answer_hands_its_socket_on(
+        serve: Serve, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A check that waited in the poller for its answer and read it hands its socket on
+    too (out of the poller's set first): five checks 50 ms apart make one socket, and
+    each reads its own answer (nothing of the last connection is left on the socket)."""
+    made = count_sockets(monkeypatch)
+    timing = Timing(timeout=0.5)
+    if kind == "http":
+        port = await serve(reply(OK_BODY))
+        config = ProbeConfig("http", timing, HttpSpec())
+        probe: TcpProbe | LeanHttpProbe = LeanHttpProbe(config)
+    else:
+        port = await serve(pong)
+        config = ProbeConfig("tcp", timing, TcpSpec(send=b"PING\r\n",
+                                                   expect=re.compile(rb"\+PONG")))
+        probe = TcpProbe(config)
+    host = Recheck(5, interval=0.05)
+    loop = ProbeLoop(host, Slots(8), time.time)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(loop.run)
+        loop.add(group(port, trio.current_time(), probe=config), probe)
+        with trio.fail_after(10):
+            await host.done.wait()
+        nursery.cancel_scope.cancel()
+    assert [(result.ok, result.detail) for _, result, _ in host.results] == [(True, "")] * 5
+    assert len(made) == 1
