@@ -19,10 +19,11 @@ On loopback this cuts the checker's CPU per check by about a quarter.
 A socket whose check ended connected can be used again (`disconnect`): a
 `connect` to an AF_UNSPEC address resets the connection (an RST, as the close
 would send) and leaves the socket unconnected, its options and source address
-kept. The probe loop does that for checks that never needed its poller
-(`sentinel.engine.probeloop`): one system call, where closing and making a
-new socket cost three (the socket, its SO_LINGER, the close) and the
-kernel's work of allocating and freeing a socket. Python's `connect` takes no
+kept. The probe loop does that for every check that ran to its end
+(`sentinel.engine.probeloop`): two system calls (the reset, and reading the
+error it leaves pending), where closing and making a new socket cost three
+(the close, the socket, its SO_LINGER) and the kernel's work of freeing and
+allocating a socket. Python's `connect` takes no
 AF_UNSPEC address on an internet socket, hence a small ctypes binding to
 libc's, as `sentinel.engine.timerfd` has for timers.
 
