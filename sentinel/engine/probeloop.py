@@ -295,8 +295,8 @@ class Agenda:
         return head
 
     def watch(self, running: Running) -> None:
-        """Time `running` out at its deadline unless it finishes first (checks are
-        watched as they start)."""
+        """Time `running` out at its deadline unless it finishes first (a check is
+        watched as it starts, if it must wait: one done within its start never is)."""
         queue = self._deadlines.get(running.probe.timeout)
         if queue is None:
             queue = self._deadlines[running.probe.timeout] = deque()
@@ -708,7 +708,6 @@ class ProbeLoop:
         except Exception as exc:  # the probe could not even start: this check fails
             self._finish(running, crashed(exc, 0.0, target), now)
             return
-        self._agenda.watch(running)
         address = running.group.address
         if address is None:
             key = (running.probe.resolver, target.host)
@@ -716,6 +715,7 @@ class ProbeLoop:
             if answer is None:  # the resolver task has none yet: wait for it
                 running.step = RESOLVING
                 self._resolving.setdefault(key, []).append(running)
+                self._agenda.watch(running)
                 return
             if isinstance(answer, ResolveError):
                 self._end(running, partial(running.exchange.failed, answer), now)
@@ -723,6 +723,8 @@ class ProbeLoop:
             address = answer
         running.address = address
         self._step(running, 0, now)
+        if running.step != FINISHED:  # it waits: time it out at its deadline
+            self._agenda.watch(running)
 
     def _resume(self) -> None:
         """Move on the checks waiting for names the resolver task has answered since."""
