@@ -374,6 +374,16 @@ class EtcdClient:
         return TxnResult(succeeded=bool(answer.get("succeeded", False)),
                          revision=_revision(answer), ranges=ranges)
 
+    async def create(self, key: str, value: bytes, *, lease: int = 0
+                     ) -> tuple[bool, int, KeyValue | None]:
+        """Put `key` unless it exists (a put-if-absent, in one transaction): whether it
+        was put now, the store revision after, and the key as found when it was not
+        (None if it was put, or is gone). Never retried (`txn`)."""
+        done = await self.txn([Compare(key, "CREATE", 0)], [Put(key, value, lease)],
+                              [Get(key)])
+        kvs = done.ranges[0].kvs if done.ranges else ()
+        return done.succeeded, done.revision, (kvs[0] if kvs and not done.succeeded else None)
+
     # -- leases -------------------------------------------------------------
 
     async def lease_grant(self, ttl: int) -> tuple[int, int]:

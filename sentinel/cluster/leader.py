@@ -249,16 +249,14 @@ class Election:
     async def _try(self, lease: Lease) -> tuple[Term | None, int]:
         """One put-if-absent; (the term, 0) when won, else (None, the revision seen)."""
         value = LeaderKey(self.node, self.config_sha256)
-        done = await self.client.txn([Compare(self.key, "CREATE", 0)],
-                                     [Put(self.key, value.encode(), lease.id)],
-                                     [Get(self.key)])
-        if done.succeeded:
-            return Term(self.node, lease.id, done.revision, value.config_sha256), 0
-        holders = done.ranges[0].kvs
-        if holders and holders[0].lease == lease.id:  # ours: an earlier answer was lost
-            return Term(self.node, lease.id, holders[0].create_revision,
-                        LeaderKey.decode(holders[0].value).config_sha256), 0
-        return None, done.revision
+        put, revision, holder = await self.client.create(self.key, value.encode(),
+                                                         lease=lease.id)
+        if put:
+            return Term(self.node, lease.id, revision, value.config_sha256), 0
+        if holder is not None and holder.lease == lease.id:  # ours: an answer was lost
+            return Term(self.node, lease.id, holder.create_revision,
+                        LeaderKey.decode(holder.value).config_sha256), 0
+        return None, revision
 
     async def _wait_deleted(self, revision: int) -> None:
         async with self.client.watch(self.key, start_revision=revision + 1) as stream:

@@ -44,7 +44,7 @@ import trio
 
 from sentinel.backoff import Backoff
 from sentinel.cluster.config import ClusterConfig
-from sentinel.cluster.etcd import Compare, EtcdClient, Get, KeyValue, Put
+from sentinel.cluster.etcd import Compare, EtcdClient, KeyValue, Put
 from sentinel.cluster.mirror import Changes, PrefixMirror
 from sentinel.errors import EtcdError
 
@@ -252,18 +252,15 @@ class Membership:
         mine = secrets.token_hex(8)
         for _ in range(3):
             try:
-                done = await self.client.txn([Compare(self.store_key, "CREATE", 0)],
-                                             [Put(self.store_key, mine.encode())],
-                                             [Get(self.store_key)])
+                put, _, held = await self.client.create(self.store_key, mine.encode())
             except EtcdError as exc:
                 if not exc.maybe_applied:
                     raise
                 continue
-            if done.succeeded:
+            if put:
                 return mine
-            held = done.ranges[0].kvs
-            if held:
-                return held[0].value.decode(errors="replace")
+            if held is not None:
+                return held.value.decode(errors="replace")
         raise EtcdError("store marker: no clear answer after retries", maybe_applied=True)
 
     async def _claim(self, lease: Lease) -> bool:
@@ -272,16 +269,15 @@ class Membership:
         doc = self.me.encode()
         for _ in range(3):
             try:
-                done = await self.client.txn([Compare(self.key, "CREATE", 0)],
-                                             [Put(self.key, doc, lease.id)], [Get(self.key)])
+                put, revision, holder = await self.client.create(self.key, doc,
+                                                                 lease=lease.id)
             except EtcdError as exc:
                 if not exc.maybe_applied:
                     raise
                 continue
-            if done.succeeded:
-                self._record(doc, done.revision)
+            if put:
+                self._record(doc, revision)
                 return True
-            holder = done.ranges[0].kvs[0] if done.ranges[0].kvs else None
             if holder is not None and holder.lease == lease.id:
                 self._record(holder.value, holder.mod_revision)
                 return True

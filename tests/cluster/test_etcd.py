@@ -66,6 +66,21 @@ async def test_txn_put_if_absent(client: EtcdClient, prefix: str) -> None:
     assert await client.get(key) is None
 
 
+async def test_create_puts_once_and_names_the_holder(client: EtcdClient, prefix: str) -> None:
+    """`create` (put-if-absent) puts a key that does not exist and reports the revision;
+    for one that does it puts nothing and returns the key as found, under its lease."""
+    key = prefix + "leader"
+    lease, _ = await client.lease_grant(30)
+    put, revision, holder = await client.create(key, b"n1", lease=lease)
+    assert (put, holder) == (True, None)
+    put, after, holder = await client.create(key, b"n2")
+    assert not put
+    assert after == revision  # nothing written
+    assert holder is not None
+    assert (holder.value, holder.lease, holder.create_revision) == (b"n1", lease, revision)
+    assert (await client.get(key)) == holder
+
+
 async def test_lease_keys_vanish_on_revoke(client: EtcdClient, prefix: str) -> None:
     """A key under a lease lives while it is renewed and goes when it is revoked."""
     lease, ttl = await client.lease_grant(5)
