@@ -311,6 +311,22 @@ async def test_start_passes_start_checks_within_batch_of_due_early_or_late(
     assert [anchors[port] for port in range(9000, 9006)] == pytest.approx(dues)
 
 
+class Counted(Recheck):
+    """A Recheck host that notes, after each check, how many connects the network was
+    asked about again and how many sockets its poller was asked to watch."""
+
+    def __init__(self, expect: int, network: VirtualNetwork) -> None:
+        super().__init__(expect)
+        self.network = network
+        self.seen: list[tuple[int, int]] = []
+
+    def probe_done(self, group: ProbeGroup, result: ProbeResult, started: float, now: float,
+                   start_unix: float) -> None:
+        """Record the result and the network's counts; due again an interval on."""
+        super().probe_done(group, result, started, now, start_unix)
+        self.seen.append((self.network.asked_again, self.network.registered))
+
+
 async def test_a_connect_done_within_connect_needs_no_poller(
         autojump_clock: trio.testing.MockClock) -> None:
     """A connect complete when `connect` returns (a loopback backend's) is asked about
@@ -319,15 +335,7 @@ async def test_a_connect_done_within_connect_needs_no_poller(
     twice, until a connect completes in the pass that started it."""
     connect_takes = [0.0, 0.0, 0.05, 0.05, 0.0, 0.0]  # the seconds each check's connect takes
     network = VirtualNetwork(lambda ip, port: Peer(after=connect_takes[len(network.connects)]))
-    host = Recheck(len(connect_takes))
-    seen: list[tuple[int, int]] = []  # after each check: (asked again, registered)
-
-    def record(group: ProbeGroup, result: ProbeResult, started: float, now: float,
-               start_unix: float) -> None:
-        Recheck.probe_done(host, group, result, started, now, start_unix)
-        seen.append((network.asked_again, network.registered))
-
-    host.probe_done = record  # type: ignore[method-assign]
+    host = Counted(len(connect_takes), network)
     loop = ProbeLoop(host, Slots(64), time.time, lambda: network)
     async with trio.open_nursery() as nursery:
         await nursery.start(loop.run)
@@ -336,11 +344,11 @@ async def test_a_connect_done_within_connect_needs_no_poller(
             await host.done.wait()
         nursery.cancel_scope.cancel()
     assert all(result.ok for _, result, _ in host.results)
-    assert seen == [(1, 0), (2, 0),  # at once: asked again, no poller
-                    (3, 1),  # under way when asked again: the poller says when
-                    (3, 2),  # not asked again; connected a while after its pass
-                    (3, 3),  # not asked again; connected in the pass that started it...
-                    (4, 3)]  # ...so the next one is asked about again, and needs no poller
+    assert host.seen == [(1, 0), (2, 0),  # at once: asked again, no poller
+                         (3, 1),  # under way when asked again: the poller says when
+                         (3, 2),  # not asked again; connected a while after its pass
+                         (3, 3),  # not asked again; connected in the pass that started it...
+                         (4, 3)]  # ...so the next one is asked again, and needs no poller
 
 
 async def test_loop_checks_leave_no_time_wait(serve: Serve) -> None:
