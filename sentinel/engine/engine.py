@@ -335,16 +335,20 @@ class Engine:
         self.pacing.probes_started(lateness)
 
     def probe_done(self, group: ProbeGroup, result: ProbeResult, started: float, now: float,
-                   start_unix: float) -> None:
+                   start_unix: float, anchor: float | None = None) -> None:
         """A result's hand-in (the probe loop's and the probe tasks'): decisions are made
-        now; persisting and publishing them goes, in order, to the committer task."""
+        now; persisting and publishing them goes, in order, to the committer task. The
+        next check counts its interval from `anchor` (the probe loop's: the due time of a
+        check started a little early or late), by default from `started`, when it
+        really started (what self-suspicion judges the result by)."""
         for slot in group.members:
-            commit = self._observe(slot, result, started, now, start_unix)
+            commit = self._observe(slot, result, started, now, start_unix,
+                                   started if anchor is None else anchor)
             if commit is not None:
                 self.committer.submit(commit)
 
     def _observe(self, slot: CheckSlot, result: ProbeResult, started: float,
-                 now: float, start_unix: float) -> Commit | None:
+                 now: float, start_unix: float, anchor: float) -> Commit | None:
         """Carry out what `decide` makes of one member check's result (combined with the
         backend's other checks), and schedule the check's next probe. A LOCAL failure (the
         checker's own trouble) is counted and retried soon. (Runs every check: what it
@@ -370,7 +374,7 @@ class Engine:
         phase = slot.phase  # a cluster member's turn; its clocks read together (`now`
         # may be a pass's start, milliseconds old)
         offset = 0.0 if phase is None else self.wall() - trio.current_time()
-        slot.next_due = next_due(timing, transition, backend.breaker.retry_at(), started,
+        slot.next_due = next_due(timing, transition, backend.breaker.retry_at(), anchor,
                                  now, spread, phase, offset)
         return self._take(backend, result, decision, started, start_unix, slot.probe_type)
 

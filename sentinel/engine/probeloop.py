@@ -159,9 +159,10 @@ class LoopHost(Protocol):
         """Checks started these many seconds after they were due (one pass's)."""
 
     def probe_done(self, group: ProbeGroup, result: ProbeResult, started: float, now: float,
-                   start_unix: float) -> None:
-        """A check finished: judge it and set its members' `next_due` (sync, no await),
-        counting the interval from `started` (the due time, if the check was on time)."""
+                   start_unix: float, anchor: float) -> None:
+        """A check that started at `started` finished: judge it and set its members'
+        `next_due` (sync, no await), counting the interval from `anchor` (its due time,
+        if it started within BATCH of it, early or late: else `started`)."""
 
     def watch_lost(self, group: ProbeGroup, hint: str) -> None:
         """`group`'s watched connection was lost (`hint` says how): probe it now."""
@@ -862,7 +863,8 @@ class ProbeLoop:
         if not group.stopped:
             if result.ok and self._watches is not None:
                 self._watches.probe_passed(group, now)
-            self._host.probe_done(group, result, running.anchor, now, running.start_unix)
+            self._host.probe_done(group, result, running.started, now, running.start_unix,
+                                  running.anchor)
             self._agenda.add(group, running.probe)
 
     def _close(self, running: Running, reuse: bool = False) -> None:

@@ -45,6 +45,7 @@ class Host:
     def __init__(self, expect: int) -> None:
         self.results: list[tuple[ProbeGroup, ProbeResult, float]] = []
         self.lateness: list[float] = []
+        self.began: dict[int, float] = {}  # by port: when its check really started
         self.expect = expect
         self.done = trio.Event()
 
@@ -53,10 +54,12 @@ class Host:
         self.lateness.extend(lateness)
 
     def probe_done(self, group: ProbeGroup, result: ProbeResult, started: float, now: float,
-                   start_unix: float) -> None:
-        """Record the result; the group is not due again."""
+                   start_unix: float, anchor: float) -> None:
+        """Record the result (with the time its interval counts from) and when the check
+        really started; the group is not due again."""
         group.members[0].next_due = math.inf
-        self.results.append((group, result, started))
+        self.results.append((group, result, anchor))
+        self.began[group.key[2]] = started
         if len(self.results) == self.expect:
             self.done.set()
 
@@ -70,9 +73,9 @@ class Recheck(Host):
         self.interval = interval
 
     def probe_done(self, group: ProbeGroup, result: ProbeResult, started: float, now: float,
-                   start_unix: float) -> None:
+                   start_unix: float, anchor: float) -> None:
         """Record the result; the group is due again an interval on."""
-        super().probe_done(group, result, started, now, start_unix)
+        super().probe_done(group, result, started, now, start_unix, anchor)
         group.members[0].next_due = started + self.interval
 
 

@@ -309,6 +309,8 @@ async def test_start_passes_start_checks_within_batch_of_due_early_or_late(
     assert sorted(host.lateness) == pytest.approx([0.0] * 5 + [0.004, 0.005])
     anchors = {g.key[2]: started for g, _, started in host.results}
     assert [anchors[port] for port in range(9000, 9006)] == pytest.approx(dues)
+    # ...while the engine hears when each really started (what self-suspicion judges by)
+    assert host.began == pytest.approx(starts)
 
 
 class Counted(Recheck):
@@ -321,9 +323,9 @@ class Counted(Recheck):
         self.seen: list[tuple[int, int]] = []
 
     def probe_done(self, group: ProbeGroup, result: ProbeResult, started: float, now: float,
-                   start_unix: float) -> None:
+                   start_unix: float, anchor: float) -> None:
         """Record the result and the network's counts; due again an interval on."""
-        super().probe_done(group, result, started, now, start_unix)
+        super().probe_done(group, result, started, now, start_unix, anchor)
         self.seen.append((self.network.asked_again, self.network.registered))
 
 

@@ -91,7 +91,7 @@ class Host:
         """Not expected."""
 
     def probe_done(self, group: ProbeGroup, result: ProbeResult, started: float, now: float,
-                   start_unix: float) -> None:
+                   start_unix: float, anchor: float) -> None:
         """Not expected: the member is never due."""
 
     def watch_lost(self, group: ProbeGroup, hint: str) -> None:
