@@ -20,10 +20,13 @@ A socket whose check ended connected can be used again (`disconnect`): a
 `connect` to an AF_UNSPEC address resets the connection (an RST, as the close
 would send) and leaves the socket unconnected, its options and source address
 kept. The probe loop does that for every check that ran to its end
-(`sentinel.engine.probeloop`): two system calls (the reset, and reading the
-error it leaves pending), where closing and making a new socket cost three
-(the close, the socket, its SO_LINGER) and the kernel's work of freeing and
-allocating a socket. Python's `connect` takes no
+(`sentinel.engine.probeloop`): one system call, where closing and making a
+new socket cost three (the close, the socket, its SO_LINGER) and the
+kernel's work of freeing and allocating a socket. The reset leaves
+ECONNRESET pending on the idle socket; the next `connect` clears it (the
+kernel starts every TCP connect with no error), so it is never read: the
+next check's readiness, `send` and `SO_ERROR` are its own. Python's
+`connect` takes no
 AF_UNSPEC address on an internet socket, hence a small ctypes binding to
 libc's, as `sentinel.engine.timerfd` has for timers.
 
@@ -90,12 +93,9 @@ def open_socket(family: socket.AddressFamily, delay_ack: bool,
 def disconnect(sock: _socket.socket) -> bool:
     """Reset `sock`'s connection (an RST) and leave it unconnected, to connect again
     (see the module docstring); False when it cannot be, and it is to be closed."""
-    if _connect(sock.fileno(), _UNSPEC, 16) != 0:
-        return False
-    # The reset leaves ECONNRESET pending on the socket; read, it is cleared (else the
-    # next connect's readiness would report it as an error).
-    sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-    return True
+    # ECONNRESET is left pending until the next connect clears it (module docstring).
+    answer: int = _connect(sock.fileno(), _UNSPEC, 16)
+    return answer == 0
 
 
 def bind_source(sock: _socket.socket, family: socket.AddressFamily,
