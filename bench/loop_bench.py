@@ -88,16 +88,19 @@ class PretendNetwork:
         sock = self.sockets[self._fd] = PretendSocket(self, self._fd)
         return sock
 
-    def reuse(self, sock: PretendSocket, family: object, source: Address | None,
-              registered: bool) -> None:
+    def reuse(self, sock: PretendSocket, family: object, source: Address | None) -> None:
         """Closed (a real poller would reset its connection and keep it)."""
         sock.close()
 
-    def register(self, fd: int, events: int) -> None:
-        """Watch `fd`."""
+    def discard(self, sock: PretendSocket) -> None:
+        """Closed."""
+        sock.close()
+
+    def arm(self, fd: int, events: int) -> None:
+        """Watch `fd` (until `poll` reports it)."""
         self.sockets[fd].interest = events
 
-    modify = register
+    register = modify = arm
 
     def poll(self, max_events: int) -> list[tuple[int, int]]:
         """Every watched socket, ready for what it is watched for."""

@@ -17,8 +17,8 @@ pull-style exchange (`sentinel.probes.exchange`: connect, send, receive,
 done; the same steps the per-task driver follows, so results and texts are
 the same); then times out checks past their deadline; then starts every
 group that is due (a loopback connect is complete by the time `connect`
-returns: asked once more, such a check goes on at once, its socket never in
-the poller's set; `_connect`) and reads once more. Then it waits on the
+returns: asked once more, such a check goes on at once, never waiting on the
+poller; `_connect`) and reads once more. Then it waits on the
 poller until the next start or timeout; the poller's epoll set holds a timer
 for that deadline (`sentinel.engine.timerfd`), so the wait needs no cancel
 scope and every wake is a plain readiness wake. A check whose exchange ran to
@@ -114,8 +114,8 @@ GAP = 0.010  # start passes at least this far apart: each starts what is due wit
 GAP_MOST = 0.100  # ...and at most this far (`pass_gap`): a check starts at most 95 ms early
 PASS_CHECKS = 100  # how many checks a start pass aims to start (`pass_gap`)
 IDLE_MOST = 256  # sockets kept for reuse, per family and source (`EpollPoller.reuse`)
-# What a running check waits for (`Running.step`); OPEN: connected within `connect`, its
-# socket not (yet) in the poller's set.
+# What a running check waits for (`Running.step`); OPEN: connected within `connect`, not
+# (yet) waiting on the poller.
 STARTING, RESOLVING, OPEN, CONNECTING, SENDING, READING, FINISHED = range(7)
 
 
@@ -367,17 +367,23 @@ class Poller(Protocol):
                source: Address | None) -> Sock:
         """A non-blocking TCP socket (see `rawsock.open_socket`); raises OSError."""
 
-    def reuse(self, sock: Sock, family: AddressFamily, source: Address | None,
-              registered: bool) -> None:
-        """Done with `sock` (made for `family` and `source`; `registered`: in the poller's
-        set), whose check ran to its end: reset its connection and make another check's
-        socket of it, or close it."""
+    def reuse(self, sock: Sock, family: AddressFamily, source: Address | None) -> None:
+        """Done with `sock` (made for `family` and `source`), whose check ran to its end:
+        reset its connection and make another check's socket of it, or close it."""
+
+    def discard(self, sock: Sock) -> None:
+        """Done with a check's `sock` for good: close it (with an RST)."""
+
+    def arm(self, fd: int, events: int) -> None:
+        """Say once when the check socket `fd` is ready for `events` (EPOLLIN,
+        EPOLLOUT): after `poll` reports it, it is not watched until armed again."""
 
     def register(self, fd: int, events: int) -> None:
-        """Watch `fd` for `events` (EPOLLIN, EPOLLOUT)."""
+        """Watch `fd` for `events` (EPOLLIN, EPOLLOUT) until modified or closed (a
+        watched connection's socket)."""
 
     def modify(self, fd: int, events: int) -> None:
-        """Watch `fd` for other `events` instead."""
+        """Watch the registered `fd` for other `events` instead."""
 
     def poll(self, max_events: int) -> list[tuple[int, int]]:
         """The ready (fd, events), without waiting. Closing a socket forgets its fd."""
@@ -398,8 +404,12 @@ class EpollPoller:
     set for the deadline of a `wait` (`sentinel.engine.timerfd`: no cancel scope, so
     every wake is a plain readiness wake). A check that ran to its end hands its socket
     to the next (`reuse`; `rawsock.disconnect`), up to IDLE_MOST kept idle: one
-    `connect` (and for a socket in the epoll set, leaving it) where the close and the
-    next socket and its SO_LINGER were."""
+    `connect` where the close and the next socket and its SO_LINGER were.
+
+    A check's socket is watched one-shot (`arm`: EPOLLONESHOT): once reported it is
+    left in the epoll set, disarmed, through its idle time and later checks, so a
+    check that waits on the poller pays one `epoll_ctl` (a MOD once the socket has
+    been in the set), not an ADD and a DEL."""
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
@@ -408,6 +418,7 @@ class EpollPoller:
         self._fired = (self._timer.fd, select.EPOLLIN)  # what `poll` sees when it fires
         self._armed = math.inf  # the timer's deadline; NaN once it fired: arm again
         self._idle: dict[tuple[int, Address | None], list[Sock]] = {}  # by (family, source)
+        self._in_set: set[int] = set()  # check sockets in the epoll set (`arm`)
 
     def socket(self, family: socket.AddressFamily, delay_ack: bool,
                source: Address | None) -> Sock:
@@ -420,25 +431,37 @@ class EpollPoller:
             return sock
         return rawsock.open_socket(family, delay_ack, source)
 
-    def reuse(self, sock: Sock, family: AddressFamily, source: Address | None,
-              registered: bool) -> None:
-        """See `Poller.reuse`."""
+    def reuse(self, sock: Sock, family: AddressFamily, source: Address | None) -> None:
+        """See `Poller.reuse` (a socket in the epoll set stays there, disarmed)."""
         idle = self._idle.get((family, source))
         if idle is None:
             idle = self._idle[(family, source)] = []
-        if len(idle) >= IDLE_MOST:
-            sock.close()
-            return
-        if registered:
-            self._epoll.unregister(sock.fileno())
-        if rawsock.disconnect(cast(_socket.socket, sock)):
+        if len(idle) < IDLE_MOST and rawsock.disconnect(cast(_socket.socket, sock)):
             idle.append(sock)
         else:
-            sock.close()
+            self.discard(sock)
+
+    def discard(self, sock: Sock) -> None:
+        """See `Poller.discard` (closing it takes it out of the epoll set)."""
+        self._in_set.discard(sock.fileno())
+        sock.close()
+
+    def arm(self, fd: int, events: int) -> None:
+        """See `Poller.arm`."""
+        if fd in self._in_set:
+            self._epoll.modify(fd, events | select.EPOLLONESHOT)
+        else:
+            self._epoll.register(fd, events | select.EPOLLONESHOT)
+            self._in_set.add(fd)
 
     def register(self, fd: int, events: int) -> None:
-        """See `Poller.register`."""
-        self._epoll.register(fd, events)
+        """See `Poller.register` (a watched connection may be made on a socket a check
+        left idle, still in the epoll set: watched for good from now on)."""
+        if fd in self._in_set:
+            self._in_set.discard(fd)
+            self._epoll.modify(fd, events)
+        else:
+            self._epoll.register(fd, events)
 
     def modify(self, fd: int, events: int) -> None:
         """See `Poller.modify`."""
@@ -473,6 +496,7 @@ class EpollPoller:
             for sock in idle:
                 sock.close()
         self._idle.clear()
+        self._in_set.clear()
 
 
 class ProbeLoop:
@@ -762,22 +786,23 @@ class ProbeLoop:
                 try:
                     sent = sock.send(running.pending)
                 except BlockingIOError:
-                    return
+                    sent = 0
                 running.pending = running.pending[sent:]
                 if running.pending:
+                    self._poller.arm(running.fd, select.EPOLLOUT)  # one-shot: again
                     return
             elif step == READING:
                 assert sock is not None
                 try:
                     data = sock.recv(rawsock.RECV_SIZE)
                 except BlockingIOError:
+                    self._poller.arm(running.fd, select.EPOLLIN)  # one-shot: again
                     return
                 exchange.receive(data)
             while (need := exchange.next_step()) is not DONE:
                 if need is RECEIVE:
                     assert sock is not None, "RECEIVE before Connect"
-                    if running.step != READING:
-                        self._wait_for(running, select.EPOLLIN, READING)
+                    self._wait_for(running, select.EPOLLIN, READING)
                     return
                 if isinstance(need, Send):
                     assert sock is not None, "Send before Connect"
@@ -787,8 +812,7 @@ class ProbeLoop:
                         sent = 0
                     if sent < len(need.data):
                         running.pending = need.data[sent:]
-                        if running.step != SENDING:
-                            self._wait_for(running, select.EPOLLOUT, SENDING)
+                        self._wait_for(running, select.EPOLLOUT, SENDING)
                         return
                 else:
                     assert isinstance(need, Connect)
@@ -829,17 +853,14 @@ class ProbeLoop:
             return True
         if err != errno.EINPROGRESS:  # refused
             raise OSError(err, os.strerror(err))
-        self._poller.register(fd, select.EPOLLOUT)
+        self._poller.arm(fd, select.EPOLLOUT)
         running.step = CONNECTING
         return False
 
     def _wait_for(self, running: Running, events: int, step: int) -> None:
-        """Have the poller say when `running`'s socket is ready for `events`; it waits
-        for `step` then."""
-        if running.step == OPEN:
-            self._poller.register(running.fd, events)
-        else:
-            self._poller.modify(running.fd, events)
+        """Have the poller say (once) when `running`'s socket is ready for `events`; it
+        waits for `step` then."""
+        self._poller.arm(running.fd, events)
         running.step = step
 
     def _end(self, running: Running, verdict: Callable[[float], ProbeResult],
@@ -872,9 +893,8 @@ class ProbeLoop:
         if sock is not None:
             del self._running[running.fd]
             if reuse:
-                self._poller.reuse(sock, running.address[0], running.source,
-                                   running.step != OPEN)
+                self._poller.reuse(sock, running.address[0], running.source)
             else:
-                sock.close()  # an RST (SO_LINGER 0); also leaves the poller's set
+                self._poller.discard(sock)  # an RST (SO_LINGER 0)
             running.sock = None
         running.step = FINISHED

@@ -67,6 +67,7 @@ class VirtualSocket:
         self.sent = b""
         self.replied = False
         self.interest = 0
+        self.oneshot = False  # armed (`VirtualNetwork.arm`): unwatched once reported
 
     def fileno(self) -> int:
         """Its pretend descriptor."""
@@ -162,9 +163,18 @@ class VirtualNetwork:
         return sock
 
     def reuse(self, sock: VirtualSocket, family: socket.AddressFamily,
-              source: Address | None, registered: bool) -> None:
+              source: Address | None) -> None:
         """Closed, as every pretend socket is when done."""
         sock.close()
+
+    def discard(self, sock: VirtualSocket) -> None:
+        """Closed."""
+        sock.close()
+
+    def arm(self, fd: int, events: int) -> None:
+        """Watch `fd` until `poll` reports it (as EPOLLONESHOT does)."""
+        self.register(fd, events)
+        self.sockets[fd].oneshot = True
 
     def register(self, fd: int, events: int) -> None:
         """Watch `fd`."""
@@ -176,11 +186,15 @@ class VirtualNetwork:
         self.sockets[fd].interest = events
 
     def poll(self, max_events: int) -> list[tuple[int, int]]:
-        """The sockets whose watched events are due by now."""
+        """The sockets whose watched events are due by now (one-shot ones unwatched)."""
         now = trio.current_time()
         ready = [(fd, flags) for fd, sock in self.sockets.items() if sock.interest
-                 for at, flags in [sock.ready_at()] if at <= now]
-        return ready[:max_events]
+                 for at, flags in [sock.ready_at()] if at <= now][:max_events]
+        for fd, _ in ready:
+            sock = self.sockets[fd]
+            if sock.oneshot:
+                sock.interest = 0
+        return ready
 
     async def wait(self, deadline: float) -> None:
         """Sleep until the next socket is due, a `crash`, or `deadline` (or a `hasten`)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import _socket
 import contextlib
 import errno
+import os
 import re
 import select
 import socket
@@ -16,7 +17,7 @@ import pytest
 import trio
 
 from sentinel.config.model import HttpSpec, ProbeConfig, TcpSpec, Timing
-from sentinel.engine.probeloop import ProbeLoop
+from sentinel.engine.probeloop import EpollPoller, ProbeLoop
 from sentinel.engine.slots import Slots
 from sentinel.probes import rawsock
 from sentinel.probes.base import Target
@@ -24,7 +25,7 @@ from sentinel.probes.http import LeanHttpProbe
 from sentinel.probes.tcp import TcpProbe
 from tests.engine.loop import Recheck, group, loop_checks
 from tests.probes.conftest import Serve, pong
-from tests.probes.peers import OK_BODY, reply
+from tests.probes.peers import OK_BODY, reply, trickle
 
 
 @pytest.fixture
@@ -127,16 +128,18 @@ def test_a_disconnected_socket_is_clean_for_its_next_connect(unaccepted: socket.
         assert len(set(ports)) == 3
 
 
-@pytest.mark.parametrize("kind", ["http", "tcp send/expect"])
+@pytest.mark.parametrize("kind", ["http", "http, a line at a time", "tcp send/expect"])
 async def test_a_check_that_read_its_answer_hands_its_socket_on(
         serve: Serve, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A check that waited in the poller for its answer and read it hands its socket on
-    too (out of the poller's set first): five checks 50 ms apart make one socket, and
-    each reads its own answer (nothing of the last connection is left on the socket)."""
+    too (left in the poller's set, disarmed: it is watched one-shot): five checks 50 ms
+    apart make one socket, and each reads its own answer (nothing of the last connection
+    is left on the socket), also an answer that comes in pieces (the socket is watched
+    again after each)."""
     made = count_sockets(monkeypatch)
     timing = Timing(timeout=0.5)
-    if kind == "http":
-        port = await serve(reply(OK_BODY))
+    if kind.startswith("http"):
+        port = await serve(trickle(OK_BODY, 0.01) if "line" in kind else reply(OK_BODY))
         config = ProbeConfig("http", timing, HttpSpec())
         probe: TcpProbe | LeanHttpProbe = LeanHttpProbe(config)
     else:
@@ -154,3 +157,34 @@ async def test_a_check_that_read_its_answer_hands_its_socket_on(
         nursery.cancel_scope.cancel()
     assert [(result.ok, result.detail) for _, result, _ in host.results] == [(True, "")] * 5
     assert len(made) == 1
+
+
+def test_a_socket_a_check_left_idle_can_hold_a_watched_connection(
+        unaccepted: socket.socket) -> None:
+    """A check's socket left idle stays in the poller's epoll set, disarmed; taken for a
+    watched connection (which registers it for good) it is watched all the same, and
+    once that connection closes it, a new check socket on the same descriptor number is
+    watched as any other."""
+    port = unaccepted.getsockname()[1]
+    poller = EpollPoller()
+    try:
+        sock = poller.socket(socket.AF_INET, False, None)
+        for watch in (poller.arm, poller.register):  # a check's wait, then a watch's
+            sock.connect_ex(("127.0.0.1", port))
+            watch(sock.fileno(), select.EPOLLOUT)
+            assert poller.poll(8) == [(sock.fileno(), select.EPOLLOUT)]
+            poller.reuse(sock, socket.AF_INET, None)
+            assert poller.socket(socket.AF_INET, False, None) is sock  # the idle one
+        fd = sock.fileno()
+        sock.close()  # as a watched connection's end does
+        fresh = rawsock.open_socket(socket.AF_INET, False)
+        if fresh.fileno() != fd:  # on that descriptor number, whatever else is free
+            os.dup2(fresh.fileno(), fd)
+            fresh.close()
+            fresh = socket.socket(fileno=fd)
+        with contextlib.closing(fresh):
+            fresh.connect_ex(("127.0.0.1", port))
+            poller.arm(fd, select.EPOLLOUT)
+            assert poller.poll(8) == [(fd, select.EPOLLOUT)]
+    finally:
+        poller.close()
