@@ -118,6 +118,7 @@ class BackendRuntime:
         "published",
         "ramp_weight",
         "rendered",
+        "reported",
         "script_weight",
         "service",
         "since",
@@ -153,6 +154,7 @@ class BackendRuntime:
         # In a cluster (SPEC 12): who probes the backend and what each of them says
         self.probers: tuple[str, ...] | None = None
         self.observers: tuple[tuple[str, str], ...] | None = None
+        self.reported = False  # this member's verdict is in etcd since it took it over
         self.published: tuple[State, int] = self.desired()
         self.rendered: tuple[tuple[object, ...], dict[str, object]] | None = None  # `shown`
 

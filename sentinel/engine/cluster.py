@@ -90,7 +90,6 @@ class ClusterMode:
         self._stager = Committer(engine.journal, NullObserver(), engine.wall, engine.verdicts)
         self._probing: set[BackendKey] = set()
         self._assigned = False  # the first assignment keeps the breakers restored at start
-        self._reported: set[BackendKey] = set()
         self._dirty: set[BackendKey] = set()
         self._all_dirty = True
         self._override_dirty: set[BackendKey] = set()
@@ -129,9 +128,8 @@ class ClusterMode:
         transition = backend.breaker.observe(result.ok, now, result.latency)
         # Runs for every check a member makes: the enum member is bound to a module name
         # and the Decision built positionally (as `decide` does).
-        key = (backend.service, backend.config.name)
-        if transition.change is _CHANGED or key not in self._reported:
-            self._reported.add(key)
+        if transition.change is _CHANGED or not backend.reported:
+            backend.reported = True
             state = State.UP if transition.health is Health.UP else State.DOWN
             reason = transition.reason
             if state is State.DOWN and result.error:
@@ -152,6 +150,7 @@ class ClusterMode:
                 if self.node.node not in b.probers:
                     for slot in b.checks:
                         slot.phase = None
+                    b.reported = False
                     continue
                 probing.add(key)
                 turn = probe_phase(f"{name}/{b.config.name}", b.probers.index(self.node.node),
@@ -160,10 +159,9 @@ class ClusterMode:
                     slot.phase = turn * slot.timing.interval
                 if self._assigned and key not in self._probing:
                     b.breaker = make_breaker(svc.config.breaker, b.health)
-                    self._reported.discard(key)
+                    b.reported = False
         for key in self._probing - probing:
             self.node.forget(*key)
-            self._reported.discard(key)
         self._probing = probing
         self._assigned = True
 

@@ -104,6 +104,9 @@ class Engine:
         self._in_flight = Slots(config.max_in_flight)
         self._agents = Agents(self._in_flight, self.agent_answered)
         self._rng = random.Random()
+        # The wall clock's lead over trio's (a cluster member's turns are wall-clock
+        # times), read together, again once it is a second old (`_wall_offset`).
+        self._offset, self._offset_until = 0.0, -math.inf
         self.groups: dict[GroupKey, ProbeGroup] = {}
         self._loop = ProbeLoop(self, self._in_flight, wall, poller)
         self._probe_nursery: trio.Nursery | None = None
@@ -371,12 +374,22 @@ class Engine:
         jitter = timing.jitter  # 0 unless configured: no random number to draw then
         spread = self._rng.uniform(-jitter, jitter) if jitter else 0.0
         # scheduled before the result is taken: self-suspicion may bring it forward
-        phase = slot.phase  # a cluster member's turn; its clocks read together (`now`
-        # may be a pass's start, milliseconds old)
-        offset = 0.0 if phase is None else self.wall() - trio.current_time()
+        phase = slot.phase  # a cluster member's turn
+        offset = 0.0 if phase is None else self._wall_offset(now)
         slot.next_due = next_due(timing, transition, backend.breaker.retry_at(), anchor,
                                  now, spread, phase, offset)
         return self._take(backend, result, decision, started, start_unix, slot.probe_type)
+
+    def _wall_offset(self, now: float) -> float:
+        """How far the wall clock leads trio's: both read together (a pass's `now` and
+        wall reading are milliseconds apart), at most once a second, as the lead moves
+        only when the wall clock is set or slewed (by at most half a millisecond a
+        second); every check of a cluster member reads it."""
+        if now >= self._offset_until:
+            at = trio.current_time()
+            self._offset = self.wall() - at
+            self._offset_until = at + 1.0
+        return self._offset
 
     def _decide(self, backend: BackendRuntime, result: ProbeResult, now: float,
                 check: int | None) -> Decision:
