@@ -188,3 +188,27 @@ def test_a_socket_a_check_left_idle_can_hold_a_watched_connection(
             assert poller.poll(8) == [(fd, select.EPOLLOUT)]
     finally:
         poller.close()
+
+
+async def test_hundreds_of_checks_in_flight_keep_their_sockets(
+        serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sockets are kept for the next checks however many ran at once: 300 HTTP checks
+    in flight together (the answer comes after 100 ms), twice, make no more sockets
+    than ran at once (300), not a new one the second time for every check beyond a
+    smaller pool."""
+    made = count_sockets(monkeypatch)
+    port = await serve(reply(OK_BODY, delay=0.1))
+    config = ProbeConfig("http", Timing(timeout=2.0), HttpSpec())
+    probe = LeanHttpProbe(config)
+    host = Recheck(600, interval=0.5)
+    loop = ProbeLoop(host, Slots(1024), time.time)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(loop.run)
+        now = trio.current_time()
+        for _ in range(300):
+            loop.add(group(port, now, probe=config), probe)
+        with trio.fail_after(20):
+            await host.done.wait()
+        nursery.cancel_scope.cancel()
+    assert [result.ok for _, result, _ in host.results] == [True] * 600
+    assert len(made) <= 300
