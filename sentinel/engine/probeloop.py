@@ -789,7 +789,9 @@ class ProbeLoop:
                     assert sock is not None
                     err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                     raise OSError(err, os.strerror(err))
-            elif step == SENDING:
+                if running.pending:  # what its Connect step carries (`Connect.then`)
+                    step = running.step = SENDING
+            if step == SENDING:
                 assert sock is not None
                 try:
                     sent = sock.send(running.pending)
@@ -834,14 +836,17 @@ class ProbeLoop:
         self._finish(running, result, now, reuse=True)
 
     def _connect(self, running: Running, step: Connect) -> bool:
-        """Open the check's socket and start connecting (non-blocking); True when it is
-        connected already, False when the poller is to say when. Raises OSError.
+        """Open the check's socket and start connecting (non-blocking), and send what the
+        step carries (`Connect.then`); True when that is done, False when the poller is
+        to say when the socket is writable. Raises OSError.
 
         A loopback connect (a backend on this host) is complete by the time `connect`
         returns, so for a group whose last connect was (`ProbeGroup.instant`) the loop
-        asks once more (a second `connect`: 0 once connected, EALREADY while under way,
-        or the connect's error): one system call instead of the poller's two (adding
-        the socket to its set, and leaving it at close) and a pass of the loop."""
+        goes on at once: it sends what the step carries, and that `send` tells whether
+        the connect is done (`_send_at_connect`); with nothing to send, it asks once
+        more (a second `connect`: 0 once connected, EALREADY while under way, or the
+        connect's error). One system call (or none) instead of an `epoll_ctl` and a
+        pass of the loop."""
         assert running.sock is None, "one connection per check"
         family, ip = running.address
         running.source = step.source
@@ -850,20 +855,46 @@ class ProbeLoop:
         running.sock = sock
         self._running[fd] = running
         address = (ip, step.port)
+        then = step.then
         err = sock.connect_ex(address)
         if err == errno.EINPROGRESS and running.group.instant:
+            if then is not None:
+                return self._send_at_connect(running, then.data)
             err = sock.connect_ex(address)
             if err == errno.EALREADY:  # under way: this group's connects take a while
                 running.group.instant = False
                 err = errno.EINPROGRESS
         if not err or err == errno.EISCONN:
             running.step = OPEN
-            return True
+            return then is None or self._send_at_connect(running, then.data)
         if err != errno.EINPROGRESS:  # refused
             raise OSError(err, os.strerror(err))
+        if then is not None:  # sent once connected (`_step`)
+            running.pending = then.data
         self._poller.arm(fd, select.EPOLLOUT)
         running.step = CONNECTING
         return False
+
+    def _send_at_connect(self, running: Running, data: bytes) -> bool:
+        """Send what a Connect step carries right after asking to connect: sent, the
+        connect is done (True once all of it is out); EAGAIN, it is under way (this
+        group's connects take a while: the rest waits for the poller, CONNECTING); a
+        refused connect raises its error, as a second `connect` would."""
+        assert running.sock is not None
+        try:
+            sent = running.sock.send(data)
+        except BlockingIOError:
+            running.group.instant = False
+            running.pending = data
+            self._poller.arm(running.fd, select.EPOLLOUT)
+            running.step = CONNECTING
+            return False
+        running.step = OPEN
+        if sent < len(data):
+            running.pending = data[sent:]
+            self._wait_for(running, select.EPOLLOUT, SENDING)
+            return False
+        return True
 
     def _wait_for(self, running: Running, events: int, step: int) -> None:
         """Have the poller say (once) when `running`'s socket is ready for `events`; it

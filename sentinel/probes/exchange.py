@@ -2,7 +2,8 @@
 
 A lean probe (`tcp`, `http`, `agent`) describes one check as an `Exchange`
 that says what it needs next, as h11's `next_event()` does: `Connect` (to
-this port, from this source address, with a delayed ACK or not), `Send`
+this port, from this source address, with a delayed ACK or not, and the
+request to send as soon as connected: `then`, as `http` and `tcp` do), `Send`
 these bytes, `RECEIVE` (the driver then hands it what came with `receive`,
 b"" when the peer closed), or `DONE`; then it gives its verdict. The
 exchange decides; a driver does the I/O and asks again. Two drivers follow
@@ -36,20 +37,24 @@ from sentinel.probes.resolve import Resolver
 
 
 @dataclass(frozen=True, slots=True)
-class Connect:
-    """Connect to `port` (of the target's address), from `source` when set; `delay_ack`
-    for a check that ends at the handshake (see `rawsock`)."""
-
-    port: int
-    delay_ack: bool = False
-    source: Address | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class Send:
     """Send all of `data`."""
 
     data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    """Connect to `port` (of the target's address), from `source` when set; `delay_ack`
+    for a check that ends at the handshake (see `rawsock`); `then`: send this as soon as
+    connected, as part of this step (the request of a check that sends one: the probe
+    loop's first `send` then also tells whether the connect is done, one system call
+    fewer than asking)."""
+
+    port: int
+    delay_ack: bool = False
+    source: Address | None = None
+    then: Send | None = None
 
 
 class Need(enum.Enum):
@@ -106,9 +111,10 @@ START = _CONNECT  # where a Conversation starts (for subclasses that set its fie
 
 
 class Conversation:
-    """The sequence `tcp`, `http` and `agent` share: `connect`, send `request` (if any),
-    then RECEIVE while `sent()` said a reply is wanted, until `feed` has what it needs or
-    the peer closes (`eof`). Subclasses give the hooks and the verdicts."""
+    """The sequence `tcp`, `http` and `agent` share: `connect` (carrying the request of
+    `tcp` and `http`: `Connect.then`), send `request` (if any: `agent`'s), then RECEIVE
+    while `sent()` said a reply is wanted, until `feed` has what it needs or the peer
+    closes (`eof`). Subclasses give the hooks and the verdicts."""
 
     __slots__ = ("_at", "connect", "request")
 
@@ -189,6 +195,8 @@ async def follow(exchange: Exchange, connect: Callable[[Connect], Awaitable[Chan
             else:
                 assert isinstance(step, Connect)
                 channel = await connect(step)
+                if step.then is not None:
+                    await channel.send_all(step.then.data)
     finally:
         if channel is not None:
             with trio.CancelScope() as scope:  # forcefully: no goodbye is awaited

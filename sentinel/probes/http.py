@@ -34,7 +34,7 @@ class LeanHttpProbe:
         self.timeout = config.timing.timeout
         self.lean = True
         self._source = source_address(config)
-        self._steps: dict[tuple[str, int], tuple[lean.Connect, lean.Send]] = {}
+        self._connects: dict[tuple[str, int], lean.Connect] = {}
         # The usual statuses that pass, found once: matching `expect_status` range by range
         # on every check costs more than the rest of judging it.
         self._passing = frozenset(code for code in range(100, 600)
@@ -55,14 +55,14 @@ class LeanHttpProbe:
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     def exchange(self, target: Target) -> HttpExchange:
-        """A fresh exchange for one check (the probe loop follows these too); its steps
-        are built once per target."""
+        """A fresh exchange for one check (the probe loop follows these too); its
+        connect, which carries the request (`Connect.then`), is built once per target."""
         key = (target.host, target.port)
-        steps = self._steps.get(key)
-        if steps is None:
-            steps = self._steps[key] = (lean.Connect(target.port, source=self._source),
-                                        lean.Send(self.request(target)))
-        return HttpExchange(self._spec, self.timeout, *steps, self._passing)
+        connect = self._connects.get(key)
+        if connect is None:
+            connect = self._connects[key] = lean.Connect(
+                target.port, source=self._source, then=lean.Send(self.request(target)))
+        return HttpExchange(self._spec, self.timeout, connect, self._passing)
 
     async def check(self, target: Target) -> ProbeResult:
         """Probe `target` once; failures come back as a result, cancellation propagates."""
@@ -78,11 +78,12 @@ class HttpExchange(lean.Conversation):
     __slots__ = ("_passing", "_reader", "_spec", "_timeout")
 
     def __init__(self, spec: HttpSpec, timeout: float, connect: lean.Connect,
-                 request: lean.Send, passing: frozenset[int]) -> None:
-        """`passing`: statuses known to pass `spec.expect_status` (others are judged)."""
+                 passing: frozenset[int]) -> None:
+        """`connect` carries the request (`Connect.then`); `passing`: statuses known to
+        pass `spec.expect_status` (others are judged)."""
         # One is built per check: the conversation's fields are set here rather than by
         # a super().__init__ call.
-        self.connect, self.request, self._at = connect, request, lean.START
+        self.connect, self.request, self._at = connect, None, lean.START
         self._passing = passing
         self._spec = spec
         self._timeout = timeout

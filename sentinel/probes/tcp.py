@@ -78,12 +78,13 @@ class TcpProbe:
             self._ssl = ssl_context or client_context(self._spec.verify)
 
     def exchange(self, target: Target) -> TcpExchange:
-        """A fresh exchange for one check (both paths and the probe loop follow one)."""
+        """A fresh exchange for one check (both paths and the probe loop follow one); its
+        connect carries the `send` bytes, if any (`Connect.then`)."""
         connect = self._connects.get(target.port)
         if connect is None:
             connect = self._connects[target.port] = lean.Connect(
-                target.port, delay_ack=self._quiet, source=self._source)
-        return TcpExchange(self._spec, self.timeout, connect, self._send)
+                target.port, delay_ack=self._quiet, source=self._source, then=self._send)
+        return TcpExchange(self._spec, self.timeout, connect)
 
     async def check(self, target: Target) -> ProbeResult:
         """Probe `target` once; failures come back as a result, cancellation propagates."""
@@ -135,21 +136,16 @@ class TcpExchange(lean.Conversation):
 
     __slots__ = ("_expect", "_timeout", "mismatch", "phase", "received")
 
-    def __init__(self, spec: TcpSpec, timeout: float, connect: lean.Connect,
-                 send: lean.Send | None) -> None:
+    def __init__(self, spec: TcpSpec, timeout: float, connect: lean.Connect) -> None:
+        """`connect` carries the `send` bytes, if any (`Connect.then`)."""
         # One is built per check: the conversation's fields are set here rather than by
         # a super().__init__ call, and `received` is bytes until something is read.
-        self.connect, self.request, self._at = connect, send, lean.START
+        self.connect, self.request, self._at = connect, None, lean.START
         self._expect = spec.expect
         self._timeout = timeout
         self.phase = "connect"
         self.received: bytes | bytearray = b""
         self.mismatch = ""
-
-    def connected(self) -> None:
-        """Connected: the send phase starts (if there is anything to send)."""
-        if self.request is not None:
-            self.phase = "send"
 
     def sent(self) -> bool:
         """True while `expect` has yet to match."""

@@ -97,8 +97,14 @@ class VirtualSocket:
         """Options change nothing here."""
 
     def send(self, data: bytes, /) -> int:
-        """Everything fits; the first request starts the peer's reply clock."""
-        if not self.sent and self.peer and self.peer.reply is not None:
+        """Everything fits once connected (as a kernel answers: EAGAIN while the connect
+        is under way, the refusal once refused); the first request starts the peer's
+        reply clock."""
+        if self.peer is None or self.connected_at > trio.current_time():
+            raise BlockingIOError(errno.EAGAIN, "connect under way")
+        if self.peer.refused:
+            raise ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+        if not self.sent and self.peer.reply is not None:
             self.reply_at = trio.current_time() + self.peer.reply_after
         self.sent += data
         return len(data)

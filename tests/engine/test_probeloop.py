@@ -353,6 +353,37 @@ async def test_a_connect_done_within_connect_needs_no_poller(
                          (4, 3)]  # ...so the next one is asked again, and needs no poller
 
 
+async def test_a_check_that_sends_learns_from_its_send_that_it_connected(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """A check whose connect carries a request (`Connect.then`) is never asked about a
+    second time: in a group whose connects complete within `connect` the request is sent
+    at once, and that send says the connect is done; when it is still under way
+    (EAGAIN) the request waits, with the check, for the poller to say the socket is
+    writable, and the group's next connect is waited for too, until one completes in
+    the pass that started it. Every check gets its answer (which comes only once the
+    request arrived)."""
+    connect_takes = [0.0, 0.05, 0.05, 0.0, 0.0]  # the seconds each check's connect takes
+    network = VirtualNetwork(lambda ip, port: Peer(after=connect_takes[len(network.connects)],
+                                                   reply=b"+PONG\r\n"))
+    host = Counted(len(connect_takes), network)
+    loop = ProbeLoop(host, Slots(64), time.time, lambda: network)
+    config = ProbeConfig("tcp", Timing(timeout=TIMEOUT),
+                         TcpSpec(send=b"PING\r\n", expect=re.compile(rb"\+PONG")))
+    probe = TcpProbe(config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(loop.run)
+        loop.add(group(9000, trio.current_time(), probe=config), probe)
+        with trio.fail_after(30):
+            await host.done.wait()
+        nursery.cancel_scope.cancel()
+    assert [(result.ok, result.detail) for _, result, _ in host.results] == [(True, "")] * 5
+    assert host.seen == [(0, 1),  # sent at once; the poller says when the answer came
+                         (0, 3),  # under way: the request waited for "writable"
+                         (0, 5),  # waited for at once; connected a while after its pass
+                         (0, 7),  # waited for; connected in the pass that started it...
+                         (0, 8)]  # ...so the next one sends at once again
+
+
 async def test_loop_checks_leave_no_time_wait(serve: Serve) -> None:
     """Twenty TCP and twenty HTTP checks from the loop leave no TIME_WAIT on either port."""
     tcp_port, http_port = await serve(hang_up), await serve(reply(OK_BODY))

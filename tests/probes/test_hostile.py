@@ -142,8 +142,7 @@ class WatchedProbe(LeanHttpProbe):
     def exchange(self, target: Target) -> Watched:
         """A watched exchange, remembered."""
         plain = super().exchange(target)
-        watched = Watched(self._spec, self.timeout, plain.connect, plain.request,
-                          self._passing)
+        watched = Watched(self._spec, self.timeout, plain.connect, self._passing)
         self.exchanges.append(watched)
         return watched
 
