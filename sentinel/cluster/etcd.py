@@ -48,6 +48,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import ssl
 import time
 from collections import deque
@@ -259,6 +260,7 @@ class EtcdClient:
             verify=ssl_context if ssl_context is not None else True,
             timeout=httpx.Timeout(timeout), trust_env=False)
         self._calls = self._errors = 0
+        self.answered_at = -math.inf  # trio time etcd last answered a call (`_attempt`)
         self._last_error = ""
         self._latency: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._latency_sum = 0.0
@@ -523,6 +525,7 @@ class EtcdClient:
                 if response.status_code == 200:
                     doc = _json(endpoint, path, response)
                     self._check_store(endpoint, path, doc, sent)
+                    self.answered_at = trio.current_time()
                     return doc
                 error = _answer_error(endpoint, path, response)
                 if error.code != UNAVAILABLE:  # etcd answered: no other endpoint will differ

@@ -23,8 +23,10 @@ difference reported as above), and until it has `read_at_least` does not
 take the old revision for a new one.
 
 A watch on a connection that silently died would idle forever, so while
-watching the mirror reads one key every `check_every` seconds; a failed
-read restarts the watch.
+watching the mirror reads one key every `check_every` seconds, unless etcd
+answered its client meanwhile (a member's lease renewals, every third of
+the lease's TTL, or another mirror's read: a member's five mirrors share
+one client); a failed read restarts the watch.
 
 A copy can be behind etcd without knowing it: its watch broke and waits
 out its backoff, or has not delivered yet. Where that matters (a new leader
@@ -191,6 +193,8 @@ class PrefixMirror:
                 nonlocal failure
                 while True:
                     await trio.sleep(self._check_every)
+                    if trio.current_time() - self.client.answered_at < self._check_every:
+                        continue  # etcd answered this client meanwhile: it is reachable
                     try:
                         await self.client.range(self.prefix)
                     except EtcdError as exc:

@@ -196,3 +196,27 @@ async def test_read_at_least_does_not_wait_out_the_backoff(own_etcd: EtcdServer)
     finally:
         await writer.aclose()
         await client.aclose()
+
+
+async def test_no_liveness_read_while_etcd_answers_the_client(own_etcd: EtcdServer) -> None:
+    """A mirror makes no liveness read of its own while etcd answered its client within
+    the check interval (a member's lease renewals come every third of the lease's TTL):
+    three mirrors checking every 2 s, their client used every 0.1 s by something else
+    for 4.5 s, read nothing (each alone would have read twice)."""
+    client = EtcdClient([own_etcd.url], timeout=0.5)
+    mirrors = [PrefixMirror(client, f"/p{i}/", check_every=2.0) for i in range(3)]
+    try:
+        async with trio.open_nursery() as nursery:
+            for mirror in mirrors:
+                await nursery.start(mirror.run)
+            calls, reads = client.statistics().calls, 0
+            with trio.move_on_after(4.5):
+                while True:  # another user of the client (a lease's renewals)
+                    await client.range("/other")
+                    reads += 1
+                    await trio.sleep(0.1)
+            assert client.statistics().calls - calls == reads
+            assert all(mirror.ok for mirror in mirrors)
+            nursery.cancel_scope.cancel()
+    finally:
+        await client.aclose()
