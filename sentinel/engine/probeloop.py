@@ -456,10 +456,13 @@ class EpollPoller:
     def arm(self, fd: int, events: int) -> None:
         """See `Poller.arm`."""
         if fd in self._in_set:
-            self._epoll.modify(fd, events | select.EPOLLONESHOT)
-        else:
-            self._epoll.register(fd, events | select.EPOLLONESHOT)
-            self._in_set.add(fd)
+            try:
+                self._epoll.modify(fd, events | select.EPOLLONESHOT)
+                return
+            except FileNotFoundError:  # an idle socket a watched connection took and
+                pass  # closed before watching it; this is a new one on its number
+        self._epoll.register(fd, events | select.EPOLLONESHOT)
+        self._in_set.add(fd)
 
     def register(self, fd: int, events: int) -> None:
         """See `Poller.register` (a watched connection may be made on a socket a check

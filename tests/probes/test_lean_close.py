@@ -177,11 +177,7 @@ def test_a_socket_a_check_left_idle_can_hold_a_watched_connection(
             assert poller.socket(socket.AF_INET, False, None) is sock  # the idle one
         fd = sock.fileno()
         sock.close()  # as a watched connection's end does
-        fresh = rawsock.open_socket(socket.AF_INET, False)
-        if fresh.fileno() != fd:  # on that descriptor number, whatever else is free
-            os.dup2(fresh.fileno(), fd)
-            fresh.close()
-            fresh = socket.socket(fileno=fd)
+        fresh = on_descriptor(rawsock.open_socket(socket.AF_INET, False), fd)
         with contextlib.closing(fresh):
             fresh.connect_ex(("127.0.0.1", port))
             poller.arm(fd, select.EPOLLOUT)
@@ -212,3 +208,37 @@ async def test_hundreds_of_checks_in_flight_keep_their_sockets(
         nursery.cancel_scope.cancel()
     assert [result.ok for _, result, _ in host.results] == [True] * 600
     assert len(made) <= 300
+
+
+def test_a_new_socket_on_the_number_of_an_idle_one_closed_elsewhere_is_watched(
+        unaccepted: socket.socket) -> None:
+    """An idle check socket (in the poller's epoll set, disarmed) that a watched
+    connection takes and closes before watching it (its connect failed at once) leaves
+    its number behind: a new check socket on that number is watched as any other."""
+    port = unaccepted.getsockname()[1]
+    poller = EpollPoller()
+    try:
+        sock = poller.socket(socket.AF_INET, False, None)
+        sock.connect_ex(("127.0.0.1", port))
+        poller.arm(sock.fileno(), select.EPOLLOUT)
+        assert poller.poll(8) == [(sock.fileno(), select.EPOLLOUT)]
+        poller.reuse(sock, socket.AF_INET, None)
+        assert poller.socket(socket.AF_INET, False, None) is sock
+        fd = sock.fileno()
+        sock.close()  # as a watched connection whose connect failed at once does
+        fresh = on_descriptor(rawsock.open_socket(socket.AF_INET, False), fd)
+        with contextlib.closing(fresh):
+            fresh.connect_ex(("127.0.0.1", port))
+            poller.arm(fd, select.EPOLLOUT)
+            assert poller.poll(8) == [(fd, select.EPOLLOUT)]
+    finally:
+        poller.close()
+
+
+def on_descriptor(sock: _socket.socket, fd: int) -> _socket.socket:
+    """`sock` moved to descriptor number `fd` (free), whatever else is free."""
+    if sock.fileno() == fd:
+        return sock
+    os.dup2(sock.fileno(), fd)
+    sock.close()
+    return socket.socket(fileno=fd)
