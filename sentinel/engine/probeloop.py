@@ -13,8 +13,8 @@ How. Every `tcp` (without TLS), `http` and `agent` check runs here
 (`accepts`). The loop owns a `Poller` (an epoll object and raw sockets) and an
 agenda of due probe groups in buckets of BATCH (`Agenda`). Each pass, in a
 tight synchronous loop, it reads every ready socket and moves its check on, following the check's
-pull-style exchange (`sentinel.probes.exchange`: connect, send, receive,
-done; the same steps the per-task driver follows, so results and texts are
+pull-style exchange (`sentinel.probes.exchange`: connect with the request,
+receive, done; the same steps the per-task driver follows, so results and texts are
 the same); then times out checks past their deadline; then starts every
 group that is due (a loopback connect is complete by the time `connect`
 returns: asked once more, such a check goes on at once, never waiting on the
@@ -105,7 +105,7 @@ from sentinel.errors import ResolveError
 from sentinel.model import ProbeResult
 from sentinel.probes import rawsock
 from sentinel.probes.base import Probe, crashed
-from sentinel.probes.exchange import DONE, RECEIVE, Connect, Exchange, LeanProbe, Send
+from sentinel.probes.exchange import DONE, RECEIVE, Connect, Exchange, LeanProbe
 from sentinel.probes.rawsock import Address
 from sentinel.probes.resolve import timed_out
 
@@ -817,21 +817,10 @@ class ProbeLoop:
                     assert sock is not None, "RECEIVE before Connect"
                     self._wait_for(running, select.EPOLLIN, READING)
                     return
-                if isinstance(need, Send):
-                    assert sock is not None, "Send before Connect"
-                    try:
-                        sent = sock.send(need.data)
-                    except BlockingIOError:
-                        sent = 0
-                    if sent < len(need.data):
-                        running.pending = need.data[sent:]
-                        self._wait_for(running, select.EPOLLOUT, SENDING)
-                        return
-                else:
-                    assert isinstance(need, Connect)
-                    if not self._connect(running, need):
-                        return
-                    sock = running.sock  # connected already: on with the exchange
+                assert isinstance(need, Connect)
+                if not self._connect(running, need):
+                    return
+                sock = running.sock  # connected (and its request sent): on with the exchange
             result = exchange.result(now - running.started)
         except Exception as exc:  # the edge: the exchange translates it
             self._end(running, partial(exchange.failed, exc), now)
@@ -862,18 +851,18 @@ class ProbeLoop:
         err = sock.connect_ex(address)
         if err == errno.EINPROGRESS and running.group.instant:
             if then is not None:
-                return self._send_at_connect(running, then.data)
+                return self._send_at_connect(running, then)
             err = sock.connect_ex(address)
             if err == errno.EALREADY:  # under way: this group's connects take a while
                 running.group.instant = False
                 err = errno.EINPROGRESS
         if not err or err == errno.EISCONN:
             running.step = OPEN
-            return then is None or self._send_at_connect(running, then.data)
+            return then is None or self._send_at_connect(running, then)
         if err != errno.EINPROGRESS:  # refused
             raise OSError(err, os.strerror(err))
         if then is not None:  # sent once connected (`_step`)
-            running.pending = then.data
+            running.pending = then
         self._poller.arm(fd, select.EPOLLOUT)
         running.step = CONNECTING
         return False

@@ -220,8 +220,9 @@ class AgentExchange(lean.Conversation):
 
     __slots__ = ("_timeout", "answer", "broken", "phase", "received")
 
-    def __init__(self, timeout: float, connect: lean.Connect, send: lean.Send | None) -> None:
-        super().__init__(connect, send)
+    def __init__(self, timeout: float, connect: lean.Connect) -> None:
+        """`connect` carries `agent_send`, if any (`Connect.then`)."""
+        super().__init__(connect)
         self._timeout = timeout
         self.phase = "connect"
         self.received = bytearray()
@@ -287,7 +288,7 @@ class AgentProbe:
         self.resolver = resolver or default_resolver()
         self.lean = True
         self._source = source_address(config)
-        self._send = lean.Send(self._spec.agent_send) if self._spec.agent_send else None
+        self._send = self._spec.agent_send or None
         self._connects: dict[int, lean.Connect] = {}
 
     def exchange(self, target: Target) -> AgentExchange:
@@ -296,8 +297,9 @@ class AgentProbe:
         port = self._spec.agent_port or target.port
         connect = self._connects.get(port)
         if connect is None:
-            connect = self._connects[port] = lean.Connect(port, source=self._source)
-        return AgentExchange(self.timeout, connect, self._send)
+            connect = self._connects[port] = lean.Connect(port, source=self._source,
+                                                          then=self._send)
+        return AgentExchange(self.timeout, connect)
 
     async def ask(self, target: Target) -> tuple[AgentAnswer | None, ProbeResult]:
         """The agent's answer (None when there was none) and the check's result."""

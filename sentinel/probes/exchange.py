@@ -3,9 +3,9 @@
 A lean probe (`tcp`, `http`, `agent`) describes one check as an `Exchange`
 that says what it needs next, as h11's `next_event()` does: `Connect` (to
 this port, from this source address, with a delayed ACK or not, and the
-request to send as soon as connected: `then`, as `http` and `tcp` do), `Send`
-these bytes, `RECEIVE` (the driver then hands it what came with `receive`,
-b"" when the peer closed), or `DONE`; then it gives its verdict. The
+bytes to send as soon as connected, if any: the request), `RECEIVE` (the
+driver then hands it what came with `receive`, b"" when the peer closed),
+or `DONE`; then it gives its verdict. The
 exchange decides; a driver does the I/O and asks again. Two drivers follow
 the same exchanges, so the sequence of a check is written once:
 
@@ -37,24 +37,17 @@ from sentinel.probes.resolve import Resolver
 
 
 @dataclass(frozen=True, slots=True)
-class Send:
-    """Send all of `data`."""
-
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
 class Connect:
     """Connect to `port` (of the target's address), from `source` when set; `delay_ack`
-    for a check that ends at the handshake (see `rawsock`); `then`: send this as soon as
-    connected, as part of this step (the request of a check that sends one: the probe
-    loop's first `send` then also tells whether the connect is done, one system call
-    fewer than asking)."""
+    for a check that ends at the handshake (see `rawsock`); `then`: send all of these
+    bytes as soon as connected, as part of this step (the request of a check that sends
+    one: the probe loop's first `send` then also tells whether the connect is done, one
+    system call fewer than asking)."""
 
     port: int
     delay_ack: bool = False
     source: Address | None = None
-    then: Send | None = None
+    then: bytes | None = None
 
 
 class Need(enum.Enum):
@@ -65,7 +58,7 @@ class Need(enum.Enum):
 
 
 RECEIVE, DONE = Need.RECEIVE, Need.DONE
-Step = Connect | Send | Need
+Step = Connect | Need
 
 
 class Verdicts(Protocol):
@@ -106,40 +99,35 @@ class LeanProbe(Protocol):
         """A fresh exchange for one check of `target`."""
 
 
-_CONNECT, _SEND, _SENT, _READ, _DONE = range(5)
+_CONNECT, _CONNECTED, _READ, _DONE = range(4)
 START = _CONNECT  # where a Conversation starts (for subclasses that set its fields)
 
 
 class Conversation:
-    """The sequence `tcp`, `http` and `agent` share: `connect` (carrying the request of
-    `tcp` and `http`: `Connect.then`), send `request` (if any: `agent`'s), then RECEIVE
-    while `sent()` said a reply is wanted, until `feed` has what it needs or the peer
-    closes (`eof`). Subclasses give the hooks and the verdicts."""
+    """The sequence `tcp`, `http` and `agent` share: `connect` (which carries the
+    request, if any: `Connect.then`), then RECEIVE while `sent()` said a reply is
+    wanted, until `feed` has what it needs or the peer closes (`eof`). Subclasses give
+    the hooks and the verdicts."""
 
-    __slots__ = ("_at", "connect", "request")
+    __slots__ = ("_at", "connect")
 
-    def __init__(self, connect: Connect, request: Send | None) -> None:
+    def __init__(self, connect: Connect) -> None:
         self.connect = connect
-        self.request = request
         self._at = _CONNECT
 
     def next_step(self) -> Step:
-        """Connect, then send, then receive until done (see the class docstring)."""
+        """Connect (and send), then receive until done (see the class docstring)."""
         at = self._at
         if at == _READ:
             return RECEIVE
         if at == _CONNECT:
-            self._at = _SEND
+            self._at = _CONNECTED
             return self.connect
-        if at == _SEND:
+        if at == _CONNECTED:
             self.connected()
-            self._at = _SENT
-            if self.request is not None:
-                return self.request
-            at = _SENT
-        if at == _SENT and self.sent():
-            self._at = _READ
-            return RECEIVE
+            if self.sent():
+                self._at = _READ
+                return RECEIVE
         self._at = _DONE
         return DONE
 
@@ -189,14 +177,11 @@ async def follow(exchange: Exchange, connect: Callable[[Connect], Awaitable[Chan
             if step is RECEIVE:
                 assert channel is not None, "RECEIVE before Connect"
                 exchange.receive(bytes(await channel.receive_some()))
-            elif isinstance(step, Send):
-                assert channel is not None, "Send before Connect"
-                await channel.send_all(step.data)
             else:
                 assert isinstance(step, Connect)
                 channel = await connect(step)
                 if step.then is not None:
-                    await channel.send_all(step.then.data)
+                    await channel.send_all(step.then)
     finally:
         if channel is not None:
             with trio.CancelScope() as scope:  # forcefully: no goodbye is awaited

@@ -61,7 +61,7 @@ class LeanHttpProbe:
         connect = self._connects.get(key)
         if connect is None:
             connect = self._connects[key] = lean.Connect(
-                target.port, source=self._source, then=lean.Send(self.request(target)))
+                target.port, source=self._source, then=self.request(target))
         return HttpExchange(self._spec, self.timeout, connect, self._passing)
 
     async def check(self, target: Target) -> ProbeResult:
@@ -83,7 +83,7 @@ class HttpExchange(lean.Conversation):
         pass `spec.expect_status` (others are judged)."""
         # One is built per check: the conversation's fields are set here rather than by
         # a super().__init__ call.
-        self.connect, self.request, self._at = connect, None, lean.START
+        self.connect, self._at = connect, lean.START
         self._passing = passing
         self._spec = spec
         self._timeout = timeout

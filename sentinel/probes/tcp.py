@@ -69,7 +69,7 @@ class TcpProbe:
         self.timeout = config.timing.timeout
         self.lean = not self._spec.tls  # raw sockets unless TLS is needed
         self._source = source_address(config)
-        self._send = lean.Send(self._spec.send) if self._spec.send else None
+        self._send = self._spec.send or None
         self._quiet = self._send is None and self._spec.expect is None  # connect-only
         self._connects: dict[int, lean.Connect] = {}
         # Built once: loading the trust store on every check would cost more than the check.
@@ -140,7 +140,7 @@ class TcpExchange(lean.Conversation):
         """`connect` carries the `send` bytes, if any (`Connect.then`)."""
         # One is built per check: the conversation's fields are set here rather than by
         # a super().__init__ call, and `received` is bytes until something is read.
-        self.connect, self.request, self._at = connect, None, lean.START
+        self.connect, self._at = connect, lean.START
         self._expect = spec.expect
         self._timeout = timeout
         self.phase = "connect"

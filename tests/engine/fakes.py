@@ -283,7 +283,7 @@ class FakeExchange(Conversation):
     __slots__ = ("weight",)
 
     def __init__(self, port: int, weight: int | None) -> None:
-        super().__init__(Connect(port, delay_ack=True), None)
+        super().__init__(Connect(port, delay_ack=True))
         self.weight = weight
 
     def result(self, latency: float) -> ProbeResult:
