@@ -209,6 +209,8 @@ async def test_no_liveness_read_while_etcd_answers_the_client(own_etcd: EtcdServ
         async with trio.open_nursery() as nursery:
             for mirror in mirrors:
                 await nursery.start(mirror.run)
+            # each mirror's first read and its watch (counted when opened, after the read)
+            await eventually(lambda: client.statistics().calls == 6, what="three watches")
             calls, reads = client.statistics().calls, 0
             with trio.move_on_after(4.5):
                 while True:  # another user of the client (a lease's renewals)
