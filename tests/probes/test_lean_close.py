@@ -159,19 +159,21 @@ async def test_a_check_that_read_its_answer_hands_its_socket_on(
     assert len(made) == 1
 
 
-def test_a_socket_a_check_left_idle_can_hold_a_watched_connection(
-        unaccepted: socket.socket) -> None:
-    """A check's socket left idle stays in the poller's epoll set, disarmed; taken for a
-    watched connection (which registers it for good) it is watched all the same, and
-    once that connection closes it, a new check socket on the same descriptor number is
-    watched as any other."""
+@pytest.mark.parametrize("watches", [["arm", "register"], ["arm"]],
+                         ids=["watched, then closed", "closed before it was watched"])
+def test_a_socket_a_check_left_idle_is_watched_and_its_number_used_again(
+        unaccepted: socket.socket, watches: list[str]) -> None:
+    """A check's socket left idle stays in the poller's epoll set, disarmed. A watched
+    connection may take it and register it for good (it is watched all the same), or
+    close it before watching it (its connect failed at once); once it is closed, a new
+    check socket on the same descriptor number is watched as any other."""
     port = unaccepted.getsockname()[1]
     poller = EpollPoller()
     try:
         sock = poller.socket(socket.AF_INET, False, None)
-        for watch in (poller.arm, poller.register):  # a check's wait, then a watch's
+        for name in watches:  # a check's wait, then (maybe) a watched connection's
             sock.connect_ex(("127.0.0.1", port))
-            watch(sock.fileno(), select.EPOLLOUT)
+            getattr(poller, name)(sock.fileno(), select.EPOLLOUT)
             assert poller.poll(8) == [(sock.fileno(), select.EPOLLOUT)]
             poller.reuse(sock, socket.AF_INET, None)
             assert poller.socket(socket.AF_INET, False, None) is sock  # the idle one
@@ -208,31 +210,6 @@ async def test_hundreds_of_checks_in_flight_keep_their_sockets(
         nursery.cancel_scope.cancel()
     assert [result.ok for _, result, _ in host.results] == [True] * 600
     assert len(made) <= 300
-
-
-def test_a_new_socket_on_the_number_of_an_idle_one_closed_elsewhere_is_watched(
-        unaccepted: socket.socket) -> None:
-    """An idle check socket (in the poller's epoll set, disarmed) that a watched
-    connection takes and closes before watching it (its connect failed at once) leaves
-    its number behind: a new check socket on that number is watched as any other."""
-    port = unaccepted.getsockname()[1]
-    poller = EpollPoller()
-    try:
-        sock = poller.socket(socket.AF_INET, False, None)
-        sock.connect_ex(("127.0.0.1", port))
-        poller.arm(sock.fileno(), select.EPOLLOUT)
-        assert poller.poll(8) == [(sock.fileno(), select.EPOLLOUT)]
-        poller.reuse(sock, socket.AF_INET, None)
-        assert poller.socket(socket.AF_INET, False, None) is sock
-        fd = sock.fileno()
-        sock.close()  # as a watched connection whose connect failed at once does
-        fresh = on_descriptor(rawsock.open_socket(socket.AF_INET, False), fd)
-        with contextlib.closing(fresh):
-            fresh.connect_ex(("127.0.0.1", port))
-            poller.arm(fd, select.EPOLLOUT)
-            assert poller.poll(8) == [(fd, select.EPOLLOUT)]
-    finally:
-        poller.close()
 
 
 def on_descriptor(sock: _socket.socket, fd: int) -> _socket.socket:
