@@ -317,7 +317,9 @@ def start_haproxy(procs: Processes, dir: Path, sections: Sequence[str]) -> HAPro
     return haproxy
 
 
-async def eventually(check: Callable[[], T | None], *, what: str = "condition") -> T:
-    """`wait_until` (10 s) for async tests: polls in a worker thread, so Trio tasks (a
-    sink's background work) keep running meanwhile."""
-    return await trio.to_thread.run_sync(functools.partial(wait_until, check, what=what))
+async def eventually(check: Callable[[], T | None], *, what: str = "condition",
+                     within: float = 10.0) -> T:
+    """`wait_until` for async tests: polls in a worker thread, so Trio tasks (a sink's
+    background work) keep running meanwhile."""
+    return await trio.to_thread.run_sync(functools.partial(wait_until, check, what=what,
+                                                           timeout=within))

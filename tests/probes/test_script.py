@@ -191,9 +191,17 @@ async def test_cancellation_kills_and_propagates(
     """Cancelling a running check kills the group and lets Cancelled propagate."""
     pidfile = tmp_path / "pids"
     path = script('echo $$ > "$1.tmp"\nmv "$1.tmp" "$1"\nexec sleep 30\n')
-    with trio.move_on_after(0.3) as scope:
-        await probe(path, pidfile, timeout=5.0).check(TARGET)
-        pytest.fail("check returned despite cancellation")
+    with trio.CancelScope() as scope:  # cancelled once the script runs (wrote its pid)
+        async with trio.open_nursery() as nursery:
+
+            async def cancel_once_running() -> None:
+                while not pidfile.exists():  # noqa: ASYNC110 - a file another process writes
+                    await trio.sleep(0.01)
+                scope.cancel()
+
+            nursery.start_soon(cancel_once_running)
+            await probe(path, pidfile, timeout=5.0).check(TARGET)
+            pytest.fail("check returned despite cancellation")
     assert scope.cancelled_caught
     pids.append(int(pidfile.read_text()))
     assert await wait_gone(pids) == []
