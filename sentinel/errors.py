@@ -153,15 +153,18 @@ class IllegalTransition(SentinelError):
 
 
 class EtcdError(SentinelError):
-    """A call to etcd failed; `code` is etcd's gRPC status code when it answered.
+    """A call to etcd failed; `code` is etcd's gRPC status code when it answered, and
+    `reason` etcd's own description of the error ("etcdserver: invalid auth token"):
+    etcd names its errors by these, and its Go client tells them apart by them.
 
     `maybe_applied` is true when the request may have reached etcd before the
     failure (a timeout after sending): a transaction then may or may not have
     landed, and the caller must read before it retries."""
 
-    def __init__(self, message: str, *, code: int | None = None,
+    def __init__(self, message: str, *, code: int | None = None, reason: str = "",
                  maybe_applied: bool = False) -> None:
         self.code = code
+        self.reason = reason
         self.maybe_applied = maybe_applied
         super().__init__(message)
 

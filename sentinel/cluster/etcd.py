@@ -49,6 +49,7 @@ import base64
 import json
 import logging
 import math
+import re
 import ssl
 import time
 from collections import deque
@@ -66,12 +67,20 @@ from sentinel.errors import EtcdCompacted, EtcdError
 log = logging.getLogger(__name__)
 UNAVAILABLE = 14  # gRPC codes etcd answers with
 UNAUTHENTICATED = 16
+_GRPC_CODES = {"Canceled": 1, "Unknown": 2, "InvalidArgument": 3, "DeadlineExceeded": 4,
+               "NotFound": 5, "AlreadyExists": 6, "PermissionDenied": 7,
+               "ResourceExhausted": 8, "FailedPrecondition": 9, "Aborted": 10,
+               "OutOfRange": 11, "Unimplemented": 12, "Internal": 13,
+               "Unavailable": UNAVAILABLE, "DataLoss": 15, "Unauthenticated": UNAUTHENTICATED}
+# a watch's cancel_reason is a gRPC status in Go's words
+_GRPC_STATUS = re.compile(r"rpc error: code = (\w+) desc = (.*)", re.DOTALL)
 _SAFE_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)  # the request never left
-# etcd's words for a token it no longer takes (an expired simple token answers
+# etcd's errors for a token it no longer takes: an expired simple token answers
 # UNAUTHENTICATED; a JWT older than a change of users or roles, or none at all, answers
-# INVALID_ARGUMENT with these), as etcd's clientv3 tells them apart
-_TOKEN_REFUSED = ("invalid auth token", "revision of auth store is old",
-                  "user name is empty")
+# INVALID_ARGUMENT with one of the last two (etcd's clientv3 renews on these three)
+_TOKEN_REFUSED = frozenset({"etcdserver: invalid auth token",
+                            "etcdserver: revision of auth store is old",
+                            "etcdserver: user name is empty"})
 LATENCY_SAMPLES = 1024  # recent calls the latency percentiles cover
 
 
@@ -540,7 +549,8 @@ class EtcdClient:
         if response.status_code != 200:
             refused = _answer_error(endpoint, "/v3/auth/authenticate", response)
             raise EtcdError(f"cannot authenticate to etcd as {self._user!r}: {refused} "
-                            f"(check cluster.user and cluster.password)", code=refused.code)
+                            f"(check cluster.user and cluster.password)", code=refused.code,
+                            reason=refused.reason)
         self._token = str(_json(endpoint, "/v3/auth/authenticate", response)["token"])
 
     def _headers(self) -> dict[str, str]:
@@ -587,8 +597,7 @@ def _revision(doc: dict[str, Any]) -> int:
 def _token_refused(error: EtcdError) -> bool:
     """True when etcd refused the token itself (expired, outdated by a change of users
         or roles, or missing), which authenticating again cures; not a refused password."""
-    return error.code == UNAUTHENTICATED or any(
-        reason in str(error) for reason in _TOKEN_REFUSED)
+    return error.code == UNAUTHENTICATED or error.reason in _TOKEN_REFUSED
 
 
 async def _close(response: httpx.Response) -> None:
@@ -601,7 +610,11 @@ def _canceled(where: str, result: dict[str, Any]) -> EtcdError:
     compacted = int(result.get("compact_revision", 0))
     if compacted:
         return EtcdCompacted(compacted)
-    return EtcdError(f"{where}: canceled: {result.get('cancel_reason') or 'no reason given'}")
+    reason = str(result.get("cancel_reason") or "")
+    status = _GRPC_STATUS.fullmatch(reason)
+    return EtcdError(f"{where}: canceled: {reason or 'no reason given'}",
+                     code=_GRPC_CODES.get(status[1]) if status else None,
+                     reason=status[2] if status else reason)
 
 
 def _describe(exc: BaseException | None) -> str:
@@ -627,8 +640,9 @@ def _answer_error(endpoint: str, path: str, response: httpx.Response) -> EtcdErr
         doc = response.json()
         message, code = str(doc.get("message") or doc["error"]), int(doc.get("code", 0))
     except (ValueError, KeyError, TypeError, AttributeError):
-        message, code = f"HTTP {response.status_code}: {response.text[:200]!r}", None
-    return EtcdError(f"{endpoint}{path}: {message}", code=code)
+        return EtcdError(f"{endpoint}{path}: HTTP {response.status_code}: "
+                         f"{response.text[:200]!r}")
+    return EtcdError(f"{endpoint}{path}: {message}", code=code, reason=message)
 
 
 class WatchStream:
@@ -663,7 +677,8 @@ class WatchStream:
                 if "error" in doc:
                     error = doc["error"]
                     raise EtcdError(f"{where}: {error.get('message') or error}",
-                                    code=error.get("grpc_code"))
+                                    code=error.get("grpc_code"),
+                                    reason=str(error.get("message") or ""))
                 result = doc["result"]
                 if not isinstance(result, dict):
                     raise TypeError(f"result is not an object: {line[:200]!r}")
