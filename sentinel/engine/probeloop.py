@@ -114,9 +114,8 @@ GAP = 0.010  # start passes at least this far apart: each starts what is due wit
 GAP_MOST = 0.100  # ...and at most this far (`pass_gap`): a check starts at most 95 ms early
 PASS_CHECKS = 100  # how many checks a start pass aims to start (`pass_gap`)
 IDLE_MOST = 1024  # sockets kept for reuse, in all (`EpollPoller.reuse`)
-# What a running check waits for (`Running.step`); OPEN: connected within `connect`, not
-# (yet) waiting on the poller.
-STARTING, RESOLVING, OPEN, CONNECTING, SENDING, READING, FINISHED = range(7)
+# What a running check waits for (`Running.step`): STARTING until it first waits (or ends).
+STARTING, RESOLVING, CONNECTING, SENDING, READING, FINISHED = range(6)
 
 
 # Whether a probe class is a LeanProbe, by class: an isinstance against a runtime Protocol
@@ -857,7 +856,6 @@ class ProbeLoop:
                 running.group.instant = False
                 err = errno.EINPROGRESS
         if not err or err == errno.EISCONN:
-            running.step = OPEN
             return then is None or self._send_at_connect(running, then)
         if err != errno.EINPROGRESS:  # refused
             raise OSError(err, os.strerror(err))
@@ -881,7 +879,6 @@ class ProbeLoop:
             self._poller.arm(running.fd, select.EPOLLOUT)
             running.step = CONNECTING
             return False
-        running.step = OPEN
         if sent < len(data):
             running.pending = data[sent:]
             self._wait_for(running, select.EPOLLOUT, SENDING)
