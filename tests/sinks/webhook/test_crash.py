@@ -111,11 +111,14 @@ def test_kill_9_while_pending_and_in_flight_loses_nothing(setup: Setup,
                what="all events pending after failed attempts")
     processes.kill(proc)
 
-    (setup.control / "delay").write_text("0.3")
+    # slow answers: the 20 take about 10 s (two at a time), so the kill after the
+    # first few comes with requests in flight, however late this test looks
+    (setup.control / "delay").write_text("1")
     (setup.control / "accept").touch()
     proc, api = start_sentinel(processes, setup.config, setup.state, "sentinel-2")
     wait_until(lambda: len(setup.accepted_ids()) >= 3, what="some deliveries")
     processes.kill(proc)  # requests are in flight: their answers are never seen
+    assert len(set(setup.accepted_ids())) < len(events), "killed after the deliveries"
 
     (setup.control / "delay").write_text("0")
     proc, api = start_sentinel(processes, setup.config, setup.state, "sentinel-3")
