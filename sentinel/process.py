@@ -15,9 +15,15 @@ inherited by everything it starts, as Jenkins' process-tree killer marks
 builds) and, when the group is killed, a sweep of /proc SIGKILLs any
 process carrying the mark. Only processes started after the child are read
 (PIDs grow between wraps of the PID space), so a sweep costs a listing of
-/proc and a read of a few environments. A cgroup would hold them without
-the sweep, but needs a delegated cgroup v2 subtree that sentinel cannot
-count on; a process that clears its environment escapes the mark.
+/proc and a read of a few environments. A process caught in the middle of an
+exec shows no environment for a moment (the kernel has switched to the new
+image and not yet laid out its arguments), so such a process, neither a
+zombie nor a kernel thread, is looked at again for up to EXEC_WAIT: swept
+once, a `setsid sleep 600 &` whose exec of `sleep` was under way survived
+about one run in a thousand on a loaded 2-core machine. A cgroup would hold
+them without the sweep, but needs a delegated cgroup v2 subtree that
+sentinel cannot count on; a process that clears its environment escapes the
+mark.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ SHOWN = 200  # longest line quoted in an error text
 SHOWN_LINES = 3  # most lines quoted when several say why
 MARK = "SENTINEL_RUN"  # environment variable naming the run every process it starts is of
 SWEEPS = 3  # passes over /proc: a marked process may fork while it is being killed
+EXEC_WAIT = 0.05  # seconds a sweep looks again at processes seen mid-exec (see above)
+EXEC_POLL = 0.002  # ...this far apart
+_PF_KTHREAD = 0x00200000  # /proc/PID/stat flags: a kernel thread (it has no environment)
 _runs = itertools.count(1)
 
 
@@ -99,11 +108,12 @@ async def run_command(argv: Sequence[str], *, time_limit: float,
                 nursery.start_soon(_drain, proc.stdout, stdout, output_cap)
                 nursery.start_soon(_drain, proc.stderr, stderr, output_cap)
                 code = await proc.wait()
-                _kill_run(proc, run)  # stragglers would hold the pipes open until the limit
+                with trio.CancelScope(shield=True):  # stragglers would hold the pipes open
+                    await _kill_run(proc, run)  # until the limit
     finally:
-        if code is None:  # timed out, failed or cancelled: nothing may outlive the run
-            _kill_run(proc, run)
         with trio.CancelScope(shield=True):
+            if code is None:  # timed out, failed or cancelled: nothing may outlive the run
+                await _kill_run(proc, run)
             await proc.wait()  # reap: prompt after SIGKILL
             for pipe in (proc.stdin, proc.stdout, proc.stderr):
                 if pipe is not None:
@@ -111,7 +121,7 @@ async def run_command(argv: Sequence[str], *, time_limit: float,
     return ProcessOutcome(code, bytes(stdout), bytes(stderr))
 
 
-def _kill_run(proc: trio.Process, run: str) -> None:
+async def _kill_run(proc: trio.Process, run: str) -> None:
     """SIGKILL the process group `proc` leads, `proc` itself if it left the group, and
     every process marked with `run` (those that left the session: see the docstring).
 
@@ -122,20 +132,34 @@ def _kill_run(proc: trio.Process, run: str) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     if proc.returncode is None:  # the leader may have moved itself to a new group
         proc.kill()
-    for _ in range(SWEEPS):
-        if not _sweep(run, proc.pid):
-            break
+    await _sweep_all(run, proc.pid)
 
 
-def _sweep(run: str, first: int) -> int:
+async def _sweep_all(run: str, first: int) -> None:
+    """Sweep until a pass kills nothing (at most SWEEPS passes while they do) and no
+    process is left that may be mid-exec (looked at again until EXEC_WAIT)."""
+    deadline = trio.current_time() + EXEC_WAIT
+    kills = 0
+    while True:
+        killed, unsure = _sweep(run, first)
+        kills += 1 if killed else 0
+        if killed and kills < SWEEPS:
+            continue  # a marked process may fork while it is being killed
+        if not unsure or trio.current_time() >= deadline:
+            return
+        await trio.sleep(EXEC_POLL)  # one caught mid-exec shows its environment soon
+
+
+def _sweep(run: str, first: int) -> tuple[int, int]:
     """SIGKILL the live processes from PID `first` on whose environment carries the mark
-    of `run`; how many were found."""
+    of `run`; how many it killed, and how many showed no environment though alive and
+    not kernel threads (perhaps mid-exec: look again)."""
     mark = f"{MARK}={run}\0".encode()
-    found = 0
+    killed = unsure = 0
     try:
         entries = os.listdir("/proc")
     except OSError:  # no procfs: the process group kill is all there is
-        return 0
+        return 0, 0
     for entry in entries:
         if not entry.isdigit() or int(entry) < first:
             continue
@@ -144,11 +168,24 @@ def _sweep(run: str, first: int) -> int:
                 data = environ.read()
         except OSError:  # gone already, or not ours to read
             continue
-        if data.startswith(mark) or b"\0" + mark in data:
+        if not data:
+            unsure += _mid_exec(entry)
+        elif data.startswith(mark) or b"\0" + mark in data:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(int(entry), signal.SIGKILL)
-                found += 1
-    return found
+                killed += 1
+    return killed, unsure
+
+
+def _mid_exec(pid: str) -> bool:
+    """Whether a process that shows no environment may be in the middle of an exec: it
+    is neither a zombie (the run's own child, before it is reaped) nor a kernel thread."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):  # gone already
+        return False
+    return fields[0] not in (b"Z", b"X") and not int(fields[6]) & _PF_KTHREAD
 
 
 async def _feed(stream: trio.abc.SendStream, data: bytes) -> None:
