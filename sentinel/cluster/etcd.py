@@ -412,7 +412,7 @@ class EtcdClient:
         try:
             await self._call("/v3/lease/revoke", {"ID": str(lease)})
         except EtcdError as exc:
-            if exc.code != 5:  # NOT_FOUND: already gone
+            if exc.code != _GRPC_CODES["NotFound"]:  # already gone
                 raise
 
     # -- watch --------------------------------------------------------------
