@@ -28,6 +28,16 @@ def rfc3339(unix: float) -> str:
     return f"{_utc_second(seconds)}.{micros // 1000:03d}Z"
 
 
+def unix(text: str) -> float | None:
+    """Unix seconds of an RFC 3339 time with a zone (`rfc3339`'s, or a user's
+    2026-11-24T17:00:00+01:00); None when `text` is not one."""
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.timestamp() if parsed.tzinfo is not None else None
+
+
 @functools.lru_cache(maxsize=4096)
 def _utc_second(unix: int) -> str:
     """`unix` as YYYY-MM-DDTHH:MM:SS: strftime is most of rfc3339's cost, and the state

@@ -19,11 +19,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sentinel.errors import BadRequest
 from sentinel.passive.base import BackendIndex, Key, Signal
+from sentinel.timefmt import unix
 
 MAX_BODY = 64 * 1024  # bytes; larger bodies are refused with 413 before being read
 MAX_REPORTS = 1000
@@ -132,14 +132,8 @@ def _time(value: object) -> float | None:
         return None
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            pass
-        else:
-            if parsed.tzinfo is not None:
-                return parsed.timestamp()
+    if isinstance(value, str) and (seconds := unix(value)) is not None:
+        return seconds
     raise ValueError("`time` must be RFC 3339 with a zone (2026-11-24T16:00:00Z) or Unix "
                      "seconds")
 
