@@ -66,6 +66,7 @@ from sentinel.model import Event, ProbeResult, ServiceView, State
 from sentinel.observe import NullObserver
 from sentinel.sinks.base import Update
 from sentinel.sinks.runner import SinkRunner
+from sentinel.timefmt import unix
 
 if TYPE_CHECKING:
     from sentinel.engine.engine import Engine
@@ -103,6 +104,9 @@ class ClusterMode:
         self._written_headers: dict[str, Any] = {}
         self._confirmed = 0  # the last seq etcd confirmed to this member
         self._handed = 0  # events up to here were handed to the leader-scope sinks
+        # A leader-scope durable sink's events its outbox refused this term, by sink: taken
+        # again from etcd, and its delivery mark stays below them until they are
+        self._refused: dict[str, set[int]] = {}
         self._persist = trio.Event()
         self._agreed_seen = trio.Event()
         self._followed: dict[str, ServiceView] = {}  # the agreed views, as last seen here
@@ -273,6 +277,7 @@ class ClusterMode:
         """One term: resume deliveries, then vote and publish until a write fails."""
         self.engine.journal.reset(state.seq)
         self._confirmed = self._handed = state.seq
+        self._refused = {}
         self._agreed = {name: dict(entries) for name, entries in state.backends.items()}
         self._headers = dict(state.services)
         self._written = {name: dict(entries) for name, entries in state.backends.items()}
@@ -290,6 +295,7 @@ class ClusterMode:
             b = self._backend(key)
             if b is not None:
                 b.override = override
+        self._resume_ramps()
         await self._resume_deliveries(leader, state)
         self._all_dirty = True
         log.info("cluster: %s leads from seq %d (%d services agreed)", self.node.node,
@@ -420,8 +426,10 @@ class ClusterMode:
                     try:
                         await runner.can.durable.accept(mine)
                     except Exception:
-                        log.exception("sink %s could not take %d events; a later leader "
-                                      "delivers them from etcd", runner.sink.name, len(mine))
+                        self._refused.setdefault(runner.sink.name, set()).update(
+                            e.seq for e in mine)
+                        log.exception("sink %s could not take %d events; they are taken "
+                                      "again from etcd", runner.sink.name, len(mine))
                         continue
                 runner.publish(Update(svc.decided.view, tuple(mine), options))
         if events:
@@ -452,12 +460,68 @@ class ClusterMode:
         while True:
             await trio.sleep(DELIVERY_MARK_EVERY)
             for runner in self._durable_leader_runners():
+                if runner.sink.name in self._refused:
+                    await self._retake(leader, runner)
                 progress = runner.can.progress
                 owed = progress.owed_seq() if progress is not None else None
                 through = self._handed if owed is None else min(owed - 1, self._handed)
+                refused = self._refused.get(runner.sink.name)
+                if refused:  # not delivered, and maybe never taken: a later leader's to do
+                    through = min(through, min(refused) - 1)
                 if through > recorded.get(runner.sink.name, -1):
                     await leader.record_delivered(runner.sink.name, through)
                     recorded[runner.sink.name] = through
+
+    async def _retake(self, leader: Leader, runner: SinkRunner) -> None:
+        """Hand a leader-scope durable sink again, from etcd, the events its outbox refused
+        (a full disk, say); until it takes them, its delivery mark stays below them."""
+        name = runner.sink.name
+        refused = set(self._refused[name])  # more may be refused meanwhile: kept
+        owed = [e for e in await leader.events_after(min(refused) - 1) if e.seq in refused
+                and name in self._sinks_of(e.service)]
+        assert runner.can.durable is not None
+        try:
+            await runner.can.durable.accept(owed)
+        except Exception as exc:
+            log.warning("sink %s still cannot take %d events: %s", name, len(owed), exc)
+            return
+        log.info("sink %s took %d events it had refused", name, len(owed))
+        left = self._refused.get(name, set()) - refused
+        if left:
+            self._refused[name] = left
+        else:
+            self._refused.pop(name, None)
+
+    def _resume_ramps(self) -> None:
+        """Go on with the slow starts the last leader was climbing: a backend agreed up at
+        less than its full weight within `slow_start` of its recovery climbs on from the
+        step that time has reached (one that should have ended gets its full weight).
+        Without this a new leader would leave it at the ramp's weight: nothing it votes
+        on moves it again."""
+        wall = self.engine.wall()
+        for name, svc in self.engine.services.items():
+            duration = svc.config.slow_start
+            if duration <= 0:
+                continue
+            for b in svc.backends:
+                state, weight = b.published
+                if (b.ramp_weight is not None or state is not State.UP
+                        or b.config.name not in self._agreed.get(name, {})):
+                    continue
+                full = b.desired()[1]
+                recovered = unix(b.since)
+                if weight >= full or recovered is None:
+                    continue
+                elapsed = max(0.0, wall - recovered)
+                steps = ramp(b.config.weight, duration)
+                reached = max((w for offset, w in steps if offset <= elapsed), default=1)
+                rest = tuple((offset - elapsed, w) for offset, w in steps if offset > elapsed)
+                if rest:
+                    self.engine.start_ramp(b, ((0.0, reached), *rest))
+                log.info("cluster: %s/%s: slow start goes on at weight %d of %d", name,
+                         b.config.name, reached, b.config.weight)
+                self._queued.append(self._stager.stage(
+                    svc, b, f"slow start: weight {reached} of {b.config.weight}"))
 
     # -- what the engine routes here ------------------------------------------------
 

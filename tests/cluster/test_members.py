@@ -11,6 +11,7 @@ suspect member's down votes abstaining (SPEC 11).
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -41,7 +42,7 @@ from tests.cluster.etcd_server import EtcdServer
 from tests.cluster.helpers import client_for, cluster_config
 from tests.e2e.balancers import eventually
 from tests.e2e.helpers import free_port
-from tests.engine.fakes import FakeProbe, config, run_inline, service
+from tests.engine.fakes import FakeProbe, Outboxish, config, run_inline, service
 from tests.telemetry.helpers import Samples, parse_metrics, sample
 
 pytestmark = pytest.mark.e2e
@@ -55,11 +56,11 @@ GW = CanaryConfig(name="gw", address=f"127.0.0.1:{CANARY_PORT}", host="127.0.0.1
 class Member:
     """One engine of the cluster, with what its sinks heard."""
 
-    def __init__(self, name: str, cfg: Config) -> None:
+    def __init__(self, name: str, cfg: Config, notes: RecordingSink | None = None) -> None:
         self.name = name
         self.probe = FakeProbe()
         self.local = RecordingSink("rec")
-        self.notes = RecordingSink("note")
+        self.notes = notes if notes is not None else RecordingSink("note")
         self.engine = Engine(cfg, sinks={"rec": self.local, "note": self.notes},
                              probe_factory=self.probe.factory(), poller=self.probe.poller,
                              run_blocking=run_inline, api_url=f"http://{name}")
@@ -103,17 +104,17 @@ class Member:
 def start_member(nursery: trio.Nursery, etcd: EtcdServer, prefix: str, tmp_path: Path,
                  name: str, svc: ServiceConfig, config_sha256: str = "c0ffee", *,
                  probers: int | None = 2, canaries: tuple[CanaryConfig, ...] = (),
-                 alive: tuple[int, ...] = ()) -> Member:
-    """A member `name` of `svc` (with a local and a leader-scope sink) running in
-    `nursery`, its configuration file's hash `config_sha256`, `probers` per backend
-    (None: all), quorum 2, with `canaries`; it sees the ports in `alive` refuse from the
-    start."""
+                 alive: tuple[int, ...] = (), notes: RecordingSink | None = None) -> Member:
+    """A member `name` of `svc` (with a local and a leader-scope sink, `notes` if given)
+    running in `nursery`, its configuration file's hash `config_sha256`, `probers` per
+    backend (None: all), quorum 2, with `canaries`; it sees the ports in `alive` refuse
+    from the start."""
     base = config(tmp_path / name, svc, sinks=("rec",))
     cfg = replace(base, sinks=(*base.sinks, SinkConfig("note", "exec", None, scope="leader")),
                   canaries=canaries,
                   cluster=cluster_config(etcd, prefix, name, probers=probers, quorum=2,
                                          lease_ttl=1, config_sha256=config_sha256))
-    member = Member(name, cfg)
+    member = Member(name, cfg, notes)
     for port in alive:
         member.sees(port, alive=False)
 
@@ -698,3 +699,115 @@ async def test_a_leader_between_terms_after_an_unclear_error_reloaded_steps_down
             assert first.states().get("b9001") == "up"  # held: nothing agreed reached it
         finally:
             await writer.aclose()
+
+
+def weight_of(member: Member, backend: str) -> tuple[str, int] | None:
+    """(state, weight) of `backend` in the last view the member's local sink got."""
+    view = member.view()
+    return next(((b.state.value, b.weight) for b in view.backends if b.name == backend),
+                None) if view else None
+
+
+async def test_a_slow_start_goes_on_under_a_new_leader(
+        etcd: EtcdServer, prefix: str, tmp_path: Path) -> None:
+    """A backend recovering with slow start reaches its full weight on every member even
+    when the leader climbing its ramp stops part way: the next leader goes on from the
+    step the time since the recovery has reached (before, it left the backend at the
+    ramp's weight, as nothing it voted on moved it again)."""
+    svc = service("web", PORTS, interval=0.1, timeout=0.05, sinks=("rec", "note"),
+                  breaker=ThresholdBreakerConfig(fall=2, rise=2), slow_start=8.0, weight=10)
+    async with trio.open_nursery() as nursery:
+        nodes = {n: start_member(nursery, etcd, prefix, tmp_path, n, svc, probers=None)
+                 for n in ("n1", "n2", "n3")}
+        await eventually(lambda: all(weight_of(m, "b9001") == ("up", 10)
+                                     and m.cluster()["leader"] for m in nodes.values()),
+                         what="b9001 up at its full weight, a leader elected")
+        for m in nodes.values():
+            m.sees(9001, alive=False)
+        await eventually(lambda: all((weight_of(m, "b9001") or ("",))[0] == "down"
+                                     for m in nodes.values()), what="b9001 down everywhere")
+        for m in nodes.values():
+            m.sees(9001, alive=True)
+        leader = await leader_of(nodes)
+        await eventually(lambda: (weight_of(leader, "b9001") or ("",))[0] == "up",
+                         what="b9001 up again, ramping")
+        climbing = weight_of(leader, "b9001")
+        leader.stop()
+        assert climbing is not None
+        assert climbing[1] < 10, "the leader stopped after the ramp, not during it"
+        rest = [m for m in nodes.values() if m is not leader]
+        await eventually(lambda: all(weight_of(m, "b9001") == ("up", 10) for m in rest),
+                         what="b9001 at its full weight under the new leader", within=30)
+        reasons = [e.reason for e in rest[0].engine.events_after(0) if e.backend == "b9001"]
+        assert reasons[-1] == "slow start: weight 10 of 10"
+        nursery.cancel_scope.cancel()
+
+
+def delivered_mark(etcd: EtcdServer, prefix: str, sink: str) -> int | None:
+    """How far the leaders recorded that leader-scope sink `sink` delivered."""
+    answer = httpx.post(f"{etcd.url}/v3/kv/range",
+                        json={"key": b64(f"{prefix}delivered/{sink}")}, timeout=5).json()
+    kvs = answer.get("kvs")
+    return int(base64.b64decode(kvs[0]["value"])) if kvs else None
+
+
+@asynccontextmanager
+async def outbox_members(etcd: EtcdServer, prefix: str, tmp_path: Path
+                         ) -> AsyncIterator[tuple[dict[str, Member], dict[str, Outboxish]]]:
+    """Three members whose leader-scope sink is an outbox that can be broken."""
+    svc = service("web", PORTS, interval=0.1, timeout=0.05, sinks=("rec", "note"),
+                  breaker=ThresholdBreakerConfig(fall=2, rise=2))
+    outboxes = {n: Outboxish("note") for n in ("n1", "n2", "n3")}
+    async with trio.open_nursery() as nursery:
+        nodes = {n: start_member(nursery, etcd, prefix, tmp_path, n, svc, notes=outboxes[n])
+                 for n in outboxes}
+        await eventually(lambda: agreed(nodes, {f"b{p}": "up" for p in PORTS})
+                         and all(m.cluster()["leader"] for m in nodes.values()),
+                         what="all up, a leader elected")
+        yield nodes, outboxes
+        nursery.cancel_scope.cancel()
+
+
+async def test_events_an_outbox_refused_are_taken_again_by_the_same_leader(
+        etcd: EtcdServer, prefix: str, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The leader's outbox fails to take an event (a full disk): once it works again it
+    is handed the event from etcd, and the delivery mark passes the event only then
+    (before, the event was lost: the mark moved past it at once)."""
+    caplog.set_level(logging.INFO, logger="sentinel.engine.cluster")
+    async with outbox_members(etcd, prefix, tmp_path) as (nodes, outboxes):
+        leader = await leader_of(nodes)
+        outboxes[leader.name].broken = True
+        down = await b9001_down(nodes)
+        assert down["b9001"] == "down"
+        event = next(e for e in leader.engine.events_after(0) if e.backend == "b9001")
+        await eventually(lambda: "still cannot take" in caplog.text,
+                         what="the refused event tried again")
+        assert (delivered_mark(etcd, prefix, "note") or 0) < event.seq
+        outboxes[leader.name].broken = False
+        await eventually(lambda: event.id in {e.id for e in outboxes[leader.name].accepted},
+                         what="the refused event taken once the outbox works")
+        await eventually(lambda: (delivered_mark(etcd, prefix, "note") or 0) >= event.seq,
+                         what="the delivery mark past it")
+        assert all(not outboxes[n].accepted for n in outboxes if n != leader.name)
+
+
+async def test_events_an_outbox_refused_are_delivered_by_the_next_leader(
+        etcd: EtcdServer, prefix: str, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The leader's outbox cannot take an event and the leader stops: the next leader
+    resumes from a delivery mark below the event and delivers it, once in the cluster."""
+    caplog.set_level(logging.INFO, logger="sentinel.engine.cluster")
+    async with outbox_members(etcd, prefix, tmp_path) as (nodes, outboxes):
+        leader = await leader_of(nodes)
+        outboxes[leader.name].broken = True
+        await b9001_down(nodes)
+        event = next(e for e in leader.engine.events_after(0) if e.backend == "b9001")
+        await eventually(lambda: "still cannot take" in caplog.text,
+                         what="the refused event tried again")
+        assert (delivered_mark(etcd, prefix, "note") or 0) < event.seq
+        leader.stop()
+        await eventually(lambda: sum(e.id == event.id for box in outboxes.values()
+                                     for e in box.accepted) == 1,
+                         what="the event delivered by the next leader")
+        assert not outboxes[leader.name].accepted

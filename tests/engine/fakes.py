@@ -8,7 +8,7 @@ import itertools
 import math
 import select
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +28,12 @@ from sentinel.config.model import (
     Timing,
 )
 from sentinel.errors import ResolveError
-from sentinel.model import FailureKind, ProbeResult
+from sentinel.model import Event, FailureKind, ProbeResult
 from sentinel.probes.base import Probe, Target, classify, failed
 from sentinel.probes.exchange import Connect, Conversation
 from sentinel.probes.rawsock import Address
 from sentinel.probes.resolve import default_resolver
+from sentinel.sinks.memory import RecordingSink
 
 
 async def run_inline(fn: Callable[..., None], *args: object) -> None:
@@ -360,3 +361,18 @@ def config(state_dir: Path, *services: ServiceConfig, max_in_flight: int = 1024,
     return Config(path="<test>", state_dir=str(state_dir), max_in_flight=max_in_flight,
                   sinks=tuple(SinkConfig(s, "file", None) for s in sinks),
                   services=services)
+
+
+class Outboxish(RecordingSink):
+    """A durable sink whose `accept` can be made to fail (the outbox write crashing)."""
+
+    def __init__(self, name: str = "rec") -> None:
+        super().__init__(name)
+        self.accepted: list[Event] = []
+        self.broken = False
+
+    async def accept(self, events: Sequence[Event]) -> None:
+        """Take events, or fail like a crash before the outbox commit."""
+        if self.broken:
+            raise OSError("disk full")
+        self.accepted.extend(events)

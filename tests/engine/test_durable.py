@@ -4,34 +4,15 @@ and the outbox: they are held in state.json until the sink has taken them."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import trio
 import trio.testing
 
 from sentinel.engine.engine import Engine
-from sentinel.model import Event
 from sentinel.sinks.base import DurableSink
-from sentinel.sinks.memory import RecordingSink
 from tests.engine.drive import run_for
-from tests.engine.fakes import FakeProbe, config, run_inline, service
-
-
-class Outboxish(RecordingSink):
-    """A durable sink whose `accept` can be made to fail (the outbox write crashing)."""
-
-    def __init__(self) -> None:
-        super().__init__("rec")
-        self.accepted: list[Event] = []
-        self.broken = False
-
-    async def accept(self, events: Sequence[Event]) -> None:
-        """Take events, or fail like a crash before the outbox commit."""
-        if self.broken:
-            raise OSError("disk full")
-        self.accepted.extend(events)
-
+from tests.engine.fakes import FakeProbe, Outboxish, config, run_inline, service
 
 
 def held(state_dir: Path) -> list[int]:
