@@ -19,6 +19,10 @@ Rules this client keeps:
   `EtcdError` here, at the edge; callers see nothing else.
 - Several endpoints: a call that could not connect moves on to the next
   endpoint at once, and later calls start from the one that last answered.
+  A connect gets its share of the deadline (`timeout` / endpoints), so an
+  endpoint that drops packets (cut off, its host gone) is passed over within
+  the call; a call that ran out of time on an endpoint (a connection gone
+  silent) has later calls start from the next one.
   A request that may have reached etcd (a timeout after sending) is retried
   elsewhere only when repeating it is harmless; a transaction is not
   (`EtcdError.maybe_applied` tells the caller to read before retrying), as
@@ -267,9 +271,10 @@ class EtcdClient:
         self._token: str | None = None
         self._http = httpx.AsyncClient(
             verify=ssl_context if ssl_context is not None else True,
-            timeout=httpx.Timeout(timeout), trust_env=False)
+            timeout=httpx.Timeout(timeout, connect=timeout / len(self.endpoints)),
+            trust_env=False)
         self._calls = self._errors = 0
-        self.answered_at = -math.inf  # trio time etcd last answered a call (`_attempt`)
+        self._answered: dict[str, float] = {}  # trio time each endpoint last answered a call
         self._last_error = ""
         self._latency: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._latency_sum = 0.0
@@ -280,6 +285,10 @@ class EtcdClient:
         self._reset = trio.Event()  # set (and replaced) when the store is found reset
         self._marker = ""  # the store's marker key, as the last registration found it
         self._marker_resets = 0  # `resets` then
+
+    def answered_at(self, endpoint: str) -> float:
+        """When `endpoint` last answered a call (trio time; -inf: never)."""
+        return self._answered.get(endpoint, -math.inf)
 
     def statistics(self) -> EtcdStatistics:
         """A frozen snapshot of the calls so far."""
@@ -350,13 +359,13 @@ class EtcdClient:
         return found.kvs[0] if found.kvs else None
 
     async def range(self, key: str, range_end: str | None = None, *,
-                    revision: int = 0) -> RangeResult:
+                    revision: int = 0, at: str | None = None) -> RangeResult:
         """The keys in [key, range_end) (just `key` without range_end), as of `revision`
-        (0: now)."""
+        (0: now); asked of endpoint `at` alone when given (is that one alive?)."""
         body = _range(key, range_end)
         if revision:
             body["revision"] = str(revision)
-        return RangeResult.from_json(await self._call("/v3/kv/range", body))
+        return RangeResult.from_json(await self._call("/v3/kv/range", body, at=at))
 
     async def get_prefix(self, prefix: str) -> RangeResult:
         """Every key under `prefix`."""
@@ -443,16 +452,19 @@ class EtcdClient:
         """A created watch: its answer and stream (within the timeout); None when etcd
         refused the token and `renew` (the caller authenticates and tries again)."""
         with self._mapped("/v3/watch"):
+            tried: list[str] = []
             with trio.move_on_after(self.timeout) as scope:
-                endpoint, response = await self._open_watch({"create_request": body})
+                endpoint, response = await self._open_watch({"create_request": body}, tried)
             if scope.cancelled_caught:
+                self._move_on(tried[-1])
                 raise EtcdError(f"/v3/watch: no answer within {self.timeout:g}s "
-                                f"(last tried {self.endpoints[self._current]})")
+                                f"(last tried {tried[-1]})")
             try:
                 stream = WatchStream(endpoint, response.aiter_lines())
                 with trio.move_on_after(self.timeout) as scope:
                     first = await stream.next_result()
                 if scope.cancelled_caught:
+                    self._move_on(endpoint)
                     raise EtcdError(f"{endpoint}/v3/watch: not created within "
                                     f"{self.timeout:g}s")
                 if not first.get("created"):
@@ -469,14 +481,18 @@ class EtcdClient:
             stream.created_revision = _revision(first)
             return response, stream
 
-    async def _open_watch(self, request: dict[str, Any]) -> tuple[str, httpx.Response]:
-        """The watch's streaming answer from the first endpoint that takes it."""
+    async def _open_watch(self, request: dict[str, Any], tried: list[str]
+                          ) -> tuple[str, httpx.Response]:
+        """The watch's streaming answer from the first endpoint that takes it (each
+        endpoint asked is appended to `tried`)."""
         errors: list[str] = []
         # the answer idles while nothing changes: only connecting and the first answer
         # are bounded (by the caller's deadline)
-        limits = httpx.Timeout(self.timeout, read=None)
+        limits = httpx.Timeout(self.timeout, connect=self.timeout / len(self.endpoints),
+                               read=None)
         for _ in self.endpoints:
             endpoint = self.endpoints[self._current]
+            tried.append(endpoint)
             try:
                 if self._user is not None and self._token is None:
                     await self._authenticate(endpoint)
@@ -485,7 +501,7 @@ class EtcdClient:
                 response = await self._http.send(sent, stream=True)
             except _SAFE_ERRORS as exc:
                 errors.append(f"{endpoint}: {_describe(exc)}")
-                self._current = (self._current + 1) % len(self.endpoints)
+                self._move_on(endpoint)
                 continue
             if response.status_code != 200:
                 await response.aread()
@@ -497,27 +513,30 @@ class EtcdClient:
     # -- plumbing -----------------------------------------------------------
 
     async def _call(self, path: str, body: dict[str, Any], *,
-                    idempotent: bool = True) -> dict[str, Any]:
+                    idempotent: bool = True, at: str | None = None) -> dict[str, Any]:
+        tried: list[str] = []
         with self._mapped(path):
             with trio.move_on_after(self.timeout):
                 try:
-                    return await self._attempt(path, body, idempotent)
+                    return await self._attempt(path, body, idempotent, at, tried)
                 except EtcdError as exc:
                     if self._user is None or not _token_refused(exc):
                         raise
                     self._token = None  # expired or outdated: authenticate again, once
-                    return await self._attempt(path, body, idempotent)
+                    return await self._attempt(path, body, idempotent, at, tried)
+            self._move_on(tried[-1])  # gone silent, it seems: the next call tries another
             raise EtcdError(f"{path}: no answer within {self.timeout:g}s "
-                            f"(last tried {self.endpoints[self._current]})",
-                            maybe_applied=not idempotent)
+                            f"(last tried {tried[-1]})", maybe_applied=not idempotent)
 
-    async def _attempt(self, path: str, body: dict[str, Any],
-                       idempotent: bool) -> dict[str, Any]:
-        """Try each endpoint once, starting from the last one that answered."""
+    async def _attempt(self, path: str, body: dict[str, Any], idempotent: bool,
+                       at: str | None, tried: list[str]) -> dict[str, Any]:
+        """Try each endpoint once, starting from the last one that answered (`at`
+        alone when given); each endpoint asked is appended to `tried`."""
         errors: list[str] = []
         sent = (self.resets, self._high)
-        for _ in self.endpoints:
-            endpoint = self.endpoints[self._current]
+        for _ in (at,) if at is not None else self.endpoints:
+            endpoint = at if at is not None else self.endpoints[self._current]
+            tried.append(endpoint)
             try:
                 if self._user is not None and self._token is None:
                     await self._authenticate(endpoint)
@@ -534,14 +553,20 @@ class EtcdClient:
                 if response.status_code == 200:
                     doc = _json(endpoint, path, response)
                     self._check_store(endpoint, path, doc, sent)
-                    self.answered_at = trio.current_time()
+                    self._answered[endpoint] = trio.current_time()
                     return doc
                 error = _answer_error(endpoint, path, response)
                 if error.code != UNAVAILABLE:  # etcd answered: no other endpoint will differ
                     raise error
                 errors.append(str(error))
-            self._current = (self._current + 1) % len(self.endpoints)
+            self._move_on(endpoint)
         raise EtcdError(f"{path}: no endpoint answered: {'; '.join(errors)}")
+
+    def _move_on(self, endpoint: str) -> None:
+        """`endpoint` failed a call: if later calls were to start from it, they start
+        from the next one."""
+        if self.endpoints[self._current] == endpoint:
+            self._current = (self._current + 1) % len(self.endpoints)
 
     async def _authenticate(self, endpoint: str) -> None:
         response = await self._http.post(f"{endpoint}/v3/auth/authenticate",
@@ -649,7 +674,7 @@ class WatchStream:
     """The batches of one watch, in revision order; iterate with `async for`."""
 
     def __init__(self, endpoint: str, lines: AsyncIterator[str]) -> None:
-        self._endpoint = endpoint
+        self.endpoint = endpoint  # the one etcd endpoint it streams from
         self._lines = lines
         self.created_revision = 0  # the store revision when etcd created the watch
 
@@ -660,7 +685,7 @@ class WatchStream:
         """The next batch; a failed, ended or cancelled watch raises EtcdError."""
         result = await self.next_result()
         if result.get("canceled"):
-            raise _canceled(f"{self._endpoint}/v3/watch", result)
+            raise _canceled(f"{self.endpoint}/v3/watch", result)
         events = tuple(WatchEvent("delete" if e.get("type") == "DELETE" else "put",
                                   KeyValue.from_json(e["kv"]))
                        for e in result.get("events", ()))
@@ -668,7 +693,7 @@ class WatchStream:
 
     async def next_result(self) -> dict[str, Any]:
         """The stream's next `result` object; errors of any kind become EtcdError."""
-        where = f"{self._endpoint}/v3/watch"
+        where = f"{self.endpoint}/v3/watch"
         try:
             async for line in self._lines:
                 if not line.strip():

@@ -23,10 +23,14 @@ difference reported as above), and until it has `read_at_least` does not
 take the old revision for a new one.
 
 A watch on a connection that silently died would idle forever, so while
-watching the mirror reads one key every `check_every` seconds, unless etcd
-answered its client meanwhile (a member's lease renewals, every third of
-the lease's TTL, or another mirror's read: a member's five mirrors share
-one client); a failed read restarts the watch.
+watching the mirror reads one key every `check_every` seconds from the
+endpoint its watch streams from, unless that endpoint answered its client
+meanwhile (a member's lease renewals, every third of the lease's TTL, or
+another mirror's read: a member's five mirrors share one client); a failed
+read restarts the watch. The read goes to that endpoint alone: with several,
+the client's other calls move on to another endpoint when the watch's one
+goes silent, and a read allowed to do the same would answer for the others
+while the watch waits forever.
 
 A copy can be behind etcd without knowing it: its watch broke and waits
 out its backoff, or has not delivered yet. Where that matters (a new leader
@@ -172,15 +176,17 @@ class PrefixMirror:
         watch ends (False) or a fresh read is asked for (True)."""
         failure: EtcdError | None = None
         asked = False
+        watched_on: str | None = None  # the endpoint the watch streams from, once created
         async with trio.open_nursery() as nursery:
 
             async def watch() -> None:
-                nonlocal failure
+                nonlocal failure, watched_on
                 try:
                     async with self.client.watch(self.prefix, prefix_end(self.prefix),
                                                  start_revision=self.revision + 1) as stream:
                         if stream.created_revision < self.revision:  # etcd lost history
                             raise EtcdCompacted(stream.created_revision)
+                        watched_on = stream.endpoint
                         self._attempt = 0
                         self._following("watched")
                         async for batch in stream:
@@ -193,10 +199,12 @@ class PrefixMirror:
                 nonlocal failure
                 while True:
                     await trio.sleep(self._check_every)
-                    if trio.current_time() - self.client.answered_at < self._check_every:
-                        continue  # etcd answered this client meanwhile: it is reachable
+                    if watched_on is None or (trio.current_time()
+                                              - self.client.answered_at(watched_on)
+                                              < self._check_every):
+                        continue  # not watching yet, or its endpoint answered meanwhile
                     try:
-                        await self.client.range(self.prefix)
+                        await self.client.range(self.prefix, at=watched_on)
                     except EtcdError as exc:
                         failure = exc
                         nursery.cancel_scope.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from sentinel.cluster.etcd import (
 )
 from sentinel.errors import EtcdCompacted, EtcdError
 from tests.cluster.etcd_server import EtcdServer, running_etcd
+from tests.cluster.helpers import Blackhole, SilentRelay
 from tests.e2e.helpers import Processes, free_port
 
 pytestmark = pytest.mark.e2e
@@ -144,6 +146,45 @@ async def test_failover_to_the_next_endpoint(etcd: EtcdServer, prefix: str) -> N
         assert batch.events[0].kv.value == b"w"
     finally:
         await c.aclose()
+
+
+async def test_an_endpoint_that_drops_connects_is_passed_over_within_the_call(
+        etcd: EtcdServer, prefix: str) -> None:
+    """A first endpoint whose connects get no answer (cut off) costs a connect its share
+    of the deadline, not all of it: the call is answered by the next endpoint within its
+    deadline, and later calls start there."""
+    cut_off = Blackhole()
+    c = EtcdClient([cut_off.url, etcd.url], timeout=1.0)
+    try:
+        await c.put(prefix + "k", b"v")
+        assert c.endpoints[c._current] == etcd.url
+    finally:
+        await c.aclose()
+        cut_off.close()
+
+
+async def test_after_a_call_ran_out_of_time_the_next_starts_elsewhere(
+        etcd: EtcdServer, prefix: str) -> None:
+    """An endpoint that goes silent on a connection in use (a partition mid-stream) fails
+    the call at its deadline; the next call starts from the next endpoint and is
+    answered."""
+    relay = SilentRelay(etcd)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(relay.run)
+        c = EtcdClient([relay.url, etcd.url], timeout=1.0)
+        try:
+            await c.put(prefix + "k", b"v")
+            assert c.endpoints[c._current] == relay.url
+            relay.silence()
+            with pytest.raises(EtcdError, match=r"no answer within 1s \(last tried "
+                               + re.escape(relay.url)):
+                await c.get(prefix + "k")
+            kv = await c.get(prefix + "k")
+            assert kv is not None
+            assert kv.value == b"v"
+        finally:
+            await c.aclose()
+        nursery.cancel_scope.cancel()
 
 
 async def test_no_endpoint(prefix: str) -> None:

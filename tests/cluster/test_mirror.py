@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import httpx
 import pytest
 import trio
@@ -9,7 +11,9 @@ import trio
 from sentinel.backoff import Backoff
 from sentinel.cluster.etcd import EtcdClient, KeyValue, b64
 from sentinel.cluster.mirror import Changes, PrefixMirror
+from sentinel.errors import EtcdError
 from tests.cluster.etcd_server import EtcdServer
+from tests.cluster.helpers import SilentRelay
 from tests.e2e.balancers import eventually
 
 pytestmark = pytest.mark.e2e
@@ -163,6 +167,44 @@ async def test_hung_etcd_is_noticed(own_etcd: EtcdServer) -> None:
             nursery.cancel_scope.cancel()
     finally:
         await client.aclose()
+
+
+async def test_a_watch_whose_endpoint_went_silent_is_noticed_while_another_answers(
+        etcd: EtcdServer, prefix: str) -> None:
+    """With two endpoints, the one the watch streams from goes silent while the client's
+    other calls (a member's lease renewals) move on to the other: the liveness read asks
+    the watch's own endpoint, fails, and the watch starts again on the live one; a
+    change made meanwhile arrives (before, the read was answered by the live endpoint,
+    the mirror said ok and never saw another change)."""
+    relay = SilentRelay(etcd)
+    async with trio.open_nursery() as outer:
+        await outer.start(relay.run)
+        client = EtcdClient([relay.url, etcd.url], timeout=0.5)
+        writer = EtcdClient([etcd.url], timeout=5.0)
+        mirror = PrefixMirror(client, prefix, check_every=0.5)
+
+        async def renewals() -> None:  # as a member's lease renewals use the client
+            while True:
+                with contextlib.suppress(EtcdError):
+                    await client.range(prefix + "other")
+                await trio.sleep(0.1)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(mirror.run)
+                await writer.put(prefix + "before", b"1")
+                await eventually(lambda: prefix + "before" in mirror.items, what="the watch")
+                relay.silence()
+                nursery.start_soon(renewals)
+                await writer.put(prefix + "after", b"1")
+                await eventually(lambda: prefix + "after" in mirror.items,
+                                 what="a change made after the watch's endpoint went silent")
+                await eventually(lambda: mirror.ok, what="the mirror ok on the live endpoint")
+                nursery.cancel_scope.cancel()
+        finally:
+            await writer.aclose()
+            await client.aclose()
+        outer.cancel_scope.cancel()
 
 
 async def test_read_at_least_does_not_wait_out_the_backoff(own_etcd: EtcdServer) -> None:
