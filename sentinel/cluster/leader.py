@@ -112,14 +112,23 @@ class ServiceChange:
         return len(self.backends) + (self.header is not None)
 
     def parts(self, most: int) -> Iterator[ServiceChange]:
-        """This change in parts of at most `most` keys; the header and the events go
-        with the last part."""
+        """This change in parts of at most `most` keys (each written in a transaction of
+        its own), each with the events of its own backends; the document and the events
+        of no backend here (the service's own: a panic) go with the first. A part that
+        lands is whole, with its events: one that does not leaves its backends as they
+        were in etcd, and the next leader votes on them again (were the events all in
+        one part, a failure between parts would publish downs no event ever tells)."""
         names = list(self.backends)
-        while len(names) + (self.header is not None) > most:
-            chunk, names = names[:most], names[most:]
-            yield ServiceChange(self.service, {n: self.backends[n] for n in chunk})
-        yield ServiceChange(self.service, {n: self.backends[n] for n in names}, self.header,
-                            self.events)
+        first = True
+        while first or names:
+            room = most - (self.header is not None) if first else most
+            chunk, names = names[:room], names[room:]
+            mine = set(chunk)
+            events = tuple(e for e in self.events if e.backend in mine
+                           or (first and e.backend not in self.backends))
+            yield ServiceChange(self.service, {n: self.backends[n] for n in chunk},
+                                self.header if first else None, events)
+            first = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ leaders refused."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import trio
@@ -199,7 +200,7 @@ async def test_old_events_trimmed_but_not_undelivered(client: EtcdClient, prefix
 async def test_one_large_service_is_split_below_the_operation_limit(
         client: EtcdClient, prefix: str) -> None:
     """A service whose 300 backends all change is written in transactions under etcd's
-    128 operations, its events with its last part, numbered in order."""
+    128 operations, each backend's event with its entry, numbered in order."""
     _, term = await elect(client, prefix, "n1")
     leader = Leader(client, prefix, term)
     await leader.load()
@@ -208,6 +209,64 @@ async def test_one_large_service_is_split_below_the_operation_limit(
     assert [e.seq for e in published] == list(range(1, 301))
     state = await leader.load()
     assert (state.seq, len(state.backends["big"])) == (300, 300)
+
+
+def test_a_large_change_is_split_with_each_event_beside_its_entry() -> None:
+    """Each part of a change too large for one transaction holds at most `most` keys and
+    the events of its own backends; the document and the service's own events (a
+    panic's, no backend) go with the first part."""
+    names = [f"b{i}" for i in range(7)]
+    panic = event(backend="", to="panic", service="big")
+    whole = ServiceChange("big", {n: {"state": "down"} for n in names}, {"panic": True},
+                          (panic, *(event(backend=n, service="big") for n in names)))
+    parts = list(whole.parts(3))
+    assert [list(p.backends) for p in parts] == [["b0", "b1"], ["b2", "b3", "b4"],
+                                                 ["b5", "b6"]]
+    assert [p.header for p in parts] == [{"panic": True}, None, None]
+    assert [[e.backend for e in p.events] for p in parts] == [
+        ["", "b0", "b1"], ["b2", "b3", "b4"], ["b5", "b6"]]
+    assert all(p.keys <= 3 for p in parts)
+
+
+class FailingTxn(EtcdClient):
+    """A client whose transactions fail as a timeout would (etcd may or may not have
+    applied them: here it has not) once `passing` more have gone through."""
+
+    passing: int | None = None  # None: none fails
+
+    async def txn(self, *args: Any, **kwargs: Any) -> Any:
+        if self.passing == 0:
+            raise EtcdError("/v3/kv/txn: no answer within 1s", maybe_applied=True)
+        if self.passing is not None:
+            self.passing -= 1
+        return await super().txn(*args, **kwargs)
+
+
+async def test_a_publish_that_fails_between_parts_leaves_no_entry_without_its_event(
+        etcd: EtcdServer, prefix: str) -> None:
+    """A change split over transactions whose second one fails: what landed is whole
+    (every backend written down has its down event in etcd), what did not land left
+    its backends as they were (before, the events went with the last part only, and
+    the downs written first were never told by any event)."""
+    client = FailingTxn([etcd.url], timeout=5.0)
+    try:
+        _, term = await elect(client, prefix, "n1")
+        leader = Leader(client, prefix, term)
+        await leader.load()
+        client.passing = 1
+        names = [f"b{i:03d}" for i in range(200)]
+        with pytest.raises(EtcdError):
+            await leader.publish([change("big", "down", *names)])
+        held = read_agreed(prefix, {kv.key: kv for kv in (
+            await client.get_prefix(agreed_prefix(prefix))).kvs})
+        written = set(held.backends.get("big", {}))
+        told = {e.backend for e in held.events}
+        assert written  # the first part landed
+        assert written < set(names)  # the second did not
+        assert told == written
+        assert held.seq == len(written)
+    finally:
+        await client.aclose()
 
 
 async def test_members_follow_entries_and_events_together(client: EtcdClient,
