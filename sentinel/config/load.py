@@ -86,7 +86,7 @@ from sentinel.config.tables import (
     Url,
     scalar,
 )
-from sentinel.errors import ConfigError, ConfigErrors
+from sentinel.errors import ConfigError, ConfigErrors, Mark
 from sentinel.extras import missing
 
 MAX_FILE_BYTES = 16 << 20
@@ -269,7 +269,9 @@ TOP = Section(
     Field("defaults", DEFAULTS, "merged under every service"),
     Field("sinks", Named(Ref("sink")), "named sinks; services list the names they "
           "publish to"),
-    Field("services", Named(SERVICE), "the services, by name"),
+    Field("services", Named(SERVICE), "the services, by name (at least one)",
+          required="missing: name at least one service to check (an empty or cut-short "
+          "file checks nothing)"),
     Field("cluster", CLUSTER, "several sentinels agreeing through etcd (SPEC 12)"),
     Field("canaries", CANARIES, "addresses probed but never published: while they fail, "
           "sentinel holds every down"),
@@ -344,7 +346,8 @@ def _no_cyclic_gc() -> Iterator[None]:
 def parse_config(root: Node, file: str, kinds: SinkKinds) -> Config:
     """Validate a composed document."""
     errors = _Collector()
-    top = errors.run(lambda: _top(root)) or {}
+    parsed = errors.run(lambda: _top(root))  # None: the top level itself is wrong
+    top = parsed or {}
     errors.run(lambda: TOP.get(top, "version"))
     base = Path(file).resolve().parent
     state_dir = errors.run(lambda: str(base / TOP.get(top, "state_dir")))
@@ -356,6 +359,8 @@ def parse_config(root: Node, file: str, kinds: SinkKinds) -> Config:
     sinks = _sinks(top.get("sinks"), kinds, errors)
     defaults = errors.run(lambda: _defaults(top.get("defaults"))) or {}
     services = _services(top.get("services"), defaults, sinks, kinds, errors)
+    if parsed is not None:
+        errors.run(lambda: _some_services(root, top))
     cluster = errors.run(lambda: parse_cluster(top["cluster"])) if "cluster" in top else None
     canaries = (errors.run(lambda: parse_canaries(top["canaries"])) or ()
                 if "canaries" in top else ())
@@ -375,6 +380,18 @@ def parse_config(root: Node, file: str, kinds: SinkKinds) -> Config:
                   services=tuple(services), cluster=cluster, canaries=canaries,
                   suspect=suspect,
                   warnings=tuple(dict.fromkeys(str(w) for w in ConfigErrors(root.warnings).errors)))
+
+
+def _some_services(root: Node, top: Mapping[str, Node]) -> None:
+    """A configuration names at least one service: an empty file, or one cut short before
+    `services:`, would start (or reload into) a sentinel that checks nothing."""
+    node = top.get("services")
+    if node is None:
+        required = TOP["services"].required
+        assert required is not None
+        raise ConfigError(Mark(root.file, root.line, root.column, "services"), required)
+    if node.raw is None or (node.is_map and not node.as_map()):
+        raise node.error("names no service: name at least one service to check")
 
 
 def _top(root: Node) -> Mapping[str, Node]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -30,6 +31,18 @@ def run_sentinel(*args: str, cwd: Path, env: Mapping[str, str] | None = None,
     environ = dict(os.environ if env is None else env)
     return subprocess.run([sys.executable, "-m", "sentinel", *args], cwd=cwd, env=environ,
                           capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
+
+
+# A whole file names at least one service: what a test of something else adds to a file
+# that names none (at its end, so every position above stays where it is).
+ONE_SERVICE = "services:\n  snippet:\n    backends: [127.0.0.1:9]\n"
+
+
+def whole(text: str) -> str:
+    """`text` with ONE_SERVICE added when it has no `services:` of its own."""
+    if re.search(r"^services:", text, re.MULTILINE):
+        return text
+    return text + ("" if not text or text.endswith("\n") else "\n") + ONE_SERVICE
 
 
 def write_config(directory: Path, text: str, name: str = "sentinel.yaml") -> Path:

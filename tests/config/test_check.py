@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.config import run_sentinel, write_config
+from tests.config import run_sentinel, whole, write_config
 
 DEFAULT_COMMANDS = """\
     sinks:
@@ -29,7 +29,7 @@ def _path_with(directory: Path, *programs: str) -> dict[str, str]:
 def test_default_commands_missing_here_are_errors(tmp_path: Path) -> None:
     """`{type: ipvs}` without ipvsadm and nginx's default `nginx -t` without nginx fail
     `check` (exit 2) as a configured command would, at the sink."""
-    write_config(tmp_path, textwrap.dedent(DEFAULT_COMMANDS))
+    write_config(tmp_path, whole(textwrap.dedent(DEFAULT_COMMANDS)))
     done = run_sentinel("check", "-c", "sentinel.yaml", cwd=tmp_path,
                         env=_path_with(tmp_path / "bin", "true"))
     assert (done.returncode, done.stderr.splitlines()) == (2, [
@@ -41,10 +41,11 @@ def test_default_commands_missing_here_are_errors(tmp_path: Path) -> None:
 
 def test_default_commands_found_here_pass(tmp_path: Path) -> None:
     """With ipvsadm and nginx on PATH the same file is ok."""
-    write_config(tmp_path, textwrap.dedent(DEFAULT_COMMANDS))
+    write_config(tmp_path, whole(textwrap.dedent(DEFAULT_COMMANDS)))
     done = run_sentinel("check", "-c", "sentinel.yaml", cwd=tmp_path,
                         env=_path_with(tmp_path / "bin", "ipvsadm", "nginx", "true"))
-    assert (done.returncode, done.stdout, done.stderr) == (0, "sentinel.yaml: ok\n", "")
+    assert (done.returncode, done.stdout.splitlines()[0], done.stderr) == (
+        0, "sentinel.yaml: ok", "")
 
 
 @pytest.mark.parametrize(("probe", "warning"), [
@@ -71,10 +72,10 @@ def test_a_slower_fast_or_down_interval_is_a_warning(tmp_path: Path, probe: str,
 
 def test_an_empty_program_name_is_named_as_such(tmp_path: Path) -> None:
     """`command: [""]` is an error that says the program name is empty."""
-    write_config(tmp_path, textwrap.dedent("""\
+    write_config(tmp_path, whole(textwrap.dedent("""\
         sinks:
           run: {type: exec, command: [""]}
-        """))
+        """)))
     done = run_sentinel("check", "-c", "sentinel.yaml", cwd=tmp_path)
     assert (done.returncode, done.stderr) == (
         2, "sentinel.yaml:2:30: sinks.run.command: the program name is empty\n")

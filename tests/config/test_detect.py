@@ -12,7 +12,7 @@ import yaml
 from sentinel.config.model import Config, InitState, PassiveConfig, SuspectConfig, WatchConfig
 from sentinel.errors import ConfigErrors
 from sentinel.sinks.registry import load_config
-from tests.config import check_schema_verdict, service_named, write_config
+from tests.config import check_schema_verdict, service_named, whole, write_config
 
 
 def load(tmp_path: Path, text: str) -> Config:
@@ -111,7 +111,7 @@ TOP_MISTAKES = [
 @pytest.mark.parametrize(("text", "expected"), [m[:2] for m in TOP_MISTAKES])
 def test_top_level_detection_mistakes(tmp_path: Path, text: str, expected: str) -> None:
     """Each canaries/suspect mistake is one positioned line."""
-    assert errors(tmp_path, text) == [expected]
+    assert errors(tmp_path, whole(text)) == [expected]
 
 
 REFERENCE = "a reference to a sink defined elsewhere, and its kind"
@@ -160,7 +160,7 @@ def test_passive_mistakes(tmp_path: Path, passive: str, expected: str) -> None:
 def test_schema_refuses_what_it_can(text: str, expected: str, loader_only: str) -> None:
     """The schema refuses each detection mistake at its key path, unless only the loader
     can see it (`loader_only` says why)."""
-    check_schema_verdict(yaml.safe_load(text), expected.split(": ")[1], loader_only)
+    check_schema_verdict(yaml.safe_load(whole(text)), expected.split(": ")[1], loader_only)
 
 
 def test_watch_on_tcp_and_http_probes(tmp_path: Path) -> None:

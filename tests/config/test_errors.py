@@ -14,7 +14,7 @@ import yaml
 
 from sentinel.errors import ConfigErrors
 from sentinel.sinks.registry import load_config
-from tests.config import check_schema_verdict, run_sentinel, write_config
+from tests.config import check_schema_verdict, run_sentinel, whole, write_config
 
 UNSET_VAR = "SENTINEL_TEST_SURELY_UNSET"
 TOP_KEYS = ("api, canaries, cluster, defaults, max_in_flight, services, shutdown_timeout, "
@@ -426,7 +426,7 @@ def test_error_line(case: Case, tmp_path: Path) -> None:
     (tmp_path / "check.sh").write_text("#!/bin/sh\nexit 0\n")
     (tmp_path / "check.sh").chmod(0o644)
     tmp = str(tmp_path)
-    path = write_config(tmp_path, textwrap.dedent(case.config).replace("{tmp}", tmp))
+    path = write_config(tmp_path, whole(textwrap.dedent(case.config).replace("{tmp}", tmp)))
     expected = case.expected.replace("{tmp}", tmp)
     assert _errors(path) == [expected.replace("{file}", str(path))]
     assert _check(tmp_path) == [expected.replace("{file}", "sentinel.yaml")]
@@ -437,13 +437,34 @@ def test_schema_refuses_what_it_can(case: Case, tmp_path: Path) -> None:
     """`sentinel schema` refuses each mistake it can express, pointing at the loader's key
     path or a parent of it; a case marked loader-only passes the schema (if the schema
     learns to refuse it, the mark must go)."""
-    text = textwrap.dedent(case.config).replace("{tmp}", str(tmp_path))
+    text = whole(textwrap.dedent(case.config).replace("{tmp}", str(tmp_path)))
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError:
         assert case.loader_only
         return
     check_schema_verdict(document, case.expected.split(": ")[1], case.loader_only)
+
+
+MISSING = ("services: missing: name at least one service to check (an empty or cut-short "
+           "file checks nothing)")
+NAMES_NONE = "services: names no service: name at least one service to check"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("", f"sentinel.yaml:1:1: {MISSING}"),
+    ("# nothing yet\n", f"sentinel.yaml:1:1: {MISSING}"),
+    ("version: 1\nsinks:\n  f: {type: file, path: ./view.json}\n", f"sentinel.yaml:1:1: {MISSING}"),
+    ("version: 1\nservices:\n", f"sentinel.yaml:2:1: {NAMES_NONE}"),
+    ("version: 1\nservices: {}\n", f"sentinel.yaml:2:11: {NAMES_NONE}"),
+], ids=["empty", "comment-only", "cut-short", "services-null", "services-empty"])
+def test_a_file_that_names_no_service_is_refused(tmp_path: Path, text: str,
+                                                  expected: str) -> None:
+    """An empty file, or one cut short before its services, would run a sentinel that
+    checks nothing (a reload into it stopped every check): `check` exits 2 saying so."""
+    write_config(tmp_path, text)
+    done = run_sentinel("check", "-c", "sentinel.yaml", cwd=tmp_path)
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", expected + "\n")
 
 
 def test_every_error_reported_sorted_by_line(tmp_path: Path) -> None:

@@ -159,10 +159,11 @@ def test_a_key_of_another_probe_type_is_refused() -> None:
 def test_a_canary_probe_without_type_is_tcp() -> None:
     """Canaries take no defaults, so a probe without `type` is tcp: http keys are refused."""
     validator = schema_validator()
-    assert validator.is_valid({"canaries": [{"address": "10.0.0.1:53",
-                                             "probe": {"interval": "1s"}}]})
-    assert not validator.is_valid({"canaries": [{"address": "10.0.0.1:53",
-                                                 "probe": {"path": "/"}}]})
+    web = {"web": {"backends": ["127.0.0.1:80"]}}
+    assert validator.is_valid({"services": web, "canaries": [{"address": "10.0.0.1:53",
+                                                              "probe": {"interval": "1s"}}]})
+    assert not validator.is_valid({"services": web, "canaries": [{"address": "10.0.0.1:53",
+                                                                  "probe": {"path": "/"}}]})
 
 
 def test_each_sink_kind_checks_its_own_options() -> None:
