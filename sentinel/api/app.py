@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 import trio
 
@@ -165,6 +165,16 @@ def choice(params: dict[str, list[str]], name: str, allowed: tuple[str, ...]) ->
     return value
 
 
+def segments(raw_path: bytes) -> list[str]:
+    """The segments of a path as sent, each %-decoded on its own, so a name's encoded `/`
+    (`%2F`) or `%` (`%25`) stays in its name; BadRequest for an escape that is not UTF-8."""
+    try:
+        return [unquote(part, errors="strict")
+                for part in raw_path.decode("ascii").strip("/").split("/")]
+    except UnicodeDecodeError:
+        raise BadRequest("the path is not UTF-8 once %-decoded") from None
+
+
 def shown(value: str) -> str:
     """A client's value quoted in an error, cut short: an error must not echo 5,000 digits."""
     return repr(value) if len(value) <= SHOWN else f"{value[:SHOWN]!r}... ({len(value)} characters)"
@@ -208,7 +218,8 @@ class Api:
                 response = await self.route("GET" if method == "HEAD" else method,
                                             scope["path"],
                                             scope.get("query_string", b"").decode("latin-1"),
-                                            dict(scope.get("headers", [])), bytes(body))
+                                            dict(scope.get("headers", [])), bytes(body),
+                                            raw_path=scope.get("raw_path"))
                 break
         headers = [(b"content-type", response.content_type.encode()),
                    (b"content-length", str(len(response.body)).encode()), *response.headers]
@@ -234,28 +245,37 @@ class Api:
         return None
 
     async def route(self, method: str, path: str, query: str, headers: dict[bytes, bytes],
-                    body: bytes = b"") -> Response:
-        """Answer one request (HEAD comes here as GET; `body`: a POST's, whole)."""
+                    body: bytes = b"", *, raw_path: bytes | None = None) -> Response:
+        """Answer one request (HEAD comes here as GET; `body`: a POST's, whole; `raw_path`:
+        the path as sent, still %-encoded, when known)."""
         try:
-            return await self._route(method, path, query, headers, body)
+            return await self._route(method, path, query, headers, body, raw_path)
         except BadRequest as refused:
             return Response(refused.status, refused.body)
 
     async def _route(self, method: str, path: str, query: str, headers: dict[bytes, bytes],
-                     body: bytes) -> Response:
+                     body: bytes, raw_path: bytes | None) -> Response:
         if path.startswith("/v1/outbox"):  # webhook deliveries: list, retry, purge
             if not self._authorized(headers):
                 return Response(401, {"error": "missing or wrong bearer token"})
             return await self._outbox(method, path, query)
         parts = path.strip("/").split("/")
-        admin = len(parts) == 5 and parts[:2] == ["v1", "backends"] and parts[4] in ADMIN_ACTIONS
+        admin = len(parts) >= 5 and parts[:2] == ["v1", "backends"] and parts[-1] in ADMIN_ACTIONS
         if admin or (path == "/v1/reload" and self.reload is not None):
             if refused := wrong_method(method, "POST", path):
                 return refused
             if not self._authorized(headers):
                 return Response(401, {"error": "missing or wrong bearer token"})
             parse_query(query, ())
-            return await (self._override(*parts[2:]) if admin else self._reload())
+            if not admin:
+                return await self._reload()
+            if raw_path is not None:  # `a%2Fb` is one name: split first, then decode
+                parts = segments(raw_path)
+            if len(parts) != 5:
+                return Response(404, {"error": f"no such endpoint: {method} {path} (expected "
+                                               f"/v1/backends/SERVICE/BACKEND/ACTION, each "
+                                               f"name %-encoded)"})
+            return await self._override(*parts[2:])
         if path == "/v1/reports":
             if refused := wrong_method(method, "POST", path):
                 return refused

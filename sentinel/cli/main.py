@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import httpx
+
 from sentinel.api.app import URL_FILE
 from sentinel.cli import EXIT_FAIL, EXIT_USAGE
 from sentinel.errors import ConfigError
@@ -102,22 +104,28 @@ def _dispatch(argv: Sequence[str] | None) -> int:
             from sentinel.cli.probe import probe_once
 
             return probe_once(args.url, args.timeout)
+        if args.command in ("status", "ctl", "outbox"):  # a bad --api is a bad argument
+            try:
+                api = _api_url(args)
+            except ConfigError as exc:
+                print(f"sentinel {args.command}: {exc}", file=sys.stderr)
+                return EXIT_USAGE
         if args.command == "status" and args.watch:
             from sentinel.cli.watch import watch_status
 
-            return watch_status(_api_url(args), _token(args))
+            return watch_status(api, _token(args))
         if args.command == "status":
             from sentinel.cli.status import show_status
 
-            return show_status(_api_url(args), as_json=args.json, token=_token(args))
+            return show_status(api, as_json=args.json, token=_token(args))
         if args.command == "ctl":
             from sentinel.cli.status import send_override
 
-            return send_override(_api_url(args), args.action, args.target, _token(args))
+            return send_override(api, args.action, args.target, _token(args))
         if args.command == "outbox":
             from sentinel.cli.outbox import run_outbox
 
-            return run_outbox(args, lambda: _api_url(args), lambda: _token(args))
+            return run_outbox(args, lambda: api, lambda: _token(args))
         if args.command == "webhook":
             from sentinel.cli.outbox import send_test
 
@@ -151,8 +159,11 @@ def _token(args: argparse.Namespace) -> str | None:
 
 
 def _api_url(args: argparse.Namespace) -> str:
+    """The API's base URL: --api, else from -c's api.listen (or the URL the instance
+    wrote, when it listens on port 0). ConfigError when it is no http(s) URL (a bad
+    argument: exit 2)."""
     if args.api:
-        return str(args.api).rstrip("/")
+        return api_base(str(args.api), "--api")
     if Path(args.config).exists():
         try:
             config = load_config(args.config)
@@ -160,9 +171,23 @@ def _api_url(args: argparse.Namespace) -> str:
             return "http://127.0.0.1:9900"
         url_file = Path(config.state_dir) / URL_FILE
         if config.api.port == 0 and url_file.exists():
-            return url_file.read_text().strip()
+            return api_base(url_file.read_text().strip(), str(url_file))
         return f"http://{config.api.listen}"
     return "http://127.0.0.1:9900"
+
+
+def api_base(url: str, given_by: str) -> str:
+    """`url` checked as the API's base URL (`http(s)://host[:port][/prefix]`), without a
+    trailing `/`; ConfigError naming `given_by` (the option or file it came from)."""
+    expected = f"{given_by}: expected http://host:port or https://host:port, got {url!r}"
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ConfigError(None, f"{expected} ({exc})") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host or parsed.query \
+            or parsed.fragment or not 0 < (parsed.port or 80) < 65536:
+        raise ConfigError(None, expected)
+    return url.rstrip("/")
 
 
 __all__ = ["main"]

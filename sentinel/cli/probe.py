@@ -33,7 +33,10 @@ def parse_probe_url(url: str, timeout: float) -> tuple[ProbeConfig, Target]:
         argv = parse_command(Node(command, url, 1, 1, ""))
         return (ProbeConfig("script", timing, ScriptSpec(argv)),
                 Target("cli", argv[0], "", 0))
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # `http://[::1` (unclosed), `tcp://[zz]:80` (no IPv6 address)
+        raise ConfigError(None, f"bad URL {url!r}: {exc}") from None
     if parts.scheme not in ("tcp", "http", "https", *SECTIONS) or not parts.hostname:
         raise ConfigError(None, f"expected {USAGE}, got {url!r}")
     try:

@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -68,36 +69,89 @@ def _headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+    """The answer's body as a JSON object; None when it is not JSON, or not an object."""
+    try:
+        doc = response.json()
+    except (ValueError, RecursionError):  # not JSON (or not UTF-8); nested thousands deep
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _foreign(command: str, api: str, response: httpx.Response, what: str) -> int:
+    """Say that `api` answered, but not as sentinel's API does; exit 1 (unusable)."""
+    kind = response.headers.get("content-type", "no content type").partition(";")[0]
+    print(f"sentinel {command}: {api} is not sentinel's API: {response.request.method} "
+          f"{response.request.url.path} answered {response.status_code} ({kind}), "
+          f"{what}", file=sys.stderr)
+    return 1
+
+
+def _refusal(doc: dict[str, Any] | None) -> str | None:
+    """Sentinel's refusal message (`{"error": "..."}`), None when the body is no such."""
+    error = (doc or {}).get("error")
+    return error if isinstance(error, str) else None
+
+
 def show_status(api: str, *, as_json: bool, token: str | None = None) -> int:
-    """Fetch /v1/state and print it; exit 1 when the API is unreachable."""
+    """Fetch /v1/state and print it; exit 1 when the API is unreachable, refuses, or is
+    not sentinel's."""
     try:
         response = httpx.get(f"{api}/v1/state", timeout=5.0, headers=_headers(token))
-        response.raise_for_status()
     except httpx.HTTPError as exc:
         print(f"sentinel status: cannot reach {api}: {exc}", file=sys.stderr)
         return 1
-    doc = response.json()
-    print(json.dumps(doc, indent=2) if as_json else render_table(doc))
+    doc = _json_object(response)
+    if response.status_code != 200:
+        error = _refusal(doc)
+        if error is None:
+            return _foreign("status", api, response, "not a sentinel error")
+        print(f"sentinel status: {api} refused ({response.status_code}): {error}",
+              file=sys.stderr)
+        return 1
+    if doc is None or not isinstance(doc.get("services"), dict):
+        return _foreign("status", api, response, 'not a state document {"services": {...}}')
+    try:  # rendered with --json too: the table reads every field it shows
+        table = render_table(doc)
+    except (KeyError, TypeError, AttributeError, ValueError):  # a field of another shape
+        return _foreign("status", api, response, "a state document of another shape")
+    print(json.dumps(doc, indent=2) if as_json else table)
     return 0
 
 
 def send_override(api: str, action: str, target: str, token: str | None) -> int:
-    """POST an admin override; exit 0 when applied, 1 when refused or unreachable."""
+    """POST an admin override; exit 0 when applied, 1 when refused, unreachable or not
+    sentinel's API."""
     service, sep, backend = target.partition("/")
     if not sep or not service or not backend:
         print(f"sentinel ctl: expected SERVICE/BACKEND, got {target!r}", file=sys.stderr)
         return 1
+    path = f"/v1/backends/{_segment(service)}/{_segment(backend)}/{action}"
     try:
-        response = httpx.post(f"{api}/v1/backends/{service}/{backend}/{action}", timeout=10.0,
-                              headers=_headers(token))
+        response = httpx.post(f"{api}{path}", timeout=10.0, headers=_headers(token))
     except httpx.HTTPError as exc:
         print(f"sentinel ctl: cannot reach {api}: {exc}", file=sys.stderr)
         return 1
+    doc = _json_object(response)
     if response.status_code != 200:
-        error = response.json().get("error", response.text) if response.content else ""
+        error = _refusal(doc)
+        if error is None:
+            return _foreign("ctl", api, response, "not a sentinel error")
         print(f"sentinel ctl: refused ({response.status_code}): {error}", file=sys.stderr)
         return 1
-    events = response.json().get("events", [])
+    events = (doc or {}).get("events")
+    if doc is None or doc.get("ok") is not True or not isinstance(events, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("from"), str)
+            and isinstance(e.get("to"), str) for e in events):
+        return _foreign("ctl", api, response, 'not an answer {"ok": true, "events": [...]}')
     changes = ", ".join(f"{e['from']} -> {e['to']}" for e in events) or "no change"
     print(f"{service}/{backend}: {action} ({changes})")
     return 0
+
+
+def _segment(name: str) -> str:
+    """`name` as one path segment: every reserved character %-encoded (`?`, `#`, `/`,
+    `%`...), and `.`/`..` too, which a URL would otherwise resolve as dot segments."""
+    if name in (".", ".."):
+        return name.replace(".", "%2E")
+    return quote(name, safe="")

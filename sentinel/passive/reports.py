@@ -55,6 +55,8 @@ def parse_reports(body: bytes, index: BackendIndex, now: float) -> Accepted:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"not JSON: {exc}") from None
+    except RecursionError:  # `[[[[...` a few thousand deep: json recurses per level
+        raise BadRequest('JSON nested too deeply; expected {"reports": [{...}]}') from None
     if not isinstance(doc, dict) or set(doc) != {"reports"} or not isinstance(
             doc["reports"], list):
         raise BadRequest('expected {"reports": [...]}')

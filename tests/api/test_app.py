@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +235,33 @@ async def test_a_refused_post_changes_nothing(serve: Serve, path: str, refusal: 
                                  "huge body": b"413"}[refusal]
     assert after == before
     assert reloads == []
+
+
+async def test_admin_names_are_decoded_one_segment_at_a_time(tmp_path: Path) -> None:
+    """POST /v1/backends/SERVICE/BACKEND/ACTION decodes each %-encoded name on its own,
+    as `sentinel ctl` and the dashboard (encodeURIComponent) send them: `a%2Fb` names the
+    backend `a/b` (not a longer path), `50%25` names `50%`, `a%20b` names `a b`; an
+    escape that is not UTF-8 is a 400, and a path with a segment too many a 404."""
+    web = service("web", [9001, 9002, 9003])
+    names = ("a/b", "50%", "a b")
+    web = replace(web, backends=tuple(replace(b, name=n)
+                                      for b, n in zip(web.backends, names, strict=True)))
+    probe = FakeProbe()
+    engine = Engine(config(tmp_path, web), sinks={"rec": RecordingSink()},
+                    probe_factory=probe.factory(), poller=probe.poller)
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(serve_api, CountingApi(engine),
+                                  ApiConfig(host="127.0.0.1", port=0), tmp_path)
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+            answers = [await client.post(f"/v1/backends/web/{quoted}/drain")
+                       for quoted in ("a%2Fb", "50%25", "a%20b")]
+            bad = await client.post("/v1/backends/web/%ff/drain")
+            longer = await client.post("/v1/backends/web/a/b/drain")
+        nursery.cancel_scope.cancel()
+    assert [(a.status_code, [e["backend"] for e in a.json()["events"]]) for a in answers] == [
+        (200, ["a/b"]), (200, ["50%"]), (200, ["a b"])]
+    assert [b.override for b in engine.services["web"].backends] == ["drain"] * 3
+    assert (bad.status_code, bad.json()) == (400, {
+        "error": "the path is not UTF-8 once %-decoded"})
+    assert longer.status_code == 404
+    assert longer.json()["error"].startswith("no such endpoint: POST /v1/backends/web/a/b/drain")

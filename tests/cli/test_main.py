@@ -23,7 +23,7 @@ from sentinel.engine.budget import compute_budget
 from sentinel.sinks.registry import load_config
 from tests.cli import BUDGET_CONFIG
 from tests.config import COMMAND_TIMEOUT, run_sentinel, service_named, write_config
-from tests.e2e.helpers import Processes, start_sentinel
+from tests.e2e.helpers import sentinel_running
 
 
 def test_check_prints_ok_and_budgets(tmp_path: Path) -> None:
@@ -192,7 +192,10 @@ def test_probe_http(http_port: int, tmp_path: Path) -> None:
     (["tcp://127.0.0.1:80", "--timeout", "soon"],
      "expected a duration such as 250ms, 2s, 1m, 1h or a number of seconds, got 'soon'"),
     (["script:/nonexistent/check --quick"], "command not found: /nonexistent/check"),
-], ids=["scheme", "no-port", "timeout", "script-missing"])
+    (["tcp://[zz]:80"], "bad URL 'tcp://[zz]:80': 'zz' does not appear to be an IPv4 or "
+                        "IPv6 address"),
+    (["http://[::1"], "bad URL 'http://[::1': Invalid IPv6 URL"),
+], ids=["scheme", "no-port", "timeout", "script-missing", "bad-ipv6", "unclosed-bracket"])
 def test_probe_bad_arguments(args: list[str], message: str, tmp_path: Path) -> None:
     """Bad URLs and options exit 2 with one line on stderr and no traceback."""
     done = run_sentinel("probe", *args, cwd=tmp_path)
@@ -223,12 +226,8 @@ def running(tmp_path: Path, closed_port: int) -> Iterator[str]:
           web:
             backends: [127.0.0.1:{closed_port}]
         """))
-    (tmp_path / "logs").mkdir()
-    processes = Processes(tmp_path / "logs")
-    try:
-        yield start_sentinel(processes, config, tmp_path / "state")[1]
-    finally:
-        processes.close()
+    with sentinel_running(tmp_path, config) as url:
+        yield url
 
 
 def _into_closed_pipe(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -164,6 +164,18 @@ def start_backend(procs: Processes, port: int, name: str, host: str = LOOPBACK
     return proc
 
 
+@contextlib.contextmanager
+def sentinel_running(directory: Path, config: Path) -> Iterator[str]:
+    """`sentinel run -c CONFIG` (its state dir DIRECTORY/state, its log in DIRECTORY/logs)
+    until the block ends, killed by PID then; yields its API base URL."""
+    (directory / "logs").mkdir()
+    processes = Processes(directory / "logs")
+    try:
+        yield start_sentinel(processes, config, directory / "state")[1]
+    finally:
+        processes.close()
+
+
 def start_sentinel(procs: Processes, config: Path, state_dir: Path, name: str = "sentinel",
                    *, timeout: float = 15.0, options: Sequence[str] = (),
                    wrapper: Sequence[str] = (), env: dict[str, str] | None = None

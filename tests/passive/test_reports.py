@@ -123,3 +123,35 @@ async def test_the_route_needs_the_token_and_hands_signals_to_the_engine(
     assert (ok.status_code, ok.json()) == (200, {"ok": True, "accepted": 1, "successes": 0,
                                                  "stale": 0})
     assert seen == [Signal("web", "b9001", "report", "failed")]
+
+
+@pytest.mark.parametrize("body", [b"[" * 1000 + b"]" * 1000,
+                                  b'{"a":' * 10_000 + b"1" + b"}" * 10_000,
+                                  b'{"reports": [' + b"[" * 30_000 + b"]" * 30_000 + b"]}"],
+                         ids=["arrays", "objects", "inside-reports"])
+def test_json_nested_too_deeply_is_400(body: bytes) -> None:
+    """JSON nested thousands deep (still under MAX_BODY) is a 400 with a message, not a
+    RecursionError."""
+    assert refused(body) == (400, {"error": 'JSON nested too deeply; expected '
+                                            '{"reports": [{...}]}'})
+
+
+async def test_the_route_answers_deep_nesting_with_400(tmp_path: Path) -> None:
+    """Served for real: `[` * 1000 + `]` * 1000 is a 400 with the message (it was a 500
+    with a traceback in the log), depth 500 too, and the API goes on answering."""
+    probe = FakeProbe()
+    engine = Engine(config(tmp_path, service("web", [9001])), sinks={"rec": RecordingSink()},
+                    probe_factory=probe.factory(), poller=probe.poller)
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(serve_api, Api(engine), ApiConfig(host="127.0.0.1", port=0),
+                                  tmp_path)
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+            deep = await client.post("/v1/reports", content=b"[" * 1000 + b"]" * 1000)
+            shallower = await client.post("/v1/reports", content=b"[" * 500 + b"]" * 500)
+            after = await client.get("/healthz")
+        nursery.cancel_scope.cancel()
+    assert (deep.status_code, deep.json()) == (400, {
+        "error": 'JSON nested too deeply; expected {"reports": [{...}]}'})
+    assert (shallower.status_code, shallower.json()) == (400, {
+        "error": 'expected {"reports": [...]}'})
+    assert after.status_code == 200

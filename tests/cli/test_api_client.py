@@ -1,0 +1,201 @@
+"""`sentinel status` and `sentinel ctl` as API clients, run as real processes against
+real servers on 127.0.0.1: a bad `--api` is a usage error, a server that is not sentinel
+is named as such (never a traceback, never a fake success), and names travel
+%-encoded so the running sentinel acts on exactly the backend asked for."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.config import run_sentinel, write_config
+from tests.e2e.helpers import sentinel_running
+
+Answer = tuple[int, str, bytes]  # status, content type, body
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+class Served:
+    """A loopback HTTP server in a thread: its base URL and the request targets it got,
+    as sent (still %-encoded)."""
+
+    def __init__(self, server: ThreadingHTTPServer) -> None:
+        self.server = server
+        self.url = f"http://127.0.0.1:{server.server_address[1]}"
+        self.targets: list[str] = []
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[type[BaseHTTPRequestHandler]], Served]]:
+    """Start servers with a handler class; each is shut down after the test."""
+    started: list[tuple[ThreadingHTTPServer, threading.Thread]] = []
+
+    def start(handler: type[BaseHTTPRequestHandler]) -> Served:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        started.append((server, thread))
+        served = Served(server)
+        server.served = served  # type: ignore[attr-defined]
+        return served
+
+    yield start
+    for server, thread in started:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def answering(answer: Answer) -> type[BaseHTTPRequestHandler]:
+    """A handler giving `answer` to every GET and POST, recording the request target."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.server.served.targets.append(self.path)  # type: ignore[attr-defined]
+            status, kind, body = answer
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet."""
+
+    return Handler
+
+
+@pytest.mark.parametrize(("command", "api"), [
+    *((["status"], api) for api in ("http://[::1", "127.0.0.1:9900", "ftp://127.0.0.1:21",
+                                    "http://127.0.0.1:99999", "http://127.0.0.1:1/?x=1")),
+    *((command, "http://[::1") for command in (["status", "--watch"], ["status", "--json"],
+                                               ["ctl", "drain", "web/a"], ["outbox", "list"]))])
+def test_a_bad_api_url_is_a_usage_error(command: list[str], api: str, tmp_path: Path
+                                        ) -> None:
+    """`--api` that is no http(s) URL (an unclosed IPv6 bracket, no scheme, another
+    scheme, a port out of range) exits 2 with one line naming the option and the value,
+    no traceback."""
+    done = run_sentinel(*command, "--api", api, cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, ""), done
+    assert done.stderr.splitlines() == [
+        f"sentinel {command[0]}: --api: expected http://host:port or https://host:port, "
+        f"got {api!r}" + (" (Invalid port: ':1')" if api == "http://[::1" else "")]
+
+
+NOT_SENTINEL: dict[str, Answer] = {
+    "html": (200, "text/html", b"<!DOCTYPE html><html><body>hello</body></html>\n"),
+    "json list": (200, "application/json", b"[]"),
+    "services not an object": (200, "application/json", b'{"services": 5}'),
+    "service not an object": (200, "application/json", b'{"services": {"web": 5}}'),
+    "nested": (200, "application/json", DEEP),
+    "html error": (502, "text/html", b"<html>Bad Gateway</html>"),
+    "json error without a message": (500, "application/json", b'{"services": 5}'),
+}
+
+
+@pytest.mark.parametrize(("command", "answer"), [
+    *((command, answer) for command in (["status"], ["ctl", "drain", "web/a"])
+      for answer in NOT_SENTINEL.values()),
+    (["status", "--json"], NOT_SENTINEL["services not an object"]),
+    (["status", "--json"], NOT_SENTINEL["service not an object"])])
+def test_a_server_that_is_not_sentinel_is_named(
+        command: list[str], answer: Answer, serve: Callable[..., Served],
+        tmp_path: Path) -> None:
+    """`status` and `ctl` pointed at a server that answers, but not as sentinel's API
+    does (HTML, JSON of another shape, an error page), exit 1 with one line saying that
+    URL is not sentinel's API and what it answered; nothing on stdout (`ctl` used to
+    print `web/a: drain (no change)` and exit 0)."""
+    server = serve(answering(answer))
+    done = run_sentinel(*command, "--api", server.url, cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (1, ""), done
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"sentinel {command[0]}: {server.url} is not sentinel's API: "
+                           f"{'GET /v1/state' if command[0] == 'status' else 'POST'} ")
+    assert f"answered {answer[0]} ({answer[1]})" in line
+
+
+@pytest.mark.parametrize("command", [["status"], ["ctl", "maint", "web/a"]])
+def test_python_http_server_is_not_sentinel(command: list[str], serve: Callable[..., Served],
+                                            tmp_path: Path) -> None:
+    """`python3 -m http.server`'s handler (404 and 501 pages in HTML) is named as not
+    sentinel's API, exit 1, no traceback."""
+    server = serve(SimpleHTTPRequestHandler)
+    done = run_sentinel(*command, "--api", server.url, cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (1, ""), done
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"sentinel {command[0]}: {server.url} is not sentinel's API: ")
+    assert "(text/html), not a sentinel error" in line
+
+
+def test_sentinel_refusals_are_still_refusals(serve: Callable[..., Served],
+                                              tmp_path: Path) -> None:
+    """A 4xx with sentinel's `{"error": ...}` reads as a refusal with its message."""
+    server = serve(answering((401, "application/json",
+                              b'{"error":"missing or wrong bearer token"}\n')))
+    status = run_sentinel("status", "--api", server.url, cwd=tmp_path)
+    ctl = run_sentinel("ctl", "drain", "web/a", "--api", server.url, cwd=tmp_path)
+    assert (status.returncode, status.stderr) == (1, (
+        f"sentinel status: {server.url} refused (401): missing or wrong bearer token\n"))
+    assert (ctl.returncode, ctl.stderr) == (
+        1, "sentinel ctl: refused (401): missing or wrong bearer token\n")
+
+
+@pytest.mark.parametrize(("target", "path"), [
+    ("web/a?x=1", "/v1/backends/web/a%3Fx%3D1/drain"),
+    ("web/a#x", "/v1/backends/web/a%23x/drain"),
+    ("web/../a", "/v1/backends/web/..%2Fa/drain"),
+    ("../a", "/v1/backends/%2E%2E/a/drain"),
+    ("web/a b", "/v1/backends/web/a%20b/drain"),
+    ("web/50%", "/v1/backends/web/50%25/drain"),
+    ("web/café", "/v1/backends/web/caf%C3%A9/drain"),
+])
+def test_ctl_encodes_each_name_as_one_path_segment(
+        target: str, path: str, serve: Callable[..., Served], tmp_path: Path) -> None:
+    """`ctl drain SERVICE/BACKEND` %-encodes both names, so `?`, `#`, `/`, `%`, a space
+    or `..` in a name can neither end the path nor climb out of it."""
+    server = serve(answering((200, "application/json", b'{"ok":true,"events":[]}')))
+    done = run_sentinel("ctl", "drain", target, "--api", server.url, cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (0, f"{target}: drain (no change)\n"), done
+    assert server.targets == [path]
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[str]:
+    """`sentinel run` whose service `web` has backends named with a space, a `%`, a `?`
+    and a `#`; its API URL. Killed by PID at the end."""
+    config = write_config(tmp_path, textwrap.dedent("""\
+        state_dir: ./state
+        api: {listen: 127.0.0.1:0}
+        services:
+          web:
+            backends:
+              - {name: "a b", address: "127.0.0.1:1"}
+              - {name: "50%", address: "127.0.0.1:2"}
+              - {name: "a%20b", address: "127.0.0.1:3"}
+              - {name: "q?x=1#f", address: "127.0.0.1:4"}
+            probe: {interval: 1h}
+        """))
+    with sentinel_running(tmp_path, config) as url:
+        yield url
+
+
+def test_ctl_reaches_backends_whose_names_need_encoding(running: str, tmp_path: Path
+                                                        ) -> None:
+    """Against a running sentinel, `ctl` drains exactly the backend named, whatever its
+    name holds: `a b` and `a%20b` are two backends, `50%` and `q?x=1#f` are found."""
+    for name in ("a b", "50%", "a%20b", "q?x=1#f"):
+        done = run_sentinel("ctl", "drain", f"web/{name}", "--api", running, cwd=tmp_path)
+        assert done.returncode == 0, done
+        assert done.stdout.startswith(f"web/{name}: drain (")
+    state = run_sentinel("status", "--json", "--api", running, cwd=tmp_path)
+    backends = json.loads(state.stdout)["services"]["web"]["backends"]
+    assert {b["name"]: b["state"] for b in backends} == {
+        "a b": "drain", "50%": "drain", "a%20b": "drain", "q?x=1#f": "drain"}
