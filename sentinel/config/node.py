@@ -46,6 +46,12 @@ from sentinel.errors import ConfigError, Mark
 Word = TypeVar("Word", bound=str)  # a choice's words: str, a Literal, a StrEnum
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# `${VAR}` unquoted inside `{...}` or `[...]` (SPEC's own `{type: webhook, ..., secret:
+# ${HOOK_SECRET}}`) is not YAML as it stands: in a flow collection `{` and `}` end a plain
+# value. Its braces are read as two private-use characters instead (one character for
+# one: every position stays) and given back in every string before substitution.
+_SHIELD = str.maketrans("{}", "\ue000\ue001")
+_UNSHIELD = str.maketrans("\ue000\ue001", "{}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 MAX_DURATION = 10 * 365 * 86400.0
@@ -314,6 +320,9 @@ def load_yaml(source: str | bytes, file: str, env: Mapping[str, str] | None = No
     of several merged mappings (`<<: [*a, *b]`) the first wins.
     """
     text = _decode(source, file) if isinstance(source, bytes) else source
+    shielded = "${" in text and "\ue000" not in text and "\ue001" not in text
+    if shielded:
+        text = _ENV.sub(lambda m: m.group(0).translate(_SHIELD), text)
     root = _compose_fast(text)
     if root is _UNTAKEN:
         root = _compose(text, file)
@@ -321,7 +330,7 @@ def load_yaml(source: str | bytes, file: str, env: Mapping[str, str] | None = No
         return Node({}, file, 1, 1, "")
     if "*" in text:  # an alias is written `*name`: without a `*` there is none to measure
         _AliasCheck(file).walk(root)
-    return _Wrapper(file, os.environ if env is None else env).wrap(root, "")
+    return _Wrapper(file, os.environ if env is None else env, shielded).wrap(root, "")
 
 
 # -- reading the text ---------------------------------------------------------
@@ -564,9 +573,10 @@ class _Wrapper:
     """Turns one composed document (aliases already checked) into Nodes, expanding
     aliases and merge keys and substituting `${VAR}` in strings."""
 
-    def __init__(self, file: str, env: Mapping[str, str]) -> None:
+    def __init__(self, file: str, env: Mapping[str, str], shielded: bool = False) -> None:
         self.file = file
         self.env = env
+        self.shielded = shielded  # `${VAR}`s' braces were read as _SHIELD's characters
         self.warnings: list[ConfigError] = []
 
     def node(self, value: Any, line: int, column: int, path: str) -> Node:
@@ -633,7 +643,8 @@ class _Wrapper:
         if not isinstance(target, yaml.ScalarNode):
             raise ConfigError(self.mark(node, path),
                               "a key must be a plain value, not a mapping or a list")
-        return str(target.value)  # as written: `010` stays 010, `yes` stays yes
+        key = str(target.value)  # as written: `010` stays 010, `yes` stays yes
+        return key.translate(_UNSHIELD) if self.shielded else key
 
     def _scalar(self, node: yaml.ScalarNode, path: str) -> Node:
         value: Any
@@ -648,6 +659,8 @@ class _Wrapper:
                                   f"be read as {_SCALAR_TAGS[node.tag]}") from None
         else:
             raise ConfigError(self.mark(node, path), f"unsupported YAML tag {_short(node.tag)}")
+        if self.shielded and isinstance(value, str):
+            value = value.translate(_UNSHIELD)
         wrapped = self.node(value, node.start_mark.line + 1, node.start_mark.column + 1, path)
         if isinstance(value, str) and "${" in value:
             wrapped = wrapped.derive(_substitute(value, wrapped, self.env))

@@ -42,6 +42,7 @@ TRICKY = [
     "a: " + "[" * (MAX_DEPTH - 2) + "x" + "]" * (MAX_DEPTH - 2) + "\n",
     "a: " + "[" * (MAX_DEPTH - 1) + "x" + "]" * (MAX_DEPTH - 1) + "\n",
     "a: " + "[" * 100_000 + "\n", "a: ${HOME}\nb: ${NOPE:-d}\nc: '${X}'\n",
+    "a: {b: ${HOME}, c: [${NOPE:-d}, '${HOME}']}\n", "a: {${HOME}: 1}\n",
     "a: x" + "y" * 2000 + ": b\n",
     "\x00", "a: \x07\n", "a: b\x1f\n", "a: '\ud800'\n", "a: \x7f\n", "a: \x9f\n", "a: \ufffe\n",
 ]

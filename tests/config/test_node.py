@@ -109,6 +109,34 @@ def test_env_missing() -> None:
     assert str(caught.value) == "s.yaml:2:6: k.t: environment variable NOPE is not set"
 
 
+def test_env_reference_unquoted_inside_flow_braces_and_brackets() -> None:
+    """SPEC's own sink line, `{type: webhook, ..., secret: ${HOOK_SECRET}}`, loads:
+    `${VAR}` written unquoted inside `{...}` or `[...]` is a value, as it is in block
+    style (plain YAML ends a value at `{`); a key keeps it as written, as in block style."""
+    root = load_yaml("ops: {type: webhook, secret: ${HOOK}}\n"
+                     "list: [${A}, '${B:-b}', x${C:-}y]\n"
+                     "map: {${K}: v}\n", "s.yaml", env={"HOOK": "whsec_1", "A": "a", "K": "k"})
+    values = root.as_map()
+    assert values["ops"].as_map()["secret"].as_str() == "whsec_1"
+    assert [n.as_str() for n in values["list"].as_list()] == ["a", "b", "xy"]
+    assert list(values["map"].as_map()) == ["${K}"]
+
+
+def test_env_missing_inside_flow_braces_is_placed_at_its_value() -> None:
+    """An unset `${VAR}` inside `{...}` is the usual error, at the value's own column."""
+    with pytest.raises(ConfigError) as caught:
+        load_yaml("sinks:\n  ops: {type: webhook, secret: ${HOOK}}\n", "s.yaml", env={})
+    assert str(caught.value) == ("s.yaml:2:32: sinks.ops.secret: environment variable HOOK "
+                                 "is not set")
+
+
+def test_text_with_the_shield_characters_is_read_as_written() -> None:
+    """A file that holds the private-use characters `${VAR}`'s braces are read as keeps
+    them (and is read as plain YAML: `${VAR}` in braces is then refused as before)."""
+    root = load_yaml("a: \ue000${X}\ue001\n", "s.yaml", env={"X": "x"})
+    assert root.as_map()["a"].as_str() == "\ue000x\ue001"
+
+
 def test_yaml_syntax_error_names_where_the_construct_started() -> None:
     """A syntax error found at end of file also says where the unclosed construct began."""
     with pytest.raises(ConfigError) as caught:
