@@ -77,6 +77,7 @@ from sentinel.config.tables import (
     Int,
     ListOf,
     MapOf,
+    Name,
     Named,
     Ref,
     Rule,
@@ -84,6 +85,7 @@ from sentinel.config.tables import (
     Share,
     Str,
     Url,
+    blank_refused,
     scalar,
 )
 from sentinel.errors import ConfigError, ConfigErrors, Mark
@@ -210,7 +212,7 @@ DAMPEN = Section(
     doc="BGP-style flap damping: each flap adds 1000 to a penalty that decays")
 _BACKEND = BackendConfig(name="", address="", host="", port=0)
 BACKEND = Section(
-    Field("name", Str(), "its name in events, sinks and the API (default: the address)"),
+    Field("name", Name(), "its name in events, sinks and the API (default: the address)"),
     Field("address", ADDRESS, "host:port or [v6addr]:port; a host name is resolved at "
           "probe time", required="a backend needs `address`"),
     Field("weight", Int(1, 65535), "its weight when up", _BACKEND.weight),
@@ -463,6 +465,7 @@ def _sinks(node: Node | None, kinds: SinkKinds, errors: _Collector
     for name, entry in errors.run(lambda: list(node.items())) or []:
         out[name] = None
         with errors.guard():
+            blank_refused(name, entry, key=True)
             e = entry.as_map()
             SINK.require(entry, e)
             kind = SINK.get(e, "type")
@@ -489,6 +492,8 @@ def _services(node: Node | None, defaults: Mapping[str, Node],
     if node is None:
         return out
     for name, entry in errors.run(lambda: list(node.items())) or []:
+        if errors.run(lambda n=name, en=entry: blank_refused(n, en, key=True)) is None:  # type: ignore[misc]
+            continue
         svc = errors.run(lambda n=name, en=entry: _service(n, en, defaults, sinks, kinds))  # type: ignore[misc]
         if svc is not None:
             out.append(svc)

@@ -272,6 +272,31 @@ class Str(Kind[str]):
         return {"type": ["string", "number"]}
 
 
+class Name(Kind[str]):
+    """A name (a backend's): text with something other than blanks in it, as events, sinks
+    and the API's paths carry it."""
+
+    __slots__ = ()
+
+    def parse(self, node: Node) -> str:
+        """The name as written."""
+        return blank_refused(node.as_str(), node)
+
+    def schema(self) -> JsonSchema:
+        """A string with something other than blanks in it."""
+        return {"type": ["string", "number"], "pattern": r"\S"}
+
+
+def blank_refused(name: str, node: Node, *, key: bool = False) -> str:
+    """`name` (`node`'s value, or with `key` the key it is written under: a service's or
+    a sink's), or an error there when it is blank: no event, sink or API path could
+    name it."""
+    if not name.strip():
+        message = f"a name must not be blank, got {name!r}"
+        raise node.key_error(message) if key else node.error(message)
+    return name
+
+
 class FilePath(Kind[str]):
     """A file system path: not blank, no NUL."""
 
@@ -447,8 +472,10 @@ class Named(Shape):
     value: Shape
 
     def schema(self) -> JsonSchema:
-        """An object (or null) whose every value is of the shape."""
-        return {"type": ["object", "null"], "additionalProperties": self.value.schema()}
+        """An object (or null) whose every value is of the shape, under a name that is
+        not blank."""
+        return {"type": ["object", "null"], "propertyNames": {"pattern": r"\S"},
+                "additionalProperties": self.value.schema()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,26 @@ CASES = [
           web: {}
         """,
          f"{{file}}:2:1: service: unknown key 'service'; expected one of: {TOP_KEYS}"),
+    Case("blank-backend-name", """\
+        services:
+          web:
+            backends: [{name: " ", address: 127.0.0.1:1}]
+        """,
+         "{file}:3:23: services.web.backends[0].name: a name must not be blank, got ' '"),
+    Case("blank-service-name", """\
+        services:
+          "":
+            backends: [127.0.0.1:1]
+        """,
+         "{file}:2:3: services.: a name must not be blank, got ''"),
+    Case("blank-sink-name", """\
+        sinks:
+          " ": {type: file, path: ./view.json}
+        services:
+          web:
+            backends: [127.0.0.1:1]
+        """,
+         "{file}:2:3: sinks. : a name must not be blank, got ' '"),
     Case("unknown-key-service", """\
         services:
           web:
