@@ -1,12 +1,15 @@
 """`sentinel run`: the engine and the API in one process until a signal stops it.
 
-SIGINT and SIGTERM stop gracefully (a second one at once), SIGHUP reloads; the
-cyclic GC is frozen once the long-lived objects are built; systemd hears of
-start-up, readiness after the first probe round, reloads and the stop.
+SIGINT and SIGTERM stop gracefully (a second one at once), SIGHUP reloads (in a
+task of its own: a reload stuck reading a file never keeps a signal waiting, and a
+stop cancels it); the cyclic GC is frozen once the long-lived objects are built;
+systemd hears of start-up, readiness after the first probe round, reloads and the
+stop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import signal
@@ -132,14 +135,29 @@ async def run_instance(config: Config, *,
                     await engine.run()
                     inner.cancel_scope.cancel()
 
+                async def reload_on_hup() -> None:
+                    with hup_reloads:
+                        async for _ in hups:
+                            await reload()
+
+                # one SIGHUP waits while a reload runs; more add nothing (it reads the file
+                # after them all), and the signal loop never waits for a reload
+                hup, hups = trio.open_memory_channel[None](1)
+                hup_reloads = trio.CancelScope()  # a stop cancels the SIGHUP reload
                 inner.start_soon(engine_then_stop)
+                inner.start_soon(reload_on_hup)
                 task_status.started(url)
                 log.info("sentinel running: %d services, %d backends", len(config.services),
                          sum(len(s.backends) for s in config.services))
                 stopping = False
                 async for signum in signals:
+                    if signum == signal.SIGHUP and stopping:
+                        log.info("SIGHUP: not reloading, stopping")
+                        continue
                     if signum == signal.SIGHUP:
-                        await reload()
+                        log.info("SIGHUP: reloading %s", config.path)
+                        with contextlib.suppress(trio.WouldBlock):
+                            hup.send_nowait(None)
                         continue
                     if stopping:
                         log.warning("second signal: stopping now")
@@ -148,6 +166,7 @@ async def run_instance(config: Config, *,
                     log.info("%s: stopping gracefully", signal.Signals(signum).name)
                     notifier.stopping("stopping: finishing sink work")
                     stopping = True
+                    hup_reloads.cancel()
                     engine.stop()
             outer.cancel_scope.cancel()
     notifier.close()

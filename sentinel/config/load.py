@@ -90,6 +90,7 @@ from sentinel.config.tables import (
 )
 from sentinel.errors import ConfigError, ConfigErrors, Mark
 from sentinel.extras import missing
+from sentinel.files import read_regular
 
 MAX_FILE_BYTES = 16 << 20
 T = TypeVar("T")
@@ -420,7 +421,7 @@ def parse_api(node: Node) -> ApiConfig:
     if "token_file" in e:
         where = e["token_file"]
         try:
-            data = Path(API.get(e, "token_file")).read_bytes()
+            data = read_regular(API.get(e, "token_file"))
         except OSError as exc:
             raise where.error(f"cannot read token file: {exc.strerror}") from None
         try:

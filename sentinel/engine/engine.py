@@ -498,6 +498,9 @@ class Engine:
         loaded = await reload.load(path)
         if isinstance(loaded, list):
             return loaded
+        if self._stopped:  # the stop came while the file was read: sinks are draining
+            reload.log.warning("reload of %s not applied: stopping", path)
+            return [f"{path}: not applied: sentinel is stopping"]
         try:
             await self.reload(loaded)
         except Exception as exc:

@@ -544,3 +544,20 @@ def test_state_dir_error_does_not_hide_others(tmp_path: Path) -> None:
 def test_unreadable_file(tmp_path: Path) -> None:
     """A missing config file is one plain error line and exit 2."""
     assert _check(tmp_path) == ["sentinel.yaml: cannot read: No such file or directory"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_token_file_that_is_no_regular_file_is_refused_at_once(tmp_path: Path,
+                                                                 kind: str) -> None:
+    """`token_file:` naming a FIFO (whose open would wait for a writer: `check` and `run`
+    hung) or a directory is an error at the key, at once."""
+    token = tmp_path / "token"
+    if kind == "fifo":
+        os.mkfifo(token)
+    else:
+        token.mkdir()
+    write_config(tmp_path, whole("api: {listen: 127.0.0.1:0, token_file: ./token}\n"))
+    done = run_sentinel("check", "-c", "sentinel.yaml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("sentinel.yaml:1:40: api.token_file: cannot read token "
+                                  "file: "), done.stderr

@@ -3,8 +3,10 @@ and a real `sentinel run` that survives every file the loader can be handed."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import signal
 from collections.abc import Iterator
 from dataclasses import replace
@@ -15,7 +17,7 @@ import trio
 import trio.testing
 
 from sentinel.cluster.config import ClusterConfig
-from sentinel.config.model import ThresholdBreakerConfig
+from sentinel.config.model import Config, ThresholdBreakerConfig
 from sentinel.engine import reload
 from sentinel.engine.engine import Engine
 from sentinel.model import State
@@ -203,6 +205,129 @@ async def test_invalid_or_missing_file_is_refused_with_its_errors_and_changes_no
     assert engine.config is cfg
     assert engine.services == services
     assert engine.services["s"].backends[0].published == (State.UP, 1)
+
+
+def release(fifo: Path) -> None:
+    """Wake whoever is blocked opening `fifo` to read (and let them read its end): open and
+    close its write end. Nothing to do when nobody has it open."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+async def release_after(fifo: Path, seconds: float) -> None:
+    """`release(fifo)` after `seconds`, and again every half second until cancelled: a
+    reload that never gives up fails its test, and does not hang it."""
+    await trio.sleep(seconds)
+    while True:
+        release(fifo)
+        await trio.sleep(0.5)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device"])
+async def test_a_path_that_is_not_a_regular_file_is_refused_at_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str) -> None:
+    """A FIFO (opening it would block until written to), a directory or a device where the
+    config was: refused with why, the running config kept."""
+    path, what = {"fifo": (tmp_path / "live.yaml", "a FIFO"),
+                  "directory": (tmp_path / "live.yaml", "a directory"),
+                  "device": (Path("/dev/null"), "a character device")}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    cfg = config(tmp_path, service("s", [9001]))
+    probe = FakeProbe()
+    engine = Engine(cfg, sinks={"rec": RecordingSink()}, probe_factory=probe.factory(),
+                    poller=probe.poller)
+    errors: list[str] = []
+    with caplog.at_level(logging.ERROR, logger="sentinel.engine.reload"):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(release_after, path, 30.0)
+            errors = await engine.reload_from_file(str(path))
+            nursery.cancel_scope.cancel()
+    error = f"{path}: not a regular file ({what}); a reload reads only regular files"
+    assert errors == [error]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"reload refused, keeping the running config: {error}"]
+    assert engine.config is cfg
+
+
+async def test_a_load_stuck_in_a_fifo_is_given_up_and_later_reloads_work(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A load blocked reading a FIFO (as for a token_file that is one) is given up after
+    LOAD_TIMEOUT and the next reload applies; stuck threads past MAX_STUCK_LOADS make a
+    reload refused at once, until they end. (Virtual time runs at the real rate meanwhile:
+    the timeout is the thing tested.)"""
+    fifo, stuck, good = tmp_path / "token", tmp_path / "stuck.yaml", tmp_path / "good.yaml"
+    os.mkfifo(fifo)
+    stuck.write_text(GOOD.format(state=tmp_path))
+    good.write_text(GOOD.format(state=tmp_path))
+    real = reload.load_config
+
+    def load_config(path: str) -> Config:
+        if path == str(stuck):
+            fifo.read_bytes()  # blocks until something opens the FIFO to write
+        return real(path)
+
+    monkeypatch.setattr(reload, "load_config", load_config)
+    monkeypatch.setattr(reload, "LOAD_TIMEOUT", 1.0)
+    monkeypatch.setattr(reload, "MAX_STUCK_LOADS", 1)
+    probe = FakeProbe()
+    engine = make_engine(tmp_path, probe, {"rec": TimedSink()}, service("s", [9001]))
+    results: list[list[str]] = []
+    services: list[list[str]] = []
+
+    async def script(_probe: FakeProbe) -> None:
+        await trio.sleep(1.5)
+        autojump_clock.autojump_threshold = math.inf
+        autojump_clock.rate = 1.0
+        async with trio.open_nursery() as watchdog:
+            watchdog.start_soon(release_after, fifo, 30.0)
+            results.append(await engine.reload_from_file(str(stuck)))
+            results.append(await engine.reload_from_file(str(good)))
+            services.append(list(engine.services))
+            results.append(await engine.reload_from_file(str(stuck)))
+            began = trio.current_time()
+            results.append(await engine.reload_from_file(str(good)))  # both threads stuck
+            results.append([f"{trio.current_time() - began < 0.5}"])
+            release(fifo)
+            for _ in range(400):  # once the stuck threads are gone (20s at most), it works
+                errors = await engine.reload_from_file(str(good))
+                if not errors:
+                    break
+                await trio.sleep(0.05)
+            results.append(errors)
+            watchdog.cancel_scope.cancel()
+        autojump_clock.rate = 0.0
+        autojump_clock.autojump_threshold = 0
+
+    try:
+        await run_for(engine, 600.0, script, probe)
+    finally:
+        release(fifo)
+    timed_out = (f"{stuck}: not loaded within 1s: reading it, or a file it names "
+                 f"(token_file), blocked (a FIFO? a hung file system?)")
+    refused = (f"{good}: not read: earlier reloads are still blocked reading files (1 at "
+               f"most); restart sentinel to free them")
+    assert results == [[timed_out], [], [timed_out], [refused], ["True"], []]
+    assert services == [["s", "t"]]
+
+
+async def test_a_file_read_while_stopping_is_not_applied(tmp_path: Path) -> None:
+    """A reload whose file was read once `stop()` had come changes nothing: sinks are
+    draining and probing is over."""
+    path = tmp_path / "sentinel.yaml"
+    path.write_text(GOOD.format(state=tmp_path))
+    cfg = config(tmp_path, service("s", [9001]))
+    probe = FakeProbe()
+    engine = Engine(cfg, sinks={"rec": RecordingSink()}, probe_factory=probe.factory(),
+                    poller=probe.poller)
+    services = dict(engine.services)
+    engine.stop()
+    assert await engine.reload_from_file(str(path)) == [
+        f"{path}: not applied: sentinel is stopping"]
+    assert (engine.config, engine.services) == (cfg, services)
 
 
 def test_cluster_settings_but_the_hash_are_restart_only(
