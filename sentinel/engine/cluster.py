@@ -436,10 +436,11 @@ class ClusterMode:
             self._handed = events[-1].seq
 
     async def _resume_deliveries(self, leader: Leader, state: AgreedState) -> None:
-        """Hand the leader-scope durable sinks what the last leader may not have
-        delivered (at least once: the outbox drops ids it still holds). A sink no leader
-        has marked yet starts from now: no earlier leader delivered through it."""
-        for runner in self._durable_leader_runners():
+        """Hand the leader-scope sinks what the last leader may not have delivered (at
+        least once: an outbox drops ids it still holds; an exec sink runs them again).
+        A sink no leader has marked yet starts from now: no earlier leader delivered
+        through it."""
+        for runner in self._leader_runners():
             name = runner.sink.name
             mark = state.delivered.get(name)
             if mark is None:
@@ -447,22 +448,33 @@ class ClusterMode:
                 continue
             owed = [e for e in await leader.events_after(mark)
                     if name in self._sinks_of(e.service)]
-            if owed:
-                log.info("cluster: %s resumes %d deliveries of sink %s after seq %d",
-                         self.node.node, len(owed), name, mark)
-                assert runner.can.durable is not None
+            if not owed:
+                continue
+            log.info("cluster: %s resumes %d deliveries of sink %s after seq %d",
+                     self.node.node, len(owed), name, mark)
+            if runner.can.durable is not None:
                 await runner.can.durable.accept(owed)
+                continue
+            by_service: dict[str, list[Event]] = {}
+            for event in owed:
+                by_service.setdefault(event.service, []).append(event)
+            for service, events in by_service.items():
+                svc = self.engine.services[service]
+                for bound, options in self._bindings(svc, "leader"):
+                    if bound is runner:
+                        runner.publish(Update(svc.decided.view, tuple(events), options))
 
     async def _record_deliveries(self, leader: Leader, recorded: dict[str, int]) -> None:
-        """Record, fenced, how far each leader-scope durable sink has delivered, so the
-        next leader resumes there; a mark only grows (`recorded`: the marks in etcd; this
-        outbox may still hold older events of an earlier term)."""
+        """Record, fenced, how far each leader-scope sink has delivered (a durable one's
+        outbox, another's runner: what it still holds is owed), so the next leader
+        resumes there; a mark only grows (`recorded`: the marks in etcd; this outbox may
+        still hold older events of an earlier term)."""
         while True:
             await trio.sleep(DELIVERY_MARK_EVERY)
-            for runner in self._durable_leader_runners():
+            for runner in self._leader_runners():
                 if runner.sink.name in self._refused:
                     await self._retake(leader, runner)
-                progress = runner.can.progress
+                progress = runner.can.progress if runner.can.durable is not None else runner
                 owed = progress.owed_seq() if progress is not None else None
                 through = self._handed if owed is None else min(owed - 1, self._handed)
                 refused = self._refused.get(runner.sink.name)
@@ -622,9 +634,8 @@ class ClusterMode:
         svc = self.engine.services.get(service)
         return {r.sink.name for r, _ in svc.bindings} if svc is not None else set()
 
-    def _durable_leader_runners(self) -> list[SinkRunner]:
-        return [r for r in self.engine.runners.values()
-                if self._scope(r) == "leader" and r.can.durable is not None]
+    def _leader_runners(self) -> list[SinkRunner]:
+        return [r for r in self.engine.runners.values() if self._scope(r) == "leader"]
 
     def _follow(self, svc: ServiceRuntime, entries: dict[str, Any]) -> ServiceView:
         """The sinks' view of `svc` from the agreed state this member follows (its own

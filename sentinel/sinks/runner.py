@@ -62,6 +62,7 @@ class SinkRunner:
         self._backoff = backoff or Backoff()
         self._rng = rng or random.Random()
         self._pending: dict[str, Update] = {}
+        self._applying: list[Update] = []  # taken from `_pending`, being applied
         self._not_before: dict[str, float] = {}
         self._attempts: dict[str, int] = {}
         self._wake = trio.Event()
@@ -97,6 +98,13 @@ class SinkRunner:
             ok, error, details = ok and health.ok, error or health.last_error, health.details
         return SinkStatistics(self.sink.name, ok, len(self._pending), self._applied,
                               self._failures, error, self._last_success, details)
+
+    def owed_seq(self) -> int | None:
+        """The lowest seq of an event handed over and not yet applied (pending, being
+        applied, or waiting to be retried); None when there is none. A cluster's leader
+        records how far a leader-scope sink has delivered by it."""
+        return min((e.seq for u in (*self._pending.values(), *self._applying)
+                    for e in u.events), default=None)
 
     async def wait_idle(self) -> None:
         """Return once nothing is pending (used for a graceful stop)."""
@@ -134,12 +142,14 @@ class SinkRunner:
                     await self._wake.wait()
                 continue
             if self.can.batch is not None and len(ready) > 1:
-                batch = [self._pending.pop(s) for s in ready]
+                batch = self._applying = [self._pending.pop(s) for s in ready]
                 await self._apply(ready, batch, self.can.batch.apply_batch(batch))
             else:
                 for service in ready:
                     update = self._pending.pop(service)
+                    self._applying = [update]
                     await self._apply([service], [update], self.sink.apply(update))
+            self._applying = []
 
     async def _apply(self, services: list[str], updates: list[Update],
                      call: Coroutine[Any, Any, None]) -> None:

@@ -42,7 +42,14 @@ from tests.cluster.etcd_server import EtcdServer
 from tests.cluster.helpers import client_for, cluster_config
 from tests.e2e.balancers import eventually
 from tests.e2e.helpers import free_port
-from tests.engine.fakes import FakeProbe, Outboxish, config, run_inline, service
+from tests.engine.fakes import (
+    BreakableSink,
+    FakeProbe,
+    Outboxish,
+    config,
+    run_inline,
+    service,
+)
 from tests.telemetry.helpers import Samples, parse_metrics, sample
 
 pytestmark = pytest.mark.e2e
@@ -811,3 +818,31 @@ async def test_events_an_outbox_refused_are_delivered_by_the_next_leader(
                                      for e in box.accepted) == 1,
                          what="the event delivered by the next leader")
         assert not outboxes[leader.name].accepted
+
+
+async def test_an_exec_sink_is_resumed_by_the_next_leader(
+        etcd: EtcdServer, prefix: str, tmp_path: Path) -> None:
+    """SPEC 12: a new leader resumes every notification sink, exec as well as webhook. The
+    leader's exec sink cannot run the down event (its command fails) and the leader
+    stops: the next leader's exec sink gets the event (before, an exec sink had no
+    delivery mark: the next leader started from its own start and the event was lost)."""
+    svc = service("web", PORTS, interval=0.1, timeout=0.05, sinks=("rec", "note"),
+                  breaker=ThresholdBreakerConfig(fall=2, rise=2))
+    notes = {n: BreakableSink("note") for n in ("n1", "n2", "n3")}
+    async with trio.open_nursery() as nursery:
+        nodes = {n: start_member(nursery, etcd, prefix, tmp_path, n, svc, notes=notes[n])
+                 for n in notes}
+        await eventually(lambda: all(m.cluster()["leader"] for m in nodes.values()),
+                         what="a leader elected")
+        leader = await leader_of(nodes)
+        notes[leader.name].broken = True
+        await b9001_down(nodes)
+        event = next(e for e in leader.engine.events_after(0) if e.backend == "b9001")
+        await eventually(lambda: notes[leader.name].failures >= 2,
+                         what="the leader's exec sink failing the event, retried")
+        leader.stop()
+        rest = [n for n in notes if n != leader.name]
+        await eventually(lambda: any(event.id in {e.id for u in notes[n].updates
+                                                  for e in u.events} for n in rest),
+                         what="the event run by the next leader's exec sink", within=30)
+        nursery.cancel_scope.cancel()

@@ -27,12 +27,13 @@ from sentinel.config.model import (
     TcpSpec,
     Timing,
 )
-from sentinel.errors import ResolveError
+from sentinel.errors import ResolveError, SinkUnavailable
 from sentinel.model import Event, FailureKind, ProbeResult
 from sentinel.probes.base import Probe, Target, classify, failed
 from sentinel.probes.exchange import Connect, Conversation
 from sentinel.probes.rawsock import Address
 from sentinel.probes.resolve import default_resolver
+from sentinel.sinks.base import Update
 from sentinel.sinks.memory import RecordingSink
 
 
@@ -376,3 +377,20 @@ class Outboxish(RecordingSink):
         if self.broken:
             raise OSError("disk full")
         self.accepted.extend(events)
+
+
+class BreakableSink(RecordingSink):
+    """A sink whose applies fail while `broken` (an exec command failing, a webhook
+    receiver down); counts the failed applies."""
+
+    def __init__(self, name: str = "rec") -> None:
+        super().__init__(name)
+        self.broken = False
+        self.failures = 0
+
+    async def apply(self, update: Update) -> None:
+        """Record the update, or fail as an unreachable balancer would."""
+        if self.broken:
+            self.failures += 1
+            raise SinkUnavailable(f"{self.name}: broken by the test")
+        await super().apply(update)

@@ -182,3 +182,24 @@ async def test_statistics_document_shape(
     assert (doc["ok"], doc["pending"], doc["applied"], doc["failures"], doc["last_error"]) == (
         True, 0, 1, 0, None)
     assert isinstance(doc["last_success"], float)
+
+
+async def test_owed_seq_is_the_lowest_event_not_yet_applied(
+        nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
+    """What a cluster leader records as delivered stops below the first event a sink still
+    owes: pending, being applied (a slow apply), or waiting to be retried; none once all
+    are applied."""
+    sink = TimedSink(delay=1.0)
+    sink.failing = {"api"}
+    runner = await start(nursery, sink)
+    assert runner.owed_seq() is None
+    runner.publish(update("web", 3, 4))
+    runner.publish(update("api", 5))
+    assert runner.owed_seq() == 3  # pending
+    await trio.sleep(0.5)
+    assert runner.owed_seq() == 3  # web's apply takes a second
+    await trio.sleep(1.0)
+    assert runner.owed_seq() == 5  # web applied; api failing, waiting to be retried
+    sink.failing = set()
+    await runner.wait_idle()
+    assert runner.owed_seq() is None
