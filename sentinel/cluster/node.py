@@ -252,6 +252,12 @@ class ClusterNode:
                                                      self.config.probers)
         return found
 
+    def knew_seq(self, seq: int) -> None:
+        """Events up to `seq` were seen before this start (a restarted member's
+        state.json): should etcd hold less (wiped, restored from an older snapshot), a
+        term this member leads numbers on past it (`Leader.number_on`), not from etcd's."""
+        self._passed_seq = max(self._passed_seq, seq)
+
     def probes(self, service: str, backend: str) -> bool:
         """True when this member is one of the backend's probers."""
         return self.node in self.probers(service, backend)

@@ -584,6 +584,7 @@ class ClusterMode:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """The node, and the follower's state writes, until cancelled."""
+        self.node.knew_seq(self.engine.journal.seq)  # from state.json, if restarted
         async with trio.open_nursery() as nursery:
             await nursery.start(self.node.run)
             nursery.start_soon(self._persist_agreed)

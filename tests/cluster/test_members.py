@@ -12,6 +12,7 @@ suspect member's down votes abstaining (SPEC 11).
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -846,3 +847,26 @@ async def test_an_exec_sink_is_resumed_by_the_next_leader(
                                                   for e in u.events} for n in rest),
                          what="the event run by the next leader's exec sink", within=30)
         nursery.cancel_scope.cancel()
+
+
+async def test_members_restarted_on_a_wiped_etcd_number_on_from_their_own_seq(
+        own_etcd: EtcdServer, prefix: str, tmp_path: Path) -> None:
+    """Every member stopped, etcd wiped (or restored from an older snapshot), the members
+    started again on their state dirs: the new leader numbers on from the seq the members
+    persisted, so no seq names two events (before, with every member restarted, nothing
+    remembered it and numbering began at 1 again)."""
+    async with members(own_etcd, prefix, tmp_path, ("n1", "n2")) as nodes:
+        await b9001_down(nodes)
+        seq = nodes["n1"].engine.journal.seq
+        assert seq >= 1
+        await eventually(lambda: all(
+            json.loads((tmp_path / n / "state.json").read_text()).get("seq") == seq
+            for n in nodes), what="the seq persisted by both members")
+    own_etcd.stop()
+    own_etcd.wipe()
+    own_etcd.start()
+    async with members(own_etcd, prefix, tmp_path, ("n1", "n2")) as nodes:
+        await eventually(lambda: agreed(nodes, {f"b{p}": "up" for p in PORTS}),
+                         what="b9001 up again after the restart")
+        ups = [e for e in nodes["n1"].engine.events_after(seq) if e.backend == "b9001"]
+        assert [(e.seq, e.to_state) for e in ups] == [(seq + 1, "up")]
