@@ -51,6 +51,17 @@ def split(text: str) -> tuple[str, int]:
     return match.group(1) or match.group(3), int(match.group(2) or match.group(4))
 
 
+def tcp_address(address: str) -> tuple[str, int] | None:
+    """(host, port) for `host:port` or `[IPv6]:port`; None for anything else (a unix
+    socket's path, where a socket may be either: HAProxy's runtime API)."""
+    if "/" in address:
+        return None
+    try:
+        return split(address)
+    except ValueError:
+        return None
+
+
 def canonical(host: str, port: int) -> str:
     """`host:port` as addresses are compared and hashed: an IP literal in its compressed
     form (IPv6 bracketed), a host name lower-cased; brackets and blanks around `host`

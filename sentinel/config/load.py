@@ -353,7 +353,7 @@ def parse_config(root: Node, file: str, kinds: SinkKinds) -> Config:
     top = parsed or {}
     errors.run(lambda: TOP.get(top, "version"))
     base = Path(file).resolve().parent
-    state_dir = errors.run(lambda: str(base / TOP.get(top, "state_dir")))
+    state_dir = errors.run(lambda: _state_dir(root, top, base))
     shutdown = errors.run(lambda: TOP.get(top, "shutdown_timeout"))
     in_flight = errors.run(lambda: TOP.get(top, "max_in_flight"))
     api = errors.run(lambda: parse_api(top["api"])) if "api" in top else ApiConfig()
@@ -383,6 +383,21 @@ def parse_config(root: Node, file: str, kinds: SinkKinds) -> Config:
                   services=tuple(services), cluster=cluster, canaries=canaries,
                   suspect=suspect,
                   warnings=tuple(dict.fromkeys(str(w) for w in ConfigErrors(root.warnings).errors)))
+
+
+def _state_dir(root: Node, top: Mapping[str, Node], base: Path) -> str:
+    """`state_dir` (relative to the file's directory): a directory, or one that can be
+    made (`run` makes it): refused here when it, or the nearest part of it that exists,
+    is something else (a file, say), which `run` could only refuse without a position."""
+    path = base / TOP.get(top, "state_dir")
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        what = "is" if existing == path else f"cannot be made: {existing} is"
+        where = top.get("state_dir")
+        raise (where.error(f"{what} not a directory") if where is not None else ConfigError(
+            Mark(root.file, root.line, root.column, "state_dir"),
+            f"{path} (the default) {what} not a directory"))
+    return str(path)
 
 
 def _some_services(root: Node, top: Mapping[str, Node]) -> None:

@@ -61,6 +61,26 @@ CASES = [
           web: {}
         """,
          f"{{file}}:2:1: service: unknown key 'service'; expected one of: {TOP_KEYS}"),
+    Case("state-dir-is-a-file", """\
+        state_dir: {tmp}/check.sh
+        """,
+         "{file}:1:12: state_dir: is not a directory",
+         loader_only="what is on the disk"),
+    Case("state-dir-under-a-file", """\
+        state_dir: {tmp}/check.sh/state
+        """,
+         "{file}:1:12: state_dir: cannot be made: {tmp}/check.sh is not a directory",
+         loader_only="what is on the disk"),
+    Case("haproxy-socket-port", """\
+        sinks:
+          lb: {type: haproxy, socket: "127.0.0.1:99999"}
+        services:
+          web:
+            backends: [127.0.0.1:1]
+            sinks: [lb]
+        """,
+         "{file}:2:31: sinks.lb.socket: port must be 1..65535, got 99999",
+         loader_only="a port inside `host:port` text (the socket may also be a path)"),
     Case("blank-backend-name", """\
         services:
           web:

@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from sentinel.addresses import tcp_address
 from sentinel.config.load import NameProblem
 from sentinel.config.node import Node
 from sentinel.config.tables import Duration, Field, FilePath, Rule, Section, scalar
@@ -79,7 +80,11 @@ def parse_options(node: Node) -> HAProxyOptions:
     """`{type: haproxy, socket: /run/haproxy/admin.sock | host:port, timeout, resync, watch}`."""
     e = OPTIONS.parse(node)
     OPTIONS.require(node, e)
-    return HAProxyOptions(socket=OPTIONS.get(e, "socket"), timeout=OPTIONS.get(e, "timeout"),
+    socket = OPTIONS.get(e, "socket")
+    tcp = tcp_address(socket)
+    if tcp is not None and not 0 < tcp[1] < 65536:
+        raise e["socket"].error(f"port must be 1..65535, got {tcp[1]}")
+    return HAProxyOptions(socket=socket, timeout=OPTIONS.get(e, "timeout"),
                           resync=OPTIONS.get(e, "resync"), watch=OPTIONS.get(e, "watch"))
 
 

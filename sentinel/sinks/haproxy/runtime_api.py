@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import trio
 
-from sentinel.addresses import split
+from sentinel.addresses import tcp_address
 from sentinel.errors import SinkRejected
 from sentinel.sinks.base import unavailable
 
@@ -99,16 +99,6 @@ def parse_servers_state(text: str) -> list[ServerState]:
     return out
 
 
-def _tcp_address(address: str) -> tuple[str, int] | None:
-    """(host, port) for `host:port` or `[IPv6]:port`; None for a unix socket's path."""
-    if "/" in address:
-        return None
-    try:
-        return split(address)
-    except ValueError:
-        return None
-
-
 def _first_line(text: str) -> str:
     return next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
 
@@ -119,7 +109,7 @@ class RuntimeApi:
     def __init__(self, address: str, *, timeout: float = 2.0) -> None:
         self.address = address
         self.timeout = timeout
-        self._tcp = _tcp_address(address)
+        self._tcp = tcp_address(address)
 
     async def command(self, line: str) -> str:
         """Send one command, return the whole answer."""
