@@ -435,6 +435,8 @@ def parse_api(node: Node) -> ApiConfig:
     token = API.get(e, "token")
     if "token_file" in e:
         where = e["token_file"]
+        if "token" in e:
+            raise where.key_error("give `token` or `token_file`, not both")
         try:
             data = read_regular(API.get(e, "token_file"))
         except OSError as exc:

@@ -71,6 +71,11 @@ CASES = [
         """,
          "{file}:1:12: state_dir: cannot be made: {tmp}/check.sh is not a directory",
          loader_only="what is on the disk"),
+    Case("token-and-token-file", """\
+        api: {listen: 127.0.0.1:0, token: s3cret, token_file: ./t}
+        """,
+         "{file}:1:43: api.token_file: give `token` or `token_file`, not both",
+         loader_only="a rule across two keys"),
     Case("haproxy-socket-port", """\
         sinks:
           lb: {type: haproxy, socket: "127.0.0.1:99999"}
