@@ -55,3 +55,21 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def unwritable(path: str | os.PathLike[str], *, directory: bool = False) -> str | None:
+    """Why `write_atomic` could never write the file `path` (with `directory`: files in
+    the directory `path`) on this machine, or None. It makes missing directories, so the
+    nearest part of `path` that exists decides: a directory where the file goes, or
+    anything else where a directory must be. What may change before the write
+    (permissions, free space) and what cannot be looked at is not judged."""
+    target = Path(path)
+    existing = next((p for p in (target, *target.parents) if os.path.lexists(p)), None)
+    if existing is None:
+        return None
+    if existing != target:  # missing: the rest is made in the part that exists
+        return None if os.path.isdir(existing) else (
+            f"cannot be made: {existing} is not a directory")
+    if os.path.isdir(target) != directory:
+        return "is not a directory" if directory else "is a directory"
+    return None

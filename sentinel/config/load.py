@@ -90,7 +90,7 @@ from sentinel.config.tables import (
 )
 from sentinel.errors import ConfigError, ConfigErrors, Mark
 from sentinel.extras import missing
-from sentinel.files import read_regular
+from sentinel.files import read_regular, unwritable
 
 MAX_FILE_BYTES = 16 << 20
 T = TypeVar("T")
@@ -390,13 +390,12 @@ def _state_dir(root: Node, top: Mapping[str, Node], base: Path) -> str:
     made (`run` makes it): refused here when it, or the nearest part of it that exists,
     is something else (a file, say), which `run` could only refuse without a position."""
     path = base / TOP.get(top, "state_dir")
-    existing = next((p for p in (path, *path.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        what = "is" if existing == path else f"cannot be made: {existing} is"
+    problem = unwritable(path, directory=True)
+    if problem:
         where = top.get("state_dir")
-        raise (where.error(f"{what} not a directory") if where is not None else ConfigError(
+        raise (where.error(problem) if where is not None else ConfigError(
             Mark(root.file, root.line, root.column, "state_dir"),
-            f"{path} (the default) {what} not a directory"))
+            f"{path} (the default) {problem}"))
     return str(path)
 
 

@@ -48,6 +48,7 @@ from sentinel.config.tables import (
     Choice,
     Duration,
     Field,
+    FilePath,
     Int,
     JsonSchema,
     Rule,
@@ -58,6 +59,7 @@ from sentinel.config.tables import (
     scalar,
 )
 from sentinel.errors import ConfigError
+from sentinel.files import unwritable
 from sentinel.timefmt import duration
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -221,13 +223,39 @@ def _missing(program: str) -> str | None:
     if "/" in program:
         if not os.path.exists(program):
             return f"command not found: {program}"
-        if not os.access(program, os.X_OK) or os.path.isdir(program):
+        if os.path.isdir(program):
+            return f"command is a directory: {program}"
+        if not os.access(program, os.X_OK):
             return f"command is not executable: {program}"
     elif not program.strip():
         return "the program name is empty"
     elif "\0" in program or shutil.which(program) is None:
+        # exec skips a file on PATH it may not run, and fails "permission denied" if
+        # no other is found: name it
+        found = None if "\0" in program else shutil.which(program, mode=os.F_OK)
+        if found is not None:
+            return f"command is not executable: {found} (found on PATH for {program})"
         return f"command not found on PATH: {program}"
     return None
+
+
+def writable(node: Node, path: str, *, directory: bool = False) -> str:
+    """`path` (read from `node`), refused at `node` when sentinel could never write the
+    file there (with `directory`: files in that directory) on this machine, so `check`
+    fails where `run` would retry for ever: a directory where the file goes, a file
+    where a directory must be."""
+    problem = unwritable(path, directory=directory)
+    if problem:
+        raise node.error(problem)
+    return path
+
+
+def _output_file(node: Node) -> str:
+    return writable(node, node.as_path())
+
+
+OUTPUT_FILE = Rule(_output_file, FilePath().schema())
+"""A path sentinel writes a file at (missing directories are made)."""
 
 
 def parse_source(node: Node) -> str:
@@ -666,5 +694,5 @@ def _circuit(e: Mapping[str, Node]) -> CircuitBreakerConfig:
         half_open_trials=table.get(e, "half_open_trials"))
 
 
-__all__ = ["ConfigError", "default_command", "merged", "parse_agent", "parse_breaker",
-           "parse_checks", "parse_command", "parse_probe"]
+__all__ = ["OUTPUT_FILE", "ConfigError", "default_command", "merged", "parse_agent",
+           "parse_breaker", "parse_checks", "parse_command", "parse_probe", "writable"]

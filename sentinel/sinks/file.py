@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import trio
 
 from sentinel.config.node import Node
-from sentinel.config.tables import Field, FilePath, Section
+from sentinel.config.sections import OUTPUT_FILE
+from sentinel.config.tables import Field, Section
 from sentinel.files import write_atomic
 from sentinel.sinks.base import SinkContext, SinkKind, Update, unavailable
 
@@ -24,7 +25,7 @@ class FileOptions:
 
 
 OPTIONS = Section(
-    Field("path", FilePath(), "where the state document is written",
+    Field("path", OUTPUT_FILE, "where the state document is written",
           required="a file sink needs `path`"))
 
 

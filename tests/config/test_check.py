@@ -79,3 +79,18 @@ def test_an_empty_program_name_is_named_as_such(tmp_path: Path) -> None:
     done = run_sentinel("check", "-c", "sentinel.yaml", cwd=tmp_path)
     assert (done.returncode, done.stderr) == (
         2, "sentinel.yaml:2:30: sinks.run.command: the program name is empty\n")
+
+
+def test_a_program_on_path_that_is_not_executable_is_named(tmp_path: Path) -> None:
+    """`command: [notify, ...]` where PATH holds a `notify` this user may not run (exec
+    would fail "permission denied") is an error naming that file, not "not found"."""
+    env = _path_with(tmp_path / "bin", "true")
+    (tmp_path / "bin" / "notify").write_text("#!/bin/sh\nexit 0\n")
+    write_config(tmp_path, whole(textwrap.dedent("""\
+        sinks:
+          run: {type: exec, command: [notify, "{service}"]}
+        """)))
+    done = run_sentinel("check", "-c", "sentinel.yaml", cwd=tmp_path, env=env)
+    assert (done.returncode, done.stderr) == (
+        2, f"sentinel.yaml:2:30: sinks.run.command: command is not executable: "
+           f"{tmp_path / 'bin' / 'notify'} (found on PATH for notify)\n")

@@ -237,6 +237,18 @@ CASES = [
         """,
          "{file}:4:36: services.web.probe.command: command is not executable: {tmp}/check.sh",
          loader_only=MACHINE),
+    Case("exec-command-is-a-directory", """\
+        sinks:
+          run: {type: exec, command: ['{tmp}', '{service}']}
+        """,
+         "{file}:2:30: sinks.run.command: command is a directory: {tmp}",
+         loader_only=MACHINE),
+    Case("file-sink-path-is-a-directory", """\
+        sinks:
+          out: {type: file, path: '{tmp}/'}
+        """,
+         "{file}:2:27: sinks.out.path: is a directory",
+         loader_only="what is on the disk"),
     Case("negative-max-fails", """\
         services:
           web:

@@ -62,6 +62,24 @@ def test_options_take_the_path() -> None:
         "/srv/state.json")
 
 
+@pytest.mark.parametrize(("written", "message"), [
+    ("{tmp}/", "f.yaml:1:8: path: is a directory"),
+    ("{tmp}/taken/state.json", "f.yaml:1:8: path: cannot be made: {tmp}/taken is not a "
+                               "directory"),
+])
+def test_options_refuse_a_path_no_file_can_be_written_at(tmp_path: Path, written: str,
+                                                         message: str) -> None:
+    """A `path` that is a directory, or under a file, is refused at the key (the sink
+    could only retry it for ever); missing directories are fine (they are made)."""
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(ConfigError) as caught:
+        parse_options(load_yaml(f"{{path: '{written.replace('{tmp}', str(tmp_path))}'}}",
+                                "f.yaml"))
+    assert str(caught.value) == message.replace("{tmp}", str(tmp_path))
+    made_later = str(tmp_path / "new" / "state.json")
+    assert parse_options(load_yaml(f"{{path: '{made_later}'}}", "f.yaml")).path == made_later
+
+
 async def test_apply_writes_the_state_document_as_json(tmp_path: Path) -> None:
     """Each apply writes the current document; a later apply replaces it."""
     target = tmp_path / "out" / "state.json"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sentinel.config.node import Node
+from sentinel.config.sections import writable
 from sentinel.config.tables import Choice, Duration, Field, FilePath, Rule, Section, scalar
 from sentinel.extras import missing
 from sentinel.sinks.maglev.table import (
@@ -44,6 +45,13 @@ def parse_table_size(node: Node) -> int:
     return size
 
 
+def _directory(node: Node) -> str:
+    """`dir`, relative to the config file's directory; refused where no directory can be
+    (a file there, or in the way)."""
+    return writable(node, str(Path(node.file).resolve().parent / node.as_path()),
+                    directory=True)
+
+
 _D = MaglevOptions()
 _MODES, _ON_EMPTY = tuple(Mode), ("keep", "clear")
 OPTIONS = Section(
@@ -51,8 +59,8 @@ OPTIONS = Section(
         {"type": "integer", "minimum": 2, "maximum": MAX_TABLE_SIZE}, r"^\s*\d+\s*$")),
           "slots in the lookup table: a prime, at least 100 times the backends for an even "
           "spread", _D.table_size),
-    Field("dir", FilePath(), "where the table files go, relative to this file (default: "
-          "STATE_DIR/maglev)"),
+    Field("dir", Rule(_directory, FilePath().schema()), "where the table files go, relative "
+          "to this file (default: STATE_DIR/maglev)"),
     Field("mode", Choice(_MODES),
           "stable: only a failed backend's slots move; fresh: the table is rebuilt from the "
           "live backends", _D.mode),
@@ -69,11 +77,8 @@ def parse_options(node: Node) -> MaglevOptions:
     needs = missing("maglev", "the maglev sink")
     if needs:
         raise node.error(needs)
-    directory = None
-    if "dir" in e:
-        directory = str(Path(node.file).resolve().parent / OPTIONS.get(e, "dir"))
     return MaglevOptions(
-        table_size=OPTIONS.get(e, "table_size"), dir=directory,
+        table_size=OPTIONS.get(e, "table_size"), dir=OPTIONS.get(e, "dir"),
         mode=Mode(OPTIONS.get(e, "mode")), on_empty=OPTIONS.get(e, "on_empty"),
         min_interval=OPTIONS.get(e, "min_interval"))
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from sentinel.config.load import NameProblem
 from sentinel.config.node import Node
-from sentinel.config.sections import COMMAND, default_command, parse_command
+from sentinel.config.sections import COMMAND, OUTPUT_FILE, default_command, parse_command
 from sentinel.config.tables import Bool, Choice, Duration, Field, FilePath, Rule, Section, scalar
 from sentinel.sinks.nginx.render import (
     CONTEXTS,
@@ -66,7 +66,7 @@ def _directives(node: Node) -> tuple[str, ...]:
 _D = NginxOptions(file="")
 _WORDS = {"type": "string", "not": {"pattern": r"[;{}#'\"\\]"}}  # words: no such character
 OPTIONS = Section(
-    Field("file", FilePath(), "the file of upstream blocks sentinel writes (nginx.conf "
+    Field("file", OUTPUT_FILE, "the file of upstream blocks sentinel writes (nginx.conf "
           "includes it)", required="an nginx sink needs `file`"),
     Field("context", Choice(CONTEXTS),
           "the nginx block that includes the file", _D.context),

@@ -85,6 +85,22 @@ def test_bad_options_are_config_errors(tmp_path: Path, ring: str, message: str) 
         load_config(write_config(tmp_path, ring))
 
 
+@pytest.mark.parametrize(("directory", "message"), [
+    ("taken", "is not a directory"),
+    ("taken/maglev", "cannot be made: {tmp}/taken is not a directory"),
+])
+def test_a_dir_that_cannot_be_a_directory_is_refused(tmp_path: Path, directory: str,
+                                                     message: str) -> None:
+    """`dir` naming a file, or a path under one, is refused at the key (the sink could
+    only retry it for ever)."""
+    (tmp_path / "taken").write_text("a file, not a directory")
+    with pytest.raises(ConfigErrors) as info:
+        load_config(write_config(tmp_path, f"dir: {directory}"))
+    assert [str(e) for e in info.value.errors] == [
+        f"{tmp_path / 'sentinel.yaml'}:3:29: sinks.ring.dir: "
+        + message.replace("{tmp}", str(tmp_path))]
+
+
 async def test_apply_writes_the_table_and_its_sidecar(tmp_path: Path) -> None:
     """SERVICE.maglev holds table_size uint32s whose sha256 the SERVICE.json names, with
     the backends by index, their weights and generation 1."""

@@ -86,6 +86,14 @@ def test_bad_options_are_config_errors(text: str, message: str) -> None:
         parse(text)
 
 
+def test_a_file_that_is_a_directory_is_refused(tmp_path: Path) -> None:
+    """`file` naming a directory is refused at the key: nginx's upstreams could never be
+    written there."""
+    with pytest.raises(ConfigError) as caught:
+        parse(f"{{file: '{tmp_path}', test: 'true', reload: 'true'}}")
+    assert str(caught.value) == "s.yaml:1:8: file: is a directory"
+
+
 def test_binding_passes_upstream_params_and_directives() -> None:
     """A binding names the upstream and passes server params and block directives through."""
     got = parse('{upstream: web_pool, params: "max_fails=0  max_conns=100", '
