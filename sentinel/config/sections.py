@@ -641,6 +641,9 @@ def parse_checks(node: Node, default: Node | None, require: Node | None
     checks: list[CheckConfig] = []
     names: dict[str, Node] = {}
     for item in items:
+        if item.raw is None:  # as_map takes null for an empty section: here it is a slip
+            raise item.error("an empty entry is no check: give a probe section "
+                             "({type: http, ...})")
         item.as_map()
         name_node = item.get("name")
         probe = parse_probe(merged(default, item.without("name"), "type", TIMING.keys, "tcp"))

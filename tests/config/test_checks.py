@@ -97,6 +97,9 @@ CASES = [
      "`probe`"),
     ("duplicate-names", "checks: [{type: tcp}, {type: tcp, send: x}]\n",
      "4:27: services.web.checks[1]: two checks named 'tcp': give each a `name`"),
+    ("check-null", "checks: [{type: tcp}, null, {type: http}]\n",
+     "4:27: services.web.checks[1]: an empty entry is no check: give a probe section "
+     "({type: http, ...})"),
     ("check-not-a-map", "checks: [tcp]\n",
      "4:14: services.web.checks[0]: expected a mapping, got 'tcp'"),
     ("check-bad-key", "checks: [{type: grpc, expect_body: ok}]\n",
