@@ -10,6 +10,8 @@ from urllib.parse import quote
 
 import httpx
 
+from sentinel.cli import EXIT_USAGE
+
 
 def render_table(doc: dict[str, Any],
                  mark: Callable[[str, str, str], str] = lambda service, backend, line: line
@@ -125,7 +127,7 @@ def send_override(api: str, action: str, target: str, token: str | None) -> int:
     service, sep, backend = target.partition("/")
     if not sep or not service or not backend:
         print(f"sentinel ctl: expected SERVICE/BACKEND, got {target!r}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE
     path = f"/v1/backends/{_segment(service)}/{_segment(backend)}/{action}"
     try:
         response = httpx.post(f"{api}{path}", timeout=10.0, headers=_headers(token))

@@ -90,6 +90,15 @@ def test_a_bad_api_url_is_a_usage_error(command: list[str], api: str, tmp_path: 
         f"got {api!r}" + (" (Invalid port: ':1')" if api == "http://[::1" else "")]
 
 
+@pytest.mark.parametrize("target", ["web", "web/", "/a"])
+def test_ctl_without_service_and_backend_is_a_usage_error(target: str, tmp_path: Path
+                                                           ) -> None:
+    """`ctl drain web` (no backend) is a bad argument: exit 2 with one line, no request."""
+    done = run_sentinel("ctl", "drain", target, "--api", "http://127.0.0.1:9", cwd=tmp_path)
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2, "", f"sentinel ctl: expected SERVICE/BACKEND, got {target!r}\n")
+
+
 NOT_SENTINEL: dict[str, Answer] = {
     "html": (200, "text/html", b"<!DOCTYPE html><html><body>hello</body></html>\n"),
     "json list": (200, "application/json", b"[]"),
