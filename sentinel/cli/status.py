@@ -80,7 +80,7 @@ def _json_object(response: httpx.Response) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def _foreign(command: str, api: str, response: httpx.Response, what: str) -> int:
+def not_sentinel(command: str, api: str, response: httpx.Response, what: str) -> int:
     """Say that `api` answered, but not as sentinel's API does; exit 1 (unusable)."""
     kind = response.headers.get("content-type", "no content type").partition(";")[0]
     print(f"sentinel {command}: {api} is not sentinel's API: {response.request.method} "
@@ -107,16 +107,16 @@ def show_status(api: str, *, as_json: bool, token: str | None = None) -> int:
     if response.status_code != 200:
         error = _refusal(doc)
         if error is None:
-            return _foreign("status", api, response, "not a sentinel error")
+            return not_sentinel("status", api, response, "not a sentinel error")
         print(f"sentinel status: {api} refused ({response.status_code}): {error}",
               file=sys.stderr)
         return 1
     if doc is None or not isinstance(doc.get("services"), dict):
-        return _foreign("status", api, response, 'not a state document {"services": {...}}')
+        return not_sentinel("status", api, response, 'not a state document {"services": {...}}')
     try:  # rendered with --json too: the table reads every field it shows
         table = render_table(doc)
     except (KeyError, TypeError, AttributeError, ValueError):  # a field of another shape
-        return _foreign("status", api, response, "a state document of another shape")
+        return not_sentinel("status", api, response, "a state document of another shape")
     print(json.dumps(doc, indent=2) if as_json else table)
     return 0
 
@@ -138,14 +138,14 @@ def send_override(api: str, action: str, target: str, token: str | None) -> int:
     if response.status_code != 200:
         error = _refusal(doc)
         if error is None:
-            return _foreign("ctl", api, response, "not a sentinel error")
+            return not_sentinel("ctl", api, response, "not a sentinel error")
         print(f"sentinel ctl: refused ({response.status_code}): {error}", file=sys.stderr)
         return 1
     events = (doc or {}).get("events")
     if doc is None or doc.get("ok") is not True or not isinstance(events, list) or not all(
             isinstance(e, dict) and isinstance(e.get("from"), str)
             and isinstance(e.get("to"), str) for e in events):
-        return _foreign("ctl", api, response, 'not an answer {"ok": true, "events": [...]}')
+        return not_sentinel("ctl", api, response, 'not an answer {"ok": true, "events": [...]}')
     changes = ", ".join(f"{e['from']} -> {e['to']}" for e in events) or "no change"
     print(f"{service}/{backend}: {action} ({changes})")
     return 0

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import httpx
 
-from sentinel.cli.status import render_table
+from sentinel.cli.status import not_sentinel, render_table
 
 HIGHLIGHT_FOR = 3.0  # seconds a changed row stays highlighted
 REDRAW_EVERY = 0.5
@@ -127,7 +127,8 @@ def _shown(b: dict[str, Any]) -> tuple[object, ...]:
 
 def watch_status(api: str, token: str | None, *, out: TextIO = sys.stdout) -> int:
     """Print the table, and again whenever it changes, until Ctrl-C (exit 0); exit 1 when
-    the token is refused."""
+    the token is refused, or the server answers but is not sentinel (no event stream at
+    /v1/stream, or events that are not JSON): retrying would never help."""
     color = out.isatty()
     state = WatchedState()
     delay = 0.5
@@ -146,10 +147,18 @@ def watch_status(api: str, token: str | None, *, out: TextIO = sys.stdout) -> in
                     if response.status_code == 401:
                         print(f"sentinel status: {api} refused the token (401)", file=sys.stderr)
                         return 1
+                    kind = response.headers.get("content-type", "")
+                    if response.status_code == 404 or (
+                            response.is_success and not kind.startswith("text/event-stream")):
+                        return not_sentinel("status", api, response, "no event stream")
                     response.raise_for_status()
                     status, delay = "live", 0.5
                     for message in read_sse(response.iter_lines()):
-                        state.apply(message, json.loads(message.data))
+                        try:  # the edge: what the server sent, read as sentinel's
+                            state.apply(message, json.loads(message.data))
+                        except (ValueError, KeyError, TypeError, AttributeError):
+                            return not_sentinel("status", api, response,
+                                                "events that are not sentinel's")
                         # the snapshot ends with a summary: draw once it is all there
                         if "seq" in state.doc and time.monotonic() - last_draw >= REDRAW_EVERY:
                             drawn = _draw(out, state, api, status, color, drawn)

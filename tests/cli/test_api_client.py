@@ -131,6 +131,25 @@ def test_a_server_that_is_not_sentinel_is_named(
     assert f"answered {answer[0]} ({answer[1]})" in line
 
 
+@pytest.mark.parametrize("answer", [
+    NOT_SENTINEL["html"],
+    (404, "text/html", b"<html>Not Found</html>"),
+    (200, "text/event-stream", b"event: state\ndata: not json\n\n"),
+    (200, "text/event-stream", b"event: state\ndata: [1, 2]\n\n"),
+], ids=["html", "404", "events not json", "events of another shape"])
+def test_status_watch_names_a_server_that_is_not_sentinel(
+        answer: Answer, serve: Callable[..., Served], tmp_path: Path) -> None:
+    """`status --watch` pointed at a server with no event stream at /v1/stream, or whose
+    events are not sentinel's, exits 1 with one line saying so (it used to reconnect for
+    ever, or end in a traceback); retrying could never help."""
+    server = serve(answering(answer))
+    done = run_sentinel("status", "--watch", "--api", server.url, cwd=tmp_path)
+    assert done.returncode == 1, done
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"sentinel status: {server.url} is not sentinel's API: "
+                           f"GET /v1/stream answered {answer[0]} ({answer[1]})"), line
+
+
 @pytest.mark.parametrize("command", [["status"], ["ctl", "maint", "web/a"]])
 def test_python_http_server_is_not_sentinel(command: list[str], serve: Callable[..., Served],
                                             tmp_path: Path) -> None:
