@@ -371,7 +371,8 @@ class Poller(Protocol):
         reset its connection and make another check's socket of it, or close it."""
 
     def discard(self, sock: Sock) -> None:
-        """Done with a check's `sock` for good: close it (with an RST)."""
+        """Done for good with a `sock` it made (a check's, or a watched connection's):
+        close it (with an RST)."""
 
     def arm(self, fd: int, events: int) -> None:
         """Say once when the check socket `fd` is ready for `events` (EPOLLIN,
@@ -455,13 +456,10 @@ class EpollPoller:
     def arm(self, fd: int, events: int) -> None:
         """See `Poller.arm`."""
         if fd in self._in_set:
-            try:
-                self._epoll.modify(fd, events | select.EPOLLONESHOT)
-                return
-            except FileNotFoundError:  # an idle socket a watched connection took and
-                pass  # closed before watching it; this is a new one on its number
-        self._epoll.register(fd, events | select.EPOLLONESHOT)
-        self._in_set.add(fd)
+            self._epoll.modify(fd, events | select.EPOLLONESHOT)
+        else:
+            self._epoll.register(fd, events | select.EPOLLONESHOT)
+            self._in_set.add(fd)
 
     def register(self, fd: int, events: int) -> None:
         """See `Poller.register` (a watched connection may be made on a socket a check

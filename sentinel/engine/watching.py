@@ -261,5 +261,5 @@ class Watches:
         sock = watched.sock
         if sock is not None:
             del self._by_fd[sock.fileno()]
-            sock.close()  # an RST (SO_LINGER 0); also leaves the poller's set
+            self._poller.discard(sock)  # an RST (SO_LINGER 0); leaves the poller's set
             watched.sock = None

@@ -165,8 +165,9 @@ def test_a_socket_a_check_left_idle_is_watched_and_its_number_used_again(
         unaccepted: socket.socket, watches: list[str]) -> None:
     """A check's socket left idle stays in the poller's epoll set, disarmed. A watched
     connection may take it and register it for good (it is watched all the same), or
-    close it before watching it (its connect failed at once); once it is closed, a new
-    check socket on the same descriptor number is watched as any other."""
+    give it up before watching it (its connect failed at once); once it is discarded, a
+    new check socket on the same descriptor number is watched as any other (epoll has
+    forgotten the number, and so has the poller)."""
     port = unaccepted.getsockname()[1]
     poller = EpollPoller()
     try:
@@ -178,7 +179,7 @@ def test_a_socket_a_check_left_idle_is_watched_and_its_number_used_again(
             poller.reuse(sock, socket.AF_INET, None)
             assert poller.socket(socket.AF_INET, False, None) is sock  # the idle one
         fd = sock.fileno()
-        sock.close()  # as a watched connection's end does
+        poller.discard(sock)  # as a watched connection's end does
         fresh = on_descriptor(rawsock.open_socket(socket.AF_INET, False), fd)
         with contextlib.closing(fresh):
             fresh.connect_ex(("127.0.0.1", port))
