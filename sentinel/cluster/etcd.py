@@ -44,6 +44,12 @@ Rules this client keeps:
   the revision this client last saw; the leases lost with the store end the
   members' terms in any case, and the registration that follows finds the
   store's marker key changed: `found_store`.)
+- Every connection has TCP keepalive (`KEEPALIVE`), as etcd's own Go client
+  keeps its gRPC connections alive with pings: a watch idles for hours when
+  nothing changes, and a stateful firewall or NAT on the way forgets such a
+  flow and drops what etcd later sends on it, without a FIN or RST. Probes
+  keep the flow alive, and a path that died anyway fails the connection
+  (and so the watch) within about a minute instead of never.
 - `statistics()` counts calls, failures and their latency (for the metrics).
 """
 
@@ -52,8 +58,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import math
 import re
+import socket
 import ssl
 import time
 from collections import deque
@@ -86,6 +92,27 @@ _TOKEN_REFUSED = frozenset({"etcdserver: invalid auth token",
                             "etcdserver: revision of auth store is old",
                             "etcdserver: user name is empty"})
 LATENCY_SAMPLES = 1024  # recent calls the latency percentiles cover
+# TCP keepalive: the first probe after 30 s idle, then every 10 s, the connection dropped
+# after 3 unanswered (what kube-apiserver asks of etcd's Go client: a gRPC ping after 30 s
+# idle, 10 s for its answer). 30 s is well below the idle timeouts of the middleboxes that
+# forget flows (AWS's NAT gateway 350 s, Azure's load balancer 4 min, many firewalls a few
+# minutes), so an idle watch keeps its flow; a dead path fails 30 + 3 x 10 = 60 s after
+# the last byte. Linux's defaults (first probe after 2 hours) would do neither.
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES = 30, 10, 3
+
+
+def _keepalive_options() -> tuple[tuple[int, int, int], ...]:
+    """The socket options that turn keepalive on with the timings above (those the
+    platform has: macOS names the idle time otherwise and keeps its default)."""
+    tcp = ((name, value) for name, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+                                             ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+                                             ("TCP_KEEPCNT", KEEPALIVE_PROBES))
+           if hasattr(socket, name))
+    return ((socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+            *((socket.IPPROTO_TCP, getattr(socket, name), value) for name, value in tcp))
+
+
+KEEPALIVE = _keepalive_options()
 
 
 def b64(data: str | bytes) -> str:
@@ -134,34 +161,39 @@ class KeyValue:
 
 @dataclass(frozen=True, slots=True)
 class RangeResult:
-    """The keys a range read found, at store revision `revision`."""
+    """The keys a range read found, at store revision `revision`, and how many keys
+    the range holds (`count`: all of them, also when only counted)."""
 
     kvs: tuple[KeyValue, ...]
     revision: int
+    count: int = 0
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> RangeResult:
         """From a range answer (top-level or inside a transaction)."""
         return cls(kvs=tuple(KeyValue.from_json(kv) for kv in doc.get("kvs", ())),
-                   revision=_revision(doc))
+                   revision=_revision(doc), count=int(doc.get("count", 0)))
 
 
 @dataclass(frozen=True, slots=True)
 class Compare:
-    """One condition of a transaction: KEY's TARGET compared with VALUE."""
+    """One condition of a transaction: KEY's TARGET compared with VALUE; with
+    range_end, every key in [KEY, range_end) must pass (none there: compared as a
+    key whose fields are all zero)."""
 
     key: str
     target: Literal["CREATE", "MOD", "VERSION", "VALUE", "LEASE"]
     value: int | bytes
     result: Literal["EQUAL", "NOT_EQUAL", "GREATER", "LESS"] = "EQUAL"
+    range_end: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The gateway's Compare object."""
         field = {"CREATE": "create_revision", "MOD": "mod_revision", "VERSION": "version",
                  "VALUE": "value", "LEASE": "lease"}[self.target]
         value = b64(self.value) if isinstance(self.value, bytes) else str(self.value)
-        return {"key": b64(self.key), "target": self.target, "result": self.result,
-                field: value}
+        return {**_range(self.key, self.range_end), "target": self.target,
+                "result": self.result, field: value}
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,14 +214,19 @@ class Put:
 
 @dataclass(frozen=True, slots=True)
 class Get:
-    """A transaction step: read KEY, or [KEY, range_end) when range_end is given."""
+    """A transaction step: read KEY, or [KEY, range_end) when range_end is given; with
+    count_only, just count the keys (`RangeResult.count`: from etcd's index alone)."""
 
     key: str
     range_end: str | None = None
+    count_only: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The gateway's RequestOp."""
-        return {"request_range": _range(self.key, self.range_end)}
+        body: dict[str, Any] = _range(self.key, self.range_end)
+        if self.count_only:
+            body["count_only"] = True
+        return {"request_range": body}
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,11 +307,12 @@ class EtcdClient:
         self._password = password
         self._token: str | None = None
         self._http = httpx.AsyncClient(
-            verify=ssl_context if ssl_context is not None else True,
+            transport=httpx.AsyncHTTPTransport(
+                verify=ssl_context if ssl_context is not None else True, trust_env=False,
+                socket_options=KEEPALIVE),
             timeout=httpx.Timeout(timeout, connect=timeout / len(self.endpoints)),
             trust_env=False)
         self._calls = self._errors = 0
-        self._answered: dict[str, float] = {}  # trio time each endpoint last answered a call
         self._last_error = ""
         self._latency: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._latency_sum = 0.0
@@ -285,10 +323,6 @@ class EtcdClient:
         self._reset = trio.Event()  # set (and replaced) when the store is found reset
         self._marker = ""  # the store's marker key, as the last registration found it
         self._marker_resets = 0  # `resets` then
-
-    def answered_at(self, endpoint: str) -> float:
-        """When `endpoint` last answered a call (trio time; -inf: never)."""
-        return self._answered.get(endpoint, -math.inf)
 
     def statistics(self) -> EtcdStatistics:
         """A frozen snapshot of the calls so far."""
@@ -381,14 +415,16 @@ class EtcdClient:
         return _revision(await self._call("/v3/kv/deleterange", _range(key, range_end)))
 
     async def txn(self, compare: Sequence[Compare], success: Sequence[Op],
-                  failure: Sequence[Op] = ()) -> TxnResult:
-        """If every compare holds, run `success`, else `failure`; atomically.
-        Never retried after the request may have left (see the module docstring)."""
+                  failure: Sequence[Op] = (), *, at: str | None = None) -> TxnResult:
+        """If every compare holds, run `success`, else `failure`; atomically; asked of
+        endpoint `at` alone when given (as `range`). One that writes is never retried
+        after the request may have left (see the module docstring); a read-only one is
+        (repeating it is harmless)."""
         answer = await self._call("/v3/kv/txn", {
             "compare": [c.to_json() for c in compare],
             "success": [op.to_json() for op in success],
             "failure": [op.to_json() for op in failure],
-        }, idempotent=False)
+        }, idempotent=all(isinstance(op, Get) for op in (*success, *failure)), at=at)
         ranges = tuple(RangeResult.from_json(r["response_range"])
                        for r in answer.get("responses", ()) if "response_range" in r)
         return TxnResult(succeeded=bool(answer.get("succeeded", False)),
@@ -553,7 +589,6 @@ class EtcdClient:
                 if response.status_code == 200:
                     doc = _json(endpoint, path, response)
                     self._check_store(endpoint, path, doc, sent)
-                    self._answered[endpoint] = trio.current_time()
                     return doc
                 error = _answer_error(endpoint, path, response)
                 if error.code != UNAVAILABLE:  # etcd answered: no other endpoint will differ

@@ -10,10 +10,14 @@ one that stops cleanly revokes its lease and leaves at once.
 A term: everything a member does on the cluster's behalf (leading,
 probing, writing observations) runs as the `session` of one lease and is
 cancelled when that lease lapses. The member counts its lease as lapsed at
-the last renewal it *sent* plus the TTL etcd answered, which is never later
-than etcd's own expiry (etcd starts its count when it receives the
-renewal), so a member has stopped acting before etcd lets another take its
-place. After a lapse (the member was paused, or lost etcd for longer than
+the last renewal it *sent* plus the TTL etcd answered, and before the first
+renewal at the grant it sent plus the TTL granted (not from when its
+registration writes were answered: on a slow etcd they take a good share of
+the TTL, which etcd counts from the grant). That is never later than etcd's
+own expiry (etcd starts its count when it receives the grant or renewal),
+so a member has stopped acting before etcd lets another take its place; a
+registration that took the whole TTL starts no term and is tried again.
+After a lapse (the member was paused, or lost etcd for longer than
 the TTL) it logs so, counts it, grants a new lease and registers again. A
 store found wiped or replaced (`EtcdClient.resets`) holds neither the lease
 nor the record: the term ends at once the same way, without waiting for a
@@ -213,9 +217,9 @@ class Membership:
                 await nursery.start(self._mirror.run)
                 task_status.started()
                 while True:
-                    lease = await self._register()
+                    lease, granted = await self._register()
                     async with trio.open_nursery() as term:
-                        term.start_soon(self._keep_alive, lease, term.cancel_scope)
+                        term.start_soon(self._keep_alive, lease, granted, term.cancel_scope)
                         term.start_soon(self._end_on_reset, lease, term.cancel_scope)
                         term.start_soon(self._keep_record, lease)
                         if session is not None:
@@ -223,22 +227,28 @@ class Membership:
         finally:
             await self._leave()
 
-    async def _register(self) -> Lease:
+    async def _register(self) -> tuple[Lease, float]:
         """Grant a lease and put-if-absent the member key under it; retried (with
-        backoff) until it works."""
+        backoff) until it works. Returns the lease and when its grant was sent (where
+        its first deadline counts from: the module docstring)."""
         attempt = 0
         while True:
             try:
+                granted = trio.current_time()
                 lease = Lease(*await self.client.lease_grant(self.config.lease_ttl))
                 self.client.found_store(await self._mark_store())
-                if await self._claim(lease):
+                claimed = await self._claim(lease)
+                if claimed and trio.current_time() < granted + lease.ttl:
                     self.lease = self._last_lease = lease
                     self.store_resets = self.client.resets  # the store that holds it
                     self._registrations += 1
                     self._set_ok(True, "")
                     log.info("cluster: %s registered (lease %x, ttl %ds)", self.me.node,
                              lease.id, lease.ttl)
-                    return lease
+                    return lease, granted
+                if claimed:  # a very slow etcd: the lease lapsed while registering
+                    self._set_ok(False, f"cannot register: it took longer than the lease's "
+                                        f"{lease.ttl}s TTL (etcd too slow?)")
                 await self.client.lease_revoke(lease.id)
             except EtcdError as exc:
                 self._set_ok(False, f"cannot register: {exc}")
@@ -320,11 +330,13 @@ class Membership:
             # was written and the revision stays
             self._record(doc, done.revision if done.succeeded else self.recorded_revision)
 
-    async def _keep_alive(self, lease: Lease, term: trio.CancelScope) -> None:
-        """Renew every third of the TTL; on a lapse, end the term."""
-        deadline = trio.current_time() + lease.ttl
+    async def _keep_alive(self, lease: Lease, granted: float, term: trio.CancelScope
+                          ) -> None:
+        """Renew every third of the TTL, counted from when the lease's grant was sent
+        (`granted`) and then from each renewal sent; on a lapse, end the term."""
+        deadline = granted + lease.ttl
         period = lease.ttl / 3
-        next_at = trio.current_time() + period
+        next_at = granted + period
         failure = ""
         while True:
             await trio.sleep_until(next_at)

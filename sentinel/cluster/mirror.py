@@ -22,15 +22,43 @@ the new store: the mirror stops watching and reads the prefix afresh (the
 difference reported as above), and until it has `read_at_least` does not
 take the old revision for a new one.
 
-A watch on a connection that silently died would idle forever, so while
-watching the mirror reads one key every `check_every` seconds from the
-endpoint its watch streams from, unless that endpoint answered its client
-meanwhile (a member's lease renewals, every third of the lease's TTL, or
-another mirror's read: a member's five mirrors share one client); a failed
-read restarts the watch. The read goes to that endpoint alone: with several,
-the client's other calls move on to another endpoint when the watch's one
-goes silent, and a read allowed to do the same would answer for the others
-while the watch waits forever.
+A watch can fall silent without failing: a stateful firewall or NAT on
+the way forgets the connection (a watch idles for hours while agreed views
+do not change) and drops what etcd sends on it, no FIN, no RST, while new
+connections to the same endpoint work and the member's other calls (its
+lease renewals) are answered. Nothing about connections tells (TCP
+keepalive, `EtcdClient`, keeps such flows alive and limits how long a dead
+one lingers, no more), so while watching the mirror asks etcd itself, every
+`check_every` seconds, whether it holds changes under the prefix that the
+mirror has not applied: one read-only transaction that compares every key
+under the prefix with the mirror's revision (one modified after it: a put
+not seen) and counts them (other than the dict holds: a delete not seen),
+both at one revision. A difference alone is normal watch latency. It is a
+silent watch when by the next check the mirror has applied nothing since
+(a live watch delivers etcd's changes in revision order, so it would have
+delivered at least the first one it was behind by): then the mirror says
+that the watch fell silent, counts it (`silences`) and watches again at
+once from the revision after the last it applied, which replays what it
+missed; `ok` is false from then until the new watch is created, as after a
+failed watch. A change made after the watch fell silent is applied within
+about two `check_every`s.
+
+The check is asked of the endpoint the watch streams from, alone: with
+several, the client's other calls move on to another endpoint when the
+watch's one goes silent, and a check allowed to do the same would be
+answered there while the watch waits; asked there, a check that gets no
+answer (that endpoint cut off, or etcd hung) fails, and restarts the watch
+like a failed watch, so it is the liveness check as well.
+
+What the checks cost etcd: one linearizable read-only transaction per
+mirror every `check_every` seconds (no raft write, nothing on disk): a
+member's five mirrors check every `lease_ttl`, so at the default 5 s one a
+second per member, beside its lease renewals (three per `lease_ttl`). Each
+reads the prefix's keys from etcd's memory-mapped store for the compare
+and counts them from its in-memory index; the answer is a few hundred bytes.
+(Two counts, one of them limited by `min_mod_revision`, would not do: etcd
+counts every key in the range whatever the revision filters say,
+etcd-io/etcd#18267, a behaviour it keeps and documents.)
 
 A copy can be behind etcd without knowing it: its watch broke and waits
 out its backoff, or has not delivered yet. Where that matters (a new leader
@@ -50,7 +78,7 @@ from collections.abc import Callable, Mapping
 import trio
 
 from sentinel.backoff import Backoff
-from sentinel.cluster.etcd import EtcdClient, KeyValue, WatchEvent, prefix_end
+from sentinel.cluster.etcd import Compare, EtcdClient, Get, KeyValue, WatchEvent, prefix_end
 from sentinel.errors import EtcdCompacted, EtcdError
 
 log = logging.getLogger(__name__)
@@ -71,6 +99,7 @@ class PrefixMirror:
         self.ok = False
         self.error = "not synced yet"
         self.resyncs = 0  # range reads after the first because history was lost
+        self.silences = 0  # watches started again because they fell silent
         self._on_change = on_change
         self._check_every = check_every
         self._backoff = backoff or Backoff(initial=0.2, maximum=check_every)
@@ -172,10 +201,11 @@ class PrefixMirror:
         self._advanced = trio.Event()
 
     async def _follow(self) -> bool:
-        """Apply watch batches until the watch or the liveness check fails (raised), the
-        watch ends (False) or a fresh read is asked for (True)."""
+        """Apply watch batches until the watch or a check fails (raised), the watch ends
+        (False), falls silent or a fresh read is asked for (True: go on at once)."""
         failure: EtcdError | None = None
         asked = False
+        silent: int | None = None  # the revision the mirror was stuck at, once found silent
         watched_on: str | None = None  # the endpoint the watch streams from, once created
         async with trio.open_nursery() as nursery:
 
@@ -196,15 +226,18 @@ class PrefixMirror:
                 nursery.cancel_scope.cancel()
 
             async def check() -> None:
-                nonlocal failure
+                nonlocal failure, silent
+                behind: int | None = None  # the revision a check found etcd ahead of
                 while True:
                     await trio.sleep(self._check_every)
-                    if watched_on is None or (trio.current_time()
-                                              - self.client.answered_at(watched_on)
-                                              < self._check_every):
-                        continue  # not watching yet, or its endpoint answered meanwhile
+                    if watched_on is None:
+                        continue  # not watching yet
+                    if behind is not None and self.revision <= behind:
+                        silent = behind  # etcd was ahead, and nothing arrived since
+                        nursery.cancel_scope.cancel()
+                        return
                     try:
-                        await self.client.range(self.prefix, at=watched_on)
+                        behind = await self._behind(watched_on)
                     except EtcdError as exc:
                         failure = exc
                         nursery.cancel_scope.cancel()
@@ -228,7 +261,34 @@ class PrefixMirror:
             nursery.start_soon(reset)
         if failure is not None:
             raise failure
+        if silent is not None:
+            self._fell_silent(silent)
+            return True
         return asked
+
+    async def _behind(self, endpoint: str) -> int | None:
+        """Ask `endpoint` whether etcd holds changes under the prefix that the dict does
+        not: the dict's revision then (so the caller can tell whether the watch
+        delivered anything since), None when not."""
+        revision, count = self.revision, len(self.items)
+        end = prefix_end(self.prefix)
+        counted = Get(self.prefix, end, count_only=True)
+        found = await self.client.txn(
+            [Compare(self.prefix, "MOD", revision + 1, "LESS", range_end=end)],
+            [counted], [counted], at=endpoint)
+        if found.succeeded and found.ranges and found.ranges[0].count == count:
+            return None  # nothing put after `revision`, nothing deleted
+        return revision
+
+    def _fell_silent(self, revision: int) -> None:
+        """The watch delivered nothing for a check interval while etcd held changes after
+        `revision`: said, counted, and not ok until the watch is created again."""
+        self.silences += 1
+        error = (f"the watch of {self.prefix} fell silent: etcd holds changes after "
+                 f"revision {revision} that it did not deliver within "
+                 f"{self._check_every:g}s (its connection dropped on the way?)")
+        log.warning("etcd: %s; watching again from revision %d", error, self.revision + 1)
+        self.ok, self.error = False, error
 
     def _apply(self, events: tuple[WatchEvent, ...], revision: int) -> None:
         changes: dict[str, KeyValue | None] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ import trustme
 
 from sentinel.cluster.config import EtcdTls
 from sentinel.cluster.etcd import (
+    KEEPALIVE_IDLE,
+    KEEPALIVE_INTERVAL,
+    KEEPALIVE_PROBES,
     Compare,
     Delete,
     EtcdClient,
@@ -81,6 +85,50 @@ async def test_create_puts_once_and_names_the_holder(client: EtcdClient, prefix:
     assert holder is not None
     assert (holder.value, holder.lease, holder.create_revision) == (b"n1", lease, revision)
     assert (await client.get(key)) == holder
+
+
+async def test_txn_compares_a_range_and_counts(client: EtcdClient, prefix: str) -> None:
+    """A compare over a range holds when every key in it passes (or none is there); a
+    count-only read counts the keys without reading them; a read-only txn may be asked
+    of one endpoint."""
+    end = prefix_end(prefix)
+    counted = Get(prefix, end, count_only=True)
+
+    async def unseen_after(revision: int) -> tuple[bool, int]:
+        done = await client.txn([Compare(prefix, "MOD", revision + 1, "LESS", range_end=end)],
+                                [counted], [counted], at=client.endpoints[0])
+        assert done.ranges[0].kvs == ()
+        return not done.succeeded, done.ranges[0].count
+
+    assert await unseen_after(0) == (False, 0)
+    first = await client.put(prefix + "a", b"1")
+    second = await client.put(prefix + "b", b"2")
+    assert await unseen_after(first) == (True, 2)
+    assert await unseen_after(second) == (False, 2)
+    deleted = await client.delete(prefix + "a")
+    assert await unseen_after(deleted) == (False, 1)
+
+
+async def test_connections_have_tcp_keepalive(client: EtcdClient, etcd: EtcdServer,
+                                              prefix: str) -> None:
+    """The client's connections to etcd, a watch's as well as a call's, have TCP
+    keepalive on with its timings (a probe after 30 s idle, then every 10 s, given up
+    after 3), so an idle watch keeps a firewall's or NAT's flow and a dead path fails."""
+    http = client._http  # the one HTTP client every call and watch goes through
+    async with http.stream("POST", f"{etcd.url}/v3/watch",
+                           json={"create_request": {"key": b64(prefix)}}) as watch:
+        assert watch.status_code == 200
+        call = await http.post(f"{etcd.url}/v3/kv/range", json={"key": b64(prefix)})
+        assert call.status_code == 200
+        sockets = [answer.extensions["network_stream"].get_extra_info("socket")
+                   for answer in (watch, call)]
+        assert sockets[0] is not sockets[1]
+        for sock in sockets:
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
+            assert (sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                    sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                    sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)) == (
+                        KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES) == (30, 10, 3)
 
 
 async def test_lease_keys_vanish_on_revoke(client: EtcdClient, prefix: str) -> None:

@@ -9,8 +9,9 @@ import pytest
 import trio
 
 from sentinel.cluster.etcd import EtcdClient
+from sentinel.cluster.membership import Lease
 from tests.cluster.etcd_server import EtcdServer
-from tests.cluster.helpers import Sessions, member
+from tests.cluster.helpers import Sessions, SilentRelay, member
 from tests.e2e.balancers import eventually
 
 pytestmark = pytest.mark.e2e
@@ -135,6 +136,43 @@ async def test_revoked_lease_lapses(etcd: EtcdServer, prefix: str,
             nursery.cancel_scope.cancel()
     finally:
         await admin.aclose()
+
+
+async def test_the_first_deadline_counts_from_the_grant(etcd: EtcdServer, prefix: str) -> None:
+    """On a slow etcd (every answer 0.6 s late) the registration writes after the grant
+    take a good share of the TTL; the member counts its lease from when it sent the
+    grant (etcd counts from when it got it), not from when it had registered: with no
+    renewal answered, its term ends one TTL after the grant left, not later."""
+    ttl, delay = 4, 0.6  # each call's deadline is ttl / 3: well above the delay
+    relay = SilentRelay(etcd, delay=delay)
+    terms: list[tuple[float, float]] = []  # (started, ended)
+
+    async def session(lease: Lease) -> None:
+        started = trio.current_time()
+        relay.silence()  # from now on no renewal is answered
+        try:
+            await trio.sleep_forever()
+        finally:
+            terms.append((started, trio.current_time()))
+
+    async with trio.open_nursery() as outer:
+        await outer.start(relay.run)
+        m = member(etcd, prefix, "n1", lease_ttl=ttl, endpoints=(relay.url,))
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(m.run, session)
+                await eventually(lambda: terms, what="the term to end", within=30)
+                nursery.cancel_scope.cancel()
+        finally:
+            await m.client.aclose()
+        outer.cancel_scope.cancel()
+    started, ended = terms[0]
+    granted = max(t for t, path in relay.requests
+                  if path == b"/v3/lease/grant" and t <= started)
+    assert started - granted >= 3 * delay  # the grant's answer and two writes' answers
+    assert m.statistics().lapses == 1
+    # the grant left before it reached the relay; the slack is for waking up
+    assert ended - granted <= ttl + delay
 
 
 async def test_etcd_hung_past_the_ttl(own_etcd: EtcdServer, prefix: str) -> None:

@@ -146,8 +146,9 @@ async def test_etcd_back_with_less_history_is_read_afresh(own_etcd: EtcdServer) 
 
 
 async def test_hung_etcd_is_noticed(own_etcd: EtcdServer) -> None:
-    """A paused etcd (the watch just idles) is noticed by the liveness read, and the
-    mirror follows again after it thaws, by watching on (no range read)."""
+    """A paused etcd (the watch just idles) is noticed by the mirror's check, which gets
+    no answer, and the mirror follows again after it thaws, by watching on (no range
+    read)."""
     client = EtcdClient([own_etcd.url], timeout=0.5)
     mirror = PrefixMirror(client, "/p/", check_every=0.5)
     try:
@@ -172,10 +173,10 @@ async def test_hung_etcd_is_noticed(own_etcd: EtcdServer) -> None:
 async def test_a_watch_whose_endpoint_went_silent_is_noticed_while_another_answers(
         etcd: EtcdServer, prefix: str) -> None:
     """With two endpoints, the one the watch streams from goes silent while the client's
-    other calls (a member's lease renewals) move on to the other: the liveness read asks
-    the watch's own endpoint, fails, and the watch starts again on the live one; a
-    change made meanwhile arrives (before, the read was answered by the live endpoint,
-    the mirror said ok and never saw another change)."""
+    other calls (a member's lease renewals) move on to the other: the check asks the
+    watch's own endpoint, fails, and the watch starts again on the live one; a change
+    made meanwhile arrives (before, the read was answered by the live endpoint, the
+    mirror said ok and never saw another change)."""
     relay = SilentRelay(etcd)
     async with trio.open_nursery() as outer:
         await outer.start(relay.run)
@@ -240,14 +241,112 @@ async def test_read_at_least_does_not_wait_out_the_backoff(own_etcd: EtcdServer)
         await client.aclose()
 
 
-async def test_no_liveness_read_while_etcd_answers_the_client(own_etcd: EtcdServer) -> None:
-    """A mirror makes no liveness read of its own while etcd answered its client within
-    the check interval (a member's lease renewals come every third of the lease's TTL):
-    three mirrors checking every 2 s, their client used every 0.1 s by something else
-    for 4.5 s, read nothing past their first reads and watches (each alone would have
-    read twice more)."""
+async def renew_forever(client: EtcdClient, key: str) -> None:
+    """Call etcd through `client` every 0.1 s, as a member's lease renewals do (so the
+    endpoint keeps answering the client), failures ignored."""
+    while True:
+        with contextlib.suppress(EtcdError):
+            await client.range(key)
+        await trio.sleep(0.1)
+
+
+async def test_a_watch_whose_connection_was_dropped_on_the_way_is_noticed(
+        etcd: EtcdServer, prefix: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A firewall or NAT that forgets the watch's connection (nothing passes on it any
+    more, nothing closes it) while new connections pass and the client's other calls
+    are answered: the mirror's check finds etcd ahead of it with nothing arriving, says
+    the watch fell silent and watches again, so a put made after the drop arrives, and
+    after a second drop a delete (before, an endpoint answering the client was taken
+    for a live watch, and no change arrived again)."""
+    relay = SilentRelay(etcd)
+    async with trio.open_nursery() as outer:
+        await outer.start(relay.run)
+        client = EtcdClient([relay.url], timeout=0.5)
+        writer = EtcdClient([etcd.url], timeout=5.0)
+        mirror = PrefixMirror(client, prefix, check_every=0.5)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(renew_forever, client, prefix[:-1] + "-lease")
+                await nursery.start(mirror.run)
+                await writer.put(prefix + "a", b"1")
+                await eventually(lambda: prefix + "a" in mirror.items, what="the watch")
+                # the watch's flow alone: the client's pooled connections are busy (a NAT
+                # forgets idle flows), and a check timing out on one would restart the
+                # watch as a failed call, not as a silent watch
+                assert relay.forget(b"/v3/watch") == 1
+                await writer.put(prefix + "b", b"1")
+                await eventually(lambda: prefix + "b" in mirror.items,
+                                 what="a put made after the watch's connection was dropped")
+                assert mirror.silences >= 1
+                assert "fell silent" in caplog.text
+                await eventually(lambda: mirror.ok, what="the mirror ok again")
+                silences = mirror.silences
+                assert relay.forget(b"/v3/watch") == 1
+                await writer.delete(prefix + "a")
+                await eventually(lambda: prefix + "a" not in mirror.items,
+                                 what="a delete made after the next watch was dropped")
+                assert mirror.silences > silences
+                assert values(mirror) == {prefix + "b": b"1"}
+                await eventually(lambda: mirror.ok, what="the mirror ok again")
+                nursery.cancel_scope.cancel()
+        finally:
+            await writer.aclose()
+            await client.aclose()
+        outer.cancel_scope.cancel()
+
+
+async def test_watch_latency_is_not_taken_for_a_silent_watch(
+        etcd: EtcdServer, prefix: str) -> None:
+    """A watch whose changes arrive 0.4 s late while the checks are answered at once: a
+    check made meanwhile finds etcd ahead of the mirror (a put under the prefix) and the
+    store's revision further ahead (a put elsewhere after it); once the watch delivers
+    the put the mirror is on track, though its revision stays below the one that check
+    was answered at (nothing under the prefix reaches that), and the watch is not
+    restarted; five times over."""
+    relay = SilentRelay(etcd, delay=0.4, delayed=b"/v3/watch")
+    async with trio.open_nursery() as outer:
+        await outer.start(relay.run)
+        client = EtcdClient([relay.url], timeout=5.0)
+        writer = EtcdClient([etcd.url], timeout=5.0)
+        mirror = PrefixMirror(client, prefix, check_every=1.0)
+
+        def checks() -> list[float]:  # when each check reached the relay
+            return [t for t, path in relay.requests if path == b"/v3/kv/txn"]
+
+        async def put_before_a_check(n: int) -> None:
+            await eventually(checks, what="a check")
+            made, value = len(checks()), str(n).encode()
+            # the put 0.2 s before the next check (one interval after the last), so that
+            # check is made while the watch still carries the put
+            await trio.sleep_until(checks()[-1] + 0.8)
+            await writer.put(prefix + "k", value)
+            await writer.put(prefix[:-1] + "-elsewhere", value)
+            await eventually(lambda: len(checks()) >= made + 2,
+                             what="the check after the put, and the next one")
+            await eventually(lambda: mirror.items[prefix + "k"].value == value,
+                             what="the put")
+
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(mirror.run)
+                for n in range(5):
+                    await put_before_a_check(n)
+                assert (mirror.silences, mirror.ok) == (0, True)
+                nursery.cancel_scope.cancel()
+        finally:
+            await writer.aclose()
+            await client.aclose()
+        outer.cancel_scope.cancel()
+
+
+async def test_checks_cost_one_read_per_interval(own_etcd: EtcdServer) -> None:
+    """A mirror checks once every check interval, also while etcd answers its client for
+    other calls (a member's lease renewals), and does nothing more while nothing
+    changes: three mirrors checking every second, their client used every 0.1 s by
+    something else, make at most five checks each in 4.5 s, at least one each, and
+    etcd commits nothing for them (read-only: no raft proposal)."""
     client = EtcdClient([own_etcd.url], timeout=0.5)
-    mirrors = [PrefixMirror(client, f"/p{i}/", check_every=2.0) for i in range(3)]
+    mirrors = [PrefixMirror(client, f"/p{i}/", check_every=1.0) for i in range(3)]
     others = 0
 
     async def other_user() -> None:  # a lease's renewals, say: from before the mirrors on
@@ -267,9 +366,13 @@ async def test_no_liveness_read_while_etcd_answers_the_client(own_etcd: EtcdServ
                 await nursery.start(mirror.run)
             # each mirror's first read and its watch (counted when opened, after the read)
             await eventually(lambda: mirrors_calls() >= 6, what="three reads and watches")
+            start, proposals = mirrors_calls(), own_etcd.proposals()
             await trio.sleep(4.5)
-            assert mirrors_calls() == 6
-            assert all(mirror.ok for mirror in mirrors)
+            checks = mirrors_calls() - start
+            assert 3 <= checks <= 3 * 5
+            assert own_etcd.proposals() == proposals
+            assert all(mirror.ok and mirror.silences == 0 for mirror in mirrors)
+            assert client.statistics().errors == 0
             nursery.cancel_scope.cancel()
     finally:
         await client.aclose()
