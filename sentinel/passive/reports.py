@@ -9,7 +9,13 @@ it: `10.0.0.11:8080`); `ok` is required; `error`, `time` (RFC 3339 or Unix
 seconds) and `source` (who reports, named in the reason) are optional.
 Successes are accepted and ignored, so a client library may report every
 outcome. A report older than `MAX_AGE` is stale and ignored (a replayed
-log must not take a backend out today). The whole request is refused,
+log must not take a backend out today); one more than `MAX_AHEAD` ahead of
+sentinel's clock is ignored too, and counted apart as `future` so the answer
+points at the reporter's clock rather than at a slow log shipper. A report's
+time is when the failure was seen, so on a true clock it is never ahead: the
+allowance covers only clocks that disagree a little. Without it, a host whose
+clock runs an hour fast (or a replay with a forged time) would have its
+reports counted as fresh, however far ahead. The whole request is refused,
 changing nothing, when any report is malformed (400) or names a service or
 backend sentinel does not know (422, listing them all).
 """
@@ -29,21 +35,27 @@ MAX_BODY = 64 * 1024  # bytes; larger bodies are refused with 413 before being r
 MAX_REPORTS = 1000
 MAX_TEXT = 200  # characters kept of `error` and `source`
 MAX_AGE = 60.0  # seconds: older reports are ignored
+# seconds a report's time may be ahead of ours: NTP keeps hosts within milliseconds of
+# each other; a few seconds covers a host still slewing its clock after a boot or a
+# resume. Beyond that its clock is wrong and the time says nothing about the failure.
+MAX_AHEAD = 10.0
 KEYS = {"service", "backend", "address", "ok", "error", "time", "source"}
 
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """What a valid request holds: the failures to act on, and how many were ignored."""
+    """What a valid request holds: the failures to act on, and how many were ignored
+    (successes; failures too old, or too far ahead of sentinel's clock)."""
 
     signals: tuple[Signal, ...]
     successes: int
     stale: int
+    future: int
 
     def to_json(self) -> dict[str, object]:
         """The 200 answer."""
         return {"ok": True, "accepted": len(self.signals), "successes": self.successes,
-                "stale": self.stale}
+                "stale": self.stale, "future": self.future}
 
 
 def parse_reports(body: bytes, index: BackendIndex, now: float) -> Accepted:
@@ -66,7 +78,7 @@ def parse_reports(body: bytes, index: BackendIndex, now: float) -> Accepted:
     problems: list[str] = []
     unknown: list[str] = []
     signals: list[Signal] = []
-    successes = stale = 0
+    successes = stale = future = 0
     for i, report in enumerate(reports):
         try:
             keys, ok, error, source, at = _one(report, index)
@@ -80,6 +92,8 @@ def parse_reports(body: bytes, index: BackendIndex, now: float) -> Accepted:
             successes += 1
         elif at is not None and at < now - MAX_AGE:
             stale += 1
+        elif at is not None and at > now + MAX_AHEAD:
+            future += 1
         else:
             signals.extend(Signal(svc, backend, source, error) for svc, backend in keys)
     if problems:
@@ -87,7 +101,7 @@ def parse_reports(body: bytes, index: BackendIndex, now: float) -> Accepted:
     if unknown:
         raise BadRequest(f"unknown backends: {', '.join(unknown)}", status=422,
                          extra={"unknown": unknown})
-    return Accepted(tuple(signals), successes, stale)
+    return Accepted(tuple(signals), successes, stale, future)
 
 
 def _one(report: object, index: BackendIndex

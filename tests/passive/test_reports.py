@@ -5,6 +5,7 @@ no token 401; a refused request changes nothing."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,7 @@ from sentinel.config.model import ApiConfig, BackendConfig, ServiceConfig
 from sentinel.engine.engine import Engine
 from sentinel.errors import BadRequest
 from sentinel.passive.base import BackendIndex, Signal
-from sentinel.passive.reports import MAX_BODY, Accepted, parse_reports
+from sentinel.passive.reports import MAX_AHEAD, MAX_BODY, Accepted, parse_reports
 from sentinel.sinks.memory import RecordingSink
 from tests.engine.fakes import FakeProbe, config, service
 
@@ -51,7 +52,23 @@ def test_failures_become_signals_by_name_or_address() -> None:
     assert accepted.signals == (Signal("web", "web1", "report from lb1", "502"),
                                 Signal("web", "web2", "report", "failed"))
     assert accepted.signals[0].reason == "passive: report from lb1: 502"
-    assert accepted.to_json() == {"ok": True, "accepted": 2, "successes": 1, "stale": 1}
+    assert accepted.to_json() == {"ok": True, "accepted": 2, "successes": 1, "stale": 1,
+                                  "future": 0}
+
+
+@pytest.mark.parametrize(("at", "counted"), [
+    (NOW + MAX_AHEAD, "accepted"), (NOW + MAX_AHEAD + 0.001, "future"),
+    ("2026-11-24T16:00:40Z", "accepted"), ("2026-11-24T16:00:41Z", "future"),
+    (NOW + 3600, "future"), ("2100-01-01T00:00:00Z", "future"), (1e300, "future")])
+def test_a_report_from_the_future_counts_only_within_the_clock_allowance(
+        at: object, counted: str) -> None:
+    """A failure up to MAX_AHEAD (10 s) ahead of sentinel's clock counts; further ahead
+    (a wrong clock, a forged time) it is ignored and counted as `future`, however far."""
+    accepted = parse({"reports": [{"service": "web", "backend": "web1", "ok": False,
+                                   "time": at}]})
+    answer = accepted.to_json()
+    assert (answer["accepted"], answer["future"], answer["stale"]) == (
+        (1, 0, 0) if counted == "accepted" else (0, 1, 0))
 
 
 def test_unknown_backends_are_422_naming_every_one() -> None:
@@ -121,8 +138,39 @@ async def test_the_route_needs_the_token_and_hands_signals_to_the_engine(
     assert (unknown.status_code, unknown.json()["unknown"]) == (422, ["web/b1"])
     assert big.status_code == 413
     assert (ok.status_code, ok.json()) == (200, {"ok": True, "accepted": 1, "successes": 0,
-                                                 "stale": 0})
+                                                 "stale": 0, "future": 0})
     assert seen == [Signal("web", "b9001", "report", "failed")]
+
+
+async def test_the_route_ignores_reports_timed_in_the_future(tmp_path: Path) -> None:
+    """Served for real: failures timed an hour or a century ahead (wrong clock, forged
+    time) are answered 200 as `future` and hand the engine nothing, as stale ones;
+    one a few seconds ahead (clocks that disagree a little) still counts."""
+    probe = FakeProbe()
+    engine = Engine(config(tmp_path, service("web", [9001, 9002], interval=30.0)),
+                    sinks={"rec": RecordingSink()}, probe_factory=probe.factory(),
+                    poller=probe.poller)
+    seen: list[Signal] = []
+    engine.passive = seen.extend  # type: ignore[method-assign]
+    now = time.time()  # the margins (seconds, an hour) dwarf the request's own delay
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(serve_api, Api(engine), ApiConfig(host="127.0.0.1", port=0),
+                                  tmp_path)
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+            ahead = await client.post("/v1/reports", json={"reports": [
+                {"service": "web", "backend": "b9001", "ok": False, "time": now + 3600},
+                {"service": "web", "backend": "b9001", "ok": False,
+                 "time": "2126-11-24T16:00:00Z", "source": "replay"},
+                {"service": "web", "backend": "b9001", "ok": False, "time": now - 120}]})
+            assert seen == []
+            skewed = await client.post("/v1/reports", json={"reports": [
+                {"service": "web", "backend": "b9002", "ok": False, "time": now + 5}]})
+        nursery.cancel_scope.cancel()
+    assert (ahead.status_code, ahead.json()) == (200, {
+        "ok": True, "accepted": 0, "successes": 0, "stale": 1, "future": 2})
+    assert (skewed.status_code, skewed.json()) == (200, {
+        "ok": True, "accepted": 1, "successes": 0, "stale": 0, "future": 0})
+    assert seen == [Signal("web", "b9002", "report", "failed")]
 
 
 @pytest.mark.parametrize("body", [b"[" * 1000 + b"]" * 1000,
