@@ -33,8 +33,14 @@ class Damper:
         self.penalty = 0.0
         self.suppressed = False
         self._at = 0.0
-        # The penalty that decays to `reuse` in exactly max_suppress (RFC 2439 4.2).
-        self._ceiling = config.reuse * math.pow(2, config.max_suppress / config.half_life)
+        # The penalty that decays to `reuse` in exactly max_suppress (RFC 2439 4.2). Past
+        # about 1,000 half-lives that is beyond a float (`max_suppress: 1h` with
+        # `half_life: 1s` is 3,600; math.pow raised and `sentinel run` crashed at start):
+        # no cap then, and none is needed, since flaps adding 1000 each never come near it.
+        try:
+            self._ceiling = config.reuse * math.pow(2, config.max_suppress / config.half_life)
+        except OverflowError:
+            self._ceiling = math.inf
 
     def _decay(self, now: float) -> None:
         if now > self._at:

@@ -487,23 +487,33 @@ AGENT = Section(
         "backend's weight and admin state")
 _NGINX, _THRESHOLD, _CIRCUIT = NginxBreakerConfig(), ThresholdBreakerConfig(), \
     CircuitBreakerConfig()
+# The most probes a breaker count may ask for (max_fails, passes, rise, fall, min_calls,
+# half_open_trials). Each one is a probe: 1000 keeps a dead backend in rotation for 100 s
+# at a 100ms fast_interval and 17 minutes at 1s, where nginx and HAProxy default to 1 to
+# 3 and Resilience4j's minimum number of calls to 100; slower detection is asked for with
+# a longer interval. Unbounded, `max_fails: 1000000000` was taken, nginx's breaker kept
+# every failure time within fail_timeout, and `sentinel check` (which steps the breaker
+# probe by probe, at most MAX_PROBES) printed `never` for breakers that do flip (`rise:
+# 30000`, or 10000 with five checks): below this bound its answer is exact.
+MAX_COUNT = 1000
+_COUNT_0, _COUNT_1 = Int(0, MAX_COUNT), Int(1, MAX_COUNT)
 BREAKER = Variants("kind", {
     "nginx": Section(
-        Field("max_fails", Int(0), "failures within fail_timeout that take a backend down "
+        Field("max_fails", _COUNT_0, "failures within fail_timeout that take a backend down "
               "(0: never)", _NGINX.max_fails),
         Field("fail_timeout", Duration(), "the failure window, and how long a backend stays "
               "down before a trial", _NGINX.fail_timeout),
-        Field("passes", Int(1), "successful trials that bring it back", _NGINX.passes),
+        Field("passes", _COUNT_1, "successful trials that bring it back", _NGINX.passes),
         Field("window", Choice(NGINX_WINDOWS),
               "sliding (as nginx documents) or chained (as nginx's code does)",
               _NGINX.window)),
     "threshold": Section(
-        Field("rise", Int(1), "consecutive successes that bring a backend up", _THRESHOLD.rise),
-        Field("fall", Int(1), "consecutive failures that take it down", _THRESHOLD.fall)),
+        Field("rise", _COUNT_1, "consecutive successes that bring a backend up", _THRESHOLD.rise),
+        Field("fall", _COUNT_1, "consecutive failures that take it down", _THRESHOLD.fall)),
     "circuit": Section(
         Field("window", Duration(), "the sliding window calls are counted in",
               _CIRCUIT.window),
-        Field("min_calls", Int(1), "calls in the window before the rates count",
+        Field("min_calls", _COUNT_1, "calls in the window before the rates count",
               _CIRCUIT.min_calls),
         Field("failure_rate", Rule(parse_rate, RATE), "failed share that opens the circuit",
               _CIRCUIT.failure_rate),
@@ -514,7 +524,7 @@ BREAKER = Variants("kind", {
               _CIRCUIT.open_for),
         Field("max_open_for", Duration(), "the most open_for doubles to (default: the larger "
               "of 60s and open_for)"),
-        Field("half_open_trials", Int(1), "trial calls while half-open",
+        Field("half_open_trials", _COUNT_1, "trial calls while half-open",
               _CIRCUIT.half_open_trials)),
 }, common=Section(Field("kind", Str(), "the breaker kind: nginx | threshold | circuit")),
     default="nginx", doc="how probe results turn a backend down and up")

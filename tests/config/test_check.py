@@ -94,3 +94,30 @@ def test_a_program_on_path_that_is_not_executable_is_named(tmp_path: Path) -> No
     assert (done.returncode, done.stderr) == (
         2, f"sentinel.yaml:2:30: sinks.run.command: command is not executable: "
            f"{tmp_path / 'bin' / 'notify'} (found on PATH for notify)\n")
+
+
+@pytest.mark.parametrize(("breaker", "key", "value"), [
+    ("{kind: nginx, max_fails: 1000000000, fail_timeout: 1h}", "max_fails", 10**9),
+    ("{kind: nginx, passes: 1000000000}", "passes", 10**9),
+    ("{kind: threshold, rise: 1000000000000}", "rise", 10**12),
+    ("{kind: threshold, fall: 30000}", "fall", 30000),
+    ("{kind: circuit, min_calls: 1000000000}", "min_calls", 10**9),
+    ("{kind: circuit, half_open_trials: 1001}", "half_open_trials", 1001),
+])
+def test_a_breaker_count_over_1000_is_refused_at_its_key(tmp_path: Path, breaker: str,
+                                                          key: str, value: int) -> None:
+    """A count over 1000 probes is exit 2 with file:line:col and the key path, at once;
+    it used to pass, `check` printing `never` for breakers that do flip (`fall: 30000`)."""
+    write_config(tmp_path, textwrap.dedent(f"""\
+        services:
+          web:
+            backends: [127.0.0.1:1]
+            probe: {{interval: 1s, timeout: 500ms}}
+            breaker: {breaker}
+        """))
+    done = run_sentinel("check", "-c", "sentinel.yaml", cwd=tmp_path)  # killed after 30 s
+    column = 5 + len("breaker: ") + breaker.index(f"{key}:") + len(f"{key}: ")
+    low = 0 if key == "max_fails" else 1
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", (
+        f"sentinel.yaml:5:{column}: services.web.breaker.{key}: must be {low}..1000, "
+        f"got {value}\n"))

@@ -255,7 +255,7 @@ CASES = [
             backends: [127.0.0.1:80]
             breaker: {kind: nginx, max_fails: -1}
         """,
-         "{file}:4:39: services.web.breaker.max_fails: must be at least 0, got -1"),
+         "{file}:4:39: services.web.breaker.max_fails: must be 0..1000, got -1"),
     Case("timeout-longer-than-interval", """\
         services:
           web:
@@ -544,7 +544,7 @@ def test_every_error_reported_sorted_by_line(tmp_path: Path) -> None:
         "sentinel.yaml:3:16: services.web.backends[0]: port must be 1..65535, got 70000",
         f"sentinel.yaml:4:23: services.web.probe.interval: {DURATION}, got '2 parsecs'",
         "sentinel.yaml:6:15: services.db.backends: must list at least one backend",
-        "sentinel.yaml:7:39: services.db.breaker.max_fails: must be at least 0, got -1",
+        "sentinel.yaml:7:39: services.db.breaker.max_fails: must be 0..1000, got -1",
         "sentinel.yaml:9:8: sinks.out: a file sink needs `path`",
         "sentinel.yaml:11:11: api.listen: listening on non-loopback address 0.0.0.0 "
         "requires api.token or api.token_file",
@@ -562,7 +562,7 @@ def test_bad_default_reported_once(tmp_path: Path) -> None:
           b: {backends: [127.0.0.1:81]}
         """))
     assert _errors(path) == [
-        f"{path}:2:36: defaults.breaker.fall: must be at least 1, got 0"]
+        f"{path}:2:36: defaults.breaker.fall: must be 1..1000, got 0"]
 
 
 def test_state_dir_error_does_not_hide_others(tmp_path: Path) -> None:
