@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from sentinel.cli.status import json_object, not_sentinel, refused
 from sentinel.errors import ConfigError, OutboxLocked, SignatureError, StateError
 from sentinel.sinks.registry import load_config
 from sentinel.sinks.webhook.admin import ACTIONS, Doc, Request, act_on_files
@@ -72,12 +73,7 @@ def run_outbox(args: argparse.Namespace, api_url: Callable[[], str],
     try:
         doc = act_on_files(Path(config.state_dir), names, request)
     except OutboxLocked:
-        try:
-            doc = _via_api(api_url(), token(), names, args)
-        except (httpx.HTTPError, ValueError) as exc:
-            print(f"sentinel outbox: the outbox is in use and the API is not answering: "
-                  f"{exc}", file=sys.stderr)
-            return 1
+        return _via_api(api_url(), token(), names, args)
     except StateError as exc:
         print(f"sentinel outbox: {exc}", file=sys.stderr)
         return 1
@@ -85,7 +81,10 @@ def run_outbox(args: argparse.Namespace, api_url: Callable[[], str],
     return 0
 
 
-def _via_api(api: str, token: str | None, names: list[str], args: argparse.Namespace) -> Doc:
+def _via_api(api: str, token: str | None, names: list[str], args: argparse.Namespace) -> int:
+    """Ask the running instance, which holds the outbox files, and print its answer; exit
+    1 when it cannot be reached, refuses, or answers what sentinel's API does not (as
+    `status` says of a server that is not sentinel: one line, no traceback)."""
     params: list[tuple[str, str | int | float | bool | None]] = [("sink", n) for n in names]
     params += [("id", i) for i in args.ids]
     params += [("state", "dead")] if args.dead else []
@@ -93,12 +92,29 @@ def _via_api(api: str, token: str | None, names: list[str], args: argparse.Names
     params.append(("limit", args.limit))
     path = "/v1/outbox" if args.action == "list" else f"/v1/outbox/{args.action}"
     auth = {"authorization": f"Bearer {token}"} if token else {}
-    response = httpx.request("GET" if args.action == "list" else "POST", api + path,
-                             params=params, headers=auth, timeout=10.0)
-    if response.status_code != 200:
-        raise ValueError(f"{response.status_code} {response.text.strip()}")
-    doc: Doc = response.json()
-    return doc
+    try:
+        response = httpx.request("GET" if args.action == "list" else "POST", api + path,
+                                 params=params, headers=auth, timeout=10.0)
+    except httpx.HTTPError as exc:
+        print(f"sentinel outbox: the outbox is in use and the API is not answering: {exc}",
+              file=sys.stderr)
+        return 1
+    doc = json_object(response)
+    if (failed := refused("outbox", api, response, doc)) is not None:
+        return failed
+    sinks = (doc or {}).get("sinks")
+    if doc is None or not isinstance(sinks, dict):
+        return not_sentinel("outbox", api, response,
+                            'not an outbox document {"sinks": {...}}')
+    if sorted(sinks) != sorted(names):  # sentinel answers for exactly the sinks asked
+        return not_sentinel("outbox", api, response, f"an outbox document of sinks "
+                            f"{', '.join(sorted(sinks)) or 'none'}, not {', '.join(names)}")
+    try:  # rendered with --json too: the table reads every field it shows
+        table = _table(doc, args.action)
+    except (KeyError, TypeError, AttributeError, ValueError):  # a field of another shape
+        return not_sentinel("outbox", api, response, "an outbox document of another shape")
+    print(json.dumps(doc, indent=2) if args.json else table)
+    return 0
 
 
 def _table(doc: Doc, action: str) -> str:

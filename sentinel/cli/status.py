@@ -71,7 +71,7 @@ def _headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+def json_object(response: httpx.Response) -> dict[str, Any] | None:
     """The answer's body as a JSON object; None when it is not JSON, or not an object."""
     try:
         doc = response.json()
@@ -89,10 +89,20 @@ def not_sentinel(command: str, api: str, response: httpx.Response, what: str) ->
     return 1
 
 
-def _refusal(doc: dict[str, Any] | None) -> str | None:
-    """Sentinel's refusal message (`{"error": "..."}`), None when the body is no such."""
+def refused(command: str, api: str, response: httpx.Response, doc: dict[str, Any] | None,
+            *, name_api: bool = True) -> int | None:
+    """None for a 200. Otherwise say why, sentinel's refusal (`{"error": "..."}`: `refused
+    (401): missing or wrong bearer token`, naming `api` unless `name_api` is false) or that
+    `api` is not sentinel's, and return the exit code (1)."""
+    if response.status_code == 200:
+        return None
     error = (doc or {}).get("error")
-    return error if isinstance(error, str) else None
+    if not isinstance(error, str):
+        return not_sentinel(command, api, response, "not a sentinel error")
+    who = f"{api} " if name_api else ""
+    print(f"sentinel {command}: {who}refused ({response.status_code}): {error}",
+          file=sys.stderr)
+    return 1
 
 
 def show_status(api: str, *, as_json: bool, token: str | None = None) -> int:
@@ -103,14 +113,9 @@ def show_status(api: str, *, as_json: bool, token: str | None = None) -> int:
     except httpx.HTTPError as exc:
         print(f"sentinel status: cannot reach {api}: {exc}", file=sys.stderr)
         return 1
-    doc = _json_object(response)
-    if response.status_code != 200:
-        error = _refusal(doc)
-        if error is None:
-            return not_sentinel("status", api, response, "not a sentinel error")
-        print(f"sentinel status: {api} refused ({response.status_code}): {error}",
-              file=sys.stderr)
-        return 1
+    doc = json_object(response)
+    if (failed := refused("status", api, response, doc)) is not None:
+        return failed
     if doc is None or not isinstance(doc.get("services"), dict):
         return not_sentinel("status", api, response, 'not a state document {"services": {...}}')
     try:  # rendered with --json too: the table reads every field it shows
@@ -134,13 +139,9 @@ def send_override(api: str, action: str, target: str, token: str | None) -> int:
     except httpx.HTTPError as exc:
         print(f"sentinel ctl: cannot reach {api}: {exc}", file=sys.stderr)
         return 1
-    doc = _json_object(response)
-    if response.status_code != 200:
-        error = _refusal(doc)
-        if error is None:
-            return not_sentinel("ctl", api, response, "not a sentinel error")
-        print(f"sentinel ctl: refused ({response.status_code}): {error}", file=sys.stderr)
-        return 1
+    doc = json_object(response)
+    if (failed := refused("ctl", api, response, doc, name_api=False)) is not None:
+        return failed
     events = (doc or {}).get("events")
     if doc is None or doc.get("ok") is not True or not isinstance(events, list) or not all(
             isinstance(e, dict) and isinstance(e.get("from"), str)

@@ -128,12 +128,14 @@ def _shown(b: dict[str, Any]) -> tuple[object, ...]:
 def watch_status(api: str, token: str | None, *, out: TextIO = sys.stdout) -> int:
     """Print the table, and again whenever it changes, until Ctrl-C (exit 0); exit 1 when
     the token is refused, or the server answers but is not sentinel (no event stream at
-    /v1/stream, or events that are not JSON): retrying would never help."""
+    /v1/stream, or events that are not JSON or not of the shape the table reads): retrying
+    would never help."""
     color = out.isatty()
     state = WatchedState()
     delay = 0.5
     status = "connecting"
     drawn, last_draw = "", 0.0
+    response: httpx.Response | None = None  # the latest answer, named when it is foreign
     try:
         while True:
             headers = {"Accept": "text/event-stream"}
@@ -154,11 +156,7 @@ def watch_status(api: str, token: str | None, *, out: TextIO = sys.stdout) -> in
                     response.raise_for_status()
                     status, delay = "live", 0.5
                     for message in read_sse(response.iter_lines()):
-                        try:  # the edge: what the server sent, read as sentinel's
-                            state.apply(message, json.loads(message.data))
-                        except (ValueError, KeyError, TypeError, AttributeError):
-                            return not_sentinel("status", api, response,
-                                                "events that are not sentinel's")
+                        state.apply(message, json.loads(message.data))
                         # the snapshot ends with a summary: draw once it is all there
                         if "seq" in state.doc and time.monotonic() - last_draw >= REDRAW_EVERY:
                             drawn = _draw(out, state, api, status, color, drawn)
@@ -173,6 +171,12 @@ def watch_status(api: str, token: str | None, *, out: TextIO = sys.stdout) -> in
         if color:
             out.write("\n")
         return 0
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        # The edge: what the server sent, read as sentinel's by `apply` and by every draw
+        # (the table reads each field it shows, as `status` renders to check a document);
+        # only a server's events can be of another shape, so there was an answer.
+        assert response is not None
+        return not_sentinel("status", api, response, "events that are not sentinel's")
 
 
 def _draw(out: TextIO, state: WatchedState, api: str, status: str, color: bool,

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from sentinel.sinks.webhook.outbox import Outbox
+from sentinel.sinks.webhook.sink import outbox_path
 from tests.config import run_sentinel, write_config
 from tests.e2e.helpers import sentinel_running
 
@@ -136,15 +138,26 @@ def test_a_server_that_is_not_sentinel_is_named(
     (404, "text/html", b"<html>Not Found</html>"),
     (200, "text/event-stream", b"event: state\ndata: not json\n\n"),
     (200, "text/event-stream", b"event: state\ndata: [1, 2]\n\n"),
-], ids=["html", "404", "events not json", "events of another shape"])
+    (200, "text/event-stream", b"event: event\nid: 1\ndata: [1]\n\n"
+                               b'event: summary\ndata: {"seq": 1}\n\n'),
+    (200, "text/event-stream", b'event: summary\ndata: {"seq": 1, "services": 5}\n\n'),
+    (200, "text/event-stream", b'event: summary\ndata: {"seq": 1, "sinks": [1]}\n\n'),
+    (200, "text/event-stream", b'event: state\ndata: {"service": "web", "full": true, '
+                               b'"panic": false, "up": 1, "total": 1, "backends": '
+                               b'[{"name": "a"}]}\n\nevent: summary\ndata: {"seq": 1}\n\n'),
+    (200, "text/event-stream", b"event: summary\ndata: " + DEEP + b"\n\n"),
+], ids=["html", "404", "events not json", "events of another shape", "event a list",
+        "services not an object", "sinks a list", "backend without fields", "nested"])
 def test_status_watch_names_a_server_that_is_not_sentinel(
         answer: Answer, serve: Callable[..., Served], tmp_path: Path) -> None:
     """`status --watch` pointed at a server with no event stream at /v1/stream, or whose
-    events are not sentinel's, exits 1 with one line saying so (it used to reconnect for
-    ever, or end in a traceback); retrying could never help."""
+    events are not sentinel's (not JSON, or JSON the table cannot show: an event that is
+    a list, services that are no object, a backend without its fields), exits 1 with one
+    line saying so (it used to reconnect for ever, or end in a traceback) and draws
+    nothing; retrying could never help."""
     server = serve(answering(answer))
     done = run_sentinel("status", "--watch", "--api", server.url, cwd=tmp_path)
-    assert done.returncode == 1, done
+    assert (done.returncode, done.stdout) == (1, ""), done
     [line] = done.stderr.splitlines()
     assert line.startswith(f"sentinel status: {server.url} is not sentinel's API: "
                            f"GET /v1/stream answered {answer[0]} ({answer[1]})"), line
@@ -227,3 +240,80 @@ def test_ctl_reaches_backends_whose_names_need_encoding(running: str, tmp_path: 
     backends = json.loads(state.stdout)["services"]["web"]["backends"]
     assert {b["name"]: b["state"] for b in backends} == {
         "a b": "drain", "50%": "drain", "a%20b": "drain", "q?x=1#f": "drain"}
+
+
+@pytest.fixture
+def held_outbox(tmp_path: Path) -> Iterator[Path]:
+    """A config with the webhook sink `ops` whose outbox file is held locked, as a running
+    sentinel holds it, so `sentinel outbox` asks the API; the directory."""
+    write_config(tmp_path, textwrap.dedent("""\
+        state_dir: ./state
+        sinks:
+          ops:
+            type: webhook
+            url: http://127.0.0.1:9/
+            secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+        services:
+          web: {backends: ["127.0.0.1:9"], sinks: [ops]}
+        """))
+    (tmp_path / "state").mkdir()
+    outbox = Outbox.open(outbox_path(tmp_path / "state", "ops"))
+    try:
+        yield tmp_path
+    finally:
+        outbox.close()
+
+
+OUTBOX_SHAPES: dict[str, tuple[bytes, str]] = {
+    "a list": (b"[]", 'not an outbox document {"sinks": {...}}'),
+    "no sinks": (b"{}", 'not an outbox document {"sinks": {...}}'),
+    "sinks a list": (b'{"sinks": []}', 'not an outbox document {"sinks": {...}}'),
+    "other sinks": (b'{"sinks": {}}', "an outbox document of sinks none, not ops"),
+    "sink a number": (b'{"sinks": {"ops": 5}}', "an outbox document of another shape"),
+    "sink without counts": (b'{"sinks": {"ops": {"pending": 1}}}',
+                            "an outbox document of another shape"),
+    "entry a number": (b'{"sinks": {"ops": {"pending": 1, "dead": 0, "dropped": 0, '
+                       b'"entries": [5]}}}', "an outbox document of another shape"),
+    "entry without its event": (b'{"sinks": {"ops": {"pending": 1, "dead": 0, "dropped": 0, '
+                                b'"entries": [{"state": "pending", "id": "x"}]}}}',
+                                "an outbox document of another shape"),
+    "nested": (DEEP, 'not an outbox document {"sinks": {...}}'),
+}
+
+
+@pytest.mark.parametrize(("shape", "output"), [
+    *((shape, []) for shape in OUTBOX_SHAPES),
+    ("a list", ["--json"]), ("sink a number", ["--json"])],
+    ids=[*OUTBOX_SHAPES, "a list --json", "sink a number --json"])
+def test_outbox_names_a_server_that_answers_another_shape(
+        shape: str, output: list[str], held_outbox: Path, serve: Callable[..., Served]
+        ) -> None:
+    """`sentinel outbox list` with the outbox held (a running instance), pointed at a
+    server answering 200 with JSON that is no outbox document of the asked sinks, exits 1
+    with one line naming the server and what it answered; it used to end in a traceback
+    (or, with --json, print the foreign document and exit 0)."""
+    body, what = OUTBOX_SHAPES[shape]
+    server = serve(answering((200, "application/json", body)))
+    done = run_sentinel("outbox", "list", *output, "--api", server.url, cwd=held_outbox)
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", (
+        f"sentinel outbox: {server.url} is not sentinel's API: GET /v1/outbox answered 200 "
+        f"(application/json), {what}\n"))
+
+
+@pytest.mark.parametrize(("answer", "line"), [
+    ((404, "application/json", b'{"error":"no webhook sink ops"}'),
+     "{url} refused (404): no webhook sink ops"),
+    ((502, "text/html", b"<html>\n<body>Bad Gateway</body>\n</html>\n"),
+     "{url} is not sentinel's API: POST /v1/outbox/retry answered 502 (text/html), not a "
+     "sentinel error"),
+], ids=["refusal", "html error"])
+def test_outbox_reads_an_answer_other_than_200_as_status_does(
+        answer: Answer, line: str, held_outbox: Path, serve: Callable[..., Served]) -> None:
+    """`sentinel outbox retry` through the API: sentinel's `{"error": ...}` is a refusal
+    with its message, an HTML error page names the server as not sentinel's, one line
+    each, exit 1 (both used to say "the API is not answering" with the raw body, the
+    page's lines and all)."""
+    server = serve(answering(answer))
+    done = run_sentinel("outbox", "retry", "--api", server.url, cwd=held_outbox)
+    assert (done.returncode, done.stdout, done.stderr) == (
+        1, "", f"sentinel outbox: {line.format(url=server.url)}\n")
