@@ -41,6 +41,14 @@ def _service(name: str, probe: str, breaker: str, port: int = 80) -> str:
             f"    probe: {probe}\n    breaker: {breaker}\n")
 
 
+def _composite(intervals: str, breaker: str) -> str:
+    """One service checked by a tcp check every each of `intervals` (`1s 1300ms`)."""
+    checks = ", ".join(f"{{name: c{i}, type: tcp, interval: {interval}, timeout: 500ms}}"
+                       for i, interval in enumerate(intervals.split()))
+    return (f"services:\n  a:\n    backends: ['127.0.0.1:80']\n    checks: [{checks}]\n"
+            f"    breaker: {breaker}\n")
+
+
 def _many(count: int, *, alike: bool) -> str:
     text = "services:\n"
     for i in range(count):
@@ -65,6 +73,12 @@ CASES: dict[str, str] = {
         "a", "{interval: 1s, fast_interval: 200m}", "{kind: nginx}"),
     "circuit window 1h, interval 100ms": "services:\n" + _service(
         "a", "{interval: 100ms, timeout: 50ms}", "{kind: circuit, window: 1h}"),
+    "checks at 1s, 1.3s, 1.7s, nginx fail_timeout 10 years": _composite(
+        "1s 1300ms 1700ms", "{kind: nginx, max_fails: 3, fail_timeout: 87600h}"),
+    "checks at 1s, 1.3s, 1.7s, 2.3s, 2.9s, nginx fail_timeout 1h": _composite(
+        "1s 1300ms 1700ms 2300ms 2900ms", "{kind: nginx, max_fails: 3, fail_timeout: 1h}"),
+    "checks at 1s, 1.3s, circuit window 10h": _composite(
+        "1s 1300ms", "{kind: circuit, window: 10h}"),
     "1,000 services, alike": _many(1000, alike=True),
     "1,000 services, each its own interval": _many(1000, alike=False),
     "1,000 backends (probe_bench's config)": _fleet(1000),

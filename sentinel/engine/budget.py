@@ -19,8 +19,11 @@ the breaker's state (its `state_key`, times relative to the probe) and the delay
 to the next probe form a key, and once a key repeats, every later probe repeats
 the ones since, so the change is tried only at those few probes (usually one).
 Waiting ten horizons instead took a minute for `interval: 100ms` with
-`fail_timeout: 1h`. A run that never repeats falls back to that: the change is
-tried at PHASES probes after ten horizons. Identical settings are computed once.
+`fail_timeout: 1h`. A run that never repeats (within PHASES probes) falls back to
+that: the change is tried at PHASES probes after ten horizons, or after MAX_WARM
+probes if that comes first. The changes are tried by walking on from where
+the run stands, one probe start at a time, each branching off a copy.
+Identical settings are computed once.
 
 Composite checks (`checks:`) run the same way with every check on its own
 schedule, all starting together: a death fails all of them at once, each new
@@ -37,6 +40,7 @@ import copy
 import functools
 import heapq
 import math
+from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -56,6 +60,12 @@ from sentinel.model import ProbeResult
 
 PHASES = 24  # probe starts in the settled old condition tried as the moment of change
 MAX_PROBES = 100_000  # after the change; a breaker that needs more is reported as "never"
+# Probe starts in the old condition before the change is tried, when the run neither
+# settles nor reaches ten horizons first (several checks whose intervals never line up,
+# with a `fail_timeout` of years: ten horizons were billions of probes, and `check` ran
+# until the memory ran out). A single check at 100 ms settles within 360,000 starts when
+# its breaker's period is an hour (`fail_timeout: 1h`).
+MAX_WARM = 400_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,24 +206,33 @@ class _Run:
 
 
 def _settle(plan: Plan, want: Health, fail_latency: tuple[float, ...]
-            ) -> tuple[_Run, float, range]:
-    """Probes the old condition until it settles. Returns that run, the time of its last
-    probe start, and the indexes of the starts to try the change just after: one period
-    of the settled run (the run stands at its end), or, for a run that does not settle,
-    PHASES starts once ten horizons have passed (the run stands at their first)."""
+            ) -> tuple[_Run, float, int]:
+    """Probes the old condition until it settles. Returns that run, standing just after
+    a probe start, that start's time, and how many starts from there on to try the
+    change just after: one period of the settled run (its key repeats there, so the
+    starts after it repeat the period's), or, for a run that does not settle, PHASES
+    once ten horizons have passed or MAX_WARM starts were made, whichever comes first.
+    Only the last PHASES starts' keys are kept (a longer period is not looked for), so
+    a long warm-up holds no more memory than a short one."""
     run = _Run(plan, want, fail_latency)
     warm = 10 * _horizon(plan)
     seen: dict[Hashable, int] = {}
+    recent: deque[tuple[Hashable, int]] = deque()
     while True:
         index = run.starts
         started = run.start()
-        if started >= warm:
-            return run, started, range(index, index + PHASES)
+        if started >= warm or index >= MAX_WARM:
+            return run, started, PHASES
         key = run.key(started)
         before = seen.get(key)
-        if before is not None and index - before <= PHASES:
-            return run, started, range(before + 1, index + 1)
+        if before is not None:
+            return run, started, index - before
         seen[key] = index
+        recent.append((key, index))
+        if len(recent) > PHASES:
+            old, at = recent.popleft()
+            if seen.get(old) == at:
+                del seen[old]
 
 
 def _worst(plan: Plan, want: Health) -> float | None:
@@ -223,15 +242,12 @@ def _worst(plan: Plan, want: Health) -> float | None:
     shared = _settle(plan, want, none) if want is Health.DOWN else None
     worst = 0.0
     for latency in {none, tuple(t.timeout for t in plan.timings)}:
-        settled, settled_at, changes = shared or _settle(plan, want, latency)
-        for change in changes:
-            if settled.starts == change + 1:  # the settled run stands there: branch off it
-                run, change_at = settled.branch(latency), settled_at
-            else:
-                run = _Run(plan, want, latency)
-                for _ in range(change + 1):
-                    change_at = run.start()
-            took = run.time_to_flip(change_at)
+        settled, change_at, phases = shared or _settle(plan, want, latency)
+        walker = settled.branch(latency)  # on through the starts to try, in the old condition
+        for phase in range(phases):
+            if phase:
+                change_at = walker.start()
+            took = walker.branch(latency).time_to_flip(change_at)
             if took is None:
                 return None
             worst = max(worst, took)

@@ -216,6 +216,38 @@ def test_composite_budgets(svc: ServiceConfig, to_down: float, to_up: float) -> 
                                               pytest.approx(to_up, abs=1e-6))
 
 
+def every(seconds: float) -> Timing:
+    """Probed every `seconds`, timeout 500ms."""
+    return Timing(interval=seconds, fast_interval=seconds, down_interval=seconds,
+                  timeout=0.5)
+
+
+TEN_YEARS = 87600 * 3600.0
+
+
+@pytest.mark.timeout(120)  # before: no answer in hours, the memory running out
+@pytest.mark.parametrize(("svc", "to_down", "to_up"), [
+    # Intervals that never line up and a window of ten years: ten horizons of warm-up
+    # were a billion probes. Recovery waits for the trial, ten years on.
+    (composite(NginxBreakerConfig(max_fails=3, fail_timeout=TEN_YEARS),
+               every(1), every(1.3), every(1.7)), 2.2, TEN_YEARS + 0.5),
+    # Five such checks, an hour's window: 113,000 warm-up probes, then each of the
+    # PHASES changes was tried on a run made again from t=0 (74 s; the answers are
+    # those it gave).
+    (composite(NginxBreakerConfig(max_fails=3, fail_timeout=3600),
+               every(1), every(1.3), every(1.7), every(2.3), every(2.9)), 2.1, 3600.5),
+], ids=["ten-years", "five-checks-1h"])
+def test_composites_that_never_settle_have_budgets(svc: ServiceConfig, to_down: float,
+                                                   to_up: float) -> None:
+    """Checks whose intervals never line up, with a long breaker window: the old condition
+    is probed for at most MAX_WARM starts before the change is tried (not ten horizons,
+    which were years of simulated probes), and the changes are tried walking on from
+    there, not each on a run made again from t=0."""
+    budget = compute_budget(svc)
+    assert (budget.to_down, budget.to_up) == (pytest.approx(to_down, abs=1e-6),
+                                              pytest.approx(to_up, abs=1e-6))
+
+
 @pytest.mark.parametrize(("timing", "breaker"), [case[1:3] for case in PINNED[:6]],
                          ids=[case[0] for case in PINNED[:6]])
 def test_one_check_is_the_probe(timing: Timing, breaker: BreakerConfig) -> None:
