@@ -8,7 +8,8 @@ CLOSED reports UP. OPEN and HALF_OPEN both report DOWN::
     HALF_OPEN --half_open_trials successes--> CLOSED   (open_for back to its base)
     HALF_OPEN --one failed trial-------------> OPEN     (open_for doubles, capped)
 
-While CLOSED every call is kept as (time, ok, slow) for `window` seconds. A
+While CLOSED every call is kept as (time, ok, slow) for `window` seconds, in 9
+to 13 bytes: a 1h window at 100ms (36,000 calls) takes under 0.5 MB. A
 call is slow when `slow_call` is set and its latency is over `slow_call`. Once
 the window holds at least `min_calls` calls, the breaker opens when the share
 of failed calls is >= `failure_rate`, or the share of slow calls is >=
@@ -51,10 +52,10 @@ settings as above::
 
 from __future__ import annotations
 
-from collections import deque
+from array import array
 from collections.abc import Hashable
-from dataclasses import dataclass, replace
-from typing import Final
+from dataclasses import replace
+from typing import Final, Self
 
 from sentinel.breakers.base import (
     STEADY_UP,
@@ -69,19 +70,16 @@ from sentinel.config.model import CircuitBreakerConfig, InitState
 
 _NAMES: Final[dict[Phase, str]] = {
     Phase.CLOSED: "closed", Phase.OPEN: "open", Phase.TRIAL: "half-open"}
-
-
-@dataclass(frozen=True, slots=True)
-class _Call:
-    time: float
-    ok: bool
-    slow: bool
+# Calls that have left the window stay in its arrays until there are more than _SPARE
+# of them and they are over a quarter of the arrays; then one `del` drops them all.
+_SPARE: Final = 32
 
 
 class CircuitBreaker(CycleBreaker):
     """Closed/open/half-open breaker judging failure and slow-call rates."""
 
-    __slots__ = ("_calls", "_config", "_failed", "_open_for", "_slow", "_trials")
+    __slots__ = ("_config", "_failed", "_flags", "_head", "_open_for", "_slow", "_times",
+                 "_trials")
     KIND = "circuit"
     NAMES = _NAMES
 
@@ -101,7 +99,11 @@ class CircuitBreaker(CycleBreaker):
             raise ValueError(f"invalid circuit breaker config: {config}")
         super().__init__(initial)
         self._config = config
-        self._calls: deque[_Call] = deque()  # CLOSED only, oldest first
+        # The window, CLOSED only, oldest first: the calls from _head on, each a time
+        # and a byte, 1 if it failed + 2 if it was slow (why this layout: _record).
+        self._times = array("d")
+        self._flags = bytearray()
+        self._head = 0
         self._failed = 0  # of the calls, how many failed and how many were slow: kept as
         self._slow = 0  # calls come and go, so a 1h window at 100ms is not summed per call
         self._open_for = config.open_for  # the length of the current or next open spell
@@ -118,7 +120,7 @@ class CircuitBreaker(CycleBreaker):
             return f"open for {secs(self._open_for)}"
         if self._state is Phase.TRIAL:
             return f"half-open {self._trials}/{self._config.half_open_trials}"
-        n, failed, slow = len(self._calls), self._failed, self._slow
+        n, failed, slow = len(self._times) - self._head, self._failed, self._slow
         if not failed and not slow:
             return ""
         parts = [f"{failed}/{n} failed"]
@@ -146,35 +148,69 @@ class CircuitBreaker(CycleBreaker):
             return transition
         if fresh is InitState.UP and (not ok or slow):
             return self._open(now, first_probe_reason(fresh, _bad(ok, latency)))
-        return self._record(_Call(now, ok, slow))
+        return self._record(ok, slow, now)
 
     def state_key(self, now: float) -> Hashable:
         """Phase, trials, the open spell, and the window as counts and its oldest call's
         age (the budget feeds one result over and over, so the calls are all alike)."""
-        oldest = self._calls[0].time if self._calls else None
+        n = len(self._times) - self._head
+        oldest = self._times[self._head] if n else None
         return (self._state, self._trials, self._open_for, relative(self._retry_at, now),
-                len(self._calls), self._failed, self._slow, relative(oldest, now))
+                n, self._failed, self._slow, relative(oldest, now))
+
+    def __copy__(self) -> Self:
+        """An independent copy (CycleBreaker's, which copies only deques) with arrays of
+        its own, holding just the calls still in the window."""
+        twin = super().__copy__()
+        head = self._head
+        twin._times = self._times[head:]
+        twin._flags = self._flags[head:]
+        twin._head = 0
+        return twin
 
     def _open(self, now: float, why: str) -> Transition:
         self._fire(Move.TRIP)
-        self._calls.clear()
-        self._failed = self._slow = 0
+        del self._times[:], self._flags[:]  # frees the memory while open
+        self._head = self._failed = self._slow = 0
         self._retry_at = now + self._open_for
         return Transition(Change.CHANGED, Health.DOWN, f"{why}; open for {secs(self._open_for)}")
 
-    def _record(self, call: _Call) -> Transition:
-        cfg = self._config
-        calls = self._calls
-        calls.append(call)
-        self._failed += not call.ok
-        self._slow += call.slow
-        while call.time - calls[0].time > cfg.window:
-            gone = calls.popleft()
-            self._failed -= not gone.ok
-            self._slow -= gone.slow
+    def _record(self, ok: bool, slow: bool, now: float) -> Transition:
+        """Add a call to the window, drop the calls it pushes out, and judge the rates.
+
+        The window's layout: a call is a float in an `array('d')` and a byte in a
+        bytearray, 9 bytes, where a deque of frozen `(time, ok, slow)` objects took 88
+        (and building one cost more CPU than all of this). Calls leave by moving
+        `_head` on; the dead space before it is dropped with one `del` (a memmove)
+        once it is over a quarter of the arrays, so each call is moved about 3 times
+        in its life and the arrays hold at most a third more than the window: 9.7 to
+        12.3 bytes a call at 36,000 calls. A true ring buffer was no faster, and with
+        doubling capacity held 16 bytes a call and never gave memory back.
+        """
+        times, flags, window = self._times, self._flags, self._config.window
+        times.append(now)
+        bad = (not ok) | slow << 1
+        flags.append(bad)
+        if bad:
+            self._failed += not ok
+            self._slow += slow
+        head = start = self._head
+        # `now - time > window`, not `time < now - window`: in floats the two differ at
+        # the window's edge, and this is the test the deque of calls made.
+        while now - times[head] > window:
+            gone = flags[head]
+            if gone:
+                self._failed -= gone & 1
+                self._slow -= gone >> 1
+            head += 1
+        if head != start:
+            if head > _SPARE and head > len(times) >> 2:
+                del times[:head], flags[:head]
+                head = 0
+            self._head = head
         reason = self._trip_reason()
         if reason:
-            return self._open(call.time, reason)
+            return self._open(now, reason)
         progress = self.progress()
         if progress:
             return Transition(Change.PENDING, Health.UP, progress)
@@ -182,7 +218,7 @@ class CircuitBreaker(CycleBreaker):
 
     def _trip_reason(self) -> str:
         cfg = self._config
-        n = len(self._calls)
+        n = len(self._times) - self._head
         if n < cfg.min_calls:
             return ""
         failed = self._failed
