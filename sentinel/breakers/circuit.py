@@ -55,7 +55,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Hashable
 from dataclasses import replace
-from typing import Final, Self
+from typing import Final
 
 from sentinel.breakers.base import (
     STEADY_UP,
@@ -157,16 +157,6 @@ class CircuitBreaker(CycleBreaker):
         oldest = self._times[self._head] if n else None
         return (self._state, self._trials, self._open_for, relative(self._retry_at, now),
                 n, self._failed, self._slow, relative(oldest, now))
-
-    def __copy__(self) -> Self:
-        """An independent copy (CycleBreaker's, which copies only deques) with arrays of
-        its own, holding just the calls still in the window."""
-        twin = super().__copy__()
-        head = self._head
-        twin._times = self._times[head:]
-        twin._flags = self._flags[head:]
-        twin._head = 0
-        return twin
 
     def _open(self, now: float, why: str) -> Transition:
         self._fire(Move.TRIP)

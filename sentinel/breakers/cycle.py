@@ -11,6 +11,8 @@ raises IllegalTransition and changes nothing.
 
 from __future__ import annotations
 
+import copy
+from array import array
 from collections import deque
 from enum import Enum
 from typing import Final, Self
@@ -59,6 +61,8 @@ HEALTH: Final[dict[Phase, Health]] = {
 # Enum members read on every probe, bound to module names once: in Python 3.11 reading
 # one through its class (`Phase.OPEN`) costs about 60 ns, an unspecialised lookup.
 _CLOSED, _OPEN = Phase.CLOSED, Phase.OPEN
+# What `__copy__` gives a copy of its own: the containers a breaker's state is kept in.
+_CONTAINERS = (deque, array, bytearray, list, dict, set)
 
 
 def advance(kind: str, names: dict[Phase, str], phase: Phase, move: Move) -> Phase:
@@ -107,7 +111,7 @@ class CycleBreaker:
         twin = object.__new__(type(self))
         state: tuple[None, dict[str, object]] = self.__getstate__()  # type: ignore[assignment]
         for name, value in state[1].items():
-            setattr(twin, name, value.copy() if isinstance(value, deque) else value)
+            setattr(twin, name, copy.copy(value) if isinstance(value, _CONTAINERS) else value)
         return twin
 
     def _fire(self, move: Move) -> None:
