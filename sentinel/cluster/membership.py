@@ -144,9 +144,9 @@ class Membership:
         self._on_recorded = on_recorded
         self._rng = rng or random.Random()
         self._backoff = Backoff(initial=0.2, maximum=float(config.lease_ttl))
-        self._mirror = PrefixMirror(client, f"{config.prefix}members/",
-                                    on_change=self._members_changed,
-                                    check_every=float(config.lease_ttl), rng=self._rng)
+        self.mirror = PrefixMirror(client, f"{config.prefix}members/",
+                                   on_change=self._members_changed,
+                                   check_every=float(config.lease_ttl), rng=self._rng)
         self._ok = False
         self._since: float | None = None
         self._error = "not registered yet"
@@ -173,7 +173,7 @@ class Membership:
 
     async def read_at_least(self, revision: int) -> None:
         """Return once the member list reflects etcd at `revision` or later."""
-        await self._mirror.read_at_least(revision)
+        await self.mirror.read_at_least(revision)
 
     def suspicion_unrecorded(self) -> bool:
         """True while this member suspects itself and the record etcd holds does not say
@@ -199,8 +199,8 @@ class Membership:
         """A frozen snapshot."""
         members = tuple(sorted(self.members.values(), key=lambda m: m.node))
         return MembershipStatistics(
-            node=self.me.node, ok=self._ok and self._mirror.ok, since=self._since,
-            error=self._error or self._mirror.error, lease=self.lease.id if self.lease else 0,
+            node=self.me.node, ok=self._ok and self.mirror.ok, since=self._since,
+            error=self._error or self.mirror.error, lease=self.lease.id if self.lease else 0,
             registrations=self._registrations, renewals=self._renewals, lapses=self._lapses,
             members=members,
             mismatched=tuple(m.node for m in members  # our own record: until rewritten
@@ -214,7 +214,7 @@ class Membership:
         list was read (or could not be). On cancellation the lease is revoked."""
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(self._mirror.run)
+                await nursery.start(self.mirror.run)
                 task_status.started()
                 while True:
                     lease, granted = await self._register()

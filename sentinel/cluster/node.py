@@ -163,6 +163,7 @@ class ClusterStatistics:
     lag_sum: float  # seconds, since start
     writer: WriterStatistics
     etcd: EtcdStatistics
+    silent_watches: int  # watches started again because they fell silent (PrefixMirror)
 
     def to_json(self) -> dict[str, object]:
         """The `cluster` object of the state document (SPEC 12)."""
@@ -182,6 +183,7 @@ class ClusterStatistics:
                 "etcd": {"calls": self.etcd.calls, "errors": self.etcd.errors,
                          "last_error": self.etcd.last_error or None,
                          "resets": self.etcd.resets,
+                         "silent_watches": self.silent_watches,
                          "latency_ms": {"p50": round(self.etcd.latency_p50_ms, 3),
                                         "p99": round(self.etcd.latency_p99_ms, 3)}},
                 "observations": {"writes": self.writer.writes,
@@ -606,4 +608,7 @@ class ClusterNode:
             probing=probing, suspects=tuple(sorted(self.suspects())),
             revision=self.agreed.revision, lag_p50_ms=lag[0.5],
             lag_p99_ms=lag[0.99], lag_count=self._lag_count, lag_sum=self._lag_sum,
-            writer=self.writer.statistics(), etcd=self.client.statistics())
+            writer=self.writer.statistics(), etcd=self.client.statistics(),
+            silent_watches=sum(mirror.silences for mirror in (
+                self.membership.mirror, self.agreed, self.overrides.mirror,
+                self.observations.mirror, self._leader_key)))

@@ -353,6 +353,10 @@ def _cluster_series(stats: ClusterStatistics) -> Iterator[Metric]:
                               value=stats.etcd.calls)
     yield CounterMetricFamily("sentinel_cluster_etcd_errors", "Calls to etcd that failed "
                               "(unreachable, timed out, refused).", value=stats.etcd.errors)
+    yield CounterMetricFamily("sentinel_cluster_silent_watches", "Watches on etcd found "
+                              "fallen silent (etcd held changes they did not deliver: a "
+                              "connection dropped on the way) and started again.",
+                              value=stats.silent_watches)
     yield _summary("sentinel_cluster_etcd_latency_seconds", "How long calls to etcd took "
                    "(quantiles over the recent calls).",
                    {"0.5": stats.etcd.latency_p50_ms, "0.99": stats.etcd.latency_p99_ms,

@@ -40,7 +40,7 @@ from sentinel.model import ServiceView, State
 from sentinel.sinks.memory import RecordingSink
 from sentinel.telemetry.metrics import Metrics
 from tests.cluster.etcd_server import EtcdServer
-from tests.cluster.helpers import client_for, cluster_config
+from tests.cluster.helpers import SilentRelay, client_for, cluster_config
 from tests.e2e.balancers import eventually
 from tests.e2e.helpers import free_port
 from tests.engine.fakes import (
@@ -112,16 +112,18 @@ class Member:
 def start_member(nursery: trio.Nursery, etcd: EtcdServer, prefix: str, tmp_path: Path,
                  name: str, svc: ServiceConfig, config_sha256: str = "c0ffee", *,
                  probers: int | None = 2, canaries: tuple[CanaryConfig, ...] = (),
-                 alive: tuple[int, ...] = (), notes: RecordingSink | None = None) -> Member:
+                 alive: tuple[int, ...] = (), notes: RecordingSink | None = None,
+                 endpoints: tuple[str, ...] | None = None) -> Member:
     """A member `name` of `svc` (with a local and a leader-scope sink, `notes` if given)
     running in `nursery`, its configuration file's hash `config_sha256`, `probers` per
     backend (None: all), quorum 2, with `canaries`; it sees the ports in `alive` refuse
-    from the start."""
+    from the start; it reaches etcd at `endpoints` (default: etcd's own)."""
     base = config(tmp_path / name, svc, sinks=("rec",))
     cfg = replace(base, sinks=(*base.sinks, SinkConfig("note", "exec", None, scope="leader")),
                   canaries=canaries,
                   cluster=cluster_config(etcd, prefix, name, probers=probers, quorum=2,
-                                         lease_ttl=1, config_sha256=config_sha256))
+                                         lease_ttl=1, config_sha256=config_sha256,
+                                         endpoints=endpoints or (etcd.url,)))
     member = Member(name, cfg, notes)
     for port in alive:
         member.sees(port, alive=False)
@@ -139,10 +141,12 @@ async def members(etcd: EtcdServer, prefix: str, tmp_path: Path, names: tuple[st
                   *, interval: float = 0.1, fast: float | None = None, min_up: int = 0,
                   dampen: DampenConfig | None = None, probers: int | None = 2,
                   canaries: tuple[CanaryConfig, ...] = (),
-                  refused: dict[str, tuple[int, ...]] | None = None
+                  refused: dict[str, tuple[int, ...]] | None = None,
+                  endpoints: dict[str, tuple[str, ...]] | None = None
                   ) -> AsyncIterator[dict[str, Member]]:
     """Members `names` running until the block ends, once all are registered and one
-    leads (`refused`: the ports each member sees refuse from the start)."""
+    leads (`refused`: the ports each member sees refuse from the start; `endpoints`:
+    where a member reaches etcd, if not at etcd's own)."""
     svc = replace(service("web", PORTS, interval=interval, fast=fast, timeout=0.05,
                           sinks=("rec", "note"), breaker=ThresholdBreakerConfig(fall=2, rise=2),
                           min_up=min_up), dampen=dampen)
@@ -151,7 +155,8 @@ async def members(etcd: EtcdServer, prefix: str, tmp_path: Path, names: tuple[st
         for name in names:
             out[name] = start_member(nursery, etcd, prefix, tmp_path, name, svc,
                                      probers=probers, canaries=canaries,
-                                     alive=(refused or {}).get(name, ()))
+                                     alive=(refused or {}).get(name, ()),
+                                     endpoints=(endpoints or {}).get(name))
         await eventually(lambda: all(len(m.cluster()["members"]) == len(names)  # type: ignore[arg-type]
                                      and m.cluster()["leader"] for m in out.values()),
                          what="every member registered, a leader elected")
@@ -448,6 +453,31 @@ async def test_two_of_three_down_votes_take_a_backend_down(
                          what="b9001 down everywhere")
         assert nodes["n1"].entry("b9001")["observers"] == {"n1": "down", "n2": "down",
                                                            "n3": "up"}
+
+
+async def test_a_member_whose_watches_a_middlebox_dropped_catches_up_and_counts_them(
+        etcd: EtcdServer, prefix: str, tmp_path: Path) -> None:
+    """n3 reaches etcd through a firewall that forgets the flows of its watches (nothing
+    passes on them any more, nothing closes them; new connections pass, so its lease
+    renewals are answered): a backend that goes down afterwards is agreed down on n3's
+    sink too, and n3 counts the watches it found fallen silent in /v1/state and in its
+    metrics (before, n3's sink stayed on the old view for good)."""
+    relay = SilentRelay(etcd)
+    async with trio.open_nursery() as outer:
+        await outer.start(relay.run)
+        async with members(etcd, prefix, tmp_path, ("n1", "n2", "n3"),
+                           endpoints={"n3": (relay.url,)}) as nodes:
+            await eventually(lambda: agreed(nodes, {f"b{p}": "up" for p in PORTS}),
+                             what="all up")
+            assert relay.forget(b"/v3/watch") >= 1
+            await b9001_down(nodes)
+            etcd_stats = nodes["n3"].cluster()["etcd"]
+            assert isinstance(etcd_stats, dict)
+            assert etcd_stats["silent_watches"] >= 1
+            scraped = await metrics_of(nodes["n3"])
+            assert (sample(scraped, "sentinel_cluster_silent_watches_total") or 0) >= 1
+            assert nodes["n1"].cluster()["etcd"]["silent_watches"] == 0  # type: ignore[index]
+        outer.cancel_scope.cancel()
 
 
 async def test_a_suspect_members_down_vote_abstains_until_its_canary_passes(
