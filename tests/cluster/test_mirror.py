@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -170,6 +172,40 @@ async def test_hung_etcd_is_noticed(own_etcd: EtcdServer) -> None:
         await client.aclose()
 
 
+@asynccontextmanager
+async def mirror_through(relay: SilentRelay, etcd: EtcdServer, prefix: str, *,
+                         calls_within: float = 0.5, check_every: float = 0.5,
+                         direct: bool = False
+                         ) -> AsyncIterator[tuple[PrefixMirror, EtcdClient, trio.Nursery]]:
+    """`relay` running; a mirror of `prefix` whose client reaches etcd through it (and
+    then directly, when `direct`: a second endpoint), its calls timing out after
+    `calls_within`; a writer straight to etcd; and a nursery to run them in, cancelled at the
+    end of the block (the mirror is not started: the test starts it when it wants)."""
+    async with trio.open_nursery() as outer:
+        await outer.start(relay.run)
+        client = EtcdClient([relay.url, *([etcd.url] if direct else [])],
+                            timeout=calls_within)
+        writer = EtcdClient([etcd.url], timeout=5.0)
+        mirror = PrefixMirror(client, prefix, check_every=check_every)
+        try:
+            async with trio.open_nursery() as nursery:
+                yield mirror, writer, nursery
+                nursery.cancel_scope.cancel()
+        finally:
+            await writer.aclose()
+            await client.aclose()
+        outer.cancel_scope.cancel()
+
+
+async def renew_forever(client: EtcdClient, key: str) -> None:
+    """Call etcd through `client` every 0.1 s, as a member's lease renewals do (so the
+    endpoint keeps answering the client), failures ignored."""
+    while True:
+        with contextlib.suppress(EtcdError):
+            await client.range(key)
+        await trio.sleep(0.1)
+
+
 async def test_a_watch_whose_endpoint_went_silent_is_noticed_while_another_answers(
         etcd: EtcdServer, prefix: str) -> None:
     """With two endpoints, the one the watch streams from goes silent while the client's
@@ -178,34 +214,16 @@ async def test_a_watch_whose_endpoint_went_silent_is_noticed_while_another_answe
     made meanwhile arrives (before, the read was answered by the live endpoint, the
     mirror said ok and never saw another change)."""
     relay = SilentRelay(etcd)
-    async with trio.open_nursery() as outer:
-        await outer.start(relay.run)
-        client = EtcdClient([relay.url, etcd.url], timeout=0.5)
-        writer = EtcdClient([etcd.url], timeout=5.0)
-        mirror = PrefixMirror(client, prefix, check_every=0.5)
-
-        async def renewals() -> None:  # as a member's lease renewals use the client
-            while True:
-                with contextlib.suppress(EtcdError):
-                    await client.range(prefix + "other")
-                await trio.sleep(0.1)
-
-        try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(mirror.run)
-                await writer.put(prefix + "before", b"1")
-                await eventually(lambda: prefix + "before" in mirror.items, what="the watch")
-                relay.silence()
-                nursery.start_soon(renewals)
-                await writer.put(prefix + "after", b"1")
-                await eventually(lambda: prefix + "after" in mirror.items,
-                                 what="a change made after the watch's endpoint went silent")
-                await eventually(lambda: mirror.ok, what="the mirror ok on the live endpoint")
-                nursery.cancel_scope.cancel()
-        finally:
-            await writer.aclose()
-            await client.aclose()
-        outer.cancel_scope.cancel()
+    async with mirror_through(relay, etcd, prefix, direct=True) as (mirror, writer, nursery):
+        await nursery.start(mirror.run)
+        await writer.put(prefix + "before", b"1")
+        await eventually(lambda: prefix + "before" in mirror.items, what="the watch")
+        relay.silence()
+        nursery.start_soon(renew_forever, mirror.client, prefix + "other")
+        await writer.put(prefix + "after", b"1")
+        await eventually(lambda: prefix + "after" in mirror.items,
+                         what="a change made after the watch's endpoint went silent")
+        await eventually(lambda: mirror.ok, what="the mirror ok on the live endpoint")
 
 
 async def test_read_at_least_does_not_wait_out_the_backoff(own_etcd: EtcdServer) -> None:
@@ -241,15 +259,6 @@ async def test_read_at_least_does_not_wait_out_the_backoff(own_etcd: EtcdServer)
         await client.aclose()
 
 
-async def renew_forever(client: EtcdClient, key: str) -> None:
-    """Call etcd through `client` every 0.1 s, as a member's lease renewals do (so the
-    endpoint keeps answering the client), failures ignored."""
-    while True:
-        with contextlib.suppress(EtcdError):
-            await client.range(key)
-        await trio.sleep(0.1)
-
-
 async def test_a_watch_whose_connection_was_dropped_on_the_way_is_noticed(
         etcd: EtcdServer, prefix: str, caplog: pytest.LogCaptureFixture) -> None:
     """A firewall or NAT that forgets the watch's connection (nothing passes on it any
@@ -259,40 +268,29 @@ async def test_a_watch_whose_connection_was_dropped_on_the_way_is_noticed(
     after a second drop a delete (before, an endpoint answering the client was taken
     for a live watch, and no change arrived again)."""
     relay = SilentRelay(etcd)
-    async with trio.open_nursery() as outer:
-        await outer.start(relay.run)
-        client = EtcdClient([relay.url], timeout=0.5)
-        writer = EtcdClient([etcd.url], timeout=5.0)
-        mirror = PrefixMirror(client, prefix, check_every=0.5)
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(renew_forever, client, prefix[:-1] + "-lease")
-                await nursery.start(mirror.run)
-                await writer.put(prefix + "a", b"1")
-                await eventually(lambda: prefix + "a" in mirror.items, what="the watch")
-                # the watch's flow alone: the client's pooled connections are busy (a NAT
-                # forgets idle flows), and a check timing out on one would restart the
-                # watch as a failed call, not as a silent watch
-                assert relay.forget(b"/v3/watch") == 1
-                await writer.put(prefix + "b", b"1")
-                await eventually(lambda: prefix + "b" in mirror.items,
-                                 what="a put made after the watch's connection was dropped")
-                assert mirror.silences >= 1
-                assert "fell silent" in caplog.text
-                await eventually(lambda: mirror.ok, what="the mirror ok again")
-                silences = mirror.silences
-                assert relay.forget(b"/v3/watch") == 1
-                await writer.delete(prefix + "a")
-                await eventually(lambda: prefix + "a" not in mirror.items,
-                                 what="a delete made after the next watch was dropped")
-                assert mirror.silences > silences
-                assert values(mirror) == {prefix + "b": b"1"}
-                await eventually(lambda: mirror.ok, what="the mirror ok again")
-                nursery.cancel_scope.cancel()
-        finally:
-            await writer.aclose()
-            await client.aclose()
-        outer.cancel_scope.cancel()
+    async with mirror_through(relay, etcd, prefix) as (mirror, writer, nursery):
+        nursery.start_soon(renew_forever, mirror.client, prefix[:-1] + "-lease")
+        await nursery.start(mirror.run)
+        await writer.put(prefix + "a", b"1")
+        await eventually(lambda: prefix + "a" in mirror.items, what="the watch")
+        # the watch's flow alone: the client's pooled connections are busy (a NAT
+        # forgets idle flows), and a check timing out on one would restart the
+        # watch as a failed call, not as a silent watch
+        assert relay.forget(b"/v3/watch") == 1
+        await writer.put(prefix + "b", b"1")
+        await eventually(lambda: prefix + "b" in mirror.items,
+                         what="a put made after the watch's connection was dropped")
+        assert mirror.silences >= 1
+        assert "fell silent" in caplog.text
+        await eventually(lambda: mirror.ok, what="the mirror ok again")
+        silences = mirror.silences
+        assert relay.forget(b"/v3/watch") == 1
+        await writer.delete(prefix + "a")
+        await eventually(lambda: prefix + "a" not in mirror.items,
+                         what="a delete made after the next watch was dropped")
+        assert mirror.silences > silences
+        assert values(mirror) == {prefix + "b": b"1"}
+        await eventually(lambda: mirror.ok, what="the mirror ok again")
 
 
 async def test_watch_latency_is_not_taken_for_a_silent_watch(
@@ -304,12 +302,8 @@ async def test_watch_latency_is_not_taken_for_a_silent_watch(
     was answered at (nothing under the prefix reaches that), and the watch is not
     restarted; five times over."""
     relay = SilentRelay(etcd, delay=0.4, delayed=b"/v3/watch")
-    async with trio.open_nursery() as outer:
-        await outer.start(relay.run)
-        client = EtcdClient([relay.url], timeout=5.0)
-        writer = EtcdClient([etcd.url], timeout=5.0)
-        mirror = PrefixMirror(client, prefix, check_every=1.0)
-
+    async with mirror_through(relay, etcd, prefix, calls_within=5.0, check_every=1.0) as (
+            mirror, writer, nursery):
         def checks() -> list[float]:  # when each check reached the relay
             return [t for t, path in relay.requests if path == b"/v3/kv/txn"]
 
@@ -326,17 +320,10 @@ async def test_watch_latency_is_not_taken_for_a_silent_watch(
             await eventually(lambda: mirror.items[prefix + "k"].value == value,
                              what="the put")
 
-        try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(mirror.run)
-                for n in range(5):
-                    await put_before_a_check(n)
-                assert (mirror.silences, mirror.ok) == (0, True)
-                nursery.cancel_scope.cancel()
-        finally:
-            await writer.aclose()
-            await client.aclose()
-        outer.cancel_scope.cancel()
+        await nursery.start(mirror.run)
+        for n in range(5):
+            await put_before_a_check(n)
+        assert (mirror.silences, mirror.ok) == (0, True)
 
 
 async def test_checks_cost_one_read_per_interval(own_etcd: EtcdServer) -> None:
